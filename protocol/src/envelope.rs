@@ -1,0 +1,302 @@
+//! The signed envelope around a manifest, the trust policy, and [`verify_release`]: the gate
+//! every manifest passes before anything else is done with it.
+//!
+//! A publisher signs `SIGNING_CONTEXT || manifest_bytes` with ed25519. The envelope carries
+//! the canonical manifest bytes untouched, so the [`ReleaseId`] (BLAKE3 of those bytes) does
+//! not depend on the signatures, and more signatures can be added for a threshold.
+//!
+//! Verification order, so that an attacker's bytes are looked at as little as possible:
+//! size limit → envelope decode → signatures by trusted keys over the raw bytes → manifest
+//! decode and canonical check → channel permission → threshold → structural rules
+//! ([`Manifest::validate`]) → time (expiry, creation skew) → version above the channel's last.
+
+use crate::codec;
+use crate::error::ManifestError;
+use crate::ids::{PublisherKey, ReleaseId};
+use crate::manifest::{MANIFEST_BYTES_MAX, MANIFEST_FORMAT_VERSION, Manifest};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Domain separation for manifest signatures: a signature made for anything else never
+/// verifies as a manifest signature.
+pub const SIGNING_CONTEXT: &[u8] = b"p2pd/manifest/v1\n";
+
+/// Most signatures on one envelope; more is refused before any is checked.
+pub const SIGNATURES_MAX: usize = 16;
+
+/// Largest encoded envelope: the manifest plus room for [`SIGNATURES_MAX`] signatures.
+pub const ENVELOPE_BYTES_MAX: usize = MANIFEST_BYTES_MAX + 4096;
+
+/// How far a manifest's creation time may be ahead of the verifier's clock: clocks on a
+/// fleet drift, but a manifest "from next week" is a sign of a forged or mis-set clock.
+pub const CREATED_SKEW_MAX_S: i64 = 24 * 3600;
+
+/// An ed25519 signature (64 bytes) with a length-checked serde form.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SignatureBytes(pub [u8; 64]);
+
+impl std::fmt::Debug for SignatureBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignatureBytes({}…)", hex::encode(&self.0[..8]))
+    }
+}
+
+impl Serialize for SignatureBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SignatureBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SignatureBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("64 signature bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                let arr: [u8; 64] = v
+                    .try_into()
+                    .map_err(|_| E::invalid_length(v.len(), &self))?;
+                Ok(SignatureBytes(arr))
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
+
+/// One publisher signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSignature {
+    /// The signing key.
+    pub key: PublisherKey,
+    /// ed25519 signature over [`SIGNING_CONTEXT`] followed by the manifest bytes.
+    pub signature: SignatureBytes,
+}
+
+/// A manifest with its signatures: what travels and what the store keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedManifest {
+    /// [`MANIFEST_FORMAT_VERSION`].
+    pub format_version: u16,
+    /// The canonical encoding of the [`Manifest`].
+    pub manifest_bytes: Vec<u8>,
+    /// Signatures, by distinct keys.
+    pub signatures: Vec<ManifestSignature>,
+}
+
+impl SignedManifest {
+    /// Encodes the envelope.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// The release id (BLAKE3 of the manifest bytes).
+    pub fn release_id(&self) -> ReleaseId {
+        ReleaseId::of_manifest_bytes(&self.manifest_bytes)
+    }
+}
+
+/// Encodes `manifest` canonically and signs it with `key`.
+pub fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> SignedManifest {
+    let manifest_bytes = codec::encode(manifest);
+    let signature = key.sign(&signing_message(&manifest_bytes));
+    SignedManifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        manifest_bytes,
+        signatures: vec![ManifestSignature {
+            key: PublisherKey(key.verifying_key().to_bytes()),
+            signature: SignatureBytes(signature.to_bytes()),
+        }],
+    }
+}
+
+fn signing_message(manifest_bytes: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SIGNING_CONTEXT.len() + manifest_bytes.len());
+    message.extend_from_slice(SIGNING_CONTEXT);
+    message.extend_from_slice(manifest_bytes);
+    message
+}
+
+/// A publisher key a node trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedPublisher {
+    /// Operator's name for the key (shown in errors and the audit trail).
+    pub name: String,
+    /// The public key.
+    pub key: PublisherKey,
+    /// Channel prefixes the key may publish on; empty means every channel.
+    pub channel_prefixes: Vec<String>,
+}
+
+impl TrustedPublisher {
+    /// Whether this key may publish on `channel`.
+    pub fn allows_channel(&self, channel: &str) -> bool {
+        self.channel_prefixes.is_empty()
+            || self
+                .channel_prefixes
+                .iter()
+                .any(|p| channel.starts_with(p.as_str()))
+    }
+}
+
+/// Which keys a node accepts, and how many must sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustPolicy {
+    /// Trusted keys.
+    pub publishers: Vec<TrustedPublisher>,
+    /// Valid signatures by distinct allowed keys required (at least 1).
+    pub threshold: usize,
+}
+
+impl TrustPolicy {
+    /// The trusted publisher with `key`, if any.
+    pub fn publisher(&self, key: &PublisherKey) -> Option<&TrustedPublisher> {
+        self.publishers.iter().find(|p| p.key == *key)
+    }
+}
+
+/// A manifest whose signatures and structure were checked.
+#[derive(Debug, Clone)]
+pub struct VerifiedRelease {
+    /// Its id.
+    pub id: ReleaseId,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The envelope it came in.
+    pub envelope: SignedManifest,
+    /// Names of the trusted publishers whose signatures verified.
+    pub signers: Vec<String>,
+}
+
+impl VerifiedRelease {
+    /// Checks time and version: not expired at `now_unix_s`, not created too far in the future,
+    /// and a version above `highest_seen` on its channel (if any was seen).
+    pub fn check_fresh(
+        &self,
+        now_unix_s: i64,
+        highest_seen: Option<u64>,
+    ) -> Result<(), ManifestError> {
+        let m = &self.manifest;
+        if m.expires_unix_s <= now_unix_s {
+            return Err(ManifestError::Expired {
+                expires_unix_s: m.expires_unix_s,
+                now_unix_s,
+            });
+        }
+        if m.created_unix_s > now_unix_s.saturating_add(CREATED_SKEW_MAX_S) {
+            return Err(ManifestError::CreatedInFuture {
+                created_unix_s: m.created_unix_s,
+                now_unix_s,
+            });
+        }
+        if let Some(highest) = highest_seen {
+            if m.version <= highest {
+                return Err(ManifestError::VersionNotNewer {
+                    channel: m.channel.clone(),
+                    version: m.version,
+                    highest,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks an encoded envelope's signatures and the manifest's structure (not time, not
+/// version: see [`VerifiedRelease::check_fresh`] and [`verify_release`]).
+pub fn verify_signed(
+    envelope_bytes: &[u8],
+    policy: &TrustPolicy,
+) -> Result<VerifiedRelease, ManifestError> {
+    let envelope: SignedManifest =
+        codec::decode::<_, ENVELOPE_BYTES_MAX>(envelope_bytes, "signed manifest")?;
+    if envelope.format_version != MANIFEST_FORMAT_VERSION {
+        return Err(ManifestError::UnsupportedFormat {
+            found: envelope.format_version,
+            supported: MANIFEST_FORMAT_VERSION,
+        });
+    }
+    if envelope.signatures.is_empty() {
+        return Err(ManifestError::Unsigned);
+    }
+    if envelope.signatures.len() > SIGNATURES_MAX {
+        return Err(ManifestError::TooManySignatures {
+            count: envelope.signatures.len(),
+            max: SIGNATURES_MAX,
+        });
+    }
+
+    // Signatures first, over the raw bytes: an untrusted manifest is never decoded.
+    let message = signing_message(&envelope.manifest_bytes);
+    let mut valid: Vec<&TrustedPublisher> = Vec::new();
+    for sig in &envelope.signatures {
+        let Some(publisher) = policy.publisher(&sig.key) else {
+            continue;
+        };
+        let key = VerifyingKey::from_bytes(&sig.key.0)
+            .map_err(|_| ManifestError::BadSignature(sig.key))?;
+        key.verify_strict(&message, &Signature::from_bytes(&sig.signature.0))
+            .map_err(|_| ManifestError::BadSignature(sig.key))?;
+        if !valid.iter().any(|p| p.key == publisher.key) {
+            valid.push(publisher);
+        }
+    }
+    if valid.is_empty() {
+        return Err(ManifestError::UnknownKey(envelope.signatures[0].key));
+    }
+
+    let manifest: Manifest =
+        codec::decode::<_, MANIFEST_BYTES_MAX>(&envelope.manifest_bytes, "manifest")?;
+    if codec::encode(&manifest) != envelope.manifest_bytes {
+        return Err(ManifestError::NonCanonical);
+    }
+    if manifest.format_version != MANIFEST_FORMAT_VERSION {
+        return Err(ManifestError::UnsupportedFormat {
+            found: manifest.format_version,
+            supported: MANIFEST_FORMAT_VERSION,
+        });
+    }
+
+    let allowed: Vec<&TrustedPublisher> = valid
+        .iter()
+        .copied()
+        .filter(|p| p.allows_channel(&manifest.channel))
+        .collect();
+    let threshold = policy.threshold.max(1);
+    if allowed.len() < threshold {
+        if let Some(refused) = valid.iter().find(|p| !p.allows_channel(&manifest.channel)) {
+            return Err(ManifestError::KeyNotAllowedForChannel {
+                key: refused.key,
+                channel: manifest.channel.clone(),
+            });
+        }
+        return Err(ManifestError::BelowThreshold {
+            valid: allowed.len(),
+            threshold,
+        });
+    }
+
+    manifest.validate()?;
+    Ok(VerifiedRelease {
+        id: envelope.release_id(),
+        signers: allowed.iter().map(|p| p.name.clone()).collect(),
+        manifest,
+        envelope,
+    })
+}
+
+/// The full gate: [`verify_signed`], then [`VerifiedRelease::check_fresh`] at `now_unix_s`
+/// against the highest version `highest_seen` returns for the manifest's channel.
+pub fn verify_release(
+    envelope_bytes: &[u8],
+    policy: &TrustPolicy,
+    now_unix_s: i64,
+    highest_seen: impl FnOnce(&str) -> Option<u64>,
+) -> Result<VerifiedRelease, ManifestError> {
+    let release = verify_signed(envelope_bytes, policy)?;
+    let highest = highest_seen(&release.manifest.channel);
+    release.check_fresh(now_unix_s, highest)?;
+    Ok(release)
+}

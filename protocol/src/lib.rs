@@ -1,0 +1,44 @@
+//! The p2pd protocol: identifiers, the release manifest, its signature envelope and the
+//! bounded wire encoding shared by every part of the system.
+//!
+//! This crate decides, it never does: no IO, no async, no clock. Every function that needs
+//! the time takes it as an argument, so the same code runs in the daemon, in `p2pctl` and in
+//! the simulator, and is tested at any instant.
+//!
+//! # Layout
+//!
+//! * [`ids`]: [`ChunkId`] (BLAKE3 of chunk bytes), [`ReleaseId`] (BLAKE3 of the canonical
+//!   manifest bytes), [`NodeId`] and [`PublisherKey`] (ed25519 public keys).
+//! * [`manifest`]: the [`Manifest`] of a release and its structural validation (paths,
+//!   symlinks, sizes, limits).
+//! * [`path`]: the rules a path or a symlink target inside a release must follow.
+//! * [`envelope`]: the [`SignedManifest`] and [`verify_release`], the one gate every manifest
+//!   passes before anything else is done with it.
+//! * [`codec`]: bincode 2 encoding with an explicit size limit on every decode.
+//! * [`error`]: [`ManifestError`], one variant per rule, naming what broke it.
+//!
+//! # Wire stability
+//!
+//! Every encoded structure starts with a format or protocol version ([`PROTOCOL_VERSION`],
+//! [`MANIFEST_FORMAT_VERSION`]); a decoder refuses versions it does not know.
+
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod manifest;
+pub mod path;
+
+pub use envelope::{
+    ManifestSignature, SignedManifest, TrustPolicy, TrustedPublisher, VerifiedRelease,
+    sign_manifest, verify_release,
+};
+pub use error::ManifestError;
+pub use ids::{ChunkId, IdParseError, NodeId, PublisherKey, ReleaseId};
+pub use manifest::{
+    ChunkRef, ChunkingParams, Cvss, Entry, EntryKind, MANIFEST_FORMAT_VERSION, Manifest, Severity,
+};
+
+/// Version of the node-to-node protocol. Carried by every wire message; bumped on any
+/// incompatible change.
+pub const PROTOCOL_VERSION: u16 = 1;

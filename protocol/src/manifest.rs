@@ -1,0 +1,484 @@
+//! The manifest: everything a node needs to know about a release, before it holds any of it.
+//!
+//! A manifest names the release (channel and version), says how urgent it is (severity and an
+//! optional CVSS score), how long it is valid, how it was chunked, and lists every entry of the
+//! released tree: directories, files with their mode, size and ordered chunks, and symlinks.
+//! Entries are sorted by path (byte order), which makes the encoding canonical and duplicates
+//! easy to see.
+//!
+//! [`Manifest::validate`] checks everything that does not depend on who signed it or on the
+//! time: limits, paths, parents, symlink targets, modes, chunk lengths and sizes.
+
+use crate::error::ManifestError;
+use crate::ids::ChunkId;
+use crate::path::{self, check_entry_path, resolve_symlink_target};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// Version of the manifest layout; a decoder refuses any other.
+pub const MANIFEST_FORMAT_VERSION: u16 = 1;
+
+/// Largest encoded manifest. 1 Mi chunks at 37 bytes each plus a large tree fit; a bigger
+/// release should be split into several.
+pub const MANIFEST_BYTES_MAX: usize = 64 << 20;
+
+/// Most entries (files, directories, symlinks) in one release. Large OS images hold ~100k files.
+pub const ENTRIES_PER_RELEASE_MAX: usize = 1 << 18;
+
+/// Most chunks in one release: 64 GiB at the default 64 KiB average chunk size.
+pub const CHUNKS_PER_RELEASE_MAX: usize = 1 << 20;
+
+/// Largest chunk a manifest may declare. A receiver holds one whole chunk in memory while it
+/// verifies it, so this bounds memory per in-flight chunk.
+pub const CHUNK_BYTES_MAX: u32 = 4 << 20;
+
+/// Longest channel name, in bytes.
+pub const CHANNEL_BYTES_MAX: usize = 128;
+
+/// Permission bits a mode may carry (rwx for user/group/other plus setuid, setgid, sticky).
+pub const MODE_BITS: u32 = 0o7777;
+
+/// How urgent a release is; orders scheduling and, later, maintenance-window exemptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    /// Routine.
+    Low,
+    /// Should be applied in the next window.
+    Medium,
+    /// Important.
+    High,
+    /// Exploited or trivially exploitable; the 72-hour clock runs.
+    Critical,
+}
+
+impl Severity {
+    /// Lowercase name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Ok(Self::Low),
+            "medium" => Ok(Self::Medium),
+            "high" => Ok(Self::High),
+            "critical" => Ok(Self::Critical),
+            _ => Err(format!(
+                "unknown severity {s:?}: use critical, high, medium or low"
+            )),
+        }
+    }
+}
+
+/// A CVSS base score in tenths (98 is 9.8), so that the encoding stays exact and canonical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cvss(pub u8);
+
+impl Cvss {
+    /// Highest score, 10.0.
+    pub const MAX_TENTHS: u8 = 100;
+
+    /// The score as a float, for display.
+    pub fn as_f32(&self) -> f32 {
+        f32::from(self.0) / 10.0
+    }
+}
+
+impl fmt::Display for Cvss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0 / 10, self.0 % 10)
+    }
+}
+
+impl FromStr for Cvss {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid CVSS score {s:?}: use a number from 0.0 to 10.0");
+        let (whole, frac) = match s.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (s, "0"),
+        };
+        if frac.len() != 1 {
+            return Err(bad());
+        }
+        let whole: u8 = whole.parse().map_err(|_| bad())?;
+        let frac: u8 = frac.parse().map_err(|_| bad())?;
+        let tenths = whole
+            .checked_mul(10)
+            .and_then(|w| w.checked_add(frac))
+            .ok_or_else(bad)?;
+        if tenths > Self::MAX_TENTHS {
+            return Err(bad());
+        }
+        Ok(Self(tenths))
+    }
+}
+
+/// The content-defined chunking algorithm a release was cut with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChunkingAlgorithm {
+    /// FastCDC as published in 2020 (crate `fastcdc`, module `v2020`), default gear table.
+    FastCdc2020,
+}
+
+/// How a release was chunked, recorded so any node can re-cut and re-verify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkingParams {
+    /// Algorithm.
+    pub algorithm: ChunkingAlgorithm,
+    /// Smallest chunk, except a file's last.
+    pub min_bytes: u32,
+    /// Target average chunk size.
+    pub avg_bytes: u32,
+    /// Largest chunk.
+    pub max_bytes: u32,
+    /// FastCDC normalization level (0 to 3).
+    pub normalization: u8,
+}
+
+impl ChunkingParams {
+    /// Smallest `min_bytes` the FastCDC implementation accepts.
+    pub const MIN_BYTES_FLOOR: u32 = 64;
+    /// Smallest `avg_bytes` the FastCDC implementation accepts.
+    pub const AVG_BYTES_FLOOR: u32 = 256;
+    /// Largest `avg_bytes` the FastCDC implementation accepts.
+    pub const AVG_BYTES_CEIL: u32 = 4 << 20;
+
+    /// Checks ranges and ordering.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let bad = |why: String| Err(ManifestError::BadChunking(why));
+        if self.min_bytes < Self::MIN_BYTES_FLOOR {
+            return bad(format!(
+                "min {} is below {}",
+                self.min_bytes,
+                Self::MIN_BYTES_FLOOR
+            ));
+        }
+        if self.avg_bytes < Self::AVG_BYTES_FLOOR || self.avg_bytes > Self::AVG_BYTES_CEIL {
+            return bad(format!("avg {} is out of range", self.avg_bytes));
+        }
+        if self.max_bytes > CHUNK_BYTES_MAX {
+            return bad(format!("max {} is above {CHUNK_BYTES_MAX}", self.max_bytes));
+        }
+        if !(self.min_bytes < self.avg_bytes && self.avg_bytes < self.max_bytes) {
+            return bad(format!(
+                "need min < avg < max, got {} / {} / {}",
+                self.min_bytes, self.avg_bytes, self.max_bytes
+            ));
+        }
+        if self.min_bytes % 2 != 0 || self.avg_bytes % 2 != 0 || self.max_bytes % 2 != 0 {
+            return bad("sizes must be even".into());
+        }
+        if self.normalization > 3 {
+            return bad(format!("normalization {} is above 3", self.normalization));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ChunkingParams {
+    /// 16 KiB / 64 KiB / 256 KiB, normalization 1: casync's and desync's defaults (DESIGN.md).
+    fn default() -> Self {
+        Self {
+            algorithm: ChunkingAlgorithm::FastCdc2020,
+            min_bytes: 16 << 10,
+            avg_bytes: 64 << 10,
+            max_bytes: 256 << 10,
+            normalization: 1,
+        }
+    }
+}
+
+/// One chunk of a file: its id and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// BLAKE3 of the chunk's bytes.
+    pub id: ChunkId,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A directory (possibly empty).
+    Dir {
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A regular file, the concatenation of its chunks.
+    File {
+        /// Permission bits.
+        mode: u32,
+        /// Size in bytes.
+        size: u64,
+        /// Chunks in file order.
+        chunks: Vec<ChunkRef>,
+    },
+    /// A symbolic link whose target stays inside the release (see [`crate::path`]).
+    Symlink {
+        /// The target, relative to the link's directory.
+        target: String,
+    },
+}
+
+/// One entry of a release tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Release-relative path, `/`-separated.
+    pub path: String,
+    /// What the entry is.
+    pub kind: EntryKind,
+}
+
+/// The description of a release. Its canonical encoding is what publishers sign and what
+/// the [`crate::ReleaseId`] hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT_VERSION`].
+    pub format_version: u16,
+    /// Channel, such as `security/openssl`. Versions are ordered per channel.
+    pub channel: String,
+    /// Version on the channel; each release must be strictly above the last one seen.
+    pub version: u64,
+    /// Creation time, unix seconds.
+    pub created_unix_s: i64,
+    /// Expiry time, unix seconds; an expired manifest is refused.
+    pub expires_unix_s: i64,
+    /// Urgency.
+    pub severity: Severity,
+    /// Optional CVSS base score.
+    pub cvss: Option<Cvss>,
+    /// How the files were chunked.
+    pub chunking: ChunkingParams,
+    /// The tree, sorted by path.
+    pub entries: Vec<Entry>,
+    /// Sum of all file sizes.
+    pub total_bytes: u64,
+}
+
+/// Whether `name` is a valid channel name: 1 to [`CHANNEL_BYTES_MAX`] bytes of `a-z`, `0-9`,
+/// `.`, `_`, `-`, `/`, in `/`-separated segments that are neither empty, `.` nor `..`.
+pub fn is_valid_channel(name: &str) -> bool {
+    name.len() <= CHANNEL_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/'))
+        && name
+            .split('/')
+            .all(|segment| !matches!(segment, "" | "." | ".."))
+}
+
+impl Manifest {
+    /// Number of chunk references over all files (a chunk used twice counts twice).
+    pub fn chunk_count(&self) -> usize {
+        self.files().map(|(_, _, chunks)| chunks.len()).sum()
+    }
+
+    /// Files as (path, size, chunks).
+    pub fn files(&self) -> impl Iterator<Item = (&str, u64, &[ChunkRef])> {
+        self.entries.iter().filter_map(|e| match &e.kind {
+            EntryKind::File { size, chunks, .. } => {
+                Some((e.path.as_str(), *size, chunks.as_slice()))
+            }
+            _ => None,
+        })
+    }
+
+    /// Distinct chunks of the release with their lengths, in first-use order.
+    pub fn unique_chunks(&self) -> Vec<ChunkRef> {
+        let mut seen = std::collections::HashSet::new();
+        self.files()
+            .flat_map(|(_, _, chunks)| chunks.iter())
+            .filter(|c| seen.insert(c.id))
+            .copied()
+            .collect()
+    }
+
+    /// Checks every rule that does not depend on signatures or time. See the module docs.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(ManifestError::UnsupportedFormat {
+                found: self.format_version,
+                supported: MANIFEST_FORMAT_VERSION,
+            });
+        }
+        if !is_valid_channel(&self.channel) {
+            return Err(ManifestError::BadChannel(self.channel.clone()));
+        }
+        if self.expires_unix_s <= self.created_unix_s {
+            return Err(ManifestError::ExpiresBeforeCreated {
+                created_unix_s: self.created_unix_s,
+                expires_unix_s: self.expires_unix_s,
+            });
+        }
+        if let Some(cvss) = self.cvss {
+            if cvss.0 > Cvss::MAX_TENTHS {
+                return Err(ManifestError::BadCvss(cvss.0 / 10, cvss.0 % 10));
+            }
+        }
+        self.chunking.validate()?;
+        if self.entries.len() > ENTRIES_PER_RELEASE_MAX {
+            return Err(ManifestError::TooManyEntries {
+                count: self.entries.len(),
+                max: ENTRIES_PER_RELEASE_MAX,
+            });
+        }
+        let chunk_count = self.chunk_count();
+        if chunk_count > CHUNKS_PER_RELEASE_MAX {
+            return Err(ManifestError::TooManyChunks {
+                count: chunk_count,
+                max: CHUNKS_PER_RELEASE_MAX,
+            });
+        }
+
+        // Paths: each valid, strictly increasing (so no duplicates), each parent a directory
+        // listed earlier. Sorted order puts every parent before its children.
+        let mut kinds: HashMap<&str, &EntryKind> = HashMap::with_capacity(self.entries.len());
+        let mut previous: Option<&str> = None;
+        for entry in &self.entries {
+            let path = entry.path.as_str();
+            check_entry_path(path).map_err(|rule| ManifestError::BadPath {
+                path: path.to_owned(),
+                rule,
+            })?;
+            if let Some(prev) = previous {
+                match prev.cmp(path) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        return Err(ManifestError::DuplicatePath(path.to_owned()));
+                    }
+                    std::cmp::Ordering::Greater => {
+                        return Err(ManifestError::NotSorted(path.to_owned(), prev.to_owned()));
+                    }
+                }
+            }
+            previous = Some(path);
+            if let Some(parent) = path::parent(path) {
+                match kinds.get(parent) {
+                    None => return Err(ManifestError::MissingParent(path.to_owned())),
+                    Some(EntryKind::Dir { .. }) => {}
+                    Some(_) => return Err(ManifestError::ParentNotDirectory(path.to_owned())),
+                }
+            }
+            kinds.insert(path, &entry.kind);
+        }
+
+        let mut total: u64 = 0;
+        for entry in &self.entries {
+            let path = entry.path.as_str();
+            match &entry.kind {
+                EntryKind::Dir { mode } => check_mode(path, *mode)?,
+                EntryKind::File { mode, size, chunks } => {
+                    check_mode(path, *mode)?;
+                    let mut sum: u64 = 0;
+                    for chunk in chunks {
+                        if chunk.len == 0 || chunk.len > self.chunking.max_bytes {
+                            return Err(ManifestError::BadChunkLength {
+                                path: path.to_owned(),
+                                len: chunk.len,
+                                max: self.chunking.max_bytes,
+                            });
+                        }
+                        sum += u64::from(chunk.len);
+                    }
+                    if sum != *size {
+                        return Err(ManifestError::FileSizeMismatch {
+                            path: path.to_owned(),
+                            declared: *size,
+                            actual: sum,
+                        });
+                    }
+                    total = total.saturating_add(sum);
+                }
+                EntryKind::Symlink { target } => {
+                    let is_dir = |p: &str| matches!(kinds.get(p), Some(EntryKind::Dir { .. }));
+                    resolve_symlink_target(path, target, is_dir).map_err(|rule| {
+                        ManifestError::BadSymlink {
+                            path: path.to_owned(),
+                            target: target.clone(),
+                            rule,
+                        }
+                    })?;
+                }
+            }
+        }
+        if total != self.total_bytes {
+            return Err(ManifestError::TotalSizeMismatch {
+                declared: self.total_bytes,
+                actual: total,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_mode(path: &str, mode: u32) -> Result<(), ManifestError> {
+    if mode & !MODE_BITS != 0 {
+        return Err(ManifestError::BadMode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_and_cvss_parse() {
+        assert_eq!("Critical".parse::<Severity>(), Ok(Severity::Critical));
+        assert!("urgent".parse::<Severity>().is_err());
+        assert!(Severity::Critical > Severity::High);
+        assert_eq!("9.8".parse::<Cvss>(), Ok(Cvss(98)));
+        assert_eq!("10".parse::<Cvss>(), Ok(Cvss(100)));
+        assert_eq!(Cvss(98).to_string(), "9.8");
+        assert!("10.1".parse::<Cvss>().is_err());
+        assert!("9.85".parse::<Cvss>().is_err());
+        assert!("-1".parse::<Cvss>().is_err());
+    }
+
+    #[test]
+    fn channel_names_follow_the_rule() {
+        assert!(is_valid_channel("security/openssl"));
+        assert!(is_valid_channel("win-11_x64.cu"));
+        assert!(!is_valid_channel(""));
+        assert!(!is_valid_channel("Security"));
+        assert!(!is_valid_channel("/abs"));
+        assert!(!is_valid_channel("trailing/"));
+        assert!(!is_valid_channel("../x"));
+        assert!(!is_valid_channel("a//b"));
+        assert!(!is_valid_channel(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn default_chunking_params_are_valid_and_bad_ones_are_not() {
+        ChunkingParams::default().validate().unwrap();
+        let mut p = ChunkingParams::default();
+        p.min_bytes = p.avg_bytes;
+        assert!(matches!(p.validate(), Err(ManifestError::BadChunking(_))));
+        let mut p = ChunkingParams::default();
+        p.max_bytes = CHUNK_BYTES_MAX + 2;
+        assert!(matches!(p.validate(), Err(ManifestError::BadChunking(_))));
+    }
+}

@@ -1,0 +1,233 @@
+//! Signature, trust, time and version rules of `verify_release`.
+
+use super::*;
+use protocol::envelope::{SignatureBytes, verify_signed};
+use protocol::{ManifestError, ManifestSignature, SignedManifest, sign_manifest, verify_release};
+
+fn signed(m: &Manifest, k: &SigningKey) -> Vec<u8> {
+    sign_manifest(m, k).encode()
+}
+
+#[test]
+fn valid_release_verifies_and_id_hashes_manifest_bytes() {
+    let k = key(1);
+    let env = sign_manifest(&sample_manifest(), &k);
+    let r = verify_release(&env.encode(), &policy_for(&[(&k, &[])]), NOW, |_| Some(6)).unwrap();
+    assert_eq!(
+        r.id,
+        protocol::ReleaseId::of_manifest_bytes(&env.manifest_bytes)
+    );
+    assert_eq!(r.manifest, sample_manifest());
+    assert_eq!(r.signers, vec!["publisher-0".to_string()]);
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let err = verify_release(
+        &signed(&sample_manifest(), &key(2)),
+        &policy_for(&[(&key(1), &[])]),
+        NOW,
+        |_| None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ManifestError::UnknownKey(PublisherKey(key(2).verifying_key().to_bytes()))
+    );
+    assert!(err.to_string().contains("unknown key"));
+}
+
+#[test]
+fn tampered_manifest_fails_signature() {
+    let k = key(1);
+    let mut env = sign_manifest(&sample_manifest(), &k);
+    let last = env.manifest_bytes.len() - 1;
+    env.manifest_bytes[last] ^= 1;
+    let err = verify_release(&env.encode(), &policy_for(&[(&k, &[])]), NOW, |_| None).unwrap_err();
+    assert!(matches!(err, ManifestError::BadSignature(_)));
+    assert!(err.to_string().contains("does not verify"));
+}
+
+#[test]
+fn signature_from_other_key_under_trusted_name_is_refused() {
+    let trusted = key(1);
+    let mut env = sign_manifest(&sample_manifest(), &key(2));
+    env.signatures[0].key = PublisherKey(trusted.verifying_key().to_bytes());
+    let err = verify_release(&env.encode(), &policy_for(&[(&trusted, &[])]), NOW, |_| {
+        None
+    })
+    .unwrap_err();
+    assert!(matches!(err, ManifestError::BadSignature(_)));
+}
+
+#[test]
+fn unsigned_and_oversigned_envelopes_are_refused() {
+    let k = key(1);
+    let mut env = sign_manifest(&sample_manifest(), &k);
+    let sig = env.signatures[0].clone();
+    env.signatures.clear();
+    let policy = policy_for(&[(&k, &[])]);
+    assert_eq!(
+        verify_signed(&env.encode(), &policy).unwrap_err(),
+        ManifestError::Unsigned
+    );
+    env.signatures = vec![sig; 17];
+    assert!(matches!(
+        verify_signed(&env.encode(), &policy),
+        Err(ManifestError::TooManySignatures { count: 17, .. })
+    ));
+}
+
+#[test]
+fn key_outside_its_channel_prefix_is_refused() {
+    let k = key(1);
+    let err = verify_release(
+        &signed(&sample_manifest(), &k),
+        &policy_for(&[(&k, &["apps/"])]),
+        NOW,
+        |_| None,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ManifestError::KeyNotAllowedForChannel { .. }));
+    assert!(err.to_string().contains("security/openssl"));
+    // The right prefix passes.
+    verify_release(
+        &signed(&sample_manifest(), &k),
+        &policy_for(&[(&k, &["security/"])]),
+        NOW,
+        |_| None,
+    )
+    .unwrap();
+}
+
+#[test]
+fn threshold_counts_distinct_trusted_keys() {
+    let (a, b) = (key(1), key(2));
+    let mut policy = policy_for(&[(&a, &[]), (&b, &[])]);
+    policy.threshold = 2;
+    let mut env = sign_manifest(&sample_manifest(), &a);
+    // The same signature twice is still one key.
+    env.signatures.push(env.signatures[0].clone());
+    assert_eq!(
+        verify_signed(&env.encode(), &policy).unwrap_err(),
+        ManifestError::BelowThreshold {
+            valid: 1,
+            threshold: 2
+        }
+    );
+    let second = sign_manifest(&sample_manifest(), &b).signatures.remove(0);
+    env.signatures.push(second);
+    verify_signed(&env.encode(), &policy).unwrap();
+}
+
+#[test]
+fn expired_manifest_is_refused() {
+    let k = key(1);
+    let m = sample_manifest();
+    let err = verify_release(
+        &signed(&m, &k),
+        &policy_for(&[(&k, &[])]),
+        m.expires_unix_s,
+        |_| None,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ManifestError::Expired { .. }));
+    assert!(err.to_string().contains("expired"));
+}
+
+#[test]
+fn manifest_from_the_far_future_is_refused() {
+    let k = key(1);
+    let mut m = sample_manifest();
+    m.created_unix_s = NOW + 2 * 86_400;
+    m.expires_unix_s = NOW + 40 * 86_400;
+    let err =
+        verify_release(&signed(&m, &k), &policy_for(&[(&k, &[])]), NOW, |_| None).unwrap_err();
+    assert!(matches!(err, ManifestError::CreatedInFuture { .. }));
+}
+
+#[test]
+fn replayed_or_older_version_is_refused() {
+    let k = key(1);
+    let policy = policy_for(&[(&k, &[])]);
+    let bytes = signed(&sample_manifest(), &k);
+    for highest in [7, 8] {
+        let err = verify_release(&bytes, &policy, NOW, |_| Some(highest)).unwrap_err();
+        assert_eq!(
+            err,
+            ManifestError::VersionNotNewer {
+                channel: "security/openssl".into(),
+                version: 7,
+                highest
+            }
+        );
+    }
+}
+
+#[test]
+fn invalid_structure_is_refused_even_when_signed() {
+    let k = key(1);
+    let mut m = sample_manifest();
+    m.entries[0].path = "/README".into();
+    let err =
+        verify_release(&signed(&m, &k), &policy_for(&[(&k, &[])]), NOW, |_| None).unwrap_err();
+    assert!(matches!(err, ManifestError::BadPath { .. }));
+}
+
+#[test]
+fn non_canonical_encoding_is_refused() {
+    // Re-encode the manifest with a trailing byte inside the signed bytes: it decodes to the
+    // same value only if trailing bytes were ignored, and must be refused either way.
+    let k = key(1);
+    let mut bytes = protocol::codec::encode(&sample_manifest());
+    bytes.push(0);
+    let sig = {
+        use ed25519_dalek::Signer;
+        let mut msg = protocol::envelope::SIGNING_CONTEXT.to_vec();
+        msg.extend_from_slice(&bytes);
+        k.sign(&msg).to_bytes()
+    };
+    let env = SignedManifest {
+        format_version: protocol::MANIFEST_FORMAT_VERSION,
+        manifest_bytes: bytes,
+        signatures: vec![ManifestSignature {
+            key: PublisherKey(k.verifying_key().to_bytes()),
+            signature: SignatureBytes(sig),
+        }],
+    };
+    let err = verify_signed(&env.encode(), &policy_for(&[(&k, &[])])).unwrap_err();
+    assert!(matches!(
+        err,
+        ManifestError::Decode { .. } | ManifestError::NonCanonical
+    ));
+}
+
+#[test]
+fn garbage_envelope_gives_a_decode_error() {
+    let policy = policy_for(&[(&key(1), &[])]);
+    for garbage in [&b""[..], b"\xff\xff\xff\xff", &[0u8; 100]] {
+        assert!(verify_signed(garbage, &policy).is_err());
+    }
+}
+
+mod fuzzish {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Flipping any byte of a signed envelope never panics and never verifies as a
+        /// different manifest.
+        #[test]
+        fn mutated_envelope_never_panics(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let k = key(1);
+            let policy = policy_for(&[(&k, &[])]);
+            let mut bytes = signed(&sample_manifest(), &k);
+            let i = pos.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            if let Ok(r) = verify_signed(&bytes, &policy) {
+                prop_assert_eq!(r.manifest, sample_manifest());
+            }
+        }
+    }
+}
