@@ -1,1 +1,23 @@
-//! stub
+//! Content-defined chunking for p2pd: FastCDC v2020 boundaries, BLAKE3 chunk ids, the
+//! parallel publish pipeline, and verified reassembly.
+//!
+//! This crate knows bytes and chunk ids, not the network and not the store's layout: the
+//! pipeline hands each chunk to a [`ChunkSink`] the caller provides, and reassembly asks the
+//! caller for chunk bytes by id.
+//!
+//! # Layout
+//!
+//! * [`cdc`]: [`Chunker`], the FastCDC v2020 boundary finder configured from a manifest's
+//!   [`protocol::ChunkingParams`], and single-threaded whole-buffer helpers.
+//! * [`pipeline`]: [`run_pipeline`], streaming over any number of `Read` sources in bounded
+//!   memory, with reading, boundary detection and hashing on their own threads.
+//! * [`reassemble`]: [`reassemble_file`], which writes a file from its chunk list and checks
+//!   every chunk against its id and length.
+
+pub mod cdc;
+pub mod pipeline;
+pub mod reassemble;
+
+pub use cdc::{Chunker, chunk_and_hash};
+pub use pipeline::{ChunkSink, PipelineConfig, PipelineError, run_pipeline};
+pub use reassemble::{ReassembleError, reassemble_file};
