@@ -1,1 +1,26 @@
-//! stub
+//! The p2pd node: the daemon `p2pd` and the operator tool `p2pctl`.
+//!
+//! This crate holds every effect of the system (files, sockets, tasks, the clock); decisions
+//! live in `protocol` and `chunking` and are called from here.
+//!
+//! # Layout
+//!
+//! * [`config`]: the TOML configuration and the commented default `p2pd init` writes.
+//! * [`identity`]: ed25519 keys on disk (node identity, publisher keys), PKCS#8 PEM, 0600.
+//! * [`store`]: append-only pack files indexed in redb; atomic, crash-safe publish sessions.
+//! * [`ingest`]: scanning a tree to publish and streaming it through the chunking pipeline.
+//! * [`release`]: re-verifying and exporting stored releases.
+//! * [`api`]: the control API's JSON types; [`server`] serves them, [`client`] calls them.
+//! * [`daemon`]: `p2pd run`, signal handling and clean shutdown.
+//! * [`cli`]: helpers shared by the two binaries (logging, exit codes, formatting).
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod identity;
+pub mod ingest;
+pub mod release;
+pub mod server;
+pub mod store;

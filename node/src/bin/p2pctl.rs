@@ -1,1 +1,481 @@
-fn main() {}
+//! `p2pctl`: operate a p2pd node and publish releases.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use node::api::*;
+use node::cli::{exit, human_bytes};
+use node::client::{Client, ClientError};
+use node::identity;
+use protocol::{Manifest, PublisherKey, codec, sign_manifest};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "p2pctl",
+    version,
+    about = "Operate a p2pd node: publish signed releases, list, verify and export them",
+    after_help = "Exit codes:\n  0  ok\n  1  the operation failed\n  2  bad command line\n  \
+        3  p2pd is not running, or its socket may not be used\n  \
+        4  refused: untrusted key, version not newer, invalid path, file changed, ...\n  \
+        5  verify found missing or corrupt chunks or a bad signature\n\n\
+        Publish in three steps:\n  p2pctl keygen --out publisher.pem      # once; add the printed key to p2pd.toml [trust]\n  \
+        p2pctl publish ./patch --channel security/openssl --version 3 --key publisher.pem\n  \
+        p2pctl verify <release-id>"
+)]
+struct Cli {
+    /// Control socket of the daemon (see `control.socket` in p2pd.toml).
+    #[arg(
+        long,
+        env = "P2PCTL_SOCKET",
+        default_value = "/var/lib/p2pd/control.sock",
+        global = true
+    )]
+    socket: PathBuf,
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a publisher key (PKCS#8 PEM, mode 0600) and print the line for p2pd.toml.
+    Keygen {
+        /// File to write; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Publish a file or directory tree as a signed release.
+    Publish {
+        /// File or directory to publish (the daemon must be able to read it).
+        path: PathBuf,
+        /// Channel, such as security/openssl.
+        #[arg(long)]
+        channel: String,
+        /// Version: a whole number above the channel's last.
+        #[arg(long)]
+        version: u64,
+        /// Publisher key file made by `p2pctl keygen`; it never leaves this process.
+        #[arg(long)]
+        key: PathBuf,
+        /// critical, high, medium or low.
+        #[arg(long, default_value = "medium")]
+        severity: String,
+        /// CVSS base score, such as 9.8.
+        #[arg(long)]
+        cvss: Option<String>,
+        /// How long the release stays valid, such as 30d, 12h, 90d.
+        #[arg(long, default_value = "30d")]
+        expires: humantime::Duration,
+    },
+    /// List releases in the store, newest first.
+    Releases,
+    /// Show a release and its files (the id may be a unique prefix).
+    Show {
+        /// Release id or prefix.
+        release: String,
+    },
+    /// Re-check a release: its signature against the trust policy and every chunk's hash.
+    Verify {
+        /// Release id or prefix.
+        release: String,
+    },
+    /// Write a release's files into a new directory, byte-identical, modes kept.
+    Export {
+        /// Release id or prefix.
+        release: String,
+        /// Destination; must not exist or be empty.
+        dir: PathBuf,
+    },
+    /// Show the node: id, site, store usage, trusted publishers.
+    Node,
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match &e {
+            ClientError::NotRunning(_) | ClientError::PermissionDenied(_) => exit::NO_DAEMON,
+            ClientError::Api { status, .. } if (400..500).contains(status) => exit::REFUSED,
+            _ => exit::FAILED,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn fail(code: i32, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts");
+    let code = match runtime.block_on(run(cli)) {
+        Ok(()) => exit::OK,
+        Err(f) => {
+            eprintln!("p2pctl: error: {}", f.message);
+            f.code
+        }
+    };
+    std::process::exit(code);
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let client = Client::new(&cli.socket);
+    let none: Option<&()> = None;
+    match cli.command {
+        Command::Keygen { out } => {
+            let key = identity::generate().map_err(|e| fail(exit::FAILED, e.to_string()))?;
+            identity::write_key(&out, &key).map_err(|e| fail(exit::FAILED, e.to_string()))?;
+            let public = PublisherKey(key.verifying_key().to_bytes()).to_config_string();
+            if cli.json {
+                print_json(&serde_json::json!({ "file": out, "public_key": public }));
+            } else {
+                println!("wrote {}", out.display());
+                println!("add to p2pd.toml on every node that should trust it:\n");
+                println!("[[trust.publishers]]\nname = \"release-team\"\nkey = \"{public}\"");
+            }
+            Ok(())
+        }
+        Command::Publish {
+            path,
+            channel,
+            version,
+            key,
+            severity,
+            cvss,
+            expires,
+        } => {
+            let key = identity::read_key(&key).map_err(|e| fail(exit::REFUSED, e.to_string()))?;
+            let path = std::fs::canonicalize(&path)
+                .map_err(|e| fail(exit::REFUSED, format!("{}: {e}", path.display())))?;
+            let req = PublishRequest {
+                path,
+                channel: channel.clone(),
+                version,
+                severity,
+                cvss,
+                expires_in_s: expires.as_secs(),
+                publisher_key: PublisherKey(key.verifying_key().to_bytes()).to_config_string(),
+            };
+            publish(&client, &req, &key, cli.json).await
+        }
+        Command::Releases => {
+            let list: Vec<ReleaseView> = client.call("GET", "/v1/releases", none).await?;
+            if cli.json {
+                print_json(&list);
+            } else if list.is_empty() {
+                println!("no releases");
+            } else {
+                println!(
+                    "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  CREATED",
+                    "ID", "CHANNEL", "VERSION", "SEVERITY", "FILES", "SIZE"
+                );
+                for r in list {
+                    println!(
+                        "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {}",
+                        &r.id[..12],
+                        r.channel,
+                        r.version,
+                        r.severity,
+                        r.files,
+                        human_bytes(r.total_bytes),
+                        r.created
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Show { release } => {
+            let d: ReleaseDetail = client
+                .call("GET", &format!("/v1/releases/{release}"), none)
+                .await?;
+            if cli.json {
+                print_json(&d);
+                return Ok(());
+            }
+            let r = &d.release;
+            println!("release   {}", r.id);
+            println!("channel   {}  version {}", r.channel, r.version);
+            let cvss = r
+                .cvss
+                .as_deref()
+                .map(|c| format!(" (CVSS {c})"))
+                .unwrap_or_default();
+            println!("severity  {}{cvss}", r.severity);
+            println!("created   {}  expires {}", r.created, r.expires);
+            println!("signed by {}", r.signers.join(", "));
+            println!(
+                "content   {} files, {}, {} chunks (chunking {})",
+                r.files,
+                human_bytes(r.total_bytes),
+                r.unique_chunks,
+                d.chunking
+            );
+            for e in &d.entries {
+                match e.kind.as_str() {
+                    "dir" => println!("  {:o} dir     {}/", e.mode.unwrap_or(0), e.path),
+                    "symlink" => println!(
+                        "       link    {} -> {}",
+                        e.path,
+                        e.target.as_deref().unwrap_or("")
+                    ),
+                    _ => println!(
+                        "  {:o} file    {} ({})",
+                        e.mode.unwrap_or(0),
+                        e.path,
+                        human_bytes(e.size.unwrap_or(0))
+                    ),
+                }
+            }
+            Ok(())
+        }
+        Command::Verify { release } => {
+            let v: VerifyView = client
+                .call("POST", &format!("/v1/releases/{release}/verify"), none)
+                .await?;
+            let ok = v.signature_ok && v.missing.is_empty() && v.corrupt.is_empty();
+            if cli.json {
+                print_json(&v);
+            } else {
+                match &v.signature_error {
+                    None => println!("signature ok"),
+                    Some(e) => println!("signature FAILED: {e}"),
+                }
+                println!(
+                    "{} chunks, {} re-hashed: {} missing, {} corrupt",
+                    v.chunks_checked,
+                    human_bytes(v.bytes_checked),
+                    v.missing.len(),
+                    v.corrupt.len()
+                );
+                for c in v.missing.iter().take(20) {
+                    println!("  missing {c}");
+                }
+                for c in v.corrupt.iter().take(20) {
+                    println!("  corrupt {c}");
+                }
+                println!("{}: {}", &v.id[..12], if ok { "OK" } else { "DAMAGED" });
+            }
+            if ok {
+                Ok(())
+            } else {
+                Err(fail(
+                    exit::DAMAGED,
+                    format!("release {} failed verification", v.id),
+                ))
+            }
+        }
+        Command::Export { release, dir } => {
+            let dir = if dir.is_absolute() {
+                dir
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| fail(exit::FAILED, e.to_string()))?
+                    .join(dir)
+            };
+            let report: node::release::ExportReport = client
+                .call(
+                    "POST",
+                    &format!("/v1/releases/{release}/export"),
+                    Some(&ExportRequest { dir: dir.clone() }),
+                )
+                .await?;
+            if cli.json {
+                print_json(&report);
+            } else {
+                println!(
+                    "exported {} files, {} directories, {} symlinks ({}) to {}",
+                    report.files,
+                    report.dirs,
+                    report.symlinks,
+                    human_bytes(report.bytes),
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Node => {
+            let info: NodeInfo = client.call("GET", "/v1/node", none).await?;
+            if cli.json {
+                print_json(&info);
+            } else {
+                println!("node      {}", info.node_id);
+                println!("site      {}  region {}", info.site, info.region);
+                println!("version   {}", info.version);
+                println!("data      {}", info.data_dir.display());
+                println!(
+                    "store     {} releases, {} chunks, {}",
+                    info.store.releases,
+                    info.store.chunks,
+                    human_bytes(info.store.chunk_bytes)
+                );
+                println!("trusts    {}", info.trusted_publishers.join(", "));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn publish(
+    client: &Client,
+    req: &PublishRequest,
+    key: &ed25519_dalek::SigningKey,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut lines = client.call_lines("POST", "/v1/publish", req).await?;
+    let bar = if !json && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} publishing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let staged = loop {
+        let Some(line) = lines.next_line().await? else {
+            return Err(fail(
+                exit::FAILED,
+                "p2pd ended the publish without an answer",
+            ));
+        };
+        let event: PublishEvent = serde_json::from_str(&line)
+            .map_err(|e| fail(exit::FAILED, format!("bad answer from p2pd: {e}")))?;
+        match event {
+            PublishEvent::Scanned { total_bytes, .. } => {
+                if let Some(b) = &bar {
+                    b.set_length(total_bytes);
+                }
+            }
+            PublishEvent::Progress { bytes_done, .. } => {
+                if let Some(b) = &bar {
+                    b.set_position(bytes_done);
+                }
+            }
+            PublishEvent::Failed(e) => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                let code =
+                    if e.code == "disk_full" || e.code == "store_error" || e.code == "internal" {
+                        exit::FAILED
+                    } else {
+                        exit::REFUSED
+                    };
+                return Err(fail(code, e.message));
+            }
+            staged @ PublishEvent::Staged { .. } => break staged,
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let PublishEvent::Staged {
+        session,
+        manifest_b64,
+        release_id,
+        new_bytes,
+        dedup_bytes,
+        ..
+    } = staged
+    else {
+        unreachable!("the loop breaks only on Staged");
+    };
+    let result = sign_and_commit(client, req, key, session, &manifest_b64, &release_id).await;
+    if result.is_err() {
+        let none: Option<&()> = None;
+        let _: Result<serde_json::Value, _> = client
+            .call("DELETE", &format!("/v1/publish/{session}"), none)
+            .await;
+    }
+    let view = result?;
+    if json {
+        print_json(&serde_json::json!({
+            "release": view,
+            "new_bytes": new_bytes,
+            "dedup_bytes": dedup_bytes,
+        }));
+    } else {
+        println!(
+            "published {} version {}: {} files, {} ({} new, {} already stored)",
+            view.channel,
+            view.version,
+            view.files,
+            human_bytes(view.total_bytes),
+            human_bytes(new_bytes),
+            human_bytes(dedup_bytes)
+        );
+        println!("{}", view.id);
+    }
+    Ok(())
+}
+
+async fn sign_and_commit(
+    client: &Client,
+    req: &PublishRequest,
+    key: &ed25519_dalek::SigningKey,
+    session: u64,
+    manifest_b64: &str,
+    release_id: &str,
+) -> Result<ReleaseView, Failure> {
+    let bytes = B64
+        .decode(manifest_b64)
+        .map_err(|e| fail(exit::FAILED, format!("bad manifest from p2pd: {e}")))?;
+    let manifest: Manifest =
+        codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(&bytes, "manifest")
+            .map_err(|e| fail(exit::FAILED, format!("bad manifest from p2pd: {e}")))?;
+    // Sign only what was asked for.
+    if manifest.channel != req.channel || manifest.version != req.version {
+        return Err(fail(
+            exit::FAILED,
+            "p2pd staged a manifest for another channel or version",
+        ));
+    }
+    let envelope = sign_manifest(&manifest, key);
+    if envelope.manifest_bytes != bytes || envelope.release_id().to_hex() != release_id {
+        return Err(fail(
+            exit::FAILED,
+            "p2pd staged a manifest that is not in canonical form",
+        ));
+    }
+    let body = CommitRequest {
+        envelope_b64: B64.encode(envelope.encode()),
+    };
+    Ok(client
+        .call(
+            "POST",
+            &format!("/v1/publish/{session}/commit"),
+            Some(&body),
+        )
+        .await?)
+}

@@ -1,1 +1,110 @@
-fn main() {}
+//! `p2pd`: the p2pd daemon.
+
+use clap::{Parser, Subcommand};
+use node::cli::{LogFormat, exit, init_logging};
+use node::config::{Config, default_config_text};
+use node::identity;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "p2pd",
+    version,
+    about = "p2pd: peer-to-peer distribution daemon for signed security patches",
+    long_about = "p2pd: peer-to-peer distribution daemon for signed security patches.\n\n\
+        Start with `p2pd init --data DIR`, add your publisher key to the [trust] section of\n\
+        DIR/p2pd.toml, then `p2pd run --config DIR/p2pd.toml`. Operate it with `p2pctl`.",
+    after_help = "Exit codes: 0 ok, 1 failed, 2 bad command line.\n\
+        Logging: RUST_LOG filters (e.g. RUST_LOG=debug or RUST_LOG=node=debug,info)."
+)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory with a commented default config (p2pd.toml) and a node key.
+    Init {
+        /// Data directory to create or fill.
+        #[arg(long)]
+        data: PathBuf,
+        /// Site (branch) of this node.
+        #[arg(long, default_value = "default")]
+        site: String,
+        /// Region of the site.
+        #[arg(long, default_value = "default")]
+        region: String,
+    },
+    /// Run the daemon until SIGTERM or SIGINT.
+    Run {
+        /// Config file written by `p2pd init`.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print this node's id.
+    Id {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let code = match run(cli.command) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("p2pd: error: {e:#}");
+            exit::FAILED
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init { data, site, region } => {
+            std::fs::create_dir_all(&data)?;
+            let data = std::fs::canonicalize(&data)?;
+            let config_path = data.join("p2pd.toml");
+            if config_path.exists() {
+                anyhow::bail!(
+                    "{} already exists; not overwriting it",
+                    config_path.display()
+                );
+            }
+            let key_path = data.join("node.key");
+            let key = identity::generate()?;
+            identity::write_key(&key_path, &key)?;
+            std::fs::write(&config_path, default_config_text(&data, &site, &region))?;
+            println!(
+                "node id: {}",
+                protocol::NodeId(key.verifying_key().to_bytes())
+            );
+            println!("config:  {}", config_path.display());
+            println!(
+                "next:    add a publisher key to [trust], then `p2pd run --config {}`",
+                config_path.display()
+            );
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(node::daemon::run(config))
+        }
+        Command::Id { config } => {
+            let config = Config::load(&config)?;
+            let key = identity::read_key(&config.identity_path())?;
+            println!("{}", protocol::NodeId(key.verifying_key().to_bytes()));
+            Ok(())
+        }
+    }
+}

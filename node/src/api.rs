@@ -1,0 +1,198 @@
+//! The control API's JSON types, shared by the daemon ([`crate::server`]) and `p2pctl`
+//! ([`crate::client`]). HTTP/1.1 over the daemon's Unix socket.
+//!
+//! | method and path                     | body → answer                                          |
+//! |-------------------------------------|--------------------------------------------------------|
+//! | `GET /v1/node`                      | → [`NodeInfo`]                                         |
+//! | `POST /v1/publish`                  | [`PublishRequest`] → NDJSON stream of [`PublishEvent`] |
+//! | `POST /v1/publish/{session}/commit` | [`CommitRequest`] → [`ReleaseView`]                    |
+//! | `DELETE /v1/publish/{session}`      | → `{}` (the staged chunks are dropped)                 |
+//! | `GET /v1/releases`                  | → `[ReleaseView]`, newest first                        |
+//! | `GET /v1/releases/{id}`             | → [`ReleaseDetail`] (`id` may be a unique prefix)      |
+//! | `POST /v1/releases/{id}/verify`     | → [`VerifyView`]                                       |
+//! | `POST /v1/releases/{id}/export`     | [`ExportRequest`] → [`crate::release::ExportReport`]   |
+//!
+//! Errors answer a 4xx/5xx status with [`ApiErrorBody`]: a stable `code` for scripts and a
+//! `message` for people.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// The error.
+    pub error: ApiErrorDetail,
+}
+
+/// Error code and message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiErrorDetail {
+    /// Stable machine-readable code, such as `version_not_newer`.
+    pub code: String,
+    /// One line for a person.
+    pub message: String,
+}
+
+/// `GET /v1/node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node id (hex ed25519 public key).
+    pub node_id: String,
+    /// Site.
+    pub site: String,
+    /// Region.
+    pub region: String,
+    /// p2pd version.
+    pub version: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Store usage.
+    pub store: crate::store::StoreStats,
+    /// Trusted publisher names.
+    pub trusted_publishers: Vec<String>,
+}
+
+/// `POST /v1/publish`: stage a release from a path the daemon can read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishRequest {
+    /// Absolute path of a file or directory.
+    pub path: PathBuf,
+    /// Channel.
+    pub channel: String,
+    /// Version, above the channel's highest.
+    pub version: u64,
+    /// Severity name.
+    pub severity: String,
+    /// CVSS score text, such as "9.8".
+    pub cvss: Option<String>,
+    /// Validity from now, in seconds.
+    pub expires_in_s: u64,
+    /// The public key that will sign (`ed25519:<hex>`), checked before any byte is read.
+    pub publisher_key: String,
+}
+
+/// One line of the `POST /v1/publish` stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishEvent {
+    /// The tree was scanned.
+    Scanned {
+        /// Files to read.
+        files: u64,
+        /// Bytes to read.
+        total_bytes: u64,
+    },
+    /// Progress.
+    Progress {
+        /// Bytes chunked so far.
+        bytes_done: u64,
+        /// Files done.
+        files_done: u64,
+    },
+    /// Everything is staged; sign `manifest_b64` and commit.
+    Staged {
+        /// Session to commit.
+        session: u64,
+        /// Base64 of the canonical manifest bytes to sign.
+        manifest_b64: String,
+        /// Release id the manifest will have.
+        release_id: String,
+        /// Bytes of new chunks written.
+        new_bytes: u64,
+        /// Bytes of chunks already stored.
+        dedup_bytes: u64,
+        /// Seconds until the session is dropped if not committed.
+        expires_in_s: u64,
+    },
+    /// Staging failed; nothing was kept.
+    Failed(ApiErrorDetail),
+}
+
+/// `POST /v1/publish/{session}/commit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// Base64 of the encoded `SignedManifest`.
+    pub envelope_b64: String,
+}
+
+/// A release as listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseView {
+    /// Release id (hex).
+    pub id: String,
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// Severity.
+    pub severity: String,
+    /// CVSS score, such as "9.8".
+    pub cvss: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Expiry time (RFC 3339).
+    pub expires: String,
+    /// Files.
+    pub files: u64,
+    /// Bytes of all files.
+    pub total_bytes: u64,
+    /// Distinct chunks.
+    pub unique_chunks: u64,
+    /// Publishers whose signatures verified.
+    pub signers: Vec<String>,
+}
+
+/// One entry of a release, as shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryView {
+    /// Path.
+    pub path: String,
+    /// "file", "dir" or "symlink".
+    pub kind: String,
+    /// Permission bits (files and directories).
+    pub mode: Option<u32>,
+    /// Size (files).
+    pub size: Option<u64>,
+    /// Chunks (files).
+    pub chunks: Option<u64>,
+    /// Target (symlinks).
+    pub target: Option<String>,
+}
+
+/// `GET /v1/releases/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseDetail {
+    /// Summary.
+    pub release: ReleaseView,
+    /// Chunking parameters as "min/avg/max".
+    pub chunking: String,
+    /// Entries.
+    pub entries: Vec<EntryView>,
+}
+
+/// `POST /v1/releases/{id}/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyView {
+    /// Release id.
+    pub id: String,
+    /// Whether the signature still verifies against the current trust policy.
+    pub signature_ok: bool,
+    /// Why not, if not.
+    pub signature_error: Option<String>,
+    /// Distinct chunks checked.
+    pub chunks_checked: u64,
+    /// Bytes re-hashed.
+    pub bytes_checked: u64,
+    /// Missing chunk ids.
+    pub missing: Vec<String>,
+    /// Corrupt chunk ids.
+    pub corrupt: Vec<String>,
+}
+
+/// `POST /v1/releases/{id}/export`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportRequest {
+    /// Absolute destination directory (must not exist, or be empty).
+    pub dir: PathBuf,
+}

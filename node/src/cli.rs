@@ -1,0 +1,69 @@
+//! What `p2pd` and `p2pctl` share: logging set-up, exit codes, and human formatting.
+
+use tracing_subscriber::EnvFilter;
+
+/// Exit codes of both binaries (listed in their `--help`).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The operation failed (IO, store, unexpected answer).
+    pub const FAILED: i32 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// The daemon is not running or its socket cannot be used.
+    pub const NO_DAEMON: i32 = 3;
+    /// The input was refused: untrusted key, version not newer, invalid path or manifest,
+    /// file changed while publishing, destination not empty.
+    pub const REFUSED: i32 = 4;
+    /// `p2pctl verify` found missing or corrupt chunks, or a bad signature.
+    pub const DAMAGED: i32 = 5;
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_shown_in_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}

@@ -1,0 +1,272 @@
+//! The daemon's configuration file (TOML) and the commented default that `p2pd init` writes.
+//!
+//! Unknown keys are refused, so a typo is an error at start-up rather than a setting
+//! silently ignored.
+
+use protocol::{PublisherKey, TrustPolicy, TrustedPublisher};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Largest config file read, in bytes: a config is a few KiB even with hundreds of keys.
+const CONFIG_BYTES_MAX: u64 = 1 << 20;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where and who this node is.
+    pub node: NodeSection,
+    /// The local control API.
+    pub control: ControlSection,
+    /// Which publishers this node trusts.
+    #[serde(default)]
+    pub trust: TrustSection,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Data directory: store, identity key, socket.
+    pub data_dir: PathBuf,
+    /// Site (branch) name; peers in the same site share a LAN.
+    #[serde(default = "default_site")]
+    pub site: String,
+    /// Region the site belongs to.
+    #[serde(default = "default_region")]
+    pub region: String,
+}
+
+fn default_site() -> String {
+    "default".into()
+}
+
+fn default_region() -> String {
+    "default".into()
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Unix socket of the control API.
+    pub socket: PathBuf,
+    /// Octal permission of the socket: "0600" (owner only) or "0660" (owner and group).
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: String,
+}
+
+fn default_socket_mode() -> String {
+    "0600".into()
+}
+
+/// `[trust]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// Valid signatures by distinct trusted keys a release needs.
+    #[serde(default = "default_threshold")]
+    pub threshold: usize,
+    /// Trusted publisher keys.
+    #[serde(default)]
+    pub publishers: Vec<PublisherConfig>,
+}
+
+fn default_threshold() -> usize {
+    1
+}
+
+/// One `[[trust.publishers]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherConfig {
+    /// A name for the key, shown in logs and listings.
+    pub name: String,
+    /// `ed25519:<64 hex digits>`, as printed by `p2pctl keygen`.
+    pub key: String,
+    /// Channel prefixes this key may publish on; empty or absent means all channels.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// A configuration problem, naming the file and the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading the file failed.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is too large to be a config.
+    #[error("{0}: larger than {CONFIG_BYTES_MAX} bytes; is this the right file?")]
+    TooLarge(PathBuf),
+    /// TOML syntax or an unknown/missing key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: {setting}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The setting.
+        setting: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > CONFIG_BYTES_MAX {
+            return Err(ConfigError::TooLarge(path.to_owned()));
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config
+            .socket_mode()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.to_owned(),
+                setting: "control.socket_mode".into(),
+                message,
+            })?;
+        config
+            .trust_policy()
+            .map_err(|(setting, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                setting,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// The socket permission bits.
+    pub fn socket_mode(&self) -> Result<u32, String> {
+        match u32::from_str_radix(self.control.socket_mode.trim_start_matches("0o"), 8) {
+            Ok(m @ (0o600 | 0o660)) => Ok(m),
+            _ => Err(format!(
+                "{:?} is not allowed: use \"0600\" or \"0660\"",
+                self.control.socket_mode
+            )),
+        }
+    }
+
+    /// The trust policy; an error names the setting.
+    pub fn trust_policy(&self) -> Result<TrustPolicy, (String, String)> {
+        if self.trust.threshold == 0 {
+            return Err(("trust.threshold".into(), "must be at least 1".into()));
+        }
+        let mut publishers = Vec::new();
+        for (i, p) in self.trust.publishers.iter().enumerate() {
+            let key = PublisherKey::parse_config_string(&p.key)
+                .map_err(|e| (format!("trust.publishers[{i}].key"), e.to_string()))?;
+            publishers.push(TrustedPublisher {
+                name: p.name.clone(),
+                key,
+                channel_prefixes: p.channels.clone(),
+            });
+        }
+        Ok(TrustPolicy {
+            publishers,
+            threshold: self.trust.threshold,
+        })
+    }
+
+    /// Path of the node identity key.
+    pub fn identity_path(&self) -> PathBuf {
+        self.node.data_dir.join("node.key")
+    }
+
+    /// Directory of the chunk store.
+    pub fn store_dir(&self) -> PathBuf {
+        self.node.data_dir.join("store")
+    }
+}
+
+/// The commented default configuration `p2pd init` writes.
+pub fn default_config_text(data_dir: &Path, site: &str, region: &str) -> String {
+    let data = data_dir.display();
+    format!(
+        r#"# p2pd configuration. Reference: `p2pd --help` and README.md.
+
+[node]
+# Where the chunk store, the node identity key (node.key) and the control socket live.
+data_dir = "{data}"
+# The branch site this node is in. Peers of the same site share a LAN and are preferred.
+site = "{site}"
+# The region the site belongs to.
+region = "{region}"
+
+[control]
+# Unix socket of the local control API that p2pctl talks to.
+socket = "{data}/control.sock"
+# "0600": only the daemon's user may use p2pctl. "0660": its group too.
+socket_mode = "0600"
+
+[trust]
+# How many distinct trusted publisher keys must sign a release.
+threshold = 1
+
+# Publisher keys this node accepts releases from. Make one with
+#   p2pctl keygen --out publisher.pem
+# and paste the printed `key` line here. `channels` limits the key to channel prefixes;
+# leave it out to allow every channel.
+#
+# [[trust.publishers]]
+# name = "release-team"
+# key = "ed25519:<64 hex digits>"
+# channels = ["security/"]
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_parses_and_has_no_trusted_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p2pd.toml");
+        std::fs::write(&path, default_config_text(dir.path(), "branch-17", "emea")).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.node.site, "branch-17");
+        assert_eq!(c.socket_mode().unwrap(), 0o600);
+        assert!(c.trust_policy().unwrap().publishers.is_empty());
+    }
+
+    #[test]
+    fn typo_and_bad_values_are_errors_that_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p2pd.toml");
+        let base = default_config_text(dir.path(), "s", "r");
+        std::fs::write(&path, base.replace("site =", "stie =")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("stie"), "{err}");
+
+        std::fs::write(&path, base.replace("\"0600\"", "\"0666\"")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("control.socket_mode"), "{err}");
+
+        let bad_key = format!("{base}\n[[trust.publishers]]\nname = \"x\"\nkey = \"ed25519:zz\"\n");
+        std::fs::write(&path, bad_key).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("trust.publishers[0].key"), "{err}");
+    }
+}

@@ -1,0 +1,104 @@
+//! `p2pd run`: open the store, bind the control socket, serve until SIGTERM or SIGINT, then
+//! shut down cleanly (in-flight requests finish, staged publishes roll back, the socket file
+//! is removed).
+
+use crate::config::Config;
+use crate::identity;
+use crate::server::{AppState, router};
+use crate::store::Store;
+use anyhow::{Context, bail};
+use protocol::NodeId;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How often staged publishes are checked for their deadline.
+const REAP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until a termination signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let key_path = config.identity_path();
+    let key = identity::read_key(&key_path)
+        .with_context(|| "reading the node identity (run `p2pd init` first)")?;
+    let node_id = NodeId(key.verifying_key().to_bytes());
+    let policy = config
+        .trust_policy()
+        .map_err(|(setting, message)| anyhow::anyhow!("{setting}: {message}"))?;
+    if policy.publishers.is_empty() {
+        tracing::warn!("no trusted publishers in [trust]: every release will be refused");
+    }
+    let store_dir = config.store_dir();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
+        .await?
+        .context("opening the store")?;
+    let store = Arc::new(store);
+
+    let socket = config.control.socket.clone();
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            bail!(
+                "{}: another p2pd is already listening here",
+                socket.display()
+            );
+        }
+        std::fs::remove_file(&socket)
+            .with_context(|| format!("removing stale socket {}", socket.display()))?;
+    }
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("binding the control socket {}", socket.display()))?;
+    let mode = config.socket_mode().map_err(anyhow::Error::msg)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", socket.display()))?;
+
+    let state = Arc::new(AppState::new(
+        store,
+        policy,
+        node_id.to_hex(),
+        config.node.site.clone(),
+        config.node.region.clone(),
+        config.node.data_dir.clone(),
+    ));
+    let reaper_state = state.clone();
+    let reaper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REAP_INTERVAL);
+        loop {
+            tick.tick().await;
+            let state = reaper_state.clone();
+            if let Ok(n) = tokio::task::spawn_blocking(move || state.reap_sessions()).await {
+                if n > 0 {
+                    tracing::info!(
+                        count = n,
+                        "dropped staged publishes that were never committed"
+                    );
+                }
+            }
+        }
+    });
+
+    tracing::info!(node = %node_id, site = %config.node.site, region = %config.node.region,
+        socket = %socket.display(), "p2pd ready");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the control API")?;
+    reaper.abort();
+    let abort_state = state.clone();
+    tokio::task::spawn_blocking(move || abort_state.abort_all_sessions()).await?;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("p2pd stopped");
+    Ok(())
+}

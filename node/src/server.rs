@@ -1,0 +1,688 @@
+//! The daemon's control API server: axum handlers over the Unix socket, each a thin adapter
+//! from JSON to [`crate::store`], [`crate::ingest`] and [`crate::release`]. Blocking store
+//! work runs on tokio's blocking pool so the API stays responsive during a publish.
+//!
+//! A publish is two requests, so the signing key never reaches the daemon: `POST
+//! /v1/publish` scans and stages the chunks and returns the manifest to sign; `POST
+//! /v1/publish/{session}/commit` takes the signed envelope, passes it through the same gate
+//! as any manifest from the network ([`protocol::verify_release`]) and commits atomically.
+//! A session not committed within [`PUBLISH_SESSION_TIMEOUT`] is dropped and its chunks are
+//! rolled back.
+
+use crate::api::*;
+use crate::ingest::{self, IngestError, Progress};
+use crate::release;
+use crate::store::{IngestSession, ReleaseSummary, Store, StoreError};
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use protocol::{
+    ChunkingParams, EntryKind, MANIFEST_FORMAT_VERSION, Manifest, ManifestError, PublisherKey,
+    ReleaseId, TrustPolicy, codec,
+};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a staged publish waits for its signed commit.
+pub const PUBLISH_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Staged publishes held at once. Each holds an open pack; publishing is an operator action,
+/// so a handful is plenty and a runaway script cannot exhaust file handles.
+pub const PUBLISH_SESSIONS_MAX: usize = 4;
+
+/// Progress lines are sent at most this often.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Largest JSON request body; the commit body carries a manifest (up to 64 MiB) in base64.
+pub const REQUEST_BYTES_MAX: usize = 96 << 20;
+
+/// Shared daemon state.
+pub struct AppState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Trust policy from the config.
+    pub policy: TrustPolicy,
+    /// Node id (hex).
+    pub node_id: String,
+    /// Site.
+    pub site: String,
+    /// Region.
+    pub region: String,
+    /// Data directory.
+    pub data_dir: std::path::PathBuf,
+    sessions: Mutex<HashMap<u64, Pending>>,
+    next_session: Mutex<u64>,
+}
+
+struct Pending {
+    session: IngestSession,
+    manifest_bytes: Vec<u8>,
+    deadline: Instant,
+}
+
+impl AppState {
+    /// New state.
+    pub fn new(
+        store: Arc<Store>,
+        policy: TrustPolicy,
+        node_id: String,
+        site: String,
+        region: String,
+        data_dir: std::path::PathBuf,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            node_id,
+            site,
+            region,
+            data_dir,
+            sessions: Mutex::new(HashMap::new()),
+            next_session: Mutex::new(1),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops staged publishes past their deadline (their chunks roll back). Returns how many.
+    pub fn reap_sessions(&self) -> usize {
+        let now = Instant::now();
+        let expired: Vec<Pending> = {
+            let mut sessions = self.sessions();
+            let ids: Vec<u64> = sessions
+                .iter()
+                .filter(|(_, p)| p.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        let n = expired.len();
+        drop(expired);
+        n
+    }
+
+    /// Drops every staged publish (shutdown).
+    pub fn abort_all_sessions(&self) {
+        let all: Vec<Pending> = self.sessions().drain().map(|(_, p)| p).collect();
+        drop(all);
+    }
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/node", get(node_info))
+        .route("/v1/publish", post(publish))
+        .route("/v1/publish/{session}/commit", post(commit))
+        .route("/v1/publish/{session}", delete(abort))
+        .route("/v1/releases", get(list_releases))
+        .route("/v1/releases/{id}", get(show_release))
+        .route("/v1/releases/{id}/verify", post(verify_release))
+        .route("/v1/releases/{id}/export", post(export_release))
+        .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
+        .with_state(state)
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn detail(&self) -> ApiErrorDetail {
+        ApiErrorDetail {
+            code: self.code.into(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ApiErrorBody {
+            error: self.detail(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (status, code) = match &e {
+            StoreError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            StoreError::VersionNotNewer { .. } => (StatusCode::CONFLICT, "version_not_newer"),
+            StoreError::MissingChunk(_) => (StatusCode::CONFLICT, "missing_chunk"),
+            StoreError::Corrupt(_) | StoreError::Damaged(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "store_damaged")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<ManifestError> for ApiError {
+    fn from(e: ManifestError) -> Self {
+        let code = match &e {
+            ManifestError::UnknownKey(_) | ManifestError::KeyNotAllowedForChannel { .. } => {
+                "untrusted_key"
+            }
+            ManifestError::BadSignature(_) | ManifestError::BelowThreshold { .. } => {
+                "bad_signature"
+            }
+            ManifestError::VersionNotNewer { .. } => "version_not_newer",
+            ManifestError::Expired { .. } => "expired",
+            _ => "invalid_manifest",
+        };
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let (status, code) = match &e {
+            IngestError::NotFound(_) => (StatusCode::NOT_FOUND, "path_not_found"),
+            IngestError::Unreadable { .. } => (StatusCode::FORBIDDEN, "path_unreadable"),
+            IngestError::Changed(_) => (StatusCode::CONFLICT, "file_changed"),
+            IngestError::UnsupportedType { .. }
+            | IngestError::BadName { .. }
+            | IngestError::BadSymlink { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_tree"),
+            IngestError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit"),
+            IngestError::Store(inner) => {
+                return Self::new(
+                    Self::from_store_status(inner),
+                    if matches!(inner, StoreError::DiskFull { .. }) {
+                        "disk_full"
+                    } else {
+                        "store_error"
+                    },
+                    e.to_string(),
+                );
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl ApiError {
+    fn from_store_status(e: &StoreError) -> StatusCode {
+        match e {
+            StoreError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+/// Current unix time in seconds.
+pub fn now_unix_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(unix_s: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix_s.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn release_view(s: &ReleaseSummary) -> ReleaseView {
+    ReleaseView {
+        id: s.id.to_hex(),
+        channel: s.channel.clone(),
+        version: s.version,
+        severity: s.severity.to_string(),
+        cvss: s.cvss_tenths.map(|t| protocol::Cvss(t).to_string()),
+        created: rfc3339(s.created_unix_s),
+        expires: rfc3339(s.expires_unix_s),
+        files: s.files,
+        total_bytes: s.total_bytes,
+        unique_chunks: s.unique_chunks,
+        signers: s.signers.clone(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+async fn node_info(State(state): State<Arc<AppState>>) -> Result<Json<NodeInfo>, ApiError> {
+    let store = state.store.clone();
+    let stats = blocking(move || Ok(store.stats()?)).await?;
+    Ok(Json(NodeInfo {
+        node_id: state.node_id.clone(),
+        site: state.site.clone(),
+        region: state.region.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        data_dir: state.data_dir.clone(),
+        store: stats,
+        trusted_publishers: state
+            .policy
+            .publishers
+            .iter()
+            .map(|p| p.name.clone())
+            .collect(),
+    }))
+}
+
+/// Checks a publish request before any byte is read: path, channel, key, version, expiry.
+fn precheck(state: &AppState, req: &PublishRequest) -> Result<(), ApiError> {
+    let bad = |code, msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
+    if !req.path.is_absolute() {
+        return Err(bad(
+            "bad_request",
+            format!("{}: path must be absolute", req.path.display()),
+        ));
+    }
+    if !protocol::manifest::is_valid_channel(&req.channel) {
+        return Err(ManifestError::BadChannel(req.channel.clone()).into());
+    }
+    let key = PublisherKey::parse_config_string(&req.publisher_key)
+        .map_err(|e| bad("bad_request", e.to_string()))?;
+    match state.policy.publisher(&key) {
+        None => return Err(ManifestError::UnknownKey(key).into()),
+        Some(p) if !p.allows_channel(&req.channel) => {
+            return Err(ManifestError::KeyNotAllowedForChannel {
+                key,
+                channel: req.channel.clone(),
+            }
+            .into());
+        }
+        Some(_) => {}
+    }
+    if let Some(highest) = state.store.highest_version(&req.channel)? {
+        if req.version <= highest {
+            return Err(ManifestError::VersionNotNewer {
+                channel: req.channel.clone(),
+                version: req.version,
+                highest,
+            }
+            .into());
+        }
+    }
+    if req.expires_in_s == 0 {
+        return Err(bad("bad_request", "expiry must be in the future".into()));
+    }
+    Ok(())
+}
+
+async fn publish(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<PublishRequest>,
+) -> Result<Response, ApiError> {
+    precheck(&state, &req)?;
+    let severity: protocol::Severity = req
+        .severity
+        .parse()
+        .map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_request", e))?;
+    let cvss = req
+        .cvss
+        .as_deref()
+        .map(str::parse::<protocol::Cvss>)
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_request", e))?;
+    if state.sessions().len() >= PUBLISH_SESSIONS_MAX {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            format!("{PUBLISH_SESSIONS_MAX} publishes are already staged; commit or abort one"),
+        ));
+    }
+    let scan_path = req.path.clone();
+    let tree = blocking(move || Ok(ingest::scan(&scan_path)?)).await?;
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<PublishEvent>(16);
+    let progress = Arc::new(Progress::default());
+    let _ = tx
+        .send(PublishEvent::Scanned {
+            files: tree.file_count() as u64,
+            total_bytes: tree.total_bytes,
+        })
+        .await;
+
+    let task_state = state.clone();
+    let task_progress = progress.clone();
+    let work = tokio::task::spawn_blocking(move || -> Result<PublishEvent, ApiError> {
+        let mut session = task_state.store.begin_ingest();
+        let params = ChunkingParams::default();
+        let entries = ingest::ingest(&tree, params, &mut session, &task_progress)?;
+        let now = now_unix_s();
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            channel: req.channel.clone(),
+            version: req.version,
+            created_unix_s: now,
+            expires_unix_s: now.saturating_add(req.expires_in_s.min(i64::MAX as u64) as i64),
+            severity,
+            cvss,
+            chunking: params,
+            entries,
+            total_bytes: tree.total_bytes,
+        };
+        manifest.validate()?;
+        let manifest_bytes = codec::encode(&manifest);
+        if manifest_bytes.len() > protocol::manifest::MANIFEST_BYTES_MAX {
+            return Err(ManifestError::TooLarge {
+                what: "manifest",
+                len: manifest_bytes.len(),
+                max: protocol::manifest::MANIFEST_BYTES_MAX,
+            }
+            .into());
+        }
+        let id = {
+            let mut next = task_state
+                .next_session
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *next += 1;
+            *next
+        };
+        let event = PublishEvent::Staged {
+            session: id,
+            manifest_b64: B64.encode(&manifest_bytes),
+            release_id: ReleaseId::of_manifest_bytes(&manifest_bytes).to_hex(),
+            new_bytes: session.new_bytes(),
+            dedup_bytes: session.dedup_bytes(),
+            expires_in_s: PUBLISH_SESSION_TIMEOUT.as_secs(),
+        };
+        task_state.sessions().insert(
+            id,
+            Pending {
+                session,
+                manifest_bytes,
+                deadline: Instant::now() + PUBLISH_SESSION_TIMEOUT,
+            },
+        );
+        Ok(event)
+    });
+
+    // Report progress until the work ends, then its outcome.
+    tokio::spawn(async move {
+        let mut work = work;
+        let outcome = loop {
+            tokio::select! {
+                done = &mut work => break done,
+                () = tokio::time::sleep(PROGRESS_INTERVAL) => {
+                    let event = PublishEvent::Progress {
+                        bytes_done: progress.bytes_done.load(Ordering::Relaxed),
+                        files_done: progress.files_done.load(Ordering::Relaxed),
+                    };
+                    // A client that went away is not an error: the session will time out.
+                    let _ = tx.try_send(event);
+                }
+            }
+        };
+        let event = match outcome {
+            Ok(Ok(event)) => event,
+            Ok(Err(e)) => {
+                tracing::warn!(code = e.code, "publish failed: {}", e.message);
+                PublishEvent::Failed(e.detail())
+            }
+            Err(e) => PublishEvent::Failed(internal(e).detail()),
+        };
+        let _ = tx.send(event).await;
+    });
+
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(line), rx))
+    });
+    Ok(Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .map_err(internal)?)
+}
+
+async fn commit(
+    State(state): State<Arc<AppState>>,
+    UrlPath(session_id): UrlPath<u64>,
+    Json(req): Json<CommitRequest>,
+) -> Result<Json<ReleaseView>, ApiError> {
+    let pending = state.sessions().remove(&session_id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_session",
+            format!("no staged publish {session_id}: it was committed, aborted or timed out"),
+        )
+    })?;
+    let envelope = B64.decode(req.envelope_b64.as_bytes()).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_request",
+            format!("envelope: {e}"),
+        )
+    })?;
+    let task_state = state.clone();
+    let summary = blocking(move || {
+        let store = &task_state.store;
+        let now = now_unix_s();
+        let verified = protocol::verify_release(&envelope, &task_state.policy, now, |channel| {
+            store.highest_version(channel).ok().flatten()
+        })?;
+        if verified.envelope.manifest_bytes != pending.manifest_bytes {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "manifest_mismatch",
+                "the signed manifest is not the one this session staged",
+            ));
+        }
+        let id = verified.id;
+        pending.session.commit(Some(&verified), now)?;
+        tracing::info!(release = %id, channel = %verified.manifest.channel,
+            version = verified.manifest.version, signers = ?verified.signers, "release published");
+        store
+            .summary(&id)?
+            .ok_or_else(|| internal("release vanished after commit"))
+    })
+    .await?;
+    Ok(Json(release_view(&summary)))
+}
+
+async fn abort(
+    State(state): State<Arc<AppState>>,
+    UrlPath(session_id): UrlPath<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pending = state.sessions().remove(&session_id);
+    match pending {
+        Some(p) => {
+            tokio::task::spawn_blocking(move || drop(p))
+                .await
+                .map_err(internal)?;
+            Ok(Json(serde_json::json!({})))
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_session",
+            "no such staged publish",
+        )),
+    }
+}
+
+async fn list_releases(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<ReleaseView>>, ApiError> {
+    let store = state.store.clone();
+    let list = blocking(move || Ok(store.releases()?)).await?;
+    Ok(Json(list.iter().map(release_view).collect()))
+}
+
+/// Finds a release by full id or unique hex prefix (at least 4 digits).
+fn resolve(store: &Store, text: &str) -> Result<ReleaseId, ApiError> {
+    if let Ok(id) = text.parse::<ReleaseId>() {
+        return Ok(id);
+    }
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_release",
+            format!("no release {text:?} in the store"),
+        )
+    };
+    if text.len() < 4 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    match store.find_releases(text)?.as_slice() {
+        [id] => Ok(*id),
+        [] => Err(not_found()),
+        many => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ambiguous_release",
+            format!("{text:?} matches {} releases; give more digits", many.len()),
+        )),
+    }
+}
+
+fn load_manifest(store: &Store, id: &ReleaseId) -> Result<(Manifest, Vec<u8>), ApiError> {
+    let envelope = store.signed_manifest(id)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_release",
+            format!("no release {id}"),
+        )
+    })?;
+    let signed: protocol::SignedManifest = codec::decode::<
+        _,
+        { protocol::envelope::ENVELOPE_BYTES_MAX },
+    >(&envelope, "stored envelope")
+    .map_err(|e| internal(format!("stored release {id} is damaged: {e}")))?;
+    let manifest: Manifest = codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(
+        &signed.manifest_bytes,
+        "stored manifest",
+    )
+    .map_err(|e| internal(format!("stored release {id} is damaged: {e}")))?;
+    Ok((manifest, envelope))
+}
+
+async fn show_release(
+    State(state): State<Arc<AppState>>,
+    UrlPath(text): UrlPath<String>,
+) -> Result<Json<ReleaseDetail>, ApiError> {
+    let store = state.store.clone();
+    blocking(move || {
+        let id = resolve(&store, &text)?;
+        let summary = store
+            .summary(&id)?
+            .ok_or_else(|| internal("summary missing"))?;
+        let (manifest, _) = load_manifest(&store, &id)?;
+        let entries = manifest
+            .entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::Dir { mode } => EntryView {
+                    path: e.path.clone(),
+                    kind: "dir".into(),
+                    mode: Some(*mode),
+                    size: None,
+                    chunks: None,
+                    target: None,
+                },
+                EntryKind::File { mode, size, chunks } => EntryView {
+                    path: e.path.clone(),
+                    kind: "file".into(),
+                    mode: Some(*mode),
+                    size: Some(*size),
+                    chunks: Some(chunks.len() as u64),
+                    target: None,
+                },
+                EntryKind::Symlink { target } => EntryView {
+                    path: e.path.clone(),
+                    kind: "symlink".into(),
+                    mode: None,
+                    size: None,
+                    chunks: None,
+                    target: Some(target.clone()),
+                },
+            })
+            .collect();
+        let c = manifest.chunking;
+        Ok(Json(ReleaseDetail {
+            release: release_view(&summary),
+            chunking: format!("{}/{}/{}", c.min_bytes, c.avg_bytes, c.max_bytes),
+            entries,
+        }))
+    })
+    .await
+}
+
+async fn verify_release(
+    State(state): State<Arc<AppState>>,
+    UrlPath(text): UrlPath<String>,
+) -> Result<Json<VerifyView>, ApiError> {
+    let state = state.clone();
+    blocking(move || {
+        let store = &state.store;
+        let id = resolve(store, &text)?;
+        let (manifest, envelope) = load_manifest(store, &id)?;
+        let signature = protocol::envelope::verify_signed(&envelope, &state.policy);
+        let report = release::verify_chunks(store, &manifest)?;
+        Ok(Json(VerifyView {
+            id: id.to_hex(),
+            signature_ok: signature.is_ok(),
+            signature_error: signature.err().map(|e| e.to_string()),
+            chunks_checked: report.chunks_checked,
+            bytes_checked: report.bytes_checked,
+            missing: report.missing.iter().map(|c| c.to_hex()).collect(),
+            corrupt: report.corrupt.iter().map(|c| c.to_hex()).collect(),
+        }))
+    })
+    .await
+}
+
+async fn export_release(
+    State(state): State<Arc<AppState>>,
+    UrlPath(text): UrlPath<String>,
+    Json(req): Json<ExportRequest>,
+) -> Result<Json<release::ExportReport>, ApiError> {
+    if !req.dir.is_absolute() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_request",
+            format!("{}: destination must be absolute", req.dir.display()),
+        ));
+    }
+    let store = state.store.clone();
+    blocking(move || {
+        let id = resolve(&store, &text)?;
+        let (manifest, _) = load_manifest(&store, &id)?;
+        release::export(&store, &manifest, &req.dir)
+            .map(Json)
+            .map_err(|e| {
+                let code = match e {
+                    release::ExportError::DestinationNotEmpty(_) => "destination_not_empty",
+                    release::ExportError::Chunk { .. } => "store_damaged",
+                    _ => "export_failed",
+                };
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+            })
+    })
+    .await
+}

@@ -1,0 +1,685 @@
+//! The chunk store: append-only pack files holding chunk bytes, indexed in redb.
+//!
+//! ```text
+//! <data>/store/index.redb          chunk -> (pack, offset, len); pack -> committed length;
+//!                                  release -> signed manifest + summary; channel -> highest
+//! <data>/store/packs/NNNNNNNN.pack records: "P2PC" | chunk id (32) | len (u32 LE) | bytes
+//! ```
+//!
+//! **Durability rule**: chunk bytes are written and fsynced to their pack *before* the redb
+//! transaction that points at them commits (redb commits are durable on return). So after a
+//! crash the index never points at bytes that are not on disk. Bytes a crash left after a
+//! pack's committed length are garbage by definition: [`Store::open`] truncates them, and
+//! deletes pack files no commit ever named.
+//!
+//! **Atomic publish**: an [`IngestSession`] stages new chunks in packs it alone writes, and
+//! [`IngestSession::commit`] inserts their index entries, the packs' new lengths, the release
+//! and the channel's new highest version in one redb transaction. A release is listed only if
+//! all its chunks are durable; an aborted or crashed publish leaves the store as it was.
+//!
+//! **Dedup**: a chunk already indexed (or staged in the same session) is never written again,
+//! so a new version of a release costs only its changed chunks.
+//!
+//! **Verification in pairs**: chunk ids are computed by the pipeline before they are stored,
+//! and every read re-hashes the bytes and refuses a mismatch ([`StoreError::Corrupt`]).
+
+use protocol::{ChunkId, Manifest, ReleaseId, Severity, VerifiedRelease, codec};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const CHUNKS: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("chunks");
+const PACKS: TableDefinition<u32, u64> = TableDefinition::new("packs");
+const RELEASES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("releases");
+const SUMMARIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("release_summaries");
+const CHANNELS: TableDefinition<&str, u64> = TableDefinition::new("channels");
+
+/// A pack grows to at most this size before a new one is started: large enough that a store
+/// holds few files, small enough that a later compaction rewrites one in seconds.
+pub const PACK_BYTES_MAX: u64 = 1 << 30;
+
+/// Magic at the start of every pack record, so a pack can be scanned without the index.
+pub const RECORD_MAGIC: &[u8; 4] = b"P2PC";
+/// Bytes of a record header: magic, chunk id, length.
+pub const RECORD_HEADER_BYTES: u64 = 4 + 32 + 4;
+
+/// Pack writes are gathered in a buffer of this size before a `write` call.
+const PACK_WRITE_BUFFER_BYTES: usize = 4 << 20;
+
+/// Largest release summary record (they are a few hundred bytes).
+const SUMMARY_BYTES_MAX: usize = 64 << 10;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk is full.
+    #[error("disk full while writing {path}: free space and publish again; the store is unchanged")]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+    },
+    /// Another IO error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The index database failed.
+    #[error("index database: {0}")]
+    Db(String),
+    /// Stored bytes do not match their chunk id.
+    #[error("chunk {0} is corrupt in the store: its bytes do not match its id")]
+    Corrupt(ChunkId),
+    /// A stored record does not decode.
+    #[error("store record is damaged: {0}")]
+    Damaged(String),
+    /// The release's version is not above the channel's highest (checked again at commit).
+    #[error("version {version} on channel {channel:?} is not above the highest stored, {highest}")]
+    VersionNotNewer {
+        /// Channel.
+        channel: String,
+        /// Version.
+        version: u64,
+        /// Highest stored.
+        highest: u64,
+    },
+    /// A chunk of the release is neither stored nor staged.
+    #[error("chunk {0} of the release is not in the store")]
+    MissingChunk(ChunkId),
+}
+
+impl StoreError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::StorageFull {
+            Self::DiskFull {
+                path: path.to_owned(),
+            }
+        } else {
+            Self::Io {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    }
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Where a chunk lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Pack number.
+    pub pack: u32,
+    /// Offset of the chunk's bytes (after the record header).
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+impl Location {
+    fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&self.pack.to_le_bytes());
+        b[4..12].copy_from_slice(&self.offset.to_le_bytes());
+        b[12..].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8; 16]) -> Self {
+        let pack = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+        let offset = u64::from_le_bytes(b[4..12].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(b[12..].try_into().expect("4 bytes"));
+        Self { pack, offset, len }
+    }
+}
+
+/// What `p2pctl releases` lists, kept beside the manifest so listing never decodes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSummary {
+    /// Release id.
+    pub id: ReleaseId,
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// Severity.
+    pub severity: Severity,
+    /// CVSS in tenths.
+    pub cvss_tenths: Option<u8>,
+    /// Creation time.
+    pub created_unix_s: i64,
+    /// Expiry time.
+    pub expires_unix_s: i64,
+    /// Files in the release.
+    pub files: u64,
+    /// Bytes of all files.
+    pub total_bytes: u64,
+    /// Distinct chunks.
+    pub unique_chunks: u64,
+    /// When this store committed it.
+    pub stored_unix_s: i64,
+    /// Names of the publishers whose signatures verified.
+    pub signers: Vec<String>,
+}
+
+impl ReleaseSummary {
+    fn of(release: &VerifiedRelease, stored_unix_s: i64) -> Self {
+        let m: &Manifest = &release.manifest;
+        Self {
+            id: release.id,
+            channel: m.channel.clone(),
+            version: m.version,
+            severity: m.severity,
+            cvss_tenths: m.cvss.map(|c| c.0),
+            created_unix_s: m.created_unix_s,
+            expires_unix_s: m.expires_unix_s,
+            files: m.files().count() as u64,
+            total_bytes: m.total_bytes,
+            unique_chunks: m.unique_chunks().len() as u64,
+            stored_unix_s,
+            signers: release.signers.clone(),
+        }
+    }
+}
+
+/// Space used by the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Indexed chunks.
+    pub chunks: u64,
+    /// Bytes of indexed chunk data (headers excluded).
+    pub chunk_bytes: u64,
+    /// Committed pack bytes (headers included).
+    pub pack_bytes: u64,
+    /// Releases.
+    pub releases: u64,
+}
+
+/// The chunk store. Cheap to share behind an `Arc`; every method is blocking IO.
+pub struct Store {
+    packs_dir: PathBuf,
+    db: Database,
+    /// Read handles of packs, opened on first use.
+    readers: Mutex<HashMap<u32, Arc<File>>>,
+    /// Packs not being written by a session, with their committed lengths, that still have
+    /// room; a new session appends to one of these before it starts a new pack.
+    idle_packs: Mutex<Vec<(u32, u64)>>,
+    /// Highest pack number in use or reserved.
+    last_pack: Mutex<u32>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, and recovers from any crash: packs are
+    /// truncated to their committed length and uncommitted packs are removed.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let packs_dir = dir.join("packs");
+        fs::create_dir_all(&packs_dir).map_err(|e| StoreError::io(&packs_dir, e))?;
+        let db_path = dir.join("index.redb");
+        let db = Database::create(&db_path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Db(format!(
+                "{} is in use by another process (is another p2pd running on this data directory?)",
+                db_path.display()
+            )),
+            other => StoreError::Db(other.to_string()),
+        })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(CHUNKS)?;
+            txn.open_table(RELEASES)?;
+            txn.open_table(SUMMARIES)?;
+            txn.open_table(CHANNELS)?;
+            txn.open_table(PACKS)?;
+        }
+        txn.commit()?;
+
+        let committed: HashMap<u32, u64> = {
+            let read = db.begin_read()?;
+            let table = read.open_table(PACKS)?;
+            table
+                .iter()?
+                .map(|r| r.map(|(k, v)| (k.value(), v.value())))
+                .collect::<Result<_, _>>()?
+        };
+        let mut idle = Vec::new();
+        let mut last_pack = committed.keys().copied().max().unwrap_or(0);
+        for entry in fs::read_dir(&packs_dir).map_err(|e| StoreError::io(&packs_dir, e))? {
+            let entry = entry.map_err(|e| StoreError::io(&packs_dir, e))?;
+            let path = entry.path();
+            let Some(number) = parse_pack_name(&path) else {
+                continue;
+            };
+            last_pack = last_pack.max(number);
+            match committed.get(&number) {
+                None => {
+                    tracing::info!(pack = %path.display(), "removing pack of an unfinished publish");
+                    fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+                }
+                Some(&len) => {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| StoreError::io(&path, e))?;
+                    let actual = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+                    if actual > len {
+                        tracing::info!(pack = %path.display(), committed = len, actual,
+                            "truncating bytes of an unfinished publish");
+                        file.set_len(len).map_err(|e| StoreError::io(&path, e))?;
+                        file.sync_all().map_err(|e| StoreError::io(&path, e))?;
+                    } else if actual < len {
+                        tracing::error!(pack = %path.display(), committed = len, actual,
+                            "pack is shorter than committed: chunks in it will read as damaged");
+                    }
+                    if len < PACK_BYTES_MAX {
+                        idle.push((number, len));
+                    }
+                }
+            }
+        }
+        sync_dir(&packs_dir)?;
+        Ok(Self {
+            packs_dir,
+            db,
+            readers: Mutex::new(HashMap::new()),
+            idle_packs: Mutex::new(idle),
+            last_pack: Mutex::new(last_pack),
+        })
+    }
+
+    fn pack_path(&self, pack: u32) -> PathBuf {
+        self.packs_dir.join(format!("{pack:08}.pack"))
+    }
+
+    /// Where `id` is stored, if it is.
+    pub fn locate(&self, id: &ChunkId) -> Result<Option<Location>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(CHUNKS)?;
+        Ok(table
+            .get(id.as_bytes())?
+            .map(|v| Location::decode(&v.value())))
+    }
+
+    /// Whether `id` is stored.
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.locate(id)?.is_some())
+    }
+
+    fn reader(&self, pack: u32) -> Result<Arc<File>, StoreError> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = readers.get(&pack) {
+            return Ok(f.clone());
+        }
+        let path = self.pack_path(pack);
+        let file = Arc::new(File::open(&path).map_err(|e| StoreError::io(&path, e))?);
+        readers.insert(pack, file.clone());
+        Ok(file)
+    }
+
+    /// Reads chunk `id`, verifying its bytes against the id. `Ok(None)` if it is not stored.
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(loc) = self.locate(id)? else {
+            return Ok(None);
+        };
+        let file = self.reader(loc.pack)?;
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                StoreError::Damaged(format!("chunk {id} lies past the end of its pack"))
+            } else {
+                StoreError::io(&self.pack_path(loc.pack), e)
+            }
+        })?;
+        if !id.matches(&buf) {
+            return Err(StoreError::Corrupt(*id));
+        }
+        Ok(Some(buf))
+    }
+
+    /// Starts staging chunks for a publish.
+    pub fn begin_ingest(self: &Arc<Self>) -> IngestSession {
+        IngestSession {
+            store: self.clone(),
+            current: None,
+            touched: Vec::new(),
+            staged: HashMap::new(),
+            buffer: Vec::with_capacity(PACK_WRITE_BUFFER_BYTES),
+            new_bytes: 0,
+            dedup_bytes: 0,
+            finished: false,
+        }
+    }
+
+    /// Highest version committed on `channel`.
+    pub fn highest_version(&self, channel: &str) -> Result<Option<u64>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(CHANNELS)?;
+        Ok(table.get(channel)?.map(|v| v.value()))
+    }
+
+    /// All releases, newest first.
+    pub fn releases(&self) -> Result<Vec<ReleaseSummary>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(SUMMARIES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(
+                codec::decode::<ReleaseSummary, SUMMARY_BYTES_MAX>(v.value(), "release summary")
+                    .map_err(|e| StoreError::Damaged(e.to_string()))?,
+            );
+        }
+        out.sort_by(|a, b| {
+            b.stored_unix_s
+                .cmp(&a.stored_unix_s)
+                .then_with(|| a.channel.cmp(&b.channel))
+                .then_with(|| b.version.cmp(&a.version))
+        });
+        Ok(out)
+    }
+
+    /// The summary of release `id`.
+    pub fn summary(&self, id: &ReleaseId) -> Result<Option<ReleaseSummary>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(SUMMARIES)?;
+        table
+            .get(id.as_bytes())?
+            .map(|v| {
+                codec::decode::<ReleaseSummary, SUMMARY_BYTES_MAX>(v.value(), "release summary")
+                    .map_err(|e| StoreError::Damaged(e.to_string()))
+            })
+            .transpose()
+    }
+
+    /// The signed manifest of release `id`, as received.
+    pub fn signed_manifest(&self, id: &ReleaseId) -> Result<Option<Vec<u8>>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(RELEASES)?;
+        Ok(table.get(id.as_bytes())?.map(|v| v.value().to_vec()))
+    }
+
+    /// Releases whose id starts with the hex prefix `prefix`.
+    pub fn find_releases(&self, prefix: &str) -> Result<Vec<ReleaseId>, StoreError> {
+        let prefix = prefix.to_ascii_lowercase();
+        Ok(self
+            .releases()?
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|id| id.to_hex().starts_with(&prefix))
+            .collect())
+    }
+
+    /// Space used.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let read = self.db.begin_read()?;
+        let chunks = read.open_table(CHUNKS)?;
+        let mut stats = StoreStats::default();
+        for row in chunks.iter()? {
+            let (_, v) = row?;
+            stats.chunks += 1;
+            stats.chunk_bytes += u64::from(Location::decode(&v.value()).len);
+        }
+        for row in read.open_table(PACKS)?.iter()? {
+            stats.pack_bytes += row?.1.value();
+        }
+        stats.releases = read.open_table(RELEASES)?.len()?;
+        Ok(stats)
+    }
+
+    fn reserve_pack(&self) -> (u32, u64) {
+        if let Some(p) = self
+            .idle_packs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+        {
+            return p;
+        }
+        let mut last = self.last_pack.lock().unwrap_or_else(|e| e.into_inner());
+        *last += 1;
+        (*last, 0)
+    }
+
+    fn release_pack(&self, pack: u32, committed_len: u64) {
+        if committed_len < PACK_BYTES_MAX {
+            self.idle_packs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((pack, committed_len));
+        }
+    }
+}
+
+fn parse_pack_name(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(".pack")?.parse().ok()
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+/// A pack a session writes: its number, file, committed length when the session took it,
+/// and the length written so far.
+struct OpenPack {
+    pack: u32,
+    file: File,
+    path: PathBuf,
+    start_len: u64,
+    len: u64,
+}
+
+/// Chunks staged for one publish. Nothing is visible to readers until [`Self::commit`];
+/// dropping the session without committing rolls its packs back.
+pub struct IngestSession {
+    store: Arc<Store>,
+    current: Option<OpenPack>,
+    /// Packs this session wrote and finished (rolled over), not yet committed.
+    touched: Vec<OpenPack>,
+    staged: HashMap<ChunkId, Location>,
+    buffer: Vec<u8>,
+    new_bytes: u64,
+    dedup_bytes: u64,
+    finished: bool,
+}
+
+impl IngestSession {
+    /// Bytes of chunks this session wrote (not already stored).
+    pub fn new_bytes(&self) -> u64 {
+        self.new_bytes
+    }
+
+    /// Bytes of chunks that were already stored or staged (dedup savings).
+    pub fn dedup_bytes(&self) -> u64 {
+        self.dedup_bytes
+    }
+
+    /// Stages chunk `id` with `bytes` unless the store or this session already has it.
+    /// Returns whether it was written. The caller computed `id` from `bytes`.
+    pub fn put_chunk(&mut self, id: ChunkId, bytes: &[u8]) -> Result<bool, StoreError> {
+        debug_assert!(id.matches(bytes), "caller must pass the id of the bytes");
+        if self.staged.contains_key(&id) || self.store.has_chunk(&id)? {
+            self.dedup_bytes += bytes.len() as u64;
+            return Ok(false);
+        }
+        let record = RECORD_HEADER_BYTES + bytes.len() as u64;
+        let needs_new = match &self.current {
+            None => true,
+            Some(p) => p.len + record > PACK_BYTES_MAX && p.len > p.start_len,
+        };
+        if needs_new {
+            self.roll_pack()?;
+        }
+        let pack = self.current.as_mut().expect("roll_pack opened a pack");
+        let offset = pack.len + RECORD_HEADER_BYTES;
+        self.buffer.extend_from_slice(RECORD_MAGIC);
+        self.buffer.extend_from_slice(id.as_bytes());
+        self.buffer
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.buffer.extend_from_slice(bytes);
+        pack.len += record;
+        self.staged.insert(
+            id,
+            Location {
+                pack: pack.pack,
+                offset,
+                len: bytes.len() as u32,
+            },
+        );
+        self.new_bytes += bytes.len() as u64;
+        if self.buffer.len() >= PACK_WRITE_BUFFER_BYTES {
+            self.flush()?;
+        }
+        Ok(true)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if let Some(pack) = self.current.as_mut() {
+            if !self.buffer.is_empty() {
+                pack.file
+                    .write_all(&self.buffer)
+                    .map_err(|e| StoreError::io(&pack.path, e))?;
+                self.buffer.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn roll_pack(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        if let Some(done) = self.current.take() {
+            done.file
+                .sync_data()
+                .map_err(|e| StoreError::io(&done.path, e))?;
+            self.touched.push(done);
+        }
+        let (pack, start_len) = self.store.reserve_pack();
+        let path = self.store.pack_path(pack);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        // A reused pack may hold bytes past its committed length if an earlier session of
+        // this process failed to roll back; never append after garbage.
+        file.set_len(start_len)
+            .map_err(|e| StoreError::io(&path, e))?;
+        self.current = Some(OpenPack {
+            pack,
+            file,
+            path,
+            start_len,
+            len: start_len,
+        });
+        Ok(())
+    }
+
+    /// Makes every staged chunk durable and, in one transaction, indexes them and (if given)
+    /// records `release`. Checks again that every chunk of the release is stored or staged
+    /// and that its version is above the channel's highest.
+    pub fn commit(
+        mut self,
+        release: Option<&VerifiedRelease>,
+        now_unix_s: i64,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        if let Some(pack) = &self.current {
+            pack.file
+                .sync_data()
+                .map_err(|e| StoreError::io(&pack.path, e))?;
+        }
+        // A new pack file's directory entry must be durable too.
+        sync_dir(&self.store.packs_dir)?;
+
+        let txn = self.store.db.begin_write()?;
+        {
+            let mut chunks = txn.open_table(CHUNKS)?;
+            for (id, loc) in &self.staged {
+                chunks.insert(id.as_bytes(), &loc.encode())?;
+            }
+            let mut packs = txn.open_table(PACKS)?;
+            for pack in self.touched.iter().chain(&self.current) {
+                packs.insert(pack.pack, pack.len)?;
+            }
+            if let Some(release) = release {
+                let m = &release.manifest;
+                for c in m.unique_chunks() {
+                    if !self.staged.contains_key(&c.id) && chunks.get(c.id.as_bytes())?.is_none() {
+                        return Err(StoreError::MissingChunk(c.id));
+                    }
+                }
+                let mut channels = txn.open_table(CHANNELS)?;
+                if let Some(highest) = channels.get(m.channel.as_str())?.map(|v| v.value()) {
+                    if m.version <= highest {
+                        return Err(StoreError::VersionNotNewer {
+                            channel: m.channel.clone(),
+                            version: m.version,
+                            highest,
+                        });
+                    }
+                }
+                channels.insert(m.channel.as_str(), m.version)?;
+                let envelope = release.envelope.encode();
+                txn.open_table(RELEASES)?
+                    .insert(release.id.as_bytes(), envelope.as_slice())?;
+                let summary = codec::encode(&ReleaseSummary::of(release, now_unix_s));
+                txn.open_table(SUMMARIES)?
+                    .insert(release.id.as_bytes(), summary.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        self.finished = true;
+        for pack in self.touched.drain(..).chain(self.current.take()) {
+            self.store.release_pack(pack.pack, pack.len);
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        self.buffer.clear();
+        for pack in self.touched.drain(..).chain(self.current.take()) {
+            // Best effort: if this fails the bytes stay past the committed length, and the
+            // next open (or the next session that takes this pack) truncates them.
+            if let Err(e) = pack.file.set_len(pack.start_len) {
+                tracing::warn!(pack = %pack.path.display(), error = %e, "rollback truncate failed");
+            }
+            if pack.start_len == 0 {
+                let _ = fs::remove_file(&pack.path);
+            } else {
+                self.store.release_pack(pack.pack, pack.start_len);
+            }
+        }
+        self.staged.clear();
+    }
+}
+
+impl Drop for IngestSession {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.rollback();
+        }
+    }
+}
