@@ -1,0 +1,257 @@
+//! The daemon end to end: publish, list, verify, export, and the errors a user can cause.
+
+use super::*;
+use std::fs;
+
+fn sample_tree(root: &Path) {
+    fs::create_dir_all(root.join("bin/nested/deeper")).unwrap();
+    fs::create_dir_all(root.join("empty-dir")).unwrap();
+    fs::write(root.join("bin/tool"), random_bytes(1, 700_000)).unwrap();
+    fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(
+        root.join("bin/nested/deeper/data.bin"),
+        random_bytes(2, 2_000_000),
+    )
+    .unwrap();
+    fs::write(root.join("empty-file"), b"").unwrap();
+    fs::write(root.join("secret.conf"), b"k=v\n").unwrap();
+    fs::set_permissions(root.join("secret.conf"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("nested/deeper/data.bin", root.join("bin/data-link")).unwrap();
+    fs::set_permissions(root.join("bin/nested"), fs::Permissions::from_mode(0o750)).unwrap();
+}
+
+#[test]
+fn publish_export_round_trip_keeps_bytes_modes_and_links() {
+    let mut node = Node::init();
+    node.start();
+    let src = node.dir.path().join("src");
+    sample_tree(&src);
+    let out = node.publish(&src, "security/demo", 1);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let published: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = published["release"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(node.release_ids(), vec![id.clone()]);
+
+    let verify = node.ctl_json(&["verify", &id]);
+    assert_eq!(verify["signature_ok"], true);
+    assert_eq!(verify["missing"].as_array().unwrap().len(), 0);
+
+    let dest = node.dir.path().join("export");
+    let report = node.ctl_json(&["export", &id[..10], dest.to_str().unwrap()]);
+    assert_eq!(report["files"], 4);
+    assert_eq!(report["dirs"], 4);
+    assert_eq!(report["symlinks"], 1);
+    assert_eq!(tree_listing(&src), tree_listing(&dest));
+
+    // Exporting again into a non-empty directory is refused, and nothing is changed.
+    let again = node.ctl(&["export", &id, dest.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    assert!(node.stop(), "p2pd did not exit cleanly on SIGTERM");
+    assert!(!node.socket().exists(), "socket left behind after shutdown");
+}
+
+#[test]
+fn control_socket_is_private() {
+    let mut node = Node::init();
+    node.start();
+    let mode = fs::metadata(node.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn user_errors_exit_nonzero_with_one_line_and_leave_the_store_as_it_was() {
+    let mut node = Node::init();
+    node.start();
+    let src = node.dir.path().join("src");
+    sample_tree(&src);
+    assert!(node.publish(&src, "security/demo", 5).status.success());
+    let before = node.ctl_json(&["node"])["store"].clone();
+
+    let check = |out: Output, code: i32, needle: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
+        assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    };
+    // Version not above the channel's last.
+    check(
+        node.publish(&src, "security/demo", 5),
+        4,
+        "not above the highest",
+    );
+    check(
+        node.publish(&src, "security/demo", 4),
+        4,
+        "not above the highest",
+    );
+    // Missing path.
+    check(
+        node.publish(&src.join("nope"), "security/demo", 6),
+        4,
+        "nope",
+    );
+    // Wrong (untrusted) key.
+    let other = node.dir.path().join("other.pem");
+    assert!(
+        node.ctl(&["keygen", "--out", other.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = node.ctl(&[
+        "publish",
+        src.to_str().unwrap(),
+        "--channel",
+        "security/demo",
+        "--version",
+        "6",
+        "--key",
+        other.to_str().unwrap(),
+    ]);
+    check(out, 4, "unknown key");
+    // A key file that is not a key.
+    let out = node.ctl(&[
+        "publish",
+        src.to_str().unwrap(),
+        "--channel",
+        "security/demo",
+        "--version",
+        "6",
+        "--key",
+        src.join("secret.conf").to_str().unwrap(),
+    ]);
+    check(out, 4, "not an ed25519 private key");
+    // Unreadable file (the test runs as root, so use a FIFO: refused as a special file).
+    let fifo_dir = node.dir.path().join("fifo");
+    fs::create_dir(&fifo_dir).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo_dir.join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    check(node.publish(&fifo_dir, "security/demo", 6), 4, "FIFO");
+    // A symlink leaving the tree.
+    let esc = node.dir.path().join("escape");
+    fs::create_dir(&esc).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", esc.join("passwd")).unwrap();
+    check(node.publish(&esc, "security/demo", 6), 4, "absolute");
+
+    assert_eq!(node.ctl_json(&["node"])["store"], before, "store changed");
+    assert_eq!(node.release_ids().len(), 1);
+
+    // Daemon not running.
+    node.stop();
+    check(node.publish(&src, "security/demo", 6), 3, "not running");
+}
+
+#[test]
+fn file_changed_while_publishing_is_refused_and_store_unchanged() {
+    let mut node = Node::init();
+    node.start();
+    let src = node.dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let big = src.join("big.bin");
+    fs::write(&big, random_bytes(3, 400 << 20)).unwrap();
+    let before = node.ctl_json(&["node"])["store"].clone();
+    let toucher = {
+        let big = big.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            let f = fs::OpenOptions::new().append(true).open(&big).unwrap();
+            use std::io::Write;
+            (&f).write_all(b"tampered").unwrap();
+        })
+    };
+    let out = node.publish(&src, "security/demo", 1);
+    toucher.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("changed while it was being published"),
+        "{err}"
+    );
+    assert_eq!(node.ctl_json(&["node"])["store"], before);
+    assert!(node.release_ids().is_empty());
+}
+
+#[test]
+fn disk_full_is_a_clear_error_and_store_stays_usable() {
+    // A real full disk: a 64 MiB tmpfs holding the data directory.
+    let mut node = Node::init();
+    let mnt = node.dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    // Move the data directory onto the small disk.
+    let data = node.data();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fs::remove_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(mnt.join("data"), &data).unwrap();
+    let config = mnt.join("data/p2pd.toml");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        &format!("\"{}", data.display()),
+        &format!("\"{}", mnt.join("data").display()),
+    );
+    fs::write(&config, text).unwrap();
+    node.start();
+
+    let small = node.dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    fs::write(small.join("a"), random_bytes(5, 1 << 20)).unwrap();
+    assert!(node.publish(&small, "security/demo", 1).status.success());
+    let before = node.ctl_json(&["node"])["store"].clone();
+
+    let big = node.dir.path().join("big");
+    fs::create_dir(&big).unwrap();
+    fs::write(big.join("b"), random_bytes(6, 100 << 20)).unwrap();
+    let out = node.publish(&big, "security/demo", 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("disk full"), "{err}");
+    assert_eq!(node.ctl_json(&["node"])["store"], before);
+
+    // The space was given back: a small publish works again.
+    fs::write(small.join("a2"), random_bytes(7, 1 << 20)).unwrap();
+    let out = node.publish(&small, "security/demo", 3);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in node.release_ids() {
+        assert_eq!(
+            node.ctl_json(&["verify", &id])["corrupt"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! The store on its own: atomic sessions, dedup, recovery of crash leftovers, corruption.
+
+use super::*;
+use ed25519_dalek::SigningKey;
+use node::ingest::{self, Progress};
+use node::store::Store;
+use protocol::{
+    ChunkingParams, MANIFEST_FORMAT_VERSION, Manifest, PublisherKey, Severity, TrustPolicy,
+    TrustedPublisher, VerifiedRelease, sign_manifest, verify_release,
+};
+use std::fs;
+use std::sync::Arc;
+
+const NOW: i64 = 1_795_392_000;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[9; 32])
+}
+
+fn policy() -> TrustPolicy {
+    TrustPolicy {
+        publishers: vec![TrustedPublisher {
+            name: "t".into(),
+            key: PublisherKey(key().verifying_key().to_bytes()),
+            channel_prefixes: vec![],
+        }],
+        threshold: 1,
+    }
+}
+
+/// Ingests `path` into `store` and commits it as `version`; returns the release.
+fn publish(store: &Arc<Store>, path: &Path, version: u64) -> VerifiedRelease {
+    let tree = ingest::scan(path).unwrap();
+    let mut session = store.begin_ingest();
+    let entries = ingest::ingest(
+        &tree,
+        ChunkingParams::default(),
+        &mut session,
+        &Arc::new(Progress::default()),
+    )
+    .unwrap();
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        channel: "security/store".into(),
+        version,
+        created_unix_s: NOW,
+        expires_unix_s: NOW + 86_400,
+        severity: Severity::High,
+        cvss: None,
+        chunking: ChunkingParams::default(),
+        entries,
+        total_bytes: tree.total_bytes,
+    };
+    let env = sign_manifest(&manifest, &key()).encode();
+    let release =
+        verify_release(&env, &policy(), NOW, |c| store.highest_version(c).unwrap()).unwrap();
+    session.commit(Some(&release), NOW).unwrap();
+    release
+}
+
+#[test]
+fn new_version_stores_only_changed_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+    let file = dir.path().join("image.bin");
+    let mut data = random_bytes(11, 64 << 20);
+    fs::write(&file, &data).unwrap();
+    publish(&store, &file, 1);
+    let before = store.stats().unwrap();
+    // Rewrite 1 MiB in the middle.
+    let mid = data.len() / 2;
+    data[mid..mid + (1 << 20)].copy_from_slice(&random_bytes(12, 1 << 20));
+    fs::write(&file, &data).unwrap();
+    publish(&store, &file, 2);
+    let after = store.stats().unwrap();
+    let growth = after.pack_bytes - before.pack_bytes;
+    assert!(
+        growth <= 2 << 20,
+        "store grew by {growth} bytes for a 1 MiB change"
+    );
+    assert!(growth >= 1 << 20);
+    assert_eq!(after.releases, 2);
+}
+
+#[test]
+fn dropped_session_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+    let file = dir.path().join("a.bin");
+    fs::write(&file, random_bytes(1, 3 << 20)).unwrap();
+    publish(&store, &file, 1);
+    let before = store.stats().unwrap();
+    let pack_sizes = |d: &Path| -> u64 {
+        fs::read_dir(d.join("store/packs"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    let disk_before = pack_sizes(dir.path());
+    {
+        let mut session = store.begin_ingest();
+        let bytes = random_bytes(2, 100_000);
+        assert!(
+            session
+                .put_chunk(protocol::ChunkId::of(&bytes), &bytes)
+                .unwrap()
+        );
+        // Dropped without commit.
+    }
+    assert_eq!(store.stats().unwrap(), before);
+    assert_eq!(pack_sizes(dir.path()), disk_before);
+}
+
+#[test]
+fn open_truncates_bytes_past_the_committed_length_and_removes_unknown_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let file = dir.path().join("a.bin");
+    fs::write(&file, random_bytes(3, 2 << 20)).unwrap();
+    let release = {
+        let store = Arc::new(Store::open(&root).unwrap());
+        publish(&store, &file, 1)
+    };
+    // Simulate a crash mid-write: garbage after the committed bytes, and a pack no commit named.
+    let pack = fs::read_dir(root.join("packs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let committed = fs::metadata(&pack).unwrap().len();
+    let mut f = fs::OpenOptions::new().append(true).open(&pack).unwrap();
+    std::io::Write::write_all(&mut f, &random_bytes(4, 300_000)).unwrap();
+    fs::write(root.join("packs/99999999.pack"), b"half a publish").unwrap();
+
+    let store = Store::open(&root).unwrap();
+    assert_eq!(fs::metadata(&pack).unwrap().len(), committed);
+    assert!(!root.join("packs/99999999.pack").exists());
+    let report = node::release::verify_chunks(&store, &release.manifest).unwrap();
+    assert!(report.is_ok());
+}
+
+#[test]
+fn corrupt_bytes_on_disk_are_detected_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let file = dir.path().join("a.bin");
+    fs::write(&file, random_bytes(5, 1 << 20)).unwrap();
+    let store = Arc::new(Store::open(&root).unwrap());
+    let release = publish(&store, &file, 1);
+    let chunk = release.manifest.unique_chunks()[3];
+    let loc = store.locate(&chunk.id).unwrap().unwrap();
+    let pack = root.join(format!("packs/{:08}.pack", loc.pack));
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[loc.offset as usize + 10] ^= 0x40;
+    fs::write(&pack, bytes).unwrap();
+    drop(store);
+    let store = Store::open(&root).unwrap();
+    assert!(matches!(
+        store.read_chunk(&chunk.id),
+        Err(node::store::StoreError::Corrupt(id)) if id == chunk.id
+    ));
+    let report = node::release::verify_chunks(&store, &release.manifest).unwrap();
+    assert_eq!(report.corrupt, vec![chunk.id]);
+}
+
+#[test]
+fn replayed_version_is_refused_at_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+    let file = dir.path().join("a.bin");
+    fs::write(&file, random_bytes(6, 100_000)).unwrap();
+    let r1 = publish(&store, &file, 1);
+    // The same verified release committed again (a replay) is refused by the store itself.
+    let session = store.begin_ingest();
+    let err = session.commit(Some(&r1), NOW).unwrap_err();
+    assert!(
+        matches!(err, node::store::StoreError::VersionNotNewer { .. }),
+        "{err}"
+    );
+}
