@@ -122,8 +122,10 @@ mod tests {
 
     #[test]
     fn invalid_params_are_refused() {
-        let mut p = ChunkingParams::default();
-        p.avg_bytes = p.max_bytes;
+        let p = ChunkingParams {
+            avg_bytes: ChunkingParams::default().max_bytes,
+            ..ChunkingParams::default()
+        };
         assert!(Chunker::new(p).is_err());
     }
 }

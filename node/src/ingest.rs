@@ -430,12 +430,9 @@ pub fn ingest(
             error,
         } => {
             let path = files[source_index].abs.clone();
-            if error
-                .get_ref()
-                .is_some_and(|inner| inner.is::<ChangedMarker>())
-            {
-                IngestError::Changed(path)
-            } else if error.kind() == io::ErrorKind::NotFound {
+            // A file that vanished after the scan changed too.
+            let vanished = error.kind() == io::ErrorKind::NotFound;
+            if vanished || error.get_ref().is_some_and(|e| e.is::<ChangedMarker>()) {
                 IngestError::Changed(path)
             } else {
                 IngestError::Unreadable {

@@ -456,10 +456,10 @@ async fn publish(
         line.push(b'\n');
         Some((Ok::<_, std::convert::Infallible>(line), rx))
     });
-    Ok(Response::builder()
+    Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
-        .map_err(internal)?)
+        .map_err(internal)
 }
 
 async fn commit(

@@ -318,7 +318,7 @@ impl Store {
         let table = read.open_table(CHUNKS)?;
         Ok(table
             .get(id.as_bytes())?
-            .map(|v| Location::decode(&v.value())))
+            .map(|v| Location::decode(v.value())))
     }
 
     /// Whether `id` is stored.
@@ -438,7 +438,7 @@ impl Store {
         for row in chunks.iter()? {
             let (_, v) = row?;
             stats.chunks += 1;
-            stats.chunk_bytes += u64::from(Location::decode(&v.value()).len);
+            stats.chunk_bytes += u64::from(Location::decode(v.value()).len);
         }
         for row in read.open_table(PACKS)?.iter()? {
             stats.pack_bytes += row?.1.value();

@@ -474,11 +474,15 @@ mod tests {
     #[test]
     fn default_chunking_params_are_valid_and_bad_ones_are_not() {
         ChunkingParams::default().validate().unwrap();
-        let mut p = ChunkingParams::default();
-        p.min_bytes = p.avg_bytes;
+        let p = ChunkingParams {
+            min_bytes: ChunkingParams::default().avg_bytes,
+            ..ChunkingParams::default()
+        };
         assert!(matches!(p.validate(), Err(ManifestError::BadChunking(_))));
-        let mut p = ChunkingParams::default();
-        p.max_bytes = CHUNK_BYTES_MAX + 2;
+        let p = ChunkingParams {
+            max_bytes: CHUNK_BYTES_MAX + 2,
+            ..ChunkingParams::default()
+        };
         assert!(matches!(p.validate(), Err(ManifestError::BadChunking(_))));
     }
 }

@@ -130,7 +130,7 @@ fn user_errors_exit_nonzero_with_one_line_and_leave_the_store_as_it_was() {
     fs::create_dir(&fifo_dir).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &fifo_dir.join("pipe"),
+        fifo_dir.join("pipe"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
