@@ -10,7 +10,8 @@
 //! * [`cdc`]: [`Chunker`], the FastCDC v2020 boundary finder configured from a manifest's
 //!   [`protocol::ChunkingParams`], and single-threaded whole-buffer helpers.
 //! * [`pipeline`]: [`run_pipeline`], streaming over any number of `Read` sources in bounded
-//!   memory, with reading, boundary detection and hashing on their own threads.
+//!   memory, with reading, boundary detection and hashing on their own threads;
+//!   [`run_pipeline_slice`], the same without a reader or copies for a buffer in memory.
 //! * [`reassemble`]: [`reassemble_file`], which writes a file from its chunk list and checks
 //!   every chunk against its id and length.
 
@@ -19,5 +20,5 @@ pub mod pipeline;
 pub mod reassemble;
 
 pub use cdc::{Chunker, chunk_and_hash};
-pub use pipeline::{ChunkSink, PipelineConfig, PipelineError, run_pipeline};
+pub use pipeline::{ChunkSink, PipelineConfig, PipelineError, run_pipeline, run_pipeline_slice};
 pub use reassemble::{ReassembleError, reassemble_file};

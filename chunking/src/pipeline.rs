@@ -263,3 +263,49 @@ fn hash_stage(cut_rx: Receiver<Block>, hashed_tx: Sender<Block>) {
         }
     }
 }
+
+/// Chunk ranges handed from the boundary thread to the hasher per message: enough to make
+/// channel costs negligible (~8 MiB of data at the default average), few enough to keep both
+/// threads busy from the start.
+const SLICE_BATCH_CHUNKS: usize = 128;
+
+/// Batches in flight between stages of [`run_pipeline_slice`].
+const SLICE_BATCHES_IN_FLIGHT: usize = 4;
+
+/// The pipeline over a buffer already in memory: no reader stage and no copies. Boundaries
+/// are found on a second thread while the calling thread hashes each batch of chunks and
+/// hands them to `sink` in order, all as source 0. Two threads, not three: on two cores a
+/// separate hasher thread would compete with the boundary thread for no gain.
+pub fn run_pipeline_slice<S: ChunkSink>(
+    chunker: &Chunker,
+    data: &[u8],
+    sink: &mut S,
+) -> Result<(), S::Error> {
+    std::thread::scope(|scope| {
+        let (cut_tx, cut_rx) = bounded::<Vec<Range<usize>>>(SLICE_BATCHES_IN_FLIGHT);
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(SLICE_BATCH_CHUNKS);
+            for range in chunker.ranges(data) {
+                batch.push(range);
+                if batch.len() == SLICE_BATCH_CHUNKS {
+                    let full =
+                        std::mem::replace(&mut batch, Vec::with_capacity(SLICE_BATCH_CHUNKS));
+                    if cut_tx.send(full).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = cut_tx.send(batch);
+        });
+        // Returning early drops `cut_rx`, which ends the boundary thread.
+        let mut total = 0u64;
+        for batch in cut_rx.iter() {
+            for range in batch {
+                total += range.len() as u64;
+                let bytes = &data[range];
+                sink.chunk(0, ChunkId::of(bytes), bytes)?;
+            }
+        }
+        sink.source_done(0, total)
+    })
+}

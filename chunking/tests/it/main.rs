@@ -163,6 +163,28 @@ proptest! {
 }
 
 #[test]
+fn slice_pipeline_matches_whole_buffer_chunking() {
+    let chunker = small_chunker();
+    for len in [0usize, 1, 255, 5000, 300_000, 1_000_000] {
+        let data = random_bytes(len as u64, len);
+        let mut sink = Collect::default();
+        chunking::run_pipeline_slice(&chunker, &data, &mut sink).unwrap();
+        assert_eq!(
+            sink.per_source.get(&0).cloned().unwrap_or_default(),
+            chunk_and_hash(&chunker, &data)
+        );
+        assert_eq!(sink.totals[&0], len as u64);
+    }
+    // A sink error stops it without hanging.
+    let data = random_bytes(9, 4 << 20);
+    let mut sink = Collect {
+        fail_after: Some(3),
+        ..Collect::default()
+    };
+    assert!(chunking::run_pipeline_slice(&chunker, &data, &mut sink).is_err());
+}
+
+#[test]
 fn reassembly_refuses_corrupt_short_or_missing_chunks() {
     let chunker = small_chunker();
     let data = random_bytes(1, 50_000);
