@@ -11,6 +11,8 @@
 //! | `GET /v1/releases/{id}`             | → [`ReleaseDetail`] (`id` may be a unique prefix)      |
 //! | `POST /v1/releases/{id}/verify`     | → [`VerifyView`]                                       |
 //! | `POST /v1/releases/{id}/export`     | [`ExportRequest`] → [`crate::release::ExportReport`]   |
+//! | `GET /v1/peers`                     | → `[PeerView]`: data-plane peers                       |
+//! | `GET /v1/status`                    | → [`NodeStatus`]: every release served or fetched      |
 //!
 //! Errors answer a 4xx/5xx status with [`ApiErrorBody`]: a stable `code` for scripts and a
 //! `message` for people.
@@ -195,4 +197,89 @@ pub struct VerifyView {
 pub struct ExportRequest {
     /// Absolute destination directory (must not exist, or be empty).
     pub dir: PathBuf,
+}
+
+/// One connected data-plane peer (`GET /v1/peers`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerView {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Node id (hex ed25519 public key; the same key as the peer id).
+    pub node_id: String,
+    /// Site it declared.
+    pub site: String,
+    /// Region it declared.
+    pub region: String,
+    /// Address of the data-plane connection.
+    pub address: String,
+    /// Same site as this node.
+    pub lan: bool,
+    /// Chunk bytes received from it.
+    pub bytes_in: u64,
+    /// Chunk bytes sent to it.
+    pub bytes_out: u64,
+    /// Seconds since it connected.
+    pub connected_s: u64,
+    /// Smoothed round-trip time.
+    pub rtt_ms: f64,
+}
+
+/// Where one release stands on this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseProgress {
+    /// Release id.
+    pub id: String,
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// `fetching`, `complete` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Unique chunks stored.
+    pub chunks_have: u32,
+    /// Unique chunks in the release.
+    pub chunks_total: u32,
+    /// Bytes of the chunks stored.
+    pub bytes_have: u64,
+    /// Bytes of all unique chunks.
+    pub bytes_total: u64,
+    /// Chunk bytes received from same-site peers (this run of the daemon).
+    pub bytes_from_lan: u64,
+    /// Chunk bytes received from other sites (this run of the daemon).
+    pub bytes_from_wan: u64,
+    /// Bytes the store already had from earlier releases when the fetch started.
+    pub bytes_reused: u64,
+    /// Receive rate over the last few seconds.
+    pub rate_bytes_per_s: u64,
+    /// Seconds from learning of the release to completing it (or to now).
+    pub elapsed_s: Option<f64>,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node_id: String,
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Site.
+    pub site: String,
+    /// Region.
+    pub region: String,
+    /// Data-plane peers connected.
+    pub peers: usize,
+    /// Peers banned now.
+    pub banned: Vec<String>,
+    /// Chunk bytes received from same-site peers.
+    pub recv_lan_bytes: u64,
+    /// Chunk bytes received from other sites.
+    pub recv_wan_bytes: u64,
+    /// Chunk bytes sent to same-site peers.
+    pub sent_lan_bytes: u64,
+    /// Chunk bytes sent to other sites.
+    pub sent_wan_bytes: u64,
+    /// Releases served or being fetched.
+    pub releases: Vec<ReleaseProgress>,
 }

@@ -5,6 +5,7 @@
 
 use protocol::{PublisherKey, TrustPolicy, TrustedPublisher};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Largest config file read, in bytes: a config is a few KiB even with hundreds of keys.
@@ -21,6 +22,88 @@ pub struct Config {
     /// Which publishers this node trusts.
     #[serde(default)]
     pub trust: TrustSection,
+    /// Peers, discovery and the data plane.
+    #[serde(default)]
+    pub network: NetworkSection,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Control plane (libp2p over QUIC) UDP address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Data plane (chunk transfers over QUIC) UDP address.
+    #[serde(default = "default_data_listen")]
+    pub data_listen: SocketAddr,
+    /// The data-plane address peers of this site dial, if not the one they see this node at.
+    #[serde(default)]
+    pub advertise_data: Option<SocketAddr>,
+    /// The data-plane address peers of other sites dial (e.g. a branch gateway's forwarded
+    /// port); defaults to `advertise_data`.
+    #[serde(default)]
+    pub advertise_wan: Option<SocketAddr>,
+    /// Discover same-site peers with mDNS on the local network.
+    #[serde(default = "default_true")]
+    pub mdns: bool,
+    /// Peers to join at start-up, as libp2p multiaddrs with the peer id:
+    /// `/ip4/10.1.0.5/udp/7401/quic-v1/p2p/12D3KooW...`.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Channel prefixes this node fetches releases of; `"*"` follows every channel its trust
+    /// policy allows. Releases on other channels are ignored unfetched.
+    #[serde(default = "default_follow")]
+    pub follow: Vec<String>,
+    /// Most peers connected on the data plane at once.
+    #[serde(default = "default_max_peers")]
+    pub max_peers: usize,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            data_listen: default_data_listen(),
+            advertise_data: None,
+            advertise_wan: None,
+            mdns: true,
+            bootstrap: Vec::new(),
+            follow: default_follow(),
+            max_peers: default_max_peers(),
+        }
+    }
+}
+
+impl NetworkSection {
+    /// Whether releases on `channel` are fetched.
+    pub fn follows(&self, channel: &str) -> bool {
+        self.follow
+            .iter()
+            .any(|p| p == "*" || channel.starts_with(p.as_str()))
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7401))
+}
+
+fn default_data_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7402))
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_follow() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// Default of `network.max_peers`: every member of a large branch plus a few peers per other
+/// site it draws from, with memory per peer bounded by the data plane's windows.
+fn default_max_peers() -> usize {
+    128
 }
 
 /// `[node]`.
@@ -153,6 +236,33 @@ impl Config {
                 setting,
                 message,
             })?;
+        let invalid = |setting: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            setting: setting.into(),
+            message,
+        };
+        if !protocol::wire::valid_name(&config.node.site) {
+            return Err(invalid(
+                "node.site",
+                "use 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if !protocol::wire::valid_name(&config.node.region) {
+            return Err(invalid(
+                "node.region",
+                "use 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        for (i, b) in config.network.bootstrap.iter().enumerate() {
+            crate::net::parse_bootstrap(b)
+                .map_err(|m| invalid(&format!("network.bootstrap[{i}]"), m))?;
+        }
+        if config.network.max_peers == 0 || config.network.max_peers > 4096 {
+            return Err(invalid(
+                "network.max_peers",
+                "must be between 1 and 4096".into(),
+            ));
+        }
         Ok(config)
     }
 
@@ -232,6 +342,26 @@ threshold = 1
 # name = "release-team"
 # key = "ed25519:<64 hex digits>"
 # channels = ["security/"]
+
+[network]
+# Control plane (discovery, announcements): libp2p over QUIC on this UDP address.
+listen = "0.0.0.0:7401"
+# Data plane (chunk transfers): QUIC on this UDP address.
+data_listen = "0.0.0.0:7402"
+# The data-plane address to give peers, when they cannot reach this node at the address
+# they see it at; `advertise_wan` is the one peers of other sites use (e.g. a port
+# forwarded on the branch gateway).
+# advertise_data = "10.1.0.5:7402"
+# advertise_wan = "203.0.113.7:7402"
+# Find peers of this site on the local network by mDNS.
+mdns = true
+# Peers to join at start-up (the address `p2pd id` prints on each of them).
+# bootstrap = ["/ip4/10.0.0.1/udp/7401/quic-v1/p2p/12D3KooW..."]
+bootstrap = []
+# Channel prefixes whose releases this node fetches; "*" follows every channel.
+follow = ["*"]
+# Most peers connected on the data plane at once.
+max_peers = 128
 "#
     )
 }

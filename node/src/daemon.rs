@@ -1,9 +1,11 @@
-//! `p2pd run`: open the store, bind the control socket, serve until SIGTERM or SIGINT, then
-//! shut down cleanly (in-flight requests finish, staged publishes roll back, the socket file
-//! is removed).
+//! `p2pd run`: open the store, start the network (control plane, data plane, resumed
+//! fetches), bind the control socket, serve until SIGTERM or SIGINT, then shut down cleanly
+//! (fetches checkpoint what they verified, in-flight requests finish, staged publishes roll
+//! back, the socket file is removed).
 
 use crate::config::Config;
 use crate::identity;
+use crate::net::{Net, swarm};
 use crate::server::{AppState, router};
 use crate::store::Store;
 use anyhow::{Context, bail};
@@ -57,13 +59,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("setting the mode of {}", socket.display()))?;
 
     let state = Arc::new(AppState::new(
-        store,
+        store.clone(),
         policy,
         node_id.to_hex(),
         config.node.site.clone(),
         config.node.region.clone(),
         config.node.data_dir.clone(),
     ));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (swarm_tx, swarm_rx) = tokio::sync::mpsc::channel(256);
+    let net = Net::new(
+        &key,
+        config.node.site.clone(),
+        config.node.region.clone(),
+        config.network.clone(),
+        state.policy.clone(),
+        store,
+        swarm_tx,
+        shutdown_rx.clone(),
+    )?;
+    let (peer_id, swarm_task) = swarm::spawn(net.clone(), swarm_rx, shutdown_rx)?;
+    net.start().await.context("starting the network")?;
+    let _ = state.net.set(net.clone());
+
     let reaper_state = state.clone();
     let reaper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(REAP_INTERVAL);
@@ -81,8 +99,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    tracing::info!(node = %node_id, site = %config.node.site, region = %config.node.region,
-        socket = %socket.display(), "p2pd ready");
+    tracing::info!(node = %node_id, %peer_id, site = %config.node.site,
+        region = %config.node.region, data = %net.data_addr(), socket = %socket.display(),
+        "p2pd ready");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let shutdown = async move {
@@ -96,6 +115,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving the control API")?;
     reaper.abort();
+    let _ = shutdown_tx.send(true);
+    net.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), swarm_task).await;
     let abort_state = state.clone();
     tokio::task::spawn_blocking(move || abort_state.abort_all_sessions()).await?;
     let _ = std::fs::remove_file(&socket);

@@ -58,6 +58,8 @@ pub struct AppState {
     pub region: String,
     /// Data directory.
     pub data_dir: std::path::PathBuf,
+    /// The network, once started (absent in tools that only serve the store).
+    pub net: std::sync::OnceLock<Arc<crate::net::Net>>,
     sessions: Mutex<HashMap<u64, Pending>>,
     next_session: Mutex<u64>,
 }
@@ -85,6 +87,7 @@ impl AppState {
             site,
             region,
             data_dir,
+            net: std::sync::OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
             next_session: Mutex::new(1),
         }
@@ -129,6 +132,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/releases/{id}", get(show_release))
         .route("/v1/releases/{id}/verify", post(verify_release))
         .route("/v1/releases/{id}/export", post(export_release))
+        .route("/v1/peers", get(peers))
+        .route("/v1/status", get(status))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
         .with_state(state)
 }
@@ -289,6 +294,38 @@ async fn node_info(State(state): State<Arc<AppState>>) -> Result<Json<NodeInfo>,
             .iter()
             .map(|p| p.name.clone())
             .collect(),
+    }))
+}
+
+fn net_of(state: &AppState) -> Result<&Arc<crate::net::Net>, ApiError> {
+    state.net.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "network_not_started",
+            "the network is not running yet",
+        )
+    })
+}
+
+async fn peers(State(state): State<Arc<AppState>>) -> Result<Json<Vec<PeerView>>, ApiError> {
+    Ok(Json(net_of(&state)?.peer_views()))
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, ApiError> {
+    let net = net_of(&state)?;
+    let t = &net.traffic;
+    Ok(Json(NodeStatus {
+        node_id: net.local.node_id.to_hex(),
+        peer_id: net.local.peer_id.to_string(),
+        site: net.local.site.clone(),
+        region: net.local.region.clone(),
+        peers: net.peer_list().len(),
+        banned: net.banned().iter().map(|p| p.to_string()).collect(),
+        recv_lan_bytes: t.recv_lan.load(Ordering::Relaxed),
+        recv_wan_bytes: t.recv_wan.load(Ordering::Relaxed),
+        sent_lan_bytes: t.sent_lan.load(Ordering::Relaxed),
+        sent_wan_bytes: t.sent_wan.load(Ordering::Relaxed),
+        releases: net.releases().iter().map(|r| r.progress()).collect(),
     }))
 }
 
@@ -497,6 +534,9 @@ async fn commit(
         }
         let id = verified.id;
         pending.session.commit(Some(&verified), now)?;
+        if let Some(net) = task_state.net.get() {
+            net.published(&verified);
+        }
         tracing::info!(release = %id, channel = %verified.manifest.channel,
             version = verified.manifest.version, signers = ?verified.signers, "release published");
         store

@@ -23,7 +23,8 @@
 //! **Verification in pairs**: chunk ids are computed by the pipeline before they are stored,
 //! and every read re-hashes the bytes and refuses a mismatch ([`StoreError::Corrupt`]).
 
-use protocol::{ChunkId, Manifest, ReleaseId, Severity, VerifiedRelease, codec};
+use protocol::wire::Bitmap;
+use protocol::{ChunkId, ChunkRef, Manifest, ReleaseId, Severity, VerifiedRelease, codec};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -38,6 +39,9 @@ const PACKS: TableDefinition<u32, u64> = TableDefinition::new("packs");
 const RELEASES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("releases");
 const SUMMARIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("release_summaries");
 const CHANNELS: TableDefinition<&str, u64> = TableDefinition::new("channels");
+/// Releases verified and being fetched: release -> signed manifest. Removed in the
+/// transaction that commits the release, so a restart resumes exactly the unfinished ones.
+const PENDING: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pending_releases");
 
 /// A pack grows to at most this size before a new one is started: large enough that a store
 /// holds few files, small enough that a later compaction rewrites one in seconds.
@@ -252,6 +256,7 @@ impl Store {
             txn.open_table(SUMMARIES)?;
             txn.open_table(CHANNELS)?;
             txn.open_table(PACKS)?;
+            txn.open_table(PENDING)?;
         }
         txn.commit()?;
 
@@ -355,6 +360,54 @@ impl Store {
             return Err(StoreError::Corrupt(*id));
         }
         Ok(Some(buf))
+    }
+
+    /// Which of `chunks` are stored, as a bitmap in their order (one read transaction).
+    pub fn have_bitmap(&self, chunks: &[ChunkRef]) -> Result<Bitmap, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(CHUNKS)?;
+        let mut bits = Bitmap::new(chunks.len() as u32);
+        for (i, c) in chunks.iter().enumerate() {
+            if table.get(c.id.as_bytes())?.is_some() {
+                bits.set(i as u32);
+            }
+        }
+        Ok(bits)
+    }
+
+    /// Records `release` as verified and being fetched (idempotent).
+    pub fn add_pending(&self, release: &VerifiedRelease) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PENDING)?
+            .insert(release.id.as_bytes(), release.envelope.encode().as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a pending release (given up on: refused, expired or superseded).
+    pub fn remove_pending(&self, id: &ReleaseId) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PENDING)?.remove(id.as_bytes())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Signed manifests of the releases being fetched.
+    pub fn pending(&self) -> Result<Vec<(ReleaseId, Vec<u8>)>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(PENDING)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((ReleaseId(*k.value()), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Whether release `id` is committed.
+    pub fn has_release(&self, id: &ReleaseId) -> Result<bool, StoreError> {
+        let read = self.db.begin_read()?;
+        Ok(read.open_table(RELEASES)?.get(id.as_bytes())?.is_some())
     }
 
     /// Starts staging chunks for a publish.
@@ -597,6 +650,41 @@ impl IngestSession {
         Ok(())
     }
 
+    /// Makes every staged chunk durable and indexes it, and keeps the session open: a fetch
+    /// calls this every few megabytes so that what it verified survives a crash. Returns
+    /// the chunks that became readable.
+    pub fn checkpoint(&mut self) -> Result<Vec<ChunkId>, StoreError> {
+        if self.staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.flush()?;
+        if let Some(pack) = &self.current {
+            pack.file
+                .sync_data()
+                .map_err(|e| StoreError::io(&pack.path, e))?;
+        }
+        sync_dir(&self.store.packs_dir)?;
+        let txn = self.store.db.begin_write()?;
+        {
+            let mut chunks = txn.open_table(CHUNKS)?;
+            for (id, loc) in &self.staged {
+                chunks.insert(id.as_bytes(), &loc.encode())?;
+            }
+            let mut packs = txn.open_table(PACKS)?;
+            for pack in self.touched.iter().chain(&self.current) {
+                packs.insert(pack.pack, pack.len)?;
+            }
+        }
+        txn.commit()?;
+        for pack in self.touched.drain(..) {
+            self.store.release_pack(pack.pack, pack.len);
+        }
+        if let Some(pack) = self.current.as_mut() {
+            pack.start_len = pack.len;
+        }
+        Ok(self.staged.drain().map(|(id, _)| id).collect())
+    }
+
     /// Makes every staged chunk durable and, in one transaction, indexes them and (if given)
     /// records `release`. Checks again that every chunk of the release is stored or staged
     /// and that its version is above the channel's highest.
@@ -642,6 +730,7 @@ impl IngestSession {
                     }
                 }
                 channels.insert(m.channel.as_str(), m.version)?;
+                txn.open_table(PENDING)?.remove(release.id.as_bytes())?;
                 let envelope = release.envelope.encode();
                 txn.open_table(RELEASES)?
                     .insert(release.id.as_bytes(), envelope.as_slice())?;

@@ -15,6 +15,8 @@
 //! * [`envelope`]: the [`SignedManifest`] and [`verify_release`], the one gate every manifest
 //!   passes before anything else is done with it.
 //! * [`codec`]: bincode 2 encoding with an explicit size limit on every decode.
+//! * [`wire`]: the node-to-node messages: announcements, the data-plane control stream,
+//!   chunk and manifest requests, framing and chunk bitmaps.
 //! * [`error`]: [`ManifestError`], one variant per rule, naming what broke it.
 //!
 //! # Wire stability
@@ -28,6 +30,7 @@ pub mod error;
 pub mod ids;
 pub mod manifest;
 pub mod path;
+pub mod wire;
 
 pub use envelope::{
     ManifestSignature, SignedManifest, TrustPolicy, TrustedPublisher, VerifiedRelease,

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 #[command(
     name = "p2pctl",
     version,
-    about = "Operate a p2pd node: publish signed releases, list, verify and export them",
+    about = "Operate a p2pd node: publish signed releases, follow their spread, list, verify and export them",
     after_help = "Exit codes:\n  0  ok\n  1  the operation failed\n  2  bad command line\n  \
         3  p2pd is not running, or its socket may not be used\n  \
         4  refused: untrusted key, version not newer, invalid path, file changed, ...\n  \
@@ -93,6 +93,17 @@ enum Command {
     },
     /// Show the node: id, site, store usage, trusted publishers.
     Node,
+    /// List connected peers: id, site, region, address, bytes in and out.
+    Peers,
+    /// Show where releases stand on this node: state, chunks, bytes from LAN and WAN, rate.
+    /// With a RELEASE on a terminal, follow it with a live progress bar until it completes.
+    Status {
+        /// Release id or prefix; all releases if absent.
+        release: Option<String>,
+        /// Print once and exit, even on a terminal.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 /// A failure with its exit code.
@@ -339,6 +350,178 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Peers => {
+            let peers: Vec<PeerView> = client.call("GET", "/v1/peers", none).await?;
+            if cli.json {
+                print_json(&peers);
+            } else if peers.is_empty() {
+                println!("no peers connected");
+            } else {
+                println!(
+                    "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>7}",
+                    "PEER", "SITE", "REGION", "ADDRESS", "NET", "IN", "OUT", "RTT"
+                );
+                for p in peers {
+                    println!(
+                        "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>5.1}ms",
+                        p.peer_id,
+                        p.site,
+                        p.region,
+                        p.address,
+                        if p.lan { "LAN" } else { "WAN" },
+                        human_bytes(p.bytes_in),
+                        human_bytes(p.bytes_out),
+                        p.rtt_ms
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Status { release, once } => status(&client, release, once, cli.json).await,
+    }
+}
+
+fn find_progress<'a>(status: &'a NodeStatus, prefix: &str) -> Result<&'a ReleaseProgress, Failure> {
+    let prefix = prefix.to_ascii_lowercase();
+    let matches: Vec<&ReleaseProgress> = status
+        .releases
+        .iter()
+        .filter(|r| r.id.starts_with(&prefix))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(fail(
+            exit::FAILED,
+            format!("no release {prefix} is served or fetched by this node"),
+        )),
+        _ => Err(fail(
+            exit::FAILED,
+            format!("{prefix} matches several releases"),
+        )),
+    }
+}
+
+async fn status(
+    client: &Client,
+    release: Option<String>,
+    once: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let st: NodeStatus = client.call("GET", "/v1/status", none).await?;
+    let Some(prefix) = release else {
+        if json {
+            print_json(&st);
+            return Ok(());
+        }
+        println!(
+            "node {}  site {}  region {}  {} peers{}",
+            &st.node_id[..12],
+            st.site,
+            st.region,
+            st.peers,
+            if st.banned.is_empty() {
+                String::new()
+            } else {
+                format!(", {} banned", st.banned.len())
+            }
+        );
+        println!(
+            "chunk traffic: received {} LAN, {} WAN; sent {} LAN, {} WAN",
+            human_bytes(st.recv_lan_bytes),
+            human_bytes(st.recv_wan_bytes),
+            human_bytes(st.sent_lan_bytes),
+            human_bytes(st.sent_wan_bytes)
+        );
+        if st.releases.is_empty() {
+            println!("no releases");
+            return Ok(());
+        }
+        println!(
+            "{:<14} {:<24} {:>7} {:<9} {:>13} {:>10} {:>10} {:>10} {:>11}",
+            "ID", "CHANNEL", "VERSION", "STATE", "CHUNKS", "SIZE", "FROM LAN", "FROM WAN", "RATE"
+        );
+        for r in &st.releases {
+            println!(
+                "{:<14} {:<24} {:>7} {:<9} {:>13} {:>10} {:>10} {:>10} {:>9}/s",
+                &r.id[..12],
+                r.channel,
+                r.version,
+                r.state,
+                format!("{}/{}", r.chunks_have, r.chunks_total),
+                human_bytes(r.bytes_total),
+                human_bytes(r.bytes_from_lan),
+                human_bytes(r.bytes_from_wan),
+                human_bytes(r.rate_bytes_per_s)
+            );
+            if let Some(e) = &r.error {
+                println!("               error: {e}");
+            }
+        }
+        return Ok(());
+    };
+    let r = find_progress(&st, &prefix)?.clone();
+    let live = !once && !json && std::io::stdout().is_terminal() && r.state == "fetching";
+    if !live {
+        if json {
+            print_json(&r);
+        } else {
+            print_progress(&r);
+        }
+        return Ok(());
+    }
+    let bar = ProgressBar::new(r.bytes_total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut r = r;
+    loop {
+        bar.set_position(r.bytes_have);
+        bar.set_message(format!(
+            "LAN {} WAN {}",
+            human_bytes(r.bytes_from_lan),
+            human_bytes(r.bytes_from_wan)
+        ));
+        if r.state != "fetching" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let st: NodeStatus = client.call("GET", "/v1/status", none).await?;
+        r = find_progress(&st, &r.id)?.clone();
+    }
+    bar.finish_and_clear();
+    print_progress(&r);
+    if r.state == "failed" {
+        return Err(fail(exit::FAILED, r.error.unwrap_or_default()));
+    }
+    Ok(())
+}
+
+fn print_progress(r: &ReleaseProgress) {
+    println!("release   {}", r.id);
+    println!("channel   {}  version {}", r.channel, r.version);
+    println!("state     {}", r.state);
+    if let Some(e) = &r.error {
+        println!("error     {e}");
+    }
+    println!(
+        "chunks    {}/{}  ({} of {})",
+        r.chunks_have,
+        r.chunks_total,
+        human_bytes(r.bytes_have),
+        human_bytes(r.bytes_total)
+    );
+    println!(
+        "received  {} from LAN, {} from WAN; {} already stored",
+        human_bytes(r.bytes_from_lan),
+        human_bytes(r.bytes_from_wan),
+        human_bytes(r.bytes_reused)
+    );
+    if let Some(s) = r.elapsed_s {
+        println!("elapsed   {s:.1} s");
     }
 }
 

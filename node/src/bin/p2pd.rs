@@ -45,7 +45,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Print this node's id.
+    /// Print this node's node id, peer id and the bootstrap entry other nodes use to join it.
     Id {
         /// Config file.
         #[arg(long, short)]
@@ -103,7 +103,22 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Id { config } => {
             let config = Config::load(&config)?;
             let key = identity::read_key(&config.identity_path())?;
-            println!("{}", protocol::NodeId(key.verifying_key().to_bytes()));
+            let peer_id = node::net::keypair_of(&key).public().to_peer_id();
+            println!(
+                "node id: {}",
+                protocol::NodeId(key.verifying_key().to_bytes())
+            );
+            println!("peer id: {peer_id}");
+            let l = config.network.listen;
+            let ip = if l.ip().is_unspecified() {
+                "<this host's address>".to_string()
+            } else {
+                l.ip().to_string()
+            };
+            println!(
+                "bootstrap entry for other nodes: \"/ip4/{ip}/udp/{}/quic-v1/p2p/{peer_id}\"",
+                l.port()
+            );
             Ok(())
         }
     }

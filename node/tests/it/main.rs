@@ -47,7 +47,13 @@ impl Node {
         assert!(out.status.success());
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let config = node.data().join("p2pd.toml");
-        let mut text = std::fs::read_to_string(&config).unwrap();
+        // Ephemeral loopback ports and no mDNS: tests run side by side and must not find
+        // each other unless they mean to.
+        let mut text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("\"0.0.0.0:7401\"", "\"127.0.0.1:0\"")
+            .replace("\"0.0.0.0:7402\"", "\"127.0.0.1:0\"")
+            .replace("mdns = true", "mdns = false");
         text.push_str(&format!(
             "\n[[trust.publishers]]\nname = \"test\"\nkey = \"{}\"\n",
             v["public_key"].as_str().unwrap()

@@ -1,0 +1,779 @@
+//! The network: the libp2p control plane ([`swarm`]), the quinn data plane ([`peer`],
+//! [`quic`]) and the fetcher ([`fetch`]) that turns announcements into verified chunks.
+//!
+//! ```text
+//!  gossipsub announcement ──► Net::learn_release ──► manifest over the data plane
+//!  peer bitmap of unknown release ─┘                  │ verify_release (trust, version, expiry)
+//!                                                     ▼
+//!                              store.add_pending ──► fetch::run (planner ► requests ► verify
+//!                                                     ► pack ► checkpoint ► Have to peers)
+//!                                                     ▼
+//!                                       commit release, serve it, provide it on Kademlia
+//! ```
+//!
+//! [`Net`] is the shared state: connected peers and what they have, the releases this node
+//! serves or fetches, strikes and bans, traffic counters. Peers are classed LAN (same site)
+//! or WAN (another site) from the site they declare in their data-plane hello.
+
+pub mod fetch;
+pub mod peer;
+pub mod quic;
+pub mod swarm;
+
+use crate::api::{PeerView as ApiPeer, ReleaseProgress};
+use crate::config::NetworkSection;
+use crate::store::Store;
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use peer::Peer;
+use protocol::wire::{Announcement, Bitmap, Control};
+use protocol::{ChunkRef, Manifest, NodeId, ReleaseId, TrustPolicy, VerifiedRelease};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, mpsc, watch};
+
+/// Strikes (bad chunks) after which a peer is banned.
+pub const STRIKES_TO_BAN: u32 = 3;
+
+/// How long a ban lasts.
+pub const BAN_DURATION: Duration = Duration::from_secs(600);
+
+/// Releases whose refusal is remembered, so a peer repeating a bad announcement costs nothing.
+const REFUSED_MAX: usize = 1024;
+
+/// How long a refused release is not looked at again.
+const REFUSED_TTL: Duration = Duration::from_secs(600);
+
+/// Most releases this node serves and advertises (newest first). Older ones stay in the store
+/// and exportable; they are just not offered to peers.
+pub const SERVED_RELEASES_MAX: usize = 64;
+
+/// Manifests fetched at once (each can be up to 64 MiB).
+const MANIFEST_FETCHES_MAX: usize = 4;
+
+/// A traffic class: same site or another site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Same site.
+    Lan,
+    /// Another site.
+    Wan,
+}
+
+/// Byte counters by class and direction.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Chunk bytes received from same-site peers.
+    pub recv_lan: AtomicU64,
+    /// Chunk bytes received from peers of other sites.
+    pub recv_wan: AtomicU64,
+    /// Chunk bytes sent to same-site peers.
+    pub sent_lan: AtomicU64,
+    /// Chunk bytes sent to peers of other sites.
+    pub sent_wan: AtomicU64,
+}
+
+impl Traffic {
+    fn add_recv(&self, class: Class, n: u64) {
+        match class {
+            Class::Lan => self.recv_lan.fetch_add(n, Ordering::Relaxed),
+            Class::Wan => self.recv_wan.fetch_add(n, Ordering::Relaxed),
+        };
+    }
+
+    fn add_sent(&self, class: Class, n: u64) {
+        match class {
+            Class::Lan => self.sent_lan.fetch_add(n, Ordering::Relaxed),
+            Class::Wan => self.sent_wan.fetch_add(n, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Where a release stands on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseState {
+    /// Chunks are being fetched.
+    Fetching,
+    /// Every chunk is stored and the release is committed.
+    Complete,
+    /// The fetch stopped on an error (the message says which).
+    Failed(String),
+}
+
+/// A release this node serves or fetches.
+pub struct Release {
+    /// Its id.
+    pub id: ReleaseId,
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// Unique chunks in bitmap order.
+    pub chunks: Vec<ChunkRef>,
+    /// Encoded signed manifest, served to peers that ask.
+    pub envelope: Vec<u8>,
+    /// Chunks stored and readable (what bitmaps advertise).
+    pub have: Mutex<Bitmap>,
+    /// State.
+    pub state: Mutex<ReleaseState>,
+    /// Bytes of chunks received from same-site peers by this fetch.
+    pub from_lan: AtomicU64,
+    /// Bytes of chunks received from other sites by this fetch.
+    pub from_wan: AtomicU64,
+    /// Bytes of chunks the store already had when the fetch started (delta savings).
+    pub reused: AtomicU64,
+    /// When this node learned of it (verified), if in this run.
+    pub started: Option<Instant>,
+    /// When it completed, if in this run.
+    pub finished: Mutex<Option<Instant>>,
+    /// (time, bytes received) samples for the rate.
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl Release {
+    fn new(verified: &VerifiedRelease, have: Bitmap, state: ReleaseState, started: bool) -> Self {
+        let m: &Manifest = &verified.manifest;
+        Self {
+            id: verified.id,
+            channel: m.channel.clone(),
+            version: m.version,
+            chunks: m.unique_chunks(),
+            envelope: verified.envelope.encode(),
+            have: Mutex::new(have),
+            state: Mutex::new(state),
+            from_lan: AtomicU64::new(0),
+            from_wan: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            started: started.then(Instant::now),
+            finished: Mutex::new(None),
+            samples: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn bitmap_message(&self) -> Control {
+        let have = lock(&self.have);
+        Control::Bitmap {
+            release: self.id,
+            chunk_count: have.len(),
+            bits: have.as_bytes().to_vec(),
+        }
+    }
+
+    fn received(&self) -> u64 {
+        self.from_lan.load(Ordering::Relaxed) + self.from_wan.load(Ordering::Relaxed)
+    }
+
+    fn sample_rate(&self) {
+        let now = Instant::now();
+        let mut s = lock(&self.samples);
+        s.push_back((now, self.received()));
+        while s.len() > 2 && now.duration_since(s[0].0) > Duration::from_secs(3) {
+            s.pop_front();
+        }
+    }
+
+    fn rate(&self) -> u64 {
+        let s = lock(&self.samples);
+        match (s.front(), s.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                ((b.1 - a.1) as f64 / b.0.duration_since(a.0).as_secs_f64()) as u64
+            }
+            _ => 0,
+        }
+    }
+
+    /// The progress report for `p2pctl status`.
+    pub fn progress(&self) -> ReleaseProgress {
+        let have = lock(&self.have);
+        let bytes_total: u64 = self.chunks.iter().map(|c| u64::from(c.len)).sum();
+        let bytes_have: u64 = self
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| have.get(*i as u32))
+            .map(|(_, c)| u64::from(c.len))
+            .sum();
+        let state = lock(&self.state).clone();
+        let finished = *lock(&self.finished);
+        ReleaseProgress {
+            id: self.id.to_hex(),
+            channel: self.channel.clone(),
+            version: self.version,
+            state: match &state {
+                ReleaseState::Fetching => "fetching".into(),
+                ReleaseState::Complete => "complete".into(),
+                ReleaseState::Failed(_) => "failed".into(),
+            },
+            error: match state {
+                ReleaseState::Failed(e) => Some(e),
+                _ => None,
+            },
+            chunks_have: have.count(),
+            chunks_total: have.len(),
+            bytes_have,
+            bytes_total,
+            bytes_from_lan: self.from_lan.load(Ordering::Relaxed),
+            bytes_from_wan: self.from_wan.load(Ordering::Relaxed),
+            bytes_reused: self.reused.load(Ordering::Relaxed),
+            rate_bytes_per_s: if finished.is_some() { 0 } else { self.rate() },
+            elapsed_s: self.started.map(|s| {
+                finished
+                    .unwrap_or_else(Instant::now)
+                    .duration_since(s)
+                    .as_secs_f64()
+            }),
+        }
+    }
+}
+
+/// A peer the control plane told us about: where to dial its data plane.
+#[derive(Debug, Clone)]
+pub struct KnownPeer {
+    /// Its site.
+    pub site: String,
+    /// Data-plane address for same-site peers.
+    pub lan: SocketAddr,
+    /// Data-plane address for peers of other sites.
+    pub wan: SocketAddr,
+}
+
+#[derive(Debug, Default)]
+struct Strikes {
+    count: u32,
+    banned_until: Option<Instant>,
+}
+
+/// Commands to the libp2p swarm task.
+#[derive(Debug)]
+pub enum SwarmCommand {
+    /// Gossip an announcement.
+    Announce(Announcement),
+    /// Put a provider record for a release.
+    Provide(ReleaseId),
+    /// Look up providers of a release and connect to them.
+    FindProviders(ReleaseId),
+    /// Dial a control-plane address.
+    Dial(Multiaddr),
+}
+
+/// This node's identity and place.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// libp2p peer id (same key as the node id).
+    pub peer_id: PeerId,
+    /// Node id.
+    pub node_id: NodeId,
+    /// Site.
+    pub site: String,
+    /// Region.
+    pub region: String,
+}
+
+/// The shared network state.
+pub struct Net {
+    /// Who this node is.
+    pub local: Local,
+    keypair: Keypair,
+    config: NetworkSection,
+    policy: TrustPolicy,
+    store: Arc<Store>,
+    endpoint: quinn::Endpoint,
+    peers: Mutex<HashMap<PeerId, Arc<Peer>>>,
+    dialing: Mutex<HashSet<PeerId>>,
+    known: Mutex<HashMap<PeerId, KnownPeer>>,
+    strikes: Mutex<HashMap<PeerId, Strikes>>,
+    releases: RwLock<HashMap<ReleaseId, Arc<Release>>>,
+    refused: Mutex<HashMap<ReleaseId, Instant>>,
+    learning: Mutex<HashSet<ReleaseId>>,
+    swarm: mpsc::Sender<SwarmCommand>,
+    /// Woken when peers or their bitmaps change; fetchers re-plan.
+    pub(crate) wake: Notify,
+    /// Set when the daemon shuts down.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Chunk traffic of this node.
+    pub traffic: Traffic,
+    /// Serving concurrency (reads from the store in flight).
+    pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
+    manifest_slots: Arc<tokio::sync::Semaphore>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn now_unix_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Parses a bootstrap entry: a multiaddr ending in `/p2p/<peer id>`.
+pub fn parse_bootstrap(s: &str) -> Result<(Multiaddr, PeerId), String> {
+    let addr: Multiaddr = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Ok((addr, peer)),
+        _ => Err(format!("{s:?}: must end in /p2p/<peer id>")),
+    }
+}
+
+/// The node id (ed25519 key bytes) a peer id carries.
+pub fn node_id_of(peer: &PeerId) -> Option<[u8; 32]> {
+    let mh = multihash_digest(peer)?;
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(&mh).ok()?;
+    Some(key.try_into_ed25519().ok()?.to_bytes())
+}
+
+fn multihash_digest(peer: &PeerId) -> Option<Vec<u8>> {
+    // An ed25519 peer id is the identity multihash of the protobuf-encoded key:
+    // 0x00 (identity), varint length, key.
+    let bytes = peer.to_bytes();
+    if bytes.first() != Some(&0x00) {
+        return None;
+    }
+    let len = *bytes.get(1)? as usize;
+    let digest = bytes.get(2..)?;
+    (digest.len() == len).then(|| digest.to_vec())
+}
+
+/// The libp2p keypair of a node key.
+pub fn keypair_of(key: &ed25519_dalek::SigningKey) -> Keypair {
+    Keypair::ed25519_from_bytes(key.to_bytes()).expect("32 bytes are a valid ed25519 secret")
+}
+
+impl Net {
+    /// Binds the data plane and loads what the store holds. The swarm is started separately
+    /// ([`swarm::spawn`]) with the receiving end of `swarm`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: &ed25519_dalek::SigningKey,
+        site: String,
+        region: String,
+        config: NetworkSection,
+        policy: TrustPolicy,
+        store: Arc<Store>,
+        swarm: mpsc::Sender<SwarmCommand>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let keypair = keypair_of(key);
+        let endpoint = quic::endpoint(&keypair, config.data_listen)?;
+        let local = Local {
+            peer_id: keypair.public().to_peer_id(),
+            node_id: NodeId(key.verifying_key().to_bytes()),
+            site,
+            region,
+        };
+        let net = Arc::new(Self {
+            local,
+            keypair,
+            config,
+            policy,
+            store,
+            endpoint,
+            peers: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashMap::new()),
+            strikes: Mutex::new(HashMap::new()),
+            releases: RwLock::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            learning: Mutex::new(HashSet::new()),
+            swarm,
+            wake: Notify::new(),
+            shutdown,
+            traffic: Traffic::default(),
+            serve_slots: Arc::new(tokio::sync::Semaphore::new(peer::SERVE_CONCURRENCY_MAX)),
+            manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
+        });
+        Ok(net)
+    }
+
+    /// The data plane's bound address.
+    pub fn data_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .unwrap_or(self.config.data_listen)
+    }
+
+    /// The network config.
+    pub fn config(&self) -> &NetworkSection {
+        &self.config
+    }
+
+    /// The node's libp2p keypair.
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// Loads committed releases (served) and resumes pending ones (fetched). Call once after
+    /// [`Self::new`], inside the runtime.
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let policy = self.policy.clone();
+        let (committed, pending) = tokio::task::spawn_blocking(move || {
+            let mut committed = Vec::new();
+            for summary in store.releases()?.into_iter().take(SERVED_RELEASES_MAX) {
+                if let Some(bytes) = store.signed_manifest(&summary.id)? {
+                    match protocol::envelope::verify_signed(&bytes, &policy) {
+                        Ok(v) => committed.push(v),
+                        Err(e) => tracing::warn!(release = %summary.id, error = %e,
+                            "stored release no longer verifies under the trust policy; not serving it"),
+                    }
+                }
+            }
+            let pending = store.pending()?;
+            anyhow::Ok((committed, pending))
+        })
+        .await??;
+        for v in committed {
+            let n = v.manifest.unique_chunks().len() as u32;
+            let release = Release::new(&v, Bitmap::full(n), ReleaseState::Complete, false);
+            self.insert_release(Arc::new(release));
+        }
+        for (id, bytes) in pending {
+            let verified = protocol::envelope::verify_signed(&bytes, &self.policy).and_then(|v| {
+                let highest = self
+                    .store
+                    .highest_version(&v.manifest.channel)
+                    .ok()
+                    .flatten();
+                v.check_fresh(now_unix_s(), highest).map(|()| v)
+            });
+            match verified {
+                Ok(v) if v.id == id => {
+                    tracing::info!(release = %id, channel = %v.manifest.channel,
+                        version = v.manifest.version, "resuming fetch");
+                    self.begin_fetch(v).await?;
+                }
+                Ok(_) => {
+                    self.store.remove_pending(&id)?;
+                }
+                Err(e) => {
+                    tracing::warn!(release = %id, error = %e, "dropping unfinished fetch");
+                    self.store.remove_pending(&id)?;
+                }
+            }
+        }
+        let net = self.clone();
+        tokio::spawn(async move { peer::accept_loop(net).await });
+        Ok(())
+    }
+
+    fn insert_release(&self, release: Arc<Release>) {
+        let msg = release.bitmap_message();
+        {
+            let mut releases = self.releases.write().unwrap_or_else(|e| e.into_inner());
+            releases.insert(release.id, release);
+            if releases.len() > SERVED_RELEASES_MAX {
+                // Forget the oldest complete release (by version order within insertion).
+                if let Some(old) = releases
+                    .values()
+                    .filter(|r| *lock(&r.state) == ReleaseState::Complete)
+                    .min_by_key(|r| r.version)
+                    .map(|r| r.id)
+                {
+                    releases.remove(&old);
+                }
+            }
+        }
+        self.broadcast(msg);
+    }
+
+    /// A release this node serves or fetches.
+    pub fn release(&self, id: &ReleaseId) -> Option<Arc<Release>> {
+        self.releases
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// All releases this node serves or fetches.
+    pub fn releases(&self) -> Vec<Arc<Release>> {
+        let mut v: Vec<_> = self
+            .releases
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.channel.cmp(&b.channel).then(b.version.cmp(&a.version)));
+        v
+    }
+
+    /// Sends `msg` on every peer's control stream.
+    pub(crate) fn broadcast(&self, msg: Control) {
+        for p in self.peer_list() {
+            p.send_control(msg.clone());
+        }
+    }
+
+    /// Connected peers.
+    pub fn peer_list(&self) -> Vec<Arc<Peer>> {
+        lock(&self.peers).values().cloned().collect()
+    }
+
+    /// The peers report for `p2pctl peers`.
+    pub fn peer_views(&self) -> Vec<ApiPeer> {
+        let mut v: Vec<ApiPeer> = self.peer_list().iter().map(|p| p.view()).collect();
+        v.sort_by(|a, b| a.site.cmp(&b.site).then(a.peer_id.cmp(&b.peer_id)));
+        v
+    }
+
+    /// A release the local operator just published: serve it, announce it, provide it.
+    pub fn published(&self, verified: &VerifiedRelease) {
+        let n = verified.manifest.unique_chunks().len() as u32;
+        let release = Release::new(verified, Bitmap::full(n), ReleaseState::Complete, false);
+        self.insert_release(Arc::new(release));
+        self.announce(verified);
+    }
+
+    fn announce(&self, verified: &VerifiedRelease) {
+        let ann = Announcement {
+            protocol_version: protocol::PROTOCOL_VERSION,
+            release: verified.id,
+            channel: verified.manifest.channel.clone(),
+            version: verified.manifest.version,
+        };
+        let _ = self.swarm.try_send(SwarmCommand::Announce(ann));
+        let _ = self.swarm.try_send(SwarmCommand::Provide(verified.id));
+    }
+
+    /// The control plane identified a p2pd peer.
+    pub fn on_identified(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
+        lock(&self.known).insert(peer, known.clone());
+        self.maybe_dial(peer, known);
+    }
+
+    fn maybe_dial(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
+        // One connection per pair: the smaller peer id dials.
+        if self.local.peer_id >= peer || self.is_banned(&peer) {
+            return;
+        }
+        if lock(&self.peers).contains_key(&peer) {
+            return;
+        }
+        if lock(&self.peers).len() >= self.config.max_peers {
+            tracing::debug!(%peer, "at max_peers; not connecting");
+            return;
+        }
+        if !lock(&self.dialing).insert(peer) {
+            return;
+        }
+        let addr = if known.site == self.local.site {
+            known.lan
+        } else {
+            known.wan
+        };
+        let net = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = peer::dial(&net, peer, addr).await {
+                tracing::debug!(%peer, %addr, error = %e, "data-plane dial failed");
+            }
+            lock(&net.dialing).remove(&peer);
+        });
+    }
+
+    /// A gossiped announcement arrived from `from`.
+    pub fn on_announcement(self: &Arc<Self>, ann: Announcement, from: PeerId) {
+        if !self.config.follows(&ann.channel) {
+            tracing::debug!(release = %ann.release, channel = %ann.channel, "not following channel");
+            return;
+        }
+        if let Ok(Some(highest)) = self.store.highest_version(&ann.channel) {
+            if ann.version <= highest {
+                tracing::info!(release = %ann.release, channel = %ann.channel, version = ann.version,
+                    highest, "refusing announcement: not newer than the channel's highest version");
+                self.refuse(ann.release);
+                return;
+            }
+        }
+        self.learn_release(ann.release, Some(from));
+    }
+
+    fn refuse(&self, id: ReleaseId) {
+        let mut refused = lock(&self.refused);
+        if refused.len() >= REFUSED_MAX {
+            let now = Instant::now();
+            refused.retain(|_, t| now.duration_since(*t) < REFUSED_TTL);
+            if refused.len() >= REFUSED_MAX {
+                refused.clear();
+            }
+        }
+        refused.insert(id, Instant::now());
+    }
+
+    fn is_refused(&self, id: &ReleaseId) -> bool {
+        lock(&self.refused)
+            .get(id)
+            .is_some_and(|t| t.elapsed() < REFUSED_TTL)
+    }
+
+    /// Fetches, verifies and starts fetching release `id`, unless known, refused or in
+    /// progress. `hint` is a peer believed to have its manifest.
+    pub(crate) fn learn_release(self: &Arc<Self>, id: ReleaseId, hint: Option<PeerId>) {
+        if self.release(&id).is_some() || self.is_refused(&id) {
+            return;
+        }
+        if !lock(&self.learning).insert(id) {
+            return;
+        }
+        let net = self.clone();
+        tokio::spawn(async move {
+            let result = net.fetch_manifest(id, hint).await;
+            match result {
+                Ok(Some(v)) => {
+                    if let Err(e) = net.begin_fetch(v).await {
+                        tracing::error!(release = %id, error = %e, "cannot start fetch");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(release = %id, error = %e, "refusing release");
+                    net.refuse(id);
+                }
+            }
+            lock(&net.learning).remove(&id);
+        });
+    }
+
+    /// Gets the manifest of `id` from a peer and runs the full verification gate.
+    /// `Ok(None)`: nobody could serve it (yet).
+    async fn fetch_manifest(
+        self: &Arc<Self>,
+        id: ReleaseId,
+        hint: Option<PeerId>,
+    ) -> anyhow::Result<Option<VerifiedRelease>> {
+        let _slot = self.manifest_slots.clone().acquire_owned().await?;
+        if self.store.has_release(&id)? {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut asked_providers = false;
+        loop {
+            // The hinted peer first, then any peer with a bitmap for it.
+            let mut candidates: Vec<Arc<Peer>> = Vec::new();
+            if let Some(h) = hint.and_then(|h| lock(&self.peers).get(&h).cloned()) {
+                candidates.push(h);
+            }
+            for p in self.peer_list() {
+                if p.has_bitmap(&id) && !candidates.iter().any(|c| c.id == p.id) {
+                    candidates.push(p);
+                }
+            }
+            for p in candidates {
+                match p.request_manifest(id).await {
+                    Ok(bytes) => return self.verify_manifest(id, &bytes).map(Some),
+                    Err(e) => tracing::debug!(release = %id, peer = %p.id, error = %e,
+                        "manifest request failed"),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            if !asked_providers {
+                let _ = self.swarm.try_send(SwarmCommand::FindProviders(id));
+                asked_providers = true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn verify_manifest(&self, id: ReleaseId, bytes: &[u8]) -> anyhow::Result<VerifiedRelease> {
+        let store = &self.store;
+        let v = protocol::verify_release(bytes, &self.policy, now_unix_s(), |channel| {
+            store.highest_version(channel).ok().flatten()
+        })?;
+        if v.id != id {
+            anyhow::bail!("the manifest served for {id} is release {}", v.id);
+        }
+        if !self.config.follows(&v.manifest.channel) {
+            anyhow::bail!("channel {} is not followed", v.manifest.channel);
+        }
+        Ok(v)
+    }
+
+    async fn begin_fetch(self: &Arc<Self>, v: VerifiedRelease) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let v2 = v.clone();
+        let (have, already) = tokio::task::spawn_blocking(move || {
+            store.add_pending(&v2)?;
+            let chunks = v2.manifest.unique_chunks();
+            let have = store.have_bitmap(&chunks)?;
+            let already: u64 = chunks
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| have.get(*i as u32))
+                .map(|(_, c)| u64::from(c.len))
+                .sum();
+            anyhow::Ok((have, already))
+        })
+        .await??;
+        tracing::info!(release = %v.id, channel = %v.manifest.channel, version = v.manifest.version,
+            chunks = have.len(), already_have = have.count(), "fetching release");
+        let release = Arc::new(Release::new(&v, have, ReleaseState::Fetching, true));
+        release.reused.store(already, Ordering::Relaxed);
+        self.insert_release(release.clone());
+        let net = self.clone();
+        tokio::spawn(async move { fetch::run(net, release, v).await });
+        Ok(())
+    }
+
+    /// Records a bad chunk from `peer`; bans it at [`STRIKES_TO_BAN`].
+    pub(crate) fn strike(&self, peer: &PeerId, why: &str) {
+        let banned = {
+            let mut strikes = lock(&self.strikes);
+            let s = strikes.entry(*peer).or_default();
+            s.count += 1;
+            tracing::warn!(%peer, strikes = s.count, reason = why, "peer strike");
+            if s.count >= STRIKES_TO_BAN {
+                s.banned_until = Some(Instant::now() + BAN_DURATION);
+                s.count = 0;
+                true
+            } else {
+                false
+            }
+        };
+        if banned {
+            tracing::warn!(%peer, for_s = BAN_DURATION.as_secs(), "peer banned");
+            if let Some(p) = lock(&self.peers).remove(peer) {
+                p.close(quic::codes::BANNED, "banned");
+            }
+            self.wake.notify_waiters();
+        }
+    }
+
+    /// Whether `peer` is banned now.
+    pub fn is_banned(&self, peer: &PeerId) -> bool {
+        lock(&self.strikes)
+            .get(peer)
+            .and_then(|s| s.banned_until)
+            .is_some_and(|t| t > Instant::now())
+    }
+
+    /// Peers banned now.
+    pub fn banned(&self) -> Vec<PeerId> {
+        let now = Instant::now();
+        lock(&self.strikes)
+            .iter()
+            .filter(|(_, s)| s.banned_until.is_some_and(|t| t > now))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    pub(crate) fn class_of(&self, site: &str) -> Class {
+        if site == self.local.site {
+            Class::Lan
+        } else {
+            Class::Wan
+        }
+    }
+
+    /// Closes the data plane.
+    pub fn close(&self) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(quic::codes::SHUTDOWN), b"shutdown");
+    }
+}

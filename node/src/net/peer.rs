@@ -1,0 +1,585 @@
+//! One data-plane connection to a peer: the hello exchange, the control stream (bitmaps and
+//! haves in both directions), serving the peer's requests from the store, and this node's
+//! requests to it.
+//!
+//! A malformed or oversized frame on a request stream resets that stream with
+//! [`codes::PROTOCOL`]; on the control stream it closes the connection (the peer's view of
+//! what we have would be wrong from then on). Neither ever stops the node.
+
+use super::quic::{self, codes, read_frame, write_frame};
+use super::{Class, Net, lock};
+use crate::api::PeerView;
+use libp2p::PeerId;
+use protocol::wire::{
+    Bitmap, CONTROL_FRAME_BYTES_MAX, Control, Hello, REQUEST_FRAME_BYTES_MAX, ReplyHeader, Request,
+};
+use protocol::{ChunkId, ReleaseId};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Store reads served at once, across all peers. Each holds one chunk in memory (≤ 4 MiB,
+/// 256 KiB by default); past it a request gets [`ReplyHeader::Busy`].
+pub const SERVE_CONCURRENCY_MAX: usize = 64;
+
+/// Control messages queued for one peer. A peer that does not read its control stream is
+/// disconnected rather than buffered for.
+const CONTROL_QUEUE_MAX: usize = 4096;
+
+/// Releases whose bitmaps are kept per peer.
+const PEER_RELEASES_MAX: usize = 128;
+
+/// Time allowed for the hello exchange and for a request's frame to arrive.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request (chunk or manifest) must complete within this. Chunks are at most a few MiB;
+/// on a thin WAN with many requests queued this is still generous.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a peer told us about one release.
+#[derive(Debug, Clone)]
+pub struct PeerRelease {
+    /// Its chunks.
+    pub bits: Bitmap,
+    /// When its count last grew (or the bitmap arrived).
+    pub last_progress: Instant,
+}
+
+#[derive(Default)]
+struct PeerState {
+    releases: HashMap<ReleaseId, PeerRelease>,
+    in_flight_bytes: u64,
+}
+
+/// A connected peer.
+pub struct Peer {
+    /// Its peer id (proved by TLS).
+    pub id: PeerId,
+    /// Its node id bytes (ed25519 key).
+    pub node_key: [u8; 32],
+    /// Its site (from its hello).
+    pub site: String,
+    /// Its region.
+    pub region: String,
+    /// LAN or WAN.
+    pub class: Class,
+    /// The address of the connection.
+    pub addr: SocketAddr,
+    conn: Connection,
+    control: mpsc::Sender<Control>,
+    state: Mutex<PeerState>,
+    /// Chunk bytes received from it.
+    pub bytes_in: AtomicU64,
+    /// Chunk bytes sent to it.
+    pub bytes_out: AtomicU64,
+    connected: Instant,
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The connection or stream failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The peer broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The bytes do not hash to the id asked for.
+    #[error("chunk does not match its id")]
+    BadChunk,
+    /// The peer does not have it.
+    #[error("not found")]
+    NotFound,
+    /// The peer is busy.
+    #[error("busy")]
+    Busy,
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+}
+
+impl From<quinn::ConnectionError> for RequestError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        Self::Transport(e.to_string())
+    }
+}
+
+impl From<quinn::WriteError> for RequestError {
+    fn from(e: quinn::WriteError) -> Self {
+        Self::Transport(e.to_string())
+    }
+}
+
+impl From<quic::FrameError> for RequestError {
+    fn from(e: quic::FrameError) -> Self {
+        match e {
+            quic::FrameError::Read(e) => Self::Transport(e.to_string()),
+            quic::FrameError::Wire(e) => Self::Protocol(e.to_string()),
+        }
+    }
+}
+
+impl Peer {
+    /// Queues a control message; a peer whose queue is full is disconnected.
+    pub(crate) fn send_control(&self, msg: Control) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.control.try_send(msg) {
+            tracing::warn!(peer = %self.id, "control queue full; disconnecting slow peer");
+            self.close(codes::SURPLUS, "control queue full");
+        }
+    }
+
+    pub(crate) fn close(&self, code: u32, reason: &str) {
+        self.conn.close(VarInt::from_u32(code), reason.as_bytes());
+    }
+
+    /// Whether it sent a bitmap for `release`.
+    pub fn has_bitmap(&self, release: &ReleaseId) -> bool {
+        lock(&self.state).releases.contains_key(release)
+    }
+
+    /// Its bitmap for `release`.
+    pub fn release_view(&self, release: &ReleaseId) -> Option<PeerRelease> {
+        lock(&self.state).releases.get(release).cloned()
+    }
+
+    /// Bytes requested from it and not yet received.
+    pub fn in_flight_bytes(&self) -> u64 {
+        lock(&self.state).in_flight_bytes
+    }
+
+    pub(crate) fn add_in_flight(&self, n: u64) {
+        lock(&self.state).in_flight_bytes += n;
+    }
+
+    pub(crate) fn sub_in_flight(&self, n: u64) {
+        let mut s = lock(&self.state);
+        s.in_flight_bytes = s.in_flight_bytes.saturating_sub(n);
+    }
+
+    /// Forgets that it has chunk `index` of `release` (it answered "not found").
+    pub(crate) fn forget_chunk(&self, release: &ReleaseId, index: u32) {
+        if let Some(r) = lock(&self.state).releases.get_mut(release) {
+            let mut bits = r.bits.as_bytes().to_vec();
+            if let Some(b) = bits.get_mut((index / 8) as usize) {
+                *b &= !(1 << (index % 8));
+            }
+            if let Some(nb) = Bitmap::from_bytes(r.bits.len(), bits) {
+                r.bits = nb;
+            }
+        }
+    }
+
+    /// The report for `p2pctl peers`.
+    pub fn view(&self) -> PeerView {
+        PeerView {
+            peer_id: self.id.to_string(),
+            node_id: hex::encode(self.node_key),
+            site: self.site.clone(),
+            region: self.region.clone(),
+            address: self.addr.to_string(),
+            lan: self.class == Class::Lan,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            connected_s: self.connected.elapsed().as_secs(),
+            rtt_ms: self.conn.rtt().as_secs_f64() * 1000.0,
+        }
+    }
+
+    /// Asks for chunk `id` of `len` bytes; returns its verified bytes.
+    pub async fn request_chunk(&self, id: ChunkId, len: u32) -> Result<Vec<u8>, RequestError> {
+        let req = Request::Chunk(id);
+        let work = async {
+            let (mut send, mut recv) = self.conn.open_bi().await?;
+            let header = self.exchange(&mut send, &mut recv, &req).await?;
+            match header {
+                ReplyHeader::Chunk { len: got } if got == len => {}
+                ReplyHeader::Chunk { len: got } => {
+                    return Err(RequestError::Protocol(format!(
+                        "chunk of {got} bytes, the manifest says {len}"
+                    )));
+                }
+                ReplyHeader::NotFound => return Err(RequestError::NotFound),
+                ReplyHeader::Busy => return Err(RequestError::Busy),
+                ReplyHeader::Manifest { .. } => {
+                    return Err(RequestError::Protocol(
+                        "manifest for a chunk request".into(),
+                    ));
+                }
+            }
+            let mut buf = vec![0u8; len as usize];
+            recv.read_exact(&mut buf)
+                .await
+                .map_err(|e| RequestError::Transport(e.to_string()))?;
+            Ok(buf)
+        };
+        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| RequestError::Timeout)??;
+        if !id.matches(&bytes) {
+            return Err(RequestError::BadChunk);
+        }
+        self.bytes_in
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// Asks for the signed manifest of `release` (verified by the caller).
+    pub async fn request_manifest(&self, release: ReleaseId) -> Result<Vec<u8>, RequestError> {
+        let req = Request::Manifest(release);
+        let work = async {
+            let (mut send, mut recv) = self.conn.open_bi().await?;
+            match self.exchange(&mut send, &mut recv, &req).await? {
+                ReplyHeader::Manifest { len } => {
+                    let mut buf = vec![0u8; len as usize];
+                    recv.read_exact(&mut buf)
+                        .await
+                        .map_err(|e| RequestError::Transport(e.to_string()))?;
+                    Ok(buf)
+                }
+                ReplyHeader::NotFound => Err(RequestError::NotFound),
+                ReplyHeader::Busy => Err(RequestError::Busy),
+                ReplyHeader::Chunk { .. } => Err(RequestError::Protocol(
+                    "chunk for a manifest request".into(),
+                )),
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| RequestError::Timeout)?
+    }
+
+    async fn exchange(
+        &self,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        req: &Request,
+    ) -> Result<ReplyHeader, RequestError> {
+        write_frame(send, req).await?;
+        let _ = send.finish();
+        let body = read_frame(recv, REQUEST_FRAME_BYTES_MAX)
+            .await?
+            .ok_or_else(|| RequestError::Transport("stream closed before a reply".into()))?;
+        ReplyHeader::decode(&body, req).map_err(|e| RequestError::Protocol(e.to_string()))
+    }
+}
+
+/// Dials `peer` at `addr` and runs the connection.
+pub(crate) async fn dial(net: &Arc<Net>, peer: PeerId, addr: SocketAddr) -> anyhow::Result<()> {
+    let config = quic::client_config(net.keypair(), peer)?;
+    let conn = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        net.endpoint.connect_with(config, addr, "p2pd")?,
+    )
+    .await??;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_frame(&mut send, &Control::Hello(hello(net))).await?;
+    let their = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await??;
+    register(net, conn, peer, their, send, recv);
+    Ok(())
+}
+
+/// Accepts incoming connections until the endpoint closes.
+pub(crate) async fn accept_loop(net: Arc<Net>) {
+    while let Some(incoming) = net.endpoint.accept().await {
+        let net = net.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            if let Err(e) = accept(&net, incoming).await {
+                tracing::debug!(%remote, error = %e, "incoming data-plane connection failed");
+            }
+        });
+    }
+}
+
+async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> anyhow::Result<()> {
+    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await??;
+    let Some(peer) = quic::remote_peer_id(&conn) else {
+        conn.close(VarInt::from_u32(codes::PROTOCOL), b"no peer id");
+        anyhow::bail!("certificate carries no peer id");
+    };
+    if net.is_banned(&peer) {
+        conn.close(VarInt::from_u32(codes::BANNED), b"banned");
+        anyhow::bail!("{peer} is banned");
+    }
+    if lock(&net.peers).len() >= net.config().max_peers {
+        conn.close(VarInt::from_u32(codes::SURPLUS), b"at max peers");
+        anyhow::bail!("at max_peers");
+    }
+    let (mut send, mut recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await??;
+    let their = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await??;
+    write_frame(&mut send, &Control::Hello(hello(net))).await?;
+    register(net, conn, peer, their, send, recv);
+    Ok(())
+}
+
+fn hello(net: &Net) -> Hello {
+    Hello {
+        protocol_version: protocol::PROTOCOL_VERSION,
+        site: net.local.site.clone(),
+        region: net.local.region.clone(),
+    }
+}
+
+async fn read_hello(recv: &mut RecvStream) -> anyhow::Result<Hello> {
+    let body = read_frame(recv, CONTROL_FRAME_BYTES_MAX)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("control stream closed before hello"))?;
+    match Control::decode(&body)? {
+        Control::Hello(h) => Ok(h),
+        _ => anyhow::bail!("first control message is not a hello"),
+    }
+}
+
+fn register(
+    net: &Arc<Net>,
+    conn: Connection,
+    id: PeerId,
+    hello: Hello,
+    send: SendStream,
+    recv: RecvStream,
+) {
+    let Some(node_key) = super::node_id_of(&id) else {
+        conn.close(VarInt::from_u32(codes::PROTOCOL), b"not an ed25519 peer id");
+        return;
+    };
+    let (tx, rx) = mpsc::channel(CONTROL_QUEUE_MAX);
+    let peer = Arc::new(Peer {
+        id,
+        node_key,
+        class: net.class_of(&hello.site),
+        site: hello.site,
+        region: hello.region,
+        addr: conn.remote_address(),
+        conn: conn.clone(),
+        control: tx,
+        state: Mutex::new(PeerState::default()),
+        bytes_in: AtomicU64::new(0),
+        bytes_out: AtomicU64::new(0),
+        connected: Instant::now(),
+    });
+    // Our bitmaps first, so the peer can plan at once.
+    for r in net.releases() {
+        peer.send_control(r.bitmap_message());
+    }
+    if let Some(old) = lock(&net.peers).insert(id, peer.clone()) {
+        old.close(codes::SURPLUS, "replaced by a newer connection");
+    }
+    tracing::info!(peer = %id, site = %peer.site, addr = %peer.addr, class = ?peer.class,
+        "peer connected");
+    net.wake.notify_waiters();
+
+    tokio::spawn(control_writer(send, rx));
+    tokio::spawn(control_reader(net.clone(), peer.clone(), recv));
+    tokio::spawn(serve_requests(net.clone(), peer.clone()));
+    let net = net.clone();
+    tokio::spawn(async move {
+        let reason = conn.closed().await;
+        let mut peers = lock(&net.peers);
+        if peers.get(&id).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
+            peers.remove(&id);
+        }
+        drop(peers);
+        tracing::info!(peer = %id, reason = %reason, "peer disconnected");
+        net.wake.notify_waiters();
+    });
+}
+
+async fn control_writer(mut send: SendStream, mut rx: mpsc::Receiver<Control>) {
+    while let Some(msg) = rx.recv().await {
+        if write_frame(&mut send, &msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
+    loop {
+        let body = match read_frame(&mut recv, CONTROL_FRAME_BYTES_MAX).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(quic::FrameError::Read(_)) => return,
+            Err(quic::FrameError::Wire(e)) => {
+                tracing::warn!(peer = %peer.id, error = %e, "bad control frame; closing");
+                peer.close(codes::PROTOCOL, "bad control frame");
+                return;
+            }
+        };
+        let msg = match Control::decode(&body) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(peer = %peer.id, error = %e, "bad control message; closing");
+                peer.close(codes::PROTOCOL, "bad control message");
+                return;
+            }
+        };
+        match msg {
+            Control::Hello(_) => {
+                peer.close(codes::PROTOCOL, "second hello");
+                return;
+            }
+            Control::Bitmap {
+                release,
+                chunk_count,
+                bits,
+            } => {
+                let Some(bits) = Bitmap::from_bytes(chunk_count, bits) else {
+                    continue;
+                };
+                let is_new = {
+                    let mut s = lock(&peer.state);
+                    if !s.releases.contains_key(&release) && s.releases.len() >= PEER_RELEASES_MAX {
+                        continue;
+                    }
+                    s.releases
+                        .insert(
+                            release,
+                            PeerRelease {
+                                bits,
+                                last_progress: Instant::now(),
+                            },
+                        )
+                        .is_none()
+                };
+                if is_new && net.release(&release).is_none() {
+                    // A release we have not heard of: the peer can give us its manifest,
+                    // which goes through the full gate like any announcement.
+                    net.learn_release(release, Some(peer.id));
+                }
+                net.wake.notify_waiters();
+            }
+            Control::Have { release, indices } => {
+                let mut s = lock(&peer.state);
+                if let Some(r) = s.releases.get_mut(&release) {
+                    let mut grew = false;
+                    for i in indices {
+                        grew |= r.bits.set(i);
+                    }
+                    if grew {
+                        r.last_progress = Instant::now();
+                    }
+                }
+                drop(s);
+                net.wake.notify_waiters();
+            }
+            Control::Drop { release } => {
+                lock(&peer.state).releases.remove(&release);
+            }
+        }
+    }
+}
+
+async fn serve_requests(net: Arc<Net>, peer: Arc<Peer>) {
+    loop {
+        let (send, recv) = match peer.conn.accept_bi().await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let net = net.clone();
+        let peer = peer.clone();
+        tokio::spawn(async move { serve_one(&net, &peer, send, recv).await });
+    }
+}
+
+async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut recv: RecvStream) {
+    let body = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_frame(&mut recv, REQUEST_FRAME_BYTES_MAX),
+    )
+    .await
+    {
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return,
+        Ok(Err(quic::FrameError::Read(_))) => return,
+        Ok(Err(quic::FrameError::Wire(e))) => {
+            tracing::debug!(peer = %peer.id, error = %e, "bad request frame");
+            reset(&mut send, &mut recv);
+            return;
+        }
+        Err(_) => {
+            reset(&mut send, &mut recv);
+            return;
+        }
+    };
+    let req = match Request::decode(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(peer = %peer.id, error = %e, "bad request");
+            reset(&mut send, &mut recv);
+            return;
+        }
+    };
+    let Ok(permit) = net.serve_slots.clone().try_acquire_owned() else {
+        let _ = write_frame(&mut send, &ReplyHeader::Busy).await;
+        let _ = send.finish();
+        return;
+    };
+    let store = net.store.clone();
+    match req {
+        Request::Chunk(id) => {
+            let read = tokio::task::spawn_blocking(move || store.read_chunk(&id)).await;
+            let bytes = match read {
+                Ok(Ok(Some(bytes))) => bytes,
+                Ok(Ok(None)) => {
+                    let _ = write_frame(&mut send, &ReplyHeader::NotFound).await;
+                    let _ = send.finish();
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(chunk = %id, error = %e, "cannot serve chunk");
+                    let _ = write_frame(&mut send, &ReplyHeader::NotFound).await;
+                    let _ = send.finish();
+                    return;
+                }
+                Err(_) => return,
+            };
+            let header = ReplyHeader::Chunk {
+                len: bytes.len() as u32,
+            };
+            if write_frame(&mut send, &header).await.is_err() {
+                return;
+            }
+            if send.write_all(&bytes).await.is_ok() {
+                let _ = send.finish();
+                let n = bytes.len() as u64;
+                peer.bytes_out.fetch_add(n, Ordering::Relaxed);
+                net.traffic.add_sent(peer.class, n);
+            }
+            drop(permit);
+        }
+        Request::Manifest(release) => {
+            let envelope = match net.release(&release) {
+                Some(r) => Some(r.envelope.clone()),
+                None => tokio::task::spawn_blocking(move || store.signed_manifest(&release))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok().flatten()),
+            };
+            match envelope {
+                Some(bytes) => {
+                    let header = ReplyHeader::Manifest {
+                        len: bytes.len() as u32,
+                    };
+                    if write_frame(&mut send, &header).await.is_ok()
+                        && send.write_all(&bytes).await.is_ok()
+                    {
+                        let _ = send.finish();
+                    }
+                }
+                None => {
+                    let _ = write_frame(&mut send, &ReplyHeader::NotFound).await;
+                    let _ = send.finish();
+                }
+            }
+            drop(permit);
+        }
+    }
+}
+
+fn reset(send: &mut SendStream, recv: &mut RecvStream) {
+    let _ = send.reset(VarInt::from_u32(codes::PROTOCOL));
+    let _ = recv.stop(VarInt::from_u32(codes::PROTOCOL));
+}

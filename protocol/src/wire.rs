@@ -1,0 +1,370 @@
+//! The node-to-node messages: release announcements on the control plane (gossipsub) and the
+//! chunk protocol on the data plane (QUIC streams).
+//!
+//! # Data plane
+//!
+//! A connection between two nodes carries:
+//!
+//! * **one control stream** (bidirectional, opened by the dialer). Each side first sends a
+//!   [`Control::Hello`], then a [`Control::Bitmap`] for every release it holds or is fetching,
+//!   then [`Control::Have`] as chunks arrive and further bitmaps when it starts on a release.
+//! * **one stream per request** (bidirectional, opened by the requester): one [`Request`]
+//!   frame, then the sender finishes its half. The server answers with one [`ReplyHeader`]
+//!   frame, followed for [`ReplyHeader::Chunk`] and [`ReplyHeader::Manifest`] by exactly `len`
+//!   raw bytes. Requests are pipelined by keeping many streams open at once.
+//!
+//! Every frame is a 4-byte little-endian length then a bincode body ([`crate::codec`]).
+//! [`FrameHeader::parse`] refuses a length over the limit of the stream's kind before any
+//! allocation, and every body is decoded with its limit: a malformed frame closes its stream
+//! with an error code, never the node.
+//!
+//! Chunk bitmaps index the release's chunks in [`crate::Manifest::unique_chunks`] order, so
+//! they mean nothing until the manifest is verified; a node keeps a peer's bitmap for a
+//! release it has not verified (bounded) and checks its length once it has.
+//!
+//! # Control plane
+//!
+//! [`Announcement`] is the body of a gossipsub message (signed by the sending node's key,
+//! which gossipsub checks). It only names a release: the receiver fetches the signed manifest
+//! from the announcer over the data plane and runs the full verification gate
+//! ([`crate::verify_release`]) before it fetches anything else.
+
+use crate::codec;
+use crate::error::ManifestError;
+use crate::ids::{ChunkId, ReleaseId};
+use crate::manifest::CHUNK_BYTES_MAX;
+use serde::{Deserialize, Serialize};
+
+/// ALPN protocol name of the data plane.
+pub const DATA_ALPN: &[u8] = b"p2pd-chunks/1";
+
+/// Gossipsub topic of release announcements.
+pub const ANNOUNCE_TOPIC: &str = "p2pd/releases/1";
+
+/// Largest control-stream frame: a bitmap of the largest release (2^20 chunks, 128 KiB) with
+/// room for its header. Anything larger is an attack or a bug.
+pub const CONTROL_FRAME_BYTES_MAX: usize = 160 << 10;
+
+/// Largest request or reply-header frame. Both are a few dozen bytes.
+pub const REQUEST_FRAME_BYTES_MAX: usize = 1 << 10;
+
+/// Largest announcement. It is a few dozen bytes.
+pub const ANNOUNCEMENT_BYTES_MAX: usize = 1 << 10;
+
+/// Largest site or region name on the wire.
+pub const NAME_BYTES_MAX: usize = 64;
+
+/// Largest number of chunk indices in one [`Control::Have`].
+pub const HAVE_INDICES_MAX: usize = 4096;
+
+/// Frame header length.
+pub const FRAME_HEADER_BYTES: usize = 4;
+
+/// A wire error: what arrived is not a frame of the protocol.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// A length prefix above the limit for this stream.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// Announced length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The body did not decode.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] ManifestError),
+    /// A protocol version this node does not speak.
+    #[error("protocol version {found}, this node speaks {supported}")]
+    Version {
+        /// What the peer sent.
+        found: u16,
+        /// What this node speaks.
+        supported: u16,
+    },
+    /// A well-formed message that breaks a rule (names it).
+    #[error("invalid message: {0}")]
+    Invalid(&'static str),
+}
+
+/// A parsed frame length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Body length in bytes.
+    pub len: usize,
+}
+
+impl FrameHeader {
+    /// Parses a length prefix, refusing one above `max`.
+    pub fn parse(bytes: [u8; FRAME_HEADER_BYTES], max: usize) -> Result<Self, WireError> {
+        let len = u32::from_le_bytes(bytes) as usize;
+        if len > max {
+            return Err(WireError::FrameTooLarge { len, max });
+        }
+        Ok(Self { len })
+    }
+}
+
+/// Encodes `value` as one frame (length prefix and body).
+pub fn frame<T: Serialize>(value: &T) -> Vec<u8> {
+    let body = codec::encode(value);
+    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The first message on a control stream, in each direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`crate::PROTOCOL_VERSION`] of the sender.
+    pub protocol_version: u16,
+    /// The sender's site.
+    pub site: String,
+    /// The sender's region.
+    pub region: String,
+}
+
+/// A message on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// Who the sender is. First message, exactly once.
+    Hello(Hello),
+    /// The chunks of `release` the sender has, one bit per chunk (bit `i % 8` of byte
+    /// `i / 8`), replacing any earlier bitmap for it.
+    Bitmap {
+        /// The release.
+        release: ReleaseId,
+        /// Number of unique chunks in the release.
+        chunk_count: u32,
+        /// `ceil(chunk_count / 8)` bytes.
+        bits: Vec<u8>,
+    },
+    /// The sender now also has these chunks of `release`.
+    Have {
+        /// The release.
+        release: ReleaseId,
+        /// Chunk indices.
+        indices: Vec<u32>,
+    },
+    /// The sender no longer serves `release`.
+    Drop {
+        /// The release.
+        release: ReleaseId,
+    },
+}
+
+impl Control {
+    /// Decodes and checks a control-stream body.
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let msg: Self = codec::decode::<_, CONTROL_FRAME_BYTES_MAX>(body, "control message")?;
+        match &msg {
+            Self::Hello(h) => {
+                if h.protocol_version != crate::PROTOCOL_VERSION {
+                    return Err(WireError::Version {
+                        found: h.protocol_version,
+                        supported: crate::PROTOCOL_VERSION,
+                    });
+                }
+                if !valid_name(&h.site) || !valid_name(&h.region) {
+                    return Err(WireError::Invalid("site or region name"));
+                }
+            }
+            Self::Bitmap {
+                chunk_count, bits, ..
+            } => {
+                if *chunk_count as usize > crate::manifest::CHUNKS_PER_RELEASE_MAX
+                    || bits.len() != (*chunk_count as usize).div_ceil(8)
+                {
+                    return Err(WireError::Invalid("bitmap length does not match its count"));
+                }
+            }
+            Self::Have { indices, .. } => {
+                if indices.is_empty() || indices.len() > HAVE_INDICES_MAX {
+                    return Err(WireError::Invalid("have list empty or too long"));
+                }
+            }
+            Self::Drop { .. } => {}
+        }
+        Ok(msg)
+    }
+}
+
+/// Whether `name` is acceptable as a site or region name: 1 to [`NAME_BYTES_MAX`] bytes of
+/// ASCII letters, digits, `-`, `_` and `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A request, the only frame the requester sends on its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The bytes of a chunk.
+    Chunk(ChunkId),
+    /// The signed manifest (envelope) of a release.
+    Manifest(ReleaseId),
+}
+
+impl Request {
+    /// Decodes a request body.
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        Ok(codec::decode::<_, REQUEST_FRAME_BYTES_MAX>(
+            body, "request",
+        )?)
+    }
+}
+
+/// The server's answer to one [`Request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyHeader {
+    /// `len` bytes of the chunk follow.
+    Chunk {
+        /// Length of the chunk.
+        len: u32,
+    },
+    /// `len` bytes of the encoded signed manifest follow.
+    Manifest {
+        /// Length of the envelope.
+        len: u32,
+    },
+    /// The server does not have it (any more).
+    NotFound,
+    /// The server is at its limit of concurrent requests; try another peer or later.
+    Busy,
+}
+
+impl ReplyHeader {
+    /// Decodes a reply header and checks the announced length against what `request` allows.
+    pub fn decode(body: &[u8], request: &Request) -> Result<Self, WireError> {
+        let reply: Self = codec::decode::<_, REQUEST_FRAME_BYTES_MAX>(body, "reply")?;
+        match (reply, request) {
+            (Self::Chunk { len }, Request::Chunk(_)) if len <= CHUNK_BYTES_MAX => {}
+            (Self::Manifest { len }, Request::Manifest(_))
+                if len as usize <= crate::envelope::ENVELOPE_BYTES_MAX => {}
+            (Self::NotFound | Self::Busy, _) => {}
+            _ => return Err(WireError::Invalid("reply does not fit the request")),
+        }
+        Ok(reply)
+    }
+}
+
+/// A release announcement (gossipsub message body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// [`crate::PROTOCOL_VERSION`] of the sender.
+    pub protocol_version: u16,
+    /// The release (BLAKE3 of its manifest bytes).
+    pub release: ReleaseId,
+    /// Its channel, so a node that does not follow it can ignore it unfetched.
+    pub channel: String,
+    /// Its version, so a node that has a newer one can ignore it unfetched.
+    pub version: u64,
+}
+
+impl Announcement {
+    /// Encodes the announcement.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes and checks an announcement.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let a: Self = codec::decode::<_, ANNOUNCEMENT_BYTES_MAX>(bytes, "announcement")?;
+        if a.protocol_version != crate::PROTOCOL_VERSION {
+            return Err(WireError::Version {
+                found: a.protocol_version,
+                supported: crate::PROTOCOL_VERSION,
+            });
+        }
+        if !crate::manifest::is_valid_channel(&a.channel) {
+            return Err(WireError::Invalid("channel name"));
+        }
+        Ok(a)
+    }
+}
+
+/// A fixed-length bit set over a release's chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bitmap {
+    len: u32,
+    bits: Vec<u8>,
+    ones: u32,
+}
+
+impl Bitmap {
+    /// All zeros.
+    pub fn new(len: u32) -> Self {
+        Self {
+            len,
+            bits: vec![0; (len as usize).div_ceil(8)],
+            ones: 0,
+        }
+    }
+
+    /// All ones.
+    pub fn full(len: u32) -> Self {
+        let mut b = Self::new(len);
+        for i in 0..len {
+            b.set(i);
+        }
+        b
+    }
+
+    /// From wire bytes; bits past `len` are ignored (cleared).
+    pub fn from_bytes(len: u32, mut bits: Vec<u8>) -> Option<Self> {
+        if bits.len() != (len as usize).div_ceil(8) {
+            return None;
+        }
+        if len % 8 != 0 {
+            if let Some(last) = bits.last_mut() {
+                *last &= (1u8 << (len % 8)) - 1;
+            }
+        }
+        let ones = bits.iter().map(|b| b.count_ones()).sum();
+        Some(Self { len, bits, ones })
+    }
+
+    /// Number of bits.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Whether it has no bits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of set bits.
+    pub fn count(&self) -> u32 {
+        self.ones
+    }
+
+    /// Whether every bit is set.
+    pub fn is_full(&self) -> bool {
+        self.ones == self.len
+    }
+
+    /// Bit `i` (false past the end).
+    pub fn get(&self, i: u32) -> bool {
+        i < self.len && self.bits[(i / 8) as usize] & (1 << (i % 8)) != 0
+    }
+
+    /// Sets bit `i`; returns whether it was clear. Ignores indices past the end.
+    pub fn set(&mut self, i: u32) -> bool {
+        if i >= self.len || self.get(i) {
+            return false;
+        }
+        self.bits[(i / 8) as usize] |= 1 << (i % 8);
+        self.ones += 1;
+        true
+    }
+
+    /// The wire bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+}
