@@ -1,0 +1,59 @@
+//! The tables printed after a distribution.
+
+use crate::fleet::Distribution;
+use node::cli::human_bytes;
+use std::fmt::Write;
+
+/// A distribution as a text report: per-node completion, WAN and LAN bytes, the bound.
+pub fn render(title: &str, d: &Distribution) -> String {
+    let mut out = String::new();
+    let f = d.bytes.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "== {title}: release {} ({})",
+        &d.release[..12],
+        human_bytes(d.bytes)
+    );
+    if d.new_bytes < d.bytes {
+        let _ = writeln!(
+            out,
+            "   new chunks in this version: {}",
+            human_bytes(d.new_bytes)
+        );
+    }
+    let _ = writeln!(out, "{:<14} {:>10} {:>12}", "NODE", "DONE (s)", "RECEIVED");
+    for ((name, t), (_, r)) in d.completion_s.iter().zip(d.received.iter().skip(1)) {
+        let _ = writeln!(out, "{name:<14} {t:>10.2} {:>12}", human_bytes(*r));
+    }
+    let all = d.all_complete_s();
+    let _ = writeln!(
+        out,
+        "all complete after {all:.2} s; lower bound {:.2} s; ratio {:.2}",
+        d.lower_bound_s,
+        if d.lower_bound_s > 0.0 {
+            all / d.lower_bound_s
+        } else {
+            0.0
+        }
+    );
+    let _ = writeln!(
+        out,
+        "origin WAN egress {} ({:.2} x release)",
+        human_bytes(d.origin_egress),
+        d.origin_egress as f64 / f
+    );
+    for (site, bytes) in &d.site_wan_ingress {
+        let _ = writeln!(
+            out,
+            "site {site:<10} WAN ingress {:>10} ({:.2} x release)",
+            human_bytes(*bytes),
+            *bytes as f64 / f
+        );
+    }
+    let _ = writeln!(
+        out,
+        "LAN chunk bytes, all nodes: {}",
+        human_bytes(d.lan_bytes)
+    );
+    out
+}
