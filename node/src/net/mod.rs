@@ -131,7 +131,27 @@ pub struct Release {
     pub finished: Mutex<Option<Instant>>,
     /// (time, bytes received) samples for the rate.
     samples: Mutex<VecDeque<(Instant, u64)>>,
+    /// Initial seeding, for a release this node published: see [`Seeding`].
+    seeding: Option<Mutex<Seeding>>,
 }
+
+/// Initial seeding (BitTorrent's "super-seeding", per site): while a release this node
+/// published exists nowhere else, each other site is shown only its share of the chunks
+/// (rendezvous hashing of chunk over the connected sites), so every chunk leaves the origin
+/// about once and the sites trade the rest among themselves. Once every chunk has been sent
+/// across the WAN at least once, or no new chunk was asked for in [`SEED_STALL`], the full
+/// bitmap is shown to everyone (so a site that vanished cannot strand its share).
+#[derive(Debug)]
+struct Seeding {
+    index: HashMap<protocol::ChunkId, u32>,
+    served: Bitmap,
+    last_growth: Instant,
+    revealed: bool,
+}
+
+/// See [`Seeding`]: how long the origin waits for a new chunk request before it shows
+/// every site every chunk.
+pub const SEED_STALL: Duration = Duration::from_secs(5);
 
 impl Release {
     fn new(verified: &VerifiedRelease, have: Bitmap, state: ReleaseState, started: bool) -> Self {
@@ -150,16 +170,85 @@ impl Release {
             started: started.then(Instant::now),
             finished: Mutex::new(None),
             samples: Mutex::new(VecDeque::new()),
+            seeding: None,
         }
     }
 
-    fn bitmap_message(&self) -> Control {
+    fn with_seeding(mut self) -> Self {
+        let n = self.chunks.len() as u32;
+        self.seeding = Some(Mutex::new(Seeding {
+            index: self
+                .chunks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id, i as u32))
+                .collect(),
+            served: Bitmap::new(n),
+            last_growth: Instant::now(),
+            revealed: false,
+        }));
+        self
+    }
+
+    /// The bitmap shown to a peer of `site` (class `class`), given the sites of all
+    /// connected WAN peers.
+    fn bitmap_message_for(&self, class: Class, site: &str, wan_sites: &[String]) -> Control {
         let have = lock(&self.have);
+        let seeding = self
+            .seeding
+            .as_ref()
+            .is_some_and(|s| !lock(s).revealed && class == Class::Wan);
+        let bits = if seeding {
+            let mut share = Bitmap::new(have.len());
+            for (i, c) in self.chunks.iter().enumerate() {
+                let owner = wan_sites.iter().max_by_key(|s| site_weight(s, &c.id));
+                if owner.is_none_or(|o| o == site) {
+                    share.set(i as u32);
+                }
+            }
+            share
+        } else {
+            have.clone()
+        };
         Control::Bitmap {
             release: self.id,
-            chunk_count: have.len(),
-            bits: have.as_bytes().to_vec(),
+            chunk_count: bits.len(),
+            bits: bits.as_bytes().to_vec(),
         }
+    }
+
+    /// Notes that `chunk` was sent across the WAN; true when initial seeding just ended.
+    pub(crate) fn served_wan(&self, chunk: &protocol::ChunkId) -> bool {
+        let Some(seeding) = &self.seeding else {
+            return false;
+        };
+        let mut s = lock(seeding);
+        if s.revealed {
+            return false;
+        }
+        if let Some(&i) = s.index.get(chunk) {
+            if s.served.set(i) {
+                s.last_growth = Instant::now();
+            }
+        }
+        if s.served.is_full() {
+            s.revealed = true;
+            return true;
+        }
+        false
+    }
+
+    /// Ends initial seeding if it stalled; true if it just ended.
+    fn seeding_stalled(&self) -> bool {
+        let Some(seeding) = &self.seeding else {
+            return false;
+        };
+        let mut s = lock(seeding);
+        if !s.revealed && s.last_growth.elapsed() >= SEED_STALL {
+            s.revealed = true;
+            return true;
+        }
+        false
     }
 
     fn received(&self) -> u64 {
@@ -227,6 +316,14 @@ impl Release {
             }),
         }
     }
+}
+
+fn site_weight(site: &str, chunk: &protocol::ChunkId) -> [u8; 8] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"p2pd/seed");
+    h.update(site.as_bytes());
+    h.update(chunk.as_bytes());
+    h.finalize().as_bytes()[..8].try_into().expect("8 bytes")
 }
 
 /// A peer the control plane told us about: where to dial its data plane.
@@ -298,6 +395,17 @@ pub struct Net {
     /// Serving concurrency (reads from the store in flight).
     pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
     manifest_slots: Arc<tokio::sync::Semaphore>,
+}
+
+fn wan_sites(peers: &[Arc<Peer>]) -> Vec<String> {
+    let mut sites: Vec<String> = peers
+        .iter()
+        .filter(|p| p.class == Class::Wan)
+        .map(|p| p.site.clone())
+        .collect();
+    sites.sort();
+    sites.dedup();
+    sites
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -458,14 +566,24 @@ impl Net {
         }
         let net = self.clone();
         tokio::spawn(async move { peer::accept_loop(net).await });
+        let net = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match net.upgrade() {
+                    Some(net) => net.check_seeding(),
+                    None => return,
+                }
+            }
+        });
         Ok(())
     }
 
     fn insert_release(&self, release: Arc<Release>) {
-        let msg = release.bitmap_message();
         {
             let mut releases = self.releases.write().unwrap_or_else(|e| e.into_inner());
-            releases.insert(release.id, release);
+            releases.insert(release.id, release.clone());
             if releases.len() > SERVED_RELEASES_MAX {
                 // Forget the oldest complete release (by version order within insertion).
                 if let Some(old) = releases
@@ -478,7 +596,57 @@ impl Net {
                 }
             }
         }
-        self.broadcast(msg);
+        self.send_bitmaps(&release);
+    }
+
+    /// Sends every peer its view of `release`'s bitmap.
+    pub(crate) fn send_bitmaps(&self, release: &Release) {
+        let peers = self.peer_list();
+        let sites = wan_sites(&peers);
+        for p in peers {
+            p.send_control(release.bitmap_message_for(p.class, &p.site, &sites));
+        }
+    }
+
+    /// The bitmap messages a newly connected peer gets.
+    pub(crate) fn bitmaps_for(&self, class: Class, site: &str) -> Vec<Control> {
+        let mut sites = wan_sites(&self.peer_list());
+        if class == Class::Wan && !sites.iter().any(|s| s == site) {
+            sites.push(site.to_string());
+            sites.sort();
+        }
+        self.releases()
+            .iter()
+            .map(|r| r.bitmap_message_for(class, site, &sites))
+            .collect()
+    }
+
+    /// Notes a chunk sent across the WAN (ends initial seeding when all were).
+    pub(crate) fn note_served_wan(&self, chunk: &protocol::ChunkId) {
+        let seeding: Vec<Arc<Release>> = self
+            .releases
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| r.seeding.is_some())
+            .cloned()
+            .collect();
+        for r in seeding {
+            if r.served_wan(chunk) {
+                tracing::info!(release = %r.id, "every chunk has left this node once; offering every chunk to every site");
+                self.send_bitmaps(&r);
+            }
+        }
+    }
+
+    /// Ends stalled initial seeding (called every second).
+    fn check_seeding(&self) {
+        for r in self.releases() {
+            if r.seeding_stalled() {
+                tracing::info!(release = %r.id, "initial seeding stalled; offering every chunk to every site");
+                self.send_bitmaps(&r);
+            }
+        }
     }
 
     /// A release this node serves or fetches.
@@ -525,7 +693,8 @@ impl Net {
     /// A release the local operator just published: serve it, announce it, provide it.
     pub fn published(&self, verified: &VerifiedRelease) {
         let n = verified.manifest.unique_chunks().len() as u32;
-        let release = Release::new(verified, Bitmap::full(n), ReleaseState::Complete, false);
+        let release =
+            Release::new(verified, Bitmap::full(n), ReleaseState::Complete, false).with_seeding();
         self.insert_release(Arc::new(release));
         self.announce(verified);
     }

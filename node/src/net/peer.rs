@@ -362,8 +362,8 @@ fn register(
         connected: Instant::now(),
     });
     // Our bitmaps first, so the peer can plan at once.
-    for r in net.releases() {
-        peer.send_control(r.bitmap_message());
+    for msg in net.bitmaps_for(peer.class, &peer.site) {
+        peer.send_control(msg);
     }
     if let Some(old) = lock(&net.peers).insert(id, peer.clone()) {
         old.close(codes::SURPLUS, "replaced by a newer connection");
@@ -547,6 +547,9 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
                 let n = bytes.len() as u64;
                 peer.bytes_out.fetch_add(n, Ordering::Relaxed);
                 net.traffic.add_sent(peer.class, n);
+                if peer.class == Class::Wan {
+                    net.note_served_wan(&id);
+                }
             }
             drop(permit);
         }
