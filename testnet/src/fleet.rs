@@ -482,12 +482,12 @@ impl Fleet {
         let mut received = Vec::new();
         let mut bytes = 0;
         let mut new_bytes = 0;
-        for i in 0..n {
+        for (i, before) in before_recv.iter().enumerate() {
             let s = self.status(i).await?;
             lan += s.recv_lan_bytes;
             received.push((
                 self.nodes[i].name.clone(),
-                s.recv_lan_bytes + s.recv_wan_bytes - before_recv[i],
+                (s.recv_lan_bytes + s.recv_wan_bytes).saturating_sub(*before),
             ));
             if let Some(r) = s.releases.iter().find(|r| r.id == id) {
                 bytes = bytes.max(r.bytes_total);

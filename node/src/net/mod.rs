@@ -51,6 +51,9 @@ const REFUSED_TTL: Duration = Duration::from_secs(600);
 /// and exportable; they are just not offered to peers.
 pub const SERVED_RELEASES_MAX: usize = 64;
 
+/// How long the node with the larger peer id waits for the smaller to dial before it dials.
+const DIAL_FALLBACK: Duration = Duration::from_secs(3);
+
 /// Manifests fetched at once (each can be up to 64 MiB).
 const MANIFEST_FETCHES_MAX: usize = 4;
 
@@ -467,7 +470,7 @@ impl Net {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Self>> {
         let keypair = keypair_of(key);
-        let endpoint = quic::endpoint(&keypair, config.data_listen)?;
+        let endpoint = quic::endpoint(&keypair, &key.to_bytes(), config.data_listen)?;
         let local = Local {
             peer_id: keypair.public().to_peer_id(),
             node_id: NodeId(key.verifying_key().to_bytes()),
@@ -717,8 +720,23 @@ impl Net {
     }
 
     fn maybe_dial(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
-        // One connection per pair: the smaller peer id dials.
-        if self.local.peer_id >= peer || self.is_banned(&peer) {
+        // One connection per pair: the smaller peer id dials at once, the larger only if no
+        // connection came after DIAL_FALLBACK (the smaller may not know it, or be stuck).
+        if self.local.peer_id > peer {
+            let net = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(DIAL_FALLBACK).await;
+                if !lock(&net.peers).contains_key(&peer) {
+                    net.dial_now(peer, known);
+                }
+            });
+            return;
+        }
+        self.dial_now(peer, known);
+    }
+
+    fn dial_now(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
+        if self.local.peer_id == peer || self.is_banned(&peer) {
             return;
         }
         if lock(&self.peers).contains_key(&peer) {

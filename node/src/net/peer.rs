@@ -70,6 +70,8 @@ pub struct Peer {
     /// The address of the connection.
     pub addr: SocketAddr,
     conn: Connection,
+    /// Whether this node dialed the connection.
+    dialed: bool,
     control: mpsc::Sender<Control>,
     state: Mutex<PeerState>,
     /// Chunk bytes received from it.
@@ -278,7 +280,7 @@ pub(crate) async fn dial(net: &Arc<Net>, peer: PeerId, addr: SocketAddr) -> anyh
     let (mut send, mut recv) = conn.open_bi().await?;
     write_frame(&mut send, &Control::Hello(hello(net))).await?;
     let their = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await??;
-    register(net, conn, peer, their, send, recv);
+    register(net, true, conn, peer, their, send, recv);
     Ok(())
 }
 
@@ -312,7 +314,7 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> anyhow::Result<()>
     let (mut send, mut recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await??;
     let their = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await??;
     write_frame(&mut send, &Control::Hello(hello(net))).await?;
-    register(net, conn, peer, their, send, recv);
+    register(net, false, conn, peer, their, send, recv);
     Ok(())
 }
 
@@ -336,6 +338,7 @@ async fn read_hello(recv: &mut RecvStream) -> anyhow::Result<Hello> {
 
 fn register(
     net: &Arc<Net>,
+    dialed: bool,
     conn: Connection,
     id: PeerId,
     hello: Hello,
@@ -355,6 +358,7 @@ fn register(
         region: hello.region,
         addr: conn.remote_address(),
         conn: conn.clone(),
+        dialed,
         control: tx,
         state: Mutex::new(PeerState::default()),
         bytes_in: AtomicU64::new(0),
@@ -365,8 +369,23 @@ fn register(
     for msg in net.bitmaps_for(peer.class, &peer.site) {
         peer.send_control(msg);
     }
-    if let Some(old) = lock(&net.peers).insert(id, peer.clone()) {
-        old.close(codes::SURPLUS, "replaced by a newer connection");
+    {
+        let mut peers = lock(&net.peers);
+        // Two live connections (both sides dialed at once): both ends keep the one the
+        // smaller peer id dialed, so they agree. A dead one is always replaced.
+        if let Some(old) = peers.get(&id) {
+            let old_alive = old.conn.close_reason().is_none();
+            let new_by_smaller = (net.local.peer_id < id) == dialed;
+            let old_by_smaller = (net.local.peer_id < id) == old.dialed;
+            if old_alive && old_by_smaller && !new_by_smaller {
+                drop(peers);
+                conn.close(VarInt::from_u32(codes::SURPLUS), b"duplicate connection");
+                return;
+            }
+        }
+        if let Some(old) = peers.insert(id, peer.clone()) {
+            old.close(codes::SURPLUS, "replaced by a newer connection");
+        }
     }
     tracing::info!(peer = %id, site = %peer.site, addr = %peer.addr, class = ?peer.class,
         "peer connected");

@@ -66,8 +66,39 @@ fn transport() -> Arc<TransportConfig> {
     Arc::new(t)
 }
 
+/// The stateless-reset key, derived from the node key so that it survives a restart: when a
+/// node comes back, peers still holding a connection to its previous run get a valid
+/// stateless reset on their next packet and drop it at once, instead of waiting for the idle
+/// timeout.
+struct ResetKey([u8; 32]);
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], out: &mut [u8]) {
+        let tag = blake3::keyed_hash(&self.0, data);
+        let n = out.len().min(32);
+        out[..n].copy_from_slice(&tag.as_bytes()[..n]);
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        // `blake3::Hash` equality is constant-time.
+        let tag = blake3::keyed_hash(&self.0, data);
+        match <[u8; 32]>::try_from(signature) {
+            Ok(sig) if tag == blake3::Hash::from_bytes(sig) => Ok(()),
+            _ => Err(quinn::crypto::CryptoError),
+        }
+    }
+}
+
 /// The node's endpoint, bound to `addr`, serving and dialing.
-pub fn endpoint(keypair: &Keypair, addr: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
+pub fn endpoint(
+    keypair: &Keypair,
+    secret: &[u8; 32],
+    addr: SocketAddr,
+) -> anyhow::Result<quinn::Endpoint> {
     let mut tls = libp2p_tls::make_server_config(keypair)?;
     tls.alpn_protocols = vec![wire::DATA_ALPN.to_vec()];
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
@@ -80,7 +111,10 @@ pub fn endpoint(keypair: &Keypair, addr: SocketAddr) -> anyhow::Result<quinn::En
     }
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime"))?;
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        quinn::EndpointConfig::new(Arc::new(ResetKey(blake3::derive_key(
+            "p2pd 2026 quic stateless reset key",
+            secret,
+        )))),
         Some(server),
         socket,
         runtime,

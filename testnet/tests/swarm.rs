@@ -1,0 +1,122 @@
+//! Swarm tests with real p2pd processes on loopback, through the emulated WAN.
+
+use std::time::{Duration, Instant};
+use testnet::fleet::Fleet;
+use testnet::scenario::Scenario;
+
+/// The fleet's directory: a temporary one, kept (and printed) when `TESTNET_KEEP` is set so
+/// that node logs can be read after a failure.
+fn workdir() -> (Option<tempfile::TempDir>, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("TESTNET_KEEP").is_some() {
+        eprintln!("fleet files kept in {}", dir.path().display());
+        return (None, dir.keep());
+    }
+    let path = dir.path().to_path_buf();
+    (Some(dir), path)
+}
+
+fn scenario(name: &str) -> Scenario {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
+    Scenario::load(&path).unwrap()
+}
+
+/// 3 sites × 4 nodes + origin, 64 MiB: every node ends byte-identical; each site's WAN
+/// ingress stays near one copy; v2 with 1 MiB rewritten moves at most 3 MiB per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sites_get_identical_bytes_and_v2_moves_only_changed_chunks() {
+    let (_guard, dir) = workdir();
+    let fleet = Fleet::start(scenario("ci-3x4.toml"), &dir, true)
+        .await
+        .unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+
+    let v1 = fleet.distribute(1, |_| {}).await.unwrap();
+    assert_eq!(v1.completion_s.len(), 12, "{v1:?}");
+    assert_eq!(fleet.check_exports(&v1.release, 1).await.unwrap(), 13);
+    let f = v1.bytes as f64;
+    for (site, bytes) in &v1.site_wan_ingress {
+        // Relay bytes include QUIC headers and acknowledgements: a few percent.
+        assert!(
+            (*bytes as f64) < 1.15 * f,
+            "site {site} took {bytes} bytes over the WAN for a {f} byte release"
+        );
+    }
+    assert!(
+        (v1.origin_egress as f64) < 1.5 * f,
+        "origin sent {} bytes for a {f} byte release",
+        v1.origin_egress
+    );
+    assert!(
+        v1.lan_bytes as f64 > 6.0 * f,
+        "LAN carried only {}",
+        v1.lan_bytes
+    );
+
+    let v2 = fleet.distribute(2, |_| {}).await.unwrap();
+    assert_eq!(fleet.check_exports(&v2.release, 2).await.unwrap(), 13);
+    for (node, bytes) in &v2.received {
+        assert!(*bytes <= 3 << 20, "{node} received {bytes} bytes for v2");
+    }
+    assert!(v2.new_bytes <= 3 << 20, "{} new bytes in v2", v2.new_bytes);
+}
+
+/// A node SIGKILLed half-way through a fetch completes after a restart, and what it had
+/// verified (checkpointed) before the kill is not fetched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
+    let s = Scenario::parse(
+        "name = 'resume'\nseed = 3\ntimeout_s = 180\n[release]\nsize_mib = 32\n\
+         [origin]\nup_mbit = 48\n[wan]\nlatency_ms = 2\n[[sites]]\nname = 'branch'\nnodes = 1\n",
+    )
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let payload = fleet.make_payload(1).unwrap();
+    let id = fleet.publish(&payload, 1).unwrap();
+
+    // Wait until the branch node has verified about half.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let had = loop {
+        let st = fleet.status(1).await.unwrap();
+        if let Some(r) = st.releases.iter().find(|r| r.id == id) {
+            assert_ne!(r.state, "complete", "finished before it could be killed");
+            if r.bytes_have >= r.bytes_total * 4 / 10 {
+                break r.bytes_have;
+            }
+        }
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    fleet.kill(1);
+    fleet.start_node(1).unwrap();
+    fleet.wait_ready(1).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let st = fleet.status(1).await.unwrap();
+        if let Some(r) = st.releases.iter().find(|r| r.id == id) {
+            if r.state == "complete" {
+                break r.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "did not complete after restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        done.bytes_reused >= had,
+        "after the restart the store had {} bytes, before the kill {had} were verified",
+        done.bytes_reused
+    );
+    let fetched_again = done.bytes_from_lan + done.bytes_from_wan;
+    assert!(
+        fetched_again + done.bytes_reused <= done.bytes_total + (1 << 20),
+        "fetched {fetched_again} after the restart with {} already stored of {}",
+        done.bytes_reused,
+        done.bytes_total
+    );
+    assert_eq!(fleet.check_exports(&id, 1).await.unwrap(), 2);
+}
