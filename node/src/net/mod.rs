@@ -54,6 +54,13 @@ pub const SERVED_RELEASES_MAX: usize = 64;
 /// How long the node with the larger peer id waits for the smaller to dial before it dials.
 const DIAL_FALLBACK: Duration = Duration::from_secs(3);
 
+/// Least time between two dials of the same disconnected peer.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Peers remembered from the control plane (where to dial them). Past it, new ones are not
+/// remembered; they can still dial us.
+const KNOWN_PEERS_MAX: usize = 4096;
+
 /// Manifests fetched at once (each can be up to 64 MiB).
 const MANIFEST_FETCHES_MAX: usize = 4;
 
@@ -384,6 +391,7 @@ pub struct Net {
     peers: Mutex<HashMap<PeerId, Arc<Peer>>>,
     dialing: Mutex<HashSet<PeerId>>,
     known: Mutex<HashMap<PeerId, KnownPeer>>,
+    redials: Mutex<HashMap<PeerId, Instant>>,
     strikes: Mutex<HashMap<PeerId, Strikes>>,
     releases: RwLock<HashMap<ReleaseId, Arc<Release>>>,
     refused: Mutex<HashMap<ReleaseId, Instant>>,
@@ -487,6 +495,7 @@ impl Net {
             peers: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashSet::new()),
             known: Mutex::new(HashMap::new()),
+            redials: Mutex::new(HashMap::new()),
             strikes: Mutex::new(HashMap::new()),
             releases: RwLock::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
@@ -575,7 +584,10 @@ impl Net {
             loop {
                 tick.tick().await;
                 match net.upgrade() {
-                    Some(net) => net.check_seeding(),
+                    Some(net) => {
+                        net.check_seeding();
+                        net.reconcile();
+                    }
                     None => return,
                 }
             }
@@ -715,7 +727,12 @@ impl Net {
 
     /// The control plane identified a p2pd peer.
     pub fn on_identified(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
-        lock(&self.known).insert(peer, known.clone());
+        {
+            let mut k = lock(&self.known);
+            if k.len() < KNOWN_PEERS_MAX || k.contains_key(&peer) {
+                k.insert(peer, known.clone());
+            }
+        }
         self.maybe_dial(peer, known);
     }
 
@@ -733,6 +750,35 @@ impl Net {
             return;
         }
         self.dial_now(peer, known);
+    }
+
+    /// Redials known peers that have no data-plane connection (a peer restarted, a
+    /// duplicate was refused, a dial failed), at most every [`REDIAL_INTERVAL`] each.
+    fn reconcile(self: &Arc<Self>) {
+        let known: Vec<(PeerId, KnownPeer)> = lock(&self.known)
+            .iter()
+            .map(|(p, k)| (*p, k.clone()))
+            .collect();
+        let connected: HashSet<PeerId> = lock(&self.peers).keys().copied().collect();
+        let now = Instant::now();
+        for (peer, k) in known {
+            if connected.contains(&peer) {
+                continue;
+            }
+            let due = {
+                let mut attempts = lock(&self.redials);
+                match attempts.get(&peer) {
+                    Some(t) if now.duration_since(*t) < REDIAL_INTERVAL => false,
+                    _ => {
+                        attempts.insert(peer, now);
+                        true
+                    }
+                }
+            };
+            if due {
+                self.dial_now(peer, k);
+            }
+        }
     }
 
     fn dial_now(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
