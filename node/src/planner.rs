@@ -67,7 +67,7 @@ pub struct PeerView<'a> {
 /// A chunk requested and not yet answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InFlight {
-    /// Indices (into the peer slice) of the peers asked; usually one, two in endgame.
+    /// Node ids of the peers asked; usually one, two in endgame.
     pub peers: Vec<[u8; 32]>,
     /// When the first request was sent.
     pub since_ms: u64,

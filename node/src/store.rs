@@ -651,30 +651,14 @@ impl IngestSession {
     }
 
     /// Makes every staged chunk durable and indexes it, and keeps the session open: a fetch
-    /// calls this every few megabytes so that what it verified survives a crash. Returns
-    /// the chunks that became readable.
-    pub fn checkpoint(&mut self) -> Result<Vec<ChunkId>, StoreError> {
+    /// calls this every few megabytes so that what it verified survives a crash.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         if self.staged.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        self.flush()?;
-        if let Some(pack) = &self.current {
-            pack.file
-                .sync_data()
-                .map_err(|e| StoreError::io(&pack.path, e))?;
-        }
-        sync_dir(&self.store.packs_dir)?;
+        self.sync_staged()?;
         let txn = self.store.db.begin_write()?;
-        {
-            let mut chunks = txn.open_table(CHUNKS)?;
-            for (id, loc) in &self.staged {
-                chunks.insert(id.as_bytes(), &loc.encode())?;
-            }
-            let mut packs = txn.open_table(PACKS)?;
-            for pack in self.touched.iter().chain(&self.current) {
-                packs.insert(pack.pack, pack.len)?;
-            }
-        }
+        self.index_staged(&mut txn.open_table(CHUNKS)?, &mut txn.open_table(PACKS)?)?;
         txn.commit()?;
         for pack in self.touched.drain(..) {
             self.store.release_pack(pack.pack, pack.len);
@@ -682,7 +666,36 @@ impl IngestSession {
         if let Some(pack) = self.current.as_mut() {
             pack.start_len = pack.len;
         }
-        Ok(self.staged.drain().map(|(id, _)| id).collect())
+        self.staged.clear();
+        Ok(())
+    }
+
+    /// Writes out the buffer and fsyncs the pack being written and the packs directory (a
+    /// new pack file's directory entry must be durable too). Finished packs were synced when
+    /// the session rolled over from them.
+    fn sync_staged(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        if let Some(pack) = &self.current {
+            pack.file
+                .sync_data()
+                .map_err(|e| StoreError::io(&pack.path, e))?;
+        }
+        sync_dir(&self.store.packs_dir)
+    }
+
+    /// Inserts the staged chunks' locations and the written packs' new lengths.
+    fn index_staged(
+        &self,
+        chunks: &mut redb::Table<'_, &'static [u8; 32], &'static [u8; 16]>,
+        packs: &mut redb::Table<'_, u32, u64>,
+    ) -> Result<(), StoreError> {
+        for (id, loc) in &self.staged {
+            chunks.insert(id.as_bytes(), &loc.encode())?;
+        }
+        for pack in self.touched.iter().chain(&self.current) {
+            packs.insert(pack.pack, pack.len)?;
+        }
+        Ok(())
     }
 
     /// Makes every staged chunk durable and, in one transaction, indexes them and (if given)
@@ -693,25 +706,11 @@ impl IngestSession {
         release: Option<&VerifiedRelease>,
         now_unix_s: i64,
     ) -> Result<(), StoreError> {
-        self.flush()?;
-        if let Some(pack) = &self.current {
-            pack.file
-                .sync_data()
-                .map_err(|e| StoreError::io(&pack.path, e))?;
-        }
-        // A new pack file's directory entry must be durable too.
-        sync_dir(&self.store.packs_dir)?;
-
+        self.sync_staged()?;
         let txn = self.store.db.begin_write()?;
         {
             let mut chunks = txn.open_table(CHUNKS)?;
-            for (id, loc) in &self.staged {
-                chunks.insert(id.as_bytes(), &loc.encode())?;
-            }
-            let mut packs = txn.open_table(PACKS)?;
-            for pack in self.touched.iter().chain(&self.current) {
-                packs.insert(pack.pack, pack.len)?;
-            }
+            self.index_staged(&mut chunks, &mut txn.open_table(PACKS)?)?;
             if let Some(release) = release {
                 let m = &release.manifest;
                 for c in m.unique_chunks() {

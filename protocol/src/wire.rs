@@ -363,6 +363,16 @@ impl Bitmap {
         true
     }
 
+    /// Clears bit `i`; returns whether it was set. Ignores indices past the end.
+    pub fn clear(&mut self, i: u32) -> bool {
+        if !self.get(i) {
+            return false;
+        }
+        self.bits[(i / 8) as usize] &= !(1 << (i % 8));
+        self.ones -= 1;
+        true
+    }
+
     /// The wire bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bits

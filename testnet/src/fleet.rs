@@ -132,6 +132,16 @@ pub struct Distribution {
 }
 
 impl Distribution {
+    /// Most chunk bytes any branch node received.
+    pub fn max_received(&self) -> u64 {
+        self.received
+            .iter()
+            .skip(1)
+            .map(|(_, b)| *b)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Slowest node's completion.
     pub fn all_complete_s(&self) -> f64 {
         self.completion_s

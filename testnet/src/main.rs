@@ -178,13 +178,6 @@ fn summary(fleet: &Fleet, results: &[Distribution]) {
         "VERSION", "SIZE", "NEW CHUNKS", "ALL DONE", "BOUND", "ORIGIN OUT", "MAX PER NODE"
     );
     for (i, d) in results.iter().enumerate() {
-        let max_node = d
-            .received
-            .iter()
-            .skip(1)
-            .map(|(_, b)| *b)
-            .max()
-            .unwrap_or(0);
         println!(
             "{:<8} {:>10} {:>11} {:>9.1}s {:>10.1}s {:>13} {:>14}",
             format!("v{}", i + 1),
@@ -193,17 +186,11 @@ fn summary(fleet: &Fleet, results: &[Distribution]) {
             d.all_complete_s(),
             d.lower_bound_s,
             human_bytes(d.origin_egress),
-            human_bytes(max_node)
+            human_bytes(d.max_received())
         );
     }
     if let [v1, v2] = results {
-        let max2 = v2
-            .received
-            .iter()
-            .skip(1)
-            .map(|(_, b)| *b)
-            .max()
-            .unwrap_or(0);
+        let max2 = v2.max_received();
         println!(
             "\nv2 moved at most {} per node for a {} release: only the changed chunks crossed the network ({:.1}% of v1's bytes).",
             human_bytes(max2),

@@ -362,8 +362,6 @@ pub enum SwarmCommand {
     Provide(ReleaseId),
     /// Look up providers of a release and connect to them.
     FindProviders(ReleaseId),
-    /// Dial a control-plane address.
-    Dial(Multiaddr),
 }
 
 /// This node's identity and place.

@@ -165,13 +165,7 @@ impl Peer {
     /// Forgets that it has chunk `index` of `release` (it answered "not found").
     pub(crate) fn forget_chunk(&self, release: &ReleaseId, index: u32) {
         if let Some(r) = lock(&self.state).releases.get_mut(release) {
-            let mut bits = r.bits.as_bytes().to_vec();
-            if let Some(b) = bits.get_mut((index / 8) as usize) {
-                *b &= !(1 << (index % 8));
-            }
-            if let Some(nb) = Bitmap::from_bytes(r.bits.len(), bits) {
-                r.bits = nb;
-            }
+            r.bits.clear(index);
         }
     }
 
@@ -532,8 +526,7 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
         }
     };
     let Ok(permit) = net.serve_slots.clone().try_acquire_owned() else {
-        let _ = write_frame(&mut send, &ReplyHeader::Busy).await;
-        let _ = send.finish();
+        reply_empty(&mut send, ReplyHeader::Busy).await;
         return;
     };
     let store = net.store.clone();
@@ -543,14 +536,12 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
             let bytes = match read {
                 Ok(Ok(Some(bytes))) => bytes,
                 Ok(Ok(None)) => {
-                    let _ = write_frame(&mut send, &ReplyHeader::NotFound).await;
-                    let _ = send.finish();
+                    reply_empty(&mut send, ReplyHeader::NotFound).await;
                     return;
                 }
                 Ok(Err(e)) => {
                     tracing::error!(chunk = %id, error = %e, "cannot serve chunk");
-                    let _ = write_frame(&mut send, &ReplyHeader::NotFound).await;
-                    let _ = send.finish();
+                    reply_empty(&mut send, ReplyHeader::NotFound).await;
                     return;
                 }
                 Err(_) => return,
@@ -591,14 +582,17 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
                         let _ = send.finish();
                     }
                 }
-                None => {
-                    let _ = write_frame(&mut send, &ReplyHeader::NotFound).await;
-                    let _ = send.finish();
-                }
+                None => reply_empty(&mut send, ReplyHeader::NotFound).await,
             }
             drop(permit);
         }
     }
+}
+
+/// Answers with a header that has no body, and ends the stream.
+async fn reply_empty(send: &mut SendStream, header: ReplyHeader) {
+    let _ = write_frame(send, &header).await;
+    let _ = send.finish();
 }
 
 fn reset(send: &mut SendStream, recv: &mut RecvStream) {

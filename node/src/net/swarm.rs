@@ -194,9 +194,6 @@ pub fn spawn(
                     SwarmCommand::FindProviders(id) => {
                         swarm.behaviour_mut().kad.get_providers(RecordKey::new(&id.0));
                     }
-                    SwarmCommand::Dial(addr) => {
-                        let _ = swarm.dial(addr);
-                    }
                 },
                 event = swarm.select_next_some() => match event {
                     SwarmEvent::NewListenAddr { address, .. } => {
