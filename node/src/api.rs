@@ -282,4 +282,17 @@ pub struct NodeStatus {
     pub sent_wan_bytes: u64,
     /// Releases served or being fetched.
     pub releases: Vec<ReleaseProgress>,
+    /// Releases refused recently (bad signature, expired, not newer, ...), newest first:
+    /// nothing of them was fetched.
+    #[serde(default)]
+    pub refused: Vec<RefusedRelease>,
+}
+
+/// A release this node would not fetch, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefusedRelease {
+    /// Release id.
+    pub id: String,
+    /// The verification error.
+    pub reason: String,
 }

@@ -326,6 +326,14 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
         sent_lan_bytes: t.sent_lan.load(Ordering::Relaxed),
         sent_wan_bytes: t.sent_wan.load(Ordering::Relaxed),
         releases: net.releases().iter().map(|r| r.progress()).collect(),
+        refused: net
+            .refused()
+            .into_iter()
+            .map(|(id, reason)| RefusedRelease {
+                id: id.to_hex(),
+                reason,
+            })
+            .collect(),
     }))
 }
 

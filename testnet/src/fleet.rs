@@ -277,6 +277,11 @@ impl Fleet {
         Ok(fleet)
     }
 
+    /// The publisher key the origin signs with (every node trusts it).
+    pub fn publisher_key(&self) -> &Path {
+        &self.key
+    }
+
     /// Starts node `i`'s process.
     pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         let node = &mut self.nodes[i];
@@ -594,6 +599,18 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A directory for a test's fleet: temporary, or kept (and printed) when `TESTNET_KEEP` is
+/// set so that node logs can be read after a failure. Hold the guard for the test's length.
+pub fn workdir() -> (Option<tempfile::TempDir>, PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    if std::env::var_os("TESTNET_KEEP").is_some() {
+        eprintln!("fleet files kept in {}", dir.path().display());
+        return (None, dir.keep());
+    }
+    let path = dir.path().to_path_buf();
+    (Some(dir), path)
 }
 
 /// BLAKE3 over every path, mode, symlink target and file content of a tree, in path order.

@@ -5,11 +5,13 @@
 //! * [`wan`]: the UDP relay that shapes and counts cross-site traffic.
 //! * [`fleet`]: starting nodes, publishing, waiting for completion, checking exports.
 //! * [`report`]: the tables printed after a run.
+//! * [`rogue`]: a hostile peer for tests (corrupt chunks, forged manifests, broken frames).
 //!
 //! `cargo run --release -p testnet -- demo` runs the demo; `-- run SCENARIO.toml` any
 //! scenario.
 
 pub mod fleet;
 pub mod report;
+pub mod rogue;
 pub mod scenario;
 pub mod wan;

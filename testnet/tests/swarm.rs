@@ -1,20 +1,8 @@
 //! Swarm tests with real p2pd processes on loopback, through the emulated WAN.
 
 use std::time::{Duration, Instant};
-use testnet::fleet::Fleet;
+use testnet::fleet::{Fleet, workdir};
 use testnet::scenario::Scenario;
-
-/// The fleet's directory: a temporary one, kept (and printed) when `TESTNET_KEEP` is set so
-/// that node logs can be read after a failure.
-fn workdir() -> (Option<tempfile::TempDir>, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    if std::env::var_os("TESTNET_KEEP").is_some() {
-        eprintln!("fleet files kept in {}", dir.path().display());
-        return (None, dir.keep());
-    }
-    let path = dir.path().to_path_buf();
-    (Some(dir), path)
-}
 
 fn scenario(name: &str) -> Scenario {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -433,6 +433,9 @@ async fn status(
             human_bytes(st.sent_lan_bytes),
             human_bytes(st.sent_wan_bytes)
         );
+        for r in &st.refused {
+            println!("refused {}: {}", &r.id[..12], r.reason);
+        }
         if st.releases.is_empty() {
             println!("no releases");
             return Ok(());

@@ -41,6 +41,10 @@ pub const STRIKES_TO_BAN: u32 = 3;
 /// How long a ban lasts.
 pub const BAN_DURATION: Duration = Duration::from_secs(600);
 
+/// Peers whose strikes and bans are remembered. Past it, expired records are dropped; if all
+/// are live bans, further strikes are not recorded (the bad chunks are still refused).
+const STRIKE_RECORDS_MAX: usize = 4096;
+
 /// Releases whose refusal is remembered, so a peer repeating a bad announcement costs nothing.
 const REFUSED_MAX: usize = 1024;
 
@@ -63,6 +67,12 @@ const KNOWN_PEERS_MAX: usize = 4096;
 
 /// Manifests fetched at once (each can be up to 64 MiB).
 const MANIFEST_FETCHES_MAX: usize = 4;
+
+/// Why and when a release was refused.
+struct Refusal {
+    at: Instant,
+    reason: String,
+}
 
 /// A traffic class: same site or another site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,7 +402,7 @@ pub struct Net {
     redials: Mutex<HashMap<PeerId, Instant>>,
     strikes: Mutex<HashMap<PeerId, Strikes>>,
     releases: RwLock<HashMap<ReleaseId, Arc<Release>>>,
-    refused: Mutex<HashMap<ReleaseId, Instant>>,
+    refused: Mutex<HashMap<ReleaseId, Refusal>>,
     learning: Mutex<HashSet<ReleaseId>>,
     swarm: mpsc::Sender<SwarmCommand>,
     /// Woken when peers or their bitmaps change; fetchers re-plan.
@@ -817,29 +827,54 @@ impl Net {
             if ann.version <= highest {
                 tracing::info!(release = %ann.release, channel = %ann.channel, version = ann.version,
                     highest, "refusing announcement: not newer than the channel's highest version");
-                self.refuse(ann.release);
+                self.refuse(
+                    ann.release,
+                    format!(
+                        "announced version {} is not above {highest} on {}",
+                        ann.version, ann.channel
+                    ),
+                );
                 return;
             }
         }
         self.learn_release(ann.release, Some(from));
     }
 
-    fn refuse(&self, id: ReleaseId) {
+    fn refuse(&self, id: ReleaseId, reason: String) {
         let mut refused = lock(&self.refused);
         if refused.len() >= REFUSED_MAX {
             let now = Instant::now();
-            refused.retain(|_, t| now.duration_since(*t) < REFUSED_TTL);
+            refused.retain(|_, r| now.duration_since(r.at) < REFUSED_TTL);
             if refused.len() >= REFUSED_MAX {
                 refused.clear();
             }
         }
-        refused.insert(id, Instant::now());
+        refused.insert(
+            id,
+            Refusal {
+                at: Instant::now(),
+                reason,
+            },
+        );
     }
 
     fn is_refused(&self, id: &ReleaseId) -> bool {
         lock(&self.refused)
             .get(id)
-            .is_some_and(|t| t.elapsed() < REFUSED_TTL)
+            .is_some_and(|r| r.at.elapsed() < REFUSED_TTL)
+    }
+
+    /// Releases refused in the last [`REFUSED_TTL`], newest first, with the reason.
+    pub fn refused(&self) -> Vec<(ReleaseId, String)> {
+        let mut list: Vec<_> = lock(&self.refused)
+            .iter()
+            .filter(|(_, r)| r.at.elapsed() < REFUSED_TTL)
+            .map(|(id, r)| (r.at, *id, r.reason.clone()))
+            .collect();
+        list.sort_by_key(|r| std::cmp::Reverse(r.0));
+        list.into_iter()
+            .map(|(_, id, reason)| (id, reason))
+            .collect()
     }
 
     /// Fetches, verifies and starts fetching release `id`, unless known, refused or in
@@ -863,7 +898,7 @@ impl Net {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(release = %id, error = %e, "refusing release");
-                    net.refuse(id);
+                    net.refuse(id, format!("{e:#}"));
                 }
             }
             lock(&net.learning).remove(&id);
@@ -956,7 +991,19 @@ impl Net {
     pub(crate) fn strike(&self, peer: &PeerId, why: &str) {
         let banned = {
             let mut strikes = lock(&self.strikes);
+            let now = Instant::now();
+            if strikes.len() >= STRIKE_RECORDS_MAX && !strikes.contains_key(peer) {
+                // Forget expired bans first, then strikes that never became a ban.
+                strikes.retain(|_, s| s.banned_until.is_some_and(|t| t > now));
+                if strikes.len() >= STRIKE_RECORDS_MAX {
+                    return;
+                }
+            }
             let s = strikes.entry(*peer).or_default();
+            if s.banned_until.is_some_and(|t| t > now) {
+                // Replies that were in flight when the ban fell: already dealt with.
+                return;
+            }
             s.count += 1;
             tracing::warn!(%peer, strikes = s.count, reason = why, "peer strike");
             if s.count >= STRIKES_TO_BAN {

@@ -306,7 +306,17 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> anyhow::Result<()>
         anyhow::bail!("at max_peers");
     }
     let (mut send, mut recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await??;
-    let their = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await??;
+    let their = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            conn.close(VarInt::from_u32(codes::PROTOCOL), b"bad hello");
+            return Err(e);
+        }
+        Err(_) => {
+            conn.close(VarInt::from_u32(codes::PROTOCOL), b"no hello in time");
+            anyhow::bail!("{peer} sent no hello in time");
+        }
+    };
     write_frame(&mut send, &Control::Hello(hello(net))).await?;
     register(net, false, conn, peer, their, send, recv);
     Ok(())
@@ -506,6 +516,12 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
     {
         Ok(Ok(Some(body))) => body,
         Ok(Ok(None)) => return,
+        // The stream ended inside the frame: as malformed as a bad length.
+        Ok(Err(quic::FrameError::Read(quinn::ReadExactError::FinishedEarly(n)))) => {
+            tracing::debug!(peer = %peer.id, bytes = n, "request frame cut short");
+            reset(&mut send, &mut recv);
+            return;
+        }
         Ok(Err(quic::FrameError::Read(_))) => return,
         Ok(Err(quic::FrameError::Wire(e))) => {
             tracing::debug!(peer = %peer.id, error = %e, "bad request frame");

@@ -1,8 +1,10 @@
 //! Integration tests of the protocol crate: every manifest validation rule has a rejection
-//! test that checks the error names the rule.
+//! test that checks the error names the rule; the wire formats are checked against their
+//! limits and arbitrary bytes.
 
 mod envelope;
 mod validation;
+mod wire;
 
 use ed25519_dalek::SigningKey;
 use protocol::{

@@ -1,0 +1,292 @@
+//! A hostile peer for tests: it proves a real identity (TLS with its own ed25519 key, like any
+//! node) and speaks the data-plane protocol, but says and serves whatever the test tells it:
+//! chunks whose bytes do not match their ids, manifests that are unsigned, signed by the
+//! wrong key, expired or older than what a node has, and raw bytes that are no frame at all.
+//!
+//! It only ever dials; a node answers its hello, reads its bitmaps and sends it requests on
+//! the connection it opened, like with any peer.
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use node::net::quic::{self, read_frame, write_frame};
+use protocol::wire::{
+    self, CONTROL_FRAME_BYTES_MAX, Control, Hello, REQUEST_FRAME_BYTES_MAX, ReplyHeader, Request,
+};
+use protocol::{ChunkId, ReleaseId};
+use quinn::{Connection, RecvStream, SendStream};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long the rogue waits for any one answer from a node.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The largest reply the rogue reads (a manifest with its frame).
+const REPLY_BYTES_MAX: usize = protocol::envelope::ENVELOPE_BYTES_MAX + 64;
+
+/// A peer with its own key and QUIC endpoint.
+pub struct Rogue {
+    endpoint: quinn::Endpoint,
+    keypair: Keypair,
+    /// Its peer id.
+    pub peer_id: PeerId,
+}
+
+/// What a node did with one stream the rogue opened.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It answered with these bytes and ended the stream.
+    Reply(Vec<u8>),
+    /// It reset the stream with this application error code.
+    Reset(u64),
+    /// The connection closed (with this reason).
+    Closed(String),
+    /// No answer within the rogue's patience.
+    Silent,
+}
+
+impl Rogue {
+    /// A fresh identity with an endpoint on an ephemeral loopback port.
+    pub fn new() -> anyhow::Result<Self> {
+        let keypair = Keypair::generate_ed25519();
+        let mut secret = [0u8; 32];
+        getrandom_fill(&mut secret);
+        let endpoint = quic::endpoint(&keypair, &secret, ([127, 0, 0, 1], 0).into())?;
+        Ok(Self {
+            peer_id: keypair.public().to_peer_id(),
+            endpoint,
+            keypair,
+        })
+    }
+
+    /// A QUIC connection to the node `peer` at `addr`, without any hello.
+    pub async fn connect_raw(&self, peer: &str, addr: SocketAddr) -> anyhow::Result<Connection> {
+        let peer: PeerId = peer.parse()?;
+        let config = quic::client_config(&self.keypair, peer)?;
+        let conn = tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            self.endpoint.connect_with(config, addr, "p2pd")?,
+        )
+        .await??;
+        Ok(conn)
+    }
+
+    /// Connects and exchanges hellos, claiming to be in `site`.
+    pub async fn connect(&self, peer: &str, addr: SocketAddr, site: &str) -> anyhow::Result<Link> {
+        let conn = self.connect_raw(peer, addr).await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let ours = Hello {
+            protocol_version: protocol::PROTOCOL_VERSION,
+            site: site.to_string(),
+            region: "rogue".to_string(),
+        };
+        write_frame(&mut send, &Control::Hello(ours)).await?;
+        let body = tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            read_frame(&mut recv, CONTROL_FRAME_BYTES_MAX),
+        )
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("node closed the control stream before its hello"))?;
+        let Control::Hello(hello) = Control::decode(&body)? else {
+            anyhow::bail!("the node's first control message is not a hello");
+        };
+        Ok(Link {
+            conn,
+            control: send,
+            control_recv: Some(recv),
+            hello,
+        })
+    }
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    use rand::RngCore;
+    rand::rng().fill_bytes(buf);
+}
+
+/// One connection of the rogue to a node, after the hellos.
+pub struct Link {
+    /// The QUIC connection.
+    pub conn: Connection,
+    control: SendStream,
+    control_recv: Option<RecvStream>,
+    /// The node's hello.
+    pub hello: Hello,
+}
+
+impl Link {
+    /// Sends a control message.
+    pub async fn send(&mut self, msg: &Control) -> anyhow::Result<()> {
+        write_frame(&mut self.control, msg).await?;
+        Ok(())
+    }
+
+    /// Writes raw bytes on the control stream.
+    pub async fn send_raw_control(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.control.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Reads and discards the node's control messages in the background, so the node
+    /// never finds this peer's control queue full.
+    pub fn drain_control(&mut self) {
+        if let Some(mut recv) = self.control_recv.take() {
+            tokio::spawn(async move {
+                while let Ok(Some(_)) = read_frame(&mut recv, CONTROL_FRAME_BYTES_MAX).await {}
+            });
+        }
+    }
+
+    /// Asks the node for the signed manifest of `release`.
+    pub async fn request_manifest(&self, release: ReleaseId) -> anyhow::Result<Vec<u8>> {
+        let req = Request::Manifest(release);
+        match self.exchange(&wire::frame(&req), true).await {
+            Outcome::Reply(bytes) => {
+                anyhow::ensure!(bytes.len() >= wire::FRAME_HEADER_BYTES, "short reply");
+                let (head, rest) = bytes.split_at(wire::FRAME_HEADER_BYTES);
+                let len = wire::FrameHeader::parse(
+                    head.try_into().expect("4 bytes"),
+                    REQUEST_FRAME_BYTES_MAX,
+                )?
+                .len;
+                anyhow::ensure!(rest.len() >= len, "reply shorter than its header");
+                match ReplyHeader::decode(&rest[..len], &req)? {
+                    ReplyHeader::Manifest { len: m } if rest.len() - len == m as usize => {
+                        Ok(rest[len..].to_vec())
+                    }
+                    other => anyhow::bail!("unexpected reply {other:?}"),
+                }
+            }
+            other => anyhow::bail!("manifest request: {other:?}"),
+        }
+    }
+
+    /// Opens a stream, writes `bytes` (finishing the stream if `finish`) and reports what
+    /// the node did with it.
+    pub async fn exchange(&self, bytes: &[u8], finish: bool) -> Outcome {
+        exchange(&self.conn, bytes, finish).await
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"done");
+    }
+
+    /// Answers the node's requests from `offer` until the connection closes.
+    pub fn serve(&self, offer: Arc<Offer>) -> tokio::task::JoinHandle<()> {
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(offer.clone().answer(send, recv));
+            }
+        })
+    }
+
+    /// Waits until the node closes the connection; the application error code it gave.
+    pub async fn closed_code(&self) -> Option<u64> {
+        match self.conn.closed().await {
+            quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code.into_inner()),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a stream on `conn`, writes `bytes` (finishing the stream if `finish`) and reports
+/// what the node did with it.
+pub async fn exchange(conn: &Connection, bytes: &[u8], finish: bool) -> Outcome {
+    let work = async {
+        let (mut send, mut recv) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(e) => return Outcome::Closed(e.to_string()),
+        };
+        if send.write_all(bytes).await.is_err() {
+            return match conn.close_reason() {
+                Some(r) => Outcome::Closed(r.to_string()),
+                None => Outcome::Closed("write failed".into()),
+            };
+        }
+        if finish {
+            let _ = send.finish();
+        }
+        match recv.read_to_end(REPLY_BYTES_MAX).await {
+            Ok(reply) => Outcome::Reply(reply),
+            Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+                Outcome::Reset(code.into_inner())
+            }
+            Err(e) => Outcome::Closed(e.to_string()),
+        }
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, work)
+        .await
+        .unwrap_or(Outcome::Silent)
+}
+
+/// What the rogue serves: manifests and chunk bytes by id (which need not match the id),
+/// and a count of what it was asked for.
+#[derive(Default)]
+pub struct Offer {
+    manifests: Mutex<HashMap<ReleaseId, Vec<u8>>>,
+    chunks: Mutex<HashMap<ChunkId, Vec<u8>>>,
+    /// Manifest requests received.
+    pub manifest_requests: AtomicU64,
+    /// Chunk requests received.
+    pub chunk_requests: AtomicU64,
+}
+
+impl Offer {
+    /// Serves `envelope` (encoded signed manifest) as the manifest of `release`.
+    pub fn add_manifest(&self, release: ReleaseId, envelope: Vec<u8>) {
+        lock(&self.manifests).insert(release, envelope);
+    }
+
+    /// Serves `bytes` as chunk `id`.
+    pub fn add_chunk(&self, id: ChunkId, bytes: Vec<u8>) {
+        lock(&self.chunks).insert(id, bytes);
+    }
+
+    async fn answer(self: Arc<Self>, mut send: SendStream, mut recv: RecvStream) {
+        let Ok(Some(body)) = read_frame(&mut recv, REQUEST_FRAME_BYTES_MAX).await else {
+            return;
+        };
+        let Ok(req) = Request::decode(&body) else {
+            return;
+        };
+        let (header, bytes) = match req {
+            Request::Manifest(id) => {
+                self.manifest_requests.fetch_add(1, Ordering::Relaxed);
+                match lock(&self.manifests).get(&id) {
+                    Some(b) => (
+                        ReplyHeader::Manifest {
+                            len: b.len() as u32,
+                        },
+                        b.clone(),
+                    ),
+                    None => (ReplyHeader::NotFound, Vec::new()),
+                }
+            }
+            Request::Chunk(id) => {
+                self.chunk_requests.fetch_add(1, Ordering::Relaxed);
+                match lock(&self.chunks).get(&id) {
+                    Some(b) => (
+                        ReplyHeader::Chunk {
+                            len: b.len() as u32,
+                        },
+                        b.clone(),
+                    ),
+                    None => (ReplyHeader::NotFound, Vec::new()),
+                }
+            }
+        };
+        if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok() {
+            let _ = send.finish();
+            // Keep the stream until the node has read it all.
+            let _ = send.stopped().await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
