@@ -8,8 +8,8 @@
 //!    from the same-site peer with the least bytes in flight. If all of them are at their
 //!    in-flight limit, the chunk waits: it never goes to the WAN for lack of LAN capacity.
 //! 2. **One WAN crossing per site.** A chunk no same-site peer has is fetched across the WAN by
-//!    exactly one member of the site: the one that rendezvous hashing (highest random weight
-//!    of `BLAKE3(member || chunk)`) names among the site's *live members for this release*.
+//!    exactly one member of the site: the one that rendezvous hashing (highest random weight,
+//!    a 64-bit mix of the member's and the chunk's ids) names among the site's *live members for this release*.
 //!    The others wait for it to appear on the LAN. Who is live is the caller's decision
 //!    (connected same-site peers working on the release that made progress recently); a
 //!    member that goes away or stalls drops out of the set, and its chunks move to the next
@@ -25,7 +25,8 @@
 
 use protocol::ChunkRef;
 use protocol::wire::Bitmap;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 /// Tuning of the planner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,20 +110,31 @@ pub fn designated_member<'m>(members: &'m [[u8; 32]], chunk: &ChunkRef) -> Optio
 }
 
 fn hrw_weight(member: &[u8; 32], chunk: &ChunkRef) -> (u64, [u8; 32]) {
-    let mut h = blake3::Hasher::new();
-    h.update(member);
-    h.update(chunk.id.as_bytes());
-    let d = h.finalize();
-    let w = u64::from_le_bytes(d.as_bytes()[..8].try_into().expect("8 bytes"));
-    (w, *member)
+    (mix(word(member) ^ mix(word(chunk.id.as_bytes()))), *member)
 }
 
+/// A per-node order of chunks, so that the members of a site start on different chunks.
 fn tie_break(me: &[u8; 32], chunk: &ChunkRef) -> u64 {
-    let mut h = blake3::Hasher::new();
-    h.update(b"p2pd/order");
-    h.update(me);
-    h.update(chunk.id.as_bytes());
-    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+    mix(word(me) ^ mix(word(chunk.id.as_bytes()) ^ ORDER_SALT))
+}
+
+/// Keeps the chunk order independent of the rendezvous weights.
+const ORDER_SALT: u64 = 0x7032_7064_6f72_6472;
+
+/// The first 8 bytes of an id. Chunk ids are BLAKE3 outputs and node ids ed25519 keys, so
+/// these are already uniform; [`mix`] makes the combination of two of them uniform too.
+fn word(id: &[u8; 32]) -> u64 {
+    u64::from_le_bytes(id[..8].try_into().expect("8 bytes"))
+}
+
+/// splitmix64's finalizer: a bijection on 64 bits with full avalanche. The planner evaluates
+/// weights for every missing chunk on every pass (thousands of times per release), so this
+/// replaces a cryptographic hash: the weights only need to be uniform and agreed on, and a
+/// node that games them only gives itself more chunks to fetch across the WAN.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Decides the next requests. Returns them in the order they should be sent.
@@ -150,16 +162,17 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Vec<Assignment> {
             .filter(move |(_, p)| p.have.is_some_and(|b| b.len() == n && b.get(i)))
     };
 
-    // Missing and not requested, rarest first.
-    let mut wanted: Vec<(u32, u64, u32)> = (0..n)
+    // Missing and not requested, rarest first. A heap, not a sort: a pass usually has room
+    // for a few chunks out of thousands, and popping stops when the room is used up.
+    let mut wanted: BinaryHeap<Reverse<(u32, u64, u32)>> = (0..n)
         .filter(|&i| !input.have.get(i) && !input.in_flight.contains_key(&i))
-        .map(|i| {
+        .filter_map(|i| {
             let rarity = holders(i).count() as u32;
-            (rarity, tie_break(&input.me, &input.chunks[i as usize]), i)
+            (rarity > 0)
+                .then(|| Reverse((rarity, tie_break(&input.me, &input.chunks[i as usize]), i)))
         })
-        .filter(|(rarity, _, _)| *rarity > 0)
         .collect();
-    wanted.sort_unstable();
+    let any_wanted = !wanted.is_empty();
 
     let mut out = Vec::new();
     let mut assign = |i: u32, exclude: &[[u8; 32]], room: &mut Vec<i64>| -> bool {
@@ -171,7 +184,7 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Vec<Assignment> {
             cands
                 .into_iter()
                 .filter(|(k, _)| room[*k] > 0)
-                .max_by_key(|(k, p)| (room[*k], std::cmp::Reverse(p.id)))
+                .max_by_key(|(k, p)| (room[*k], Reverse(p.id)))
                 .map(|(k, _)| k)
         };
         let any_lan_holder = holders(i).any(|(_, p)| p.same_site);
@@ -202,7 +215,7 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Vec<Assignment> {
         }
     };
 
-    for &(_, _, i) in &wanted {
+    while let Some(Reverse((_, _, i))) = wanted.pop() {
         assign(i, &[], &mut room);
         if room.iter().all(|r| *r <= 0) {
             break;
@@ -211,7 +224,7 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Vec<Assignment> {
 
     // Endgame.
     let missing = n - input.have.count();
-    if wanted.is_empty() && missing > 0 && missing <= config.endgame_chunks {
+    if !any_wanted && missing > 0 && missing <= config.endgame_chunks {
         let mut stale: Vec<(&u32, &InFlight)> = input
             .in_flight
             .iter()
@@ -340,6 +353,29 @@ mod tests {
             }
         }
         assert!(owners.iter().all(|&o| o == 1));
+    }
+
+    #[test]
+    fn rendezvous_spreads_chunks_evenly_and_moves_only_a_leavers_share() {
+        let cs = chunks(8000);
+        let members: Vec<[u8; 32]> = (10..14u8).map(|b| *blake3::hash(&[b]).as_bytes()).collect();
+        let owner = |ms: &[[u8; 32]], c: &ChunkRef| *designated_member(ms, c).unwrap();
+        let mut counts = HashMap::new();
+        for c in &cs {
+            *counts.entry(owner(&members, c)).or_insert(0u32) += 1;
+        }
+        for m in &members {
+            let share = f64::from(counts[m]) / 8000.0;
+            assert!((0.22..0.28).contains(&share), "member share {share}");
+        }
+        // Without the last member, only its chunks change hands.
+        let three = &members[..3];
+        for c in &cs {
+            let before = owner(&members, c);
+            if before != members[3] {
+                assert_eq!(owner(three, c), before);
+            }
+        }
     }
 
     #[test]

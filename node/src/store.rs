@@ -55,6 +55,10 @@ pub const RECORD_HEADER_BYTES: u64 = 4 + 32 + 4;
 /// Pack writes are gathered in a buffer of this size before a `write` call.
 const PACK_WRITE_BUFFER_BYTES: usize = 4 << 20;
 
+/// A chunk at least this large is written by its own `write` call instead of being copied
+/// into the buffer first: the call's cost is small next to copying that many bytes.
+const DIRECT_WRITE_BYTES: usize = 64 << 10;
+
 /// Largest release summary record (they are a few hundred bytes).
 const SUMMARY_BYTES_MAX: usize = 64 << 10;
 
@@ -588,24 +592,31 @@ impl IngestSession {
         }
         let pack = self.current.as_mut().expect("roll_pack opened a pack");
         let offset = pack.len + RECORD_HEADER_BYTES;
+        pack.len += record;
+        let location = Location {
+            pack: pack.pack,
+            offset,
+            len: bytes.len() as u32,
+        };
         self.buffer.extend_from_slice(RECORD_MAGIC);
         self.buffer.extend_from_slice(id.as_bytes());
         self.buffer
             .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        self.buffer.extend_from_slice(bytes);
-        pack.len += record;
-        self.staged.insert(
-            id,
-            Location {
-                pack: pack.pack,
-                offset,
-                len: bytes.len() as u32,
-            },
-        );
-        self.new_bytes += bytes.len() as u64;
-        if self.buffer.len() >= PACK_WRITE_BUFFER_BYTES {
+        if bytes.len() >= DIRECT_WRITE_BYTES {
+            // Large enough for its own write call: no copy into the buffer.
             self.flush()?;
+            let pack = self.current.as_mut().expect("roll_pack opened a pack");
+            pack.file
+                .write_all(bytes)
+                .map_err(|e| StoreError::io(&pack.path, e))?;
+        } else {
+            self.buffer.extend_from_slice(bytes);
+            if self.buffer.len() >= PACK_WRITE_BUFFER_BYTES {
+                self.flush()?;
+            }
         }
+        self.staged.insert(id, location);
+        self.new_bytes += bytes.len() as u64;
         Ok(true)
     }
 

@@ -6,6 +6,12 @@ use node::config::{Config, default_config_text};
 use node::identity;
 use std::path::PathBuf;
 
+/// mimalloc, not glibc's malloc: chunk buffers are freed on other threads than the ones that
+/// allocated them, and glibc keeps such memory in per-thread arenas, so an idle daemon would
+/// stay at its fetch's peak RSS. mimalloc returns freed pages to the OS.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "p2pd",

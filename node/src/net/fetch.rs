@@ -1,11 +1,13 @@
 //! Fetching one verified release: the loop that asks the [`crate::planner`] what to request,
 //! sends the requests, verifies and stores what comes back, and tells peers what it now has.
 //!
-//! Durability: received chunks are staged in a pack and made durable by a checkpoint every
+//! Durability: verified chunks go to a writer (a blocking task that owns the store session),
+//! which appends them to a pack and makes them durable by a checkpoint every
 //! [`CHECKPOINT_BYTES`] or [`CHECKPOINT_INTERVAL`]; only then are they advertised to peers.
-//! A crash loses at most the chunks since the last checkpoint; a restart finds the release
-//! in the store's pending table and every checkpointed chunk in its index, so verified
-//! chunks are never fetched twice. The last checkpoint commits the release itself.
+//! The network side never waits for the disk unless the writer is [`WRITE_BACKLOG_BYTES`]
+//! behind. A crash loses at most the chunks since the last checkpoint; a restart finds the
+//! release in the store's pending table and every checkpointed chunk in its index, so
+//! verified chunks are never fetched twice. The last checkpoint commits the release itself.
 
 use super::peer::{Peer, RequestError};
 use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
@@ -20,10 +22,14 @@ use tokio::sync::mpsc;
 
 /// Staged bytes that trigger a checkpoint: bounds what a crash can lose and how long a chunk
 /// waits before peers can fetch it from us.
-pub const CHECKPOINT_BYTES: u64 = 8 << 20;
+pub const CHECKPOINT_BYTES: u64 = 32 << 20;
 
 /// Longest a received chunk waits for its checkpoint.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Verified chunk bytes waiting for the writer. Past it no new request is sent until the
+/// disk catches up: this bounds memory when the disk is slower than the network.
+pub const WRITE_BACKLOG_BYTES: u64 = 32 << 20;
 
 /// Bytes in flight to one same-site peer: a LAN bandwidth-delay product with room to spare
 /// (1 Gbit/s × 20 ms ≈ 2.5 MB).
@@ -71,11 +77,9 @@ async fn fetch(
     verified: &VerifiedRelease,
 ) -> anyhow::Result<bool> {
     let chunks = &release.chunks;
+    // Verified and handed to the writer (not necessarily durable yet).
     let mut got = lock(&release.have).clone();
-    let mut session = net.store.begin_ingest();
-    let mut staged: Vec<u32> = Vec::new();
-    let mut staged_bytes = 0u64;
-    let mut last_checkpoint = Instant::now();
+    let mut writer = Writer::start(net.store.begin_ingest(), release.chunks.clone());
     let mut in_flight: HashMap<u32, InFlight> = HashMap::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
     let mut shutdown = net.shutdown.clone();
@@ -84,6 +88,10 @@ async fn fetch(
     let me = net.local.node_id.0;
     let config = PlannerConfig::default();
 
+    // Whether something happened that can change the plan. A finished request only counts
+    // once its peer has a quarter of its budget free: planning scans every missing chunk, so
+    // planning after every single chunk would cost as much CPU as receiving them.
+    let mut replan = true;
     loop {
         if got.is_full() {
             // Any duplicate (endgame) requests still out are not needed; their tasks end on
@@ -92,39 +100,41 @@ async fn fetch(
         }
         tokio::select! {
             Some(done) = rx.recv() => {
-                handle(net, release, &mut session, &mut got, &mut staged, &mut staged_bytes,
-                    &mut in_flight, done)?;
+                match handle(net, release, &mut writer, &mut got, &mut in_flight, done) {
+                    Handled::Replan => replan = true,
+                    Handled::Wait => {}
+                    Handled::WriterGone => return Err(writer.failure().await),
+                }
             }
-            () = net.wake.notified() => {}
-            () = tokio::time::sleep(PLAN_TICK) => {}
+            durable = writer.durable.recv() => match durable {
+                Some(indices) => {
+                    advertise(net, release, &indices);
+                    replan = true;
+                }
+                None => return Err(writer.failure().await),
+            },
+            () = net.wake.notified() => replan = true,
+            () = tokio::time::sleep(PLAN_TICK) => replan = true,
             _ = shutdown.changed() => {
-                checkpoint(net, release, &mut session, &mut staged).await?;
+                writer.finish(None).await?;
                 return Ok(false);
             }
         }
         while let Ok(done) = rx.try_recv() {
-            handle(
-                net,
-                release,
-                &mut session,
-                &mut got,
-                &mut staged,
-                &mut staged_bytes,
-                &mut in_flight,
-                done,
-            )?;
+            match handle(net, release, &mut writer, &mut got, &mut in_flight, done) {
+                Handled::Replan => replan = true,
+                Handled::Wait => {}
+                Handled::WriterGone => return Err(writer.failure().await),
+            }
         }
-        if staged_bytes >= CHECKPOINT_BYTES
-            || (!staged.is_empty() && last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL)
-        {
-            checkpoint(net, release, &mut session, &mut staged).await?;
-            staged_bytes = 0;
-            last_checkpoint = Instant::now();
+        while let Ok(indices) = writer.durable.try_recv() {
+            advertise(net, release, &indices);
         }
         release.sample_rate();
-        if got.is_full() {
+        if !replan || got.is_full() || writer.backlog() >= WRITE_BACKLOG_BYTES {
             continue;
         }
+        replan = false;
 
         // Plan.
         let peers: Vec<Arc<Peer>> = net
@@ -142,10 +152,7 @@ async fn fetch(
                 same_site: p.class == Class::Lan,
                 have: v.as_ref().map(|v| &v.bits),
                 in_flight_bytes: p.in_flight_bytes(),
-                budget_bytes: match p.class {
-                    Class::Lan => LAN_IN_FLIGHT_BYTES,
-                    Class::Wan => WAN_IN_FLIGHT_BYTES,
-                },
+                budget_bytes: budget(p.class),
                 usable: true,
             })
             .collect();
@@ -199,14 +206,10 @@ async fn fetch(
         }
     }
 
-    // Every chunk is staged or stored: make it durable and commit the release.
-    let store_session = session;
-    let v = verified.clone();
-    let now = now_unix_s();
-    tokio::task::spawn_blocking(move || store_session.commit(Some(&v), now)).await??;
-    *lock(&release.have) = got;
-    if !staged.is_empty() {
-        send_haves(net, release, &staged);
+    // Every chunk is verified: make the rest durable and commit the release.
+    writer.finish(Some(verified.clone())).await?;
+    while let Ok(indices) = writer.durable.try_recv() {
+        advertise(net, release, &indices);
     }
     *lock(&release.state) = ReleaseState::Complete;
     *lock(&release.finished) = Some(Instant::now());
@@ -218,17 +221,39 @@ async fn fetch(
     Ok(true)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Bytes that may be in flight to one peer of `class`.
+fn budget(class: Class) -> u64 {
+    match class {
+        Class::Lan => LAN_IN_FLIGHT_BYTES,
+        Class::Wan => WAN_IN_FLIGHT_BYTES,
+    }
+}
+
+/// What a finished request means for the fetch loop.
+enum Handled {
+    /// Plan again: the chunk must be asked elsewhere, or the peer has room for more.
+    Replan,
+    /// Nothing to plan yet.
+    Wait,
+    /// The writer stopped on an error: the fetch must stop.
+    WriterGone,
+}
+
+/// Accounts for one finished request.
 fn handle(
     net: &Arc<Net>,
     release: &Arc<Release>,
-    session: &mut crate::store::IngestSession,
+    writer: &mut Writer,
     got: &mut protocol::wire::Bitmap,
-    staged: &mut Vec<u32>,
-    staged_bytes: &mut u64,
     in_flight: &mut HashMap<u32, InFlight>,
     done: Done,
-) -> anyhow::Result<()> {
+) -> Handled {
+    let room = budget(done.peer.class).saturating_sub(done.peer.in_flight_bytes());
+    let refill = if room >= budget(done.peer.class) / 4 {
+        Handled::Replan
+    } else {
+        Handled::Wait
+    };
     if let Some(f) = in_flight.get_mut(&done.index) {
         f.peers.retain(|p| *p != done.peer.node_key);
         if f.peers.is_empty() {
@@ -238,24 +263,21 @@ fn handle(
     match done.result {
         Ok(bytes) => {
             let class = done.peer.class;
-            net.traffic.add_recv(class, bytes.len() as u64);
+            let len = bytes.len() as u64;
+            net.traffic.add_recv(class, len);
             if got.get(done.index) {
-                return Ok(()); // the other endgame request won
+                return refill; // the other endgame request won
             }
             in_flight.remove(&done.index);
-            let id = release.chunks[done.index as usize].id;
-            tokio::task::block_in_place(|| session.put_chunk(id, &bytes))?;
+            if !writer.put(done.index, bytes) {
+                return Handled::WriterGone;
+            }
             got.set(done.index);
-            staged.push(done.index);
-            *staged_bytes += bytes.len() as u64;
             match class {
-                Class::Lan => release
-                    .from_lan
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed),
-                Class::Wan => release
-                    .from_wan
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed),
+                Class::Lan => release.from_lan.fetch_add(len, Ordering::Relaxed),
+                Class::Wan => release.from_wan.fetch_add(len, Ordering::Relaxed),
             };
+            return refill;
         }
         Err(RequestError::BadChunk) => {
             net.strike(&done.peer.id, "sent a chunk that does not match its id");
@@ -270,28 +292,148 @@ fn handle(
             tracing::debug!(peer = %done.peer.id, error = %e, "chunk request failed");
         }
     }
-    Ok(())
+    // The chunk must be asked again, elsewhere or later.
+    Handled::Replan
 }
 
-async fn checkpoint(
-    net: &Arc<Net>,
-    release: &Arc<Release>,
-    session: &mut crate::store::IngestSession,
-    staged: &mut Vec<u32>,
-) -> anyhow::Result<()> {
-    if staged.is_empty() {
-        return Ok(());
-    }
-    tokio::task::block_in_place(|| session.checkpoint())?;
+/// Chunks the writer made durable: now they are in the bitmap peers see, and announced.
+fn advertise(net: &Net, release: &Release, indices: &[u32]) {
     {
         let mut have = lock(&release.have);
-        for &i in staged.iter() {
+        for &i in indices {
             have.set(i);
         }
     }
-    send_haves(net, release, staged);
-    staged.clear();
-    Ok(())
+    send_haves(net, release, indices);
+}
+
+/// What the fetch loop tells the writer.
+enum ToWriter {
+    /// Append verified chunk `index` (of the release's unique chunks) to the pack.
+    Chunk(u32, Vec<u8>),
+    /// Make everything durable and stop; with a release, commit it.
+    Finish(Option<Box<VerifiedRelease>>),
+}
+
+/// The store side of a fetch: a blocking task that owns the ingest session, appends chunks,
+/// checkpoints, and reports which chunks became durable.
+struct Writer {
+    tx: Option<std::sync::mpsc::Sender<ToWriter>>,
+    /// Indices made durable by each checkpoint.
+    durable: mpsc::UnboundedReceiver<Vec<u32>>,
+    backlog: Arc<std::sync::atomic::AtomicU64>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Writer {
+    fn start(session: crate::store::IngestSession, chunks: Vec<protocol::ChunkRef>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (durable_tx, durable) = mpsc::unbounded_channel();
+        let backlog = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let queued = backlog.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            write_loop(session, &chunks, &rx, &durable_tx, &queued)
+        });
+        Self {
+            tx: Some(tx),
+            durable,
+            backlog,
+            task: Some(task),
+        }
+    }
+
+    /// Bytes handed over and not yet written.
+    fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Hands a verified chunk over; false if the writer has stopped (on an error).
+    fn put(&mut self, index: u32, bytes: Vec<u8>) -> bool {
+        self.backlog
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(ToWriter::Chunk(index, bytes)).is_ok())
+    }
+
+    /// Makes everything durable (committing `release` if given) and waits for the writer.
+    async fn finish(&mut self, release: Option<VerifiedRelease>) -> anyhow::Result<()> {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(ToWriter::Finish(release.map(Box::new)));
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+
+    /// The writer's error, once it has stopped on one.
+    async fn failure(&mut self) -> anyhow::Error {
+        self.tx = None;
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => anyhow::anyhow!("the store writer stopped"),
+                Err(e) => e.into(),
+            },
+            None => anyhow::anyhow!("the store writer stopped"),
+        }
+    }
+}
+
+fn write_loop(
+    mut session: crate::store::IngestSession,
+    chunks: &[protocol::ChunkRef],
+    rx: &std::sync::mpsc::Receiver<ToWriter>,
+    durable: &mpsc::UnboundedSender<Vec<u32>>,
+    backlog: &std::sync::atomic::AtomicU64,
+) -> anyhow::Result<()> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut staged: Vec<u32> = Vec::new();
+    let mut staged_bytes = 0u64;
+    let mut last_checkpoint = Instant::now();
+    loop {
+        let wait = if staged.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            CHECKPOINT_INTERVAL.saturating_sub(last_checkpoint.elapsed())
+        };
+        match rx.recv_timeout(wait) {
+            Ok(ToWriter::Chunk(index, bytes)) => {
+                let len = bytes.len() as u64;
+                let id = chunks[index as usize].id;
+                let result = session.put_chunk(id, &bytes);
+                backlog.fetch_sub(len, Ordering::Relaxed);
+                result?;
+                staged.push(index);
+                staged_bytes += len;
+            }
+            Ok(ToWriter::Finish(release)) => {
+                match release {
+                    Some(v) => session.commit(Some(&v), now_unix_s())?,
+                    None => session.checkpoint()?,
+                }
+                if !staged.is_empty() {
+                    let _ = durable.send(staged);
+                }
+                return Ok(());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // The fetch loop is gone without a word (it failed): keep what is verified.
+            Err(RecvTimeoutError::Disconnected) => {
+                session.checkpoint()?;
+                return Ok(());
+            }
+        }
+        if staged_bytes >= CHECKPOINT_BYTES
+            || (!staged.is_empty() && last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL)
+        {
+            session.checkpoint()?;
+            let _ = durable.send(std::mem::take(&mut staged));
+            staged_bytes = 0;
+            last_checkpoint = Instant::now();
+        }
+    }
 }
 
 fn send_haves(net: &Net, release: &Release, indices: &[u32]) {

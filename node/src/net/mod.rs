@@ -19,6 +19,7 @@ pub mod fetch;
 pub mod peer;
 pub mod quic;
 pub mod swarm;
+pub mod tls;
 
 use crate::api::{PeerView as ApiPeer, ReleaseProgress};
 use crate::config::NetworkSection;

@@ -1,10 +1,10 @@
 //! The data plane's QUIC endpoint: TLS bound to the node key, transport windows sized for
 //! WAN links, and the framing helpers every stream uses.
 //!
-//! TLS is libp2p's handshake (`libp2p-tls`): a self-signed certificate carrying the node's
-//! ed25519 key in an extension signed by that key. So the peer id a QUIC connection proves is
-//! the peer id of the libp2p control plane: one key, one identity on both planes. The client
-//! names the peer it expects; the server learns the client's from its certificate.
+//! TLS uses libp2p's certificate format ([`super::tls`]): a self-signed certificate carrying
+//! the node's ed25519 key in an extension signed by that key. So the peer id a QUIC connection
+//! proves is the peer id of the libp2p control plane: one key, one identity on both planes.
+//! The client names the peer it expects; the server learns the client's from its certificate.
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
@@ -99,7 +99,7 @@ pub fn endpoint(
     secret: &[u8; 32],
     addr: SocketAddr,
 ) -> anyhow::Result<quinn::Endpoint> {
-    let mut tls = libp2p_tls::make_server_config(keypair)?;
+    let mut tls = super::tls::server_config(keypair)?;
     tls.alpn_protocols = vec![wire::DATA_ALPN.to_vec()];
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     server.transport_config(transport());
@@ -131,7 +131,7 @@ fn socket2_like_buffers(socket: &std::net::UdpSocket) -> std::io::Result<()> {
 
 /// Client config for dialing `peer`: the handshake fails unless the server proves that id.
 pub fn client_config(keypair: &Keypair, peer: PeerId) -> anyhow::Result<quinn::ClientConfig> {
-    let mut tls = libp2p_tls::make_client_config(keypair, Some(peer))?;
+    let mut tls = super::tls::client_config(keypair, peer)?;
     tls.alpn_protocols = vec![wire::DATA_ALPN.to_vec()];
     let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     client.transport_config(transport());
