@@ -206,10 +206,17 @@ impl Peer {
                     ));
                 }
             }
-            let mut buf = vec![0u8; len as usize];
-            recv.read_exact(&mut buf)
-                .await
-                .map_err(|e| RequestError::Transport(e.to_string()))?;
+            // Appended piece by piece as quinn has them: no zero-filled buffer to overwrite.
+            let mut buf = Vec::with_capacity(len as usize);
+            while buf.len() < len as usize {
+                match recv.read_chunk(len as usize - buf.len(), true).await {
+                    Ok(Some(piece)) => buf.extend_from_slice(&piece.bytes),
+                    Ok(None) => {
+                        return Err(RequestError::Transport("chunk cut short".into()));
+                    }
+                    Err(e) => return Err(RequestError::Transport(e.to_string())),
+                }
+            }
             Ok(buf)
         };
         let bytes = tokio::time::timeout(REQUEST_TIMEOUT, work)
@@ -568,9 +575,10 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
             if write_frame(&mut send, &header).await.is_err() {
                 return;
             }
-            if send.write_all(&bytes).await.is_ok() {
+            let n = bytes.len() as u64;
+            // Handed over as is: `write_all` would copy the chunk into quinn's send buffer.
+            if send.write_chunk(bytes::Bytes::from(bytes)).await.is_ok() {
                 let _ = send.finish();
-                let n = bytes.len() as u64;
                 peer.bytes_out.fetch_add(n, Ordering::Relaxed);
                 net.traffic.add_sent(peer.class, n);
                 if peer.class == Class::Wan {
