@@ -104,8 +104,13 @@ pub struct Fleet {
     logs: bool,
 }
 
-fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Reserves a free loopback UDP port: the socket stays bound (so neither the kernel nor the
+/// relay hands the port out again) until the caller drops it, just before the node starts.
+fn reserve_udp_port(held: &mut Vec<UdpSocket>) -> anyhow::Result<u16> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let port = socket.local_addr()?.port();
+    held.push(socket);
+    Ok(port)
 }
 
 /// Result of one distribution.
@@ -189,8 +194,9 @@ impl Fleet {
         }
         let mut ports = Vec::new();
         let mut addr_site = HashMap::new();
+        let mut held = Vec::new();
         for (_, site) in &layout {
-            let (c, d) = (free_udp_port()?, free_udp_port()?);
+            let (c, d) = (reserve_udp_port(&mut held)?, reserve_udp_port(&mut held)?);
             let data_addr: SocketAddr = ([127, 0, 0, 1], d).into();
             addr_site.insert(data_addr, *site);
             ports.push((c, data_addr));
@@ -268,6 +274,7 @@ impl Fleet {
             key,
             logs,
         };
+        drop(held);
         for i in 0..fleet.nodes.len() {
             fleet.start_node(i)?;
         }
