@@ -38,12 +38,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(mib > 0 && runs > 0, "--mib and --runs must be above 0");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let mut speeds = Vec::new();
     for run in 1..=runs {
-        let secs = rt.block_on(transfer(mib << 20))?;
+        let secs = transfer(mib << 20)?;
         let mib_s = mib as f64 / secs;
         if !json {
             println!(
@@ -86,53 +83,69 @@ fn endpoint(server: Option<quinn::ServerConfig>) -> anyhow::Result<quinn::Endpoi
 }
 
 /// Sends `bytes` over a fresh connection; returns the seconds from the first byte written to
-/// the last byte read.
-async fn transfer(bytes: u64) -> anyhow::Result<f64> {
+/// the last byte read. Like quinn's `perf` server and client (two processes), each side runs
+/// on its own thread with its own single-threaded runtime.
+fn transfer(bytes: u64) -> anyhow::Result<f64> {
     let server_key = libp2p::identity::Keypair::generate_ed25519();
-    let client_key = libp2p::identity::Keypair::generate_ed25519();
-    let mut tls = node::net::tls::server_config(&server_key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let server_config =
-        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-    let server = endpoint(Some(server_config))?;
-    let addr = server.local_addr()?;
-
-    let mut tls = node::net::tls::client_config(&client_key, server_key.public().to_peer_id())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let client = endpoint(None)?;
-    let client_config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-
-    let receiver = tokio::spawn(async move {
-        let conn = server
-            .accept()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("no connection"))?
-            .await?;
-        let mut recv = conn.accept_uni().await?;
-        let mut got = 0u64;
-        while let Some(chunk) = recv.read_chunk(READ_BYTES, true).await? {
-            got += chunk.bytes.len() as u64;
-        }
-        let done = Instant::now();
-        conn.close(0u32.into(), b"done");
-        server.wait_idle().await;
-        anyhow::Ok((got, done))
+    let server_peer = server_key.public().to_peer_id();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let receiver = std::thread::spawn(move || -> anyhow::Result<(u64, Instant)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let mut tls = node::net::tls::server_config(&server_key)?;
+            tls.alpn_protocols = vec![ALPN.to_vec()];
+            let config =
+                quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+            let server = endpoint(Some(config))?;
+            addr_tx.send(server.local_addr()?)?;
+            let conn = server
+                .accept()
+                .await
+                .ok_or_else(|| anyhow::anyhow!("no connection"))?
+                .await?;
+            let mut recv = conn.accept_uni().await?;
+            let mut got = 0u64;
+            while let Some(chunk) = recv.read_chunk(READ_BYTES, true).await? {
+                got += chunk.bytes.len() as u64;
+            }
+            let done = Instant::now();
+            conn.close(0u32.into(), b"done");
+            server.wait_idle().await;
+            anyhow::Ok((got, done))
+        })
     });
+    let addr = addr_rx.recv()?;
 
-    let conn = client.connect_with(client_config, addr, "raw")?.await?;
-    let buf = Bytes::from(vec![0x5a; WRITE_BYTES]);
-    let mut send = conn.open_uni().await?;
-    let start = Instant::now();
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(WRITE_BYTES as u64) as usize;
-        send.write_chunk(buf.slice(..n)).await?;
-        left -= n as u64;
-    }
-    send.finish()?;
-    let (got, done) = receiver.await??;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let start = rt.block_on(async move {
+        let client_key = libp2p::identity::Keypair::generate_ed25519();
+        let mut tls = node::net::tls::client_config(&client_key, server_peer)?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let client = endpoint(None)?;
+        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+        let conn = client.connect_with(config, addr, "raw")?.await?;
+        let buf = Bytes::from(vec![0x5a; WRITE_BYTES]);
+        let mut send = conn.open_uni().await?;
+        let start = Instant::now();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(WRITE_BYTES as u64) as usize;
+            send.write_chunk(buf.slice(..n)).await?;
+            left -= n as u64;
+        }
+        send.finish()?;
+        // Stay until the receiver has everything (it closes the connection).
+        let _ = conn.closed().await;
+        client.wait_idle().await;
+        anyhow::Ok(start)
+    })?;
+    let (got, done) = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
     anyhow::ensure!(got == bytes, "received {got} of {bytes} bytes");
-    conn.close(0u32.into(), b"done");
-    client.wait_idle().await;
     Ok(done.duration_since(start).as_secs_f64())
 }
