@@ -6,9 +6,10 @@ use node::config::{Config, default_config_text};
 use node::identity;
 use std::path::PathBuf;
 
-/// mimalloc, not glibc's malloc: chunk buffers are freed on other threads than the ones that
+/// jemalloc, not glibc's malloc: chunk buffers are freed on other threads than the ones that
 /// allocated them, and glibc keeps such memory in per-thread arenas, so an idle daemon would
-/// stay at its fetch's peak RSS. mimalloc returns freed pages to the OS.
+/// stay at its fetch's peak RSS. jemalloc's background thread returns freed pages to the OS
+/// (configured in `.cargo/config.toml`; ARCHITECTURE.md, "Dependencies worth a note").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
