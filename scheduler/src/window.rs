@@ -1,0 +1,346 @@
+//! Maintenance windows, the way hawkBit defines them: a cron expression says when a window
+//! starts, a duration how long it stays open, a time zone which clock the expression reads.
+//!
+//! The expression is either classic cron (5 fields: minute hour day-of-month month
+//! day-of-week, Sunday 0 or 7) or Quartz as hawkBit writes it (6 or 7 fields: second minute
+//! hour day-of-month month day-of-week [year], Sunday 1, `?` for "no value"). Fields take
+//! `*`, numbers, names (`JAN`, `MON`), ranges `a-b`, lists `a,b` and steps `*/n`, `a-b/n`.
+//! When both day fields are restricted, a day matching either counts (as in cron).
+//!
+//! Start times are wall-clock times. A start in the hour skipped when clocks spring forward
+//! happens when the clock jumps past it (jiff's "compatible" rule, as in RFC 5545); a start in
+//! the hour repeated when clocks fall back happens once, the first time. Durations are
+//! elapsed time, so a 4-hour window across a DST change is open 4 real hours.
+
+use crate::ScheduleError;
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use std::str::FromStr;
+
+/// Longest window: a week. Longer would be "always open" said in a way that is hard to check.
+pub const WINDOW_DURATION_MAX: SignedDuration = SignedDuration::from_hours(24 * 7);
+
+/// How many days ahead a start is looked for: four years, so a window on 29 February is found.
+const SEARCH_DAYS: i64 = 4 * 366 + 1;
+
+/// A parsed cron expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cron {
+    seconds: u64,
+    minutes: u64,
+    hours: u32,
+    days_of_month: u32,
+    months: u16,
+    /// Bit 0 = Monday.
+    days_of_week: u8,
+    dom_restricted: bool,
+    dow_restricted: bool,
+    years: Option<(i16, i16)>,
+    text: String,
+}
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const DAYS_SUN_FIRST: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+impl FromStr for Cron {
+    type Err = ScheduleError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: String| ScheduleError::BadCron {
+            expr: s.to_string(),
+            why,
+        };
+        let fields: Vec<&str> = s.split_whitespace().collect();
+        let (sec, rest, quartz) = match fields.len() {
+            5 => ("0", &fields[..], false),
+            6 | 7 => (fields[0], &fields[1..], true),
+            n => {
+                return Err(bad(format!(
+                    "{n} fields; expected 5 (cron) or 6-7 (Quartz)"
+                )));
+            }
+        };
+        let seconds = field(sec, 0, 59, &[], 0).map_err(|e| bad(format!("seconds: {e}")))?;
+        let minutes = field(rest[0], 0, 59, &[], 0).map_err(|e| bad(format!("minutes: {e}")))?;
+        let hours = field(rest[1], 0, 23, &[], 0).map_err(|e| bad(format!("hours: {e}")))?;
+        let dom = field(rest[2], 1, 31, &[], 0).map_err(|e| bad(format!("day of month: {e}")))?;
+        let months = field(rest[3], 1, 12, &MONTHS, 1).map_err(|e| bad(format!("month: {e}")))?;
+        // Day of week, normalised to Sunday = 0.
+        let dow_raw = if quartz {
+            field(rest[4], 1, 7, &DAYS_SUN_FIRST, 1)
+                .map(|bits| bits >> 1)
+                .map_err(|e| bad(format!("day of week: {e}")))?
+        } else {
+            field(rest[4], 0, 7, &DAYS_SUN_FIRST, 0)
+                .map(|bits| (bits | (bits >> 7)) & 0x7f)
+                .map_err(|e| bad(format!("day of week: {e}")))?
+        };
+        // Sunday-first bits to Monday-first bits.
+        let days_of_week = (((dow_raw >> 1) | ((dow_raw & 1) << 6)) & 0x7f) as u8;
+        let years = match rest.get(5) {
+            None | Some(&"*") => None,
+            Some(y) => Some(
+                year_range(y).ok_or_else(|| bad("year: expected * or YYYY or YYYY-YYYY".into()))?,
+            ),
+        };
+        let dom_restricted = !matches!(rest[2], "*" | "?");
+        let dow_restricted = !matches!(rest[4], "*" | "?");
+        if dom == 0 || months == 0 || days_of_week == 0 || hours == 0 || minutes == 0 {
+            return Err(bad("a field matches nothing".into()));
+        }
+        Ok(Self {
+            seconds,
+            minutes,
+            hours: hours as u32,
+            days_of_month: dom as u32,
+            months: months as u16,
+            days_of_week,
+            dom_restricted,
+            dow_restricted,
+            years,
+            text: s.trim().to_string(),
+        })
+    }
+}
+
+fn year_range(s: &str) -> Option<(i16, i16)> {
+    match s.split_once('-') {
+        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+        None => {
+            let y = s.parse().ok()?;
+            Some((y, y))
+        }
+    }
+}
+
+/// Parses one cron field into a bit set over `min..=max` (bit i = value i).
+fn field(s: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> Result<u64, String> {
+    if s == "?" {
+        return Ok(range_bits(min, max, 1));
+    }
+    let value = |v: &str| -> Result<u32, String> {
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(v)) {
+            return Ok(i as u32 + name_base);
+        }
+        let n: u32 = v
+            .parse()
+            .map_err(|_| format!("{v:?} is not a number or name"))?;
+        if n < min || n > max {
+            return Err(format!("{n} is outside {min}-{max}"));
+        }
+        Ok(n)
+    };
+    let mut bits = 0u64;
+    for part in s.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, st)) => {
+                let st: u32 = st.parse().map_err(|_| format!("step {st:?}"))?;
+                if st == 0 {
+                    return Err("step 0".into());
+                }
+                (r, st)
+            }
+            None => (part, 1),
+        };
+        let (lo, hi) = if range == "*" {
+            (min, max)
+        } else if let Some((a, b)) = range.split_once('-') {
+            (value(a)?, value(b)?)
+        } else {
+            let v = value(range)?;
+            (v, if step > 1 { max } else { v })
+        };
+        if lo > hi {
+            return Err(format!("range {lo}-{hi} runs backwards"));
+        }
+        bits |= range_bits(lo, hi, step);
+    }
+    Ok(bits)
+}
+
+fn range_bits(lo: u32, hi: u32, step: u32) -> u64 {
+    (lo..=hi)
+        .step_by(step as usize)
+        .fold(0, |b, v| b | (1 << v))
+}
+
+impl Cron {
+    fn day_matches(&self, date: Date) -> bool {
+        if self.months & (1 << date.month()) == 0 {
+            return false;
+        }
+        if let Some((a, b)) = self.years {
+            if !(a..=b).contains(&date.year()) {
+                return false;
+            }
+        }
+        let dom = self.days_of_month & (1 << date.day()) != 0;
+        let dow = self.days_of_week & (1 << date.weekday().to_monday_zero_offset()) != 0;
+        match (self.dom_restricted, self.dow_restricted) {
+            (true, true) => dom || dow,
+            (true, false) => dom,
+            (false, true) => dow,
+            (false, false) => true,
+        }
+    }
+
+    /// The first start at or after `t` (`inclusive`) or strictly after it, read on `zone`'s
+    /// clock; `None` if none in the next four years.
+    pub fn next_start(&self, zone: &TimeZone, t: Timestamp, inclusive: bool) -> Option<Timestamp> {
+        let after = |ts: Timestamp| if inclusive { ts >= t } else { ts > t };
+        let local = zone.to_datetime(t);
+        let first_day = local.date();
+        for offset in 0..SEARCH_DAYS {
+            let date = first_day.checked_add(jiff::Span::new().days(offset)).ok()?;
+            if !self.day_matches(date) {
+                continue;
+            }
+            for h in bits_of(u64::from(self.hours), 23) {
+                // On the first day, hours well before now cannot be after `t` (a DST shift is
+                // at most a few hours).
+                if offset == 0 && (h as i8) < local.hour() - 3 {
+                    continue;
+                }
+                for m in bits_of(self.minutes, 59) {
+                    for s in bits_of(self.seconds, 59) {
+                        let dt = DateTime::from_parts(
+                            date,
+                            jiff::civil::time(h as i8, m as i8, s as i8, 0),
+                        );
+                        if let Ok(ts) = zone.to_ambiguous_timestamp(dt).compatible() {
+                            if after(ts) {
+                                return Some(ts);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+fn bits_of(bits: u64, max: u32) -> impl Iterator<Item = u32> {
+    (0..=max).filter(move |i| bits & (1 << i) != 0)
+}
+
+/// Parses a window duration: `HH:MM` or `HH:MM:SS` (hawkBit's format), above zero and at most
+/// [`WINDOW_DURATION_MAX`].
+pub fn parse_duration(s: &str) -> Result<SignedDuration, ScheduleError> {
+    let bad = || ScheduleError::BadDuration(s.to_string());
+    let parts: Vec<&str> = s.trim().split(':').collect();
+    if !(2..=3).contains(&parts.len()) {
+        return Err(bad());
+    }
+    let mut secs: i64 = 0;
+    for (i, p) in parts.iter().enumerate() {
+        let v: i64 = p.parse().map_err(|_| bad())?;
+        if v < 0 || (i > 0 && v > 59) {
+            return Err(bad());
+        }
+        secs = secs * 60 + v;
+    }
+    if parts.len() == 2 {
+        secs *= 60;
+    }
+    let d = SignedDuration::from_secs(secs);
+    if d.is_zero() || d > WINDOW_DURATION_MAX {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
+/// A recurring maintenance window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// When it opens.
+    pub start: Cron,
+    /// How long it stays open.
+    pub duration: SignedDuration,
+    /// Whose clock `start` reads.
+    pub zone: TimeZone,
+}
+
+/// Whether a window is open at an instant, and until or from when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowState {
+    /// Open; it closes at `closes` (`None`: not within the search horizon, i.e. windows
+    /// follow each other without a gap).
+    Open {
+        /// When it closes.
+        closes: Option<Timestamp>,
+    },
+    /// Closed; it next opens at `opens` (`None`: never within four years).
+    Closed {
+        /// When it opens.
+        opens: Option<Timestamp>,
+    },
+}
+
+/// Most back-to-back windows followed when looking for where an open stretch ends.
+const CHAIN_MAX: usize = 10_000;
+
+impl Window {
+    /// A window from its three parts as written in a config or manifest.
+    pub fn parse(start: &str, duration: &str, zone: &str) -> Result<Self, ScheduleError> {
+        Ok(Self {
+            start: start.parse()?,
+            duration: parse_duration(duration)?,
+            zone: crate::zone(zone)?,
+        })
+    }
+
+    /// Whether the window is open at `t`, and when it closes or next opens.
+    pub fn state_at(&self, t: Timestamp) -> WindowState {
+        let Ok(since) = t.checked_sub(self.duration) else {
+            return WindowState::Closed { opens: None };
+        };
+        // Windows that started within one duration before `t` (exclusive) may cover it.
+        let mut end: Option<Timestamp> = None;
+        let mut s = self.start.next_start(&self.zone, since, false);
+        while let Some(start) = s {
+            if start > t {
+                break;
+            }
+            let e = start.checked_add(self.duration).ok();
+            end = end.max(e);
+            s = self.start.next_start(&self.zone, start, false);
+        }
+        let Some(mut closes) = end.filter(|e| *e > t) else {
+            return WindowState::Closed {
+                opens: self.start.next_start(&self.zone, t, true),
+            };
+        };
+        // Windows that start before this one ends extend it.
+        let mut cursor = t;
+        for _ in 0..CHAIN_MAX {
+            match self.start.next_start(&self.zone, cursor, false) {
+                Some(start) if start <= closes => {
+                    if let Ok(e) = start.checked_add(self.duration) {
+                        closes = closes.max(e);
+                    }
+                    cursor = start;
+                }
+                _ => {
+                    return WindowState::Open {
+                        closes: Some(closes),
+                    };
+                }
+            }
+        }
+        WindowState::Open { closes: None }
+    }
+
+    /// Whether the window is open at `t`.
+    pub fn is_open(&self, t: Timestamp) -> bool {
+        matches!(self.state_at(t), WindowState::Open { .. })
+    }
+}

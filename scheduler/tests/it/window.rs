@@ -1,0 +1,204 @@
+//! Maintenance windows.
+
+use super::at;
+use scheduler::ScheduleError;
+use scheduler::window::{Cron, Window, WindowState, parse_duration};
+
+fn open(closes: &str) -> WindowState {
+    WindowState::Open {
+        closes: Some(at(closes)),
+    }
+}
+
+fn closed(opens: &str) -> WindowState {
+    WindowState::Closed {
+        opens: Some(at(opens)),
+    }
+}
+
+/// hawkBit's example shape: Saturdays 02:00 for four hours, Quartz syntax.
+#[test]
+fn tokyo_saturday_install_window() {
+    let w = Window::parse("0 0 2 ? * SAT", "04:00", "Asia/Tokyo").unwrap();
+    // 2026-11-28 is a Saturday.
+    assert_eq!(
+        w.state_at(at("2026-11-28T03:00+09:00")),
+        open("2026-11-28T06:00+09:00")
+    );
+    assert_eq!(
+        w.state_at(at("2026-11-28T02:00+09:00")),
+        open("2026-11-28T06:00+09:00")
+    );
+    assert_eq!(
+        w.state_at(at("2026-11-28T06:00+09:00")),
+        closed("2026-12-05T02:00+09:00")
+    );
+    assert_eq!(
+        w.state_at(at("2026-11-23T12:00+09:00")),
+        closed("2026-11-28T02:00+09:00")
+    );
+    assert!(w.is_open(at("2026-11-27T18:30Z"))); // Saturday 03:30 in Tokyo
+}
+
+/// "Download only between 22:00 and 05:00": a window crossing midnight, classic cron.
+#[test]
+fn nightly_download_window_crosses_midnight() {
+    let w = Window::parse("0 22 * * *", "07:00", "America/New_York").unwrap();
+    assert_eq!(
+        w.state_at(at("2026-11-23T23:00-05:00")),
+        open("2026-11-24T05:00-05:00")
+    );
+    assert_eq!(
+        w.state_at(at("2026-11-24T04:59-05:00")),
+        open("2026-11-24T05:00-05:00")
+    );
+    assert_eq!(
+        w.state_at(at("2026-11-24T05:00-05:00")),
+        closed("2026-11-24T22:00-05:00")
+    );
+    assert_eq!(
+        w.state_at(at("2026-11-24T21:59-05:00")),
+        closed("2026-11-24T22:00-05:00")
+    );
+}
+
+/// A start in the hour skipped on 2026-03-08 happens when the clock jumps past it.
+#[test]
+fn spring_forward_start_in_the_skipped_hour() {
+    let w = Window::parse("30 2 * * *", "01:00", "America/New_York").unwrap();
+    let before = at("2026-03-08T01:00-05:00");
+    // 02:30 does not exist that night; "compatible" puts the start at 03:30 EDT.
+    assert_eq!(w.state_at(before), closed("2026-03-08T03:30-04:00"));
+    assert_eq!(
+        w.state_at(at("2026-03-08T03:45-04:00")),
+        open("2026-03-08T04:30-04:00")
+    );
+    // The day after, 02:30 EDT.
+    assert_eq!(
+        w.state_at(at("2026-03-08T12:00-04:00")),
+        closed("2026-03-09T02:30-04:00")
+    );
+}
+
+/// A start in the hour repeated on 2026-11-01 happens once, the first time; the duration is
+/// elapsed time.
+#[test]
+fn fall_back_start_in_the_repeated_hour_happens_once() {
+    let w = Window::parse("30 1 * * *", "01:00", "America/New_York").unwrap();
+    // Opens at the first 01:30 (EDT, 05:30 UTC), open one real hour: until 01:30 EST.
+    assert_eq!(
+        w.state_at(at("2026-11-01T01:30-04:00")),
+        open("2026-11-01T01:30-05:00")
+    );
+    // At the second 01:45 (EST) it is closed: it does not open again at the second 01:30.
+    assert_eq!(
+        w.state_at(at("2026-11-01T01:45-05:00")),
+        closed("2026-11-02T01:30-05:00")
+    );
+    // A 4-hour window over the change is open 4 real hours (3 on the wall clock).
+    let long = Window::parse("0 0 * * *", "04:00", "America/New_York").unwrap();
+    assert_eq!(
+        long.state_at(at("2026-11-01T00:30-04:00")),
+        open("2026-11-01T03:00-05:00")
+    );
+}
+
+#[test]
+fn day_of_week_numbering_follows_each_syntax() {
+    // Saturday: Quartz 7, cron 6; Sunday: Quartz 1, cron 0 and 7.
+    let z = "UTC";
+    let sat = [
+        ("0 0 2 ? * 7", "04:00"),
+        ("0 2 * * 6", "04:00"),
+        ("0 0 2 ? * SAT", "04:00"),
+    ];
+    for (expr, d) in sat {
+        let w = Window::parse(expr, d, z).unwrap();
+        assert_eq!(
+            w.state_at(at("2026-11-23T00:00Z")),
+            closed("2026-11-28T02:00Z"),
+            "{expr}"
+        );
+    }
+    for expr in ["0 0 2 ? * 1", "0 2 * * 0", "0 2 * * 7", "0 2 * * SUN"] {
+        let w = Window::parse(expr, "01:00", z).unwrap();
+        assert_eq!(
+            w.state_at(at("2026-11-23T00:00Z")),
+            closed("2026-11-29T02:00Z"),
+            "{expr}"
+        );
+    }
+    // Weekdays at 22:30 with a step in the hour field of a second expression.
+    let w = Window::parse("30 22 * * MON-FRI", "00:30", z).unwrap();
+    assert_eq!(
+        w.state_at(at("2026-11-27T23:30Z")),
+        closed("2026-11-30T22:30Z")
+    );
+    let every_6h = Window::parse("0 */6 * * *", "01:00", z).unwrap();
+    assert_eq!(
+        every_6h.state_at(at("2026-11-23T07:00Z")),
+        closed("2026-11-23T12:00Z")
+    );
+}
+
+#[test]
+fn overlapping_windows_merge_and_rare_dates_are_found() {
+    // 01:00 and 02:00, 90 minutes each: one stretch 01:00-03:30.
+    let w = Window::parse("0 1,2 * * *", "01:30", "UTC").unwrap();
+    assert_eq!(
+        w.state_at(at("2026-11-23T01:45Z")),
+        open("2026-11-23T03:30Z")
+    );
+    assert_eq!(
+        w.state_at(at("2026-11-23T02:45Z")),
+        open("2026-11-23T03:30Z")
+    );
+    // 29 February: the next one is in 2028.
+    let leap = Window::parse("0 0 29 2 *", "01:00", "UTC").unwrap();
+    assert_eq!(
+        leap.state_at(at("2026-03-01T00:00Z")),
+        closed("2028-02-29T00:00Z")
+    );
+    // 31 February never comes.
+    let never = Window::parse("0 0 31 2 *", "01:00", "UTC").unwrap();
+    assert_eq!(
+        never.state_at(at("2026-03-01T00:00Z")),
+        WindowState::Closed { opens: None }
+    );
+    // Both day fields restricted: either matches (the 1st, or any Monday).
+    let either = Window::parse("0 3 1 * MON", "01:00", "UTC").unwrap();
+    assert_eq!(
+        either.state_at(at("2026-11-24T00:00Z")),
+        closed("2026-11-30T03:00Z")
+    );
+    assert_eq!(
+        either.state_at(at("2026-11-30T04:00Z")),
+        closed("2026-12-01T03:00Z")
+    );
+}
+
+#[test]
+fn bad_windows_are_refused_with_the_reason() {
+    for expr in [
+        "61 * * * *",
+        "* * *",
+        "0 0 0 * *",
+        "0 0 * 13 *",
+        "0 0 * * FUNDAY",
+        "*/0 * * * *",
+    ] {
+        assert!(
+            matches!(expr.parse::<Cron>(), Err(ScheduleError::BadCron { .. })),
+            "{expr:?} accepted"
+        );
+    }
+    assert_eq!(parse_duration("04:00").unwrap().as_secs(), 4 * 3600);
+    assert_eq!(parse_duration("00:30:15").unwrap().as_secs(), 1815);
+    for bad in ["0:00", "00:00:00", "169:00", "ab", "4h", "01:60"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+    }
+    assert!(matches!(
+        Window::parse("0 2 * * *", "01:00", "Nowhere/Town"),
+        Err(ScheduleError::UnknownZone(_))
+    ));
+}
