@@ -4,6 +4,7 @@
 //!
 //! * [`rate`]: per-class rate schedules: rules by weekday and time of day in an IANA zone,
 //!   "the lowest rate wins" where rules overlap, and when the rate next changes.
+//! * [`shaper`]: a token bucket (governor) per class whose rate follows its schedule.
 //! * [`window`]: maintenance windows, hawkBit style: a cron expression for the start, a
 //!   duration and a zone; is it open, when does it next open, when does it close.
 //!
@@ -12,6 +13,7 @@
 //! node of a fleet agrees on them whatever its host's copy is.
 
 pub mod rate;
+pub mod shaper;
 pub mod window;
 
 use jiff::tz::{TimeZone, TimeZoneDatabase};

@@ -2,6 +2,7 @@
 //! of America/New_York in 2026 (spring forward 8 March, fall back 1 November) and Asia/Tokyo.
 
 mod rate;
+mod shaper;
 mod window;
 
 use jiff::Timestamp;
