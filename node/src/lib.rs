@@ -12,7 +12,6 @@
 //! * [`release`]: re-verifying and exporting stored releases.
 //! * [`api`]: the control API's JSON types; [`server`] serves them, [`client`] calls them.
 //! * [`net`]: the libp2p control plane, the quinn data plane and the fetcher.
-//! * [`planner`]: the pure fetch planner (which chunk from which peer; locality rules).
 //! * [`daemon`]: `p2pd run`, signal handling and clean shutdown.
 //! * [`cli`]: helpers shared by the two binaries (logging, exit codes, formatting).
 
@@ -24,7 +23,6 @@ pub mod daemon;
 pub mod identity;
 pub mod ingest;
 pub mod net;
-pub mod planner;
 pub mod release;
 pub mod server;
 pub mod store;

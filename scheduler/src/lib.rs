@@ -2,6 +2,9 @@
 //! the time as an argument, so the daemon and the simulator ask the same questions and a test
 //! can ask them at any instant (02:00 on a DST change included).
 //!
+//! * [`planner`]: the fetch planner: which missing chunk to request from which peer
+//!   (same site first, one WAN crossing per site, rarest first, endgame).
+//! * [`priority`]: which release goes first, and which may fetch outside the download window.
 //! * [`rate`]: per-class rate schedules: rules by weekday and time of day in an IANA zone,
 //!   "the lowest rate wins" where rules overlap, and when the rate next changes.
 //! * [`shaper`]: a token bucket (governor) per class whose rate follows its schedule.
@@ -12,6 +15,8 @@
 //! host: a minimal host with no `/usr/share/zoneinfo` computes the same windows, and every
 //! node of a fleet agrees on them whatever its host's copy is.
 
+pub mod planner;
+pub mod priority;
 pub mod rate;
 pub mod shaper;
 pub mod window;

@@ -1,4 +1,4 @@
-//! Fetching one verified release: the loop that asks the [`crate::planner`] what to request,
+//! Fetching one verified release: the loop that asks the [`scheduler::planner`] what to request,
 //! sends the requests, verifies and stores what comes back, and tells peers what it now has.
 //!
 //! Durability: verified chunks go to a writer (a blocking task that owns the store session),
@@ -11,9 +11,9 @@
 
 use super::peer::{Peer, RequestError};
 use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
-use crate::planner::{self, InFlight, PeerView, PlanInput, PlannerConfig};
 use protocol::VerifiedRelease;
 use protocol::wire::{Control, HAVE_INDICES_MAX};
+use scheduler::planner::{self, InFlight, PeerView, PlanInput, PlannerConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
