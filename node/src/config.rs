@@ -25,6 +25,104 @@ pub struct Config {
     /// Peers, discovery and the data plane.
     #[serde(default)]
     pub network: NetworkSection,
+    /// Bandwidth limits per traffic class, on a time-of-day schedule.
+    #[serde(default)]
+    pub shaping: ShapingSection,
+}
+
+/// `[shaping]`: rate schedules of the data plane's traffic classes. WAN is traffic with
+/// peers of other sites, LAN with peers of this site; `total` caps all of it together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapingSection {
+    /// IANA time zone the rules' local times are in.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Chunk bytes received from other sites.
+    #[serde(default)]
+    pub wan_ingress: ClassRates,
+    /// Chunk bytes sent to other sites.
+    #[serde(default)]
+    pub wan_egress: ClassRates,
+    /// Chunk bytes sent to this site's peers.
+    #[serde(default)]
+    pub lan_egress: ClassRates,
+    /// All chunk bytes, both directions, both classes.
+    #[serde(default)]
+    pub total: ClassRates,
+}
+
+/// One class's schedule: a default rate and rules `DAYS HH:MM-HH:MM RATE`; where rules
+/// overlap the lowest rate wins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassRates {
+    /// Rate when no rule applies: `unlimited`, `0`, or e.g. `80Mbit/s`, `10MB/s`.
+    #[serde(default = "default_rate")]
+    pub default: String,
+    /// Rules, e.g. `"Mon-Fri 08:00-20:00 10Mbit/s"`.
+    #[serde(default)]
+    pub rules: Vec<String>,
+}
+
+impl Default for ClassRates {
+    fn default() -> Self {
+        Self {
+            default: default_rate(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+fn default_zone() -> String {
+    "UTC".into()
+}
+
+fn default_rate() -> String {
+    "unlimited".into()
+}
+
+/// The four schedules `[shaping]` describes.
+#[derive(Debug, Clone)]
+pub struct RateSchedules {
+    /// From other sites.
+    pub wan_ingress: scheduler::rate::RateSchedule,
+    /// To other sites.
+    pub wan_egress: scheduler::rate::RateSchedule,
+    /// To this site's peers.
+    pub lan_egress: scheduler::rate::RateSchedule,
+    /// Everything.
+    pub total: scheduler::rate::RateSchedule,
+}
+
+impl ShapingSection {
+    /// The schedules; an error names the setting.
+    pub fn schedules(&self) -> Result<RateSchedules, (String, String)> {
+        let zone =
+            scheduler::zone(&self.zone).map_err(|e| ("shaping.zone".into(), e.to_string()))?;
+        let class = |name: &str, c: &ClassRates| -> Result<_, (String, String)> {
+            let default = c.default.parse().map_err(|e: scheduler::ScheduleError| {
+                (format!("shaping.{name}.default"), e.to_string())
+            })?;
+            let mut rules = Vec::new();
+            for (i, r) in c.rules.iter().enumerate() {
+                rules.push(r.parse().map_err(|e: scheduler::ScheduleError| {
+                    (format!("shaping.{name}.rules[{i}]"), e.to_string())
+                })?);
+            }
+            Ok(scheduler::rate::RateSchedule {
+                zone: zone.clone(),
+                rules,
+                default,
+            })
+        };
+        Ok(RateSchedules {
+            wan_ingress: class("wan_ingress", &self.wan_ingress)?,
+            wan_egress: class("wan_egress", &self.wan_egress)?,
+            lan_egress: class("lan_egress", &self.lan_egress)?,
+            total: class("total", &self.total)?,
+        })
+    }
 }
 
 /// `[network]`.
@@ -236,6 +334,14 @@ impl Config {
                 setting,
                 message,
             })?;
+        config
+            .shaping
+            .schedules()
+            .map_err(|(setting, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                setting,
+                message,
+            })?;
         let invalid = |setting: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
             setting: setting.into(),
@@ -362,6 +468,19 @@ bootstrap = []
 follow = ["*"]
 # Most peers connected on the data plane at once.
 max_peers = 128
+
+[shaping]
+# Bandwidth limits of chunk traffic per class, on a time-of-day schedule. WAN is traffic with
+# peers of other sites, LAN with this site's peers, total all of it. Each class has a default
+# rate and rules "DAYS HH:MM-HH:MM RATE" in `zone` (an IANA name); where rules overlap, the
+# lowest rate wins; "22:00-05:00" crosses midnight. Rates: unlimited, 0, 10Mbit/s, 5MB/s, ...
+zone = "UTC"
+# Example: at most 10 Mbit/s from other sites in business hours on weekdays, 80 at night.
+# wan_ingress = {{ default = "80Mbit/s", rules = ["Mon-Fri 08:00-20:00 10Mbit/s"] }}
+wan_ingress = {{ default = "unlimited" }}
+wan_egress = {{ default = "unlimited" }}
+lan_egress = {{ default = "unlimited" }}
+total = {{ default = "unlimited" }}
 "#
     )
 }

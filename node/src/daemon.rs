@@ -73,6 +73,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.node.site.clone(),
         config.node.region.clone(),
         config.network.clone(),
+        config
+            .shaping
+            .schedules()
+            .map_err(|(setting, message)| anyhow::anyhow!("{setting}: {message}"))?,
         state.policy.clone(),
         store,
         swarm_tx,

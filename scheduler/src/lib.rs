@@ -44,6 +44,9 @@ pub enum ScheduleError {
         "rate {0:?}: expected \"unlimited\", \"0\" or a number with a unit such as 10Mbit/s, 80mbps, 5MB/s, 512KiB/s"
     )]
     BadRate(String),
+    /// A rate rule that is not `DAYS HH:MM-HH:MM RATE`.
+    #[error("rule {0:?}: expected DAYS HH:MM-HH:MM RATE, e.g. \"Mon-Fri 08:00-20:00 10Mbit/s\"")]
+    BadRule(String),
     /// A weekday list that does not parse.
     #[error("days {0:?}: expected \"*\", a day (Mon), a range (Mon-Fri) or a list (Sat,Sun)")]
     BadDays(String),

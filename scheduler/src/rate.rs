@@ -211,6 +211,27 @@ pub struct RateRule {
     pub rate: Rate,
 }
 
+impl FromStr for RateRule {
+    type Err = ScheduleError;
+
+    /// `DAYS HH:MM-HH:MM RATE`, e.g. `Mon-Fri 08:00-20:00 10Mbit/s`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split_whitespace();
+        let (Some(days), Some(range)) = (parts.next(), parts.next()) else {
+            return Err(ScheduleError::BadRule(s.to_string()));
+        };
+        let rate: String = parts.collect::<Vec<_>>().join(" ");
+        if rate.is_empty() {
+            return Err(ScheduleError::BadRule(s.to_string()));
+        }
+        Ok(Self {
+            days: days.parse()?,
+            range: range.parse()?,
+            rate: rate.parse()?,
+        })
+    }
+}
+
 impl RateRule {
     /// Whether the rule applies at local weekday `day`, minute of day `minute`.
     fn applies(&self, day: Weekday, minute: u16) -> bool {

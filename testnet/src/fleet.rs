@@ -174,7 +174,13 @@ impl Fleet {
             .unwrap_or_default()
             .to_string();
 
-        let mut site_names = vec!["origin".to_string()];
+        let mut site_names = vec![
+            scenario
+                .origin
+                .site
+                .clone()
+                .unwrap_or_else(|| "origin".to_string()),
+        ];
         let mut links = vec![SiteLink {
             up_bytes_per_s: scenario.origin.up_mbit.map(crate::scenario::mbit),
             down_bytes_per_s: None,
@@ -236,6 +242,13 @@ impl Fleet {
                         ports[0].0
                     ),
                 );
+            }
+            if *site > 0 {
+                let extra = &scenario.sites[*site - 1].node_config;
+                if !extra.is_empty() {
+                    // The scenario's tables replace the defaults of the same name.
+                    text = replace_tables(&text, extra);
+                }
             }
             text.push_str(&format!(
                 "\n[[trust.publishers]]\nname = \"testnet\"\nkey = \"{public}\"\n"
@@ -606,6 +619,32 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `config` with every table that `extra` defines removed, then `extra` appended: TOML does
+/// not allow a table twice. Tables are recognised by their `[name]` header lines.
+fn replace_tables(config: &str, extra: &str) -> String {
+    let headers: Vec<&str> = extra
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('[') && !l.starts_with("[["))
+        .collect();
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in config.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            skipping = headers.contains(&t);
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+    out.push_str(extra);
+    out.push('\n');
+    out
 }
 
 /// A directory for a test's fleet: temporary, or kept (and printed) when `TESTNET_KEEP` is

@@ -71,6 +71,10 @@ pub struct ReleaseSpec {
 pub struct OriginSpec {
     /// Uplink in Mbit/s (absent: unlimited).
     pub up_mbit: Option<f64>,
+    /// The site the origin node says it is in (default "origin", a site of its own). Naming
+    /// a scenario site makes the origin a LAN peer of that site's nodes.
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 /// `[wan]` defaults.
@@ -100,6 +104,9 @@ pub struct SiteSpec {
     pub up_mbit: Option<f64>,
     /// Override of `[wan].latency_ms`.
     pub latency_ms: Option<u64>,
+    /// TOML appended to the `p2pd.toml` of this site's nodes, e.g. a `[shaping]` table.
+    #[serde(default)]
+    pub node_config: String,
 }
 
 impl SiteSpec {

@@ -194,7 +194,16 @@ async fn fetch(
                 .push(peer.node_key);
             peer.add_in_flight(u64::from(chunk.len));
             let tx = tx.clone();
+            let net = net.clone();
             tokio::spawn(async move {
+                // Ask only for what the ingress rate allows (see `shape`).
+                net.shapers
+                    .acquire(
+                        peer.class,
+                        super::shape::Direction::Ingress,
+                        u64::from(chunk.len),
+                    )
+                    .await;
                 let result = peer.request_chunk(chunk.id, chunk.len).await;
                 peer.sub_in_flight(u64::from(chunk.len));
                 let _ = tx.send(Done {

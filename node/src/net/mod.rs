@@ -18,6 +18,7 @@
 pub mod fetch;
 pub mod peer;
 pub mod quic;
+pub mod shape;
 pub mod swarm;
 pub mod tls;
 
@@ -412,6 +413,8 @@ pub struct Net {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Chunk traffic of this node.
     pub traffic: Traffic,
+    /// Bandwidth shapers per traffic class.
+    pub shapers: shape::Shapers,
     /// Serving concurrency (reads from the store in flight).
     pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
     manifest_slots: Arc<tokio::sync::Semaphore>,
@@ -481,6 +484,7 @@ impl Net {
         site: String,
         region: String,
         config: NetworkSection,
+        schedules: crate::config::RateSchedules,
         policy: TrustPolicy,
         store: Arc<Store>,
         swarm: mpsc::Sender<SwarmCommand>,
@@ -513,6 +517,7 @@ impl Net {
             wake: Notify::new(),
             shutdown,
             traffic: Traffic::default(),
+            shapers: shape::Shapers::new(schedules),
             serve_slots: Arc::new(tokio::sync::Semaphore::new(peer::SERVE_CONCURRENCY_MAX)),
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
         });

@@ -576,6 +576,9 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
                 return;
             }
             let n = bytes.len() as u64;
+            net.shapers
+                .acquire(peer.class, super::shape::Direction::Egress, n)
+                .await;
             // Handed over as is: `write_all` would copy the chunk into quinn's send buffer.
             if send.write_chunk(bytes::Bytes::from(bytes)).await.is_ok() {
                 let _ = send.finish();

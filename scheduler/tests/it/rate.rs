@@ -54,6 +54,27 @@ fn rates_parse_in_bits_and_bytes() {
 }
 
 #[test]
+fn rules_parse_from_one_line() {
+    let r: RateRule = "Mon-Fri 08:00-20:00 10 Mbit/s".parse().unwrap();
+    assert_eq!(r.rate, Rate::BytesPerSec(10 * MBIT));
+    assert_eq!(
+        r.range,
+        TimeRange {
+            from: 480,
+            to: 1200
+        }
+    );
+    for bad in [
+        "Mon-Fri 08:00-20:00",
+        "08:00-20:00 10Mbit/s",
+        "Mon-Fri 8-20 10Mbit/s",
+        "",
+    ] {
+        assert!(bad.parse::<RateRule>().is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
 fn days_and_ranges_parse() {
     let weekdays: Days = "Mon-Fri".parse().unwrap();
     let weekend: Days = "Sat,Sun".parse().unwrap();

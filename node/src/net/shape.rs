@@ -1,0 +1,91 @@
+//! Bandwidth shaping of the data plane: every chunk byte sent or received passes the shaper
+//! of its class ([`scheduler::shaper`]) and the `total` shaper.
+//!
+//! * Sending: a chunk is written to a peer only as its class's egress shaper grants it.
+//! * Receiving: bytes cannot be refused once they arrive, so a chunk request is sent only
+//!   once the ingress shaper has granted the chunk's length: a node never asks for more
+//!   than its ingress rate, which is what keeps the link below it.
+//!
+//! LAN ingress is not shaped on its own (a LAN sender's egress already is); `total` covers
+//! it. Waiting never spins: the shaper says how long to wait, and the task sleeps that long
+//! (at most [`RECHECK`], so that a blocked class notices a schedule change).
+
+use super::Class;
+use crate::config::RateSchedules;
+use governor::clock::MonotonicClock;
+use jiff::Timestamp;
+use scheduler::shaper::{Decision, Shaper};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Longest single sleep while waiting for tokens or for a blocked class to open.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Direction of a transfer, from this node's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Bytes this node receives.
+    Ingress,
+    /// Bytes this node sends.
+    Egress,
+}
+
+/// The node's shapers.
+pub struct Shapers {
+    wan_ingress: Mutex<Shaper<MonotonicClock>>,
+    wan_egress: Mutex<Shaper<MonotonicClock>>,
+    lan_egress: Mutex<Shaper<MonotonicClock>>,
+    total: Mutex<Shaper<MonotonicClock>>,
+}
+
+impl Shapers {
+    /// Shapers for `schedules`, starting now.
+    pub fn new(schedules: RateSchedules) -> Self {
+        let now = Timestamp::now();
+        let make = |s| Mutex::new(Shaper::new(s, MonotonicClock, now));
+        Self {
+            wan_ingress: make(schedules.wan_ingress),
+            wan_egress: make(schedules.wan_egress),
+            lan_egress: make(schedules.lan_egress),
+            total: make(schedules.total),
+        }
+    }
+
+    /// Waits until `bytes` of `class` traffic in `direction` may pass.
+    pub async fn acquire(&self, class: Class, direction: Direction, bytes: u64) {
+        let own = match (class, direction) {
+            (Class::Wan, Direction::Ingress) => Some(&self.wan_ingress),
+            (Class::Wan, Direction::Egress) => Some(&self.wan_egress),
+            (Class::Lan, Direction::Egress) => Some(&self.lan_egress),
+            (Class::Lan, Direction::Ingress) => None,
+        };
+        if let Some(shaper) = own {
+            take(shaper, bytes).await;
+        }
+        take(&self.total, bytes).await;
+    }
+
+    /// The rates in force now: WAN ingress, WAN egress, LAN egress, total.
+    pub fn rates(&self) -> [scheduler::rate::Rate; 4] {
+        [
+            &self.wan_ingress,
+            &self.wan_egress,
+            &self.lan_egress,
+            &self.total,
+        ]
+        .map(|s| super::lock(s).rate())
+    }
+}
+
+async fn take(shaper: &Mutex<Shaper<MonotonicClock>>, bytes: u64) {
+    let mut left = bytes;
+    while left > 0 {
+        let ask = left.min(u64::from(u32::MAX)) as u32;
+        let decision = super::lock(shaper).reserve(ask, Timestamp::now());
+        match decision {
+            Decision::Go(n) => left -= u64::from(n),
+            Decision::Wait(d) => tokio::time::sleep(d.min(RECHECK)).await,
+            Decision::Blocked { .. } => tokio::time::sleep(RECHECK).await,
+        }
+    }
+}
