@@ -28,6 +28,95 @@ pub struct Config {
     /// Bandwidth limits per traffic class, on a time-of-day schedule.
     #[serde(default)]
     pub shaping: ShapingSection,
+    /// Maintenance windows for downloads and installs, and the emergency policy.
+    #[serde(default)]
+    pub windows: WindowsSection,
+}
+
+/// `[windows]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsSection {
+    /// IANA time zone the windows' start times are read in.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// When releases may download; none: any time.
+    #[serde(default)]
+    pub download: Vec<WindowSpec>,
+    /// When completed releases may be installed; none: any time.
+    #[serde(default)]
+    pub install: Vec<WindowSpec>,
+    /// Critical releases with a CVSS score at or above this download outside the download
+    /// window (still under the rate limits). Above 10 turns the rule off; releases marked
+    /// emergency by their publisher always may.
+    #[serde(default = "default_emergency_cvss")]
+    pub emergency_critical_cvss: f64,
+}
+
+impl Default for WindowsSection {
+    fn default() -> Self {
+        Self {
+            zone: default_zone(),
+            download: Vec::new(),
+            install: Vec::new(),
+            emergency_critical_cvss: default_emergency_cvss(),
+        }
+    }
+}
+
+fn default_emergency_cvss() -> f64 {
+    9.0
+}
+
+/// One window: a cron (5 fields) or Quartz (6-7 fields) start and an `HH:MM[:SS]` duration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// When it opens, e.g. `"0 22 * * *"` or `"0 0 2 ? * SAT"`.
+    pub start: String,
+    /// How long it stays open, e.g. `"07:00"`.
+    pub duration: String,
+}
+
+/// The windows and policy `[windows]` describes.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    /// Download windows (empty: always open).
+    pub download: Vec<scheduler::window::Window>,
+    /// Install windows (empty: always open).
+    pub install: Vec<scheduler::window::Window>,
+    /// Which releases may ignore the download window.
+    pub policy: scheduler::priority::EmergencyPolicy,
+}
+
+impl WindowsSection {
+    /// The windows; an error names the setting.
+    pub fn windows(&self) -> Result<Windows, (String, String)> {
+        let parse = |name: &str, list: &[WindowSpec]| -> Result<Vec<_>, (String, String)> {
+            list.iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    scheduler::window::Window::parse(&w.start, &w.duration, &self.zone)
+                        .map_err(|e| (format!("windows.{name}[{i}]"), e.to_string()))
+                })
+                .collect()
+        };
+        let cvss = self.emergency_critical_cvss;
+        if !(0.0..=100.0).contains(&cvss) {
+            return Err((
+                "windows.emergency_critical_cvss".into(),
+                "a CVSS score from 0.0 to 10.0 (above 10 turns the rule off)".into(),
+            ));
+        }
+        Ok(Windows {
+            download: parse("download", &self.download)?,
+            install: parse("install", &self.install)?,
+            policy: scheduler::priority::EmergencyPolicy {
+                critical_cvss_at_least: (cvss <= 10.0)
+                    .then(|| protocol::Cvss((cvss * 10.0).round() as u8)),
+            },
+        })
+    }
 }
 
 /// `[shaping]`: rate schedules of the data plane's traffic classes. WAN is traffic with
@@ -342,6 +431,14 @@ impl Config {
                 setting,
                 message,
             })?;
+        config
+            .windows
+            .windows()
+            .map_err(|(setting, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                setting,
+                message,
+            })?;
         let invalid = |setting: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
             setting: setting.into(),
@@ -481,6 +578,20 @@ wan_ingress = {{ default = "unlimited" }}
 wan_egress = {{ default = "unlimited" }}
 lan_egress = {{ default = "unlimited" }}
 total = {{ default = "unlimited" }}
+
+[windows]
+# Maintenance windows, read in `zone`: `start` is a cron expression (5 fields, or Quartz's
+# 6-7 with seconds as hawkBit writes them), `duration` is HH:MM. No window: any time.
+zone = "UTC"
+# Download only between 22:00 and 05:00:
+# download = [{{ start = "0 22 * * *", duration = "07:00" }}]
+download = []
+# Install only on Saturdays 02:00-06:00:
+# install = [{{ start = "0 0 2 ? * SAT", duration = "04:00" }}]
+install = []
+# Critical releases with at least this CVSS score download outside the download window
+# (rate limits still apply). Above 10 turns this off.
+emergency_critical_cvss = 9.0
 "#
     )
 }

@@ -77,6 +77,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .shaping
             .schedules()
             .map_err(|(setting, message)| anyhow::anyhow!("{setting}: {message}"))?,
+        config
+            .windows
+            .windows()
+            .map_err(|(setting, message)| anyhow::anyhow!("{setting}: {message}"))?,
         state.policy.clone(),
         store,
         swarm_tx,

@@ -123,6 +123,9 @@ pub struct Hello {
     pub site: String,
     /// The sender's region.
     pub region: String,
+    /// Random per start of the sender's process: a peer whose instance changed has
+    /// restarted, and any older connection to it is stale.
+    pub instance: u64,
 }
 
 /// A message on the control stream.

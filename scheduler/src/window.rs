@@ -344,3 +344,38 @@ impl Window {
         matches!(self.state_at(t), WindowState::Open { .. })
     }
 }
+
+/// The state of a set of windows at `t`: open if any is open (until the latest close among
+/// those open), else closed until the earliest next opening. No windows at all means always
+/// open: a node without a download window configured may always download.
+pub fn union_state(windows: &[Window], t: Timestamp) -> WindowState {
+    if windows.is_empty() {
+        return WindowState::Open { closes: None };
+    }
+    let states: Vec<WindowState> = windows.iter().map(|w| w.state_at(t)).collect();
+    let open: Vec<Option<Timestamp>> = states
+        .iter()
+        .filter_map(|s| match s {
+            WindowState::Open { closes } => Some(*closes),
+            WindowState::Closed { .. } => None,
+        })
+        .collect();
+    if !open.is_empty() {
+        // Any window that stays open past the horizon keeps the union open past it.
+        let closes = if open.iter().any(Option::is_none) {
+            None
+        } else {
+            open.into_iter().flatten().max()
+        };
+        return WindowState::Open { closes };
+    }
+    WindowState::Closed {
+        opens: states
+            .iter()
+            .filter_map(|s| match s {
+                WindowState::Closed { opens } => *opens,
+                WindowState::Open { .. } => None,
+            })
+            .min(),
+    }
+}

@@ -417,6 +417,17 @@ impl Fleet {
 
     /// Publishes `path` as `version` on the origin; returns the release id.
     pub fn publish(&self, path: &Path, version: u64) -> anyhow::Result<String> {
+        self.publish_with(path, version, &[])
+    }
+
+    /// Publishes `path` as `version` on the origin with more `p2pctl publish` arguments
+    /// (`--severity critical`, `--cvss 9.8`, ...); returns the release id.
+    pub fn publish_with(
+        &self,
+        path: &Path,
+        version: u64,
+        extra: &[&str],
+    ) -> anyhow::Result<String> {
         let out = Command::new(&self.bins.p2pctl)
             .arg("--socket")
             .arg(&self.nodes[0].socket)
@@ -430,6 +441,7 @@ impl Fleet {
                 "--key",
             ])
             .arg(&self.key)
+            .args(extra)
             .output()?;
         anyhow::ensure!(
             out.status.success(),

@@ -81,6 +81,7 @@ impl Rogue {
             protocol_version: protocol::PROTOCOL_VERSION,
             site: site.to_string(),
             region: "rogue".to_string(),
+            instance: rand::random(),
         };
         write_frame(&mut send, &Control::Hello(ours)).await?;
         let body = tokio::time::timeout(

@@ -431,11 +431,13 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             protocol_version: protocol::PROTOCOL_VERSION,
             site: "../../etc".into(),
             region: "x".into(),
+            instance: 1,
         })),
         wire::frame(&Control::Hello(wire::Hello {
             protocol_version: protocol::PROTOCOL_VERSION + 1,
             site: "branch".into(),
             region: "x".into(),
+            instance: 1,
         })),
     ] {
         let conn = rogue

@@ -134,6 +134,23 @@ async fn fetch(
         if !replan || got.is_full() || writer.backlog() >= WRITE_BACKLOG_BYTES {
             continue;
         }
+        // Outside the download window nothing new is requested (what is in flight lands and
+        // stays); the tick re-checks.
+        if !net.download_allowed(&release.urgency) {
+            let mut state = lock(&release.state);
+            if *state == ReleaseState::Fetching {
+                tracing::info!(release = %release.id, "paused: outside the download window");
+                *state = ReleaseState::Paused;
+            }
+            continue;
+        }
+        {
+            let mut state = lock(&release.state);
+            if *state == ReleaseState::Paused {
+                tracing::info!(release = %release.id, "download window open: resuming");
+                *state = ReleaseState::Fetching;
+            }
+        }
         replan = false;
 
         // Plan.

@@ -119,6 +119,8 @@ impl Traffic {
 pub enum ReleaseState {
     /// Chunks are being fetched.
     Fetching,
+    /// Waiting for the download window to open (what is verified stays).
+    Paused,
     /// Every chunk is stored and the release is committed.
     Complete,
     /// The fetch stopped on an error (the message says which).
@@ -151,6 +153,8 @@ pub struct Release {
     pub started: Option<Instant>,
     /// When it completed, if in this run.
     pub finished: Mutex<Option<Instant>>,
+    /// Severity, score and age, for ordering and the emergency policy.
+    pub urgency: scheduler::priority::Urgency,
     /// (time, bytes received) samples for the rate.
     samples: Mutex<VecDeque<(Instant, u64)>>,
     /// Initial seeding, for a release this node published: see [`Seeding`].
@@ -191,6 +195,13 @@ impl Release {
             reused: AtomicU64::new(0),
             started: started.then(Instant::now),
             finished: Mutex::new(None),
+            urgency: scheduler::priority::Urgency {
+                severity: m.severity,
+                cvss: m.cvss,
+                emergency: false,
+                created_unix_s: m.created_unix_s,
+                tie: u64::from_le_bytes(verified.id.as_bytes()[..8].try_into().expect("8 bytes")),
+            },
             samples: Mutex::new(VecDeque::new()),
             seeding: None,
         }
@@ -315,6 +326,7 @@ impl Release {
             version: self.version,
             state: match &state {
                 ReleaseState::Fetching => "fetching".into(),
+                ReleaseState::Paused => "paused".into(),
                 ReleaseState::Complete => "complete".into(),
                 ReleaseState::Failed(_) => "failed".into(),
             },
@@ -387,6 +399,8 @@ pub struct Local {
     pub site: String,
     /// Region.
     pub region: String,
+    /// Random per process start, sent in hellos (a restart is told from a duplicate).
+    pub instance: u64,
 }
 
 /// The shared network state.
@@ -415,6 +429,8 @@ pub struct Net {
     pub traffic: Traffic,
     /// Bandwidth shapers per traffic class.
     pub shapers: shape::Shapers,
+    /// Download and install windows, and the emergency policy.
+    pub windows: crate::config::Windows,
     /// Serving concurrency (reads from the store in flight).
     pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
     manifest_slots: Arc<tokio::sync::Semaphore>,
@@ -485,6 +501,7 @@ impl Net {
         region: String,
         config: NetworkSection,
         schedules: crate::config::RateSchedules,
+        windows: crate::config::Windows,
         policy: TrustPolicy,
         store: Arc<Store>,
         swarm: mpsc::Sender<SwarmCommand>,
@@ -497,6 +514,11 @@ impl Net {
             node_id: NodeId(key.verifying_key().to_bytes()),
             site,
             region,
+            instance: {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                u64::from_le_bytes(b)
+            },
         };
         let net = Arc::new(Self {
             local,
@@ -518,6 +540,7 @@ impl Net {
             shutdown,
             traffic: Traffic::default(),
             shapers: shape::Shapers::new(schedules),
+            windows,
             serve_slots: Arc::new(tokio::sync::Semaphore::new(peer::SERVE_CONCURRENCY_MAX)),
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
         });
@@ -868,6 +891,16 @@ impl Net {
         lock(&self.refused)
             .get(id)
             .is_some_and(|r| r.at.elapsed() < REFUSED_TTL)
+    }
+
+    /// Whether a release with `urgency` may download now: inside a download window (or
+    /// none is configured), or an emergency under the node's policy.
+    pub fn download_allowed(&self, urgency: &scheduler::priority::Urgency) -> bool {
+        let open = matches!(
+            scheduler::window::union_state(&self.windows.download, jiff::Timestamp::now()),
+            scheduler::window::WindowState::Open { .. }
+        );
+        self.windows.policy.may_download(urgency, open)
     }
 
     /// Releases refused in the last [`REFUSED_TTL`], newest first, with the reason.

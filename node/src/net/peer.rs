@@ -72,6 +72,8 @@ pub struct Peer {
     conn: Connection,
     /// Whether this node dialed the connection.
     dialed: bool,
+    /// The peer process's instance (from its hello).
+    instance: u64,
     control: mpsc::Sender<Control>,
     state: Mutex<PeerState>,
     /// Chunk bytes received from it.
@@ -334,6 +336,7 @@ fn hello(net: &Net) -> Hello {
         protocol_version: protocol::PROTOCOL_VERSION,
         site: net.local.site.clone(),
         region: net.local.region.clone(),
+        instance: net.local.instance,
     }
 }
 
@@ -370,6 +373,7 @@ fn register(
         addr: conn.remote_address(),
         conn: conn.clone(),
         dialed,
+        instance: hello.instance,
         control: tx,
         state: Mutex::new(PeerState::default()),
         bytes_in: AtomicU64::new(0),
@@ -385,7 +389,9 @@ fn register(
         // Two live connections (both sides dialed at once): both ends keep the one the
         // smaller peer id dialed, so they agree. A dead one is always replaced.
         if let Some(old) = peers.get(&id) {
-            let old_alive = old.conn.close_reason().is_none();
+            // A new instance means the peer restarted: its old connection is dead even if
+            // no packet has told us yet.
+            let old_alive = old.conn.close_reason().is_none() && old.instance == peer.instance;
             let new_by_smaller = (net.local.peer_id < id) == dialed;
             let old_by_smaller = (net.local.peer_id < id) == old.dialed;
             if old_alive && old_by_smaller && !new_by_smaller {

@@ -22,6 +22,7 @@ fn hello(site: &str, region: &str) -> Control {
         protocol_version: PROTOCOL_VERSION,
         site: site.into(),
         region: region.into(),
+        instance: 1,
     })
 }
 
@@ -87,6 +88,7 @@ fn control_decode_refuses_what_breaks_the_rules() {
         protocol_version: PROTOCOL_VERSION + 1,
         site: "a".into(),
         region: "b".into(),
+        instance: 1,
     });
     assert!(matches!(
         Control::decode(body(&frame(&bad_version))),

@@ -2,7 +2,7 @@
 
 use super::at;
 use scheduler::ScheduleError;
-use scheduler::window::{Cron, Window, WindowState, parse_duration};
+use scheduler::window::{Cron, Window, WindowState, parse_duration, union_state};
 
 fn open(closes: &str) -> WindowState {
     WindowState::Open {
@@ -201,4 +201,30 @@ fn bad_windows_are_refused_with_the_reason() {
         Window::parse("0 2 * * *", "01:00", "Nowhere/Town"),
         Err(ScheduleError::UnknownZone(_))
     ));
+}
+
+#[test]
+fn a_set_of_windows_is_open_when_any_is_and_none_means_always() {
+    assert_eq!(
+        union_state(&[], at("2026-11-23T00:00Z")),
+        WindowState::Open { closes: None }
+    );
+    let nights = Window::parse("0 22 * * *", "07:00", "UTC").unwrap();
+    let saturday = Window::parse("0 0 10 ? * SAT", "08:00", "UTC").unwrap();
+    let both = [nights, saturday];
+    // Monday noon: closed until 22:00.
+    assert_eq!(
+        union_state(&both, at("2026-11-23T12:00Z")),
+        closed("2026-11-23T22:00Z")
+    );
+    // Saturday 11:00: the Saturday window is open until 18:00.
+    assert_eq!(
+        union_state(&both, at("2026-11-28T11:00Z")),
+        open("2026-11-28T18:00Z")
+    );
+    // Friday 23:00: the night window.
+    assert_eq!(
+        union_state(&both, at("2026-11-27T23:00Z")),
+        open("2026-11-28T05:00Z")
+    );
 }

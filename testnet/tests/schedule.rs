@@ -1,0 +1,147 @@
+//! Scheduling with real nodes and real time: a WAN ingress cap holds a transfer to its rate
+//! and leaves LAN transfers alone; a download window holds a release back until it opens,
+//! and an emergency release does not wait.
+
+use std::time::{Duration, Instant};
+use testnet::fleet::{Fleet, workdir};
+use testnet::scenario::Scenario;
+
+/// The cap under test: 4 MB/s from other sites.
+const CAP_BYTES_PER_S: f64 = 4e6;
+
+/// Two nodes: the origin and one receiver in site "branch", the receiver capped at 4 MB/s
+/// WAN ingress; `lan`: the origin says it is in "branch" too. Returns (seconds the fetch
+/// took, release bytes).
+async fn transfer(lan: bool) -> (f64, u64) {
+    let origin_site = if lan { "site = 'branch'" } else { "" };
+    let s = Scenario::parse(&format!(
+        "name = 'shaping'\nseed = 21\ntimeout_s = 120\n[release]\nsize_mib = 24\n\
+         [origin]\n{origin_site}\n[wan]\nlatency_ms = 1\n\
+         [[sites]]\nname = 'branch'\nnodes = 1\n\
+         node_config = '''\n[shaping]\nwan_ingress = {{ default = \"4MB/s\" }}\n'''\n"
+    ))
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let payload = fleet.make_payload(1).unwrap();
+    let id = fleet.publish(&payload, 1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(100);
+    loop {
+        let st = fleet.status(1).await.unwrap();
+        if let Some(r) = st
+            .releases
+            .iter()
+            .find(|r| r.id == id && r.state == "complete")
+        {
+            return (r.elapsed_s.unwrap(), r.bytes_total);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no completion: {:?}",
+            st.releases
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan_ingress_cap_holds_the_rate_and_lan_is_not_slowed() {
+    let (wan_s, bytes) = transfer(false).await;
+    let ideal = bytes as f64 / CAP_BYTES_PER_S;
+    assert!(
+        (0.9 * ideal..=1.15 * ideal).contains(&wan_s),
+        "WAN transfer of {bytes} bytes took {wan_s:.2} s; ideal at 4 MB/s is {ideal:.2} s"
+    );
+    let (lan_s, _) = transfer(true).await;
+    eprintln!(
+        "WAN-capped transfer {wan_s:.2} s = {:.3} x ideal {ideal:.2} s; LAN transfer {lan_s:.2} s",
+        wan_s / ideal
+    );
+    assert!(
+        lan_s < 0.5 * ideal,
+        "LAN transfer took {lan_s:.2} s; the WAN cap must not apply (ideal WAN {ideal:.2} s)"
+    );
+}
+
+/// A download window that opens 15 s after the branch node (re)starts (a Quartz start with
+/// seconds, UTC): a normal release does not move a byte before it opens and completes
+/// after; a critical release with CVSS 9.8 (an emergency under the default policy) does not
+/// wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_wait_for_their_window_and_emergencies_do_not() {
+    const PLACEHOLDER: &str = "0 0 0 1 1 ?";
+    let s = Scenario::parse(&format!(
+        "name = 'window'\nseed = 22\ntimeout_s = 120\n[release]\nsize_mib = 4\n\
+         [origin]\n[wan]\nlatency_ms = 1\n\
+         [[sites]]\nname = 'branch'\nnodes = 1\n\
+         node_config = '''\n[windows]\nzone = \"UTC\"\n\
+         download = [{{ start = \"{PLACEHOLDER}\", duration = \"01:00\" }}]\n'''\n"
+    ))
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    // Now that the fleet is up, move the window to open shortly and restart the node.
+    // A whole second: the cron start has no fraction.
+    let opens = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 15).unwrap();
+    let t = opens.to_zoned_datetime(jiff::tz::TimeZone::UTC).datetime();
+    let start = format!("{} {} {} * * ?", t.second(), t.minute(), t.hour());
+    let config = fleet.nodes[1].data.join("p2pd.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(PLACEHOLDER, &start)).unwrap();
+    fleet.kill(1);
+    fleet.start_node(1).unwrap();
+    fleet.wait_ready(1).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(30)).await.unwrap();
+    assert!(
+        jiff::Timestamp::now() < opens,
+        "the node took too long to restart"
+    );
+
+    let urgent = fleet.make_payload(1).unwrap();
+    let emergency = fleet
+        .publish_with(&urgent, 1, &["--severity", "critical", "--cvss", "9.8"])
+        .unwrap();
+    let normal_payload = fleet.make_payload(2).unwrap();
+    let normal = fleet.publish(&normal_payload, 2).unwrap();
+
+    let mut saw_paused = false;
+    let mut emergency_done = false;
+    loop {
+        let now = jiff::Timestamp::now();
+        let st = fleet.status(1).await.unwrap();
+        let find = |id: &str| st.releases.iter().find(|r| r.id == id).cloned();
+        if let Some(r) = find(&emergency) {
+            emergency_done |= r.state == "complete";
+        }
+        let done = find(&normal).is_some_and(|r| r.state == "complete");
+        if now < opens {
+            if let Some(r) = find(&normal) {
+                // v2 shares most chunks with v1: only what v1 did not have must wait.
+                assert_eq!(
+                    r.bytes_from_lan + r.bytes_from_wan,
+                    0,
+                    "bytes moved before the window opened: {r:?}"
+                );
+                saw_paused |= r.state == "paused";
+            }
+            assert!(!done, "completed before its window opened");
+        } else if done {
+            break;
+        }
+        assert!(
+            now < opens
+                .checked_add(jiff::SignedDuration::from_secs(40))
+                .unwrap(),
+            "not complete 40 s after the window opened: {:?}",
+            st.releases
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        emergency_done,
+        "the emergency release waited for the window"
+    );
+    assert!(saw_paused, "the normal release was never reported paused");
+}
