@@ -13,6 +13,7 @@
 //! | `POST /v1/releases/{id}/export`     | [`ExportRequest`] → [`crate::release::ExportReport`]   |
 //! | `GET /v1/peers`                     | → `[PeerView]`: data-plane peers                       |
 //! | `GET /v1/status`                    | → [`NodeStatus`]: every release served or fetched      |
+//! | `GET /v1/schedule`                  | → [`ScheduleView`]: rates and windows now              |
 //!
 //! Errors answer a 4xx/5xx status with [`ApiErrorBody`]: a stable `code` for scripts and a
 //! `message` for people.
@@ -295,4 +296,45 @@ pub struct RefusedRelease {
     pub id: String,
     /// The verification error.
     pub reason: String,
+}
+
+/// `GET /v1/schedule`: what the node's schedules say now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleView {
+    /// The instant the answer is for (RFC 3339, UTC).
+    pub now: String,
+    /// Rate per traffic class.
+    pub classes: Vec<ClassRateView>,
+    /// The download windows.
+    pub download: WindowView,
+    /// The install windows.
+    pub install: WindowView,
+    /// Critical releases at or above this CVSS score ignore the download window; `None`: off.
+    pub emergency_critical_cvss: Option<f32>,
+}
+
+/// One traffic class's rate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassRateView {
+    /// `wan_ingress`, `wan_egress`, `lan_egress` or `total`.
+    pub class: String,
+    /// Bytes per second now; `None`: unlimited.
+    pub bytes_per_s: Option<u64>,
+    /// The rate, for people.
+    pub rate: String,
+    /// When the schedule next changes it (RFC 3339), if within a week.
+    pub next_change: Option<String>,
+}
+
+/// A set of windows now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowView {
+    /// Windows configured (0: always open).
+    pub windows: usize,
+    /// Open now.
+    pub open: bool,
+    /// When it closes, if open and known.
+    pub closes: Option<String>,
+    /// When it next opens, if closed and known.
+    pub opens: Option<String>,
 }

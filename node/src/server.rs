@@ -134,6 +134,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/releases/{id}/export", post(export_release))
         .route("/v1/peers", get(peers))
         .route("/v1/status", get(status))
+        .route("/v1/schedule", get(schedule))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
         .with_state(state)
 }
@@ -309,6 +310,48 @@ fn net_of(state: &AppState) -> Result<&Arc<crate::net::Net>, ApiError> {
 
 async fn peers(State(state): State<Arc<AppState>>) -> Result<Json<Vec<PeerView>>, ApiError> {
     Ok(Json(net_of(&state)?.peer_views()))
+}
+
+async fn schedule(State(state): State<Arc<AppState>>) -> Result<Json<ScheduleView>, ApiError> {
+    use scheduler::window::{WindowState, union_state};
+    let net = net_of(&state)?;
+    let now = jiff::Timestamp::now();
+    let text = |t: jiff::Timestamp| t.to_string();
+    let window = |list: &[scheduler::window::Window]| match union_state(list, now) {
+        WindowState::Open { closes } => WindowView {
+            windows: list.len(),
+            open: true,
+            closes: closes.map(text),
+            opens: None,
+        },
+        WindowState::Closed { opens } => WindowView {
+            windows: list.len(),
+            open: false,
+            closes: None,
+            opens: opens.map(text),
+        },
+    };
+    Ok(Json(ScheduleView {
+        now: text(now),
+        classes: net
+            .shapers
+            .rates(now)
+            .into_iter()
+            .map(|(class, rate, next)| ClassRateView {
+                class: class.into(),
+                bytes_per_s: rate.bytes_per_sec(),
+                rate: rate.to_string(),
+                next_change: next.map(text),
+            })
+            .collect(),
+        download: window(&net.windows.download),
+        install: window(&net.windows.install),
+        emergency_critical_cvss: net
+            .windows
+            .policy
+            .critical_cvss_at_least
+            .map(|c| c.as_f32()),
+    }))
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, ApiError> {

@@ -73,6 +73,11 @@ impl<C: Clock + Clone> Shaper<C> {
         s
     }
 
+    /// The schedule it follows.
+    pub fn schedule(&self) -> &RateSchedule {
+        &self.schedule
+    }
+
     /// The rate in force.
     pub fn rate(&self) -> Rate {
         self.rate

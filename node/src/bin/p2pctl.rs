@@ -95,6 +95,9 @@ enum Command {
     Node,
     /// List connected peers: id, site, region, address, bytes in and out.
     Peers,
+    /// Show this node's bandwidth limits now (per class, and when each next changes) and its
+    /// download and install windows (open until, or closed until).
+    Schedule,
     /// Show where releases stand on this node: state, chunks, bytes from LAN and WAN, rate.
     /// With a RELEASE on a terminal, follow it with a live progress bar until it completes.
     Status {
@@ -374,6 +377,44 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         p.rtt_ms
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Schedule => {
+            let v: ScheduleView = client.call("GET", "/v1/schedule", none).await?;
+            if cli.json {
+                print_json(&v);
+                return Ok(());
+            }
+            println!("now {}", v.now);
+            println!("{:<12} {:<16} NEXT CHANGE", "CLASS", "RATE");
+            for c in &v.classes {
+                println!(
+                    "{:<12} {:<16} {}",
+                    c.class,
+                    c.rate,
+                    c.next_change.as_deref().unwrap_or("-")
+                );
+            }
+            for (name, w) in [("download", &v.download), ("install", &v.install)] {
+                let when = match (w.windows, w.open) {
+                    (0, _) => "open (no window configured)".to_string(),
+                    (_, true) => format!(
+                        "open, closes {}",
+                        w.closes.as_deref().unwrap_or("after the next week")
+                    ),
+                    (_, false) => format!(
+                        "closed, opens {}",
+                        w.opens.as_deref().unwrap_or("never in the next four years")
+                    ),
+                };
+                println!("{name} window: {when}");
+            }
+            match v.emergency_critical_cvss {
+                Some(c) => {
+                    println!("emergencies: critical releases with CVSS >= {c:.1} download any time")
+                }
+                None => println!("emergencies: only releases marked emergency download any time"),
             }
             Ok(())
         }

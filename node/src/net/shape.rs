@@ -65,15 +65,25 @@ impl Shapers {
         take(&self.total, bytes).await;
     }
 
-    /// The rates in force now: WAN ingress, WAN egress, LAN egress, total.
-    pub fn rates(&self) -> [scheduler::rate::Rate; 4] {
+    /// Each class's name, rate at `now` and next change.
+    pub fn rates(
+        &self,
+        now: Timestamp,
+    ) -> [(&'static str, scheduler::rate::Rate, Option<Timestamp>); 4] {
         [
-            &self.wan_ingress,
-            &self.wan_egress,
-            &self.lan_egress,
-            &self.total,
+            ("wan_ingress", &self.wan_ingress),
+            ("wan_egress", &self.wan_egress),
+            ("lan_egress", &self.lan_egress),
+            ("total", &self.total),
         ]
-        .map(|s| super::lock(s).rate())
+        .map(|(name, s)| {
+            let s = super::lock(s);
+            (
+                name,
+                s.schedule().rate_at(now),
+                s.schedule().next_change(now),
+            )
+        })
     }
 }
 

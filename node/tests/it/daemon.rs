@@ -255,3 +255,54 @@ fn disk_full_is_a_clear_error_and_store_stays_usable() {
         );
     }
 }
+
+/// `p2pctl schedule` reports the configured rates and windows as they stand now.
+#[test]
+fn schedule_reports_rates_and_windows() {
+    let mut node = Node::init();
+    let config = node.data().join("p2pd.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "wan_ingress = { default = \"unlimited\" }",
+            "wan_ingress = { default = \"80Mbit/s\", rules = [\"* 00:00-00:00 10Mbit/s\"] }",
+        )
+        .replace(
+            "download = []",
+            "download = [{ start = \"0 0 1 1 *\", duration = \"00:01\" }]",
+        );
+    std::fs::write(&config, text).unwrap();
+    node.start();
+    let v = node.ctl_json(&["schedule"]);
+    let class = |name: &str| {
+        v["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["class"] == name)
+            .unwrap()
+            .clone()
+    };
+    // The all-day rule is below the default: the lower rate holds, and never changes.
+    assert_eq!(class("wan_ingress")["bytes_per_s"], 1_250_000);
+    assert!(class("wan_ingress")["next_change"].is_null());
+    assert!(class("wan_egress")["bytes_per_s"].is_null(), "unlimited");
+    // The download window opens on 1 January at 00:00 UTC for a minute.
+    let now = jiff::Timestamp::now();
+    let year = now.to_zoned_datetime(jiff::tz::TimeZone::UTC).year();
+    if v["download"]["open"] == false {
+        let next = format!("{}-01-01T00:00:00Z", year + 1);
+        assert_eq!(v["download"]["opens"], next.as_str());
+    }
+    assert_eq!(v["download"]["windows"], 1);
+    assert_eq!(v["install"]["windows"], 0);
+    assert_eq!(v["install"]["open"], true);
+    assert_eq!(v["emergency_critical_cvss"], 9.0);
+    let out = node.ctl(&["schedule"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("wan_ingress  10.00 Mbit/s"), "{text}");
+    assert!(
+        text.contains("install window: open (no window configured)"),
+        "{text}"
+    );
+}
