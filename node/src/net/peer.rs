@@ -554,6 +554,22 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
             return;
         }
     };
+    // Shaping first, holding nothing: a chunk waiting for WAN egress tokens must not hold
+    // one of the serving slots that same-site peers need. Its length comes from the index.
+    if let Request::Chunk(id) = req {
+        let store = net.store.clone();
+        let len = match tokio::task::spawn_blocking(move || store.locate(&id)).await {
+            Ok(Ok(Some(loc))) => u64::from(loc.len),
+            // Not stored, or the index cannot be read (then reading the chunk would fail too).
+            _ => {
+                reply_empty(&mut send, ReplyHeader::NotFound).await;
+                return;
+            }
+        };
+        net.shapers
+            .acquire(peer.class, super::shape::Direction::Egress, len)
+            .await;
+    }
     let Ok(permit) = net.serve_slots.clone().try_acquire_owned() else {
         reply_empty(&mut send, ReplyHeader::Busy).await;
         return;
@@ -582,9 +598,6 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
                 return;
             }
             let n = bytes.len() as u64;
-            net.shapers
-                .acquire(peer.class, super::shape::Direction::Egress, n)
-                .await;
             // Handed over as is: `write_all` would copy the chunk into quinn's send buffer.
             if send.write_chunk(bytes::Bytes::from(bytes)).await.is_ok() {
                 let _ = send.finish();
