@@ -416,34 +416,15 @@ impl Config {
                 setting: "control.socket_mode".into(),
                 message,
             })?;
-        config
-            .trust_policy()
-            .map_err(|(setting, message)| ConfigError::Invalid {
-                path: path.to_owned(),
-                setting,
-                message,
-            })?;
-        config
-            .shaping
-            .schedules()
-            .map_err(|(setting, message)| ConfigError::Invalid {
-                path: path.to_owned(),
-                setting,
-                message,
-            })?;
-        config
-            .windows
-            .windows()
-            .map_err(|(setting, message)| ConfigError::Invalid {
-                path: path.to_owned(),
-                setting,
-                message,
-            })?;
         let invalid = |setting: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
             setting: setting.into(),
             message,
         };
+        let at = |(setting, message): (String, String)| invalid(&setting, message);
+        config.trust_policy().map_err(at)?;
+        config.shaping.schedules().map_err(at)?;
+        config.windows.windows().map_err(at)?;
         if !protocol::wire::valid_name(&config.node.site) {
             return Err(invalid(
                 "node.site",
