@@ -348,9 +348,14 @@ impl Store {
 
     /// Reads chunk `id`, verifying its bytes against the id. `Ok(None)` if it is not stored.
     pub fn read_chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(loc) = self.locate(id)? else {
-            return Ok(None);
-        };
+        match self.locate(id)? {
+            Some(loc) => self.read_located(id, loc).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads chunk `id` at `loc` (from [`Self::locate`]), verifying its bytes against the id.
+    pub fn read_located(&self, id: &ChunkId, loc: Location) -> Result<Vec<u8>, StoreError> {
         let file = self.reader(loc.pack)?;
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
@@ -363,7 +368,7 @@ impl Store {
         if !id.matches(&buf) {
             return Err(StoreError::Corrupt(*id));
         }
-        Ok(Some(buf))
+        Ok(buf)
     }
 
     /// Which of `chunks` are stored, as a bitmap in their order (one read transaction).

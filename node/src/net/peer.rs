@@ -554,36 +554,42 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
             return;
         }
     };
-    // Shaping first, holding nothing: a chunk waiting for WAN egress tokens must not hold
-    // one of the serving slots that same-site peers need. Its length comes from the index.
-    if let Request::Chunk(id) = req {
-        let store = net.store.clone();
-        let len = match tokio::task::spawn_blocking(move || store.locate(&id)).await {
-            Ok(Ok(Some(loc))) => u64::from(loc.len),
-            // Not stored, or the index cannot be read (then reading the chunk would fail too).
-            _ => {
-                reply_empty(&mut send, ReplyHeader::NotFound).await;
-                return;
-            }
-        };
-        net.shapers
-            .acquire(peer.class, super::shape::Direction::Egress, len)
-            .await;
-    }
-    let Ok(permit) = net.serve_slots.clone().try_acquire_owned() else {
-        reply_empty(&mut send, ReplyHeader::Busy).await;
-        return;
-    };
     let store = net.store.clone();
     match req {
         Request::Chunk(id) => {
-            let read = tokio::task::spawn_blocking(move || store.read_chunk(&id)).await;
-            let bytes = match read {
-                Ok(Ok(Some(bytes))) => bytes,
+            // Shaping first, holding nothing: a chunk waiting for WAN egress tokens must not
+            // hold one of the serving slots that same-site peers need. Its length comes from
+            // the index, and the read below reuses that lookup.
+            let located = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.locate(&id)).await
+            };
+            let loc = match located {
+                Ok(Ok(Some(loc))) => loc,
                 Ok(Ok(None)) => {
                     reply_empty(&mut send, ReplyHeader::NotFound).await;
                     return;
                 }
+                Ok(Err(e)) => {
+                    tracing::error!(chunk = %id, error = %e, "cannot serve chunk");
+                    reply_empty(&mut send, ReplyHeader::NotFound).await;
+                    return;
+                }
+                Err(_) => return,
+            };
+            net.shapers
+                .acquire(
+                    peer.class,
+                    super::shape::Direction::Egress,
+                    u64::from(loc.len),
+                )
+                .await;
+            let Some(permit) = serve_slot(net, &mut send).await else {
+                return;
+            };
+            let read = tokio::task::spawn_blocking(move || store.read_located(&id, loc)).await;
+            let bytes = match read {
+                Ok(Ok(bytes)) => bytes,
                 Ok(Err(e)) => {
                     tracing::error!(chunk = %id, error = %e, "cannot serve chunk");
                     reply_empty(&mut send, ReplyHeader::NotFound).await;
@@ -610,6 +616,9 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
             drop(permit);
         }
         Request::Manifest(release) => {
+            let Some(permit) = serve_slot(net, &mut send).await else {
+                return;
+            };
             let envelope = match net.release(&release) {
                 Some(r) => Some(r.envelope.clone()),
                 None => tokio::task::spawn_blocking(move || store.signed_manifest(&release))
@@ -633,6 +642,15 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
             drop(permit);
         }
     }
+}
+
+/// One of the [`SERVE_CONCURRENCY_MAX`] serving slots, or `Busy` answered and `None`.
+async fn serve_slot(net: &Net, send: &mut SendStream) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let slot = net.serve_slots.clone().try_acquire_owned().ok();
+    if slot.is_none() {
+        reply_empty(send, ReplyHeader::Busy).await;
+    }
+    slot
 }
 
 /// Answers with a header that has no body, and ends the stream.
