@@ -70,6 +70,15 @@ const KNOWN_PEERS_MAX: usize = 4096;
 /// Manifests fetched at once (each can be up to 64 MiB).
 const MANIFEST_FETCHES_MAX: usize = 4;
 
+/// The download windows' state, kept until it can change.
+#[derive(Debug, Clone, Copy)]
+struct DownloadGate {
+    open: bool,
+    computed: jiff::Timestamp,
+    /// When the state next changes (`None`: never; no windows are configured).
+    until: Option<jiff::Timestamp>,
+}
+
 /// Why and when a release was refused.
 struct Refusal {
     at: Instant,
@@ -431,6 +440,7 @@ pub struct Net {
     pub shapers: shape::Shapers,
     /// Download and install windows, and the emergency policy.
     pub windows: crate::config::Windows,
+    download_gate: Mutex<Option<DownloadGate>>,
     /// Serving concurrency (reads from the store in flight).
     pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
     manifest_slots: Arc<tokio::sync::Semaphore>,
@@ -541,6 +551,7 @@ impl Net {
             traffic: Traffic::default(),
             shapers: shape::Shapers::new(schedules),
             windows,
+            download_gate: Mutex::new(None),
             serve_slots: Arc::new(tokio::sync::Semaphore::new(peer::SERVE_CONCURRENCY_MAX)),
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
         });
@@ -896,11 +907,38 @@ impl Net {
     /// Whether a release with `urgency` may download now: inside a download window (or
     /// none is configured), or an emergency under the node's policy.
     pub fn download_allowed(&self, urgency: &scheduler::priority::Urgency) -> bool {
-        let open = matches!(
-            scheduler::window::union_state(&self.windows.download, jiff::Timestamp::now()),
-            scheduler::window::WindowState::Open { .. }
-        );
-        self.windows.policy.may_download(urgency, open)
+        self.windows
+            .policy
+            .may_download(urgency, self.download_window_open())
+    }
+
+    /// Whether the download windows are open now. Fetch loops ask on every planning pass,
+    /// so the answer is kept until the windows next open or close (recomputed at once if
+    /// the wall clock went backwards, and at least daily when no change is in sight).
+    fn download_window_open(&self) -> bool {
+        use scheduler::window::{WindowState, union_state};
+        let now = jiff::Timestamp::now();
+        let mut gate = lock(&self.download_gate);
+        if let Some(g) = *gate {
+            if g.computed <= now && g.until.is_none_or(|u| now < u) {
+                return g.open;
+            }
+        }
+        let (open, until) = match union_state(&self.windows.download, now) {
+            WindowState::Open { closes } => (true, closes),
+            WindowState::Closed { opens } => (false, opens),
+        };
+        let until = until.or_else(|| {
+            (!self.windows.download.is_empty())
+                .then(|| now.checked_add(jiff::SignedDuration::from_hours(24)).ok())
+                .flatten()
+        });
+        *gate = Some(DownloadGate {
+            open,
+            computed: now,
+            until,
+        });
+        open
     }
 
     /// Releases refused in the last [`REFUSED_TTL`], newest first, with the reason.
