@@ -65,14 +65,10 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Socket buffers, as quinn's `perf` tool sets them (and as p2pd's data plane does): the
-/// kernel's defaults (about 200 KiB) drop datagrams in bursts at loopback speed.
-const UDP_BUFFER_BYTES: usize = 4 << 20;
-
+/// An endpoint with the data plane's socket buffers (quinn's `perf` tool raises them too).
 fn endpoint(server: Option<quinn::ServerConfig>) -> anyhow::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
-    rustix::net::sockopt::set_socket_recv_buffer_size(&socket, UDP_BUFFER_BYTES)?;
-    rustix::net::sockopt::set_socket_send_buffer_size(&socket, UDP_BUFFER_BYTES)?;
+    node::net::quic::raise_udp_buffers(&socket)?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no runtime"))?;
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),

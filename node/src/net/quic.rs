@@ -35,8 +35,9 @@ pub const REQUEST_STREAMS_MAX: u32 = 256;
 /// A connection with no traffic for this long is closed; keep-alives are sent well within.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// QUIC/UDP socket buffers, sized for a fast LAN burst.
-const UDP_BUFFER_BYTES: usize = 4 << 20;
+/// QUIC/UDP socket buffers, sized for a fast LAN burst: the kernel's defaults (about 200 KiB)
+/// drop datagrams in bursts at loopback speed.
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
 
 /// QUIC application error codes used when closing streams and connections.
 pub mod codes {
@@ -105,8 +106,7 @@ pub fn endpoint(
     server.transport_config(transport());
     let socket = std::net::UdpSocket::bind(addr)
         .map_err(|e| anyhow::anyhow!("data plane cannot bind {addr}: {e}"))?;
-    let sock = socket2_like_buffers(&socket);
-    if let Err(e) = sock {
+    if let Err(e) = raise_udp_buffers(&socket) {
         tracing::debug!(error = %e, "could not raise UDP buffer sizes");
     }
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime"))?;
@@ -122,7 +122,9 @@ pub fn endpoint(
     Ok(endpoint)
 }
 
-fn socket2_like_buffers(socket: &std::net::UdpSocket) -> std::io::Result<()> {
+/// Raises `socket`'s kernel buffers to [`UDP_BUFFER_BYTES`] each way (the kernel caps them
+/// at `net.core.rmem_max` / `wmem_max`).
+pub fn raise_udp_buffers(socket: &std::net::UdpSocket) -> std::io::Result<()> {
     use rustix::net::sockopt;
     sockopt::set_socket_recv_buffer_size(socket, UDP_BUFFER_BYTES)?;
     sockopt::set_socket_send_buffer_size(socket, UDP_BUFFER_BYTES)?;
