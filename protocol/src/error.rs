@@ -119,6 +119,14 @@ pub enum ManifestError {
     /// The chunking parameters are out of range or not ordered min < avg < max.
     #[error("chunking parameters are invalid: {0}")]
     BadChunking(String),
+    /// A release window breaks a rule (see [`crate::manifest::ReleaseWindow`]).
+    #[error("bad {kind} window: {why}")]
+    BadWindow {
+        /// `download` or `install`.
+        kind: &'static str,
+        /// What is wrong.
+        why: String,
+    },
     /// A CVSS score above 10.0.
     #[error("CVSS score {0}.{1} is above 10.0")]
     BadCvss(u8, u8),

@@ -39,7 +39,8 @@ pub use envelope::{
 pub use error::ManifestError;
 pub use ids::{ChunkId, IdParseError, NodeId, PublisherKey, ReleaseId};
 pub use manifest::{
-    ChunkRef, ChunkingParams, Cvss, Entry, EntryKind, MANIFEST_FORMAT_VERSION, Manifest, Severity,
+    ChunkRef, ChunkingParams, Cvss, Entry, EntryKind, MANIFEST_FORMAT_VERSION, Manifest,
+    ReleaseWindow, Severity,
 };
 
 /// Version of the node-to-node protocol. Carried by every wire message; bumped on any

@@ -40,6 +40,21 @@ pub const CHANNEL_BYTES_MAX: usize = 128;
 /// Permission bits a mode may carry (rwx for user/group/other plus setuid, setgid, sticky).
 pub const MODE_BITS: u32 = 0o7777;
 
+/// Most download windows, and most install windows, one release may carry. A weekly
+/// schedule with one window per day needs seven.
+pub const RELEASE_WINDOWS_MAX: usize = 8;
+
+/// Longest cron expression of a release window, in bytes. A 7-field Quartz expression with
+/// lists in every field stays well under it.
+pub const WINDOW_CRON_BYTES_MAX: usize = 128;
+
+/// Longest time-zone name of a release window, in bytes. The longest IANA name
+/// (`America/Argentina/ComodRivadavia`) has 32.
+pub const WINDOW_ZONE_BYTES_MAX: usize = 64;
+
+/// Longest window a release may carry: one week, like a node's own windows.
+pub const WINDOW_DURATION_S_MAX: u32 = 7 * 86_400;
+
 /// How urgent a release is; orders scheduling and, later, maintenance-window exemptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Severity {
@@ -207,6 +222,53 @@ impl Default for ChunkingParams {
     }
 }
 
+/// A maintenance window carried by a release (hawkBit's convention): it opens whenever the
+/// cron expression `cron` fires, in time zone `zone`, and stays open `duration_s` seconds.
+///
+/// Without a zone the window is read in each node's own windows zone, so "Saturday 02:00"
+/// means 02:00 local time at every site. The protocol checks only sizes and characters; the
+/// node parses the expression and the zone (crate `scheduler`) and refuses a release whose
+/// window it cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReleaseWindow {
+    /// 5-field cron or 6-7 field Quartz expression, e.g. `0 2 * * SAT`.
+    pub cron: String,
+    /// How long each window stays open, in seconds (1 to [`WINDOW_DURATION_S_MAX`]).
+    pub duration_s: u32,
+    /// IANA time zone, e.g. `Asia/Tokyo`; `None`: the node's windows zone.
+    pub zone: Option<String>,
+}
+
+impl ReleaseWindow {
+    fn validate(&self, kind: &'static str) -> Result<(), ManifestError> {
+        let bad = |why: String| Err(ManifestError::BadWindow { kind, why });
+        let printable = |s: &str| s.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if self.cron.is_empty() || self.cron.len() > WINDOW_CRON_BYTES_MAX || !printable(&self.cron)
+        {
+            return bad(format!(
+                "cron expression must be 1 to {WINDOW_CRON_BYTES_MAX} printable ASCII bytes"
+            ));
+        }
+        if self.duration_s == 0 || self.duration_s > WINDOW_DURATION_S_MAX {
+            return bad(format!(
+                "duration {} s is outside 1 s to 7 days",
+                self.duration_s
+            ));
+        }
+        if let Some(zone) = &self.zone {
+            if zone.is_empty()
+                || zone.len() > WINDOW_ZONE_BYTES_MAX
+                || !zone
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'))
+            {
+                return bad(format!("{zone:?} is not an IANA time-zone name"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One chunk of a file: its id and length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChunkRef {
@@ -267,6 +329,15 @@ pub struct Manifest {
     pub severity: Severity,
     /// Optional CVSS base score.
     pub cvss: Option<Cvss>,
+    /// Marked an emergency by its publisher: nodes may download it outside their download
+    /// windows (never above their rate ceilings).
+    pub emergency: bool,
+    /// When the release may download, in addition to each node's own download windows
+    /// (both must be open). Empty: the node's windows alone decide.
+    pub download_windows: Vec<ReleaseWindow>,
+    /// When the release may be installed, in addition to each node's own install windows
+    /// (both must be open). Empty: the node's windows alone decide.
+    pub install_windows: Vec<ReleaseWindow>,
     /// How the files were chunked.
     pub chunking: ChunkingParams,
     /// The tree, sorted by path.
@@ -333,6 +404,23 @@ impl Manifest {
         if let Some(cvss) = self.cvss {
             if cvss.0 > Cvss::MAX_TENTHS {
                 return Err(ManifestError::BadCvss(cvss.0 / 10, cvss.0 % 10));
+            }
+        }
+        for (kind, windows) in [
+            ("download", &self.download_windows),
+            ("install", &self.install_windows),
+        ] {
+            if windows.len() > RELEASE_WINDOWS_MAX {
+                return Err(ManifestError::BadWindow {
+                    kind,
+                    why: format!(
+                        "{} windows, more than the limit of {RELEASE_WINDOWS_MAX}",
+                        windows.len()
+                    ),
+                });
+            }
+            for w in windows {
+                w.validate(kind)?;
             }
         }
         self.chunking.validate()?;

@@ -298,6 +298,26 @@ impl Window {
         })
     }
 
+    /// A window a release carries; one without a zone reads `node_zone` (the node's own
+    /// windows zone).
+    pub fn from_release(
+        w: &protocol::ReleaseWindow,
+        node_zone: &TimeZone,
+    ) -> Result<Self, ScheduleError> {
+        let duration = SignedDuration::from_secs(i64::from(w.duration_s));
+        if duration.is_zero() || duration > WINDOW_DURATION_MAX {
+            return Err(ScheduleError::BadDuration(format!("{} s", w.duration_s)));
+        }
+        Ok(Self {
+            start: w.cron.parse()?,
+            duration,
+            zone: match &w.zone {
+                Some(name) => crate::zone(name)?,
+                None => node_zone.clone(),
+            },
+        })
+    }
+
     /// Whether the window is open at `t`, and when it closes or next opens.
     pub fn state_at(&self, t: Timestamp) -> WindowState {
         let Ok(since) = t.checked_sub(self.duration) else {
@@ -378,4 +398,48 @@ pub fn union_state(windows: &[Window], t: Timestamp) -> WindowState {
             })
             .min(),
     }
+}
+
+/// Most candidate instants tried when looking for the next time every set is open at once.
+const INTERSECT_STEPS_MAX: usize = 1_000;
+
+/// The state at `t` of several sets of windows that must all be open at once (a node's
+/// windows and a release's, say). Each set is a union as in [`union_state`], so an empty set
+/// never holds anything back. Open: until the first set closes. Closed: until the next
+/// instant at which every set is open (`None`: none found within the search horizon).
+pub fn all_open_state(sets: &[&[Window]], t: Timestamp) -> WindowState {
+    let mut cursor = t;
+    for _ in 0..INTERSECT_STEPS_MAX {
+        let states: Vec<WindowState> = sets.iter().map(|s| union_state(s, cursor)).collect();
+        let mut next_open: Option<Timestamp> = None;
+        let mut all_open = true;
+        for state in &states {
+            if let WindowState::Closed { opens } = state {
+                all_open = false;
+                match opens {
+                    // A set that never opens again closes the intersection for good.
+                    None => return WindowState::Closed { opens: None },
+                    Some(o) => next_open = next_open.max(Some(*o)),
+                }
+            }
+        }
+        if all_open {
+            if cursor > t {
+                return WindowState::Closed { opens: Some(cursor) };
+            }
+            let closes = states
+                .iter()
+                .filter_map(|s| match s {
+                    WindowState::Open { closes } => *closes,
+                    WindowState::Closed { .. } => None,
+                })
+                .min();
+            return WindowState::Open { closes };
+        }
+        match next_open {
+            Some(o) if o > cursor => cursor = o,
+            _ => break,
+        }
+    }
+    WindowState::Closed { opens: None }
 }

@@ -51,6 +51,9 @@ pub(crate) fn sample_manifest() -> Manifest {
         expires_unix_s: NOW + 30 * 86_400,
         severity: Severity::Critical,
         cvss: Some("9.8".parse().unwrap()),
+        emergency: false,
+        download_windows: Vec::new(),
+        install_windows: Vec::new(),
         chunking: ChunkingParams::default(),
         entries: vec![
             Entry {

@@ -348,3 +348,45 @@ fn too_many_entries_or_chunks_are_refused() {
         Err(ManifestError::TooManyChunks { .. })
     ));
 }
+
+#[test]
+fn release_windows_are_bounded_and_checked() {
+    use protocol::ReleaseWindow;
+    use protocol::manifest::{RELEASE_WINDOWS_MAX, WINDOW_CRON_BYTES_MAX, WINDOW_DURATION_S_MAX};
+    let window = |cron: &str, duration_s: u32, zone: Option<&str>| ReleaseWindow {
+        cron: cron.into(),
+        duration_s,
+        zone: zone.map(Into::into),
+    };
+    let mut m = sample_manifest();
+    m.emergency = true;
+    m.install_windows = vec![window("0 2 * * SAT", 4 * 3600, Some("Asia/Tokyo"))];
+    m.download_windows = vec![window("0 22 * * *", 7 * 3600, None)];
+    m.validate().unwrap();
+
+    let refused = |install: ReleaseWindow| {
+        let mut m = sample_manifest();
+        m.install_windows = vec![install];
+        match m.validate() {
+            Err(ManifestError::BadWindow { kind, .. }) => kind == "install",
+            _ => false,
+        }
+    };
+    assert!(refused(window("", 60, None)));
+    assert!(refused(window(&"1".repeat(WINDOW_CRON_BYTES_MAX + 1), 60, None)));
+    assert!(refused(window("0 2 * * SAT\n", 60, None)));
+    assert!(refused(window("0 2 * * SAT", 0, None)));
+    assert!(refused(window("0 2 * * SAT", WINDOW_DURATION_S_MAX + 1, None)));
+    assert!(refused(window("0 2 * * SAT", 60, Some(""))));
+    assert!(refused(window("0 2 * * SAT", 60, Some("../../etc/passwd x"))));
+
+    let mut m = sample_manifest();
+    m.download_windows = vec![window("0 2 * * SAT", 60, None); RELEASE_WINDOWS_MAX + 1];
+    assert!(matches!(
+        m.validate(),
+        Err(ManifestError::BadWindow {
+            kind: "download",
+            ..
+        })
+    ));
+}

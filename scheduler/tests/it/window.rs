@@ -2,7 +2,9 @@
 
 use super::at;
 use scheduler::ScheduleError;
-use scheduler::window::{Cron, Window, WindowState, parse_duration, union_state};
+use scheduler::window::{
+    Cron, Window, WindowState, all_open_state, parse_duration, union_state,
+};
 
 fn open(closes: &str) -> WindowState {
     WindowState::Open {
@@ -227,4 +229,92 @@ fn a_set_of_windows_is_open_when_any_is_and_none_means_always() {
         union_state(&both, at("2026-11-27T23:00Z")),
         open("2026-11-28T05:00Z")
     );
+}
+
+#[test]
+fn node_and_release_windows_must_both_be_open() {
+    // The node downloads at night, 22:00-05:00 Tokyo; the release only on weekends, in UTC.
+    let node = [Window::parse("0 22 * * *", "07:00", "Asia/Tokyo").unwrap()];
+    let release = [Window::parse("0 0 * * SAT", "48:00", "UTC").unwrap()];
+    let both: [&[Window]; 2] = [&node, &release];
+    // Monday 2026-11-23 14:00Z is 23:00 Tokyo: the node window is open, the release's is
+    // not. At Saturday 00:00Z (09:00 Tokyo) the release window opens but the node's is
+    // closed; both are next open at Saturday 13:00Z (22:00 Tokyo), until 20:00Z (05:00).
+    assert_eq!(
+        all_open_state(&both, at("2026-11-23T14:00Z")),
+        closed("2026-11-28T13:00Z")
+    );
+    assert_eq!(
+        all_open_state(&both, at("2026-11-28T15:00Z")),
+        open("2026-11-28T20:00Z")
+    );
+    // Sunday 23:00 Tokyo (14:00Z): open until the node window closes at 20:00Z.
+    assert_eq!(
+        all_open_state(&both, at("2026-11-29T14:00Z")),
+        open("2026-11-29T20:00Z")
+    );
+    // A release window that closes first ends the open stretch: Saturday 06:00Z-08:00Z
+    // inside a node window of 05:00Z-10:00Z.
+    let node = [Window::parse("0 5 * * *", "05:00", "UTC").unwrap()];
+    let short = [Window::parse("0 6 * * SAT", "02:00", "UTC").unwrap()];
+    assert_eq!(
+        all_open_state(&[&node, &short], at("2026-11-28T07:00Z")),
+        open("2026-11-28T08:00Z")
+    );
+    // An empty set holds nothing back; no sets at all is always open.
+    let none: [&[Window]; 2] = [&node, &[]];
+    assert_eq!(
+        all_open_state(&none, at("2026-11-23T14:00Z")),
+        union_state(&node, at("2026-11-23T14:00Z"))
+    );
+    assert_eq!(
+        all_open_state(&[], at("2026-11-23T14:00Z")),
+        WindowState::Open { closes: None }
+    );
+    // Windows that never overlap: closed, with no opening in sight.
+    let mornings = [Window::parse("0 6 * * *", "01:00", "UTC").unwrap()];
+    let evenings = [Window::parse("0 18 * * *", "01:00", "UTC").unwrap()];
+    assert_eq!(
+        all_open_state(&[&mornings, &evenings], at("2026-11-23T00:00Z")),
+        WindowState::Closed { opens: None }
+    );
+}
+
+#[test]
+fn release_windows_read_the_node_zone_unless_they_name_one() {
+    let tokyo = scheduler::zone("Asia/Tokyo").unwrap();
+    let local = protocol::ReleaseWindow {
+        cron: "0 2 * * SAT".into(),
+        duration_s: 4 * 3600,
+        zone: None,
+    };
+    let w = Window::from_release(&local, &tokyo).unwrap();
+    // Saturday 02:00 Tokyo is Friday 17:00Z.
+    assert_eq!(
+        w.state_at(at("2026-11-27T16:00Z")),
+        closed("2026-11-27T17:00Z")
+    );
+    let utc = protocol::ReleaseWindow {
+        zone: Some("UTC".into()),
+        ..local.clone()
+    };
+    assert_eq!(
+        Window::from_release(&utc, &tokyo)
+            .unwrap()
+            .state_at(at("2026-11-27T16:00Z")),
+        closed("2026-11-28T02:00Z")
+    );
+    let bad_zone = protocol::ReleaseWindow {
+        zone: Some("Nowhere/Town".into()),
+        ..local.clone()
+    };
+    assert!(matches!(
+        Window::from_release(&bad_zone, &tokyo),
+        Err(ScheduleError::UnknownZone(_))
+    ));
+    let bad_cron = protocol::ReleaseWindow {
+        cron: "every saturday".into(),
+        ..local
+    };
+    assert!(Window::from_release(&bad_cron, &tokyo).is_err());
 }
