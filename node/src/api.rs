@@ -69,6 +69,16 @@ pub struct PublishRequest {
     pub severity: String,
     /// CVSS score text, such as "9.8".
     pub cvss: Option<String>,
+    /// Mark the release an emergency: nodes may download it outside their download windows.
+    #[serde(default)]
+    pub emergency: bool,
+    /// Windows the release may download in (besides each node's own), each written
+    /// `CRON for HH:MM[:SS] [in ZONE]`.
+    #[serde(default)]
+    pub download_windows: Vec<String>,
+    /// Windows the release may be installed in (besides each node's own), same form.
+    #[serde(default)]
+    pub install_windows: Vec<String>,
     /// Validity from now, in seconds.
     pub expires_in_s: u64,
     /// The public key that will sign (`ed25519:<hex>`), checked before any byte is read.
@@ -132,6 +142,15 @@ pub struct ReleaseView {
     pub severity: String,
     /// CVSS score, such as "9.8".
     pub cvss: Option<String>,
+    /// Marked an emergency by its publisher.
+    #[serde(default)]
+    pub emergency: bool,
+    /// The release's own download windows (`CRON for HH:MM [in ZONE]`).
+    #[serde(default)]
+    pub download_windows: Vec<String>,
+    /// The release's own install windows.
+    #[serde(default)]
+    pub install_windows: Vec<String>,
     /// Creation time (RFC 3339).
     pub created: String,
     /// Expiry time (RFC 3339).
@@ -256,6 +275,35 @@ pub struct ReleaseProgress {
     pub rate_bytes_per_s: u64,
     /// Seconds from learning of the release to completing it (or to now).
     pub elapsed_s: Option<f64>,
+    /// While paused: when the download windows next open (RFC 3339).
+    #[serde(default)]
+    pub download_opens: Option<String>,
+    /// Installation, when the node installs releases (`[install] target`).
+    #[serde(default)]
+    pub install: Option<InstallView>,
+}
+
+/// Where a release stands with installation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InstallView {
+    /// `pending` (not complete yet), `waiting` (for the install window), `installing`,
+    /// `installed`, `failed` or `superseded` (a newer version of the channel went instead).
+    pub state: String,
+    /// While waiting: when the install windows next open (RFC 3339).
+    pub window_opens: Option<String>,
+    /// The installed version directory.
+    pub dir: Option<String>,
+    /// When the install finished (RFC 3339).
+    pub at: Option<String>,
+    /// What failed.
+    pub reason: Option<String>,
+    /// The apply command's exit code, if it ran and exited.
+    pub exit_code: Option<i32>,
+    /// The last lines of the apply command's output.
+    #[serde(default)]
+    pub output: Vec<String>,
+    /// After a failure: the version directory `current` points at again (none: removed).
+    pub rolled_back_to: Option<String>,
 }
 
 /// `GET /v1/status`.

@@ -31,6 +31,88 @@ pub struct Config {
     /// Maintenance windows for downloads and installs, and the emergency policy.
     #[serde(default)]
     pub windows: WindowsSection,
+    /// Where and how completed releases are installed.
+    #[serde(default)]
+    pub install: InstallSection,
+}
+
+/// Longest apply command run, in seconds: a day. A command that takes longer is stuck.
+pub const APPLY_TIMEOUT_S_MAX: u64 = 86_400;
+
+/// Most versions kept per channel in the install target.
+pub const KEEP_VERSIONS_MAX: u32 = 100;
+
+/// `[install]`: activation of completed releases inside the install window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallSection {
+    /// Directory releases are installed into, as `<target>/<channel>/<version>-<id>/` with a
+    /// `current` symlink per channel. Unset: releases stay in the store only.
+    #[serde(default)]
+    pub target: Option<PathBuf>,
+    /// Command run after `current` switches to a new version: program and arguments, no
+    /// shell. The release directory is appended as the last argument. Empty: none.
+    #[serde(default)]
+    pub apply: Vec<String>,
+    /// Seconds the apply command may run before it (and its process group) is killed.
+    #[serde(default = "default_apply_timeout_s")]
+    pub apply_timeout_s: u64,
+    /// Versions kept on disk per channel (at least 2: the current one and the one before,
+    /// for rollback).
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+impl Default for InstallSection {
+    fn default() -> Self {
+        Self {
+            target: None,
+            apply: Vec::new(),
+            apply_timeout_s: default_apply_timeout_s(),
+            keep: default_keep(),
+        }
+    }
+}
+
+fn default_apply_timeout_s() -> u64 {
+    600
+}
+
+fn default_keep() -> u32 {
+    2
+}
+
+impl InstallSection {
+    /// Checks the values; an error names the setting.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let bad = |setting: &str, message: &str| Err((setting.to_owned(), message.to_owned()));
+        if let Some(target) = &self.target {
+            if !target.is_absolute() {
+                return bad("install.target", "must be an absolute path");
+            }
+        }
+        if let Some(program) = self.apply.first() {
+            if program.is_empty() {
+                return bad("install.apply", "the program name is empty");
+            }
+        }
+        if !self.apply.is_empty() && self.target.is_none() {
+            return bad(
+                "install.apply",
+                "needs install.target: the command gets the installed directory",
+            );
+        }
+        if self.apply_timeout_s == 0 || self.apply_timeout_s > APPLY_TIMEOUT_S_MAX {
+            return bad("install.apply_timeout_s", "must be from 1 to 86400 seconds");
+        }
+        if self.keep < 2 || self.keep > KEEP_VERSIONS_MAX {
+            return bad(
+                "install.keep",
+                "must be from 2 (the current version and the one before) to 100",
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[windows]`.
@@ -87,6 +169,8 @@ pub struct Windows {
     pub install: Vec<scheduler::window::Window>,
     /// Which releases may ignore the download window.
     pub policy: scheduler::priority::EmergencyPolicy,
+    /// The zone windows are read in, also for release windows that name none.
+    pub zone: jiff::tz::TimeZone,
 }
 
 impl WindowsSection {
@@ -109,6 +193,8 @@ impl WindowsSection {
             ));
         }
         Ok(Windows {
+            zone: scheduler::zone(&self.zone)
+                .map_err(|e| ("windows.zone".to_owned(), e.to_string()))?,
             download: parse("download", &self.download)?,
             install: parse("install", &self.install)?,
             policy: scheduler::priority::EmergencyPolicy {
@@ -425,6 +511,7 @@ impl Config {
         config.trust_policy().map_err(at)?;
         config.shaping.schedules().map_err(at)?;
         config.windows.windows().map_err(at)?;
+        config.install.check().map_err(at)?;
         if !protocol::wire::valid_name(&config.node.site) {
             return Err(invalid(
                 "node.site",
@@ -573,6 +660,19 @@ install = []
 # Critical releases with at least this CVSS score download outside the download window
 # (rate limits still apply). Above 10 turns this off.
 emergency_critical_cvss = 9.0
+
+[install]
+# Completed releases are installed inside the install window: written to a new directory
+# <target>/<channel>/<version>-<id>/, then the channel's `current` symlink switches to it in
+# one rename. Without a target, releases stay in the store (`p2pctl export` writes them out).
+# target = "/opt/patches"
+# Run after the switch, with the new directory as last argument (no shell). It must be
+# idempotent: after a crash mid-apply it runs again. If it fails or times out, `current`
+# switches back to the previous version and `p2pctl status` shows the exit code and output.
+# apply = ["/usr/local/sbin/apply-patch", "--quiet"]
+apply_timeout_s = 600
+# Versions kept per channel (at least 2: current and the one before, for rollback).
+keep = 2
 "#
     )
 }

@@ -89,6 +89,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (peer_id, swarm_task) = swarm::spawn(net.clone(), swarm_rx, shutdown_rx)?;
     net.start().await.context("starting the network")?;
     let _ = state.net.set(net.clone());
+    let installer = crate::activate::Installer::new(&config.install).map(Arc::new);
+    if let Some(installer) = &installer {
+        tracing::info!(target = %installer.target().display(), "installing completed releases");
+        let _ = state.installer.set(installer.clone());
+        tokio::spawn(crate::activate::run(
+            net.clone(),
+            state.store.clone(),
+            installer.clone(),
+        ));
+    }
 
     let reaper_state = state.clone();
     let reaper = tokio::spawn(async move {

@@ -10,11 +10,14 @@
 //! * [`store`]: append-only pack files indexed in redb; atomic, crash-safe publish sessions.
 //! * [`ingest`]: scanning a tree to publish and streaming it through the chunking pipeline.
 //! * [`release`]: re-verifying and exporting stored releases.
+//! * [`activate`]: installing completed releases into the target directory inside the
+//!   install window (atomic `current` switch, apply command, rollback, records).
 //! * [`api`]: the control API's JSON types; [`server`] serves them, [`client`] calls them.
 //! * [`net`]: the libp2p control plane, the quinn data plane and the fetcher.
 //! * [`daemon`]: `p2pd run`, signal handling and clean shutdown.
 //! * [`cli`]: helpers shared by the two binaries (logging, exit codes, formatting).
 
+pub mod activate;
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -60,6 +60,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// The network, once started (absent in tools that only serve the store).
     pub net: std::sync::OnceLock<Arc<crate::net::Net>>,
+    /// The installer, when `[install] target` is set.
+    pub installer: std::sync::OnceLock<Arc<crate::activate::Installer>>,
     sessions: Mutex<HashMap<u64, Pending>>,
     next_session: Mutex<u64>,
 }
@@ -88,6 +90,7 @@ impl AppState {
             region,
             data_dir,
             net: std::sync::OnceLock::new(),
+            installer: std::sync::OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
             next_session: Mutex::new(1),
         }
@@ -264,6 +267,17 @@ fn release_view(s: &ReleaseSummary) -> ReleaseView {
         version: s.version,
         severity: s.severity.to_string(),
         cvss: s.cvss_tenths.map(|t| protocol::Cvss(t).to_string()),
+        emergency: s.emergency,
+        download_windows: s
+            .download_windows
+            .iter()
+            .map(scheduler::window::format_release_window)
+            .collect(),
+        install_windows: s
+            .install_windows
+            .iter()
+            .map(scheduler::window::format_release_window)
+            .collect(),
         created: rfc3339(s.created_unix_s),
         expires: rfc3339(s.expires_unix_s),
         files: s.files,
@@ -368,7 +382,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
         recv_wan_bytes: t.recv_wan.load(Ordering::Relaxed),
         sent_lan_bytes: t.sent_lan.load(Ordering::Relaxed),
         sent_wan_bytes: t.sent_wan.load(Ordering::Relaxed),
-        releases: net.releases().iter().map(|r| r.progress()).collect(),
+        releases: progress_of(&state, net).await?,
         refused: net
             .refused()
             .into_iter()
@@ -378,6 +392,70 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
             })
             .collect(),
     }))
+}
+
+/// Every release's progress, with its download window while paused and its installation.
+async fn progress_of(
+    state: &Arc<AppState>,
+    net: &Arc<crate::net::Net>,
+) -> Result<Vec<ReleaseProgress>, ApiError> {
+    use crate::activate::{InstallState, Outcome};
+    let text = |t: jiff::Timestamp| t.round(jiff::Unit::Second).unwrap_or(t).to_string();
+    let records = match state.installer.get() {
+        Some(_) => {
+            let store = state.store.clone();
+            Some(
+                blocking(move || Ok(store.activations()?))
+                    .await?
+                    .into_iter()
+                    .collect::<HashMap<_, _>>(),
+            )
+        }
+        None => None,
+    };
+    let mut list = Vec::new();
+    for r in net.releases() {
+        let mut p = r.progress();
+        if *crate::net::lock(&r.state) == crate::net::ReleaseState::Paused {
+            p.download_opens = net.download_opens(&r).map(text);
+        }
+        if let (Some(installer), Some(records)) = (state.installer.get(), &records) {
+            let mut v = InstallView::default();
+            match installer.state_of(net, &r, records) {
+                InstallState::NotReady => v.state = "pending".into(),
+                InstallState::Waiting { opens } => {
+                    v.state = "waiting".into();
+                    v.window_opens = opens.map(text);
+                }
+                InstallState::Installing => v.state = "installing".into(),
+                InstallState::Superseded => v.state = "superseded".into(),
+                InstallState::Done(record) => {
+                    v.dir = Some(record.dir.display().to_string());
+                    v.at = jiff::Timestamp::from_second(record.at_unix_s)
+                        .ok()
+                        .map(text);
+                    match record.outcome {
+                        Outcome::Installed => v.state = "installed".into(),
+                        Outcome::Failed {
+                            reason,
+                            exit_code,
+                            output,
+                            rolled_back_to,
+                        } => {
+                            v.state = "failed".into();
+                            v.reason = Some(reason);
+                            v.exit_code = exit_code;
+                            v.output = output;
+                            v.rolled_back_to = rolled_back_to;
+                        }
+                    }
+                }
+            }
+            p.install = Some(v);
+        }
+        list.push(p);
+    }
+    Ok(list)
 }
 
 /// Checks a publish request before any byte is read: path, channel, key, version, expiry.
@@ -436,6 +514,21 @@ async fn publish(
         .map(str::parse::<protocol::Cvss>)
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_request", e))?;
+    let windows = |kind: &str, list: &[String]| {
+        list.iter()
+            .map(|w| {
+                scheduler::window::parse_release_window(w).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "bad_request",
+                        format!("{kind} window: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let download_windows = windows("download", &req.download_windows)?;
+    let install_windows = windows("install", &req.install_windows)?;
     if state.sessions().len() >= PUBLISH_SESSIONS_MAX {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -470,6 +563,9 @@ async fn publish(
             expires_unix_s: now.saturating_add(req.expires_in_s.min(i64::MAX as u64) as i64),
             severity,
             cvss,
+            emergency: req.emergency,
+            download_windows,
+            install_windows,
             chunking: params,
             entries,
             total_bytes: tree.total_bytes,

@@ -42,6 +42,12 @@ const CHANNELS: TableDefinition<&str, u64> = TableDefinition::new("channels");
 /// Releases verified and being fetched: release -> signed manifest. Removed in the
 /// transaction that commits the release, so a restart resumes exactly the unfinished ones.
 const PENDING: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pending_releases");
+/// Release id to its latest [`crate::activate::ActivationRecord`]: what installing it did.
+const ACTIVATIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("activations");
+
+/// Largest encoded activation record: a path, a reason and the bounded output tail
+/// ([`crate::activate::OUTPUT_TAIL_BYTES_MAX`]) fit in a few KiB.
+const ACTIVATION_BYTES_MAX: usize = 64 << 10;
 
 /// A pack grows to at most this size before a new one is started: large enough that a store
 /// holds few files, small enough that a later compaction rewrites one in seconds.
@@ -177,6 +183,12 @@ pub struct ReleaseSummary {
     pub severity: Severity,
     /// CVSS in tenths.
     pub cvss_tenths: Option<u8>,
+    /// Marked an emergency by its publisher.
+    pub emergency: bool,
+    /// The release's own download windows.
+    pub download_windows: Vec<protocol::ReleaseWindow>,
+    /// The release's own install windows.
+    pub install_windows: Vec<protocol::ReleaseWindow>,
     /// Creation time.
     pub created_unix_s: i64,
     /// Expiry time.
@@ -202,6 +214,9 @@ impl ReleaseSummary {
             version: m.version,
             severity: m.severity,
             cvss_tenths: m.cvss.map(|c| c.0),
+            emergency: m.emergency,
+            download_windows: m.download_windows.clone(),
+            install_windows: m.install_windows.clone(),
             created_unix_s: m.created_unix_s,
             expires_unix_s: m.expires_unix_s,
             files: m.files().count() as u64,
@@ -261,6 +276,7 @@ impl Store {
             txn.open_table(CHANNELS)?;
             txn.open_table(PACKS)?;
             txn.open_table(PENDING)?;
+            txn.open_table(ACTIVATIONS)?;
         }
         txn.commit()?;
 
@@ -479,6 +495,63 @@ impl Store {
         let read = self.db.begin_read()?;
         let table = read.open_table(RELEASES)?;
         Ok(table.get(id.as_bytes())?.map(|v| v.value().to_vec()))
+    }
+
+    /// The manifest of release `id`, decoded from its stored envelope.
+    pub fn manifest(&self, id: &ReleaseId) -> Result<Option<Manifest>, StoreError> {
+        let Some(envelope) = self.signed_manifest(id)? else {
+            return Ok(None);
+        };
+        let damaged = |e: protocol::ManifestError| {
+            StoreError::Damaged(format!("stored release {id} is damaged: {e}"))
+        };
+        let signed: protocol::SignedManifest = codec::decode::<
+            _,
+            { protocol::envelope::ENVELOPE_BYTES_MAX },
+        >(&envelope, "stored envelope")
+        .map_err(damaged)?;
+        let manifest = codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(
+            &signed.manifest_bytes,
+            "stored manifest",
+        )
+        .map_err(damaged)?;
+        Ok(Some(manifest))
+    }
+
+    /// Records what activating release `id` did, replacing any earlier record of it.
+    pub fn record_activation(
+        &self,
+        id: &ReleaseId,
+        record: &crate::activate::ActivationRecord,
+    ) -> Result<(), StoreError> {
+        let bytes = codec::encode(record);
+        if bytes.len() > ACTIVATION_BYTES_MAX {
+            return Err(StoreError::Damaged(format!(
+                "activation record of {id} is {} bytes, over {ACTIVATION_BYTES_MAX}",
+                bytes.len()
+            )));
+        }
+        let txn = self.db.begin_write()?;
+        txn.open_table(ACTIVATIONS)?
+            .insert(id.as_bytes(), bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every activation record, by release.
+    pub fn activations(
+        &self,
+    ) -> Result<Vec<(ReleaseId, crate::activate::ActivationRecord)>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(ACTIVATIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let record = codec::decode::<_, ACTIVATION_BYTES_MAX>(v.value(), "activation record")
+                .map_err(|e| StoreError::Damaged(e.to_string()))?;
+            out.push((ReleaseId(*k.value()), record));
+        }
+        Ok(out)
     }
 
     /// Releases whose id starts with the hex prefix `prefix`.

@@ -258,6 +258,50 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, ScheduleError> {
     Ok(d)
 }
 
+/// Reads a release window written as `CRON for DURATION [in ZONE]`, the form `p2pctl publish
+/// --install-window` takes: `"0 2 * * SAT for 04:00 in Europe/Berlin"`. Without `in ZONE` the
+/// window is read in each node's own zone. Every part is checked here, so a publisher learns
+/// of a mistake before anything is signed.
+pub fn parse_release_window(text: &str) -> Result<protocol::ReleaseWindow, ScheduleError> {
+    let bad = || ScheduleError::BadCron {
+        expr: text.to_owned(),
+        why: "write a window as CRON for HH:MM[:SS] [in ZONE], \
+                  such as \"0 2 * * SAT for 04:00 in Europe/Berlin\""
+            .into(),
+    };
+    let (cron, rest) = text.split_once(" for ").ok_or_else(bad)?;
+    let (duration, zone) = match rest.split_once(" in ") {
+        Some((d, z)) => (d.trim(), Some(z.trim())),
+        None => (rest.trim(), None),
+    };
+    let cron = cron.trim();
+    cron.parse::<Cron>()?;
+    let duration = parse_duration(duration)?;
+    if let Some(zone) = zone {
+        crate::zone(zone)?;
+    }
+    let w = protocol::ReleaseWindow {
+        cron: cron.to_owned(),
+        duration_s: u32::try_from(duration.as_secs()).map_err(|_| bad())?,
+        zone: zone.map(str::to_owned),
+    };
+    Ok(w)
+}
+
+/// Writes a release window back in the form [`parse_release_window`] reads.
+pub fn format_release_window(w: &protocol::ReleaseWindow) -> String {
+    let s = w.duration_s;
+    let duration = if s % 60 == 0 {
+        format!("{:02}:{:02}", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
+    };
+    match &w.zone {
+        Some(zone) => format!("{} for {duration} in {zone}", w.cron),
+        None => format!("{} for {duration}", w.cron),
+    }
+}
+
 /// A recurring maintenance window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
@@ -425,7 +469,9 @@ pub fn all_open_state(sets: &[&[Window]], t: Timestamp) -> WindowState {
         }
         if all_open {
             if cursor > t {
-                return WindowState::Closed { opens: Some(cursor) };
+                return WindowState::Closed {
+                    opens: Some(cursor),
+                };
             }
             let closes = states
                 .iter()

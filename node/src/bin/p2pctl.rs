@@ -71,6 +71,20 @@ enum Command {
         /// How long the release stays valid, such as 30d, 12h, 90d.
         #[arg(long, default_value = "30d")]
         expires: humantime::Duration,
+        /// Mark the release an emergency: nodes download it at once, outside their download
+        /// windows (still under their rate limits). Critical releases with a CVSS score of
+        /// 9.0 or more count as emergencies on nodes whose policy says so (the default).
+        #[arg(long)]
+        emergency: bool,
+        /// Install the release only inside this window (and the node's own install window),
+        /// written "CRON for HH:MM [in ZONE]", e.g. "0 2 * * SAT for 04:00 in Europe/Berlin".
+        /// Without a zone, each node reads it in its own windows zone. Repeat for several.
+        #[arg(long = "install-window", value_name = "WINDOW")]
+        install_windows: Vec<String>,
+        /// Download the release only inside this window (and the node's own download window);
+        /// same form as --install-window. Repeat for several.
+        #[arg(long = "download-window", value_name = "WINDOW")]
+        download_windows: Vec<String>,
     },
     /// List releases in the store, newest first.
     Releases,
@@ -184,6 +198,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             severity,
             cvss,
             expires,
+            emergency,
+            install_windows,
+            download_windows,
         } => {
             let key = identity::read_key(&key).map_err(|e| fail(exit::REFUSED, e.to_string()))?;
             let path = std::fs::canonicalize(&path)
@@ -194,6 +211,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 version,
                 severity,
                 cvss,
+                emergency,
+                download_windows,
+                install_windows,
                 expires_in_s: expires.as_secs(),
                 publisher_key: PublisherKey(key.verifying_key().to_bytes()).to_config_string(),
             };
@@ -241,7 +261,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .as_deref()
                 .map(|c| format!(" (CVSS {c})"))
                 .unwrap_or_default();
-            println!("severity  {}{cvss}", r.severity);
+            let emergency = if r.emergency { ", emergency" } else { "" };
+            println!("severity  {}{cvss}{emergency}", r.severity);
+            for w in &r.download_windows {
+                println!("download  only in {w}");
+            }
+            for w in &r.install_windows {
+                println!("install   only in {w}");
+            }
             println!("created   {}  expires {}", r.created, r.expires);
             println!("signed by {}", r.signers.join(", "));
             println!(
@@ -501,6 +528,12 @@ async fn status(
             if let Some(e) = &r.error {
                 println!("               error: {e}");
             }
+            if let Some(t) = &r.download_opens {
+                println!("               paused until the download window opens at {t}");
+            }
+            if let Some(i) = &r.install {
+                println!("               install: {}", install_line(i));
+            }
         }
         return Ok(());
     };
@@ -566,6 +599,54 @@ fn print_progress(r: &ReleaseProgress) {
     );
     if let Some(s) = r.elapsed_s {
         println!("elapsed   {s:.1} s");
+    }
+    if let Some(t) = &r.download_opens {
+        println!("paused    until the download window opens at {t}");
+    }
+    if let Some(i) = &r.install {
+        println!("install   {}", install_line(i));
+        if let Some(dir) = &i.dir {
+            println!("          {dir}");
+        }
+        if !i.output.is_empty() {
+            println!(
+                "output    (last {} lines of the apply command)",
+                i.output.len()
+            );
+            for line in &i.output {
+                println!("  | {line}");
+            }
+        }
+    }
+}
+
+/// One line on a release's installation.
+fn install_line(i: &node::api::InstallView) -> String {
+    let at =
+        i.at.as_deref()
+            .map(|t| format!(" at {t}"))
+            .unwrap_or_default();
+    match i.state.as_str() {
+        "waiting" => match &i.window_opens {
+            Some(t) => format!("waiting for the install window (opens {t})"),
+            None => "waiting for the install window (no opening in sight)".into(),
+        },
+        "failed" => {
+            let code = i
+                .exit_code
+                .map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default();
+            let back = match &i.rolled_back_to {
+                Some(v) => format!("; current is back on {v}"),
+                None => "; no current version".into(),
+            };
+            format!(
+                "FAILED{at}{code}: {}{back}",
+                i.reason.as_deref().unwrap_or("unknown reason")
+            )
+        }
+        "installed" => format!("installed{at}"),
+        other => other.to_owned(),
     }
 }
 

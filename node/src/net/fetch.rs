@@ -136,7 +136,7 @@ async fn fetch(
         }
         // Outside the download window nothing new is requested (what is in flight lands and
         // stays); the tick re-checks.
-        if !net.download_allowed(&release.urgency) {
+        if !net.download_allowed(release) {
             let mut state = lock(&release.state);
             if *state == ReleaseState::Fetching {
                 tracing::info!(release = %release.id, "paused: outside the download window");
@@ -239,6 +239,7 @@ async fn fetch(
     }
     *lock(&release.state) = ReleaseState::Complete;
     *lock(&release.finished) = Some(Instant::now());
+    net.completed.notify_one();
     tracing::info!(release = %release.id, channel = %release.channel, version = release.version,
         from_lan = release.from_lan.load(Ordering::Relaxed),
         from_wan = release.from_wan.load(Ordering::Relaxed),

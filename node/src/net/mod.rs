@@ -30,6 +30,7 @@ use libp2p::{Multiaddr, PeerId};
 use peer::Peer;
 use protocol::wire::{Announcement, Bitmap, Control};
 use protocol::{ChunkRef, Manifest, NodeId, ReleaseId, TrustPolicy, VerifiedRelease};
+use scheduler::window::{Window, WindowState};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,13 +71,57 @@ const KNOWN_PEERS_MAX: usize = 4096;
 /// Manifests fetched at once (each can be up to 64 MiB).
 const MANIFEST_FETCHES_MAX: usize = 4;
 
-/// The download windows' state, kept until it can change.
+/// The state of a set of windows that must all be open, kept until it can change: fetch
+/// loops ask on every planning pass, and the answer changes only at window edges.
+#[derive(Debug, Default)]
+pub(crate) struct WindowGate(Mutex<Option<GateState>>);
+
 #[derive(Debug, Clone, Copy)]
-struct DownloadGate {
-    open: bool,
+struct GateState {
+    state: WindowState,
     computed: jiff::Timestamp,
     /// When the state next changes (`None`: never; no windows are configured).
     until: Option<jiff::Timestamp>,
+}
+
+impl WindowGate {
+    /// The state at `now` of `sets`, which must all be open (see
+    /// [`scheduler::window::all_open_state`]); the sets must be the same on every call.
+    /// Recomputed at a window edge, at once if the wall clock went backwards, and at least
+    /// daily when no change is in sight.
+    pub(crate) fn state(&self, sets: &[&[Window]], now: jiff::Timestamp) -> WindowState {
+        let mut cached = lock(&self.0);
+        if let Some(g) = *cached {
+            if g.computed <= now && g.until.is_none_or(|u| now < u) {
+                return g.state;
+            }
+        }
+        let state = scheduler::window::all_open_state(sets, now);
+        let until = match state {
+            WindowState::Open { closes } => closes,
+            WindowState::Closed { opens } => opens,
+        }
+        .or_else(|| {
+            sets.iter()
+                .any(|s| !s.is_empty())
+                .then(|| now.checked_add(jiff::SignedDuration::from_hours(24)).ok())
+                .flatten()
+        });
+        *cached = Some(GateState {
+            state,
+            computed: now,
+            until,
+        });
+        state
+    }
+
+    /// Whether `sets` are all open now.
+    pub(crate) fn is_open(&self, sets: &[&[Window]]) -> bool {
+        matches!(
+            self.state(sets, jiff::Timestamp::now()),
+            WindowState::Open { .. }
+        )
+    }
 }
 
 /// Why and when a release was refused.
@@ -164,6 +209,13 @@ pub struct Release {
     pub finished: Mutex<Option<Instant>>,
     /// Severity, score and age, for ordering and the emergency policy.
     pub urgency: scheduler::priority::Urgency,
+    /// The release's own windows, read in the node's zone where they name none; `Err`: they
+    /// could not be read (the release then never downloads or installs outside an emergency).
+    pub windows: Result<ReleaseWindows, String>,
+    /// Node and release download windows together.
+    pub(crate) download_gate: WindowGate,
+    /// Node and release install windows together.
+    pub(crate) install_gate: WindowGate,
     /// (time, bytes received) samples for the rate.
     samples: Mutex<VecDeque<(Instant, u64)>>,
     /// Initial seeding, for a release this node published: see [`Seeding`].
@@ -188,8 +240,38 @@ struct Seeding {
 /// every site every chunk.
 pub const SEED_STALL: Duration = Duration::from_secs(5);
 
+/// A release's own download and install windows.
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseWindows {
+    /// When it may download (besides the node's windows); empty: no restriction.
+    pub download: Vec<Window>,
+    /// When it may be installed (besides the node's windows); empty: no restriction.
+    pub install: Vec<Window>,
+}
+
+impl ReleaseWindows {
+    /// Reads the windows of `m`; those without a zone are read in `zone`.
+    pub fn of(m: &Manifest, zone: &jiff::tz::TimeZone) -> Result<Self, String> {
+        let read = |kind: &str, list: &[protocol::ReleaseWindow]| {
+            list.iter()
+                .map(|w| Window::from_release(w, zone).map_err(|e| format!("{kind} window: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            download: read("download", &m.download_windows)?,
+            install: read("install", &m.install_windows)?,
+        })
+    }
+}
+
 impl Release {
-    fn new(verified: &VerifiedRelease, have: Bitmap, state: ReleaseState, started: bool) -> Self {
+    fn new(
+        verified: &VerifiedRelease,
+        have: Bitmap,
+        state: ReleaseState,
+        started: bool,
+        zone: &jiff::tz::TimeZone,
+    ) -> Self {
         let m: &Manifest = &verified.manifest;
         Self {
             id: verified.id,
@@ -207,10 +289,13 @@ impl Release {
             urgency: scheduler::priority::Urgency {
                 severity: m.severity,
                 cvss: m.cvss,
-                emergency: false,
+                emergency: m.emergency,
                 created_unix_s: m.created_unix_s,
                 tie: u64::from_le_bytes(verified.id.as_bytes()[..8].try_into().expect("8 bytes")),
             },
+            windows: ReleaseWindows::of(m, zone),
+            download_gate: WindowGate::default(),
+            install_gate: WindowGate::default(),
             samples: Mutex::new(VecDeque::new()),
             seeding: None,
         }
@@ -357,6 +442,8 @@ impl Release {
                     .duration_since(s)
                     .as_secs_f64()
             }),
+            download_opens: None,
+            install: None,
         }
     }
 }
@@ -432,6 +519,8 @@ pub struct Net {
     swarm: mpsc::Sender<SwarmCommand>,
     /// Woken when peers or their bitmaps change; fetchers re-plan.
     pub(crate) wake: Notify,
+    /// Signalled when a release completes (fetched or published); activation looks again.
+    pub(crate) completed: Notify,
     /// Set when the daemon shuts down.
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Chunk traffic of this node.
@@ -440,7 +529,6 @@ pub struct Net {
     pub shapers: shape::Shapers,
     /// Download and install windows, and the emergency policy.
     pub windows: crate::config::Windows,
-    download_gate: Mutex<Option<DownloadGate>>,
     /// Serving concurrency (reads from the store in flight).
     pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
     manifest_slots: Arc<tokio::sync::Semaphore>,
@@ -547,11 +635,11 @@ impl Net {
             learning: Mutex::new(HashSet::new()),
             swarm,
             wake: Notify::new(),
+            completed: Notify::new(),
             shutdown,
             traffic: Traffic::default(),
             shapers: shape::Shapers::new(schedules),
             windows,
-            download_gate: Mutex::new(None),
             serve_slots: Arc::new(tokio::sync::Semaphore::new(peer::SERVE_CONCURRENCY_MAX)),
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
         });
@@ -597,7 +685,13 @@ impl Net {
         .await??;
         for v in committed {
             let n = v.manifest.unique_chunks().len() as u32;
-            let release = Release::new(&v, Bitmap::full(n), ReleaseState::Complete, false);
+            let release = Release::new(
+                &v,
+                Bitmap::full(n),
+                ReleaseState::Complete,
+                false,
+                &self.windows.zone,
+            );
             self.insert_release(Arc::new(release));
         }
         for (id, bytes) in pending {
@@ -756,9 +850,16 @@ impl Net {
     /// A release the local operator just published: serve it, announce it, provide it.
     pub fn published(&self, verified: &VerifiedRelease) {
         let n = verified.manifest.unique_chunks().len() as u32;
-        let release =
-            Release::new(verified, Bitmap::full(n), ReleaseState::Complete, false).with_seeding();
+        let release = Release::new(
+            verified,
+            Bitmap::full(n),
+            ReleaseState::Complete,
+            false,
+            &self.windows.zone,
+        )
+        .with_seeding();
         self.insert_release(Arc::new(release));
+        self.completed.notify_one();
         self.announce(verified);
     }
 
@@ -904,41 +1005,30 @@ impl Net {
             .is_some_and(|r| r.at.elapsed() < REFUSED_TTL)
     }
 
-    /// Whether a release with `urgency` may download now: inside a download window (or
-    /// none is configured), or an emergency under the node's policy.
-    pub fn download_allowed(&self, urgency: &scheduler::priority::Urgency) -> bool {
-        self.windows
-            .policy
-            .may_download(urgency, self.download_window_open())
+    /// Whether `release` may download now: an emergency under the node's policy, or inside
+    /// both the node's download windows and the release's own.
+    pub fn download_allowed(&self, release: &Release) -> bool {
+        if self.windows.policy.is_emergency(&release.urgency) {
+            return true;
+        }
+        match &release.windows {
+            Ok(own) => release
+                .download_gate
+                .is_open(&[&self.windows.download, &own.download]),
+            Err(_) => false,
+        }
     }
 
-    /// Whether the download windows are open now. Fetch loops ask on every planning pass,
-    /// so the answer is kept until the windows next open or close (recomputed at once if
-    /// the wall clock went backwards, and at least daily when no change is in sight).
-    fn download_window_open(&self) -> bool {
-        use scheduler::window::{WindowState, union_state};
-        let now = jiff::Timestamp::now();
-        let mut gate = lock(&self.download_gate);
-        if let Some(g) = *gate {
-            if g.computed <= now && g.until.is_none_or(|u| now < u) {
-                return g.open;
-            }
+    /// When `release` may next download, if it may not now (`None`: now, or never found).
+    pub fn download_opens(&self, release: &Release) -> Option<jiff::Timestamp> {
+        let own = release.windows.as_ref().ok()?;
+        match release.download_gate.state(
+            &[&self.windows.download, &own.download],
+            jiff::Timestamp::now(),
+        ) {
+            WindowState::Closed { opens } => opens,
+            WindowState::Open { .. } => None,
         }
-        let (open, until) = match union_state(&self.windows.download, now) {
-            WindowState::Open { closes } => (true, closes),
-            WindowState::Closed { opens } => (false, opens),
-        };
-        let until = until.or_else(|| {
-            (!self.windows.download.is_empty())
-                .then(|| now.checked_add(jiff::SignedDuration::from_hours(24)).ok())
-                .flatten()
-        });
-        *gate = Some(DownloadGate {
-            open,
-            computed: now,
-            until,
-        });
-        open
     }
 
     /// Releases refused in the last [`REFUSED_TTL`], newest first, with the reason.
@@ -1035,6 +1125,7 @@ impl Net {
         if !self.config.follows(&v.manifest.channel) {
             anyhow::bail!("channel {} is not followed", v.manifest.channel);
         }
+        ReleaseWindows::of(&v.manifest, &self.windows.zone).map_err(anyhow::Error::msg)?;
         Ok(v)
     }
 
@@ -1056,7 +1147,13 @@ impl Net {
         .await??;
         tracing::info!(release = %v.id, channel = %v.manifest.channel, version = v.manifest.version,
             chunks = have.len(), already_have = have.count(), "fetching release");
-        let release = Arc::new(Release::new(&v, have, ReleaseState::Fetching, true));
+        let release = Arc::new(Release::new(
+            &v,
+            have,
+            ReleaseState::Fetching,
+            true,
+            &self.windows.zone,
+        ));
         release.reused.store(already, Ordering::Relaxed);
         self.insert_release(release.clone());
         let net = self.clone();

@@ -1,5 +1,6 @@
 //! Integration tests of the node: real `p2pd` processes, real files, real signals.
 
+mod activate;
 mod crash;
 mod daemon;
 mod store;

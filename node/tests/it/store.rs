@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 const NOW: i64 = 1_795_392_000;
 
-fn key() -> SigningKey {
+pub(crate) fn key() -> SigningKey {
     SigningKey::from_bytes(&[9; 32])
 }
 
-fn policy() -> TrustPolicy {
+pub(crate) fn policy() -> TrustPolicy {
     TrustPolicy {
         publishers: vec![TrustedPublisher {
             name: "t".into(),
@@ -29,7 +29,7 @@ fn policy() -> TrustPolicy {
 }
 
 /// Ingests `path` into `store` and commits it as `version`; returns the release.
-fn publish(store: &Arc<Store>, path: &Path, version: u64) -> VerifiedRelease {
+pub(crate) fn publish(store: &Arc<Store>, path: &Path, version: u64) -> VerifiedRelease {
     let tree = ingest::scan(path).unwrap();
     let mut session = store.begin_ingest();
     let entries = ingest::ingest(

@@ -373,12 +373,24 @@ fn release_windows_are_bounded_and_checked() {
         }
     };
     assert!(refused(window("", 60, None)));
-    assert!(refused(window(&"1".repeat(WINDOW_CRON_BYTES_MAX + 1), 60, None)));
+    assert!(refused(window(
+        &"1".repeat(WINDOW_CRON_BYTES_MAX + 1),
+        60,
+        None
+    )));
     assert!(refused(window("0 2 * * SAT\n", 60, None)));
     assert!(refused(window("0 2 * * SAT", 0, None)));
-    assert!(refused(window("0 2 * * SAT", WINDOW_DURATION_S_MAX + 1, None)));
+    assert!(refused(window(
+        "0 2 * * SAT",
+        WINDOW_DURATION_S_MAX + 1,
+        None
+    )));
     assert!(refused(window("0 2 * * SAT", 60, Some(""))));
-    assert!(refused(window("0 2 * * SAT", 60, Some("../../etc/passwd x"))));
+    assert!(refused(window(
+        "0 2 * * SAT",
+        60,
+        Some("../../etc/passwd x")
+    )));
 
     let mut m = sample_manifest();
     m.download_windows = vec![window("0 2 * * SAT", 60, None); RELEASE_WINDOWS_MAX + 1];

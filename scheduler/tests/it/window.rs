@@ -2,9 +2,7 @@
 
 use super::at;
 use scheduler::ScheduleError;
-use scheduler::window::{
-    Cron, Window, WindowState, all_open_state, parse_duration, union_state,
-};
+use scheduler::window::{Cron, Window, WindowState, all_open_state, parse_duration, union_state};
 
 fn open(closes: &str) -> WindowState {
     WindowState::Open {
@@ -317,4 +315,29 @@ fn release_windows_read_the_node_zone_unless_they_name_one() {
         ..local
     };
     assert!(Window::from_release(&bad_cron, &tokyo).is_err());
+}
+
+#[test]
+fn release_windows_are_written_cron_for_duration_in_zone() {
+    use scheduler::window::{format_release_window, parse_release_window};
+    let w = parse_release_window("0 2 * * SAT for 04:00 in Europe/Berlin").unwrap();
+    assert_eq!(w.cron, "0 2 * * SAT");
+    assert_eq!(w.duration_s, 4 * 3600);
+    assert_eq!(w.zone.as_deref(), Some("Europe/Berlin"));
+    assert_eq!(
+        format_release_window(&w),
+        "0 2 * * SAT for 04:00 in Europe/Berlin"
+    );
+    let local = parse_release_window("0 0 22 ? * * for 07:00:30").unwrap();
+    assert_eq!(local.zone, None);
+    assert_eq!(format_release_window(&local), "0 0 22 ? * * for 07:00:30");
+    for bad in [
+        "0 2 * * SAT",
+        "0 2 * * SAT for 4h",
+        "0 2 * * FUNDAY for 04:00",
+        "0 2 * * SAT for 04:00 in Nowhere/Town",
+        "0 2 * * SAT for 200:00",
+    ] {
+        assert!(parse_release_window(bad).is_err(), "{bad:?} accepted");
+    }
 }

@@ -1,0 +1,784 @@
+//! Activation: installing completed releases inside the install window.
+//!
+//! With `[install] target` set, each followed channel gets a directory
+//! `<target>/<channel>/` holding one directory per installed version, `<version>-<id>/`
+//! (the id's first 12 hex digits), and a symlink `current` to the active one. A completed
+//! release is activated when the node's install windows and the release's own are open, the
+//! highest version of each channel only, emergencies and higher severities first
+//! ([`scheduler::priority`]). Each step survives a crash at any instant:
+//!
+//! 1. **Materialise**: the tree is exported from the store (every chunk re-verified) into
+//!    `.staging-<name>`, every file and directory is fsynced, and the directory is renamed to
+//!    `<name>`. A `<name>` directory therefore only ever exists complete; a leftover staging
+//!    directory is removed and written again.
+//! 2. **Switch**: a symlink `.current.tmp -> <name>` is renamed over `current` (rename is
+//!    atomic), and the channel directory is fsynced. A reader of `current` sees the old tree
+//!    or the new one, never a mix.
+//! 3. **Apply**: the optional `[install] apply` command runs with the new directory as its
+//!    last argument (no shell), in its own process group, with `P2PD_*` variables; its
+//!    output is kept as a bounded tail. Past `apply_timeout_s` the whole group is killed.
+//! 4. **Record**: success, or failure with the exit code (or signal, or timeout) and the last
+//!    lines of output, after switching `current` back to the previous version (removing it
+//!    when there was none). The record is what `p2pctl status` shows; a failed release is not
+//!    retried until a newer version arrives.
+//! 5. **Prune**: version directories beyond `keep` are removed, never `current` nor the
+//!    version before it.
+//!
+//! A crash between the switch and the record leaves no record, so after a restart the
+//! release is activated again: step 1 finds its directory complete and the apply command
+//! runs again. Apply commands must therefore be idempotent (as Mender's state scripts and
+//! Debian's maintainer scripts must be).
+
+use crate::config::InstallSection;
+use crate::net::{Net, ReleaseState, lock};
+use crate::release;
+use crate::store::Store;
+use protocol::{Manifest, ReleaseId};
+use scheduler::window::WindowState;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// Lines of the apply command's output kept (stdout and stderr interleaved, last lines).
+pub const OUTPUT_TAIL_LINES: usize = 20;
+
+/// Longest output line kept, in bytes; the rest of a longer line is dropped.
+pub const OUTPUT_LINE_BYTES_MAX: usize = 400;
+
+/// Most bytes of output a record holds: [`OUTPUT_TAIL_LINES`] full lines.
+pub const OUTPUT_TAIL_BYTES_MAX: usize = OUTPUT_TAIL_LINES * OUTPUT_LINE_BYTES_MAX;
+
+/// How long the output readers may outlive the apply command (a background child holding
+/// its pipes open) before its process group is killed.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Longest sleep of the activation loop: it looks again at least this often, so a clock
+/// change or a missed wake-up costs at most this much delay.
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// Name of the per-channel symlink to the active version.
+pub const CURRENT: &str = "current";
+
+/// What activating one release did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationRecord {
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// The version's directory.
+    pub dir: PathBuf,
+    /// When the activation finished, unix seconds.
+    pub at_unix_s: i64,
+    /// The version directory `current` pointed to before (its name).
+    pub previous: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// How an activation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// `current` points at the release and the apply command (if any) succeeded.
+    Installed,
+    /// Something failed; `current` was switched back.
+    Failed {
+        /// What failed, in words.
+        reason: String,
+        /// The apply command's exit code, if it exited.
+        exit_code: Option<i32>,
+        /// The last lines of its output.
+        output: Vec<String>,
+        /// The version directory `current` points at now (`None`: it was removed).
+        rolled_back_to: Option<String>,
+    },
+}
+
+/// Why an activation step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// A filesystem operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Writing the tree failed.
+    #[error(transparent)]
+    Export(#[from] release::ExportError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The channel name cannot be a directory name (the manifest gate should have refused it).
+    #[error("channel {0:?} cannot be installed")]
+    BadChannel(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ActivateError + '_ {
+    move |source| ActivateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The name of a version's directory.
+pub fn version_dir_name(version: u64, id: &ReleaseId) -> String {
+    format!("{version}-{}", &id.to_hex()[..12])
+}
+
+/// The version a directory name stands for, if it is one.
+fn version_of_dir_name(name: &str) -> Option<u64> {
+    let (version, id) = name.split_once('-')?;
+    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| version.parse().ok())
+        .flatten()
+}
+
+/// The directory of `channel` under `target`.
+pub fn channel_dir(target: &Path, channel: &str) -> Result<PathBuf, ActivateError> {
+    if !protocol::manifest::is_valid_channel(channel) {
+        return Err(ActivateError::BadChannel(channel.to_owned()));
+    }
+    Ok(target.join(channel))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ActivateError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}
+
+/// Removes a tree, making its directories writable first (a release may ship read-only
+/// directories, which `remove_dir_all` cannot empty without privileges).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return fs::remove_file(path);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    for entry in fs::read_dir(path)? {
+        remove_tree(&entry?.path())?;
+    }
+    fs::remove_dir(path)
+}
+
+/// Step 1: writes the release into its version directory under `channel_dir`, unless a
+/// complete one is there already. Returns the directory.
+pub fn materialise(
+    store: &Store,
+    manifest: &Manifest,
+    id: &ReleaseId,
+    channel_dir: &Path,
+) -> Result<PathBuf, ActivateError> {
+    fs::create_dir_all(channel_dir).map_err(io_at(channel_dir))?;
+    let name = version_dir_name(manifest.version, id);
+    let dir = channel_dir.join(&name);
+    match fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => return Ok(dir),
+        Ok(_) => fs::remove_file(&dir).map_err(io_at(&dir))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_at(&dir)(e)),
+    }
+    let staging = channel_dir.join(format!(".staging-{name}"));
+    match remove_tree(&staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_at(&staging)(e)),
+    }
+    release::export(store, manifest, &staging)?;
+    // Files were fsynced by the export; their directory entries need their directories'.
+    for entry in &manifest.entries {
+        if let protocol::EntryKind::Dir { .. } = entry.kind {
+            sync_dir(&staging.join(&entry.path))?;
+        }
+    }
+    sync_dir(&staging)?;
+    fs::rename(&staging, &dir).map_err(io_at(&dir))?;
+    sync_dir(channel_dir)?;
+    Ok(dir)
+}
+
+/// Step 2: points `current` in `channel_dir` at `name` in one rename, or removes it.
+pub fn switch_current(channel_dir: &Path, name: Option<&str>) -> Result<(), ActivateError> {
+    let link = channel_dir.join(CURRENT);
+    match name {
+        Some(name) => {
+            let tmp = channel_dir.join(".current.tmp");
+            match fs::remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at(&tmp)(e)),
+            }
+            std::os::unix::fs::symlink(name, &tmp).map_err(io_at(&tmp))?;
+            fs::rename(&tmp, &link).map_err(io_at(&link))?;
+        }
+        None => match fs::remove_file(&link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&link)(e)),
+        },
+    }
+    sync_dir(channel_dir)
+}
+
+/// The version directory `current` points at, if any.
+pub fn current_of(channel_dir: &Path) -> Option<String> {
+    fs::read_link(channel_dir.join(CURRENT))
+        .ok()
+        .and_then(|t| t.to_str().map(str::to_owned))
+}
+
+/// Step 5: removes version directories of `channel_dir` beyond the `keep` newest, never
+/// those in `protect`; also leftover staging directories.
+pub fn prune(channel_dir: &Path, keep: usize, protect: &[&str]) -> Result<(), ActivateError> {
+    let mut versions: Vec<(u64, String)> = Vec::new();
+    for entry in fs::read_dir(channel_dir).map_err(io_at(channel_dir))? {
+        let entry = entry.map_err(io_at(channel_dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with(".staging-") {
+            let path = entry.path();
+            remove_tree(&path).map_err(io_at(&path))?;
+        } else if let Some(v) = version_of_dir_name(&name) {
+            versions.push((v, name));
+        }
+    }
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, name) in versions.into_iter().skip(keep) {
+        if protect.contains(&name.as_str()) {
+            continue;
+        }
+        let path = channel_dir.join(&name);
+        tracing::info!(dir = %path.display(), "removing an old installed version");
+        remove_tree(&path).map_err(io_at(&path))?;
+    }
+    Ok(())
+}
+
+/// The last [`OUTPUT_TAIL_LINES`] lines of a command's output, each cut at
+/// [`OUTPUT_LINE_BYTES_MAX`] bytes: memory stays bounded whatever the command prints.
+#[derive(Debug, Default)]
+struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    fn push(&mut self, line: &[u8]) {
+        let line = &line[..line.len().min(OUTPUT_LINE_BYTES_MAX)];
+        let text = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_owned();
+        if self.lines.len() == OUTPUT_TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(text);
+    }
+}
+
+/// Reads `pipe` to its end into `tail`, line by line, holding at most one bounded line.
+async fn read_lines<R: tokio::io::AsyncRead + Unpin>(mut pipe: R, tail: Arc<Mutex<Tail>>) {
+    let mut buf = vec![0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                lock(&tail).push(&line);
+                line.clear();
+            } else if line.len() < OUTPUT_LINE_BYTES_MAX {
+                line.push(b);
+            }
+        }
+    }
+    if !line.is_empty() {
+        lock(&tail).push(&line);
+    }
+}
+
+/// How the apply command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyResult {
+    /// `None` on success, else what went wrong.
+    pub failure: Option<String>,
+    /// Exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// Last lines of output.
+    pub output: Vec<String>,
+}
+
+/// Step 3: runs `command` with `dir` appended, the `env` variables, and `timeout`.
+pub async fn run_apply(
+    command: &[String],
+    dir: &Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> ApplyResult {
+    let Some((program, args)) = command.split_first() else {
+        return ApplyResult {
+            failure: None,
+            exit_code: None,
+            output: Vec::new(),
+        };
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .arg(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return ApplyResult {
+                failure: Some(format!("cannot start {program}: {e}")),
+                exit_code: None,
+                output: Vec::new(),
+            };
+        }
+    };
+    let group = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+    let kill_group = || {
+        if let Some(pid) = group {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    };
+    let tail = Arc::new(Mutex::new(Tail::default()));
+    let mut readers = tokio::task::JoinSet::new();
+    if let Some(out) = child.stdout.take() {
+        readers.spawn(read_lines(out, tail.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.spawn(read_lines(err, tail.clone()));
+    }
+    let status = tokio::time::timeout(timeout, child.wait()).await;
+    let timed_out = status.is_err();
+    if timed_out {
+        kill_group();
+        let _ = child.wait().await;
+    }
+    // Let the readers drain what the command wrote; a background child that keeps the pipes
+    // open is killed with the group.
+    if tokio::time::timeout(OUTPUT_GRACE, async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        kill_group();
+        readers.abort_all();
+    }
+    let output: Vec<String> = lock(&tail).lines.iter().cloned().collect();
+    match status {
+        Err(_) => ApplyResult {
+            failure: Some(format!(
+                "apply command timed out after {} s and was killed",
+                timeout.as_secs()
+            )),
+            exit_code: None,
+            output,
+        },
+        Ok(Err(e)) => ApplyResult {
+            failure: Some(format!("waiting for the apply command: {e}")),
+            exit_code: None,
+            output,
+        },
+        Ok(Ok(status)) if status.success() => ApplyResult {
+            failure: None,
+            exit_code: Some(0),
+            output,
+        },
+        Ok(Ok(status)) => {
+            use std::os::unix::process::ExitStatusExt;
+            let failure = match (status.code(), status.signal()) {
+                (Some(code), _) => format!("apply command exited with status {code}"),
+                (None, Some(sig)) => format!("apply command was killed by signal {sig}"),
+                (None, None) => format!("apply command failed: {status}"),
+            };
+            ApplyResult {
+                failure: Some(failure),
+                exit_code: status.code(),
+                output,
+            }
+        }
+    }
+}
+
+/// Installs completed releases; see the module docs.
+pub struct Installer {
+    target: PathBuf,
+    apply: Vec<String>,
+    timeout: Duration,
+    keep: usize,
+    /// The release being activated now.
+    busy: Mutex<Option<ReleaseId>>,
+}
+
+/// Where a release stands with activation, for `p2pctl status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallState {
+    /// Not complete yet.
+    NotReady,
+    /// Complete; waiting for the install windows (`opens`: when they next open).
+    Waiting {
+        /// Next opening (`None`: not within the search horizon).
+        opens: Option<jiff::Timestamp>,
+    },
+    /// Being activated now.
+    Installing,
+    /// A newer version of the channel was activated (or is waiting) instead.
+    Superseded,
+    /// Activated: see the record.
+    Done(ActivationRecord),
+}
+
+impl Installer {
+    /// An installer for `[install]`, or `None` when no target is set.
+    pub fn new(section: &InstallSection) -> Option<Self> {
+        Some(Self {
+            target: section.target.clone()?,
+            apply: section.apply.clone(),
+            timeout: Duration::from_secs(section.apply_timeout_s),
+            keep: section.keep as usize,
+            busy: Mutex::new(None),
+        })
+    }
+
+    /// The target directory.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Where `release` stands, given the store's records.
+    pub fn state_of(
+        &self,
+        net: &Net,
+        release: &crate::net::Release,
+        records: &HashMap<ReleaseId, ActivationRecord>,
+    ) -> InstallState {
+        if let Some(r) = records.get(&release.id) {
+            return InstallState::Done(r.clone());
+        }
+        if *lock(&self.busy) == Some(release.id) {
+            return InstallState::Installing;
+        }
+        if *lock(&release.state) != ReleaseState::Complete {
+            return InstallState::NotReady;
+        }
+        let newer = records
+            .values()
+            .any(|r| r.channel == release.channel && r.version > release.version)
+            || net.releases().iter().any(|o| {
+                o.channel == release.channel
+                    && o.version > release.version
+                    && *lock(&o.state) == ReleaseState::Complete
+            });
+        if newer {
+            return InstallState::Superseded;
+        }
+        match install_window_state(net, release, jiff::Timestamp::now()) {
+            WindowState::Open { .. } => InstallState::Waiting {
+                opens: Some(jiff::Timestamp::now()),
+            },
+            WindowState::Closed { opens } => InstallState::Waiting { opens },
+        }
+    }
+
+    /// Activates `id` now (steps 1 to 5), records and returns the outcome.
+    pub async fn activate(
+        &self,
+        store: &Arc<Store>,
+        id: ReleaseId,
+        records: &HashMap<ReleaseId, ActivationRecord>,
+    ) -> Result<ActivationRecord, ActivateError> {
+        *lock(&self.busy) = Some(id);
+        let result = self.activate_inner(store, id, records).await;
+        *lock(&self.busy) = None;
+        let record = result?;
+        let store = store.clone();
+        let r = record.clone();
+        blocking(move || Ok(store.record_activation(&id, &r)?)).await?;
+        Ok(record)
+    }
+
+    async fn activate_inner(
+        &self,
+        store: &Arc<Store>,
+        id: ReleaseId,
+        records: &HashMap<ReleaseId, ActivationRecord>,
+    ) -> Result<ActivationRecord, ActivateError> {
+        let manifest = {
+            let store = store.clone();
+            blocking(move || Ok(store.manifest(&id)?))
+                .await?
+                .ok_or_else(|| {
+                    ActivateError::Store(crate::store::StoreError::Damaged(format!(
+                        "release {id} is not in the store"
+                    )))
+                })?
+        };
+        let channel = manifest.channel.clone();
+        let version = manifest.version;
+        let chan_dir = channel_dir(&self.target, &channel)?;
+        let name = version_dir_name(version, &id);
+        // The version to roll back to: the highest installed one of the channel whose
+        // directory is still there.
+        let previous = records
+            .values()
+            .filter(|r| {
+                r.channel == channel && r.version < version && r.outcome == Outcome::Installed
+            })
+            .max_by_key(|r| r.version)
+            .and_then(|r| r.dir.file_name()?.to_str().map(str::to_owned))
+            .filter(|n| chan_dir.join(n).is_dir());
+
+        tracing::info!(release = %id, %channel, version, "installing");
+        let dir = {
+            let store = store.clone();
+            let chan_dir = chan_dir.clone();
+            blocking(move || materialise(&store, &manifest, &id, &chan_dir)).await?
+        };
+        {
+            let chan_dir = chan_dir.clone();
+            let name = name.clone();
+            blocking(move || switch_current(&chan_dir, Some(&name))).await?;
+        }
+        let env = [
+            ("P2PD_RELEASE", id.to_hex()),
+            ("P2PD_CHANNEL", channel.clone()),
+            ("P2PD_VERSION", version.to_string()),
+            ("P2PD_RELEASE_DIR", dir.display().to_string()),
+            (
+                "P2PD_PREVIOUS_DIR",
+                previous
+                    .as_ref()
+                    .map(|p| chan_dir.join(p).display().to_string())
+                    .unwrap_or_default(),
+            ),
+        ];
+        let applied = run_apply(&self.apply, &dir, &env, self.timeout).await;
+        let outcome = match applied.failure {
+            None => Outcome::Installed,
+            Some(reason) => {
+                let chan_dir = chan_dir.clone();
+                let back = previous.clone();
+                blocking(move || switch_current(&chan_dir, back.as_deref())).await?;
+                tracing::warn!(release = %id, %channel, version, %reason,
+                    rolled_back_to = previous.as_deref().unwrap_or("nothing"), "install failed");
+                Outcome::Failed {
+                    reason,
+                    exit_code: applied.exit_code,
+                    output: applied.output,
+                    rolled_back_to: previous.clone(),
+                }
+            }
+        };
+        if outcome == Outcome::Installed {
+            tracing::info!(release = %id, %channel, version, dir = %dir.display(), "installed");
+        }
+        let current = current_of(&chan_dir);
+        let keep = self.keep;
+        {
+            // Pruning is housekeeping: a failure is logged and the outcome stands.
+            let chan_dir = chan_dir.clone();
+            let protect: Vec<String> = [current, previous.clone()].into_iter().flatten().collect();
+            let pruned = blocking(move || {
+                let protect: Vec<&str> = protect.iter().map(String::as_str).collect();
+                prune(&chan_dir, keep, &protect)
+            })
+            .await;
+            if let Err(e) = pruned {
+                tracing::warn!(error = %e, "cannot remove old installed versions");
+            }
+        }
+        Ok(ActivationRecord {
+            channel,
+            version,
+            dir,
+            at_unix_s: crate::net::now_unix_s(),
+            previous,
+            outcome,
+        })
+    }
+}
+
+/// The node's install windows and the release's own, together, at `now`. A release whose
+/// windows could not be read is never installed.
+pub fn install_window_state(
+    net: &Net,
+    release: &crate::net::Release,
+    now: jiff::Timestamp,
+) -> WindowState {
+    match &release.windows {
+        Ok(own) => release
+            .install_gate
+            .state(&[&net.windows.install, &own.install], now),
+        Err(_) => WindowState::Closed { opens: None },
+    }
+}
+
+/// Runs blocking filesystem or store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ActivateError> + Send + 'static,
+) -> Result<T, ActivateError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ActivateError::Io {
+            path: PathBuf::from("(activation task)"),
+            source: io::Error::other(e),
+        })?
+}
+
+/// Records by release, read from the store.
+fn records(store: &Store) -> Result<HashMap<ReleaseId, ActivationRecord>, ActivateError> {
+    Ok(store.activations()?.into_iter().collect())
+}
+
+/// The activation loop: activates what is due, then sleeps until a release completes, an
+/// install window opens, or [`RECHECK`] passes.
+pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
+    let mut shutdown = net.shutdown.clone();
+    loop {
+        let mut wake_in = RECHECK;
+        match due(&net, &store).await {
+            Ok((Some(id), _)) => {
+                let records = match records(&store) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read activation records");
+                        HashMap::new()
+                    }
+                };
+                if let Err(e) = installer.activate(&store, id, &records).await {
+                    // A failure before the apply step (disk full, store damage) is recorded
+                    // too, so it shows in status and is not retried in a tight loop.
+                    tracing::error!(release = %id, error = %e, "install failed");
+                    let record = failed_before_apply(&store, &installer, id, e.to_string());
+                    if let Err(e) = store.record_activation(&id, &record) {
+                        tracing::error!(release = %id, error = %e, "cannot record the failure");
+                    }
+                }
+                continue;
+            }
+            Ok((None, next)) => {
+                if let Some(next) = next {
+                    let secs = next
+                        .duration_since(jiff::Timestamp::now())
+                        .as_secs_f64()
+                        .max(0.0);
+                    wake_in = wake_in.min(Duration::from_secs_f64(secs + 0.05));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "activation check failed"),
+        }
+        tokio::select! {
+            () = net.completed.notified() => {}
+            () = tokio::time::sleep(wake_in) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+fn failed_before_apply(
+    store: &Store,
+    installer: &Installer,
+    id: ReleaseId,
+    reason: String,
+) -> ActivationRecord {
+    let (channel, version) = store
+        .summary(&id)
+        .ok()
+        .flatten()
+        .map(|s| (s.channel, s.version))
+        .unwrap_or_default();
+    let dir = channel_dir(&installer.target, &channel)
+        .map(|d| d.join(version_dir_name(version, &id)))
+        .unwrap_or_default();
+    let rolled_back_to = channel_dir(&installer.target, &channel)
+        .ok()
+        .and_then(|d| current_of(&d));
+    ActivationRecord {
+        channel,
+        version,
+        dir,
+        at_unix_s: crate::net::now_unix_s(),
+        previous: rolled_back_to.clone(),
+        outcome: Outcome::Failed {
+            reason,
+            exit_code: None,
+            output: Vec::new(),
+            rolled_back_to,
+        },
+    }
+}
+
+/// The release to activate now, if any, and otherwise when the next install window of a
+/// waiting release opens.
+async fn due(
+    net: &Arc<Net>,
+    store: &Arc<Store>,
+) -> Result<(Option<ReleaseId>, Option<jiff::Timestamp>), ActivateError> {
+    let records = {
+        let store = store.clone();
+        blocking(move || records(&store)).await?
+    };
+    let mut handled: HashMap<&str, u64> = HashMap::new();
+    for r in records.values() {
+        let v = handled.entry(r.channel.as_str()).or_insert(0);
+        *v = (*v).max(r.version);
+    }
+    // The highest complete version of each channel, if newer than any activated or failed.
+    let mut newest: HashMap<String, Arc<crate::net::Release>> = HashMap::new();
+    for r in net.releases() {
+        if *lock(&r.state) != ReleaseState::Complete || records.contains_key(&r.id) {
+            continue;
+        }
+        if handled
+            .get(r.channel.as_str())
+            .is_some_and(|&v| v >= r.version)
+        {
+            continue;
+        }
+        match newest.get(&r.channel) {
+            Some(o) if o.version >= r.version => {}
+            _ => {
+                newest.insert(r.channel.clone(), r);
+            }
+        }
+    }
+    let mut candidates: Vec<Arc<crate::net::Release>> = newest.into_values().collect();
+    let policy = net.windows.policy;
+    candidates.sort_by(|a, b| policy.compare(&a.urgency, &b.urgency));
+    let now = jiff::Timestamp::now();
+    let mut next: Option<jiff::Timestamp> = None;
+    for r in candidates {
+        match install_window_state(net, &r, now) {
+            WindowState::Open { .. } => return Ok((Some(r.id), None)),
+            WindowState::Closed { opens: Some(o) } => {
+                next = Some(next.map_or(o, |n| n.min(o)));
+            }
+            WindowState::Closed { opens: None } => {}
+        }
+    }
+    Ok((None, next))
+}
