@@ -4,6 +4,11 @@
 //! (older first: a release that has waited longer is closer to its deadline), then by id so
 //! the order is total and every node agrees on it.
 //!
+//! Fetches run side by side, but not as equals: a fetch that another running fetch outranks
+//! keeps only [`OUTRANKED_BUDGET_DIVISOR`]⁻¹ of each peer's in-flight budget, so the urgent
+//! release gets most of every link while the others still creep forward (a strict stop
+//! would leave links idle whenever the urgent release's chunks are at other peers).
+//!
 //! An emergency may fetch outside the download window; the hard ceilings (rate schedules)
 //! still apply to it. A release is an emergency if its publisher marked it so, or, when the
 //! node's policy enables it, if it is critical with a CVSS score at or above the policy's
@@ -11,6 +16,9 @@
 
 use protocol::{Cvss, Severity};
 use std::cmp::Ordering;
+
+/// Share of a peer's in-flight budget an outranked fetch may use: a quarter.
+pub const OUTRANKED_BUDGET_DIVISOR: u64 = 4;
 
 /// What the scheduler needs to know of a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +68,31 @@ impl EmergencyPolicy {
             .then(a.tie.cmp(&b.tie))
     }
 
+    /// Whether a running fetch of `me` is outranked by one of the `running` others.
+    pub fn is_outranked<'a>(
+        &self,
+        me: &Urgency,
+        running: impl IntoIterator<Item = &'a Urgency>,
+    ) -> bool {
+        running
+            .into_iter()
+            .any(|other| self.compare(other, me) == Ordering::Less)
+    }
+
+    /// The in-flight budget a fetch of `me` may use at a peer whose full budget is `budget`.
+    pub fn budget_for<'a>(
+        &self,
+        budget: u64,
+        me: &Urgency,
+        running: impl IntoIterator<Item = &'a Urgency>,
+    ) -> u64 {
+        if self.is_outranked(me, running) {
+            budget / OUTRANKED_BUDGET_DIVISOR
+        } else {
+            budget
+        }
+    }
+
     /// Whether a release may download now: inside the download window, or an emergency.
     pub fn may_download(&self, u: &Urgency, window_open: bool) -> bool {
         window_open || self.is_emergency(u)
@@ -96,6 +129,23 @@ mod tests {
         // Emergencies (the marked one and critical 9.8) oldest first, then critical 7.5,
         // then high oldest first, then low.
         assert_eq!(created, vec![7, 9, 3, 2, 5, 1]);
+    }
+
+    #[test]
+    fn an_outranked_fetch_keeps_a_quarter_of_the_budget() {
+        let p = EmergencyPolicy::default();
+        let low = u(Severity::Low, None, false, 1);
+        let high = u(Severity::High, None, false, 5);
+        let critical = u(Severity::Critical, Some(98), false, 9);
+        assert!(p.is_outranked(&low, &[high, critical]));
+        assert!(!p.is_outranked(&critical, &[low, high]));
+        assert!(!p.is_outranked(&high, &[]));
+        assert!(
+            !p.is_outranked(&high, &[high]),
+            "a release does not outrank itself"
+        );
+        assert_eq!(p.budget_for(8 << 20, &high, &[critical]), 2 << 20);
+        assert_eq!(p.budget_for(8 << 20, &critical, &[high, low]), 8 << 20);
     }
 
     #[test]

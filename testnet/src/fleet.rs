@@ -428,6 +428,23 @@ impl Fleet {
         version: u64,
         extra: &[&str],
     ) -> anyhow::Result<String> {
+        self.publish_on(
+            &format!("testnet/{}", self.scenario.name),
+            path,
+            version,
+            extra,
+        )
+    }
+
+    /// Publishes `path` as `version` of `channel` on the origin, with more `p2pctl publish`
+    /// arguments; returns the release id.
+    pub fn publish_on(
+        &self,
+        channel: &str,
+        path: &Path,
+        version: u64,
+        extra: &[&str],
+    ) -> anyhow::Result<String> {
         let out = Command::new(&self.bins.p2pctl)
             .arg("--socket")
             .arg(&self.nodes[0].socket)
@@ -435,7 +452,7 @@ impl Fleet {
             .arg(path)
             .args([
                 "--channel",
-                &format!("testnet/{}", self.scenario.name),
+                channel,
                 "--version",
                 &version.to_string(),
                 "--key",

@@ -105,15 +105,46 @@ async fn downloads_wait_for_their_window_and_emergencies_do_not() {
         .unwrap();
     let normal_payload = fleet.make_payload(2).unwrap();
     let normal = fleet.publish(&normal_payload, 2).unwrap();
+    // On a second channel: a routine v1 that must wait, then a v2 its publisher marked an
+    // emergency. v2 does not wait; once it completes, v1 can never be committed (versions
+    // only go up), so its fetch stops as superseded without having moved a byte.
+    let side = "testnet/window-side";
+    let routine_payload = fleet.make_payload(3).unwrap();
+    let routine = fleet.publish_on(side, &routine_payload, 1, &[]).unwrap();
+    while !fleet
+        .status(1)
+        .await
+        .unwrap()
+        .releases
+        .iter()
+        .any(|r| r.id == routine && r.state == "paused")
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let marked_payload = fleet.make_payload(4).unwrap();
+    let marked = fleet
+        .publish_on(side, &marked_payload, 2, &["--emergency"])
+        .unwrap();
 
     let mut saw_paused = false;
     let mut emergency_done = false;
+    let mut marked_done = false;
+    let mut routine_superseded = false;
     loop {
         let now = jiff::Timestamp::now();
         let st = fleet.status(1).await.unwrap();
         let find = |id: &str| st.releases.iter().find(|r| r.id == id).cloned();
         if let Some(r) = find(&emergency) {
             emergency_done |= r.state == "complete";
+        }
+        if let Some(r) = find(&marked) {
+            marked_done |= r.state == "complete";
+        }
+        if let Some(r) = find(&routine) {
+            if marked_done {
+                routine_superseded |= r.state == "superseded";
+            }
+            assert_eq!(r.bytes_from_lan + r.bytes_from_wan, 0, "{r:?}");
         }
         let done = find(&normal).is_some_and(|r| r.state == "complete");
         if now < opens {
@@ -124,7 +155,14 @@ async fn downloads_wait_for_their_window_and_emergencies_do_not() {
                     0,
                     "bytes moved before the window opened: {r:?}"
                 );
-                saw_paused |= r.state == "paused";
+                if r.state == "paused" {
+                    saw_paused = true;
+                    assert_eq!(
+                        r.download_opens.as_deref(),
+                        Some(opens.to_string().as_str()),
+                        "status tells when the window opens"
+                    );
+                }
             }
             assert!(!done, "completed before its window opened");
         } else if done {
@@ -141,7 +179,15 @@ async fn downloads_wait_for_their_window_and_emergencies_do_not() {
     }
     assert!(
         emergency_done,
-        "the emergency release waited for the window"
+        "the critical CVSS 9.8 release waited for the window"
+    );
+    assert!(
+        marked_done,
+        "the release marked --emergency waited for the window"
+    );
+    assert!(
+        routine_superseded,
+        "the older routine release was not stopped as superseded"
     );
     assert!(saw_paused, "the normal release was never reported paused");
 }

@@ -134,6 +134,15 @@ async fn fetch(
         if !replan || got.is_full() || writer.backlog() >= WRITE_BACKLOG_BYTES {
             continue;
         }
+        if let Some(newer) = net.newer_complete(release) {
+            writer.finish(None).await?;
+            let store = net.store.clone();
+            let id = release.id;
+            tokio::task::spawn_blocking(move || store.remove_pending(&id)).await??;
+            tracing::info!(release = %release.id, newer, "a newer version completed: fetch stopped");
+            *lock(&release.state) = ReleaseState::Superseded(newer);
+            return Ok(true);
+        }
         // Outside the download window nothing new is requested (what is in flight lands and
         // stays); the tick re-checks.
         if !net.download_allowed(release) {
@@ -153,7 +162,9 @@ async fn fetch(
         }
         replan = false;
 
-        // Plan.
+        // Plan. A fetch outranked by a running one keeps a small share of each peer's budget.
+        let running = net.running_fetches_except(&release.id);
+        let policy = net.windows.policy;
         let peers: Vec<Arc<Peer>> = net
             .peer_list()
             .into_iter()
@@ -169,7 +180,7 @@ async fn fetch(
                 same_site: p.class == Class::Lan,
                 have: v.as_ref().map(|v| &v.bits),
                 in_flight_bytes: p.in_flight_bytes(),
-                budget_bytes: budget(p.class),
+                budget_bytes: policy.budget_for(budget(p.class), &release.urgency, &running),
                 usable: true,
             })
             .collect();

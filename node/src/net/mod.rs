@@ -175,6 +175,9 @@ pub enum ReleaseState {
     Fetching,
     /// Waiting for the download window to open (what is verified stays).
     Paused,
+    /// A newer version of the channel completed first; the fetch stopped (what was verified
+    /// stays in the store for later versions to reuse).
+    Superseded(u64),
     /// Every chunk is stored and the release is committed.
     Complete,
     /// The fetch stopped on an error (the message says which).
@@ -421,6 +424,7 @@ impl Release {
             state: match &state {
                 ReleaseState::Fetching => "fetching".into(),
                 ReleaseState::Paused => "paused".into(),
+                ReleaseState::Superseded(_) => "superseded".into(),
                 ReleaseState::Complete => "complete".into(),
                 ReleaseState::Failed(_) => "failed".into(),
             },
@@ -1017,6 +1021,29 @@ impl Net {
                 .is_open(&[&self.windows.download, &own.download]),
             Err(_) => false,
         }
+    }
+
+    /// The version of a newer complete release of `release`'s channel, if one exists: the
+    /// node can never commit `release` then (versions only go up).
+    pub(crate) fn newer_complete(&self, release: &Release) -> Option<u64> {
+        self.releases()
+            .iter()
+            .filter(|r| r.channel == release.channel && r.version > release.version)
+            .filter(|r| *lock(&r.state) == ReleaseState::Complete)
+            .map(|r| r.version)
+            .max()
+    }
+
+    /// Urgencies of the other fetches running now (not paused, not done).
+    pub(crate) fn running_fetches_except(
+        &self,
+        id: &ReleaseId,
+    ) -> Vec<scheduler::priority::Urgency> {
+        self.releases()
+            .iter()
+            .filter(|r| r.id != *id && *lock(&r.state) == ReleaseState::Fetching)
+            .map(|r| r.urgency)
+            .collect()
     }
 
     /// When `release` may next download, if it may not now (`None`: now, or never found).
