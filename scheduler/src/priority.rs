@@ -5,9 +5,12 @@
 //! the order is total and every node agrees on it.
 //!
 //! Fetches run side by side, but not as equals: a fetch that another running fetch outranks
-//! keeps only [`OUTRANKED_BUDGET_DIVISOR`]⁻¹ of each peer's in-flight budget, so the urgent
-//! release gets most of every link while the others still creep forward (a strict stop
-//! would leave links idle whenever the urgent release's chunks are at other peers).
+//! may only send a request to a peer while the bytes in flight to that peer, counted over
+//! all fetches, are below [`OUTRANKED_BUDGET_DIVISOR`]⁻¹ of its budget. At a peer the urgent
+//! fetch keeps busy the outranked one therefore waits, so the urgent release gets the
+//! bottleneck link to itself; at peers the urgent fetch does not need, the outranked one
+//! goes on, so no link idles for the sake of priority (a strict stop of every other fetch
+//! would leave them idle).
 //!
 //! An emergency may fetch outside the download window; the hard ceilings (rate schedules)
 //! still apply to it. A release is an emergency if its publisher marked it so, or, when the
@@ -79,7 +82,8 @@ impl EmergencyPolicy {
             .any(|other| self.compare(other, me) == Ordering::Less)
     }
 
-    /// The in-flight budget a fetch of `me` may use at a peer whose full budget is `budget`.
+    /// The in-flight budget (all fetches' bytes at the peer together) under which a fetch of
+    /// `me` may still send requests to a peer whose full budget is `budget`.
     pub fn budget_for<'a>(
         &self,
         budget: u64,

@@ -1,6 +1,7 @@
 //! Scheduling with real nodes and real time: a WAN ingress cap holds a transfer to its rate
 //! and leaves LAN transfers alone; a download window holds a release back until it opens,
-//! and an emergency release does not wait.
+//! and an emergency release does not wait; an emergency published while a routine release
+//! is fetching takes the capped link from it.
 
 use std::time::{Duration, Instant};
 use testnet::fleet::{Fleet, workdir};
@@ -190,4 +191,106 @@ async fn downloads_wait_for_their_window_and_emergencies_do_not() {
         "the older routine release was not stopped as superseded"
     );
     assert!(saw_paused, "the normal release was never reported paused");
+}
+
+/// Writes a payload of `mib` MiB of seeded random bytes in `dir`.
+fn random_payload(dir: &std::path::Path, seed: u64, mib: usize) -> std::path::PathBuf {
+    use rand::{RngCore, SeedableRng};
+    let path = dir.join(format!("random-{seed}"));
+    std::fs::create_dir_all(&path).unwrap();
+    let mut bytes = vec![0u8; mib << 20];
+    rand_chacha::ChaCha20Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    std::fs::write(path.join("patch.bin"), bytes).unwrap();
+    path
+}
+
+/// A routine release is fetching over a 4 MB/s WAN cap when an emergency arrives. Once the
+/// requests the routine fetch had queued have landed, the emergency has the link: the
+/// routine fetch, outranked, sends nothing while the emergency keeps the one peer busy
+/// (equal shares would move one byte of it per byte of the emergency). It completes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_takes_the_link_from_a_running_routine_fetch() {
+    let s = Scenario::parse(
+        "name = 'priority'\nseed = 23\ntimeout_s = 120\n[release]\nsize_mib = 1\n\
+         [origin]\n[wan]\nlatency_ms = 1\n\
+         [[sites]]\nname = 'branch'\nnodes = 1\n\
+         node_config = '''\n[shaping]\nwan_ingress = { default = \"4MB/s\" }\n'''\n",
+    )
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let routine_payload = random_payload(&dir, 1, 16);
+    let urgent_payload = random_payload(&dir, 2, 8);
+    let routine = fleet
+        .publish_on(
+            "testnet/routine",
+            &routine_payload,
+            1,
+            &["--severity", "low"],
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let have = |st: &node::api::NodeStatus, id: &str| {
+        st.releases
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| (r.bytes_have, r.state.clone()))
+    };
+    loop {
+        let st = fleet.status(1).await.unwrap();
+        if have(&st, &routine).is_some_and(|(b, _)| b >= 1 << 20) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "routine fetch did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let urgent = fleet
+        .publish_on("testnet/urgent", &urgent_payload, 1, &["--emergency"])
+        .unwrap();
+    // From the moment the emergency has 2 MiB (what the routine fetch had queued before it
+    // was outranked has landed by then)...
+    let (routine_0, urgent_0) = loop {
+        let st = fleet.status(1).await.unwrap();
+        if let (Some(r), Some(u)) = (have(&st, &routine), have(&st, &urgent)) {
+            if u.0 >= 2 << 20 {
+                assert_eq!(r.1, "fetching", "the routine release finished too early");
+                break (r.0, u.0);
+            }
+        }
+        assert!(Instant::now() < deadline, "the emergency never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // ...to the moment the emergency completes.
+    let (routine_1, urgent_1) = loop {
+        let st = fleet.status(1).await.unwrap();
+        let (r, u) = (have(&st, &routine).unwrap(), have(&st, &urgent).unwrap());
+        if u.1 == "complete" {
+            assert_eq!(r.1, "fetching", "the routine release finished first");
+            break (r.0, u.0);
+        }
+        assert!(Instant::now() < deadline, "the emergency did not complete");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let share = (routine_1 - routine_0) as f64 / (urgent_1 - urgent_0) as f64;
+    eprintln!(
+        "while both fetched: routine moved {} bytes, emergency {} bytes: ratio {share:.2}",
+        routine_1 - routine_0,
+        urgent_1 - urgent_0
+    );
+    assert!(
+        share < 0.2,
+        "the routine fetch moved {share:.2} x what the emergency moved"
+    );
+    loop {
+        let st = fleet.status(1).await.unwrap();
+        if have(&st, &routine).is_some_and(|(_, state)| state == "complete") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "the routine release did not complete after the emergency"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

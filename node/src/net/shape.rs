@@ -9,6 +9,13 @@
 //! LAN ingress is not shaped on its own (a LAN sender's egress already is); `total` covers
 //! it. Waiting never spins: the shaper says how long to wait, and the task sleeps that long
 //! (at most [`RECHECK`], so that a blocked class notices a schedule change).
+//!
+//! Waiters are served first come, first served (a fair async mutex queues them). Without
+//! the queue a large request would starve: a token bucket refills a little at a time, and
+//! small requests arriving meanwhile would take every refill before the bucket ever held
+//! enough for the large one. First come, first served also makes the order in which fetches
+//! plan their requests (urgent releases first, see [`scheduler::priority`]) the order in
+//! which the link carries them.
 
 use super::Class;
 use crate::config::RateSchedules;
@@ -30,19 +37,29 @@ pub enum Direction {
     Egress,
 }
 
+/// One class's shaper and the queue of tasks waiting for it.
+struct Gate {
+    shaper: Mutex<Shaper<MonotonicClock>>,
+    /// Held by the task being served; tokio's mutex hands it over in arrival order.
+    queue: tokio::sync::Mutex<()>,
+}
+
 /// The node's shapers.
 pub struct Shapers {
-    wan_ingress: Mutex<Shaper<MonotonicClock>>,
-    wan_egress: Mutex<Shaper<MonotonicClock>>,
-    lan_egress: Mutex<Shaper<MonotonicClock>>,
-    total: Mutex<Shaper<MonotonicClock>>,
+    wan_ingress: Gate,
+    wan_egress: Gate,
+    lan_egress: Gate,
+    total: Gate,
 }
 
 impl Shapers {
     /// Shapers for `schedules`, starting now.
     pub fn new(schedules: RateSchedules) -> Self {
         let now = Timestamp::now();
-        let make = |s| Mutex::new(Shaper::new(s, MonotonicClock, now));
+        let make = |s| Gate {
+            shaper: Mutex::new(Shaper::new(s, MonotonicClock, now)),
+            queue: tokio::sync::Mutex::new(()),
+        };
         Self {
             wan_ingress: make(schedules.wan_ingress),
             wan_egress: make(schedules.wan_egress),
@@ -77,7 +94,7 @@ impl Shapers {
             ("total", &self.total),
         ]
         .map(|(name, s)| {
-            let s = super::lock(s);
+            let s = super::lock(&s.shaper);
             (
                 name,
                 s.schedule().rate_at(now),
@@ -87,7 +104,9 @@ impl Shapers {
     }
 }
 
-async fn take(shaper: &Mutex<Shaper<MonotonicClock>>, bytes: u64) {
+async fn take(gate: &Gate, bytes: u64) {
+    let _turn = gate.queue.lock().await;
+    let shaper = &gate.shaper;
     let mut left = bytes;
     while left > 0 {
         let ask = left.min(u64::from(u32::MAX)) as u32;
