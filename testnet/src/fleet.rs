@@ -113,6 +113,40 @@ fn reserve_udp_port(held: &mut Vec<UdpSocket>) -> anyhow::Result<u16> {
     Ok(port)
 }
 
+/// The window over which [`Distribution::site_wan_ingress_peak_10s`] averages.
+pub const PEAK_WINDOW: Duration = Duration::from_secs(10);
+
+/// The highest average rate of a counter over any `window` of the series (samples in time
+/// order): from each sample to the first at least `window` later. A series shorter than
+/// `window` gives its overall average.
+pub fn peak_rate(series: &[(Instant, u64)], window: Duration) -> f64 {
+    let rate = |a: &(Instant, u64), b: &(Instant, u64)| {
+        let dt = b.0.duration_since(a.0).as_secs_f64();
+        if dt > 0.0 {
+            b.1.saturating_sub(a.1) as f64 / dt
+        } else {
+            0.0
+        }
+    };
+    let (Some(first), Some(last)) = (series.first(), series.last()) else {
+        return 0.0;
+    };
+    if last.0.duration_since(first.0) < window {
+        return rate(first, last);
+    }
+    let mut peak = 0.0f64;
+    let mut j = 0;
+    for (i, a) in series.iter().enumerate() {
+        j = j.max(i);
+        while j < series.len() && series[j].0.duration_since(a.0) < window {
+            j += 1;
+        }
+        let Some(b) = series.get(j) else { break };
+        peak = peak.max(rate(a, b));
+    }
+    peak
+}
+
 /// Result of one distribution.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Distribution {
@@ -130,6 +164,11 @@ pub struct Distribution {
     pub origin_egress: u64,
     /// Bytes each branch site received over the WAN (relay count), by site.
     pub site_wan_ingress: Vec<(String, u64)>,
+    /// Each branch site's highest WAN ingress rate (relay count) averaged over any 10 s of
+    /// the distribution (over all of it when shorter), bytes/s, by site.
+    pub site_wan_ingress_peak_10s: Vec<(String, f64)>,
+    /// Each branch site's configured WAN ingress cap (bytes/s), by site.
+    pub site_wan_ingress_cap: Vec<(String, Option<f64>)>,
     /// Chunk bytes received from same-site peers, all nodes.
     pub lan_bytes: u64,
     /// The lower bound for this release size and the configured caps (seconds).
@@ -244,10 +283,15 @@ impl Fleet {
                 );
             }
             if *site > 0 {
-                let extra = &scenario.sites[*site - 1].node_config;
-                if !extra.is_empty() {
+                let spec = &scenario.sites[*site - 1];
+                let extra = format!(
+                    "{}\n{}",
+                    spec.shaping_table().unwrap_or_default(),
+                    spec.node_config
+                );
+                if !extra.trim().is_empty() {
                     // The scenario's tables replace the defaults of the same name.
-                    text = replace_tables(&text, extra);
+                    text = replace_tables(&text, &extra);
                 }
             }
             text.push_str(&format!(
@@ -506,6 +550,9 @@ impl Fleet {
         }
         let id = self.publish(&payload, version)?;
         let t0 = Instant::now();
+        // (time, bytes received by each site) samples for the peak 10 s ingress rates.
+        let mut samples: Vec<(Instant, Vec<u64>)> =
+            vec![(t0, before_relay.iter().map(|c| c.1).collect())];
         let n = self.nodes.len();
         let mut done: Vec<Option<f64>> = vec![None; n];
         done[0] = Some(0.0);
@@ -527,6 +574,10 @@ impl Fleet {
                 }
             }
             progress(&last);
+            samples.push((
+                Instant::now(),
+                self.relay_totals().iter().map(|c| c.1).collect(),
+            ));
             if (1..n).all(|i| done[i].is_some() || !self.nodes[i].is_running()) {
                 break;
             }
@@ -576,6 +627,19 @@ impl Fleet {
                         after_relay[s].1 - before_relay[s].1,
                     )
                 })
+                .collect(),
+            site_wan_ingress_peak_10s: (1..self.wan.sites())
+                .map(|s| {
+                    let series: Vec<(Instant, u64)> =
+                        samples.iter().map(|(t, c)| (*t, c[s])).collect();
+                    (self.site_names[s].clone(), peak_rate(&series, PEAK_WINDOW))
+                })
+                .collect(),
+            site_wan_ingress_cap: self
+                .scenario
+                .sites
+                .iter()
+                .map(|s| (s.name.clone(), s.ingress_cap()))
                 .collect(),
             lan_bytes: lan - before_lan,
             lower_bound_s: self.scenario.lower_bound_s(new_bytes),
@@ -717,4 +781,32 @@ pub fn tree_digest(root: &Path) -> anyhow::Result<blake3::Hash> {
         }
     }
     Ok(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rate_is_the_highest_average_over_the_window() {
+        let t0 = Instant::now();
+        let at = |s: f64, bytes: u64| (t0 + Duration::from_secs_f64(s), bytes);
+        // 100 B/s for 10 s, then 300 B/s for 10 s.
+        let series: Vec<(Instant, u64)> = (0..=20)
+            .map(|s| {
+                let s = f64::from(s);
+                let bytes = if s <= 10.0 {
+                    100.0 * s
+                } else {
+                    1000.0 + 300.0 * (s - 10.0)
+                };
+                at(s, bytes as u64)
+            })
+            .collect();
+        let w = Duration::from_secs(10);
+        assert!((peak_rate(&series, w) - 300.0).abs() < 1e-6);
+        // Shorter than the window: the overall average.
+        assert!((peak_rate(&series[..6], w) - 100.0).abs() < 1e-6);
+        assert_eq!(peak_rate(&[], w), 0.0);
+    }
 }

@@ -50,6 +50,20 @@ pub fn render(title: &str, d: &Distribution) -> String {
             *bytes as f64 / f
         );
     }
+    for ((site, peak), (_, cap)) in d
+        .site_wan_ingress_peak_10s
+        .iter()
+        .zip(&d.site_wan_ingress_cap)
+    {
+        let vs_cap = cap
+            .map(|c| format!(" = {:.3} x its cap {}/s", peak / c, human_bytes(c as u64)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "site {site:<10} WAN ingress, highest 10 s average {:>8}/s{vs_cap}",
+            human_bytes(*peak as u64)
+        );
+    }
     let _ = writeln!(
         out,
         "LAN chunk bytes, all nodes: {}",

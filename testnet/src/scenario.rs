@@ -104,6 +104,11 @@ pub struct SiteSpec {
     pub up_mbit: Option<f64>,
     /// Override of `[wan].latency_ms`.
     pub latency_ms: Option<u64>,
+    /// The site's WAN ingress cap in Mbit/s, enforced by its nodes' shapers: each node's
+    /// `[shaping] wan_ingress` is set to the cap divided by the site's node count (so the
+    /// site as a whole stays under it). Cannot be combined with a `[shaping]` table in
+    /// `node_config`.
+    pub wan_ingress_cap_mbit: Option<f64>,
     /// TOML appended to the `p2pd.toml` of this site's nodes, e.g. a `[shaping]` table.
     #[serde(default)]
     pub node_config: String,
@@ -118,6 +123,20 @@ impl SiteSpec {
     /// Uplink in bytes/s.
     pub fn up(&self, wan: &WanSpec) -> Option<f64> {
         self.up_mbit.or(wan.up_mbit).map(mbit)
+    }
+
+    /// The site's WAN ingress cap in bytes/s, if it has one.
+    pub fn ingress_cap(&self) -> Option<f64> {
+        self.wan_ingress_cap_mbit.map(mbit)
+    }
+
+    /// The `[shaping]` table that enforces the site's ingress cap on each of its nodes.
+    pub fn shaping_table(&self) -> Option<String> {
+        let per_node = self.ingress_cap()? / self.nodes as f64;
+        Some(format!(
+            "[shaping]\nwan_ingress = {{ default = \"{}B/s\" }}\n",
+            per_node.floor() as u64
+        ))
     }
 
     /// One-way latency.
@@ -155,6 +174,18 @@ impl Scenario {
                 site.name
             );
             anyhow::ensure!(site.nodes > 0, "site {} has no nodes", site.name);
+            if let Some(cap) = site.wan_ingress_cap_mbit {
+                anyhow::ensure!(
+                    cap > 0.0 && cap.is_finite(),
+                    "site {}: wan_ingress_cap_mbit must be above 0",
+                    site.name
+                );
+                anyhow::ensure!(
+                    !site.node_config.contains("[shaping]"),
+                    "site {}: wan_ingress_cap_mbit sets [shaping]; do not also give one in node_config",
+                    site.name
+                );
+            }
         }
         let total: usize = s.sites.iter().map(|s| s.nodes).sum();
         anyhow::ensure!(
@@ -179,7 +210,10 @@ impl Scenario {
         let d_min = self
             .sites
             .iter()
-            .map(|s| s.down(&self.wan).unwrap_or(f64::INFINITY))
+            .map(|s| {
+                let down = s.down(&self.wan).unwrap_or(f64::INFINITY);
+                down.min(s.ingress_cap().unwrap_or(f64::INFINITY))
+            })
             .fold(f64::INFINITY, f64::min);
         let sum_up: f64 = self
             .sites

@@ -294,3 +294,41 @@ async fn an_emergency_takes_the_link_from_a_running_routine_fetch() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Two sites whose nodes share a 16 Mbit/s WAN ingress cap each (the relay's links are
+/// faster): over every 10 s of the distribution, each site's WAN ingress as the relay counts
+/// it (QUIC overhead included) stays within 5 % of its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_site_stays_under_its_wan_ingress_cap_over_every_10_s() {
+    let s = Scenario::parse(
+        "name = 'caps'\nseed = 24\ntimeout_s = 180\n[release]\nsize_mib = 24\n\
+         [origin]\n[wan]\ndown_mbit = 100\nup_mbit = 100\nlatency_ms = 5\n\
+         [[sites]]\nname = 'north'\nnodes = 2\nwan_ingress_cap_mbit = 16\n\
+         [[sites]]\nname = 'south'\nnodes = 2\nwan_ingress_cap_mbit = 16\n",
+    )
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let d = fleet.distribute(1, |_| {}).await.unwrap();
+    eprintln!("{}", testnet::report::render("caps", &d));
+    assert!(
+        d.all_complete_s() >= 10.0,
+        "the distribution must last at least one 10 s window"
+    );
+    for ((site, peak), (_, cap)) in d
+        .site_wan_ingress_peak_10s
+        .iter()
+        .zip(&d.site_wan_ingress_cap)
+    {
+        let cap = cap.unwrap();
+        assert!(
+            *peak <= 1.05 * cap,
+            "site {site}: {peak:.0} B/s over 10 s against a cap of {cap:.0} B/s"
+        );
+        assert!(
+            *peak >= 0.8 * cap,
+            "site {site}: {peak:.0} B/s; the cap, not something else, should set the pace"
+        );
+    }
+}
