@@ -207,9 +207,13 @@ impl WindowsSection {
 
 /// `[shaping]`: rate schedules of the data plane's traffic classes. WAN is traffic with
 /// peers of other sites, LAN with peers of this site; `total` caps all of it together.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShapingSection {
+    /// `false` turns shaping off altogether: no class is limited and no byte is counted
+    /// against a bucket. For troubleshooting and for measuring what shaping costs.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// IANA time zone the rules' local times are in.
     #[serde(default = "default_zone")]
     pub zone: String,
@@ -225,6 +229,19 @@ pub struct ShapingSection {
     /// All chunk bytes, both directions, both classes.
     #[serde(default)]
     pub total: ClassRates,
+}
+
+impl Default for ShapingSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            zone: default_zone(),
+            wan_ingress: ClassRates::default(),
+            wan_egress: ClassRates::default(),
+            lan_egress: ClassRates::default(),
+            total: ClassRates::default(),
+        }
+    }
 }
 
 /// One class's schedule: a default rate and rules `DAYS HH:MM-HH:MM RATE`; where rules
@@ -268,6 +285,8 @@ pub struct RateSchedules {
     pub lan_egress: scheduler::rate::RateSchedule,
     /// Everything.
     pub total: scheduler::rate::RateSchedule,
+    /// `false`: shaping is off (`[shaping] enabled`).
+    pub enabled: bool,
 }
 
 impl ShapingSection {
@@ -296,6 +315,7 @@ impl ShapingSection {
             wan_egress: class("wan_egress", &self.wan_egress)?,
             lan_egress: class("lan_egress", &self.lan_egress)?,
             total: class("total", &self.total)?,
+            enabled: self.enabled,
         })
     }
 }
@@ -639,6 +659,8 @@ max_peers = 128
 # peers of other sites, LAN with this site's peers, total all of it. Each class has a default
 # rate and rules "DAYS HH:MM-HH:MM RATE" in `zone` (an IANA name); where rules overlap, the
 # lowest rate wins; "22:00-05:00" crosses midnight. Rates: unlimited, 0, 10Mbit/s, 5MB/s, ...
+# `enabled = false` turns shaping off altogether (troubleshooting).
+enabled = true
 zone = "UTC"
 # Example: at most 10 Mbit/s from other sites in business hours on weekdays, 80 at night.
 # wan_ingress = {{ default = "80Mbit/s", rules = ["Mon-Fri 08:00-20:00 10Mbit/s"] }}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Macro benchmark of what bandwidth shaping costs when nothing is limited: two p2pd nodes on
+# loopback, stores on tmpfs (so the disk is not the bottleneck and the data plane's CPU is),
+# a cold receiver fetching a 512 MiB release, in interleaved rounds:
+#   OFF: receiver and origin with [shaping] enabled = false
+#   ON:  the default config: shaping on, every class unlimited
+#   COST = 1 - median(ON) / median(OFF)                              (bar <= 5 %)
+# Usage: benches/shaper.sh [RUNS]   (needs ~2 GiB in /dev/shm; default 5 rounds)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p node
+BIN=$PWD/target/release
+RUNS=${1:-5}
+WORK=$(mktemp -d -p /dev/shm)
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+json() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+PUB=$("$BIN/p2pctl" --json keygen --out "$WORK/pub.pem" | json 'v["public_key"]')
+
+# init NAME SHAPING [BOOTSTRAP]: a node on loopback ports, no mDNS, trusting the bench key,
+# with [shaping] enabled = SHAPING.
+init() {
+  local d=$WORK/$1
+  rm -rf "$d"
+  "$BIN/p2pd" init --data "$d" --site bench >/dev/null
+  sed -i -e "s/\"0.0.0.0:7401\"/\"127.0.0.1:$(free_port)\"/" \
+         -e "s/\"0.0.0.0:7402\"/\"127.0.0.1:$(free_port)\"/" \
+         -e 's/mdns = true/mdns = false/' \
+         -e "s/^enabled = true/enabled = $2/" "$d/p2pd.toml"
+  [ -n "${3:-}" ] && sed -i "s|bootstrap = \[\]|bootstrap = [\"$3\"]|" "$d/p2pd.toml"
+  printf '\n[[trust.publishers]]\nname = "bench"\nkey = "%s"\n' "$PUB" >> "$d/p2pd.toml"
+}
+
+start() {
+  "$BIN/p2pd" run --config "$WORK/$1/p2pd.toml" 2>>"$WORK/$1.log" &
+  STARTED=$!
+  PIDS+=("$STARTED")
+  for _ in $(seq 200); do
+    P2PCTL_SOCKET=$WORK/$1/control.sock "$BIN/p2pctl" node >/dev/null 2>&1 && return
+    sleep 0.05
+  done
+  echo "node $1 did not start" >&2; exit 1
+}
+
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+# One origin per mode, both holding the same release; a fresh receiver per round.
+head -c $((512 << 20)) /dev/urandom > "$WORK/src.bin"
+declare -A BOOT
+for mode in true false; do
+  init "origin-$mode" "$mode"
+  start "origin-$mode"
+  BOOT[$mode]=$("$BIN/p2pd" id --config "$WORK/origin-$mode/p2pd.toml" | sed -n 's/.*bootstrap entry for other nodes: "\(.*\)"/\1/p')
+  RELEASE=$(P2PCTL_SOCKET=$WORK/origin-$mode/control.sock "$BIN/p2pctl" --json publish "$WORK/src.bin" \
+    --channel bench/shaper --version 1 --key "$WORK/pub.pem" | json 'v["release"]["id"]')
+done
+rm -f "$WORK/src.bin"
+
+on=(); off=()
+for i in $(seq "$RUNS"); do
+  for mode in false true; do
+    init recv "$mode" "${BOOT[$mode]}"
+    start recv
+    RECV=$STARTED
+    for _ in $(seq 600); do
+      st=$(P2PCTL_SOCKET=$WORK/recv/control.sock "$BIN/p2pctl" --json status "$RELEASE" 2>/dev/null || true)
+      if [ -n "$st" ] && [ "$(echo "$st" | json 'v["state"]')" = complete ]; then break; fi
+      sleep 0.1
+    done
+    [ "$(echo "$st" | json 'v["state"]')" = complete ] || { echo "fetch did not complete" >&2; exit 1; }
+    rate=$(echo "512 / $(echo "$st" | json 'v["elapsed_s"]')" | bc -l)
+    if [ "$mode" = true ]; then on+=("$rate"); else off+=("$rate"); fi
+    stop "$RECV"
+  done
+  echo "round $i: shaping off ${off[-1]%.*} MiB/s, on (unlimited) ${on[-1]%.*} MiB/s"
+done
+ON=$(printf '%s\n' "${on[@]}" | median)
+OFF=$(printf '%s\n' "${off[@]}" | median)
+echo "median: shaping off ${OFF%.*} MiB/s, on (unlimited) ${ON%.*} MiB/s"
+echo "COST of shaping at unlimited rates: $(python3 -c "print(round(100 * (1 - $ON / $OFF), 1))") %   (bar <= 5 %)"
