@@ -436,6 +436,8 @@ pub struct Installer {
 pub enum InstallState {
     /// Not complete yet.
     NotReady,
+    /// Complete, and the install windows are open: it is next in line.
+    Due,
     /// Complete; waiting for the install windows (`opens`: when they next open).
     Waiting {
         /// Next opening (`None`: not within the search horizon).
@@ -479,8 +481,10 @@ impl Installer {
         if *lock(&self.busy) == Some(release.id) {
             return InstallState::Installing;
         }
-        if *lock(&release.state) != ReleaseState::Complete {
-            return InstallState::NotReady;
+        match *lock(&release.state) {
+            ReleaseState::Complete => {}
+            ReleaseState::Superseded(_) => return InstallState::Superseded,
+            _ => return InstallState::NotReady,
         }
         let newer = records
             .values()
@@ -494,9 +498,7 @@ impl Installer {
             return InstallState::Superseded;
         }
         match install_window_state(net, release, jiff::Timestamp::now()) {
-            WindowState::Open { .. } => InstallState::Waiting {
-                opens: Some(jiff::Timestamp::now()),
-            },
+            WindowState::Open { .. } => InstallState::Due,
             WindowState::Closed { opens } => InstallState::Waiting { opens },
         }
     }

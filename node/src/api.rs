@@ -286,7 +286,8 @@ pub struct ReleaseProgress {
 /// Where a release stands with installation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InstallView {
-    /// `pending` (not complete yet), `waiting` (for the install window), `installing`,
+    /// `pending` (not complete yet), `due` (the install window is open; it is next in line),
+    /// `waiting` (for the install window), `installing`,
     /// `installed`, `failed` or `superseded` (a newer version of the channel went instead).
     pub state: String,
     /// While waiting: when the install windows next open (RFC 3339).

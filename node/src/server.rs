@@ -423,6 +423,7 @@ async fn progress_of(
             let mut v = InstallView::default();
             match installer.state_of(net, &r, records) {
                 InstallState::NotReady => v.state = "pending".into(),
+                InstallState::Due => v.state = "due".into(),
                 InstallState::Waiting { opens } => {
                     v.state = "waiting".into();
                     v.window_opens = opens.map(text);

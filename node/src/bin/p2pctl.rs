@@ -627,6 +627,8 @@ fn install_line(i: &node::api::InstallView) -> String {
             .map(|t| format!(" at {t}"))
             .unwrap_or_default();
     match i.state.as_str() {
+        "due" => "due: the install window is open; installs next".into(),
+        "pending" => "after the download completes".into(),
         "waiting" => match &i.window_opens {
             Some(t) => format!("waiting for the install window (opens {t})"),
             None => "waiting for the install window (no opening in sight)".into(),
