@@ -15,47 +15,23 @@ WORK=$(mktemp -d -p /dev/shm)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-json() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/nodes.sh
+bench_key
 
-PUB=$("$BIN/p2pctl" --json keygen --out "$WORK/pub.pem" | json 'v["public_key"]')
-
-# init NAME SHAPING [BOOTSTRAP]: a node on loopback ports, no mDNS, trusting the bench key,
-# with [shaping] enabled = SHAPING.
-init() {
-  local d=$WORK/$1
-  rm -rf "$d"
-  "$BIN/p2pd" init --data "$d" --site bench >/dev/null
-  sed -i -e "s/\"0.0.0.0:7401\"/\"127.0.0.1:$(free_port)\"/" \
-         -e "s/\"0.0.0.0:7402\"/\"127.0.0.1:$(free_port)\"/" \
-         -e 's/mdns = true/mdns = false/' \
-         -e "s/^enabled = true/enabled = $2/" "$d/p2pd.toml"
-  [ -n "${3:-}" ] && sed -i "s|bootstrap = \[\]|bootstrap = [\"$3\"]|" "$d/p2pd.toml"
-  printf '\n[[trust.publishers]]\nname = "bench"\nkey = "%s"\n' "$PUB" >> "$d/p2pd.toml"
+# init_shaping NAME SHAPING [BOOTSTRAP]: `init`, with [shaping] enabled = SHAPING.
+init_shaping() {
+  init "$1" "${3:-}"
+  sed -i "s/^enabled = true/enabled = $2/" "$WORK/$1/p2pd.toml"
 }
-
-start() {
-  "$BIN/p2pd" run --config "$WORK/$1/p2pd.toml" 2>>"$WORK/$1.log" &
-  STARTED=$!
-  PIDS+=("$STARTED")
-  for _ in $(seq 200); do
-    P2PCTL_SOCKET=$WORK/$1/control.sock "$BIN/p2pctl" node >/dev/null 2>&1 && return
-    sleep 0.05
-  done
-  echo "node $1 did not start" >&2; exit 1
-}
-
-stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
 # One origin per mode, both holding the same release; a fresh receiver per round.
 head -c $((512 << 20)) /dev/urandom > "$WORK/src.bin"
-declare -A BOOT
+declare -A BOOT REL
 for mode in true false; do
-  init "origin-$mode" "$mode"
+  init_shaping "origin-$mode" "$mode"
   start "origin-$mode"
-  BOOT[$mode]=$("$BIN/p2pd" id --config "$WORK/origin-$mode/p2pd.toml" | sed -n 's/.*bootstrap entry for other nodes: "\(.*\)"/\1/p')
-  RELEASE=$(P2PCTL_SOCKET=$WORK/origin-$mode/control.sock "$BIN/p2pctl" --json publish "$WORK/src.bin" \
+  BOOT[$mode]=$(bootstrap_of "origin-$mode")
+  REL[$mode]=$(P2PCTL_SOCKET=$WORK/origin-$mode/control.sock "$BIN/p2pctl" --json publish "$WORK/src.bin" \
     --channel bench/shaper --version 1 --key "$WORK/pub.pem" | json 'v["release"]["id"]')
 done
 rm -f "$WORK/src.bin"
@@ -63,11 +39,11 @@ rm -f "$WORK/src.bin"
 on=(); off=()
 for i in $(seq "$RUNS"); do
   for mode in false true; do
-    init recv "$mode" "${BOOT[$mode]}"
+    init_shaping recv "$mode" "${BOOT[$mode]}"
     start recv
     RECV=$STARTED
     for _ in $(seq 600); do
-      st=$(P2PCTL_SOCKET=$WORK/recv/control.sock "$BIN/p2pctl" --json status "$RELEASE" 2>/dev/null || true)
+      st=$(P2PCTL_SOCKET=$WORK/recv/control.sock "$BIN/p2pctl" --json status "${REL[$mode]}" 2>/dev/null || true)
       if [ -n "$st" ] && [ "$(echo "$st" | json 'v["state"]')" = complete ]; then break; fi
       sleep 0.1
     done

@@ -19,44 +19,14 @@ mkdir -p "$WORK"
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-json() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/nodes.sh
 rss_kib() { awk "/$2/ {print \$2}" "/proc/$1/status"; }
-
-rm -f "$WORK/pub.pem"
-PUB=$("$BIN/p2pctl" --json keygen --out "$WORK/pub.pem" | json 'v["public_key"]')
-
-# init NAME [BOOTSTRAP]: a node on loopback ports, no mDNS, trusting the bench key.
-init() {
-  local d=$WORK/$1
-  rm -rf "$d"
-  "$BIN/p2pd" init --data "$d" --site bench >/dev/null
-  sed -i -e "s/\"0.0.0.0:7401\"/\"127.0.0.1:$(free_port)\"/" \
-         -e "s/\"0.0.0.0:7402\"/\"127.0.0.1:$(free_port)\"/" \
-         -e 's/mdns = true/mdns = false/' "$d/p2pd.toml"
-  [ -n "${2:-}" ] && sed -i "s|bootstrap = \[\]|bootstrap = [\"$2\"]|" "$d/p2pd.toml"
-  printf '\n[[trust.publishers]]\nname = "bench"\nkey = "%s"\n' "$PUB" >> "$d/p2pd.toml"
-}
-
-# start NAME: runs the node, waits for its control socket; sets STARTED to its pid.
-start() {
-  "$BIN/p2pd" run --config "$WORK/$1/p2pd.toml" 2>>"$WORK/$1.log" &
-  STARTED=$!
-  PIDS+=("$STARTED")
-  for _ in $(seq 200); do
-    P2PCTL_SOCKET=$WORK/$1/control.sock "$BIN/p2pctl" node >/dev/null 2>&1 && return
-    sleep 0.05
-  done
-  echo "node $1 did not start" >&2; exit 1
-}
-
-stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+bench_key
 
 init origin
 start origin
 ORIGIN=$STARTED
-BOOT=$("$BIN/p2pd" id --config "$WORK/origin/p2pd.toml" | sed -n 's/.*bootstrap entry for other nodes: "\(.*\)"/\1/p')
+BOOT=$(bootstrap_of origin)
 sleep 2
 IDLE_ORIGIN=$(rss_kib "$ORIGIN" VmRSS)
 
