@@ -36,7 +36,7 @@ use crate::store::Store;
 use protocol::{Manifest, ReleaseId};
 use scheduler::window::WindowState;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -657,30 +657,33 @@ fn records(store: &Store) -> Result<HashMap<ReleaseId, ActivationRecord>, Activa
 /// install window opens, or [`RECHECK`] passes.
 pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
     let mut shutdown = net.shutdown.clone();
+    // Releases tried in this run whose outcome could not be recorded (the store refused the
+    // write): not tried again until a restart, so a full disk cannot make the apply command
+    // run over and over.
+    let mut unrecorded: HashSet<ReleaseId> = HashSet::new();
     loop {
         let mut wake_in = RECHECK;
-        match due(&net, &store).await {
-            Ok((Some(id), _)) => {
-                let records = match records(&store) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read activation records");
-                        HashMap::new()
-                    }
-                };
-                if let Err(e) = installer.activate(&store, id, &records).await {
-                    // A failure before the apply step (disk full, store damage) is recorded
-                    // too, so it shows in status and is not retried in a tight loop.
+        match due(&net, &store, &unrecorded).await {
+            Ok((Some(id), looked)) => {
+                if let Err(e) = installer.activate(&store, id, &looked.records).await {
+                    // A failure outside the apply command (disk full, store damage) is
+                    // recorded too, so it shows in status and is not retried.
                     tracing::error!(release = %id, error = %e, "install failed");
                     let record = failed_before_apply(&store, &installer, id, e.to_string());
-                    if let Err(e) = store.record_activation(&id, &record) {
-                        tracing::error!(release = %id, error = %e, "cannot record the failure");
+                    let saved = {
+                        let store = store.clone();
+                        blocking(move || Ok(store.record_activation(&id, &record)?)).await
+                    };
+                    if let Err(e) = saved {
+                        tracing::error!(release = %id, error = %e,
+                            "cannot record the failure; not trying again until restart");
+                        unrecorded.insert(id);
                     }
                 }
                 continue;
             }
-            Ok((None, next)) => {
-                if let Some(next) = next {
+            Ok((None, looked)) => {
+                if let Some(next) = looked.next_open {
                     let secs = next
                         .duration_since(jiff::Timestamp::now())
                         .as_secs_f64()
@@ -734,12 +737,21 @@ fn failed_before_apply(
     }
 }
 
-/// The release to activate now, if any, and otherwise when the next install window of a
-/// waiting release opens.
+/// What [`due`] found besides the release to activate.
+struct Looked {
+    /// The records it read.
+    records: HashMap<ReleaseId, ActivationRecord>,
+    /// When the next install window of a waiting release opens.
+    next_open: Option<jiff::Timestamp>,
+}
+
+/// The release to activate now, if any (with the records read), and otherwise when the
+/// next install window of a waiting release opens. Releases in `skip` are passed over.
 async fn due(
     net: &Arc<Net>,
     store: &Arc<Store>,
-) -> Result<(Option<ReleaseId>, Option<jiff::Timestamp>), ActivateError> {
+    skip: &HashSet<ReleaseId>,
+) -> Result<(Option<ReleaseId>, Looked), ActivateError> {
     let records = {
         let store = store.clone();
         blocking(move || records(&store)).await?
@@ -752,7 +764,10 @@ async fn due(
     // The highest complete version of each channel, if newer than any activated or failed.
     let mut newest: HashMap<String, Arc<crate::net::Release>> = HashMap::new();
     for r in net.releases() {
-        if *lock(&r.state) != ReleaseState::Complete || records.contains_key(&r.id) {
+        if *lock(&r.state) != ReleaseState::Complete
+            || records.contains_key(&r.id)
+            || skip.contains(&r.id)
+        {
             continue;
         }
         if handled
@@ -775,12 +790,26 @@ async fn due(
     let mut next: Option<jiff::Timestamp> = None;
     for r in candidates {
         match install_window_state(net, &r, now) {
-            WindowState::Open { .. } => return Ok((Some(r.id), None)),
+            WindowState::Open { .. } => {
+                return Ok((
+                    Some(r.id),
+                    Looked {
+                        records,
+                        next_open: None,
+                    },
+                ));
+            }
             WindowState::Closed { opens: Some(o) } => {
                 next = Some(next.map_or(o, |n| n.min(o)));
             }
             WindowState::Closed { opens: None } => {}
         }
     }
-    Ok((None, next))
+    Ok((
+        None,
+        Looked {
+            records,
+            next_open: next,
+        },
+    ))
 }
