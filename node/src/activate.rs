@@ -1,8 +1,10 @@
 //! Activation: installing completed releases inside the install window.
 //!
-//! With `[install] target` set, each followed channel gets a directory
-//! `<target>/<channel>/` holding one directory per installed version, `<version>-<id>/`
-//! (the id's first 12 hex digits), and a symlink `current` to the active one. A completed
+//! With `[install] target` set, each followed channel gets a directory `<target>/<channel>/`,
+//! its name the channel's with `/` written `+` (`security+openssl`: one path component, so
+//! no channel's directory can sit inside another's and be taken for one of its versions),
+//! holding one directory per installed version, `<version>-<id>/` (the id's first 12 hex
+//! digits), and a symlink `current` to the active one. A completed
 //! release is activated when the node's install windows and the release's own are open, the
 //! highest version of each channel only, emergencies and higher severities first
 //! ([`scheduler::priority`]). Each step survives a crash at any instant:
@@ -142,12 +144,13 @@ fn version_of_dir_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-/// The directory of `channel` under `target`.
+/// The directory of `channel` under `target`: `/` becomes `+`, which channel names never
+/// contain, so the mapping is one to one and the result is a single path component.
 pub fn channel_dir(target: &Path, channel: &str) -> Result<PathBuf, ActivateError> {
     if !protocol::manifest::is_valid_channel(channel) {
         return Err(ActivateError::BadChannel(channel.to_owned()));
     }
-    Ok(target.join(channel))
+    Ok(target.join(channel.replace('/', "+")))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ActivateError> {

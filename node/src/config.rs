@@ -46,8 +46,9 @@ pub const KEEP_VERSIONS_MAX: u32 = 100;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallSection {
-    /// Directory releases are installed into, as `<target>/<channel>/<version>-<id>/` with a
-    /// `current` symlink per channel. Unset: releases stay in the store only.
+    /// Directory releases are installed into, as `<target>/<channel>/<version>-<id>/` (`/` in
+    /// the channel written `+`) with a `current` symlink per channel. Unset: releases stay in
+    /// the store only.
     #[serde(default)]
     pub target: Option<PathBuf>,
     /// Command run after `current` switches to a new version: program and arguments, no
@@ -685,7 +686,8 @@ emergency_critical_cvss = 9.0
 
 [install]
 # Completed releases are installed inside the install window: written to a new directory
-# <target>/<channel>/<version>-<id>/, then the channel's `current` symlink switches to it in
+# <target>/<channel>/<version>-<id>/ (`/` in the channel written `+`, e.g.
+# /opt/patches/security+openssl/), then the channel's `current` symlink switches to it in
 # one rename. Without a target, releases stay in the store (`p2pctl export` writes them out).
 # target = "/opt/patches"
 # Run after the switch, with the new directory as last argument (no shell). It must be

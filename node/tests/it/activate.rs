@@ -1,4 +1,4 @@
-//! Activation: completed releases installed under `<target>/<channel>/`, `current` switched
+//! Activation: completed releases installed under `<target>/<channel>/` (`/` written `+`), `current` switched
 //! atomically, the apply command's failure recorded and rolled back, old versions kept.
 
 use super::*;
@@ -104,7 +104,7 @@ fn releases_install_under_current_and_a_failed_apply_rolls_back() {
     );
     fs::write(&config, text).unwrap();
     node.start();
-    let chan = target.join("security/agent");
+    let chan = target.join("security+agent");
     let tree = node.dir.path().join("tree");
 
     // v1 installs: `current` points at its directory, which holds the release exactly.
@@ -246,7 +246,7 @@ fn a_release_waits_for_its_own_install_window() {
     let next = format!("{}-01-01T00:00:00Z", now.year() + 1);
     assert_eq!(s["install"]["window_opens"], next.as_str(), "{s}");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!target.join("security/agent").join(CURRENT).exists());
+    assert!(!target.join("security+agent").join(CURRENT).exists());
 
     // A window that cannot be read is refused before anything is staged.
     let out = node.ctl(&[
@@ -282,6 +282,7 @@ fn current_always_points_at_a_complete_tree() {
     }
     let listings: Vec<_> = trees.iter().map(|t| tree_listing(t)).collect();
     let chan = activate::channel_dir(&dir.path().join("installed"), "security/store").unwrap();
+    assert_eq!(chan, dir.path().join("installed/security+store"));
 
     let first =
         activate::materialise(&store, &releases[0].manifest, &releases[0].id, &chan).unwrap();
