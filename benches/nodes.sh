@@ -42,3 +42,19 @@ stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 bootstrap_of() {
   "$BIN/p2pd" id --config "$WORK/$1/p2pd.toml" | sed -n 's/.*bootstrap entry for other nodes: "\(.*\)"/\1/p'
 }
+
+# wait_complete NAME RELEASE TRIES: polls node NAME every 0.1 s (at most TRIES times) until
+# RELEASE is complete; prints the seconds the node took (its `elapsed_s`), or fails.
+wait_complete() {
+  local st=""
+  for _ in $(seq "$3"); do
+    st=$(P2PCTL_SOCKET=$WORK/$1/control.sock "$BIN/p2pctl" --json status "$2" 2>/dev/null || true)
+    if [ -n "$st" ] && [ "$(echo "$st" | json 'v["state"]')" = complete ]; then
+      echo "$st" | json 'v["elapsed_s"]'
+      return
+    fi
+    sleep 0.1
+  done
+  echo "release $2 did not complete on $1" >&2
+  exit 1
+}

@@ -42,13 +42,8 @@ for i in $(seq "$RUNS"); do
     init_shaping recv "$mode" "${BOOT[$mode]}"
     start recv
     RECV=$STARTED
-    for _ in $(seq 600); do
-      st=$(P2PCTL_SOCKET=$WORK/recv/control.sock "$BIN/p2pctl" --json status "${REL[$mode]}" 2>/dev/null || true)
-      if [ -n "$st" ] && [ "$(echo "$st" | json 'v["state"]')" = complete ]; then break; fi
-      sleep 0.1
-    done
-    [ "$(echo "$st" | json 'v["state"]')" = complete ] || { echo "fetch did not complete" >&2; exit 1; }
-    rate=$(echo "512 / $(echo "$st" | json 'v["elapsed_s"]')" | bc -l)
+    el=$(wait_complete recv "${REL[$mode]}" 600)
+    rate=$(echo "512 / $el" | bc -l)
     if [ "$mode" = true ]; then on+=("$rate"); else off+=("$rate"); fi
     stop "$RECV"
   done

@@ -50,13 +50,7 @@ for i in $(seq "$RUNS"); do
   init recv "$BOOT"
   start recv
   RECV=$STARTED
-  for _ in $(seq 1200); do
-    st=$(P2PCTL_SOCKET=$WORK/recv/control.sock "$BIN/p2pctl" --json status "$RELEASE" 2>/dev/null || true)
-    if [ -n "$st" ] && [ "$(echo "$st" | json 'v["state"]')" = complete ]; then break; fi
-    sleep 0.2
-  done
-  [ "$(echo "$st" | json 'v["state"]')" = complete ] || { echo "fetch did not complete" >&2; exit 1; }
-  el=$(echo "$st" | json 'v["elapsed_s"]')
+  el=$(wait_complete recv "$RELEASE" 2400)
   fetch_s+=("$(echo "1024 / $el" | bc -l)")
   hwm+=("$(rss_kib "$RECV" VmHWM)")
   sleep 20

@@ -492,15 +492,11 @@ impl Installer {
         let newer = records
             .values()
             .any(|r| r.channel == release.channel && r.version > release.version)
-            || net.releases().iter().any(|o| {
-                o.channel == release.channel
-                    && o.version > release.version
-                    && *lock(&o.state) == ReleaseState::Complete
-            });
+            || net.newer_complete(release).is_some();
         if newer {
             return InstallState::Superseded;
         }
-        match install_window_state(net, release, jiff::Timestamp::now()) {
+        match net.install_state(release, jiff::Timestamp::now()) {
             WindowState::Open { .. } => InstallState::Due,
             WindowState::Closed { opens } => InstallState::Waiting { opens },
         }
@@ -624,21 +620,6 @@ impl Installer {
     }
 }
 
-/// The node's install windows and the release's own, together, at `now`. A release whose
-/// windows could not be read is never installed.
-pub fn install_window_state(
-    net: &Net,
-    release: &crate::net::Release,
-    now: jiff::Timestamp,
-) -> WindowState {
-    match &release.windows {
-        Ok(own) => release
-            .install_gate
-            .state(&[&net.windows.install, &own.install], now),
-        Err(_) => WindowState::Closed { opens: None },
-    }
-}
-
 /// Runs blocking filesystem or store work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ActivateError> + Send + 'static,
@@ -672,10 +653,14 @@ pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
                     // A failure outside the apply command (disk full, store damage) is
                     // recorded too, so it shows in status and is not retried.
                     tracing::error!(release = %id, error = %e, "install failed");
-                    let record = failed_before_apply(&store, &installer, id, e.to_string());
                     let saved = {
-                        let store = store.clone();
-                        blocking(move || Ok(store.record_activation(&id, &record)?)).await
+                        let (store, target) = (store.clone(), installer.target.clone());
+                        let reason = e.to_string();
+                        blocking(move || {
+                            let record = failed_before_apply(&store, &target, id, reason);
+                            Ok(store.record_activation(&id, &record)?)
+                        })
+                        .await
                     };
                     if let Err(e) = saved {
                         tracing::error!(release = %id, error = %e,
@@ -707,9 +692,10 @@ pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
     }
 }
 
+/// The record of an activation that failed outside the apply command (blocking IO).
 fn failed_before_apply(
     store: &Store,
-    installer: &Installer,
+    target: &Path,
     id: ReleaseId,
     reason: String,
 ) -> ActivationRecord {
@@ -719,10 +705,10 @@ fn failed_before_apply(
         .flatten()
         .map(|s| (s.channel, s.version))
         .unwrap_or_default();
-    let dir = channel_dir(&installer.target, &channel)
+    let dir = channel_dir(target, &channel)
         .map(|d| d.join(version_dir_name(version, &id)))
         .unwrap_or_default();
-    let rolled_back_to = channel_dir(&installer.target, &channel)
+    let rolled_back_to = channel_dir(target, &channel)
         .ok()
         .and_then(|d| current_of(&d));
     ActivationRecord {
@@ -792,7 +778,7 @@ async fn due(
     let now = jiff::Timestamp::now();
     let mut next: Option<jiff::Timestamp> = None;
     for r in candidates {
-        match install_window_state(net, &r, now) {
+        match net.install_state(&r, now) {
             WindowState::Open { .. } => {
                 return Ok((
                     Some(r.id),

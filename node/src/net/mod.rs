@@ -114,14 +114,6 @@ impl WindowGate {
         });
         state
     }
-
-    /// Whether `sets` are all open now.
-    pub(crate) fn is_open(&self, sets: &[&[Window]]) -> bool {
-        matches!(
-            self.state(sets, jiff::Timestamp::now()),
-            WindowState::Open { .. }
-        )
-    }
 }
 
 /// Why and when a release was refused.
@@ -1012,14 +1004,32 @@ impl Net {
     /// Whether `release` may download now: an emergency under the node's policy, or inside
     /// both the node's download windows and the release's own.
     pub fn download_allowed(&self, release: &Release) -> bool {
-        if self.windows.policy.is_emergency(&release.urgency) {
-            return true;
-        }
+        self.windows.policy.is_emergency(&release.urgency)
+            || matches!(
+                self.download_state(release, jiff::Timestamp::now()),
+                WindowState::Open { .. }
+            )
+    }
+
+    /// The node's download windows and `release`'s own, together, at `now` (emergencies
+    /// aside). A release whose windows could not be read never downloads outside one.
+    pub(crate) fn download_state(&self, release: &Release, now: jiff::Timestamp) -> WindowState {
         match &release.windows {
             Ok(own) => release
                 .download_gate
-                .is_open(&[&self.windows.download, &own.download]),
-            Err(_) => false,
+                .state(&[&self.windows.download, &own.download], now),
+            Err(_) => WindowState::Closed { opens: None },
+        }
+    }
+
+    /// The node's install windows and `release`'s own, together, at `now`. A release whose
+    /// windows could not be read is never installed.
+    pub(crate) fn install_state(&self, release: &Release, now: jiff::Timestamp) -> WindowState {
+        match &release.windows {
+            Ok(own) => release
+                .install_gate
+                .state(&[&self.windows.install, &own.install], now),
+            Err(_) => WindowState::Closed { opens: None },
         }
     }
 
@@ -1048,11 +1058,7 @@ impl Net {
 
     /// When `release` may next download, if it may not now (`None`: now, or never found).
     pub fn download_opens(&self, release: &Release) -> Option<jiff::Timestamp> {
-        let own = release.windows.as_ref().ok()?;
-        match release.download_gate.state(
-            &[&self.windows.download, &own.download],
-            jiff::Timestamp::now(),
-        ) {
+        match self.download_state(release, jiff::Timestamp::now()) {
             WindowState::Closed { opens } => opens,
             WindowState::Open { .. } => None,
         }
