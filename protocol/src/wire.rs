@@ -380,4 +380,48 @@ impl Bitmap {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bits
     }
+
+    /// The indices of the set bits, in order. Skips 64 clear bits at a time.
+    pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words(|w, _| w)
+    }
+
+    /// The indices of the clear bits, in order.
+    pub fn zeros(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words(|w, _| !w)
+    }
+
+    /// The indices set here and clear in `other` (a bitmap of the same length; where the
+    /// lengths differ, `other` reads as clear past its end).
+    pub fn ones_and_not<'a>(&'a self, other: &'a Self) -> impl Iterator<Item = u32> + 'a {
+        self.words(move |w, k| w & !word_at(&other.bits, k))
+    }
+
+    /// Iterates the bits of `f(word, k)` over the 64-bit words of this bitmap, within `len`.
+    fn words<'a>(&'a self, f: impl Fn(u64, usize) -> u64 + 'a) -> impl Iterator<Item = u32> + 'a {
+        let len = self.len;
+        (0..self.bits.len().div_ceil(8)).flat_map(move |k| {
+            let mut w = f(word_at(&self.bits, k), k);
+            let base = (k * 64) as u32;
+            if len - base < 64 {
+                w &= (1u64 << (len - base)) - 1;
+            }
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let i = w.trailing_zeros();
+                    w &= w - 1;
+                    base + i
+                })
+            })
+        })
+    }
+}
+
+/// The `k`th little-endian 64-bit word of `bytes`, zero past the end.
+fn word_at(bytes: &[u8], k: usize) -> u64 {
+    let start = (k * 8).min(bytes.len());
+    let end = (k * 8 + 8).min(bytes.len());
+    let mut w = [0u8; 8];
+    w[..end - start].copy_from_slice(&bytes[start..end]);
+    u64::from_le_bytes(w)
 }

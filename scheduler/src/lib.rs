@@ -7,6 +7,8 @@
 //! * [`priority`]: which release goes first, and which may fetch outside the download window.
 //! * [`rate`]: per-class rate schedules: rules by weekday and time of day in an IANA zone,
 //!   "the lowest rate wins" where rules overlap, and when the rate next changes.
+//! * [`seeding`]: the origin's initial seeding: each site is shown only its share of a new
+//!   release until every chunk has left the origin once.
 //! * [`shaper`]: a token bucket (governor) per class whose rate follows its schedule.
 //! * [`window`]: maintenance windows, hawkBit style: a cron expression for the start, a
 //!   duration and a zone; is it open, when does it next open, when does it close.
@@ -18,6 +20,7 @@
 pub mod planner;
 pub mod priority;
 pub mod rate;
+pub mod seeding;
 pub mod shaper;
 pub mod window;
 

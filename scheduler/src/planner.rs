@@ -5,28 +5,41 @@
 //! # Rules, in order
 //!
 //! 1. **Same site first.** A chunk some same-site peer has is only ever requested on the LAN,
-//!    from the same-site peer with the least bytes in flight. If all of them are at their
-//!    in-flight limit, the chunk waits: it never goes to the WAN for lack of LAN capacity.
+//!    from the same-site holder with the most room left in its in-flight budget. If all of
+//!    them are at their limit, the chunk waits: it never goes to the WAN for lack of LAN
+//!    capacity.
 //! 2. **One WAN crossing per site.** A chunk no same-site peer has is fetched across the WAN by
 //!    exactly one member of the site: the one that rendezvous hashing (highest random weight,
-//!    a 64-bit mix of the member's and the chunk's ids) names among the site's *live members for this release*.
-//!    The others wait for it to appear on the LAN. Who is live is the caller's decision
-//!    (connected same-site peers working on the release that made progress recently); a
-//!    member that goes away or stalls drops out of the set, and its chunks move to the next
-//!    highest-weight member: that is the timeout fallback.
-//! 3. **Rarest first** across the fleet (fewest peers holding it), ties broken by a hash of
-//!    the node and the chunk so that members start on different chunks.
+//!    a 64-bit mix of the member's and the chunk's ids) names among the site's *live members
+//!    for this release* ([`designated_chunks`]). The others wait for it to appear on the LAN.
+//!    Who is live is the caller's decision (connected same-site peers working on the release
+//!    that made progress recently); a member that goes away or stalls drops out of the set,
+//!    and its chunks move to the next highest-weight member: that is the timeout fallback.
+//! 3. **Rarest first, at each level.** On the LAN, chunks held by the fewest same-site peers
+//!    come first ([`Availability`]); members of a site start at different places among
+//!    equally rare chunks, so that they fetch different chunks and trade them. Across the
+//!    WAN, chunks held by the fewest WAN peers come first, ties broken by a hash of the node
+//!    and the chunk.
 //! 4. **Endgame**: once every missing chunk is in flight and few remain, a chunk whose only
 //!    request is older than [`PlannerConfig::endgame_after_ms`] is requested again from a
 //!    second peer (same-site rule still applies); the first answer wins.
 //!
 //! Bytes in flight per peer are bounded by the caller's per-peer budget, which is what keeps
 //! memory per peer bounded and a slow peer from holding many chunks.
+//!
+//! # Cost
+//!
+//! A pass costs what it assigns, not what the release holds: the same-site availability is
+//! an index the caller keeps (O(1) per change, bucketed by count as in libtorrent's piece
+//! picker), the WAN candidates are the chunks designated to this node, and the LAN scan stops
+//! as soon as every same-site peer's budget is used. This is what lets the simulator run the
+//! planner for 25,000 nodes, and a daemon in a 50-node site plan on every batch of `Have`s.
 
 use protocol::ChunkRef;
 use protocol::wire::Bitmap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 /// Tuning of the planner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,18 +78,191 @@ pub struct PeerView<'a> {
     pub usable: bool,
 }
 
-/// A chunk requested and not yet answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A chunk requested and not yet answered: by whom and since when. Holds at most two peers
+/// (the endgame asks one more), inline, so a fetch with thousands of chunks in flight does not
+/// allocate per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InFlight {
-    /// Node ids of the peers asked; usually one, two in endgame.
-    pub peers: Vec<[u8; 32]>,
+    asked: [[u8; 32]; 2],
+    count: u8,
     /// When the first request was sent.
     pub since_ms: u64,
 }
 
+impl InFlight {
+    /// A chunk first requested from `peer` at `since_ms`.
+    pub fn new(peer: [u8; 32], since_ms: u64) -> Self {
+        Self {
+            asked: [peer, [0; 32]],
+            count: 1,
+            since_ms,
+        }
+    }
+
+    /// Node ids of the peers asked; usually one, two in endgame.
+    pub fn peers(&self) -> &[[u8; 32]] {
+        &self.asked[..usize::from(self.count)]
+    }
+
+    /// Notes a second request, to `peer`; false if two are already out.
+    pub fn add(&mut self, peer: [u8; 32]) -> bool {
+        if usize::from(self.count) == self.asked.len() {
+            return false;
+        }
+        self.asked[usize::from(self.count)] = peer;
+        self.count += 1;
+        true
+    }
+
+    /// Notes that `peer` answered (or failed); true when no request is left out.
+    pub fn remove(&mut self, peer: &[u8; 32]) -> bool {
+        if let Some(k) = self.peers().iter().position(|p| p == peer) {
+            self.asked.copy_within(k + 1.., k);
+            self.count -= 1;
+        }
+        self.count == 0
+    }
+}
+
+/// How many same-site peers hold each chunk of a release, indexed by that count: the chunks
+/// are kept in one array ordered by count, so a count changes in O(1) (a swap to the edge of
+/// its bucket) and the planner walks the rarest chunks without looking at the others.
+///
+/// The daemon builds it from its same-site peers' bitmaps ([`Availability::from_bitmaps`]);
+/// the simulator keeps one per site up to date with [`add`](Self::add) and
+/// [`remove`](Self::remove), counting every member (a node's own chunks then sit one bucket
+/// higher, which only moves chunks the node already has and so never plans).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Availability {
+    count: Vec<u16>,
+    /// Chunk indices, in ascending order of count.
+    order: Vec<u32>,
+    /// Position of each chunk in `order`.
+    pos: Vec<u32>,
+    /// `order[start[k]..start[k + 1]]` holds the chunks with count `k`; the last entry is the
+    /// number of chunks.
+    start: Vec<u32>,
+}
+
+impl Availability {
+    /// `n` chunks that no peer holds.
+    pub fn new(n: u32) -> Self {
+        Self {
+            count: vec![0; n as usize],
+            order: (0..n).collect(),
+            pos: (0..n).collect(),
+            start: vec![0, n],
+        }
+    }
+
+    /// Counts from peers' bitmaps; a bitmap of another length is ignored.
+    pub fn from_bitmaps<'b>(n: u32, bitmaps: impl IntoIterator<Item = &'b Bitmap>) -> Self {
+        let mut count = vec![0u16; n as usize];
+        for b in bitmaps {
+            if b.len() == n {
+                for i in b.ones() {
+                    count[i as usize] = count[i as usize].saturating_add(1);
+                }
+            }
+        }
+        let top = count.iter().copied().max().unwrap_or(0) as usize;
+        let mut start = vec![0u32; top + 2];
+        for &c in &count {
+            start[c as usize + 1] += 1;
+        }
+        for k in 1..start.len() {
+            start[k] += start[k - 1];
+        }
+        let mut next = start.clone();
+        let mut order = vec![0u32; n as usize];
+        let mut pos = vec![0u32; n as usize];
+        for (i, &c) in count.iter().enumerate() {
+            let p = next[c as usize];
+            order[p as usize] = i as u32;
+            pos[i] = p;
+            next[c as usize] += 1;
+        }
+        Self {
+            count,
+            order,
+            pos,
+            start,
+        }
+    }
+
+    /// Number of chunks.
+    pub fn len(&self) -> u32 {
+        self.count.len() as u32
+    }
+
+    /// Whether the release has no chunks.
+    pub fn is_empty(&self) -> bool {
+        self.count.is_empty()
+    }
+
+    /// How many peers hold chunk `i` (0 past the end).
+    pub fn count(&self, i: u32) -> u16 {
+        self.count.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// The highest count a bucket exists for (it may be empty).
+    pub fn top(&self) -> u16 {
+        (self.start.len() - 2) as u16
+    }
+
+    /// The chunks held by exactly `k` peers, in no particular (but deterministic) order.
+    pub fn bucket(&self, k: u16) -> &[u32] {
+        let k = usize::from(k);
+        if k + 1 >= self.start.len() {
+            return &[];
+        }
+        &self.order[self.start[k] as usize..self.start[k + 1] as usize]
+    }
+
+    /// One more peer holds chunk `i`. Ignores indices past the end.
+    pub fn add(&mut self, i: u32) {
+        let Some(&k) = self.count.get(i as usize) else {
+            return;
+        };
+        if k == u16::MAX {
+            return;
+        }
+        let k = usize::from(k);
+        if k + 2 == self.start.len() {
+            self.start.push(self.len());
+        }
+        // Swap to the end of bucket k, which then becomes the start of bucket k + 1.
+        let last = self.start[k + 1] - 1;
+        self.swap(self.pos[i as usize], last);
+        self.start[k + 1] -= 1;
+        self.count[i as usize] += 1;
+    }
+
+    /// One peer fewer holds chunk `i`. Ignores indices past the end and counts at zero.
+    pub fn remove(&mut self, i: u32) {
+        let k = usize::from(self.count(i));
+        if k == 0 {
+            return;
+        }
+        // Swap to the start of bucket k, which then becomes the end of bucket k - 1.
+        let first = self.start[k];
+        self.swap(self.pos[i as usize], first);
+        self.start[k] += 1;
+        self.count[i as usize] -= 1;
+    }
+
+    fn swap(&mut self, p: u32, q: u32) {
+        let (a, b) = (self.order[p as usize], self.order[q as usize]);
+        self.order[p as usize] = b;
+        self.order[q as usize] = a;
+        self.pos[b as usize] = p;
+        self.pos[a as usize] = q;
+    }
+}
+
 /// The state of one release's fetch.
 #[derive(Debug, Clone)]
-pub struct PlanInput<'a> {
+pub struct PlanInput<'a, S = std::collections::hash_map::RandomState> {
     /// This node's id.
     pub me: [u8; 32],
     /// The release's unique chunks, in manifest order (bitmap order).
@@ -84,11 +270,14 @@ pub struct PlanInput<'a> {
     /// What this node has.
     pub have: &'a Bitmap,
     /// Chunks in flight, by index.
-    pub in_flight: &'a HashMap<u32, InFlight>,
+    pub in_flight: &'a HashMap<u32, InFlight, S>,
     /// Connected peers.
     pub peers: &'a [PeerView<'a>],
-    /// Live members of this node's site working on this release, including this node.
-    pub site_members: &'a [[u8; 32]],
+    /// How many same-site peers hold each chunk.
+    pub lan: &'a Availability,
+    /// The chunks rendezvous hashing names this node for among the site's live members
+    /// ([`designated_chunks`]): the only ones it fetches across the WAN.
+    pub designated: &'a Bitmap,
     /// Now, in the caller's monotonic milliseconds.
     pub now_ms: u64,
 }
@@ -109,6 +298,19 @@ pub fn designated_member<'m>(members: &'m [[u8; 32]], chunk: &ChunkRef) -> Optio
     members.iter().max_by_key(|m| hrw_weight(m, chunk))
 }
 
+/// The chunks that rendezvous hashing over `members` names `me` for (every chunk when
+/// `members` is empty). Costs one weight per chunk and member: callers keep it until the
+/// member set changes.
+pub fn designated_chunks(me: &[u8; 32], members: &[[u8; 32]], chunks: &[ChunkRef]) -> Bitmap {
+    let mut out = Bitmap::new(chunks.len() as u32);
+    for (i, c) in chunks.iter().enumerate() {
+        if designated_member(members, c).is_none_or(|d| d == me) {
+            out.set(i as u32);
+        }
+    }
+    out
+}
+
 fn hrw_weight(member: &[u8; 32], chunk: &ChunkRef) -> (u64, [u8; 32]) {
     (mix(word(member) ^ mix(word(chunk.id.as_bytes()))), *member)
 }
@@ -127,115 +329,183 @@ fn word(id: &[u8; 32]) -> u64 {
     u64::from_le_bytes(id[..8].try_into().expect("8 bytes"))
 }
 
-/// splitmix64's finalizer: a bijection on 64 bits with full avalanche. The planner evaluates
-/// weights for every missing chunk on every pass (thousands of times per release), so this
-/// replaces a cryptographic hash: the weights only need to be uniform and agreed on, and a
-/// node that games them only gives itself more chunks to fetch across the WAN.
-fn mix(mut z: u64) -> u64 {
+/// splitmix64's finalizer: a bijection on 64 bits with full avalanche. Weights are evaluated
+/// for every chunk and member, so this replaces a cryptographic hash: the weights only need
+/// to be uniform and agreed on, and a node that games them only gives itself more chunks to
+/// fetch across the WAN.
+pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
-/// Decides the next requests. Returns them in the order they should be sent.
-pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig) -> Vec<Assignment> {
-    let n = input.chunks.len() as u32;
-    let mut room: Vec<i64> = input
-        .peers
-        .iter()
-        .map(|p| {
-            if p.usable {
-                p.budget_bytes as i64 - p.in_flight_bytes as i64
-            } else {
-                0
-            }
-        })
-        .collect();
-    if room.iter().all(|r| *r <= 0) {
-        return Vec::new();
-    }
-    let holders = |i: u32| {
-        input
-            .peers
+/// Room left in each peer's budget, and how many same-site and WAN peers still have some.
+struct Room {
+    left: Vec<i64>,
+    lan_open: usize,
+    wan_open: usize,
+}
+
+impl Room {
+    fn new(peers: &[PeerView<'_>]) -> Self {
+        let left: Vec<i64> = peers
             .iter()
-            .enumerate()
-            .filter(move |(_, p)| p.have.is_some_and(|b| b.len() == n && b.get(i)))
-    };
-
-    // Missing and not requested, rarest first. A heap, not a sort: a pass usually has room
-    // for a few chunks out of thousands, and popping stops when the room is used up.
-    let mut wanted: BinaryHeap<Reverse<(u32, u64, u32)>> = (0..n)
-        .filter(|&i| !input.have.get(i) && !input.in_flight.contains_key(&i))
-        .filter_map(|i| {
-            let rarity = holders(i).count() as u32;
-            (rarity > 0)
-                .then(|| Reverse((rarity, tie_break(&input.me, &input.chunks[i as usize]), i)))
-        })
-        .collect();
-    let any_wanted = !wanted.is_empty();
-
-    let mut out = Vec::new();
-    let mut assign = |i: u32, exclude: &[[u8; 32]], room: &mut Vec<i64>| -> bool {
-        let len = i64::from(input.chunks[i as usize].len);
-        let lan = holders(i)
-            .filter(|(_, p)| p.same_site && !exclude.contains(&p.id))
-            .collect::<Vec<_>>();
-        let pick = |cands: Vec<(usize, &PeerView<'_>)>, room: &Vec<i64>| {
-            cands
-                .into_iter()
-                .filter(|(k, _)| room[*k] > 0)
-                .max_by_key(|(k, p)| (room[*k], Reverse(p.id)))
-                .map(|(k, _)| k)
-        };
-        let any_lan_holder = holders(i).any(|(_, p)| p.same_site);
-        let (chosen, wan) = if any_lan_holder {
-            (pick(lan, room), false)
-        } else {
-            let me_designated = designated_member(input.site_members, &input.chunks[i as usize])
-                .is_none_or(|d| *d == input.me);
-            if !me_designated {
-                return false;
-            }
-            let wan = holders(i)
-                .filter(|(_, p)| !p.same_site && !exclude.contains(&p.id))
-                .collect::<Vec<_>>();
-            (pick(wan, room), true)
-        };
-        match chosen {
-            Some(k) => {
-                room[k] -= len;
-                out.push(Assignment {
-                    chunk: i,
-                    peer: k,
-                    wan,
-                });
-                true
-            }
-            None => false,
-        }
-    };
-
-    while let Some(Reverse((_, _, i))) = wanted.pop() {
-        assign(i, &[], &mut room);
-        if room.iter().all(|r| *r <= 0) {
-            break;
-        }
-    }
-
-    // Endgame.
-    let missing = n - input.have.count();
-    if !any_wanted && missing > 0 && missing <= config.endgame_chunks {
-        let mut stale: Vec<(&u32, &InFlight)> = input
-            .in_flight
-            .iter()
-            .filter(|(_, f)| {
-                f.peers.len() == 1
-                    && input.now_ms.saturating_sub(f.since_ms) >= config.endgame_after_ms
+            .map(|p| {
+                if p.usable {
+                    p.budget_bytes as i64 - p.in_flight_bytes as i64
+                } else {
+                    0
+                }
             })
             .collect();
-        stale.sort_unstable_by_key(|(i, f)| (f.since_ms, **i));
-        for (&i, f) in stale {
-            assign(i, &f.peers, &mut room);
+        let open = |lan: bool| {
+            peers
+                .iter()
+                .zip(&left)
+                .filter(|(p, r)| p.same_site == lan && **r > 0)
+                .count()
+        };
+        Self {
+            lan_open: open(true),
+            wan_open: open(false),
+            left,
+        }
+    }
+
+    fn take(&mut self, k: usize, lan: bool, bytes: i64) {
+        let before = self.left[k];
+        self.left[k] -= bytes;
+        if before > 0 && self.left[k] <= 0 {
+            if lan {
+                self.lan_open -= 1;
+            } else {
+                self.wan_open -= 1;
+            }
+        }
+    }
+}
+
+/// Decides the next requests. Returns them in the order they should be sent.
+pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) -> Vec<Assignment> {
+    let n = input.chunks.len() as u32;
+    let mut room = Room::new(input.peers);
+    if room.lan_open == 0 && room.wan_open == 0 {
+        return Vec::new();
+    }
+    let valid = |p: &PeerView<'_>| p.have.is_some_and(|b| b.len() == n);
+    let lan_peers: Vec<usize> = (0..input.peers.len())
+        .filter(|&k| input.peers[k].same_site && valid(&input.peers[k]))
+        .collect();
+    let wan_peers: Vec<usize> = (0..input.peers.len())
+        .filter(|&k| !input.peers[k].same_site && valid(&input.peers[k]))
+        .collect();
+    let holds = |k: usize, i: u32| input.peers[k].have.is_some_and(|b| b.get(i));
+    let wanted = |i: u32| !input.have.get(i) && !input.in_flight.contains_key(&i);
+    let mut out = Vec::new();
+
+    // The holder with the most room among `cands` (ties: the lower id), not in `exclude`.
+    let pick = |cands: &[usize], i: u32, exclude: &[[u8; 32]], room: &Room| {
+        cands
+            .iter()
+            .copied()
+            .filter(|&k| room.left[k] > 0 && holds(k, i) && !exclude.contains(&input.peers[k].id))
+            .max_by_key(|&k| (room.left[k], Reverse(input.peers[k].id)))
+    };
+    // Requests chunk `i` where the rules allow; false if it must wait.
+    let assign = |i: u32, exclude: &[[u8; 32]], room: &mut Room, out: &mut Vec<Assignment>| {
+        let len = i64::from(input.chunks[i as usize].len);
+        let (chosen, wan) = if input.lan.count(i) > 0 {
+            (pick(&lan_peers, i, exclude, room), false)
+        } else if input.designated.get(i) {
+            (pick(&wan_peers, i, exclude, room), true)
+        } else {
+            (None, true)
+        };
+        let Some(k) = chosen else {
+            return false;
+        };
+        room.take(k, !wan, len);
+        out.push(Assignment {
+            chunk: i,
+            peer: k,
+            wan,
+        });
+        true
+    };
+
+    // 1. The LAN, rarest first. A chunk held by every same-site peer has a count of at most
+    //    the number of them, so higher buckets (the simulator's, which count this node too)
+    //    hold only chunks this node has.
+    let top = input
+        .lan
+        .top()
+        .min(lan_peers.len().min(usize::from(u16::MAX)) as u16);
+    'lan: for k in 1..=top {
+        if room.lan_open == 0 {
+            break;
+        }
+        let bucket = input.lan.bucket(k);
+        if bucket.is_empty() {
+            continue;
+        }
+        let from = (mix(word(&input.me) ^ u64::from(k)) % bucket.len() as u64) as usize;
+        for &i in bucket[from..].iter().chain(&bucket[..from]) {
+            if wanted(i) {
+                assign(i, &[], &mut room, &mut out);
+                if room.lan_open == 0 {
+                    break 'lan;
+                }
+            }
+        }
+    }
+
+    // 2. The WAN: this node's designated chunks no same-site peer has, rarest first.
+    if room.wan_open > 0 && !wan_peers.is_empty() {
+        let mut cands: Vec<(u32, u64, u32)> = input
+            .designated
+            .ones_and_not(input.have)
+            .filter(|&i| input.lan.count(i) == 0 && !input.in_flight.contains_key(&i))
+            .filter_map(|i| {
+                let rarity = wan_peers.iter().filter(|&&k| holds(k, i)).count() as u32;
+                (rarity > 0).then(|| (rarity, tie_break(&input.me, &input.chunks[i as usize]), i))
+            })
+            .collect();
+        cands.sort_unstable();
+        for (_, _, i) in cands {
+            assign(i, &[], &mut room, &mut out);
+            if room.wan_open == 0 {
+                break;
+            }
+        }
+    }
+
+    // 3. Endgame: every missing chunk is in flight (or held by no one this node may ask).
+    let missing = n - input.have.count();
+    if missing > 0 && missing <= config.endgame_chunks {
+        let requestable = |i: u32| {
+            if input.lan.count(i) > 0 {
+                lan_peers.iter().any(|&k| holds(k, i))
+            } else {
+                input.designated.get(i) && wan_peers.iter().any(|&k| holds(k, i))
+            }
+        };
+        let all_out = input
+            .have
+            .zeros()
+            .all(|i| input.in_flight.contains_key(&i) || !requestable(i));
+        if all_out {
+            let mut stale: Vec<(&u32, &InFlight)> = input
+                .in_flight
+                .iter()
+                .filter(|(_, f)| {
+                    f.peers().len() == 1
+                        && input.now_ms.saturating_sub(f.since_ms) >= config.endgame_after_ms
+                })
+                .collect();
+            stale.sort_unstable_by_key(|(i, f)| (f.since_ms, **i));
+            for (&i, f) in stale {
+                assign(i, f.peers(), &mut room, &mut out);
+            }
         }
     }
     out
@@ -270,6 +540,36 @@ mod tests {
         }
     }
 
+    /// Plans for `me` as the daemon does: availability from the same-site peers' bitmaps,
+    /// designation over `members`.
+    fn plan_for(
+        me: [u8; 32],
+        cs: &[ChunkRef],
+        have: &Bitmap,
+        in_flight: &HashMap<u32, InFlight>,
+        peers: &[PeerView<'_>],
+        members: &[[u8; 32]],
+        now_ms: u64,
+    ) -> Vec<Assignment> {
+        let n = cs.len() as u32;
+        let lan = Availability::from_bitmaps(
+            n,
+            peers.iter().filter(|p| p.same_site).filter_map(|p| p.have),
+        );
+        let designated = designated_chunks(&me, members, cs);
+        let input = PlanInput {
+            me,
+            chunks: cs,
+            have,
+            in_flight,
+            peers,
+            lan: &lan,
+            designated: &designated,
+            now_ms,
+        };
+        plan(&input, &PlannerConfig::default())
+    }
+
     #[test]
     fn same_site_holder_is_always_preferred_over_wan() {
         let cs = chunks(50);
@@ -279,19 +579,8 @@ mod tests {
             half.set(i);
         }
         let have = Bitmap::new(50);
-        let in_flight = HashMap::new();
         let peers = [peer(1, false, &full), peer(2, true, &half)];
-        let members = [id(0)];
-        let input = PlanInput {
-            me: id(0),
-            chunks: &cs,
-            have: &have,
-            in_flight: &in_flight,
-            peers: &peers,
-            site_members: &members,
-            now_ms: 0,
-        };
-        let plan = plan(&input, &PlannerConfig::default());
+        let plan = plan_for(id(0), &cs, &have, &HashMap::new(), &peers, &[id(0)], 0);
         assert_eq!(plan.len(), 50);
         for a in plan {
             if a.chunk < 25 {
@@ -318,16 +607,7 @@ mod tests {
                     peers.push(peer(other, true, &empty));
                 }
             }
-            let input = PlanInput {
-                me: id(me),
-                chunks: &cs,
-                have: &empty,
-                in_flight: &in_flight,
-                peers: &peers,
-                site_members: &members,
-                now_ms: 0,
-            };
-            for a in plan(&input, &PlannerConfig::default()) {
+            for a in plan_for(id(me), &cs, &empty, &in_flight, &peers, &members, 0) {
                 assert!(a.wan);
                 owners[a.chunk as usize] += 1;
             }
@@ -339,16 +619,7 @@ mod tests {
         let mut owners = vec![0u32; 400];
         for me in 0..3u8 {
             let peers = vec![peer(9, false, &full)];
-            let input = PlanInput {
-                me: id(me),
-                chunks: &cs,
-                have: &empty,
-                in_flight: &in_flight,
-                peers: &peers,
-                site_members: &live,
-                now_ms: 0,
-            };
-            for a in plan(&input, &PlannerConfig::default()) {
+            for a in plan_for(id(me), &cs, &empty, &in_flight, &peers, &live, 0) {
                 owners[a.chunk as usize] += 1;
             }
         }
@@ -376,6 +647,16 @@ mod tests {
                 assert_eq!(owner(three, c), before);
             }
         }
+        // designated_chunks is the same partition.
+        let mut union = Bitmap::new(8000);
+        for m in &members {
+            let mine = designated_chunks(m, &members, &cs);
+            for i in mine.ones() {
+                assert_eq!(owner(&members, &cs[i as usize]), *m);
+                assert!(union.set(i));
+            }
+        }
+        assert!(union.is_full());
     }
 
     #[test]
@@ -385,27 +666,86 @@ mod tests {
         let mut rare = Bitmap::new(10);
         rare.set(7);
         let have = Bitmap::new(10);
-        let in_flight = HashMap::new();
         let mut a = peer(1, false, &full);
         a.budget_bytes = 3000;
         let mut b = peer(2, false, &rare);
         b.budget_bytes = 0;
         let peers = [a, b];
-        let members = [id(0)];
-        let input = PlanInput {
-            me: id(0),
-            chunks: &cs,
-            have: &have,
-            in_flight: &in_flight,
-            peers: &peers,
-            site_members: &members,
-            now_ms: 0,
-        };
-        let p = plan(&input, &PlannerConfig::default());
+        let p = plan_for(id(0), &cs, &have, &HashMap::new(), &peers, &[id(0)], 0);
         // Chunk 7 is held by two peers, the rest by one: 7 is the most common, so it is last;
         // only 3 chunks fit the budget.
         assert_eq!(p.len(), 3);
         assert!(p.iter().all(|a| a.peer == 0 && a.chunk != 7));
+    }
+
+    #[test]
+    fn on_the_lan_the_rarest_chunks_come_first_and_members_start_apart() {
+        // Chunks 0..10 are held by three same-site peers, 10..20 by one: with room for ten
+        // chunks, a node takes the ten rare ones.
+        let cs = chunks(20);
+        let full = Bitmap::full(20);
+        let mut common = Bitmap::new(20);
+        for i in 0..10 {
+            common.set(i);
+        }
+        let have = Bitmap::new(20);
+        let mut peers = vec![
+            peer(1, true, &full),
+            peer(2, true, &common),
+            peer(3, true, &common),
+        ];
+        peers[0].budget_bytes = 10_000;
+        peers[1].budget_bytes = 0;
+        peers[2].budget_bytes = 0;
+        let p = plan_for(id(0), &cs, &have, &HashMap::new(), &peers, &[id(0)], 0);
+        let mut got: Vec<u32> = p.iter().map(|a| a.chunk).collect();
+        got.sort_unstable();
+        assert_eq!(got, (10..20).collect::<Vec<_>>());
+
+        // Members of a site with room for one chunk each start on different chunks of a bucket.
+        let cs = chunks(64);
+        let full = Bitmap::full(64);
+        let have = Bitmap::new(64);
+        let mut firsts = std::collections::HashSet::new();
+        for me in 10..18u8 {
+            let mut seed = peer(1, true, &full);
+            seed.budget_bytes = 1000;
+            let p = plan_for(id(me), &cs, &have, &HashMap::new(), &[seed], &[id(me)], 0);
+            assert_eq!(p.len(), 1);
+            firsts.insert(p[0].chunk);
+        }
+        assert!(firsts.len() >= 6, "members start on {firsts:?}");
+    }
+
+    #[test]
+    fn availability_kept_by_add_and_remove_matches_a_recount() {
+        let n = 200u32;
+        let mut maps = vec![Bitmap::new(n); 6];
+        let mut kept = Availability::new(n);
+        let mut state = 0x1234_5678_u64;
+        for _ in 0..5000 {
+            state = mix(state);
+            let (m, i) = ((state % 6) as usize, ((state >> 8) % u64::from(n)) as u32);
+            if state & (1 << 40) != 0 {
+                if maps[m].set(i) {
+                    kept.add(i);
+                }
+            } else if maps[m].clear(i) {
+                kept.remove(i);
+            }
+        }
+        let built = Availability::from_bitmaps(n, &maps);
+        for i in 0..n {
+            assert_eq!(kept.count(i), built.count(i));
+        }
+        for k in 0..=kept.top().max(built.top()) {
+            let mut a = kept.bucket(k).to_vec();
+            let mut b = built.bucket(k).to_vec();
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "bucket {k}");
+            assert!(a.iter().all(|&i| kept.count(i) == k));
+        }
     }
 
     #[test]
@@ -416,32 +756,10 @@ mod tests {
         have.set(0);
         have.set(1);
         let mut in_flight = HashMap::new();
-        in_flight.insert(
-            2,
-            InFlight {
-                peers: vec![id(1)],
-                since_ms: 0,
-            },
-        );
-        in_flight.insert(
-            3,
-            InFlight {
-                peers: vec![id(1)],
-                since_ms: 9_000,
-            },
-        );
+        in_flight.insert(2, InFlight::new(id(1), 0));
+        in_flight.insert(3, InFlight::new(id(1), 9_000));
         let peers = [peer(1, true, &full), peer(2, true, &full)];
-        let members = [id(0)];
-        let input = PlanInput {
-            me: id(0),
-            chunks: &cs,
-            have: &have,
-            in_flight: &in_flight,
-            peers: &peers,
-            site_members: &members,
-            now_ms: 10_000,
-        };
-        let p = plan(&input, &PlannerConfig::default());
+        let p = plan_for(id(0), &cs, &have, &in_flight, &peers, &[id(0)], 10_000);
         assert_eq!(
             p,
             vec![Assignment {
@@ -453,25 +771,27 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_holds_two_requests_inline() {
+        let mut f = InFlight::new(id(1), 5);
+        assert!(f.add(id(2)));
+        assert!(!f.add(id(3)));
+        assert_eq!(f.peers(), &[id(1), id(2)]);
+        assert!(!f.remove(&id(1)));
+        assert_eq!(f.peers(), &[id(2)]);
+        assert!(!f.remove(&id(9)));
+        assert!(f.remove(&id(2)));
+        assert!(f.peers().is_empty());
+    }
+
+    #[test]
     fn nothing_is_planned_from_a_bitmap_of_the_wrong_length_or_an_unusable_peer() {
         let cs = chunks(4);
         let wrong = Bitmap::full(5);
         let full = Bitmap::full(4);
         let have = Bitmap::new(4);
-        let in_flight = HashMap::new();
         let mut banned = peer(2, true, &full);
         banned.usable = false;
         let peers = [peer(1, true, &wrong), banned];
-        let members = [id(0)];
-        let input = PlanInput {
-            me: id(0),
-            chunks: &cs,
-            have: &have,
-            in_flight: &in_flight,
-            peers: &peers,
-            site_members: &members,
-            now_ms: 0,
-        };
-        assert!(plan(&input, &PlannerConfig::default()).is_empty());
+        assert!(plan_for(id(0), &cs, &have, &HashMap::new(), &peers, &[id(0)], 0).is_empty());
     }
 }

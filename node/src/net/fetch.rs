@@ -13,7 +13,7 @@ use super::peer::{Peer, RequestError};
 use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
 use protocol::VerifiedRelease;
 use protocol::wire::{Control, HAVE_INDICES_MAX};
-use scheduler::planner::{self, InFlight, PeerView, PlanInput, PlannerConfig};
+use scheduler::planner::{self, Availability, InFlight, PeerView, PlanInput, PlannerConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -87,6 +87,8 @@ async fn fetch(
     let started = Instant::now();
     let me = net.local.node_id.0;
     let config = PlannerConfig::default();
+    // The chunks rendezvous hashing names this node for, kept until the member set changes.
+    let mut designation: Option<(Vec<[u8; 32]>, protocol::wire::Bitmap)> = None;
 
     // Whether something happened that can change the plan. A finished request only counts
     // once its peer has a quarter of its budget free: planning scans every missing chunk, so
@@ -198,13 +200,28 @@ async fn fetch(
                 members.push(p.node_key);
             }
         }
+        members.sort_unstable();
+        if designation.as_ref().is_none_or(|(m, _)| *m != members) {
+            let mine = planner::designated_chunks(&me, &members, chunks);
+            designation = Some((members, mine));
+        }
+        let designated = &designation.as_ref().expect("just set").1;
+        let lan = Availability::from_bitmaps(
+            chunks.len() as u32,
+            peers
+                .iter()
+                .zip(&views)
+                .filter(|(p, _)| p.class == Class::Lan)
+                .filter_map(|(_, v)| v.as_ref().map(|v| &v.bits)),
+        );
         let input = PlanInput {
             me,
             chunks,
             have: &got,
             in_flight: &in_flight,
             peers: &planner_peers,
-            site_members: &members,
+            lan: &lan,
+            designated,
             now_ms: epoch.elapsed().as_millis() as u64,
         };
         let assignments = planner::plan(&input, &config);
@@ -212,14 +229,14 @@ async fn fetch(
         for a in assignments {
             let peer = peers[a.peer].clone();
             let chunk = chunks[a.chunk as usize];
-            in_flight
-                .entry(a.chunk)
-                .or_insert_with(|| InFlight {
-                    peers: Vec::new(),
-                    since_ms: now_ms,
-                })
-                .peers
-                .push(peer.node_key);
+            match in_flight.entry(a.chunk) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    e.get_mut().add(peer.node_key);
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(InFlight::new(peer.node_key, now_ms));
+                }
+            }
             peer.add_in_flight(u64::from(chunk.len));
             let tx = tx.clone();
             let net = net.clone();
@@ -292,11 +309,11 @@ fn handle(
     } else {
         Handled::Wait
     };
-    if let Some(f) = in_flight.get_mut(&done.index) {
-        f.peers.retain(|p| *p != done.peer.node_key);
-        if f.peers.is_empty() {
-            in_flight.remove(&done.index);
-        }
+    if in_flight
+        .get_mut(&done.index)
+        .is_some_and(|f| f.remove(&done.peer.node_key))
+    {
+        in_flight.remove(&done.index);
     }
     match done.result {
         Ok(bytes) => {

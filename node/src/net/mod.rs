@@ -217,23 +217,20 @@ pub struct Release {
     seeding: Option<Mutex<Seeding>>,
 }
 
-/// Initial seeding (BitTorrent's "super-seeding", per site): while a release this node
-/// published exists nowhere else, each other site is shown only its share of the chunks
-/// (rendezvous hashing of chunk over the connected sites), so every chunk leaves the origin
-/// about once and the sites trade the rest among themselves. Once every chunk has been sent
-/// across the WAN at least once, or no new chunk was asked for in [`SEED_STALL`], the full
-/// bitmap is shown to everyone (so a site that vanished cannot strand its share).
+/// Initial seeding of a release this node published ([`scheduler::seeding`]): each other site
+/// is shown only its share until every chunk has crossed the WAN once.
 #[derive(Debug)]
 struct Seeding {
     index: HashMap<protocol::ChunkId, u32>,
-    served: Bitmap,
-    last_growth: Instant,
-    revealed: bool,
+    state: scheduler::seeding::Seeding,
+    epoch: Instant,
 }
 
-/// See [`Seeding`]: how long the origin waits for a new chunk request before it shows
-/// every site every chunk.
-pub const SEED_STALL: Duration = Duration::from_secs(5);
+impl Seeding {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
 
 /// A release's own download and install windows.
 #[derive(Debug, Clone, Default)]
@@ -305,9 +302,8 @@ impl Release {
                 .enumerate()
                 .map(|(i, c)| (c.id, i as u32))
                 .collect(),
-            served: Bitmap::new(n),
-            last_growth: Instant::now(),
-            revealed: false,
+            state: scheduler::seeding::Seeding::new(n, 0),
+            epoch: Instant::now(),
         }));
         self
     }
@@ -319,16 +315,14 @@ impl Release {
         let seeding = self
             .seeding
             .as_ref()
-            .is_some_and(|s| !lock(s).revealed && class == Class::Wan);
+            .is_some_and(|s| !lock(s).state.revealed() && class == Class::Wan);
         let bits = if seeding {
-            let mut share = Bitmap::new(have.len());
-            for (i, c) in self.chunks.iter().enumerate() {
-                let owner = wan_sites.iter().max_by_key(|s| site_weight(s, &c.id));
-                if owner.is_none_or(|o| o == site) {
-                    share.set(i as u32);
-                }
+            use scheduler::seeding::{share_bitmap, shares, site_key};
+            let keys: Vec<u64> = wan_sites.iter().map(|s| site_key(s)).collect();
+            match wan_sites.iter().position(|s| s == site) {
+                Some(me) => share_bitmap(shares(&keys, &self.chunks).as_deref(), me, have.len()),
+                None => have.clone(),
             }
-            share
         } else {
             have.clone()
         };
@@ -345,19 +339,11 @@ impl Release {
             return false;
         };
         let mut s = lock(seeding);
-        if s.revealed {
-            return false;
+        let now = s.now_ms();
+        match s.index.get(chunk).copied() {
+            Some(i) => s.state.served(i, now),
+            None => false,
         }
-        if let Some(&i) = s.index.get(chunk) {
-            if s.served.set(i) {
-                s.last_growth = Instant::now();
-            }
-        }
-        if s.served.is_full() {
-            s.revealed = true;
-            return true;
-        }
-        false
     }
 
     /// Ends initial seeding if it stalled; true if it just ended.
@@ -366,11 +352,8 @@ impl Release {
             return false;
         };
         let mut s = lock(seeding);
-        if !s.revealed && s.last_growth.elapsed() >= SEED_STALL {
-            s.revealed = true;
-            return true;
-        }
-        false
+        let now = s.now_ms();
+        s.state.check_stall(now)
     }
 
     fn received(&self) -> u64 {
@@ -442,14 +425,6 @@ impl Release {
             install: None,
         }
     }
-}
-
-fn site_weight(site: &str, chunk: &protocol::ChunkId) -> [u8; 8] {
-    let mut h = blake3::Hasher::new();
-    h.update(b"p2pd/seed");
-    h.update(site.as_bytes());
-    h.update(chunk.as_bytes());
-    h.finalize().as_bytes()[..8].try_into().expect("8 bytes")
 }
 
 /// A peer the control plane told us about: where to dial its data plane.

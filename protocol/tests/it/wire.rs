@@ -277,3 +277,27 @@ mod arbitrary {
         }
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn bitmap_iterators_agree_with_get(
+        len in 0u32..300,
+        a in proptest::collection::vec(0u32..300, 0..120),
+        b in proptest::collection::vec(0u32..300, 0..120),
+    ) {
+        let mut x = Bitmap::new(len);
+        let mut y = Bitmap::new(len);
+        for i in a { x.set(i); }
+        for i in b { y.set(i); }
+        let ones: Vec<u32> = (0..len).filter(|&i| x.get(i)).collect();
+        let zeros: Vec<u32> = (0..len).filter(|&i| !x.get(i)).collect();
+        let and_not: Vec<u32> = (0..len).filter(|&i| x.get(i) && !y.get(i)).collect();
+        proptest::prop_assert_eq!(x.ones().collect::<Vec<_>>(), ones);
+        proptest::prop_assert_eq!(x.zeros().collect::<Vec<_>>(), zeros);
+        proptest::prop_assert_eq!(x.ones_and_not(&y).collect::<Vec<_>>(), and_not);
+        // Against a shorter bitmap, the missing tail reads as clear.
+        let short = Bitmap::full(len / 2);
+        let tail: Vec<u32> = (0..len).filter(|&i| x.get(i) && i >= len / 2).collect();
+        proptest::prop_assert_eq!(x.ones_and_not(&short).collect::<Vec<_>>(), tail);
+    }
+}
