@@ -298,6 +298,25 @@ pub fn designated_member<'m>(members: &'m [[u8; 32]], chunk: &ChunkRef) -> Optio
     members.iter().max_by_key(|m| hrw_weight(m, chunk))
 }
 
+/// For each chunk, the index in `members` of the member rendezvous hashing names for it
+/// (the same choice as [`designated_member`], for every chunk at once); empty when there are
+/// no members. One weight per chunk and member.
+pub fn designation(members: &[[u8; 32]], chunks: &[ChunkRef]) -> Vec<u32> {
+    if members.is_empty() {
+        return Vec::new();
+    }
+    let words: Vec<u64> = members.iter().map(word).collect();
+    chunks
+        .iter()
+        .map(|c| {
+            let w = mix(word(c.id.as_bytes()));
+            (0..members.len())
+                .max_by_key(|&k| (mix(words[k] ^ w), members[k]))
+                .expect("at least one member") as u32
+        })
+        .collect()
+}
+
 /// The chunks that rendezvous hashing over `members` names `me` for (every chunk when
 /// `members` is empty). Costs one weight per chunk and member: callers keep it until the
 /// member set changes.
@@ -647,7 +666,11 @@ mod tests {
                 assert_eq!(owner(three, c), before);
             }
         }
-        // designated_chunks is the same partition.
+        // designation and designated_chunks are the same partition.
+        let all = designation(&members, &cs);
+        for (c, &k) in cs.iter().zip(&all) {
+            assert_eq!(members[k as usize], owner(&members, c));
+        }
         let mut union = Bitmap::new(8000);
         for m in &members {
             let mine = designated_chunks(m, &members, &cs);

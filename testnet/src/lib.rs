@@ -6,6 +6,8 @@
 //! * [`fleet`]: starting nodes, publishing, waiting for completion, checking exports.
 //! * [`report`]: the tables printed after a run.
 //! * [`rogue`]: a hostile peer for tests (corrupt chunks, forged manifests, broken frames).
+//! * [`sim`]: the deterministic fleet-scale simulator (`testnet sim`), driving the product's
+//!   planner for thousands of endpoints beside the baselines and the lower bound.
 //!
 //! `cargo run --release -p testnet -- demo` runs the demo; `-- run SCENARIO.toml` any
 //! scenario.
@@ -14,4 +16,5 @@ pub mod fleet;
 pub mod report;
 pub mod rogue;
 pub mod scenario;
+pub mod sim;
 pub mod wan;

@@ -15,7 +15,8 @@ use testnet::scenario::Scenario;
     name = "testnet",
     about = "Run a fleet of real p2pd nodes on 127.0.0.1 in several sites, with an emulated WAN between sites",
     after_help = "Examples:\n  cargo run --release -p testnet -- demo\n  \
-        cargo run --release -p testnet -- run testnet/scenarios/bar-3x4.toml --json report.json"
+        cargo run --release -p testnet -- run testnet/scenarios/bar-3x4.toml --json report.json\n  \
+        cargo run --release -p testnet -- sim testnet/scenarios/sim/fleet-500x50.toml --out sim-report"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,10 +43,35 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Simulate a fleet (hundreds of sites, thousands of endpoints) with the product's own
+    /// planner, beside a single relay, one relay per branch and the lower bound. Prints a
+    /// table; with --out, also writes report.json and completion.svg there.
+    Sim {
+        /// Simulator scenario TOML (testnet/scenarios/sim/).
+        scenario: PathBuf,
+        /// Directory for report.json and completion.svg.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Cmd::Sim {
+        scenario,
+        out,
+        seed,
+    } = &cli.command
+    {
+        if let Err(e) = sim(scenario, out.as_deref(), *seed) {
+            eprintln!("testnet: error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,6 +87,7 @@ fn main() {
                 keep,
                 json,
             } => run(Scenario::load(&scenario)?, keep, json, false).await,
+            Cmd::Sim { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     if let Err(e) = result {
@@ -109,6 +136,34 @@ async fn run(
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_vec_pretty(&results)?)?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn sim(
+    path: &std::path::Path,
+    out: Option<&std::path::Path>,
+    seed: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut scenario = testnet::sim::scenario::SimScenario::load(path)?;
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    eprintln!(
+        "simulating {}: {} sites, {} endpoints",
+        scenario.name,
+        scenario.site_links().len(),
+        scenario.site_links().iter().map(|s| s.nodes).sum::<usize>()
+    );
+    let (report, outcome, baselines) = testnet::sim::simulate(&scenario, true);
+    println!("{}", report.table());
+    if let Some(dir) = out {
+        testnet::sim::write_outputs(dir, &report, &outcome, &baselines)?;
+        println!(
+            "wrote {} and {}",
+            dir.join("report.json").display(),
+            dir.join("completion.svg").display()
+        );
     }
     Ok(())
 }

@@ -1,0 +1,406 @@
+//! The simulator's report: the figures of the product and the baselines side by side, as a
+//! text table, as JSON (for the benchmark history) and as an SVG plot of the completion
+//! curves.
+
+use super::engine::Outcome;
+use super::{Baseline, LowerBound};
+use serde::Serialize;
+use std::fmt::Write;
+
+/// Completion times of one way of distributing: when a share of the endpoints is done.
+#[derive(Debug, Clone, Serialize)]
+pub struct Completion {
+    /// Seconds until 50 % of the endpoints are complete (`None`: never, within the limit).
+    pub p50_s: Option<f64>,
+    /// Until 90 %.
+    pub p90_s: Option<f64>,
+    /// Until 99 %.
+    pub p99_s: Option<f64>,
+    /// Until every endpoint.
+    pub all_s: Option<f64>,
+}
+
+impl Completion {
+    /// From per-endpoint completion times (`None` or infinite: not complete).
+    pub fn of(times: &[Option<f64>]) -> Self {
+        let mut done: Vec<f64> = times
+            .iter()
+            .filter_map(|t| t.filter(|t| t.is_finite()))
+            .collect();
+        done.sort_by(f64::total_cmp);
+        let n = times.len();
+        let at = |share: f64| {
+            let need = ((share * n as f64).ceil() as usize).max(1);
+            done.get(need - 1).copied()
+        };
+        Self {
+            p50_s: at(0.5),
+            p90_s: at(0.9),
+            p99_s: at(0.99),
+            all_s: at(1.0).filter(|_| done.len() == n),
+        }
+    }
+}
+
+/// p50, p99 and max of per-site figures, as multiples of the release size.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: &[u64], unit: f64) -> Self {
+        let mut v: Vec<f64> = values.iter().map(|&b| b as f64 / unit).collect();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+            }
+        };
+        Self {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+/// The product's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Product {
+    /// Completion of honest endpoints.
+    pub completion: Completion,
+    /// All complete, as a multiple of the lower bound.
+    pub ratio_to_bound: Option<f64>,
+    /// Origin egress as a multiple of F.
+    pub origin_egress_f: f64,
+    /// WAN ingress per site as multiples of F.
+    pub site_wan_in_f: Spread,
+    /// WAN egress per site as multiples of F.
+    pub site_wan_out_f: Spread,
+    /// Chunk bytes put on links, received, lost with a peer that went away.
+    pub bytes_sent: u64,
+    /// See `bytes_sent`.
+    pub bytes_received: u64,
+    /// See `bytes_sent`.
+    pub bytes_lost: u64,
+    /// Events processed, and planner passes.
+    pub events: u64,
+    /// See `events`.
+    pub plans: u64,
+    /// Fingerprint of the event log.
+    pub log_hash: String,
+}
+
+/// A baseline's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineFigures {
+    /// Completion of every endpoint.
+    pub completion: Completion,
+    /// Its closed form, seconds.
+    pub closed_form_s: f64,
+    /// All complete, as a multiple of the lower bound.
+    pub ratio_to_bound: Option<f64>,
+    /// Origin egress as a multiple of F.
+    pub origin_egress_f: f64,
+}
+
+/// Everything one `testnet sim` run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Branch sites.
+    pub sites: usize,
+    /// Endpoints.
+    pub endpoints: usize,
+    /// Release size, bytes.
+    pub release_bytes: u64,
+    /// Chunks.
+    pub chunks: u64,
+    /// The lower bound and its terms.
+    pub lower_bound: LowerBound,
+    /// p2pd.
+    pub product: Product,
+    /// Every endpoint from the origin.
+    pub single_relay: BaselineFigures,
+    /// One relay per branch.
+    pub relay_per_branch: BaselineFigures,
+    /// Wall-clock seconds the simulation took.
+    pub wall_s: f64,
+    /// Peak resident memory of the process, bytes (Linux; 0 elsewhere).
+    pub peak_rss_bytes: u64,
+}
+
+impl Report {
+    /// Assembles the report.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: &super::scenario::SimScenario,
+        bound: LowerBound,
+        outcome: &Outcome,
+        single: &Baseline,
+        branch: &Baseline,
+        wall_s: f64,
+        peak_rss_bytes: u64,
+    ) -> Self {
+        let f = outcome.release_bytes as f64;
+        let t_min = bound.t_min_s;
+        let ratio = |c: &Completion| c.all_s.map(|t| t / t_min);
+        let product = {
+            let completion = Completion::of(&outcome.completed_s);
+            Product {
+                ratio_to_bound: ratio(&completion),
+                completion,
+                origin_egress_f: outcome.origin_egress as f64 / f,
+                site_wan_in_f: Spread::of(&outcome.site_wan_in, f),
+                site_wan_out_f: Spread::of(&outcome.site_wan_out, f),
+                bytes_sent: outcome.bytes_sent,
+                bytes_received: outcome.bytes_received,
+                bytes_lost: outcome.bytes_lost,
+                events: outcome.events,
+                plans: outcome.plans,
+                log_hash: format!("{:032x}", outcome.log_hash),
+            }
+        };
+        let baseline = |b: &Baseline| {
+            let times: Vec<Option<f64>> = b.completed_s.iter().map(|&t| Some(t)).collect();
+            let completion = Completion::of(&times);
+            BaselineFigures {
+                ratio_to_bound: ratio(&completion),
+                completion,
+                closed_form_s: b.closed_form_s,
+                origin_egress_f: b.origin_egress / f,
+            }
+        };
+        Self {
+            scenario: scenario.name.clone(),
+            seed: scenario.seed,
+            sites: outcome.site_names.len(),
+            endpoints: outcome.completed_s.len(),
+            release_bytes: outcome.release_bytes,
+            chunks: scenario.chunk_count(),
+            lower_bound: bound,
+            product,
+            single_relay: baseline(single),
+            relay_per_branch: baseline(branch),
+            wall_s,
+            peak_rss_bytes,
+        }
+    }
+
+    /// The report as a text table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "== {} (seed {}): {} sites, {} endpoints, release {} in {} chunks",
+            self.scenario,
+            self.seed,
+            self.sites,
+            self.endpoints,
+            node::cli::human_bytes(self.release_bytes),
+            self.chunks
+        );
+        let b = &self.lower_bound;
+        let _ = writeln!(
+            out,
+            "lower bound T_min = {} (F/u0 {}, F/D_min {}, S·F/(u0+ΣU) {}, max N·F/(D+Σu) {}, F/d_min {})",
+            dur(b.t_min_s),
+            dur(b.origin_s),
+            dur(b.site_down_s),
+            dur(b.wan_upload_s),
+            dur(b.site_swarm_s),
+            dur(b.node_down_s)
+        );
+        let _ = writeln!(
+            out,
+            "{:<18} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10}",
+            "", "50 %", "90 %", "99 %", "100 %", "÷ T_min", "ORIGIN"
+        );
+        let row = |out: &mut String, name: &str, c: &Completion, r: Option<f64>, o: f64| {
+            let t = |v: Option<f64>| v.map_or("—".to_string(), dur);
+            let _ = writeln!(
+                out,
+                "{name:<18} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8.2} F",
+                t(c.p50_s),
+                t(c.p90_s),
+                t(c.p99_s),
+                t(c.all_s),
+                r.map_or("—".to_string(), |r| format!("{r:.3}")),
+                o
+            );
+        };
+        let p = &self.product;
+        row(
+            &mut out,
+            "p2pd",
+            &p.completion,
+            p.ratio_to_bound,
+            p.origin_egress_f,
+        );
+        for (name, b) in [
+            ("relay per branch", &self.relay_per_branch),
+            ("single relay", &self.single_relay),
+        ] {
+            row(
+                &mut out,
+                name,
+                &b.completion,
+                b.ratio_to_bound,
+                b.origin_egress_f,
+            );
+        }
+        let _ = writeln!(
+            out,
+            "baseline closed forms: relay per branch {}, single relay {}",
+            dur(self.relay_per_branch.closed_form_s),
+            dur(self.single_relay.closed_form_s)
+        );
+        let _ = writeln!(
+            out,
+            "p2pd WAN per site, × F: ingress p50 {:.3} p99 {:.3} max {:.3}; egress p50 {:.3} p99 {:.3} max {:.3}",
+            p.site_wan_in_f.p50,
+            p.site_wan_in_f.p99,
+            p.site_wan_in_f.max,
+            p.site_wan_out_f.p50,
+            p.site_wan_out_f.p99,
+            p.site_wan_out_f.max
+        );
+        let _ = writeln!(
+            out,
+            "chunk bytes sent {} = received {} + lost {}; {} events, {} planner passes; log {}",
+            p.bytes_sent, p.bytes_received, p.bytes_lost, p.events, p.plans, p.log_hash
+        );
+        let _ = writeln!(
+            out,
+            "simulated in {:.1} s wall, peak RSS {}",
+            self.wall_s,
+            node::cli::human_bytes(self.peak_rss_bytes)
+        );
+        out
+    }
+}
+
+/// Seconds as a short human duration.
+fn dur(s: f64) -> String {
+    if !s.is_finite() {
+        "never".into()
+    } else if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+/// Writes the completion curves (share of endpoints complete over time, log time axis) of
+/// the product and the baselines as an SVG file.
+pub fn plot(
+    path: &std::path::Path,
+    title: &str,
+    t_min_s: f64,
+    curves: &[(&str, Vec<f64>)],
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let finite = curves
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|t| t.is_finite() && *t > 0.0);
+    let (lo, hi) = finite.fold((f64::INFINITY, 0.0f64), |(a, b), t| (a.min(t), b.max(t)));
+    let lo = (lo.min(t_min_s) / 2.0).max(1e-3);
+    let hi = (hi.max(t_min_s) * 1.5).max(lo * 10.0);
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    let e = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("plot: {e:?}");
+    root.fill(&WHITE).map_err(e)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..100f64)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since publish (log scale)")
+        .y_desc("% of endpoints complete")
+        .draw()
+        .map_err(e)?;
+    let colours = [
+        RGBColor(0, 114, 178),
+        RGBColor(230, 159, 0),
+        RGBColor(204, 121, 167),
+    ];
+    for (k, (name, times)) in curves.iter().enumerate() {
+        let mut t: Vec<f64> = times.iter().copied().filter(|t| t.is_finite()).collect();
+        t.sort_by(f64::total_cmp);
+        let n = times.len().max(1) as f64;
+        // A step curve: at each completion the share rises by one endpoint.
+        let mut points = vec![(lo, 0.0)];
+        let step = (t.len() / 2000).max(1);
+        for (i, &x) in t.iter().enumerate() {
+            if i % step == 0 || i + 1 == t.len() {
+                points.push((x.max(lo), 100.0 * (i + 1) as f64 / n));
+            }
+        }
+        if let Some(&(_, y)) = points.last() {
+            points.push((hi, y));
+        }
+        let colour = colours[k % colours.len()];
+        chart
+            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+            .map_err(e)?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .draw_series(LineSeries::new(
+            vec![(t_min_s, 0.0), (t_min_s, 100.0)],
+            BLACK.mix(0.5).stroke_width(1),
+        ))
+        .map_err(e)?
+        .label("lower bound T_min")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_shares_count_endpoints_that_never_finish() {
+        let t: Vec<Option<f64>> = (1..=100).map(|i| Some(f64::from(i))).collect();
+        let c = Completion::of(&t);
+        assert_eq!(
+            (c.p50_s, c.p90_s, c.p99_s, c.all_s),
+            (Some(50.0), Some(90.0), Some(99.0), Some(100.0))
+        );
+        let mut t = t;
+        t[99] = None;
+        let c = Completion::of(&t);
+        assert_eq!((c.p99_s, c.all_s), (Some(99.0), None));
+        let s = Spread::of(&[1, 2, 3, 4], 2.0);
+        assert_eq!((s.p50, s.max), (1.0, 2.0));
+    }
+}

@@ -1,0 +1,385 @@
+//! Simulator scenarios: TOML files that describe a fleet, its links, the release and the
+//! faults to inject.
+//!
+//! ```toml
+//! name = "fleet-500x50"
+//! seed = 1
+//!
+//! [release]
+//! size_mib = 1024        # F
+//! chunk_kib = 64         # chunk size (the release is F / chunk of equal chunks)
+//!
+//! [origin]
+//! up_mbit = 1000         # u_0
+//! latency_ms = 5         # one-way, origin to the WAN
+//!
+//! [sites]                # every branch site, unless [[site]] entries say otherwise
+//! count = 500
+//! nodes = 50
+//! wan_down_mbit = 100
+//! wan_up_mbit = 100
+//! wan_latency_ms = 15    # one-way, site to the WAN
+//! lan_mbit = 1000        # each node's LAN link, each way
+//! lan_latency_ms = 0.2
+//!
+//! [[site]]               # optional: sites with their own figures (the rest use [sites])
+//! name = "tokyo"
+//! nodes = 4
+//!
+//! [swarm]
+//! wan_peers = 8          # WAN peers each node dials (in other sites; links are two-way)
+//!
+//! [faults]
+//! churn = 0.10           # share of endpoints that leave once and come back
+//! garbage = 0.01         # share of endpoints that serve garbage
+//! ```
+
+use serde::Deserialize;
+use std::path::Path;
+
+/// A simulator scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimScenario {
+    /// Name, for reports.
+    pub name: String,
+    /// Seed of everything random: node keys, WAN peer choice, faults.
+    #[serde(default)]
+    pub seed: u64,
+    /// The release.
+    pub release: SimRelease,
+    /// The origin.
+    pub origin: SimOrigin,
+    /// Defaults for every site, and how many sites there are.
+    #[serde(default)]
+    pub sites: SiteDefaults,
+    /// Sites with their own figures; they come first, `[sites] count` fills up the rest.
+    #[serde(default)]
+    pub site: Vec<SiteSpec>,
+    /// Swarm parameters.
+    #[serde(default)]
+    pub swarm: SwarmSpec,
+    /// Faults.
+    #[serde(default)]
+    pub faults: FaultSpec,
+    /// Stop after this much simulated time (seconds) even if some endpoints are not done.
+    #[serde(default = "default_limit_s")]
+    pub limit_s: f64,
+}
+
+fn default_limit_s() -> f64 {
+    3_600.0
+}
+
+/// `[release]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimRelease {
+    /// Release size in MiB.
+    pub size_mib: f64,
+    /// Chunk size in KiB.
+    #[serde(default = "default_chunk_kib")]
+    pub chunk_kib: u32,
+}
+
+fn default_chunk_kib() -> u32 {
+    64
+}
+
+/// `[origin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimOrigin {
+    /// Uplink in Mbit/s.
+    pub up_mbit: f64,
+    /// One-way latency from the origin to the WAN, in ms.
+    #[serde(default = "default_origin_latency")]
+    pub latency_ms: f64,
+}
+
+fn default_origin_latency() -> f64 {
+    5.0
+}
+
+/// `[sites]`: defaults for every site.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteDefaults {
+    /// Sites in all (`[[site]]` entries included).
+    #[serde(default)]
+    pub count: usize,
+    /// Endpoints per site.
+    #[serde(default = "default_nodes")]
+    pub nodes: usize,
+    /// WAN downlink in Mbit/s.
+    #[serde(default = "default_wan")]
+    pub wan_down_mbit: f64,
+    /// WAN uplink in Mbit/s.
+    #[serde(default = "default_wan")]
+    pub wan_up_mbit: f64,
+    /// One-way latency from the site to the WAN, in ms.
+    #[serde(default = "default_wan_latency")]
+    pub wan_latency_ms: f64,
+    /// Each node's LAN link, each way, in Mbit/s.
+    #[serde(default = "default_lan")]
+    pub lan_mbit: f64,
+    /// One-way LAN latency in ms.
+    #[serde(default = "default_lan_latency")]
+    pub lan_latency_ms: f64,
+}
+
+fn default_nodes() -> usize {
+    4
+}
+fn default_wan() -> f64 {
+    100.0
+}
+fn default_wan_latency() -> f64 {
+    15.0
+}
+fn default_lan() -> f64 {
+    1000.0
+}
+fn default_lan_latency() -> f64 {
+    0.2
+}
+
+impl Default for SiteDefaults {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            nodes: default_nodes(),
+            wan_down_mbit: default_wan(),
+            wan_up_mbit: default_wan(),
+            wan_latency_ms: default_wan_latency(),
+            lan_mbit: default_lan(),
+            lan_latency_ms: default_lan_latency(),
+        }
+    }
+}
+
+/// One `[[site]]` entry: any figure left out comes from `[sites]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSpec {
+    /// Name.
+    pub name: String,
+    /// Endpoints.
+    pub nodes: Option<usize>,
+    /// WAN downlink in Mbit/s.
+    pub wan_down_mbit: Option<f64>,
+    /// WAN uplink in Mbit/s.
+    pub wan_up_mbit: Option<f64>,
+    /// One-way WAN latency in ms.
+    pub wan_latency_ms: Option<f64>,
+    /// LAN link per node in Mbit/s.
+    pub lan_mbit: Option<f64>,
+    /// One-way LAN latency in ms.
+    pub lan_latency_ms: Option<f64>,
+}
+
+/// `[swarm]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSpec {
+    /// WAN peers each endpoint dials in other sites (connections are two-way, so each has
+    /// about twice this many), besides the origin.
+    #[serde(default = "default_wan_peers")]
+    pub wan_peers: usize,
+}
+
+fn default_wan_peers() -> usize {
+    8
+}
+
+impl Default for SwarmSpec {
+    fn default() -> Self {
+        Self {
+            wan_peers: default_wan_peers(),
+        }
+    }
+}
+
+/// `[faults]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Share of endpoints that leave once and come back.
+    #[serde(default)]
+    pub churn: f64,
+    /// Share of endpoints that serve garbage (they claim every chunk and fetch nothing).
+    #[serde(default)]
+    pub garbage: f64,
+}
+
+/// A site with every figure resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteLinks {
+    /// Name.
+    pub name: String,
+    /// Endpoints.
+    pub nodes: usize,
+    /// WAN downlink, bytes/s.
+    pub down: f64,
+    /// WAN uplink, bytes/s.
+    pub up: f64,
+    /// One-way WAN latency, seconds.
+    pub wan_latency: f64,
+    /// LAN link per node, bytes/s.
+    pub lan: f64,
+    /// One-way LAN latency, seconds.
+    pub lan_latency: f64,
+}
+
+/// Mbit/s to bytes/s.
+fn mbit(m: f64) -> f64 {
+    m * 1e6 / 8.0
+}
+
+impl SimScenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses and checks scenario text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let s: Self = toml::from_str(text)?;
+        let positive = |what: &str, v: f64| {
+            anyhow::ensure!(v.is_finite() && v > 0.0, "{what} must be above 0");
+            Ok(())
+        };
+        positive("release.size_mib", s.release.size_mib)?;
+        anyhow::ensure!(
+            (1..=4096).contains(&s.release.chunk_kib),
+            "release.chunk_kib must be 1..=4096"
+        );
+        positive("origin.up_mbit", s.origin.up_mbit)?;
+        anyhow::ensure!(s.limit_s > 0.0, "limit_s must be above 0");
+        let chunks = s.chunk_count();
+        anyhow::ensure!(
+            chunks <= protocol::manifest::CHUNKS_PER_RELEASE_MAX as u64,
+            "{chunks} chunks: a release holds at most {}",
+            protocol::manifest::CHUNKS_PER_RELEASE_MAX
+        );
+        let sites = s.site_links();
+        anyhow::ensure!(
+            !sites.is_empty(),
+            "no sites: set [sites] count or add [[site]]"
+        );
+        let mut names = std::collections::HashSet::new();
+        for site in &sites {
+            anyhow::ensure!(
+                names.insert(site.name.as_str()),
+                "site {} is named twice",
+                site.name
+            );
+            anyhow::ensure!(site.nodes > 0, "site {} has no nodes", site.name);
+            for (what, v) in [
+                ("wan_down_mbit", site.down),
+                ("wan_up_mbit", site.up),
+                ("lan_mbit", site.lan),
+            ] {
+                positive(&format!("site {}: {what}", site.name), v)?;
+            }
+            anyhow::ensure!(
+                site.wan_latency >= 0.0 && site.lan_latency >= 0.0,
+                "site {}: latencies must not be negative",
+                site.name
+            );
+        }
+        let nodes: usize = sites.iter().map(|s| s.nodes).sum();
+        anyhow::ensure!(
+            nodes <= 1_000_000,
+            "{nodes} endpoints: the simulator takes at most 1,000,000"
+        );
+        for (what, v) in [
+            ("faults.churn", s.faults.churn),
+            ("faults.garbage", s.faults.garbage),
+        ] {
+            anyhow::ensure!((0.0..=0.5).contains(&v), "{what} must be within 0..=0.5");
+        }
+        Ok(s)
+    }
+
+    /// Chunk size in bytes.
+    pub fn chunk_bytes(&self) -> u32 {
+        self.release.chunk_kib * 1024
+    }
+
+    /// Release size in bytes.
+    pub fn release_bytes(&self) -> u64 {
+        (self.release.size_mib * 1024.0 * 1024.0) as u64
+    }
+
+    /// Number of chunks (the last one may be short).
+    pub fn chunk_count(&self) -> u64 {
+        self.release_bytes().div_ceil(u64::from(self.chunk_bytes()))
+    }
+
+    /// Origin uplink, bytes/s.
+    pub fn origin_up(&self) -> f64 {
+        mbit(self.origin.up_mbit)
+    }
+
+    /// Every site with its figures resolved: the `[[site]]` entries, then generated sites
+    /// (`site-N`) up to `[sites] count`.
+    pub fn site_links(&self) -> Vec<SiteLinks> {
+        let d = &self.sites;
+        let resolve = |s: &SiteSpec| SiteLinks {
+            name: s.name.clone(),
+            nodes: s.nodes.unwrap_or(d.nodes),
+            down: mbit(s.wan_down_mbit.unwrap_or(d.wan_down_mbit)),
+            up: mbit(s.wan_up_mbit.unwrap_or(d.wan_up_mbit)),
+            wan_latency: s.wan_latency_ms.unwrap_or(d.wan_latency_ms) / 1e3,
+            lan: mbit(s.lan_mbit.unwrap_or(d.lan_mbit)),
+            lan_latency: s.lan_latency_ms.unwrap_or(d.lan_latency_ms) / 1e3,
+        };
+        let mut out: Vec<SiteLinks> = self.site.iter().map(resolve).collect();
+        let mut k = 0;
+        while out.len() < d.count {
+            k += 1;
+            let name = format!("site-{k}");
+            if out.iter().any(|s| s.name == name) {
+                continue;
+            }
+            out.push(resolve(&SiteSpec {
+                name,
+                ..SiteSpec::default()
+            }));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_are_listed_then_generated_and_bad_figures_are_refused() {
+        let s = SimScenario::parse(
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[sites]\ncount=3\nnodes=2\n\
+             [[site]]\nname='tokyo'\nnodes=5\nwan_down_mbit=8\n",
+        )
+        .unwrap();
+        let sites = s.site_links();
+        assert_eq!(sites.len(), 3);
+        assert_eq!((sites[0].name.as_str(), sites[0].nodes), ("tokyo", 5));
+        assert_eq!(sites[0].down, 1e6);
+        assert_eq!((sites[1].name.as_str(), sites[1].nodes), ("site-1", 2));
+        assert_eq!(s.chunk_count(), 16);
+        for bad in [
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n",
+            "name='x'\n[release]\nsize_mib=0\n[origin]\nup_mbit=10\n[sites]\ncount=1\n",
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[sites]\ncount=1\nwan_up_mbit=0\n",
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[sites]\ncount=1\n[faults]\nchurn=0.9\n",
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[[site]]\nname='a'\n[[site]]\nname='a'\n",
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\nbogus=1\n",
+        ] {
+            assert!(SimScenario::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
