@@ -142,6 +142,9 @@ pub enum Control {
         chunk_count: u32,
         /// `ceil(chunk_count / 8)` bytes.
         bits: Vec<u8>,
+        /// The sender is the release's origin and has finished initial seeding: fetch from it
+        /// across the WAN only what no other peer has.
+        reserve: bool,
     },
     /// The sender now also has these chunks of `release`.
     Have {
@@ -381,6 +384,17 @@ impl Bitmap {
         &self.bits
     }
 
+    /// Number of 64-bit words ([`Bitmap::word`]).
+    pub fn word_count(&self) -> usize {
+        self.bits.len().div_ceil(8)
+    }
+
+    /// Bits `64k..64k + 64` as a little-endian word (bit `i` of the word is chunk `64k + i`);
+    /// zero past the end.
+    pub fn word(&self, k: usize) -> u64 {
+        word_at(&self.bits, k)
+    }
+
     /// The indices of the set bits, in order. Skips 64 clear bits at a time.
     pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
         self.words(|w, _| w)
@@ -419,6 +433,9 @@ impl Bitmap {
 
 /// The `k`th little-endian 64-bit word of `bytes`, zero past the end.
 fn word_at(bytes: &[u8], k: usize) -> u64 {
+    if let Some(w) = bytes.get(k * 8..k * 8 + 8) {
+        return u64::from_le_bytes(w.try_into().expect("8 bytes"));
+    }
     let start = (k * 8).min(bytes.len());
     let end = (k * 8 + 8).min(bytes.len());
     let mut w = [0u8; 8];

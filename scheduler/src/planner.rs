@@ -48,6 +48,9 @@ pub struct PlannerConfig {
     pub endgame_chunks: u32,
     /// In endgame, a request older than this gets a duplicate on another peer.
     pub endgame_after_ms: u64,
+    /// A reserve (the origin after seeding) is asked only once the node has had nothing out
+    /// to any other WAN peer for this long ([`PlanInput::wan_idle_ms`]).
+    pub reserve_after_ms: u64,
 }
 
 impl Default for PlannerConfig {
@@ -57,6 +60,10 @@ impl Default for PlannerConfig {
             // the end without doubling much traffic.
             endgame_chunks: 16,
             endgame_after_ms: 2_000,
+            // A few hops of a chunk through the sites (announcement, request, a queue at a
+            // WAN uplink): a chunk the other sites are passing around reaches a peer of
+            // this node in that time, so the origin is asked only for what is stuck.
+            reserve_after_ms: 3_000,
         }
     }
 }
@@ -76,6 +83,10 @@ pub struct PeerView<'a> {
     pub budget_bytes: u64,
     /// Whether requests to it are allowed at all (not banned, not draining).
     pub usable: bool,
+    /// The release's origin after initial seeding: across the WAN, it is asked only for
+    /// chunks no other WAN peer has, and only while no other WAN peer is being asked for
+    /// anything (it is the fleet's last resort, not one source among many).
+    pub reserve: bool,
 }
 
 /// A chunk requested and not yet answered: by whom and since when. Holds at most two peers
@@ -124,6 +135,84 @@ impl InFlight {
     }
 }
 
+/// The chunks of a fetch in flight: a bitmap for the planner's scans and the requests' details
+/// by chunk.
+#[derive(Debug, Clone)]
+pub struct InFlightSet<S = std::collections::hash_map::RandomState> {
+    bits: Bitmap,
+    map: HashMap<u32, InFlight, S>,
+}
+
+impl<S: BuildHasher + Default> InFlightSet<S> {
+    /// Nothing in flight, for a release of `n` chunks.
+    pub fn new(n: u32) -> Self {
+        Self {
+            bits: Bitmap::new(n),
+            map: HashMap::default(),
+        }
+    }
+}
+
+impl<S: BuildHasher> InFlightSet<S> {
+    /// Whether chunk `i` is in flight.
+    pub fn contains(&self, i: u32) -> bool {
+        self.bits.get(i)
+    }
+
+    /// The chunks in flight, as a bitmap.
+    pub fn bits(&self) -> &Bitmap {
+        &self.bits
+    }
+
+    /// Number of chunks in flight.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The request of chunk `i`, if any.
+    pub fn get(&self, i: u32) -> Option<&InFlight> {
+        self.map.get(&i)
+    }
+
+    /// Every chunk in flight, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &InFlight)> {
+        self.map.iter().map(|(&i, f)| (i, f))
+    }
+
+    /// Notes a request of chunk `i` to `peer` at `now_ms` (a second one in endgame).
+    pub fn request(&mut self, i: u32, peer: [u8; 32], now_ms: u64) {
+        match self.map.entry(i) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.get_mut().add(peer);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(InFlight::new(peer, now_ms));
+                self.bits.set(i);
+            }
+        }
+    }
+
+    /// Notes that `peer` answered (or failed) chunk `i`; the chunk leaves the set when no
+    /// request for it is left.
+    pub fn answered(&mut self, i: u32, peer: &[u8; 32]) {
+        if self.map.get_mut(&i).is_some_and(|f| f.remove(peer)) {
+            self.remove(i);
+        }
+    }
+
+    /// Forgets chunk `i` (it arrived: any other request for it is moot).
+    pub fn remove(&mut self, i: u32) {
+        if self.map.remove(&i).is_some() {
+            self.bits.clear(i);
+        }
+    }
+}
+
 /// How many same-site peers hold each chunk of a release, indexed by that count: the chunks
 /// are kept in one array ordered by count, so a count changes in O(1) (a swap to the edge of
 /// its bucket) and the planner walks the rarest chunks without looking at the others.
@@ -142,6 +231,8 @@ pub struct Availability {
     /// `order[start[k]..start[k + 1]]` holds the chunks with count `k`; the last entry is the
     /// number of chunks.
     start: Vec<u32>,
+    /// The chunks with a count above zero.
+    present: Bitmap,
 }
 
 impl Availability {
@@ -152,6 +243,7 @@ impl Availability {
             order: (0..n).collect(),
             pos: (0..n).collect(),
             start: vec![0, n],
+            present: Bitmap::new(n),
         }
     }
 
@@ -173,6 +265,12 @@ impl Availability {
         for k in 1..start.len() {
             start[k] += start[k - 1];
         }
+        let mut present = Bitmap::new(n);
+        for (i, &c) in count.iter().enumerate() {
+            if c > 0 {
+                present.set(i as u32);
+            }
+        }
         let mut next = start.clone();
         let mut order = vec![0u32; n as usize];
         let mut pos = vec![0u32; n as usize];
@@ -187,6 +285,7 @@ impl Availability {
             order,
             pos,
             start,
+            present,
         }
     }
 
@@ -203,6 +302,11 @@ impl Availability {
     /// How many peers hold chunk `i` (0 past the end).
     pub fn count(&self, i: u32) -> u16 {
         self.count.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// The chunks at least one peer holds.
+    pub fn present(&self) -> &Bitmap {
+        &self.present
     }
 
     /// The highest count a bucket exists for (it may be empty).
@@ -236,6 +340,7 @@ impl Availability {
         self.swap(self.pos[i as usize], last);
         self.start[k + 1] -= 1;
         self.count[i as usize] += 1;
+        self.present.set(i);
     }
 
     /// One peer fewer holds chunk `i`. Ignores indices past the end and counts at zero.
@@ -249,6 +354,9 @@ impl Availability {
         self.swap(self.pos[i as usize], first);
         self.start[k] += 1;
         self.count[i as usize] -= 1;
+        if k == 1 {
+            self.present.clear(i);
+        }
     }
 
     fn swap(&mut self, p: u32, q: u32) {
@@ -269,8 +377,8 @@ pub struct PlanInput<'a, S = std::collections::hash_map::RandomState> {
     pub chunks: &'a [ChunkRef],
     /// What this node has.
     pub have: &'a Bitmap,
-    /// Chunks in flight, by index.
-    pub in_flight: &'a HashMap<u32, InFlight, S>,
+    /// Chunks in flight.
+    pub in_flight: &'a InFlightSet<S>,
     /// Connected peers.
     pub peers: &'a [PeerView<'a>],
     /// How many same-site peers hold each chunk.
@@ -280,6 +388,9 @@ pub struct PlanInput<'a, S = std::collections::hash_map::RandomState> {
     pub designated: &'a Bitmap,
     /// Now, in the caller's monotonic milliseconds.
     pub now_ms: u64,
+    /// How long this node has had no request out to a WAN peer that is not a reserve
+    /// (since the fetch started, if never).
+    pub wan_idle_ms: u64,
 }
 
 /// One decision: request chunk `chunk` from `peers[peer]`.
@@ -411,39 +522,38 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
     if room.lan_open == 0 && room.wan_open == 0 {
         return Vec::new();
     }
+    let peers = input.peers;
     let valid = |p: &PeerView<'_>| p.have.is_some_and(|b| b.len() == n);
-    let lan_peers: Vec<usize> = (0..input.peers.len())
-        .filter(|&k| input.peers[k].same_site && valid(&input.peers[k]))
+    let lan_peers: Vec<usize> = (0..peers.len())
+        .filter(|&k| peers[k].same_site && valid(&peers[k]))
         .collect();
-    let wan_peers: Vec<usize> = (0..input.peers.len())
-        .filter(|&k| !input.peers[k].same_site && valid(&input.peers[k]))
-        .collect();
-    let holds = |k: usize, i: u32| input.peers[k].have.is_some_and(|b| b.get(i));
-    let wanted = |i: u32| !input.have.get(i) && !input.in_flight.contains_key(&i);
+    let (reserve, wan_peers): (Vec<usize>, Vec<usize>) = (0..peers.len())
+        .filter(|&k| !peers[k].same_site && valid(&peers[k]))
+        .partition(|&k| peers[k].reserve);
+    let holds = |k: usize, i: u32| peers[k].have.is_some_and(|b| b.get(i));
+    let in_flight = input.in_flight;
+    let wanted = |i: u32| !input.have.get(i) && !in_flight.contains(i);
     let mut out = Vec::new();
 
-    // The holder with the most room among `cands` (ties: the lower id), not in `exclude`.
+    // The holder among `cands` with the most room (ties: the lower id), not in `exclude`.
     let pick = |cands: &[usize], i: u32, exclude: &[[u8; 32]], room: &Room| {
         cands
             .iter()
             .copied()
-            .filter(|&k| room.left[k] > 0 && holds(k, i) && !exclude.contains(&input.peers[k].id))
-            .max_by_key(|&k| (room.left[k], Reverse(input.peers[k].id)))
+            .filter(|&k| room.left[k] > 0 && holds(k, i) && !exclude.contains(&peers[k].id))
+            .max_by_key(|&k| (room.left[k], Reverse(peers[k].id)))
     };
-    // Requests chunk `i` where the rules allow; false if it must wait.
-    let assign = |i: u32, exclude: &[[u8; 32]], room: &mut Room, out: &mut Vec<Assignment>| {
-        let len = i64::from(input.chunks[i as usize].len);
-        let (chosen, wan) = if input.lan.count(i) > 0 {
-            (pick(&lan_peers, i, exclude, room), false)
-        } else if input.designated.get(i) {
-            (pick(&wan_peers, i, exclude, room), true)
-        } else {
-            (None, true)
-        };
-        let Some(k) = chosen else {
+    // Requests chunk `i` from one of `cands`; false if none can take it.
+    let assign = |i: u32,
+                  cands: &[usize],
+                  exclude: &[[u8; 32]],
+                  room: &mut Room,
+                  out: &mut Vec<Assignment>| {
+        let Some(k) = pick(cands, i, exclude, room) else {
             return false;
         };
-        room.take(k, !wan, len);
+        let wan = !peers[k].same_site;
+        room.take(k, !wan, i64::from(input.chunks[i as usize].len));
         out.push(Assignment {
             chunk: i,
             peer: k,
@@ -470,7 +580,7 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
         let from = (mix(word(&input.me) ^ u64::from(k)) % bucket.len() as u64) as usize;
         for &i in bucket[from..].iter().chain(&bucket[..from]) {
             if wanted(i) {
-                assign(i, &[], &mut room, &mut out);
+                assign(i, &lan_peers, &[], &mut room, &mut out);
                 if room.lan_open == 0 {
                     break 'lan;
                 }
@@ -478,22 +588,59 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
         }
     }
 
-    // 2. The WAN: this node's designated chunks no same-site peer has, rarest first.
-    if room.wan_open > 0 && !wan_peers.is_empty() {
-        let mut cands: Vec<(u32, u64, u32)> = input
-            .designated
-            .ones_and_not(input.have)
-            .filter(|&i| input.lan.count(i) == 0 && !input.in_flight.contains_key(&i))
-            .filter_map(|i| {
-                let rarity = wan_peers.iter().filter(|&&k| holds(k, i)).count() as u32;
-                (rarity > 0).then(|| (rarity, tie_break(&input.me, &input.chunks[i as usize]), i))
-            })
-            .collect();
+    // 2. The WAN: this node's designated chunks that no same-site peer has and that are not
+    //    in flight, a word of 64 chunks at a time; rarest first among the holders that are
+    //    not a reserve.
+    if room.wan_open > 0 && !(wan_peers.is_empty() && reserve.is_empty()) {
+        let mut cands: Vec<(u32, u64, u32)> = Vec::new();
+        let mut last_resort: Vec<(u64, u32)> = Vec::new();
+        let word_of = |k: usize, p: usize| peers[p].have.map_or(0, |b| b.word(k));
+        for w in 0..input.have.word_count() {
+            let base = input.designated.word(w)
+                & !input.have.word(w)
+                & !input.lan.present().word(w)
+                & !in_flight.bits().word(w);
+            if base == 0 {
+                continue;
+            }
+            let normal = wan_peers.iter().fold(0, |acc, &p| acc | word_of(w, p));
+            let mut held = base & normal;
+            while held != 0 {
+                let i = (w * 64) as u32 + held.trailing_zeros();
+                held &= held - 1;
+                let rarity = wan_peers.iter().filter(|&&p| holds(p, i)).count() as u32;
+                cands.push((rarity, tie_break(&input.me, &input.chunks[i as usize]), i));
+            }
+            if !reserve.is_empty() {
+                let mut only = base & !normal & reserve.iter().fold(0, |acc, &p| acc | word_of(w, p));
+                while only != 0 {
+                    let i = (w * 64) as u32 + only.trailing_zeros();
+                    only &= only - 1;
+                    last_resort.push((tie_break(&input.me, &input.chunks[i as usize]), i));
+                }
+            }
+        }
         cands.sort_unstable();
+        let mut assigned = false;
         for (_, _, i) in cands {
-            assign(i, &[], &mut room, &mut out);
+            assigned |= assign(i, &wan_peers, &[], &mut room, &mut out);
             if room.wan_open == 0 {
                 break;
+            }
+        }
+        // The reserve, only when no other WAN peer has had anything for this node for a while.
+        let others_busy = wan_peers.iter().any(|&p| peers[p].in_flight_bytes > 0);
+        if !assigned
+            && !others_busy
+            && input.wan_idle_ms >= config.reserve_after_ms
+            && room.wan_open > 0
+        {
+            last_resort.sort_unstable();
+            for (_, i) in last_resort {
+                assign(i, &reserve, &[], &mut room, &mut out);
+                if room.wan_open == 0 {
+                    break;
+                }
             }
         }
     }
@@ -501,29 +648,35 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
     // 3. Endgame: every missing chunk is in flight (or held by no one this node may ask).
     let missing = n - input.have.count();
     if missing > 0 && missing <= config.endgame_chunks {
+        let wan_holder = |i: u32| wan_peers.iter().chain(&reserve).any(|&k| holds(k, i));
         let requestable = |i: u32| {
             if input.lan.count(i) > 0 {
                 lan_peers.iter().any(|&k| holds(k, i))
             } else {
-                input.designated.get(i) && wan_peers.iter().any(|&k| holds(k, i))
+                input.designated.get(i) && wan_holder(i)
             }
         };
         let all_out = input
             .have
             .zeros()
-            .all(|i| input.in_flight.contains_key(&i) || !requestable(i));
+            .all(|i| in_flight.contains(i) || !requestable(i));
         if all_out {
-            let mut stale: Vec<(&u32, &InFlight)> = input
-                .in_flight
+            let mut stale: Vec<(u32, &InFlight)> = in_flight
                 .iter()
                 .filter(|(_, f)| {
                     f.peers().len() == 1
                         && input.now_ms.saturating_sub(f.since_ms) >= config.endgame_after_ms
                 })
                 .collect();
-            stale.sort_unstable_by_key(|(i, f)| (f.since_ms, **i));
-            for (&i, f) in stale {
-                assign(i, f.peers(), &mut room, &mut out);
+            stale.sort_unstable_by_key(|(i, f)| (f.since_ms, *i));
+            for (i, f) in stale {
+                if input.lan.count(i) > 0 {
+                    assign(i, &lan_peers, f.peers(), &mut room, &mut out);
+                } else if input.designated.get(i)
+                    && !assign(i, &wan_peers, f.peers(), &mut room, &mut out)
+                {
+                    assign(i, &reserve, f.peers(), &mut room, &mut out);
+                }
             }
         }
     }
@@ -556,6 +709,7 @@ mod tests {
             in_flight_bytes: 0,
             budget_bytes: 1 << 30,
             usable: true,
+            reserve: false,
         }
     }
 
@@ -565,7 +719,7 @@ mod tests {
         me: [u8; 32],
         cs: &[ChunkRef],
         have: &Bitmap,
-        in_flight: &HashMap<u32, InFlight>,
+        in_flight: &InFlightSet,
         peers: &[PeerView<'_>],
         members: &[[u8; 32]],
         now_ms: u64,
@@ -585,6 +739,7 @@ mod tests {
             lan: &lan,
             designated: &designated,
             now_ms,
+            wan_idle_ms: now_ms,
         };
         plan(&input, &PlannerConfig::default())
     }
@@ -599,7 +754,7 @@ mod tests {
         }
         let have = Bitmap::new(50);
         let peers = [peer(1, false, &full), peer(2, true, &half)];
-        let plan = plan_for(id(0), &cs, &have, &HashMap::new(), &peers, &[id(0)], 0);
+        let plan = plan_for(id(0), &cs, &have, &InFlightSet::new(cs.len() as u32), &peers, &[id(0)], 0);
         assert_eq!(plan.len(), 50);
         for a in plan {
             if a.chunk < 25 {
@@ -616,7 +771,7 @@ mod tests {
         let full = Bitmap::full(400);
         let empty = Bitmap::new(400);
         let members = [id(0), id(1), id(2), id(3)];
-        let in_flight = HashMap::new();
+        let in_flight = InFlightSet::new(400);
         let mut owners = vec![0u32; 400];
         for me in 0..4u8 {
             // Every member sees the origin (WAN) and the other three members (LAN, empty).
@@ -694,7 +849,7 @@ mod tests {
         let mut b = peer(2, false, &rare);
         b.budget_bytes = 0;
         let peers = [a, b];
-        let p = plan_for(id(0), &cs, &have, &HashMap::new(), &peers, &[id(0)], 0);
+        let p = plan_for(id(0), &cs, &have, &InFlightSet::new(cs.len() as u32), &peers, &[id(0)], 0);
         // Chunk 7 is held by two peers, the rest by one: 7 is the most common, so it is last;
         // only 3 chunks fit the budget.
         assert_eq!(p.len(), 3);
@@ -720,7 +875,7 @@ mod tests {
         peers[0].budget_bytes = 10_000;
         peers[1].budget_bytes = 0;
         peers[2].budget_bytes = 0;
-        let p = plan_for(id(0), &cs, &have, &HashMap::new(), &peers, &[id(0)], 0);
+        let p = plan_for(id(0), &cs, &have, &InFlightSet::new(cs.len() as u32), &peers, &[id(0)], 0);
         let mut got: Vec<u32> = p.iter().map(|a| a.chunk).collect();
         got.sort_unstable();
         assert_eq!(got, (10..20).collect::<Vec<_>>());
@@ -733,7 +888,7 @@ mod tests {
         for me in 10..18u8 {
             let mut seed = peer(1, true, &full);
             seed.budget_bytes = 1000;
-            let p = plan_for(id(me), &cs, &have, &HashMap::new(), &[seed], &[id(me)], 0);
+            let p = plan_for(id(me), &cs, &have, &InFlightSet::new(cs.len() as u32), &[seed], &[id(me)], 0);
             assert_eq!(p.len(), 1);
             firsts.insert(p[0].chunk);
         }
@@ -778,9 +933,9 @@ mod tests {
         let mut have = Bitmap::new(4);
         have.set(0);
         have.set(1);
-        let mut in_flight = HashMap::new();
-        in_flight.insert(2, InFlight::new(id(1), 0));
-        in_flight.insert(3, InFlight::new(id(1), 9_000));
+        let mut in_flight = InFlightSet::new(4);
+        in_flight.request(2, id(1), 0);
+        in_flight.request(3, id(1), 9_000);
         let peers = [peer(1, true, &full), peer(2, true, &full)];
         let p = plan_for(id(0), &cs, &have, &in_flight, &peers, &[id(0)], 10_000);
         assert_eq!(
@@ -791,6 +946,62 @@ mod tests {
                 wan: false
             }]
         );
+    }
+
+    #[test]
+    fn the_reserve_serves_only_what_no_other_wan_peer_has_and_only_when_they_are_idle() {
+        let cs = chunks(20);
+        let full = Bitmap::full(20);
+        let mut half = Bitmap::new(20);
+        for i in 0..10 {
+            half.set(i);
+        }
+        let have = Bitmap::new(20);
+        let mut origin = peer(9, false, &full);
+        origin.reserve = true;
+        let site = peer(1, false, &half);
+        // Another site has chunks 0..10: they come from it, and the origin is not asked for
+        // the rest while that site is being asked.
+        let p = plan_for(id(0), &cs, &have, &InFlightSet::new(20), &[origin.clone(), site.clone()], &[id(0)], 0);
+        assert_eq!(p.len(), 10);
+        assert!(p.iter().all(|a| a.peer == 1 && a.chunk < 10 && a.wan));
+        let mut busy = site.clone();
+        busy.in_flight_bytes = 1000;
+        let mut in_flight = InFlightSet::new(20);
+        for i in 0..10 {
+            in_flight.request(i, id(1), 0);
+        }
+        let p = plan_for(id(0), &cs, &have, &in_flight, &[origin.clone(), busy], &[id(0)], 0);
+        assert!(p.is_empty(), "{p:?}");
+        // Once the other site has had nothing more for a while, the origin gets the rest.
+        let mut done = have.clone();
+        for i in 0..10 {
+            done.set(i);
+        }
+        let peers = [origin, site];
+        let idle = InFlightSet::new(20);
+        assert!(plan_for(id(0), &cs, &done, &idle, &peers, &[id(0)], 2_999).is_empty());
+        let p = plan_for(id(0), &cs, &done, &idle, &peers, &[id(0)], 3_000);
+        let mut got: Vec<u32> = p.iter().map(|a| a.chunk).collect();
+        got.sort_unstable();
+        assert_eq!(got, (10..20).collect::<Vec<_>>());
+        assert!(p.iter().all(|a| a.peer == 0));
+    }
+
+    #[test]
+    fn in_flight_set_tracks_requests_and_answers() {
+        let mut s: InFlightSet = InFlightSet::new(10);
+        s.request(3, id(1), 5);
+        s.request(3, id(2), 7);
+        assert!(s.contains(3) && !s.contains(4));
+        assert_eq!(s.get(3).unwrap().since_ms, 5);
+        s.answered(3, &id(1));
+        assert!(s.contains(3));
+        s.answered(3, &id(2));
+        assert!(!s.contains(3) && s.is_empty());
+        s.request(4, id(1), 0);
+        s.remove(4);
+        assert_eq!((s.len(), s.bits().count()), (0, 0));
     }
 
     #[test]
@@ -815,6 +1026,6 @@ mod tests {
         let mut banned = peer(2, true, &full);
         banned.usable = false;
         let peers = [peer(1, true, &wrong), banned];
-        assert!(plan_for(id(0), &cs, &have, &HashMap::new(), &peers, &[id(0)], 0).is_empty());
+        assert!(plan_for(id(0), &cs, &have, &InFlightSet::new(cs.len() as u32), &peers, &[id(0)], 0).is_empty());
     }
 }

@@ -13,8 +13,8 @@ use super::peer::{Peer, RequestError};
 use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
 use protocol::VerifiedRelease;
 use protocol::wire::{Control, HAVE_INDICES_MAX};
-use scheduler::planner::{self, Availability, InFlight, PeerView, PlanInput, PlannerConfig};
-use std::collections::HashMap;
+use scheduler::planner::{self, Availability, InFlightSet, PeerView, PlanInput, PlannerConfig};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -41,6 +41,12 @@ pub const WAN_IN_FLIGHT_BYTES: u64 = 2 << 20;
 
 /// Re-plan at least this often even when nothing happened (stalls, timeouts).
 const PLAN_TICK: Duration = Duration::from_millis(100);
+
+/// Peers' announcements of new chunks cause at most one plan per this interval: in a site of
+/// 50 members each announcing four times a second, a plan per announcement would be 200
+/// plans a second that mostly find nothing new. A finished request that leaves a busy peer
+/// room plans at once; this only paces the announcements.
+pub const PLAN_COALESCE: Duration = Duration::from_millis(20);
 
 /// For this long after a fetch starts, every connected same-site peer counts as a site
 /// member for rendezvous hashing, whether or not its bitmap has arrived yet: announcements
@@ -80,7 +86,7 @@ async fn fetch(
     // Verified and handed to the writer (not necessarily durable yet).
     let mut got = lock(&release.have).clone();
     let mut writer = Writer::start(net.store.begin_ingest(), release.chunks.clone());
-    let mut in_flight: HashMap<u32, InFlight> = HashMap::new();
+    let mut in_flight: InFlightSet = InFlightSet::new(chunks.len() as u32);
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
     let mut shutdown = net.shutdown.clone();
     let epoch = Instant::now();
@@ -91,9 +97,17 @@ async fn fetch(
     let mut designation: Option<(Vec<[u8; 32]>, protocol::wire::Bitmap)> = None;
 
     // Whether something happened that can change the plan. A finished request only counts
-    // once its peer has a quarter of its budget free: planning scans every missing chunk, so
-    // planning after every single chunk would cost as much CPU as receiving them.
+    // when its peer was filled to within a quarter of its budget by the last plan and now
+    // has a quarter free (`starved`): otherwise the plan had nothing more for that peer, and
+    // planning after every chunk would cost as much CPU as receiving them. Announcements
+    // (`net.wake`) plan at most every PLAN_COALESCE.
     let mut replan = true;
+    let mut starved: HashSet<[u8; 32]> = HashSet::new();
+    let mut announced = false;
+    let mut last_plan = Instant::now();
+    // When a request to a WAN peer other than a reserve (the origin after seeding) was last
+    // out: the planner asks the reserve only after a while without one.
+    let mut wan_busy = Instant::now();
     loop {
         if got.is_full() {
             // Any duplicate (endgame) requests still out are not needed; their tasks end on
@@ -102,7 +116,7 @@ async fn fetch(
         }
         tokio::select! {
             Some(done) = rx.recv() => {
-                match handle(net, release, &mut writer, &mut got, &mut in_flight, done) {
+                match handle(net, release, &mut writer, &mut got, &mut in_flight, &mut starved, done) {
                     Handled::Replan => replan = true,
                     Handled::Wait => {}
                     Handled::WriterGone => return Err(writer.failure().await),
@@ -115,15 +129,19 @@ async fn fetch(
                 }
                 None => return Err(writer.failure().await),
             },
-            () = net.wake.notified() => replan = true,
-            () = tokio::time::sleep(PLAN_TICK) => replan = true,
+            () = net.wake.notified() => announced = true,
+            () = tokio::time::sleep(if announced {
+                PLAN_COALESCE.saturating_sub(last_plan.elapsed())
+            } else {
+                PLAN_TICK
+            }) => replan = !announced,
             _ = shutdown.changed() => {
                 writer.finish(None).await?;
                 return Ok(false);
             }
         }
         while let Ok(done) = rx.try_recv() {
-            match handle(net, release, &mut writer, &mut got, &mut in_flight, done) {
+            match handle(net, release, &mut writer, &mut got, &mut in_flight, &mut starved, done) {
                 Handled::Replan => replan = true,
                 Handled::Wait => {}
                 Handled::WriterGone => return Err(writer.failure().await),
@@ -133,6 +151,9 @@ async fn fetch(
             advertise(net, release, &indices);
         }
         release.sample_rate();
+        if announced && last_plan.elapsed() >= PLAN_COALESCE {
+            replan = true;
+        }
         if !replan || got.is_full() || writer.backlog() >= WRITE_BACKLOG_BYTES {
             continue;
         }
@@ -163,6 +184,8 @@ async fn fetch(
             }
         }
         replan = false;
+        announced = false;
+        last_plan = Instant::now();
 
         // Plan. A fetch outranked by a running one keeps a small share of each peer's budget.
         let running = net.running_fetches_except(&release.id);
@@ -184,6 +207,7 @@ async fn fetch(
                 in_flight_bytes: p.in_flight_bytes(),
                 budget_bytes: policy.budget_for(budget(p.class), &release.urgency, &running),
                 usable: true,
+                reserve: v.as_ref().is_some_and(|v| v.reserve),
             })
             .collect();
         let in_grace = started.elapsed() < MEMBER_GRACE;
@@ -214,6 +238,12 @@ async fn fetch(
                 .filter(|(p, _)| p.class == Class::Lan)
                 .filter_map(|(_, v)| v.as_ref().map(|v| &v.bits)),
         );
+        if planner_peers
+            .iter()
+            .any(|v| !v.same_site && !v.reserve && v.in_flight_bytes > 0)
+        {
+            wan_busy = Instant::now();
+        }
         let input = PlanInput {
             me,
             chunks,
@@ -223,20 +253,25 @@ async fn fetch(
             lan: &lan,
             designated,
             now_ms: epoch.elapsed().as_millis() as u64,
+            wan_idle_ms: wan_busy.elapsed().as_millis() as u64,
         };
         let assignments = planner::plan(&input, &config);
         let now_ms = epoch.elapsed().as_millis() as u64;
+        // Peers this plan leaves with less than a quarter of their budget: a finished request
+        // from one of them plans again.
+        let mut assigned = vec![0u64; peers.len()];
+        for a in &assignments {
+            assigned[a.peer] += u64::from(chunks[a.chunk as usize].len);
+        }
+        for (k, v) in planner_peers.iter().enumerate() {
+            if v.budget_bytes.saturating_sub(v.in_flight_bytes + assigned[k]) < v.budget_bytes / 4 {
+                starved.insert(v.id);
+            }
+        }
         for a in assignments {
             let peer = peers[a.peer].clone();
             let chunk = chunks[a.chunk as usize];
-            match in_flight.entry(a.chunk) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    e.get_mut().add(peer.node_key);
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(InFlight::new(peer.node_key, now_ms));
-                }
-            }
+            in_flight.request(a.chunk, peer.node_key, now_ms);
             peer.add_in_flight(u64::from(chunk.len));
             let tx = tx.clone();
             let net = net.clone();
@@ -300,21 +335,17 @@ fn handle(
     release: &Arc<Release>,
     writer: &mut Writer,
     got: &mut protocol::wire::Bitmap,
-    in_flight: &mut HashMap<u32, InFlight>,
+    in_flight: &mut InFlightSet,
+    starved: &mut HashSet<[u8; 32]>,
     done: Done,
 ) -> Handled {
     let room = budget(done.peer.class).saturating_sub(done.peer.in_flight_bytes());
-    let refill = if room >= budget(done.peer.class) / 4 {
+    let refill = if room >= budget(done.peer.class) / 4 && starved.remove(&done.peer.node_key) {
         Handled::Replan
     } else {
         Handled::Wait
     };
-    if in_flight
-        .get_mut(&done.index)
-        .is_some_and(|f| f.remove(&done.peer.node_key))
-    {
-        in_flight.remove(&done.index);
-    }
+    in_flight.answered(done.index, &done.peer.node_key);
     match done.result {
         Ok(bytes) => {
             let class = done.peer.class;
@@ -323,7 +354,7 @@ fn handle(
             if got.get(done.index) {
                 return refill; // the other endgame request won
             }
-            in_flight.remove(&done.index);
+            in_flight.remove(done.index);
             if !writer.put(done.index, bytes) {
                 return Handled::WriterGone;
             }

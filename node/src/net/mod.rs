@@ -312,10 +312,8 @@ impl Release {
     /// connected WAN peers.
     fn bitmap_message_for(&self, class: Class, site: &str, wan_sites: &[String]) -> Control {
         let have = lock(&self.have);
-        let seeding = self
-            .seeding
-            .as_ref()
-            .is_some_and(|s| !lock(s).state.revealed() && class == Class::Wan);
+        let revealed = self.seeding.as_ref().map(|s| lock(s).state.revealed());
+        let seeding = revealed == Some(false) && class == Class::Wan;
         let bits = if seeding {
             use scheduler::seeding::{share_bitmap, shares, site_key};
             let keys: Vec<u64> = wan_sites.iter().map(|s| site_key(s)).collect();
@@ -330,6 +328,7 @@ impl Release {
             release: self.id,
             chunk_count: bits.len(),
             bits: bits.as_bytes().to_vec(),
+            reserve: revealed == Some(true) && class == Class::Wan,
         }
     }
 

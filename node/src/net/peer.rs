@@ -47,6 +47,8 @@ pub struct PeerRelease {
     pub bits: Bitmap,
     /// When its count last grew (or the bitmap arrived).
     pub last_progress: Instant,
+    /// It is the release's origin, past initial seeding: a last resort across the WAN.
+    pub reserve: bool,
 }
 
 #[derive(Default)]
@@ -461,6 +463,7 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                 release,
                 chunk_count,
                 bits,
+                reserve,
             } => {
                 let Some(bits) = Bitmap::from_bytes(chunk_count, bits) else {
                     continue;
@@ -476,6 +479,7 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                             PeerRelease {
                                 bits,
                                 last_progress: Instant::now(),
+                                reserve,
                             },
                         )
                         .is_none()

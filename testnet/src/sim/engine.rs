@@ -32,24 +32,23 @@
 
 use super::scenario::{SimScenario, SiteLinks};
 use node::net::fetch::{
-    CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, LAN_IN_FLIGHT_BYTES, WAN_IN_FLIGHT_BYTES,
+    CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, LAN_IN_FLIGHT_BYTES, PLAN_COALESCE,
+    WAN_IN_FLIGHT_BYTES,
 };
 use protocol::wire::Bitmap;
 use protocol::{ChunkId, ChunkRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use scheduler::planner::{
-    self, Assignment, Availability, InFlight, PeerView, PlanInput, PlannerConfig,
+    self, Assignment, Availability, InFlightSet, PeerView, PlanInput, PlannerConfig,
 };
 use scheduler::seeding::{self, Seeding};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Announcements that arrive within this long of each other cause one plan: the daemon's
-/// fetch loop drains every waiting message before it plans, and at 50 peers announcing four
-/// times a second a plan per announcement would be 200 plans a second for nothing.
-pub const PLAN_COALESCE_NS: u64 = 20_000_000;
+/// The daemon's [`PLAN_COALESCE`] in nanoseconds.
+const PLAN_COALESCE_NS: u64 = PLAN_COALESCE.as_nanos() as u64;
 
 /// Index of the origin among nodes, and of its site among sites.
 pub const ORIGIN: u32 = 0;
@@ -76,11 +75,12 @@ impl Hasher for IndexHasher {
         self.write_u64(u64::from(v));
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = planner::mix(self.0 ^ v);
+        // FxHash's step: one multiply; the keys are small dense integers.
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 
-type InFlightMap = HashMap<u32, InFlight, BuildHasherDefault<IndexHasher>>;
+type InFlightMap = InFlightSet<BuildHasherDefault<IndexHasher>>;
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,15 +136,20 @@ struct Node {
     /// The chunks rendezvous hashing names this node for.
     designated: Bitmap,
     in_flight: InFlightMap,
-    /// Bytes in flight to each member of the site, by slot.
+    /// Bytes in flight to each member of the site, by slot, and whether the last plan left
+    /// that member under a quarter of its budget (a finished request from it plans again).
     lan_in_flight: Vec<u64>,
-    /// WAN peers (node indices, sorted) and the bytes in flight to each.
+    lan_starved: Vec<bool>,
+    /// WAN peers (node indices, sorted), the bytes in flight to each, and whether starved.
     wan: Vec<u32>,
     wan_in_flight: Vec<u64>,
+    wan_starved: Vec<bool>,
     nic_up: Link,
     nic_down: Link,
     /// When the next plan is due (NONE: not scheduled).
     plan_at: u64,
+    /// When a request to a WAN peer other than the reserve was last out.
+    wan_busy_at: u64,
     done_at: Option<u64>,
     /// Chunks received from a peer (what completion is checked against).
     received: Bitmap,
@@ -176,6 +181,8 @@ enum Ev {
     WanAtSite(u32, u32, u32),
     /// A WAN transfer done.
     WanDone(u32, u32, u32),
+    /// A chunk left the origin's uplink.
+    Served(u32),
     /// The origin checks whether initial seeding stalled.
     SeedCheck,
 }
@@ -193,6 +200,7 @@ impl Ev {
             Self::WanAtSite(a, b, c) => w(5, a, b, c),
             Self::WanDone(a, b, c) => w(6, a, b, c),
             Self::SeedCheck => w(7, 0, 0, 0),
+            Self::Served(c) => w(8, c, 0, 0),
         }
     }
 }
@@ -234,6 +242,10 @@ pub struct Outcome {
     pub release_bytes: u64,
     /// Bytes the origin sent.
     pub origin_egress: u64,
+    /// Of which before initial seeding ended.
+    pub origin_egress_seeding: u64,
+    /// When initial seeding ended.
+    pub seeding_ended_s: Option<f64>,
     /// WAN bytes into each branch site.
     pub site_wan_in: Vec<u64>,
     /// WAN bytes out of each branch site.
@@ -277,6 +289,8 @@ pub struct Engine {
     received: u64,
     lost: u64,
     origin_egress: u64,
+    origin_seeding: u64,
+    reveal_at: Option<u64>,
     release_bytes: u64,
 }
 
@@ -377,13 +391,16 @@ impl Engine {
                     pending_bytes: 0,
                     checkpoint_at: NONE,
                     designated: Bitmap::new(n),
-                    in_flight: InFlightMap::default(),
+                    in_flight: InFlightMap::new(n),
                     lan_in_flight: vec![0; site.links.nodes],
+                    lan_starved: vec![false; site.links.nodes],
                     wan: Vec::new(),
                     wan_in_flight: Vec::new(),
+                    wan_starved: Vec::new(),
                     nic_up: Link::new(site.links.lan),
                     nic_down: Link::new(site.links.lan),
                     plan_at: NONE,
+                    wan_busy_at: 0,
                     done_at: None,
                     received: Bitmap::new(n),
                 });
@@ -417,6 +434,7 @@ impl Engine {
             peers.sort_unstable();
             peers.dedup();
             node.wan_in_flight = vec![0; peers.len()];
+            node.wan_starved = vec![false; peers.len()];
             node.wan = peers;
         }
 
@@ -448,6 +466,8 @@ impl Engine {
             received: 0,
             lost: 0,
             origin_egress: 0,
+            origin_seeding: 0,
+            reveal_at: None,
             release_bytes,
         };
         for s in 1..e.sites.len() {
@@ -522,9 +542,8 @@ impl Engine {
                 self.sent += u64::from(len);
                 if from == ORIGIN {
                     self.origin_egress += u64::from(len);
-                    if self.seeding.served(chunk, self.now / 1_000_000) {
-                        self.reveal();
-                    }
+                    // Seeding counts a chunk as served once it has left the origin's link.
+                    self.push(left, Ev::Served(chunk));
                 }
                 let at = left + self.sites[fs].wan_ns + self.sites[ts].wan_ns;
                 self.push(at, Ev::WanAtSite(to, from, chunk));
@@ -538,6 +557,14 @@ impl Engine {
                 self.push(at, Ev::WanDone(to, from, chunk));
             }
             Ev::WanDone(to, from, chunk) => self.arrive(to, from, chunk),
+            Ev::Served(chunk) => {
+                if !self.seeding.revealed() {
+                    self.origin_seeding += u64::from(self.chunks[chunk as usize].len);
+                }
+                if self.seeding.served(chunk, self.now / 1_000_000) {
+                    self.reveal();
+                }
+            }
             Ev::SeedCheck => {
                 if self.seeding.check_stall(self.now / 1_000_000) {
                     self.reveal();
@@ -550,6 +577,7 @@ impl Engine {
 
     /// Initial seeding ended: every endpoint sees the origin's full bitmap.
     fn reveal(&mut self) {
+        self.reveal_at = Some(self.now);
         for node in 1..self.nodes.len() as u32 {
             self.wake(node, self.now + PLAN_COALESCE_NS);
         }
@@ -574,6 +602,7 @@ impl Engine {
                 in_flight_bytes: node.lan_in_flight[k],
                 budget_bytes: LAN_IN_FLIGHT_BYTES,
                 usable: true,
+                reserve: false,
             });
         }
         for (k, &w) in node.wan.iter().enumerate() {
@@ -590,8 +619,13 @@ impl Engine {
                 in_flight_bytes: node.wan_in_flight[k],
                 budget_bytes: WAN_IN_FLIGHT_BYTES,
                 usable: true,
+                reserve: w == ORIGIN && revealed,
             });
         }
+        let wan_busy = views
+            .iter()
+            .any(|v| !v.same_site && !v.reserve && v.in_flight_bytes > 0);
+        let wan_busy_at = if wan_busy { self.now } else { node.wan_busy_at };
         let input = PlanInput {
             me: node.key,
             chunks: &self.chunks,
@@ -601,19 +635,54 @@ impl Engine {
             lan: &site.lan,
             designated: &node.designated,
             now_ms: self.now / 1_000_000,
+            wan_idle_ms: (self.now - wan_busy_at) / 1_000_000,
         };
         let assignments: Vec<Assignment> = planner::plan(&input, &self.config);
+        let wan_assigned = assignments
+            .iter()
+            .any(|a| a.wan && !views[a.peer].reserve);
+        let mut room: Vec<i64> = views
+            .iter()
+            .map(|v| v.budget_bytes as i64 - v.in_flight_bytes as i64)
+            .collect();
         drop(views);
+        for a in &assignments {
+            room[a.peer] -= i64::from(self.chunks[a.chunk as usize].len);
+        }
+        let lan_peers = self.sites[self.nodes[me as usize].site as usize].members.len() - 1;
+        let node = &mut self.nodes[me as usize];
+        node.wan_busy_at = if wan_assigned { self.now } else { wan_busy_at };
+        for (k, r) in room.iter().enumerate() {
+            let starved = if k < lan_peers {
+                *r < (LAN_IN_FLIGHT_BYTES / 4) as i64
+            } else {
+                *r < (WAN_IN_FLIGHT_BYTES / 4) as i64
+            };
+            if starved {
+                if k < lan_peers {
+                    let slot = k + usize::from(k >= node.slot as usize);
+                    node.lan_starved[slot] = true;
+                } else {
+                    node.wan_starved[k - lan_peers] = true;
+                }
+            }
+        }
         for a in assignments {
             self.request(me, targets[a.peer], a.chunk);
         }
-        // The endgame re-plan tick (the daemon plans every 100 ms in any case; only the
-        // endgame needs it, since every other change wakes the node).
+        // The daemon also plans every 100 ms when nothing else happens; two of its reasons
+        // have no other wake-up here: the endgame, and asking the reserve once the WAN has
+        // been idle long enough.
         let node = &self.nodes[me as usize];
         let missing = node.have.len() - node.have.count();
         if missing > 0 && missing <= self.config.endgame_chunks && !node.in_flight.is_empty() {
             let at = self.now + self.config.endgame_after_ms * 1_000_000 / 4;
             self.wake(me, at);
+        }
+        let node = &self.nodes[me as usize];
+        if self.seeding.revealed() && node.done_at.is_none() && node.wan_busy_at < self.now {
+            let at = node.wan_busy_at + self.config.reserve_after_ms * 1_000_000;
+            self.wake(me, at.max(self.now + 100_000_000));
         }
     }
 
@@ -622,17 +691,9 @@ impl Engine {
         let now = self.now;
         let (ms, ps) = (self.nodes[me as usize].site, self.nodes[peer as usize].site);
         let key = self.nodes[peer as usize].key;
-        {
-            let node = &mut self.nodes[me as usize];
-            match node.in_flight.entry(chunk) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    e.get_mut().add(key);
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(InFlight::new(key, now / 1_000_000));
-                }
-            }
-        }
+        self.nodes[me as usize]
+            .in_flight
+            .request(chunk, key, now / 1_000_000);
         if ms == ps {
             let slot = self.nodes[peer as usize].slot as usize;
             self.nodes[me as usize].lan_in_flight[slot] += u64::from(len);
@@ -665,29 +726,33 @@ impl Engine {
         self.received += u64::from(len);
         let same_site = self.nodes[to as usize].site == self.nodes[from as usize].site;
         let from_key = self.nodes[from as usize].key;
-        let (room, budget) = if same_site {
+        let refill = if same_site {
             let slot = self.nodes[from as usize].slot as usize;
-            let f = &mut self.nodes[to as usize].lan_in_flight[slot];
-            *f -= u64::from(len);
-            (LAN_IN_FLIGHT_BYTES.saturating_sub(*f), LAN_IN_FLIGHT_BYTES)
+            let node = &mut self.nodes[to as usize];
+            node.lan_in_flight[slot] -= u64::from(len);
+            let room = LAN_IN_FLIGHT_BYTES.saturating_sub(node.lan_in_flight[slot]);
+            let refill = room >= LAN_IN_FLIGHT_BYTES / 4 && node.lan_starved[slot];
+            if refill {
+                node.lan_starved[slot] = false;
+            }
+            refill
         } else {
             let k = self.wan_index(to, from);
-            let f = &mut self.nodes[to as usize].wan_in_flight[k];
-            *f -= u64::from(len);
-            (WAN_IN_FLIGHT_BYTES.saturating_sub(*f), WAN_IN_FLIGHT_BYTES)
+            let node = &mut self.nodes[to as usize];
+            node.wan_in_flight[k] -= u64::from(len);
+            let room = WAN_IN_FLIGHT_BYTES.saturating_sub(node.wan_in_flight[k]);
+            let refill = room >= WAN_IN_FLIGHT_BYTES / 4 && node.wan_starved[k];
+            if refill {
+                node.wan_starved[k] = false;
+            }
+            refill
         };
         let now = self.now;
         let node = &mut self.nodes[to as usize];
-        if node
-            .in_flight
-            .get_mut(&chunk)
-            .is_some_and(|f| f.remove(&from_key))
-        {
-            node.in_flight.remove(&chunk);
-        }
+        node.in_flight.answered(chunk, &from_key);
         node.received.set(chunk);
         if node.have.set(chunk) {
-            node.in_flight.remove(&chunk);
+            node.in_flight.remove(chunk);
             node.pending.push(chunk);
             node.pending_bytes += u64::from(len);
             if node.have.is_full() {
@@ -705,7 +770,7 @@ impl Engine {
                 self.push(at, Ev::Checkpoint(to));
             }
         }
-        if room >= budget / 4 {
+        if refill {
             self.wake(to, now);
         }
     }
@@ -756,6 +821,8 @@ impl Engine {
                 .collect(),
             release_bytes: self.release_bytes,
             origin_egress: self.origin_egress,
+            origin_egress_seeding: self.origin_seeding,
+            seeding_ended_s: self.reveal_at.map(|t| t as f64 / NS),
             site_wan_in: self.sites[1..].iter().map(|s| s.wan_in).collect(),
             site_wan_out: self.sites[1..].iter().map(|s| s.wan_out).collect(),
             bytes_sent: self.sent,

@@ -81,6 +81,10 @@ pub struct Product {
     pub ratio_to_bound: Option<f64>,
     /// Origin egress as a multiple of F.
     pub origin_egress_f: f64,
+    /// Of which before initial seeding ended, × F.
+    pub origin_seeding_f: f64,
+    /// When initial seeding ended, seconds.
+    pub seeding_ended_s: Option<f64>,
     /// WAN ingress per site as multiples of F.
     pub site_wan_in_f: Spread,
     /// WAN egress per site as multiples of F.
@@ -162,6 +166,8 @@ impl Report {
                 ratio_to_bound: ratio(&completion),
                 completion,
                 origin_egress_f: outcome.origin_egress as f64 / f,
+                origin_seeding_f: outcome.origin_egress_seeding as f64 / f,
+                seeding_ended_s: outcome.seeding_ended_s,
                 site_wan_in_f: Spread::of(&outcome.site_wan_in, f),
                 site_wan_out_f: Spread::of(&outcome.site_wan_out, f),
                 bytes_sent: outcome.bytes_sent,
@@ -275,6 +281,13 @@ impl Report {
             p.site_wan_out_f.p50,
             p.site_wan_out_f.p99,
             p.site_wan_out_f.max
+        );
+        let _ = writeln!(
+            out,
+            "p2pd origin: {:.3} F during initial seeding (ended at {}), {:.3} F after",
+            p.origin_seeding_f,
+            p.seeding_ended_s.map_or("never".into(), dur),
+            p.origin_egress_f - p.origin_seeding_f
         );
         let _ = writeln!(
             out,
