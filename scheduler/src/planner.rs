@@ -612,7 +612,8 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
                 cands.push((rarity, tie_break(&input.me, &input.chunks[i as usize]), i));
             }
             if !reserve.is_empty() {
-                let mut only = base & !normal & reserve.iter().fold(0, |acc, &p| acc | word_of(w, p));
+                let mut only =
+                    base & !normal & reserve.iter().fold(0, |acc, &p| acc | word_of(w, p));
                 while only != 0 {
                     let i = (w * 64) as u32 + only.trailing_zeros();
                     only &= only - 1;
@@ -754,7 +755,15 @@ mod tests {
         }
         let have = Bitmap::new(50);
         let peers = [peer(1, false, &full), peer(2, true, &half)];
-        let plan = plan_for(id(0), &cs, &have, &InFlightSet::new(cs.len() as u32), &peers, &[id(0)], 0);
+        let plan = plan_for(
+            id(0),
+            &cs,
+            &have,
+            &InFlightSet::new(cs.len() as u32),
+            &peers,
+            &[id(0)],
+            0,
+        );
         assert_eq!(plan.len(), 50);
         for a in plan {
             if a.chunk < 25 {
@@ -849,7 +858,15 @@ mod tests {
         let mut b = peer(2, false, &rare);
         b.budget_bytes = 0;
         let peers = [a, b];
-        let p = plan_for(id(0), &cs, &have, &InFlightSet::new(cs.len() as u32), &peers, &[id(0)], 0);
+        let p = plan_for(
+            id(0),
+            &cs,
+            &have,
+            &InFlightSet::new(cs.len() as u32),
+            &peers,
+            &[id(0)],
+            0,
+        );
         // Chunk 7 is held by two peers, the rest by one: 7 is the most common, so it is last;
         // only 3 chunks fit the budget.
         assert_eq!(p.len(), 3);
@@ -875,7 +892,15 @@ mod tests {
         peers[0].budget_bytes = 10_000;
         peers[1].budget_bytes = 0;
         peers[2].budget_bytes = 0;
-        let p = plan_for(id(0), &cs, &have, &InFlightSet::new(cs.len() as u32), &peers, &[id(0)], 0);
+        let p = plan_for(
+            id(0),
+            &cs,
+            &have,
+            &InFlightSet::new(cs.len() as u32),
+            &peers,
+            &[id(0)],
+            0,
+        );
         let mut got: Vec<u32> = p.iter().map(|a| a.chunk).collect();
         got.sort_unstable();
         assert_eq!(got, (10..20).collect::<Vec<_>>());
@@ -888,7 +913,15 @@ mod tests {
         for me in 10..18u8 {
             let mut seed = peer(1, true, &full);
             seed.budget_bytes = 1000;
-            let p = plan_for(id(me), &cs, &have, &InFlightSet::new(cs.len() as u32), &[seed], &[id(me)], 0);
+            let p = plan_for(
+                id(me),
+                &cs,
+                &have,
+                &InFlightSet::new(cs.len() as u32),
+                &[seed],
+                &[id(me)],
+                0,
+            );
             assert_eq!(p.len(), 1);
             firsts.insert(p[0].chunk);
         }
@@ -962,7 +995,15 @@ mod tests {
         let site = peer(1, false, &half);
         // Another site has chunks 0..10: they come from it, and the origin is not asked for
         // the rest while that site is being asked.
-        let p = plan_for(id(0), &cs, &have, &InFlightSet::new(20), &[origin.clone(), site.clone()], &[id(0)], 0);
+        let p = plan_for(
+            id(0),
+            &cs,
+            &have,
+            &InFlightSet::new(20),
+            &[origin.clone(), site.clone()],
+            &[id(0)],
+            0,
+        );
         assert_eq!(p.len(), 10);
         assert!(p.iter().all(|a| a.peer == 1 && a.chunk < 10 && a.wan));
         let mut busy = site.clone();
@@ -971,7 +1012,15 @@ mod tests {
         for i in 0..10 {
             in_flight.request(i, id(1), 0);
         }
-        let p = plan_for(id(0), &cs, &have, &in_flight, &[origin.clone(), busy], &[id(0)], 0);
+        let p = plan_for(
+            id(0),
+            &cs,
+            &have,
+            &in_flight,
+            &[origin.clone(), busy],
+            &[id(0)],
+            0,
+        );
         assert!(p.is_empty(), "{p:?}");
         // Once the other site has had nothing more for a while, the origin gets the rest.
         let mut done = have.clone();
@@ -1026,6 +1075,17 @@ mod tests {
         let mut banned = peer(2, true, &full);
         banned.usable = false;
         let peers = [peer(1, true, &wrong), banned];
-        assert!(plan_for(id(0), &cs, &have, &InFlightSet::new(cs.len() as u32), &peers, &[id(0)], 0).is_empty());
+        assert!(
+            plan_for(
+                id(0),
+                &cs,
+                &have,
+                &InFlightSet::new(cs.len() as u32),
+                &peers,
+                &[id(0)],
+                0
+            )
+            .is_empty()
+        );
     }
 }

@@ -41,7 +41,8 @@ fn bitmap_of(release: ReleaseId, chunks: usize) -> Control {
     Control::Bitmap {
         release,
         chunk_count: chunks as u32,
-        bits: Bitmap::full(chunks as u32).as_bytes().to_vec(), reserve: false,
+        bits: Bitmap::full(chunks as u32).as_bytes().to_vec(),
+        reserve: false,
     }
 }
 

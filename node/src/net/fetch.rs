@@ -141,7 +141,15 @@ async fn fetch(
             }
         }
         while let Ok(done) = rx.try_recv() {
-            match handle(net, release, &mut writer, &mut got, &mut in_flight, &mut starved, done) {
+            match handle(
+                net,
+                release,
+                &mut writer,
+                &mut got,
+                &mut in_flight,
+                &mut starved,
+                done,
+            ) {
                 Handled::Replan => replan = true,
                 Handled::Wait => {}
                 Handled::WriterGone => return Err(writer.failure().await),
@@ -264,7 +272,10 @@ async fn fetch(
             assigned[a.peer] += u64::from(chunks[a.chunk as usize].len);
         }
         for (k, v) in planner_peers.iter().enumerate() {
-            if v.budget_bytes.saturating_sub(v.in_flight_bytes + assigned[k]) < v.budget_bytes / 4 {
+            if v.budget_bytes
+                .saturating_sub(v.in_flight_bytes + assigned[k])
+                < v.budget_bytes / 4
+            {
                 starved.insert(v.id);
             }
         }

@@ -47,7 +47,8 @@ fn control_messages_round_trip() {
         Control::Bitmap {
             release: release(),
             chunk_count: 20,
-            bits: bits.as_bytes().to_vec(), reserve: true,
+            bits: bits.as_bytes().to_vec(),
+            reserve: true,
         },
         Control::Have {
             release: release(),
@@ -69,7 +70,8 @@ fn a_full_size_bitmap_fits_one_control_frame() {
         chunk_count: CHUNKS_PER_RELEASE_MAX as u32,
         bits: Bitmap::full(CHUNKS_PER_RELEASE_MAX as u32)
             .as_bytes()
-            .to_vec(), reserve: false,
+            .to_vec(),
+        reserve: false,
     };
     let f = frame(&msg);
     assert!(f.len() - FRAME_HEADER_BYTES <= CONTROL_FRAME_BYTES_MAX);
@@ -118,7 +120,8 @@ fn control_decode_refuses_what_breaks_the_rules() {
         let msg = Control::Bitmap {
             release: release(),
             chunk_count: count,
-            bits: vec![0; len], reserve: false,
+            bits: vec![0; len],
+            reserve: false,
         };
         assert!(
             Control::decode(body(&frame(&msg))).is_err(),
@@ -128,7 +131,8 @@ fn control_decode_refuses_what_breaks_the_rules() {
     let too_many = Control::Bitmap {
         release: release(),
         chunk_count: CHUNKS_PER_RELEASE_MAX as u32 + 1,
-        bits: vec![0; (CHUNKS_PER_RELEASE_MAX + 1).div_ceil(8)], reserve: false,
+        bits: vec![0; (CHUNKS_PER_RELEASE_MAX + 1).div_ceil(8)],
+        reserve: false,
     };
     assert!(Control::decode(&protocol::codec::encode(&too_many)).is_err());
 
