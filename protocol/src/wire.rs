@@ -335,6 +335,7 @@ impl Bitmap {
     }
 
     /// Number of bits.
+    #[inline]
     pub fn len(&self) -> u32 {
         self.len
     }
@@ -345,21 +346,25 @@ impl Bitmap {
     }
 
     /// Number of set bits.
+    #[inline]
     pub fn count(&self) -> u32 {
         self.ones
     }
 
     /// Whether every bit is set.
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.ones == self.len
     }
 
     /// Bit `i` (false past the end).
+    #[inline]
     pub fn get(&self, i: u32) -> bool {
         i < self.len && self.bits[(i / 8) as usize] & (1 << (i % 8)) != 0
     }
 
     /// Sets bit `i`; returns whether it was clear. Ignores indices past the end.
+    #[inline]
     pub fn set(&mut self, i: u32) -> bool {
         if i >= self.len || self.get(i) {
             return false;
@@ -370,6 +375,7 @@ impl Bitmap {
     }
 
     /// Clears bit `i`; returns whether it was set. Ignores indices past the end.
+    #[inline]
     pub fn clear(&mut self, i: u32) -> bool {
         if !self.get(i) {
             return false;
@@ -385,12 +391,14 @@ impl Bitmap {
     }
 
     /// Number of 64-bit words ([`Bitmap::word`]).
+    #[inline]
     pub fn word_count(&self) -> usize {
         self.bits.len().div_ceil(8)
     }
 
     /// Bits `64k..64k + 64` as a little-endian word (bit `i` of the word is chunk `64k + i`);
     /// zero past the end.
+    #[inline]
     pub fn word(&self, k: usize) -> u64 {
         word_at(&self.bits, k)
     }
@@ -432,6 +440,7 @@ impl Bitmap {
 }
 
 /// The `k`th little-endian 64-bit word of `bytes`, zero past the end.
+#[inline]
 fn word_at(bytes: &[u8], k: usize) -> u64 {
     if let Some(w) = bytes.get(k * 8..k * 8 + 8) {
         return u64::from_le_bytes(w.try_into().expect("8 bytes"));

@@ -16,10 +16,9 @@
 //!    that made progress recently); a member that goes away or stalls drops out of the set,
 //!    and its chunks move to the next highest-weight member: that is the timeout fallback.
 //! 3. **Rarest first, at each level.** On the LAN, chunks held by the fewest same-site peers
-//!    come first ([`Availability`]); members of a site start at different places among
-//!    equally rare chunks, so that they fetch different chunks and trade them. Across the
-//!    WAN, chunks held by the fewest WAN peers come first, ties broken by a hash of the node
-//!    and the chunk.
+//!    come first ([`Availability`]); across the WAN, chunks held by the fewest WAN peers.
+//!    Ties break by a hash of the node and the chunk, so members of a site start on
+//!    different chunks and trade them.
 //! 4. **Endgame**: once every missing chunk is in flight and few remain, a chunk whose only
 //!    request is older than [`PlannerConfig::endgame_after_ms`] is requested again from a
 //!    second peer (same-site rule still applies); the first answer wins.
@@ -29,11 +28,13 @@
 //!
 //! # Cost
 //!
-//! A pass costs what it assigns, not what the release holds: the same-site availability is
-//! an index the caller keeps (O(1) per change, bucketed by count as in libtorrent's piece
-//! picker), the WAN candidates are the chunks designated to this node, and the LAN scan stops
-//! as soon as every same-site peer's budget is used. This is what lets the simulator run the
-//! planner for 25,000 nodes, and a daemon in a 50-node site plan on every batch of `Have`s.
+//! A pass costs a scan of a few bitmaps a word (64 chunks) at a time plus what it assigns,
+//! not a look at every peer for every chunk: the same-site counts are an index the caller
+//! keeps ([`Availability`], O(1) per change), the LAN candidates are `present & !have &
+//! !in_flight` taken from a lazy heap, the WAN candidates are this node's designated chunks,
+//! and each WAN peer's bitmap is read once, front to back. This is what lets the simulator
+//! run the planner for 25,000 nodes, and a daemon in a 50-node site plan on every batch of
+//! `Have`s.
 
 use protocol::ChunkRef;
 use protocol::wire::Bitmap;
@@ -155,11 +156,13 @@ impl<S: BuildHasher + Default> InFlightSet<S> {
 
 impl<S: BuildHasher> InFlightSet<S> {
     /// Whether chunk `i` is in flight.
+    #[inline]
     pub fn contains(&self, i: u32) -> bool {
         self.bits.get(i)
     }
 
     /// The chunks in flight, as a bitmap.
+    #[inline]
     pub fn bits(&self) -> &Bitmap {
         &self.bits
     }
@@ -213,24 +216,16 @@ impl<S: BuildHasher> InFlightSet<S> {
     }
 }
 
-/// How many same-site peers hold each chunk of a release, indexed by that count: the chunks
-/// are kept in one array ordered by count, so a count changes in O(1) (a swap to the edge of
-/// its bucket) and the planner walks the rarest chunks without looking at the others.
+/// How many same-site peers hold each chunk of a release, and which chunks any of them
+/// holds. A count changes in O(1).
 ///
 /// The daemon builds it from its same-site peers' bitmaps ([`Availability::from_bitmaps`]);
 /// the simulator keeps one per site up to date with [`add`](Self::add) and
-/// [`remove`](Self::remove), counting every member (a node's own chunks then sit one bucket
-/// higher, which only moves chunks the node already has and so never plans).
+/// [`remove`](Self::remove), counting every member (a node's own chunks then count one
+/// higher, which only touches chunks the node already has and so never plans).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Availability {
     count: Vec<u16>,
-    /// Chunk indices, in ascending order of count.
-    order: Vec<u32>,
-    /// Position of each chunk in `order`.
-    pos: Vec<u32>,
-    /// `order[start[k]..start[k + 1]]` holds the chunks with count `k`; the last entry is the
-    /// number of chunks.
-    start: Vec<u32>,
     /// The chunks with a count above zero.
     present: Bitmap,
 }
@@ -240,53 +235,21 @@ impl Availability {
     pub fn new(n: u32) -> Self {
         Self {
             count: vec![0; n as usize],
-            order: (0..n).collect(),
-            pos: (0..n).collect(),
-            start: vec![0, n],
             present: Bitmap::new(n),
         }
     }
 
     /// Counts from peers' bitmaps; a bitmap of another length is ignored.
     pub fn from_bitmaps<'b>(n: u32, bitmaps: impl IntoIterator<Item = &'b Bitmap>) -> Self {
-        let mut count = vec![0u16; n as usize];
+        let mut a = Self::new(n);
         for b in bitmaps {
             if b.len() == n {
                 for i in b.ones() {
-                    count[i as usize] = count[i as usize].saturating_add(1);
+                    a.add(i);
                 }
             }
         }
-        let top = count.iter().copied().max().unwrap_or(0) as usize;
-        let mut start = vec![0u32; top + 2];
-        for &c in &count {
-            start[c as usize + 1] += 1;
-        }
-        for k in 1..start.len() {
-            start[k] += start[k - 1];
-        }
-        let mut present = Bitmap::new(n);
-        for (i, &c) in count.iter().enumerate() {
-            if c > 0 {
-                present.set(i as u32);
-            }
-        }
-        let mut next = start.clone();
-        let mut order = vec![0u32; n as usize];
-        let mut pos = vec![0u32; n as usize];
-        for (i, &c) in count.iter().enumerate() {
-            let p = next[c as usize];
-            order[p as usize] = i as u32;
-            pos[i] = p;
-            next[c as usize] += 1;
-        }
-        Self {
-            count,
-            order,
-            pos,
-            start,
-            present,
-        }
+        a
     }
 
     /// Number of chunks.
@@ -300,71 +263,35 @@ impl Availability {
     }
 
     /// How many peers hold chunk `i` (0 past the end).
+    #[inline]
     pub fn count(&self, i: u32) -> u16 {
         self.count.get(i as usize).copied().unwrap_or(0)
     }
 
     /// The chunks at least one peer holds.
+    #[inline]
     pub fn present(&self) -> &Bitmap {
         &self.present
     }
 
-    /// The highest count a bucket exists for (it may be empty).
-    pub fn top(&self) -> u16 {
-        (self.start.len() - 2) as u16
-    }
-
-    /// The chunks held by exactly `k` peers, in no particular (but deterministic) order.
-    pub fn bucket(&self, k: u16) -> &[u32] {
-        let k = usize::from(k);
-        if k + 1 >= self.start.len() {
-            return &[];
-        }
-        &self.order[self.start[k] as usize..self.start[k + 1] as usize]
-    }
-
     /// One more peer holds chunk `i`. Ignores indices past the end.
     pub fn add(&mut self, i: u32) {
-        let Some(&k) = self.count.get(i as usize) else {
-            return;
-        };
-        if k == u16::MAX {
-            return;
+        if let Some(c) = self.count.get_mut(i as usize) {
+            *c = c.saturating_add(1);
+            self.present.set(i);
         }
-        let k = usize::from(k);
-        if k + 2 == self.start.len() {
-            self.start.push(self.len());
-        }
-        // Swap to the end of bucket k, which then becomes the start of bucket k + 1.
-        let last = self.start[k + 1] - 1;
-        self.swap(self.pos[i as usize], last);
-        self.start[k + 1] -= 1;
-        self.count[i as usize] += 1;
-        self.present.set(i);
     }
 
     /// One peer fewer holds chunk `i`. Ignores indices past the end and counts at zero.
     pub fn remove(&mut self, i: u32) {
-        let k = usize::from(self.count(i));
-        if k == 0 {
-            return;
+        if let Some(c) = self.count.get_mut(i as usize) {
+            if *c > 0 {
+                *c -= 1;
+                if *c == 0 {
+                    self.present.clear(i);
+                }
+            }
         }
-        // Swap to the start of bucket k, which then becomes the end of bucket k - 1.
-        let first = self.start[k];
-        self.swap(self.pos[i as usize], first);
-        self.start[k] += 1;
-        self.count[i as usize] -= 1;
-        if k == 1 {
-            self.present.clear(i);
-        }
-    }
-
-    fn swap(&mut self, p: u32, q: u32) {
-        let (a, b) = (self.order[p as usize], self.order[q as usize]);
-        self.order[p as usize] = b;
-        self.order[q as usize] = a;
-        self.pos[b as usize] = p;
-        self.pos[a as usize] = q;
     }
 }
 
@@ -391,6 +318,15 @@ pub struct PlanInput<'a, S = std::collections::hash_map::RandomState> {
     /// How long this node has had no request out to a WAN peer that is not a reserve
     /// (since the fetch started, if never).
     pub wan_idle_ms: u64,
+    /// Whether to plan WAN requests in this pass. Only the WAN side can add WAN requests
+    /// (a WAN peer announcing a designated chunk, a WAN answer freeing a budget, a change of
+    /// members, the reserve's idle time running out): a caller that tracks those may skip the
+    /// WAN pass when none happened, with the same outcome. The daemon always plans both.
+    pub plan_wan: bool,
+    /// What the WAN peers that are not a reserve hold, at least among this node's designated
+    /// chunks it lacks, if the caller keeps it (the simulator does, from announcements);
+    /// `None`: the planner reads it from the peers' bitmaps.
+    pub wan_held: Option<&'a Bitmap>,
 }
 
 /// One decision: request chunk `chunk` from `peers[peer]`.
@@ -446,6 +382,7 @@ fn hrw_weight(member: &[u8; 32], chunk: &ChunkRef) -> (u64, [u8; 32]) {
 }
 
 /// A per-node order of chunks, so that the members of a site start on different chunks.
+#[inline]
 fn tie_break(me: &[u8; 32], chunk: &ChunkRef) -> u64 {
     mix(word(me) ^ mix(word(chunk.id.as_bytes()) ^ ORDER_SALT))
 }
@@ -455,6 +392,7 @@ const ORDER_SALT: u64 = 0x7032_7064_6f72_6472;
 
 /// The first 8 bytes of an id. Chunk ids are BLAKE3 outputs and node ids ed25519 keys, so
 /// these are already uniform; [`mix`] makes the combination of two of them uniform too.
+#[inline]
 fn word(id: &[u8; 32]) -> u64 {
     u64::from_le_bytes(id[..8].try_into().expect("8 bytes"))
 }
@@ -463,6 +401,7 @@ fn word(id: &[u8; 32]) -> u64 {
 /// for every chunk and member, so this replaces a cryptographic hash: the weights only need
 /// to be uniform and agreed on, and a node that games them only gives itself more chunks to
 /// fetch across the WAN.
+#[inline]
 pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -532,7 +471,6 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
         .partition(|&k| peers[k].reserve);
     let holds = |k: usize, i: u32| peers[k].have.is_some_and(|b| b.get(i));
     let in_flight = input.in_flight;
-    let wanted = |i: u32| !input.have.get(i) && !in_flight.contains(i);
     let mut out = Vec::new();
 
     // The holder among `cands` with the most room (ties: the lower id), not in `exclude`.
@@ -562,28 +500,34 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
         true
     };
 
-    // 1. The LAN, rarest first. A chunk held by every same-site peer has a count of at most
-    //    the number of them, so higher buckets (the simulator's, which count this node too)
-    //    hold only chunks this node has.
-    let top = input
-        .lan
-        .top()
-        .min(lan_peers.len().min(usize::from(u16::MAX)) as u16);
-    'lan: for k in 1..=top {
-        if room.lan_open == 0 {
-            break;
-        }
-        let bucket = input.lan.bucket(k);
-        if bucket.is_empty() {
-            continue;
-        }
-        let from = (mix(word(&input.me) ^ u64::from(k)) % bucket.len() as u64) as usize;
-        for &i in bucket[from..].iter().chain(&bucket[..from]) {
-            if wanted(i) {
-                assign(i, &lan_peers, &[], &mut room, &mut out);
-                if room.lan_open == 0 {
-                    break 'lan;
-                }
+    // 1. The LAN: the chunks some same-site peer has and this node lacks and has not asked
+    //    for, rarest first, ties in this node's own order; a lazy heap, since a pass usually
+    //    stops when the peers' budgets are used up.
+    let words = input.have.word_count();
+    if room.lan_open > 0 && !lan_peers.is_empty() {
+        let mut heap: std::collections::BinaryHeap<Reverse<(u16, u64, u32)>> = (0..words)
+            .flat_map(|w| {
+                let mut m = input.lan.present().word(w) & !input.have.word(w) & !in_flight.bits().word(w);
+                std::iter::from_fn(move || {
+                    (m != 0).then(|| {
+                        let i = (w * 64) as u32 + m.trailing_zeros();
+                        m &= m - 1;
+                        i
+                    })
+                })
+            })
+            .map(|i| {
+                Reverse((
+                    input.lan.count(i),
+                    tie_break(&input.me, &input.chunks[i as usize]),
+                    i,
+                ))
+            })
+            .collect();
+        while let Some(Reverse((_, _, i))) = heap.pop() {
+            assign(i, &lan_peers, &[], &mut room, &mut out);
+            if room.lan_open == 0 {
+                break;
             }
         }
     }
@@ -591,29 +535,52 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
     // 2. The WAN: this node's designated chunks that no same-site peer has and that are not
     //    in flight, a word of 64 chunks at a time; rarest first among the holders that are
     //    not a reserve.
-    if room.wan_open > 0 && !(wan_peers.is_empty() && reserve.is_empty()) {
+    if input.plan_wan && room.wan_open > 0 && !(wan_peers.is_empty() && reserve.is_empty()) {
         let mut cands: Vec<(u32, u64, u32)> = Vec::new();
         let mut last_resort: Vec<(u64, u32)> = Vec::new();
-        let word_of = |k: usize, p: usize| peers[p].have.map_or(0, |b| b.word(k));
-        for w in 0..input.have.word_count() {
-            let base = input.designated.word(w)
-                & !input.have.word(w)
-                & !input.lan.present().word(w)
-                & !in_flight.bits().word(w);
-            if base == 0 {
-                continue;
+        // This node's designated chunks that no same-site peer has and that are not in
+        // flight, as (word index, bits).
+        let base: Vec<(usize, u64)> = (0..words)
+            .filter_map(|w| {
+                let b = input.designated.word(w)
+                    & !input.have.word(w)
+                    & !input.lan.present().word(w)
+                    & !in_flight.bits().word(w);
+                (b != 0).then_some((w, b))
+            })
+            .collect();
+        // What the WAN peers hold in those words, one peer at a time (each bitmap is read
+        // front to back; a word-by-word walk across peers would miss the cache every time).
+        let union = |which: &[usize]| {
+            let mut u = vec![0u64; base.len()];
+            for &p in which {
+                if let Some(b) = peers[p].have {
+                    for (x, &(w, _)) in u.iter_mut().zip(&base) {
+                        *x |= b.word(w);
+                    }
+                }
             }
-            let normal = wan_peers.iter().fold(0, |acc, &p| acc | word_of(w, p));
-            let mut held = base & normal;
+            u
+        };
+        let normal = match input.wan_held {
+            Some(held) => base.iter().map(|&(w, _)| held.word(w)).collect(),
+            None => union(&wan_peers),
+        };
+        let reserved = if reserve.is_empty() {
+            Vec::new()
+        } else {
+            union(&reserve)
+        };
+        for (k, &(w, b)) in base.iter().enumerate() {
+            let mut held = b & normal[k];
             while held != 0 {
                 let i = (w * 64) as u32 + held.trailing_zeros();
                 held &= held - 1;
                 let rarity = wan_peers.iter().filter(|&&p| holds(p, i)).count() as u32;
                 cands.push((rarity, tie_break(&input.me, &input.chunks[i as usize]), i));
             }
-            if !reserve.is_empty() {
-                let mut only =
-                    base & !normal & reserve.iter().fold(0, |acc, &p| acc | word_of(w, p));
+            if let Some(r) = reserved.get(k) {
+                let mut only = b & !normal[k] & r;
                 while only != 0 {
                     let i = (w * 64) as u32 + only.trailing_zeros();
                     only &= only - 1;
@@ -741,6 +708,8 @@ mod tests {
             designated: &designated,
             now_ms,
             wan_idle_ms: now_ms,
+            plan_wan: true,
+            wan_held: None,
         };
         plan(&input, &PlannerConfig::default())
     }
@@ -945,17 +914,9 @@ mod tests {
                 kept.remove(i);
             }
         }
-        let built = Availability::from_bitmaps(n, &maps);
+        assert_eq!(kept, Availability::from_bitmaps(n, &maps));
         for i in 0..n {
-            assert_eq!(kept.count(i), built.count(i));
-        }
-        for k in 0..=kept.top().max(built.top()) {
-            let mut a = kept.bucket(k).to_vec();
-            let mut b = built.bucket(k).to_vec();
-            a.sort_unstable();
-            b.sort_unstable();
-            assert_eq!(a, b, "bucket {k}");
-            assert!(a.iter().all(|&i| kept.count(i) == k));
+            assert_eq!(kept.present().get(i), kept.count(i) > 0);
         }
     }
 

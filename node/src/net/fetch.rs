@@ -46,7 +46,7 @@ const PLAN_TICK: Duration = Duration::from_millis(100);
 /// 50 members each announcing four times a second, a plan per announcement would be 200
 /// plans a second that mostly find nothing new. A finished request that leaves a busy peer
 /// room plans at once; this only paces the announcements.
-pub const PLAN_COALESCE: Duration = Duration::from_millis(20);
+pub const PLAN_COALESCE: Duration = Duration::from_millis(50);
 
 /// For this long after a fetch starts, every connected same-site peer counts as a site
 /// member for rendezvous hashing, whether or not its bitmap has arrived yet: announcements
@@ -262,6 +262,8 @@ async fn fetch(
             designated,
             now_ms: epoch.elapsed().as_millis() as u64,
             wan_idle_ms: wan_busy.elapsed().as_millis() as u64,
+            plan_wan: true,
+            wan_held: None,
         };
         let assignments = planner::plan(&input, &config);
         let now_ms = epoch.elapsed().as_millis() as u64;

@@ -149,6 +149,14 @@ struct Node {
     nic_down: Link,
     /// When a request to a WAN peer other than the reserve was last out.
     wan_busy_at: u64,
+    /// Something on the WAN side changed since the last WAN pass (see
+    /// `PlanInput::plan_wan`): a WAN peer announced a chunk this node is designated for and
+    /// lacks, a WAN answer arrived, the members or the origin's seeding changed, or the
+    /// reserve's idle time ran out.
+    wan_dirty: bool,
+    /// Of the chunks this node is designated for, those its WAN peers (other than the
+    /// reserve) have announced (`PlanInput::wan_held`).
+    wan_held: Bitmap,
     done_at: Option<u64>,
     /// Chunks received from a peer (what completion is checked against).
     received: Bitmap,
@@ -477,6 +485,8 @@ impl Engine {
                     nic_up: Link::new(site.links.lan),
                     nic_down: Link::new(site.links.lan),
                     wan_busy_at: 0,
+                    wan_dirty: true,
+                    wan_held: Bitmap::new(n),
                     done_at: None,
                     received: Bitmap::new(n),
                 });
@@ -597,7 +607,27 @@ impl Engine {
                     mine.set(i as u32);
                 }
             }
-            self.nodes[m as usize].designated = mine;
+            // What its WAN peers (not the reserve) hold among those chunks.
+            let mut held = Bitmap::new(n);
+            for &w in &self.nodes[m as usize].wan {
+                let view = if w == ORIGIN {
+                    if self.seeding.revealed() {
+                        continue;
+                    }
+                    &self.shares[s as usize]
+                } else {
+                    &self.nodes[w as usize].shown
+                };
+                for i in view.ones() {
+                    if mine.get(i) {
+                        held.set(i);
+                    }
+                }
+            }
+            let node = &mut self.nodes[m as usize];
+            node.designated = mine;
+            node.wan_held = held;
+            node.wan_dirty = true;
         }
     }
 
@@ -606,6 +636,12 @@ impl Engine {
             Ev::Plan(node) => {
                 if self.plan_at[node as usize] == self.now {
                     self.plan_at[node as usize] = NONE;
+                    let n = &mut self.nodes[node as usize];
+                    if self.seeding.revealed()
+                        && self.now - n.wan_busy_at >= self.config.reserve_after_ms * 1_000_000
+                    {
+                        n.wan_dirty = true;
+                    }
                     self.plan(node);
                 }
             }
@@ -638,7 +674,10 @@ impl Engine {
                 let at = left + self.sites[ts].lan_ns;
                 self.push(at, Ev::WanDone(to, from, chunk));
             }
-            Ev::WanDone(to, from, chunk) => self.arrive(to, from, chunk),
+            Ev::WanDone(to, from, chunk) => {
+                self.nodes[to as usize].wan_dirty = true;
+                self.arrive(to, from, chunk);
+            }
             Ev::Served(chunk) => {
                 if !self.seeding.revealed() {
                     self.origin_seeding += u64::from(self.chunks[chunk as usize].len);
@@ -660,6 +699,9 @@ impl Engine {
     /// Initial seeding ended: every endpoint sees the origin's full bitmap.
     fn reveal(&mut self) {
         self.reveal_at = Some(self.now);
+        for n in &mut self.nodes {
+            n.wan_dirty = true;
+        }
         for node in 1..self.nodes.len() as u32 {
             self.wake(node, self.now + PLAN_COALESCE_NS);
         }
@@ -718,6 +760,8 @@ impl Engine {
             designated: &node.designated,
             now_ms: self.now / 1_000_000,
             wan_idle_ms: (self.now - wan_busy_at) / 1_000_000,
+            plan_wan: node.wan_dirty,
+            wan_held: Some(&node.wan_held),
         };
         let assignments: Vec<Assignment> = planner::plan(&input, &self.config);
         let wan_assigned = assignments.iter().any(|a| a.wan && !views[a.peer].reserve);
@@ -735,6 +779,7 @@ impl Engine {
             - 1;
         let node = &mut self.nodes[me as usize];
         node.wan_busy_at = if wan_assigned { self.now } else { wan_busy_at };
+        node.wan_dirty = false;
         for (k, r) in room.iter().enumerate() {
             let starved = if k < lan_peers {
                 *r < (LAN_IN_FLIGHT_BYTES / 4) as i64
@@ -870,8 +915,6 @@ impl Engine {
                 self.sites[site].lan.add(c);
             }
         }
-        self.nodes[me as usize].pending = pending;
-        self.nodes[me as usize].pending.clear();
         let at = self.now + PLAN_COALESCE_NS;
         for k in 0..self.sites[site].members.len() {
             let m = self.sites[site].members[k];
@@ -879,10 +922,29 @@ impl Engine {
                 self.wake(m, at);
             }
         }
-        for k in 0..self.nodes[me as usize].wan.len() {
-            let w = self.nodes[me as usize].wan[k];
+        // A WAN peer plans again only for a chunk it is designated for and lacks: nothing
+        // else in this announcement can give it a WAN request.
+        let me_node = &self.nodes[me as usize];
+        let mut relevant = Vec::new();
+        for &w in &me_node.wan {
+            let peer = &self.nodes[w as usize];
+            if peer.role == Role::Endpoint && peer.done_at.is_none() {
+                for &c in &pending {
+                    if peer.designated.get(c) && !peer.have.get(c) {
+                        relevant.push((w, c));
+                    }
+                }
+            }
+        }
+        for (w, c) in relevant {
+            let peer = &mut self.nodes[w as usize];
+            peer.wan_held.set(c);
+            peer.wan_dirty = true;
             self.wake(w, at);
         }
+        let mut pending = pending;
+        pending.clear();
+        self.nodes[me as usize].pending = pending;
     }
 
     fn outcome(&self) -> Outcome {
