@@ -507,7 +507,8 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
     if room.lan_open > 0 && !lan_peers.is_empty() {
         let mut heap: std::collections::BinaryHeap<Reverse<(u16, u64, u32)>> = (0..words)
             .flat_map(|w| {
-                let mut m = input.lan.present().word(w) & !input.have.word(w) & !in_flight.bits().word(w);
+                let mut m =
+                    input.lan.present().word(w) & !input.have.word(w) & !in_flight.bits().word(w);
                 std::iter::from_fn(move || {
                     (m != 0).then(|| {
                         let i = (w * 64) as u32 + m.trailing_zeros();

@@ -20,6 +20,10 @@ fn the_same_seed_gives_the_same_event_log_and_another_seed_another() {
     assert_eq!(a.events, b.events);
     assert_eq!(a.completed_s, b.completed_s);
     assert_eq!(a.site_wan_in, b.site_wan_in);
+    // One thread or several: the same run.
+    let one = engine::run_on(&sc, 1, |_, _, _| {});
+    let four = engine::run_on(&sc, 4, |_, _, _| {});
+    assert_eq!((one.log_hash, four.log_hash), (a.log_hash, a.log_hash));
     let mut other = sc.clone();
     other.seed += 1;
     let c = engine::run(&other, |_, _, _| {});

@@ -4,9 +4,9 @@
 //!
 //! # What is modelled, and how
 //!
-//! * **Time** is integer nanoseconds; events at the same instant run in the order they were
-//!   scheduled. Nothing reads a clock or an unseeded random source, so a seed gives one run,
-//!   bit for bit; a 128-bit fold of every event is the run's fingerprint.
+//! * **Time** is integer nanoseconds. Nothing reads a clock or an unseeded random source, so a
+//!   seed gives one run, bit for bit, whatever the number of threads; a 128-bit fold of every
+//!   event is the run's fingerprint.
 //! * **Links** are FIFO servers at their capacity: per node a LAN link each way, per site a
 //!   WAN uplink and downlink shared by all its members, the origin's uplink. A chunk crossing
 //!   the WAN queues at the sender site's uplink when its request arrives there, then at the
@@ -15,20 +15,36 @@
 //!   when its request arrives (LAN links are ten times the WAN's and rarely queue).
 //!   Latency is one-way per hop: LAN, site to WAN, WAN to site (the origin has its own).
 //! * **The fetch loop** follows `node::net::fetch`: the same in-flight budgets per peer
-//!   (LAN and WAN), a new plan when a finished request leaves a peer a quarter of its budget
-//!   free, a plan shortly after peers announce new chunks (coalesced over
-//!   [`PLAN_COALESCE_NS`]), chunks announced at checkpoints (every 250 ms or 32 MiB), the
-//!   endgame's re-plan tick. Site members are every connected member (the daemon's "live"
-//!   members: working on the release, or complete).
+//!   (LAN and WAN); a new plan when a finished request frees a quarter of the budget of a
+//!   peer the last plan filled; a plan after peers announce chunks, coalesced over
+//!   [`PLAN_COALESCE`]; chunks announced at checkpoints (every 250 ms or 32 MiB); the
+//!   endgame's re-plan tick; the reserve (the origin after seeding) asked only after the WAN
+//!   has been idle. Site members are every connected member (the daemon's "live" members:
+//!   working on the release, or complete).
 //! * **Same-site availability** is one [`Availability`] per site counting every member's
 //!   announced chunks (the daemon counts its peers'; for the chunks a node lacks, which are
 //!   the only ones it plans, the two are equal).
+//! * **Announcements across the WAN** reach a peer after the one-way latency; a node plans
+//!   WAN requests when one names a chunk it is designated for and lacks, or a WAN answer
+//!   arrives (`PlanInput::plan_wan`, `PlanInput::wan_held`).
 //! * **Initial seeding** at the origin shows each site its share until every chunk has left
-//!   once, or no new chunk was asked for in 5 s, exactly as the daemon.
+//!   its link once, or no new chunk was asked for in 5 s, exactly as the daemon.
+//!
+//! # Parallel, and still deterministic
+//!
+//! Sites are dealt round-robin to [`PARTS`] partitions. Everything inside a site (its LAN,
+//! its WAN links, its members' state) belongs to one partition; partitions meet only over
+//! the WAN, where every message takes at least the smallest WAN latency `L`. So the run
+//! advances in windows of `L`: each partition runs its own events of the window alone (on
+//! as many threads as the machine has, up to [`PARTS`]), and at the window's end the
+//! messages between partitions are delivered in a fixed order (time, source partition,
+//! source order) and WAN views are brought up to date. The partitioning is part of the
+//! model, not of the machine: one thread or four give the same events.
 //!
 //! Not modelled: CPU and disk (the daemon's own benchmarks cover them), packet loss and
 //! congestion control (a link is shared FIFO by chunk), the control plane (announcements
-//! arrive with the data plane's latency).
+//! arrive with the data plane's latency), serving slots (`Busy`: a slot is held only until
+//! a chunk is handed to QUIC).
 
 use super::scenario::{SimScenario, SiteLinks};
 use node::net::fetch::{
@@ -48,6 +64,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// The daemon's [`PLAN_COALESCE`] in nanoseconds.
 const PLAN_COALESCE_NS: u64 = PLAN_COALESCE.as_nanos() as u64;
+
+/// Partitions of the sites (see the module docs). Four: enough for the machines this runs
+/// on, few enough that each window's barrier stays cheap.
+pub const PARTS: usize = 4;
 
 /// Index of the origin among nodes, and of its site among sites.
 pub const ORIGIN: u32 = 0;
@@ -120,39 +140,35 @@ impl Link {
     }
 }
 
+/// One node's state, owned by its site's partition.
 struct Node {
+    /// Global index.
+    id: u32,
     site: u32,
     /// Position in its site's member list.
     slot: u32,
-    key: [u8; 32],
     role: Role,
     /// Verified chunks.
     have: Bitmap,
-    /// Announced chunks (made durable by a checkpoint): what peers see.
+    /// Announced chunks (made durable by a checkpoint): what same-site peers see.
     shown: Bitmap,
     /// Received since the last checkpoint.
     pending: Vec<u32>,
     pending_bytes: u64,
     checkpoint_at: u64,
-    /// The chunks rendezvous hashing names this node for.
-    designated: Bitmap,
     in_flight: InFlightMap,
     /// Bytes in flight to each member of the site, by slot, and whether the last plan left
     /// that member under a quarter of its budget (a finished request from it plans again).
     lan_in_flight: Vec<u64>,
     lan_starved: Vec<bool>,
-    /// WAN peers (node indices, sorted), the bytes in flight to each, and whether starved.
-    wan: Vec<u32>,
+    /// Bytes in flight to each WAN peer (in the order of `Shared::wan`), and whether starved.
     wan_in_flight: Vec<u64>,
     wan_starved: Vec<bool>,
     nic_up: Link,
     nic_down: Link,
     /// When a request to a WAN peer other than the reserve was last out.
     wan_busy_at: u64,
-    /// Something on the WAN side changed since the last WAN pass (see
-    /// `PlanInput::plan_wan`): a WAN peer announced a chunk this node is designated for and
-    /// lacks, a WAN answer arrived, the members or the origin's seeding changed, or the
-    /// reserve's idle time ran out.
+    /// Something on the WAN side changed since the last WAN pass (`PlanInput::plan_wan`).
     wan_dirty: bool,
     /// Of the chunks this node is designated for, those its WAN peers (other than the
     /// reserve) have announced (`PlanInput::wan_held`).
@@ -164,16 +180,52 @@ struct Node {
 
 struct Site {
     links: SiteLinks,
+    /// Members, global indices.
     members: Vec<u32>,
     lan: Availability,
     up: Link,
     down: Link,
-    /// One-way latency to the WAN, ns.
-    wan_ns: u64,
     /// One-way LAN latency, ns.
     lan_ns: u64,
     wan_in: u64,
     wan_out: u64,
+}
+
+/// What every partition reads during a window and nobody writes until its end.
+struct Shared {
+    chunks: Vec<ChunkRef>,
+    keys: Vec<[u8; 32]>,
+    site_of: Vec<u32>,
+    /// Partition of each site, and each node's index in its partition's node list.
+    part_of_site: Vec<u32>,
+    local: Vec<u32>,
+    /// Index of each site in its partition's site list.
+    site_local: Vec<u32>,
+    /// One-way latency of each site to the WAN, ns.
+    site_wan_ns: Vec<u64>,
+    /// The smallest of those among branch sites.
+    nearest_site_ns: u64,
+    /// WAN peers of each node (sorted; the origin's are every endpoint).
+    wan: Vec<Vec<u32>>,
+    /// The chunks rendezvous hashing names each node for.
+    designated: Vec<Bitmap>,
+    /// Each node's announced chunks as WAN peers see them (brought up to date at the end of
+    /// each window).
+    wan_view: Vec<Bitmap>,
+    /// The origin's seeding share for each site.
+    shares: Vec<Bitmap>,
+}
+
+impl Shared {
+    fn part_of(&self, node: u32) -> usize {
+        self.part_of_site[self.site_of[node as usize] as usize] as usize
+    }
+
+    /// One-way latency between two nodes of different sites.
+    fn wan_ns(&self, a: u32, b: u32) -> u64 {
+        self.site_wan_ns[self.site_of[a as usize] as usize]
+            + self.site_wan_ns[self.site_of[b as usize] as usize]
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +244,10 @@ enum Ev {
     Served(u32),
     /// The origin checks whether initial seeding stalled.
     SeedCheck,
+    /// A WAN peer announced a chunk this node is designated for: (node, chunk).
+    Announced(u32, u32),
+    /// The origin's full bitmap, as a reserve, reached this partition.
+    Reveal,
 }
 
 impl Ev {
@@ -208,10 +264,822 @@ impl Ev {
             Self::WanDone(a, b, c) => w(6, a, b, c),
             Self::SeedCheck => w(7, 0, 0, 0),
             Self::Served(c) => w(8, c, 0, 0),
+            Self::Announced(a, c) => w(9, a, c, 0),
+            Self::Reveal => w(10, 0, 0, 0),
         }
     }
 }
 
+/// One partition: its sites, their nodes, its queue and its counters.
+struct Part {
+    id: usize,
+    nodes: Vec<Node>,
+    sites: Vec<Site>,
+    queue: Calendar,
+    seq: u64,
+    now: u64,
+    /// When each node's next plan is due (NONE: none; DONE: never again), by local index.
+    plan_at: Vec<u64>,
+    config: PlannerConfig,
+    /// The origin's seeding (partition 0 only).
+    seeding: Option<Seeding>,
+    /// Whether the origin's reveal has reached this partition.
+    revealed: bool,
+    reveal_at: Option<u64>,
+    /// Events for other partitions, delivered at the window's end: (partition, entry).
+    outbox: Vec<(usize, Entry)>,
+    /// End of the window being run: nothing may be sent to another partition before it.
+    window_end: u64,
+    /// Chunks announced this window: (node, chunk), for the WAN views.
+    shown_log: Vec<(u32, u32)>,
+    remaining: usize,
+    hash: (u64, u64),
+    events: u64,
+    plans: u64,
+    sent: u64,
+    received: u64,
+    lost: u64,
+    origin_egress: u64,
+    origin_seeding: u64,
+}
+
+/// Runs `scenario`; `progress` is called about once per simulated second with (simulated
+/// seconds, endpoints complete, endpoints).
+pub fn run(scenario: &SimScenario, progress: impl FnMut(f64, usize, usize)) -> Outcome {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    run_on(scenario, threads, progress)
+}
+
+/// [`run`] on `threads` threads (at most [`PARTS`] are used). The outcome does not depend on
+/// the number.
+pub fn run_on(
+    scenario: &SimScenario,
+    threads: usize,
+    mut progress: impl FnMut(f64, usize, usize),
+) -> Outcome {
+    let (mut shared, mut parts) = build(scenario);
+    let lookahead = lookahead(&shared);
+    let limit = (scenario.limit_s * NS) as u64;
+    let endpoints = shared.keys.len() - 1;
+    let threads = threads.clamp(1, PARTS);
+    let mut start = 0u64;
+    let mut next_report = 0u64;
+    loop {
+        let end = start.saturating_add(lookahead);
+        if threads == 1 {
+            for p in &mut parts {
+                p.run_until(&shared, end);
+            }
+        } else {
+            let per = PARTS.div_ceil(threads);
+            let sh = &shared;
+            std::thread::scope(|s| {
+                for group in parts.chunks_mut(per) {
+                    s.spawn(move || {
+                        for p in group {
+                            p.run_until(sh, end);
+                        }
+                    });
+                }
+            });
+        }
+        // The window's end: deliver messages in a fixed order, update the WAN views.
+        let mut mail: Vec<(u64, usize, usize, usize, Entry)> = Vec::new();
+        for p in &mut parts {
+            for (k, (to, e)) in p.outbox.drain(..).enumerate() {
+                mail.push((e.at, p.id, k, to, e));
+            }
+            for &(node, chunk) in &p.shown_log {
+                shared.wan_view[node as usize].set(chunk);
+            }
+            p.shown_log.clear();
+        }
+        mail.sort_unstable_by_key(|m| (m.0, m.1, m.2));
+        for (_, _, _, to, e) in mail {
+            parts[to].push(e.at, e.ev);
+        }
+        let done = endpoints - parts.iter().map(|p| p.remaining).sum::<usize>();
+        if end >= next_report {
+            progress(end as f64 / NS, done, endpoints);
+            next_report = end + 1_000_000_000;
+        }
+        // Skip windows with nothing to do.
+        let next = parts.iter_mut().filter_map(|p| p.queue.peek_at()).min();
+        match next {
+            Some(t) if t <= limit => start = end.max(t),
+            _ => break,
+        }
+    }
+    outcome(scenario, &shared, &parts)
+}
+
+/// The longest window that keeps partitions independent: the smallest one-way latency
+/// between two sites (every cross-partition message crosses the WAN), and at most the plan
+/// coalescing delay (announcements wake peers that much later).
+fn lookahead(shared: &Shared) -> u64 {
+    let mut lat = shared.site_wan_ns.clone();
+    lat.sort_unstable();
+    let pair = match lat.as_slice() {
+        [a, b, ..] => a + b,
+        _ => PLAN_COALESCE_NS,
+    };
+    pair.clamp(1, PLAN_COALESCE_NS)
+}
+
+fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
+    let mut rng = ChaCha20Rng::seed_from_u64(sc.seed);
+    let release_bytes = sc.release_bytes();
+    let chunk = u64::from(sc.chunk_bytes());
+    let n = sc.chunk_count() as u32;
+    let chunks: Vec<ChunkRef> = (0..n)
+        .map(|i| {
+            let len = (release_bytes - u64::from(i) * chunk).min(chunk) as u32;
+            let mut seed = [0u8; 16];
+            seed[..8].copy_from_slice(&sc.seed.to_le_bytes());
+            seed[8..12].copy_from_slice(&i.to_le_bytes());
+            ChunkRef {
+                id: ChunkId::of(&seed),
+                len,
+            }
+        })
+        .collect();
+
+    let origin_links = SiteLinks {
+        name: "origin".into(),
+        nodes: 1,
+        down: sc.origin_up(),
+        up: sc.origin_up(),
+        wan_latency: sc.origin.latency_ms / 1e3,
+        lan: f64::INFINITY,
+        lan_latency: 0.0,
+    };
+    let links: Vec<SiteLinks> = std::iter::once(origin_links)
+        .chain(sc.site_links())
+        .collect();
+    let part_of_site: Vec<u32> = (0..links.len()).map(|s| (s % PARTS) as u32).collect();
+    let mut parts: Vec<Part> = (0..PARTS).map(Part::new).collect();
+    let mut site_local = Vec::new();
+    let mut site_of = Vec::new();
+    let mut local = Vec::new();
+    let mut keys = Vec::new();
+    for (s, l) in links.iter().enumerate() {
+        let part = &mut parts[part_of_site[s] as usize];
+        site_local.push(part.sites.len() as u32);
+        let mut members = Vec::new();
+        for k in 0..l.nodes {
+            let id = keys.len() as u32;
+            let mut key = [0u8; 32];
+            rng.fill(&mut key);
+            keys.push(key);
+            site_of.push(s as u32);
+            local.push(part.nodes.len() as u32);
+            members.push(id);
+            let role = if s == 0 { Role::Origin } else { Role::Endpoint };
+            let full = role == Role::Origin;
+            part.nodes.push(Node {
+                id,
+                site: s as u32,
+                slot: k as u32,
+                role,
+                have: if full {
+                    Bitmap::full(n)
+                } else {
+                    Bitmap::new(n)
+                },
+                shown: if full {
+                    Bitmap::full(n)
+                } else {
+                    Bitmap::new(n)
+                },
+                pending: Vec::new(),
+                pending_bytes: 0,
+                checkpoint_at: NONE,
+                in_flight: InFlightMap::new(n),
+                lan_in_flight: vec![0; l.nodes],
+                lan_starved: vec![false; l.nodes],
+                wan_in_flight: Vec::new(),
+                wan_starved: Vec::new(),
+                nic_up: Link::new(l.lan),
+                nic_down: Link::new(l.lan),
+                wan_busy_at: 0,
+                wan_dirty: true,
+                wan_held: Bitmap::new(n),
+                done_at: None,
+                received: Bitmap::new(n),
+            });
+            part.plan_at.push(if full { DONE } else { NONE });
+            if !full {
+                part.remaining += 1;
+            }
+        }
+        part.sites.push(Site {
+            up: Link::new(l.up),
+            down: Link::new(l.down),
+            lan_ns: (l.lan_latency * NS).round() as u64,
+            members,
+            lan: Availability::new(n),
+            wan_in: 0,
+            wan_out: 0,
+            links: l.clone(),
+        });
+    }
+
+    // WAN peers: each endpoint dials `wan_peers` endpoints of other sites, and the origin.
+    let total = keys.len();
+    let endpoints = total as u32 - 1;
+    let want = sc.swarm.wan_peers.min(endpoints.saturating_sub(1) as usize);
+    let mut wan: Vec<Vec<u32>> = vec![Vec::new(); total];
+    for a in 1..total as u32 {
+        let mut picked = 0;
+        let mut tries = 0;
+        while picked < want && tries < want * 20 {
+            tries += 1;
+            let b = rng.random_range(1..=endpoints);
+            if site_of[b as usize] == site_of[a as usize] || wan[a as usize].contains(&b) {
+                continue;
+            }
+            wan[a as usize].push(b);
+            wan[b as usize].push(a);
+            picked += 1;
+        }
+        wan[a as usize].push(ORIGIN);
+        wan[ORIGIN as usize].push(a);
+    }
+    for peers in &mut wan {
+        peers.sort_unstable();
+        peers.dedup();
+    }
+
+    // Origin seeding: each branch site's share.
+    let site_keys: Vec<u64> = links[1..]
+        .iter()
+        .map(|l| seeding::site_key(&l.name))
+        .collect();
+    let owners = seeding::shares(&site_keys, &chunks);
+    let mut shares = vec![Bitmap::new(n)];
+    shares.extend((0..site_keys.len()).map(|s| seeding::share_bitmap(owners.as_deref(), s, n)));
+
+    // Designation: per site, over all members.
+    let mut designated = vec![Bitmap::new(n); total];
+    for part in &parts {
+        for site in &part.sites {
+            let members: Vec<[u8; 32]> = site.members.iter().map(|&m| keys[m as usize]).collect();
+            let owner = planner::designation(&members, &chunks);
+            for (k, &m) in site.members.iter().enumerate() {
+                let mine = &mut designated[m as usize];
+                for (i, &o) in owner.iter().enumerate() {
+                    if o as usize == k {
+                        mine.set(i as u32);
+                    }
+                }
+            }
+        }
+    }
+    let wan_view: Vec<Bitmap> = (0..total)
+        .map(|i| {
+            if i == ORIGIN as usize {
+                Bitmap::full(n)
+            } else {
+                Bitmap::new(n)
+            }
+        })
+        .collect();
+    let shared = Shared {
+        nearest_site_ns: links[1..]
+            .iter()
+            .map(|l| (l.wan_latency * NS).round() as u64)
+            .min()
+            .unwrap_or(0),
+        site_wan_ns: links
+            .iter()
+            .map(|l| (l.wan_latency * NS).round() as u64)
+            .collect(),
+        chunks,
+        keys,
+        site_of,
+        part_of_site,
+        local,
+        site_local,
+        wan,
+        designated,
+        wan_view,
+        shares,
+    };
+    for part in &mut parts {
+        for k in 0..part.nodes.len() {
+            let id = part.nodes[k].id as usize;
+            let peers = shared.wan[id].len();
+            let node = &mut part.nodes[k];
+            node.wan_in_flight = vec![0; peers];
+            node.wan_starved = vec![false; peers];
+            if node.role == Role::Endpoint {
+                // Before seeding ends, only the origin holds anything: this site's share.
+                let share = &shared.shares[node.site as usize];
+                for i in shared.designated[id].ones() {
+                    if share.get(i) {
+                        node.wan_held.set(i);
+                    }
+                }
+            }
+        }
+        for k in 0..part.nodes.len() {
+            let id = part.nodes[k].id;
+            part.wake(&shared, id, 0);
+        }
+    }
+    parts[0].seeding = Some(Seeding::new(n, 0));
+    parts[0].push(1_000_000_000, Ev::SeedCheck);
+    (shared, parts)
+}
+
+impl Part {
+    fn new(id: usize) -> Self {
+        Self {
+            id,
+            nodes: Vec::new(),
+            sites: Vec::new(),
+            queue: Calendar::new(),
+            seq: 0,
+            now: 0,
+            plan_at: Vec::new(),
+            config: PlannerConfig::default(),
+            seeding: None,
+            revealed: false,
+            reveal_at: None,
+            outbox: Vec::new(),
+            window_end: 0,
+            shown_log: Vec::new(),
+            remaining: 0,
+            hash: (0x7032_7064_7369_6d31 ^ id as u64, 0),
+            events: 0,
+            plans: 0,
+            sent: 0,
+            received: 0,
+            lost: 0,
+            origin_egress: 0,
+            origin_seeding: 0,
+        }
+    }
+
+    fn run_until(&mut self, sh: &Shared, end: u64) {
+        self.window_end = end;
+        while let Some(entry) = self.queue.pop_before(end) {
+            self.now = entry.at;
+            self.events += 1;
+            let (a, b) = entry.ev.fingerprint();
+            self.hash.0 = planner::mix(self.hash.0 ^ entry.at ^ a);
+            self.hash.1 = planner::mix(self.hash.1 ^ b ^ self.hash.0);
+            self.handle(sh, entry.ev);
+        }
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Entry {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    /// Sends `ev` to the partition of `node` (this one, or another at the window's end).
+    fn send(&mut self, sh: &Shared, node: u32, at: u64, ev: Ev) {
+        let to = sh.part_of(node);
+        if to == self.id {
+            self.push(at, ev);
+        } else {
+            debug_assert!(
+                at >= self.window_end,
+                "a message into another partition's past"
+            );
+            self.seq += 1;
+            self.outbox.push((
+                to,
+                Entry {
+                    at,
+                    seq: self.seq,
+                    ev,
+                },
+            ));
+        }
+    }
+
+    fn node(&self, sh: &Shared, id: u32) -> &Node {
+        &self.nodes[sh.local[id as usize] as usize]
+    }
+
+    fn node_mut(&mut self, sh: &Shared, id: u32) -> &mut Node {
+        &mut self.nodes[sh.local[id as usize] as usize]
+    }
+
+    fn site_mut(&mut self, sh: &Shared, site: u32) -> &mut Site {
+        &mut self.sites[sh.site_local[site as usize] as usize]
+    }
+
+    /// Schedules a plan of `node` (of this partition) at `at` unless one is due sooner.
+    fn wake(&mut self, sh: &Shared, node: u32, at: u64) {
+        let due = &mut self.plan_at[sh.local[node as usize] as usize];
+        if *due <= at {
+            return;
+        }
+        *due = at;
+        self.push(at, Ev::Plan(node));
+    }
+
+    fn handle(&mut self, sh: &Shared, ev: Ev) {
+        match ev {
+            Ev::Plan(node) => {
+                let l = sh.local[node as usize] as usize;
+                if self.plan_at[l] == self.now {
+                    self.plan_at[l] = NONE;
+                    let reserve_after = self.config.reserve_after_ms * 1_000_000;
+                    let n = &mut self.nodes[l];
+                    if self.revealed && self.now - n.wan_busy_at >= reserve_after {
+                        n.wan_dirty = true;
+                    }
+                    self.plan(sh, node);
+                }
+            }
+            Ev::Checkpoint(node) => {
+                if self.node(sh, node).checkpoint_at == self.now {
+                    self.checkpoint(sh, node);
+                }
+            }
+            Ev::LanDone(to, from, chunk) => self.arrive(sh, to, from, chunk),
+            Ev::WanAtSender(to, from, chunk) => {
+                let len = sh.chunks[chunk as usize].len;
+                let fs = sh.site_of[from as usize];
+                let now = self.now;
+                let site = self.site_mut(sh, fs);
+                let left = site.up.send(now, len);
+                site.wan_out += u64::from(len);
+                self.sent += u64::from(len);
+                if from == ORIGIN {
+                    self.origin_egress += u64::from(len);
+                    // Seeding counts a chunk as served once it has left the origin's link.
+                    self.push(left, Ev::Served(chunk));
+                }
+                let at = left + sh.wan_ns(from, to);
+                self.send(sh, to, at, Ev::WanAtSite(to, from, chunk));
+            }
+            Ev::WanAtSite(to, from, chunk) => {
+                let len = sh.chunks[chunk as usize].len;
+                let now = self.now;
+                let site = self.site_mut(sh, sh.site_of[to as usize]);
+                let left = site.down.send(now, len);
+                site.wan_in += u64::from(len);
+                let at = left + site.lan_ns;
+                self.push(at, Ev::WanDone(to, from, chunk));
+            }
+            Ev::WanDone(to, from, chunk) => {
+                self.node_mut(sh, to).wan_dirty = true;
+                self.arrive(sh, to, from, chunk);
+            }
+            Ev::Served(chunk) => {
+                let now_ms = self.now / 1_000_000;
+                let seeding = self.seeding.as_mut().expect("the origin's partition");
+                if !seeding.revealed() {
+                    self.origin_seeding += u64::from(sh.chunks[chunk as usize].len);
+                }
+                if seeding.served(chunk, now_ms) {
+                    self.reveal(sh);
+                }
+            }
+            Ev::SeedCheck => {
+                let now_ms = self.now / 1_000_000;
+                let seeding = self.seeding.as_mut().expect("the origin's partition");
+                if seeding.check_stall(now_ms) {
+                    self.reveal(sh);
+                } else if !seeding.revealed() {
+                    self.push(self.now + 1_000_000_000, Ev::SeedCheck);
+                }
+            }
+            Ev::Announced(node, chunk) => {
+                let n = self.node_mut(sh, node);
+                if n.done_at.is_none() && !n.have.get(chunk) {
+                    n.wan_held.set(chunk);
+                    n.wan_dirty = true;
+                    let at = self.now + PLAN_COALESCE_NS;
+                    self.wake(sh, node, at);
+                }
+            }
+            Ev::Reveal => {
+                self.revealed = true;
+                let at = self.now + PLAN_COALESCE_NS;
+                for k in 0..self.nodes.len() {
+                    self.nodes[k].wan_dirty = true;
+                    let id = self.nodes[k].id;
+                    if self.nodes[k].role == Role::Endpoint {
+                        self.wake(sh, id, at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Initial seeding ended at the origin: its full bitmap, marked as a reserve, goes to
+    /// every peer (every partition) with the origin's latency.
+    fn reveal(&mut self, sh: &Shared) {
+        self.reveal_at = Some(self.now);
+        // Every site is at least the nearest site's latency away from the origin.
+        let at = self.now + sh.site_wan_ns[ORIGIN as usize] + sh.nearest_site_ns;
+        for part in 0..PARTS {
+            if part == self.id {
+                self.push(self.now, Ev::Reveal);
+            } else {
+                debug_assert!(
+                    at >= self.window_end,
+                    "a message into another partition's past"
+                );
+                self.seq += 1;
+                self.outbox.push((
+                    part,
+                    Entry {
+                        at,
+                        seq: self.seq,
+                        ev: Ev::Reveal,
+                    },
+                ));
+            }
+        }
+    }
+
+    fn plan(&mut self, sh: &Shared, me: u32) {
+        self.plans += 1;
+        let node = self.node(sh, me);
+        let site = &self.sites[sh.site_local[node.site as usize] as usize];
+        let revealed = self.revealed;
+        let wan = &sh.wan[me as usize];
+        let mut targets: Vec<u32> = Vec::with_capacity(site.members.len() + wan.len());
+        let mut views: Vec<PeerView<'_>> = Vec::with_capacity(targets.capacity());
+        for (k, &m) in site.members.iter().enumerate() {
+            if m == me {
+                continue;
+            }
+            targets.push(m);
+            views.push(PeerView {
+                id: sh.keys[m as usize],
+                same_site: true,
+                have: Some(&self.nodes[sh.local[m as usize] as usize].shown),
+                in_flight_bytes: node.lan_in_flight[k],
+                budget_bytes: LAN_IN_FLIGHT_BYTES,
+                usable: true,
+                reserve: false,
+            });
+        }
+        for (k, &w) in wan.iter().enumerate() {
+            let have = if w == ORIGIN && !revealed {
+                &sh.shares[node.site as usize]
+            } else {
+                &sh.wan_view[w as usize]
+            };
+            targets.push(w);
+            views.push(PeerView {
+                id: sh.keys[w as usize],
+                same_site: false,
+                have: Some(have),
+                in_flight_bytes: node.wan_in_flight[k],
+                budget_bytes: WAN_IN_FLIGHT_BYTES,
+                usable: true,
+                reserve: w == ORIGIN && revealed,
+            });
+        }
+        let wan_busy = views
+            .iter()
+            .any(|v| !v.same_site && !v.reserve && v.in_flight_bytes > 0);
+        let wan_busy_at = if wan_busy { self.now } else { node.wan_busy_at };
+        let input = PlanInput {
+            me: sh.keys[me as usize],
+            chunks: &sh.chunks,
+            have: &node.have,
+            in_flight: &node.in_flight,
+            peers: &views,
+            lan: &site.lan,
+            designated: &sh.designated[me as usize],
+            now_ms: self.now / 1_000_000,
+            wan_idle_ms: (self.now - wan_busy_at) / 1_000_000,
+            plan_wan: node.wan_dirty,
+            wan_held: Some(&node.wan_held),
+        };
+        let assignments: Vec<Assignment> = planner::plan(&input, &self.config);
+        let wan_assigned = assignments.iter().any(|a| a.wan && !views[a.peer].reserve);
+        let mut room: Vec<i64> = views
+            .iter()
+            .map(|v| v.budget_bytes as i64 - v.in_flight_bytes as i64)
+            .collect();
+        drop(views);
+        for a in &assignments {
+            room[a.peer] -= i64::from(sh.chunks[a.chunk as usize].len);
+        }
+        let lan_peers = site.members.len() - 1;
+        let now = self.now;
+        let node = self.node_mut(sh, me);
+        node.wan_busy_at = if wan_assigned { now } else { wan_busy_at };
+        node.wan_dirty = false;
+        for (k, r) in room.iter().enumerate() {
+            if k < lan_peers {
+                if *r < (LAN_IN_FLIGHT_BYTES / 4) as i64 {
+                    let slot = k + usize::from(k >= node.slot as usize);
+                    node.lan_starved[slot] = true;
+                }
+            } else if *r < (WAN_IN_FLIGHT_BYTES / 4) as i64 {
+                node.wan_starved[k - lan_peers] = true;
+            }
+        }
+        for a in assignments {
+            self.request(sh, me, targets[a.peer], a.chunk);
+        }
+        // The daemon also plans every 100 ms when nothing else happens; two of its reasons
+        // have no other wake-up here: the endgame, and asking the reserve once the WAN has
+        // been idle long enough.
+        let node = self.node(sh, me);
+        let missing = node.have.len() - node.have.count();
+        let endgame =
+            missing > 0 && missing <= self.config.endgame_chunks && !node.in_flight.is_empty();
+        let reserve = self.revealed && node.done_at.is_none() && node.wan_busy_at < now;
+        let reserve_at = node.wan_busy_at + self.config.reserve_after_ms * 1_000_000;
+        if endgame {
+            let at = now + self.config.endgame_after_ms * 1_000_000 / 4;
+            self.wake(sh, me, at);
+        }
+        if reserve {
+            self.wake(sh, me, reserve_at.max(now + 100_000_000));
+        }
+    }
+
+    fn request(&mut self, sh: &Shared, me: u32, peer: u32, chunk: u32) {
+        let len = sh.chunks[chunk as usize].len;
+        let now = self.now;
+        let key = sh.keys[peer as usize];
+        self.node_mut(sh, me)
+            .in_flight
+            .request(chunk, key, now / 1_000_000);
+        let (ms, ps) = (sh.site_of[me as usize], sh.site_of[peer as usize]);
+        if ms == ps {
+            let lat = self.site_mut(sh, ms).lan_ns;
+            let slot = self.node(sh, peer).slot as usize;
+            self.node_mut(sh, me).lan_in_flight[slot] += u64::from(len);
+            let started = {
+                let p = self.node_mut(sh, peer);
+                p.nic_up.send(now + lat, len)
+            };
+            let begin = started - self.node(sh, peer).nic_up.time(len);
+            let down = &mut self.node_mut(sh, me).nic_down;
+            let landed = down.send(begin, len).max(started);
+            down.free = landed;
+            self.sent += u64::from(len);
+            self.push(landed + lat, Ev::LanDone(me, peer, chunk));
+        } else {
+            let k = wan_index(sh, me, peer);
+            self.node_mut(sh, me).wan_in_flight[k] += u64::from(len);
+            let at = now + sh.wan_ns(me, peer);
+            self.send(sh, peer, at, Ev::WanAtSender(me, peer, chunk));
+        }
+    }
+
+    /// A chunk from `from` reached `to`.
+    fn arrive(&mut self, sh: &Shared, to: u32, from: u32, chunk: u32) {
+        let len = sh.chunks[chunk as usize].len;
+        self.received += u64::from(len);
+        let same_site = sh.site_of[to as usize] == sh.site_of[from as usize];
+        let from_key = sh.keys[from as usize];
+        let refill = if same_site {
+            let slot = self.node(sh, from).slot as usize;
+            let node = self.node_mut(sh, to);
+            node.lan_in_flight[slot] -= u64::from(len);
+            let room = LAN_IN_FLIGHT_BYTES.saturating_sub(node.lan_in_flight[slot]);
+            let refill = room >= LAN_IN_FLIGHT_BYTES / 4 && node.lan_starved[slot];
+            if refill {
+                node.lan_starved[slot] = false;
+            }
+            refill
+        } else {
+            let k = wan_index(sh, to, from);
+            let node = self.node_mut(sh, to);
+            node.wan_in_flight[k] -= u64::from(len);
+            let room = WAN_IN_FLIGHT_BYTES.saturating_sub(node.wan_in_flight[k]);
+            let refill = room >= WAN_IN_FLIGHT_BYTES / 4 && node.wan_starved[k];
+            if refill {
+                node.wan_starved[k] = false;
+            }
+            refill
+        };
+        let now = self.now;
+        let l = sh.local[to as usize] as usize;
+        let node = &mut self.nodes[l];
+        node.in_flight.answered(chunk, &from_key);
+        node.received.set(chunk);
+        if node.have.set(chunk) {
+            node.in_flight.remove(chunk);
+            node.pending.push(chunk);
+            node.pending_bytes += u64::from(len);
+            if node.have.is_full() {
+                node.done_at = Some(now);
+                self.plan_at[l] = DONE;
+                self.remaining -= 1;
+                node.checkpoint_at = now;
+                self.push(now, Ev::Checkpoint(to));
+            } else if node.pending_bytes >= CHECKPOINT_BYTES {
+                node.checkpoint_at = now;
+                self.push(now, Ev::Checkpoint(to));
+            } else if node.checkpoint_at == NONE {
+                let at = now + CHECKPOINT_INTERVAL.as_nanos() as u64;
+                node.checkpoint_at = at;
+                self.push(at, Ev::Checkpoint(to));
+            }
+        }
+        if refill {
+            self.wake(sh, to, now);
+        }
+    }
+
+    /// Chunks received since the last checkpoint become durable and are announced.
+    fn checkpoint(&mut self, sh: &Shared, me: u32) {
+        let l = sh.local[me as usize] as usize;
+        let node = &mut self.nodes[l];
+        node.checkpoint_at = NONE;
+        node.pending_bytes = 0;
+        let pending = std::mem::take(&mut node.pending);
+        let site = sh.site_local[node.site as usize] as usize;
+        for &c in &pending {
+            if self.nodes[l].shown.set(c) {
+                self.sites[site].lan.add(c);
+                self.shown_log.push((me, c));
+            }
+        }
+        let at = self.now + PLAN_COALESCE_NS;
+        for k in 0..self.sites[site].members.len() {
+            let m = self.sites[site].members[k];
+            if m != me {
+                self.wake(sh, m, at);
+            }
+        }
+        // A WAN peer plans again only for a chunk it is designated for: nothing else in
+        // this announcement can give it a WAN request. It hears of it after the latency.
+        for &w in &sh.wan[me as usize] {
+            if w == ORIGIN {
+                continue;
+            }
+            let mine = &sh.designated[w as usize];
+            for &c in &pending {
+                if mine.get(c) {
+                    let at = self.now + sh.wan_ns(me, w) + PLAN_COALESCE_NS;
+                    self.send(sh, w, at, Ev::Announced(w, c));
+                }
+            }
+        }
+        let mut pending = pending;
+        pending.clear();
+        self.nodes[l].pending = pending;
+    }
+}
+
+fn wan_index(sh: &Shared, me: u32, peer: u32) -> usize {
+    sh.wan[me as usize]
+        .binary_search(&peer)
+        .expect("a WAN peer")
+}
+
+fn outcome(sc: &SimScenario, sh: &Shared, parts: &[Part]) -> Outcome {
+    let total = sh.keys.len();
+    let node = |id: usize| &parts[sh.part_of(id as u32)].nodes[sh.local[id] as usize];
+    let site = |s: usize| &parts[sh.part_of_site[s] as usize].sites[sh.site_local[s] as usize];
+    let sites = sh.site_wan_ns.len();
+    let mut unreceived = 0;
+    for id in 1..total {
+        let n = node(id);
+        if n.have.ones_and_not(&n.received).next().is_some() {
+            unreceived += 1;
+        }
+    }
+    let mut hash = (0u64, 0u64);
+    for p in parts {
+        hash.0 = planner::mix(hash.0 ^ p.hash.0);
+        hash.1 = planner::mix(hash.1 ^ p.hash.1 ^ hash.0);
+    }
+    let sum = |f: fn(&Part) -> u64| parts.iter().map(f).sum::<u64>();
+    Outcome {
+        completed_s: (1..total)
+            .map(|id| node(id).done_at.map(|t| t as f64 / NS))
+            .collect(),
+        endpoint_site: (1..total).map(|id| sh.site_of[id] - 1).collect(),
+        site_names: (1..sites).map(|s| site(s).links.name.clone()).collect(),
+        release_bytes: sc.release_bytes(),
+        origin_egress: sum(|p| p.origin_egress),
+        origin_egress_seeding: sum(|p| p.origin_seeding),
+        seeding_ended_s: parts[0].reveal_at.map(|t| t as f64 / NS),
+        site_wan_in: (1..sites).map(|s| site(s).wan_in).collect(),
+        site_wan_out: (1..sites).map(|s| site(s).wan_out).collect(),
+        bytes_sent: sum(|p| p.sent),
+        bytes_received: sum(|p| p.received),
+        bytes_lost: sum(|p| p.lost),
+        unreceived_chunks: unreceived,
+        events: sum(|p| p.events),
+        plans: sum(|p| p.plans),
+        log_hash: (u128::from(hash.0) << 64) | u128::from(hash.1),
+        end_s: parts.iter().map(|p| p.now).max().unwrap_or(0) as f64 / NS,
+    }
+}
 struct Entry {
     at: u64,
     seq: u64,
@@ -279,11 +1147,28 @@ impl Calendar {
         }
     }
 
-    fn pop(&mut self) -> Option<Entry> {
+    /// The time of the next event, if any (loads the buckets up to it).
+    fn peek_at(&mut self) -> Option<u64> {
         loop {
-            if let Some(Reverse(e)) = self.draining.pop() {
-                return Some(e);
+            if let Some(Reverse(e)) = self.draining.peek() {
+                return Some(e.at);
             }
+            self.advance()?;
+        }
+    }
+
+    /// The next event if it is before `end`.
+    fn pop_before(&mut self, end: u64) -> Option<Entry> {
+        if self.peek_at()? < end {
+            self.draining.pop().map(|Reverse(e)| e)
+        } else {
+            None
+        }
+    }
+
+    /// Moves to the next bucket that holds events; `None` when there are none left.
+    fn advance(&mut self) -> Option<()> {
+        loop {
             if self.in_ring == 0 {
                 // Jump to the next far event's bucket.
                 let Reverse(next) = self.far.peek()?;
@@ -305,6 +1190,7 @@ impl Calendar {
                 spare.extend(slot.drain(..).map(Reverse));
                 *slot = Vec::new();
                 self.draining = BinaryHeap::from(spare);
+                return Some(());
             }
         }
     }
@@ -348,636 +1234,4 @@ pub struct Outcome {
     pub log_hash: u128,
     /// Simulated seconds when the last event ran.
     pub end_s: f64,
-}
-
-/// The simulator's state.
-pub struct Engine {
-    chunks: Vec<ChunkRef>,
-    nodes: Vec<Node>,
-    sites: Vec<Site>,
-    /// Per branch site (index = site), the origin's seeding share.
-    shares: Vec<Bitmap>,
-    seeding: Seeding,
-    queue: Calendar,
-    /// When each node's next plan is due (NONE: none; DONE: never again), kept apart from
-    /// the nodes: every announcement touches dozens of them.
-    plan_at: Vec<u64>,
-    seq: u64,
-    now: u64,
-    config: PlannerConfig,
-    limit: u64,
-    remaining: usize,
-    hash: (u64, u64),
-    events: u64,
-    plans: u64,
-    sent: u64,
-    received: u64,
-    lost: u64,
-    origin_egress: u64,
-    origin_seeding: u64,
-    reveal_at: Option<u64>,
-    release_bytes: u64,
-}
-
-/// Runs `scenario`; `progress` is called about once per simulated second with (simulated
-/// seconds, endpoints complete, endpoints).
-pub fn run(scenario: &SimScenario, mut progress: impl FnMut(f64, usize, usize)) -> Outcome {
-    let mut e = Engine::new(scenario);
-    let mut next_report = 0u64;
-    while let Some(entry) = e.queue.pop() {
-        if entry.at > e.limit {
-            break;
-        }
-        e.now = entry.at;
-        e.events += 1;
-        let (a, b) = entry.ev.fingerprint();
-        e.hash.0 = planner::mix(e.hash.0 ^ entry.at ^ a);
-        e.hash.1 = planner::mix(e.hash.1 ^ b ^ e.hash.0);
-        e.handle(entry.ev);
-        if e.now >= next_report {
-            progress(
-                e.now as f64 / NS,
-                e.nodes.len() - 1 - e.remaining,
-                e.nodes.len() - 1,
-            );
-            next_report = e.now + 1_000_000_000;
-        }
-    }
-    e.outcome()
-}
-
-impl Engine {
-    fn new(sc: &SimScenario) -> Self {
-        let mut rng = ChaCha20Rng::seed_from_u64(sc.seed);
-        let release_bytes = sc.release_bytes();
-        let chunk = u64::from(sc.chunk_bytes());
-        let n = sc.chunk_count() as u32;
-        let chunks: Vec<ChunkRef> = (0..n)
-            .map(|i| {
-                let len = (release_bytes - u64::from(i) * chunk).min(chunk) as u32;
-                let mut seed = [0u8; 16];
-                seed[..8].copy_from_slice(&sc.seed.to_le_bytes());
-                seed[8..12].copy_from_slice(&i.to_le_bytes());
-                ChunkRef {
-                    id: ChunkId::of(&seed),
-                    len,
-                }
-            })
-            .collect();
-
-        let branch = sc.site_links();
-        let origin_links = SiteLinks {
-            name: "origin".into(),
-            nodes: 1,
-            down: sc.origin_up(),
-            up: sc.origin_up(),
-            wan_latency: sc.origin.latency_ms / 1e3,
-            lan: f64::INFINITY,
-            lan_latency: 0.0,
-        };
-        let mut sites: Vec<Site> = std::iter::once(origin_links)
-            .chain(branch)
-            .map(|l| Site {
-                up: Link::new(l.up),
-                down: Link::new(l.down),
-                wan_ns: (l.wan_latency * NS).round() as u64,
-                lan_ns: (l.lan_latency * NS).round() as u64,
-                members: Vec::new(),
-                lan: Availability::new(n),
-                wan_in: 0,
-                wan_out: 0,
-                links: l,
-            })
-            .collect();
-
-        let mut nodes = Vec::new();
-        for (s, site) in sites.iter_mut().enumerate() {
-            for k in 0..site.links.nodes {
-                let mut key = [0u8; 32];
-                rng.fill(&mut key);
-                let role = if s == 0 { Role::Origin } else { Role::Endpoint };
-                let full = role == Role::Origin;
-                nodes.push(Node {
-                    site: s as u32,
-                    slot: k as u32,
-                    key,
-                    role,
-                    have: if full {
-                        Bitmap::full(n)
-                    } else {
-                        Bitmap::new(n)
-                    },
-                    shown: if full {
-                        Bitmap::full(n)
-                    } else {
-                        Bitmap::new(n)
-                    },
-                    pending: Vec::new(),
-                    pending_bytes: 0,
-                    checkpoint_at: NONE,
-                    designated: Bitmap::new(n),
-                    in_flight: InFlightMap::new(n),
-                    lan_in_flight: vec![0; site.links.nodes],
-                    lan_starved: vec![false; site.links.nodes],
-                    wan: Vec::new(),
-                    wan_in_flight: Vec::new(),
-                    wan_starved: Vec::new(),
-                    nic_up: Link::new(site.links.lan),
-                    nic_down: Link::new(site.links.lan),
-                    wan_busy_at: 0,
-                    wan_dirty: true,
-                    wan_held: Bitmap::new(n),
-                    done_at: None,
-                    received: Bitmap::new(n),
-                });
-                site.members.push((nodes.len() - 1) as u32);
-            }
-        }
-
-        // WAN peers: each endpoint dials `wan_peers` endpoints of other sites, and the origin.
-        let endpoints = nodes.len() as u32 - 1;
-        let want = sc.swarm.wan_peers.min(endpoints as usize - 1);
-        let mut adjacency: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
-        for a in 1..nodes.len() as u32 {
-            let mut picked = 0;
-            let mut tries = 0;
-            while picked < want && tries < want * 20 {
-                tries += 1;
-                let b = rng.random_range(1..=endpoints);
-                if nodes[b as usize].site == nodes[a as usize].site
-                    || adjacency[a as usize].contains(&b)
-                {
-                    continue;
-                }
-                adjacency[a as usize].push(b);
-                adjacency[b as usize].push(a);
-                picked += 1;
-            }
-            adjacency[a as usize].push(ORIGIN);
-            adjacency[ORIGIN as usize].push(a);
-        }
-        for (node, mut peers) in nodes.iter_mut().zip(adjacency) {
-            peers.sort_unstable();
-            peers.dedup();
-            node.wan_in_flight = vec![0; peers.len()];
-            node.wan_starved = vec![false; peers.len()];
-            node.wan = peers;
-        }
-
-        // Origin seeding: each branch site's share.
-        let keys: Vec<u64> = sites[1..]
-            .iter()
-            .map(|s| seeding::site_key(&s.links.name))
-            .collect();
-        let owners = seeding::shares(&keys, &chunks);
-        let mut shares = vec![Bitmap::new(n)];
-        shares.extend((0..keys.len()).map(|s| seeding::share_bitmap(owners.as_deref(), s, n)));
-
-        let mut e = Self {
-            chunks,
-            nodes,
-            sites,
-            shares,
-            seeding: Seeding::new(n, 0),
-            queue: Calendar::new(),
-            plan_at: Vec::new(),
-            seq: 0,
-            now: 0,
-            config: PlannerConfig::default(),
-            limit: (sc.limit_s * NS) as u64,
-            remaining: endpoints as usize,
-            hash: (0x7032_7064_7369_6d31, 0),
-            events: 0,
-            plans: 0,
-            sent: 0,
-            received: 0,
-            lost: 0,
-            origin_egress: 0,
-            origin_seeding: 0,
-            reveal_at: None,
-            release_bytes,
-        };
-        e.plan_at = e
-            .nodes
-            .iter()
-            .map(|n| if n.role == Role::Endpoint { NONE } else { DONE })
-            .collect();
-        for s in 1..e.sites.len() {
-            e.designate(s as u32);
-        }
-        for node in 1..e.nodes.len() as u32 {
-            e.wake(node, 0);
-        }
-        e.push(1_000_000_000, Ev::SeedCheck);
-        e
-    }
-
-    fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Entry {
-            at,
-            seq: self.seq,
-            ev,
-        });
-    }
-
-    /// Schedules a plan of `node` at `at` unless one is due sooner.
-    fn wake(&mut self, node: u32, at: u64) {
-        let due = &mut self.plan_at[node as usize];
-        if *due <= at {
-            return;
-        }
-        *due = at;
-        self.push(at, Ev::Plan(node));
-    }
-
-    /// Recomputes which member of site `s` fetches each chunk across the WAN.
-    fn designate(&mut self, s: u32) {
-        let members: Vec<[u8; 32]> = self.sites[s as usize]
-            .members
-            .iter()
-            .map(|&m| self.nodes[m as usize].key)
-            .collect();
-        let owner = planner::designation(&members, &self.chunks);
-        let n = self.chunks.len() as u32;
-        for (k, &m) in self.sites[s as usize].members.iter().enumerate() {
-            let mut mine = Bitmap::new(n);
-            for (i, &o) in owner.iter().enumerate() {
-                if o as usize == k {
-                    mine.set(i as u32);
-                }
-            }
-            // What its WAN peers (not the reserve) hold among those chunks.
-            let mut held = Bitmap::new(n);
-            for &w in &self.nodes[m as usize].wan {
-                let view = if w == ORIGIN {
-                    if self.seeding.revealed() {
-                        continue;
-                    }
-                    &self.shares[s as usize]
-                } else {
-                    &self.nodes[w as usize].shown
-                };
-                for i in view.ones() {
-                    if mine.get(i) {
-                        held.set(i);
-                    }
-                }
-            }
-            let node = &mut self.nodes[m as usize];
-            node.designated = mine;
-            node.wan_held = held;
-            node.wan_dirty = true;
-        }
-    }
-
-    fn handle(&mut self, ev: Ev) {
-        match ev {
-            Ev::Plan(node) => {
-                if self.plan_at[node as usize] == self.now {
-                    self.plan_at[node as usize] = NONE;
-                    let n = &mut self.nodes[node as usize];
-                    if self.seeding.revealed()
-                        && self.now - n.wan_busy_at >= self.config.reserve_after_ms * 1_000_000
-                    {
-                        n.wan_dirty = true;
-                    }
-                    self.plan(node);
-                }
-            }
-            Ev::Checkpoint(node) => {
-                if self.nodes[node as usize].checkpoint_at == self.now {
-                    self.checkpoint(node);
-                }
-            }
-            Ev::LanDone(to, from, chunk) => self.arrive(to, from, chunk),
-            Ev::WanAtSender(to, from, chunk) => {
-                let len = self.chunks[chunk as usize].len;
-                let fs = self.nodes[from as usize].site as usize;
-                let ts = self.nodes[to as usize].site as usize;
-                let left = self.sites[fs].up.send(self.now, len);
-                self.sites[fs].wan_out += u64::from(len);
-                self.sent += u64::from(len);
-                if from == ORIGIN {
-                    self.origin_egress += u64::from(len);
-                    // Seeding counts a chunk as served once it has left the origin's link.
-                    self.push(left, Ev::Served(chunk));
-                }
-                let at = left + self.sites[fs].wan_ns + self.sites[ts].wan_ns;
-                self.push(at, Ev::WanAtSite(to, from, chunk));
-            }
-            Ev::WanAtSite(to, from, chunk) => {
-                let len = self.chunks[chunk as usize].len;
-                let ts = self.nodes[to as usize].site as usize;
-                let left = self.sites[ts].down.send(self.now, len);
-                self.sites[ts].wan_in += u64::from(len);
-                let at = left + self.sites[ts].lan_ns;
-                self.push(at, Ev::WanDone(to, from, chunk));
-            }
-            Ev::WanDone(to, from, chunk) => {
-                self.nodes[to as usize].wan_dirty = true;
-                self.arrive(to, from, chunk);
-            }
-            Ev::Served(chunk) => {
-                if !self.seeding.revealed() {
-                    self.origin_seeding += u64::from(self.chunks[chunk as usize].len);
-                }
-                if self.seeding.served(chunk, self.now / 1_000_000) {
-                    self.reveal();
-                }
-            }
-            Ev::SeedCheck => {
-                if self.seeding.check_stall(self.now / 1_000_000) {
-                    self.reveal();
-                } else if !self.seeding.revealed() {
-                    self.push(self.now + 1_000_000_000, Ev::SeedCheck);
-                }
-            }
-        }
-    }
-
-    /// Initial seeding ended: every endpoint sees the origin's full bitmap.
-    fn reveal(&mut self) {
-        self.reveal_at = Some(self.now);
-        for n in &mut self.nodes {
-            n.wan_dirty = true;
-        }
-        for node in 1..self.nodes.len() as u32 {
-            self.wake(node, self.now + PLAN_COALESCE_NS);
-        }
-    }
-
-    fn plan(&mut self, me: u32) {
-        self.plans += 1;
-        let node = &self.nodes[me as usize];
-        let site = &self.sites[node.site as usize];
-        let revealed = self.seeding.revealed();
-        let mut targets: Vec<u32> = Vec::with_capacity(site.members.len() + node.wan.len());
-        let mut views: Vec<PeerView<'_>> = Vec::with_capacity(targets.capacity());
-        for (k, &m) in site.members.iter().enumerate() {
-            if m == me {
-                continue;
-            }
-            targets.push(m);
-            views.push(PeerView {
-                id: self.nodes[m as usize].key,
-                same_site: true,
-                have: Some(&self.nodes[m as usize].shown),
-                in_flight_bytes: node.lan_in_flight[k],
-                budget_bytes: LAN_IN_FLIGHT_BYTES,
-                usable: true,
-                reserve: false,
-            });
-        }
-        for (k, &w) in node.wan.iter().enumerate() {
-            let have = if w == ORIGIN && !revealed {
-                &self.shares[node.site as usize]
-            } else {
-                &self.nodes[w as usize].shown
-            };
-            targets.push(w);
-            views.push(PeerView {
-                id: self.nodes[w as usize].key,
-                same_site: false,
-                have: Some(have),
-                in_flight_bytes: node.wan_in_flight[k],
-                budget_bytes: WAN_IN_FLIGHT_BYTES,
-                usable: true,
-                reserve: w == ORIGIN && revealed,
-            });
-        }
-        let wan_busy = views
-            .iter()
-            .any(|v| !v.same_site && !v.reserve && v.in_flight_bytes > 0);
-        let wan_busy_at = if wan_busy { self.now } else { node.wan_busy_at };
-        let input = PlanInput {
-            me: node.key,
-            chunks: &self.chunks,
-            have: &node.have,
-            in_flight: &node.in_flight,
-            peers: &views,
-            lan: &site.lan,
-            designated: &node.designated,
-            now_ms: self.now / 1_000_000,
-            wan_idle_ms: (self.now - wan_busy_at) / 1_000_000,
-            plan_wan: node.wan_dirty,
-            wan_held: Some(&node.wan_held),
-        };
-        let assignments: Vec<Assignment> = planner::plan(&input, &self.config);
-        let wan_assigned = assignments.iter().any(|a| a.wan && !views[a.peer].reserve);
-        let mut room: Vec<i64> = views
-            .iter()
-            .map(|v| v.budget_bytes as i64 - v.in_flight_bytes as i64)
-            .collect();
-        drop(views);
-        for a in &assignments {
-            room[a.peer] -= i64::from(self.chunks[a.chunk as usize].len);
-        }
-        let lan_peers = self.sites[self.nodes[me as usize].site as usize]
-            .members
-            .len()
-            - 1;
-        let node = &mut self.nodes[me as usize];
-        node.wan_busy_at = if wan_assigned { self.now } else { wan_busy_at };
-        node.wan_dirty = false;
-        for (k, r) in room.iter().enumerate() {
-            let starved = if k < lan_peers {
-                *r < (LAN_IN_FLIGHT_BYTES / 4) as i64
-            } else {
-                *r < (WAN_IN_FLIGHT_BYTES / 4) as i64
-            };
-            if starved {
-                if k < lan_peers {
-                    let slot = k + usize::from(k >= node.slot as usize);
-                    node.lan_starved[slot] = true;
-                } else {
-                    node.wan_starved[k - lan_peers] = true;
-                }
-            }
-        }
-        for a in assignments {
-            self.request(me, targets[a.peer], a.chunk);
-        }
-        // The daemon also plans every 100 ms when nothing else happens; two of its reasons
-        // have no other wake-up here: the endgame, and asking the reserve once the WAN has
-        // been idle long enough.
-        let node = &self.nodes[me as usize];
-        let missing = node.have.len() - node.have.count();
-        if missing > 0 && missing <= self.config.endgame_chunks && !node.in_flight.is_empty() {
-            let at = self.now + self.config.endgame_after_ms * 1_000_000 / 4;
-            self.wake(me, at);
-        }
-        let node = &self.nodes[me as usize];
-        if self.seeding.revealed() && node.done_at.is_none() && node.wan_busy_at < self.now {
-            let at = node.wan_busy_at + self.config.reserve_after_ms * 1_000_000;
-            self.wake(me, at.max(self.now + 100_000_000));
-        }
-    }
-
-    fn request(&mut self, me: u32, peer: u32, chunk: u32) {
-        let len = self.chunks[chunk as usize].len;
-        let now = self.now;
-        let (ms, ps) = (self.nodes[me as usize].site, self.nodes[peer as usize].site);
-        let key = self.nodes[peer as usize].key;
-        self.nodes[me as usize]
-            .in_flight
-            .request(chunk, key, now / 1_000_000);
-        if ms == ps {
-            let slot = self.nodes[peer as usize].slot as usize;
-            self.nodes[me as usize].lan_in_flight[slot] += u64::from(len);
-            let lat = self.sites[ms as usize].lan_ns;
-            let started = self.nodes[peer as usize].nic_up.send(now + lat, len);
-            let begin = started - self.nodes[peer as usize].nic_up.time(len);
-            let down = &mut self.nodes[me as usize].nic_down;
-            let landed = down.send(begin, len).max(started);
-            down.free = landed;
-            self.sent += u64::from(len);
-            self.push(landed + lat, Ev::LanDone(me, peer, chunk));
-        } else {
-            let k = self.wan_index(me, peer);
-            self.nodes[me as usize].wan_in_flight[k] += u64::from(len);
-            let at = now + self.sites[ms as usize].wan_ns + self.sites[ps as usize].wan_ns;
-            self.push(at, Ev::WanAtSender(me, peer, chunk));
-        }
-    }
-
-    fn wan_index(&self, me: u32, peer: u32) -> usize {
-        self.nodes[me as usize]
-            .wan
-            .binary_search(&peer)
-            .expect("a WAN peer")
-    }
-
-    /// A chunk from `from` reached `to`.
-    fn arrive(&mut self, to: u32, from: u32, chunk: u32) {
-        let len = self.chunks[chunk as usize].len;
-        self.received += u64::from(len);
-        let same_site = self.nodes[to as usize].site == self.nodes[from as usize].site;
-        let from_key = self.nodes[from as usize].key;
-        let refill = if same_site {
-            let slot = self.nodes[from as usize].slot as usize;
-            let node = &mut self.nodes[to as usize];
-            node.lan_in_flight[slot] -= u64::from(len);
-            let room = LAN_IN_FLIGHT_BYTES.saturating_sub(node.lan_in_flight[slot]);
-            let refill = room >= LAN_IN_FLIGHT_BYTES / 4 && node.lan_starved[slot];
-            if refill {
-                node.lan_starved[slot] = false;
-            }
-            refill
-        } else {
-            let k = self.wan_index(to, from);
-            let node = &mut self.nodes[to as usize];
-            node.wan_in_flight[k] -= u64::from(len);
-            let room = WAN_IN_FLIGHT_BYTES.saturating_sub(node.wan_in_flight[k]);
-            let refill = room >= WAN_IN_FLIGHT_BYTES / 4 && node.wan_starved[k];
-            if refill {
-                node.wan_starved[k] = false;
-            }
-            refill
-        };
-        let now = self.now;
-        let node = &mut self.nodes[to as usize];
-        node.in_flight.answered(chunk, &from_key);
-        node.received.set(chunk);
-        if node.have.set(chunk) {
-            node.in_flight.remove(chunk);
-            node.pending.push(chunk);
-            node.pending_bytes += u64::from(len);
-            if node.have.is_full() {
-                node.done_at = Some(now);
-                self.plan_at[to as usize] = DONE;
-                self.remaining -= 1;
-                node.checkpoint_at = now;
-                self.push(now, Ev::Checkpoint(to));
-            } else if node.pending_bytes >= CHECKPOINT_BYTES {
-                node.checkpoint_at = now;
-                self.push(now, Ev::Checkpoint(to));
-            } else if node.checkpoint_at == NONE {
-                let at = now + CHECKPOINT_INTERVAL.as_nanos() as u64;
-                node.checkpoint_at = at;
-                self.push(at, Ev::Checkpoint(to));
-            }
-        }
-        if refill {
-            self.wake(to, now);
-        }
-    }
-
-    /// Chunks received since the last checkpoint become durable and are announced.
-    fn checkpoint(&mut self, me: u32) {
-        let node = &mut self.nodes[me as usize];
-        node.checkpoint_at = NONE;
-        node.pending_bytes = 0;
-        let pending = std::mem::take(&mut node.pending);
-        let site = node.site as usize;
-        for &c in &pending {
-            if node.shown.set(c) {
-                self.sites[site].lan.add(c);
-            }
-        }
-        let at = self.now + PLAN_COALESCE_NS;
-        for k in 0..self.sites[site].members.len() {
-            let m = self.sites[site].members[k];
-            if m != me {
-                self.wake(m, at);
-            }
-        }
-        // A WAN peer plans again only for a chunk it is designated for and lacks: nothing
-        // else in this announcement can give it a WAN request.
-        let me_node = &self.nodes[me as usize];
-        let mut relevant = Vec::new();
-        for &w in &me_node.wan {
-            let peer = &self.nodes[w as usize];
-            if peer.role == Role::Endpoint && peer.done_at.is_none() {
-                for &c in &pending {
-                    if peer.designated.get(c) && !peer.have.get(c) {
-                        relevant.push((w, c));
-                    }
-                }
-            }
-        }
-        for (w, c) in relevant {
-            let peer = &mut self.nodes[w as usize];
-            peer.wan_held.set(c);
-            peer.wan_dirty = true;
-            self.wake(w, at);
-        }
-        let mut pending = pending;
-        pending.clear();
-        self.nodes[me as usize].pending = pending;
-    }
-
-    fn outcome(&self) -> Outcome {
-        let mut unreceived = 0;
-        for n in &self.nodes[1..] {
-            if n.have.ones_and_not(&n.received).next().is_some() {
-                unreceived += 1;
-            }
-        }
-        Outcome {
-            completed_s: self.nodes[1..]
-                .iter()
-                .map(|n| n.done_at.map(|t| t as f64 / NS))
-                .collect(),
-            endpoint_site: self.nodes[1..].iter().map(|n| n.site - 1).collect(),
-            site_names: self.sites[1..]
-                .iter()
-                .map(|s| s.links.name.clone())
-                .collect(),
-            release_bytes: self.release_bytes,
-            origin_egress: self.origin_egress,
-            origin_egress_seeding: self.origin_seeding,
-            seeding_ended_s: self.reveal_at.map(|t| t as f64 / NS),
-            site_wan_in: self.sites[1..].iter().map(|s| s.wan_in).collect(),
-            site_wan_out: self.sites[1..].iter().map(|s| s.wan_out).collect(),
-            bytes_sent: self.sent,
-            bytes_received: self.received,
-            bytes_lost: self.lost,
-            unreceived_chunks: unreceived,
-            events: self.events,
-            plans: self.plans,
-            log_hash: (u128::from(self.hash.0) << 64) | u128::from(self.hash.1),
-            end_s: self.now as f64 / NS,
-        }
-    }
 }
