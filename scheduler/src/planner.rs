@@ -310,6 +310,11 @@ pub struct PlanInput<'a, S = std::collections::hash_map::RandomState> {
     pub peers: &'a [PeerView<'a>],
     /// How many same-site peers hold each chunk.
     pub lan: &'a Availability,
+    /// Bitmaps of same-site peers that `lan` does not count and this node may use (empty for
+    /// the daemon, whose `lan` counts exactly its usable same-site peers; the simulator keeps
+    /// one count per site of its honest members and passes here the peers only some
+    /// members have banned).
+    pub lan_extra: &'a [&'a Bitmap],
     /// The chunks rendezvous hashing names this node for among the site's live members
     /// ([`designated_chunks`]): the only ones it fetches across the WAN.
     pub designated: &'a Bitmap,
@@ -500,15 +505,23 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
         true
     };
 
+    let words = input.have.word_count();
+    let present = |w: usize| {
+        input
+            .lan_extra
+            .iter()
+            .fold(input.lan.present().word(w), |acc, b| acc | b.word(w))
+    };
+    let lan_count =
+        |i: u32| input.lan.count(i) + input.lan_extra.iter().filter(|b| b.get(i)).count() as u16;
+
     // 1. The LAN: the chunks some same-site peer has and this node lacks and has not asked
     //    for, rarest first, ties in this node's own order; a lazy heap, since a pass usually
     //    stops when the peers' budgets are used up.
-    let words = input.have.word_count();
     if room.lan_open > 0 && !lan_peers.is_empty() {
         let mut heap: std::collections::BinaryHeap<Reverse<(u16, u64, u32)>> = (0..words)
             .flat_map(|w| {
-                let mut m =
-                    input.lan.present().word(w) & !input.have.word(w) & !in_flight.bits().word(w);
+                let mut m = present(w) & !input.have.word(w) & !in_flight.bits().word(w);
                 std::iter::from_fn(move || {
                     (m != 0).then(|| {
                         let i = (w * 64) as u32 + m.trailing_zeros();
@@ -519,7 +532,7 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
             })
             .map(|i| {
                 Reverse((
-                    input.lan.count(i),
+                    lan_count(i),
                     tie_break(&input.me, &input.chunks[i as usize]),
                     i,
                 ))
@@ -545,7 +558,7 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
             .filter_map(|w| {
                 let b = input.designated.word(w)
                     & !input.have.word(w)
-                    & !input.lan.present().word(w)
+                    & !present(w)
                     & !in_flight.bits().word(w);
                 (b != 0).then_some((w, b))
             })
@@ -619,7 +632,7 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
     if missing > 0 && missing <= config.endgame_chunks {
         let wan_holder = |i: u32| wan_peers.iter().chain(&reserve).any(|&k| holds(k, i));
         let requestable = |i: u32| {
-            if input.lan.count(i) > 0 {
+            if lan_count(i) > 0 {
                 lan_peers.iter().any(|&k| holds(k, i))
             } else {
                 input.designated.get(i) && wan_holder(i)
@@ -639,7 +652,7 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
                 .collect();
             stale.sort_unstable_by_key(|(i, f)| (f.since_ms, *i));
             for (i, f) in stale {
-                if input.lan.count(i) > 0 {
+                if lan_count(i) > 0 {
                     assign(i, &lan_peers, f.peers(), &mut room, &mut out);
                 } else if input.designated.get(i)
                     && !assign(i, &wan_peers, f.peers(), &mut room, &mut out)
@@ -706,6 +719,7 @@ mod tests {
             in_flight,
             peers,
             lan: &lan,
+            lan_extra: &[],
             designated: &designated,
             now_ms,
             wan_idle_ms: now_ms,

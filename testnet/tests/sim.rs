@@ -80,3 +80,23 @@ fn fifty_sites_of_ten_complete_near_the_lower_bound_with_one_copy_per_site() {
     let single = report.single_relay.completion.all_s.unwrap();
     assert!(report.product.completion.all_s.unwrap() * 4.0 < branch && branch < single);
 }
+
+#[test]
+fn crashing_and_garbage_serving_peers_do_not_stop_honest_endpoints() {
+    let sc = scenario("fleet-50x10-faults.toml");
+    let (report, o, _) = testnet::sim::simulate(&sc, false);
+    eprintln!("{}", report.table());
+    assert_eq!(o.garbage_nodes, 5);
+    assert!(
+        o.completed_s.iter().all(Option::is_some),
+        "every honest endpoint completes"
+    );
+    assert_eq!(
+        o.unreceived_chunks, 0,
+        "nothing held that was not received and verified"
+    );
+    assert!(o.bytes_lost > 0, "crashes cut transfers short");
+    assert_eq!(o.bytes_sent, o.bytes_received + o.bytes_lost);
+    let ratio = report.product.ratio_to_bound.expect("all complete");
+    assert!(ratio <= 1.6, "completion at {ratio:.3} × T_min");
+}

@@ -259,6 +259,7 @@ async fn fetch(
             in_flight: &in_flight,
             peers: &planner_peers,
             lan: &lan,
+            lan_extra: &[],
             designated,
             now_ms: epoch.elapsed().as_millis() as u64,
             wan_idle_ms: wan_busy.elapsed().as_millis() as u64,

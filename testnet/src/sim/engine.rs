@@ -47,6 +47,7 @@
 //! a chunk is handed to QUIC).
 
 use super::scenario::{SimScenario, SiteLinks};
+use node::net::STRIKES_TO_BAN;
 use node::net::fetch::{
     CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, LAN_IN_FLIGHT_BYTES, PLAN_COALESCE, WAN_IN_FLIGHT_BYTES,
 };
@@ -76,6 +77,12 @@ const NS: f64 = 1e9;
 const NONE: u64 = u64::MAX;
 /// `plan_at` of a node that never plans (the origin, complete endpoints): below every time.
 const DONE: u64 = 0;
+
+/// The epochs of a transfer's two ends (a node's epoch grows each time it leaves), so that a
+/// transfer that outlived either end is recognised: requester in the high half.
+fn epochs(requester: u32, sender: u32) -> u32 {
+    (requester & 0xffff) << 16 | (sender & 0xffff)
+}
 
 /// A fast, fixed hasher for the per-node in-flight maps (keys are chunk indices): the std
 /// hasher is randomly seeded, and the planner sorts what it reads from the map anyway, but a
@@ -110,6 +117,9 @@ pub enum Role {
     Origin,
     /// An endpoint that fetches the release.
     Endpoint,
+    /// A peer that serves garbage: it claims every chunk, fetches nothing, and every chunk it
+    /// sends fails verification.
+    Garbage,
 }
 
 /// A FIFO link: its rate and when it is next free.
@@ -174,14 +184,27 @@ struct Node {
     /// reserve) have announced (`PlanInput::wan_held`).
     wan_held: Bitmap,
     done_at: Option<u64>,
-    /// Chunks received from a peer (what completion is checked against).
+    /// Chunks received from a peer and verified (what completion is checked against).
     received: Bitmap,
+    /// The chunks rendezvous hashing names this node for, over the members it has not
+    /// banned (`Shared::designated` is the copy other partitions read).
+    designated: Bitmap,
+    /// Bad chunks per peer, and the peers banned.
+    strikes: Vec<(u32, u32)>,
+    banned: Vec<u32>,
+    /// Whether it is up, and how many times it has left.
+    alive: bool,
+    epoch: u32,
 }
 
 struct Site {
     links: SiteLinks,
     /// Members, global indices.
     members: Vec<u32>,
+    /// Members that serve garbage (not counted in `lan`).
+    garbage: Vec<u32>,
+    /// For each chunk, the member (index into `members`) rendezvous hashing names.
+    owner: Vec<u32>,
     lan: Availability,
     up: Link,
     down: Link,
@@ -214,6 +237,11 @@ struct Shared {
     wan_view: Vec<Bitmap>,
     /// The origin's seeding share for each site.
     shares: Vec<Bitmap>,
+    /// Whether each node serves garbage.
+    garbage: Vec<bool>,
+    /// Whether each node is up, as WAN peers know it (brought up to date at each window's
+    /// end).
+    alive: Vec<bool>,
 }
 
 impl Shared {
@@ -233,13 +261,18 @@ enum Ev {
     Plan(u32),
     Checkpoint(u32),
     /// LAN transfer done: (to, from, chunk).
-    LanDone(u32, u32, u32),
+    LanDone(u32, u32, u32, u32),
     /// A WAN request reached the sender's site.
-    WanAtSender(u32, u32, u32),
+    WanAtSender(u32, u32, u32, u32),
     /// A WAN chunk reached the receiver's site.
-    WanAtSite(u32, u32, u32),
+    WanAtSite(u32, u32, u32, u32),
     /// A WAN transfer done.
-    WanDone(u32, u32, u32),
+    WanDone(u32, u32, u32, u32),
+    /// A WAN request found its sender gone (or its link cut): (to, from, chunk, epochs).
+    WanFail(u32, u32, u32, u32),
+    /// A node leaves (crashes), and comes back.
+    Leave(u32),
+    Join(u32),
     /// A chunk left the origin's uplink.
     Served(u32),
     /// The origin checks whether initial seeding stalled.
@@ -248,6 +281,8 @@ enum Ev {
     Announced(u32, u32),
     /// The origin's full bitmap, as a reserve, reached this partition.
     Reveal,
+    /// A node's designation changed: re-read its WAN peers' holdings of its chunks.
+    Resync(u32),
 }
 
 impl Ev {
@@ -258,14 +293,18 @@ impl Ev {
         match *self {
             Self::Plan(n) => w(1, n, 0, 0),
             Self::Checkpoint(n) => w(2, n, 0, 0),
-            Self::LanDone(a, b, c) => w(3, a, b, c),
-            Self::WanAtSender(a, b, c) => w(4, a, b, c),
-            Self::WanAtSite(a, b, c) => w(5, a, b, c),
-            Self::WanDone(a, b, c) => w(6, a, b, c),
+            Self::LanDone(a, b, c, _) => w(3, a, b, c),
+            Self::WanAtSender(a, b, c, _) => w(4, a, b, c),
+            Self::WanAtSite(a, b, c, _) => w(5, a, b, c),
+            Self::WanDone(a, b, c, _) => w(6, a, b, c),
+            Self::WanFail(a, b, c, _) => w(12, a, b, c),
+            Self::Leave(n) => w(13, n, 0, 0),
+            Self::Join(n) => w(14, n, 0, 0),
             Self::SeedCheck => w(7, 0, 0, 0),
             Self::Served(c) => w(8, c, 0, 0),
             Self::Announced(a, c) => w(9, a, c, 0),
             Self::Reveal => w(10, 0, 0, 0),
+            Self::Resync(n) => w(11, n, 0, 0),
         }
     }
 }
@@ -292,6 +331,10 @@ struct Part {
     window_end: u64,
     /// Chunks announced this window: (node, chunk), for the WAN views.
     shown_log: Vec<(u32, u32)>,
+    /// Designations changed this window, for `Shared::designated`.
+    designation_log: Vec<(u32, Bitmap)>,
+    /// Nodes that left or came back this window, for `Shared::alive`.
+    alive_log: Vec<(u32, bool)>,
     remaining: usize,
     hash: (u64, u64),
     events: u64,
@@ -320,7 +363,7 @@ pub fn run_on(
     let (mut shared, mut parts) = build(scenario);
     let lookahead = lookahead(&shared);
     let limit = (scenario.limit_s * NS) as u64;
-    let endpoints = shared.keys.len() - 1;
+    let endpoints = shared.keys.len() - 1 - shared.garbage.iter().filter(|g| **g).count();
     let threads = threads.clamp(1, PARTS);
     let mut start = 0u64;
     let mut next_report = 0u64;
@@ -353,6 +396,12 @@ pub fn run_on(
                 shared.wan_view[node as usize].set(chunk);
             }
             p.shown_log.clear();
+            for (node, d) in p.designation_log.drain(..) {
+                shared.designated[node as usize] = d;
+            }
+            for (node, up) in p.alive_log.drain(..) {
+                shared.alive[node as usize] = up;
+            }
         }
         mail.sort_unstable_by_key(|m| (m.0, m.1, m.2));
         for (_, _, _, to, e) in mail {
@@ -466,6 +515,11 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
                 wan_held: Bitmap::new(n),
                 done_at: None,
                 received: Bitmap::new(n),
+                designated: Bitmap::new(n),
+                strikes: Vec::new(),
+                banned: Vec::new(),
+                alive: true,
+                epoch: 0,
             });
             part.plan_at.push(if full { DONE } else { NONE });
             if !full {
@@ -473,6 +527,8 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
             }
         }
         part.sites.push(Site {
+            garbage: Vec::new(),
+            owner: Vec::new(),
             up: Link::new(l.up),
             down: Link::new(l.down),
             lan_ns: (l.lan_latency * NS).round() as u64,
@@ -510,6 +566,53 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
         peers.dedup();
     }
 
+    // Garbage-serving peers.
+    let mut garbage = vec![false; total];
+    let bad = ((sc.faults.garbage * f64::from(endpoints)).round() as u32).min(endpoints);
+    let mut marked = 0;
+    while marked < bad {
+        let g = rng.random_range(1..=endpoints) as usize;
+        if !garbage[g] {
+            garbage[g] = true;
+            marked += 1;
+        }
+    }
+    for (id, &g) in garbage.iter().enumerate() {
+        if !g {
+            continue;
+        }
+        let s = site_of[id] as usize;
+        let part = &mut parts[part_of_site[s] as usize];
+        let l = local[id] as usize;
+        let node = &mut part.nodes[l];
+        node.role = Role::Garbage;
+        node.have = Bitmap::full(n);
+        node.shown = Bitmap::full(n);
+        part.plan_at[l] = DONE;
+        part.remaining -= 1;
+        part.sites[site_local[s] as usize].garbage.push(id as u32);
+    }
+
+    // Churn: a share of the honest endpoints leaves once, at a time within the window, and
+    // comes back after a while.
+    let honest: Vec<u32> = (1..=endpoints).filter(|&i| !garbage[i as usize]).collect();
+    let leaving = ((sc.faults.churn * honest.len() as f64).round() as usize).min(honest.len());
+    let mut churners: Vec<u32> = Vec::new();
+    while churners.len() < leaving {
+        let c = honest[rng.random_range(0..honest.len())];
+        if !churners.contains(&c) {
+            churners.push(c);
+        }
+    }
+    let [w0, w1] = sc.faults.churn_window_s;
+    let [d0, d1] = sc.faults.churn_down_s;
+    let mut churn_events = Vec::new();
+    for &c in &churners {
+        let leave = rng.random_range(w0..=w1);
+        let back = leave + rng.random_range(d0..=d1);
+        churn_events.push((c, (leave * NS) as u64, (back * NS) as u64));
+    }
+
     // Origin seeding: each branch site's share.
     let site_keys: Vec<u64> = links[1..]
         .iter()
@@ -521,23 +624,26 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
 
     // Designation: per site, over all members.
     let mut designated = vec![Bitmap::new(n); total];
-    for part in &parts {
-        for site in &part.sites {
+    for part in &mut parts {
+        for site in &mut part.sites {
             let members: Vec<[u8; 32]> = site.members.iter().map(|&m| keys[m as usize]).collect();
-            let owner = planner::designation(&members, &chunks);
+            site.owner = planner::designation(&members, &chunks);
             for (k, &m) in site.members.iter().enumerate() {
                 let mine = &mut designated[m as usize];
-                for (i, &o) in owner.iter().enumerate() {
+                for (i, &o) in site.owner.iter().enumerate() {
                     if o as usize == k {
                         mine.set(i as u32);
                     }
                 }
             }
         }
+        for node in &mut part.nodes {
+            node.designated = designated[node.id as usize].clone();
+        }
     }
     let wan_view: Vec<Bitmap> = (0..total)
         .map(|i| {
-            if i == ORIGIN as usize {
+            if i == ORIGIN as usize || garbage[i] {
                 Bitmap::full(n)
             } else {
                 Bitmap::new(n)
@@ -564,6 +670,8 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
         designated,
         wan_view,
         shares,
+        alive: vec![true; total],
+        garbage,
     };
     for part in &mut parts {
         for k in 0..part.nodes.len() {
@@ -573,10 +681,12 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
             node.wan_in_flight = vec![0; peers];
             node.wan_starved = vec![false; peers];
             if node.role == Role::Endpoint {
-                // Before seeding ends, only the origin holds anything: this site's share.
+                // Before seeding ends, only the origin holds anything (this site's share),
+                // and the garbage peers claim everything.
                 let share = &shared.shares[node.site as usize];
+                let liar = shared.wan[id].iter().any(|&w| shared.garbage[w as usize]);
                 for i in shared.designated[id].ones() {
-                    if share.get(i) {
+                    if liar || share.get(i) {
                         node.wan_held.set(i);
                     }
                 }
@@ -586,6 +696,11 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
             let id = part.nodes[k].id;
             part.wake(&shared, id, 0);
         }
+    }
+    for (c, leave, back) in churn_events {
+        let part = &mut parts[shared.part_of(c)];
+        part.push(leave, Ev::Leave(c));
+        part.push(back, Ev::Join(c));
     }
     parts[0].seeding = Some(Seeding::new(n, 0));
     parts[0].push(1_000_000_000, Ev::SeedCheck);
@@ -609,6 +724,8 @@ impl Part {
             outbox: Vec::new(),
             window_end: 0,
             shown_log: Vec::new(),
+            designation_log: Vec::new(),
+            alive_log: Vec::new(),
             remaining: 0,
             hash: (0x7032_7064_7369_6d31 ^ id as u64, 0),
             events: 0,
@@ -705,8 +822,22 @@ impl Part {
                     self.checkpoint(sh, node);
                 }
             }
-            Ev::LanDone(to, from, chunk) => self.arrive(sh, to, from, chunk),
-            Ev::WanAtSender(to, from, chunk) => {
+            Ev::LanDone(to, from, chunk, ep) => {
+                let sender = self.node(sh, from);
+                if !sender.alive || sender.epoch & 0xffff != ep & 0xffff {
+                    // The sender went away before the chunk was through.
+                    self.lost += u64::from(sh.chunks[chunk as usize].len);
+                    self.failed(sh, to, from, chunk, ep);
+                } else {
+                    self.arrive(sh, to, from, chunk, ep);
+                }
+            }
+            Ev::WanAtSender(to, from, chunk, ep) => {
+                if !self.node(sh, from).alive {
+                    let at = self.now + sh.wan_ns(from, to);
+                    self.send(sh, to, at, Ev::WanFail(to, from, chunk, ep));
+                    return;
+                }
                 let len = sh.chunks[chunk as usize].len;
                 let fs = sh.site_of[from as usize];
                 let now = self.now;
@@ -720,21 +851,27 @@ impl Part {
                     self.push(left, Ev::Served(chunk));
                 }
                 let at = left + sh.wan_ns(from, to);
-                self.send(sh, to, at, Ev::WanAtSite(to, from, chunk));
+                self.send(sh, to, at, Ev::WanAtSite(to, from, chunk, ep));
             }
-            Ev::WanAtSite(to, from, chunk) => {
+            Ev::WanAtSite(to, from, chunk, ep) => {
                 let len = sh.chunks[chunk as usize].len;
                 let now = self.now;
                 let site = self.site_mut(sh, sh.site_of[to as usize]);
                 let left = site.down.send(now, len);
                 site.wan_in += u64::from(len);
                 let at = left + site.lan_ns;
-                self.push(at, Ev::WanDone(to, from, chunk));
+                self.push(at, Ev::WanDone(to, from, chunk, ep));
             }
-            Ev::WanDone(to, from, chunk) => {
+            Ev::WanDone(to, from, chunk, ep) => {
                 self.node_mut(sh, to).wan_dirty = true;
-                self.arrive(sh, to, from, chunk);
+                self.arrive(sh, to, from, chunk, ep);
             }
+            Ev::WanFail(to, from, chunk, ep) => {
+                self.node_mut(sh, to).wan_dirty = true;
+                self.failed(sh, to, from, chunk, ep);
+            }
+            Ev::Leave(node) => self.leave(sh, node),
+            Ev::Join(node) => self.join(sh, node),
             Ev::Served(chunk) => {
                 let now_ms = self.now / 1_000_000;
                 let seeding = self.seeding.as_mut().expect("the origin's partition");
@@ -757,12 +894,14 @@ impl Part {
             Ev::Announced(node, chunk) => {
                 let n = self.node_mut(sh, node);
                 if n.done_at.is_none() && !n.have.get(chunk) {
+                    // Noted even while it is down: it learns the peer's bitmap on return.
                     n.wan_held.set(chunk);
                     n.wan_dirty = true;
                     let at = self.now + PLAN_COALESCE_NS;
                     self.wake(sh, node, at);
                 }
             }
+            Ev::Resync(node) => self.resync(sh, node),
             Ev::Reveal => {
                 self.revealed = true;
                 let at = self.now + PLAN_COALESCE_NS;
@@ -812,9 +951,16 @@ impl Part {
         let wan = &sh.wan[me as usize];
         let mut targets: Vec<u32> = Vec::with_capacity(site.members.len() + wan.len());
         let mut views: Vec<PeerView<'_>> = Vec::with_capacity(targets.capacity());
+        let mut extra: Vec<&Bitmap> = Vec::new();
         for (k, &m) in site.members.iter().enumerate() {
-            if m == me {
+            if m == me
+                || node.banned.contains(&m)
+                || !self.nodes[sh.local[m as usize] as usize].alive
+            {
                 continue;
+            }
+            if sh.garbage[m as usize] {
+                extra.push(&self.nodes[sh.local[m as usize] as usize].shown);
             }
             targets.push(m);
             views.push(PeerView {
@@ -827,7 +973,11 @@ impl Part {
                 reserve: false,
             });
         }
+        let lan_views = views.len();
         for (k, &w) in wan.iter().enumerate() {
+            if node.banned.contains(&w) || !sh.alive[w as usize] {
+                continue;
+            }
             let have = if w == ORIGIN && !revealed {
                 &sh.shares[node.site as usize]
             } else {
@@ -855,7 +1005,8 @@ impl Part {
             in_flight: &node.in_flight,
             peers: &views,
             lan: &site.lan,
-            designated: &sh.designated[me as usize],
+            lan_extra: &extra,
+            designated: &node.designated,
             now_ms: self.now / 1_000_000,
             wan_idle_ms: (self.now - wan_busy_at) / 1_000_000,
             plan_wan: node.wan_dirty,
@@ -871,19 +1022,22 @@ impl Part {
         for a in &assignments {
             room[a.peer] -= i64::from(sh.chunks[a.chunk as usize].len);
         }
-        let lan_peers = site.members.len() - 1;
         let now = self.now;
+        let slots: Vec<usize> = targets[..lan_views]
+            .iter()
+            .map(|&m| self.node(sh, m).slot as usize)
+            .collect();
         let node = self.node_mut(sh, me);
         node.wan_busy_at = if wan_assigned { now } else { wan_busy_at };
         node.wan_dirty = false;
         for (k, r) in room.iter().enumerate() {
-            if k < lan_peers {
+            if k < lan_views {
                 if *r < (LAN_IN_FLIGHT_BYTES / 4) as i64 {
-                    let slot = k + usize::from(k >= node.slot as usize);
-                    node.lan_starved[slot] = true;
+                    node.lan_starved[slots[k]] = true;
                 }
             } else if *r < (WAN_IN_FLIGHT_BYTES / 4) as i64 {
-                node.wan_starved[k - lan_peers] = true;
+                let w = wan_index(sh, me, targets[k]);
+                node.wan_starved[w] = true;
             }
         }
         for a in assignments {
@@ -928,19 +1082,28 @@ impl Part {
             let landed = down.send(begin, len).max(started);
             down.free = landed;
             self.sent += u64::from(len);
-            self.push(landed + lat, Ev::LanDone(me, peer, chunk));
+            let ep = epochs(self.node(sh, me).epoch, self.node(sh, peer).epoch);
+            self.push(landed + lat, Ev::LanDone(me, peer, chunk, ep));
         } else {
             let k = wan_index(sh, me, peer);
             self.node_mut(sh, me).wan_in_flight[k] += u64::from(len);
             let at = now + sh.wan_ns(me, peer);
-            self.send(sh, peer, at, Ev::WanAtSender(me, peer, chunk));
+            let ep = epochs(self.node(sh, me).epoch, 0);
+            self.send(sh, peer, at, Ev::WanAtSender(me, peer, chunk, ep));
         }
     }
 
     /// A chunk from `from` reached `to`.
-    fn arrive(&mut self, sh: &Shared, to: u32, from: u32, chunk: u32) {
+    fn arrive(&mut self, sh: &Shared, to: u32, from: u32, chunk: u32, ep: u32) {
         let len = sh.chunks[chunk as usize].len;
+        let node = self.node(sh, to);
+        if !node.alive || node.epoch & 0xffff != ep >> 16 {
+            // Its requester went away meanwhile: the bytes crossed the links for nothing.
+            self.lost += u64::from(len);
+            return;
+        }
         self.received += u64::from(len);
+        let bad = sh.garbage[from as usize];
         let same_site = sh.site_of[to as usize] == sh.site_of[from as usize];
         let from_key = sh.keys[from as usize];
         let refill = if same_site {
@@ -968,6 +1131,12 @@ impl Part {
         let l = sh.local[to as usize] as usize;
         let node = &mut self.nodes[l];
         node.in_flight.answered(chunk, &from_key);
+        if bad {
+            // It does not match its id: a strike, and the chunk is asked again elsewhere.
+            self.strike(sh, to, from);
+            self.wake(sh, to, now);
+            return;
+        }
         node.received.set(chunk);
         if node.have.set(chunk) {
             node.in_flight.remove(chunk);
@@ -991,6 +1160,184 @@ impl Part {
         if refill {
             self.wake(sh, to, now);
         }
+    }
+
+    /// A request of `to` for `chunk` from `from` failed: it is asked again (elsewhere).
+    fn failed(&mut self, sh: &Shared, to: u32, from: u32, chunk: u32, ep: u32) {
+        let node = self.node(sh, to);
+        if !node.alive || node.epoch & 0xffff != ep >> 16 {
+            return;
+        }
+        let len = u64::from(sh.chunks[chunk as usize].len);
+        let key = sh.keys[from as usize];
+        if sh.site_of[to as usize] == sh.site_of[from as usize] {
+            let slot = self.node(sh, from).slot as usize;
+            let node = self.node_mut(sh, to);
+            node.lan_in_flight[slot] -= len;
+            node.in_flight.answered(chunk, &key);
+        } else {
+            let k = wan_index(sh, to, from);
+            let node = self.node_mut(sh, to);
+            node.wan_in_flight[k] -= len;
+            node.in_flight.answered(chunk, &key);
+        }
+        let now = self.now;
+        self.wake(sh, to, now);
+    }
+
+    /// `me` crashes: what it had not made durable is lost, its peers lose it, and its site
+    /// hands its share of WAN chunks to the others.
+    fn leave(&mut self, sh: &Shared, me: u32) {
+        let l = sh.local[me as usize] as usize;
+        let node = &mut self.nodes[l];
+        node.alive = false;
+        node.epoch += 1;
+        for c in std::mem::take(&mut node.pending) {
+            node.have.clear(c);
+            node.received.clear(c);
+        }
+        node.pending_bytes = 0;
+        node.checkpoint_at = NONE;
+        let n = node.have.len();
+        node.in_flight = InFlightMap::new(n);
+        node.lan_in_flight.iter_mut().for_each(|b| *b = 0);
+        node.lan_starved.iter_mut().for_each(|b| *b = false);
+        node.wan_in_flight.iter_mut().for_each(|b| *b = 0);
+        node.wan_starved.iter_mut().for_each(|b| *b = false);
+        self.plan_at[l] = DONE;
+        let site = sh.site_local[self.nodes[l].site as usize] as usize;
+        for c in self.nodes[l].shown.ones() {
+            self.sites[site].lan.remove(c);
+        }
+        self.alive_log.push((me, false));
+        self.site_changed(sh, site);
+    }
+
+    /// `me` is back with what it had made durable.
+    fn join(&mut self, sh: &Shared, me: u32) {
+        let l = sh.local[me as usize] as usize;
+        let now = self.now;
+        let node = &mut self.nodes[l];
+        node.alive = true;
+        node.wan_busy_at = now;
+        let done = node.done_at.is_some();
+        let site = sh.site_local[node.site as usize] as usize;
+        for c in self.nodes[l].shown.ones() {
+            self.sites[site].lan.add(c);
+        }
+        self.plan_at[l] = if done { DONE } else { NONE };
+        self.alive_log.push((me, true));
+        self.site_changed(sh, site);
+        self.wake(sh, me, now);
+    }
+
+    /// A member of site `site` (local index) left or came back: the site's rendezvous set
+    /// changes, every member's designation with it, and every member plans again.
+    fn site_changed(&mut self, sh: &Shared, site: usize) {
+        let members = self.sites[site].members.clone();
+        let up: Vec<usize> = (0..members.len())
+            .filter(|&k| self.node(sh, members[k]).alive)
+            .collect();
+        let keys: Vec<[u8; 32]> = up.iter().map(|&k| sh.keys[members[k] as usize]).collect();
+        let owner = planner::designation(&keys, &sh.chunks);
+        self.sites[site].owner = owner.iter().map(|&o| up[o as usize] as u32).collect();
+        let at = self.now + PLAN_COALESCE_NS;
+        for &k in &up {
+            let m = members[k];
+            if self.node(sh, m).role == Role::Endpoint {
+                self.redesignate(sh, m);
+                self.wake(sh, m, at);
+            }
+        }
+    }
+
+    /// Records a bad chunk from `from`; at [`STRIKES_TO_BAN`] the peer is banned: it is no
+    /// longer asked, and a same-site one leaves this node's rendezvous set (the daemon's
+    /// ban lasts ten minutes, longer than any run here).
+    fn strike(&mut self, sh: &Shared, to: u32, from: u32) {
+        let node = self.node_mut(sh, to);
+        if node.banned.contains(&from) {
+            return;
+        }
+        let strikes = match node.strikes.iter_mut().find(|(p, _)| *p == from) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                node.strikes.push((from, 1));
+                1
+            }
+        };
+        if strikes < STRIKES_TO_BAN {
+            return;
+        }
+        node.banned.push(from);
+        if sh.site_of[from as usize] == sh.site_of[to as usize] {
+            self.redesignate(sh, to);
+        }
+    }
+
+    /// Recomputes which chunks `me` fetches across the WAN: the site's designation, with the
+    /// chunks of members it banned handed to the highest-weight member it has not banned.
+    fn redesignate(&mut self, sh: &Shared, me: u32) {
+        let site = &self.sites[sh.site_local[sh.site_of[me as usize] as usize] as usize];
+        let node = self.node(sh, me);
+        let slot = node.slot as usize;
+        let live: Vec<[u8; 32]> = site
+            .members
+            .iter()
+            .filter(|&&m| !node.banned.contains(&m) && self.node(sh, m).alive)
+            .map(|&m| sh.keys[m as usize])
+            .collect();
+        let banned_slots: Vec<u32> = site
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| node.banned.contains(m))
+            .map(|(k, _)| k as u32)
+            .collect();
+        let mut mine = Bitmap::new(sh.chunks.len() as u32);
+        for (i, &o) in site.owner.iter().enumerate() {
+            let owner_is_me = if banned_slots.contains(&o) {
+                planner::designated_member(&live, &sh.chunks[i]) == Some(&sh.keys[me as usize])
+            } else {
+                o as usize == slot
+            };
+            if owner_is_me {
+                mine.set(i as u32);
+            }
+        }
+        let end = self.window_end;
+        self.designation_log.push((me, mine.clone()));
+        let node = self.node_mut(sh, me);
+        node.designated = mine;
+        node.wan_dirty = true;
+        // Announcements of this window went out against the old designation; once the
+        // window ends the WAN views hold them all.
+        self.push(end, Ev::Resync(me));
+    }
+
+    /// Re-reads what the WAN peers (not the reserve, not banned) hold of `me`'s designated
+    /// chunks.
+    fn resync(&mut self, sh: &Shared, me: u32) {
+        let node = self.node(sh, me);
+        let mut held = node.wan_held.clone();
+        for &w in &sh.wan[me as usize] {
+            if w == ORIGIN || node.banned.contains(&w) {
+                continue;
+            }
+            for i in node.designated.ones_and_not(&node.have) {
+                if sh.wan_view[w as usize].get(i) {
+                    held.set(i);
+                }
+            }
+        }
+        let node = self.node_mut(sh, me);
+        node.wan_held = held;
+        node.wan_dirty = true;
+        let now = self.now;
+        self.wake(sh, me, now);
     }
 
     /// Chunks received since the last checkpoint become durable and are announced.
@@ -1045,8 +1392,9 @@ fn outcome(sc: &SimScenario, sh: &Shared, parts: &[Part]) -> Outcome {
     let node = |id: usize| &parts[sh.part_of(id as u32)].nodes[sh.local[id] as usize];
     let site = |s: usize| &parts[sh.part_of_site[s] as usize].sites[sh.site_local[s] as usize];
     let sites = sh.site_wan_ns.len();
+    let honest: Vec<usize> = (1..total).filter(|&id| !sh.garbage[id]).collect();
     let mut unreceived = 0;
-    for id in 1..total {
+    for &id in &honest {
         let n = node(id);
         if n.have.ones_and_not(&n.received).next().is_some() {
             unreceived += 1;
@@ -1059,10 +1407,12 @@ fn outcome(sc: &SimScenario, sh: &Shared, parts: &[Part]) -> Outcome {
     }
     let sum = |f: fn(&Part) -> u64| parts.iter().map(f).sum::<u64>();
     Outcome {
-        completed_s: (1..total)
-            .map(|id| node(id).done_at.map(|t| t as f64 / NS))
+        completed_s: honest
+            .iter()
+            .map(|&id| node(id).done_at.map(|t| t as f64 / NS))
             .collect(),
-        endpoint_site: (1..total).map(|id| sh.site_of[id] - 1).collect(),
+        endpoint_site: honest.iter().map(|&id| sh.site_of[id] - 1).collect(),
+        garbage_nodes: total - 1 - honest.len(),
         site_names: (1..sites).map(|s| site(s).links.name.clone()).collect(),
         release_bytes: sc.release_bytes(),
         origin_egress: sum(|p| p.origin_egress),
@@ -1199,9 +1549,10 @@ impl Calendar {
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// Seconds at which each endpoint completed (`None`: not within the limit), by node index
-    /// minus one (the origin is not an endpoint).
+    /// Seconds at which each honest endpoint completed (`None`: not within the limit).
     pub completed_s: Vec<Option<f64>>,
+    /// Endpoints that served garbage (not in `completed_s`).
+    pub garbage_nodes: usize,
     /// Site of each endpoint (index into `site_names`).
     pub endpoint_site: Vec<u32>,
     /// Site names (branch sites; the origin's site is not listed).

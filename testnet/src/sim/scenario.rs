@@ -201,7 +201,7 @@ impl Default for SwarmSpec {
 }
 
 /// `[faults]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
     /// Share of endpoints that leave once and come back.
@@ -210,6 +210,31 @@ pub struct FaultSpec {
     /// Share of endpoints that serve garbage (they claim every chunk and fetch nothing).
     #[serde(default)]
     pub garbage: f64,
+    /// When churning endpoints leave: uniformly within this window, seconds from publish.
+    #[serde(default = "default_churn_window")]
+    pub churn_window_s: [f64; 2],
+    /// How long a churning endpoint stays away, seconds: uniformly within this range.
+    #[serde(default = "default_churn_down")]
+    pub churn_down_s: [f64; 2],
+}
+
+fn default_churn_window() -> [f64; 2] {
+    [5.0, 60.0]
+}
+
+fn default_churn_down() -> [f64; 2] {
+    [10.0, 30.0]
+}
+
+impl Default for FaultSpec {
+    fn default() -> Self {
+        Self {
+            churn: 0.0,
+            garbage: 0.0,
+            churn_window_s: default_churn_window(),
+            churn_down_s: default_churn_down(),
+        }
+    }
 }
 
 /// A site with every figure resolved.
@@ -301,6 +326,15 @@ impl SimScenario {
         ] {
             anyhow::ensure!((0.0..=0.5).contains(&v), "{what} must be within 0..=0.5");
         }
+        for (what, [a, b]) in [
+            ("faults.churn_window_s", s.faults.churn_window_s),
+            ("faults.churn_down_s", s.faults.churn_down_s),
+        ] {
+            anyhow::ensure!(
+                a.is_finite() && b.is_finite() && 0.0 <= a && a <= b,
+                "{what} must be [from, to] with 0 <= from <= to"
+            );
+        }
         Ok(s)
     }
 
@@ -357,6 +391,15 @@ impl SimScenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_scenarios_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/sim");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            SimScenario::load(&path).unwrap();
+        }
+    }
 
     #[test]
     fn sites_are_listed_then_generated_and_bad_figures_are_refused() {
