@@ -1014,6 +1014,51 @@ mod tests {
     }
 
     #[test]
+    fn a_same_site_peer_outside_the_count_is_still_a_lan_holder() {
+        // The count knows nothing; an extra same-site bitmap holds chunk 3: it is asked on
+        // the LAN (not across the WAN), and not at all once that peer is dropped.
+        let cs = chunks(8);
+        let full = Bitmap::full(8);
+        let mut extra = Bitmap::new(8);
+        extra.set(3);
+        let have = Bitmap::new(8);
+        let in_flight: InFlightSet = InFlightSet::new(8);
+        let lan = Availability::new(8);
+        let nobody = Bitmap::new(8);
+        let peers = [peer(1, true, &extra), peer(9, false, &full)];
+        let run = |extras: &[&Bitmap], designated: &Bitmap| {
+            let input = PlanInput {
+                me: id(0),
+                chunks: &cs,
+                have: &have,
+                in_flight: &in_flight,
+                peers: &peers,
+                lan: &lan,
+                lan_extra: extras,
+                designated,
+                now_ms: 0,
+                wan_idle_ms: 0,
+                plan_wan: true,
+                wan_held: None,
+            };
+            plan(&input, &PlannerConfig::default())
+        };
+        let p = run(&[&extra], &nobody);
+        assert_eq!(
+            p,
+            vec![Assignment {
+                chunk: 3,
+                peer: 0,
+                wan: false
+            }]
+        );
+        // Designated for everything: chunk 3 still goes to the LAN, the rest to the WAN.
+        let all = Bitmap::full(8);
+        let p = run(&[&extra], &all);
+        assert!(p.iter().all(|a| a.wan == (a.chunk != 3)), "{p:?}");
+    }
+
+    #[test]
     fn in_flight_set_tracks_requests_and_answers() {
         let mut s: InFlightSet = InFlightSet::new(10);
         s.request(3, id(1), 5);

@@ -117,7 +117,22 @@ async fn run(
     let d1 = distribute_with_bars(&fleet, 1).await?;
     let n1 = fleet.check_exports(&d1.release, 1).await?;
     println!("{}", report::render("v1", &d1));
-    println!("exports checked byte for byte on {n1} nodes\n");
+    println!("exports checked byte for byte on {n1} nodes");
+    // The cross-check: the same scenario in the simulator.
+    let sim = testnet::sim::from_testnet(&fleet.scenario);
+    let simulated = testnet::sim::engine::run(&sim, |_, _, _| {});
+    let sim_all = simulated
+        .completed_s
+        .iter()
+        .map(|t| t.unwrap_or(f64::INFINITY))
+        .fold(0.0, f64::max);
+    let real_all = d1.all_complete_s();
+    println!(
+        "simulator on the same scenario: all complete after {sim_all:.2} s, testnet {real_all:.2} s (simulated / real = {:.2}); origin {:.2} F simulated, {:.2} F real\n",
+        sim_all / real_all,
+        simulated.origin_egress as f64 / simulated.release_bytes as f64,
+        d1.origin_egress as f64 / d1.bytes.max(1) as f64
+    );
     let mut results = vec![d1];
     if has_v2 {
         println!(

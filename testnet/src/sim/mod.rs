@@ -165,6 +165,54 @@ pub fn relay_per_branch(sc: &SimScenario) -> Baseline {
     }
 }
 
+/// The simulator's version of a real-node testnet scenario, for the cross-check: the same
+/// sites, nodes, WAN rates and release size. The testnet delays a packet by the receiving
+/// site's latency and none at the origin; the simulator adds both ends' latencies, so each
+/// site gets half its testnet latency and the origin none (the same round trips). Links the
+/// testnet leaves unlimited (loopback LAN, an uncapped WAN) get 10 Gbit/s.
+pub fn from_testnet(t: &crate::scenario::Scenario) -> SimScenario {
+    const UNLIMITED_MBIT: f64 = 10_000.0;
+    let mbit = |bytes_per_s: Option<f64>| bytes_per_s.map_or(UNLIMITED_MBIT, |b| b * 8.0 / 1e6);
+    SimScenario {
+        name: format!("{} (simulated)", t.name),
+        seed: t.seed,
+        release: scenario::SimRelease {
+            size_mib: t.release.size_mib as f64,
+            chunk_kib: 64,
+        },
+        origin: scenario::SimOrigin {
+            up_mbit: t.origin.up_mbit.unwrap_or(UNLIMITED_MBIT),
+            latency_ms: 0.0,
+        },
+        sites: scenario::SiteDefaults {
+            count: t.sites.len(),
+            lan_mbit: UNLIMITED_MBIT,
+            ..scenario::SiteDefaults::default()
+        },
+        site: t
+            .sites
+            .iter()
+            .map(|s| scenario::SiteSpec {
+                name: s.name.clone(),
+                nodes: Some(s.nodes),
+                wan_down_mbit: Some(mbit(
+                    match (s.down(&t.wan), s.ingress_cap()) {
+                        (Some(d), Some(c)) => Some(d.min(c)),
+                        (d, c) => d.or(c),
+                    },
+                )),
+                wan_up_mbit: Some(mbit(s.up(&t.wan))),
+                wan_latency_ms: Some(s.latency(&t.wan).as_secs_f64() * 1e3 / 2.0),
+                lan_mbit: None,
+                lan_latency_ms: Some(0.05),
+            })
+            .collect(),
+        swarm: scenario::SwarmSpec::default(),
+        faults: scenario::FaultSpec::default(),
+        limit_s: t.timeout_s as f64,
+    }
+}
+
 /// Runs `sc` (the product by the engine, the baselines by the flow model), reports progress
 /// on stderr when `progress` is set, and returns the report.
 pub fn simulate(
