@@ -1346,7 +1346,9 @@ impl Part {
         let node = &mut self.nodes[l];
         node.checkpoint_at = NONE;
         node.pending_bytes = 0;
-        let pending = std::mem::take(&mut node.pending);
+        let mut pending = std::mem::take(&mut node.pending);
+        // In chunk order, so the scans of peers' bitmaps below run front to back.
+        pending.sort_unstable();
         let site = sh.site_local[node.site as usize] as usize;
         for &c in &pending {
             if self.nodes[l].shown.set(c) {
@@ -1375,7 +1377,6 @@ impl Part {
                 }
             }
         }
-        let mut pending = pending;
         pending.clear();
         self.nodes[l].pending = pending;
     }

@@ -195,12 +195,10 @@ pub fn from_testnet(t: &crate::scenario::Scenario) -> SimScenario {
             .map(|s| scenario::SiteSpec {
                 name: s.name.clone(),
                 nodes: Some(s.nodes),
-                wan_down_mbit: Some(mbit(
-                    match (s.down(&t.wan), s.ingress_cap()) {
-                        (Some(d), Some(c)) => Some(d.min(c)),
-                        (d, c) => d.or(c),
-                    },
-                )),
+                wan_down_mbit: Some(mbit(match (s.down(&t.wan), s.ingress_cap()) {
+                    (Some(d), Some(c)) => Some(d.min(c)),
+                    (d, c) => d.or(c),
+                })),
                 wan_up_mbit: Some(mbit(s.up(&t.wan))),
                 wan_latency_ms: Some(s.latency(&t.wan).as_secs_f64() * 1e3 / 2.0),
                 lan_mbit: None,
