@@ -379,13 +379,15 @@ pub fn plot(
             });
     }
     chart
-        .draw_series(LineSeries::new(
+        .draw_series(DashedLineSeries::new(
             vec![(t_min_s, 0.0), (t_min_s, 100.0)],
-            BLACK.mix(0.5).stroke_width(1),
+            6,
+            4,
+            BLACK.stroke_width(2),
         ))
         .map_err(e)?
         .label("lower bound T_min")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
