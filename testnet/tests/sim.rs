@@ -82,7 +82,7 @@ fn fifty_sites_of_ten_complete_near_the_lower_bound_with_one_copy_per_site() {
 }
 
 #[test]
-fn crashing_and_garbage_serving_peers_do_not_stop_honest_endpoints() {
+fn crashes_garbage_and_a_cut_off_site_do_not_stop_honest_endpoints() {
     let sc = scenario("fleet-50x10-faults.toml");
     let (report, o, _) = testnet::sim::simulate(&sc, false);
     eprintln!("{}", report.table());
@@ -97,6 +97,25 @@ fn crashing_and_garbage_serving_peers_do_not_stop_honest_endpoints() {
     );
     assert!(o.bytes_lost > 0, "crashes cut transfers short");
     assert_eq!(o.bytes_sent, o.bytes_received + o.bytes_lost);
-    let ratio = report.product.ratio_to_bound.expect("all complete");
-    assert!(ratio <= 1.6, "completion at {ratio:.3} × T_min");
+    // The site cut off for 8 s finishes last, about that much behind; the others near the
+    // bound.
+    let t_min = report.lower_bound.t_min_s;
+    let p90 = report.product.completion.p90_s.unwrap();
+    assert!(p90 <= 1.6 * t_min, "90 % at {:.3} × T_min", p90 / t_min);
+    let cut = o.site_names.iter().position(|s| s == "site-7").unwrap() as u32;
+    let (mut in_cut, mut others) = (0.0f64, 0.0f64);
+    for (t, &site) in o.completed_s.iter().zip(&o.endpoint_site) {
+        let t = t.unwrap();
+        if site == cut {
+            in_cut = in_cut.max(t);
+        } else {
+            others = others.max(t);
+        }
+    }
+    assert!(
+        others <= 1.6 * t_min,
+        "all but the cut site at {:.3} × T_min",
+        others / t_min
+    );
+    assert!(in_cut <= 1.6 * t_min + 8.0, "the cut site at {in_cut:.1} s");
 }

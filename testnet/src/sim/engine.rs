@@ -242,9 +242,18 @@ struct Shared {
     /// Whether each node is up, as WAN peers know it (brought up to date at each window's
     /// end).
     alive: Vec<bool>,
+    /// Per site, the intervals (ns) during which its WAN links are cut.
+    cuts: Vec<Vec<(u64, u64)>>,
 }
 
 impl Shared {
+    /// Whether the site of `node` is cut off from the WAN at `t`.
+    fn cut(&self, node: u32, t: u64) -> bool {
+        self.cuts[self.site_of[node as usize] as usize]
+            .iter()
+            .any(|&(a, b)| a <= t && t < b)
+    }
+
     fn part_of(&self, node: u32) -> usize {
         self.part_of_site[self.site_of[node as usize] as usize] as usize
     }
@@ -273,6 +282,8 @@ enum Ev {
     /// A node leaves (crashes), and comes back.
     Leave(u32),
     Join(u32),
+    /// A node's site is back on the WAN.
+    Reconnect(u32),
     /// A chunk left the origin's uplink.
     Served(u32),
     /// The origin checks whether initial seeding stalled.
@@ -300,6 +311,7 @@ impl Ev {
             Self::WanFail(a, b, c, _) => w(12, a, b, c),
             Self::Leave(n) => w(13, n, 0, 0),
             Self::Join(n) => w(14, n, 0, 0),
+            Self::Reconnect(n) => w(15, n, 0, 0),
             Self::SeedCheck => w(7, 0, 0, 0),
             Self::Served(c) => w(8, c, 0, 0),
             Self::Announced(a, c) => w(9, a, c, 0),
@@ -671,6 +683,17 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
         wan_view,
         shares,
         alive: vec![true; total],
+        cuts: links
+            .iter()
+            .map(|l| {
+                sc.faults
+                    .cut
+                    .iter()
+                    .filter(|c| c.site == l.name)
+                    .map(|c| ((c.at_s * NS) as u64, ((c.at_s + c.for_s) * NS) as u64))
+                    .collect()
+            })
+            .collect(),
         garbage,
     };
     for part in &mut parts {
@@ -701,6 +724,16 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
         let part = &mut parts[shared.part_of(c)];
         part.push(leave, Ev::Leave(c));
         part.push(back, Ev::Join(c));
+    }
+    // When a cut ends, the site's members plan again at once.
+    for (s, cuts) in shared.cuts.iter().enumerate() {
+        for &(_, end) in cuts {
+            let part = &mut parts[shared.part_of_site[s] as usize];
+            let site = &part.sites[shared.site_local[s] as usize];
+            for m in site.members.clone() {
+                part.push(end, Ev::Reconnect(m));
+            }
+        }
     }
     parts[0].seeding = Some(Seeding::new(n, 0));
     parts[0].push(1_000_000_000, Ev::SeedCheck);
@@ -833,7 +866,7 @@ impl Part {
                 }
             }
             Ev::WanAtSender(to, from, chunk, ep) => {
-                if !self.node(sh, from).alive {
+                if !self.node(sh, from).alive || sh.cut(from, self.now) || sh.cut(to, self.now) {
                     let at = self.now + sh.wan_ns(from, to);
                     self.send(sh, to, at, Ev::WanFail(to, from, chunk, ep));
                     return;
@@ -853,6 +886,12 @@ impl Part {
                 let at = left + sh.wan_ns(from, to);
                 self.send(sh, to, at, Ev::WanAtSite(to, from, chunk, ep));
             }
+            Ev::WanAtSite(to, from, chunk, ep) if sh.cut(to, self.now) => {
+                // The link into the site is down: the chunk is lost on the way.
+                self.lost += u64::from(sh.chunks[chunk as usize].len);
+                self.node_mut(sh, to).wan_dirty = true;
+                self.failed(sh, to, from, chunk, ep);
+            }
             Ev::WanAtSite(to, from, chunk, ep) => {
                 let len = sh.chunks[chunk as usize].len;
                 let now = self.now;
@@ -869,6 +908,14 @@ impl Part {
             Ev::WanFail(to, from, chunk, ep) => {
                 self.node_mut(sh, to).wan_dirty = true;
                 self.failed(sh, to, from, chunk, ep);
+            }
+            Ev::Reconnect(node) => {
+                let n = self.node_mut(sh, node);
+                if n.alive && n.role == Role::Endpoint && n.done_at.is_none() {
+                    n.wan_dirty = true;
+                    let now = self.now;
+                    self.wake(sh, node, now);
+                }
             }
             Ev::Leave(node) => self.leave(sh, node),
             Ev::Join(node) => self.join(sh, node),
@@ -975,7 +1022,11 @@ impl Part {
         }
         let lan_views = views.len();
         for (k, &w) in wan.iter().enumerate() {
-            if node.banned.contains(&w) || !sh.alive[w as usize] {
+            if node.banned.contains(&w)
+                || !sh.alive[w as usize]
+                || sh.cut(me, self.now)
+                || sh.cut(w, self.now)
+            {
                 continue;
             }
             let have = if w == ORIGIN && !revealed {

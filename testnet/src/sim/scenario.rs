@@ -30,8 +30,15 @@
 //! wan_peers = 8          # WAN peers each node dials (in other sites; links are two-way)
 //!
 //! [faults]
-//! churn = 0.10           # share of endpoints that leave once and come back
+//! churn = 0.10           # share of endpoints that crash once and come back
+//! churn_window_s = [5, 60]   # when they crash (seconds after publish)
+//! churn_down_s = [10, 30]    # for how long
 //! garbage = 0.01         # share of endpoints that serve garbage
+//!
+//! [[faults.cut]]         # a site cut off from the WAN for a while
+//! site = "site-7"
+//! at_s = 20
+//! for_s = 30
 //! ```
 
 use serde::Deserialize;
@@ -216,6 +223,21 @@ pub struct FaultSpec {
     /// How long a churning endpoint stays away, seconds: uniformly within this range.
     #[serde(default = "default_churn_down")]
     pub churn_down_s: [f64; 2],
+    /// Sites cut off from the WAN for a while.
+    #[serde(default)]
+    pub cut: Vec<CutSpec>,
+}
+
+/// One `[[faults.cut]]`: a site whose WAN links carry nothing for a while (its LAN works).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutSpec {
+    /// The site.
+    pub site: String,
+    /// When the cut starts, seconds from publish.
+    pub at_s: f64,
+    /// How long it lasts, seconds.
+    pub for_s: f64,
 }
 
 fn default_churn_window() -> [f64; 2] {
@@ -233,6 +255,7 @@ impl Default for FaultSpec {
             garbage: 0.0,
             churn_window_s: default_churn_window(),
             churn_down_s: default_churn_down(),
+            cut: Vec::new(),
         }
     }
 }
@@ -325,6 +348,18 @@ impl SimScenario {
             ("faults.garbage", s.faults.garbage),
         ] {
             anyhow::ensure!((0.0..=0.5).contains(&v), "{what} must be within 0..=0.5");
+        }
+        for c in &s.faults.cut {
+            anyhow::ensure!(
+                sites.iter().any(|l| l.name == c.site),
+                "faults.cut: no site {:?}",
+                c.site
+            );
+            anyhow::ensure!(
+                c.at_s.is_finite() && c.for_s.is_finite() && c.at_s >= 0.0 && c.for_s > 0.0,
+                "faults.cut {}: at_s must be at least 0 and for_s above 0",
+                c.site
+            );
         }
         for (what, [a, b]) in [
             ("faults.churn_window_s", s.faults.churn_window_s),
