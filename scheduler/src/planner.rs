@@ -42,6 +42,11 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
+/// Failed LAN assignments in a row after which a pass reads what the peers with room hold
+/// (one pass over their bitmaps) and skips the chunks none of them has: cheaper than asking
+/// every peer about every remaining chunk once a few dozen have failed.
+const OPEN_HOLDERS_AFTER_MISSES: u32 = 64;
+
 /// Tuning of the planner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlannerConfig {
@@ -538,8 +543,32 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
                 ))
             })
             .collect();
+        // Rooms only shrink during a pass, so a chunk no peer with room holds stays
+        // unassignable. After a run of such chunks (a busy peer that alone holds many, or
+        // one that claims everything), the pass reads once what the peers with room hold
+        // and skips the rest without looking at each peer for each chunk.
+        let mut misses = 0u32;
+        let mut open: Option<Bitmap> = None;
         while let Some(Reverse((_, _, i))) = heap.pop() {
-            assign(i, &lan_peers, &[], &mut room, &mut out);
+            if open.as_ref().is_some_and(|o| !o.get(i)) {
+                continue;
+            }
+            if assign(i, &lan_peers, &[], &mut room, &mut out) {
+                misses = 0;
+            } else {
+                misses += 1;
+                if misses == OPEN_HOLDERS_AFTER_MISSES && open.is_none() {
+                    let mut u = vec![0u8; input.have.as_bytes().len()];
+                    for &k in lan_peers.iter().filter(|&&k| room.left[k] > 0) {
+                        if let Some(b) = peers[k].have {
+                            for (x, y) in u.iter_mut().zip(b.as_bytes()) {
+                                *x |= *y;
+                            }
+                        }
+                    }
+                    open = Bitmap::from_bytes(n, u);
+                }
+            }
             if room.lan_open == 0 {
                 break;
             }
@@ -1056,6 +1085,37 @@ mod tests {
         let all = Bitmap::full(8);
         let p = run(&[&extra], &all);
         assert!(p.iter().all(|a| a.wan == (a.chunk != 3)), "{p:?}");
+    }
+
+    #[test]
+    fn many_chunks_only_a_busy_peer_holds_do_not_hide_one_an_idle_peer_can_serve() {
+        // 300 chunks only peer 1 has (it has no room), and chunk 300 that peer 2 has too:
+        // the rare ones fail, and chunk 300 is still asked of peer 2.
+        let cs = chunks(301);
+        let full = Bitmap::full(301);
+        let mut one = Bitmap::new(301);
+        one.set(300);
+        let have = Bitmap::new(301);
+        let mut busy = peer(1, true, &full);
+        busy.in_flight_bytes = busy.budget_bytes;
+        let peers = [busy, peer(2, true, &one)];
+        let p = plan_for(
+            id(0),
+            &cs,
+            &have,
+            &InFlightSet::new(301),
+            &peers,
+            &[id(0)],
+            0,
+        );
+        assert_eq!(
+            p,
+            vec![Assignment {
+                chunk: 300,
+                peer: 1,
+                wan: false
+            }]
+        );
     }
 
     #[test]
