@@ -200,7 +200,7 @@ pub fn from_testnet(t: &crate::scenario::Scenario) -> SimScenario {
                     (d, c) => d.or(c),
                 })),
                 wan_up_mbit: Some(mbit(s.up(&t.wan))),
-                wan_latency_ms: Some(s.latency(&t.wan).as_secs_f64() * 1e3 / 2.0),
+                wan_latency_ms: Some((s.latency(&t.wan).as_secs_f64() * 1e3 / 2.0).max(0.1)),
                 lan_mbit: None,
                 lan_latency_ms: Some(0.05),
             })
@@ -317,6 +317,28 @@ mod tests {
         // Per branch: 5 relays share 100 Mbit/s (20 each, = D): S·F/u_0, then 4·F at 1 Gbit/s.
         let expect = 5.0 * f / 12.5e6 + 4.0 * f / 125e6;
         assert!((relay_per_branch(&sc).closed_form_s - expect).abs() < 1e-6);
+    }
+
+    #[test]
+    fn every_testnet_scenario_has_a_simulated_twin() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        for name in [
+            "ci-3x4.toml",
+            "bar-3x4.toml",
+            "demo.toml",
+            "bar-shaping.toml",
+        ] {
+            let t = crate::scenario::Scenario::load(&dir.join(name)).unwrap();
+            let sim = from_testnet(&t);
+            sim.check().unwrap();
+            assert_eq!(sim.site_links().len(), t.sites.len());
+            assert_eq!(
+                sim.site_links().iter().map(|s| s.nodes).sum::<usize>(),
+                t.node_count()
+            );
+            let o = engine::run(&sim, |_, _, _| {});
+            assert!(o.completed_s.iter().all(Option::is_some), "{name}");
+        }
     }
 
     #[test]

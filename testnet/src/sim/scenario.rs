@@ -295,6 +295,13 @@ impl SimScenario {
     /// Parses and checks scenario text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let s: Self = toml::from_str(text)?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Checks every figure (what [`SimScenario::parse`] does after reading).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let s = self;
         let positive = |what: &str, v: f64| {
             anyhow::ensure!(v.is_finite() && v > 0.0, "{what} must be above 0");
             Ok(())
@@ -332,9 +339,10 @@ impl SimScenario {
             ] {
                 positive(&format!("site {}: {what}", site.name), v)?;
             }
+            // The simulator runs its partitions in windows of the smallest WAN latency.
             anyhow::ensure!(
-                site.wan_latency >= 0.0 && site.lan_latency >= 0.0,
-                "site {}: latencies must not be negative",
+                site.wan_latency >= 1e-4 && site.lan_latency >= 0.0,
+                "site {}: wan_latency_ms must be at least 0.1 and lan_latency_ms not negative",
                 site.name
             );
         }
@@ -370,7 +378,7 @@ impl SimScenario {
                 "{what} must be [from, to] with 0 <= from <= to"
             );
         }
-        Ok(s)
+        Ok(())
     }
 
     /// Chunk size in bytes.
