@@ -41,6 +41,7 @@
 //! for_s = 30
 //! ```
 
+use crate::scenario::mbit;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -277,11 +278,6 @@ pub struct SiteLinks {
     pub lan: f64,
     /// One-way LAN latency, seconds.
     pub lan_latency: f64,
-}
-
-/// Mbit/s to bytes/s.
-fn mbit(m: f64) -> f64 {
-    m * 1e6 / 8.0
 }
 
 impl SimScenario {
