@@ -997,6 +997,8 @@ impl Part {
         let revealed = self.revealed;
         let wan = &sh.wan[me as usize];
         let mut targets: Vec<u32> = Vec::with_capacity(site.members.len() + wan.len());
+        // For each view, the index of its budget: the member's slot, or the WAN peer's place.
+        let mut budget_at: Vec<usize> = Vec::with_capacity(targets.capacity());
         let mut views: Vec<PeerView<'_>> = Vec::with_capacity(targets.capacity());
         let mut extra: Vec<&Bitmap> = Vec::new();
         for (k, &m) in site.members.iter().enumerate() {
@@ -1010,6 +1012,7 @@ impl Part {
                 extra.push(&self.nodes[sh.local[m as usize] as usize].shown);
             }
             targets.push(m);
+            budget_at.push(k);
             views.push(PeerView {
                 id: sh.keys[m as usize],
                 same_site: true,
@@ -1035,6 +1038,7 @@ impl Part {
                 &sh.wan_view[w as usize]
             };
             targets.push(w);
+            budget_at.push(k);
             views.push(PeerView {
                 id: sh.keys[w as usize],
                 same_site: false,
@@ -1074,21 +1078,16 @@ impl Part {
             room[a.peer] -= i64::from(sh.chunks[a.chunk as usize].len);
         }
         let now = self.now;
-        let slots: Vec<usize> = targets[..lan_views]
-            .iter()
-            .map(|&m| self.node(sh, m).slot as usize)
-            .collect();
         let node = self.node_mut(sh, me);
         node.wan_busy_at = if wan_assigned { now } else { wan_busy_at };
         node.wan_dirty = false;
         for (k, r) in room.iter().enumerate() {
             if k < lan_views {
                 if *r < (LAN_IN_FLIGHT_BYTES / 4) as i64 {
-                    node.lan_starved[slots[k]] = true;
+                    node.lan_starved[budget_at[k]] = true;
                 }
             } else if *r < (WAN_IN_FLIGHT_BYTES / 4) as i64 {
-                let w = wan_index(sh, me, targets[k]);
-                node.wan_starved[w] = true;
+                node.wan_starved[budget_at[k]] = true;
             }
         }
         for a in assignments {
@@ -1155,33 +1154,10 @@ impl Part {
         }
         self.received += u64::from(len);
         let bad = sh.garbage[from as usize];
-        let same_site = sh.site_of[to as usize] == sh.site_of[from as usize];
-        let from_key = sh.keys[from as usize];
-        let refill = if same_site {
-            let slot = self.node(sh, from).slot as usize;
-            let node = self.node_mut(sh, to);
-            node.lan_in_flight[slot] -= u64::from(len);
-            let room = LAN_IN_FLIGHT_BYTES.saturating_sub(node.lan_in_flight[slot]);
-            let refill = room >= LAN_IN_FLIGHT_BYTES / 4 && node.lan_starved[slot];
-            if refill {
-                node.lan_starved[slot] = false;
-            }
-            refill
-        } else {
-            let k = wan_index(sh, to, from);
-            let node = self.node_mut(sh, to);
-            node.wan_in_flight[k] -= u64::from(len);
-            let room = WAN_IN_FLIGHT_BYTES.saturating_sub(node.wan_in_flight[k]);
-            let refill = room >= WAN_IN_FLIGHT_BYTES / 4 && node.wan_starved[k];
-            if refill {
-                node.wan_starved[k] = false;
-            }
-            refill
-        };
+        let refill = self.answered(sh, to, from, chunk);
         let now = self.now;
         let l = sh.local[to as usize] as usize;
         let node = &mut self.nodes[l];
-        node.in_flight.answered(chunk, &from_key);
         if bad {
             // It does not match its id: a strike, and the chunk is asked again elsewhere.
             self.strike(sh, to, from);
@@ -1219,21 +1195,35 @@ impl Part {
         if !node.alive || node.epoch & 0xffff != ep >> 16 {
             return;
         }
-        let len = u64::from(sh.chunks[chunk as usize].len);
-        let key = sh.keys[from as usize];
-        if sh.site_of[to as usize] == sh.site_of[from as usize] {
-            let slot = self.node(sh, from).slot as usize;
-            let node = self.node_mut(sh, to);
-            node.lan_in_flight[slot] -= len;
-            node.in_flight.answered(chunk, &key);
-        } else {
-            let k = wan_index(sh, to, from);
-            let node = self.node_mut(sh, to);
-            node.wan_in_flight[k] -= len;
-            node.in_flight.answered(chunk, &key);
-        }
+        self.answered(sh, to, from, chunk);
         let now = self.now;
         self.wake(sh, to, now);
+    }
+
+    /// `from` answered `to`'s request for `chunk` (or failed to): the bytes leave its
+    /// in-flight budget and the chunk its in-flight set. True when that peer was left under a
+    /// quarter of its budget by the last plan and now has a quarter free (plan again).
+    fn answered(&mut self, sh: &Shared, to: u32, from: u32, chunk: u32) -> bool {
+        let len = u64::from(sh.chunks[chunk as usize].len);
+        let key = sh.keys[from as usize];
+        let (k, budget, lan) = if sh.site_of[to as usize] == sh.site_of[from as usize] {
+            (self.node(sh, from).slot as usize, LAN_IN_FLIGHT_BYTES, true)
+        } else {
+            (wan_index(sh, to, from), WAN_IN_FLIGHT_BYTES, false)
+        };
+        let node = self.node_mut(sh, to);
+        node.in_flight.answered(chunk, &key);
+        let (in_flight, starved) = if lan {
+            (&mut node.lan_in_flight[k], &mut node.lan_starved[k])
+        } else {
+            (&mut node.wan_in_flight[k], &mut node.wan_starved[k])
+        };
+        *in_flight -= len;
+        let refill = *starved && budget.saturating_sub(*in_flight) >= budget / 4;
+        if refill {
+            *starved = false;
+        }
+        refill
     }
 
     /// `me` crashes: what it had not made durable is lost, its peers lose it, and its site
