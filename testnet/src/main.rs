@@ -120,7 +120,7 @@ async fn run(
     println!("exports checked byte for byte on {n1} nodes");
     // The cross-check: the same scenario in the simulator.
     let sim = testnet::sim::from_testnet(&fleet.scenario);
-    let simulated = testnet::sim::engine::run(&sim, |_, _, _| {});
+    let simulated = testnet::sim::engine::run(&sim, |_, _, _| {})?;
     let sim_all = simulated
         .completed_s
         .iter()
@@ -170,7 +170,7 @@ fn sim(
         scenario.site_links().len(),
         scenario.site_links().iter().map(|s| s.nodes).sum::<usize>()
     );
-    let (report, outcome, baselines) = testnet::sim::simulate(&scenario, true);
+    let (report, outcome, baselines) = testnet::sim::simulate(&scenario, true)?;
     println!("{}", report.table());
     if let Some(dir) = out {
         testnet::sim::write_outputs(dir, &report, &outcome, &baselines)?;

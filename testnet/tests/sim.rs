@@ -14,26 +14,26 @@ fn scenario(name: &str) -> SimScenario {
 #[test]
 fn the_same_seed_gives_the_same_event_log_and_another_seed_another() {
     let sc = scenario("small-5x4.toml");
-    let a = engine::run(&sc, |_, _, _| {});
-    let b = engine::run(&sc, |_, _, _| {});
+    let a = engine::run(&sc, |_, _, _| {}).unwrap();
+    let b = engine::run(&sc, |_, _, _| {}).unwrap();
     assert_eq!(a.log_hash, b.log_hash);
     assert_eq!(a.events, b.events);
     assert_eq!(a.completed_s, b.completed_s);
     assert_eq!(a.site_wan_in, b.site_wan_in);
     // One thread or several: the same run.
-    let one = engine::run_on(&sc, 1, |_, _, _| {});
-    let four = engine::run_on(&sc, 4, |_, _, _| {});
+    let one = engine::run_on(&sc, 1, |_, _, _| {}).unwrap();
+    let four = engine::run_on(&sc, 4, |_, _, _| {}).unwrap();
     assert_eq!((one.log_hash, four.log_hash), (a.log_hash, a.log_hash));
     let mut other = sc.clone();
     other.seed += 1;
-    let c = engine::run(&other, |_, _, _| {});
+    let c = engine::run(&other, |_, _, _| {}).unwrap();
     assert_ne!(a.log_hash, c.log_hash, "the seed must matter");
 }
 
 #[test]
 fn bytes_sent_are_bytes_received_and_every_chunk_held_was_received() {
     let sc = scenario("small-5x4.toml");
-    let o = engine::run(&sc, |_, _, _| {});
+    let o = engine::run(&sc, |_, _, _| {}).unwrap();
     assert!(
         o.completed_s.iter().all(Option::is_some),
         "every endpoint completes"
@@ -59,7 +59,7 @@ fn bytes_sent_are_bytes_received_and_every_chunk_held_was_received() {
 #[test]
 fn fifty_sites_of_ten_complete_near_the_lower_bound_with_one_copy_per_site() {
     let sc = scenario("fleet-50x10.toml");
-    let (report, outcome, _) = testnet::sim::simulate(&sc, false);
+    let (report, outcome, _) = testnet::sim::simulate(&sc, false).unwrap();
     eprintln!("{}", report.table());
     assert!(outcome.completed_s.iter().all(Option::is_some));
     let p = &report.product;
@@ -84,7 +84,7 @@ fn fifty_sites_of_ten_complete_near_the_lower_bound_with_one_copy_per_site() {
 #[test]
 fn crashes_garbage_and_a_cut_off_site_do_not_stop_honest_endpoints() {
     let sc = scenario("fleet-50x10-faults.toml");
-    let (report, o, _) = testnet::sim::simulate(&sc, false);
+    let (report, o, _) = testnet::sim::simulate(&sc, false).unwrap();
     eprintln!("{}", report.table());
     assert_eq!(o.garbage_nodes, 5);
     assert!(
@@ -118,4 +118,98 @@ fn crashes_garbage_and_a_cut_off_site_do_not_stop_honest_endpoints() {
         others / t_min
     );
     assert!(in_cut <= 1.6 * t_min + 8.0, "the cut site at {in_cut:.1} s");
+}
+
+/// Four sites of three endpoints, published on a Monday at 09:00 UTC: one may download only
+/// from 20:00 Tokyo time (two hours later), one takes at most 8 Mbit/s per endpoint from the
+/// WAN, one takes nothing from the WAN in the first minute, one is unrestricted.
+const POLICIES: &str = r#"
+name = "policies"
+seed = 3
+start = "2026-11-23T09:00:00Z"
+limit_s = 10800
+[release]
+size_mib = 16
+[origin]
+up_mbit = 1000
+[sites]
+nodes = 3
+[[site]]
+name = "tokyo"
+zone = "Asia/Tokyo"
+windows = { download = [{ start = "0 20 * * *", duration = "10:00" }] }
+[[site]]
+name = "capped"
+shaping = { wan_ingress = { default = "8Mbit/s" } }
+[[site]]
+name = "paused"
+zone = "UTC"
+shaping = { wan_ingress = { rules = ["Mon 09:00-09:01 0"] } }
+[[site]]
+name = "free"
+"#;
+
+/// When each named site's endpoints completed: (first, last).
+fn site_times(o: &engine::Outcome, name: &str) -> (f64, f64) {
+    let site = o.site_names.iter().position(|s| s == name).unwrap() as u32;
+    let times: Vec<f64> = o
+        .completed_s
+        .iter()
+        .zip(&o.endpoint_site)
+        .filter(|(_, s)| **s == site)
+        .map(|(t, _)| t.unwrap_or_else(|| panic!("an endpoint of {name} never completed")))
+        .collect();
+    (
+        times.iter().copied().fold(f64::INFINITY, f64::min),
+        times.iter().copied().fold(0.0, f64::max),
+    )
+}
+
+#[test]
+fn download_windows_and_rate_schedules_hold_sites_back_in_their_own_zones() {
+    let sc = SimScenario::parse(POLICIES).unwrap();
+    let o = engine::run(&sc, |_, _, _| {}).unwrap();
+    assert_eq!(o.bytes_sent, o.bytes_received + o.bytes_lost);
+    assert_eq!(o.unreceived_chunks, 0);
+    // Tokyo's window opens at 20:00 JST = 11:00 UTC, two hours after publish.
+    let (first, last) = site_times(&o, "tokyo");
+    assert!(
+        (7200.0..7260.0).contains(&first) && last < 7260.0,
+        "tokyo completed from {first} s to {last} s"
+    );
+    // 8 Mbit/s per endpoint, chunks charged 1/32 for the wire: the site takes at least
+    // F · 33/32 / (3 · 1 MB/s) to bring in one copy.
+    let f = o.release_bytes as f64;
+    let floor = f * 33.0 / 32.0 / 3e6;
+    let (_, capped) = site_times(&o, "capped");
+    assert!(
+        capped >= floor,
+        "capped site done at {capped} s, floor {floor} s"
+    );
+    // Nothing from the WAN during the first minute (rate 0 from 09:00 to 09:01 UTC).
+    let (paused_first, paused_last) = site_times(&o, "paused");
+    assert!(
+        paused_first >= 60.0 && paused_last < 120.0,
+        "paused site completed from {paused_first} s to {paused_last} s"
+    );
+    let (_, free) = site_times(&o, "free");
+    assert!(
+        free < capped && free < paused_first,
+        "free site done at {free} s"
+    );
+
+    // An emergency downloads outside the window.
+    let mut urgent = sc.clone();
+    urgent.release.emergency = true;
+    let o = engine::run(&urgent, |_, _, _| {}).unwrap();
+    let (_, tokyo) = site_times(&o, "tokyo");
+    assert!(tokyo < 60.0, "an emergency reached tokyo at {tokyo} s");
+    // The release's own window (10:00 to 16:00 UTC) must be open as well as the site's.
+    let mut later = sc.clone();
+    later.release.download_windows = vec!["0 10 * * * for 06:00 in UTC".into()];
+    let o = engine::run(&later, |_, _, _| {}).unwrap();
+    let (free_first, _) = site_times(&o, "free");
+    assert!(free_first >= 3600.0, "free site done at {free_first} s");
+    let (tokyo_first, _) = site_times(&o, "tokyo");
+    assert!(tokyo_first >= 7200.0, "tokyo done at {tokyo_first} s");
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 pub const WIRE_OVERHEAD_DIVISOR: u64 = 32;
 
 /// Longest single sleep while waiting for tokens or for a blocked class to open.
-const RECHECK: Duration = Duration::from_secs(1);
+pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// Direction of a transfer, from this node's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,6 +27,16 @@
 //! * **Announcements across the WAN** reach a peer after the one-way latency; a node plans
 //!   WAN requests when one names a chunk it is designated for and lacks, or a WAN answer
 //!   arrives (`PlanInput::plan_wan`, `PlanInput::wan_held`).
+//! * **Shaping** follows `node::net::shape`: each endpoint of a site with a `[shaping]` has
+//!   the daemon's four token buckets ([`scheduler::shaper::Shaper`], each on its own fake
+//!   governor clock), served first come first served. A request waits for its class's
+//!   ingress bucket and `total` before it leaves; the sender's egress bucket and `total`
+//!   grant the chunk before it goes onto the link; each chunk is charged the daemon's wire
+//!   overhead. A blocked class is retried every [`RECHECK`], as the daemon does.
+//! * **Download windows**: an endpoint outside its site's `[windows]` (and the release's own
+//!   download windows) plans nothing (what is in flight lands) until they open, unless the
+//!   release is an emergency; it still serves. Both read the wall clock: the scenario's
+//!   `start` plus simulated time, in each site's zone.
 //! * **Initial seeding** at the origin shows each site its share until every chunk has left
 //!   its link once, or no new chunk was asked for in 5 s, exactly as the daemon.
 //!
@@ -47,10 +57,13 @@
 //! a chunk is handed to QUIC).
 
 use super::scenario::{SimScenario, SiteLinks};
+use governor::clock::FakeRelativeClock;
+use jiff::{SignedDuration, Timestamp};
 use node::net::STRIKES_TO_BAN;
 use node::net::fetch::{
     CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, LAN_IN_FLIGHT_BYTES, PLAN_COALESCE, WAN_IN_FLIGHT_BYTES,
 };
+use node::net::shape::{RECHECK, WIRE_OVERHEAD_DIVISOR};
 use protocol::wire::Bitmap;
 use protocol::{ChunkId, ChunkRef};
 use rand::{Rng, SeedableRng};
@@ -58,7 +71,10 @@ use rand_chacha::ChaCha20Rng;
 use scheduler::planner::{
     self, Assignment, Availability, InFlightSet, PeerView, PlanInput, PlannerConfig,
 };
+use scheduler::rate::{Rate, RateSchedule};
 use scheduler::seeding::{self, Seeding};
+use scheduler::shaper::{Decision, Shaper};
+use scheduler::window::{Window, WindowState};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -109,6 +125,156 @@ impl Hasher for IndexHasher {
 }
 
 type InFlightMap = InFlightSet<BuildHasherDefault<IndexHasher>>;
+
+/// The daemon's [`RECHECK`] in nanoseconds.
+const RECHECK_NS: u64 = RECHECK.as_nanos() as u64;
+
+/// How long a class blocked with no change in sight waits before asking again (the daemon
+/// asks every [`RECHECK`] for ever; the simulation's time limit ends such a run).
+const BLOCKED_FOR_GOOD_NS: u64 = 7 * 24 * 3_600 * 1_000_000_000;
+
+/// `start` plus `t` ns.
+fn wall(start: Timestamp, t: u64) -> Timestamp {
+    start
+        .checked_add(SignedDuration::from_nanos(t as i64))
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Nanoseconds from `start` to `ts` (0 if before).
+fn since(start: Timestamp, ts: Timestamp) -> u64 {
+    let ns = ts.duration_since(start).as_nanos();
+    u64::try_from(ns.max(0)).unwrap_or(NONE)
+}
+
+/// One class's token bucket and the queue in front of it, as `node::net::shape` keeps them:
+/// requests are served one after another, each waiting what the shaper says.
+struct Gate {
+    shaper: Shaper<FakeRelativeClock>,
+    /// The bucket's clock and the simulated time it reads.
+    clock: FakeRelativeClock,
+    clock_ns: u64,
+    /// When the request being served is through: the next one starts then.
+    free: u64,
+}
+
+impl Gate {
+    fn new(schedule: RateSchedule, start: Timestamp) -> Self {
+        let clock = FakeRelativeClock::default();
+        Self {
+            shaper: Shaper::new(schedule, clock.clone(), start),
+            clock,
+            clock_ns: 0,
+            free: 0,
+        }
+    }
+
+    /// `bytes` asked for at `at` pass at the returned time, after everything asked before.
+    fn take(&mut self, at: u64, bytes: u64, start: Timestamp) -> u64 {
+        let mut t = at.max(self.free);
+        let mut left = bytes;
+        while left > 0 {
+            self.clock
+                .advance(std::time::Duration::from_nanos(t - self.clock_ns));
+            self.clock_ns = t;
+            let ask = left.min(u64::from(u32::MAX)) as u32;
+            match self.shaper.reserve(ask, wall(start, t)) {
+                Decision::Go(n) => left -= u64::from(n),
+                Decision::Wait(d) => t += (d.as_nanos() as u64).clamp(1, RECHECK_NS),
+                Decision::Blocked { until } => {
+                    // The daemon sleeps a RECHECK at a time: it passes at the first check
+                    // after the change.
+                    let wait =
+                        until.map_or(BLOCKED_FOR_GOOD_NS, |u| since(wall(start, t), u).max(1));
+                    t += wait.div_ceil(RECHECK_NS) * RECHECK_NS;
+                }
+            }
+        }
+        self.free = t;
+        t
+    }
+}
+
+/// An endpoint's shapers (`node::net::shape::Shapers`).
+struct Shapers {
+    wan_ingress: Gate,
+    wan_egress: Gate,
+    lan_egress: Gate,
+    total: Gate,
+}
+
+impl Shapers {
+    /// The shapers of `policy`, or `None` when it limits nothing (the daemon's shapers then
+    /// grant every request at once).
+    fn of(policy: &node::config::RateSchedules, start: Timestamp) -> Option<Box<Self>> {
+        let limits = |s: &RateSchedule| !s.rules.is_empty() || s.default != Rate::Unlimited;
+        let all = [
+            &policy.wan_ingress,
+            &policy.wan_egress,
+            &policy.lan_egress,
+            &policy.total,
+        ];
+        if !policy.enabled || !all.into_iter().any(limits) {
+            return None;
+        }
+        Some(Box::new(Self {
+            wan_ingress: Gate::new(policy.wan_ingress.clone(), start),
+            wan_egress: Gate::new(policy.wan_egress.clone(), start),
+            lan_egress: Gate::new(policy.lan_egress.clone(), start),
+            total: Gate::new(policy.total.clone(), start),
+        }))
+    }
+
+    /// When a chunk of `len` bytes asked for at `at` passes the class's own gate (if it has
+    /// one) and `total`, charged with the wire overhead as the daemon charges it.
+    fn pass(&mut self, wan: bool, ingress: bool, at: u64, len: u32, start: Timestamp) -> u64 {
+        let bytes = u64::from(len) + u64::from(len) / WIRE_OVERHEAD_DIVISOR;
+        let own = match (wan, ingress) {
+            (true, true) => Some(&mut self.wan_ingress),
+            (true, false) => Some(&mut self.wan_egress),
+            (false, false) => Some(&mut self.lan_egress),
+            // LAN ingress has no bucket of its own: the sender's egress covers it.
+            (false, true) => None,
+        };
+        let at = match own {
+            Some(g) => g.take(at, bytes, start),
+            None => at,
+        };
+        self.total.take(at, bytes, start)
+    }
+}
+
+/// A site's download windows (its endpoints' and the release's, which must both be open),
+/// with the state cached until its next edge, as the daemon's `WindowGate` does.
+struct SiteWindows {
+    node: Vec<Window>,
+    release: Vec<Window>,
+    /// Whether they are open, and until when the answer holds (ns; NONE: for good).
+    open: bool,
+    until: u64,
+    computed: bool,
+}
+
+impl SiteWindows {
+    /// `Ok` when downloads may go on at `now`; else when they may next (`None`: never).
+    fn check(&mut self, now: u64, start: Timestamp) -> Result<(), Option<u64>> {
+        if !self.computed || now >= self.until {
+            let state =
+                scheduler::window::all_open_state(&[&self.node, &self.release], wall(start, now));
+            let (open, edge) = match state {
+                WindowState::Open { closes } => (true, closes),
+                WindowState::Closed { opens } => (false, opens),
+            };
+            self.open = open;
+            self.until = edge.map_or(NONE, |e| since(start, e).max(now + 1));
+            self.computed = true;
+        }
+        if self.open {
+            Ok(())
+        } else {
+            Err((self.until != NONE).then_some(self.until))
+        }
+    }
+}
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +361,8 @@ struct Node {
     /// Whether it is up, and how many times it has left.
     alive: bool,
     epoch: u32,
+    /// Its shapers, if its site's `[shaping]` limits anything.
+    shapers: Option<Box<Shapers>>,
 }
 
 struct Site {
@@ -212,6 +380,8 @@ struct Site {
     lan_ns: u64,
     wan_in: u64,
     wan_out: u64,
+    /// Its download windows, if any hold its endpoints back.
+    windows: Option<SiteWindows>,
 }
 
 /// What every partition reads during a window and nobody writes until its end.
@@ -244,6 +414,8 @@ struct Shared {
     alive: Vec<bool>,
     /// Per site, the intervals (ns) during which its WAN links are cut.
     cuts: Vec<Vec<(u64, u64)>>,
+    /// The wall clock at simulated time 0.
+    start: Timestamp,
 }
 
 impl Shared {
@@ -273,6 +445,8 @@ enum Ev {
     LanDone(u32, u32, u32, u32),
     /// A WAN request reached the sender's site.
     WanAtSender(u32, u32, u32, u32),
+    /// The sender's shapers granted a WAN chunk: it goes onto the site's uplink.
+    WanGranted(u32, u32, u32, u32),
     /// A WAN chunk reached the receiver's site.
     WanAtSite(u32, u32, u32, u32),
     /// A WAN transfer done.
@@ -309,6 +483,7 @@ impl Ev {
             Self::WanAtSite(a, b, c, _) => w(5, a, b, c),
             Self::WanDone(a, b, c, _) => w(6, a, b, c),
             Self::WanFail(a, b, c, _) => w(12, a, b, c),
+            Self::WanGranted(a, b, c, _) => w(16, a, b, c),
             Self::Leave(n) => w(13, n, 0, 0),
             Self::Join(n) => w(14, n, 0, 0),
             Self::Reconnect(n) => w(15, n, 0, 0),
@@ -360,7 +535,10 @@ struct Part {
 
 /// Runs `scenario`; `progress` is called about once per simulated second with (simulated
 /// seconds, endpoints complete, endpoints).
-pub fn run(scenario: &SimScenario, progress: impl FnMut(f64, usize, usize)) -> Outcome {
+pub fn run(
+    scenario: &SimScenario,
+    progress: impl FnMut(f64, usize, usize),
+) -> anyhow::Result<Outcome> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     run_on(scenario, threads, progress)
 }
@@ -371,8 +549,9 @@ pub fn run_on(
     scenario: &SimScenario,
     threads: usize,
     mut progress: impl FnMut(f64, usize, usize),
-) -> Outcome {
-    let (mut shared, mut parts) = build(scenario);
+) -> anyhow::Result<Outcome> {
+    scenario.check()?;
+    let (mut shared, mut parts) = build(scenario)?;
     let lookahead = lookahead(&shared);
     let limit = (scenario.limit_s * NS) as u64;
     let endpoints = shared.keys.len() - 1 - shared.garbage.iter().filter(|g| **g).count();
@@ -431,7 +610,7 @@ pub fn run_on(
             _ => break,
         }
     }
-    outcome(scenario, &shared, &parts)
+    Ok(outcome(scenario, &shared, &parts))
 }
 
 /// The longest window that keeps partitions independent: the smallest one-way latency
@@ -447,8 +626,12 @@ fn lookahead(shared: &Shared) -> u64 {
     pair.clamp(1, PLAN_COALESCE_NS)
 }
 
-fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
+fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
     let mut rng = ChaCha20Rng::seed_from_u64(sc.seed);
+    let start = sc.start()?;
+    // Each branch site's policy, after the origin's site (which has none).
+    let policies = sc.site_policies()?;
+    let release_windows = sc.release_windows()?;
     let release_bytes = sc.release_bytes();
     let chunk = u64::from(sc.chunk_bytes());
     let n = sc.chunk_count() as u32;
@@ -486,6 +669,7 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
     for (s, l) in links.iter().enumerate() {
         let part = &mut parts[part_of_site[s] as usize];
         site_local.push(part.sites.len() as u32);
+        let policy = s.checked_sub(1).map(|b| &policies[b]);
         let mut members = Vec::new();
         for k in 0..l.nodes {
             let id = keys.len() as u32;
@@ -532,6 +716,7 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
                 banned: Vec::new(),
                 alive: true,
                 epoch: 0,
+                shapers: policy.and_then(|p| Shapers::of(&p.shaping, start)),
             });
             part.plan_at.push(if full { DONE } else { NONE });
             if !full {
@@ -549,6 +734,22 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
             wan_in: 0,
             wan_out: 0,
             links: l.clone(),
+            windows: match policy {
+                Some(p) if !sc.release.emergency => {
+                    let release = release_windows
+                        .iter()
+                        .map(|w| Window::from_release(w, &p.windows.zone))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (!p.windows.download.is_empty() || !release.is_empty()).then(|| SiteWindows {
+                        node: p.windows.download.clone(),
+                        release,
+                        open: true,
+                        until: 0,
+                        computed: false,
+                    })
+                }
+                _ => None,
+            },
         });
     }
 
@@ -695,6 +896,7 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
             })
             .collect(),
         garbage,
+        start,
     };
     for part in &mut parts {
         for k in 0..part.nodes.len() {
@@ -737,7 +939,7 @@ fn build(sc: &SimScenario) -> (Shared, Vec<Part>) {
     }
     parts[0].seeding = Some(Seeding::new(n, 0));
     parts[0].push(1_000_000_000, Ev::SeedCheck);
-    (shared, parts)
+    Ok((shared, parts))
 }
 
 impl Part {
@@ -865,15 +1067,23 @@ impl Part {
                     self.arrive(sh, to, from, chunk, ep);
                 }
             }
-            Ev::WanAtSender(to, from, chunk, ep) => {
+            Ev::WanAtSender(to, from, chunk, ep) | Ev::WanGranted(to, from, chunk, ep) => {
                 if !self.node(sh, from).alive || sh.cut(from, self.now) || sh.cut(to, self.now) {
                     let at = self.now + sh.wan_ns(from, to);
                     self.send(sh, to, at, Ev::WanFail(to, from, chunk, ep));
                     return;
                 }
                 let len = sh.chunks[chunk as usize].len;
-                let fs = sh.site_of[from as usize];
                 let now = self.now;
+                if let (Ev::WanAtSender(..), Some(g)) = (ev, &mut self.node_mut(sh, from).shapers) {
+                    // The sender's egress buckets grant the chunk before it goes on the link.
+                    let granted = g.pass(true, false, now, len, sh.start);
+                    if granted > now {
+                        self.push(granted, Ev::WanGranted(to, from, chunk, ep));
+                        return;
+                    }
+                }
+                let fs = sh.site_of[from as usize];
                 let site = self.site_mut(sh, fs);
                 let left = site.up.send(now, len);
                 site.wan_out += u64::from(len);
@@ -991,6 +1201,17 @@ impl Part {
     }
 
     fn plan(&mut self, sh: &Shared, me: u32) {
+        let now = self.now;
+        let site = sh.site_local[sh.site_of[me as usize] as usize] as usize;
+        if let Some(w) = &mut self.sites[site].windows {
+            if let Err(opens) = w.check(now, sh.start) {
+                // Paused: what is in flight lands; the next plan is when the window opens.
+                if let Some(at) = opens {
+                    self.wake(sh, me, at);
+                }
+                return;
+            }
+        }
         self.plans += 1;
         let node = self.node(sh, me);
         let site = &self.sites[sh.site_local[node.site as usize] as usize];
@@ -1119,13 +1340,23 @@ impl Part {
             .in_flight
             .request(chunk, key, now / 1_000_000);
         let (ms, ps) = (sh.site_of[me as usize], sh.site_of[peer as usize]);
-        if ms == ps {
+        // The request leaves once the requester's ingress buckets grant the chunk.
+        let lan = ms == ps;
+        let depart = match &mut self.node_mut(sh, me).shapers {
+            Some(g) => g.pass(!lan, true, now, len, sh.start),
+            None => now,
+        };
+        if lan {
             let lat = self.site_mut(sh, ms).lan_ns;
             let slot = self.node(sh, peer).slot as usize;
             self.node_mut(sh, me).lan_in_flight[slot] += u64::from(len);
             let started = {
                 let p = self.node_mut(sh, peer);
-                p.nic_up.send(now + lat, len)
+                let granted = match &mut p.shapers {
+                    Some(g) => g.pass(false, false, depart + lat, len, sh.start),
+                    None => depart + lat,
+                };
+                p.nic_up.send(granted, len)
             };
             let begin = started - self.node(sh, peer).nic_up.time(len);
             let down = &mut self.node_mut(sh, me).nic_down;
@@ -1137,7 +1368,7 @@ impl Part {
         } else {
             let k = wan_index(sh, me, peer);
             self.node_mut(sh, me).wan_in_flight[k] += u64::from(len);
-            let at = now + sh.wan_ns(me, peer);
+            let at = depart + sh.wan_ns(me, peer);
             let ep = epochs(self.node(sh, me).epoch, 0);
             self.send(sh, peer, at, Ev::WanAtSender(me, peer, chunk, ep));
         }
@@ -1584,6 +1815,10 @@ impl Calendar {
                 self.draining = BinaryHeap::from(spare);
                 return Some(());
             }
+            // After a jump, the far event that was jumped to lands in `draining` itself.
+            if !self.draining.is_empty() {
+                return Some(());
+            }
         }
     }
 }
@@ -1627,4 +1862,57 @@ pub struct Outcome {
     pub log_hash: u128,
     /// Simulated seconds when the last event ran.
     pub end_s: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(at: u64, seq: u64) -> Entry {
+        Entry {
+            at,
+            seq,
+            ev: Ev::SeedCheck,
+        }
+    }
+
+    #[test]
+    fn the_calendar_finds_an_event_past_its_ring_when_nothing_else_is_queued() {
+        let mut q = Calendar::new();
+        let far = (RING + 10) << BUCKET_SHIFT;
+        q.push(entry(far, 1));
+        assert_eq!(q.peek_at(), Some(far));
+        assert_eq!(q.pop_before(far + 1).map(|e| e.at), Some(far));
+        assert_eq!(q.peek_at(), None);
+    }
+
+    #[test]
+    fn the_calendar_pops_in_the_order_of_one_heap() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut q = Calendar::new();
+        let mut heap = BinaryHeap::new();
+        let mut now = 0u64;
+        for seq in 0..20_000u64 {
+            // Mostly near, sometimes far past the ring, as transfers and rejoins are.
+            let ahead = if rng.random_bool(0.05) {
+                rng.random_range(RING << BUCKET_SHIFT..(3 * RING) << BUCKET_SHIFT)
+            } else {
+                rng.random_range(0..1u64 << 30)
+            };
+            q.push(entry(now + ahead, seq));
+            heap.push(Reverse((now + ahead, seq)));
+            if rng.random_bool(0.5) {
+                let Reverse((at, s)) = heap.pop().expect("pushed");
+                let e = q.pop_before(u64::MAX).expect("same length");
+                assert_eq!((e.at, e.seq), (at, s));
+                now = at;
+            }
+        }
+        while let Some(Reverse((at, s))) = heap.pop() {
+            assert_eq!(q.peek_at(), Some(at));
+            let e = q.pop_before(u64::MAX).expect("same length");
+            assert_eq!((e.at, e.seq), (at, s));
+        }
+        assert_eq!(q.peek_at(), None);
+    }
 }

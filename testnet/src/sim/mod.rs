@@ -176,9 +176,12 @@ pub fn from_testnet(t: &crate::scenario::Scenario) -> SimScenario {
     SimScenario {
         name: format!("{} (simulated)", t.name),
         seed: t.seed,
+        start: None,
         release: scenario::SimRelease {
             size_mib: t.release.size_mib as f64,
             chunk_kib: 64,
+            emergency: false,
+            download_windows: Vec::new(),
         },
         origin: scenario::SimOrigin {
             up_mbit: t.origin.up_mbit.unwrap_or(UNLIMITED_MBIT),
@@ -203,6 +206,7 @@ pub fn from_testnet(t: &crate::scenario::Scenario) -> SimScenario {
                 wan_latency_ms: Some((s.latency(&t.wan).as_secs_f64() * 1e3 / 2.0).max(0.1)),
                 lan_mbit: None,
                 lan_latency_ms: Some(0.05),
+                ..scenario::SiteSpec::default()
             })
             .collect(),
         swarm: scenario::SwarmSpec::default(),
@@ -216,7 +220,7 @@ pub fn from_testnet(t: &crate::scenario::Scenario) -> SimScenario {
 pub fn simulate(
     sc: &SimScenario,
     progress: bool,
-) -> (report::Report, engine::Outcome, [Baseline; 2]) {
+) -> anyhow::Result<(report::Report, engine::Outcome, [Baseline; 2])> {
     let started = std::time::Instant::now();
     let mut last = std::time::Instant::now();
     let outcome = engine::run(sc, |t, done, all| {
@@ -227,7 +231,7 @@ pub fn simulate(
                 started.elapsed().as_secs_f64()
             );
         }
-    });
+    })?;
     let single = single_relay(sc);
     let branch = relay_per_branch(sc);
     let wall = started.elapsed().as_secs_f64();
@@ -240,7 +244,7 @@ pub fn simulate(
         wall,
         peak_rss_bytes(),
     );
-    (report, outcome, [single, branch])
+    Ok((report, outcome, [single, branch]))
 }
 
 /// Writes `report.json` and `completion.svg` into `dir`.
@@ -336,7 +340,7 @@ mod tests {
                 sim.site_links().iter().map(|s| s.nodes).sum::<usize>(),
                 t.node_count()
             );
-            let o = engine::run(&sim, |_, _, _| {});
+            let o = engine::run(&sim, |_, _, _| {}).unwrap();
             assert!(o.completed_s.iter().all(Option::is_some), "{name}");
         }
     }

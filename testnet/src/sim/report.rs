@@ -103,6 +103,22 @@ pub struct Product {
     pub log_hash: String,
 }
 
+/// When one site's endpoints completed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteCompletion {
+    /// Site name.
+    pub name: String,
+    /// Honest endpoints.
+    pub endpoints: usize,
+    /// When the first and the last of them completed (`None`: not all did).
+    pub first_s: Option<f64>,
+    /// See `first_s`.
+    pub all_s: Option<f64>,
+}
+
+/// How many sites the text table lists one by one; beyond it, only the slowest this many.
+const SITES_LISTED: usize = 12;
+
 /// A baseline's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct BaselineFigures {
@@ -135,6 +151,11 @@ pub struct Report {
     pub lower_bound: LowerBound,
     /// p2pd.
     pub product: Product,
+    /// Each site's completion, slowest first.
+    pub sites_by_completion: Vec<SiteCompletion>,
+    /// Whether rate schedules or download windows hold endpoints back (the lower bound and
+    /// the baselines leave them out).
+    pub policies: bool,
     /// Every endpoint from the origin.
     pub single_relay: BaselineFigures,
     /// One relay per branch.
@@ -188,7 +209,51 @@ impl Report {
                 origin_egress_f: b.origin_egress / f,
             }
         };
+        let mut sites: Vec<SiteCompletion> = outcome
+            .site_names
+            .iter()
+            .map(|name| SiteCompletion {
+                name: name.clone(),
+                endpoints: 0,
+                first_s: None,
+                all_s: Some(0.0),
+            })
+            .collect();
+        for (t, &site) in outcome.completed_s.iter().zip(&outcome.endpoint_site) {
+            let s = &mut sites[site as usize];
+            s.endpoints += 1;
+            s.all_s = match (s.all_s, t) {
+                (Some(a), Some(t)) => Some(a.max(*t)),
+                _ => None,
+            };
+            if let Some(t) = t {
+                s.first_s = Some(s.first_s.map_or(*t, |f: f64| f.min(*t)));
+            }
+        }
+        sites.sort_by(|a, b| {
+            let key = |s: &SiteCompletion| s.all_s.unwrap_or(f64::INFINITY);
+            key(b).total_cmp(&key(a)).then(a.name.cmp(&b.name))
+        });
+        let policies = !scenario.release.download_windows.is_empty()
+            || scenario.site_policies().is_ok_and(|p| {
+                p.iter().any(|p| {
+                    !p.windows.download.is_empty()
+                        || (p.shaping.enabled
+                            && [
+                                &p.shaping.wan_ingress,
+                                &p.shaping.wan_egress,
+                                &p.shaping.lan_egress,
+                                &p.shaping.total,
+                            ]
+                            .iter()
+                            .any(|s| {
+                                !s.rules.is_empty() || s.default != scheduler::rate::Rate::Unlimited
+                            }))
+                })
+            });
         Self {
+            sites_by_completion: sites,
+            policies,
             scenario: scenario.name.clone(),
             seed: scenario.seed,
             sites: outcome.site_names.len(),
@@ -264,6 +329,29 @@ impl Report {
                 &b.completion,
                 b.ratio_to_bound,
                 b.origin_egress_f,
+            );
+        }
+        if self.policies {
+            let _ = writeln!(
+                out,
+                "rate schedules and download windows hold p2pd back here; T_min and the baselines leave them out"
+            );
+        }
+        let listed = if self.sites_by_completion.len() > SITES_LISTED {
+            let _ = writeln!(out, "slowest {SITES_LISTED} sites:");
+            &self.sites_by_completion[..SITES_LISTED]
+        } else {
+            &self.sites_by_completion[..]
+        };
+        for s in listed {
+            let t = |v: Option<f64>| v.map_or("—".to_string(), dur);
+            let _ = writeln!(
+                out,
+                "  site {:<16} {:>4} endpoints complete from {:>10} to {:>10}",
+                s.name,
+                s.endpoints,
+                t(s.first_s),
+                t(s.all_s)
             );
         }
         let _ = writeln!(
@@ -361,9 +449,13 @@ pub fn plot(
         // A step curve: at each completion the share rises by one endpoint.
         let mut points = vec![(lo, 0.0)];
         let step = (t.len() / 2000).max(1);
+        let mut below = 0.0;
         for (i, &x) in t.iter().enumerate() {
             if i % step == 0 || i + 1 == t.len() {
-                points.push((x.max(lo), 100.0 * (i + 1) as f64 / n));
+                let y = 100.0 * (i + 1) as f64 / n;
+                points.push((x.max(lo), below));
+                points.push((x.max(lo), y));
+                below = y;
             }
         }
         if let Some(&(_, y)) = points.last() {

@@ -4,10 +4,13 @@
 //! ```toml
 //! name = "fleet-500x50"
 //! seed = 1
+//! start = "2026-11-23T20:00:00Z"   # the wall clock at publish (schedules and windows read it)
 //!
 //! [release]
 //! size_mib = 1024        # F
 //! chunk_kib = 64         # chunk size (the release is F / chunk of equal chunks)
+//! emergency = false      # an emergency downloads outside download windows
+//! download_windows = ["0 22 * * * for 06:00"]   # the release's own, as `p2pctl publish` takes them
 //!
 //! [origin]
 //! up_mbit = 1000         # u_0
@@ -21,10 +24,18 @@
 //! wan_latency_ms = 15    # one-way, site to the WAN
 //! lan_mbit = 1000        # each node's LAN link, each way
 //! lan_latency_ms = 0.2
+//! zone = "Europe/Berlin" # the zone of the site's [shaping] and [windows] below
+//!
+//! [sites.shaping]        # each endpoint's [shaping], exactly as in p2pd.toml
+//! wan_ingress = { default = "unlimited", rules = ["Mon-Fri 08:00-18:00 1Mbit/s"] }
+//!
+//! [sites.windows]        # each endpoint's [windows], exactly as in p2pd.toml
+//! download = [{ start = "0 20 * * *", duration = "10:00" }]
 //!
 //! [[site]]               # optional: sites with their own figures (the rest use [sites])
 //! name = "tokyo"
 //! nodes = 4
+//! zone = "Asia/Tokyo"    # a [[site]] may also give its own shaping and windows tables
 //!
 //! [swarm]
 //! wan_peers = 8          # WAN peers each node dials (in other sites; links are two-way)
@@ -42,8 +53,12 @@
 //! ```
 
 use crate::scenario::mbit;
+use node::config::{RateSchedules, ShapingSection, Windows, WindowsSection};
 use serde::Deserialize;
 use std::path::Path;
+
+/// The wall clock at publish when a scenario gives no `start`: a Monday, 09:00 UTC.
+pub const DEFAULT_START: &str = "2026-11-23T09:00:00Z";
 
 /// A simulator scenario.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,6 +69,10 @@ pub struct SimScenario {
     /// Seed of everything random: node keys, WAN peer choice, faults.
     #[serde(default)]
     pub seed: u64,
+    /// The wall-clock instant of publish (RFC 3339), which rate schedules and windows read;
+    /// [`DEFAULT_START`] when left out.
+    #[serde(default)]
+    pub start: Option<String>,
     /// The release.
     pub release: SimRelease,
     /// The origin.
@@ -88,6 +107,14 @@ pub struct SimRelease {
     /// Chunk size in KiB.
     #[serde(default = "default_chunk_kib")]
     pub chunk_kib: u32,
+    /// Marked emergency by its publisher: it downloads outside download windows (the
+    /// node's emergency policy, `scheduler::priority`).
+    #[serde(default)]
+    pub emergency: bool,
+    /// The release's own download windows, `CRON for HH:MM [in ZONE]` as `p2pctl publish
+    /// --download-window` takes them; without a zone each endpoint reads them in its own.
+    #[serde(default)]
+    pub download_windows: Vec<String>,
 }
 
 fn default_chunk_kib() -> u32 {
@@ -134,6 +161,15 @@ pub struct SiteDefaults {
     /// One-way LAN latency in ms.
     #[serde(default = "default_lan_latency")]
     pub lan_latency_ms: f64,
+    /// IANA zone; when given it is the zone of both `shaping` and `windows`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Each endpoint's `[shaping]` (default: none; every class unlimited).
+    #[serde(default)]
+    pub shaping: ShapingSection,
+    /// Each endpoint's `[windows]` (default: none; downloads any time).
+    #[serde(default)]
+    pub windows: WindowsSection,
 }
 
 fn default_nodes() -> usize {
@@ -162,6 +198,9 @@ impl Default for SiteDefaults {
             wan_latency_ms: default_wan_latency(),
             lan_mbit: default_lan(),
             lan_latency_ms: default_lan_latency(),
+            zone: None,
+            shaping: ShapingSection::default(),
+            windows: WindowsSection::default(),
         }
     }
 }
@@ -184,6 +223,12 @@ pub struct SiteSpec {
     pub lan_mbit: Option<f64>,
     /// One-way LAN latency in ms.
     pub lan_latency_ms: Option<f64>,
+    /// IANA zone of this site's shaping and windows.
+    pub zone: Option<String>,
+    /// This site's `[shaping]`, replacing `[sites.shaping]`.
+    pub shaping: Option<ShapingSection>,
+    /// This site's `[windows]`, replacing `[sites.windows]`.
+    pub windows: Option<WindowsSection>,
 }
 
 /// `[swarm]`.
@@ -259,6 +304,16 @@ impl Default for FaultSpec {
             cut: Vec::new(),
         }
     }
+}
+
+/// A site's endpoint policy, resolved: what the daemon builds from `[shaping]` and
+/// `[windows]`.
+#[derive(Debug, Clone)]
+pub struct SitePolicy {
+    /// Rate schedules of the traffic classes.
+    pub shaping: RateSchedules,
+    /// Download windows and the emergency policy.
+    pub windows: Windows,
 }
 
 /// A site with every figure resolved.
@@ -342,6 +397,9 @@ impl SimScenario {
                 site.name
             );
         }
+        self.start()?;
+        self.site_policies()?;
+        self.release_windows()?;
         let nodes: usize = sites.iter().map(|s| s.nodes).sum();
         anyhow::ensure!(
             nodes <= 1_000_000,
@@ -375,6 +433,52 @@ impl SimScenario {
             );
         }
         Ok(())
+    }
+
+    /// The wall clock at publish.
+    pub fn start(&self) -> anyhow::Result<jiff::Timestamp> {
+        let text = self.start.as_deref().unwrap_or(DEFAULT_START);
+        text.parse()
+            .map_err(|e| anyhow::anyhow!("start {text:?}: {e} (write e.g. {DEFAULT_START:?})"))
+    }
+
+    /// The release's own download windows, as written.
+    pub fn release_windows(&self) -> anyhow::Result<Vec<protocol::ReleaseWindow>> {
+        self.release
+            .download_windows
+            .iter()
+            .map(|w| {
+                scheduler::window::parse_release_window(w)
+                    .map_err(|e| anyhow::anyhow!("release.download_windows {w:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Each site's shaping and windows, in the order of [`SimScenario::site_links`]; an
+    /// error names the site and the setting.
+    pub fn site_policies(&self) -> anyhow::Result<Vec<SitePolicy>> {
+        let d = &self.sites;
+        let resolve = |name: &str, s: Option<&SiteSpec>| -> anyhow::Result<SitePolicy> {
+            let mut shaping = s
+                .and_then(|s| s.shaping.clone())
+                .unwrap_or_else(|| d.shaping.clone());
+            let mut windows = s
+                .and_then(|s| s.windows.clone())
+                .unwrap_or_else(|| d.windows.clone());
+            if let Some(zone) = s.and_then(|s| s.zone.clone()).or_else(|| d.zone.clone()) {
+                shaping.zone.clone_from(&zone);
+                windows.zone = zone;
+            }
+            let named = |(key, why): (String, String)| anyhow::anyhow!("site {name}: {key}: {why}");
+            Ok(SitePolicy {
+                shaping: shaping.schedules().map_err(named)?,
+                windows: windows.windows().map_err(named)?,
+            })
+        };
+        self.site_links()
+            .iter()
+            .map(|l| resolve(&l.name, self.site.iter().find(|s| s.name == l.name)))
+            .collect()
     }
 
     /// Chunk size in bytes.
@@ -453,6 +557,25 @@ mod tests {
         assert_eq!(sites[0].down, 1e6);
         assert_eq!((sites[1].name.as_str(), sites[1].nodes), ("site-1", 2));
         assert_eq!(s.chunk_count(), 16);
+        let p = SimScenario::parse(
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[sites]\ncount=2\n\
+             zone='Europe/Berlin'\n[sites.shaping.wan_ingress]\nrules=['Mon-Fri 08:00-18:00 1Mbit/s']\n\
+             [[site]]\nname='tokyo'\nzone='Asia/Tokyo'\nshaping={}\n",
+        )
+        .unwrap()
+        .site_policies()
+        .unwrap();
+        assert_eq!(
+            p[0].shaping.wan_ingress.rules.len(),
+            0,
+            "a site's table replaces [sites]'"
+        );
+        assert_eq!(p[0].windows.zone.iana_name(), Some("Asia/Tokyo"));
+        assert_eq!(p[1].shaping.wan_ingress.rules.len(), 1);
+        assert_eq!(
+            p[1].shaping.wan_ingress.zone.iana_name(),
+            Some("Europe/Berlin")
+        );
         for bad in [
             "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n",
             "name='x'\n[release]\nsize_mib=0\n[origin]\nup_mbit=10\n[sites]\ncount=1\n",
@@ -460,6 +583,13 @@ mod tests {
             "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[sites]\ncount=1\n[faults]\nchurn=0.9\n",
             "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[[site]]\nname='a'\n[[site]]\nname='a'\n",
             "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\nbogus=1\n",
+            "name='x'\nstart='yesterday'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[sites]\ncount=1\n",
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[sites]\ncount=1\nzone='Mars/Base'\n",
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[sites]\ncount=1\n\
+             [sites.shaping.wan_ingress]\nrules=['Mon 25:00-26:00 0']\n",
+            "name='x'\n[release]\nsize_mib=1\ndownload_windows=['every night']\n[origin]\nup_mbit=10\n[sites]\ncount=1\n",
+            "name='x'\n[release]\nsize_mib=1\n[origin]\nup_mbit=10\n[[site]]\nname='a'\n\
+             windows={download=[{start='0 20 * * *', duration='200:00'}]}\n",
         ] {
             assert!(SimScenario::parse(bad).is_err(), "{bad}");
         }
