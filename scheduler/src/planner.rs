@@ -32,7 +32,8 @@
 //! not a look at every peer for every chunk: the same-site counts are an index the caller
 //! keeps ([`Availability`], O(1) per change), the LAN candidates are `present & !have &
 //! !in_flight` taken from a lazy heap, the WAN candidates are this node's designated chunks,
-//! and each WAN peer's bitmap is read once, front to back. This is what lets the simulator
+//! and each WAN peer's bitmap is read once, front to back; a caller that keeps a
+//! [`PlanScratch`] ([`plan_with`]) has a pass allocate nothing. This is what lets the simulator
 //! run the planner for 25,000 nodes, and a daemon in a 50-node site plan on every batch of
 //! `Have`s.
 
@@ -208,8 +209,12 @@ impl<S: BuildHasher> InFlightSet<S> {
     /// Notes that `peer` answered (or failed) chunk `i`; the chunk leaves the set when no
     /// request for it is left.
     pub fn answered(&mut self, i: u32, peer: &[u8; 32]) {
-        if self.map.get_mut(&i).is_some_and(|f| f.remove(peer)) {
-            self.remove(i);
+        // One probe of the map: this runs for every answer a node receives.
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.map.entry(i) {
+            if e.get_mut().remove(peer) {
+                e.remove();
+                self.bits.clear(i);
+            }
         }
     }
 
@@ -418,29 +423,44 @@ pub fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Room left in each peer's budget, and how many same-site and WAN peers still have some.
-struct Room {
+/// Buffers [`plan_with`] reuses from one pass to the next, so that a fetch loop planning
+/// many times a second (the daemon on every batch of announcements, the simulator for 25,000
+/// endpoints) does not allocate them each time. What is in them between passes means nothing.
+#[derive(Debug, Default)]
+pub struct PlanScratch {
     left: Vec<i64>,
+    lan_peers: Vec<usize>,
+    wan_peers: Vec<usize>,
+    reserve: Vec<usize>,
+    heap: Vec<Reverse<(u16, u64, u32)>>,
+    cands: Vec<(u32, u64, u32)>,
+    last_resort: Vec<(u64, u32)>,
+    base: Vec<(usize, u64)>,
+    normal: Vec<u64>,
+    reserved: Vec<u64>,
+}
+
+/// Room left in each peer's budget, and how many same-site and WAN peers still have some.
+struct Room<'s> {
+    left: &'s mut Vec<i64>,
     lan_open: usize,
     wan_open: usize,
 }
 
-impl Room {
-    fn new(peers: &[PeerView<'_>]) -> Self {
-        let left: Vec<i64> = peers
-            .iter()
-            .map(|p| {
-                if p.usable {
-                    p.budget_bytes as i64 - p.in_flight_bytes as i64
-                } else {
-                    0
-                }
-            })
-            .collect();
+impl<'s> Room<'s> {
+    fn new(peers: &[PeerView<'_>], left: &'s mut Vec<i64>) -> Self {
+        left.clear();
+        left.extend(peers.iter().map(|p| {
+            if p.usable {
+                p.budget_bytes as i64 - p.in_flight_bytes as i64
+            } else {
+                0
+            }
+        }));
         let open = |lan: bool| {
             peers
                 .iter()
-                .zip(&left)
+                .zip(left.iter())
                 .filter(|(p, r)| p.same_site == lan && **r > 0)
                 .count()
         };
@@ -466,30 +486,76 @@ impl Room {
 
 /// Decides the next requests. Returns them in the order they should be sent.
 pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) -> Vec<Assignment> {
+    let mut out = Vec::new();
+    plan_with(input, config, &mut PlanScratch::default(), &mut out);
+    out
+}
+
+/// [`plan`], with buffers kept by the caller: replaces `out` with the next requests, in the
+/// order they should be sent.
+pub fn plan_with<S: BuildHasher>(
+    input: &PlanInput<'_, S>,
+    config: &PlannerConfig,
+    scratch: &mut PlanScratch,
+    out: &mut Vec<Assignment>,
+) {
+    out.clear();
     let n = input.chunks.len() as u32;
-    let mut room = Room::new(input.peers);
+    let PlanScratch {
+        left,
+        lan_peers,
+        wan_peers,
+        reserve,
+        heap: heap_buf,
+        cands,
+        last_resort,
+        base,
+        normal,
+        reserved,
+    } = scratch;
+    let mut room = Room::new(input.peers, left);
     if room.lan_open == 0 && room.wan_open == 0 {
-        return Vec::new();
+        return;
     }
     let peers = input.peers;
     let valid = |p: &PeerView<'_>| p.have.is_some_and(|b| b.len() == n);
-    let lan_peers: Vec<usize> = (0..peers.len())
-        .filter(|&k| peers[k].same_site && valid(&peers[k]))
-        .collect();
-    let (reserve, wan_peers): (Vec<usize>, Vec<usize>) = (0..peers.len())
-        .filter(|&k| !peers[k].same_site && valid(&peers[k]))
-        .partition(|&k| peers[k].reserve);
+    lan_peers.clear();
+    wan_peers.clear();
+    reserve.clear();
+    for (k, p) in peers.iter().enumerate() {
+        if !valid(p) {
+            continue;
+        }
+        match (p.same_site, p.reserve) {
+            (true, _) => lan_peers.push(k),
+            (false, true) => reserve.push(k),
+            (false, false) => wan_peers.push(k),
+        }
+    }
+    let (lan_peers, wan_peers, reserve) = (&*lan_peers, &*wan_peers, &*reserve);
     let holds = |k: usize, i: u32| peers[k].have.is_some_and(|b| b.get(i));
     let in_flight = input.in_flight;
-    let mut out = Vec::new();
 
     // The holder among `cands` with the most room (ties: the lower id), not in `exclude`.
+    // Rooms are compared first: a peer that could not win is not asked whether it holds the
+    // chunk (a bitmap read, likely a cache miss).
     let pick = |cands: &[usize], i: u32, exclude: &[[u8; 32]], room: &Room| {
-        cands
-            .iter()
-            .copied()
-            .filter(|&k| room.left[k] > 0 && holds(k, i) && !exclude.contains(&peers[k].id))
-            .max_by_key(|&k| (room.left[k], Reverse(peers[k].id)))
+        let mut best: Option<(usize, i64)> = None;
+        for &k in cands {
+            let r = room.left[k];
+            if r <= 0 {
+                continue;
+            }
+            if let Some((b, rb)) = best {
+                if r < rb || (r == rb && peers[k].id > peers[b].id) {
+                    continue;
+                }
+            }
+            if holds(k, i) && !exclude.contains(&peers[k].id) {
+                best = Some((k, r));
+            }
+        }
+        best.map(|(k, _)| k)
     };
     // Requests chunk `i` from one of `cands`; false if none can take it.
     let assign = |i: u32,
@@ -524,25 +590,28 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
     //    for, rarest first, ties in this node's own order; a lazy heap, since a pass usually
     //    stops when the peers' budgets are used up.
     if room.lan_open > 0 && !lan_peers.is_empty() {
-        let mut heap: std::collections::BinaryHeap<Reverse<(u16, u64, u32)>> = (0..words)
-            .flat_map(|w| {
-                let mut m = present(w) & !input.have.word(w) & !in_flight.bits().word(w);
-                std::iter::from_fn(move || {
-                    (m != 0).then(|| {
-                        let i = (w * 64) as u32 + m.trailing_zeros();
-                        m &= m - 1;
-                        i
+        heap_buf.clear();
+        heap_buf.extend(
+            (0..words)
+                .flat_map(|w| {
+                    let mut m = present(w) & !input.have.word(w) & !in_flight.bits().word(w);
+                    std::iter::from_fn(move || {
+                        (m != 0).then(|| {
+                            let i = (w * 64) as u32 + m.trailing_zeros();
+                            m &= m - 1;
+                            i
+                        })
                     })
                 })
-            })
-            .map(|i| {
-                Reverse((
-                    lan_count(i),
-                    tie_break(&input.me, &input.chunks[i as usize]),
-                    i,
-                ))
-            })
-            .collect();
+                .map(|i| {
+                    Reverse((
+                        lan_count(i),
+                        tie_break(&input.me, &input.chunks[i as usize]),
+                        i,
+                    ))
+                }),
+        );
+        let mut heap = std::collections::BinaryHeap::from(std::mem::take(heap_buf));
         // Rooms only shrink during a pass, so a chunk no peer with room holds stays
         // unassignable. After a run of such chunks (a busy peer that alone holds many, or
         // one that claims everything), the pass reads once what the peers with room hold
@@ -553,7 +622,7 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
             if open.as_ref().is_some_and(|o| !o.get(i)) {
                 continue;
             }
-            if assign(i, &lan_peers, &[], &mut room, &mut out) {
+            if assign(i, lan_peers, &[], &mut room, out) {
                 misses = 0;
             } else {
                 misses += 1;
@@ -573,47 +642,51 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
                 break;
             }
         }
+        *heap_buf = heap.into_vec();
     }
 
     // 2. The WAN: this node's designated chunks that no same-site peer has and that are not
     //    in flight, a word of 64 chunks at a time; rarest first among the holders that are
     //    not a reserve.
     if input.plan_wan && room.wan_open > 0 && !(wan_peers.is_empty() && reserve.is_empty()) {
-        let mut cands: Vec<(u32, u64, u32)> = Vec::new();
-        let mut last_resort: Vec<(u64, u32)> = Vec::new();
+        cands.clear();
+        last_resort.clear();
         // This node's designated chunks that no same-site peer has and that are not in
         // flight, as (word index, bits).
-        let base: Vec<(usize, u64)> = (0..words)
-            .filter_map(|w| {
-                let b = input.designated.word(w)
-                    & !input.have.word(w)
-                    & !present(w)
-                    & !in_flight.bits().word(w);
-                (b != 0).then_some((w, b))
-            })
-            .collect();
+        base.clear();
+        base.extend((0..words).filter_map(|w| {
+            let b = input.designated.word(w)
+                & !input.have.word(w)
+                & !present(w)
+                & !in_flight.bits().word(w);
+            (b != 0).then_some((w, b))
+        }));
+        let base = &*base;
         // What the WAN peers hold in those words, one peer at a time (each bitmap is read
         // front to back; a word-by-word walk across peers would miss the cache every time).
-        let union = |which: &[usize]| {
-            let mut u = vec![0u64; base.len()];
+        let union = |which: &[usize], u: &mut Vec<u64>| {
+            u.clear();
+            u.resize(base.len(), 0);
             for &p in which {
                 if let Some(b) = peers[p].have {
-                    for (x, &(w, _)) in u.iter_mut().zip(&base) {
+                    for (x, &(w, _)) in u.iter_mut().zip(base) {
                         *x |= b.word(w);
                     }
                 }
             }
-            u
         };
-        let normal = match input.wan_held {
-            Some(held) => base.iter().map(|&(w, _)| held.word(w)).collect(),
-            None => union(&wan_peers),
-        };
-        let reserved = if reserve.is_empty() {
-            Vec::new()
+        match input.wan_held {
+            Some(held) => {
+                normal.clear();
+                normal.extend(base.iter().map(|&(w, _)| held.word(w)));
+            }
+            None => union(wan_peers, normal),
+        }
+        if reserve.is_empty() {
+            reserved.clear();
         } else {
-            union(&reserve)
-        };
+            union(reserve, reserved);
+        }
         for (k, &(w, b)) in base.iter().enumerate() {
             let mut held = b & normal[k];
             while held != 0 {
@@ -633,8 +706,8 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
         }
         cands.sort_unstable();
         let mut assigned = false;
-        for (_, _, i) in cands {
-            assigned |= assign(i, &wan_peers, &[], &mut room, &mut out);
+        for &(_, _, i) in cands.iter() {
+            assigned |= assign(i, wan_peers, &[], &mut room, out);
             if room.wan_open == 0 {
                 break;
             }
@@ -647,8 +720,8 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
             && room.wan_open > 0
         {
             last_resort.sort_unstable();
-            for (_, i) in last_resort {
-                assign(i, &reserve, &[], &mut room, &mut out);
+            for &(_, i) in last_resort.iter() {
+                assign(i, reserve, &[], &mut room, out);
                 if room.wan_open == 0 {
                     break;
                 }
@@ -659,7 +732,7 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
     // 3. Endgame: every missing chunk is in flight (or held by no one this node may ask).
     let missing = n - input.have.count();
     if missing > 0 && missing <= config.endgame_chunks {
-        let wan_holder = |i: u32| wan_peers.iter().chain(&reserve).any(|&k| holds(k, i));
+        let wan_holder = |i: u32| wan_peers.iter().chain(reserve.iter()).any(|&k| holds(k, i));
         let requestable = |i: u32| {
             if lan_count(i) > 0 {
                 lan_peers.iter().any(|&k| holds(k, i))
@@ -682,16 +755,15 @@ pub fn plan<S: BuildHasher>(input: &PlanInput<'_, S>, config: &PlannerConfig) ->
             stale.sort_unstable_by_key(|(i, f)| (f.since_ms, *i));
             for (i, f) in stale {
                 if lan_count(i) > 0 {
-                    assign(i, &lan_peers, f.peers(), &mut room, &mut out);
+                    assign(i, lan_peers, f.peers(), &mut room, out);
                 } else if input.designated.get(i)
-                    && !assign(i, &wan_peers, f.peers(), &mut room, &mut out)
+                    && !assign(i, wan_peers, f.peers(), &mut room, out)
                 {
-                    assign(i, &reserve, f.peers(), &mut room, &mut out);
+                    assign(i, reserve, f.peers(), &mut room, out);
                 }
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -1116,6 +1188,153 @@ mod tests {
                 wan: false
             }]
         );
+    }
+
+    #[test]
+    fn the_holder_with_most_room_wins_and_ties_go_to_the_lower_id() {
+        let cs = chunks(1);
+        let (full, none) = (&Bitmap::full(1), &Bitmap::new(1));
+        fn with_room(b: u8, have: &Bitmap, room: u64) -> PeerView<'_> {
+            PeerView {
+                in_flight_bytes: (1 << 20) - room,
+                budget_bytes: 1 << 20,
+                ..peer(b, true, have)
+            }
+        }
+        let have = Bitmap::new(1);
+        let in_flight = InFlightSet::new(1);
+        let cases: [(Vec<PeerView<'_>>, usize); 3] = [
+            // Most room wins whatever the order and the ids.
+            (
+                vec![
+                    with_room(1, full, 2000),
+                    with_room(9, full, 9000),
+                    with_room(5, full, 4000),
+                ],
+                1,
+            ),
+            // Equal room: the lower id.
+            (
+                vec![
+                    with_room(7, full, 9000),
+                    with_room(3, full, 9000),
+                    with_room(2, full, 1000),
+                ],
+                1,
+            ),
+            // The peer with the most room does not hold it: the next one that does.
+            (
+                vec![
+                    with_room(4, full, 3000),
+                    with_room(1, none, 9000),
+                    with_room(8, full, 5000),
+                ],
+                2,
+            ),
+        ];
+        for (peers, want) in cases {
+            let p = plan_for(id(0), &cs, &have, &in_flight, &peers, &[id(0)], 0);
+            assert_eq!(p.len(), 1);
+            assert_eq!(p[0].peer, want);
+        }
+    }
+
+    #[test]
+    fn a_reused_scratch_plans_as_a_fresh_one() {
+        // A fetch run pass after pass with one scratch, LAN and WAN peers and a reserve with
+        // bitmaps of every density, against a fresh plan each time.
+        let n = 300;
+        let cs = chunks(n);
+        let bits = |seed: u64, keep: u64| {
+            let mut b = Bitmap::new(n);
+            for i in 0..n {
+                if mix(seed ^ u64::from(i)) % 8 < keep {
+                    b.set(i);
+                }
+            }
+            b
+        };
+        let lan: Vec<Bitmap> = (0..6).map(|k| bits(k, k % 5)).collect();
+        let wan: Vec<Bitmap> = (0..4).map(|k| bits(100 + k, 2 + k % 4)).collect();
+        let origin = Bitmap::full(n);
+        let me = id(0);
+        let members: Vec<[u8; 32]> = std::iter::once(me).chain((1..7).map(id)).collect();
+        let designated = designated_chunks(&me, &members, &cs);
+        let availability = Availability::from_bitmaps(n, &lan);
+        let config = PlannerConfig::default();
+        let mut have = bits(999, 1);
+        let mut in_flight: InFlightSet = InFlightSet::new(n);
+        let mut scratch = PlanScratch::default();
+        let mut out = vec![Assignment {
+            chunk: 0,
+            peer: 99,
+            wan: true,
+        }];
+        let mut passes = 0;
+        while !have.is_full() && passes < 200 {
+            let mut peers: Vec<PeerView<'_>> = Vec::new();
+            for (k, b) in lan.iter().enumerate() {
+                peers.push(PeerView {
+                    budget_bytes: 4000 + 1000 * k as u64,
+                    ..peer(1 + k as u8, true, b)
+                });
+            }
+            for (k, b) in wan.iter().enumerate() {
+                peers.push(PeerView {
+                    budget_bytes: 3000,
+                    ..peer(20 + k as u8, false, b)
+                });
+            }
+            peers.push(PeerView {
+                reserve: true,
+                budget_bytes: 2000,
+                ..peer(30, false, &origin)
+            });
+            let input = PlanInput {
+                me,
+                chunks: &cs,
+                have: &have,
+                in_flight: &in_flight,
+                peers: &peers,
+                lan: &availability,
+                lan_extra: &[],
+                designated: &designated,
+                now_ms: passes * 1000,
+                wan_idle_ms: passes * 1000,
+                plan_wan: passes % 3 != 1,
+                wan_held: None,
+            };
+            planner_reuse_check(&input, &config, &mut scratch, &mut out);
+            // Every other pass the requests are answered; the rest stay in flight.
+            for a in &out {
+                in_flight.request(a.chunk, peers[a.peer].id, passes * 1000);
+            }
+            if passes % 2 == 0 {
+                for i in in_flight.iter().map(|(i, _)| i).collect::<Vec<_>>() {
+                    in_flight.remove(i);
+                    have.set(i);
+                }
+            }
+            if out.is_empty() && in_flight.is_empty() {
+                // Nobody this node may ask holds the rest: take it as arrived.
+                for i in have.zeros().collect::<Vec<_>>() {
+                    have.set(i);
+                }
+            }
+            passes += 1;
+        }
+        assert!(have.is_full());
+        assert!(passes > 5, "the run exercises several passes: {passes}");
+    }
+
+    fn planner_reuse_check<S: BuildHasher>(
+        input: &PlanInput<'_, S>,
+        config: &PlannerConfig,
+        scratch: &mut PlanScratch,
+        out: &mut Vec<Assignment>,
+    ) {
+        plan_with(input, config, scratch, out);
+        assert_eq!(*out, plan(input, config));
     }
 
     #[test]

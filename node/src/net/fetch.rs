@@ -13,7 +13,9 @@ use super::peer::{Peer, RequestError};
 use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
 use protocol::VerifiedRelease;
 use protocol::wire::{Control, HAVE_INDICES_MAX};
-use scheduler::planner::{self, Availability, InFlightSet, PeerView, PlanInput, PlannerConfig};
+use scheduler::planner::{
+    self, Availability, InFlightSet, PeerView, PlanInput, PlanScratch, PlannerConfig,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -108,6 +110,9 @@ async fn fetch(
     // When a request to a WAN peer other than a reserve (the origin after seeding) was last
     // out: the planner asks the reserve only after a while without one.
     let mut wan_busy = Instant::now();
+    // The planner's buffers and answer, kept from one pass to the next.
+    let mut scratch = PlanScratch::default();
+    let mut assignments = Vec::new();
     loop {
         if got.is_full() {
             // Any duplicate (endgame) requests still out are not needed; their tasks end on
@@ -266,7 +271,7 @@ async fn fetch(
             plan_wan: true,
             wan_held: None,
         };
-        let assignments = planner::plan(&input, &config);
+        planner::plan_with(&input, &config, &mut scratch, &mut assignments);
         let now_ms = epoch.elapsed().as_millis() as u64;
         // Peers this plan leaves with less than a quarter of their budget: a finished request
         // from one of them plans again.
@@ -282,7 +287,7 @@ async fn fetch(
                 starved.insert(v.id);
             }
         }
-        for a in assignments {
+        for a in assignments.drain(..) {
             let peer = peers[a.peer].clone();
             let chunk = chunks[a.chunk as usize];
             in_flight.request(a.chunk, peer.node_key, now_ms);

@@ -42,14 +42,18 @@
 //!
 //! # Parallel, and still deterministic
 //!
-//! Sites are dealt round-robin to [`PARTS`] partitions. Everything inside a site (its LAN,
-//! its WAN links, its members' state) belongs to one partition; partitions meet only over
-//! the WAN, where every message takes at least the smallest WAN latency `L`. So the run
-//! advances in windows of `L`: each partition runs its own events of the window alone (on
-//! as many threads as the machine has, up to [`PARTS`]), and at the window's end the
-//! messages between partitions are delivered in a fixed order (time, source partition,
-//! source order) and WAN views are brought up to date. The partitioning is part of the
-//! model, not of the machine: one thread or four give the same events.
+//! Each site is a partition: everything inside it (its LAN, its WAN links, its members'
+//! state, its event queue) belongs to it alone, and sites meet only over the WAN, where every
+//! message takes at least the smallest WAN latency `L`. So the run advances in windows of
+//! `L`: each site runs its own events of the window alone, and at the window's end the
+//! messages between sites are delivered in a fixed order (source site, source order) and WAN
+//! views are brought up to date. Threads (as many as the machine has) take the
+//! window's sites a few at a time until none are left; the events do not depend on which
+//! thread ran a site, nor on how many there are.
+//!
+//! A site at a time is also what makes the run fast: a window's events of one site touch
+//! only its 50 members' state, which stays in the CPU's caches, where one queue for many
+//! sites would jump between them at every event.
 //!
 //! Not modelled: CPU and disk (the daemon's own benchmarks cover them), packet loss and
 //! congestion control (a link is shared FIFO by chunk), the control plane (announcements
@@ -82,9 +86,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// The daemon's [`PLAN_COALESCE`] in nanoseconds.
 const PLAN_COALESCE_NS: u64 = PLAN_COALESCE.as_nanos() as u64;
 
-/// Partitions of the sites (see the module docs). Four: enough for the machines this runs
-/// on, few enough that each window's barrier stays cheap.
-pub const PARTS: usize = 4;
+/// Sites a thread takes at a time in a window: few enough that the threads finish together,
+/// enough that taking them costs nothing next to running them (a window of a 50-node site is
+/// hundreds of events).
+const SITES_PER_TAKE: usize = 4;
 
 /// Index of the origin among nodes, and of its site among sites.
 pub const ORIGIN: u32 = 0;
@@ -355,6 +360,10 @@ struct Node {
     /// The chunks rendezvous hashing names this node for, over the members it has not
     /// banned (`Shared::designated` is the copy other partitions read).
     designated: Bitmap,
+    /// The chunks some WAN peer other than the origin is designated for, by
+    /// `Shared::designated`: a checkpoint asks each WAN peer only about these (most chunks
+    /// concern none of them, and each peer's bitmap is a read from far away in memory).
+    wan_interest: Bitmap,
     /// Bad chunks per peer, and the peers banned.
     strikes: Vec<(u32, u32)>,
     banned: Vec<u32>,
@@ -496,7 +505,7 @@ impl Ev {
     }
 }
 
-/// One partition: its sites, their nodes, its queue and its counters.
+/// One partition: a site, its nodes, its queue and its counters.
 struct Part {
     id: usize,
     nodes: Vec<Node>,
@@ -531,6 +540,29 @@ struct Part {
     lost: u64,
     origin_egress: u64,
     origin_seeding: u64,
+    /// Buffers each plan reuses (see [`PlanBufs`]).
+    bufs: PlanBufs,
+}
+
+/// What a plan allocates, kept from one plan to the next: the planner's own buffers, its
+/// answer, and the peer views and their targets and budgets (the views borrow node state, so
+/// only their allocation is kept, see [`recycle`]).
+#[derive(Default)]
+struct PlanBufs {
+    scratch: planner::PlanScratch,
+    out: Vec<Assignment>,
+    targets: Vec<u32>,
+    budget_at: Vec<usize>,
+    room: Vec<i64>,
+    views: Vec<PeerView<'static>>,
+    extra: Vec<&'static Bitmap>,
+}
+
+/// An empty vector with `v`'s allocation, for items that differ only in a lifetime: the
+/// standard library collects a `map` over a vector's own `into_iter` in place.
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("cleared")).collect()
 }
 
 /// Runs `scenario`; `progress` is called about once per simulated second with (simulated
@@ -543,8 +575,8 @@ pub fn run(
     run_on(scenario, threads, progress)
 }
 
-/// [`run`] on `threads` threads (at most [`PARTS`] are used). The outcome does not depend on
-/// the number.
+/// [`run`] on `threads` threads (at most one per site is used). The outcome does not depend
+/// on the number.
 pub fn run_on(
     scenario: &SimScenario,
     threads: usize,
@@ -555,7 +587,7 @@ pub fn run_on(
     let lookahead = lookahead(&shared);
     let limit = (scenario.limit_s * NS) as u64;
     let endpoints = shared.keys.len() - 1 - shared.garbage.iter().filter(|g| **g).count();
-    let threads = threads.clamp(1, PARTS);
+    let threads = threads.clamp(1, parts.len());
     let mut start = 0u64;
     let mut next_report = 0u64;
     loop {
@@ -565,38 +597,61 @@ pub fn run_on(
                 p.run_until(&shared, end);
             }
         } else {
-            let per = PARTS.div_ceil(threads);
             let sh = &shared;
+            // Each thread takes the next few sites until none are left: sites differ in how
+            // much happens in a window (the origin's most of all), and a fixed share would
+            // leave threads waiting at the window's end.
+            let next = std::sync::Mutex::new(parts.chunks_mut(SITES_PER_TAKE));
             std::thread::scope(|s| {
-                for group in parts.chunks_mut(per) {
-                    s.spawn(move || {
-                        for p in group {
-                            p.run_until(sh, end);
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        loop {
+                            let taken = next.lock().expect("not poisoned").next();
+                            let Some(group) = taken else { break };
+                            for p in group {
+                                p.run_until(sh, end);
+                            }
                         }
                     });
                 }
             });
         }
-        // The window's end: deliver messages in a fixed order, update the WAN views.
-        let mut mail: Vec<(u64, usize, usize, usize, Entry)> = Vec::new();
-        for p in &mut parts {
-            for (k, (to, e)) in p.outbox.drain(..).enumerate() {
-                mail.push((e.at, p.id, k, to, e));
+        // The window's end: deliver messages in a fixed order (source site, then the order
+        // it sent them in; the queues order them by time), update the WAN views.
+        for k in 0..parts.len() {
+            let mut outbox = std::mem::take(&mut parts[k].outbox);
+            for (to, e) in outbox.drain(..) {
+                parts[to].push(e.at, e.ev);
             }
+            parts[k].outbox = outbox;
+        }
+        let mut redesignated = Vec::new();
+        for p in &mut parts {
             for &(node, chunk) in &p.shown_log {
                 shared.wan_view[node as usize].set(chunk);
             }
             p.shown_log.clear();
             for (node, d) in p.designation_log.drain(..) {
                 shared.designated[node as usize] = d;
+                redesignated.push(node);
             }
             for (node, up) in p.alive_log.drain(..) {
                 shared.alive[node as usize] = up;
             }
         }
-        mail.sort_unstable_by_key(|m| (m.0, m.1, m.2));
-        for (_, _, _, to, e) in mail {
-            parts[to].push(e.at, e.ev);
+        // WAN links go both ways: the nodes that care about a node's designation are its
+        // own WAN peers.
+        let mut stale: Vec<u32> = redesignated
+            .iter()
+            .flat_map(|&w| shared.wan[w as usize].iter().copied())
+            .filter(|&m| m != ORIGIN)
+            .collect();
+        stale.sort_unstable();
+        stale.dedup();
+        for m in stale {
+            let interest = wan_interest(&shared, m);
+            parts[shared.part_of(m)].nodes[shared.local[m as usize] as usize].wan_interest =
+                interest;
         }
         let done = endpoints - parts.iter().map(|p| p.remaining).sum::<usize>();
         if end >= next_report {
@@ -660,8 +715,8 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
     let links: Vec<SiteLinks> = std::iter::once(origin_links)
         .chain(sc.site_links())
         .collect();
-    let part_of_site: Vec<u32> = (0..links.len()).map(|s| (s % PARTS) as u32).collect();
-    let mut parts: Vec<Part> = (0..PARTS).map(Part::new).collect();
+    let part_of_site: Vec<u32> = (0..links.len() as u32).collect();
+    let mut parts: Vec<Part> = (0..links.len()).map(Part::new).collect();
     let mut site_local = Vec::new();
     let mut site_of = Vec::new();
     let mut local = Vec::new();
@@ -712,6 +767,7 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
                 done_at: None,
                 received: Bitmap::new(n),
                 designated: Bitmap::new(n),
+                wan_interest: Bitmap::new(n),
                 strikes: Vec::new(),
                 banned: Vec::new(),
                 alive: true,
@@ -905,6 +961,9 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
             let node = &mut part.nodes[k];
             node.wan_in_flight = vec![0; peers];
             node.wan_starved = vec![false; peers];
+            if id != ORIGIN as usize {
+                node.wan_interest = wan_interest(&shared, id as u32);
+            }
             if node.role == Role::Endpoint {
                 // Before seeding ends, only the origin holds anything (this site's share),
                 // and the garbage peers claim everything.
@@ -965,6 +1024,7 @@ impl Part {
             hash: (0x7032_7064_7369_6d31 ^ id as u64, 0),
             events: 0,
             plans: 0,
+            bufs: PlanBufs::default(),
             sent: 0,
             received: 0,
             lost: 0,
@@ -1179,7 +1239,7 @@ impl Part {
         self.reveal_at = Some(self.now);
         // Every site is at least the nearest site's latency away from the origin.
         let at = self.now + sh.site_wan_ns[ORIGIN as usize] + sh.nearest_site_ns;
-        for part in 0..PARTS {
+        for part in 0..sh.part_of_site.len() {
             if part == self.id {
                 self.push(self.now, Ev::Reveal);
             } else {
@@ -1213,15 +1273,18 @@ impl Part {
             }
         }
         self.plans += 1;
+        let mut bufs = std::mem::take(&mut self.bufs);
         let node = self.node(sh, me);
         let site = &self.sites[sh.site_local[node.site as usize] as usize];
         let revealed = self.revealed;
         let wan = &sh.wan[me as usize];
-        let mut targets: Vec<u32> = Vec::with_capacity(site.members.len() + wan.len());
+        let targets = &mut bufs.targets;
+        targets.clear();
         // For each view, the index of its budget: the member's slot, or the WAN peer's place.
-        let mut budget_at: Vec<usize> = Vec::with_capacity(targets.capacity());
-        let mut views: Vec<PeerView<'_>> = Vec::with_capacity(targets.capacity());
-        let mut extra: Vec<&Bitmap> = Vec::new();
+        let budget_at = &mut bufs.budget_at;
+        budget_at.clear();
+        let mut views: Vec<PeerView<'_>> = recycle(std::mem::take(&mut bufs.views));
+        let mut extra: Vec<&Bitmap> = recycle(std::mem::take(&mut bufs.extra));
         for (k, &m) in site.members.iter().enumerate() {
             if m == me
                 || node.banned.contains(&m)
@@ -1288,14 +1351,19 @@ impl Part {
             plan_wan: node.wan_dirty,
             wan_held: Some(&node.wan_held),
         };
-        let assignments: Vec<Assignment> = planner::plan(&input, &self.config);
+        let assignments = &mut bufs.out;
+        planner::plan_with(&input, &self.config, &mut bufs.scratch, assignments);
         let wan_assigned = assignments.iter().any(|a| a.wan && !views[a.peer].reserve);
-        let mut room: Vec<i64> = views
-            .iter()
-            .map(|v| v.budget_bytes as i64 - v.in_flight_bytes as i64)
-            .collect();
-        drop(views);
-        for a in &assignments {
+        let room = &mut bufs.room;
+        room.clear();
+        room.extend(
+            views
+                .iter()
+                .map(|v| v.budget_bytes as i64 - v.in_flight_bytes as i64),
+        );
+        bufs.views = recycle(views);
+        bufs.extra = recycle(extra);
+        for a in assignments.iter() {
             room[a.peer] -= i64::from(sh.chunks[a.chunk as usize].len);
         }
         let now = self.now;
@@ -1311,9 +1379,10 @@ impl Part {
                 node.wan_starved[budget_at[k]] = true;
             }
         }
-        for a in assignments {
-            self.request(sh, me, targets[a.peer], a.chunk);
+        for a in bufs.out.iter() {
+            self.request(sh, me, bufs.targets[a.peer], a.chunk);
         }
+        self.bufs = bufs;
         // The daemon also plans every 100 ms when nothing else happens; two of its reasons
         // have no other wake-up here: the endgame, and asking the reserve once the WAN has
         // been idle long enough.
@@ -1397,7 +1466,10 @@ impl Part {
         }
         node.received.set(chunk);
         if node.have.set(chunk) {
-            node.in_flight.remove(chunk);
+            if node.in_flight.contains(chunk) {
+                // An endgame request to another peer is still out: moot now.
+                node.in_flight.remove(chunk);
+            }
             node.pending.push(chunk);
             node.pending_bytes += u64::from(len);
             if node.have.is_full() {
@@ -1637,6 +1709,8 @@ impl Part {
         }
         // A WAN peer plans again only for a chunk it is designated for: nothing else in
         // this announcement can give it a WAN request. It hears of it after the latency.
+        let interest = &self.nodes[l].wan_interest;
+        pending.retain(|&c| interest.get(c));
         for &w in &sh.wan[me as usize] {
             if w == ORIGIN {
                 continue;
@@ -1652,6 +1726,20 @@ impl Part {
         pending.clear();
         self.nodes[l].pending = pending;
     }
+}
+
+/// The chunks some WAN peer of `me` other than the origin is designated for
+/// (`Node::wan_interest`).
+fn wan_interest(sh: &Shared, me: u32) -> Bitmap {
+    let mut bytes = vec![0u8; sh.chunks.len().div_ceil(8)];
+    for &w in &sh.wan[me as usize] {
+        if w != ORIGIN {
+            for (x, y) in bytes.iter_mut().zip(sh.designated[w as usize].as_bytes()) {
+                *x |= *y;
+            }
+        }
+    }
+    Bitmap::from_bytes(sh.chunks.len() as u32, bytes).expect("the release's length")
 }
 
 fn wan_index(sh: &Shared, me: u32, peer: u32) -> usize {
@@ -1729,8 +1817,14 @@ impl Ord for Entry {
 /// Width of a calendar bucket: 2^17 ns ≈ 131 µs.
 const BUCKET_SHIFT: u32 = 17;
 
-/// Buckets in the calendar's ring: 2^19 × 131 µs ≈ 69 s ahead; later events wait in a heap.
-const RING: u64 = 1 << 19;
+/// Emptied bucket vectors a calendar keeps for reuse: about as many buckets as fill while
+/// one drains, so that filling a bucket does not allocate, and no more, so that a burst's
+/// buckets are not held for the rest of the run.
+const POOL: usize = 64;
+
+/// Buckets in the calendar's ring: 2^13 × 131 µs ≈ 1.07 s ahead (a transfer, a checkpoint, a
+/// plan); later events wait in a heap. One ring per site: 196 KiB each.
+const RING: u64 = 1 << 13;
 
 /// The event queue: a calendar of time buckets for the near future (pushing is a vector
 /// push), the bucket being drained as a small heap, and a heap for events past the ring. It
@@ -1745,6 +1839,10 @@ struct Calendar {
     far: BinaryHeap<Reverse<Entry>>,
     /// Entries in `ring`.
     in_ring: usize,
+    /// Emptied buckets' vectors (at most [`POOL`]), handed to the next bucket that fills: a
+    /// bucket is filled and drained every 131 µs, and keeping every bucket's allocation would
+    /// hold the ring's peak forever.
+    pool: Vec<Vec<Entry>>,
 }
 
 impl Calendar {
@@ -1755,6 +1853,7 @@ impl Calendar {
             draining: BinaryHeap::new(),
             far: BinaryHeap::new(),
             in_ring: 0,
+            pool: Vec::new(),
         }
     }
 
@@ -1763,7 +1862,13 @@ impl Calendar {
         if b <= self.cur {
             self.draining.push(Reverse(e));
         } else if b - self.cur < RING {
-            self.ring[(b % RING) as usize].push(e);
+            let slot = &mut self.ring[(b % RING) as usize];
+            if slot.capacity() == 0 {
+                if let Some(v) = self.pool.pop() {
+                    *slot = v;
+                }
+            }
+            slot.push(e);
             self.in_ring += 1;
         } else {
             self.far.push(Reverse(e));
@@ -1811,7 +1916,11 @@ impl Calendar {
                 self.in_ring -= slot.len();
                 let mut spare = std::mem::take(&mut self.draining).into_vec();
                 spare.extend(slot.drain(..).map(Reverse));
-                *slot = Vec::new();
+                if self.pool.len() < POOL {
+                    self.pool.push(std::mem::take(slot));
+                } else {
+                    *slot = Vec::new();
+                }
                 self.draining = BinaryHeap::from(spare);
                 return Some(());
             }
