@@ -14,6 +14,8 @@
 //! | `GET /v1/peers`                     | → `[PeerView]`: data-plane peers                       |
 //! | `GET /v1/status`                    | → [`NodeStatus`]: every release served or fetched      |
 //! | `GET /v1/schedule`                  | → [`ScheduleView`]: rates and windows now              |
+//! | `GET /v1/audit[?since_unix_ms=T]`   | → [`crate::audit::AuditLog`]: entries and a signed seal |
+//! | `GET /v1/audit/verify`              | → [`AuditVerifyView`]: the stored chain checked        |
 //!
 //! Errors answer a 4xx/5xx status with [`ApiErrorBody`]: a stable `code` for scripts and a
 //! `message` for people.
@@ -386,4 +388,41 @@ pub struct WindowView {
     pub closes: Option<String>,
     /// When it next opens, if closed and known.
     pub opens: Option<String>,
+}
+
+/// `GET /v1/audit/verify`: the node's audit log checked entry by entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerifyView {
+    /// Whether the whole chain holds.
+    pub intact: bool,
+    /// Entries checked and found intact (all of them when `intact`).
+    pub entries: u64,
+    /// Hash of the last entry, hex, when intact.
+    pub head: Option<String>,
+    /// The first entry found changed, missing or out of place.
+    pub broken_at: Option<u64>,
+    /// What is wrong with it.
+    pub reason: Option<String>,
+}
+
+impl AuditVerifyView {
+    /// The view of a check's result.
+    pub fn of(result: &Result<crate::audit::Intact, crate::audit::Broken>) -> Self {
+        match result {
+            Ok(i) => Self {
+                intact: true,
+                entries: i.entries,
+                head: Some(hex::encode(i.head)),
+                broken_at: None,
+                reason: None,
+            },
+            Err(b) => Self {
+                intact: false,
+                entries: b.seq.saturating_sub(1),
+                head: None,
+                broken_at: Some(b.seq),
+                reason: Some(b.reason.clone()),
+            },
+        }
+    }
 }

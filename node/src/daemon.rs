@@ -66,6 +66,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.node.region.clone(),
         config.node.data_dir.clone(),
     ));
+    let _ = state.audit_key.set(key.clone());
+    // Each start records the configuration it runs with (the daemon reads it only here).
+    let effective = toml::to_string(&config).context("encoding the configuration")?;
+    let started = crate::audit::AuditEvent::Started {
+        config_blake3: blake3::hash(effective.as_bytes()).to_hex().to_string(),
+        daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let audit_store = state.store.clone();
+    tokio::task::spawn_blocking(move || audit_store.append_audit(started))
+        .await?
+        .context("appending to the audit log")?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (swarm_tx, swarm_rx) = tokio::sync::mpsc::channel(256);
     let net = Net::new(

@@ -19,6 +19,7 @@
 
 pub mod activate;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -10,6 +10,7 @@
 //! rolled back.
 
 use crate::api::*;
+use crate::audit::{AuditLog, AuditSeal, ListedEntry};
 use crate::ingest::{self, IngestError, Progress};
 use crate::release;
 use crate::store::{IngestSession, ReleaseSummary, Store, StoreError};
@@ -62,6 +63,9 @@ pub struct AppState {
     pub net: std::sync::OnceLock<Arc<crate::net::Net>>,
     /// The installer, when `[install] target` is set.
     pub installer: std::sync::OnceLock<Arc<crate::activate::Installer>>,
+    /// The node's identity key, which seals the audit log when it is read out (absent in
+    /// tools that only serve the store).
+    pub audit_key: std::sync::OnceLock<ed25519_dalek::SigningKey>,
     sessions: Mutex<HashMap<u64, Pending>>,
     next_session: Mutex<u64>,
 }
@@ -91,6 +95,7 @@ impl AppState {
             data_dir,
             net: std::sync::OnceLock::new(),
             installer: std::sync::OnceLock::new(),
+            audit_key: std::sync::OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
             next_session: Mutex::new(1),
         }
@@ -138,6 +143,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/peers", get(peers))
         .route("/v1/status", get(status))
         .route("/v1/schedule", get(schedule))
+        .route("/v1/audit", get(audit_log))
+        .route("/v1/audit/verify", get(audit_verify))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
         .with_state(state)
 }
@@ -324,6 +331,45 @@ fn net_of(state: &AppState) -> Result<&Arc<crate::net::Net>, ApiError> {
 
 async fn peers(State(state): State<Arc<AppState>>) -> Result<Json<Vec<PeerView>>, ApiError> {
     Ok(Json(net_of(&state)?.peer_views()))
+}
+
+/// `GET /v1/audit` query.
+#[derive(Debug, serde::Deserialize)]
+struct AuditQuery {
+    /// Only entries appended at or after this instant, unix milliseconds.
+    since_unix_ms: Option<i64>,
+}
+
+async fn audit_log(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Json<AuditLog>, ApiError> {
+    let key = state.audit_key.get().cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_identity",
+            "this server has no node key to seal the audit log with",
+        )
+    })?;
+    let store = state.store.clone();
+    let log = blocking(move || {
+        let (entries, whole) = store.audit_entries(q.since_unix_ms)?;
+        let now = jiff::Timestamp::now().as_millisecond();
+        Ok(AuditLog {
+            entries: entries.into_iter().map(ListedEntry::from).collect(),
+            seal: AuditSeal::sign(&key, whole.entries, whole.head, now),
+        })
+    })
+    .await?;
+    Ok(Json(log))
+}
+
+async fn audit_verify(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<AuditVerifyView>, ApiError> {
+    let store = state.store.clone();
+    let result = blocking(move || Ok(store.verify_audit()?)).await?;
+    Ok(Json(AuditVerifyView::of(&result)))
 }
 
 async fn schedule(State(state): State<Arc<AppState>>) -> Result<Json<ScheduleView>, ApiError> {
@@ -652,7 +698,7 @@ async fn commit(
     UrlPath(session_id): UrlPath<u64>,
     Json(req): Json<CommitRequest>,
 ) -> Result<Json<ReleaseView>, ApiError> {
-    let pending = state.sessions().remove(&session_id).ok_or_else(|| {
+    let mut pending = state.sessions().remove(&session_id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "no_session",
@@ -681,6 +727,9 @@ async fn commit(
             ));
         }
         let id = verified.id;
+        pending
+            .session
+            .audit_on_commit(crate::audit::AuditEvent::published(&verified));
         pending.session.commit(Some(&verified), now)?;
         if let Some(net) = task_state.net.get() {
             net.published(&verified);

@@ -23,6 +23,7 @@
 //! **Verification in pairs**: chunk ids are computed by the pipeline before they are stored,
 //! and every read re-hashes the bytes and refuses a mismatch ([`StoreError::Corrupt`]).
 
+use crate::audit::{AuditEntry, AuditEvent, Broken, Intact};
 use protocol::wire::Bitmap;
 use protocol::{ChunkId, ChunkRef, Manifest, ReleaseId, Severity, VerifiedRelease, codec};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -44,6 +45,10 @@ const CHANNELS: TableDefinition<&str, u64> = TableDefinition::new("channels");
 const PENDING: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pending_releases");
 /// Release id to its latest [`crate::activate::ActivationRecord`]: what installing it did.
 const ACTIVATIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("activations");
+
+/// The audit log ([`crate::audit`]): sequence number -> encoded [`AuditEntry`]. Only ever
+/// appended to.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// ([`crate::activate::OUTPUT_TAIL_BYTES_MAX`]) fit in a few KiB.
@@ -277,6 +282,7 @@ impl Store {
             txn.open_table(PACKS)?;
             txn.open_table(PENDING)?;
             txn.open_table(ACTIVATIONS)?;
+            txn.open_table(AUDIT)?;
         }
         txn.commit()?;
 
@@ -446,6 +452,7 @@ impl Store {
             new_bytes: 0,
             dedup_bytes: 0,
             finished: false,
+            audit: None,
         }
     }
 
@@ -534,8 +541,118 @@ impl Store {
         let txn = self.db.begin_write()?;
         txn.open_table(ACTIVATIONS)?
             .insert(id.as_bytes(), bytes.as_slice())?;
+        // The audit entry commits with the record: one is never there without the other.
+        let (release, channel, version) = (id.to_hex(), record.channel.clone(), record.version);
+        let event = match &record.outcome {
+            crate::activate::Outcome::Installed => AuditEvent::Activated {
+                release,
+                channel,
+                version,
+            },
+            crate::activate::Outcome::Failed { reason, .. } => AuditEvent::ActivationFailed {
+                release,
+                channel,
+                version,
+                reason: crate::audit::bounded_reason(reason),
+            },
+        };
+        append_audit_in(&txn, event)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Appends `event` to the audit log, in a transaction of its own.
+    pub fn append_audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        let txn = self.db.begin_write()?;
+        let entry = append_audit_in(&txn, event)?;
+        txn.commit()?;
+        Ok(entry)
+    }
+
+    /// The audit log's entries appended at or after `since_unix_ms` (all if `None`), oldest
+    /// first, at most [`crate::audit::LIST_ENTRIES_MAX`]; and the whole log's length and last
+    /// hash, for the seal.
+    pub fn audit_entries(
+        &self,
+        since_unix_ms: Option<i64>,
+    ) -> Result<(Vec<AuditEntry>, Intact), StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(AUDIT)?;
+        let mut entries = Vec::new();
+        // Entries are appended in time order (up to clock steps): the first one at or after
+        // `since` is found by a binary search over sequence numbers.
+        let total = table.last()?.map_or(0, |(k, _)| k.value());
+        let first = match since_unix_ms {
+            None => 1,
+            Some(since) => {
+                let (mut lo, mut hi) = (1u64, total + 1);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    let at = match table.get(mid)? {
+                        Some(v) => decode_audit(mid, v.value())?.at_unix_ms,
+                        None => i64::MIN,
+                    };
+                    if at < since {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                lo
+            }
+        };
+        for row in table.range(first..)? {
+            let (k, v) = row?;
+            let e = decode_audit(k.value(), v.value())?;
+            if since_unix_ms.is_none_or(|s| e.at_unix_ms >= s) {
+                entries.push(e);
+            }
+            if entries.len() == crate::audit::LIST_ENTRIES_MAX {
+                break;
+            }
+        }
+        let head = match table.last()? {
+            Some((_, v)) => audit_hash(v.value()),
+            None => crate::audit::GENESIS,
+        };
+        Ok((
+            entries,
+            Intact {
+                entries: total,
+                head,
+            },
+        ))
+    }
+
+    /// Walks the whole audit log as stored ([`crate::audit::verify`]); an entry that no
+    /// longer decodes, or sits under another number than its own, is where it broke.
+    pub fn verify_audit(&self) -> Result<Result<Intact, Broken>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(AUDIT)?;
+        let mut entries = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let seq = k.value();
+            match codec::decode::<AuditEntry, { crate::audit::ENTRY_BYTES_MAX }>(
+                v.value(),
+                "audit entry",
+            ) {
+                Ok(e) if e.seq == seq => entries.push(e),
+                Ok(e) => {
+                    return Ok(Err(Broken {
+                        seq,
+                        reason: format!("it is stored as entry {seq} but says {}", e.seq),
+                    }));
+                }
+                Err(e) => {
+                    return Ok(Err(Broken {
+                        seq,
+                        reason: format!("it does not decode: {e}"),
+                    }));
+                }
+            }
+        }
+        Ok(crate::audit::verify(entries.iter().map(|e| (e, None))))
     }
 
     /// Every activation record, by release.
@@ -639,9 +756,17 @@ pub struct IngestSession {
     new_bytes: u64,
     dedup_bytes: u64,
     finished: bool,
+    /// Appended to the audit log in the commit's transaction.
+    audit: Option<AuditEvent>,
 }
 
 impl IngestSession {
+    /// Has [`IngestSession::commit`] append `event` to the audit log in its transaction, so
+    /// that the release and its audit entry are stored together or not at all.
+    pub fn audit_on_commit(&mut self, event: AuditEvent) {
+        self.audit = Some(event);
+    }
+
     /// Bytes of chunks this session wrote (not already stored).
     pub fn new_bytes(&self) -> u64 {
         self.new_bytes
@@ -826,6 +951,9 @@ impl IngestSession {
                 txn.open_table(SUMMARIES)?
                     .insert(release.id.as_bytes(), summary.as_slice())?;
             }
+            if let Some(event) = self.audit.take() {
+                append_audit_in(&txn, event)?;
+            }
         }
         txn.commit()?;
         self.finished = true;
@@ -851,6 +979,47 @@ impl IngestSession {
         }
         self.staged.clear();
     }
+}
+
+/// Appends `event` to the audit log inside `txn`: the next number, chained to the last entry's
+/// stored bytes (which are its canonical encoding, so no decode is needed to extend a log).
+fn append_audit_in(
+    txn: &redb::WriteTransaction,
+    event: AuditEvent,
+) -> Result<AuditEntry, StoreError> {
+    let mut table = txn.open_table(AUDIT)?;
+    let (seq, prev) = match table.last()? {
+        Some((k, v)) => (k.value() + 1, audit_hash(v.value())),
+        None => (1, crate::audit::GENESIS),
+    };
+    let entry = AuditEntry {
+        seq,
+        at_unix_ms: jiff::Timestamp::now().as_millisecond(),
+        prev,
+        event,
+    };
+    let bytes = codec::encode(&entry);
+    if bytes.len() > crate::audit::ENTRY_BYTES_MAX {
+        return Err(StoreError::Damaged(format!(
+            "audit entry of {} bytes, over {}",
+            bytes.len(),
+            crate::audit::ENTRY_BYTES_MAX
+        )));
+    }
+    table.insert(seq, bytes.as_slice())?;
+    Ok(entry)
+}
+
+/// The hash of a stored audit entry, from its bytes ([`AuditEntry::hash`]).
+fn audit_hash(bytes: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(crate::audit::ENTRY_CONTEXT);
+    h.update(bytes);
+    *h.finalize().as_bytes()
+}
+
+fn decode_audit(seq: u64, bytes: &[u8]) -> Result<AuditEntry, StoreError> {
+    codec::decode::<AuditEntry, { crate::audit::ENTRY_BYTES_MAX }>(bytes, "audit entry")
+        .map_err(|e| StoreError::Damaged(format!("audit entry {seq}: {e}")))
 }
 
 impl Drop for IngestSession {

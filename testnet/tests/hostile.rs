@@ -138,6 +138,30 @@ async fn peer_serving_corrupt_chunks_is_banned_and_honest_nodes_complete() {
         );
         let r = st.releases.iter().find(|r| r.id == id).unwrap();
         assert_eq!(r.chunks_have, r.chunks_total);
+        // The audit log holds the release accepted, fetched, and the ban, in order.
+        let none: Option<&()> = None;
+        let log: node::audit::AuditLog = fleet.nodes[i]
+            .client()
+            .call("GET", "/v1/audit", none)
+            .await
+            .unwrap();
+        let events: Vec<&node::audit::AuditEvent> =
+            log.entries.iter().map(|l| &l.entry.event).collect();
+        let banned = events.iter().position(|e| {
+            matches!(e, node::audit::AuditEvent::PeerBanned { peer, .. } if *peer == rogue.peer_id.to_string())
+        });
+        let accepted = events.iter().position(
+            |e| matches!(e, node::audit::AuditEvent::Announced { release, .. } if *release == id),
+        );
+        let fetched = events.iter().position(
+            |e| matches!(e, node::audit::AuditEvent::Completed { release, .. } if *release == id),
+        );
+        assert!(
+            banned.is_some() && accepted.is_some() && fetched.is_some(),
+            "{events:?}"
+        );
+        assert!(accepted < banned && accepted < fetched, "{events:?}");
+        assert!(node::audit::verify_sealed(&log).is_ok());
     }
     assert_eq!(fleet.check_exports(&id, 1).await.unwrap(), 3);
 

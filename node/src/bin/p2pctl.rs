@@ -121,7 +121,33 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// List this node's audit log: releases published, accepted, fetched, installed or failed,
+    /// peers banned, daemon starts. `--json` prints it with the node's signed seal: keep that
+    /// copy, and `p2pctl audit verify --file COPY` proves later that it was not edited.
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditAction>,
+        /// Only entries since then: a time back from now (30d, 12h) or an RFC 3339 instant.
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chain entry by entry and name the first entry changed, removed or moved:
+    /// the node's own log, or a copy saved with `p2pctl audit --json` (the whole log, against
+    /// the node's signature on it; no daemon needed).
+    Verify {
+        /// A saved copy to check instead of the node's log.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+/// Largest audit log copy `audit verify --file` reads: a log grows by a few hundred bytes per
+/// event, so this is decades of a busy node.
+const AUDIT_COPY_BYTES_MAX: u64 = 1 << 30;
 
 /// A failure with its exit code.
 struct Failure {
@@ -446,6 +472,127 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { release, once } => status(&client, release, once, cli.json).await,
+        Command::Audit { action, since } => audit(&client, action, since, cli.json).await,
+    }
+}
+
+/// `--since`: a time back from now, or an instant; as unix milliseconds.
+fn parse_since(text: &str) -> Result<i64, Failure> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        let back = jiff::SignedDuration::try_from(d)
+            .map_err(|e| fail(exit::USAGE, format!("--since {text}: {e}")))?;
+        return jiff::Timestamp::now()
+            .checked_sub(back)
+            .map(|t| t.as_millisecond())
+            .map_err(|e| fail(exit::USAGE, format!("--since {text}: {e}")));
+    }
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|_| {
+            fail(
+                exit::USAGE,
+                format!("--since {text}: expected a duration such as 30d or an RFC 3339 instant"),
+            )
+        })
+}
+
+fn when(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(
+        |_| ms.to_string(),
+        |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string(),
+    )
+}
+
+async fn audit(
+    client: &Client,
+    action: Option<AuditAction>,
+    since: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    use node::audit::{AuditLog, verify_sealed};
+    let none: Option<&()> = None;
+    match action {
+        None => {
+            let path = match &since {
+                Some(s) => format!("/v1/audit?since_unix_ms={}", parse_since(s)?),
+                None => "/v1/audit".to_string(),
+            };
+            let log: AuditLog = client.call("GET", &path, none).await?;
+            if json {
+                print_json(&log);
+                return Ok(());
+            }
+            println!("{:<6} {:<21} EVENT", "SEQ", "TIME (UTC)");
+            for l in &log.entries {
+                println!(
+                    "{:<6} {:<21} {}",
+                    l.entry.seq,
+                    when(l.entry.at_unix_ms),
+                    l.entry.event.describe()
+                );
+            }
+            println!(
+                "{} entries in the log, last hash {}",
+                log.seal.entries,
+                hex::encode(log.seal.head)
+            );
+            Ok(())
+        }
+        Some(AuditAction::Verify { file: None }) => {
+            let v: AuditVerifyView = client.call("GET", "/v1/audit/verify", none).await?;
+            if json {
+                print_json(&v);
+            }
+            match (v.intact, v.broken_at, v.reason) {
+                (true, _, _) => {
+                    if !json {
+                        println!(
+                            "audit log intact: {} entries, last hash {}",
+                            v.entries,
+                            v.head.unwrap_or_default()
+                        );
+                    }
+                    Ok(())
+                }
+                (false, at, reason) => Err(fail(
+                    exit::DAMAGED,
+                    format!(
+                        "audit log broken at entry {}: {}",
+                        at.unwrap_or_default(),
+                        reason.unwrap_or_default()
+                    ),
+                )),
+            }
+        }
+        Some(AuditAction::Verify { file: Some(path) }) => {
+            let read = |path: &PathBuf| -> Result<AuditLog, String> {
+                let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+                let len = f.metadata().map_err(|e| e.to_string())?.len();
+                if len > AUDIT_COPY_BYTES_MAX {
+                    return Err(format!("{len} bytes, over {AUDIT_COPY_BYTES_MAX}"));
+                }
+                serde_json::from_reader(std::io::BufReader::new(f)).map_err(|e| e.to_string())
+            };
+            let log = read(&path).map_err(|e| {
+                fail(
+                    exit::FAILED,
+                    format!("{}: not an audit log copy: {e}", path.display()),
+                )
+            })?;
+            match verify_sealed(&log) {
+                Ok(i) => {
+                    println!(
+                        "copy intact: {} entries, last hash {}, sealed by node {} at {}",
+                        i.entries,
+                        hex::encode(i.head),
+                        hex::encode(log.seal.node),
+                        when(log.seal.at_unix_ms)
+                    );
+                    Ok(())
+                }
+                Err(b) => Err(fail(exit::DAMAGED, format!("{}: {b}", path.display()))),
+            }
+        }
     }
 }
 

@@ -515,7 +515,10 @@ fn write_loop(
             }
             Ok(ToWriter::Finish(release)) => {
                 match release {
-                    Some(v) => session.commit(Some(&v), now_unix_s())?,
+                    Some(v) => {
+                        session.audit_on_commit(crate::audit::AuditEvent::completed(&v));
+                        session.commit(Some(&v), now_unix_s())?
+                    }
                     None => session.checkpoint()?,
                 }
                 if !staged.is_empty() {

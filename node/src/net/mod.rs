@@ -1141,6 +1141,7 @@ impl Net {
         let v2 = v.clone();
         let (have, already) = tokio::task::spawn_blocking(move || {
             store.add_pending(&v2)?;
+            store.append_audit(crate::audit::AuditEvent::announced(&v2))?;
             let chunks = v2.manifest.unique_chunks();
             let have = store.have_bitmap(&chunks)?;
             let already: u64 = chunks
@@ -1197,6 +1198,19 @@ impl Net {
         };
         if banned {
             tracing::warn!(%peer, for_s = BAN_DURATION.as_secs(), "peer banned");
+            let store = self.store.clone();
+            let event = crate::audit::AuditEvent::PeerBanned {
+                peer: peer.to_string(),
+                reason: crate::audit::bounded_reason(&format!(
+                    "{STRIKES_TO_BAN} strikes, the last: {why}"
+                )),
+                for_s: BAN_DURATION.as_secs(),
+            };
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.append_audit(event) {
+                    tracing::error!(error = %e, "cannot record the ban in the audit log");
+                }
+            });
             if let Some(p) = lock(&self.peers).remove(peer) {
                 p.close(quic::codes::BANNED, "banned");
             }

@@ -1,6 +1,7 @@
 //! Integration tests of the node: real `p2pd` processes, real files, real signals.
 
 mod activate;
+mod audit;
 mod crash;
 mod daemon;
 mod store;

@@ -182,3 +182,69 @@ fn replayed_version_is_refused_at_commit() {
         "{err}"
     );
 }
+
+#[test]
+fn a_committed_release_and_an_activation_record_carry_their_audit_entries() {
+    use node::activate::{ActivationRecord, Outcome};
+    use node::audit::AuditEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+    let file = dir.path().join("patch.bin");
+    fs::write(&file, random_bytes(5, 300_000)).unwrap();
+    let v1 = publish(&store, &file, 1);
+
+    // A session that commits with an audit event stores both; one dropped stores neither.
+    let mut session = store.begin_ingest();
+    session.audit_on_commit(AuditEvent::completed(&v1));
+    session.commit(None, NOW).unwrap();
+    let mut dropped = store.begin_ingest();
+    dropped.audit_on_commit(AuditEvent::published(&v1));
+    drop(dropped);
+
+    let record = |outcome| ActivationRecord {
+        channel: "security/store".into(),
+        version: 1,
+        dir: dir.path().join("v1"),
+        at_unix_s: NOW,
+        previous: None,
+        outcome,
+    };
+    store
+        .record_activation(&v1.id, &record(Outcome::Installed))
+        .unwrap();
+    let failed = Outcome::Failed {
+        reason: "apply exited 3".into(),
+        exit_code: Some(3),
+        output: vec!["x".repeat(10_000)],
+        rolled_back_to: None,
+    };
+    store.record_activation(&v1.id, &record(failed)).unwrap();
+
+    let (entries, whole) = store.audit_entries(None).unwrap();
+    let kinds: Vec<&str> = entries.iter().map(|e| e.event.kind()).collect();
+    assert_eq!(kinds, ["completed", "activated", "activation_failed"]);
+    assert_eq!(whole.entries, 3);
+    assert_eq!(whole.head, entries[2].hash());
+    match &entries[2].event {
+        AuditEvent::ActivationFailed {
+            reason, version, ..
+        } => {
+            assert_eq!(reason, "apply exited 3");
+            assert_eq!(*version, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    let intact = store.verify_audit().unwrap().unwrap();
+    assert_eq!((intact.entries, intact.head), (3, whole.head));
+    // Since the second entry: the last two, the log's length unchanged.
+    let (recent, again) = store.audit_entries(Some(entries[1].at_unix_ms)).unwrap();
+    assert!(recent.len() >= 2 && recent.last() == entries.last());
+    assert_eq!(again.entries, 3);
+
+    // The log survives a reopen and goes on from where it was.
+    drop(store);
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    store.append_audit(AuditEvent::completed(&v1)).unwrap();
+    let intact = store.verify_audit().unwrap().unwrap();
+    assert_eq!(intact.entries, 4);
+}
