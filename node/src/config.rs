@@ -431,6 +431,10 @@ pub struct ControlSection {
     /// Octal permission of the socket: "0600" (owner only) or "0660" (owner and group).
     #[serde(default = "default_socket_mode")]
     pub socket_mode: String,
+    /// TCP address of the read-only Prometheus endpoint (`GET /metrics`), such as
+    /// "127.0.0.1:9464"; absent: no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn default_socket_mode() -> String {
@@ -620,6 +624,8 @@ region = "{region}"
 socket = "{data}/control.sock"
 # "0600": only the daemon's user may use p2pctl. "0660": its group too.
 socket_mode = "0600"
+# Serve Prometheus metrics (read-only, no secrets) at http://ADDRESS/metrics.
+# metrics_listen = "127.0.0.1:9464"
 
 [trust]
 # How many distinct trusted publisher keys must sign a release.

@@ -111,6 +111,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
 
+    let metrics = match config.control.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding control.metrics_listen {addr}"))?;
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            let app = crate::server::metrics_router(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let reaper_state = state.clone();
     let reaper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(REAP_INTERVAL);
@@ -144,6 +159,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving the control API")?;
     reaper.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     let _ = shutdown_tx.send(true);
     net.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), swarm_task).await;

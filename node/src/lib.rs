@@ -26,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod identity;
 pub mod ingest;
+pub mod metrics;
 pub mod net;
 pub mod release;
 pub mod server;

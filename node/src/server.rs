@@ -149,6 +149,103 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The router of the metrics listener (`[control] metrics_listen`): `GET /metrics` only.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    use crate::metrics::{ReleaseSample, Snapshot};
+    use crate::net::Class;
+    use crate::net::shape::Direction;
+    let net = net_of(&state)?;
+    let t = &net.traffic;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let peers = net.peer_list();
+    let lan = peers.iter().filter(|p| p.class == Class::Lan).count() as u64;
+    let now = jiff::Timestamp::now();
+    let open = |list: &[scheduler::window::Window]| {
+        list.is_empty()
+            || matches!(
+                scheduler::window::union_state(list, now),
+                scheduler::window::WindowState::Open { .. }
+            )
+    };
+    let mut releases = progress_of(&state, net).await?;
+    releases.truncate(crate::metrics::RELEASES_MAX);
+    let activations = match state.installer.get() {
+        Some(_) => {
+            let store = state.store.clone();
+            let records = blocking(move || Ok(store.activations()?)).await?;
+            let failed = records
+                .iter()
+                .filter(|(_, r)| matches!(r.outcome, crate::activate::Outcome::Failed { .. }))
+                .count() as u64;
+            vec![
+                ("installed", records.len() as u64 - failed),
+                ("failed", failed),
+            ]
+        }
+        None => Vec::new(),
+    };
+    let wait = |c, d| net.shapers.waited_s(c, d);
+    let snapshot = Snapshot {
+        transfer: vec![
+            ("lan", "received", load(&t.recv_lan)),
+            ("lan", "sent", load(&t.sent_lan)),
+            ("wan", "received", load(&t.recv_wan)),
+            ("wan", "sent", load(&t.sent_wan)),
+        ],
+        chunks_verified: load(&t.chunks_verified),
+        chunks_failed: load(&t.chunks_failed),
+        peers: vec![("lan", lan), ("wan", peers.len() as u64 - lan)],
+        bans: load(&t.bans),
+        banned: net.banned().len() as u64,
+        shaper_wait: vec![
+            ("lan", "received", wait(Class::Lan, Direction::Ingress)),
+            ("lan", "sent", wait(Class::Lan, Direction::Egress)),
+            ("wan", "received", wait(Class::Wan, Direction::Ingress)),
+            ("wan", "sent", wait(Class::Wan, Direction::Egress)),
+        ],
+        windows: vec![
+            ("download", open(&net.windows.download)),
+            ("install", open(&net.windows.install)),
+        ],
+        releases: releases
+            .into_iter()
+            .map(|r| ReleaseSample {
+                release: r.id,
+                channel: r.channel,
+                version: r.version,
+                state: r.state,
+                install: r.install.map_or_else(|| "none".to_string(), |i| i.state),
+                size_bytes: r.bytes_total,
+                stored_bytes: r.bytes_have,
+            })
+            .collect(),
+        activations,
+    };
+    // Prometheus asks for OpenMetrics; anything else gets the classic text format.
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let text = snapshot.render();
+    let (content_type, text) = if crate::metrics::wants_openmetrics(accept) {
+        (crate::metrics::OPENMETRICS_CONTENT_TYPE, text)
+    } else {
+        (
+            crate::metrics::TEXT_CONTENT_TYPE,
+            crate::metrics::to_classic_text(&text),
+        )
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {

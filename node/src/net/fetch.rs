@@ -378,6 +378,7 @@ fn handle(
                 return Handled::WriterGone;
             }
             got.set(done.index);
+            net.traffic.chunks_verified.fetch_add(1, Ordering::Relaxed);
             match class {
                 Class::Lan => release.from_lan.fetch_add(len, Ordering::Relaxed),
                 Class::Wan => release.from_wan.fetch_add(len, Ordering::Relaxed),
@@ -385,9 +386,11 @@ fn handle(
             return refill;
         }
         Err(RequestError::BadChunk) => {
+            net.traffic.chunks_failed.fetch_add(1, Ordering::Relaxed);
             net.strike(&done.peer.id, "sent a chunk that does not match its id");
         }
         Err(RequestError::Protocol(e)) => {
+            net.traffic.chunks_failed.fetch_add(1, Ordering::Relaxed);
             net.strike(&done.peer.id, &e);
         }
         Err(RequestError::NotFound) => {

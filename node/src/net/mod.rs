@@ -142,6 +142,12 @@ pub struct Traffic {
     pub sent_lan: AtomicU64,
     /// Chunk bytes sent to peers of other sites.
     pub sent_wan: AtomicU64,
+    /// Chunks received and verified against their ids.
+    pub chunks_verified: AtomicU64,
+    /// Chunks received that did not match their ids (or could not be read).
+    pub chunks_failed: AtomicU64,
+    /// Peers banned since start.
+    pub bans: AtomicU64,
 }
 
 impl Traffic {
@@ -1198,6 +1204,7 @@ impl Net {
         };
         if banned {
             tracing::warn!(%peer, for_s = BAN_DURATION.as_secs(), "peer banned");
+            self.traffic.bans.fetch_add(1, Ordering::Relaxed);
             let store = self.store.clone();
             let event = crate::audit::AuditEvent::PeerBanned {
                 peer: peer.to_string(),

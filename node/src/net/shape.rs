@@ -57,6 +57,8 @@ pub struct Shapers {
     wan_egress: Gate,
     lan_egress: Gate,
     total: Gate,
+    /// Nanoseconds transfers spent waiting for tokens, by [`Shapers::wait_index`].
+    waited_ns: [std::sync::atomic::AtomicU64; 4],
 }
 
 impl Shapers {
@@ -73,7 +75,24 @@ impl Shapers {
             wan_egress: make(schedules.wan_egress),
             lan_egress: make(schedules.lan_egress),
             total: make(schedules.total),
+            waited_ns: Default::default(),
         }
+    }
+
+    fn wait_index(class: Class, direction: Direction) -> usize {
+        match (class, direction) {
+            (Class::Lan, Direction::Ingress) => 0,
+            (Class::Lan, Direction::Egress) => 1,
+            (Class::Wan, Direction::Ingress) => 2,
+            (Class::Wan, Direction::Egress) => 3,
+        }
+    }
+
+    /// Seconds transfers of `class` in `direction` have waited for the shapers since start.
+    pub fn waited_s(&self, class: Class, direction: Direction) -> f64 {
+        let ns = self.waited_ns[Self::wait_index(class, direction)]
+            .load(std::sync::atomic::Ordering::Relaxed);
+        ns as f64 / 1e9
     }
 
     /// Waits until `bytes` of `class` traffic in `direction` may pass.
@@ -88,10 +107,14 @@ impl Shapers {
             (Class::Lan, Direction::Egress) => Some(&self.lan_egress),
             (Class::Lan, Direction::Ingress) => None,
         };
+        let start = std::time::Instant::now();
         if let Some(shaper) = own {
             take(shaper, bytes).await;
         }
         take(&self.total, bytes).await;
+        let waited = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.waited_ns[Self::wait_index(class, direction)]
+            .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Each class's name, rate at `now` and next change.

@@ -4,6 +4,7 @@ mod activate;
 mod audit;
 mod crash;
 mod daemon;
+mod metrics;
 mod store;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,349 @@
+//! Prometheus metrics (`[control] metrics_listen`): a read-only `GET /metrics` on its own TCP
+//! listener, in the OpenMetrics text format, through `prometheus-client` (the crate
+//! libp2p's own metrics use).
+//!
+//! Nothing is kept for metrics alone: each scrape reads the counters the daemon already keeps
+//! (`Net::traffic`, the shapers' wait times, peers, bans, releases, windows, the store's
+//! activation records) into a [`Snapshot`] and encodes it. Names follow Prometheus
+//! conventions: a `p2pd_` prefix, base units (bytes, seconds) in the name, `_total` on
+//! counters, labels for class and direction.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `p2pd_transfer_bytes_total` | counter | `class` (lan, wan), `direction` (sent, received) |
+//! | `p2pd_chunks_verified_total`, `p2pd_chunks_failed_total` | counter | |
+//! | `p2pd_peers` | gauge | `class` |
+//! | `p2pd_peer_bans_total` | counter | |
+//! | `p2pd_peers_banned` | gauge | |
+//! | `p2pd_shaper_wait_seconds_total` | counter | `class`, `direction` |
+//! | `p2pd_window_open` | gauge | `window` (download, install) |
+//! | `p2pd_release_size_bytes`, `p2pd_release_stored_bytes` | gauge | `release`, `channel`, `version` |
+//! | `p2pd_release_info` | gauge (1) | `release`, `channel`, `version`, `state`, `install` |
+//! | `p2pd_activations` | gauge | `result` (installed, failed): releases whose last install ended so |
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The OpenMetrics text format's content type: what Prometheus asks for first.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The classic Prometheus text format's content type: for every other client (`curl`,
+/// `promtool check metrics`, older scrapers).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header asks for OpenMetrics.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// OpenMetrics text as the classic Prometheus text format: a counter family is named with
+/// its `_total` suffix in `# HELP` and `# TYPE` (as its samples are), and the `# UNIT` and
+/// `# EOF` lines, which that format lacks, are dropped.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Largest number of releases one scrape lists: a node serves a few dozen; this bounds the
+/// answer if a store ever held many more.
+pub const RELEASES_MAX: usize = 1000;
+
+/// One release's figures.
+#[derive(Debug, Clone)]
+pub struct ReleaseSample {
+    /// Release id, hex.
+    pub release: String,
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// `fetching`, `paused`, `complete` or `failed`.
+    pub state: String,
+    /// Installation state, or `none` when the node does not install.
+    pub install: String,
+    /// Bytes of its unique chunks.
+    pub size_bytes: u64,
+    /// Of those, bytes stored.
+    pub stored_bytes: u64,
+}
+
+/// What one scrape reports.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Chunk bytes: (class, direction, bytes).
+    pub transfer: Vec<(&'static str, &'static str, u64)>,
+    /// Chunks verified.
+    pub chunks_verified: u64,
+    /// Chunks that failed verification.
+    pub chunks_failed: u64,
+    /// Connected data-plane peers: (class, count).
+    pub peers: Vec<(&'static str, u64)>,
+    /// Bans since start.
+    pub bans: u64,
+    /// Peers banned now.
+    pub banned: u64,
+    /// Time spent waiting for the shapers: (class, direction, seconds).
+    pub shaper_wait: Vec<(&'static str, &'static str, f64)>,
+    /// Windows: (name, open).
+    pub windows: Vec<(&'static str, bool)>,
+    /// Releases.
+    pub releases: Vec<ReleaseSample>,
+    /// Releases by the result of their last installation: (result, count).
+    pub activations: Vec<(&'static str, u64)>,
+}
+
+impl Snapshot {
+    /// The snapshot in the OpenMetrics text format.
+    pub fn render(self) -> String {
+        let mut registry = Registry::with_prefix("p2pd");
+        registry.register_collector(Box::new(self));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, unit, kind)?;
+    for (labels, m) in samples {
+        m.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A family of one sample without labels.
+fn single<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    m: M,
+) -> Result<(), std::fmt::Error> {
+    m.encode(encoder.encode_descriptor(name, help, None, kind)?)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
+        let class_dir = |c: &'static str, d: &'static str| -> Labels {
+            vec![("class", c.to_string()), ("direction", d.to_string())]
+        };
+        family(
+            &mut e,
+            "transfer",
+            "Chunk bytes moved by the data plane, by peer class and direction.",
+            Some(&Unit::Bytes),
+            Counter,
+            self.transfer
+                .iter()
+                .map(|&(c, d, v)| (class_dir(c, d), ConstCounter::new(v))),
+        )?;
+        single(
+            &mut e,
+            "chunks_verified",
+            "Chunks received whose bytes matched their id.",
+            Counter,
+            ConstCounter::new(self.chunks_verified),
+        )?;
+        single(
+            &mut e,
+            "chunks_failed",
+            "Chunks received that did not match their id or broke the protocol.",
+            Counter,
+            ConstCounter::new(self.chunks_failed),
+        )?;
+        family(
+            &mut e,
+            "peers",
+            "Connected data-plane peers, by class.",
+            None,
+            Gauge,
+            self.peers
+                .iter()
+                .map(|&(c, n)| (vec![("class", c.to_string())], ConstGauge::new(n as i64))),
+        )?;
+        single(
+            &mut e,
+            "peer_bans",
+            "Peers banned for bad chunks since the daemon started.",
+            Counter,
+            ConstCounter::new(self.bans),
+        )?;
+        single(
+            &mut e,
+            "peers_banned",
+            "Peers banned now.",
+            Gauge,
+            ConstGauge::new(self.banned as i64),
+        )?;
+        family(
+            &mut e,
+            "shaper_wait",
+            "Time transfers waited for bandwidth tokens, by class and direction.",
+            Some(&Unit::Seconds),
+            Counter,
+            self.shaper_wait
+                .iter()
+                .map(|&(c, d, s)| (class_dir(c, d), ConstCounter::new(s))),
+        )?;
+        family(
+            &mut e,
+            "window_open",
+            "Whether the node's download or install window is open now (1) or closed (0).",
+            None,
+            Gauge,
+            self.windows.iter().map(|&(w, open)| {
+                (
+                    vec![("window", w.to_string())],
+                    ConstGauge::new(i64::from(open)),
+                )
+            }),
+        )?;
+        let release_labels = |r: &ReleaseSample| -> Labels {
+            vec![
+                ("release", r.release.clone()),
+                ("channel", r.channel.clone()),
+                ("version", r.version.to_string()),
+            ]
+        };
+        family(
+            &mut e,
+            "release_size",
+            "Bytes of a release's unique chunks.",
+            Some(&Unit::Bytes),
+            Gauge,
+            self.releases
+                .iter()
+                .map(|r| (release_labels(r), ConstGauge::new(r.size_bytes as i64))),
+        )?;
+        family(
+            &mut e,
+            "release_stored",
+            "Bytes of a release's unique chunks this node has verified and stored.",
+            Some(&Unit::Bytes),
+            Gauge,
+            self.releases
+                .iter()
+                .map(|r| (release_labels(r), ConstGauge::new(r.stored_bytes as i64))),
+        )?;
+        family(
+            &mut e,
+            "release_info",
+            "A release on this node, with its fetch and install state as labels (always 1).",
+            None,
+            Gauge,
+            self.releases.iter().map(|r| {
+                let mut l = release_labels(r);
+                l.push(("state", r.state.clone()));
+                l.push(("install", r.install.clone()));
+                (l, ConstGauge::new(1))
+            }),
+        )?;
+        family(
+            &mut e,
+            "activations",
+            "Releases whose last installation on this node ended with this result.",
+            None,
+            Gauge,
+            self.activations
+                .iter()
+                .map(|&(r, n)| (vec![("result", r.to_string())], ConstGauge::new(n as i64))),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_renders_conventional_names_with_labels_and_an_end() {
+        let s = Snapshot {
+            transfer: vec![("lan", "received", 1024), ("wan", "sent", 7)],
+            chunks_verified: 16,
+            shaper_wait: vec![("wan", "received", 1.5)],
+            windows: vec![("download", true), ("install", false)],
+            releases: vec![ReleaseSample {
+                release: "ab".repeat(32),
+                channel: "security/openssl".into(),
+                version: 3,
+                state: "complete".into(),
+                install: "installed".into(),
+                size_bytes: 100,
+                stored_bytes: 100,
+            }],
+            ..Snapshot::default()
+        };
+        let text = s.render();
+        let classic = to_classic_text(&text);
+        for line in [
+            "# HELP p2pd_transfer_bytes_total Chunk bytes moved",
+            "# TYPE p2pd_transfer_bytes_total counter",
+            "p2pd_transfer_bytes_total{class=\"lan\",direction=\"received\"} 1024",
+            "# TYPE p2pd_window_open gauge",
+        ] {
+            assert!(classic.contains(line), "{line:?} missing from:\n{classic}");
+        }
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("*/*")) && !wants_openmetrics(None));
+        for line in [
+            "# TYPE p2pd_transfer_bytes counter",
+            "p2pd_transfer_bytes_total{class=\"lan\",direction=\"received\"} 1024",
+            "p2pd_chunks_verified_total 16",
+            "p2pd_shaper_wait_seconds_total{class=\"wan\",direction=\"received\"} 1.5",
+            "p2pd_window_open{window=\"install\"} 0",
+            "p2pd_release_stored_bytes{release=\"",
+            "state=\"complete\",install=\"installed\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+    }
+}
