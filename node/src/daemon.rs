@@ -74,9 +74,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let audit_store = state.store.clone();
-    tokio::task::spawn_blocking(move || audit_store.append_audit(started))
-        .await?
-        .context("appending to the audit log")?;
+    // A store that cannot take the entry (a full disk) still serves what it holds.
+    if let Err(e) = tokio::task::spawn_blocking(move || audit_store.append_audit(started)).await? {
+        tracing::error!(error = %e, "cannot record the start in the audit log");
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (swarm_tx, swarm_rx) = tokio::sync::mpsc::channel(256);
     let net = Net::new(
