@@ -30,6 +30,7 @@ pub mod error;
 pub mod ids;
 pub mod manifest;
 pub mod path;
+pub mod status;
 pub mod wire;
 
 pub use envelope::{
