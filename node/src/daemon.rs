@@ -127,6 +127,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let fleet_state = state.clone();
+    let fleet_saver = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::fleet::PERSIST_INTERVAL);
+        loop {
+            tick.tick().await;
+            save_fleet(&fleet_state).await;
+        }
+    });
     let reaper_state = state.clone();
     let reaper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(REAP_INTERVAL);
@@ -160,6 +168,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving the control API")?;
     reaper.abort();
+    fleet_saver.abort();
+    save_fleet(&state).await;
     if let Some(m) = metrics {
         m.abort();
     }
@@ -171,4 +181,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("p2pd stopped");
     Ok(())
+}
+
+/// Writes the fleet status records that changed to the store.
+async fn save_fleet(state: &Arc<AppState>) {
+    let dirty = state.fleet.take_dirty();
+    if dirty.is_empty() {
+        return;
+    }
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.put_fleet_records(&dirty)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot store fleet status records"),
+        Err(e) => tracing::warn!(error = %e, "storing fleet status records"),
+    }
 }

@@ -66,6 +66,8 @@ pub struct AppState {
     /// The node's identity key, which seals the audit log when it is read out (absent in
     /// tools that only serve the store).
     pub audit_key: std::sync::OnceLock<ed25519_dalek::SigningKey>,
+    /// The latest status record of every node.
+    pub fleet: Arc<crate::fleet::Fleet>,
     sessions: Mutex<HashMap<u64, Pending>>,
     next_session: Mutex<u64>,
 }
@@ -86,6 +88,12 @@ impl AppState {
         region: String,
         data_dir: std::path::PathBuf,
     ) -> Self {
+        let fleet = Arc::new(crate::fleet::Fleet::from_stored(
+            store.fleet_records().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the stored fleet status");
+                Vec::new()
+            }),
+        ));
         Self {
             store,
             policy,
@@ -96,6 +104,7 @@ impl AppState {
             net: std::sync::OnceLock::new(),
             installer: std::sync::OnceLock::new(),
             audit_key: std::sync::OnceLock::new(),
+            fleet,
             sessions: Mutex::new(HashMap::new()),
             next_session: Mutex::new(1),
         }
@@ -144,6 +153,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/schedule", get(schedule))
         .route("/v1/audit", get(audit_log))
+        .route("/v1/fleet/{release}", get(fleet_report))
         .route("/v1/audit/verify", get(audit_verify))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
         .with_state(state)
@@ -428,6 +438,18 @@ fn net_of(state: &AppState) -> Result<&Arc<crate::net::Net>, ApiError> {
 
 async fn peers(State(state): State<Arc<AppState>>) -> Result<Json<Vec<PeerView>>, ApiError> {
     Ok(Json(net_of(&state)?.peer_views()))
+}
+
+async fn fleet_report(
+    State(state): State<Arc<AppState>>,
+    UrlPath(release): UrlPath<String>,
+) -> Result<Json<crate::fleet::FleetReport>, ApiError> {
+    // A full id names any release, known here or not; a prefix must match a stored one.
+    let store = state.store.clone();
+    let id = blocking(move || resolve(&store, &release)).await?;
+    let fleet = state.fleet.clone();
+    let now = jiff::Timestamp::now().as_second();
+    Ok(Json(blocking(move || Ok(fleet.report(&id, now))).await?))
 }
 
 /// `GET /v1/audit` query.

@@ -25,7 +25,7 @@
 
 use crate::audit::{AuditEntry, AuditEvent, Broken, Intact};
 use protocol::wire::Bitmap;
-use protocol::{ChunkId, ChunkRef, Manifest, ReleaseId, Severity, VerifiedRelease, codec};
+use protocol::{ChunkId, ChunkRef, Manifest, NodeId, ReleaseId, Severity, VerifiedRelease, codec};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -49,6 +49,9 @@ const ACTIVATIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("act
 /// The audit log ([`crate::audit`]): sequence number -> encoded [`AuditEntry`]. Only ever
 /// appended to.
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
+
+/// The fleet's status records ([`crate::fleet`]): node id -> its latest signed record.
+const FLEET: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("fleet_status");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// ([`crate::activate::OUTPUT_TAIL_BYTES_MAX`]) fit in a few KiB.
@@ -283,6 +286,7 @@ impl Store {
             txn.open_table(PENDING)?;
             txn.open_table(ACTIVATIONS)?;
             txn.open_table(AUDIT)?;
+            txn.open_table(FLEET)?;
         }
         txn.commit()?;
 
@@ -653,6 +657,37 @@ impl Store {
             }
         }
         Ok(crate::audit::verify(entries.iter().map(|e| (e, None))))
+    }
+
+    /// Replaces the stored status records of these nodes, in one transaction.
+    pub fn put_fleet_records(&self, records: &[(NodeId, Vec<u8>)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(FLEET)?;
+            for (node, bytes) in records {
+                table.insert(&node.0, bytes.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every stored status record (each is verified again when loaded).
+    pub fn fleet_records(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(FLEET)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            if out.len() == crate::fleet::FLEET_NODES_MAX {
+                break;
+            }
+            out.push(v.value().to_vec());
+        }
+        Ok(out)
     }
 
     /// Every activation record, by release.

@@ -86,6 +86,9 @@ pub struct ReleaseStatus {
     pub chunks_have: u32,
     /// Unique chunks in the release.
     pub chunks_total: u32,
+    /// Since when it has been in this state, unix seconds: completion and installation times
+    /// for throughput and the compliance report.
+    pub since_unix_s: i64,
     /// The last error, if any (at most [`STATUS_ERROR_BYTES_MAX`] bytes).
     pub error: Option<String>,
 }
@@ -250,6 +253,7 @@ mod tests {
                 state: ReleaseState::Failed,
                 chunks_have: 16_384,
                 chunks_total: 16_384,
+                since_unix_s: 1_795_391_000,
                 error: Some("apply exited 3".into()),
             }],
         }

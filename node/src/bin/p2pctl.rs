@@ -121,6 +121,19 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Show where a release stands across the fleet, from the status records this node holds:
+    /// nodes by state, the sites furthest behind, failed nodes with their errors, the rate at
+    /// which nodes complete and when all will have.
+    Fleet {
+        /// Release id (or a unique prefix of one stored here).
+        release: String,
+        /// Redraw every two seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Sites to list, furthest behind first (--json lists all).
+        #[arg(long, default_value_t = 20)]
+        sites: usize,
+    },
     /// List this node's audit log: releases published, accepted, fetched, installed or failed,
     /// peers banned, daemon starts. `--json` prints it with the node's signed seal: keep that
     /// copy, and `p2pctl audit verify --file COPY` proves later that it was not edited.
@@ -473,7 +486,121 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Status { release, once } => status(&client, release, once, cli.json).await,
         Command::Audit { action, since } => audit(&client, action, since, cli.json).await,
+        Command::Fleet {
+            release,
+            watch,
+            sites,
+        } => fleet(&client, &release, watch, sites, cli.json).await,
     }
+}
+
+/// How often `fleet --watch` redraws.
+const FLEET_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn fleet(
+    client: &Client,
+    release: &str,
+    watch: bool,
+    sites: usize,
+    json: bool,
+) -> Result<(), Failure> {
+    use node::fleet::FleetReport;
+    let none: Option<&()> = None;
+    let path = format!("/v1/fleet/{release}");
+    loop {
+        let r: FleetReport = client.call("GET", &path, none).await?;
+        if json {
+            print_json(&r);
+        } else {
+            if watch {
+                // Clear the screen and go home.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", fleet_text(&r, sites));
+        }
+        if !watch {
+            return Ok(());
+        }
+        tokio::time::sleep(FLEET_WATCH_INTERVAL).await;
+    }
+}
+
+fn fleet_text(r: &node::fleet::FleetReport, sites: usize) -> String {
+    use std::fmt::Write;
+    let s = &r.states;
+    let pct = |n: u64| {
+        if r.nodes == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / r.nodes as f64
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "release {}: {} nodes, {} hold it ({:.1} %)",
+        &r.release[..12.min(r.release.len())],
+        r.nodes,
+        s.holding(),
+        pct(s.holding())
+    );
+    let _ = writeln!(
+        out,
+        "  activated {} · complete {} · downloading {} · paused {} · announced {} · not yet known {} · failed {}",
+        s.activated, s.complete, s.downloading, s.paused, s.announced, s.unknown, s.failed
+    );
+    match r.eta_s {
+        Some(eta) => {
+            let _ = writeln!(
+                out,
+                "  {:.1} nodes/min over the last 5 min; the rest in about {}",
+                r.holding_per_min,
+                humantime::format_duration(std::time::Duration::from_secs(eta.round() as u64))
+            );
+        }
+        None if s.holding() == r.nodes && r.nodes > 0 => {
+            let _ = writeln!(out, "  every node holds it");
+        }
+        None => {
+            let _ = writeln!(out, "  no node completed it in the last 5 min");
+        }
+    }
+    let behind: Vec<_> = r.sites.iter().filter(|x| x.holding < x.nodes).collect();
+    if !behind.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<24} {:>6} {:>8} {:>7} {:>9}",
+            "SITE (furthest behind)", "NODES", "HOLDING", "FAILED", "PROGRESS"
+        );
+        for x in behind.iter().take(sites) {
+            let _ = writeln!(
+                out,
+                "{:<24} {:>6} {:>8} {:>7} {:>8.1}%",
+                x.site,
+                x.nodes,
+                x.holding,
+                x.failed,
+                x.progress * 100.0
+            );
+        }
+        if behind.len() > sites {
+            let _ = writeln!(out, "… and {} more sites behind", behind.len() - sites);
+        }
+    }
+    if !r.failed.is_empty() {
+        let _ = writeln!(out, "\nFAILED ({})", s.failed);
+        for f in &r.failed {
+            let _ = writeln!(
+                out,
+                "  {}  {:<20} {}: {}",
+                &f.node[..12.min(f.node.len())],
+                f.site,
+                when(f.since_unix_s.saturating_mul(1000)),
+                f.error
+            );
+        }
+    }
+    out
 }
 
 /// `--since`: a time back from now, or an instant; as unix milliseconds.

@@ -4,6 +4,7 @@ mod activate;
 mod audit;
 mod crash;
 mod daemon;
+mod fleet;
 mod metrics;
 mod store;
 
