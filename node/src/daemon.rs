@@ -16,6 +16,17 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+/// How often this node looks whether its status changed.
+const STATUS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A status record whose only news is progress (chunks held) goes out at most this often; a
+/// change of state goes out at the next check.
+const STATUS_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// With no news a record goes out this often anyway: a node that joins learns the others'
+/// state within this time.
+const STATUS_HEARTBEAT: Duration = Duration::from_secs(300);
+
 /// How often staged publishes are checked for their deadline.
 const REAP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -127,6 +138,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let _ = net.fleet.set(state.fleet.clone());
+    let status_task = tokio::spawn(publish_status(
+        state.clone(),
+        net.clone(),
+        key.clone(),
+        config.node.site.clone(),
+    ));
     let fleet_state = state.clone();
     let fleet_saver = tokio::spawn(async move {
         let mut tick = tokio::time::interval(crate::fleet::PERSIST_INTERVAL);
@@ -169,6 +187,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("serving the control API")?;
     reaper.abort();
     fleet_saver.abort();
+    status_task.abort();
     save_fleet(&state).await;
     if let Some(m) = metrics {
         m.abort();
@@ -194,5 +213,74 @@ async fn save_fleet(state: &Arc<AppState>) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot store fleet status records"),
         Err(e) => tracing::warn!(error = %e, "storing fleet status records"),
+    }
+}
+
+/// Sends this node's status record when its state changes (progress alone at most every
+/// [`STATUS_PROGRESS_INTERVAL`], and a heartbeat every [`STATUS_HEARTBEAT`]); the node keeps
+/// its own record in the fleet table too.
+async fn publish_status(
+    state: Arc<AppState>,
+    net: Arc<Net>,
+    key: ed25519_dalek::SigningKey,
+    site: String,
+) {
+    use protocol::status::{ReleaseStatus, SignedStatus, StatusBody};
+    let node = NodeId(key.verifying_key().to_bytes());
+    let mut tick = tokio::time::interval(STATUS_CHECK_INTERVAL);
+    let mut since: std::collections::HashMap<
+        protocol::ReleaseId,
+        (protocol::status::ReleaseState, i64),
+    > = std::collections::HashMap::new();
+    let mut last: Option<(Vec<ReleaseStatus>, std::time::Instant)> = None;
+    let mut seq = 0u64;
+    loop {
+        tick.tick().await;
+        let Some(mut releases) = crate::server::status_releases(&state).await else {
+            continue;
+        };
+        let now = jiff::Timestamp::now();
+        for r in &mut releases {
+            let e = since.entry(r.release).or_insert((r.state, now.as_second()));
+            if e.0 != r.state {
+                *e = (r.state, now.as_second());
+            }
+            r.since_unix_s = e.1;
+        }
+        let states = |v: &[ReleaseStatus]| -> Vec<(
+            protocol::ReleaseId,
+            protocol::status::ReleaseState,
+            Option<String>,
+        )> {
+            v.iter()
+                .map(|r| (r.release, r.state, r.error.clone()))
+                .collect()
+        };
+        let due = match &last {
+            None => true,
+            Some((prev, at)) => {
+                states(prev) != states(&releases)
+                    || (*prev != releases && at.elapsed() >= STATUS_PROGRESS_INTERVAL)
+                    || at.elapsed() >= STATUS_HEARTBEAT
+            }
+        };
+        if !due {
+            continue;
+        }
+        // Above every earlier number, across restarts too (the clock), and never equal.
+        seq = (seq + 1).max(u64::try_from(now.as_millisecond()).unwrap_or(0));
+        let body = StatusBody {
+            node,
+            site: site.clone(),
+            seq,
+            at_unix_s: now.as_second(),
+            releases: releases.clone(),
+        };
+        let record = SignedStatus::sign(&body, &key).encode();
+        if let Err(e) = state.fleet.offer(&record) {
+            tracing::warn!(error = %e, "own status record not kept");
+        }
+        net.gossip_status(record);
+        last = Some((releases, std::time::Instant::now()));
     }
 }

@@ -559,6 +559,49 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
     }))
 }
 
+/// Where each release stands here, as a fleet status record says it (`since_unix_s` left
+/// 0 for the caller, which knows when each state began): superseded fetches are left out
+/// (the newer version is the one to report). `None` before the network runs.
+pub async fn status_releases(
+    state: &Arc<AppState>,
+) -> Option<Vec<protocol::status::ReleaseStatus>> {
+    use protocol::status::{ReleaseState, ReleaseStatus, STATUS_RELEASES_MAX, bounded_error};
+    let net = state.net.get()?;
+    let progress = progress_of(state, net).await.ok()?;
+    let mut out = Vec::new();
+    for r in progress {
+        let Ok(release) = r.id.parse::<ReleaseId>() else {
+            continue;
+        };
+        let install = r.install.as_ref().map(|i| i.state.as_str());
+        let (state, error) = match (r.state.as_str(), install) {
+            (_, Some("installed")) => (ReleaseState::Activated, None),
+            (_, Some("failed")) => (
+                ReleaseState::Failed,
+                r.install.as_ref().and_then(|i| i.reason.clone()),
+            ),
+            ("complete", _) => (ReleaseState::Complete, None),
+            ("failed", _) => (ReleaseState::Failed, r.error.clone()),
+            ("paused", _) => (ReleaseState::PausedByWindow, None),
+            ("fetching", _) if r.chunks_have == 0 => (ReleaseState::Announced, None),
+            ("fetching", _) => (ReleaseState::Downloading, None),
+            _ => continue,
+        };
+        out.push(ReleaseStatus {
+            release,
+            state,
+            chunks_have: r.chunks_have,
+            chunks_total: r.chunks_total,
+            since_unix_s: 0,
+            error: error.map(|e| bounded_error(&e)),
+        });
+        if out.len() == STATUS_RELEASES_MAX {
+            break;
+        }
+    }
+    Some(out)
+}
+
 /// Every release's progress, with its download window while paused and its installation.
 async fn progress_of(
     state: &Arc<AppState>,

@@ -41,6 +41,9 @@ pub const DATA_ALPN: &[u8] = b"p2pd-chunks/1";
 /// Gossipsub topic of release announcements.
 pub const ANNOUNCE_TOPIC: &str = "p2pd/releases/1";
 
+/// Gossipsub topic of fleet status records ([`crate::status::SignedStatus`]).
+pub const STATUS_TOPIC: &str = "p2pd/status/1";
+
 /// Largest control-stream frame: a bitmap of the largest release (2^20 chunks, 128 KiB) with
 /// room for its header. Anything larger is an attack or a bug.
 pub const CONTROL_FRAME_BYTES_MAX: usize = 160 << 10;

@@ -12,16 +12,59 @@ fn scenario(name: &str) -> Scenario {
 }
 
 /// 3 sites × 4 nodes + origin, 64 MiB: every node ends byte-identical; each site's WAN
-/// ingress stays near one copy; v2 with 1 MiB rewritten moves at most 3 MiB per node.
+/// ingress stays near one copy; v2 with 1 MiB rewritten moves at most 3 MiB per node. The
+/// fleet view on a branch node shows every node holding v1, site by site, and the one node
+/// whose apply command fails, with its error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_sites_get_identical_bytes_and_v2_moves_only_changed_chunks() {
     let (_guard, dir) = workdir();
-    let fleet = Fleet::start(scenario("ci-3x4.toml"), &dir, true)
+    let mut fleet = Fleet::start(scenario("ci-3x4.toml"), &dir, true)
         .await
         .unwrap();
+    // The last node installs releases with an apply command that fails.
+    let failing = fleet.nodes.len() - 1;
+    fleet.kill(failing);
+    let config = fleet.nodes[failing].data.join("p2pd.toml");
+    let target = fleet.nodes[failing].data.join("installed");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "# target = \"/opt/patches\"",
+            &format!("target = {:?}", target.display().to_string()),
+        )
+        .replace(
+            "# apply = [\"/usr/local/sbin/apply-patch\", \"--quiet\"]",
+            "apply = [\"/bin/sh\", \"-c\", \"echo patch refused >&2; exit 3\"]",
+        );
+    std::fs::write(&config, text).unwrap();
+    fleet.start_node(failing).unwrap();
+    fleet.wait_ready(failing).await.unwrap();
     fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
 
     let v1 = fleet.distribute(1, |_| {}).await.unwrap();
+    let report = fleet_view(&fleet, 1, &v1.release, |r| {
+        r.nodes == 13 && r.states.failed == 1 && r.states.holding() == 12
+    })
+    .await;
+    let failing_id = fleet.status(failing).await.unwrap().node_id;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].node, failing_id);
+    assert!(
+        report.failed[0].error.contains("status 3"),
+        "{:?}",
+        report.failed[0].error
+    );
+    let site = |name: &str| report.sites.iter().find(|s| s.site == name).unwrap();
+    for name in ["tokyo", "frankfurt"] {
+        assert_eq!((site(name).nodes, site(name).holding), (4, 4), "{report:?}");
+    }
+    let sp = site("saopaulo");
+    assert_eq!((sp.nodes, sp.holding, sp.failed), (4, 3, 1), "{report:?}");
+    assert_eq!(
+        report.sites[0].site, "saopaulo",
+        "the site behind comes first"
+    );
+    assert_eq!((site("origin").nodes, site("origin").holding), (1, 1));
     assert_eq!(v1.completion_s.len(), 12, "{v1:?}");
     assert_eq!(fleet.check_exports(&v1.release, 1).await.unwrap(), 13);
     let f = v1.bytes as f64;
@@ -49,6 +92,32 @@ async fn three_sites_get_identical_bytes_and_v2_moves_only_changed_chunks() {
         assert!(*bytes <= 3 << 20, "{node} received {bytes} bytes for v2");
     }
     assert!(v2.new_bytes <= 3 << 20, "{} new bytes in v2", v2.new_bytes);
+}
+
+/// Polls node `i`'s fleet view of `release` (every 0.5 s, at most 30 s) until `done` holds.
+async fn fleet_view(
+    fleet: &Fleet,
+    i: usize,
+    release: &str,
+    done: impl Fn(&node::fleet::FleetReport) -> bool,
+) -> node::fleet::FleetReport {
+    let none: Option<&()> = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r: node::fleet::FleetReport = fleet.nodes[i]
+            .client()
+            .call("GET", &format!("/v1/fleet/{release}"), none)
+            .await
+            .unwrap();
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet view never settled: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A node SIGKILLed half-way through a fetch completes after a restart, and what it had

@@ -458,6 +458,8 @@ pub enum SwarmCommand {
     Provide(ReleaseId),
     /// Look up providers of a release and connect to them.
     FindProviders(ReleaseId),
+    /// Gossip this node's status record (encoded [`protocol::status::SignedStatus`]).
+    Status(Vec<u8>),
 }
 
 /// This node's identity and place.
@@ -492,6 +494,8 @@ pub struct Net {
     releases: RwLock<HashMap<ReleaseId, Arc<Release>>>,
     refused: Mutex<HashMap<ReleaseId, Refusal>>,
     learning: Mutex<HashSet<ReleaseId>>,
+    /// The fleet's status records, where gossiped ones are offered (set by the daemon).
+    pub fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
     swarm: mpsc::Sender<SwarmCommand>,
     /// Woken when peers or their bitmaps change; fetchers re-plan.
     pub(crate) wake: Notify,
@@ -609,6 +613,7 @@ impl Net {
             releases: RwLock::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             learning: Mutex::new(HashSet::new()),
+            fleet: std::sync::OnceLock::new(),
             swarm,
             wake: Notify::new(),
             completed: Notify::new(),
@@ -1173,6 +1178,12 @@ impl Net {
         let net = self.clone();
         tokio::spawn(async move { fetch::run(net, release, v).await });
         Ok(())
+    }
+
+    /// Hands this node's status record to the swarm for gossip (dropped if the swarm is
+    /// busy: the next record or heartbeat carries the news).
+    pub fn gossip_status(&self, record: Vec<u8>) {
+        let _ = self.swarm.try_send(SwarmCommand::Status(record));
     }
 
     /// Records a bad chunk from `peer`; bans it at [`STRIKES_TO_BAN`].

@@ -15,7 +15,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, gossipsub, identify, mdns};
-use protocol::wire::{ANNOUNCE_TOPIC, ANNOUNCEMENT_BYTES_MAX, Announcement};
+use protocol::status::STATUS_RECORD_BYTES_MAX;
+use protocol::wire::{ANNOUNCE_TOPIC, ANNOUNCEMENT_BYTES_MAX, Announcement, STATUS_TOPIC};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -137,7 +138,7 @@ pub fn spawn(
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(500))
                 .validation_mode(gossipsub::ValidationMode::Strict)
-                .max_transmit_size(ANNOUNCEMENT_BYTES_MAX * 4)
+                .max_transmit_size((ANNOUNCEMENT_BYTES_MAX * 4).max(STATUS_RECORD_BYTES_MAX * 2))
                 .build()
                 .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
             let gossipsub = gossipsub::Behaviour::new(
@@ -157,6 +158,8 @@ pub fn spawn(
 
     let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
     swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
+    let status_topic = gossipsub::IdentTopic::new(STATUS_TOPIC);
+    swarm.behaviour_mut().gossipsub.subscribe(&status_topic)?;
     let listen = net.config().listen;
     let mut listen_addr = Multiaddr::from(listen.ip());
     listen_addr.push(Protocol::Udp(listen.port()));
@@ -186,6 +189,12 @@ pub fn spawn(
                             Ok(_) => tracing::info!(release = %a.release, "announced"),
                             Err(e) => tracing::info!(release = %a.release, error = %e,
                                 "announcement not gossiped; peers will learn it from bitmaps"),
+                        }
+                    }
+                    SwarmCommand::Status(record) => {
+                        // Nobody subscribed yet (a lone node) is not an error worth a line.
+                        if let Err(e) = swarm.behaviour_mut().gossipsub.publish(status_topic.clone(), record) {
+                            tracing::debug!(error = %e, "status record not gossiped");
                         }
                     }
                     SwarmCommand::Provide(id) => {
@@ -244,6 +253,16 @@ pub fn spawn(
                         for p in providers {
                             if p != local_peer_id && !swarm.is_connected(&p) {
                                 let _ = swarm.dial(p);
+                            }
+                        }
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                        propagation_source, message, ..
+                    })) if message.topic == status_topic.hash() => {
+                        if let Some(fleet) = net.fleet.get() {
+                            if let Err(e) = fleet.offer(&message.data) {
+                                tracing::debug!(peer = %propagation_source, error = %e,
+                                    "status record not kept");
                             }
                         }
                     }
