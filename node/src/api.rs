@@ -332,6 +332,9 @@ pub struct NodeStatus {
     pub sent_lan_bytes: u64,
     /// Chunk bytes sent to other sites.
     pub sent_wan_bytes: u64,
+    /// Fleet status gossip: records sent and received, and their bytes.
+    #[serde(default)]
+    pub status_gossip: StatusGossipView,
     /// Releases served or being fetched.
     pub releases: Vec<ReleaseProgress>,
     /// Releases refused recently (bad signature, expired, not newer, ...), newest first:
@@ -425,4 +428,21 @@ impl AuditVerifyView {
             },
         }
     }
+}
+
+/// What fleet status gossip carried for this node since it started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusGossipView {
+    /// Records this node sent.
+    pub records_sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Bytes gossipsub sent for status records: every copy to every peer, the libp2p
+    /// message envelope included (records relayed for others too).
+    #[serde(default)]
+    pub wire_bytes_sent: u64,
+    /// Records gossip delivered here (each once).
+    pub records_received: u64,
+    /// Their bytes.
+    pub bytes_received: u64,
 }

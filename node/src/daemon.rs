@@ -19,9 +19,14 @@ use tokio::signal::unix::{SignalKind, signal};
 /// How often this node looks whether its status changed.
 const STATUS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A status record whose only news is progress (chunks held) goes out at most this often; a
-/// change of state goes out at the next check.
-const STATUS_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// Records go out at most this often: a change of state waits for it, so that changes in
+/// quick succession (announced, then downloading a second later) travel as one record. Every
+/// record reaches every node (through about six mesh peers each), so the number of records
+/// is what status gossip costs.
+const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A record whose only news is progress (chunks held) goes out at most this often.
+const STATUS_PROGRESS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// With no news a record goes out this often anyway: a node that joins learns the others'
 /// state within this time.
@@ -216,9 +221,10 @@ async fn save_fleet(state: &Arc<AppState>) {
     }
 }
 
-/// Sends this node's status record when its state changes (progress alone at most every
-/// [`STATUS_PROGRESS_INTERVAL`], and a heartbeat every [`STATUS_HEARTBEAT`]); the node keeps
-/// its own record in the fleet table too.
+/// Sends this node's status record when its state changes (at most every
+/// [`STATUS_MIN_INTERVAL`]; progress alone at most every [`STATUS_PROGRESS_INTERVAL`]; a
+/// heartbeat every [`STATUS_HEARTBEAT`]); the node keeps its own record in the fleet table
+/// too.
 async fn publish_status(
     state: Arc<AppState>,
     net: Arc<Net>,
@@ -259,9 +265,10 @@ async fn publish_status(
         let due = match &last {
             None => true,
             Some((prev, at)) => {
-                states(prev) != states(&releases)
-                    || (*prev != releases && at.elapsed() >= STATUS_PROGRESS_INTERVAL)
-                    || at.elapsed() >= STATUS_HEARTBEAT
+                let waited = at.elapsed();
+                (states(prev) != states(&releases) && waited >= STATUS_MIN_INTERVAL)
+                    || (*prev != releases && waited >= STATUS_PROGRESS_INTERVAL)
+                    || waited >= STATUS_HEARTBEAT
             }
         };
         if !due {

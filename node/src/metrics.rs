@@ -128,11 +128,23 @@ pub struct Snapshot {
 impl Snapshot {
     /// The snapshot in the OpenMetrics text format.
     pub fn render(self) -> String {
+        self.render_with("")
+    }
+
+    /// The snapshot followed by `more`, another registry's OpenMetrics text (libp2p's
+    /// gossipsub metrics), with one `# EOF` at the end.
+    pub fn render_with(self, more: &str) -> String {
         let mut registry = Registry::with_prefix("p2pd");
         registry.register_collector(Box::new(self));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
+        if !more.is_empty() {
+            let strip = |t: &str| t.strip_suffix("# EOF\n").unwrap_or(t).to_owned();
+            out = strip(&out);
+            out.push_str(&strip(more));
+            out.push_str("# EOF\n");
+        }
         out
     }
 }

@@ -244,7 +244,7 @@ async fn metrics(
     let accept = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let text = snapshot.render();
+    let text = snapshot.render_with(&net.gossip_metrics_text());
     let (content_type, text) = if crate::metrics::wants_openmetrics(accept) {
         (crate::metrics::OPENMETRICS_CONTENT_TYPE, text)
     } else {
@@ -547,6 +547,13 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
         recv_wan_bytes: t.recv_wan.load(Ordering::Relaxed),
         sent_lan_bytes: t.sent_lan.load(Ordering::Relaxed),
         sent_wan_bytes: t.sent_wan.load(Ordering::Relaxed),
+        status_gossip: StatusGossipView {
+            records_sent: t.status_sent.load(Ordering::Relaxed),
+            bytes_sent: t.status_sent_bytes.load(Ordering::Relaxed),
+            wire_bytes_sent: net.gossip_sent_bytes(protocol::wire::STATUS_TOPIC),
+            records_received: t.status_received.load(Ordering::Relaxed),
+            bytes_received: t.status_received_bytes.load(Ordering::Relaxed),
+        },
         releases: progress_of(&state, net).await?,
         refused: net
             .refused()

@@ -148,6 +148,14 @@ pub struct Traffic {
     pub chunks_failed: AtomicU64,
     /// Peers banned since start.
     pub bans: AtomicU64,
+    /// Status records this node gossiped, and their bytes.
+    pub status_sent: AtomicU64,
+    /// Bytes of the status records this node gossiped.
+    pub status_sent_bytes: AtomicU64,
+    /// Status records gossip delivered here (each once), and their bytes.
+    pub status_received: AtomicU64,
+    /// Bytes of the status records gossip delivered here.
+    pub status_received_bytes: AtomicU64,
 }
 
 impl Traffic {
@@ -494,6 +502,9 @@ pub struct Net {
     releases: RwLock<HashMap<ReleaseId, Arc<Release>>>,
     refused: Mutex<HashMap<ReleaseId, Refusal>>,
     learning: Mutex<HashSet<ReleaseId>>,
+    /// libp2p's gossipsub metrics (messages and bytes per topic, duplicates included), for
+    /// `/metrics` and the status gossip figures.
+    pub gossip_metrics: Mutex<prometheus_client::registry::Registry>,
     /// The fleet's status records, where gossiped ones are offered (set by the daemon).
     pub fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
     swarm: mpsc::Sender<SwarmCommand>,
@@ -613,6 +624,9 @@ impl Net {
             releases: RwLock::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             learning: Mutex::new(HashSet::new()),
+            gossip_metrics: Mutex::new(prometheus_client::registry::Registry::with_prefix(
+                "p2pd_gossipsub",
+            )),
             fleet: std::sync::OnceLock::new(),
             swarm,
             wake: Notify::new(),
@@ -1180,9 +1194,33 @@ impl Net {
         Ok(())
     }
 
+    /// libp2p's gossipsub metrics in the OpenMetrics text format.
+    pub fn gossip_metrics_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &lock(&self.gossip_metrics));
+        out
+    }
+
+    /// Bytes of gossipsub messages this node sent on `topic`, every copy to every peer
+    /// counted, envelope included (libp2p's `topic_msg_sent_bytes`).
+    pub fn gossip_sent_bytes(&self, topic: &str) -> u64 {
+        let label = format!("topic_hash=\"{topic}\"");
+        self.gossip_metrics_text()
+            .lines()
+            .filter(|l| {
+                l.starts_with("p2pd_gossipsub_topic_msg_sent_bytes_total{") && l.contains(&label)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Hands this node's status record to the swarm for gossip (dropped if the swarm is
     /// busy: the next record or heartbeat carries the news).
     pub fn gossip_status(&self, record: Vec<u8>) {
+        self.traffic.status_sent.fetch_add(1, Ordering::Relaxed);
+        self.traffic
+            .status_sent_bytes
+            .fetch_add(record.len() as u64, Ordering::Relaxed);
         let _ = self.swarm.try_send(SwarmCommand::Status(record));
     }
 

@@ -145,7 +145,11 @@ pub fn spawn(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossip_config,
             )
-            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
+            .with_metrics(
+                &mut super::lock(&net.gossip_metrics),
+                gossipsub::MetricsConfig::default(),
+            );
             Ok(Behaviour {
                 identify,
                 mdns: Toggle::from(mdns),
@@ -259,6 +263,12 @@ pub fn spawn(
                     SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                         propagation_source, message, ..
                     })) if message.topic == status_topic.hash() => {
+                        let t = &net.traffic;
+                        t.status_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        t.status_received_bytes.fetch_add(
+                            message.data.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                         if let Some(fleet) = net.fleet.get() {
                             if let Err(e) = fleet.offer(&message.data) {
                                 tracing::debug!(peer = %propagation_source, error = %e,
