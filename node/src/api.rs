@@ -16,6 +16,8 @@
 //! | `GET /v1/schedule`                  | → [`ScheduleView`]: rates and windows now              |
 //! | `GET /v1/audit[?since_unix_ms=T]`   | → [`crate::audit::AuditLog`]: entries and a signed seal |
 //! | `GET /v1/audit/verify`              | → [`AuditVerifyView`]: the stored chain checked        |
+//! | `GET /v1/fleet/{id}`                | → [`crate::fleet::FleetReport`]: the release fleet-wide |
+//! | `GET /v1/report[?since_unix_s=T]`   | → `[crate::fleet::ComplianceRow]`, oldest first        |
 //!
 //! Errors answer a 4xx/5xx status with [`ApiErrorBody`]: a stable `code` for scripts and a
 //! `message` for people.

@@ -155,6 +155,87 @@ pub struct FleetReport {
     pub at_unix_s: i64,
 }
 
+/// How long a critical release may take to reach [`CRITICAL_SHARE`] of the nodes: 72 hours.
+pub const CRITICAL_DEADLINE_S: i64 = 72 * 3600;
+
+/// The share of nodes a critical release must reach by its deadline.
+pub const CRITICAL_SHARE: f64 = 0.99;
+
+/// Most missing nodes one compliance row lists (all are counted).
+pub const MISSING_LISTED_MAX: usize = 1000;
+
+/// A release the compliance report covers, as the store describes it.
+#[derive(Debug, Clone)]
+pub struct ReleaseFacts {
+    /// The release.
+    pub id: ReleaseId,
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// Its severity's name.
+    pub severity: String,
+    /// Whether it is critical (the 72-hour rule applies).
+    pub critical: bool,
+    /// When it was published (created), unix seconds.
+    pub published_unix_s: i64,
+}
+
+/// A node that has not installed a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingNode {
+    /// Node id, hex.
+    pub node: String,
+    /// Its site.
+    pub site: String,
+    /// Where the release stands on it (`unknown`: its record does not name it).
+    pub state: String,
+}
+
+/// One release in the compliance report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComplianceRow {
+    /// Release id, hex.
+    pub release: String,
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// Severity.
+    pub severity: String,
+    /// Published, unix seconds.
+    pub published_unix_s: i64,
+    /// Nodes with a record.
+    pub nodes: u64,
+    /// Of those, nodes that installed it.
+    pub activated: u64,
+    /// `activated / nodes`.
+    pub activated_share: f64,
+    /// Seconds from publishing until 50, 90 and 99 % of the nodes had installed it (`None`:
+    /// not reached).
+    pub to_50_s: Option<i64>,
+    /// See `to_50_s`.
+    pub to_90_s: Option<i64>,
+    /// See `to_50_s`.
+    pub to_99_s: Option<i64>,
+    /// For a critical release: `met` (99 % installed within 72 hours), `missed`, or `open`
+    /// (not yet 72 hours old, not yet at 99 %); `n/a` otherwise.
+    pub deadline: String,
+    /// Nodes that have not installed it (at most [`MISSING_LISTED_MAX`]).
+    pub missing: Vec<MissingNode>,
+    /// How many that is.
+    pub missing_total: u64,
+}
+
+/// Seconds after `start` by which `share` of `nodes` had an entry in `times` (sorted).
+fn time_to(times: &[i64], nodes: u64, share: f64, start: i64) -> Option<i64> {
+    let need = (share * nodes as f64).ceil() as usize;
+    if need == 0 || need > times.len() {
+        return None;
+    }
+    Some((times[need - 1] - start).max(0))
+}
+
 fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -214,6 +295,70 @@ impl Fleet {
         dirty
             .into_iter()
             .filter_map(|n| inner.records.get(&n).map(|h| (n, h.signed.clone())))
+            .collect()
+    }
+
+    /// The compliance report's rows for `releases`, at `now_unix_s`: who installed each, how
+    /// fast, whether critical ones met the 72-hour rule, who is missing.
+    pub fn compliance(&self, releases: &[ReleaseFacts], now_unix_s: i64) -> Vec<ComplianceRow> {
+        let inner = lock(&self.inner);
+        let nodes = inner.records.len() as u64;
+        releases
+            .iter()
+            .map(|f| {
+                let mut times = Vec::new();
+                let mut missing = Vec::new();
+                let mut missing_total = 0u64;
+                for held in inner.records.values() {
+                    let b = &held.body;
+                    match b.release(&f.id) {
+                        Some(r) if r.state == ReleaseState::Activated => times.push(r.since_unix_s),
+                        other => {
+                            missing_total += 1;
+                            if missing.len() < MISSING_LISTED_MAX {
+                                missing.push(MissingNode {
+                                    node: b.node.to_hex(),
+                                    site: b.site.clone(),
+                                    state: other.map_or("unknown", |r| r.state.name()).into(),
+                                });
+                            }
+                        }
+                    }
+                }
+                times.sort_unstable();
+                missing.sort_by(|a, b| a.site.cmp(&b.site).then_with(|| a.node.cmp(&b.node)));
+                let at = |share| time_to(&times, nodes, share, f.published_unix_s);
+                let to_99 = at(CRITICAL_SHARE);
+                let deadline = if !f.critical {
+                    "n/a"
+                } else if to_99.is_some_and(|t| t <= CRITICAL_DEADLINE_S) {
+                    "met"
+                } else if to_99.is_some() || now_unix_s - f.published_unix_s > CRITICAL_DEADLINE_S {
+                    "missed"
+                } else {
+                    "open"
+                };
+                ComplianceRow {
+                    release: f.id.to_hex(),
+                    channel: f.channel.clone(),
+                    version: f.version,
+                    severity: f.severity.clone(),
+                    published_unix_s: f.published_unix_s,
+                    nodes,
+                    activated: times.len() as u64,
+                    activated_share: if nodes == 0 {
+                        0.0
+                    } else {
+                        times.len() as f64 / nodes as f64
+                    },
+                    to_50_s: at(0.5),
+                    to_90_s: at(0.9),
+                    to_99_s: to_99,
+                    deadline: deadline.into(),
+                    missing,
+                    missing_total,
+                }
+            })
             .collect()
     }
 
@@ -405,6 +550,75 @@ mod tests {
         // but the last; two in 5 minutes is 0.4 per minute, and 4 are left.
         assert!((r.holding_per_min - 0.4).abs() < 1e-9);
         assert!((r.eta_s.unwrap() - 600.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn compliance_gives_times_to_shares_the_72_hour_rule_and_the_missing() {
+        let fleet = Fleet::default();
+        // 100 nodes; node k installed it k hours after it was published, but the last.
+        for k in 1..=100u8 {
+            let key = SigningKey::from_bytes(&[k; 32]);
+            let activated = k <= 99;
+            let body = StatusBody {
+                node: NodeId(key.verifying_key().to_bytes()),
+                site: format!("s{}", k % 3),
+                seq: 1,
+                at_unix_s: NOW,
+                releases: vec![ReleaseStatus {
+                    release: ReleaseId([1; 32]),
+                    state: if activated {
+                        ReleaseState::Activated
+                    } else {
+                        ReleaseState::Downloading
+                    },
+                    chunks_have: 1,
+                    chunks_total: 1,
+                    // Installed k hours after publishing.
+                    since_unix_s: NOW + 3600 * i64::from(k),
+                    error: None,
+                }],
+            };
+            fleet
+                .offer(&SignedStatus::sign(&body, &key).encode())
+                .unwrap();
+        }
+        let facts = |critical| ReleaseFacts {
+            id: ReleaseId([1; 32]),
+            channel: "security/x".into(),
+            version: 1,
+            severity: if critical { "critical" } else { "high" }.into(),
+            critical,
+            published_unix_s: NOW,
+        };
+        let later = NOW + 200 * 3600;
+        let rows = fleet.compliance(&[facts(true), facts(false)], later);
+        let r = &rows[0];
+        assert_eq!((r.nodes, r.activated, r.missing_total), (100, 99, 1));
+        assert_eq!(r.to_50_s, Some(50 * 3600));
+        assert_eq!(r.to_90_s, Some(90 * 3600));
+        assert_eq!(r.to_99_s, Some(99 * 3600));
+        assert_eq!(r.deadline, "missed", "99 % took 99 hours");
+        assert_eq!(rows[1].deadline, "n/a");
+        // Published 30 hours later, the same installs reach 99 % in 69 hours: met.
+        let mut sooner = facts(true);
+        sooner.published_unix_s = NOW + 30 * 3600;
+        let met = fleet.compliance(&[sooner], later);
+        assert_eq!(
+            (met[0].to_99_s, met[0].deadline.as_str()),
+            (Some(69 * 3600), "met")
+        );
+        assert_eq!(r.missing[0].state, "downloading");
+        // Another critical release nobody reports yet: everyone is missing, and the rule is
+        // open until 72 hours have passed, missed after.
+        let mut other = facts(true);
+        other.id = ReleaseId([2; 32]);
+        let early = fleet.compliance(std::slice::from_ref(&other), NOW + 10 * 3600);
+        assert_eq!(early[0].deadline, "open");
+        assert_eq!((early[0].activated, early[0].missing_total), (0, 100));
+        assert_eq!(early[0].to_50_s, None);
+        assert_eq!(early[0].missing[0].state, "unknown");
+        let late = fleet.compliance(&[other], NOW + 73 * 3600);
+        assert_eq!(late[0].deadline, "missed");
     }
 
     #[test]

@@ -154,6 +154,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/schedule", get(schedule))
         .route("/v1/audit", get(audit_log))
         .route("/v1/fleet/{release}", get(fleet_report))
+        .route("/v1/report", get(compliance_report))
         .route("/v1/audit/verify", get(audit_verify))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
         .with_state(state)
@@ -450,6 +451,44 @@ async fn fleet_report(
     let fleet = state.fleet.clone();
     let now = jiff::Timestamp::now().as_second();
     Ok(Json(blocking(move || Ok(fleet.report(&id, now))).await?))
+}
+
+/// `GET /v1/report` query.
+#[derive(Debug, serde::Deserialize)]
+struct ReportQuery {
+    /// Releases published at or after this instant, unix seconds.
+    since_unix_s: Option<i64>,
+}
+
+async fn compliance_report(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<ReportQuery>,
+) -> Result<Json<Vec<crate::fleet::ComplianceRow>>, ApiError> {
+    let store = state.store.clone();
+    let releases = blocking(move || Ok(store.releases()?)).await?;
+    let since = q.since_unix_s.unwrap_or(i64::MIN);
+    let mut facts: Vec<crate::fleet::ReleaseFacts> = releases
+        .iter()
+        .filter(|r| r.created_unix_s >= since)
+        .map(|r| crate::fleet::ReleaseFacts {
+            id: r.id,
+            channel: r.channel.clone(),
+            version: r.version,
+            severity: r.severity.to_string(),
+            critical: r.severity == protocol::Severity::Critical,
+            published_unix_s: r.created_unix_s,
+        })
+        .collect();
+    facts.sort_by(|a, b| {
+        a.published_unix_s
+            .cmp(&b.published_unix_s)
+            .then_with(|| a.channel.cmp(&b.channel))
+    });
+    let fleet = state.fleet.clone();
+    let now = jiff::Timestamp::now().as_second();
+    Ok(Json(
+        blocking(move || Ok(fleet.compliance(&facts, now))).await?,
+    ))
 }
 
 /// `GET /v1/audit` query.

@@ -134,6 +134,17 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         sites: usize,
     },
+    /// Compliance report from the fleet's status records: per release published in the
+    /// period, the share of nodes that installed it, the time to 50/90/99 %, whether a
+    /// critical release reached 99 % within 72 hours, and the nodes still missing it.
+    Report {
+        /// Releases published since then: a time back from now (30d) or an RFC 3339 instant.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// md (a Markdown table, then the missing nodes), csv (one row per release) or json.
+        #[arg(long, default_value = "md")]
+        format: String,
+    },
     /// List this node's audit log: releases published, accepted, fetched, installed or failed,
     /// peers banned, daemon starts. `--json` prints it with the node's signed seal: keep that
     /// copy, and `p2pctl audit verify --file COPY` proves later that it was not edited.
@@ -491,6 +502,124 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             watch,
             sites,
         } => fleet(&client, &release, watch, sites, cli.json).await,
+        Command::Report { since, format } => {
+            let format = if cli.json { "json".to_string() } else { format };
+            report(&client, &since, &format).await
+        }
+    }
+}
+
+async fn report(client: &Client, since: &str, format: &str) -> Result<(), Failure> {
+    use node::fleet::ComplianceRow;
+    if !matches!(format, "md" | "csv" | "json") {
+        return Err(fail(
+            exit::USAGE,
+            format!("--format {format}: use md, csv or json"),
+        ));
+    }
+    let since_s = parse_since(since)?.div_euclid(1000);
+    let none: Option<&()> = None;
+    let rows: Vec<ComplianceRow> = client
+        .call("GET", &format!("/v1/report?since_unix_s={since_s}"), none)
+        .await?;
+    print!("{}", render_report(&rows, format));
+    Ok(())
+}
+
+fn render_report(rows: &[node::fleet::ComplianceRow], format: &str) -> String {
+    use std::fmt::Write;
+    let dur = |s: Option<i64>| {
+        s.map_or_else(
+            || "-".to_string(),
+            |s| {
+                humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64))
+                    .to_string()
+            },
+        )
+    };
+    let secs = |s: Option<i64>| s.map_or_else(String::new, |s| s.to_string());
+    let mut out = String::new();
+    match format {
+        "json" => {
+            out = serde_json::to_string_pretty(rows).unwrap_or_default();
+            out.push('\n');
+        }
+        "csv" => {
+            out.push_str("release,channel,version,severity,published,nodes,activated,activated_share,to_50_s,to_90_s,to_99_s,deadline_72h,missing\n");
+            for r in rows {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{:.4},{},{},{},{},{}",
+                    r.release,
+                    csv_field(&r.channel),
+                    r.version,
+                    r.severity,
+                    when(r.published_unix_s.saturating_mul(1000)),
+                    r.nodes,
+                    r.activated,
+                    r.activated_share,
+                    secs(r.to_50_s),
+                    secs(r.to_90_s),
+                    secs(r.to_99_s),
+                    r.deadline,
+                    r.missing_total
+                );
+            }
+        }
+        _ => {
+            out.push_str("| release | channel | version | severity | published | installed | 50 % | 90 % | 99 % | 72 h rule | missing |\n");
+            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+            for r in rows {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {}/{} ({:.1} %) | {} | {} | {} | {} | {} |",
+                    &r.release[..12.min(r.release.len())],
+                    r.channel,
+                    r.version,
+                    r.severity,
+                    when(r.published_unix_s.saturating_mul(1000)),
+                    r.activated,
+                    r.nodes,
+                    r.activated_share * 100.0,
+                    dur(r.to_50_s),
+                    dur(r.to_90_s),
+                    dur(r.to_99_s),
+                    r.deadline,
+                    r.missing_total
+                );
+            }
+            for r in rows.iter().filter(|r| r.missing_total > 0) {
+                let _ = writeln!(
+                    out,
+                    "\n### {} v{} ({}): {} nodes missing\n",
+                    r.channel,
+                    r.version,
+                    &r.release[..12.min(r.release.len())],
+                    r.missing_total
+                );
+                for m in &r.missing {
+                    let _ = writeln!(out, "- {} ({}): {}", m.node, m.site, m.state);
+                }
+                if (r.missing.len() as u64) < r.missing_total {
+                    let _ = writeln!(
+                        out,
+                        "- … {} more (--format json lists up to {})",
+                        r.missing_total - r.missing.len() as u64,
+                        node::fleet::MISSING_LISTED_MAX
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
     }
 }
 

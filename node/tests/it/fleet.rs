@@ -68,3 +68,86 @@ fn stored_records_are_aggregated_and_forged_ones_dropped() {
     assert!(text.contains("apply exited 3"), "{text}");
     assert!(node.stop());
 }
+
+#[test]
+fn the_compliance_report_lists_share_times_and_missing_nodes_in_three_formats() {
+    let mut node = Node::init();
+    node.start();
+    let src = node.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("patch.bin"), random_bytes(8, 50_000)).unwrap();
+    let out = node.publish(&src, "security/report", 1);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: ReleaseId =
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["release"]["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert!(node.stop());
+    // Three nodes installed it, one is still downloading.
+    let now = jiff::Timestamp::now().as_second();
+    let records: Vec<(NodeId, Vec<u8>)> = (10..14u8)
+        .map(|k| {
+            let key = SigningKey::from_bytes(&[k; 32]);
+            let body = StatusBody {
+                node: NodeId(key.verifying_key().to_bytes()),
+                site: format!("branch-{k}"),
+                seq: 1,
+                at_unix_s: now,
+                releases: vec![ReleaseStatus {
+                    release: id,
+                    state: if k < 13 {
+                        ReleaseState::Activated
+                    } else {
+                        ReleaseState::Downloading
+                    },
+                    chunks_have: 1,
+                    chunks_total: 1,
+                    since_unix_s: now,
+                    error: None,
+                }],
+            };
+            (body.node, SignedStatus::sign(&body, &key).encode())
+        })
+        .collect();
+    node::store::Store::open(&node.data().join("store"))
+        .unwrap()
+        .put_fleet_records(&records)
+        .unwrap();
+    node.start();
+
+    // The node itself (its own record: complete, not installed) and the four.
+    let rows = node.ctl_json(&["report", "--since", "1d"]);
+    let row = &rows[0];
+    assert_eq!(row["release"], id.to_hex());
+    assert_eq!(row["nodes"], 5);
+    assert_eq!(row["activated"], 3);
+    assert_eq!(row["missing_total"], 2);
+    assert_eq!(row["deadline"], "n/a", "a medium release");
+    assert!(row["to_50_s"].is_number() && row["to_90_s"].is_null());
+    let csv = node.ctl(&["report", "--since", "1d", "--format", "csv"]);
+    let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("release,channel,version,severity"));
+    assert!(
+        lines[1].contains(",security/report,1,medium,") && lines[1].ends_with(",n/a,2"),
+        "{csv}"
+    );
+    let md = node.ctl(&["report", "--since", "1d"]);
+    let md = String::from_utf8_lossy(&md.stdout).into_owned();
+    assert!(md.contains("| 3/5 (60.0 %) |"), "{md}");
+    assert!(
+        md.contains("2 nodes missing") && md.contains("(branch-13): downloading"),
+        "{md}"
+    );
+    // Since an instant after the release was published: nothing to report.
+    let old = node.ctl_json(&["report", "--since", "2030-01-01T00:00:00Z"]);
+    assert_eq!(old.as_array().unwrap().len(), 0);
+    assert!(node.stop());
+}
