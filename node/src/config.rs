@@ -435,6 +435,9 @@ pub struct ControlSection {
     /// "127.0.0.1:9464"; absent: no endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the read-only fleet dashboard at `/` on the metrics listener.
+    #[serde(default)]
+    pub dashboard: bool,
 }
 
 fn default_socket_mode() -> String {
@@ -533,6 +536,12 @@ impl Config {
             message,
         };
         let at = |(setting, message): (String, String)| invalid(&setting, message);
+        if config.control.dashboard && config.control.metrics_listen.is_none() {
+            return Err(invalid(
+                "control.dashboard",
+                "the dashboard is served on control.metrics_listen: set that too".into(),
+            ));
+        }
         config.trust_policy().map_err(at)?;
         config.shaping.schedules().map_err(at)?;
         config.windows.windows().map_err(at)?;
@@ -626,6 +635,8 @@ socket = "{data}/control.sock"
 socket_mode = "0600"
 # Serve Prometheus metrics (read-only, no secrets) at http://ADDRESS/metrics.
 # metrics_listen = "127.0.0.1:9464"
+# Also serve a read-only fleet dashboard at http://ADDRESS/ (needs metrics_listen).
+dashboard = false
 
 [trust]
 # How many distinct trusted publisher keys must sign a release.

@@ -134,7 +134,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding control.metrics_listen {addr}"))?;
             tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-            let app = crate::server::metrics_router(state.clone());
+            let app = crate::server::metrics_router(state.clone(), config.control.dashboard);
+            if config.control.dashboard {
+                tracing::info!(%addr, "serving the fleet dashboard at /");
+            }
             Some(tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
                     tracing::error!(error = %e, "metrics listener stopped");

@@ -148,8 +148,8 @@ pub struct FleetReport {
     pub failed: Vec<FailedNode>,
     /// Nodes that came to hold the release in the last [`RATE_WINDOW_S`], per minute.
     pub holding_per_min: f64,
-    /// At that rate, seconds until every node with a record holds it (none when nothing
-    /// moved, or all hold it).
+    /// At that rate, seconds until every node with a record that has not failed holds it
+    /// (none when nothing moved, or all of them hold it).
     pub eta_s: Option<f64>,
     /// When the report was made, unix seconds.
     pub at_unix_s: i64,
@@ -428,7 +428,8 @@ impl Fleet {
         failed.truncate(FAILED_LISTED_MAX);
         let nodes = inner.records.len() as u64;
         let per_min = recent as f64 * 60.0 / RATE_WINDOW_S as f64;
-        let left = nodes - states.holding();
+        // Failed nodes will not come to hold it on their own: they are not waited for.
+        let left = nodes - states.holding() - states.failed;
         let eta_s = (per_min > 0.0 && left > 0).then(|| left as f64 / per_min * 60.0);
         FleetReport {
             release: release.to_hex(),
@@ -547,9 +548,10 @@ mod tests {
         assert_eq!(r.failed[0].site, "branch-2");
         assert_eq!(r.failed[0].error, "apply exited 5");
         // Nodes 1, 2 and 6 came to hold it 1, 2 and 6 minutes ago: all within 5 minutes
-        // but the last; two in 5 minutes is 0.4 per minute, and 4 are left.
+        // but the last; two in 5 minutes is 0.4 per minute, and 3 are left (the failed
+        // node is not waited for).
         assert!((r.holding_per_min - 0.4).abs() < 1e-9);
-        assert!((r.eta_s.unwrap() - 600.0).abs() < 1e-6);
+        assert!((r.eta_s.unwrap() - 450.0).abs() < 1e-6);
     }
 
     #[test]

@@ -160,11 +160,81 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The router of the metrics listener (`[control] metrics_listen`): `GET /metrics` only.
-pub fn metrics_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(state)
+/// The router of the metrics listener (`[control] metrics_listen`): `GET /metrics`, and
+/// with `dashboard` the read-only fleet dashboard at `/` ([`crate::dashboard`]).
+pub fn metrics_router(state: Arc<AppState>, dashboard: bool) -> Router {
+    let mut router = Router::new().route("/metrics", get(metrics));
+    if dashboard {
+        router = router
+            .route(
+                "/",
+                get(|| async {
+                    crate::dashboard::page(crate::dashboard::INDEX_HTML, "text/html; charset=utf-8")
+                }),
+            )
+            .route(
+                "/dashboard.css",
+                get(|| async {
+                    crate::dashboard::page(crate::dashboard::CSS, "text/css; charset=utf-8")
+                }),
+            )
+            .route(
+                "/dashboard.js",
+                get(|| async {
+                    crate::dashboard::page(crate::dashboard::JS, "text/javascript; charset=utf-8")
+                }),
+            )
+            .route("/dashboard/data", get(dashboard_data));
+    }
+    router.with_state(state)
+}
+
+async fn dashboard_data(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<crate::dashboard::DashboardData>, ApiError> {
+    let net = net_of(&state)?;
+    let mut releases = net.releases();
+    // Newest first; a fleet rolls out a handful at a time.
+    releases.sort_by(|a, b| {
+        b.urgency
+            .created_unix_s
+            .cmp(&a.urgency.created_unix_s)
+            .then_with(|| a.channel.cmp(&b.channel))
+    });
+    releases.truncate(crate::dashboard::RELEASES_MAX);
+    let fleet = state.fleet.clone();
+    let now = jiff::Timestamp::now().as_second();
+    let list = releases
+        .iter()
+        .map(|r| {
+            (
+                r.id,
+                r.channel.clone(),
+                r.version,
+                r.urgency.severity.to_string(),
+            )
+        })
+        .collect::<Vec<_>>();
+    let releases = blocking(move || {
+        Ok(list
+            .into_iter()
+            .map(
+                |(id, channel, version, severity)| crate::dashboard::DashboardRelease {
+                    id: id.to_hex(),
+                    channel,
+                    version,
+                    severity,
+                    report: fleet.report(&id, now),
+                },
+            )
+            .collect())
+    })
+    .await?;
+    Ok(Json(crate::dashboard::DashboardData {
+        node_id: state.node_id.clone(),
+        site: state.site.clone(),
+        releases,
+    }))
 }
 
 async fn metrics(

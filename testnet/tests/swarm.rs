@@ -39,6 +39,24 @@ async fn three_sites_get_identical_bytes_and_v2_moves_only_changed_chunks() {
     std::fs::write(&config, text).unwrap();
     fleet.start_node(failing).unwrap();
     fleet.wait_ready(failing).await.unwrap();
+    // Node 1 serves the dashboard.
+    fleet.kill(1);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = fleet.nodes[1].data.join("p2pd.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "# metrics_listen = \"127.0.0.1:9464\"",
+            &format!("metrics_listen = \"127.0.0.1:{port}\""),
+        )
+        .replace("dashboard = false", "dashboard = true");
+    std::fs::write(&config, text).unwrap();
+    fleet.start_node(1).unwrap();
+    fleet.wait_ready(1).await.unwrap();
     fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
 
     let v1 = fleet.distribute(1, |_| {}).await.unwrap();
@@ -65,6 +83,7 @@ async fn three_sites_get_identical_bytes_and_v2_moves_only_changed_chunks() {
         "the site behind comes first"
     );
     assert_eq!((site("origin").nodes, site("origin").holding), (1, 1));
+    dashboard_shows(port, &v1.release);
     assert_eq!(v1.completion_s.len(), 12, "{v1:?}");
     assert_eq!(fleet.check_exports(&v1.release, 1).await.unwrap(), 13);
     let f = v1.bytes as f64;
@@ -92,6 +111,82 @@ async fn three_sites_get_identical_bytes_and_v2_moves_only_changed_chunks() {
         assert!(*bytes <= 3 << 20, "{node} received {bytes} bytes for v2");
     }
     assert!(v2.new_bytes <= 3 << 20, "{} new bytes in v2", v2.new_bytes);
+}
+
+/// Loads node 1's dashboard in headless Chromium: the release's row shows 12 of 13 nodes
+/// holding it and one failure, the grid a cell per site, the failure list the error; a
+/// screenshot goes to `target/test-artifacts/dashboard.png`. Skipped, saying so, where
+/// Chromium is not installed (`.ci/run` installs it).
+fn dashboard_shows(port: u16, release: &str) {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })
+    else {
+        eprintln!("SKIPPED dashboard check: no Chromium here; .ci/run installs it");
+        return;
+    };
+    let url = format!("http://127.0.0.1:{port}/");
+    let profile = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(chromium)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1400,900",
+                // Lets the page fetch and draw before the DOM is read or the picture taken.
+                "--virtual-time-budget=4000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = run(&["--dump-dom"]);
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "the page never drew:\n{dom}"
+    );
+    let row = dom
+        .split("<tr ")
+        .find(|r| r.contains(&format!("data-release=\"{release}\"")))
+        .unwrap_or_else(|| panic!("no row for {release}:\n{dom}"));
+    assert!(row.contains("12/13 (92.3 %)"), "{row}");
+    assert!(row.contains("<td class=\"failed\">1</td>"), "{row}");
+    assert_eq!(
+        dom.matches("role=\"listitem\"").count(),
+        4,
+        "a cell per site"
+    );
+    assert!(dom.contains("data-site=\"saopaulo\""));
+    assert!(
+        dom.contains("status 3"),
+        "the failure and its error are listed"
+    );
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let png = artifacts.join("dashboard.png");
+    run(&[&format!("--screenshot={}", png.display())]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "a real screenshot"
+    );
+    eprintln!("dashboard screenshot: {}", png.display());
 }
 
 /// Polls node `i`'s fleet view of `release` (every 0.5 s, at most 30 s) until `done` holds.

@@ -1,7 +1,7 @@
 //! Writes the status records of a simulated fleet into a node's store, as gossip would have
 //! left them: `fleet_records STORE_DIR RELEASE_HEX SITES NODES_PER_SITE`. States are spread
-//! as in a distribution under way (most nodes installed, some complete, downloading, paused
-//! by their window, not yet told, a few failed). Prints the store file's growth in bytes and
+//! as in a distribution under way (most sites done, a few downloading or held back by their
+//! window, a few with a failed installation, one not yet told). Prints the store file's growth in bytes and
 //! the in-process aggregation time (the figure `benches/fleet.sh` measures end to end).
 
 use ed25519_dalek::SigningKey;
@@ -32,17 +32,25 @@ fn main() -> anyhow::Result<()> {
             seed[..4].copy_from_slice(&i.to_le_bytes());
             seed[31] = 1;
             let key = SigningKey::from_bytes(&seed);
-            let (state, have, error) = match i % 100 {
-                0 => (
+            // Sites differ as they would: a few behind (still downloading, or held back by
+            // their window), a few with a node whose installation failed, one that has not
+            // heard of it yet; most done.
+            let (state, have, error) = if s % 61 == 7 && n == 0 {
+                (
                     Some(ReleaseState::Failed),
                     16_384,
-                    Some("apply exited 3".to_string()),
-                ),
-                1..=4 => (Some(ReleaseState::Downloading), 9_000, None),
-                5..=6 => (Some(ReleaseState::PausedByWindow), 2_000, None),
-                7 => (None, 0, None),
-                8..=20 => (Some(ReleaseState::Complete), 16_384, None),
-                _ => (Some(ReleaseState::Activated), 16_384, None),
+                    Some("apply command exited with status 3".to_string()),
+                )
+            } else if s % 17 == 3 && n < 30 {
+                (Some(ReleaseState::Downloading), 4_000 + 300 * n, None)
+            } else if s % 43 == 11 {
+                (Some(ReleaseState::PausedByWindow), 1_000, None)
+            } else if s == sites / 2 {
+                (None, 0, None)
+            } else if n % 7 == 0 {
+                (Some(ReleaseState::Complete), 16_384, None)
+            } else {
+                (Some(ReleaseState::Activated), 16_384, None)
             };
             let body = StatusBody {
                 node: NodeId(key.verifying_key().to_bytes()),

@@ -690,6 +690,13 @@ fn fleet_text(r: &node::fleet::FleetReport, sites: usize) -> String {
         None if s.holding() == r.nodes && r.nodes > 0 => {
             let _ = writeln!(out, "  every node holds it");
         }
+        None if s.holding() + s.failed == r.nodes && r.nodes > 0 => {
+            let _ = writeln!(
+                out,
+                "  every node holds it but the {} that failed",
+                s.failed
+            );
+        }
         None => {
             let _ = writeln!(out, "  no node completed it in the last 5 min");
         }

@@ -1,0 +1,106 @@
+// p2pd fleet dashboard: reads dashboard/data every two seconds and draws it. Read-only.
+"use strict";
+
+let selected = null;
+
+const el = (tag, attrs = {}, text) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = String(text);
+  return e;
+};
+const pct = (n, d) => (d ? (100 * n / d).toFixed(1) : "0.0") + " %";
+const dur = (s) => {
+  if (s === null || s === undefined) return "-";
+  s = Math.round(s);
+  if (s < 90) return s + " s";
+  if (s < 5400) return Math.round(s / 60) + " min";
+  return (s / 3600).toFixed(1) + " h";
+};
+const when = (unix) => new Date(unix * 1000).toISOString().replace(".000", "");
+
+function drawReleases(data) {
+  const body = document.querySelector("#releases tbody");
+  body.replaceChildren();
+  document.getElementById("empty").hidden = data.releases.length > 0;
+  for (const r of data.releases) {
+    const s = r.report.states;
+    const tr = el("tr", { "data-release": r.id });
+    if (r.id === selected) tr.classList.add("selected");
+    const hold = s.complete + s.activated;
+    const cells = [
+      [`${r.channel} v${r.version} (${r.id.slice(0, 12)})`, ""],
+      [r.severity, ""],
+      [`${hold}/${r.report.nodes} (${pct(hold, r.report.nodes)})`, "hold"],
+      [s.activated, "activated"], [s.complete, "complete"], [s.downloading, "downloading"],
+      [s.paused, "paused"], [s.unknown, "unknown"], [s.failed, "failed"],
+      [r.report.holding_per_min.toFixed(1) + "/min", ""], [dur(r.report.eta_s), ""],
+    ];
+    for (const [v, cls] of cells) {
+      const td = el("td", cls ? { class: cls } : {}, v);
+      tr.append(td);
+    }
+    tr.addEventListener("click", () => { selected = r.id; refresh(); });
+    body.append(tr);
+  }
+}
+
+function drawGrid(release) {
+  const grid = document.getElementById("grid");
+  grid.replaceChildren();
+  document.getElementById("grid-release").textContent =
+    release ? `${release.channel} v${release.version}` : "";
+  if (!release) return;
+  const sites = [...release.report.sites].sort((a, b) => a.site.localeCompare(b.site));
+  for (const s of sites) {
+    let cls = "waiting";
+    if (s.failed > 0) cls = "failed";
+    else if (s.holding === s.nodes) cls = "done";
+    else if (s.progress > 0) cls = "moving";
+    const title = `${s.site}: ${s.holding}/${s.nodes} hold it, ${s.failed} failed, ${(100 * s.progress).toFixed(0)} % of chunks`;
+    const c = el("div", { class: `cell ${cls}`, role: "listitem", title, "data-site": s.site });
+    c.style.setProperty("--p", `${(100 * s.progress).toFixed(0)}%`);
+    c.addEventListener("mouseenter", () => {
+      document.getElementById("site-detail").textContent = title;
+    });
+    grid.append(c);
+  }
+}
+
+function drawFailures(release) {
+  const body = document.querySelector("#failures tbody");
+  body.replaceChildren();
+  const failed = release ? release.report.failed : [];
+  document.getElementById("failed-count").textContent =
+    release ? `(${release.report.states.failed})` : "";
+  for (const f of failed) {
+    const tr = el("tr");
+    tr.append(el("td", {}, f.node.slice(0, 12)), el("td", {}, f.site),
+      el("td", {}, when(f.since_unix_s)), el("td", { class: "error" }, f.error));
+    body.append(tr);
+  }
+}
+
+async function refresh() {
+  try {
+    const res = await fetch("dashboard/data", { cache: "no-store" });
+    if (!res.ok) throw new Error(res.status + " " + res.statusText);
+    const data = await res.json();
+    document.getElementById("node").textContent =
+      `node ${data.node_id.slice(0, 12)} · site ${data.site}`;
+    if (!data.releases.some((r) => r.id === selected)) {
+      selected = data.releases.length ? data.releases[0].id : null;
+    }
+    const release = data.releases.find((r) => r.id === selected) || null;
+    drawReleases(data);
+    drawGrid(release);
+    drawFailures(release);
+    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+    document.body.dataset.loaded = "true";
+  } catch (e) {
+    document.getElementById("updated").textContent = "cannot reach the node: " + e.message;
+  }
+}
+
+refresh();
+setInterval(refresh, 2000);
