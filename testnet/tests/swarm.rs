@@ -189,21 +189,29 @@ fn dashboard_shows(port: u16, release: &str) {
     eprintln!("dashboard screenshot: {}", png.display());
 }
 
-/// Polls node `i`'s fleet view of `release` (every 0.5 s, at most 30 s) until `done` holds.
+/// Runs `p2pctl --json fleet RELEASE` against node `i` (every 0.5 s, at most 30 s) until
+/// `done` holds for what it prints.
 async fn fleet_view(
     fleet: &Fleet,
     i: usize,
     release: &str,
     done: impl Fn(&node::fleet::FleetReport) -> bool,
 ) -> node::fleet::FleetReport {
-    let none: Option<&()> = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r: node::fleet::FleetReport = fleet.nodes[i]
-            .client()
-            .call("GET", &format!("/v1/fleet/{release}"), none)
+        let out = tokio::process::Command::new(&fleet.bins.p2pctl)
+            .arg("--socket")
+            .arg(&fleet.nodes[i].socket)
+            .args(["--json", "fleet", release])
+            .output()
             .await
             .unwrap();
+        assert!(
+            out.status.success(),
+            "p2pctl fleet: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: node::fleet::FleetReport = serde_json::from_slice(&out.stdout).unwrap();
         if done(&r) {
             return r;
         }
