@@ -224,10 +224,10 @@ async fn save_fleet(state: &Arc<AppState>) {
     }
 }
 
-/// Sends this node's status record when its state changes (at most every
-/// [`STATUS_MIN_INTERVAL`]; progress alone at most every [`STATUS_PROGRESS_INTERVAL`]; a
-/// heartbeat every [`STATUS_HEARTBEAT`]); the node keeps its own record in the fleet table
-/// too.
+/// Sends this node's status record when its state changes or more peers are connected than
+/// at the last record (at most every [`STATUS_MIN_INTERVAL`]; progress alone at most every
+/// [`STATUS_PROGRESS_INTERVAL`]; a heartbeat every [`STATUS_HEARTBEAT`]); the node keeps its
+/// own record in the fleet table too.
 async fn publish_status(
     state: Arc<AppState>,
     net: Arc<Net>,
@@ -242,6 +242,9 @@ async fn publish_status(
         (protocol::status::ReleaseState, i64),
     > = std::collections::HashMap::new();
     let mut last: Option<(Vec<ReleaseStatus>, std::time::Instant)> = None;
+    // Peers connected when the last record went out: a record sent before anyone was
+    // connected reached nobody, and a new peer has not heard the last one.
+    let mut peers_then = 0usize;
     let mut seq = 0u64;
     loop {
         tick.tick().await;
@@ -265,11 +268,13 @@ async fn publish_status(
                 .map(|r| (r.release, r.state, r.error.clone()))
                 .collect()
         };
+        let peers = net.peer_list().len();
         let due = match &last {
             None => true,
             Some((prev, at)) => {
                 let waited = at.elapsed();
-                (states(prev) != states(&releases) && waited >= STATUS_MIN_INTERVAL)
+                ((states(prev) != states(&releases) || peers > peers_then)
+                    && waited >= STATUS_MIN_INTERVAL)
                     || (*prev != releases && waited >= STATUS_PROGRESS_INTERVAL)
                     || waited >= STATUS_HEARTBEAT
             }
@@ -292,5 +297,6 @@ async fn publish_status(
         }
         net.gossip_status(record);
         last = Some((releases, std::time::Instant::now()));
+        peers_then = peers;
     }
 }
