@@ -52,7 +52,7 @@ pub const LIST_ENTRIES_MAX: usize = 100_000;
 pub enum AuditEvent {
     /// The daemon started with this configuration.
     Started {
-        /// BLAKE3 of the configuration file's bytes, hex.
+        /// BLAKE3 of the effective configuration (as TOML, comments and layout aside), hex.
         config_blake3: String,
         /// The daemon's version.
         daemon_version: String,
@@ -245,11 +245,7 @@ fn short(hex: &str) -> &str {
 
 /// `reason` cut to at most [`REASON_BYTES_MAX`] bytes, at a character boundary.
 pub fn bounded_reason(reason: &str) -> String {
-    let mut end = reason.len().min(REASON_BYTES_MAX);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_owned()
+    protocol::wire::truncate_text(reason, REASON_BYTES_MAX)
 }
 
 /// One entry of the log.
@@ -269,10 +265,16 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// The entry's hash: what the next entry's `prev` holds.
     pub fn hash(&self) -> [u8; 32] {
-        let mut h = blake3::Hasher::new_derive_key(ENTRY_CONTEXT);
-        h.update(&protocol::codec::encode(self));
-        *h.finalize().as_bytes()
+        hash_encoded(&protocol::codec::encode(self))
     }
+}
+
+/// The hash of an entry from its canonical encoding (what the store keeps), so a stored log
+/// is extended without decoding its last entry.
+pub fn hash_encoded(bytes: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(ENTRY_CONTEXT);
+    h.update(bytes);
+    *h.finalize().as_bytes()
 }
 
 /// An entry as listed: the entry and the hash the node computed for it.

@@ -259,21 +259,19 @@ async fn publish_status(
             }
             r.since_unix_s = e.1;
         }
-        let states = |v: &[ReleaseStatus]| -> Vec<(
-            protocol::ReleaseId,
-            protocol::status::ReleaseState,
-            Option<String>,
-        )> {
-            v.iter()
-                .map(|r| (r.release, r.state, r.error.clone()))
-                .collect()
+        // What a change of state is: a release, its state or its error, not its progress.
+        let same_states = |a: &[ReleaseStatus], b: &[ReleaseStatus]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x.release, x.state, &x.error) == (y.release, y.state, &y.error))
         };
         let peers = net.peer_list().len();
         let due = match &last {
             None => true,
             Some((prev, at)) => {
                 let waited = at.elapsed();
-                ((states(prev) != states(&releases) || peers > peers_then)
+                ((!same_states(prev, &releases) || peers > peers_then)
                     && waited >= STATUS_MIN_INTERVAL)
                     || (*prev != releases && waited >= STATUS_PROGRESS_INTERVAL)
                     || waited >= STATUS_HEARTBEAT

@@ -366,8 +366,8 @@ impl Fleet {
     pub fn report(&self, release: &ReleaseId, now_unix_s: i64) -> FleetReport {
         let inner = lock(&self.inner);
         let mut states = StateCounts::default();
-        // Per site: nodes, holding, failed, chunks held, chunks wanted.
-        let mut sites: HashMap<&str, (u64, u64, u64, u64, u64)> = HashMap::new();
+        // Per site: nodes, holding, failed, chunks held.
+        let mut sites: HashMap<&str, (u64, u64, u64, u64)> = HashMap::new();
         let mut failed: Vec<FailedNode> = Vec::new();
         let mut recent = 0u64;
         let mut chunks_total = 0u64;
@@ -402,7 +402,7 @@ impl Fleet {
         // A node that does not know the release yet wants all of it.
         let mut sites: Vec<SiteProgress> = sites
             .into_iter()
-            .map(|(site, (nodes, holding, failed, have, _))| SiteProgress {
+            .map(|(site, (nodes, holding, failed, have))| SiteProgress {
                 site: site.to_owned(),
                 nodes,
                 holding,

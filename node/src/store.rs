@@ -616,7 +616,7 @@ impl Store {
             }
         }
         let head = match table.last()? {
-            Some((_, v)) => audit_hash(v.value()),
+            Some((_, v)) => crate::audit::hash_encoded(v.value()),
             None => crate::audit::GENESIS,
         };
         Ok((
@@ -1024,7 +1024,7 @@ fn append_audit_in(
 ) -> Result<AuditEntry, StoreError> {
     let mut table = txn.open_table(AUDIT)?;
     let (seq, prev) = match table.last()? {
-        Some((k, v)) => (k.value() + 1, audit_hash(v.value())),
+        Some((k, v)) => (k.value() + 1, crate::audit::hash_encoded(v.value())),
         None => (1, crate::audit::GENESIS),
     };
     let entry = AuditEntry {
@@ -1043,13 +1043,6 @@ fn append_audit_in(
     }
     table.insert(seq, bytes.as_slice())?;
     Ok(entry)
-}
-
-/// The hash of a stored audit entry, from its bytes ([`AuditEntry::hash`]).
-fn audit_hash(bytes: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key(crate::audit::ENTRY_CONTEXT);
-    h.update(bytes);
-    *h.finalize().as_bytes()
 }
 
 fn decode_audit(seq: u64, bytes: &[u8]) -> Result<AuditEntry, StoreError> {

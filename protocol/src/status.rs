@@ -176,11 +176,7 @@ impl From<ManifestError> for StatusError {
 
 /// `s` cut to at most [`STATUS_ERROR_BYTES_MAX`] bytes at a character boundary.
 pub fn bounded_error(s: &str) -> String {
-    let mut end = s.len().min(STATUS_ERROR_BYTES_MAX);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
+    crate::wire::truncate_text(s, STATUS_ERROR_BYTES_MAX)
 }
 
 impl SignedStatus {

@@ -199,6 +199,16 @@ impl Control {
     }
 }
 
+/// `text` cut to at most `max_bytes` bytes at a character boundary: for free text a bounded
+/// record carries (an error, a reason).
+pub fn truncate_text(text: &str, max_bytes: usize) -> String {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// Whether `name` is acceptable as a site or region name: 1 to [`NAME_BYTES_MAX`] bytes of
 /// ASCII letters, digits, `-`, `_` and `.`.
 pub fn valid_name(name: &str) -> bool {

@@ -148,11 +148,11 @@ pub struct Traffic {
     pub chunks_failed: AtomicU64,
     /// Peers banned since start.
     pub bans: AtomicU64,
-    /// Status records this node gossiped, and their bytes.
+    /// Status records this node gossiped.
     pub status_sent: AtomicU64,
     /// Bytes of the status records this node gossiped.
     pub status_sent_bytes: AtomicU64,
-    /// Status records gossip delivered here (each once), and their bytes.
+    /// Status records gossip delivered here (each once).
     pub status_received: AtomicU64,
     /// Bytes of the status records gossip delivered here.
     pub status_received_bytes: AtomicU64,
