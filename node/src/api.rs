@@ -337,12 +337,31 @@ pub struct NodeStatus {
     /// Fleet status gossip: records sent and received, and their bytes.
     #[serde(default)]
     pub status_gossip: StatusGossipView,
+    /// Data-plane control messages sent and received, by kind.
+    #[serde(default)]
+    pub control: Vec<ControlBytesView>,
     /// Releases served or being fetched.
     pub releases: Vec<ReleaseProgress>,
     /// Releases refused recently (bad signature, expired, not newer, ...), newest first:
     /// nothing of them was fetched.
     #[serde(default)]
     pub refused: Vec<RefusedRelease>,
+}
+
+/// Bytes of one kind of data-plane control message (frames, length prefix included; the QUIC
+/// packets around them are not counted here).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ControlBytesView {
+    /// Message kind (`hello`, `bitmap`, `have`, ...).
+    pub kind: String,
+    /// Sent to same-site peers.
+    pub lan_sent: u64,
+    /// Received from same-site peers.
+    pub lan_received: u64,
+    /// Sent to peers of other sites.
+    pub wan_sent: u64,
+    /// Received from peers of other sites.
+    pub wan_received: u64,
 }
 
 /// A release this node would not fetch, and why.

@@ -338,6 +338,10 @@ pub struct NetworkSection {
     /// port); defaults to `advertise_data`.
     #[serde(default)]
     pub advertise_wan: Option<SocketAddr>,
+    /// The control-plane (libp2p) address peers dial, if not the one this node listens on
+    /// (a port forwarded on the gateway): identify then gives peers this address only.
+    #[serde(default)]
+    pub advertise_control: Option<SocketAddr>,
     /// Discover same-site peers with mDNS on the local network.
     #[serde(default = "default_true")]
     pub mdns: bool,
@@ -361,6 +365,7 @@ impl Default for NetworkSection {
             data_listen: default_data_listen(),
             advertise_data: None,
             advertise_wan: None,
+            advertise_control: None,
             mdns: true,
             bootstrap: Vec::new(),
             follow: default_follow(),
@@ -662,6 +667,8 @@ data_listen = "0.0.0.0:7402"
 # forwarded on the branch gateway).
 # advertise_data = "10.1.0.5:7402"
 # advertise_wan = "203.0.113.7:7402"
+# The control-plane address peers dial, when not the `listen` address (a forwarded port).
+# advertise_control = "203.0.113.7:7401"
 # Find peers of this site on the local network by mDNS.
 mdns = true
 # Peers to join at start-up (the address `p2pd id` prints on each of them).

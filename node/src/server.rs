@@ -663,6 +663,20 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
             records_received: t.status_received.load(Ordering::Relaxed),
             bytes_received: t.status_received_bytes.load(Ordering::Relaxed),
         },
+        control: protocol::wire::ControlKind::ALL
+            .iter()
+            .map(|&k| {
+                use crate::net::Class::{Lan, Wan};
+                let c = &t.control;
+                crate::api::ControlBytesView {
+                    kind: k.name().into(),
+                    lan_sent: c.get(k, Lan, true),
+                    lan_received: c.get(k, Lan, false),
+                    wan_sent: c.get(k, Wan, true),
+                    wan_received: c.get(k, Wan, false),
+                }
+            })
+            .collect(),
         releases: progress_of(&state, net).await?,
         refused: net
             .refused()

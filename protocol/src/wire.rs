@@ -163,7 +163,51 @@ pub enum Control {
     },
 }
 
+/// What a [`Control`] message is, for byte counters (a message's bytes are counted under its
+/// kind on both ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControlKind {
+    /// [`Control::Hello`].
+    Hello,
+    /// [`Control::Bitmap`].
+    Bitmap,
+    /// [`Control::Have`].
+    Have,
+    /// [`Control::Drop`].
+    Drop,
+}
+
+impl ControlKind {
+    /// Every kind, in counter order ([`ControlKind::index`]).
+    pub const ALL: [Self; 4] = [Self::Hello, Self::Bitmap, Self::Have, Self::Drop];
+
+    /// Position in [`ControlKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hello => "hello",
+            Self::Bitmap => "bitmap",
+            Self::Have => "have",
+            Self::Drop => "drop",
+        }
+    }
+}
+
 impl Control {
+    /// What kind of message this is.
+    pub fn kind(&self) -> ControlKind {
+        match self {
+            Self::Hello(_) => ControlKind::Hello,
+            Self::Bitmap { .. } => ControlKind::Bitmap,
+            Self::Have { .. } => ControlKind::Have,
+            Self::Drop { .. } => ControlKind::Drop,
+        }
+    }
+
     /// Decodes and checks a control-stream body.
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
         let msg: Self = codec::decode::<_, CONTROL_FRAME_BYTES_MAX>(body, "control message")?;

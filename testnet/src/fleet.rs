@@ -3,7 +3,7 @@
 //! measurements of a distribution.
 
 use crate::scenario::Scenario;
-use crate::wan::{SiteLink, Wan};
+use crate::wan::{Kind, Plane, SiteLink, Wan};
 use node::api::{ExportRequest, NodeStatus, ReleaseProgress};
 use node::client::Client;
 use rand::{RngCore, SeedableRng};
@@ -147,6 +147,71 @@ pub fn peak_rate(series: &[(Instant, u64)], window: Duration) -> f64 {
     peak
 }
 
+/// How long after the last node completes a distribution's counters are read: the records
+/// that say "complete" leave within a status interval, and their traffic belongs to the
+/// release.
+pub const CONTROL_SETTLE: Duration = Duration::from_secs(6);
+
+/// The fleet's byte counters at one instant: the relay's, per site and [`Kind`], and the
+/// control-stream counters of every node, summed per site.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Per site (0 is the origin's): `[kind][0]` sent, `[kind][1]` received over the WAN.
+    relay: Vec<[[u64; 2]; 3]>,
+    /// Per site: libp2p bytes between its own nodes.
+    lan_control: Vec<u64>,
+    /// Per site: data-plane control bytes its nodes received from peers of other sites.
+    control_wan_received: Vec<u64>,
+    /// Per site: data-plane control bytes its nodes sent to peers of other sites.
+    control_wan_sent: Vec<u64>,
+    /// Per data-plane message kind: bytes all nodes sent (same-site and other peers).
+    control_sent_by_kind: Vec<(String, u64)>,
+}
+
+impl Counters {
+    /// What was counted from `before` to `self`.
+    fn since(&self, before: &Self) -> Self {
+        let sub = |a: &[u64], b: &[u64]| -> Vec<u64> {
+            a.iter().zip(b).map(|(x, y)| x.saturating_sub(*y)).collect()
+        };
+        Self {
+            relay: self
+                .relay
+                .iter()
+                .zip(&before.relay)
+                .map(|(a, b)| {
+                    let mut d = [[0u64; 2]; 3];
+                    for k in 0..3 {
+                        for j in 0..2 {
+                            d[k][j] = a[k][j].saturating_sub(b[k][j]);
+                        }
+                    }
+                    d
+                })
+                .collect(),
+            lan_control: sub(&self.lan_control, &before.lan_control),
+            control_wan_received: sub(&self.control_wan_received, &before.control_wan_received),
+            control_wan_sent: sub(&self.control_wan_sent, &before.control_wan_sent),
+            control_sent_by_kind: self
+                .control_sent_by_kind
+                .iter()
+                .map(|(k, v)| {
+                    let b = before
+                        .control_sent_by_kind
+                        .iter()
+                        .find(|(bk, _)| bk == k)
+                        .map_or(0, |(_, b)| *b);
+                    (k.clone(), v.saturating_sub(b))
+                })
+                .collect(),
+        }
+    }
+
+    fn relay_of(&self, site: usize, kind: Kind, sent: bool) -> u64 {
+        self.relay[site][kind as usize][usize::from(!sent)]
+    }
+}
+
 /// Result of one distribution.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Distribution {
@@ -173,6 +238,27 @@ pub struct Distribution {
     pub lan_bytes: u64,
     /// The lower bound for this release size and the configured caps (seconds).
     pub lower_bound_s: f64,
+    /// Every byte of every plane but chunk data that the nodes sent from the publish until
+    /// [`CONTROL_SETTLE`] after the last completion: libp2p (relay counts, same-site and
+    /// across the WAN), data-plane connection setup across the WAN (relay counts of QUIC
+    /// long-header packets) and data-plane control messages (the nodes' counts, frames
+    /// without their QUIC packets), same-site and across the WAN.
+    pub control_bytes_total: u64,
+    /// `control_bytes_total` over the number of nodes (the origin included).
+    pub control_bytes_per_node: f64,
+    /// Control bytes that entered each branch site over the WAN: libp2p and data-plane
+    /// connection setup (relay counts) and data-plane control messages from peers of other
+    /// sites (the nodes' counts), by site.
+    pub control_wan_ingress: Vec<(String, u64)>,
+    /// The same for bytes that left each branch site.
+    pub control_wan_egress: Vec<(String, u64)>,
+    /// Data-plane bytes that entered each branch site over the WAN, control messages and
+    /// connection setup left out: chunks with their requests, QUIC headers and
+    /// acknowledgements (relay counts), by site.
+    pub chunk_wan_ingress: Vec<(String, u64)>,
+    /// `control_bytes_total` by what carried it: `libp2p-lan`, `libp2p-wan`,
+    /// `data-handshake-wan`, then each data-plane control message kind.
+    pub control_by_kind: Vec<(String, u64)>,
 }
 
 impl Distribution {
@@ -244,9 +330,17 @@ impl Fleet {
             let (c, d) = (reserve_udp_port(&mut held)?, reserve_udp_port(&mut held)?);
             let data_addr: SocketAddr = ([127, 0, 0, 1], d).into();
             addr_site.insert(data_addr, *site);
+            addr_site.insert(([127, 0, 0, 1], c).into(), *site);
             ports.push((c, data_addr));
         }
         let wan = Wan::new(&links, addr_site);
+        // Every node's control plane is reached through the relay, by peers of its own site
+        // too, so that every libp2p byte is counted.
+        let mut control_ports = Vec::new();
+        for ((_, site), (c, _)) in layout.iter().zip(&ports) {
+            let real: SocketAddr = ([127, 0, 0, 1], *c).into();
+            control_ports.push(wan.open_port(real, *site, Plane::Control).await?);
+        }
 
         let mut nodes = Vec::new();
         let mut origin_peer = String::new();
@@ -263,7 +357,7 @@ impl Fleet {
                 "p2pd init: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let wan_addr = wan.open_port(*data_addr, *site).await?;
+            let wan_addr = wan.open_port(*data_addr, *site, Plane::Data).await?;
             let config = data.join("p2pd.toml");
             let mut text = std::fs::read_to_string(&config)?
                 .replace("\"0.0.0.0:7401\"", &format!("\"127.0.0.1:{control_port}\""))
@@ -272,13 +366,17 @@ impl Fleet {
                 .replace(
                     "# advertise_wan = \"203.0.113.7:7402\"",
                     &format!("advertise_wan = \"{wan_addr}\""),
+                )
+                .replace(
+                    "# advertise_control = \"203.0.113.7:7401\"",
+                    &format!("advertise_control = \"{}\"", control_ports[i]),
                 );
             if i > 0 {
                 text = text.replace(
                     "bootstrap = []",
                     &format!(
                         "bootstrap = [\"/ip4/127.0.0.1/udp/{}/quic-v1/p2p/{origin_peer}\"]",
-                        ports[0].0
+                        control_ports[0].port()
                     ),
                 );
             }
@@ -520,6 +618,48 @@ impl Fleet {
         Ok(id.to_string())
     }
 
+    /// The relay's counters and every node's control-stream counters now.
+    pub async fn counters(&self) -> anyhow::Result<Counters> {
+        let sites = self.wan.sites();
+        let mut c = Counters {
+            relay: (0..sites)
+                .map(|s| {
+                    let w = self.wan.counters(s);
+                    Kind::ALL.map(|k| [w.of(k, true), w.of(k, false)])
+                })
+                .collect(),
+            lan_control: (0..sites)
+                .map(|s| self.wan.counters(s).lan_control.load(Ordering::Relaxed))
+                .collect(),
+            control_wan_received: vec![0; sites],
+            control_wan_sent: vec![0; sites],
+            control_sent_by_kind: Vec::new(),
+        };
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.is_running() {
+                continue;
+            }
+            let Ok(st) = self.status(i).await else {
+                continue;
+            };
+            for k in &st.control {
+                c.control_wan_received[node.site] += k.wan_received;
+                c.control_wan_sent[node.site] += k.wan_sent;
+                match c
+                    .control_sent_by_kind
+                    .iter_mut()
+                    .find(|(n, _)| *n == k.kind)
+                {
+                    Some((_, v)) => *v += k.lan_sent + k.wan_sent,
+                    None => c
+                        .control_sent_by_kind
+                        .push((k.kind.clone(), k.lan_sent + k.wan_sent)),
+                }
+            }
+        }
+        Ok(c)
+    }
+
     fn relay_totals(&self) -> Vec<(u64, u64)> {
         (0..self.wan.sites())
             .map(|s| {
@@ -540,6 +680,7 @@ impl Fleet {
         mut progress: impl FnMut(&[Option<ReleaseProgress>]),
     ) -> anyhow::Result<Distribution> {
         let payload = self.make_payload(version)?;
+        let before_counters = self.counters().await?;
         let before_relay = self.relay_totals();
         let mut before_lan = 0u64;
         let mut before_recv = Vec::new();
@@ -593,6 +734,45 @@ impl Fleet {
         // Let the last packets drain before reading the relay counters.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let after_relay = self.relay_totals();
+        tokio::time::sleep(CONTROL_SETTLE.saturating_sub(Duration::from_millis(300))).await;
+        let counted = self.counters().await?.since(&before_counters);
+        let branch = 1..self.wan.sites();
+        let named = |f: &dyn Fn(usize) -> u64| -> Vec<(String, u64)> {
+            branch
+                .clone()
+                .map(|s| (self.site_names[s].clone(), f(s)))
+                .collect()
+        };
+        let control_in = |s: usize| {
+            counted.relay_of(s, Kind::Libp2p, false)
+                + counted.relay_of(s, Kind::DataHandshake, false)
+                + counted.control_wan_received[s]
+        };
+        let control_out = |s: usize| {
+            counted.relay_of(s, Kind::Libp2p, true)
+                + counted.relay_of(s, Kind::DataHandshake, true)
+                + counted.control_wan_sent[s]
+        };
+        let all_sites = 0..self.wan.sites();
+        let mut control_by_kind = vec![
+            ("libp2p-lan".to_string(), counted.lan_control.iter().sum()),
+            (
+                "libp2p-wan".to_string(),
+                all_sites
+                    .clone()
+                    .map(|s| counted.relay_of(s, Kind::Libp2p, true))
+                    .sum(),
+            ),
+            (
+                "data-handshake-wan".to_string(),
+                all_sites
+                    .clone()
+                    .map(|s| counted.relay_of(s, Kind::DataHandshake, true))
+                    .sum(),
+            ),
+        ];
+        control_by_kind.extend(counted.control_sent_by_kind.iter().cloned());
+        let control_bytes_total: u64 = control_by_kind.iter().map(|(_, b)| b).sum();
         let mut lan = 0u64;
         let mut received = Vec::new();
         let mut bytes = 0;
@@ -643,6 +823,16 @@ impl Fleet {
                 .collect(),
             lan_bytes: lan - before_lan,
             lower_bound_s: self.scenario.lower_bound_s(new_bytes),
+            control_bytes_total,
+            control_bytes_per_node: control_bytes_total as f64 / n as f64,
+            control_wan_ingress: named(&control_in),
+            control_wan_egress: named(&control_out),
+            chunk_wan_ingress: named(&|s| {
+                counted
+                    .relay_of(s, Kind::Data, false)
+                    .saturating_sub(counted.control_wan_received[s])
+            }),
+            control_by_kind,
         })
     }
 

@@ -69,5 +69,32 @@ pub fn render(title: &str, d: &Distribution) -> String {
         "LAN chunk bytes, all nodes: {}",
         human_bytes(d.lan_bytes)
     );
+    let _ = writeln!(
+        out,
+        "control bytes, all planes, all nodes: {} ({} per node, {:.3} % of the release); by carrier:",
+        human_bytes(d.control_bytes_total),
+        human_bytes(d.control_bytes_per_node as u64),
+        d.control_bytes_total as f64 * 100.0 / f
+    );
+    for (kind, bytes) in d.control_by_kind.iter().filter(|(_, b)| *b > 0) {
+        let _ = writeln!(out, "  {kind:<20} {:>10}", human_bytes(*bytes));
+    }
+    for (((site, chunks), (_, cin)), (_, cout)) in d
+        .chunk_wan_ingress
+        .iter()
+        .zip(&d.control_wan_ingress)
+        .zip(&d.control_wan_egress)
+    {
+        let _ = writeln!(
+            out,
+            "site {site:<10} WAN: chunks in {:>10} ({:.3} x release); control in {:>9} ({:.3} %), out {:>9} ({:.3} %)",
+            human_bytes(*chunks),
+            *chunks as f64 / f,
+            human_bytes(*cin),
+            *cin as f64 * 100.0 / f,
+            human_bytes(*cout),
+            *cout as f64 * 100.0 / f
+        );
+    }
     out
 }

@@ -1,14 +1,20 @@
 //! The emulated WAN: a UDP relay in the harness process through which every cross-site
-//! data-plane packet passes, shaped per site.
+//! packet of both planes passes, shaped per site.
 //!
-//! Each node gets a *WAN port* on the relay and advertises it as its `advertise_wan` address,
-//! so peers of other sites dial the relay while peers of its own site dial the node directly
-//! (the LAN, unshaped). A packet from node A (site a) to node B (site b) leaves through site
-//! a's uplink and enters through site b's downlink, each a FIFO link with a rate, a bounded
-//! queue (packets that would wait longer than [`QUEUE_DELAY_MAX`] are dropped, like a router
-//! tail-drop, so QUIC's congestion control sees a real bottleneck) and, on the downlink, a
-//! one-way latency. The relay counts the bytes each site sends and receives: these are the
-//! WAN figures the testnet reports, measured outside the nodes.
+//! Each node gets two ports on the relay: a *WAN port* for its data plane, which it
+//! advertises as its `advertise_wan` address, and a *control port* for its libp2p control
+//! plane, which it advertises as `advertise_control` (and other nodes bootstrap to). Peers of
+//! other sites dial the relay; peers of its own site dial its data plane directly (the LAN,
+//! unshaped), and reach its control plane through the relay's control port too, which passes
+//! same-site packets straight through and counts them as the site's LAN control traffic. A
+//! packet from node A (site a) to node B (site b) leaves through site a's uplink and enters
+//! through site b's downlink, each a FIFO link with a rate, a bounded queue (packets that
+//! would wait longer than [`QUEUE_DELAY_MAX`] are dropped, like a router tail-drop, so QUIC's
+//! congestion control sees a real bottleneck) and, on the downlink, a one-way latency.
+//!
+//! The relay counts the bytes each site sends and receives, by [`Kind`]: libp2p packets,
+//! data-plane handshake packets (QUIC long headers) and the rest of the data plane. These are
+//! the WAN figures the testnet reports, measured outside the nodes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +42,42 @@ pub struct SiteLink {
     pub latency: Duration,
 }
 
+/// Which of a node's planes a relay port carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// libp2p (discovery, identify, gossip).
+    Control,
+    /// The QUIC data plane (chunks and their control stream).
+    Data,
+}
+
+/// What a relayed datagram is, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A libp2p datagram.
+    Libp2p,
+    /// A data-plane datagram with a QUIC long header: connection setup (Initial, Handshake,
+    /// 0-RTT, Retry).
+    DataHandshake,
+    /// Any other data-plane datagram (chunks, the control stream, acknowledgements,
+    /// keep-alives).
+    Data,
+}
+
+impl Kind {
+    /// Every kind, in counter order.
+    pub const ALL: [Self; 3] = [Self::Libp2p, Self::DataHandshake, Self::Data];
+
+    fn of(plane: Plane, datagram: &[u8]) -> Self {
+        match plane {
+            Plane::Control => Self::Libp2p,
+            // RFC 9000 §17.2: the high bit of the first byte marks a long header.
+            Plane::Data if datagram.first().is_some_and(|b| b & 0x80 != 0) => Self::DataHandshake,
+            Plane::Data => Self::Data,
+        }
+    }
+}
+
 /// Bytes counted per site.
 #[derive(Debug, Default)]
 pub struct SiteCounters {
@@ -45,6 +87,18 @@ pub struct SiteCounters {
     pub received: AtomicU64,
     /// Packets dropped at this site's links.
     pub dropped: AtomicU64,
+    /// `sent` and `received` by [`Kind`] (`[kind][0]` sent, `[kind][1]` received).
+    by_kind: [[AtomicU64; 2]; 3],
+    /// libp2p bytes between nodes of this site (through the relay's control ports, not over
+    /// the WAN), counted once per datagram.
+    pub lan_control: AtomicU64,
+}
+
+impl SiteCounters {
+    /// Bytes of `kind` that left (`sent`) or entered the site over the WAN.
+    pub fn of(&self, kind: Kind, sent: bool) -> u64 {
+        self.by_kind[kind as usize][usize::from(!sent)].load(Ordering::Relaxed)
+    }
 }
 
 struct Packet {
@@ -52,6 +106,7 @@ struct Packet {
     out: Arc<UdpSocket>,
     to: SocketAddr,
     dst_site: usize,
+    kind: Kind,
 }
 
 /// A FIFO link: departure times are assigned on entry, so order is kept and the long-run
@@ -93,8 +148,8 @@ pub struct Wan {
 }
 
 impl Wan {
-    /// Starts the links for `sites`; `nodes` maps every node's data-plane address to its site
-    /// index.
+    /// Starts the links for `sites`; `nodes` maps every node's control- and data-plane
+    /// addresses to its site index.
     pub fn new(sites: &[SiteLink], nodes: HashMap<SocketAddr, usize>) -> Arc<Self> {
         let counters: Vec<Arc<SiteCounters>> = sites
             .iter()
@@ -132,6 +187,7 @@ impl Wan {
                     let dst = p.dst_site;
                     let len = p.data.len() as u64;
                     counters[site].sent.fetch_add(len, Ordering::Relaxed);
+                    counters[site].by_kind[p.kind as usize][0].fetch_add(len, Ordering::Relaxed);
                     if !down[dst].offer(p) {
                         counters[dst].dropped.fetch_add(1, Ordering::Relaxed);
                     }
@@ -144,9 +200,9 @@ impl Wan {
             tokio::spawn(async move {
                 while let Some((at, p)) = rx.recv().await {
                     wait_until(at).await;
-                    counters[site]
-                        .received
-                        .fetch_add(p.data.len() as u64, Ordering::Relaxed);
+                    let len = p.data.len() as u64;
+                    counters[site].received.fetch_add(len, Ordering::Relaxed);
+                    counters[site].by_kind[p.kind as usize][1].fetch_add(len, Ordering::Relaxed);
                     let _ = p.out.send_to(&p.data, p.to).await;
                 }
             });
@@ -159,11 +215,13 @@ impl Wan {
         })
     }
 
-    /// Opens the WAN port of the node at `node_addr` (site `site`); returns its address.
+    /// Opens the relay port of `plane` for the node whose socket of that plane is
+    /// `node_addr` (site `site`); returns the port's address.
     pub async fn open_port(
         self: &Arc<Self>,
         node_addr: SocketAddr,
         site: usize,
+        plane: Plane,
     ) -> anyhow::Result<SocketAddr> {
         let public = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = public.local_addr()?;
@@ -191,20 +249,41 @@ impl Wan {
                         tokio::spawn(async move {
                             let mut buf = vec![0u8; DATAGRAM_MAX];
                             while let Ok((n, _)) = f2.recv_from(&mut buf).await {
-                                wan2.send(site, src_site, buf[..n].to_vec(), public2.clone(), src);
+                                let data = buf[..n].to_vec();
+                                wan2.send(site, src_site, plane, data, public2.clone(), src)
+                                    .await;
                             }
                         });
                         f
                     }
                 };
-                wan.send(src_site, site, buf[..n].to_vec(), flow, node_addr);
+                wan.send(src_site, site, plane, buf[..n].to_vec(), flow, node_addr)
+                    .await;
             }
         });
         Ok(addr)
     }
 
-    fn send(&self, from: usize, to: usize, data: Vec<u8>, out: Arc<UdpSocket>, addr: SocketAddr) {
+    /// Carries `data` from site `from` to `addr` in site `to`, sending it from `out`: over
+    /// the sites' links, or straight through between nodes of one site.
+    async fn send(
+        &self,
+        from: usize,
+        to: usize,
+        plane: Plane,
+        data: Vec<u8>,
+        out: Arc<UdpSocket>,
+        addr: SocketAddr,
+    ) {
+        if from == to {
+            self.counters[from]
+                .lan_control
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let _ = out.send_to(&data, addr).await;
+            return;
+        }
         let p = Packet {
+            kind: Kind::of(plane, &data),
             data,
             out,
             to: addr,

@@ -116,7 +116,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 protocol::NodeId(key.verifying_key().to_bytes())
             );
             println!("peer id: {peer_id}");
-            let l = config.network.listen;
+            let l = config
+                .network
+                .advertise_control
+                .unwrap_or(config.network.listen);
             let ip = if l.ip().is_unspecified() {
                 "<this host's address>".to_string()
             } else {

@@ -28,7 +28,7 @@ use crate::store::Store;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use peer::Peer;
-use protocol::wire::{Announcement, Bitmap, Control};
+use protocol::wire::{Announcement, Bitmap, Control, ControlKind};
 use protocol::{ChunkRef, Manifest, NodeId, ReleaseId, TrustPolicy, VerifiedRelease};
 use scheduler::window::{Window, WindowState};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -156,6 +156,30 @@ pub struct Traffic {
     pub status_received: AtomicU64,
     /// Bytes of the status records gossip delivered here.
     pub status_received_bytes: AtomicU64,
+    /// Data-plane control-stream bytes, by message kind, class and direction.
+    pub control: ControlBytes,
+}
+
+/// Bytes of data-plane control-stream frames (length prefix included), by message kind,
+/// class and direction: what the control messages themselves weigh, without the QUIC
+/// packets around them.
+#[derive(Debug, Default)]
+pub struct ControlBytes([[AtomicU64; 4]; ControlKind::ALL.len()]);
+
+impl ControlBytes {
+    fn slot(class: Class, sent: bool) -> usize {
+        usize::from(class == Class::Wan) * 2 + usize::from(sent)
+    }
+
+    /// Counts `n` bytes of a `kind` message sent (or received) to a peer of `class`.
+    pub fn add(&self, kind: ControlKind, class: Class, sent: bool, n: u64) {
+        self.0[kind.index()][Self::slot(class, sent)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes of `kind` messages sent (or received) with peers of `class`.
+    pub fn get(&self, kind: ControlKind, class: Class, sent: bool) -> u64 {
+        self.0[kind.index()][Self::slot(class, sent)].load(Ordering::Relaxed)
+    }
 }
 
 impl Traffic {

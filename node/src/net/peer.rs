@@ -11,7 +11,8 @@ use super::{Class, Net, lock};
 use crate::api::PeerView;
 use libp2p::PeerId;
 use protocol::wire::{
-    Bitmap, CONTROL_FRAME_BYTES_MAX, Control, Hello, REQUEST_FRAME_BYTES_MAX, ReplyHeader, Request,
+    self, Bitmap, CONTROL_FRAME_BYTES_MAX, Control, ControlKind, Hello, REQUEST_FRAME_BYTES_MAX,
+    ReplyHeader, Request,
 };
 use protocol::{ChunkId, ReleaseId};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
@@ -361,6 +362,7 @@ fn register(
     send: SendStream,
     recv: RecvStream,
 ) {
+    let their_hello_len = frame_len(&Control::Hello(hello.clone()));
     let Some(node_key) = super::node_id_of(&id) else {
         conn.close(VarInt::from_u32(codes::PROTOCOL), b"not an ed25519 peer id");
         return;
@@ -410,7 +412,16 @@ fn register(
         "peer connected");
     net.wake.notify_waiters();
 
-    tokio::spawn(control_writer(send, rx));
+    // The hellos went both ways before the connection was registered.
+    let t = &net.traffic.control;
+    t.add(
+        ControlKind::Hello,
+        peer.class,
+        true,
+        frame_len(&Control::Hello(self::hello(net))),
+    );
+    t.add(ControlKind::Hello, peer.class, false, their_hello_len);
+    tokio::spawn(control_writer(net.clone(), peer.class, send, rx));
     tokio::spawn(control_reader(net.clone(), peer.clone(), recv));
     tokio::spawn(serve_requests(net.clone(), peer.clone()));
     let net = net.clone();
@@ -426,9 +437,26 @@ fn register(
     });
 }
 
-async fn control_writer(mut send: SendStream, mut rx: mpsc::Receiver<Control>) {
+/// Bytes of `msg` as one frame on the wire (length prefix included).
+fn frame_len(msg: &Control) -> u64 {
+    wire::frame(msg).len() as u64
+}
+
+/// Writes queued control messages to the peer, counting each and charging it to the
+/// shapers of the peer's class (see [`super::shape::Shapers::charge`]).
+async fn control_writer(
+    net: Arc<Net>,
+    class: Class,
+    mut send: SendStream,
+    mut rx: mpsc::Receiver<Control>,
+) {
     while let Some(msg) = rx.recv().await {
-        if write_frame(&mut send, &msg).await.is_err() {
+        let frame = wire::frame(&msg);
+        let n = frame.len() as u64;
+        net.traffic.control.add(msg.kind(), class, true, n);
+        net.shapers
+            .charge(class, super::shape::Direction::Egress, n);
+        if send.write_all(&frame).await.is_err() {
             return;
         }
     }
@@ -447,7 +475,13 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
             }
         };
         let msg = match Control::decode(&body) {
-            Ok(m) => m,
+            Ok(m) => {
+                let n = (body.len() + wire::FRAME_HEADER_BYTES) as u64;
+                net.traffic.control.add(m.kind(), peer.class, false, n);
+                net.shapers
+                    .charge(peer.class, super::shape::Direction::Ingress, n);
+                m
+            }
             Err(e) => {
                 tracing::warn!(peer = %peer.id, error = %e, "bad control message; closing");
                 peer.close(codes::PROTOCOL, "bad control message");

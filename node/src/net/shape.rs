@@ -48,6 +48,9 @@ struct Gate {
     shaper: Mutex<Shaper<MonotonicClock>>,
     /// Held by the task being served; tokio's mutex hands it over in arrival order.
     queue: tokio::sync::Mutex<()>,
+    /// Bytes charged without waiting ([`Shapers::charge`]): the next transfer through the
+    /// gate waits for them as well as for its own.
+    debt: std::sync::atomic::AtomicU64,
 }
 
 /// The node's shapers.
@@ -68,6 +71,7 @@ impl Shapers {
         let make = |s| Gate {
             shaper: Mutex::new(Shaper::new(s, MonotonicClock, now)),
             queue: tokio::sync::Mutex::new(()),
+            debt: std::sync::atomic::AtomicU64::new(0),
         };
         Self {
             enabled: schedules.enabled,
@@ -101,12 +105,7 @@ impl Shapers {
             return;
         }
         let bytes = bytes + bytes / WIRE_OVERHEAD_DIVISOR;
-        let own = match (class, direction) {
-            (Class::Wan, Direction::Ingress) => Some(&self.wan_ingress),
-            (Class::Wan, Direction::Egress) => Some(&self.wan_egress),
-            (Class::Lan, Direction::Egress) => Some(&self.lan_egress),
-            (Class::Lan, Direction::Ingress) => None,
-        };
+        let own = self.gate(class, direction);
         let start = std::time::Instant::now();
         if let Some(shaper) = own {
             take(shaper, bytes).await;
@@ -115,6 +114,29 @@ impl Shapers {
         let waited = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
         self.waited_ns[Self::wait_index(class, direction)]
             .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` of control messages of `class` in `direction` against the budget
+    /// without waiting: a control message never queues behind chunks, and the next chunk of
+    /// the class waits for its bytes instead.
+    pub fn charge(&self, class: Class, direction: Direction, bytes: u64) {
+        if !self.enabled {
+            return;
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(gate) = self.gate(class, direction) {
+            gate.debt.fetch_add(bytes, Relaxed);
+        }
+        self.total.debt.fetch_add(bytes, Relaxed);
+    }
+
+    fn gate(&self, class: Class, direction: Direction) -> Option<&Gate> {
+        match (class, direction) {
+            (Class::Wan, Direction::Ingress) => Some(&self.wan_ingress),
+            (Class::Wan, Direction::Egress) => Some(&self.wan_egress),
+            (Class::Lan, Direction::Egress) => Some(&self.lan_egress),
+            (Class::Lan, Direction::Ingress) => None,
+        }
     }
 
     /// Each class's name, rate at `now` and next change.
@@ -142,7 +164,7 @@ impl Shapers {
 async fn take(gate: &Gate, bytes: u64) {
     let _turn = gate.queue.lock().await;
     let shaper = &gate.shaper;
-    let mut left = bytes;
+    let mut left = bytes + gate.debt.swap(0, std::sync::atomic::Ordering::Relaxed);
     while left > 0 {
         let ask = left.min(u64::from(u32::MAX)) as u32;
         let decision = super::lock(shaper).reserve(ask, Timestamp::now());

@@ -93,6 +93,14 @@ fn parse_agent(agent: &str, seen_ip: Option<IpAddr>) -> Option<KnownPeer> {
     })
 }
 
+/// The QUIC multiaddr of a UDP socket address.
+fn quic_addr(addr: SocketAddr) -> Multiaddr {
+    let mut m = Multiaddr::from(addr.ip());
+    m.push(Protocol::Udp(addr.port()));
+    m.push(Protocol::QuicV1);
+    m
+}
+
 fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
@@ -111,13 +119,16 @@ pub fn spawn(
     let local_peer_id = keypair.public().to_peer_id();
     let mdns_on = net.config().mdns;
     let agent = agent(&net);
+    let advertised = net.config().advertise_control.map(quic_addr);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_quic()
         .with_behaviour(|key| {
             let identify = identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                    .with_agent_version(agent.clone()),
+                    .with_agent_version(agent.clone())
+                    // With an advertised address, peers must dial that one only.
+                    .with_hide_listen_addrs(advertised.is_some()),
             );
             let mdns = if mdns_on {
                 Some(mdns::tokio::Behaviour::new(
@@ -164,11 +175,10 @@ pub fn spawn(
     swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
     let status_topic = gossipsub::IdentTopic::new(STATUS_TOPIC);
     swarm.behaviour_mut().gossipsub.subscribe(&status_topic)?;
-    let listen = net.config().listen;
-    let mut listen_addr = Multiaddr::from(listen.ip());
-    listen_addr.push(Protocol::Udp(listen.port()));
-    listen_addr.push(Protocol::QuicV1);
-    swarm.listen_on(listen_addr)?;
+    swarm.listen_on(quic_addr(net.config().listen))?;
+    if let Some(addr) = advertised {
+        swarm.add_external_address(addr);
+    }
     for b in &net.config().bootstrap {
         let (addr, peer) = parse_bootstrap(b).map_err(anyhow::Error::msg)?;
         swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
