@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Macro benchmark of fleet status (issue 6 bar): the status records of SITES x NODES nodes
-# (default 500 x 50 = 25,000) written into a node's store as gossip would leave them, then
+# Macro benchmark of fleet status (issue 6 bar): what a node holds in a fleet of SITES x NODES
+# nodes (default 500 x 50 = 25,000): its own site's records and every other site's summary, then
 #   1. the store's growth for those records                                   (bar <= 16 MiB)
 #   2. `p2pctl --json fleet RELEASE` against the running daemon, end to end (process start,
 #      socket, aggregation, JSON), median and max of RUNS calls               (bar <= 50 ms)

@@ -282,6 +282,12 @@ pub struct ReleaseProgress {
     /// While paused: when the download windows next open (RFC 3339).
     #[serde(default)]
     pub download_opens: Option<String>,
+    /// The same, unix seconds.
+    #[serde(default)]
+    pub download_opens_unix_s: Option<i64>,
+    /// When the release was published (its manifest's creation time), unix seconds.
+    #[serde(default)]
+    pub published_unix_s: i64,
     /// Installation, when the node installs releases (`[install] target`).
     #[serde(default)]
     pub install: Option<InstallView>,
@@ -334,9 +340,6 @@ pub struct NodeStatus {
     pub sent_lan_bytes: u64,
     /// Chunk bytes sent to other sites.
     pub sent_wan_bytes: u64,
-    /// Fleet status gossip: records sent and received, and their bytes.
-    #[serde(default)]
-    pub status_gossip: StatusGossipView,
     /// Data-plane control messages sent and received, by kind.
     #[serde(default)]
     pub control: Vec<ControlBytesView>,
@@ -449,21 +452,4 @@ impl AuditVerifyView {
             },
         }
     }
-}
-
-/// What fleet status gossip carried for this node since it started.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StatusGossipView {
-    /// Records this node sent.
-    pub records_sent: u64,
-    /// Their bytes.
-    pub bytes_sent: u64,
-    /// Bytes gossipsub sent for status records: every copy to every peer, the libp2p
-    /// message envelope included (records relayed for others too).
-    #[serde(default)]
-    pub wire_bytes_sent: u64,
-    /// Records gossip delivered here (each once).
-    pub records_received: u64,
-    /// Their bytes.
-    pub bytes_received: u64,
 }

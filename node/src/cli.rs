@@ -17,6 +17,8 @@ pub mod exit {
     pub const REFUSED: i32 = 4;
     /// `p2pctl verify` found missing or corrupt chunks, or a bad signature.
     pub const DAMAGED: i32 = 5;
+    /// `p2pctl fleet`: nodes failed to fetch or install the release (for scripts and alerts).
+    pub const NODES_FAILED: i32 = 6;
 }
 
 /// Log line format.

@@ -356,6 +356,10 @@ pub struct NetworkSection {
     /// Most peers connected on the data plane at once.
     #[serde(default = "default_max_peers")]
     pub max_peers: usize,
+    /// Peers of other sites this node dials for chunks, besides its bootstrap peers (more
+    /// dial it): picked by rendezvous hashing, spread over as many sites as there are.
+    #[serde(default = "default_wan_peers")]
+    pub wan_peers: usize,
 }
 
 impl Default for NetworkSection {
@@ -370,6 +374,7 @@ impl Default for NetworkSection {
             bootstrap: Vec::new(),
             follow: default_follow(),
             max_peers: default_max_peers(),
+            wan_peers: default_wan_peers(),
         }
     }
 }
@@ -403,6 +408,10 @@ fn default_follow() -> Vec<String> {
 /// site it draws from, with memory per peer bounded by the data plane's windows.
 fn default_max_peers() -> usize {
     128
+}
+
+fn default_wan_peers() -> usize {
+    scheduler::control::WAN_PEERS_DEFAULT
 }
 
 /// `[node]`.
@@ -573,6 +582,12 @@ impl Config {
                 "must be between 1 and 4096".into(),
             ));
         }
+        if config.network.wan_peers > 64 {
+            return Err(invalid(
+                "network.wan_peers",
+                "must be at most 64 (each is a connection across the WAN)".into(),
+            ));
+        }
         Ok(config)
     }
 
@@ -678,6 +693,8 @@ bootstrap = []
 follow = ["*"]
 # Most peers connected on the data plane at once.
 max_peers = 128
+# Peers of other sites this node dials for chunks (besides bootstrap peers; others dial it).
+wan_peers = 4
 
 [shaping]
 # Bandwidth limits of chunk traffic per class, on a time-of-day schedule. WAN is traffic with

@@ -16,22 +16,6 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// How often this node looks whether its status changed.
-const STATUS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Records go out at most this often: a change of state waits for it, so that changes in
-/// quick succession (announced, then downloading a second later) travel as one record. Every
-/// record reaches every node (through about six mesh peers each), so the number of records
-/// is what status gossip costs.
-const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(5);
-
-/// A record whose only news is progress (chunks held) goes out at most this often.
-const STATUS_PROGRESS_INTERVAL: Duration = Duration::from_secs(60);
-
-/// With no news a record goes out this often anyway: a node that joins learns the others'
-/// state within this time.
-const STATUS_HEARTBEAT: Duration = Duration::from_secs(300);
-
 /// How often staged publishes are checked for their deadline.
 const REAP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -95,7 +79,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::error!(error = %e, "cannot record the start in the audit log");
     }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let (swarm_tx, swarm_rx) = tokio::sync::mpsc::channel(256);
     let net = Net::new(
         &key,
         config.node.site.clone(),
@@ -111,10 +94,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .map_err(|(setting, message)| anyhow::anyhow!("{setting}: {message}"))?,
         state.policy.clone(),
         store,
-        swarm_tx,
         shutdown_rx.clone(),
     )?;
-    let (peer_id, swarm_task) = swarm::spawn(net.clone(), swarm_rx, shutdown_rx)?;
+    let _ = net.fleet.set(state.fleet.clone());
+    let (peer_id, swarm_task) = swarm::spawn(net.clone(), shutdown_rx)?;
     net.start().await.context("starting the network")?;
     let _ = state.net.set(net.clone());
     let installer = crate::activate::Installer::new(&config.install).map(Arc::new);
@@ -146,19 +129,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let _ = net.fleet.set(state.fleet.clone());
     let status_task = tokio::spawn(publish_status(
         state.clone(),
         net.clone(),
         key.clone(),
         config.node.site.clone(),
+        config.install.target.is_some(),
     ));
+    let aggregate_task = tokio::spawn(crate::net::aggregate::run(net.clone(), state.fleet.clone()));
     let fleet_state = state.clone();
     let fleet_saver = tokio::spawn(async move {
         let mut tick = tokio::time::interval(crate::fleet::PERSIST_INTERVAL);
         loop {
             tick.tick().await;
             save_fleet(&fleet_state).await;
+            let fleet = fleet_state.fleet.clone();
+            let now = jiff::Timestamp::now().as_second();
+            let _ = tokio::task::spawn_blocking(move || fleet.sample_all(now)).await;
         }
     });
     let reaper_state = state.clone();
@@ -196,6 +183,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     reaper.abort();
     fleet_saver.abort();
     status_task.abort();
+    aggregate_task.abort();
     save_fleet(&state).await;
     if let Some(m) = metrics {
         m.abort();
@@ -210,41 +198,42 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the fleet status records that changed to the store.
+/// Writes the fleet records and summaries that changed to the store.
 async fn save_fleet(state: &Arc<AppState>) {
-    let dirty = state.fleet.take_dirty();
-    if dirty.is_empty() {
+    let (records, summaries) = state.fleet.take_dirty();
+    if records.is_empty() && summaries.is_empty() {
         return;
     }
     let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.put_fleet_records(&dirty)).await {
+    match tokio::task::spawn_blocking(move || store.put_fleet(&records, &summaries)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot store fleet status records"),
-        Err(e) => tracing::warn!(error = %e, "storing fleet status records"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot store fleet status"),
+        Err(e) => tracing::warn!(error = %e, "storing fleet status"),
     }
 }
 
-/// Sends this node's status record when its state changes or more peers are connected than
-/// at the last record (at most every [`STATUS_MIN_INTERVAL`]; progress alone at most every
-/// [`STATUS_PROGRESS_INTERVAL`]; a heartbeat every [`STATUS_HEARTBEAT`]); the node keeps its
-/// own record in the fleet table too.
+/// Sends this node's status record to its site's members when its cadence says so
+/// ([`scheduler::control::Cadence::status`]: a change of state at most every 5 s, progress
+/// alone every minute, a heartbeat every five minutes); the node keeps its own record in the
+/// fleet table too, and gives it to every member that connects later.
 async fn publish_status(
     state: Arc<AppState>,
     net: Arc<Net>,
     key: ed25519_dalek::SigningKey,
     site: String,
+    installs: bool,
 ) {
     use protocol::status::{ReleaseStatus, SignedStatus, StatusBody};
+    use scheduler::control::{Cadence, News, STATUS_CHECK};
     let node = NodeId(key.verifying_key().to_bytes());
-    let mut tick = tokio::time::interval(STATUS_CHECK_INTERVAL);
+    let mut tick = tokio::time::interval(STATUS_CHECK);
+    let epoch = std::time::Instant::now();
     let mut since: std::collections::HashMap<
         protocol::ReleaseId,
         (protocol::status::ReleaseState, i64),
     > = std::collections::HashMap::new();
-    let mut last: Option<(Vec<ReleaseStatus>, std::time::Instant)> = None;
-    // Peers connected when the last record went out: a record sent before anyone was
-    // connected reached nobody, and a new peer has not heard the last one.
-    let mut peers_then = 0usize;
+    let mut cadence = Cadence::status();
+    let mut last: Option<Vec<ReleaseStatus>> = None;
     let mut seq = 0u64;
     loop {
         tick.tick().await;
@@ -259,6 +248,7 @@ async fn publish_status(
             }
             r.since_unix_s = e.1;
         }
+        since.retain(|id, _| releases.iter().any(|r| r.release == *id));
         // What a change of state is: a release, its state or its error, not its progress.
         let same_states = |a: &[ReleaseStatus], b: &[ReleaseStatus]| {
             a.len() == b.len()
@@ -266,18 +256,13 @@ async fn publish_status(
                     .zip(b)
                     .all(|(x, y)| (x.release, x.state, &x.error) == (y.release, y.state, &y.error))
         };
-        let peers = net.peer_list().len();
-        let due = match &last {
-            None => true,
-            Some((prev, at)) => {
-                let waited = at.elapsed();
-                ((!same_states(prev, &releases) || peers > peers_then)
-                    && waited >= STATUS_MIN_INTERVAL)
-                    || (*prev != releases && waited >= STATUS_PROGRESS_INTERVAL)
-                    || waited >= STATUS_HEARTBEAT
-            }
+        let news = match &last {
+            None => News::State,
+            Some(prev) if !same_states(prev, &releases) => News::State,
+            Some(prev) if *prev != releases => News::Progress,
+            Some(_) => News::None,
         };
-        if !due {
+        if !cadence.poll(epoch.elapsed().as_millis() as u64, news) {
             continue;
         }
         // Above every earlier number, across restarts too (the clock), and never equal.
@@ -285,16 +270,16 @@ async fn publish_status(
         let body = StatusBody {
             node,
             site: site.clone(),
+            installs,
             seq,
             at_unix_s: now.as_second(),
             releases: releases.clone(),
         };
         let record = SignedStatus::sign(&body, &key).encode();
-        if let Err(e) = state.fleet.offer(&record) {
+        if let Err(e) = state.fleet.offer_record(&record) {
             tracing::warn!(error = %e, "own status record not kept");
         }
-        net.gossip_status(record);
-        last = Some((releases, std::time::Instant::now()));
-        peers_then = peers;
+        net.broadcast_lan(protocol::wire::Control::Status(record));
+        last = Some(releases);
     }
 }

@@ -21,6 +21,9 @@ pub const JS: &str = include_str!("dashboard/dashboard.js");
 /// Releases the dashboard shows, newest first.
 pub const RELEASES_MAX: usize = 8;
 
+/// Failed nodes the failures panel lists, across the releases shown, newest first.
+pub const FAILURES_MAX: usize = 200;
+
 /// A static part of the page, never cached stale across daemon upgrades.
 pub fn page(body: &'static str, content_type: &'static str) -> Response {
     (
@@ -42,6 +45,8 @@ pub struct DashboardData {
     pub site: String,
     /// Releases, newest first.
     pub releases: Vec<DashboardRelease>,
+    /// The failed nodes of all of them (at most [`FAILURES_MAX`]), newest failure first.
+    pub failures: Vec<crate::fleet::FailedNode>,
 }
 
 /// A release and where it stands in the fleet.

@@ -1,75 +1,125 @@
-//! The fleet as this node knows it: the latest signed status record of every node
-//! ([`protocol::status`]), and the aggregation behind `p2pctl fleet RELEASE`.
+//! The fleet as this node knows it, in two levels: the signed status record of every member
+//! of its own site ([`protocol::status`]), and the signed summary of every other site
+//! ([`protocol::summary`]). Every fleet figure this node gives — `p2pctl fleet`, the
+//! compliance report, the dashboard, the metrics — is computed here from that one model, so
+//! they never disagree.
 //!
-//! Records arrive from anywhere (gossip, the store at start); [`Fleet::offer`] keeps one only
-//! if it verifies (signature of the node it names, bounds) and is newer than the one held for
-//! that node, so forged, oversized and replayed records change nothing. The table is in
-//! memory, where the aggregation reads it (25,000 records in a few MiB), and is written to the
-//! store in batches ([`Fleet::take_dirty`]): a record is a view of another node, cheap to
-//! learn again, not worth an fsync of its own.
+//! Records arrive from same-site peers, summaries from the site's aggregators (or, on an
+//! aggregator, from its WAN neighbours); [`Fleet::offer_record`] and [`Fleet::offer_summary`]
+//! keep one only if it verifies (signature, bounds) and is newer than the one held, so
+//! forged, oversized and replayed input changes nothing. A record of another site and a
+//! summary of this one are refused: a site's figures come from its records where they are at
+//! hand. Both are held in memory and written to the store in batches ([`Fleet::take_dirty`]).
 //!
-//! [`Fleet::report`] answers for one release: nodes by state, sites sorted by how far behind
-//! they are, the failed nodes with their errors, the rate at which nodes completed over the
-//! last minutes and when, at that rate, the rest will have.
+//! Own site and other sites are aggregated by the same function
+//! ([`protocol::summary::site_releases`]): the aggregator's summary of a site and a member's
+//! view of it are the same figures. Per-node detail of another site is not held; `p2pctl
+//! fleet RELEASE --site NAME` asks that site for its records ([`Fleet::report_with`]).
 
 use protocol::status::{ReleaseState, SignedStatus, StatusBody, StatusError};
+use protocol::summary::{
+    CRITICAL_DEADLINE_S, SignedSummary, SiteRelease, SummaryBody, install_bucket_end_s,
+    site_release, site_releases,
+};
 use protocol::{NodeId, ReleaseId};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
-/// Most nodes whose records are kept: four times the fleet this is built for (25,000
-/// endpoints). Beyond it a record from a node not yet known is dropped, so a flood of
-/// records from made-up nodes cannot take the memory.
-pub const FLEET_NODES_MAX: usize = 100_000;
+/// Most records kept: those of this node's site, which is never larger than this.
+pub const SITE_RECORDS_MAX: usize = protocol::summary::SITE_NODES_MAX as usize;
+
+/// Most sites whose summaries are kept: twenty times the fleet this is built for (500
+/// sites). Beyond it a summary of a site not yet known is dropped, so a flood of summaries of
+/// made-up sites cannot take the memory.
+pub const SITES_MAX: usize = 10_000;
 
 /// Most failed nodes one report lists (all are counted).
 pub const FAILED_LISTED_MAX: usize = 1000;
 
-/// How often changed records are written to the store.
+/// How often changed records and summaries are written to the store.
 pub const PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The window over which the completion rate is measured, seconds.
 pub const RATE_WINDOW_S: i64 = 300;
 
-/// A record held for a node.
+/// Samples of fleet-wide progress kept per release for the rate, one per this many seconds
+/// at most: [`RATE_WINDOW_S`] of them at [`SAMPLE_INTERVAL_S`] apart.
+pub const SAMPLE_INTERVAL_S: i64 = 10;
+
+/// Releases whose progress is sampled (the newest; a fleet rolls out a handful at a time).
+pub const SAMPLED_RELEASES_MAX: usize = 64;
+
+/// A summary made later than this after this node's clock is refused: it would outrank
+/// every honest summary of its site for that long.
+pub const CLOCK_SKEW_MAX_S: i64 = 600;
+
+/// A site whose latest summary is older than this is shown as stale: its aggregators have
+/// been silent for three heartbeats.
+pub const SUMMARY_STALE_S: i64 = 3 * scheduler::control::SUMMARY_HEARTBEAT.as_secs() as i64;
+
+/// The share of installing nodes a critical release must reach by its deadline.
+pub const CRITICAL_SHARE: f64 = 0.99;
+
+/// Most missing nodes one compliance row lists (all are counted).
+pub const MISSING_LISTED_MAX: usize = 1000;
+
 #[derive(Debug, Clone)]
-struct Held {
+struct HeldRecord {
     body: StatusBody,
+    signed: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct HeldSummary {
+    body: SummaryBody,
     signed: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    records: HashMap<NodeId, Held>,
-    /// Nodes whose record changed since the last [`Fleet::take_dirty`].
-    dirty: HashSet<NodeId>,
+    records: HashMap<NodeId, HeldRecord>,
+    summaries: HashMap<String, HeldSummary>,
+    dirty_records: HashSet<NodeId>,
+    dirty_summaries: HashSet<String>,
+    /// Per release: (unix s, nodes done fleet-wide) samples, oldest first.
+    history: HashMap<ReleaseId, VecDeque<(i64, u64)>>,
 }
 
-/// The latest status record of every node.
-#[derive(Debug, Default)]
+/// This node's view of the fleet: its site's records and the other sites' summaries.
+#[derive(Debug)]
 pub struct Fleet {
+    site: String,
     inner: Mutex<Inner>,
 }
 
-/// Why a record was not kept.
+/// Why a record or a summary was not kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OfferError {
     /// It does not verify.
     #[error(transparent)]
     Invalid(#[from] StatusError),
-    /// A record as new or newer is held for that node (a replay, or a duplicate).
-    #[error("not newer than the record held for that node")]
+    /// As new or newer is held (a replay, or a duplicate).
+    #[error("not newer than the one held")]
     NotNewer,
-    /// [`FLEET_NODES_MAX`] nodes are known already.
-    #[error("{FLEET_NODES_MAX} nodes are known already")]
+    /// The limit of records or sites is reached.
+    #[error("no room for another node or site")]
     Full,
+    /// A record of another site: only summaries of other sites are kept.
+    #[error("a record of site {0}, not this node's")]
+    OtherSite(String),
+    /// A summary of this node's own site: its figures come from the records.
+    #[error("a summary of this node's own site")]
+    OwnSite,
+    /// Made too far in the future.
+    #[error("made {0} s after this node's clock")]
+    FromTheFuture(i64),
 }
 
-/// Nodes by state.
+/// Nodes by state. Every node counts once (see [`SiteRelease::states`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateCounts {
-    /// Nodes whose record does not name the release yet.
+    /// Nodes that do not know the release yet.
     pub unknown: u64,
     /// Known and verified, nothing fetched.
     pub announced: u64,
@@ -77,31 +127,56 @@ pub struct StateCounts {
     pub downloading: u64,
     /// Held back by a closed download window.
     pub paused: u64,
-    /// Holding the whole release.
+    /// Holding the whole release, not installed.
     pub complete: u64,
     /// Installed.
     pub activated: u64,
     /// Failed.
     pub failed: u64,
+    /// Covered by a newer version of the channel (installed or held), or stopped because one
+    /// completed first.
+    pub superseded: u64,
+    /// Refused before anything was fetched (signature, version, expiry).
+    pub refused: u64,
+    /// Not following the release's channel.
+    pub not_followed: u64,
 }
 
 impl StateCounts {
-    fn add(&mut self, state: Option<ReleaseState>) {
-        let slot = match state {
-            None => &mut self.unknown,
-            Some(ReleaseState::Announced) => &mut self.announced,
-            Some(ReleaseState::Downloading) => &mut self.downloading,
-            Some(ReleaseState::PausedByWindow) => &mut self.paused,
-            Some(ReleaseState::Complete) => &mut self.complete,
-            Some(ReleaseState::Activated) => &mut self.activated,
-            Some(ReleaseState::Failed) => &mut self.failed,
-        };
-        *slot += 1;
+    fn add(&mut self, r: &SiteRelease, nodes: u32) {
+        use ReleaseState::*;
+        let c = |s| u64::from(r.count(s));
+        self.announced += c(Announced);
+        self.downloading += c(Downloading);
+        self.paused += c(PausedByWindow);
+        self.complete += c(Complete);
+        self.activated += c(Activated);
+        self.failed += c(Failed);
+        self.superseded += c(Superseded) + u64::from(r.covered);
+        self.refused += c(Refused);
+        self.not_followed += c(NotFollowed);
+        self.unknown += u64::from(nodes.saturating_sub(r.known()));
     }
 
     /// Nodes holding the whole release (complete or installed).
     pub fn holding(&self) -> u64 {
         self.complete + self.activated
+    }
+
+    /// Nodes done with it: holding it, or covered by a newer version.
+    pub fn done(&self) -> u64 {
+        self.holding() + self.superseded
+    }
+
+    /// Nodes still expected to come to hold it without anyone's help, now: not done, not
+    /// failed, not refused, not following elsewhere, not waiting for a window.
+    pub fn moving(&self) -> u64 {
+        self.unknown + self.announced + self.downloading
+    }
+
+    /// Every node counted.
+    pub fn total(&self) -> u64 {
+        self.done() + self.moving() + self.paused + self.failed + self.refused + self.not_followed
     }
 }
 
@@ -110,14 +185,25 @@ impl StateCounts {
 pub struct SiteProgress {
     /// Site.
     pub site: String,
-    /// Nodes of the site with a record.
+    /// Nodes of the site.
     pub nodes: u64,
     /// Of those, holding the whole release.
     pub holding: u64,
+    /// Covered by a newer version.
+    pub superseded: u64,
     /// Failed.
     pub failed: u64,
-    /// Chunks held over chunks wanted, across the site's nodes (0 to 1).
+    /// Chunks held over chunks wanted, across the site's nodes (0 to 1; done nodes count as
+    /// holding every chunk).
     pub progress: f64,
+    /// `records` (this node's site, or a site asked with `--site`) or `summary`.
+    pub from: String,
+    /// For a summary: how old it is, seconds.
+    pub age_s: Option<i64>,
+    /// For a summary: the aggregator that made it, hex.
+    pub aggregator: Option<String>,
+    /// For a summary: older than [`SUMMARY_STALE_S`].
+    pub stale: bool,
 }
 
 /// A node whose fetch or installation failed.
@@ -127,10 +213,31 @@ pub struct FailedNode {
     pub node: String,
     /// Its site.
     pub site: String,
+    /// The release, hex.
+    #[serde(default)]
+    pub release: String,
     /// What it said went wrong.
     pub error: String,
     /// Since when, unix seconds.
     pub since_unix_s: i64,
+}
+
+/// One node of a site whose records are at hand (`--site`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDetail {
+    /// Node id, hex.
+    pub node: String,
+    /// Where the release stands on it (`unknown`, a state name, or `superseded` when a newer
+    /// version covers it).
+    pub state: String,
+    /// Chunks held.
+    pub chunks_have: u32,
+    /// Since when, unix seconds (0: unknown).
+    pub since_unix_s: i64,
+    /// The error, if any.
+    pub error: Option<String>,
+    /// When its record was made, unix seconds.
+    pub record_at_unix_s: i64,
 }
 
 /// Where one release stands across the fleet (`GET /v1/fleet/{release}`).
@@ -138,31 +245,39 @@ pub struct FailedNode {
 pub struct FleetReport {
     /// Release id, hex.
     pub release: String,
-    /// Nodes with a record.
+    /// Its channel (empty if unknown here).
+    #[serde(default)]
+    pub channel: String,
+    /// Its version.
+    #[serde(default)]
+    pub version: u64,
+    /// Nodes in the fleet (sites with a record or a summary).
     pub nodes: u64,
-    /// Nodes by state.
+    /// Of those, nodes that install releases.
+    #[serde(default)]
+    pub installers: u64,
+    /// Nodes by state; they add up to `nodes`.
     pub states: StateCounts,
-    /// Sites, the furthest behind first (most nodes not holding it, then least progress).
+    /// Sites, the furthest behind first (most nodes not done, then least progress).
     pub sites: Vec<SiteProgress>,
-    /// Failed nodes (at most [`FAILED_LISTED_MAX`]), newest failure first.
+    /// Failed nodes listed (at most [`FAILED_LISTED_MAX`]; summaries name a few per site),
+    /// newest failure first. `states.failed` counts them all.
     pub failed: Vec<FailedNode>,
-    /// Nodes that came to hold the release in the last [`RATE_WINDOW_S`], per minute.
+    /// Nodes that came to be done with it per minute, over the last [`RATE_WINDOW_S`].
     pub holding_per_min: f64,
-    /// At that rate, seconds until every node with a record that has not failed holds it
-    /// (none when nothing moved, or all of them hold it).
+    /// At that rate, seconds until the moving nodes are done (none when nothing moved, or
+    /// no node is moving). Nodes waiting for a window, failed, refused or not following the
+    /// channel are not waited for.
     pub eta_s: Option<f64>,
+    /// When the earliest closed window of a paused node opens, unix seconds.
+    #[serde(default)]
+    pub window_opens_unix_s: Option<i64>,
+    /// For `--site`: every node of that site.
+    #[serde(default)]
+    pub nodes_detail: Vec<NodeDetail>,
     /// When the report was made, unix seconds.
     pub at_unix_s: i64,
 }
-
-/// How long a critical release may take to reach [`CRITICAL_SHARE`] of the nodes: 72 hours.
-pub const CRITICAL_DEADLINE_S: i64 = 72 * 3600;
-
-/// The share of nodes a critical release must reach by its deadline.
-pub const CRITICAL_SHARE: f64 = 0.99;
-
-/// Most missing nodes one compliance row lists (all are counted).
-pub const MISSING_LISTED_MAX: usize = 1000;
 
 /// A release the compliance report covers, as the store describes it.
 #[derive(Debug, Clone)]
@@ -179,6 +294,8 @@ pub struct ReleaseFacts {
     pub critical: bool,
     /// When it was published (created), unix seconds.
     pub published_unix_s: i64,
+    /// Unique chunks in it.
+    pub chunks_total: u32,
 }
 
 /// A node that has not installed a release.
@@ -190,6 +307,15 @@ pub struct MissingNode {
     pub site: String,
     /// Where the release stands on it (`unknown`: its record does not name it).
     pub state: String,
+}
+
+/// A site, other than this node's, with nodes that have not installed a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingSite {
+    /// The site.
+    pub site: String,
+    /// Its installing nodes that have not installed it.
+    pub nodes: u64,
 }
 
 /// One release in the compliance report.
@@ -205,14 +331,16 @@ pub struct ComplianceRow {
     pub severity: String,
     /// Published, unix seconds.
     pub published_unix_s: i64,
-    /// Nodes with a record.
+    /// Nodes in the fleet.
     pub nodes: u64,
-    /// Of those, nodes that installed it.
+    /// Of those, nodes that install releases: the ones the report holds to it.
+    pub installers: u64,
+    /// Installing nodes that installed it or a newer version of its channel.
     pub activated: u64,
-    /// `activated / nodes`.
+    /// `activated / installers`.
     pub activated_share: f64,
-    /// Seconds from publishing until 50, 90 and 99 % of the nodes had installed it (`None`:
-    /// not reached).
+    /// Seconds from publishing until 50, 90 and 99 % of the installing nodes had installed it
+    /// (`None`: not reached). Read from delay buckets: at most a quarter late.
     pub to_50_s: Option<i64>,
     /// See `to_50_s`.
     pub to_90_s: Option<i64>,
@@ -221,19 +349,31 @@ pub struct ComplianceRow {
     /// For a critical release: `met` (99 % installed within 72 hours), `missed`, or `open`
     /// (not yet 72 hours old, not yet at 99 %); `n/a` otherwise.
     pub deadline: String,
-    /// Nodes that have not installed it (at most [`MISSING_LISTED_MAX`]).
+    /// Nodes of this node's site that have not installed it (at most [`MISSING_LISTED_MAX`]).
     pub missing: Vec<MissingNode>,
-    /// How many that is.
+    /// Other sites with installing nodes that have not, most first.
+    #[serde(default)]
+    pub missing_sites: Vec<MissingSite>,
+    /// How many installing nodes have not, fleet-wide.
     pub missing_total: u64,
 }
 
-/// Seconds after `start` by which `share` of `nodes` had an entry in `times` (sorted).
-fn time_to(times: &[i64], nodes: u64, share: f64, start: i64) -> Option<i64> {
-    let need = (share * nodes as f64).ceil() as usize;
-    if need == 0 || need > times.len() {
-        return None;
-    }
-    Some((times[need - 1] - start).max(0))
+/// What is known of a release: from the store, or from any record or summary naming it.
+#[derive(Debug, Clone, Default)]
+struct Info {
+    channel: String,
+    version: u64,
+    published_unix_s: i64,
+    chunks_total: u32,
+}
+
+/// One site's figures for a release, and where they came from.
+struct Row {
+    site: String,
+    nodes: u32,
+    installers: u32,
+    figures: SiteRelease,
+    summary: Option<(i64, NodeId)>,
 }
 
 fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
@@ -241,36 +381,54 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 }
 
 impl Fleet {
-    /// The records a store held (each verified when it was first kept).
-    pub fn from_stored(records: impl IntoIterator<Item = Vec<u8>>) -> Self {
-        let fleet = Self::default();
-        let mut inner = lock(&fleet.inner);
-        for signed in records {
-            let Ok(body) = SignedStatus::decode(&signed).and_then(|s| s.verify()) else {
-                continue;
-            };
-            if inner.records.len() < FLEET_NODES_MAX {
-                inner.records.insert(body.node, Held { body, signed });
-            }
+    /// An empty view for a node of `site`.
+    pub fn new(site: &str) -> Self {
+        Self {
+            site: site.to_owned(),
+            inner: Mutex::new(Inner::default()),
         }
-        drop(inner);
+    }
+
+    /// The view from what a store held: records and summaries (each verified again; those of
+    /// the wrong level for `site` are left out).
+    pub fn from_stored(
+        site: &str,
+        records: impl IntoIterator<Item = Vec<u8>>,
+        summaries: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Self {
+        let fleet = Self::new(site);
+        for r in records {
+            let _ = fleet.offer_record(&r);
+        }
+        for s in summaries {
+            let _ = fleet.offer_summary(&s, i64::MAX - CLOCK_SKEW_MAX_S);
+        }
+        let _ = fleet.take_dirty();
         fleet
     }
 
-    /// Keeps `bytes` as its node's record if it verifies and is newer than the one held.
-    /// Returns the body kept.
-    pub fn offer(&self, bytes: &[u8]) -> Result<StatusBody, OfferError> {
+    /// The site this view is from.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// Keeps `bytes` as its node's record if it verifies, is of this site and is newer than
+    /// the one held. Returns the body kept.
+    pub fn offer_record(&self, bytes: &[u8]) -> Result<StatusBody, OfferError> {
         let body = SignedStatus::decode(bytes)?.verify()?;
+        if body.site != self.site {
+            return Err(OfferError::OtherSite(body.site));
+        }
         let mut inner = lock(&self.inner);
         match inner.records.get(&body.node) {
             Some(held) if !body.supersedes(&held.body) => return Err(OfferError::NotNewer),
-            None if inner.records.len() >= FLEET_NODES_MAX => return Err(OfferError::Full),
+            None if inner.records.len() >= SITE_RECORDS_MAX => return Err(OfferError::Full),
             _ => {}
         }
-        inner.dirty.insert(body.node);
+        inner.dirty_records.insert(body.node);
         inner.records.insert(
             body.node,
-            Held {
+            HeldRecord {
                 body: body.clone(),
                 signed: bytes.to_vec(),
             },
@@ -278,7 +436,34 @@ impl Fleet {
         Ok(body)
     }
 
-    /// Nodes with a record.
+    /// Keeps `bytes` as its site's summary if it verifies, is of another site, is not made
+    /// after `now_unix_s` plus [`CLOCK_SKEW_MAX_S`] and is newer than the one held.
+    pub fn offer_summary(&self, bytes: &[u8], now_unix_s: i64) -> Result<SummaryBody, OfferError> {
+        let body = SignedSummary::decode(bytes)?.verify()?;
+        if body.site == self.site {
+            return Err(OfferError::OwnSite);
+        }
+        if body.at_unix_s > now_unix_s + CLOCK_SKEW_MAX_S {
+            return Err(OfferError::FromTheFuture(body.at_unix_s - now_unix_s));
+        }
+        let mut inner = lock(&self.inner);
+        match inner.summaries.get(&body.site) {
+            Some(held) if !body.supersedes(&held.body) => return Err(OfferError::NotNewer),
+            None if inner.summaries.len() >= SITES_MAX => return Err(OfferError::Full),
+            _ => {}
+        }
+        inner.dirty_summaries.insert(body.site.clone());
+        inner.summaries.insert(
+            body.site.clone(),
+            HeldSummary {
+                body: body.clone(),
+                signed: bytes.to_vec(),
+            },
+        );
+        Ok(body)
+    }
+
+    /// Records held (this site's nodes).
     pub fn len(&self) -> usize {
         lock(&self.inner).records.len()
     }
@@ -288,135 +473,286 @@ impl Fleet {
         self.len() == 0
     }
 
-    /// The records changed since the last call, to be written to the store.
-    pub fn take_dirty(&self) -> Vec<(NodeId, Vec<u8>)> {
+    /// Sites known: this one and those with a summary.
+    pub fn sites(&self) -> usize {
+        lock(&self.inner).summaries.len() + 1
+    }
+
+    /// The signed records of this site (what `Request::SiteRecords` answers), newest first,
+    /// at most `max_bytes` of them.
+    pub fn site_records(&self, max_bytes: usize) -> Vec<Vec<u8>> {
+        let inner = lock(&self.inner);
+        let mut list: Vec<&HeldRecord> = inner.records.values().collect();
+        list.sort_by_key(|r| std::cmp::Reverse(r.body.at_unix_s));
+        let mut used = 0;
+        let mut out = Vec::new();
+        for r in list {
+            // Each element costs its bytes and a length prefix of at most 5.
+            used += r.signed.len() + 5;
+            if used > max_bytes {
+                break;
+            }
+            out.push(r.signed.clone());
+        }
+        out
+    }
+
+    /// The records of this site, verified bodies.
+    pub fn own_records(&self) -> Vec<StatusBody> {
+        lock(&self.inner)
+            .records
+            .values()
+            .map(|r| r.body.clone())
+            .collect()
+    }
+
+    /// The record held for `node`, signed.
+    pub fn record_of(&self, node: &NodeId) -> Option<Vec<u8>> {
+        lock(&self.inner)
+            .records
+            .get(node)
+            .map(|r| r.signed.clone())
+    }
+
+    /// The summaries held, signed, with their site and number.
+    pub fn summaries(&self) -> Vec<(String, u64, Vec<u8>)> {
+        lock(&self.inner)
+            .summaries
+            .values()
+            .map(|s| (s.body.site.clone(), s.body.seq, s.signed.clone()))
+            .collect()
+    }
+
+    /// The contacts other sites' summaries name, with their site.
+    pub fn contacts(&self) -> Vec<(String, protocol::summary::Contact)> {
+        lock(&self.inner)
+            .summaries
+            .values()
+            .flat_map(|s| {
+                s.body
+                    .contacts
+                    .iter()
+                    .map(|c| (s.body.site.clone(), c.clone()))
+            })
+            .collect()
+    }
+
+    /// The figures of this site's records for a summary: nodes, installing nodes, releases.
+    pub fn own_figures(&self) -> (u32, u32, Vec<SiteRelease>) {
+        let inner = lock(&self.inner);
+        let bodies: Vec<&StatusBody> = inner.records.values().map(|r| &r.body).collect();
+        let installers = bodies.iter().filter(|b| b.installs).count() as u32;
+        (bodies.len() as u32, installers, site_releases(&bodies))
+    }
+
+    /// The records and summaries changed since the last call, to be written to the store.
+    #[allow(clippy::type_complexity)]
+    pub fn take_dirty(&self) -> (Vec<(NodeId, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
         let mut inner = lock(&self.inner);
-        let dirty = std::mem::take(&mut inner.dirty);
-        dirty
+        let dirty = std::mem::take(&mut inner.dirty_records);
+        let records = dirty
             .into_iter()
             .filter_map(|n| inner.records.get(&n).map(|h| (n, h.signed.clone())))
-            .collect()
+            .collect();
+        let dirty = std::mem::take(&mut inner.dirty_summaries);
+        let summaries = dirty
+            .into_iter()
+            .filter_map(|s| inner.summaries.get(&s).map(|h| (s, h.signed.clone())))
+            .collect();
+        (records, summaries)
     }
 
-    /// The compliance report's rows for `releases`, at `now_unix_s`: who installed each, how
-    /// fast, whether critical ones met the 72-hour rule, who is missing.
-    pub fn compliance(&self, releases: &[ReleaseFacts], now_unix_s: i64) -> Vec<ComplianceRow> {
-        let inner = lock(&self.inner);
-        let nodes = inner.records.len() as u64;
-        releases
-            .iter()
-            .map(|f| {
-                let mut times = Vec::new();
-                let mut missing = Vec::new();
-                let mut missing_total = 0u64;
-                for held in inner.records.values() {
-                    let b = &held.body;
-                    match b.release(&f.id) {
-                        Some(r) if r.state == ReleaseState::Activated => times.push(r.since_unix_s),
-                        other => {
-                            missing_total += 1;
-                            if missing.len() < MISSING_LISTED_MAX {
-                                missing.push(MissingNode {
-                                    node: b.node.to_hex(),
-                                    site: b.site.clone(),
-                                    state: other.map_or("unknown", |r| r.state.name()).into(),
-                                });
-                            }
-                        }
-                    }
-                }
-                times.sort_unstable();
-                missing.sort_by(|a, b| a.site.cmp(&b.site).then_with(|| a.node.cmp(&b.node)));
-                let at = |share| time_to(&times, nodes, share, f.published_unix_s);
-                let to_99 = at(CRITICAL_SHARE);
-                let deadline = if !f.critical {
-                    "n/a"
-                } else if to_99.is_some_and(|t| t <= CRITICAL_DEADLINE_S) {
-                    "met"
-                } else if to_99.is_some() || now_unix_s - f.published_unix_s > CRITICAL_DEADLINE_S {
-                    "missed"
-                } else {
-                    "open"
-                };
-                ComplianceRow {
-                    release: f.id.to_hex(),
-                    channel: f.channel.clone(),
-                    version: f.version,
-                    severity: f.severity.clone(),
-                    published_unix_s: f.published_unix_s,
-                    nodes,
-                    activated: times.len() as u64,
-                    activated_share: if nodes == 0 {
-                        0.0
-                    } else {
-                        times.len() as f64 / nodes as f64
-                    },
-                    to_50_s: at(0.5),
-                    to_90_s: at(0.9),
-                    to_99_s: to_99,
-                    deadline: deadline.into(),
-                    missing,
-                    missing_total,
-                }
+    /// What the model knows of `release`: `known` (from the store) if given, else what a
+    /// record or a summary says.
+    fn info(inner: &Inner, release: &ReleaseId, known: Option<&ReleaseFacts>) -> Info {
+        if let Some(f) = known {
+            let chunks_total = inner
+                .records
+                .values()
+                .filter_map(|r| r.body.release(release))
+                .map(|r| r.chunks_total)
+                .max()
+                .unwrap_or(f.chunks_total)
+                .max(f.chunks_total);
+            return Info {
+                channel: f.channel.clone(),
+                version: f.version,
+                published_unix_s: f.published_unix_s,
+                chunks_total,
+            };
+        }
+        let from_records = inner
+            .records
+            .values()
+            .filter_map(|r| r.body.release(release))
+            .find(|r| !r.channel.is_empty())
+            .map(|r| Info {
+                channel: r.channel.clone(),
+                version: r.version,
+                published_unix_s: r.published_unix_s,
+                chunks_total: r.chunks_total,
+            });
+        from_records
+            .or_else(|| {
+                inner
+                    .summaries
+                    .values()
+                    .filter_map(|s| s.body.release(release))
+                    .find(|r| !r.channel.is_empty())
+                    .map(|r| Info {
+                        channel: r.channel.clone(),
+                        version: r.version,
+                        published_unix_s: r.published_unix_s,
+                        chunks_total: r.chunks_total,
+                    })
             })
-            .collect()
+            .unwrap_or_default()
     }
 
-    /// Where `release` stands across the nodes with a record, at `now_unix_s`.
-    pub fn report(&self, release: &ReleaseId, now_unix_s: i64) -> FleetReport {
-        let inner = lock(&self.inner);
-        let mut states = StateCounts::default();
-        // Per site: nodes, holding, failed, chunks held.
-        let mut sites: HashMap<&str, (u64, u64, u64, u64)> = HashMap::new();
-        let mut failed: Vec<FailedNode> = Vec::new();
-        let mut recent = 0u64;
-        let mut chunks_total = 0u64;
-        for held in inner.records.values() {
-            let b = &held.body;
-            let r = b.release(release);
-            states.add(r.map(|r| r.state));
-            if let Some(r) = r {
-                chunks_total = chunks_total.max(u64::from(r.chunks_total));
+    /// Every site's figures for `release`: this site's from its records (or `site_records`,
+    /// another site's records asked for, in place of its summary).
+    fn rows(
+        inner: &Inner,
+        own_site: &str,
+        release: &ReleaseId,
+        info: &Info,
+        asked: Option<(&str, &[StatusBody])>,
+    ) -> Vec<Row> {
+        let from_records = |site: &str, bodies: &[&StatusBody]| Row {
+            site: site.to_owned(),
+            nodes: bodies.len() as u32,
+            installers: bodies.iter().filter(|b| b.installs).count() as u32,
+            figures: site_release(
+                bodies,
+                *release,
+                &info.channel,
+                info.version,
+                info.published_unix_s,
+                info.chunks_total,
+            ),
+            summary: None,
+        };
+        let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.body).collect();
+        let mut rows = vec![from_records(own_site, &own)];
+        for s in inner.summaries.values() {
+            if let Some((site, bodies)) = asked {
+                if site == s.body.site {
+                    let refs: Vec<&StatusBody> = bodies.iter().collect();
+                    rows.push(from_records(site, &refs));
+                    continue;
+                }
             }
-            let site = sites.entry(b.site.as_str()).or_default();
-            site.0 += 1;
-            if let Some(r) = r {
-                site.3 += u64::from(r.chunks_have);
-                if r.state.has_release() {
-                    site.1 += 1;
-                    if now_unix_s - r.since_unix_s <= RATE_WINDOW_S {
-                        recent += 1;
-                    }
-                }
-                if r.state == ReleaseState::Failed {
-                    site.2 += 1;
-                    failed.push(FailedNode {
-                        node: b.node.to_hex(),
-                        site: b.site.clone(),
-                        error: r.error.clone().unwrap_or_default(),
-                        since_unix_s: r.since_unix_s,
-                    });
-                }
+            let b = &s.body;
+            let figures = b.release(release).cloned().unwrap_or_else(|| {
+                site_release(
+                    &[],
+                    *release,
+                    &info.channel,
+                    info.version,
+                    info.published_unix_s,
+                    info.chunks_total,
+                )
+            });
+            rows.push(Row {
+                site: b.site.clone(),
+                nodes: b.nodes,
+                installers: b.installers,
+                figures,
+                summary: Some((b.at_unix_s, b.aggregator)),
+            });
+        }
+        if let Some((site, bodies)) = asked {
+            if site != own_site && !rows.iter().any(|r| r.site == site) {
+                let refs: Vec<&StatusBody> = bodies.iter().collect();
+                rows.push(from_records(site, &refs));
             }
         }
-        // A node that does not know the release yet wants all of it.
-        let mut sites: Vec<SiteProgress> = sites
-            .into_iter()
-            .map(|(site, (nodes, holding, failed, have))| SiteProgress {
-                site: site.to_owned(),
-                nodes,
-                holding,
-                failed,
-                progress: if chunks_total == 0 {
-                    0.0
+        rows
+    }
+
+    /// Where `release` stands across the fleet at `now_unix_s`.
+    pub fn report(
+        &self,
+        release: &ReleaseId,
+        known: Option<&ReleaseFacts>,
+        now_unix_s: i64,
+    ) -> FleetReport {
+        self.report_with(release, known, None, now_unix_s)
+    }
+
+    /// [`Fleet::report`], with the records of `site` (asked from that site) in place of its
+    /// summary, and every one of its nodes listed.
+    pub fn report_with(
+        &self,
+        release: &ReleaseId,
+        known: Option<&ReleaseFacts>,
+        site: Option<(&str, &[StatusBody])>,
+        now_unix_s: i64,
+    ) -> FleetReport {
+        let mut inner = lock(&self.inner);
+        let info = Self::info(&inner, release, known);
+        let rows = Self::rows(&inner, &self.site, release, &info, site);
+        let mut states = StateCounts::default();
+        let mut failed: Vec<FailedNode> = Vec::new();
+        let mut opens: Option<i64> = None;
+        let mut sites = Vec::with_capacity(rows.len());
+        let mut installers = 0u64;
+        for row in &rows {
+            let f = &row.figures;
+            states.add(f, row.nodes);
+            installers += u64::from(row.installers);
+            if let Some(t) = f.opens_unix_s {
+                opens = Some(opens.map_or(t, |o| o.min(t)));
+            }
+            for e in &f.failed {
+                failed.push(FailedNode {
+                    node: e.node.to_hex(),
+                    site: row.site.clone(),
+                    release: release.to_hex(),
+                    error: e.error.clone(),
+                    since_unix_s: e.since_unix_s,
+                });
+            }
+            let done = f.count(ReleaseState::Complete)
+                + f.count(ReleaseState::Activated)
+                + f.count(ReleaseState::Superseded)
+                + f.covered;
+            let held = f.chunks_have;
+            let wanted = u64::from(row.nodes) * u64::from(f.chunks_total);
+            sites.push(SiteProgress {
+                site: row.site.clone(),
+                nodes: u64::from(row.nodes),
+                holding: u64::from(
+                    f.count(ReleaseState::Complete) + f.count(ReleaseState::Activated),
+                ),
+                superseded: u64::from(f.covered + f.count(ReleaseState::Superseded)),
+                failed: u64::from(f.count(ReleaseState::Failed)),
+                progress: if wanted == 0 {
+                    if row.nodes > 0 && done == row.nodes {
+                        1.0
+                    } else {
+                        0.0
+                    }
                 } else {
-                    have as f64 / (nodes * chunks_total) as f64
+                    (held as f64 / wanted as f64).min(1.0)
                 },
-            })
-            .collect();
+                from: if row.summary.is_some() {
+                    "summary"
+                } else {
+                    "records"
+                }
+                .into(),
+                age_s: row.summary.map(|(at, _)| (now_unix_s - at).max(0)),
+                aggregator: row.summary.map(|(_, a)| a.to_hex()),
+                stale: row
+                    .summary
+                    .is_some_and(|(at, _)| now_unix_s - at > SUMMARY_STALE_S),
+            });
+        }
         sites.sort_by(|a, b| {
-            (b.nodes - b.holding)
-                .cmp(&(a.nodes - a.holding))
+            let behind = |s: &SiteProgress| s.nodes - (s.holding + s.superseded).min(s.nodes);
+            behind(b)
+                .cmp(&behind(a))
                 .then(a.progress.total_cmp(&b.progress))
                 .then_with(|| a.site.cmp(&b.site))
         });
@@ -426,220 +762,232 @@ impl Fleet {
                 .then_with(|| a.node.cmp(&b.node))
         });
         failed.truncate(FAILED_LISTED_MAX);
-        let nodes = inner.records.len() as u64;
-        let per_min = recent as f64 * 60.0 / RATE_WINDOW_S as f64;
-        // Failed nodes will not come to hold it on their own: they are not waited for.
-        let left = nodes - states.holding() - states.failed;
+        let nodes_detail = match site {
+            Some((_, bodies)) => node_detail(bodies, release, &info),
+            None => Vec::new(),
+        };
+        let nodes: u64 = rows.iter().map(|r| u64::from(r.nodes)).sum();
+        let per_min = Self::sample(&mut inner, release, now_unix_s, states.done());
+        let left = states.moving();
         let eta_s = (per_min > 0.0 && left > 0).then(|| left as f64 / per_min * 60.0);
         FleetReport {
             release: release.to_hex(),
+            channel: info.channel,
+            version: info.version,
             nodes,
+            installers,
             states,
             sites,
             failed,
             holding_per_min: per_min,
             eta_s,
+            window_opens_unix_s: opens,
+            nodes_detail,
             at_unix_s: now_unix_s,
         }
     }
+
+    /// Notes that `done` nodes are done with `release` at `now`, and returns how many per
+    /// minute became so over the last [`RATE_WINDOW_S`] (0 before a minute of samples).
+    fn sample(inner: &mut Inner, release: &ReleaseId, now: i64, done: u64) -> f64 {
+        if !inner.history.contains_key(release) && inner.history.len() >= SAMPLED_RELEASES_MAX {
+            // Forget the release sampled longest ago.
+            if let Some(old) = inner
+                .history
+                .iter()
+                .min_by_key(|(_, h)| h.back().map_or(i64::MIN, |s| s.0))
+                .map(|(id, _)| *id)
+            {
+                inner.history.remove(&old);
+            }
+        }
+        let h = inner.history.entry(*release).or_default();
+        if h.back()
+            .is_none_or(|s| now - s.0 >= SAMPLE_INTERVAL_S || now < s.0)
+        {
+            if h.back().is_some_and(|s| now < s.0) {
+                h.clear(); // the clock went back
+            }
+            h.push_back((now, done));
+        }
+        while h.len() > 1 && now - h[1].0 >= RATE_WINDOW_S {
+            h.pop_front();
+        }
+        match h.front() {
+            Some(&(t, d)) if now - t >= 60 => {
+                done.saturating_sub(d) as f64 * 60.0 / (now - t) as f64
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Samples the progress of every release the model names (the daemon calls this every
+    /// [`PERSIST_INTERVAL`], so that the rate is known when a report is first asked for).
+    pub fn sample_all(&self, now_unix_s: i64) {
+        let ids: Vec<ReleaseId> = {
+            let inner = lock(&self.inner);
+            let mut ids: Vec<ReleaseId> = inner
+                .records
+                .values()
+                .flat_map(|r| r.body.releases.iter().map(|x| x.release))
+                .chain(
+                    inner
+                        .summaries
+                        .values()
+                        .flat_map(|s| s.body.releases.iter().map(|x| x.release)),
+                )
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        for id in ids.iter().take(SAMPLED_RELEASES_MAX) {
+            self.report(id, None, now_unix_s);
+        }
+    }
+
+    /// The compliance report's rows for `releases`, at `now_unix_s`: how many installing
+    /// nodes installed each (or a newer version), how fast, whether critical ones met the
+    /// 72-hour rule, who is missing.
+    pub fn compliance(&self, releases: &[ReleaseFacts], now_unix_s: i64) -> Vec<ComplianceRow> {
+        let inner = lock(&self.inner);
+        releases
+            .iter()
+            .map(|f| {
+                let info = Self::info(&inner, &f.id, Some(f));
+                let rows = Self::rows(&inner, &self.site, &f.id, &info, None);
+                let nodes: u64 = rows.iter().map(|r| u64::from(r.nodes)).sum();
+                let installers: u64 = rows.iter().map(|r| u64::from(r.installers)).sum();
+                let mut buckets: Vec<u64> = Vec::new();
+                let mut by_deadline = 0u64;
+                let mut missing_sites = Vec::new();
+                for r in &rows {
+                    for (k, &n) in r.figures.installed_after.iter().enumerate() {
+                        if buckets.len() <= k {
+                            buckets.resize(k + 1, 0);
+                        }
+                        buckets[k] += u64::from(n);
+                    }
+                    by_deadline += u64::from(r.figures.installed_by_deadline);
+                    let installed: u32 = r.figures.installed_after.iter().sum();
+                    let short = r.installers.saturating_sub(installed);
+                    if short > 0 && r.site != self.site {
+                        missing_sites.push(MissingSite {
+                            site: r.site.clone(),
+                            nodes: u64::from(short),
+                        });
+                    }
+                }
+                let activated: u64 = buckets.iter().sum();
+                let at = |share: f64| -> Option<i64> {
+                    let need = (share * installers as f64).ceil() as u64;
+                    if need == 0 || need > activated {
+                        return None;
+                    }
+                    let mut seen = 0;
+                    for (k, n) in buckets.iter().enumerate() {
+                        seen += n;
+                        if seen >= need {
+                            return Some(install_bucket_end_s(k));
+                        }
+                    }
+                    None
+                };
+                let need_99 = (CRITICAL_SHARE * installers as f64).ceil() as u64;
+                let deadline = if !f.critical {
+                    "n/a"
+                } else if need_99 > 0 && by_deadline >= need_99 {
+                    "met"
+                } else if now_unix_s - f.published_unix_s > CRITICAL_DEADLINE_S {
+                    "missed"
+                } else {
+                    "open"
+                };
+                // This site's missing nodes by name.
+                let mut missing: Vec<MissingNode> = inner
+                    .records
+                    .values()
+                    .map(|r| &r.body)
+                    .filter(|b| b.installs)
+                    .map(|b| (b, node_state(b, &f.id, &info)))
+                    .filter(|(_, state)| !matches!(*state, "activated" | "superseded"))
+                    .map(|(b, state)| MissingNode {
+                        node: b.node.to_hex(),
+                        site: self.site.clone(),
+                        state: state.into(),
+                    })
+                    .collect();
+                missing.sort_by(|a, b| a.node.cmp(&b.node));
+                missing.truncate(MISSING_LISTED_MAX);
+                missing_sites
+                    .sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.site.cmp(&b.site)));
+                ComplianceRow {
+                    release: f.id.to_hex(),
+                    channel: f.channel.clone(),
+                    version: f.version,
+                    severity: f.severity.clone(),
+                    published_unix_s: f.published_unix_s,
+                    nodes,
+                    installers,
+                    activated,
+                    activated_share: if installers == 0 {
+                        0.0
+                    } else {
+                        activated as f64 / installers as f64
+                    },
+                    to_50_s: at(0.5),
+                    to_90_s: at(0.9),
+                    to_99_s: at(CRITICAL_SHARE),
+                    deadline: deadline.into(),
+                    missing,
+                    missing_sites,
+                    missing_total: installers.saturating_sub(activated),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Where `release` stands on the node of `b`: `superseded` when a newer version covers it,
+/// else its state's name, else `unknown`.
+fn node_state(b: &StatusBody, release: &ReleaseId, info: &Info) -> &'static str {
+    let one = site_release(
+        &[b],
+        *release,
+        &info.channel,
+        info.version,
+        info.published_unix_s,
+        info.chunks_total,
+    );
+    if one.covered > 0 {
+        return "superseded";
+    }
+    ReleaseState::ALL
+        .iter()
+        .find(|s| one.count(**s) > 0)
+        .map_or("unknown", |s| s.name())
+}
+
+/// Every node of a site (`bodies`, its records) and where `release` stands on it, in node
+/// order.
+fn node_detail(bodies: &[StatusBody], release: &ReleaseId, info: &Info) -> Vec<NodeDetail> {
+    let mut out: Vec<NodeDetail> = bodies
+        .iter()
+        .map(|b| {
+            let own = b.release(release);
+            NodeDetail {
+                node: b.node.to_hex(),
+                state: node_state(b, release, info).into(),
+                chunks_have: own.map_or(0, |r| r.chunks_have),
+                since_unix_s: own.map_or(0, |r| r.since_unix_s),
+                error: own.and_then(|r| r.error.clone()),
+                record_at_unix_s: b.at_unix_s,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.node.cmp(&b.node));
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ed25519_dalek::SigningKey;
-    use protocol::status::ReleaseStatus;
-
-    const NOW: i64 = 1_795_392_000;
-
-    fn record(k: u8, site: &str, seq: u64, state: Option<ReleaseState>, have: u32) -> Vec<u8> {
-        let key = SigningKey::from_bytes(&[k; 32]);
-        let body = StatusBody {
-            node: NodeId(key.verifying_key().to_bytes()),
-            site: site.into(),
-            seq,
-            at_unix_s: NOW,
-            releases: state
-                .map(|state| ReleaseStatus {
-                    release: ReleaseId([1; 32]),
-                    state,
-                    chunks_have: have,
-                    chunks_total: 100,
-                    since_unix_s: NOW - 60 * i64::from(k),
-                    error: (state == ReleaseState::Failed).then(|| format!("apply exited {k}")),
-                })
-                .into_iter()
-                .collect(),
-        };
-        SignedStatus::sign(&body, &key).encode()
-    }
-
-    #[test]
-    fn only_newer_verified_records_are_kept() {
-        let fleet = Fleet::default();
-        fleet
-            .offer(&record(1, "a", 5, Some(ReleaseState::Downloading), 10))
-            .unwrap();
-        // Replayed older, or the same again.
-        assert_eq!(
-            fleet.offer(&record(1, "a", 4, Some(ReleaseState::Complete), 100)),
-            Err(OfferError::NotNewer)
-        );
-        assert_eq!(
-            fleet.offer(&record(1, "a", 5, Some(ReleaseState::Complete), 100)),
-            Err(OfferError::NotNewer)
-        );
-        // Tampered: the signature no longer holds.
-        let mut forged = SignedStatus::decode(&record(1, "a", 9, None, 0)).unwrap();
-        forged.body.push(0);
-        assert!(matches!(
-            fleet.offer(&forged.encode()),
-            Err(OfferError::Invalid(_))
-        ));
-        let report = fleet.report(&ReleaseId([1; 32]), NOW);
-        assert_eq!(report.states.downloading, 1);
-        assert_eq!(report.states.holding(), 0);
-        // A newer one replaces it, and is the one to persist.
-        fleet
-            .offer(&record(1, "a", 6, Some(ReleaseState::Complete), 100))
-            .unwrap();
-        let dirty = fleet.take_dirty();
-        assert_eq!(dirty.len(), 1);
-        assert!(fleet.take_dirty().is_empty());
-        let again = Fleet::from_stored(dirty.into_iter().map(|(_, b)| b));
-        assert_eq!(again.report(&ReleaseId([1; 32]), NOW).states.complete, 1);
-    }
-
-    #[test]
-    fn a_report_counts_states_orders_sites_by_lag_and_lists_failures() {
-        let fleet = Fleet::default();
-        use ReleaseState::*;
-        let rows = [
-            (1, "hq", Some(Activated), 100),
-            (2, "hq", Some(Complete), 100),
-            (3, "branch-1", Some(Downloading), 50),
-            (4, "branch-1", None, 0),
-            (5, "branch-2", Some(Failed), 100),
-            (6, "branch-2", Some(Complete), 100),
-            (7, "branch-1", Some(PausedByWindow), 20),
-        ];
-        for (k, site, state, have) in rows {
-            fleet.offer(&record(k, site, 1, state, have)).unwrap();
-        }
-        let r = fleet.report(&ReleaseId([1; 32]), NOW);
-        assert_eq!(r.nodes, 7);
-        let s = &r.states;
-        assert_eq!(
-            (
-                s.unknown,
-                s.downloading,
-                s.paused,
-                s.complete,
-                s.activated,
-                s.failed
-            ),
-            (1, 1, 1, 2, 1, 1)
-        );
-        let order: Vec<&str> = r.sites.iter().map(|s| s.site.as_str()).collect();
-        assert_eq!(order, ["branch-1", "branch-2", "hq"]);
-        assert_eq!((r.sites[0].nodes, r.sites[0].holding), (3, 0));
-        assert!((r.sites[0].progress - 70.0 / 300.0).abs() < 1e-9);
-        assert_eq!(r.failed.len(), 1);
-        assert_eq!(r.failed[0].site, "branch-2");
-        assert_eq!(r.failed[0].error, "apply exited 5");
-        // Nodes 1, 2 and 6 came to hold it 1, 2 and 6 minutes ago: all within 5 minutes
-        // but the last; two in 5 minutes is 0.4 per minute, and 3 are left (the failed
-        // node is not waited for).
-        assert!((r.holding_per_min - 0.4).abs() < 1e-9);
-        assert!((r.eta_s.unwrap() - 450.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn compliance_gives_times_to_shares_the_72_hour_rule_and_the_missing() {
-        let fleet = Fleet::default();
-        // 100 nodes; node k installed it k hours after it was published, but the last.
-        for k in 1..=100u8 {
-            let key = SigningKey::from_bytes(&[k; 32]);
-            let activated = k <= 99;
-            let body = StatusBody {
-                node: NodeId(key.verifying_key().to_bytes()),
-                site: format!("s{}", k % 3),
-                seq: 1,
-                at_unix_s: NOW,
-                releases: vec![ReleaseStatus {
-                    release: ReleaseId([1; 32]),
-                    state: if activated {
-                        ReleaseState::Activated
-                    } else {
-                        ReleaseState::Downloading
-                    },
-                    chunks_have: 1,
-                    chunks_total: 1,
-                    // Installed k hours after publishing.
-                    since_unix_s: NOW + 3600 * i64::from(k),
-                    error: None,
-                }],
-            };
-            fleet
-                .offer(&SignedStatus::sign(&body, &key).encode())
-                .unwrap();
-        }
-        let facts = |critical| ReleaseFacts {
-            id: ReleaseId([1; 32]),
-            channel: "security/x".into(),
-            version: 1,
-            severity: if critical { "critical" } else { "high" }.into(),
-            critical,
-            published_unix_s: NOW,
-        };
-        let later = NOW + 200 * 3600;
-        let rows = fleet.compliance(&[facts(true), facts(false)], later);
-        let r = &rows[0];
-        assert_eq!((r.nodes, r.activated, r.missing_total), (100, 99, 1));
-        assert_eq!(r.to_50_s, Some(50 * 3600));
-        assert_eq!(r.to_90_s, Some(90 * 3600));
-        assert_eq!(r.to_99_s, Some(99 * 3600));
-        assert_eq!(r.deadline, "missed", "99 % took 99 hours");
-        assert_eq!(rows[1].deadline, "n/a");
-        // Published 30 hours later, the same installs reach 99 % in 69 hours: met.
-        let mut sooner = facts(true);
-        sooner.published_unix_s = NOW + 30 * 3600;
-        let met = fleet.compliance(&[sooner], later);
-        assert_eq!(
-            (met[0].to_99_s, met[0].deadline.as_str()),
-            (Some(69 * 3600), "met")
-        );
-        assert_eq!(r.missing[0].state, "downloading");
-        // Another critical release nobody reports yet: everyone is missing, and the rule is
-        // open until 72 hours have passed, missed after.
-        let mut other = facts(true);
-        other.id = ReleaseId([2; 32]);
-        let early = fleet.compliance(std::slice::from_ref(&other), NOW + 10 * 3600);
-        assert_eq!(early[0].deadline, "open");
-        assert_eq!((early[0].activated, early[0].missing_total), (0, 100));
-        assert_eq!(early[0].to_50_s, None);
-        assert_eq!(early[0].missing[0].state, "unknown");
-        let late = fleet.compliance(&[other], NOW + 73 * 3600);
-        assert_eq!(late[0].deadline, "missed");
-    }
-
-    #[test]
-    fn records_of_unknown_nodes_stop_at_the_limit() {
-        // The limit itself is large; the rule is what is checked, on a record past it.
-        let fleet = Fleet::default();
-        {
-            let mut inner = lock(&fleet.inner);
-            let held = Fleet::from_stored([record(1, "a", 1, None, 0)]);
-            let one = lock(&held.inner).records.values().next().unwrap().clone();
-            for i in 0..FLEET_NODES_MAX {
-                let mut id = [0u8; 32];
-                id[..8].copy_from_slice(&(i as u64).to_le_bytes());
-                inner.records.insert(NodeId(id), one.clone());
-            }
-        }
-        assert_eq!(
-            fleet.offer(&record(2, "a", 1, None, 0)),
-            Err(OfferError::Full)
-        );
-    }
-}
+mod tests;

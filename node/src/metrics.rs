@@ -123,28 +123,24 @@ pub struct Snapshot {
     pub releases: Vec<ReleaseSample>,
     /// Releases by the result of their last installation: (result, count).
     pub activations: Vec<(&'static str, u64)>,
+    /// Data-plane control message bytes: (kind, class, direction, bytes).
+    pub control: Vec<(&'static str, &'static str, &'static str, u64)>,
+    /// The fleet, for the releases this node knows (the newest): (release, state, nodes).
+    pub fleet: Vec<(String, &'static str, u64)>,
+    /// This node's rank among its site's aggregators (0 first), -1 if it does not aggregate.
+    pub aggregator_rank: i64,
+    /// Sites this node has figures of (its own and those with a summary).
+    pub fleet_sites: u64,
 }
 
 impl Snapshot {
     /// The snapshot in the OpenMetrics text format.
     pub fn render(self) -> String {
-        self.render_with("")
-    }
-
-    /// The snapshot followed by `more`, another registry's OpenMetrics text (libp2p's
-    /// gossipsub metrics), with one `# EOF` at the end.
-    pub fn render_with(self, more: &str) -> String {
         let mut registry = Registry::with_prefix("p2pd");
         registry.register_collector(Box::new(self));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
-        if !more.is_empty() {
-            let strip = |t: &str| t.strip_suffix("# EOF\n").unwrap_or(t).to_owned();
-            out = strip(&out);
-            out.push_str(&strip(more));
-            out.push_str("# EOF\n");
-        }
         out
     }
 }
@@ -303,6 +299,48 @@ impl Collector for Snapshot {
             self.activations
                 .iter()
                 .map(|&(r, n)| (vec![("result", r.to_string())], ConstGauge::new(n as i64))),
+        )?;
+        family(
+            &mut e,
+            "control",
+            "Bytes of data-plane control messages (frames, without their QUIC packets), by \
+             message kind, peer class and direction.",
+            Some(&Unit::Bytes),
+            Counter,
+            self.control.iter().map(|&(k, c, d, v)| {
+                let mut l = class_dir(c, d);
+                l.insert(0, ("kind", k.to_string()));
+                (l, ConstCounter::new(v))
+            }),
+        )?;
+        family(
+            &mut e,
+            "fleet_nodes",
+            "Nodes of the fleet by where a release stands on them (this node's view: its \
+             site's records and the other sites' summaries).",
+            None,
+            Gauge,
+            self.fleet.iter().map(|(r, st, n)| {
+                (
+                    vec![("release", r.clone()), ("state", st.to_string())],
+                    ConstGauge::new(*n as i64),
+                )
+            }),
+        )?;
+        single(
+            &mut e,
+            "site_aggregator_rank",
+            "This node's rank among its site's aggregators (0 publishes the site's summary), \
+             -1 when it does not aggregate.",
+            Gauge,
+            ConstGauge::new(self.aggregator_rank),
+        )?;
+        single(
+            &mut e,
+            "fleet_sites",
+            "Sites this node has figures of: its own and those whose summary it holds.",
+            Gauge,
+            ConstGauge::new(self.fleet_sites as i64),
         )?;
         Ok(())
     }

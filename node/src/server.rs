@@ -88,12 +88,11 @@ impl AppState {
         region: String,
         data_dir: std::path::PathBuf,
     ) -> Self {
-        let fleet = Arc::new(crate::fleet::Fleet::from_stored(
-            store.fleet_records().unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read the stored fleet status");
-                Vec::new()
-            }),
-        ));
+        let (records, summaries) = store.fleet().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the stored fleet status");
+            Default::default()
+        });
+        let fleet = Arc::new(crate::fleet::Fleet::from_stored(&site, records, summaries));
         Self {
             store,
             policy,
@@ -206,34 +205,33 @@ async fn dashboard_data(
     let now = jiff::Timestamp::now().as_second();
     let list = releases
         .iter()
-        .map(|r| {
-            (
-                r.id,
-                r.channel.clone(),
-                r.version,
-                r.urgency.severity.to_string(),
-            )
-        })
+        .filter_map(|r| release_facts(&state, &r.id))
         .collect::<Vec<_>>();
-    let releases = blocking(move || {
+    let releases: Vec<crate::dashboard::DashboardRelease> = blocking(move || {
         Ok(list
             .into_iter()
-            .map(
-                |(id, channel, version, severity)| crate::dashboard::DashboardRelease {
-                    id: id.to_hex(),
-                    channel,
-                    version,
-                    severity,
-                    report: fleet.report(&id, now),
-                },
-            )
+            .map(|f| crate::dashboard::DashboardRelease {
+                id: f.id.to_hex(),
+                report: fleet.report(&f.id, Some(&f), now),
+                channel: f.channel,
+                version: f.version,
+                severity: f.severity,
+            })
             .collect())
     })
     .await?;
+    // Every release's failures, newest first: the panel is not limited to the selection.
+    let mut failures: Vec<crate::fleet::FailedNode> = releases
+        .iter()
+        .flat_map(|r| r.report.failed.iter().cloned())
+        .collect();
+    failures.sort_by_key(|f| std::cmp::Reverse(f.since_unix_s));
+    failures.truncate(crate::dashboard::FAILURES_MAX);
     Ok(Json(crate::dashboard::DashboardData {
         node_id: state.node_id.clone(),
         site: state.site.clone(),
         releases,
+        failures,
     }))
 }
 
@@ -275,6 +273,46 @@ async fn metrics(
         None => Vec::new(),
     };
     let wait = |c, d| net.shapers.waited_s(c, d);
+    let mut control = Vec::new();
+    for k in protocol::wire::ControlKind::ALL {
+        for (class, cname) in [(Class::Lan, "lan"), (Class::Wan, "wan")] {
+            for (sent, dname) in [(true, "sent"), (false, "received")] {
+                control.push((k.name(), cname, dname, t.control.get(k, class, sent)));
+            }
+        }
+    }
+    let mut known = net.releases();
+    known.sort_by_key(|r| std::cmp::Reverse(r.urgency.created_unix_s));
+    known.truncate(crate::dashboard::RELEASES_MAX);
+    let facts: Vec<_> = known
+        .iter()
+        .filter_map(|r| release_facts(&state, &r.id))
+        .collect();
+    let fleet_model = state.fleet.clone();
+    let now_s = now.as_second();
+    let fleet = blocking(move || {
+        let mut out = Vec::new();
+        for f in &facts {
+            let s = fleet_model.report(&f.id, Some(f), now_s).states;
+            let hex = f.id.to_hex();
+            for (name, n) in [
+                ("unknown", s.unknown),
+                ("announced", s.announced),
+                ("downloading", s.downloading),
+                ("paused", s.paused),
+                ("complete", s.complete),
+                ("activated", s.activated),
+                ("failed", s.failed),
+                ("superseded", s.superseded),
+                ("refused", s.refused),
+                ("not_followed", s.not_followed),
+            ] {
+                out.push((hex.clone(), name, n));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
     let snapshot = Snapshot {
         transfer: vec![
             ("lan", "received", load(&t.recv_lan)),
@@ -310,12 +348,16 @@ async fn metrics(
             })
             .collect(),
         activations,
+        control,
+        fleet,
+        aggregator_rank: net.aggregate.rank().map_or(-1, |r| r as i64),
+        fleet_sites: state.fleet.sites() as u64,
     };
     // Prometheus asks for OpenMetrics; anything else gets the classic text format.
     let accept = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let text = snapshot.render_with(&net.gossip_metrics_text());
+    let text = snapshot.render();
     let (content_type, text) = if crate::metrics::wants_openmetrics(accept) {
         (crate::metrics::OPENMETRICS_CONTENT_TYPE, text)
     } else {
@@ -511,16 +553,77 @@ async fn peers(State(state): State<Arc<AppState>>) -> Result<Json<Vec<PeerView>>
     Ok(Json(net_of(&state)?.peer_views()))
 }
 
+/// `GET /v1/fleet/{release}` query.
+#[derive(Debug, serde::Deserialize)]
+struct FleetQuery {
+    /// A site whose nodes to list one by one (its records are asked from the site).
+    site: Option<String>,
+}
+
+/// What the store (or the network) knows of release `id`, for the fleet views.
+fn release_facts(state: &AppState, id: &ReleaseId) -> Option<crate::fleet::ReleaseFacts> {
+    if let Some(r) = state.net.get().and_then(|n| n.release(id)) {
+        return Some(crate::fleet::ReleaseFacts {
+            id: r.id,
+            channel: r.channel.clone(),
+            version: r.version,
+            severity: r.urgency.severity.to_string(),
+            critical: r.urgency.severity == protocol::Severity::Critical,
+            published_unix_s: r.urgency.created_unix_s,
+            chunks_total: r.chunks.len() as u32,
+        });
+    }
+    let s = state.store.summary(id).ok().flatten()?;
+    Some(facts_of_summary(&s))
+}
+
+fn facts_of_summary(r: &ReleaseSummary) -> crate::fleet::ReleaseFacts {
+    crate::fleet::ReleaseFacts {
+        id: r.id,
+        channel: r.channel.clone(),
+        version: r.version,
+        severity: r.severity.to_string(),
+        critical: r.severity == protocol::Severity::Critical,
+        published_unix_s: r.created_unix_s,
+        chunks_total: r.unique_chunks.min(u64::from(u32::MAX)) as u32,
+    }
+}
+
 async fn fleet_report(
     State(state): State<Arc<AppState>>,
     UrlPath(release): UrlPath<String>,
+    axum::extract::Query(q): axum::extract::Query<FleetQuery>,
 ) -> Result<Json<crate::fleet::FleetReport>, ApiError> {
     // A full id names any release, known here or not; a prefix must match a stored one.
     let store = state.store.clone();
     let id = blocking(move || resolve(&store, &release)).await?;
-    let fleet = state.fleet.clone();
     let now = jiff::Timestamp::now().as_second();
-    Ok(Json(blocking(move || Ok(fleet.report(&id, now))).await?))
+    let asked = match q.site {
+        None => None,
+        Some(site) if !protocol::wire::valid_name(&site) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_site",
+                format!("{site:?} is not a site name"),
+            ));
+        }
+        Some(site) => {
+            let records = net_of(&state)?
+                .site_records(&site)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "site_unreachable", e))?;
+            Some((site, records))
+        }
+    };
+    let state2 = state.clone();
+    Ok(Json(
+        blocking(move || {
+            let facts = release_facts(&state2, &id);
+            let asked = asked.as_ref().map(|(s, r)| (s.as_str(), r.as_slice()));
+            Ok(state2.fleet.report_with(&id, facts.as_ref(), asked, now))
+        })
+        .await?,
+    ))
 }
 
 /// `GET /v1/report` query.
@@ -540,14 +643,7 @@ async fn compliance_report(
     let mut facts: Vec<crate::fleet::ReleaseFacts> = releases
         .iter()
         .filter(|r| r.created_unix_s >= since)
-        .map(|r| crate::fleet::ReleaseFacts {
-            id: r.id,
-            channel: r.channel.clone(),
-            version: r.version,
-            severity: r.severity.to_string(),
-            critical: r.severity == protocol::Severity::Critical,
-            published_unix_s: r.created_unix_s,
-        })
+        .map(facts_of_summary)
         .collect();
     facts.sort_by(|a, b| {
         a.published_unix_s
@@ -656,13 +752,6 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
         recv_wan_bytes: t.recv_wan.load(Ordering::Relaxed),
         sent_lan_bytes: t.sent_lan.load(Ordering::Relaxed),
         sent_wan_bytes: t.sent_wan.load(Ordering::Relaxed),
-        status_gossip: StatusGossipView {
-            records_sent: t.status_sent.load(Ordering::Relaxed),
-            bytes_sent: t.status_sent_bytes.load(Ordering::Relaxed),
-            wire_bytes_sent: net.gossip_sent_bytes(protocol::wire::STATUS_TOPIC),
-            records_received: t.status_received.load(Ordering::Relaxed),
-            bytes_received: t.status_received_bytes.load(Ordering::Relaxed),
-        },
         control: protocol::wire::ControlKind::ALL
             .iter()
             .map(|&k| {
@@ -681,23 +770,25 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
         refused: net
             .refused()
             .into_iter()
-            .map(|(id, reason)| RefusedRelease {
-                id: id.to_hex(),
-                reason,
+            .map(|r| RefusedRelease {
+                id: r.id.to_hex(),
+                reason: r.reason,
             })
             .collect(),
     }))
 }
 
 /// Where each release stands here, as a fleet status record says it (`since_unix_s` left
-/// 0 for the caller, which knows when each state began): superseded fetches are left out
-/// (the newer version is the one to report). `None` before the network runs.
+/// 0 for the caller, which knows when each state began): releases served or fetched, then
+/// those refused or of channels not followed. `None` before the network runs.
 pub async fn status_releases(
     state: &Arc<AppState>,
 ) -> Option<Vec<protocol::status::ReleaseStatus>> {
     use protocol::status::{ReleaseState, ReleaseStatus, STATUS_RELEASES_MAX, bounded_error};
     let net = state.net.get()?;
-    let progress = progress_of(state, net).await.ok()?;
+    let mut progress = progress_of(state, net).await.ok()?;
+    // The newest first, so that the limit leaves out the oldest.
+    progress.sort_by_key(|p| std::cmp::Reverse(p.published_unix_s));
     let mut out = Vec::new();
     for r in progress {
         let Ok(release) = r.id.parse::<ReleaseId>() else {
@@ -710,6 +801,7 @@ pub async fn status_releases(
                 ReleaseState::Failed,
                 r.install.as_ref().and_then(|i| i.reason.clone()),
             ),
+            (_, Some("superseded")) | ("superseded", _) => (ReleaseState::Superseded, None),
             ("complete", _) => (ReleaseState::Complete, None),
             ("failed", _) => (ReleaseState::Failed, r.error.clone()),
             ("paused", _) => (ReleaseState::PausedByWindow, None),
@@ -719,16 +811,42 @@ pub async fn status_releases(
         };
         out.push(ReleaseStatus {
             release,
+            channel: r.channel,
+            version: r.version,
+            published_unix_s: r.published_unix_s,
             state,
             chunks_have: r.chunks_have,
             chunks_total: r.chunks_total,
             since_unix_s: 0,
+            until_unix_s: r.download_opens_unix_s,
             error: error.map(|e| bounded_error(&e)),
         });
-        if out.len() == STATUS_RELEASES_MAX {
-            break;
-        }
     }
+    for r in net.refused() {
+        let (state, channel, version, published, chunks) = match r.facts {
+            Some(f) => (
+                ReleaseState::NotFollowed,
+                f.channel,
+                f.version,
+                f.published_unix_s,
+                f.chunks_total,
+            ),
+            None => (ReleaseState::Refused, String::new(), 0, 0, 0),
+        };
+        out.push(ReleaseStatus {
+            release: r.id,
+            channel,
+            version,
+            published_unix_s: published,
+            state,
+            chunks_have: 0,
+            chunks_total: chunks,
+            since_unix_s: 0,
+            until_unix_s: None,
+            error: (state == ReleaseState::Refused).then(|| bounded_error(&r.reason)),
+        });
+    }
+    out.truncate(STATUS_RELEASES_MAX);
     Some(out)
 }
 
@@ -755,7 +873,9 @@ async fn progress_of(
     for r in net.releases() {
         let mut p = r.progress();
         if *crate::net::lock(&r.state) == crate::net::ReleaseState::Paused {
-            p.download_opens = net.download_opens(&r).map(text);
+            let opens = net.download_opens(&r);
+            p.download_opens = opens.map(text);
+            p.download_opens_unix_s = opens.map(|t| t.as_second());
         }
         if let (Some(installer), Some(records)) = (state.installer.get(), &records) {
             let mut v = InstallView::default();

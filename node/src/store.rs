@@ -53,6 +53,9 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
 /// The fleet's status records ([`crate::fleet`]): node id -> its latest signed record.
 const FLEET: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("fleet_status");
 
+/// Other sites' summaries ([`crate::fleet`]): site name -> its latest signed summary.
+const FLEET_SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_summaries");
+
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// ([`crate::activate::OUTPUT_TAIL_BYTES_MAX`]) fit in a few KiB.
 const ACTIVATION_BYTES_MAX: usize = 64 << 10;
@@ -287,6 +290,7 @@ impl Store {
             txn.open_table(ACTIVATIONS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(FLEET)?;
+            txn.open_table(FLEET_SUMMARIES)?;
         }
         txn.commit()?;
 
@@ -659,9 +663,14 @@ impl Store {
         Ok(crate::audit::verify(entries.iter().map(|e| (e, None))))
     }
 
-    /// Replaces the stored status records of these nodes, in one transaction.
-    pub fn put_fleet_records(&self, records: &[(NodeId, Vec<u8>)]) -> Result<(), StoreError> {
-        if records.is_empty() {
+    /// Replaces the stored status records of these nodes and summaries of these sites, in
+    /// one transaction.
+    pub fn put_fleet(
+        &self,
+        records: &[(NodeId, Vec<u8>)],
+        summaries: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() && summaries.is_empty() {
             return Ok(());
         }
         let txn = self.db.begin_write()?;
@@ -670,24 +679,38 @@ impl Store {
             for (node, bytes) in records {
                 table.insert(&node.0, bytes.as_slice())?;
             }
+            let mut table = txn.open_table(FLEET_SUMMARIES)?;
+            for (site, bytes) in summaries {
+                table.insert(site.as_str(), bytes.as_slice())?;
+            }
         }
         txn.commit()?;
         Ok(())
     }
 
-    /// Every stored status record (each is verified again when loaded).
-    pub fn fleet_records(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// Every stored status record and summary (each is verified again when loaded).
+    #[allow(clippy::type_complexity)]
+    pub fn fleet(&self) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), StoreError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(FLEET)?;
-        let mut out = Vec::new();
+        let mut records = Vec::new();
         for row in table.iter()? {
             let (_, v) = row?;
-            if out.len() == crate::fleet::FLEET_NODES_MAX {
+            if records.len() == crate::fleet::SITE_RECORDS_MAX {
                 break;
             }
-            out.push(v.value().to_vec());
+            records.push(v.value().to_vec());
         }
-        Ok(out)
+        let table = read.open_table(FLEET_SUMMARIES)?;
+        let mut summaries = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            if summaries.len() == crate::fleet::SITES_MAX {
+                break;
+            }
+            summaries.push(v.value().to_vec());
+        }
+        Ok((records, summaries))
     }
 
     /// Every activation record, by release.

@@ -15,6 +15,8 @@
 //! * [`envelope`]: the [`SignedManifest`] and [`verify_release`], the one gate every manifest
 //!   passes before anything else is done with it.
 //! * [`codec`]: bincode 2 encoding with an explicit size limit on every decode.
+//! * [`status`]: the signed status record a node keeps its site informed with;
+//!   [`summary`]: the signed site summary an aggregator sends across the WAN instead.
 //! * [`wire`]: the node-to-node messages: announcements, the data-plane control stream,
 //!   chunk and manifest requests, framing and chunk bitmaps.
 //! * [`error`]: [`ManifestError`], one variant per rule, naming what broke it.
@@ -31,6 +33,7 @@ pub mod ids;
 pub mod manifest;
 pub mod path;
 pub mod status;
+pub mod summary;
 pub mod wire;
 
 pub use envelope::{
@@ -46,4 +49,4 @@ pub use manifest::{
 
 /// Version of the node-to-node protocol. Carried by every wire message; bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

@@ -27,7 +27,7 @@ pub const STATUS_RELEASES_MAX: usize = 32;
 pub const STATUS_ERROR_BYTES_MAX: usize = 200;
 
 /// Domain separation of the signature.
-const STATUS_CONTEXT: &[u8] = b"p2pd status record v1\0";
+const STATUS_CONTEXT: &[u8] = b"p2pd status record v2\0";
 
 /// Where a release stands on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -44,18 +44,32 @@ pub enum ReleaseState {
     Activated,
     /// The fetch or the installation failed (see the error).
     Failed,
+    /// A newer version of the channel completed first; this one never will.
+    Superseded,
+    /// Refused before anything was fetched (signature, version, expiry: see the error).
+    Refused,
+    /// The node does not follow the release's channel.
+    NotFollowed,
 }
 
 impl ReleaseState {
-    /// Every state, in the order a release moves through them (failed last).
-    pub const ALL: [Self; 6] = [
+    /// Every state, in the order a release moves through them, then the ends that leave it.
+    pub const ALL: [Self; 9] = [
         Self::Announced,
         Self::Downloading,
         Self::PausedByWindow,
         Self::Complete,
         Self::Activated,
         Self::Failed,
+        Self::Superseded,
+        Self::Refused,
+        Self::NotFollowed,
     ];
+
+    /// Position in [`ReleaseState::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// The state's name, as `p2pctl fleet` prints it.
     pub fn name(self) -> &'static str {
@@ -66,6 +80,9 @@ impl ReleaseState {
             Self::Complete => "complete",
             Self::Activated => "activated",
             Self::Failed => "failed",
+            Self::Superseded => "superseded",
+            Self::Refused => "refused",
+            Self::NotFollowed => "not followed",
         }
     }
 
@@ -80,6 +97,12 @@ impl ReleaseState {
 pub struct ReleaseStatus {
     /// The release.
     pub release: ReleaseId,
+    /// Its channel (empty for a release refused before its manifest was read).
+    pub channel: String,
+    /// Its version (0 when the channel is unknown).
+    pub version: u64,
+    /// When it was published (its manifest's creation time), unix seconds; 0 if unknown.
+    pub published_unix_s: i64,
     /// Where it stands.
     pub state: ReleaseState,
     /// Unique chunks held.
@@ -89,6 +112,9 @@ pub struct ReleaseStatus {
     /// Since when it has been in this state, unix seconds: completion and installation times
     /// for throughput and the compliance report.
     pub since_unix_s: i64,
+    /// For a release paused by a closed window: when the window opens, unix seconds (`None`:
+    /// not in sight).
+    pub until_unix_s: Option<i64>,
     /// The last error, if any (at most [`STATUS_ERROR_BYTES_MAX`] bytes).
     pub error: Option<String>,
 }
@@ -100,6 +126,9 @@ pub struct StatusBody {
     pub node: NodeId,
     /// Its site.
     pub site: String,
+    /// Whether it installs releases (`[install] target` is set): nodes that never install
+    /// are not missing an installation.
+    pub installs: bool,
     /// Grows with every record the node sends (its wall clock in milliseconds at sending, or
     /// one more than the last if the clock stepped back).
     pub seq: u64,
@@ -128,6 +157,9 @@ impl StatusBody {
             return Err(StatusError::Invalid("too many releases"));
         }
         for r in &self.releases {
+            if !r.channel.is_empty() && !crate::manifest::is_valid_channel(&r.channel) {
+                return Err(StatusError::Invalid("channel name"));
+            }
             if r.chunks_have > r.chunks_total {
                 return Err(StatusError::Invalid(
                     "more chunks held than the release has",
@@ -242,14 +274,19 @@ mod tests {
         StatusBody {
             node: NodeId(k.verifying_key().to_bytes()),
             site: "branch-17".into(),
+            installs: true,
             seq,
             at_unix_s: 1_795_392_000,
             releases: vec![ReleaseStatus {
                 release: ReleaseId([3; 32]),
+                channel: "security/openssl".into(),
+                version: 7,
+                published_unix_s: 1_795_390_000,
                 state: ReleaseState::Failed,
                 chunks_have: 16_384,
                 chunks_total: 16_384,
                 since_unix_s: 1_795_391_000,
+                until_unix_s: None,
                 error: Some("apply exited 3".into()),
             }],
         }
@@ -260,7 +297,7 @@ mod tests {
         let k = key(1);
         let signed = SignedStatus::sign(&body(&k, 7), &k);
         let bytes = signed.encode();
-        assert!(bytes.len() < 200, "{} bytes", bytes.len());
+        assert!(bytes.len() < 230, "{} bytes", bytes.len());
         let back = SignedStatus::decode(&bytes).unwrap().verify().unwrap();
         assert_eq!(back, body(&k, 7));
     }
@@ -306,6 +343,9 @@ mod tests {
         let mut site = body(&k, 1);
         site.site = "../etc".into();
         assert!(SignedStatus::sign(&site, &k).verify().is_err());
+        let mut channel = body(&k, 1);
+        channel.releases[0].channel = "../../etc".into();
+        assert!(SignedStatus::sign(&channel, &k).verify().is_err());
         // Garbage.
         assert!(SignedStatus::decode(b"\x05garbage").is_err());
     }

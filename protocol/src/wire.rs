@@ -161,7 +161,42 @@ pub enum Control {
         /// The release.
         release: ReleaseId,
     },
+    /// The sender's own signed status record ([`crate::status::SignedStatus`]), sent to
+    /// same-site peers.
+    Status(Vec<u8>),
+    /// Signed site summaries ([`crate::summary::SignedSummary`]): from an aggregator to its
+    /// site's members and to its neighbours in the WAN overlay of aggregators.
+    Summaries(Vec<Vec<u8>>),
+    /// Peers the sender knows: members of the receiver's site, and contacts in other sites.
+    Peers(Vec<PeerEntry>),
+    /// Whether the sender takes the receiver as a neighbour in the WAN overlay of site
+    /// aggregators (summaries are exchanged between neighbours).
+    Overlay(bool),
 }
+
+/// A peer as [`Control::Peers`] describes it: who it is and where its data plane listens.
+/// Claims only: the dialer's TLS handshake proves the node, its hello states its site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// Its node id.
+    pub node: crate::ids::NodeId,
+    /// Its site.
+    pub site: String,
+    /// Its data-plane address for same-site peers.
+    pub lan: std::net::SocketAddr,
+    /// Its data-plane address for peers of other sites.
+    pub wan: std::net::SocketAddr,
+}
+
+/// Most entries in one [`Control::Peers`].
+pub const PEERS_PER_MESSAGE_MAX: usize = 256;
+
+/// Most summaries in one [`Control::Summaries`]; more are sent in several messages.
+pub const SUMMARIES_PER_MESSAGE_MAX: usize = 64;
+
+/// Largest [`ReplyHeader::Records`] body: a site's records (a few hundred bytes each for
+/// sites of hundreds of nodes; the server leaves out what does not fit).
+pub const SITE_RECORDS_BYTES_MAX: usize = 4 << 20;
 
 /// What a [`Control`] message is, for byte counters (a message's bytes are counted under its
 /// kind on both ends).
@@ -175,11 +210,28 @@ pub enum ControlKind {
     Have,
     /// [`Control::Drop`].
     Drop,
+    /// [`Control::Status`].
+    Status,
+    /// [`Control::Summaries`].
+    Summaries,
+    /// [`Control::Peers`].
+    Peers,
+    /// [`Control::Overlay`].
+    Overlay,
 }
 
 impl ControlKind {
     /// Every kind, in counter order ([`ControlKind::index`]).
-    pub const ALL: [Self; 4] = [Self::Hello, Self::Bitmap, Self::Have, Self::Drop];
+    pub const ALL: [Self; 8] = [
+        Self::Hello,
+        Self::Bitmap,
+        Self::Have,
+        Self::Drop,
+        Self::Status,
+        Self::Summaries,
+        Self::Peers,
+        Self::Overlay,
+    ];
 
     /// Position in [`ControlKind::ALL`].
     pub fn index(self) -> usize {
@@ -193,6 +245,10 @@ impl ControlKind {
             Self::Bitmap => "bitmap",
             Self::Have => "have",
             Self::Drop => "drop",
+            Self::Status => "status",
+            Self::Summaries => "summaries",
+            Self::Peers => "peers",
+            Self::Overlay => "overlay",
         }
     }
 }
@@ -205,6 +261,10 @@ impl Control {
             Self::Bitmap { .. } => ControlKind::Bitmap,
             Self::Have { .. } => ControlKind::Have,
             Self::Drop { .. } => ControlKind::Drop,
+            Self::Status(_) => ControlKind::Status,
+            Self::Summaries(_) => ControlKind::Summaries,
+            Self::Peers(_) => ControlKind::Peers,
+            Self::Overlay(_) => ControlKind::Overlay,
         }
     }
 
@@ -237,7 +297,27 @@ impl Control {
                     return Err(WireError::Invalid("have list empty or too long"));
                 }
             }
-            Self::Drop { .. } => {}
+            Self::Drop { .. } | Self::Overlay(_) => {}
+            Self::Status(r) => {
+                if r.len() > crate::status::STATUS_RECORD_BYTES_MAX {
+                    return Err(WireError::Invalid("status record too large"));
+                }
+            }
+            Self::Summaries(list) => {
+                if list.is_empty()
+                    || list.len() > SUMMARIES_PER_MESSAGE_MAX
+                    || list
+                        .iter()
+                        .any(|x| x.len() > crate::summary::SUMMARY_BYTES_MAX)
+                {
+                    return Err(WireError::Invalid("summaries empty, too many or too large"));
+                }
+            }
+            Self::Peers(list) => {
+                if list.len() > PEERS_PER_MESSAGE_MAX || list.iter().any(|p| !valid_name(&p.site)) {
+                    return Err(WireError::Invalid("peer list too long or a bad site name"));
+                }
+            }
         }
         Ok(msg)
     }
@@ -270,6 +350,9 @@ pub enum Request {
     Chunk(ChunkId),
     /// The signed manifest (envelope) of a release.
     Manifest(ReleaseId),
+    /// The signed status records of every member of the server's site it holds (an encoded
+    /// `Vec<Vec<u8>>` follows the [`ReplyHeader::Records`] header).
+    SiteRecords,
 }
 
 impl Request {
@@ -294,6 +377,11 @@ pub enum ReplyHeader {
         /// Length of the envelope.
         len: u32,
     },
+    /// `len` bytes of encoded records follow (for [`Request::SiteRecords`]).
+    Records {
+        /// Length of the encoded list.
+        len: u32,
+    },
     /// The server does not have it (any more).
     NotFound,
     /// The server is at its limit of concurrent requests; try another peer or later.
@@ -308,6 +396,8 @@ impl ReplyHeader {
             (Self::Chunk { len }, Request::Chunk(_)) if len <= CHUNK_BYTES_MAX => {}
             (Self::Manifest { len }, Request::Manifest(_))
                 if len as usize <= crate::envelope::ENVELOPE_BYTES_MAX => {}
+            (Self::Records { len }, Request::SiteRecords)
+                if len as usize <= SITE_RECORDS_BYTES_MAX => {}
             (Self::NotFound | Self::Busy, _) => {}
             _ => return Err(WireError::Invalid("reply does not fit the request")),
         }

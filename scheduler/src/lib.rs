@@ -2,6 +2,8 @@
 //! the time as an argument, so the daemon and the simulator ask the same questions and a test
 //! can ask them at any instant (02:00 on a DST change included).
 //!
+//! * [`control`]: the control plane's cadence and shape: when records and site summaries go
+//!   out, which members aggregate a site, which sites a node talks to across the WAN.
 //! * [`planner`]: the fetch planner: which missing chunk to request from which peer
 //!   (same site first, one WAN crossing per site, rarest first, endgame).
 //! * [`priority`]: which release goes first, and which may fetch outside the download window.
@@ -17,6 +19,7 @@
 //! host: a minimal host with no `/usr/share/zoneinfo` computes the same windows, and every
 //! node of a fleet agrees on them whatever its host's copy is.
 
+pub mod control;
 pub mod planner;
 pub mod priority;
 pub mod rate;

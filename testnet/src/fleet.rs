@@ -499,29 +499,61 @@ impl Fleet {
             .await?)
     }
 
-    /// Waits until every running node has a data-plane connection to every other.
+    /// The data-plane peers of node `i`.
+    pub async fn peers(&self, i: usize) -> anyhow::Result<Vec<node::api::PeerView>> {
+        let none: Option<&()> = None;
+        Ok(self.nodes[i]
+            .client()
+            .call("GET", "/v1/peers", none)
+            .await?)
+    }
+
+    /// What node `i` lacks of the connections every node makes: to each running node of its
+    /// site, to the origin (its bootstrap peer), and, for the origin, from every running node.
+    /// Connections across the WAN to other branches are a few per node, picked by each node,
+    /// and not waited for. Empty when it has them all.
+    async fn missing_peers(&self, i: usize) -> anyhow::Result<Vec<String>> {
+        let peers = self.peers(i).await?;
+        let ids: Vec<String> = {
+            let mut v = Vec::new();
+            for (j, n) in self.nodes.iter().enumerate() {
+                let wanted =
+                    j != i && n.is_running() && (n.site == self.nodes[i].site || i == 0 || j == 0);
+                if wanted {
+                    v.push((j, self.status(j).await?.node_id));
+                }
+            }
+            v.into_iter()
+                .filter(|(_, id)| !peers.iter().any(|p| p.node_id == *id))
+                .map(|(j, _)| self.nodes[j].name.clone())
+                .collect()
+        };
+        Ok(ids)
+    }
+
+    /// Waits until every running node has its data-plane connections: to every node of its
+    /// site and to the origin (and the origin to every node).
     pub async fn wait_connected(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        let want = self.nodes.len() - 1;
         loop {
-            let mut ok = true;
+            let mut missing = Vec::new();
             for i in 0..self.nodes.len() {
-                if self.status(i).await?.peers < want {
-                    ok = false;
+                if !self.nodes[i].is_running() {
+                    continue;
+                }
+                let m = self.missing_peers(i).await?;
+                if !m.is_empty() {
+                    missing.push((self.nodes[i].name.clone(), m));
                     break;
                 }
             }
-            if ok {
+            if missing.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let mut counts = Vec::new();
-                for i in 0..self.nodes.len() {
-                    counts.push(self.status(i).await?.peers);
-                }
-                anyhow::bail!("peers did not all connect: {counts:?}");
+                anyhow::bail!("peers did not all connect: {missing:?}");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -114,11 +114,7 @@ async fn run(
     let fleet = Fleet::start(scenario, &dir, true).await?;
     fleet.wait_connected(Duration::from_secs(60)).await?;
     println!("all nodes connected; publishing v1");
-    let gossip_before = status_gossip(&fleet).await?;
     let d1 = distribute_with_bars(&fleet, 1).await?;
-    // The records that say "complete" go out within a second of it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let gossip = status_gossip(&fleet).await? - gossip_before;
     let n1 = fleet.check_exports(&d1.release, 1).await?;
     println!("{}", report::render("v1", &d1));
     println!("exports checked byte for byte on {n1} nodes");
@@ -136,15 +132,6 @@ async fn run(
         sim_all / real_all,
         simulated.origin_egress as f64 / simulated.release_bytes as f64,
         d1.origin_egress as f64 / d1.bytes.max(1) as f64
-    );
-    // What gossipsub sent for them: every copy to every peer, duplicates and the libp2p
-    // envelope included (libp2p's own count).
-    println!(
-        "status gossip during v1: {} records of {} bytes; gossipsub sent {} bytes for them ({:.3} % of the release)\n",
-        gossip.records,
-        gossip.bytes,
-        gossip.wire,
-        gossip.wire as f64 * 100.0 / d1.bytes.max(1) as f64
     );
     let mut results = vec![d1];
     if has_v2 {
@@ -166,36 +153,6 @@ async fn run(
         println!("wrote {}", path.display());
     }
     Ok(())
-}
-
-/// Records and bytes of status gossip sent by all nodes so far.
-#[derive(Debug, Clone, Copy, Default)]
-struct Gossip {
-    records: u64,
-    bytes: u64,
-    wire: u64,
-}
-
-impl std::ops::Sub for Gossip {
-    type Output = Self;
-    fn sub(self, o: Self) -> Self {
-        Self {
-            records: self.records - o.records,
-            bytes: self.bytes - o.bytes,
-            wire: self.wire - o.wire,
-        }
-    }
-}
-
-async fn status_gossip(fleet: &Fleet) -> anyhow::Result<Gossip> {
-    let mut g = Gossip::default();
-    for i in 0..fleet.nodes.len() {
-        let s = fleet.status(i).await?;
-        g.records += s.status_gossip.records_sent;
-        g.bytes += s.status_gossip.bytes_sent;
-        g.wire += s.status_gossip.wire_bytes_sent;
-    }
-    Ok(g)
 }
 
 fn sim(

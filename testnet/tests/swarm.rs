@@ -130,7 +130,8 @@ fn dashboard_shows(port: u16, release: &str) {
         eprintln!("SKIPPED dashboard check: no Chromium here; .ci/run installs it");
         return;
     };
-    let url = format!("http://127.0.0.1:{port}/");
+    // The selection is in the address: a link shows the same release.
+    let url = format!("http://127.0.0.1:{port}/#release={release}");
     let profile = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
         let out = std::process::Command::new(chromium)
@@ -165,6 +166,10 @@ fn dashboard_shows(port: u16, release: &str) {
         .find(|r| r.contains(&format!("data-release=\"{release}\"")))
         .unwrap_or_else(|| panic!("no row for {release}:\n{dom}"));
     assert!(row.contains("12/13 (92.3 %)"), "{row}");
+    assert!(
+        row.starts_with("data-release") && row.contains("class=\"selected\""),
+        "{row}"
+    );
     assert!(row.contains("<td class=\"failed\">1</td>"), "{row}");
     assert_eq!(
         dom.matches("role=\"listitem\"").count(),
@@ -206,12 +211,19 @@ async fn fleet_view(
             .output()
             .await
             .unwrap();
-        assert!(
-            out.status.success(),
-            "p2pctl fleet: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: node::fleet::FleetReport = serde_json::from_slice(&out.stdout).unwrap();
+        let r: node::fleet::FleetReport = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "p2pctl fleet: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        // Scripts and alerts can tell from the exit code alone.
+        let want = if r.states.failed > 0 {
+            node::cli::exit::NODES_FAILED
+        } else {
+            0
+        };
+        assert_eq!(out.status.code(), Some(want), "{r:?}");
         if done(&r) {
             return r;
         }

@@ -1,13 +1,17 @@
-//! Writes the status records of a simulated fleet into a node's store, as gossip would have
-//! left them: `fleet_records STORE_DIR RELEASE_HEX SITES NODES_PER_SITE`. States are spread
-//! as in a distribution under way (most sites done, a few downloading or held back by their
-//! window, a few with a failed installation, one not yet told). Prints the store file's growth in bytes and
-//! the in-process aggregation time (the figure `benches/fleet.sh` measures end to end).
+//! Writes the fleet status a node of site `bench` holds in a fleet of SITES × NODES nodes:
+//! the records of its own site's NODES members, and the signed summary of every other site
+//! (made from that site's records, as its aggregator would), into the node's store:
+//! `fleet_records STORE_DIR RELEASE_HEX SITES NODES_PER_SITE`. States are spread as in a
+//! distribution under way (most sites done, a few downloading or held back by their window, a
+//! few with a failed installation, one not yet told). Prints the bytes written, the store
+//! file's growth and the in-process aggregation time (the figure `benches/fleet.sh` measures
+//! end to end).
 
 use ed25519_dalek::SigningKey;
 use node::fleet::Fleet;
 use node::store::Store;
 use protocol::status::{ReleaseState, ReleaseStatus, SignedStatus, StatusBody};
+use protocol::summary::{Contact, SignedSummary, SummaryBody, site_releases};
 use protocol::{NodeId, ReleaseId};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -25,7 +29,16 @@ fn main() -> anyhow::Result<()> {
     let store = Store::open(&dir)?;
     let now = jiff::Timestamp::now().as_second();
     let mut records = Vec::new();
+    let mut summaries = Vec::new();
     for s in 0..sites {
+        // Site 0 is the node's own: its records are kept; every other site is a summary.
+        let site = if s == 0 {
+            "bench".to_string()
+        } else {
+            format!("branch-{s:03}")
+        };
+        let mut bodies = Vec::new();
+        let mut aggregator = None;
         for n in 0..per_site {
             let i = s * per_site + n;
             let mut seed = [0u8; 32];
@@ -54,37 +67,68 @@ fn main() -> anyhow::Result<()> {
             };
             let body = StatusBody {
                 node: NodeId(key.verifying_key().to_bytes()),
-                site: format!("branch-{s:03}"),
+                site: site.clone(),
+                installs: true,
                 seq: 1,
                 at_unix_s: now,
                 releases: state
                     .map(|state| ReleaseStatus {
                         release,
+                        channel: "security/openssl".into(),
+                        version: 1,
+                        published_unix_s: now - 3600,
                         state,
                         chunks_have: have,
                         chunks_total: 16_384,
                         since_unix_s: now - i64::from(i % 600),
+                        until_unix_s: (state == ReleaseState::PausedByWindow).then_some(now + 7200),
                         error,
                     })
                     .into_iter()
                     .collect(),
             };
-            let signed = SignedStatus::sign(&body, &key).encode();
-            records.push((body.node, signed));
+            if s == 0 {
+                records.push((body.node, SignedStatus::sign(&body, &key).encode()));
+            }
+            aggregator.get_or_insert(key);
+            bodies.push(body);
+        }
+        if s > 0 {
+            let key = aggregator.expect("a site has nodes");
+            let refs: Vec<&StatusBody> = bodies.iter().collect();
+            let node = NodeId(key.verifying_key().to_bytes());
+            let body = SummaryBody {
+                site: site.clone(),
+                aggregator: node,
+                seq: 1,
+                at_unix_s: now,
+                nodes: bodies.len() as u32,
+                installers: bodies.len() as u32,
+                contacts: vec![Contact {
+                    node,
+                    wan: "192.0.2.1:7402".parse()?,
+                }],
+                releases: site_releases(&refs),
+            };
+            summaries.push((site, SignedSummary::sign(&body, &key).encode()));
         }
     }
     let record_bytes: usize = records.iter().map(|(_, b)| b.len()).sum();
-    store.put_fleet_records(&records)?;
+    let summary_bytes: usize = summaries.iter().map(|(_, b)| b.len()).sum();
+    store.put_fleet(&records, &summaries)?;
     drop(store);
     let after = std::fs::metadata(&file)?.len();
     let store = Store::open(&dir)?;
-    let fleet = Fleet::from_stored(store.fleet_records()?);
+    let (records_held, summaries_held) = store.fleet()?;
+    let fleet = Fleet::from_stored("bench", records_held, summaries_held);
     let start = Instant::now();
-    let report = fleet.report(&release, now);
+    let report = fleet.report(&release, None, now);
     let took = start.elapsed();
     println!(
-        "records {} ({record_bytes} bytes encoded); store grew {} bytes; in-process report {:.2} ms ({} hold it)",
+        "{} records ({record_bytes} bytes encoded) and {} summaries ({summary_bytes} bytes) for {} nodes; store grew {} bytes; in-process report {:.2} ms ({} hold it)",
         records.len(),
+        summaries.len(),
+        report.nodes,
         after.saturating_sub(before),
         took.as_secs_f64() * 1e3,
         report.states.holding()

@@ -20,7 +20,8 @@ use std::path::PathBuf;
     after_help = "Exit codes:\n  0  ok\n  1  the operation failed\n  2  bad command line\n  \
         3  p2pd is not running, or its socket may not be used\n  \
         4  refused: untrusted key, version not newer, invalid path, file changed, ...\n  \
-        5  verify found missing or corrupt chunks or a bad signature\n\n\
+        5  verify found missing or corrupt chunks or a bad signature\n  \
+        6  fleet: nodes failed to fetch or install the release\n\n\
         Publish in three steps:\n  p2pctl keygen --out publisher.pem      # once; add the printed key to p2pd.toml [trust]\n  \
         p2pctl publish ./patch --channel security/openssl --version 3 --key publisher.pem\n  \
         p2pctl verify <release-id>"
@@ -121,9 +122,10 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Show where a release stands across the fleet, from the status records this node holds:
-    /// nodes by state, the sites furthest behind, failed nodes with their errors, the rate at
-    /// which nodes complete and when all will have.
+    /// Show where a release stands across the fleet: nodes by state (every node counted
+    /// once), the sites furthest behind, failed nodes with their errors, the rate at which
+    /// nodes come to hold it and when the rest will. This node's site is counted from its
+    /// members' records, other sites from their summaries. Exits 6 when nodes failed.
     Fleet {
         /// Release id (or a unique prefix of one stored here).
         release: String,
@@ -133,10 +135,15 @@ enum Command {
         /// Sites to list, furthest behind first (--json lists all).
         #[arg(long, default_value_t = 20)]
         sites: usize,
+        /// List every node of this site (asked from a member of that site).
+        #[arg(long)]
+        site: Option<String>,
     },
-    /// Compliance report from the fleet's status records: per release published in the
-    /// period, the share of nodes that installed it, the time to 50/90/99 %, whether a
-    /// critical release reached 99 % within 72 hours, and the nodes still missing it.
+    /// Compliance report from the fleet's status: per release published in the period, the
+    /// share of installing nodes that installed it (or a newer version of its channel), the
+    /// time to 50/90/99 % (from delay buckets: at most a quarter late), whether a critical
+    /// release reached 99 % within 72 hours, and who is still missing it (this site's nodes
+    /// by name, other sites by count). Nodes that never install are not held to it.
     Report {
         /// Releases published since then: a time back from now (30d) or an RFC 3339 instant.
         #[arg(long, default_value = "30d")]
@@ -501,7 +508,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             release,
             watch,
             sites,
-        } => fleet(&client, &release, watch, sites, cli.json).await,
+            site,
+        } => fleet(&client, &release, watch, sites, site.as_deref(), cli.json).await,
         Command::Report { since, format } => {
             let format = if cli.json { "json".to_string() } else { format };
             report(&client, &since, &format).await
@@ -545,17 +553,18 @@ fn render_report(rows: &[node::fleet::ComplianceRow], format: &str) -> String {
             out.push('\n');
         }
         "csv" => {
-            out.push_str("release,channel,version,severity,published,nodes,activated,activated_share,to_50_s,to_90_s,to_99_s,deadline_72h,missing\n");
+            out.push_str("release,channel,version,severity,published,nodes,installers,activated,activated_share,to_50_s,to_90_s,to_99_s,deadline_72h,missing\n");
             for r in rows {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{:.4},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{}",
                     r.release,
                     csv_field(&r.channel),
                     r.version,
                     r.severity,
                     when(r.published_unix_s.saturating_mul(1000)),
                     r.nodes,
+                    r.installers,
                     r.activated,
                     r.activated_share,
                     secs(r.to_50_s),
@@ -579,7 +588,7 @@ fn render_report(rows: &[node::fleet::ComplianceRow], format: &str) -> String {
                     r.severity,
                     when(r.published_unix_s.saturating_mul(1000)),
                     r.activated,
-                    r.nodes,
+                    r.installers,
                     r.activated_share * 100.0,
                     dur(r.to_50_s),
                     dur(r.to_90_s),
@@ -600,12 +609,14 @@ fn render_report(rows: &[node::fleet::ComplianceRow], format: &str) -> String {
                 for m in &r.missing {
                     let _ = writeln!(out, "- {} ({}): {}", m.node, m.site, m.state);
                 }
-                if (r.missing.len() as u64) < r.missing_total {
+                for m in &r.missing_sites {
                     let _ = writeln!(
                         out,
-                        "- … {} more (--format json lists up to {})",
-                        r.missing_total - r.missing.len() as u64,
-                        node::fleet::MISSING_LISTED_MAX
+                        "- {} nodes of site {} (p2pctl fleet {} --site {} names them)",
+                        m.nodes,
+                        m.site,
+                        &r.release[..12.min(r.release.len())],
+                        m.site
                     );
                 }
             }
@@ -631,11 +642,15 @@ async fn fleet(
     release: &str,
     watch: bool,
     sites: usize,
+    site: Option<&str>,
     json: bool,
 ) -> Result<(), Failure> {
     use node::fleet::FleetReport;
     let none: Option<&()> = None;
-    let path = format!("/v1/fleet/{release}");
+    let path = match site {
+        Some(s) => format!("/v1/fleet/{release}?site={s}"),
+        None => format!("/v1/fleet/{release}"),
+    };
     loop {
         let r: FleetReport = client.call("GET", &path, none).await?;
         if json {
@@ -648,6 +663,12 @@ async fn fleet(
             print!("{}", fleet_text(&r, sites));
         }
         if !watch {
+            if r.states.failed > 0 {
+                return Err(fail(
+                    exit::NODES_FAILED,
+                    format!("{} nodes failed to fetch or install it", r.states.failed),
+                ));
+            }
             return Ok(());
         }
         tokio::time::sleep(FLEET_WATCH_INTERVAL).await;
@@ -665,53 +686,97 @@ fn fleet_text(r: &node::fleet::FleetReport, sites: usize) -> String {
         }
     };
     let mut out = String::new();
+    let name = if r.channel.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} v{})", r.channel, r.version)
+    };
     let _ = writeln!(
         out,
-        "release {}: {} nodes, {} hold it ({:.1} %)",
+        "release {}{name}: {} nodes, {} hold it ({:.1} %), {} covered by a newer version",
         &r.release[..12.min(r.release.len())],
         r.nodes,
         s.holding(),
-        pct(s.holding())
+        pct(s.holding()),
+        s.superseded
     );
-    let _ = writeln!(
-        out,
-        "  activated {} · complete {} · downloading {} · paused {} · announced {} · not yet known {} · failed {}",
-        s.activated, s.complete, s.downloading, s.paused, s.announced, s.unknown, s.failed
-    );
+    // Every node once; the parts add up to the total above.
+    let parts: Vec<String> = [
+        ("activated", s.activated),
+        ("complete", s.complete),
+        ("superseded", s.superseded),
+        ("downloading", s.downloading),
+        ("announced", s.announced),
+        ("not yet known", s.unknown),
+        ("paused by its window", s.paused),
+        ("failed", s.failed),
+        ("refused", s.refused),
+        ("not following the channel", s.not_followed),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect();
+    let _ = writeln!(out, "  {}", parts.join(" · "));
+    let moving = s.moving();
     match r.eta_s {
         Some(eta) => {
             let _ = writeln!(
                 out,
-                "  {:.1} nodes/min over the last 5 min; the rest in about {}",
+                "  {:.1} nodes/min over the last 5 min; the {moving} still moving in about {}",
                 r.holding_per_min,
                 humantime::format_duration(std::time::Duration::from_secs(eta.round() as u64))
             );
         }
-        None if s.holding() == r.nodes && r.nodes > 0 => {
-            let _ = writeln!(out, "  every node holds it");
-        }
-        None if s.holding() + s.failed == r.nodes && r.nodes > 0 => {
+        None if moving == 0 && s.paused == 0 => {
             let _ = writeln!(
                 out,
-                "  every node holds it but the {} that failed",
-                s.failed
+                "  done: every node holds it or a newer version, or will not ({} failed, {} refused, {} not following)",
+                s.failed, s.refused, s.not_followed
             );
         }
+        None if moving == 0 => {}
         None => {
-            let _ = writeln!(out, "  no node completed it in the last 5 min");
+            let _ = writeln!(
+                out,
+                "  {moving} still moving; none came to hold it in the last 5 min"
+            );
         }
     }
-    let behind: Vec<_> = r.sites.iter().filter(|x| x.holding < x.nodes).collect();
+    if s.paused > 0 {
+        let opens = r.window_opens_unix_s.map_or_else(
+            || "not in sight".to_string(),
+            |t| when(t.saturating_mul(1000)),
+        );
+        let _ = writeln!(
+            out,
+            "  {} wait for their download window (the first opens {opens}); not counted in the ETA",
+            s.paused
+        );
+    }
+    let behind: Vec<_> = r
+        .sites
+        .iter()
+        .filter(|x| x.holding + x.superseded < x.nodes || x.stale)
+        .collect();
     if !behind.is_empty() {
         let _ = writeln!(
             out,
-            "\n{:<24} {:>6} {:>8} {:>7} {:>9}",
+            "\n{:<24} {:>6} {:>8} {:>7} {:>9}  FROM",
             "SITE (furthest behind)", "NODES", "HOLDING", "FAILED", "PROGRESS"
         );
         for x in behind.iter().take(sites) {
+            let from = match x.age_s {
+                Some(age) => format!(
+                    "summary {} ago{}",
+                    humantime::format_duration(std::time::Duration::from_secs(age as u64)),
+                    if x.stale { " (stale)" } else { "" }
+                ),
+                None => x.from.clone(),
+            };
             let _ = writeln!(
                 out,
-                "{:<24} {:>6} {:>8} {:>7} {:>8.1}%",
+                "{:<24} {:>6} {:>8} {:>7} {:>8.1}%  {from}",
                 x.site,
                 x.nodes,
                 x.holding,
@@ -723,8 +788,38 @@ fn fleet_text(r: &node::fleet::FleetReport, sites: usize) -> String {
             let _ = writeln!(out, "… and {} more sites behind", behind.len() - sites);
         }
     }
-    if !r.failed.is_empty() {
-        let _ = writeln!(out, "\nFAILED ({})", s.failed);
+    if !r.nodes_detail.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<14} {:<14} {:>8}  SINCE",
+            "NODE", "STATE", "CHUNKS"
+        );
+        for d in &r.nodes_detail {
+            let since = if d.since_unix_s > 0 {
+                when(d.since_unix_s.saturating_mul(1000))
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                out,
+                "{:<14} {:<14} {:>8}  {since}{}",
+                &d.node[..12.min(d.node.len())],
+                d.state,
+                d.chunks_have,
+                d.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if s.failed > 0 {
+        let _ = writeln!(
+            out,
+            "\nFAILED ({}; {} listed, summaries name a few per site: --site NAME lists all)",
+            s.failed,
+            r.failed.len()
+        );
         for f in &r.failed {
             let _ = writeln!(
                 out,

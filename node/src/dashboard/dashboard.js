@@ -1,7 +1,14 @@
 // p2pd fleet dashboard: reads dashboard/data every two seconds and draws it. Read-only.
+// The selected release is in the address (#release=<id>), so a link shows the same view.
 "use strict";
 
-let selected = null;
+const fromHash = () => new URLSearchParams(location.hash.slice(1)).get("release");
+let selected = fromHash();
+window.addEventListener("hashchange", () => { selected = fromHash(); refresh(); });
+const select = (id) => {
+  selected = id;
+  history.replaceState(null, "", "#release=" + encodeURIComponent(id));
+};
 
 const el = (tag, attrs = {}, text) => {
   const e = document.createElement(tag);
@@ -32,15 +39,16 @@ function drawReleases(data) {
       [`${r.channel} v${r.version} (${r.id.slice(0, 12)})`, ""],
       [r.severity, ""],
       [`${hold}/${r.report.nodes} (${pct(hold, r.report.nodes)})`, "hold"],
-      [s.activated, "activated"], [s.complete, "complete"], [s.downloading, "downloading"],
-      [s.paused, "paused"], [s.unknown, "unknown"], [s.failed, "failed"],
+      [s.activated, "activated"], [s.complete, "complete"], [s.superseded, "superseded"],
+      [s.downloading, "downloading"], [s.paused, "paused"], [s.unknown, "unknown"],
+      [s.failed, "failed"], [s.refused + s.not_followed, "refused"],
       [r.report.holding_per_min.toFixed(1) + "/min", ""], [dur(r.report.eta_s), ""],
     ];
     for (const [v, cls] of cells) {
       const td = el("td", cls ? { class: cls } : {}, v);
       tr.append(td);
     }
-    tr.addEventListener("click", () => { selected = r.id; refresh(); });
+    tr.addEventListener("click", () => { select(r.id); refresh(); });
     body.append(tr);
   }
 }
@@ -55,9 +63,10 @@ function drawGrid(release) {
   for (const s of sites) {
     let cls = "waiting";
     if (s.failed > 0) cls = "failed";
-    else if (s.holding === s.nodes) cls = "done";
+    else if (s.holding + s.superseded >= s.nodes) cls = "done";
     else if (s.progress > 0) cls = "moving";
-    const title = `${s.site}: ${s.holding}/${s.nodes} hold it, ${s.failed} failed, ${(100 * s.progress).toFixed(0)} % of chunks`;
+    const age = s.age_s === null || s.age_s === undefined ? "" : `, summary ${dur(s.age_s)} old${s.stale ? " (stale)" : ""}`;
+    const title = `${s.site}: ${s.holding}/${s.nodes} hold it, ${s.superseded} a newer version, ${s.failed} failed, ${(100 * s.progress).toFixed(0)} % of chunks${age}`;
     const c = el("div", { class: `cell ${cls}`, role: "listitem", title, "data-site": s.site });
     c.style.setProperty("--p", `${(100 * s.progress).toFixed(0)}%`);
     c.addEventListener("mouseenter", () => {
@@ -67,15 +76,16 @@ function drawGrid(release) {
   }
 }
 
-function drawFailures(release) {
+function drawFailures(data) {
   const body = document.querySelector("#failures tbody");
   body.replaceChildren();
-  const failed = release ? release.report.failed : [];
-  document.getElementById("failed-count").textContent =
-    release ? `(${release.report.states.failed})` : "";
-  for (const f of failed) {
-    const tr = el("tr");
-    tr.append(el("td", {}, f.node.slice(0, 12)), el("td", {}, f.site),
+  const total = data.releases.reduce((n, r) => n + r.report.states.failed, 0);
+  document.getElementById("failed-count").textContent = `(${total})`;
+  const names = new Map(data.releases.map((r) => [r.id, `${r.channel} v${r.version}`]));
+  for (const f of data.failures) {
+    const tr = el("tr", { "data-release": f.release });
+    tr.append(el("td", {}, names.get(f.release) || f.release.slice(0, 12)),
+      el("td", {}, f.node.slice(0, 12)), el("td", {}, f.site),
       el("td", {}, when(f.since_unix_s)), el("td", { class: "error" }, f.error));
     body.append(tr);
   }
@@ -94,7 +104,7 @@ async function refresh() {
     const release = data.releases.find((r) => r.id === selected) || null;
     drawReleases(data);
     drawGrid(release);
-    drawFailures(release);
+    drawFailures(data);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.loaded = "true";
   } catch (e) {

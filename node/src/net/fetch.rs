@@ -326,7 +326,6 @@ async fn fetch(
         from_lan = release.from_lan.load(Ordering::Relaxed),
         from_wan = release.from_wan.load(Ordering::Relaxed),
         seconds = started.elapsed().as_secs_f64(), "release complete");
-    let _ = net.swarm.try_send(super::SwarmCommand::Provide(release.id));
     Ok(true)
 }
 

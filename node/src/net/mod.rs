@@ -1,9 +1,11 @@
-//! The network: the libp2p control plane ([`swarm`]), the quinn data plane ([`peer`],
-//! [`quic`]) and the fetcher ([`fetch`]) that turns announcements into verified chunks.
+//! The network: peer discovery over libp2p ([`swarm`]), the quinn data plane ([`peer`],
+//! [`quic`]), the fetcher ([`fetch`]) that turns bitmaps into verified chunks, and the
+//! fleet's status in two levels ([`aggregate`]: records in the site, summaries across the
+//! WAN).
 //!
 //! ```text
-//!  gossipsub announcement ──► Net::learn_release ──► manifest over the data plane
-//!  peer bitmap of unknown release ─┘                  │ verify_release (trust, version, expiry)
+//!  peer bitmap of unknown release ──► Net::learn_release ──► manifest over the data plane
+//!                                                     │ verify_release (trust, version, expiry)
 //!                                                     ▼
 //!                              store.add_pending ──► fetch::run (planner ► requests ► verify
 //!                                                     ► pack ► checkpoint ► Have to peers)
@@ -14,7 +16,14 @@
 //! [`Net`] is the shared state: connected peers and what they have, the releases this node
 //! serves or fetches, strikes and bans, traffic counters. Peers are classed LAN (same site)
 //! or WAN (another site) from the site they declare in their data-plane hello.
+//!
+//! Who a node connects to on the data plane: every peer of its own site it learns of (from
+//! mDNS, its bootstrap peers, and the peer lists peers send, [`Control::Peers`]); its
+//! bootstrap peers; [`NetworkSection::wan_peers`] peers of other sites picked by rendezvous
+//! hashing ([`scheduler::control::pick_across_sites`]); and, on a site aggregator, its WAN
+//! overlay neighbours. So a node's WAN connections do not grow with the fleet.
 
+pub mod aggregate;
 pub mod fetch;
 pub mod peer;
 pub mod quic;
@@ -28,7 +37,7 @@ use crate::store::Store;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use peer::Peer;
-use protocol::wire::{Announcement, Bitmap, Control, ControlKind};
+use protocol::wire::{Bitmap, Control, ControlKind, PeerEntry};
 use protocol::{ChunkRef, Manifest, NodeId, ReleaseId, TrustPolicy, VerifiedRelease};
 use scheduler::window::{Window, WindowState};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -36,7 +45,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 /// Strikes (bad chunks) after which a peer is banned.
 pub const STRIKES_TO_BAN: u32 = 3;
@@ -51,7 +60,8 @@ const STRIKE_RECORDS_MAX: usize = 4096;
 /// Releases whose refusal is remembered, so a peer repeating a bad announcement costs nothing.
 const REFUSED_MAX: usize = 1024;
 
-/// How long a refused release is not looked at again.
+/// How long a refused release is not looked at again (one of a channel this node does not
+/// follow is not looked at again at all: the configuration does not change while it runs).
 const REFUSED_TTL: Duration = Duration::from_secs(600);
 
 /// Most releases this node serves and advertises (newest first). Older ones stay in the store
@@ -67,6 +77,13 @@ const REDIAL_INTERVAL: Duration = Duration::from_secs(5);
 /// Peers remembered from the control plane (where to dial them). Past it, new ones are not
 /// remembered; they can still dial us.
 const KNOWN_PEERS_MAX: usize = 4096;
+
+/// Peers of other sites a peer list names at most: enough for the receiver to pick its WAN
+/// peers from, few enough to cost nothing.
+const PEX_OTHERS_MAX: usize = 16;
+
+/// How long asking another site for its records may take to reach a member of it.
+const SITE_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Manifests fetched at once (each can be up to 64 MiB).
 const MANIFEST_FETCHES_MAX: usize = 4;
@@ -120,7 +137,45 @@ impl WindowGate {
 struct Refusal {
     at: Instant,
     reason: String,
+    /// What the manifest said, when it was read (a release of a channel not followed).
+    facts: Option<RefusedFacts>,
 }
+
+impl Refusal {
+    /// Whether it still holds at `now` (see [`REFUSED_TTL`]).
+    fn is_live(&self, now: Instant) -> bool {
+        self.facts.is_some() || now.duration_since(self.at) < REFUSED_TTL
+    }
+}
+
+/// A release this node read and would not fetch, as its status record reports it.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The release.
+    pub id: ReleaseId,
+    /// Why.
+    pub reason: String,
+    /// What its manifest says, if it was read: the node does not follow its channel.
+    pub facts: Option<RefusedFacts>,
+}
+
+/// A refused release's channel, version, publishing time and size, from its manifest.
+#[derive(Debug, Clone)]
+pub struct RefusedFacts {
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// Manifest creation time, unix seconds.
+    pub published_unix_s: i64,
+    /// Unique chunks.
+    pub chunks_total: u32,
+}
+
+/// The error of a manifest whose channel this node does not follow.
+#[derive(Debug, thiserror::Error)]
+#[error("channel {} is not followed", .0.channel)]
+struct NotFollowed(RefusedFacts);
 
 /// A traffic class: same site or another site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,14 +203,6 @@ pub struct Traffic {
     pub chunks_failed: AtomicU64,
     /// Peers banned since start.
     pub bans: AtomicU64,
-    /// Status records this node gossiped.
-    pub status_sent: AtomicU64,
-    /// Bytes of the status records this node gossiped.
-    pub status_sent_bytes: AtomicU64,
-    /// Status records gossip delivered here (each once).
-    pub status_received: AtomicU64,
-    /// Bytes of the status records gossip delivered here.
-    pub status_received_bytes: AtomicU64,
     /// Data-plane control-stream bytes, by message kind, class and direction.
     pub control: ControlBytes,
 }
@@ -459,6 +506,8 @@ impl Release {
                     .as_secs_f64()
             }),
             download_opens: None,
+            download_opens_unix_s: None,
+            published_unix_s: self.urgency.created_unix_s,
             install: None,
         }
     }
@@ -481,19 +530,6 @@ struct Strikes {
     banned_until: Option<Instant>,
 }
 
-/// Commands to the libp2p swarm task.
-#[derive(Debug)]
-pub enum SwarmCommand {
-    /// Gossip an announcement.
-    Announce(Announcement),
-    /// Put a provider record for a release.
-    Provide(ReleaseId),
-    /// Look up providers of a release and connect to them.
-    FindProviders(ReleaseId),
-    /// Gossip this node's status record (encoded [`protocol::status::SignedStatus`]).
-    Status(Vec<u8>),
-}
-
 /// This node's identity and place.
 #[derive(Debug, Clone)]
 pub struct Local {
@@ -514,6 +550,8 @@ pub struct Net {
     /// Who this node is.
     pub local: Local,
     keypair: Keypair,
+    /// The node key (signs site summaries when this node aggregates).
+    pub(crate) signing: ed25519_dalek::SigningKey,
     config: NetworkSection,
     policy: TrustPolicy,
     store: Arc<Store>,
@@ -526,12 +564,13 @@ pub struct Net {
     releases: RwLock<HashMap<ReleaseId, Arc<Release>>>,
     refused: Mutex<HashMap<ReleaseId, Refusal>>,
     learning: Mutex<HashSet<ReleaseId>>,
-    /// libp2p's gossipsub metrics (messages and bytes per topic, duplicates included), for
-    /// `/metrics` and the status gossip figures.
-    pub gossip_metrics: Mutex<prometheus_client::registry::Registry>,
-    /// The fleet's status records, where gossiped ones are offered (set by the daemon).
+    /// The bootstrap peers (libp2p peer ids of `network.bootstrap`).
+    bootstrap: Mutex<HashSet<PeerId>>,
+    /// The fleet's records and summaries, where those from peers are offered (set by the
+    /// daemon).
     pub fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
-    swarm: mpsc::Sender<SwarmCommand>,
+    /// The site's aggregation and the WAN overlay.
+    pub(crate) aggregate: aggregate::Aggregate,
     /// Woken when peers or their bitmaps change; fetchers re-plan.
     pub(crate) wake: Notify,
     /// Signalled when a release completes (fetched or published); activation looks again.
@@ -580,6 +619,12 @@ pub fn parse_bootstrap(s: &str) -> Result<(Multiaddr, PeerId), String> {
     }
 }
 
+/// The peer id of a node id (its ed25519 key), if the bytes are a valid key.
+pub fn peer_id_of(node: &NodeId) -> Option<PeerId> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&node.0).ok()?;
+    Some(libp2p::identity::PublicKey::from(key).to_peer_id())
+}
+
 /// The node id (ed25519 key bytes) a peer id carries.
 pub fn node_id_of(peer: &PeerId) -> Option<[u8; 32]> {
     let mh = multihash_digest(peer)?;
@@ -617,7 +662,6 @@ impl Net {
         windows: crate::config::Windows,
         policy: TrustPolicy,
         store: Arc<Store>,
-        swarm: mpsc::Sender<SwarmCommand>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Self>> {
         let keypair = keypair_of(key);
@@ -636,6 +680,7 @@ impl Net {
         let net = Arc::new(Self {
             local,
             keypair,
+            signing: key.clone(),
             config,
             policy,
             store,
@@ -648,11 +693,9 @@ impl Net {
             releases: RwLock::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             learning: Mutex::new(HashSet::new()),
-            gossip_metrics: Mutex::new(prometheus_client::registry::Registry::with_prefix(
-                "p2pd_gossipsub",
-            )),
+            bootstrap: Mutex::new(HashSet::new()),
             fleet: std::sync::OnceLock::new(),
-            swarm,
+            aggregate: aggregate::Aggregate::default(),
             wake: Notify::new(),
             completed: Notify::new(),
             shutdown,
@@ -877,31 +920,149 @@ impl Net {
             &self.windows.zone,
         )
         .with_seeding();
+        // Every connected peer hears of it through its bitmap (`insert_release`).
         self.insert_release(Arc::new(release));
         self.completed.notify_one();
-        self.announce(verified);
-    }
-
-    fn announce(&self, verified: &VerifiedRelease) {
-        let ann = Announcement {
-            protocol_version: protocol::PROTOCOL_VERSION,
-            release: verified.id,
-            channel: verified.manifest.channel.clone(),
-            version: verified.manifest.version,
-        };
-        let _ = self.swarm.try_send(SwarmCommand::Announce(ann));
-        let _ = self.swarm.try_send(SwarmCommand::Provide(verified.id));
     }
 
     /// The control plane identified a p2pd peer.
     pub fn on_identified(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
-        {
-            let mut k = lock(&self.known);
-            if k.len() < KNOWN_PEERS_MAX || k.contains_key(&peer) {
-                k.insert(peer, known.clone());
+        self.learn_peer(peer, known.clone());
+        if self.wanted(&peer, &known) {
+            self.maybe_dial(peer, known);
+        }
+    }
+
+    /// Remembers where `peer` is (bounded by [`KNOWN_PEERS_MAX`]).
+    fn learn_peer(&self, peer: PeerId, known: KnownPeer) {
+        if peer == self.local.peer_id {
+            return;
+        }
+        let mut k = lock(&self.known);
+        if k.len() < KNOWN_PEERS_MAX || k.contains_key(&peer) {
+            k.insert(peer, known);
+        }
+    }
+
+    /// Peers a peer told us of ([`Control::Peers`]).
+    pub(crate) fn on_peers(self: &Arc<Self>, list: Vec<PeerEntry>) {
+        for e in list {
+            let Some(peer) = peer_id_of(&e.node) else {
+                continue;
+            };
+            self.learn_peer(
+                peer,
+                KnownPeer {
+                    site: e.site,
+                    lan: e.lan,
+                    wan: e.wan,
+                },
+            );
+        }
+    }
+
+    /// What this node tells a newly connected peer of `site` about other peers: the members
+    /// of that site it knows, and a few peers of other sites it could pick across the WAN.
+    pub(crate) fn peers_for(&self, site: &str) -> Vec<PeerEntry> {
+        let known = lock(&self.known);
+        let entry = |p: &PeerId, k: &KnownPeer| {
+            node_id_of(p).map(|n| PeerEntry {
+                node: NodeId(n),
+                site: k.site.clone(),
+                lan: k.lan,
+                wan: k.wan,
+            })
+        };
+        let mut out: Vec<PeerEntry> = Vec::new();
+        // The members of its site: without mDNS, same-site peers find each other through
+        // anyone who knows them (a bootstrap node knows every node that joined through it).
+        let own_max = protocol::wire::PEERS_PER_MESSAGE_MAX - PEX_OTHERS_MAX;
+        for (p, k) in known.iter() {
+            if k.site == site && out.len() < own_max {
+                out.extend(entry(p, k));
             }
         }
-        self.maybe_dial(peer, known);
+        // Others: a sample by rendezvous, so that every asker gets different ones.
+        let others: Vec<(&PeerId, &KnownPeer)> =
+            known.iter().filter(|(_, k)| k.site != site).collect();
+        let mut ranked: Vec<(u64, &PeerId, &KnownPeer)> = others
+            .into_iter()
+            .map(|(p, k)| {
+                let w = node_id_of(p).map_or(0, |n| {
+                    scheduler::planner::mix(
+                        u64::from_le_bytes(n[..8].try_into().expect("8 bytes"))
+                            ^ scheduler::control::site_key(site),
+                    )
+                });
+                (w, p, k)
+            })
+            .collect();
+        ranked.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+        for (_, p, k) in ranked.into_iter().take(PEX_OTHERS_MAX) {
+            out.extend(entry(p, k));
+        }
+        out
+    }
+
+    /// Notes the bootstrap peers (dialed by the swarm, connected to on the data plane).
+    pub fn set_bootstrap(&self, peers: Vec<PeerId>) {
+        *lock(&self.bootstrap) = peers.into_iter().collect();
+    }
+
+    /// Whether some bootstrap peer (or none is configured) has a data-plane connection.
+    pub fn bootstrap_connected(&self) -> bool {
+        let b = lock(&self.bootstrap);
+        let peers = lock(&self.peers);
+        b.is_empty() || b.iter().any(|p| peers.contains_key(p))
+    }
+
+    /// Whether `peer` has a data-plane connection.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        lock(&self.peers).contains_key(peer)
+    }
+
+    /// Whether this node wants a data-plane connection to `peer`: same site, bootstrap, or
+    /// among its picks of other sites' peers.
+    fn wanted(&self, peer: &PeerId, known: &KnownPeer) -> bool {
+        known.site == self.local.site
+            || lock(&self.bootstrap).contains(peer)
+            || self.wan_picks().contains(peer)
+            || self.aggregate.wants(peer)
+    }
+
+    /// The peers of other sites this node dials for chunks: [`NetworkSection::wan_peers`] of
+    /// those it knows, by rendezvous hashing ([`scheduler::control::pick_across_sites`]).
+    pub(crate) fn wan_picks(&self) -> Vec<PeerId> {
+        let known = lock(&self.known);
+        let bootstrap = lock(&self.bootstrap);
+        let list: Vec<(PeerId, scheduler::control::Candidate)> = known
+            .iter()
+            .filter(|(p, k)| k.site != self.local.site && !bootstrap.contains(*p))
+            .filter_map(|(p, k)| {
+                Some((
+                    *p,
+                    scheduler::control::Candidate {
+                        node: node_id_of(p)?,
+                        site: scheduler::control::site_key(&k.site),
+                    },
+                ))
+            })
+            .collect();
+        let candidates: Vec<scheduler::control::Candidate> = list.iter().map(|(_, c)| *c).collect();
+        scheduler::control::pick_across_sites(
+            &self.local.node_id.0,
+            scheduler::control::site_key(&self.local.site),
+            &candidates,
+            self.config.wan_peers,
+        )
+        .into_iter()
+        .map(|i| list[i].0)
+        .collect()
+    }
+
+    /// Where `peer` is, if known.
+    pub(crate) fn known(&self, peer: &PeerId) -> Option<KnownPeer> {
+        lock(&self.known).get(peer).cloned()
     }
 
     fn maybe_dial(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
@@ -929,8 +1090,17 @@ impl Net {
             .collect();
         let connected: HashSet<PeerId> = lock(&self.peers).keys().copied().collect();
         let now = Instant::now();
+        let picks: HashSet<PeerId> = self.wan_picks().into_iter().collect();
+        let bootstrap = lock(&self.bootstrap).clone();
         for (peer, k) in known {
             if connected.contains(&peer) {
+                continue;
+            }
+            let wanted = k.site == self.local.site
+                || bootstrap.contains(&peer)
+                || picks.contains(&peer)
+                || self.aggregate.wants(&peer);
+            if !wanted {
                 continue;
             }
             let due = {
@@ -977,34 +1147,11 @@ impl Net {
         });
     }
 
-    /// A gossiped announcement arrived from `from`.
-    pub fn on_announcement(self: &Arc<Self>, ann: Announcement, from: PeerId) {
-        if !self.config.follows(&ann.channel) {
-            tracing::debug!(release = %ann.release, channel = %ann.channel, "not following channel");
-            return;
-        }
-        if let Ok(Some(highest)) = self.store.highest_version(&ann.channel) {
-            if ann.version <= highest {
-                tracing::info!(release = %ann.release, channel = %ann.channel, version = ann.version,
-                    highest, "refusing announcement: not newer than the channel's highest version");
-                self.refuse(
-                    ann.release,
-                    format!(
-                        "announced version {} is not above {highest} on {}",
-                        ann.version, ann.channel
-                    ),
-                );
-                return;
-            }
-        }
-        self.learn_release(ann.release, Some(from));
-    }
-
-    fn refuse(&self, id: ReleaseId, reason: String) {
+    fn refuse(&self, id: ReleaseId, reason: String, facts: Option<RefusedFacts>) {
         let mut refused = lock(&self.refused);
         if refused.len() >= REFUSED_MAX {
             let now = Instant::now();
-            refused.retain(|_, r| now.duration_since(r.at) < REFUSED_TTL);
+            refused.retain(|_, r| r.is_live(now));
             if refused.len() >= REFUSED_MAX {
                 refused.clear();
             }
@@ -1014,6 +1161,7 @@ impl Net {
             Refusal {
                 at: Instant::now(),
                 reason,
+                facts,
             },
         );
     }
@@ -1021,7 +1169,7 @@ impl Net {
     fn is_refused(&self, id: &ReleaseId) -> bool {
         lock(&self.refused)
             .get(id)
-            .is_some_and(|r| r.at.elapsed() < REFUSED_TTL)
+            .is_some_and(|r| r.is_live(Instant::now()))
     }
 
     /// Whether `release` may download now: an emergency under the node's policy, or inside
@@ -1088,16 +1236,23 @@ impl Net {
     }
 
     /// Releases refused in the last [`REFUSED_TTL`], newest first, with the reason.
-    pub fn refused(&self) -> Vec<(ReleaseId, String)> {
+    pub fn refused(&self) -> Vec<Refused> {
         let mut list: Vec<_> = lock(&self.refused)
             .iter()
-            .filter(|(_, r)| r.at.elapsed() < REFUSED_TTL)
-            .map(|(id, r)| (r.at, *id, r.reason.clone()))
+            .filter(|(_, r)| r.is_live(Instant::now()))
+            .map(|(id, r)| {
+                (
+                    r.at,
+                    Refused {
+                        id: *id,
+                        reason: r.reason.clone(),
+                        facts: r.facts.clone(),
+                    },
+                )
+            })
             .collect();
         list.sort_by_key(|r| std::cmp::Reverse(r.0));
-        list.into_iter()
-            .map(|(_, id, reason)| (id, reason))
-            .collect()
+        list.into_iter().map(|(_, r)| r).collect()
     }
 
     /// Fetches, verifies and starts fetching release `id`, unless known, refused or in
@@ -1120,8 +1275,14 @@ impl Net {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(release = %id, error = %e, "refusing release");
-                    net.refuse(id, format!("{e:#}"));
+                    let facts = e.downcast_ref::<NotFollowed>().map(|n| n.0.clone());
+                    match &facts {
+                        Some(_) => {
+                            tracing::info!(release = %id, error = %e, "not fetching release")
+                        }
+                        None => tracing::warn!(release = %id, error = %e, "refusing release"),
+                    }
+                    net.refuse(id, format!("{e:#}"), facts);
                 }
             }
             lock(&net.learning).remove(&id);
@@ -1140,7 +1301,6 @@ impl Net {
             return Ok(None);
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut asked_providers = false;
         loop {
             // The hinted peer first, then any peer with a bitmap for it.
             let mut candidates: Vec<Arc<Peer>> = Vec::new();
@@ -1162,10 +1322,6 @@ impl Net {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            if !asked_providers {
-                let _ = self.swarm.try_send(SwarmCommand::FindProviders(id));
-                asked_providers = true;
-            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -1179,7 +1335,14 @@ impl Net {
             anyhow::bail!("the manifest served for {id} is release {}", v.id);
         }
         if !self.config.follows(&v.manifest.channel) {
-            anyhow::bail!("channel {} is not followed", v.manifest.channel);
+            let m = &v.manifest;
+            return Err(NotFollowed(RefusedFacts {
+                channel: m.channel.clone(),
+                version: m.version,
+                published_unix_s: m.created_unix_s,
+                chunks_total: m.unique_chunks().len() as u32,
+            })
+            .into());
         }
         ReleaseWindows::of(&v.manifest, &self.windows.zone).map_err(anyhow::Error::msg)?;
         Ok(v)
@@ -1218,34 +1381,69 @@ impl Net {
         Ok(())
     }
 
-    /// libp2p's gossipsub metrics in the OpenMetrics text format.
-    pub fn gossip_metrics_text(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &lock(&self.gossip_metrics));
-        out
+    /// The status records of every member of `site`: this site's from the fleet table,
+    /// another's asked from a connected peer of that site or from a contact its summary
+    /// names (dialed if need be). Every record is verified and must be of that site.
+    pub async fn site_records(
+        self: &Arc<Self>,
+        site: &str,
+    ) -> Result<Vec<protocol::status::StatusBody>, String> {
+        let fleet = self
+            .fleet
+            .get()
+            .ok_or_else(|| "the fleet table is not up yet".to_string())?;
+        if site == self.local.site {
+            return Ok(fleet.own_records());
+        }
+        let mut peer = self.peer_list().into_iter().find(|p| p.site == site);
+        if peer.is_none() {
+            let contacts: Vec<_> = fleet
+                .contacts()
+                .into_iter()
+                .filter(|(s, _)| s == site)
+                .map(|(_, c)| c)
+                .collect();
+            if contacts.is_empty() {
+                return Err(format!(
+                    "no summary of site {site} is held here, so no member of it is known"
+                ));
+            }
+            for c in contacts {
+                let Some(id) = peer_id_of(&c.node) else {
+                    continue;
+                };
+                match tokio::time::timeout(SITE_QUERY_TIMEOUT, peer::dial(self, id, c.wan)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(%id, error = %e, "contact not reached"),
+                    Err(_) => tracing::debug!(%id, "contact not reached in time"),
+                }
+                peer = lock(&self.peers).get(&id).cloned();
+                if peer.is_some() {
+                    break;
+                }
+            }
+        }
+        let peer = peer.ok_or_else(|| format!("no member of site {site} could be reached"))?;
+        let list = peer
+            .request_site_records()
+            .await
+            .map_err(|e| format!("{} of site {site}: {e}", peer.id))?;
+        let mut out = Vec::new();
+        for bytes in list.iter().take(crate::fleet::SITE_RECORDS_MAX) {
+            match protocol::status::SignedStatus::decode(bytes).and_then(|s| s.verify()) {
+                Ok(b) if b.site == site => out.push(b),
+                Ok(b) => tracing::debug!(site = %b.site, "a record of another site; left out"),
+                Err(e) => tracing::debug!(error = %e, "a bad record; left out"),
+            }
+        }
+        Ok(out)
     }
 
-    /// Bytes of gossipsub messages this node sent on `topic`, every copy to every peer
-    /// counted, envelope included (libp2p's `topic_msg_sent_bytes`).
-    pub fn gossip_sent_bytes(&self, topic: &str) -> u64 {
-        let label = format!("topic_hash=\"{topic}\"");
-        self.gossip_metrics_text()
-            .lines()
-            .filter(|l| {
-                l.starts_with("p2pd_gossipsub_topic_msg_sent_bytes_total{") && l.contains(&label)
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    /// Hands this node's status record to the swarm for gossip (dropped if the swarm is
-    /// busy: the next record or heartbeat carries the news).
-    pub fn gossip_status(&self, record: Vec<u8>) {
-        self.traffic.status_sent.fetch_add(1, Ordering::Relaxed);
-        self.traffic
-            .status_sent_bytes
-            .fetch_add(record.len() as u64, Ordering::Relaxed);
-        let _ = self.swarm.try_send(SwarmCommand::Status(record));
+    /// Sends `msg` on the control stream of every same-site peer.
+    pub(crate) fn broadcast_lan(&self, msg: Control) {
+        for p in self.peer_list().iter().filter(|p| p.class == Class::Lan) {
+            p.send_control(msg.clone());
+        }
     }
 
     /// Records a bad chunk from `peer`; bans it at [`STRIKES_TO_BAN`].

@@ -18,7 +18,7 @@ use protocol::{ChunkId, ReleaseId};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -84,6 +84,10 @@ pub struct Peer {
     /// Chunk bytes sent to it.
     pub bytes_out: AtomicU64,
     connected: Instant,
+    /// This node told it on this connection that it is an overlay neighbour.
+    pub(crate) overlay_sent: AtomicBool,
+    /// It told this node it takes it as an overlay neighbour.
+    pub(crate) overlay_chosen: AtomicBool,
 }
 
 /// Why a request failed.
@@ -205,10 +209,8 @@ impl Peer {
                 }
                 ReplyHeader::NotFound => return Err(RequestError::NotFound),
                 ReplyHeader::Busy => return Err(RequestError::Busy),
-                ReplyHeader::Manifest { .. } => {
-                    return Err(RequestError::Protocol(
-                        "manifest for a chunk request".into(),
-                    ));
+                ReplyHeader::Manifest { .. } | ReplyHeader::Records { .. } => {
+                    return Err(RequestError::Protocol("not a chunk".into()));
                 }
             }
             // Appended piece by piece as quinn has them: no zero-filled buffer to overwrite.
@@ -250,9 +252,36 @@ impl Peer {
                 }
                 ReplyHeader::NotFound => Err(RequestError::NotFound),
                 ReplyHeader::Busy => Err(RequestError::Busy),
-                ReplyHeader::Chunk { .. } => Err(RequestError::Protocol(
-                    "chunk for a manifest request".into(),
-                )),
+                ReplyHeader::Chunk { .. } | ReplyHeader::Records { .. } => {
+                    Err(RequestError::Protocol("not a manifest".into()))
+                }
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| RequestError::Timeout)?
+    }
+
+    /// Asks for the status records of its site's members (each to be verified by the caller).
+    pub async fn request_site_records(&self) -> Result<Vec<Vec<u8>>, RequestError> {
+        let req = Request::SiteRecords;
+        let work = async {
+            let (mut send, mut recv) = self.conn.open_bi().await?;
+            match self.exchange(&mut send, &mut recv, &req).await? {
+                ReplyHeader::Records { len } => {
+                    let mut buf = vec![0u8; len as usize];
+                    recv.read_exact(&mut buf)
+                        .await
+                        .map_err(|e| RequestError::Transport(e.to_string()))?;
+                    protocol::codec::decode::<Vec<Vec<u8>>, { wire::SITE_RECORDS_BYTES_MAX }>(
+                        &buf,
+                        "site records",
+                    )
+                    .map_err(|e| RequestError::Protocol(e.to_string()))
+                }
+                ReplyHeader::NotFound => Err(RequestError::NotFound),
+                ReplyHeader::Busy => Err(RequestError::Busy),
+                _ => Err(RequestError::Protocol("not records".into())),
             }
         };
         tokio::time::timeout(REQUEST_TIMEOUT, work)
@@ -383,10 +412,27 @@ fn register(
         bytes_in: AtomicU64::new(0),
         bytes_out: AtomicU64::new(0),
         connected: Instant::now(),
+        overlay_sent: AtomicBool::new(false),
+        overlay_chosen: AtomicBool::new(false),
     });
-    // Our bitmaps first, so the peer can plan at once.
+    // Our bitmaps first, so the peer can plan at once; then who we know, and, to a member of
+    // our site, our status record.
     for msg in net.bitmaps_for(peer.class, &peer.site) {
         peer.send_control(msg);
+    }
+    let known = net.peers_for(&peer.site);
+    if !known.is_empty() {
+        peer.send_control(Control::Peers(known));
+    }
+    net.aggregate.connected(&id);
+    if peer.class == Class::Lan {
+        if let Some(record) = net
+            .fleet
+            .get()
+            .and_then(|f| f.record_of(&net.local.node_id))
+        {
+            peer.send_control(Control::Status(record));
+        }
     }
     {
         let mut peers = lock(&net.peers);
@@ -542,6 +588,39 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
             Control::Drop { release } => {
                 lock(&peer.state).releases.remove(&release);
             }
+            Control::Status(record) => {
+                // Records stay inside their site.
+                if peer.class != Class::Lan {
+                    continue;
+                }
+                if let Some(fleet) = net.fleet.get() {
+                    if let Err(e) = fleet.offer_record(&record) {
+                        tracing::debug!(peer = %peer.id, error = %e, "status record not kept");
+                    }
+                }
+            }
+            Control::Summaries(list) => {
+                let Some(fleet) = net.fleet.get() else {
+                    continue;
+                };
+                let now = jiff::Timestamp::now().as_second();
+                for bytes in list {
+                    match fleet.offer_summary(&bytes, now) {
+                        Ok(body) => net.aggregate.heard(peer.id, &body.site, body.seq),
+                        Err(e) => {
+                            // It has it (or better): no need to send it back.
+                            if let Ok(body) = protocol::summary::SignedSummary::decode(&bytes)
+                                .and_then(|s| s.verify())
+                            {
+                                net.aggregate.heard(peer.id, &body.site, body.seq);
+                            }
+                            tracing::debug!(peer = %peer.id, error = %e, "site summary not kept");
+                        }
+                    }
+                }
+            }
+            Control::Peers(list) => net.on_peers(list),
+            Control::Overlay(join) => peer.overlay_chosen.store(join, Ordering::Relaxed),
         }
     }
 }
@@ -650,6 +729,27 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
                 if peer.class == Class::Wan {
                     net.note_served_wan(&id);
                 }
+            }
+            drop(permit);
+        }
+        Request::SiteRecords => {
+            let Some(permit) = serve_slot(net, &mut send).await else {
+                return;
+            };
+            // Each record is up to its limit plus a length prefix; the list's own prefix
+            // takes a few bytes more.
+            let records = net
+                .fleet
+                .get()
+                .map(|f| f.site_records(wire::SITE_RECORDS_BYTES_MAX - 16))
+                .unwrap_or_default();
+            let bytes = protocol::codec::encode(&records);
+            let header = ReplyHeader::Records {
+                len: bytes.len() as u32,
+            };
+            if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok()
+            {
+                let _ = send.finish();
             }
             drop(permit);
         }

@@ -1,47 +1,55 @@
-//! The libp2p control plane: identify (who a peer is and where its data plane listens), mDNS
-//! (same-site discovery), static bootstrap peers, Kademlia (peer routing and provider records
-//! per release) and gossipsub (signed release announcements).
+//! The libp2p layer: finding peers. mDNS finds same-site peers on the LAN, static bootstrap
+//! peers are dialed at start, and identify tells each connected peer where this node's data
+//! plane listens. Everything else between nodes — chunks, bitmaps, status records, site
+//! summaries, peer lists — travels on the data plane ([`super::peer`]), where every message
+//! is this node's own, bounded and counted.
+//!
+//! Why no gossipsub and no Kademlia: measured in the testnet (`testnet run
+//! testnet/scenarios/control-3x4.toml`, 8 MiB release), libp2p with a fleet-wide gossipsub
+//! topic and a Kademlia DHT sent 1.7 MiB across the WAN per release for 13 nodes and 9.7 MiB
+//! for 25 (mesh upkeep, IHAVE gossip, every record flooded to every node, DHT refreshes and
+//! provider records): it grew with the square of the fleet. The data plane already connects
+//! every node to its site and to a few peers elsewhere, so announcements travel as bitmaps
+//! and status in two levels (records in the site, summaries across the WAN).
 //!
 //! Identify's agent string carries what the data plane needs to dial a peer:
 //! `p2pd/<version> site=<site> region=<region> data=<ip:port> wan=<ip:port>`. An unspecified
 //! IP (`0.0.0.0`) means "the address you reach my control plane at". The data plane then
 //! proves the peer id in its own TLS handshake and learns the site again in its hello, so a
-//! lie here only makes a dial fail.
+//! lie here only makes a dial fail. A libp2p connection has nothing to do once identify is
+//! done, and closes after [`IDLE_CONNECTION_TIMEOUT`].
 
-use super::{KnownPeer, Net, SwarmCommand, parse_bootstrap};
+use super::{KnownPeer, Net, parse_bootstrap};
 use futures_util::StreamExt;
-use libp2p::kad::{self, GetProvidersOk, QueryResult, RecordKey, store::MemoryStore};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, gossipsub, identify, mdns};
-use protocol::status::STATUS_RECORD_BYTES_MAX;
-use protocol::wire::{ANNOUNCE_TOPIC, ANNOUNCEMENT_BYTES_MAX, Announcement, STATUS_TOPIC};
-use std::collections::{HashMap, HashSet};
+use libp2p::{Multiaddr, PeerId, identify, mdns};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Identify protocol family.
 const IDENTIFY_PROTOCOL: &str = "/p2pd/id/1.0.0";
 
-/// Kademlia protocol of the fleet (a private DHT, not the public IPFS one).
-const KAD_PROTOCOL: &str = "/p2pd/kad/1.0.0";
+/// A libp2p connection with nothing to do (identify exchanged, no dial pending) closes after
+/// this long.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Control-plane connections dialed because Kademlia told us of a peer, at most, so a large
-/// routing table does not turn into thousands of connections.
-const ROUTING_DIALS_MAX: usize = 256;
+/// Addresses remembered of peers seen on the control plane (for the data plane's address
+/// fix-up below); past it the oldest are forgotten.
+const SEEN_PEERS_MAX: usize = 4096;
 
-/// How often to refresh the Kademlia routing table.
-const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often bootstrap peers are dialed again while none is connected on the data plane (a
+/// bootstrap node that was down at start, or restarted).
+const BOOTSTRAP_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     identify: identify::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
-    kad: kad::Behaviour<MemoryStore>,
-    gossipsub: gossipsub::Behaviour,
 }
 
 /// The agent string advertised by identify.
@@ -112,7 +120,6 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
 /// Builds the swarm and runs it until shutdown.
 pub fn spawn(
     net: Arc<Net>,
-    mut commands: mpsc::Receiver<SwarmCommand>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(PeerId, tokio::task::JoinHandle<()>)> {
     let keypair = net.keypair().clone();
@@ -138,92 +145,56 @@ pub fn spawn(
             } else {
                 None
             };
-            let mut kad = kad::Behaviour::with_config(
-                key.public().to_peer_id(),
-                MemoryStore::new(key.public().to_peer_id()),
-                kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
-            );
-            // Fleet addresses are private (loopback, RFC 1918): without this a node would
-            // stay a DHT client and never answer provider queries.
-            kad.set_mode(Some(kad::Mode::Server));
-            let gossip_config = gossipsub::ConfigBuilder::default()
-                .heartbeat_interval(Duration::from_millis(500))
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .max_transmit_size((ANNOUNCEMENT_BYTES_MAX * 4).max(STATUS_RECORD_BYTES_MAX * 2))
-                .build()
-                .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-            let gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossip_config,
-            )
-            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
-            .with_metrics(
-                &mut super::lock(&net.gossip_metrics),
-                gossipsub::MetricsConfig::default(),
-            );
             Ok(Behaviour {
                 identify,
                 mdns: Toggle::from(mdns),
-                kad,
-                gossipsub,
             })
         })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
 
-    let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
-    swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
-    let status_topic = gossipsub::IdentTopic::new(STATUS_TOPIC);
-    swarm.behaviour_mut().gossipsub.subscribe(&status_topic)?;
     swarm.listen_on(quic_addr(net.config().listen))?;
     if let Some(addr) = advertised {
         swarm.add_external_address(addr);
     }
+    let mut bootstrap = Vec::new();
     for b in &net.config().bootstrap {
         let (addr, peer) = parse_bootstrap(b).map_err(anyhow::Error::msg)?;
-        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-        if let Err(e) = swarm.dial(addr) {
-            tracing::warn!(bootstrap = %b, error = %e, "cannot dial bootstrap peer");
-        }
+        bootstrap.push((addr, peer));
     }
+    net.set_bootstrap(bootstrap.iter().map(|(_, p)| *p).collect());
+    let dial_bootstrap = move |swarm: &mut libp2p::Swarm<Behaviour>| {
+        for (addr, peer) in &bootstrap {
+            if !swarm.is_connected(peer) {
+                if let Err(e) = swarm.dial(addr.clone()) {
+                    tracing::warn!(bootstrap = %addr, error = %e, "cannot dial bootstrap peer");
+                }
+            }
+        }
+    };
+    dial_bootstrap(&mut swarm);
 
     let handle = tokio::spawn(async move {
         let mut seen_ip: HashMap<PeerId, IpAddr> = HashMap::new();
-        let mut routed: HashSet<PeerId> = HashSet::new();
-        let mut refresh = tokio::time::interval(KAD_BOOTSTRAP_INTERVAL);
+        let mut retry = tokio::time::interval(BOOTSTRAP_RETRY);
+        retry.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = refresh.tick() => {
-                    let _ = swarm.behaviour_mut().kad.bootstrap();
+                _ = retry.tick() => {
+                    if !net.bootstrap_connected() {
+                        dial_bootstrap(&mut swarm);
+                    }
                 }
-                Some(cmd) = commands.recv() => match cmd {
-                    SwarmCommand::Announce(a) => {
-                        match swarm.behaviour_mut().gossipsub.publish(topic.clone(), a.encode()) {
-                            Ok(_) => tracing::info!(release = %a.release, "announced"),
-                            Err(e) => tracing::info!(release = %a.release, error = %e,
-                                "announcement not gossiped; peers will learn it from bitmaps"),
-                        }
-                    }
-                    SwarmCommand::Status(record) => {
-                        // Nobody subscribed yet (a lone node) is not an error worth a line.
-                        if let Err(e) = swarm.behaviour_mut().gossipsub.publish(status_topic.clone(), record) {
-                            tracing::debug!(error = %e, "status record not gossiped");
-                        }
-                    }
-                    SwarmCommand::Provide(id) => {
-                        let _ = swarm.behaviour_mut().kad.start_providing(RecordKey::new(&id.0));
-                    }
-                    SwarmCommand::FindProviders(id) => {
-                        swarm.behaviour_mut().kad.get_providers(RecordKey::new(&id.0));
-                    }
-                },
                 event = swarm.select_next_some() => match event {
                     SwarmEvent::NewListenAddr { address, .. } => {
                         tracing::info!(%address, peer = %local_peer_id, "control plane listening");
                     }
                     SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                         if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                            if seen_ip.len() >= SEEN_PEERS_MAX {
+                                seen_ip.clear();
+                            }
                             seen_ip.insert(peer_id, ip);
                         }
                     }
@@ -231,71 +202,16 @@ pub fn spawn(
                         peer_id, info, ..
                     })) => {
                         match parse_agent(&info.agent_version, seen_ip.get(&peer_id).copied()) {
-                            Some(known) => {
-                                for addr in info.listen_addrs {
-                                    swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                                }
-                                net.on_identified(peer_id, known);
-                            }
+                            Some(known) => net.on_identified(peer_id, known),
                             None => tracing::debug!(%peer_id, agent = %info.agent_version,
                                 "not a p2pd peer"),
                         }
                     }
                     SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                         for (peer, addr) in list {
-                            if !swarm.is_connected(&peer) {
+                            if !swarm.is_connected(&peer) && !net.is_connected(&peer) {
                                 let _ = swarm.dial(addr);
                             }
-                        }
-                    }
-                    SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
-                        peer, addresses, ..
-                    })) => {
-                        let wanted = !swarm.is_connected(&peer)
-                            && routed.len() < ROUTING_DIALS_MAX
-                            && routed.insert(peer);
-                        if wanted {
-                            let _ = swarm.dial(addresses.first().clone());
-                        }
-                    }
-                    SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                        result: QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
-                            providers, ..
-                        })),
-                        ..
-                    })) => {
-                        for p in providers {
-                            if p != local_peer_id && !swarm.is_connected(&p) {
-                                let _ = swarm.dial(p);
-                            }
-                        }
-                    }
-                    SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                        propagation_source, message, ..
-                    })) if message.topic == status_topic.hash() => {
-                        let t = &net.traffic;
-                        t.status_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        t.status_received_bytes.fetch_add(
-                            message.data.len() as u64,
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
-                        if let Some(fleet) = net.fleet.get() {
-                            if let Err(e) = fleet.offer(&message.data) {
-                                tracing::debug!(peer = %propagation_source, error = %e,
-                                    "status record not kept");
-                            }
-                        }
-                    }
-                    SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                        propagation_source, message, ..
-                    })) => {
-                        match Announcement::decode(&message.data) {
-                            Ok(a) => {
-                                let from = message.source.unwrap_or(propagation_source);
-                                net.on_announcement(a, from);
-                            }
-                            Err(e) => tracing::debug!(peer = %propagation_source, error = %e,
-                                "ignoring malformed announcement"),
                         }
                     }
                     _ => {}

@@ -1,58 +1,107 @@
-//! Fleet status through the daemon: records in the store are loaded (forged ones are not)
-//! and `p2pctl fleet` aggregates them.
+//! Fleet status through the daemon: records of its site and summaries of other sites in the
+//! store are loaded (forged ones, and records of other sites, are not) and `p2pctl fleet`
+//! and `p2pctl report` aggregate them.
 
 use super::*;
 use ed25519_dalek::SigningKey;
 use protocol::status::{ReleaseState, ReleaseStatus, SignedStatus, StatusBody};
+use protocol::summary::{SignedSummary, SummaryBody, site_releases};
 use protocol::{NodeId, ReleaseId};
 
-fn record(k: u8, site: &str, state: ReleaseState, error: Option<&str>) -> (NodeId, Vec<u8>) {
+fn body(k: u8, site: &str, state: ReleaseState, error: Option<&str>, at: i64) -> StatusBody {
     let key = SigningKey::from_bytes(&[k; 32]);
-    let body = StatusBody {
+    StatusBody {
         node: NodeId(key.verifying_key().to_bytes()),
         site: site.into(),
+        installs: true,
         seq: 1,
-        at_unix_s: 1_795_392_000,
+        at_unix_s: at,
         releases: vec![ReleaseStatus {
             release: ReleaseId([7; 32]),
+            channel: "security/x".into(),
+            version: 1,
+            published_unix_s: at,
             state,
             chunks_have: if state.has_release() { 10 } else { 4 },
             chunks_total: 10,
-            since_unix_s: 1_795_392_000,
+            since_unix_s: at,
+            until_unix_s: None,
             error: error.map(str::to_owned),
         }],
+    }
+}
+
+fn record(b: &StatusBody, k: u8) -> (NodeId, Vec<u8>) {
+    (
+        b.node,
+        SignedStatus::sign(b, &SigningKey::from_bytes(&[k; 32])).encode(),
+    )
+}
+
+/// The summary node `k` (the first of `bodies`) makes of its site.
+fn summary(k: u8, bodies: &[StatusBody]) -> (String, Vec<u8>) {
+    let key = SigningKey::from_bytes(&[k; 32]);
+    let refs: Vec<&StatusBody> = bodies.iter().collect();
+    let b = SummaryBody {
+        site: bodies[0].site.clone(),
+        aggregator: NodeId(key.verifying_key().to_bytes()),
+        seq: 1,
+        at_unix_s: bodies[0].at_unix_s,
+        nodes: bodies.len() as u32,
+        installers: bodies.len() as u32,
+        contacts: Vec::new(),
+        releases: site_releases(&refs),
     };
-    (body.node, SignedStatus::sign(&body, &key).encode())
+    (b.site.clone(), SignedSummary::sign(&b, &key).encode())
+}
+
+/// `p2pctl --json fleet ARGS`, whatever it exits with (6 when nodes failed).
+fn fleet_json(node: &Node, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "fleet"];
+    all.extend_from_slice(args);
+    let out = node.ctl(&all);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]
-fn stored_records_are_aggregated_and_forged_ones_dropped() {
+fn stored_records_and_summaries_are_aggregated_and_forged_ones_dropped() {
     let mut node = Node::init();
-    let mut records = vec![
-        record(1, "hq", ReleaseState::Activated, None),
-        record(2, "branch-1", ReleaseState::Downloading, None),
-        record(3, "branch-1", ReleaseState::Failed, Some("apply exited 3")),
+    let t = 1_795_392_000;
+    let hq = body(1, "hq", ReleaseState::Activated, None, t);
+    let b1 = [
+        body(2, "branch-1", ReleaseState::Downloading, None, t),
+        body(
+            3,
+            "branch-1",
+            ReleaseState::Failed,
+            Some("apply exited 3"),
+            t,
+        ),
     ];
+    let mut records = vec![record(&hq, 1), record(&b1[0], 2)];
     // A record whose bytes were changed after signing: never counted.
-    let (forged_node, mut forged) = record(4, "hq", ReleaseState::Activated, None);
+    let (forged_node, mut forged) = record(&body(4, "hq", ReleaseState::Activated, None, t), 4);
     let last = forged.len() - 70;
     forged[last] ^= 1;
     records.push((forged_node, forged));
     {
         let store = node::store::Store::open(&node.data().join("store")).unwrap();
-        store.put_fleet_records(&records).unwrap();
+        store.put_fleet(&records, &[summary(2, &b1)]).unwrap();
     }
     node.start();
     let id = ReleaseId([7; 32]).to_hex();
     // The node's own record joins within a second or two: it knows nothing of the release.
-    let mut r = node.ctl_json(&["fleet", &id]);
+    let mut r = fleet_json(&node, &[&id]);
     for _ in 0..100 {
         if r["nodes"] == 4 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
-        r = node.ctl_json(&["fleet", &id]);
+        r = fleet_json(&node, &[&id]);
     }
+    // hq: this node and node 1 (the branch-1 record and the forged one are not counted);
+    // branch-1: its summary's two.
     assert_eq!(r["nodes"], 4, "{r}");
     assert_eq!(r["states"]["unknown"], 1);
     assert_eq!(r["states"]["activated"], 1);
@@ -60,12 +109,25 @@ fn stored_records_are_aggregated_and_forged_ones_dropped() {
     assert_eq!(r["states"]["failed"], 1);
     assert_eq!(r["sites"][0]["site"], "branch-1");
     assert_eq!(r["sites"][0]["nodes"], 2);
+    assert_eq!(r["sites"][0]["from"], "summary");
     assert_eq!(r["failed"][0]["error"], "apply exited 3");
     let text = node.ctl(&["fleet", &id]);
-    assert!(text.status.success());
+    assert_eq!(
+        text.status.code(),
+        Some(node::cli::exit::NODES_FAILED),
+        "a failed node makes `fleet` exit 6"
+    );
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("4 nodes, 1 hold it"), "{text}");
+    assert!(text.contains("4 nodes, 1 hold it (25.0 %)"), "{text}");
+    assert!(
+        text.contains("activated 1 · downloading 1 · not yet known 1 · failed 1"),
+        "{text}"
+    );
+    assert!(!text.contains("every node holds it"), "{text}");
     assert!(text.contains("apply exited 3"), "{text}");
+    // The own site node by node.
+    let own = fleet_json(&node, &[&id, "--site", "hq"]);
+    assert_eq!(own["nodes_detail"].as_array().unwrap().len(), 2, "{own}");
     assert!(node.stop());
 }
 
@@ -89,45 +151,40 @@ fn the_compliance_report_lists_share_times_and_missing_nodes_in_three_formats() 
             .parse()
             .unwrap();
     assert!(node.stop());
-    // Three nodes installed it, one is still downloading.
+    // Four installing nodes in four other sites: three installed it, one is downloading.
     let now = jiff::Timestamp::now().as_second();
-    let records: Vec<(NodeId, Vec<u8>)> = (10..14u8)
+    let summaries: Vec<(String, Vec<u8>)> = (10..14u8)
         .map(|k| {
-            let key = SigningKey::from_bytes(&[k; 32]);
-            let body = StatusBody {
-                node: NodeId(key.verifying_key().to_bytes()),
-                site: format!("branch-{k}"),
-                seq: 1,
-                at_unix_s: now,
-                releases: vec![ReleaseStatus {
-                    release: id,
-                    state: if k < 13 {
-                        ReleaseState::Activated
-                    } else {
-                        ReleaseState::Downloading
-                    },
-                    chunks_have: 1,
-                    chunks_total: 1,
-                    since_unix_s: now,
-                    error: None,
-                }],
-            };
-            (body.node, SignedStatus::sign(&body, &key).encode())
+            let mut b = body(
+                k,
+                &format!("branch-{k}"),
+                if k < 13 {
+                    ReleaseState::Activated
+                } else {
+                    ReleaseState::Downloading
+                },
+                None,
+                now,
+            );
+            b.releases[0].release = id;
+            b.releases[0].channel = "security/report".into();
+            summary(k, &[b])
         })
         .collect();
     node::store::Store::open(&node.data().join("store"))
         .unwrap()
-        .put_fleet_records(&records)
+        .put_fleet(&[], &summaries)
         .unwrap();
     node.start();
 
-    // The node itself (its own record: complete, not installed) and the four.
+    // The node itself (it published it and installs nothing: not held to it) and the four.
     let rows = node.ctl_json(&["report", "--since", "1d"]);
     let row = &rows[0];
     assert_eq!(row["release"], id.to_hex());
     assert_eq!(row["nodes"], 5);
+    assert_eq!(row["installers"], 4);
     assert_eq!(row["activated"], 3);
-    assert_eq!(row["missing_total"], 2);
+    assert_eq!(row["missing_total"], 1);
     assert_eq!(row["deadline"], "n/a", "a medium release");
     assert!(row["to_50_s"].is_number() && row["to_90_s"].is_null());
     let csv = node.ctl(&["report", "--since", "1d", "--format", "csv"]);
@@ -136,14 +193,14 @@ fn the_compliance_report_lists_share_times_and_missing_nodes_in_three_formats() 
     assert_eq!(lines.len(), 2, "{csv}");
     assert!(lines[0].starts_with("release,channel,version,severity"));
     assert!(
-        lines[1].contains(",security/report,1,medium,") && lines[1].ends_with(",n/a,2"),
+        lines[1].contains(",security/report,1,medium,") && lines[1].ends_with(",n/a,1"),
         "{csv}"
     );
     let md = node.ctl(&["report", "--since", "1d"]);
     let md = String::from_utf8_lossy(&md.stdout).into_owned();
-    assert!(md.contains("| 3/5 (60.0 %) |"), "{md}");
+    assert!(md.contains("| 3/4 (75.0 %) |"), "{md}");
     assert!(
-        md.contains("2 nodes missing") && md.contains("(branch-13): downloading"),
+        md.contains("1 nodes missing") && md.contains("1 nodes of site branch-13"),
         "{md}"
     );
     // Since an instant after the release was published: nothing to report.

@@ -1,0 +1,413 @@
+use super::*;
+use ed25519_dalek::SigningKey;
+use protocol::status::ReleaseStatus;
+use protocol::summary::{Contact, SignedSummary, SummaryBody};
+
+const NOW: i64 = 1_795_392_000;
+const R1: ReleaseId = ReleaseId([1; 32]);
+const R2: ReleaseId = ReleaseId([2; 32]);
+
+fn key(k: u8) -> SigningKey {
+    SigningKey::from_bytes(&[k; 32])
+}
+
+fn node(k: u8) -> NodeId {
+    NodeId(key(k).verifying_key().to_bytes())
+}
+
+/// Release `id` (version `v` of `security/x`, 100 chunks) in `state` since `since`.
+fn rel(id: ReleaseId, v: u64, state: ReleaseState, since: i64) -> ReleaseStatus {
+    ReleaseStatus {
+        release: id,
+        channel: "security/x".into(),
+        version: v,
+        published_unix_s: NOW,
+        state,
+        chunks_have: if state.has_release() { 100 } else { 40 },
+        chunks_total: 100,
+        since_unix_s: since,
+        until_unix_s: (state == ReleaseState::PausedByWindow).then_some(NOW + 3600),
+        error: (state == ReleaseState::Failed).then(|| "apply command exited with status 3".into()),
+    }
+}
+
+fn body(k: u8, site: &str, installs: bool, seq: u64, releases: Vec<ReleaseStatus>) -> StatusBody {
+    StatusBody {
+        node: node(k),
+        site: site.into(),
+        installs,
+        seq,
+        at_unix_s: NOW,
+        releases,
+    }
+}
+
+fn record(k: u8, site: &str, installs: bool, seq: u64, releases: Vec<ReleaseStatus>) -> Vec<u8> {
+    SignedStatus::sign(&body(k, site, installs, seq, releases), &key(k)).encode()
+}
+
+/// The summary aggregator `k` makes of `records` (all of `site`).
+fn summary(k: u8, site: &str, seq: u64, at: i64, records: &[StatusBody]) -> Vec<u8> {
+    let refs: Vec<&StatusBody> = records.iter().collect();
+    let b = SummaryBody {
+        site: site.into(),
+        aggregator: node(k),
+        seq,
+        at_unix_s: at,
+        nodes: records.len() as u32,
+        installers: records.iter().filter(|b| b.installs).count() as u32,
+        contacts: vec![Contact {
+            node: node(k),
+            wan: "192.0.2.1:7402".parse().unwrap(),
+        }],
+        releases: protocol::summary::site_releases(&refs),
+    };
+    SignedSummary::sign(&b, &key(k)).encode()
+}
+
+fn facts(id: ReleaseId, version: u64, critical: bool) -> ReleaseFacts {
+    ReleaseFacts {
+        id,
+        channel: "security/x".into(),
+        version,
+        severity: if critical { "critical" } else { "high" }.into(),
+        critical,
+        published_unix_s: NOW,
+        chunks_total: 100,
+    }
+}
+
+#[test]
+fn only_newer_verified_records_of_this_site_are_kept() {
+    use ReleaseState::*;
+    let fleet = Fleet::new("hq");
+    fleet
+        .offer_record(&record(
+            1,
+            "hq",
+            true,
+            5,
+            vec![rel(R1, 1, Downloading, NOW)],
+        ))
+        .unwrap();
+    assert_eq!(
+        fleet.offer_record(&record(1, "hq", true, 4, vec![rel(R1, 1, Complete, NOW)])),
+        Err(OfferError::NotNewer)
+    );
+    assert_eq!(
+        fleet.offer_record(&record(1, "hq", true, 5, vec![])),
+        Err(OfferError::NotNewer)
+    );
+    assert_eq!(
+        fleet.offer_record(&record(2, "branch-1", true, 1, vec![])),
+        Err(OfferError::OtherSite("branch-1".into()))
+    );
+    let mut forged = SignedStatus::decode(&record(1, "hq", true, 9, vec![])).unwrap();
+    forged.body.push(0);
+    assert!(matches!(
+        fleet.offer_record(&forged.encode()),
+        Err(OfferError::Invalid(_))
+    ));
+    assert_eq!(fleet.report(&R1, None, NOW).states.downloading, 1);
+    fleet
+        .offer_record(&record(1, "hq", true, 6, vec![rel(R1, 1, Complete, NOW)]))
+        .unwrap();
+    let (records, summaries) = fleet.take_dirty();
+    assert_eq!((records.len(), summaries.len()), (1, 0));
+    assert_eq!(fleet.take_dirty().0.len(), 0);
+    let again = Fleet::from_stored("hq", records.into_iter().map(|(_, b)| b), Vec::new());
+    assert_eq!(again.report(&R1, None, NOW).states.complete, 1);
+}
+
+#[test]
+fn summaries_of_other_sites_only_newer_and_not_from_the_future() {
+    use ReleaseState::*;
+    let fleet = Fleet::new("hq");
+    let site = [body(
+        10,
+        "branch-1",
+        true,
+        1,
+        vec![rel(R1, 1, Complete, NOW)],
+    )];
+    fleet
+        .offer_summary(&summary(10, "branch-1", 5, NOW, &site), NOW)
+        .unwrap();
+    assert_eq!(
+        fleet.offer_summary(&summary(10, "branch-1", 5, NOW, &site), NOW),
+        Err(OfferError::NotNewer)
+    );
+    assert_eq!(
+        fleet.offer_summary(&summary(11, "branch-1", 4, NOW, &site), NOW),
+        Err(OfferError::NotNewer),
+        "the other aggregator's older summary"
+    );
+    assert_eq!(
+        fleet.offer_summary(&summary(11, "hq", 9, NOW, &site), NOW),
+        Err(OfferError::OwnSite)
+    );
+    assert!(matches!(
+        fleet.offer_summary(&summary(11, "branch-2", 9, NOW + 3600, &site), NOW),
+        Err(OfferError::FromTheFuture(_))
+    ));
+    // The other aggregator's newer one replaces it.
+    fleet
+        .offer_summary(&summary(11, "branch-1", 6, NOW, &site), NOW)
+        .unwrap();
+    let r = fleet.report(&R1, None, NOW + 30);
+    let b1 = r.sites.iter().find(|s| s.site == "branch-1").unwrap();
+    assert_eq!(b1.aggregator.as_deref(), Some(node(11).to_hex().as_str()));
+    assert_eq!((b1.from.as_str(), b1.age_s), ("summary", Some(30)));
+    assert_eq!(fleet.contacts().len(), 1);
+}
+
+/// A fleet of three sites: `hq` (this node's, records), `branch-1` and `branch-2`
+/// (summaries).
+fn three_sites() -> Fleet {
+    use ReleaseState::*;
+    let fleet = Fleet::new("hq");
+    for (k, installs, rels) in [
+        (1, true, vec![rel(R1, 1, Activated, NOW + 600)]),
+        (2, true, vec![rel(R1, 1, Complete, NOW + 300)]),
+        // The origin: publishes, never installs.
+        (3, false, vec![rel(R1, 1, Complete, NOW)]),
+    ] {
+        fleet
+            .offer_record(&record(k, "hq", installs, 1, rels))
+            .unwrap();
+    }
+    let b1 = [
+        body(10, "branch-1", true, 1, vec![rel(R1, 1, Downloading, NOW)]),
+        body(11, "branch-1", true, 1, vec![]),
+        body(12, "branch-1", true, 1, vec![rel(R1, 1, Failed, NOW + 900)]),
+        body(
+            13,
+            "branch-1",
+            true,
+            1,
+            vec![rel(R1, 1, PausedByWindow, NOW)],
+        ),
+    ];
+    fleet
+        .offer_summary(&summary(10, "branch-1", 1, NOW, &b1), NOW)
+        .unwrap();
+    let b2 = [
+        body(
+            20,
+            "branch-2",
+            true,
+            1,
+            vec![rel(R1, 1, Activated, NOW + 60)],
+        ),
+        body(21, "branch-2", true, 1, vec![rel(R1, 1, Refused, NOW)]),
+        body(22, "branch-2", true, 1, vec![rel(R1, 1, NotFollowed, NOW)]),
+    ];
+    fleet
+        .offer_summary(&summary(20, "branch-2", 1, NOW, &b2), NOW)
+        .unwrap();
+    fleet
+}
+
+#[test]
+fn a_report_counts_every_node_once_across_records_and_summaries() {
+    let fleet = three_sites();
+    let r = fleet.report(&R1, None, NOW + 1000);
+    assert_eq!(r.nodes, 10);
+    assert_eq!(r.states.total(), r.nodes, "{:?}", r.states);
+    let s = &r.states;
+    assert_eq!(
+        (
+            s.activated,
+            s.complete,
+            s.downloading,
+            s.unknown,
+            s.failed,
+            s.paused
+        ),
+        (2, 2, 1, 1, 1, 1)
+    );
+    assert_eq!((s.refused, s.not_followed), (1, 1));
+    assert_eq!(r.channel, "security/x");
+    let order: Vec<&str> = r.sites.iter().map(|x| x.site.as_str()).collect();
+    assert_eq!(order, ["branch-1", "branch-2", "hq"]);
+    assert_eq!(r.sites[2].from, "records");
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].site, "branch-1");
+    assert_eq!(r.failed[0].node, node(12).to_hex());
+    // The paused node waits for its window, which opens in an hour; nodes that failed,
+    // refused it or do not follow it are not waited for: the ETA waits for 2 nodes.
+    assert_eq!(r.window_opens_unix_s, Some(NOW + 3600));
+    assert_eq!(s.moving(), 2);
+}
+
+#[test]
+fn a_newer_installed_version_covers_an_older_release_in_the_view_and_the_report() {
+    use ReleaseState::*;
+    let fleet = Fleet::new("hq");
+    // Three installing nodes: one installed v1, two went straight to v2 (one of them
+    // completed v1 first); one node publishes and never installs.
+    fleet
+        .offer_record(&record(
+            1,
+            "hq",
+            true,
+            1,
+            vec![rel(R1, 1, Activated, NOW + 3600)],
+        ))
+        .unwrap();
+    fleet
+        .offer_record(&record(
+            2,
+            "hq",
+            true,
+            1,
+            vec![rel(R1, 1, Complete, NOW), rel(R2, 2, Activated, NOW + 7200)],
+        ))
+        .unwrap();
+    fleet
+        .offer_record(&record(
+            3,
+            "hq",
+            true,
+            1,
+            vec![rel(R2, 2, Activated, NOW + 60)],
+        ))
+        .unwrap();
+    fleet
+        .offer_record(&record(4, "hq", false, 1, vec![rel(R1, 1, Complete, NOW)]))
+        .unwrap();
+    let r = fleet.report(&R1, Some(&facts(R1, 1, true)), NOW + 10_000);
+    assert_eq!((r.states.activated, r.states.superseded), (1, 2));
+    assert_eq!(
+        r.states.unknown, 0,
+        "a node running v2 does not read as not knowing v1"
+    );
+    assert_eq!(r.states.moving(), 0);
+    assert_eq!(r.eta_s, None);
+    let rows = fleet.compliance(&[facts(R1, 1, true)], NOW + 80 * 3600);
+    let c = &rows[0];
+    assert_eq!((c.nodes, c.installers, c.activated), (4, 3, 3));
+    assert_eq!(
+        c.missing_total, 0,
+        "the node that never installs is not missing it"
+    );
+    assert!(c.missing.is_empty());
+    assert_eq!(
+        c.deadline, "met",
+        "every installing node runs v1 or v2 within 72 h"
+    );
+    // 50 % of 3 is the second install (1 h after publishing), read back at most 25 % late.
+    let to_50 = c.to_50_s.unwrap();
+    assert!((3600..=4500).contains(&to_50), "{to_50}");
+}
+
+#[test]
+fn a_critical_release_not_installed_in_time_reads_missed_and_names_the_missing() {
+    use ReleaseState::*;
+    let fleet = Fleet::new("hq");
+    fleet
+        .offer_record(&record(
+            1,
+            "hq",
+            true,
+            1,
+            vec![rel(R1, 1, Activated, NOW + 3600)],
+        ))
+        .unwrap();
+    fleet
+        .offer_record(&record(
+            2,
+            "hq",
+            true,
+            1,
+            vec![rel(R1, 1, Downloading, NOW)],
+        ))
+        .unwrap();
+    let early = fleet.compliance(&[facts(R1, 1, true)], NOW + 3600 * 10);
+    assert_eq!(early[0].deadline, "open");
+    let late = fleet.compliance(&[facts(R1, 1, true), facts(R1, 1, false)], NOW + 3600 * 73);
+    assert_eq!(late[0].deadline, "missed");
+    assert_eq!(late[1].deadline, "n/a");
+    assert_eq!(late[0].missing_total, 1);
+    assert_eq!(late[0].missing[0].node, node(2).to_hex());
+    assert_eq!(late[0].missing[0].state, "downloading");
+    // Other sites' missing nodes are counted by site.
+    let b1 = [
+        body(10, "branch-1", true, 1, vec![]),
+        body(11, "branch-1", true, 1, vec![]),
+    ];
+    fleet
+        .offer_summary(&summary(10, "branch-1", 1, NOW, &b1), NOW)
+        .unwrap();
+    let rows = fleet.compliance(&[facts(R1, 1, true)], NOW + 3600 * 73);
+    assert_eq!(rows[0].missing_total, 3);
+    assert_eq!(
+        rows[0].missing_sites,
+        vec![MissingSite {
+            site: "branch-1".into(),
+            nodes: 2
+        }]
+    );
+}
+
+#[test]
+fn the_rate_and_eta_come_from_progress_seen_over_time() {
+    use ReleaseState::*;
+    let fleet = Fleet::new("hq");
+    for k in 1..=10u8 {
+        fleet
+            .offer_record(&record(
+                k,
+                "hq",
+                false,
+                1,
+                vec![rel(R1, 1, Downloading, NOW)],
+            ))
+            .unwrap();
+    }
+    assert_eq!(fleet.report(&R1, None, NOW).holding_per_min, 0.0);
+    // Two minutes later four nodes hold it: two per minute, the six left in three minutes.
+    for k in 1..=4u8 {
+        fleet
+            .offer_record(&record(
+                k,
+                "hq",
+                false,
+                2,
+                vec![rel(R1, 1, Complete, NOW + 100)],
+            ))
+            .unwrap();
+    }
+    let r = fleet.report(&R1, None, NOW + 120);
+    assert!(
+        (r.holding_per_min - 2.0).abs() < 1e-9,
+        "{}",
+        r.holding_per_min
+    );
+    assert!((r.eta_s.unwrap() - 180.0).abs() < 1e-6);
+}
+
+#[test]
+fn a_site_asked_for_its_records_is_listed_node_by_node() {
+    use ReleaseState::*;
+    let fleet = three_sites();
+    let asked = [
+        body(10, "branch-1", true, 2, vec![rel(R1, 1, Complete, NOW)]),
+        body(11, "branch-1", true, 2, vec![rel(R1, 1, Downloading, NOW)]),
+        body(12, "branch-1", true, 2, vec![rel(R1, 1, Failed, NOW + 900)]),
+        body(
+            13,
+            "branch-1",
+            true,
+            2,
+            vec![rel(R1, 1, PausedByWindow, NOW)],
+        ),
+    ];
+    let r = fleet.report_with(&R1, None, Some(("branch-1", &asked)), NOW + 1000);
+    assert_eq!(r.nodes_detail.len(), 4);
+    let states: Vec<&str> = r.nodes_detail.iter().map(|d| d.state.as_str()).collect();
+    assert!(states.contains(&"complete") && states.contains(&"failed"));
+    let b1 = r.sites.iter().find(|s| s.site == "branch-1").unwrap();
+    assert_eq!((b1.from.as_str(), b1.holding), ("records", 1));
+    assert_eq!(r.states.total(), r.nodes);
+}

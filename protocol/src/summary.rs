@@ -1,0 +1,569 @@
+//! Site summaries: what one site's aggregator says of the whole site, so that status crosses
+//! the WAN once per site instead of once per node.
+//!
+//! Inside a site every node keeps every member's signed status record
+//! ([`crate::status`]); two members, chosen by rendezvous hashing over the live members,
+//! aggregate them. A [`SiteSummary`] is that aggregate for each release the site's records
+//! name: nodes by state, chunks held, the nodes that failed (a few, with their errors), the
+//! earliest window opening, and when the site's installing nodes installed it. It is signed
+//! by the aggregator's node key and carries a sequence number, so a replayed older summary
+//! never replaces a newer one ([`SummaryBody::supersedes`]).
+//!
+//! [`site_releases`] is the one aggregation of records: the aggregator builds its summary
+//! with it, and a node builds its own site's figures with it, so a site reads the same
+//! whether its figures came from records or from a summary.
+//!
+//! What a summary cannot do: it names no node's state but the failed ones, so it cannot be
+//! checked against the records (those are pulled on demand from the site, signed by each
+//! node); a lying aggregator can misstate its own site's counts, within the bounds checked
+//! here, and nothing else.
+
+use crate::codec;
+use crate::ids::{NodeId, ReleaseId};
+use crate::status::{
+    ReleaseState, STATUS_ERROR_BYTES_MAX, STATUS_RELEASES_MAX, StatusBody, StatusError,
+};
+use crate::wire::valid_name;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Largest encoded [`SignedSummary`]. [`SUMMARY_RELEASES_MAX`] releases with
+/// [`SUMMARY_FAILED_MAX`] failures each of the longest error fit; a typical summary is a few
+/// hundred bytes.
+pub const SUMMARY_BYTES_MAX: usize = 32 << 10;
+
+/// Most releases one summary reports (the site's newest).
+pub const SUMMARY_RELEASES_MAX: usize = STATUS_RELEASES_MAX;
+
+/// Most failed nodes one summary names per release (all are counted): enough to see which
+/// error it is; `p2pctl fleet --site` lists them all.
+pub const SUMMARY_FAILED_MAX: usize = 3;
+
+/// Most contacts (aggregators) one summary names.
+pub const SUMMARY_CONTACTS_MAX: usize = 2;
+
+/// Most nodes one summary may count: larger than any branch (a site's members are all
+/// connected to each other, and a node connects to at most 4096 peers).
+pub const SITE_NODES_MAX: u32 = 4096;
+
+/// Installation delays are counted in buckets: bucket 0 is under [`INSTALL_BUCKET_FIRST_S`]
+/// after publishing, and each later bucket ends [`INSTALL_BUCKET_RATIO`] times later than the
+/// one before (so a delay read back from a bucket is at most 25 % late).
+pub const INSTALL_BUCKET_FIRST_S: f64 = 60.0;
+
+/// See [`INSTALL_BUCKET_FIRST_S`].
+pub const INSTALL_BUCKET_RATIO: f64 = 1.25;
+
+/// Buckets of installation delays: the last ends after about 60 days; later installs count
+/// in it too.
+pub const INSTALL_BUCKETS: usize = 52;
+
+/// The deadline critical releases are held to: 72 hours from publishing.
+pub const CRITICAL_DEADLINE_S: i64 = 72 * 3600;
+
+/// Domain separation of the signature.
+const SUMMARY_CONTEXT: &[u8] = b"p2pd site summary v1\0";
+
+/// The bucket of an installation `delay_s` after publishing.
+pub fn install_bucket(delay_s: i64) -> usize {
+    let mut end = INSTALL_BUCKET_FIRST_S;
+    for k in 0..INSTALL_BUCKETS {
+        if (delay_s as f64) < end {
+            return k;
+        }
+        end *= INSTALL_BUCKET_RATIO;
+    }
+    INSTALL_BUCKETS - 1
+}
+
+/// The end of bucket `k`, seconds after publishing: a delay read back from the bucket.
+pub fn install_bucket_end_s(k: usize) -> i64 {
+    (INSTALL_BUCKET_FIRST_S * INSTALL_BUCKET_RATIO.powi(k.min(INSTALL_BUCKETS - 1) as i32)).ceil()
+        as i64
+}
+
+/// A member of a site that other sites can reach: an aggregator, at its WAN data address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Its node id.
+    pub node: NodeId,
+    /// Where peers of other sites dial its data plane.
+    pub wan: SocketAddr,
+}
+
+/// A node of the site whose fetch or installation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedEntry {
+    /// The node.
+    pub node: NodeId,
+    /// Since when, unix seconds.
+    pub since_unix_s: i64,
+    /// What it said went wrong (at most [`STATUS_ERROR_BYTES_MAX`] bytes).
+    pub error: String,
+}
+
+/// One release across one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRelease {
+    /// The release.
+    pub release: ReleaseId,
+    /// Its channel (empty if no node of the site read its manifest).
+    pub channel: String,
+    /// Its version.
+    pub version: u64,
+    /// When it was published, unix seconds (0 if unknown).
+    pub published_unix_s: i64,
+    /// Unique chunks in the release.
+    pub chunks_total: u32,
+    /// Nodes by state, in [`ReleaseState::ALL`] order. Every node counts once: in
+    /// `Activated` if it installed this release, else in `covered` if it installed (or, not
+    /// installing, holds) a newer version of the channel, else in the state its record gives,
+    /// else nowhere (it does not know the release yet).
+    pub states: Vec<u32>,
+    /// Nodes covered by a newer version of the channel (see `states`).
+    pub covered: u32,
+    /// Chunks of it held, summed over the site's nodes; a node done with it (installed, or
+    /// covered or superseded by a newer version) counts as holding all of them.
+    pub chunks_have: u64,
+    /// Installing nodes that installed it or a newer version of its channel, by the delay
+    /// from publishing ([`install_bucket`]); trailing empty buckets are left out.
+    pub installed_after: Vec<u32>,
+    /// Of those, the ones that installed within [`CRITICAL_DEADLINE_S`] of publishing.
+    pub installed_by_deadline: u32,
+    /// The earliest time a paused node's download window opens, unix seconds.
+    pub opens_unix_s: Option<i64>,
+    /// Failed nodes, the newest failures first, at most [`SUMMARY_FAILED_MAX`].
+    pub failed: Vec<FailedEntry>,
+}
+
+impl SiteRelease {
+    /// Nodes in `state`.
+    pub fn count(&self, state: ReleaseState) -> u32 {
+        self.states.get(state.index()).copied().unwrap_or(0)
+    }
+
+    /// Nodes counted in some state or covered.
+    pub fn known(&self) -> u32 {
+        self.states.iter().sum::<u32>() + self.covered
+    }
+}
+
+/// What a site's aggregator says of the site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryBody {
+    /// The site.
+    pub site: String,
+    /// The aggregator (its ed25519 key): the key that signs the summary.
+    pub aggregator: NodeId,
+    /// Grows with every summary of the site (the aggregator's wall clock in milliseconds),
+    /// so that the newest of two aggregators' summaries wins.
+    pub seq: u64,
+    /// When it was made, unix seconds.
+    pub at_unix_s: i64,
+    /// Nodes of the site with a record.
+    pub nodes: u32,
+    /// Of those, nodes that install releases.
+    pub installers: u32,
+    /// Where other sites reach the site: its aggregators (at most [`SUMMARY_CONTACTS_MAX`]).
+    pub contacts: Vec<Contact>,
+    /// Releases, the newest first (at most [`SUMMARY_RELEASES_MAX`]).
+    pub releases: Vec<SiteRelease>,
+}
+
+impl SummaryBody {
+    /// Whether this summary replaces `held` (same site, higher number).
+    pub fn supersedes(&self, held: &Self) -> bool {
+        self.site == held.site && self.seq > held.seq
+    }
+
+    /// The release's entry, if the summary has one.
+    pub fn release(&self, id: &ReleaseId) -> Option<&SiteRelease> {
+        self.releases.iter().find(|r| r.release == *id)
+    }
+
+    fn check(&self) -> Result<(), StatusError> {
+        if !valid_name(&self.site) {
+            return Err(StatusError::Invalid("site name"));
+        }
+        if self.nodes > SITE_NODES_MAX || self.installers > self.nodes {
+            return Err(StatusError::Invalid("node counts"));
+        }
+        if self.contacts.len() > SUMMARY_CONTACTS_MAX {
+            return Err(StatusError::Invalid("too many contacts"));
+        }
+        if self.releases.len() > SUMMARY_RELEASES_MAX {
+            return Err(StatusError::Invalid("too many releases"));
+        }
+        for r in &self.releases {
+            if r.states.len() != ReleaseState::ALL.len() {
+                return Err(StatusError::Invalid("state counts"));
+            }
+            if u64::from(r.known()) > u64::from(self.nodes)
+                || r.installed_after.iter().map(|&n| u64::from(n)).sum::<u64>()
+                    > u64::from(self.installers)
+                || r.installed_after.len() > INSTALL_BUCKETS
+                || u64::from(r.installed_by_deadline) > u64::from(self.installers)
+            {
+                return Err(StatusError::Invalid("more nodes counted than the site has"));
+            }
+            if r.chunks_have > u64::from(r.chunks_total) * u64::from(self.nodes) {
+                return Err(StatusError::Invalid(
+                    "more chunks held than the site can hold",
+                ));
+            }
+            if !r.channel.is_empty() && !crate::manifest::is_valid_channel(&r.channel) {
+                return Err(StatusError::Invalid("channel name"));
+            }
+            if r.failed.len() > SUMMARY_FAILED_MAX
+                || r.failed.len() as u32 > r.count(ReleaseState::Failed)
+                || r.failed
+                    .iter()
+                    .any(|f| f.error.len() > STATUS_ERROR_BYTES_MAX)
+            {
+                return Err(StatusError::Invalid("failed nodes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A summary as it travels and as receivers keep it: the body's canonical encoding and the
+/// aggregator's signature over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedSummary {
+    /// [`SummaryBody`], encoded.
+    pub body: Vec<u8>,
+    /// Ed25519 signature of [`SummaryBody::aggregator`] over the context and `body`.
+    pub signature: Vec<u8>,
+}
+
+impl SignedSummary {
+    /// Signs `body` with `key`, which must be the key of `body.aggregator`.
+    pub fn sign(body: &SummaryBody, key: &SigningKey) -> Self {
+        debug_assert_eq!(body.aggregator.0, key.verifying_key().to_bytes());
+        let body = codec::encode(body);
+        let signature = key.sign(&message(&body)).to_bytes().to_vec();
+        Self { body, signature }
+    }
+
+    /// The summary's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a summary from the network or the store, bounded.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StatusError> {
+        Ok(codec::decode::<Self, SUMMARY_BYTES_MAX>(
+            bytes,
+            "site summary",
+        )?)
+    }
+
+    /// The body, if the signature is the named aggregator's and every field is in bounds.
+    pub fn verify(&self) -> Result<SummaryBody, StatusError> {
+        let body: SummaryBody =
+            codec::decode::<_, SUMMARY_BYTES_MAX>(&self.body, "site summary body")?;
+        let key =
+            VerifyingKey::from_bytes(&body.aggregator.0).map_err(|_| StatusError::BadSignature)?;
+        let sig = <[u8; 64]>::try_from(self.signature.as_slice())
+            .map_err(|_| StatusError::BadSignature)?;
+        key.verify(&message(&self.body), &Signature::from_bytes(&sig))
+            .map_err(|_| StatusError::BadSignature)?;
+        body.check()?;
+        Ok(body)
+    }
+}
+
+fn message(body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SUMMARY_CONTEXT.len() + body.len());
+    m.extend_from_slice(SUMMARY_CONTEXT);
+    m.extend_from_slice(body);
+    m
+}
+
+/// What one node's record says of one channel: its newest version installed (or, for a node
+/// that does not install, held), and since when.
+fn newest_done(record: &StatusBody, channel: &str) -> Option<(u64, i64)> {
+    record
+        .releases
+        .iter()
+        .filter(|r| r.channel == channel && !channel.is_empty())
+        .filter(|r| {
+            if record.installs {
+                r.state == ReleaseState::Activated
+            } else {
+                r.state.has_release()
+            }
+        })
+        .map(|r| (r.version, r.since_unix_s))
+        .max()
+}
+
+/// The figures of every release the `records` of one site name (the newest
+/// [`SUMMARY_RELEASES_MAX`], by publishing time): the one aggregation behind a site summary
+/// and a node's view of its own site.
+pub fn site_releases(records: &[&StatusBody]) -> Vec<SiteRelease> {
+    // Each release once, with what the records know of it.
+    let mut known: HashMap<ReleaseId, (String, u64, i64, u32)> = HashMap::new();
+    for b in records {
+        for r in &b.releases {
+            let e = known
+                .entry(r.release)
+                .or_insert_with(|| (String::new(), 0, 0, 0));
+            if e.0.is_empty() && !r.channel.is_empty() {
+                *e = (
+                    r.channel.clone(),
+                    r.version,
+                    r.published_unix_s,
+                    r.chunks_total,
+                );
+            }
+            e.3 = e.3.max(r.chunks_total);
+        }
+    }
+    let mut list: Vec<(ReleaseId, (String, u64, i64, u32))> = known.into_iter().collect();
+    list.sort_by(|a, b| {
+        b.1.2
+            .cmp(&a.1.2)
+            .then_with(|| a.1.0.cmp(&b.1.0))
+            .then(b.1.1.cmp(&a.1.1))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    list.truncate(SUMMARY_RELEASES_MAX);
+    list.into_iter()
+        .map(|(id, (channel, version, published, chunks_total))| {
+            site_release(records, id, &channel, version, published, chunks_total)
+        })
+        .collect()
+}
+
+/// The figures of one release across the `records` of one site.
+pub fn site_release(
+    records: &[&StatusBody],
+    release: ReleaseId,
+    channel: &str,
+    version: u64,
+    published_unix_s: i64,
+    chunks_total: u32,
+) -> SiteRelease {
+    let mut out = SiteRelease {
+        release,
+        channel: channel.to_owned(),
+        version,
+        published_unix_s,
+        chunks_total,
+        states: vec![0; ReleaseState::ALL.len()],
+        covered: 0,
+        chunks_have: 0,
+        installed_after: Vec::new(),
+        installed_by_deadline: 0,
+        opens_unix_s: None,
+        failed: Vec::new(),
+    };
+    let mut failed = Vec::new();
+    let installed = |at: i64, out: &mut SiteRelease| {
+        let delay = at.saturating_sub(published_unix_s);
+        if delay <= CRITICAL_DEADLINE_S {
+            out.installed_by_deadline += 1;
+        }
+        let k = install_bucket(delay);
+        if out.installed_after.len() <= k {
+            out.installed_after.resize(k + 1, 0);
+        }
+        out.installed_after[k] += 1;
+    };
+    for b in records {
+        let own = b.release(&release);
+        let newer = newest_done(b, channel).filter(|(v, _)| *v > version);
+        match (own, newer) {
+            (Some(r), _) if r.state == ReleaseState::Activated => {
+                out.states[r.state.index()] += 1;
+                out.chunks_have += u64::from(chunks_total);
+                if b.installs {
+                    installed(r.since_unix_s, &mut out);
+                }
+            }
+            (_, Some((_, since))) => {
+                out.covered += 1;
+                out.chunks_have += u64::from(chunks_total);
+                if b.installs {
+                    installed(since, &mut out);
+                }
+            }
+            (Some(r), None) => {
+                out.states[r.state.index()] += 1;
+                out.chunks_have += if r.state == ReleaseState::Superseded {
+                    u64::from(chunks_total)
+                } else {
+                    u64::from(r.chunks_have.min(chunks_total))
+                };
+                match r.state {
+                    ReleaseState::Failed => failed.push(FailedEntry {
+                        node: b.node,
+                        since_unix_s: r.since_unix_s,
+                        error: r.error.clone().unwrap_or_default(),
+                    }),
+                    ReleaseState::PausedByWindow => {
+                        if let Some(t) = r.until_unix_s {
+                            out.opens_unix_s = Some(out.opens_unix_s.map_or(t, |o| o.min(t)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    failed.sort_by(|a: &FailedEntry, b| {
+        b.since_unix_s
+            .cmp(&a.since_unix_s)
+            .then_with(|| a.node.cmp(&b.node))
+    });
+    failed.truncate(SUMMARY_FAILED_MAX);
+    out.failed = failed;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::ReleaseStatus;
+
+    const NOW: i64 = 1_795_392_000;
+
+    fn key(b: u8) -> SigningKey {
+        SigningKey::from_bytes(&[b; 32])
+    }
+
+    fn status(id: u8, version: u64, state: ReleaseState, since: i64) -> ReleaseStatus {
+        ReleaseStatus {
+            release: ReleaseId([id; 32]),
+            channel: "security/x".into(),
+            version,
+            published_unix_s: NOW,
+            state,
+            chunks_have: if state.has_release() { 10 } else { 4 },
+            chunks_total: 10,
+            since_unix_s: since,
+            until_unix_s: (state == ReleaseState::PausedByWindow).then_some(NOW + 600),
+            error: (state == ReleaseState::Failed).then(|| "apply exited 3".into()),
+        }
+    }
+
+    fn record(k: u8, installs: bool, releases: Vec<ReleaseStatus>) -> StatusBody {
+        StatusBody {
+            node: NodeId(key(k).verifying_key().to_bytes()),
+            site: "branch-1".into(),
+            installs,
+            seq: 1,
+            at_unix_s: NOW,
+            releases,
+        }
+    }
+
+    #[test]
+    fn every_node_counts_once_and_a_newer_install_covers_an_older_release() {
+        use ReleaseState::*;
+        let records = [
+            // Installed v1 an hour after publishing.
+            record(1, true, vec![status(1, 1, Activated, NOW + 3600)]),
+            // v1 complete, v2 installed: covered.
+            record(
+                2,
+                true,
+                vec![
+                    status(1, 1, Complete, NOW),
+                    status(2, 2, Activated, NOW + 7200),
+                ],
+            ),
+            // Never heard of v1, runs v2: covered.
+            record(3, true, vec![status(2, 2, Activated, NOW + 60)]),
+            record(4, true, vec![status(1, 1, Failed, NOW + 10)]),
+            record(5, false, vec![status(1, 1, PausedByWindow, NOW)]),
+            record(6, false, vec![]),
+            // Does not install: holding v2 covers v1.
+            record(7, false, vec![status(2, 2, Complete, NOW)]),
+        ];
+        let refs: Vec<&StatusBody> = records.iter().collect();
+        let r = site_release(&refs, ReleaseId([1; 32]), "security/x", 1, NOW, 10);
+        assert_eq!(r.count(Activated), 1);
+        assert_eq!(r.covered, 3);
+        assert_eq!(r.count(Failed), 1);
+        assert_eq!(r.count(PausedByWindow), 1);
+        assert_eq!(r.known(), 6, "node 6 knows nothing of it");
+        assert_eq!(r.opens_unix_s, Some(NOW + 600));
+        assert_eq!(r.failed.len(), 1);
+        assert_eq!(r.failed[0].error, "apply exited 3");
+        // The three installers that installed it or v2, by delay: 1 h, 2 h, 1 min.
+        let total: u32 = r.installed_after.iter().sum();
+        assert_eq!(total, 3);
+        assert_eq!(r.installed_after[install_bucket(60)], 1);
+        assert_eq!(r.installed_after[install_bucket(3600)], 1);
+        assert_eq!(r.installed_by_deadline, 3);
+        // The newest release first; both named.
+        let all = site_releases(&refs);
+        assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn install_buckets_read_back_at_most_a_quarter_late() {
+        for delay in [0i64, 59, 60, 61, 3599, 86_400, 72 * 3600] {
+            let k = install_bucket(delay);
+            let end = install_bucket_end_s(k);
+            assert!(end > delay, "{delay} in bucket {k} ending {end}");
+            if delay >= 60 {
+                assert!(end as f64 <= delay as f64 * INSTALL_BUCKET_RATIO + 1.0);
+            }
+        }
+        assert_eq!(install_bucket(i64::MAX), INSTALL_BUCKETS - 1);
+    }
+
+    fn body(k: &SigningKey, seq: u64) -> SummaryBody {
+        let records = [record(
+            1,
+            true,
+            vec![status(1, 1, ReleaseState::Failed, NOW)],
+        )];
+        let refs: Vec<&StatusBody> = records.iter().collect();
+        SummaryBody {
+            site: "branch-1".into(),
+            aggregator: NodeId(k.verifying_key().to_bytes()),
+            seq,
+            at_unix_s: NOW,
+            nodes: 1,
+            installers: 1,
+            contacts: vec![Contact {
+                node: NodeId(k.verifying_key().to_bytes()),
+                wan: "203.0.113.7:7402".parse().unwrap(),
+            }],
+            releases: site_releases(&refs),
+        }
+    }
+
+    #[test]
+    fn a_signed_summary_round_trips_and_forged_or_inflated_ones_are_refused() {
+        let k = key(9);
+        let signed = SignedSummary::sign(&body(&k, 3), &k);
+        let bytes = signed.encode();
+        assert!(bytes.len() < 400, "{} bytes", bytes.len());
+        assert_eq!(
+            SignedSummary::decode(&bytes).unwrap().verify().unwrap(),
+            body(&k, 3)
+        );
+        let mut tampered = signed.clone();
+        tampered.body[3] ^= 1;
+        assert!(tampered.verify().is_err());
+        // Signed, but counting more nodes than the site has.
+        let mut inflated = body(&k, 4);
+        inflated.releases[0].states[0] = 5;
+        assert!(SignedSummary::sign(&inflated, &k).verify().is_err());
+        let mut many = body(&k, 4);
+        many.nodes = SITE_NODES_MAX + 1;
+        assert!(SignedSummary::sign(&many, &k).verify().is_err());
+        assert!(SignedSummary::decode(&vec![0u8; SUMMARY_BYTES_MAX + 1]).is_err());
+        assert!(body(&k, 4).supersedes(&body(&k, 3)));
+        assert!(!body(&k, 3).supersedes(&body(&k, 3)));
+    }
+}
