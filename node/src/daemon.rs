@@ -212,10 +212,10 @@ async fn save_fleet(state: &Arc<AppState>) {
     }
 }
 
-/// Sends this node's status record to its site's members when its cadence says so
+/// Sends this node's status record to its site's aggregators when its cadence says so
 /// ([`scheduler::control::Cadence::status`]: a change of state at most every 5 s, progress
-/// alone every minute, a heartbeat every five minutes); the node keeps its own record in the
-/// fleet table too, and gives it to every member that connects later.
+/// alone every minute, a heartbeat every five minutes), and the latest one to an aggregator
+/// that takes over; the node keeps its own record in the fleet table too.
 async fn publish_status(
     state: Arc<AppState>,
     net: Arc<Net>,
@@ -235,8 +235,14 @@ async fn publish_status(
     let mut cadence = Cadence::status();
     let mut last: Option<Vec<ReleaseStatus>> = None;
     let mut seq = 0u64;
+    // The latest record, and the aggregators that have it.
+    let mut record: Option<Vec<u8>> = None;
+    let mut told: std::collections::HashSet<libp2p::PeerId> = std::collections::HashSet::new();
     loop {
         tick.tick().await;
+        if let Some(bytes) = &record {
+            send_to_aggregators(&net, bytes, &mut told);
+        }
         let Some(mut releases) = crate::server::status_releases(&state).await else {
             continue;
         };
@@ -275,11 +281,30 @@ async fn publish_status(
             at_unix_s: now.as_second(),
             releases: releases.clone(),
         };
-        let record = SignedStatus::sign(&body, &key).encode();
-        if let Err(e) = state.fleet.offer_record(&record) {
+        let signed = SignedStatus::sign(&body, &key).encode();
+        if let Err(e) = state.fleet.offer_record(&signed) {
             tracing::warn!(error = %e, "own status record not kept");
         }
-        net.broadcast_lan(protocol::wire::Control::Status(record));
+        told.clear();
+        send_to_aggregators(&net, &signed, &mut told);
+        record = Some(signed);
         last = Some(releases);
+    }
+}
+
+/// Sends `record` to each of the site's aggregators that has not had it (`told`, cleared
+/// when the record changes; an aggregator that reconnected is told again).
+fn send_to_aggregators(
+    net: &Net,
+    record: &[u8],
+    told: &mut std::collections::HashSet<libp2p::PeerId>,
+) {
+    let aggs = crate::net::aggregate::site_aggregators(net);
+    let peers = net.peer_list();
+    told.retain(|id| peers.iter().any(|p| p.id == *id));
+    for p in peers.iter().filter(|p| aggs.contains(&p.node_key)) {
+        if told.insert(p.id) {
+            p.send_control(protocol::wire::Control::Status(record.to_vec()));
+        }
     }
 }

@@ -497,6 +497,23 @@ impl Fleet {
         out
     }
 
+    /// The summaries held, signed, at most `max_bytes` of them (newest first).
+    pub fn summaries_signed(&self, max_bytes: usize) -> Vec<Vec<u8>> {
+        let inner = lock(&self.inner);
+        let mut list: Vec<&HeldSummary> = inner.summaries.values().collect();
+        list.sort_by_key(|s| std::cmp::Reverse(s.body.at_unix_s));
+        let mut used = 0;
+        let mut out = Vec::new();
+        for s in list {
+            used += s.signed.len() + 5;
+            if used > max_bytes {
+                break;
+            }
+            out.push(s.signed.clone());
+        }
+        out
+    }
+
     /// The records of this site, verified bodies.
     pub fn own_records(&self) -> Vec<StatusBody> {
         lock(&self.inner)

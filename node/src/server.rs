@@ -192,6 +192,7 @@ async fn dashboard_data(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<crate::dashboard::DashboardData>, ApiError> {
     let net = net_of(&state)?;
+    refresh_fleet(&state).await;
     let mut releases = net.releases();
     // Newest first; a fleet rolls out a handful at a time.
     releases.sort_by(|a, b| {
@@ -281,6 +282,7 @@ async fn metrics(
             }
         }
     }
+    refresh_fleet(&state).await;
     let mut known = net.releases();
     known.sort_by_key(|r| std::cmp::Reverse(r.urgency.created_unix_s));
     known.truncate(crate::dashboard::RELEASES_MAX);
@@ -560,6 +562,14 @@ struct FleetQuery {
     site: Option<String>,
 }
 
+/// Brings the other sites' summaries up to date before a fleet view (a member asks its
+/// site's aggregator, at most every few seconds).
+async fn refresh_fleet(state: &AppState) {
+    if let Some(net) = state.net.get() {
+        crate::net::aggregate::refresh(net).await;
+    }
+}
+
 /// What the store (or the network) knows of release `id`, for the fleet views.
 fn release_facts(state: &AppState, id: &ReleaseId) -> Option<crate::fleet::ReleaseFacts> {
     if let Some(r) = state.net.get().and_then(|n| n.release(id)) {
@@ -597,6 +607,7 @@ async fn fleet_report(
     // A full id names any release, known here or not; a prefix must match a stored one.
     let store = state.store.clone();
     let id = blocking(move || resolve(&store, &release)).await?;
+    refresh_fleet(&state).await;
     let now = jiff::Timestamp::now().as_second();
     let asked = match q.site {
         None => None,
@@ -639,6 +650,7 @@ async fn compliance_report(
 ) -> Result<Json<Vec<crate::fleet::ComplianceRow>>, ApiError> {
     let store = state.store.clone();
     let releases = blocking(move || Ok(store.releases()?)).await?;
+    refresh_fleet(&state).await;
     let since = q.since_unix_s.unwrap_or(i64::MIN);
     let mut facts: Vec<crate::fleet::ReleaseFacts> = releases
         .iter()

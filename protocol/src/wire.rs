@@ -141,6 +141,9 @@ pub enum Control {
     Bitmap {
         /// The release.
         release: ReleaseId,
+        /// The number the sender's [`Control::Have`]s of this release carry on this
+        /// connection instead of its id (see [`Slot`]).
+        slot: Slot,
         /// Number of unique chunks in the release.
         chunk_count: u32,
         /// `ceil(chunk_count / 8)` bytes.
@@ -149,10 +152,10 @@ pub enum Control {
         /// across the WAN only what no other peer has.
         reserve: bool,
     },
-    /// The sender now also has these chunks of `release`.
+    /// The sender now also has these chunks of the release its bitmap or offer gave `slot`.
     Have {
-        /// The release.
-        release: ReleaseId,
+        /// The release's [`Slot`] on this connection.
+        slot: Slot,
         /// Chunk indices.
         indices: Vec<u32>,
     },
@@ -172,7 +175,76 @@ pub enum Control {
     /// Whether the sender takes the receiver as a neighbour in the WAN overlay of site
     /// aggregators (summaries are exchanged between neighbours).
     Overlay(bool),
+    /// Between overlay neighbours: the site summaries the sender holds and the receiver may
+    /// not, as (site key, number) pairs; the receiver asks for those it lacks
+    /// ([`Control::Iwant`]). A summary is announced on every link but crosses each link to
+    /// an aggregator that lacks it once.
+    Ihave(Vec<(u64, u64)>),
+    /// Between overlay neighbours: the summaries (site key, number) the sender wants, of
+    /// those the receiver announced; the answer is a [`Control::Summaries`].
+    Iwant(Vec<(u64, u64)>),
+    /// To a peer of another site, instead of a [`Control::Bitmap`]: the sender serves
+    /// `release` and will announce, with [`Control::Have`], the chunks of it the receiver
+    /// says it wants ([`Control::Want`]) as the sender comes to hold them. Across the WAN a
+    /// member fetches only the chunks rendezvous hashing names it for, so that is all it
+    /// needs to hear of.
+    Offer {
+        /// The release.
+        release: ReleaseId,
+        /// As in [`Control::Bitmap`].
+        slot: Slot,
+        /// Number of unique chunks in the release.
+        chunk_count: u32,
+        /// As in [`Control::Bitmap`]: the release's origin, past initial seeding.
+        reserve: bool,
+    },
+    /// To a peer of another site: more chunks of `release` the sender fetches across the WAN
+    /// (those rendezvous hashing names it for and it lacks), added to those it named before;
+    /// an empty list: it needs none any more. Chunks it named once stay named: announcing
+    /// one too many costs a few bytes, asking again would cost a message per change of the
+    /// site's members.
+    Want {
+        /// The release.
+        release: ReleaseId,
+        /// The chunk indices in increasing order, each written as its distance from the one
+        /// before (the first from 0): a sparse set costs about a byte per chunk.
+        gaps: Vec<u32>,
+    },
 }
+
+impl Control {
+    /// A [`Control::Want`] of `indices` (increasing).
+    pub fn want(release: ReleaseId, indices: impl IntoIterator<Item = u32>) -> Self {
+        let mut last = 0u32;
+        let mut first = true;
+        let gaps = indices
+            .into_iter()
+            .map(|i| {
+                let g = if first { i } else { i - last };
+                first = false;
+                last = i;
+                g
+            })
+            .collect();
+        Self::Want { release, gaps }
+    }
+}
+
+/// The indices a [`Control::Want`]'s gaps stand for (checked by [`Control::decode`]: each
+/// after the first at least 1, all below the largest release's chunk count).
+pub fn want_indices(gaps: &[u32]) -> impl Iterator<Item = u32> + '_ {
+    let mut at = 0u32;
+    gaps.iter().enumerate().map(move |(k, &g)| {
+        at = if k == 0 { g } else { at.saturating_add(g) };
+        at
+    })
+}
+
+/// A small number a sender gives each release on one connection, in the bitmap or offer that
+/// introduces it, so that its announcements ([`Control::Have`], the most frequent control
+/// message) carry two bytes instead of the release's 32-byte id. A slot is the sender's,
+/// one direction of one connection; a bitmap or offer with a slot already given rebinds it.
+pub type Slot = u16;
 
 /// A peer as [`Control::Peers`] describes it: who it is and where its data plane listens.
 /// Claims only: the dialer's TLS handshake proves the node, its hello states its site.
@@ -190,6 +262,10 @@ pub struct PeerEntry {
 
 /// Most entries in one [`Control::Peers`].
 pub const PEERS_PER_MESSAGE_MAX: usize = 256;
+
+/// Most entries in one [`Control::Ihave`] or [`Control::Iwant`] (a site key and a number, at
+/// most 20 bytes): more than a fleet has sites.
+pub const DIGEST_ENTRIES_MAX: usize = 4096;
 
 /// Most summaries in one [`Control::Summaries`]; more are sent in several messages.
 pub const SUMMARIES_PER_MESSAGE_MAX: usize = 64;
@@ -218,11 +294,19 @@ pub enum ControlKind {
     Peers,
     /// [`Control::Overlay`].
     Overlay,
+    /// [`Control::Offer`].
+    Offer,
+    /// [`Control::Want`].
+    Want,
+    /// [`Control::Ihave`].
+    Ihave,
+    /// [`Control::Iwant`].
+    Iwant,
 }
 
 impl ControlKind {
     /// Every kind, in counter order ([`ControlKind::index`]).
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 12] = [
         Self::Hello,
         Self::Bitmap,
         Self::Have,
@@ -231,6 +315,10 @@ impl ControlKind {
         Self::Summaries,
         Self::Peers,
         Self::Overlay,
+        Self::Offer,
+        Self::Want,
+        Self::Ihave,
+        Self::Iwant,
     ];
 
     /// Position in [`ControlKind::ALL`].
@@ -249,6 +337,10 @@ impl ControlKind {
             Self::Summaries => "summaries",
             Self::Peers => "peers",
             Self::Overlay => "overlay",
+            Self::Offer => "offer",
+            Self::Want => "want",
+            Self::Ihave => "ihave",
+            Self::Iwant => "iwant",
         }
     }
 }
@@ -265,6 +357,10 @@ impl Control {
             Self::Summaries(_) => ControlKind::Summaries,
             Self::Peers(_) => ControlKind::Peers,
             Self::Overlay(_) => ControlKind::Overlay,
+            Self::Offer { .. } => ControlKind::Offer,
+            Self::Want { .. } => ControlKind::Want,
+            Self::Ihave(_) => ControlKind::Ihave,
+            Self::Iwant(_) => ControlKind::Iwant,
         }
     }
 
@@ -313,6 +409,31 @@ impl Control {
                     return Err(WireError::Invalid("summaries empty, too many or too large"));
                 }
             }
+            Self::Offer { chunk_count, .. } => {
+                if *chunk_count as usize > crate::manifest::CHUNKS_PER_RELEASE_MAX {
+                    return Err(WireError::Invalid(
+                        "offer of more chunks than a release has",
+                    ));
+                }
+            }
+            Self::Want { gaps, .. } => {
+                let max = crate::manifest::CHUNKS_PER_RELEASE_MAX as u64;
+                let mut at = 0u64;
+                for (k, &g) in gaps.iter().enumerate() {
+                    if k > 0 && g == 0 {
+                        return Err(WireError::Invalid("want list not increasing"));
+                    }
+                    at += u64::from(g);
+                    if at >= max {
+                        return Err(WireError::Invalid("want list past the largest release"));
+                    }
+                }
+            }
+            Self::Ihave(list) | Self::Iwant(list) => {
+                if list.is_empty() || list.len() > DIGEST_ENTRIES_MAX {
+                    return Err(WireError::Invalid("digest empty or too long"));
+                }
+            }
             Self::Peers(list) => {
                 if list.len() > PEERS_PER_MESSAGE_MAX || list.iter().any(|p| !valid_name(&p.site)) {
                     return Err(WireError::Invalid("peer list too long or a bad site name"));
@@ -353,6 +474,9 @@ pub enum Request {
     /// The signed status records of every member of the server's site it holds (an encoded
     /// `Vec<Vec<u8>>` follows the [`ReplyHeader::Records`] header).
     SiteRecords,
+    /// The signed summaries of other sites the server holds (as for `SiteRecords`): a
+    /// member asks its site's aggregator when it shows the fleet.
+    Summaries,
 }
 
 impl Request {
@@ -377,7 +501,8 @@ pub enum ReplyHeader {
         /// Length of the envelope.
         len: u32,
     },
-    /// `len` bytes of encoded records follow (for [`Request::SiteRecords`]).
+    /// `len` bytes of an encoded list of signed records or summaries follow (for
+    /// [`Request::SiteRecords`] and [`Request::Summaries`]).
     Records {
         /// Length of the encoded list.
         len: u32,
@@ -396,7 +521,7 @@ impl ReplyHeader {
             (Self::Chunk { len }, Request::Chunk(_)) if len <= CHUNK_BYTES_MAX => {}
             (Self::Manifest { len }, Request::Manifest(_))
                 if len as usize <= crate::envelope::ENVELOPE_BYTES_MAX => {}
-            (Self::Records { len }, Request::SiteRecords)
+            (Self::Records { len }, Request::SiteRecords | Request::Summaries)
                 if len as usize <= SITE_RECORDS_BYTES_MAX => {}
             (Self::NotFound | Self::Busy, _) => {}
             _ => return Err(WireError::Invalid("reply does not fit the request")),

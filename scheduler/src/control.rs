@@ -48,7 +48,7 @@ pub const SUMMARY_HEARTBEAT: Duration = Duration::from_secs(3600);
 
 /// Least and most time between two summaries of a site with news of a state change.
 pub const SUMMARY_MIN_INTERVAL_BOUNDS: (Duration, Duration) =
-    (Duration::from_secs(5), Duration::from_secs(60));
+    (Duration::from_secs(10), Duration::from_secs(60));
 
 /// Time between two summaries of a site per site in the fleet: every summary reaches every
 /// site, so the interval grows with the number of sites to keep what a branch receives
@@ -65,6 +65,12 @@ pub const SUMMARY_FORWARD_DELAY: Duration = Duration::from_millis(500);
 
 /// Peers of other sites each node dials for chunks (besides its bootstrap peers).
 pub const WAN_PEERS_DEFAULT: usize = 4;
+
+/// New chunks announced to a peer of another site wait at most this long, so that those of
+/// several checkpoints travel in one message: a member announces to each of its WAN peers
+/// only the chunks that peer fetches across the WAN, but a message of one chunk still costs
+/// a packet and its acknowledgement.
+pub const WAN_HAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The least time between two summaries of a site with a change of state, in a fleet of
 /// `sites` sites.
@@ -84,14 +90,24 @@ pub enum News {
     State,
 }
 
-/// When a record or a summary is due: a change of state after the least interval, progress
-/// after a longer one, and a heartbeat when nothing changes.
+/// A summary's news of a change of state waits this long after it was first seen, for the
+/// changes that follow it: the members of a site go from one state to the next within
+/// seconds of each other (their records arrive a status interval apart), and one summary
+/// can carry them all.
+pub const SUMMARY_SETTLE: Duration = Duration::from_secs(10);
+
+/// When a record or a summary is due: a change of state after the least interval (and, for
+/// a summary, once it settled), progress after a longer one, and a heartbeat when nothing
+/// changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cadence {
     min_ms: u64,
     progress_ms: u64,
     heartbeat_ms: u64,
+    settle_ms: u64,
     last_ms: Option<u64>,
+    /// Since when the news not yet sent has been a change of state.
+    news_since: Option<u64>,
 }
 
 impl Cadence {
@@ -101,6 +117,7 @@ impl Cadence {
             STATUS_MIN_INTERVAL,
             STATUS_PROGRESS_INTERVAL,
             STATUS_HEARTBEAT,
+            Duration::ZERO,
         )
     }
 
@@ -110,41 +127,61 @@ impl Cadence {
             summary_min_interval(sites),
             SUMMARY_PROGRESS_INTERVAL.max(summary_min_interval(sites)),
             SUMMARY_HEARTBEAT,
+            SUMMARY_SETTLE,
         )
     }
 
-    fn new(min: Duration, progress: Duration, heartbeat: Duration) -> Self {
+    fn new(min: Duration, progress: Duration, heartbeat: Duration, settle: Duration) -> Self {
         Self {
             min_ms: min.as_millis() as u64,
             progress_ms: progress.as_millis() as u64,
             heartbeat_ms: heartbeat.as_millis() as u64,
+            settle_ms: settle.as_millis() as u64,
             last_ms: None,
+            news_since: None,
         }
     }
 
     /// The least interval for `sites` sites (a summary's cadence follows the fleet's size).
     pub fn set_sites(&mut self, sites: usize) {
-        let last = self.last_ms;
+        let (last, since) = (self.last_ms, self.news_since);
         *self = Self::summary(sites);
         self.last_ms = last;
+        self.news_since = since;
     }
 
-    /// When something with `news` may go out (0: now; never sent yet).
+    /// When something with `news` may go out (0: now), given the news seen so far.
     pub fn due_at(&self, news: News) -> u64 {
-        let Some(last) = self.last_ms else { return 0 };
-        last + match news {
-            News::State => self.min_ms,
-            News::Progress => self.progress_ms,
-            News::None => self.heartbeat_ms,
-        }
+        let settled = match (news, self.news_since) {
+            (News::State, Some(since)) => since + self.settle_ms,
+            (News::State, None) => self.settle_ms,
+            _ => 0,
+        };
+        let Some(last) = self.last_ms else {
+            return settled.min(if news == News::State { u64::MAX } else { 0 });
+        };
+        let paced = last
+            + match news {
+                News::State => self.min_ms,
+                News::Progress => self.progress_ms,
+                News::None => self.heartbeat_ms,
+            };
+        paced.max(settled)
     }
 
     /// Whether something with `news` goes out at `now_ms`; if it does, the cadence counts
     /// from now.
     pub fn poll(&mut self, now_ms: u64, news: News) -> bool {
+        match news {
+            News::State => {
+                self.news_since.get_or_insert(now_ms);
+            }
+            _ => self.news_since = None,
+        }
         let due = self.due_at(news) <= now_ms;
         if due {
             self.last_ms = Some(now_ms);
+            self.news_since = None;
         }
         due
     }
@@ -248,6 +285,46 @@ pub fn pick_across_sites(
     out
 }
 
+/// Chunk indices waiting to be announced to one peer: they go out together, at most every
+/// interval ([`WAN_HAVE_INTERVAL`] across the WAN); the first after a quiet spell at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pending: Vec<u32>,
+    last_ms: Option<u64>,
+}
+
+impl Batch {
+    /// Adds `indices` to what waits.
+    pub fn extend(&mut self, indices: impl IntoIterator<Item = u32>) {
+        self.pending.extend(indices);
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// When what waits may go (`None`: nothing waits).
+    pub fn due_at(&self, interval: Duration) -> Option<u64> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(self.last_ms.map_or(0, |l| l + interval.as_millis() as u64))
+    }
+
+    /// What goes out at `now_ms`, sorted and without repeats, if it is due.
+    pub fn poll(&mut self, now_ms: u64, interval: Duration) -> Option<Vec<u32>> {
+        if self.due_at(interval)? > now_ms {
+            return None;
+        }
+        self.last_ms = Some(now_ms);
+        let mut out = std::mem::take(&mut self.pending);
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+}
+
 /// Which summaries each neighbour still needs: a summary is sent to a neighbour at most once,
 /// and not at all to one that sent it (or a newer one of its site) first. Memory: one number
 /// per site per neighbour.
@@ -315,13 +392,22 @@ mod tests {
 
     #[test]
     fn the_summary_interval_grows_with_the_fleet_within_its_bounds() {
-        assert_eq!(summary_min_interval(3), Duration::from_secs(5));
+        assert_eq!(summary_min_interval(3), Duration::from_secs(10));
         assert_eq!(summary_min_interval(500), Duration::from_secs(20));
         assert_eq!(summary_min_interval(100_000), Duration::from_secs(60));
         let mut c = Cadence::summary(500);
-        assert!(c.poll(0, News::State));
-        assert!(!c.poll(19_999, News::State));
-        assert!(c.poll(20_000, News::State));
+        assert!(!c.poll(0, News::State), "a change of state settles first");
+        assert!(!c.poll(9_999, News::State));
+        assert!(c.poll(10_000, News::State));
+        assert!(!c.poll(15_000, News::State), "new news, settling");
+        assert!(
+            !c.poll(29_999, News::State),
+            "settled, but the interval is 20 s"
+        );
+        assert!(c.poll(30_000, News::State));
+        // News that came after a long quiet spell still waits to settle.
+        assert!(!c.poll(100_000, News::State));
+        assert!(c.poll(110_000, News::State));
     }
 
     #[test]
@@ -384,6 +470,21 @@ mod tests {
             2,
             "all there are, but those of its own site"
         );
+    }
+
+    #[test]
+    fn announcements_wait_their_interval_and_travel_together() {
+        let i = WAN_HAVE_INTERVAL;
+        let mut b = Batch::default();
+        assert_eq!(b.poll(0, i), None, "nothing waits");
+        b.extend([5, 3]);
+        assert_eq!(b.poll(10, i), Some(vec![3, 5]), "the first goes at once");
+        b.extend([9]);
+        assert_eq!(b.poll(900, i), None);
+        b.extend([7, 9]);
+        assert_eq!(b.due_at(i), Some(1010));
+        assert_eq!(b.poll(1010, i), Some(vec![7, 9]));
+        assert!(b.is_empty());
     }
 
     #[test]

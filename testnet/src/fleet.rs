@@ -113,6 +113,13 @@ fn reserve_udp_port(held: &mut Vec<UdpSocket>) -> anyhow::Result<u16> {
     Ok(port)
 }
 
+/// How long no WAN connection must have been set up before [`Fleet::wait_connected`]
+/// returns.
+pub const QUIET_BEFORE_PUBLISH: Duration = Duration::from_secs(8);
+
+/// Peers of other branch sites each node dials (`network.wan_peers`, the default).
+pub const WAN_PEERS: usize = scheduler::control::WAN_PEERS_DEFAULT;
+
 /// The window over which [`Distribution::site_wan_ingress_peak_10s`] averages.
 pub const PEAK_WINDOW: Duration = Duration::from_secs(10);
 
@@ -147,10 +154,14 @@ pub fn peak_rate(series: &[(Instant, u64)], window: Duration) -> f64 {
     peak
 }
 
-/// How long after the last node completes a distribution's counters are read: the records
-/// that say "complete" leave within a status interval, and their traffic belongs to the
-/// release.
-pub const CONTROL_SETTLE: Duration = Duration::from_secs(6);
+/// After the last node completes, a distribution's counters are read once no control
+/// message has been sent for this long (the records that say "complete", then the site
+/// summaries made of them, belong to the release).
+pub const CONTROL_QUIET: Duration = Duration::from_secs(4);
+
+/// The longest wait for [`CONTROL_QUIET`]: a fleet never quiet by then (progress records,
+/// heartbeats) is read as it is.
+pub const CONTROL_SETTLE_MAX: Duration = Duration::from_secs(40);
 
 /// The fleet's byte counters at one instant: the relay's, per site and [`Kind`], and the
 /// control-stream counters of every node, summed per site.
@@ -160,12 +171,34 @@ pub struct Counters {
     relay: Vec<[[u64; 2]; 3]>,
     /// Per site: libp2p bytes between its own nodes.
     lan_control: Vec<u64>,
+    /// Per site: data-plane bytes between its own nodes that came through the relay.
+    lan_data: Vec<u64>,
     /// Per site: data-plane control bytes its nodes received from peers of other sites.
     control_wan_received: Vec<u64>,
     /// Per site: data-plane control bytes its nodes sent to peers of other sites.
     control_wan_sent: Vec<u64>,
     /// Per data-plane message kind: bytes all nodes sent (same-site and other peers).
     control_sent_by_kind: Vec<(String, u64)>,
+    /// Per data-plane message kind: bytes all nodes sent to peers of other sites.
+    control_wan_by_kind: Vec<(String, u64)>,
+}
+
+/// `a - b`, kind by kind.
+fn sub_kinds(a: &[(String, u64)], b: &[(String, u64)]) -> Vec<(String, u64)> {
+    a.iter()
+        .map(|(k, v)| {
+            let was = b.iter().find(|(bk, _)| bk == k).map_or(0, |(_, x)| *x);
+            (k.clone(), v.saturating_sub(was))
+        })
+        .collect()
+}
+
+/// Adds `n` to `kind`'s entry of `list`.
+fn add_kind(list: &mut Vec<(String, u64)>, kind: &str, n: u64) {
+    match list.iter_mut().find(|(k, _)| k == kind) {
+        Some((_, v)) => *v += n,
+        None => list.push((kind.to_string(), n)),
+    }
 }
 
 impl Counters {
@@ -190,20 +223,14 @@ impl Counters {
                 })
                 .collect(),
             lan_control: sub(&self.lan_control, &before.lan_control),
+            lan_data: sub(&self.lan_data, &before.lan_data),
             control_wan_received: sub(&self.control_wan_received, &before.control_wan_received),
             control_wan_sent: sub(&self.control_wan_sent, &before.control_wan_sent),
-            control_sent_by_kind: self
-                .control_sent_by_kind
-                .iter()
-                .map(|(k, v)| {
-                    let b = before
-                        .control_sent_by_kind
-                        .iter()
-                        .find(|(bk, _)| bk == k)
-                        .map_or(0, |(_, b)| *b);
-                    (k.clone(), v.saturating_sub(b))
-                })
-                .collect(),
+            control_sent_by_kind: sub_kinds(
+                &self.control_sent_by_kind,
+                &before.control_sent_by_kind,
+            ),
+            control_wan_by_kind: sub_kinds(&self.control_wan_by_kind, &before.control_wan_by_kind),
         }
     }
 
@@ -239,7 +266,7 @@ pub struct Distribution {
     /// The lower bound for this release size and the configured caps (seconds).
     pub lower_bound_s: f64,
     /// Every byte of every plane but chunk data that the nodes sent from the publish until
-    /// [`CONTROL_SETTLE`] after the last completion: libp2p (relay counts, same-site and
+    /// the control plane was quiet after the last completion ([`CONTROL_QUIET`]): libp2p (relay counts, same-site and
     /// across the WAN), data-plane connection setup across the WAN (relay counts of QUIC
     /// long-header packets) and data-plane control messages (the nodes' counts, frames
     /// without their QUIC packets), same-site and across the WAN.
@@ -259,6 +286,43 @@ pub struct Distribution {
     /// `control_bytes_total` by what carried it: `libp2p-lan`, `libp2p-wan`,
     /// `data-handshake-wan`, then each data-plane control message kind.
     pub control_by_kind: Vec<(String, u64)>,
+    /// libp2p bytes between nodes of the same site, by site (the origin's first).
+    pub libp2p_lan: Vec<(String, u64)>,
+    /// Of the data-plane control messages, the bytes sent to peers of other sites, by kind.
+    pub control_wan_by_kind: Vec<(String, u64)>,
+    /// Data-plane bytes between nodes of one site that took the relay instead of the LAN
+    /// (a node dialed a same-site peer at its WAN address): 0 unless something is wrong.
+    pub lan_data_via_relay: u64,
+    /// Chunk bytes each branch site's nodes received from peers of other sites, as the nodes
+    /// count them (chunk payload only: what `chunk_wan_ingress` carries less QUIC's headers,
+    /// acknowledgements and retransmissions), by site.
+    pub chunk_payload_wan_ingress: Vec<(String, u64)>,
+    /// Packets each site's WAN links dropped (queue full), by site (the origin's first).
+    pub wan_dropped_packets: Vec<(String, u64)>,
+    /// The share of this machine's CPU time that was busy from the publish to the last
+    /// completion (all cores; `/proc/stat`), and the number of cores.
+    pub cpu_busy: f64,
+    /// Cores of this machine.
+    pub cpus: usize,
+}
+
+/// Busy and total CPU time of this machine so far (`/proc/stat`, all cores, clock ticks).
+fn cpu_times() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(line) = text.lines().next() else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle and iowait are the fourth and fifth fields.
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 impl Distribution {
@@ -509,11 +573,27 @@ impl Fleet {
     }
 
     /// What node `i` lacks of the connections every node makes: to each running node of its
-    /// site, to the origin (its bootstrap peer), and, for the origin, from every running node.
-    /// Connections across the WAN to other branches are a few per node, picked by each node,
-    /// and not waited for. Empty when it has them all.
+    /// site, to the origin (its bootstrap peer), and, for the origin, from every running node;
+    /// and, for a branch node, its [`WAN_PEERS`] picks in other branches (as many as there
+    /// are), counted, not named. Empty when it has them all.
     async fn missing_peers(&self, i: usize) -> anyhow::Result<Vec<String>> {
         let peers = self.peers(i).await?;
+        if i > 0 {
+            let origin_site = &self.site_names[0];
+            let branch_wan = peers
+                .iter()
+                .filter(|p| !p.lan && p.site != *origin_site)
+                .count();
+            let others = self
+                .nodes
+                .iter()
+                .filter(|n| n.site != 0 && n.site != self.nodes[i].site && n.is_running())
+                .count();
+            let want = WAN_PEERS.min(others);
+            if branch_wan < want {
+                return Ok(vec![format!("{} of {want} WAN peers", branch_wan)]);
+            }
+        }
         let ids: Vec<String> = {
             let mut v = Vec::new();
             for (j, n) in self.nodes.iter().enumerate() {
@@ -548,13 +628,35 @@ impl Fleet {
                 }
             }
             if missing.is_empty() {
-                return Ok(());
+                return self.wait_quiet(deadline).await;
             }
             if Instant::now() > deadline {
                 anyhow::bail!("peers did not all connect: {missing:?}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Waits until no data-plane connection has been set up across the WAN for
+    /// [`QUIET_BEFORE_PUBLISH`] (the overlay of aggregators forms once their first summaries
+    /// name them), or `deadline`: what a release costs is then measured on a fleet at rest.
+    async fn wait_quiet(&self, deadline: Instant) -> anyhow::Result<()> {
+        let handshakes = || -> u64 {
+            (0..self.wan.sites())
+                .map(|s| self.wan.counters(s).of(Kind::DataHandshake, true))
+                .sum()
+        };
+        let mut last = handshakes();
+        let mut since = Instant::now();
+        while since.elapsed() < QUIET_BEFORE_PUBLISH && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = handshakes();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+        }
+        Ok(())
     }
 
     /// Writes release `version`'s tree (seeded) and returns its directory.
@@ -660,12 +762,16 @@ impl Fleet {
                     Kind::ALL.map(|k| [w.of(k, true), w.of(k, false)])
                 })
                 .collect(),
+            lan_data: (0..sites)
+                .map(|s| self.wan.counters(s).lan_data.load(Ordering::Relaxed))
+                .collect(),
             lan_control: (0..sites)
                 .map(|s| self.wan.counters(s).lan_control.load(Ordering::Relaxed))
                 .collect(),
             control_wan_received: vec![0; sites],
             control_wan_sent: vec![0; sites],
             control_sent_by_kind: Vec::new(),
+            control_wan_by_kind: Vec::new(),
         };
         for (i, node) in self.nodes.iter().enumerate() {
             if !node.is_running() {
@@ -677,16 +783,12 @@ impl Fleet {
             for k in &st.control {
                 c.control_wan_received[node.site] += k.wan_received;
                 c.control_wan_sent[node.site] += k.wan_sent;
-                match c
-                    .control_sent_by_kind
-                    .iter_mut()
-                    .find(|(n, _)| *n == k.kind)
-                {
-                    Some((_, v)) => *v += k.lan_sent + k.wan_sent,
-                    None => c
-                        .control_sent_by_kind
-                        .push((k.kind.clone(), k.lan_sent + k.wan_sent)),
-                }
+                add_kind(
+                    &mut c.control_sent_by_kind,
+                    &k.kind,
+                    k.lan_sent + k.wan_sent,
+                );
+                add_kind(&mut c.control_wan_by_kind, &k.kind, k.wan_sent);
             }
         }
         Ok(c)
@@ -716,12 +818,18 @@ impl Fleet {
         let before_relay = self.relay_totals();
         let mut before_lan = 0u64;
         let mut before_recv = Vec::new();
+        let mut before_wan = vec![0u64; self.wan.sites()];
         for i in 0..self.nodes.len() {
             let s = self.status(i).await?;
             before_lan += s.recv_lan_bytes;
+            before_wan[self.nodes[i].site] += s.recv_wan_bytes;
             before_recv.push(s.recv_lan_bytes + s.recv_wan_bytes);
         }
         let id = self.publish(&payload, version)?;
+        let cpu0 = cpu_times();
+        let dropped0: Vec<u64> = (0..self.wan.sites())
+            .map(|s| self.wan.counters(s).dropped.load(Ordering::Relaxed))
+            .collect();
         let t0 = Instant::now();
         // (time, bytes received by each site) samples for the peak 10 s ingress rates.
         let mut samples: Vec<(Instant, Vec<u64>)> =
@@ -763,11 +871,25 @@ impl Fleet {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let cpu1 = cpu_times();
         // Let the last packets drain before reading the relay counters.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let after_relay = self.relay_totals();
-        tokio::time::sleep(CONTROL_SETTLE.saturating_sub(Duration::from_millis(300))).await;
-        let counted = self.counters().await?.since(&before_counters);
+        let settle_start = Instant::now();
+        let sent = |c: &Counters| -> u64 { c.control_sent_by_kind.iter().map(|(_, b)| b).sum() };
+        let mut now_counters = self.counters().await?;
+        let mut quiet_since = Instant::now();
+        let mut last = sent(&now_counters);
+        while quiet_since.elapsed() < CONTROL_QUIET && settle_start.elapsed() < CONTROL_SETTLE_MAX {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            now_counters = self.counters().await?;
+            let n = sent(&now_counters);
+            if n != last {
+                last = n;
+                quiet_since = Instant::now();
+            }
+        }
+        let counted = now_counters.since(&before_counters);
         let branch = 1..self.wan.sites();
         let named = |f: &dyn Fn(usize) -> u64| -> Vec<(String, u64)> {
             branch
@@ -806,12 +928,14 @@ impl Fleet {
         control_by_kind.extend(counted.control_sent_by_kind.iter().cloned());
         let control_bytes_total: u64 = control_by_kind.iter().map(|(_, b)| b).sum();
         let mut lan = 0u64;
+        let mut wan_payload = vec![0u64; self.wan.sites()];
         let mut received = Vec::new();
         let mut bytes = 0;
         let mut new_bytes = 0;
         for (i, before) in before_recv.iter().enumerate() {
             let s = self.status(i).await?;
             lan += s.recv_lan_bytes;
+            wan_payload[self.nodes[i].site] += s.recv_wan_bytes;
             received.push((
                 self.nodes[i].name.clone(),
                 (s.recv_lan_bytes + s.recv_wan_bytes).saturating_sub(*before),
@@ -865,6 +989,36 @@ impl Fleet {
                     .saturating_sub(counted.control_wan_received[s])
             }),
             control_by_kind,
+            control_wan_by_kind: counted.control_wan_by_kind.clone(),
+            lan_data_via_relay: counted.lan_data.iter().sum(),
+            chunk_payload_wan_ingress: (1..self.wan.sites())
+                .map(|s| {
+                    (
+                        self.site_names[s].clone(),
+                        wan_payload[s].saturating_sub(before_wan[s]),
+                    )
+                })
+                .collect(),
+            wan_dropped_packets: (0..self.wan.sites())
+                .map(|s| {
+                    (
+                        self.site_names[s].clone(),
+                        self.wan
+                            .counters(s)
+                            .dropped
+                            .load(Ordering::Relaxed)
+                            .saturating_sub(dropped0[s]),
+                    )
+                })
+                .collect(),
+            cpu_busy: {
+                let (b, t) = (cpu1.0.saturating_sub(cpu0.0), cpu1.1.saturating_sub(cpu0.1));
+                if t == 0 { 0.0 } else { b as f64 / t as f64 }
+            },
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            libp2p_lan: (0..self.wan.sites())
+                .map(|s| (self.site_names[s].clone(), counted.lan_control[s]))
+                .collect(),
         })
     }
 

@@ -79,6 +79,28 @@ pub fn render(title: &str, d: &Distribution) -> String {
     for (kind, bytes) in d.control_by_kind.iter().filter(|(_, b)| *b > 0) {
         let _ = writeln!(out, "  {kind:<20} {:>10}", human_bytes(*bytes));
     }
+    let payload_max = d
+        .chunk_payload_wan_ingress
+        .iter()
+        .map(|(_, b)| *b)
+        .max()
+        .unwrap_or(0);
+    let dropped: u64 = d.wan_dropped_packets.iter().map(|(_, n)| n).sum();
+    let _ = writeln!(
+        out,
+        "chunk payload from other sites, most any site took: {} ({:.3} x release); WAN packets dropped {dropped}; this machine's {} cores {:.0} % busy until the last completion",
+        human_bytes(payload_max),
+        payload_max as f64 / f,
+        d.cpus,
+        d.cpu_busy * 100.0
+    );
+    if d.lan_data_via_relay > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} of data-plane traffic between nodes of one site went through the relay",
+            human_bytes(d.lan_data_via_relay)
+        );
+    }
     for (((site, chunks), (_, cin)), (_, cout)) in d
         .chunk_wan_ingress
         .iter()

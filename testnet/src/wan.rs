@@ -92,6 +92,9 @@ pub struct SiteCounters {
     /// libp2p bytes between nodes of this site (through the relay's control ports, not over
     /// the WAN), counted once per datagram.
     pub lan_control: AtomicU64,
+    /// Data-plane bytes between nodes of this site that came through the relay: none unless
+    /// a node dialed a same-site peer at its WAN address (a bug the report shows).
+    pub lan_data: AtomicU64,
 }
 
 impl SiteCounters {
@@ -276,9 +279,12 @@ impl Wan {
         addr: SocketAddr,
     ) {
         if from == to {
-            self.counters[from]
-                .lan_control
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let c = &self.counters[from];
+            let counter = match plane {
+                Plane::Control => &c.lan_control,
+                Plane::Data => &c.lan_data,
+            };
+            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
             let _ = out.send_to(&data, addr).await;
             return;
         }

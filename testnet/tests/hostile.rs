@@ -40,6 +40,7 @@ async fn link(fleet: &Fleet, rogue: &Rogue, i: usize, site: &str) -> Link {
 fn bitmap_of(release: ReleaseId, chunks: usize) -> Control {
     Control::Bitmap {
         release,
+        slot: 0,
         chunk_count: chunks as u32,
         bits: Bitmap::full(chunks as u32).as_bytes().to_vec(),
         reserve: false,

@@ -60,6 +60,10 @@ async fn three_sites_get_identical_bytes_and_v2_moves_only_changed_chunks() {
     fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
 
     let v1 = fleet.distribute(1, |_| {}).await.unwrap();
+    assert_eq!(
+        v1.lan_data_via_relay, 0,
+        "same-site peers talk over the LAN"
+    );
     let report = fleet_view(&fleet, 1, &v1.release, |r| {
         r.nodes == 13 && r.states.failed == 1 && r.states.holding() == 12
     })

@@ -1,39 +1,57 @@
 //! The fleet's status in two levels, on the data plane: every member sends its signed record
-//! to its site's members (the daemon's status publisher, [`Net::broadcast_lan`]); the site's
-//! aggregators turn the site's records into a signed summary and exchange summaries with the
-//! other sites' aggregators over the WAN overlay; the first aggregator passes the other
-//! sites' summaries on to its site's members.
+//! to its site's two aggregators (the daemon's status publisher, [`site_aggregators`]); the
+//! first turns the site's records into a signed summary and exchanges summaries with the
+//! other sites' aggregators over the WAN overlay; a member asks it for the site's records and
+//! the summaries when it shows the fleet ([`refresh`]). So a record costs each member the
+//! same whatever the size of its site.
 //!
 //! Every half second ([`scheduler::control::SUMMARY_FORWARD_DELAY`]) [`tick`] asks
-//! [`scheduler::control::aggregators`] whether this node aggregates its site (rendezvous
-//! hashing over itself and its connected same-site peers). If it does:
+//! [`scheduler::control::aggregators`] where this node stands among its site's two
+//! aggregators (rendezvous hashing over itself and its connected same-site peers). The
+//! first:
 //!
-//! * the first of the two publishes the site's summary when [`scheduler::control::Cadence`]
-//!   says so (a change of state after the least interval for the fleet's size, progress
-//!   after a minute, a heartbeat every hour);
-//! * both keep [`scheduler::control::OVERLAY_DEGREE`] neighbours among other sites'
-//!   aggregators (their contacts come with their summaries; before any is known, the
-//!   bootstrap peers), tell them with [`Control::Overlay`], and send every neighbour — those
-//!   it picked and those that picked it — each summary it does not have yet
-//!   ([`scheduler::control::Flood`]), several in one message;
-//! * the first passes other sites' summaries on to its site's members the same way.
+//! * publishes the site's summary when [`scheduler::control::Cadence`] says so (a change of
+//!   state after the least interval for the fleet's size, progress after a minute, a
+//!   heartbeat every hour);
+//! * keeps [`scheduler::control::OVERLAY_DEGREE`] neighbours among other sites' aggregators
+//!   (their contacts come with their summaries; before any is known, the bootstrap peers),
+//!   tells them with [`Control::Overlay`], and announces to every neighbour — those it
+//!   picked and those that picked it — the summaries it may lack ([`Control::Ihave`], a
+//!   site key and a number each; [`scheduler::control::Flood`] remembers who has what); a
+//!   neighbour asks for those it lacks ([`Control::Iwant`]) and gets them. So a summary's
+//!   bytes reach each aggregator once, however many links the overlay has; pushing them on
+//!   every link cost each aggregator five copies (control-6x4).
 //!
-//! A node that stops aggregating (a member with a higher weight came back) leaves the
-//! overlay. The simulator models the same cadence and shape from the same constants.
+//! The second holds the site's records like every member and takes over the moment the
+//! first leaves the live members: it is then first. So a site crosses the WAN through one
+//! member at a time, and each summary reaches each site about once. A node that stops being
+//! first leaves the overlay. The simulator models the same cadence and shape from the same
+//! constants.
 
 use super::{Class, KnownPeer, Net, lock, peer::Peer};
 use crate::fleet::Fleet;
 use libp2p::PeerId;
 use protocol::NodeId;
 use protocol::summary::{Contact, SignedSummary, SiteRelease, SummaryBody};
-use protocol::wire::{CONTROL_FRAME_BYTES_MAX, Control, SUMMARIES_PER_MESSAGE_MAX};
+use protocol::wire::{
+    CONTROL_FRAME_BYTES_MAX, Control, DIGEST_ENTRIES_MAX, SUMMARIES_PER_MESSAGE_MAX,
+};
 use scheduler::control::{
     Cadence, Candidate, Flood, News, OVERLAY_DEGREE, SUMMARY_FORWARD_DELAY, aggregators,
     pick_across_sites, site_key,
 };
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// A member that shows the fleet asks its aggregator for the summaries at most this often;
+/// in between it answers from those it holds.
+pub(crate) const SUMMARY_PULL_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A summary asked of one neighbour is asked of another that announces it after this long
+/// without an answer.
+pub(crate) const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Bytes of summaries gathered into one [`Control::Summaries`] before another is started:
 /// with one more summary (at most [`protocol::summary::SUMMARY_BYTES_MAX`]) a message stays
@@ -52,9 +70,13 @@ struct State {
     own: Option<(u64, Vec<u8>)>,
     /// Overlay neighbours this node picked.
     picks: Vec<PeerId>,
-    /// Which summaries each neighbour and member has.
+    /// Which summaries each neighbour has, or was told of.
     flood: Flood<PeerId>,
+    /// Summaries asked for and not come yet: site key -> (number, when asked).
+    asked: HashMap<u64, (u64, Instant)>,
     epoch: Instant,
+    /// When this node (not first) last asked its aggregator for summaries.
+    pulled: Option<Instant>,
 }
 
 /// A summary's content but for progress (chunks held), to tell news of a state from news of
@@ -76,7 +98,9 @@ impl Default for State {
             own: None,
             picks: Vec::new(),
             flood: Flood::default(),
+            asked: HashMap::new(),
             epoch: Instant::now(),
+            pulled: None,
         }
     }
 }
@@ -96,9 +120,79 @@ impl Aggregate {
         lock(&self.0).rank
     }
 
+    /// Notes a pull of summaries now; false if one was made within [`SUMMARY_PULL_TTL`].
+    fn pull_turn(&self) -> bool {
+        let mut st = lock(&self.0);
+        if st.pulled.is_some_and(|t| t.elapsed() < SUMMARY_PULL_TTL) {
+            return false;
+        }
+        st.pulled = Some(Instant::now());
+        true
+    }
+
     /// `peer` has the summary of `site` numbered `seq` (it sent it).
     pub(crate) fn heard(&self, peer: PeerId, site: &str, seq: u64) {
-        lock(&self.0).flood.knows(peer, site_key(site), seq);
+        let mut st = lock(&self.0);
+        let key = site_key(site);
+        st.flood.knows(peer, key, seq);
+        if st.asked.get(&key).is_some_and(|a| a.0 <= seq) {
+            st.asked.remove(&key);
+        }
+    }
+
+    /// `peer` announced summaries: those newer than held and not asked of another peer in
+    /// the last [`ASK_TIMEOUT`] are asked of it.
+    pub(crate) fn on_ihave(&self, peer: &Peer, fleet: &Fleet, entries: &[(u64, u64)]) {
+        let held: HashMap<u64, u64> = fleet
+            .summaries()
+            .into_iter()
+            .map(|(site, seq, _)| (site_key(&site), seq))
+            .collect();
+        let mut st = lock(&self.0);
+        let mut want = Vec::new();
+        for &(key, seq) in entries {
+            st.flood.knows(peer.id, key, seq);
+            if key == site_key(fleet.site()) || held.get(&key).is_some_and(|&h| h >= seq) {
+                continue;
+            }
+            let fresh = st
+                .asked
+                .get(&key)
+                .is_some_and(|a| a.0 >= seq && a.1.elapsed() < ASK_TIMEOUT);
+            if fresh {
+                continue;
+            }
+            if !st.asked.contains_key(&key) && st.asked.len() >= crate::fleet::SITES_MAX {
+                st.asked.clear();
+            }
+            st.asked.insert(key, (seq, Instant::now()));
+            want.push((key, seq));
+        }
+        drop(st);
+        for part in want.chunks(DIGEST_ENTRIES_MAX) {
+            peer.send_control(Control::Iwant(part.to_vec()));
+        }
+    }
+
+    /// `peer` asked for summaries this node announced: it gets those it holds.
+    pub(crate) fn on_iwant(&self, peer: &Peer, fleet: &Fleet, entries: &[(u64, u64)]) {
+        let wanted: HashMap<u64, u64> = entries.iter().copied().collect();
+        let mut held: Vec<(String, u64, Vec<u8>)> = fleet
+            .summaries()
+            .into_iter()
+            .filter(|(site, seq, _)| wanted.get(&site_key(site)).is_some_and(|w| seq >= w))
+            .collect();
+        let st = lock(&self.0);
+        if let Some((seq, bytes)) = &st.own {
+            if wanted
+                .get(&site_key(fleet.site()))
+                .is_some_and(|w| seq >= w)
+            {
+                held.push((fleet.site().to_owned(), *seq, bytes.clone()));
+            }
+        }
+        drop(st);
+        send_batches(peer, held.into_iter().map(|(_, _, b)| b));
     }
 
     /// A new connection to `peer`: it may have lost what it had (a restart).
@@ -133,17 +227,26 @@ fn own_contact(net: &Net) -> Option<Contact> {
     })
 }
 
+/// This site's aggregators, best first, over this node and its connected same-site peers.
+pub(crate) fn site_aggregators(net: &Net) -> Vec<[u8; 32]> {
+    let mut members: Vec<[u8; 32]> = net
+        .peer_list()
+        .iter()
+        .filter(|p| p.class == Class::Lan)
+        .map(|p| p.node_key)
+        .collect();
+    members.push(net.local.node_id.0);
+    aggregators(site_key(&net.local.site), &members)
+}
+
 /// One round: who aggregates, publish, keep the overlay, forward.
 pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
     let peers = net.peer_list();
-    let lan: Vec<&Arc<Peer>> = peers.iter().filter(|p| p.class == Class::Lan).collect();
-    let mut members: Vec<[u8; 32]> = lan.iter().map(|p| p.node_key).collect();
-    members.push(net.local.node_id.0);
     let site = site_key(&net.local.site);
-    let aggs = aggregators(site, &members);
+    let aggs = site_aggregators(net);
     let rank = aggs.iter().position(|a| *a == net.local.node_id.0);
     let mut st = lock(&net.aggregate.0);
-    if st.rank.is_some() && rank.is_none() {
+    if st.rank == Some(0) && rank != Some(0) {
         tracing::info!("no longer a site aggregator; leaving the WAN overlay");
         for p in &peers {
             if p.overlay_sent.swap(false, Ordering::Relaxed) {
@@ -156,12 +259,11 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
         tracing::info!(rank = rank.unwrap_or(0), "aggregating this site's status");
     }
     st.rank = rank;
-    let Some(rank) = rank else { return };
-    let now_s = jiff::Timestamp::now().as_second();
-
-    if rank == 0 {
-        publish(net, fleet, &mut st, &aggs, now_s);
+    if rank != Some(0) {
+        return;
     }
+    let now_s = jiff::Timestamp::now().as_second();
+    publish(net, fleet, &mut st, &aggs, now_s);
 
     // The overlay: neighbours among other sites' aggregators.
     let mut candidates: Vec<(PeerId, KnownPeer, Candidate)> = Vec::new();
@@ -173,6 +275,7 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
             continue;
         }
         let known = KnownPeer {
+            lan_known: false,
             site: s.clone(),
             lan: c.wan,
             wan: c.wan,
@@ -189,7 +292,8 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
     if candidates.is_empty() {
         // Nobody known yet: the bootstrap peers (which aggregate their own sites, or know
         // who does) hold the overlay together until summaries name the aggregators.
-        for p in lock(&net.bootstrap).iter() {
+        let bootstrap: Vec<PeerId> = lock(&net.bootstrap).iter().copied().collect();
+        for p in &bootstrap {
             if let (Some(k), Some(n)) = (net.known(p), super::node_id_of(p)) {
                 let key = site_key(&k.site);
                 candidates.push((*p, k, Candidate { node: n, site: key }));
@@ -201,7 +305,7 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
     st.picks = picked.iter().map(|&i| candidates[i].0).collect();
     for &i in &picked {
         let (peer, known, _) = &candidates[i];
-        net.learn_peer(*peer, known.clone());
+        net.learn_peer(*peer, known.clone(), false);
     }
     let mut neighbours: Vec<&Arc<Peer>> = Vec::new();
     for p in peers.iter().filter(|p| p.class == Class::Wan) {
@@ -216,40 +320,73 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
         }
     }
 
-    // Forward: every summary each neighbour lacks (not its own site's), and to the site's
-    // members the other sites' summaries.
-    let mut held: Vec<(String, u64, Vec<u8>)> = fleet.summaries();
-    let others = held.len();
-    if let Some((seq, bytes)) = &st.own {
-        held.push((net.local.site.clone(), *seq, bytes.clone()));
+    // Announce to each neighbour the summaries it may lack (not its own site's).
+    let mut held: Vec<(String, u64)> = fleet
+        .summaries()
+        .into_iter()
+        .map(|(site, seq, _)| (site, seq))
+        .collect();
+    if let Some((seq, _)) = &st.own {
+        held.push((net.local.site.clone(), *seq));
     }
     let st = &mut *st;
     for n in neighbours {
-        send_needed(&mut st.flood, n, &held, |site| site != n.site);
-    }
-    if rank == 0 {
-        for m in lan {
-            send_needed(&mut st.flood, m, &held[..others], |_| true);
+        let mut list = Vec::new();
+        for (site, seq) in &held {
+            let key = site_key(site);
+            if *site != n.site && st.flood.needs(&n.id, key, *seq) {
+                st.flood.knows(n.id, key, *seq);
+                list.push((key, *seq));
+            }
+        }
+        for part in list.chunks(DIGEST_ENTRIES_MAX) {
+            n.send_control(Control::Ihave(part.to_vec()));
         }
     }
 }
 
-/// Sends `to` the summaries of `held` it lacks (those `wanted` says it may have), several to
-/// a message.
-fn send_needed(
-    flood: &mut Flood<PeerId>,
-    to: &Peer,
-    held: &[(String, u64, Vec<u8>)],
-    wanted: impl Fn(&str) -> bool,
-) {
+/// On a node that is not its site's first aggregator: asks the first for its site's records
+/// and the other sites' summaries (at most every [`SUMMARY_PULL_TTL`]), before a fleet view
+/// is made. The view is made from what is held if the aggregator cannot be asked.
+pub(crate) async fn refresh(net: &Arc<Net>) {
+    let Some(fleet) = net.fleet.get() else {
+        return;
+    };
+    if net.aggregate.rank() == Some(0) || !net.aggregate.pull_turn() {
+        return;
+    }
+    let aggs = site_aggregators(net);
+    let Some(first) = aggs.first().and_then(|a| {
+        net.peer_list()
+            .into_iter()
+            .find(|p| p.class == Class::Lan && p.node_key == *a)
+    }) else {
+        return;
+    };
+    match first.request_site_records().await {
+        Ok(list) => {
+            for bytes in list {
+                let _ = fleet.offer_record(&bytes);
+            }
+        }
+        Err(e) => tracing::debug!(peer = %first.id, error = %e, "site records not fetched"),
+    }
+    match first.request_summaries().await {
+        Ok(list) => {
+            let now = jiff::Timestamp::now().as_second();
+            for bytes in list {
+                let _ = fleet.offer_summary(&bytes, now);
+            }
+        }
+        Err(e) => tracing::debug!(peer = %first.id, error = %e, "summaries not fetched"),
+    }
+}
+
+/// Sends `to` these summaries, several to a message.
+fn send_batches(to: &Peer, summaries: impl IntoIterator<Item = Vec<u8>>) {
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut bytes = 0;
-    for (site, seq, signed) in held {
-        let key = site_key(site);
-        if !wanted(site) || !flood.needs(&to.id, key, *seq) {
-            continue;
-        }
-        flood.knows(to.id, key, *seq);
+    for signed in summaries {
         if !batch.is_empty()
             && (bytes + signed.len() > SUMMARIES_MESSAGE_BYTES
                 || batch.len() == SUMMARIES_PER_MESSAGE_MAX)
@@ -258,7 +395,7 @@ fn send_needed(
             bytes = 0;
         }
         bytes += signed.len();
-        batch.push(signed.clone());
+        batch.push(signed);
     }
     if !batch.is_empty() {
         to.send_control(Control::Summaries(batch));

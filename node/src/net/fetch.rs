@@ -12,7 +12,7 @@
 use super::peer::{Peer, RequestError};
 use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
 use protocol::VerifiedRelease;
-use protocol::wire::{Control, HAVE_INDICES_MAX};
+use protocol::wire::Control;
 use scheduler::planner::{
     self, Availability, InFlightSet, PeerView, PlanInput, PlanScratch, PlannerConfig,
 };
@@ -95,8 +95,13 @@ async fn fetch(
     let started = Instant::now();
     let me = net.local.node_id.0;
     let config = PlannerConfig::default();
-    // The chunks rendezvous hashing names this node for, kept until the member set changes.
-    let mut designation: Option<(Vec<[u8; 32]>, protocol::wire::Bitmap)> = None;
+    // The chunks rendezvous hashing names this node for and, of those, the ones it lacked
+    // then, kept until the member set changes.
+    let mut designation: Option<(
+        Vec<[u8; 32]>,
+        protocol::wire::Bitmap,
+        protocol::wire::Bitmap,
+    )> = None;
 
     // Whether something happened that can change the plan. A finished request only counts
     // when its peer was filled to within a quarter of its budget by the last plan and now
@@ -238,11 +243,29 @@ async fn fetch(
             }
         }
         members.sort_unstable();
-        if designation.as_ref().is_none_or(|(m, _)| *m != members) {
+        if designation.as_ref().is_none_or(|(m, _, _)| *m != members) {
             let mine = planner::designated_chunks(&me, &members, chunks);
-            designation = Some((members, mine));
+            // What this node fetches across the WAN and lacks: peers of other sites announce
+            // only that to it.
+            let mut wanted = mine.clone();
+            for i in got.ones() {
+                wanted.clear(i);
+            }
+            designation = Some((members, mine, wanted));
         }
-        let designated = &designation.as_ref().expect("just set").1;
+        let (_, designated, wanted) = designation.as_ref().expect("just set");
+        // Only peers that offered the release: another hears of it when it does (and this
+        // loop plans again then).
+        for (p, _) in peers
+            .iter()
+            .zip(&views)
+            .filter(|(p, v)| p.class == Class::Wan && v.is_some())
+        {
+            let more = p.new_wants(release.id, wanted);
+            if !more.is_empty() {
+                p.send_control(Control::want(release.id, more));
+            }
+        }
         let lan = Availability::from_bitmaps(
             chunks.len() as u32,
             peers
@@ -314,7 +337,13 @@ async fn fetch(
         }
     }
 
-    // Every chunk is verified: make the rest durable and commit the release.
+    // Every chunk is verified: peers of other sites need announce nothing more to this node.
+    for p in net.peer_list().iter().filter(|p| p.class == Class::Wan) {
+        if p.take_wanted(&release.id) {
+            p.send_control(Control::want(release.id, []));
+        }
+    }
+    // Make the rest durable and commit the release.
     writer.finish(Some(verified.clone())).await?;
     while let Ok(indices) = writer.durable.try_recv() {
         advertise(net, release, &indices);
@@ -546,11 +575,11 @@ fn write_loop(
     }
 }
 
+/// Announces durable chunks: to same-site peers at once, to peers of other sites those they
+/// want, in batches ([`Net::queue_wan_haves`]).
 fn send_haves(net: &Net, release: &Release, indices: &[u32]) {
-    for part in indices.chunks(HAVE_INDICES_MAX) {
-        net.broadcast(Control::Have {
-            release: release.id,
-            indices: part.to_vec(),
-        });
+    for p in net.peer_list().iter().filter(|p| p.class == Class::Lan) {
+        p.send_have(release.id, indices);
     }
+    net.queue_wan_haves(release, indices);
 }

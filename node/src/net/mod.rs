@@ -78,9 +78,16 @@ const REDIAL_INTERVAL: Duration = Duration::from_secs(5);
 /// remembered; they can still dial us.
 const KNOWN_PEERS_MAX: usize = 4096;
 
+/// Least time between two peer lists this node sends a site's peers unprompted.
+const PEX_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Peers of other sites a peer list names at most: enough for the receiver to pick its WAN
 /// peers from, few enough to cost nothing.
 const PEX_OTHERS_MAX: usize = 16;
+
+/// How often announcements waiting for peers of other sites are looked at (they go at most
+/// every [`scheduler::control::WAN_HAVE_INTERVAL`]).
+const WAN_FLUSH_TICK: Duration = Duration::from_millis(100);
 
 /// How long asking another site for its records may take to reach a member of it.
 const SITE_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -393,28 +400,46 @@ impl Release {
         self
     }
 
-    /// The bitmap shown to a peer of `site` (class `class`), given the sites of all
-    /// connected WAN peers.
-    fn bitmap_message_for(&self, class: Class, site: &str, wan_sites: &[String]) -> Control {
+    /// What a peer of `class` hears of this release first: a same-site peer its bitmap, a
+    /// peer of another site an offer (it hears of chunks as it asks for them, see
+    /// [`Net::on_want`]).
+    fn first_message(&self, class: Class, slot: protocol::wire::Slot) -> Control {
         let have = lock(&self.have);
-        let revealed = self.seeding.as_ref().map(|s| lock(s).state.revealed());
-        let seeding = revealed == Some(false) && class == Class::Wan;
-        let bits = if seeding {
-            use scheduler::seeding::{share_bitmap, shares, site_key};
-            let keys: Vec<u64> = wan_sites.iter().map(|s| site_key(s)).collect();
-            match wan_sites.iter().position(|s| s == site) {
-                Some(me) => share_bitmap(shares(&keys, &self.chunks).as_deref(), me, have.len()),
-                None => have.clone(),
-            }
-        } else {
-            have.clone()
-        };
-        Control::Bitmap {
-            release: self.id,
-            chunk_count: bits.len(),
-            bits: bits.as_bytes().to_vec(),
-            reserve: revealed == Some(true) && class == Class::Wan,
+        match class {
+            Class::Lan => Control::Bitmap {
+                release: self.id,
+                slot,
+                chunk_count: have.len(),
+                bits: have.as_bytes().to_vec(),
+                reserve: false,
+            },
+            Class::Wan => Control::Offer {
+                release: self.id,
+                slot,
+                chunk_count: have.len(),
+                reserve: self.revealed() == Some(true),
+            },
         }
+    }
+
+    /// Whether initial seeding is over, for a release this node published (`None`: it did
+    /// not publish it).
+    fn revealed(&self) -> Option<bool> {
+        self.seeding.as_ref().map(|s| lock(s).state.revealed())
+    }
+
+    /// The chunks a peer of another site, of `site`, may hear of now (`None`: every chunk
+    /// held): during initial seeding, only its site's share, given the sites of all
+    /// connected WAN peers.
+    fn visible_to(&self, site: &str, wan_sites: &[String]) -> Option<Bitmap> {
+        if self.revealed() != Some(false) {
+            return None;
+        }
+        use scheduler::seeding::{share_bitmap, shares, site_key};
+        let keys: Vec<u64> = wan_sites.iter().map(|s| site_key(s)).collect();
+        let me = wan_sites.iter().position(|s| s == site)?;
+        let n = self.chunks.len() as u32;
+        Some(share_bitmap(shares(&keys, &self.chunks).as_deref(), me, n))
     }
 
     /// Notes that `chunk` was sent across the WAN; true when initial seeding just ended.
@@ -522,6 +547,10 @@ pub struct KnownPeer {
     pub lan: SocketAddr,
     /// Data-plane address for peers of other sites.
     pub wan: SocketAddr,
+    /// Whether `lan` is the peer's own word (identify) or a same-site peer's: an address
+    /// learned from another site (a summary's contact, a peer list of another site's
+    /// members) is only its WAN address, and is never dialed, nor passed on, as a LAN one.
+    pub lan_known: bool,
 }
 
 #[derive(Debug, Default)]
@@ -566,11 +595,16 @@ pub struct Net {
     learning: Mutex<HashSet<ReleaseId>>,
     /// The bootstrap peers (libp2p peer ids of `network.bootstrap`).
     bootstrap: Mutex<HashSet<PeerId>>,
+    /// Per site, how many of its members this node knew when it last told that site's peers
+    /// of them, and when ([`Net::share_members`]).
+    shared: Mutex<HashMap<String, (usize, Option<Instant>)>>,
     /// The fleet's records and summaries, where those from peers are offered (set by the
     /// daemon).
     pub fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
     /// The site's aggregation and the WAN overlay.
     pub(crate) aggregate: aggregate::Aggregate,
+    /// When this node started (the clock of the announcement batches).
+    epoch: Instant,
     /// Woken when peers or their bitmaps change; fetchers re-plan.
     pub(crate) wake: Notify,
     /// Signalled when a release completes (fetched or published); activation looks again.
@@ -694,8 +728,10 @@ impl Net {
             refused: Mutex::new(HashMap::new()),
             learning: Mutex::new(HashSet::new()),
             bootstrap: Mutex::new(HashSet::new()),
+            shared: Mutex::new(HashMap::new()),
             fleet: std::sync::OnceLock::new(),
             aggregate: aggregate::Aggregate::default(),
+            epoch: Instant::now(),
             wake: Notify::new(),
             completed: Notify::new(),
             shutdown,
@@ -784,6 +820,21 @@ impl Net {
         tokio::spawn(async move { peer::accept_loop(net).await });
         let net = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WAN_FLUSH_TICK);
+            loop {
+                tick.tick().await;
+                match net.upgrade() {
+                    Some(net) => {
+                        for p in net.peer_list().iter().filter(|p| p.class == Class::Wan) {
+                            net.flush_wan(p);
+                        }
+                    }
+                    None => return,
+                }
+            }
+        });
+        let net = Arc::downgrade(self);
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
@@ -818,26 +869,93 @@ impl Net {
         self.send_bitmaps(&release);
     }
 
-    /// Sends every peer its view of `release`'s bitmap.
+    /// Tells every peer of `release`: same-site peers its bitmap, peers of other sites an
+    /// offer (again, after seeding, with the reserve flag, and the chunks they want that
+    /// they could not see during it).
     pub(crate) fn send_bitmaps(&self, release: &Release) {
-        let peers = self.peer_list();
-        let sites = wan_sites(&peers);
-        for p in peers {
-            p.send_control(release.bitmap_message_for(p.class, &p.site, &sites));
+        for p in self.peer_list() {
+            self.tell(&p, release);
         }
     }
 
-    /// The bitmap messages a newly connected peer gets.
-    pub(crate) fn bitmaps_for(&self, class: Class, site: &str) -> Vec<Control> {
+    fn tell(&self, p: &Peer, release: &Release) {
+        p.send_control(release.first_message(p.class, p.slot_for(release.id)));
+        if p.class == Class::Wan {
+            // What it asked for before (before this node knew the release, or before seeding
+            // ended) and this node can show it now; chunks told before are skipped.
+            let visible = release.visible_to(&p.site, &self.wan_sites_with(&p.site));
+            let have = lock(&release.have).clone();
+            p.wan_release(release.id, |out| out.queue_wanted(&have, visible.as_ref()));
+            self.flush_wan(p);
+        }
+    }
+
+    /// The sites of the connected peers of other sites, and `site`, sorted.
+    fn wan_sites_with(&self, site: &str) -> Vec<String> {
         let mut sites = wan_sites(&self.peer_list());
-        if class == Class::Wan && !sites.iter().any(|s| s == site) {
+        if !sites.iter().any(|s| s == site) {
             sites.push(site.to_string());
             sites.sort();
         }
-        self.releases()
-            .iter()
-            .map(|r| r.bitmap_message_for(class, site, &sites))
-            .collect()
+        sites
+    }
+
+    /// What a newly connected peer hears first: every release's bitmap, or offer.
+    pub(crate) fn greet(&self, p: &Peer) {
+        for r in self.releases() {
+            self.tell(p, &r);
+        }
+    }
+
+    /// A peer of another site said which chunks of `release` it wants: it is told those this
+    /// node holds (and may show it) now, and the rest as they come.
+    pub(crate) fn on_want(&self, p: &Peer, release: ReleaseId, gaps: &[u32]) {
+        let more: Vec<u32> = protocol::wire::want_indices(gaps).collect();
+        let r = self.release(&release);
+        let visible = r
+            .as_ref()
+            .and_then(|r| r.visible_to(&p.site, &self.wan_sites_with(&p.site)));
+        let have = r.as_ref().map(|r| lock(&r.have).clone());
+        p.wan_release(release, |out| {
+            if more.is_empty() {
+                // It needs nothing more.
+                out.want.clear();
+                out.batch = Default::default();
+                return;
+            }
+            out.want.extend(more);
+            out.want.sort_unstable();
+            out.want.dedup();
+            out.want
+                .truncate(protocol::manifest::CHUNKS_PER_RELEASE_MAX);
+            if let Some(have) = &have {
+                out.queue_wanted(have, visible.as_ref());
+            }
+        });
+        self.flush_wan(p);
+    }
+
+    /// Chunks of `release` this node now holds durably: queued for the peers of other sites
+    /// that want them.
+    pub(crate) fn queue_wan_haves(&self, release: &Release, indices: &[u32]) {
+        for p in self.peer_list().iter().filter(|p| p.class == Class::Wan) {
+            p.wan_release(release.id, |out| {
+                let wanted = indices
+                    .iter()
+                    .copied()
+                    .filter(|i| out.want.binary_search(i).is_ok() && !out.told.get(*i));
+                let wanted: Vec<u32> = wanted.collect();
+                out.batch.extend(wanted);
+            });
+        }
+    }
+
+    /// Sends `p` the announcements that are due.
+    fn flush_wan(&self, p: &Peer) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        for (release, indices) in p.due_haves(now) {
+            p.send_have(release, &indices);
+        }
     }
 
     /// Notes a chunk sent across the WAN (ends initial seeding when all were).
@@ -890,13 +1008,6 @@ impl Net {
         v
     }
 
-    /// Sends `msg` on every peer's control stream.
-    pub(crate) fn broadcast(&self, msg: Control) {
-        for p in self.peer_list() {
-            p.send_control(msg.clone());
-        }
-    }
-
     /// Connected peers.
     pub fn peer_list(&self) -> Vec<Arc<Peer>> {
         lock(&self.peers).values().cloned().collect()
@@ -927,19 +1038,26 @@ impl Net {
 
     /// The control plane identified a p2pd peer.
     pub fn on_identified(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
-        self.learn_peer(peer, known.clone());
+        self.learn_peer(peer, known.clone(), true);
         if self.wanted(&peer, &known) {
             self.maybe_dial(peer, known);
         }
     }
 
-    /// Remembers where `peer` is (bounded by [`KNOWN_PEERS_MAX`]).
-    fn learn_peer(&self, peer: PeerId, known: KnownPeer) {
+    /// Remembers where `peer` is (bounded by [`KNOWN_PEERS_MAX`]). What the peer said of
+    /// itself (identify, `own`) replaces what others said of it; what others said (peer
+    /// lists, summaries' contacts) only fills a gap.
+    pub(crate) fn learn_peer(&self, peer: PeerId, known: KnownPeer, own: bool) {
         if peer == self.local.peer_id {
             return;
         }
         let mut k = lock(&self.known);
-        if k.len() < KNOWN_PEERS_MAX || k.contains_key(&peer) {
+        if let Some(held) = k.get(&peer) {
+            // A same-site peer's word on its LAN address beats a contact's WAN one.
+            if own || (known.lan_known && !held.lan_known) {
+                k.insert(peer, known);
+            }
+        } else if k.len() < KNOWN_PEERS_MAX {
             k.insert(peer, known);
         }
     }
@@ -953,10 +1071,14 @@ impl Net {
             self.learn_peer(
                 peer,
                 KnownPeer {
+                    // Members of this site are vouched for by the peer that names them (it
+                    // lists only those it knows the LAN address of).
+                    lan_known: e.site == self.local.site,
                     site: e.site,
                     lan: e.lan,
                     wan: e.wan,
                 },
+                false,
             );
         }
     }
@@ -978,7 +1100,7 @@ impl Net {
         // anyone who knows them (a bootstrap node knows every node that joined through it).
         let own_max = protocol::wire::PEERS_PER_MESSAGE_MAX - PEX_OTHERS_MAX;
         for (p, k) in known.iter() {
-            if k.site == site && out.len() < own_max {
+            if k.site == site && k.lan_known && out.len() < own_max {
                 out.extend(entry(p, k));
             }
         }
@@ -1004,6 +1126,38 @@ impl Net {
         out
     }
 
+    /// Tells the connected peers of each site of the members of that site this node came to
+    /// know since it last did (at most every [`PEX_INTERVAL`] per site): peer lists are
+    /// sent when a connection opens, and two members that joined at the same instant could
+    /// otherwise each miss the other. Quiet once the sites' membership settles.
+    fn share_members(&self) {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for k in lock(&self.known).values().filter(|k| k.lan_known) {
+            *counts.entry(k.site.clone()).or_default() += 1;
+        }
+        let peers = self.peer_list();
+        let mut shared = lock(&self.shared);
+        let now = Instant::now();
+        for (site, n) in counts {
+            let (told, at) = shared.get(&site).copied().unwrap_or((0, None));
+            if n <= told || at.is_some_and(|t| now.duration_since(t) < PEX_INTERVAL) {
+                continue;
+            }
+            let targets: Vec<&Arc<Peer>> = peers.iter().filter(|p| p.site == site).collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let list = self.peers_for(&site);
+            for p in targets {
+                p.send_control(Control::Peers(list.clone()));
+            }
+            if shared.len() >= KNOWN_PEERS_MAX && !shared.contains_key(&site) {
+                shared.clear();
+            }
+            shared.insert(site, (n, Some(now)));
+        }
+    }
+
     /// Notes the bootstrap peers (dialed by the swarm, connected to on the data plane).
     pub fn set_bootstrap(&self, peers: Vec<PeerId>) {
         *lock(&self.bootstrap) = peers.into_iter().collect();
@@ -1011,7 +1165,7 @@ impl Net {
 
     /// Whether some bootstrap peer (or none is configured) has a data-plane connection.
     pub fn bootstrap_connected(&self) -> bool {
-        let b = lock(&self.bootstrap);
+        let b = lock(&self.bootstrap).clone();
         let peers = lock(&self.peers);
         b.is_empty() || b.iter().any(|p| peers.contains_key(p))
     }
@@ -1033,8 +1187,9 @@ impl Net {
     /// The peers of other sites this node dials for chunks: [`NetworkSection::wan_peers`] of
     /// those it knows, by rendezvous hashing ([`scheduler::control::pick_across_sites`]).
     pub(crate) fn wan_picks(&self) -> Vec<PeerId> {
+        // One lock at a time: the aggregator's round takes them in another order.
+        let bootstrap = lock(&self.bootstrap).clone();
         let known = lock(&self.known);
-        let bootstrap = lock(&self.bootstrap);
         let list: Vec<(PeerId, scheduler::control::Candidate)> = known
             .iter()
             .filter(|(p, k)| k.site != self.local.site && !bootstrap.contains(*p))
@@ -1084,6 +1239,7 @@ impl Net {
     /// Redials known peers that have no data-plane connection (a peer restarted, a
     /// duplicate was refused, a dial failed), at most every [`REDIAL_INTERVAL`] each.
     fn reconcile(self: &Arc<Self>) {
+        self.share_members();
         let known: Vec<(PeerId, KnownPeer)> = lock(&self.known)
             .iter()
             .map(|(p, k)| (*p, k.clone()))
@@ -1134,6 +1290,9 @@ impl Net {
             return;
         }
         let addr = if known.site == self.local.site {
+            if !known.lan_known {
+                return;
+            }
             known.lan
         } else {
             known.wan
@@ -1437,13 +1596,6 @@ impl Net {
             }
         }
         Ok(out)
-    }
-
-    /// Sends `msg` on the control stream of every same-site peer.
-    pub(crate) fn broadcast_lan(&self, msg: Control) {
-        for p in self.peer_list().iter().filter(|p| p.class == Class::Lan) {
-            p.send_control(msg.clone());
-        }
     }
 
     /// Records a bad chunk from `peer`; bans it at [`STRIKES_TO_BAN`].

@@ -12,7 +12,7 @@ use crate::api::PeerView;
 use libp2p::PeerId;
 use protocol::wire::{
     self, Bitmap, CONTROL_FRAME_BYTES_MAX, Control, ControlKind, Hello, REQUEST_FRAME_BYTES_MAX,
-    ReplyHeader, Request,
+    ReplyHeader, Request, Slot,
 };
 use protocol::{ChunkId, ReleaseId};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
@@ -56,6 +56,43 @@ pub struct PeerRelease {
 struct PeerState {
     releases: HashMap<ReleaseId, PeerRelease>,
     in_flight_bytes: u64,
+    /// For a peer of another site: per release, what it wants and what waits to be told.
+    wan_out: HashMap<ReleaseId, WanOut>,
+    /// Per release, the chunks this node asked it for ([`Control::Want`]).
+    want_sent: HashMap<ReleaseId, Bitmap>,
+    /// The slots this node gave its releases on this connection, and the next one.
+    slots_out: HashMap<ReleaseId, Slot>,
+    next_slot: Slot,
+    /// The slots the peer gave its releases.
+    slots_in: HashMap<Slot, ReleaseId>,
+}
+
+/// What this node announces to one peer of another site about one release.
+#[derive(Debug, Default)]
+pub(crate) struct WanOut {
+    /// The chunks it wants (its latest [`Control::Want`]), in order; kept even before this
+    /// node knows the release.
+    pub(crate) want: Vec<u32>,
+    /// The chunks announced to it already (never twice); sized on first use.
+    pub(crate) told: Bitmap,
+    /// Chunks waiting to be announced.
+    pub(crate) batch: scheduler::control::Batch,
+}
+
+impl WanOut {
+    /// Queues the wanted chunks that `have` holds and `visible` allows, not told yet.
+    pub(crate) fn queue_wanted(&mut self, have: &Bitmap, visible: Option<&Bitmap>) {
+        if self.told.len() != have.len() {
+            self.told = Bitmap::new(have.len());
+        }
+        let told = &self.told;
+        self.batch.extend(
+            self.want
+                .iter()
+                .copied()
+                .filter(|&i| have.get(i) && !told.get(i) && visible.is_none_or(|v| v.get(i))),
+        );
+    }
 }
 
 /// A connected peer.
@@ -155,6 +192,97 @@ impl Peer {
     /// Its bitmap for `release`.
     pub fn release_view(&self, release: &ReleaseId) -> Option<PeerRelease> {
         lock(&self.state).releases.get(release).cloned()
+    }
+
+    /// The slot of `release` on this connection, given now if it has none. Past
+    /// [`PEER_RELEASES_MAX`] releases the map starts over (the next bitmaps rebind).
+    pub(crate) fn slot_for(&self, release: ReleaseId) -> Slot {
+        let mut s = lock(&self.state);
+        if let Some(&slot) = s.slots_out.get(&release) {
+            return slot;
+        }
+        if s.slots_out.len() >= PEER_RELEASES_MAX {
+            s.slots_out.clear();
+        }
+        let slot = s.next_slot;
+        s.next_slot = s.next_slot.wrapping_add(1);
+        s.slots_out.insert(release, slot);
+        slot
+    }
+
+    /// Sends it an announcement of `indices` of `release` (several messages if need be).
+    pub(crate) fn send_have(&self, release: ReleaseId, indices: &[u32]) {
+        let slot = self.slot_for(release);
+        for part in indices.chunks(wire::HAVE_INDICES_MAX) {
+            self.send_control(Control::Have {
+                slot,
+                indices: part.to_vec(),
+            });
+        }
+    }
+
+    /// Runs `f` on what this node announces to the peer about `release` (created empty).
+    /// Bounded like the peer's bitmaps: past [`PEER_RELEASES_MAX`] releases the oldest
+    /// entry makes room.
+    pub(crate) fn wan_release(&self, release: ReleaseId, f: impl FnOnce(&mut WanOut)) {
+        let mut s = lock(&self.state);
+        if !s.wan_out.contains_key(&release) && s.wan_out.len() >= PEER_RELEASES_MAX {
+            if let Some(k) = s.wan_out.keys().next().copied() {
+                s.wan_out.remove(&k);
+            }
+        }
+        f(s.wan_out.entry(release).or_default());
+    }
+
+    /// The announcements due at `now_ms`, per release; they count as told.
+    pub(crate) fn due_haves(&self, now_ms: u64) -> Vec<(ReleaseId, Vec<u32>)> {
+        let interval = scheduler::control::WAN_HAVE_INTERVAL;
+        let mut s = lock(&self.state);
+        let mut out = Vec::new();
+        for (id, w) in s.wan_out.iter_mut() {
+            if let Some(list) = w.batch.poll(now_ms, interval) {
+                let list: Vec<u32> = list.into_iter().filter(|&i| !w.told.get(i)).collect();
+                for &i in &list {
+                    w.told.set(i);
+                }
+                if !list.is_empty() {
+                    out.push((*id, list));
+                }
+            }
+        }
+        out
+    }
+
+    /// Of `wanted`, the chunks of `release` not asked of it yet, now noted as asked (a
+    /// [`Control::Want`] of them is due; empty: nothing new).
+    pub(crate) fn new_wants(&self, release: ReleaseId, wanted: &Bitmap) -> Vec<u32> {
+        let mut s = lock(&self.state);
+        if !s.want_sent.contains_key(&release) && s.want_sent.len() >= PEER_RELEASES_MAX {
+            s.want_sent.clear();
+        }
+        let sent = s
+            .want_sent
+            .entry(release)
+            .or_insert_with(|| Bitmap::new(wanted.len()));
+        let new: Vec<u32> = wanted.ones_and_not(sent).collect();
+        for &i in &new {
+            sent.set(i);
+        }
+        new
+    }
+
+    /// Whether this node asked it for chunks of `release`; forgets that it did.
+    pub(crate) fn take_wanted(&self, release: &ReleaseId) -> bool {
+        lock(&self.state).want_sent.remove(release).is_some()
+    }
+
+    /// Notes the peer's slot for `release`; bounded like its bitmaps.
+    fn bind_slot(&self, slot: Slot, release: ReleaseId) {
+        let mut s = lock(&self.state);
+        if !s.slots_in.contains_key(&slot) && s.slots_in.len() >= PEER_RELEASES_MAX {
+            s.slots_in.clear();
+        }
+        s.slots_in.insert(slot, release);
     }
 
     /// Bytes requested from it and not yet received.
@@ -264,7 +392,15 @@ impl Peer {
 
     /// Asks for the status records of its site's members (each to be verified by the caller).
     pub async fn request_site_records(&self) -> Result<Vec<Vec<u8>>, RequestError> {
-        let req = Request::SiteRecords;
+        self.request_list(Request::SiteRecords).await
+    }
+
+    /// Asks for the other sites' summaries it holds (each to be verified by the caller).
+    pub async fn request_summaries(&self) -> Result<Vec<Vec<u8>>, RequestError> {
+        self.request_list(Request::Summaries).await
+    }
+
+    async fn request_list(&self, req: Request) -> Result<Vec<Vec<u8>>, RequestError> {
         let work = async {
             let (mut send, mut recv) = self.conn.open_bi().await?;
             match self.exchange(&mut send, &mut recv, &req).await? {
@@ -275,7 +411,7 @@ impl Peer {
                         .map_err(|e| RequestError::Transport(e.to_string()))?;
                     protocol::codec::decode::<Vec<Vec<u8>>, { wire::SITE_RECORDS_BYTES_MAX }>(
                         &buf,
-                        "site records",
+                        "records or summaries",
                     )
                     .map_err(|e| RequestError::Protocol(e.to_string()))
                 }
@@ -415,11 +551,9 @@ fn register(
         overlay_sent: AtomicBool::new(false),
         overlay_chosen: AtomicBool::new(false),
     });
-    // Our bitmaps first, so the peer can plan at once; then who we know, and, to a member of
-    // our site, our status record.
-    for msg in net.bitmaps_for(peer.class, &peer.site) {
-        peer.send_control(msg);
-    }
+    // Our bitmaps (or offers) first, so the peer can plan at once; then who we know, and,
+    // to a member of our site, our status record.
+    net.greet(&peer);
     let known = net.peers_for(&peer.site);
     if !known.is_empty() {
         peer.send_control(Control::Peers(known));
@@ -541,6 +675,7 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
             }
             Control::Bitmap {
                 release,
+                slot,
                 chunk_count,
                 bits,
                 reserve,
@@ -548,6 +683,7 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                 let Some(bits) = Bitmap::from_bytes(chunk_count, bits) else {
                     continue;
                 };
+                peer.bind_slot(slot, release);
                 let is_new = {
                     let mut s = lock(&peer.state);
                     if !s.releases.contains_key(&release) && s.releases.len() >= PEER_RELEASES_MAX {
@@ -571,8 +707,55 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                 }
                 net.wake.notify_waiters();
             }
-            Control::Have { release, indices } => {
+            Control::Offer {
+                release,
+                slot,
+                chunk_count,
+                reserve,
+            } => {
+                if chunk_count == 0 {
+                    continue;
+                }
+                peer.bind_slot(slot, release);
+                let is_new = {
+                    let mut s = lock(&peer.state);
+                    if !s.releases.contains_key(&release) && s.releases.len() >= PEER_RELEASES_MAX {
+                        continue;
+                    }
+                    match s.releases.get_mut(&release) {
+                        // A second offer (seeding ended): what it said it has stays.
+                        Some(r) if r.bits.len() == chunk_count => {
+                            r.reserve = reserve;
+                            false
+                        }
+                        _ => {
+                            s.releases.insert(
+                                release,
+                                PeerRelease {
+                                    bits: Bitmap::new(chunk_count),
+                                    last_progress: Instant::now(),
+                                    reserve,
+                                },
+                            );
+                            true
+                        }
+                    }
+                };
+                if is_new && net.release(&release).is_none() {
+                    net.learn_release(release, Some(peer.id));
+                }
+                net.wake.notify_waiters();
+            }
+            Control::Want { release, gaps } => {
+                if peer.class == Class::Wan {
+                    net.on_want(&peer, release, &gaps);
+                }
+            }
+            Control::Have { slot, indices } => {
                 let mut s = lock(&peer.state);
+                let Some(release) = s.slots_in.get(&slot).copied() else {
+                    continue;
+                };
                 if let Some(r) = s.releases.get_mut(&release) {
                     let mut grew = false;
                     for i in indices {
@@ -620,6 +803,16 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                 }
             }
             Control::Peers(list) => net.on_peers(list),
+            Control::Ihave(list) => {
+                if let Some(fleet) = net.fleet.get() {
+                    net.aggregate.on_ihave(&peer, fleet, &list);
+                }
+            }
+            Control::Iwant(list) => {
+                if let Some(fleet) = net.fleet.get() {
+                    net.aggregate.on_iwant(&peer, fleet, &list);
+                }
+            }
             Control::Overlay(join) => peer.overlay_chosen.store(join, Ordering::Relaxed),
         }
     }
@@ -732,16 +925,20 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
             }
             drop(permit);
         }
-        Request::SiteRecords => {
+        Request::SiteRecords | Request::Summaries => {
             let Some(permit) = serve_slot(net, &mut send).await else {
                 return;
             };
-            // Each record is up to its limit plus a length prefix; the list's own prefix
-            // takes a few bytes more.
+            // Each item is up to its limit plus a length prefix; the list's own prefix takes a
+            // few bytes more.
+            let max = wire::SITE_RECORDS_BYTES_MAX - 16;
             let records = net
                 .fleet
                 .get()
-                .map(|f| f.site_records(wire::SITE_RECORDS_BYTES_MAX - 16))
+                .map(|f| match req {
+                    Request::SiteRecords => f.site_records(max),
+                    _ => f.summaries_signed(max),
+                })
                 .unwrap_or_default();
             let bytes = protocol::codec::encode(&records);
             let header = ReplyHeader::Records {

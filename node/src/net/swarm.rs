@@ -95,6 +95,7 @@ fn parse_agent(agent: &str, seen_ip: Option<IpAddr>) -> Option<KnownPeer> {
     };
     let lan = fix(data?);
     Some(KnownPeer {
+        lan_known: true,
         site: site?,
         lan,
         wan: wan.map(fix).unwrap_or(lan),

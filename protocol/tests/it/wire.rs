@@ -46,15 +46,33 @@ fn control_messages_round_trip() {
         hello("tokyo-3", "apac"),
         Control::Bitmap {
             release: release(),
+            slot: 3,
             chunk_count: 20,
             bits: bits.as_bytes().to_vec(),
             reserve: true,
         },
         Control::Have {
-            release: release(),
+            slot: 3,
             indices: vec![1, 2, 3],
         },
         Control::Drop { release: release() },
+        Control::Offer {
+            release: release(),
+            slot: 4,
+            chunk_count: 20,
+            reserve: false,
+        },
+        Control::want(release(), [2, 7, 300]),
+        Control::want(release(), []),
+        Control::Overlay(true),
+        Control::Status(vec![1, 2, 3]),
+        Control::Summaries(vec![vec![4, 5]]),
+        Control::Peers(vec![protocol::wire::PeerEntry {
+            node: protocol::NodeId([9; 32]),
+            site: "tokyo".into(),
+            lan: "10.0.0.2:7402".parse().unwrap(),
+            wan: "203.0.113.9:7402".parse().unwrap(),
+        }]),
     ] {
         let f = frame(&msg);
         assert!(f.len() <= FRAME_HEADER_BYTES + CONTROL_FRAME_BYTES_MAX);
@@ -67,6 +85,7 @@ fn a_full_size_bitmap_fits_one_control_frame() {
     // The largest release's bitmap must be sendable, or such a release could never spread.
     let msg = Control::Bitmap {
         release: release(),
+        slot: 0,
         chunk_count: CHUNKS_PER_RELEASE_MAX as u32,
         bits: Bitmap::full(CHUNKS_PER_RELEASE_MAX as u32)
             .as_bytes()
@@ -78,7 +97,7 @@ fn a_full_size_bitmap_fits_one_control_frame() {
     assert_eq!(Control::decode(body(&f)).unwrap(), msg);
     // And a full Have list too.
     let have = Control::Have {
-        release: release(),
+        slot: u16::MAX,
         indices: vec![u32::MAX; HAVE_INDICES_MAX],
     };
     assert!(frame(&have).len() - FRAME_HEADER_BYTES <= CONTROL_FRAME_BYTES_MAX);
@@ -119,6 +138,7 @@ fn control_decode_refuses_what_breaks_the_rules() {
     for (count, len) in [(20u32, 2usize), (20, 4), (0, 1), (u32::MAX, 0)] {
         let msg = Control::Bitmap {
             release: release(),
+            slot: 0,
             chunk_count: count,
             bits: vec![0; len],
             reserve: false,
@@ -130,6 +150,7 @@ fn control_decode_refuses_what_breaks_the_rules() {
     }
     let too_many = Control::Bitmap {
         release: release(),
+        slot: 0,
         chunk_count: CHUNKS_PER_RELEASE_MAX as u32 + 1,
         bits: vec![0; (CHUNKS_PER_RELEASE_MAX + 1).div_ceil(8)],
         reserve: false,
@@ -137,12 +158,50 @@ fn control_decode_refuses_what_breaks_the_rules() {
     assert!(Control::decode(&protocol::codec::encode(&too_many)).is_err());
 
     for indices in [vec![], vec![0; HAVE_INDICES_MAX + 1]] {
-        let msg = Control::Have {
+        let msg = Control::Have { slot: 0, indices };
+        assert!(Control::decode(&protocol::codec::encode(&msg)).is_err());
+    }
+    // A want list must increase and stay inside the largest release.
+    for gaps in [
+        vec![3, 0],
+        vec![CHUNKS_PER_RELEASE_MAX as u32],
+        vec![u32::MAX, u32::MAX],
+    ] {
+        let msg = Control::Want {
             release: release(),
-            indices,
+            gaps,
         };
         assert!(Control::decode(&protocol::codec::encode(&msg)).is_err());
     }
+    let offer = Control::Offer {
+        release: release(),
+        slot: 0,
+        chunk_count: CHUNKS_PER_RELEASE_MAX as u32 + 1,
+        reserve: false,
+    };
+    assert!(Control::decode(&protocol::codec::encode(&offer)).is_err());
+    let bad_site = Control::Peers(vec![protocol::wire::PeerEntry {
+        node: protocol::NodeId([9; 32]),
+        site: "../x".into(),
+        lan: "10.0.0.2:7402".parse().unwrap(),
+        wan: "10.0.0.2:7402".parse().unwrap(),
+    }]);
+    assert!(Control::decode(&protocol::codec::encode(&bad_site)).is_err());
+}
+
+#[test]
+fn a_want_list_reads_back_its_indices_at_about_a_byte_each() {
+    let indices: Vec<u32> = (0..300).map(|i| i * 50 + 7).collect();
+    let msg = Control::want(release(), indices.clone());
+    let Control::Want { gaps, .. } = &msg else {
+        unreachable!()
+    };
+    assert_eq!(
+        protocol::wire::want_indices(gaps).collect::<Vec<_>>(),
+        indices
+    );
+    // 300 indices 50 apart: one byte each, plus the release id and the frame.
+    assert!(frame(&msg).len() < 300 + 48, "{} bytes", frame(&msg).len());
 }
 
 #[test]
@@ -273,7 +332,7 @@ mod arbitrary {
         fn bit_flips_in_control_frames(i in 0usize..200, bit in 0u8..8) {
             let mut bits = Bitmap::new(64);
             bits.set(5);
-            let msg = Control::Bitmap { release: release(), chunk_count: 64, bits: bits.as_bytes().to_vec() , reserve: false };
+            let msg = Control::Bitmap { release: release(), slot: 1, chunk_count: 64, bits: bits.as_bytes().to_vec() , reserve: false };
             let mut b = body(&frame(&msg)).to_vec();
             let i = i % b.len();
             b[i] ^= 1 << bit;
