@@ -343,6 +343,12 @@ pub struct NodeStatus {
     /// Data-plane control messages sent and received, by kind.
     #[serde(default)]
     pub control: Vec<ControlBytesView>,
+    /// This node's rank among its site's aggregators (0 publishes the site's summary).
+    #[serde(default)]
+    pub aggregator_rank: Option<usize>,
+    /// Sites this node has figures of: its own and those whose summary it holds.
+    #[serde(default)]
+    pub fleet_sites: usize,
     /// Releases served or being fetched.
     pub releases: Vec<ReleaseProgress>,
     /// Releases refused recently (bad signature, expired, not newer, ...), newest first:

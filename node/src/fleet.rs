@@ -540,6 +540,22 @@ impl Fleet {
             .collect()
     }
 
+    /// The aggregator that made each other site's summary, where it can be reached: the
+    /// overlay's candidates.
+    pub fn publishers(&self) -> Vec<(String, protocol::summary::Contact)> {
+        lock(&self.inner)
+            .summaries
+            .values()
+            .filter_map(|s| {
+                s.body
+                    .contacts
+                    .iter()
+                    .find(|c| c.node == s.body.aggregator)
+                    .map(|c| (s.body.site.clone(), c.clone()))
+            })
+            .collect()
+    }
+
     /// The contacts other sites' summaries name, with their site.
     pub fn contacts(&self) -> Vec<(String, protocol::summary::Contact)> {
         lock(&self.inner)

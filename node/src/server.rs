@@ -778,6 +778,8 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
                 }
             })
             .collect(),
+        aggregator_rank: net.aggregate.rank(),
+        fleet_sites: state.fleet.sites(),
         releases: progress_of(&state, net).await?,
         refused: net
             .refused()

@@ -198,14 +198,15 @@ pub enum Control {
         /// As in [`Control::Bitmap`]: the release's origin, past initial seeding.
         reserve: bool,
     },
-    /// To a peer of another site: more chunks of `release` the sender fetches across the WAN
-    /// (those rendezvous hashing names it for and it lacks), added to those it named before;
+    /// To a peer of another site, about the release its offer gave `slot` (the receiver's
+    /// slot, see [`Slot`]): more chunks of it the sender fetches across the WAN (those
+    /// rendezvous hashing names it for and it lacks), added to those it named before;
     /// an empty list: it needs none any more. Chunks it named once stay named: announcing
     /// one too many costs a few bytes, asking again would cost a message per change of the
     /// site's members.
     Want {
-        /// The release.
-        release: ReleaseId,
+        /// The receiver's slot of the release.
+        slot: Slot,
         /// The chunk indices in increasing order, each written as its distance from the one
         /// before (the first from 0): a sparse set costs about a byte per chunk.
         gaps: Vec<u32>,
@@ -213,8 +214,8 @@ pub enum Control {
 }
 
 impl Control {
-    /// A [`Control::Want`] of `indices` (increasing).
-    pub fn want(release: ReleaseId, indices: impl IntoIterator<Item = u32>) -> Self {
+    /// A [`Control::Want`] of `indices` (increasing) of the release the receiver gave `slot`.
+    pub fn want(slot: Slot, indices: impl IntoIterator<Item = u32>) -> Self {
         let mut last = 0u32;
         let mut first = true;
         let gaps = indices
@@ -226,7 +227,7 @@ impl Control {
                 g
             })
             .collect();
-        Self::Want { release, gaps }
+        Self::Want { slot, gaps }
     }
 }
 

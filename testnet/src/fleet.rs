@@ -536,7 +536,8 @@ impl Fleet {
 
     /// Waits until node `i` answers on its control socket.
     pub async fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A hundred nodes starting at once on a small machine take a while.
+        let deadline = Instant::now() + Duration::from_secs(30 + self.nodes.len() as u64);
         while Instant::now() < deadline {
             if self.status(i).await.is_ok() {
                 return Ok(());
@@ -628,7 +629,32 @@ impl Fleet {
                 }
             }
             if missing.is_empty() {
-                return self.wait_quiet(deadline).await;
+                // Every site's first aggregator holds every other site's summary: the WAN
+                // overlay has formed.
+                let sites = {
+                    let mut names: Vec<&String> = self.site_names.iter().collect();
+                    names.sort_unstable();
+                    names.dedup();
+                    names.len()
+                };
+                let mut overlay_ready = true;
+                for i in 0..self.nodes.len() {
+                    if !self.nodes[i].is_running() {
+                        continue;
+                    }
+                    let st = self.status(i).await?;
+                    if st.aggregator_rank == Some(0) && st.fleet_sites < sites {
+                        overlay_ready = false;
+                        missing.push((
+                            self.nodes[i].name.clone(),
+                            vec![format!("summaries of {} of {sites} sites", st.fleet_sites)],
+                        ));
+                        break;
+                    }
+                }
+                if overlay_ready {
+                    return self.wait_quiet(deadline).await;
+                }
             }
             if Instant::now() > deadline {
                 anyhow::bail!("peers did not all connect: {missing:?}");

@@ -112,7 +112,11 @@ async fn run(
     );
     let has_v2 = scenario.release.v2_changed_mib > 0;
     let fleet = Fleet::start(scenario, &dir, true).await?;
-    fleet.wait_connected(Duration::from_secs(60)).await?;
+    // The overlay of site aggregators forms once their first summaries (10 s after they
+    // start) name them; a hundred nodes on a small machine take longer.
+    fleet
+        .wait_connected(Duration::from_secs(90 + fleet.nodes.len() as u64))
+        .await?;
     println!("all nodes connected; publishing v1");
     let d1 = distribute_with_bars(&fleet, 1).await?;
     let n1 = fleet.check_exports(&d1.release, 1).await?;

@@ -51,7 +51,7 @@ pub(crate) const SUMMARY_PULL_TTL: std::time::Duration = std::time::Duration::fr
 
 /// A summary asked of one neighbour is asked of another that announces it after this long
 /// without an answer.
-pub(crate) const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+pub(crate) const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Bytes of summaries gathered into one [`Control::Summaries`] before another is started:
 /// with one more summary (at most [`protocol::summary::SUMMARY_BYTES_MAX`]) a message stays
@@ -143,6 +143,10 @@ impl Aggregate {
     /// `peer` announced summaries: those newer than held and not asked of another peer in
     /// the last [`ASK_TIMEOUT`] are asked of it.
     pub(crate) fn on_ihave(&self, peer: &Peer, fleet: &Fleet, entries: &[(u64, u64)]) {
+        if self.rank() != Some(0) {
+            // Only the first aggregator takes part; the rest ask it when they need to.
+            return;
+        }
         let held: HashMap<u64, u64> = fleet
             .summaries()
             .into_iter()
@@ -267,7 +271,7 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
 
     // The overlay: neighbours among other sites' aggregators.
     let mut candidates: Vec<(PeerId, KnownPeer, Candidate)> = Vec::new();
-    for (s, c) in fleet.contacts() {
+    for (s, c) in fleet.publishers() {
         let Some(peer) = super::peer_id_of(&c.node) else {
             continue;
         };

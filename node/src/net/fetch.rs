@@ -261,9 +261,12 @@ async fn fetch(
             .zip(&views)
             .filter(|(p, v)| p.class == Class::Wan && v.is_some())
         {
+            let Some(slot) = p.their_slot(&release.id) else {
+                continue;
+            };
             let more = p.new_wants(release.id, wanted);
             if !more.is_empty() {
-                p.send_control(Control::want(release.id, more));
+                p.send_control(Control::want(slot, more));
             }
         }
         let lan = Availability::from_bitmaps(
@@ -339,8 +342,10 @@ async fn fetch(
 
     // Every chunk is verified: peers of other sites need announce nothing more to this node.
     for p in net.peer_list().iter().filter(|p| p.class == Class::Wan) {
-        if p.take_wanted(&release.id) {
-            p.send_control(Control::want(release.id, []));
+        if let Some(slot) = p.their_slot(&release.id) {
+            if p.take_wanted(&release.id) {
+                p.send_control(Control::want(slot, []));
+            }
         }
     }
     // Make the rest durable and commit the release.
@@ -575,11 +580,15 @@ fn write_loop(
     }
 }
 
-/// Announces durable chunks: to same-site peers at once, to peers of other sites those they
-/// want, in batches ([`Net::queue_wan_haves`]).
+/// Announces durable chunks: to same-site peers at once (those they do not say they have),
+/// to peers of other sites those they want, in batches ([`Net::queue_wan_haves`]).
 fn send_haves(net: &Net, release: &Release, indices: &[u32]) {
     for p in net.peer_list().iter().filter(|p| p.class == Class::Lan) {
-        p.send_have(release.id, indices);
+        // A peer that said it has a chunk will not ask for it: only the rest.
+        let news = p.lacks(&release.id, indices);
+        if !news.is_empty() {
+            p.send_have(release.id, &news);
+        }
     }
     net.queue_wan_haves(release, indices);
 }

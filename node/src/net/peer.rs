@@ -60,8 +60,9 @@ struct PeerState {
     wan_out: HashMap<ReleaseId, WanOut>,
     /// Per release, the chunks this node asked it for ([`Control::Want`]).
     want_sent: HashMap<ReleaseId, Bitmap>,
-    /// The slots this node gave its releases on this connection, and the next one.
+    /// The slots this node gave its releases on this connection (both ways), and the next.
     slots_out: HashMap<ReleaseId, Slot>,
+    slot_releases: HashMap<Slot, ReleaseId>,
     next_slot: Slot,
     /// The slots the peer gave its releases.
     slots_in: HashMap<Slot, ReleaseId>,
@@ -189,6 +190,19 @@ impl Peer {
         lock(&self.state).releases.contains_key(release)
     }
 
+    /// Of `indices`, those it has not said it has of `release`.
+    pub(crate) fn lacks(&self, release: &ReleaseId, indices: &[u32]) -> Vec<u32> {
+        let s = lock(&self.state);
+        match s.releases.get(release) {
+            Some(r) => indices
+                .iter()
+                .copied()
+                .filter(|&i| !r.bits.get(i))
+                .collect(),
+            None => indices.to_vec(),
+        }
+    }
+
     /// Its bitmap for `release`.
     pub fn release_view(&self, release: &ReleaseId) -> Option<PeerRelease> {
         lock(&self.state).releases.get(release).cloned()
@@ -203,11 +217,27 @@ impl Peer {
         }
         if s.slots_out.len() >= PEER_RELEASES_MAX {
             s.slots_out.clear();
+            s.slot_releases.clear();
         }
         let slot = s.next_slot;
         s.next_slot = s.next_slot.wrapping_add(1);
         s.slots_out.insert(release, slot);
+        s.slot_releases.insert(slot, release);
         slot
+    }
+
+    /// The release this node gave `slot` on this connection.
+    pub(crate) fn own_slot_release(&self, slot: Slot) -> Option<ReleaseId> {
+        lock(&self.state).slot_releases.get(&slot).copied()
+    }
+
+    /// The slot the peer gave `release`, if it offered it.
+    pub(crate) fn their_slot(&self, release: &ReleaseId) -> Option<Slot> {
+        lock(&self.state)
+            .slots_in
+            .iter()
+            .find(|(_, r)| *r == release)
+            .map(|(s, _)| *s)
     }
 
     /// Sends it an announcement of `indices` of `release` (several messages if need be).
@@ -746,9 +776,11 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                 }
                 net.wake.notify_waiters();
             }
-            Control::Want { release, gaps } => {
+            Control::Want { slot, gaps } => {
                 if peer.class == Class::Wan {
-                    net.on_want(&peer, release, &gaps);
+                    if let Some(release) = peer.own_slot_release(slot) {
+                        net.on_want(&peer, release, &gaps);
+                    }
                 }
             }
             Control::Have { slot, indices } => {

@@ -62,8 +62,8 @@ fn control_messages_round_trip() {
             chunk_count: 20,
             reserve: false,
         },
-        Control::want(release(), [2, 7, 300]),
-        Control::want(release(), []),
+        Control::want(4, [2, 7, 300]),
+        Control::want(4, []),
         Control::Overlay(true),
         Control::Status(vec![1, 2, 3]),
         Control::Summaries(vec![vec![4, 5]]),
@@ -167,10 +167,7 @@ fn control_decode_refuses_what_breaks_the_rules() {
         vec![CHUNKS_PER_RELEASE_MAX as u32],
         vec![u32::MAX, u32::MAX],
     ] {
-        let msg = Control::Want {
-            release: release(),
-            gaps,
-        };
+        let msg = Control::Want { slot: 0, gaps };
         assert!(Control::decode(&protocol::codec::encode(&msg)).is_err());
     }
     let offer = Control::Offer {
@@ -192,7 +189,7 @@ fn control_decode_refuses_what_breaks_the_rules() {
 #[test]
 fn a_want_list_reads_back_its_indices_at_about_a_byte_each() {
     let indices: Vec<u32> = (0..300).map(|i| i * 50 + 7).collect();
-    let msg = Control::want(release(), indices.clone());
+    let msg = Control::want(7, indices.clone());
     let Control::Want { gaps, .. } = &msg else {
         unreachable!()
     };
@@ -200,8 +197,8 @@ fn a_want_list_reads_back_its_indices_at_about_a_byte_each() {
         protocol::wire::want_indices(gaps).collect::<Vec<_>>(),
         indices
     );
-    // 300 indices 50 apart: one byte each, plus the release id and the frame.
-    assert!(frame(&msg).len() < 300 + 48, "{} bytes", frame(&msg).len());
+    // 300 indices 50 apart: one byte each, plus the slot and the frame.
+    assert!(frame(&msg).len() < 300 + 16, "{} bytes", frame(&msg).len());
 }
 
 #[test]
