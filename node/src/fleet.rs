@@ -437,7 +437,8 @@ impl Fleet {
     }
 
     /// Keeps `bytes` as its site's summary if it verifies, is of another site, is not made
-    /// after `now_unix_s` plus [`CLOCK_SKEW_MAX_S`] and is newer than the one held.
+    /// (nor numbered) after `now_unix_s` plus [`CLOCK_SKEW_MAX_S`] and is newer than the one
+    /// held.
     pub fn offer_summary(&self, bytes: &[u8], now_unix_s: i64) -> Result<SummaryBody, OfferError> {
         let body = SignedSummary::decode(bytes)?.verify()?;
         if body.site == self.site {
@@ -445,6 +446,16 @@ impl Fleet {
         }
         if body.at_unix_s > now_unix_s + CLOCK_SKEW_MAX_S {
             return Err(OfferError::FromTheFuture(body.at_unix_s - now_unix_s));
+        }
+        // The number is the aggregator's clock in milliseconds: one far ahead of this
+        // node's would keep every later summary of the site out as "not newer".
+        let latest_seq = u64::try_from(now_unix_s.saturating_add(CLOCK_SKEW_MAX_S))
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        if body.seq > latest_seq {
+            return Err(OfferError::FromTheFuture(
+                i64::try_from(body.seq / 1000).unwrap_or(i64::MAX) - now_unix_s,
+            ));
         }
         let mut inner = lock(&self.inner);
         match inner.summaries.get(&body.site) {

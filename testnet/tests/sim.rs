@@ -213,3 +213,43 @@ fn download_windows_and_rate_schedules_hold_sites_back_in_their_own_zones() {
     let (tokyo_first, _) = site_times(&o, "tokyo");
     assert!(tokyo_first >= 7200.0, "tokyo done at {tokyo_first} s");
 }
+
+/// The control plane in the simulator: what an endpoint sends follows its own site's size,
+/// not the fleet's (records stay in the site; across the WAN only summaries, which every
+/// site gets once per publication, and announcements of what each peer fetches there); each
+/// node holds its site's records and a summary per other site; every site publishes.
+#[test]
+fn control_bytes_per_endpoint_follow_the_site_not_the_fleet() {
+    let run = |sites: usize| {
+        let mut s = scenario("small-5x4.toml");
+        s.sites.count = sites;
+        engine::run(&s, |_, _, _| {}).unwrap()
+    };
+    let (small, big) = (run(5), run(40));
+    let per_endpoint = |o: &engine::Outcome| {
+        o.control.per_endpoint.iter().sum::<u64>() as f64 / o.control.per_endpoint.len() as f64
+    };
+    let (a, b) = (per_endpoint(&small), per_endpoint(&big));
+    assert!(a > 0.0);
+    assert!(
+        b <= 1.2 * a,
+        "per endpoint {a:.0} B at 5 sites, {b:.0} B at 40"
+    );
+    for (o, sites) in [(&small, 5), (&big, 40)] {
+        assert_eq!(
+            o.control.status_entries_max,
+            4 + sites,
+            "4 records and a summary per other site"
+        );
+        assert!(o.control.summaries > sites as u64, "every site publishes");
+        let release = o.release_bytes as f64;
+        let wan = o.control.site_wan_in.iter().copied().max().unwrap() as f64;
+        assert!(
+            wan > 0.0 && wan < 0.01 * release,
+            "{sites} sites: {wan} B of control into a site"
+        );
+    }
+    // Summaries reach every site: a site's WAN control grows with the sites, a little.
+    let wan_max = |o: &engine::Outcome| o.control.site_wan_in.iter().copied().max().unwrap();
+    assert!(wan_max(&big) > wan_max(&small));
+}

@@ -150,6 +150,11 @@ fn summaries_of_other_sites_only_newer_and_not_from_the_future() {
         fleet.offer_summary(&summary(11, "branch-2", 9, NOW + 3600, &site), NOW),
         Err(OfferError::FromTheFuture(_))
     ));
+    // A number far ahead of the clock would keep the site's real summaries out for good.
+    assert!(matches!(
+        fleet.offer_summary(&summary(12, "branch-1", u64::MAX, NOW, &site), NOW),
+        Err(OfferError::FromTheFuture(_))
+    ));
     // The other aggregator's newer one replaces it.
     fleet
         .offer_summary(&summary(11, "branch-1", 6, NOW, &site), NOW)

@@ -10,7 +10,7 @@
 //!                              store.add_pending ──► fetch::run (planner ► requests ► verify
 //!                                                     ► pack ► checkpoint ► Have to peers)
 //!                                                     ▼
-//!                                       commit release, serve it, provide it on Kademlia
+//!                                                commit release, serve it
 //! ```
 //!
 //! [`Net`] is the shared state: connected peers and what they have, the releases this node

@@ -35,6 +35,22 @@ pub const REQUEST_STREAMS_MAX: u32 = 256;
 /// A connection with no traffic for this long is closed; keep-alives are sent well within.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A connection with nothing to send for this long sends a PING (which the peer
+/// acknowledges), so that the idle timeout does not close it and NAT bindings stay open.
+/// What an idle fleet's connections cost: per connection and interval, a PING and an
+/// acknowledgement each way ([`PACKET_OVERHEAD_BYTES`], [`ACK_PACKET_BYTES`]).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// Bytes a QUIC packet adds to the frames it carries, as the emulated WAN counts them (UDP
+/// payload): a short header with the 8-byte connection id and a packet number (up to 13),
+/// a STREAM frame's header (up to 8) and the AEAD tag (16). The simulator charges it per
+/// control message.
+pub const PACKET_OVERHEAD_BYTES: u64 = 37;
+
+/// Bytes of a packet that only acknowledges: the short header, an ACK frame of one range
+/// (about 6) and the tag.
+pub const ACK_PACKET_BYTES: u64 = 35;
+
 /// QUIC/UDP socket buffers, sized for a fast LAN burst: the kernel's defaults (about 200 KiB)
 /// drop datagrams in bursts at loopback speed.
 pub const UDP_BUFFER_BYTES: usize = 4 << 20;
@@ -58,7 +74,7 @@ fn transport() -> Arc<TransportConfig> {
         .send_window(SEND_WINDOW_BYTES)
         .max_concurrent_bidi_streams(VarInt::from_u32(REQUEST_STREAMS_MAX))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(
             IDLE_TIMEOUT
                 .try_into()

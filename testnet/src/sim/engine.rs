@@ -24,7 +24,9 @@
 //! * **Same-site availability** is one [`Availability`] per site counting every member's
 //!   announced chunks (the daemon counts its peers'; for the chunks a node lacks, which are
 //!   the only ones it plans, the two are equal).
-//! * **Announcements across the WAN** reach a peer after the one-way latency; a node plans
+//! * **Announcements across the WAN** go out in batches at most every
+//!   [`scheduler::control::WAN_HAVE_INTERVAL`] per peer, as the daemon sends them, and
+//!   reach the peer after the one-way latency; a node plans
 //!   WAN requests when one names a chunk it is designated for and lacks, or a WAN answer
 //!   arrives (`PlanInput::plan_wan`, `PlanInput::wan_held`).
 //! * **Shaping** follows `node::net::shape`: each endpoint of a site with a `[shaping]` has
@@ -55,11 +57,16 @@
 //! only its 50 members' state, which stays in the CPU's caches, where one queue for many
 //! sites would jump between them at every event.
 //!
+//! * **The control plane** ([`super::control`]): bitmaps, offers, wants, announcements
+//!   (batched across the WAN as the daemon batches them), status records to the site's
+//!   aggregators and site summaries, sized by the product's encoders, sent at its cadence
+//!   and charged on the sender's links.
+//!
 //! Not modelled: CPU and disk (the daemon's own benchmarks cover them), packet loss and
-//! congestion control (a link is shared FIFO by chunk), the control plane (announcements
-//! arrive with the data plane's latency), serving slots (`Busy`: a slot is held only until
-//! a chunk is handed to QUIC).
+//! congestion control (a link is shared FIFO by chunk), serving slots (`Busy`: a slot is
+//! held only until a chunk is handed to QUIC).
 
+use super::control::{self as ctl, Costs, WAN_HAVE_INTERVAL_NS};
 use super::scenario::{SimScenario, SiteLinks};
 use governor::clock::FakeRelativeClock;
 use jiff::{SignedDuration, Timestamp};
@@ -72,6 +79,7 @@ use protocol::wire::Bitmap;
 use protocol::{ChunkId, ChunkRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use scheduler::control::{Cadence, News};
 use scheduler::planner::{
     self, Assignment, Availability, InFlightSet, PeerView, PlanInput, PlannerConfig,
 };
@@ -372,6 +380,13 @@ struct Node {
     epoch: u32,
     /// Its shapers, if its site's `[shaping]` limits anything.
     shapers: Option<Box<Shapers>>,
+    /// When its status record goes out ([`Cadence::status`]).
+    status: Cadence,
+    /// When the last announcement to each WAN peer went (or goes) out, by `Shared::wan`
+    /// order (`NONE`: never): they are batched per [`WAN_HAVE_INTERVAL_NS`].
+    wan_have_at: Vec<u64>,
+    /// Control-frame bytes it sent, LAN and WAN.
+    ctl: u64,
 }
 
 struct Site {
@@ -391,6 +406,10 @@ struct Site {
     wan_out: u64,
     /// Its download windows, if any hold its endpoints back.
     windows: Option<SiteWindows>,
+    /// Its aggregators (global indices), the first publishing its summaries.
+    aggregators: Vec<u32>,
+    /// When its members' records brought the aggregator news, and what (for the summaries).
+    news: Vec<(u64, News)>,
 }
 
 /// What every partition reads during a window and nobody writes until its end.
@@ -425,6 +444,8 @@ struct Shared {
     cuts: Vec<Vec<(u64, u64)>>,
     /// The wall clock at simulated time 0.
     start: Timestamp,
+    /// Sizes of control messages.
+    costs: Costs,
 }
 
 impl Shared {
@@ -542,6 +563,9 @@ struct Part {
     origin_seeding: u64,
     /// Buffers each plan reuses (see [`PlanBufs`]).
     bufs: PlanBufs,
+    /// Control bytes this partition's nodes put across the WAN, by global site: (into the
+    /// site, out of it), acknowledgements included.
+    ctl_wan: Vec<(u64, u64)>,
 }
 
 /// What a plan allocates, kept from one plan to the next: the planner's own buffers, its
@@ -773,6 +797,9 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
                 alive: true,
                 epoch: 0,
                 shapers: policy.and_then(|p| Shapers::of(&p.shaping, start)),
+                status: Cadence::status(),
+                wan_have_at: Vec::new(),
+                ctl: 0,
             });
             part.plan_at.push(if full { DONE } else { NONE });
             if !full {
@@ -785,6 +812,16 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
             up: Link::new(l.up),
             down: Link::new(l.down),
             lan_ns: (l.lan_latency * NS).round() as u64,
+            aggregators: {
+                let keys: Vec<[u8; 32]> = members.iter().map(|&m| keys[m as usize]).collect();
+                let site_key = scheduler::control::site_key(&l.name);
+                scheduler::control::aggregators(site_key, &keys)
+                    .iter()
+                    .filter_map(|a| keys.iter().position(|k| k == a))
+                    .map(|k| members[k])
+                    .collect()
+            },
+            news: Vec::new(),
             members,
             lan: Availability::new(n),
             wan_in: 0,
@@ -953,6 +990,7 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
             .collect(),
         garbage,
         start,
+        costs: Costs::new(n),
     };
     for part in &mut parts {
         for k in 0..part.nodes.len() {
@@ -961,6 +999,7 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
             let node = &mut part.nodes[k];
             node.wan_in_flight = vec![0; peers];
             node.wan_starved = vec![false; peers];
+            node.wan_have_at = vec![NONE; peers];
             if id != ORIGIN as usize {
                 node.wan_interest = wan_interest(&shared, id as u32);
             }
@@ -979,6 +1018,11 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
         for k in 0..part.nodes.len() {
             let id = part.nodes[k].id;
             part.wake(&shared, id, 0);
+        }
+        part.ctl_wan = vec![(0, 0); links.len()];
+        for k in 0..part.nodes.len() {
+            let id = part.nodes[k].id;
+            part.control_start(&shared, id);
         }
     }
     for (c, leave, back) in churn_events {
@@ -1030,6 +1074,7 @@ impl Part {
             lost: 0,
             origin_egress: 0,
             origin_seeding: 0,
+            ctl_wan: Vec::new(),
         }
     }
 
@@ -1573,6 +1618,7 @@ impl Part {
         self.alive_log.push((me, true));
         self.site_changed(sh, site);
         self.wake(sh, me, now);
+        self.control_start(sh, me);
     }
 
     /// A member of site `site` (local index) left or came back: the site's rendezvous set
@@ -1701,30 +1747,179 @@ impl Part {
             }
         }
         let at = self.now + PLAN_COALESCE_NS;
+        let mut fetching = 0;
         for k in 0..self.sites[site].members.len() {
             let m = self.sites[site].members[k];
             if m != me {
                 self.wake(sh, m, at);
+                let peer = self.node(sh, m);
+                if peer.alive && peer.done_at.is_none() && peer.role == Role::Endpoint {
+                    fetching += 1;
+                }
+            }
+        }
+        // Announced on the LAN to the members still fetching, a record if one is due.
+        if !pending.is_empty() && fetching > 0 {
+            let have = sh.costs.have(pending.iter().copied());
+            self.ctl_lan(sh, me, have, fetching);
+        }
+        let complete = self.nodes[l].done_at.is_some();
+        self.record(
+            sh,
+            me,
+            if complete {
+                News::State
+            } else {
+                News::Progress
+            },
+        );
+        if complete {
+            // Complete: its WAN peers need announce nothing more to it.
+            for &w in &sh.wan[me as usize] {
+                self.ctl_wan(sh, me, w, sh.costs.want_done);
             }
         }
         // A WAN peer plans again only for a chunk it is designated for: nothing else in
-        // this announcement can give it a WAN request. It hears of it after the latency.
+        // this announcement can give it a WAN request. The daemon batches what each peer
+        // is told ([`WAN_HAVE_INTERVAL_NS`]); the peer hears of it after the latency.
         let interest = &self.nodes[l].wan_interest;
         pending.retain(|&c| interest.get(c));
-        for &w in &sh.wan[me as usize] {
+        let now = self.now;
+        for (k, &w) in sh.wan[me as usize].iter().enumerate() {
             if w == ORIGIN {
                 continue;
             }
             let mine = &sh.designated[w as usize];
+            let mut count = 0u64;
+            let mut index_bytes = 0u64;
             for &c in &pending {
                 if mine.get(c) {
-                    let at = self.now + sh.wan_ns(me, w) + PLAN_COALESCE_NS;
+                    count += 1;
+                    index_bytes += ctl::varint_len(u64::from(c));
+                }
+            }
+            if count == 0 {
+                continue;
+            }
+            let last = self.nodes[l].wan_have_at[k];
+            let send = if last == NONE || now >= last.saturating_add(WAN_HAVE_INTERVAL_NS) {
+                now
+            } else if last > now {
+                // A batch waits to go: these join it.
+                last
+            } else {
+                last + WAN_HAVE_INTERVAL_NS
+            };
+            if send == last {
+                self.ctl_wan_more(sh, me, w, index_bytes);
+            } else {
+                self.nodes[l].wan_have_at[k] = send;
+                let bytes =
+                    sh.costs.have(std::iter::empty()) - 1 + index_bytes + ctl::varint_len(count);
+                self.ctl_wan(sh, me, w, bytes);
+            }
+            let at = send + sh.wan_ns(me, w) + PLAN_COALESCE_NS;
+            for &c in &pending {
+                if mine.get(c) {
                     self.send(sh, w, at, Ev::Announced(w, c));
                 }
             }
         }
         pending.clear();
         self.nodes[l].pending = pending;
+    }
+
+    /// What a node sends when it starts on the release (or comes back): a bitmap to each
+    /// other member, an offer and a want of its designated chunks to each WAN peer, a
+    /// record to its site's aggregators.
+    fn control_start(&mut self, sh: &Shared, me: u32) {
+        let node = self.node(sh, me);
+        if node.role == Role::Garbage {
+            return;
+        }
+        let origin = node.role == Role::Origin;
+        let want = if origin {
+            0
+        } else {
+            sh.costs.want(sh.designated[me as usize].ones())
+        };
+        let site = sh.site_local[node.site as usize] as usize;
+        let others = self.sites[site].members.len() as u64 - 1;
+        self.ctl_lan(sh, me, sh.costs.bitmap, others);
+        for &w in &sh.wan[me as usize] {
+            self.ctl_wan(sh, me, w, sh.costs.offer);
+            if !origin {
+                self.ctl_wan(sh, me, w, want);
+            }
+        }
+        self.record(sh, me, News::State);
+    }
+
+    /// `me` has `news` for its status record: it goes to the site's aggregators when
+    /// [`Cadence::status`] says (a change of state always goes, progress maybe not).
+    fn record(&mut self, sh: &Shared, me: u32, news: News) {
+        let l = sh.local[me as usize] as usize;
+        let now_ms = self.now / 1_000_000;
+        let node = &mut self.nodes[l];
+        if node.role != Role::Endpoint {
+            return;
+        }
+        let at = if node.status.poll(now_ms, news) {
+            now_ms
+        } else if news == News::State {
+            // It goes when the least interval has passed.
+            let due = node.status.due_at(News::State);
+            node.status.poll(due, News::State);
+            due
+        } else {
+            return;
+        };
+        let site = sh.site_local[node.site as usize] as usize;
+        let copies = self.sites[site]
+            .aggregators
+            .iter()
+            .filter(|&&a| a != me)
+            .count() as u64;
+        self.ctl_lan(sh, me, sh.costs.record, copies);
+        self.sites[site].news.push((at, news));
+    }
+
+    /// `copies` control messages of `frame` bytes from `from` to members of its site.
+    fn ctl_lan(&mut self, sh: &Shared, from: u32, frame: u64, copies: u64) {
+        let now = self.now;
+        let node = self.node_mut(sh, from);
+        let bytes = frame * copies;
+        node.ctl += bytes;
+        node.nic_up
+            .send(now, u32::try_from(bytes).unwrap_or(u32::MAX));
+    }
+
+    /// A control message of `frame` bytes from `from` to `to`, of another site, in a
+    /// packet of its own, acknowledged.
+    fn ctl_wan(&mut self, sh: &Shared, from: u32, to: u32, frame: u64) {
+        let ack = node::net::quic::ACK_PACKET_BYTES;
+        self.ctl_wan_bytes(sh, from, to, frame, ctl::on_wan(frame), ack);
+    }
+
+    /// `frame` more bytes in a message from `from` to `to` that waits to go.
+    fn ctl_wan_more(&mut self, sh: &Shared, from: u32, to: u32, frame: u64) {
+        self.ctl_wan_bytes(sh, from, to, frame, frame, 0);
+    }
+
+    fn ctl_wan_bytes(&mut self, sh: &Shared, from: u32, to: u32, frame: u64, wire: u64, ack: u64) {
+        let now = self.now;
+        let (a, b) = (
+            sh.site_of[from as usize] as usize,
+            sh.site_of[to as usize] as usize,
+        );
+        self.node_mut(sh, from).ctl += frame;
+        self.site_mut(sh, a as u32)
+            .up
+            .send(now, u32::try_from(wire).unwrap_or(u32::MAX));
+        self.ctl_wan[a].1 += wire;
+        self.ctl_wan[a].0 += ack;
+        self.ctl_wan[b].0 += wire;
+        self.ctl_wan[b].1 += ack;
     }
 }
 
@@ -1740,6 +1935,111 @@ fn wan_interest(sh: &Shared, me: u32) -> Bitmap {
         }
     }
     Bitmap::from_bytes(sh.chunks.len() as u32, bytes).expect("the release's length")
+}
+
+/// The control plane's figures: what the engine counted, and the summaries its members'
+/// news gave each site (replayed at the daemon's cadence up to `end`).
+fn control_outcome(sh: &Shared, parts: &[Part], end: u64) -> ControlOutcome {
+    let sites = sh.site_wan_ns.len();
+    let mut wan = vec![(0u64, 0u64); sites];
+    for p in parts {
+        for (s, &(i, o)) in p.ctl_wan.iter().enumerate() {
+            wan[s].0 += i;
+            wan[s].1 += o;
+        }
+    }
+    // Summaries: each site's publications reach every other site once.
+    let mut flood = vec![0u64; sites];
+    let mut summaries = 0;
+    let mut biggest_summary = 0;
+    for p in parts {
+        for site in &p.sites {
+            let mut news = site.news.clone();
+            // What is published after the last event is published all the same.
+            let until = end / 1_000_000 + super::control::SUMMARY_FLUSH_MS;
+            let published = super::control::summaries_published(&mut news, sites, until);
+            let bytes = sh
+                .costs
+                .summary(&site.links.name, site.members.len() as u32);
+            biggest_summary = biggest_summary.max(bytes);
+            let g = sh.site_of[site.members[0] as usize] as usize;
+            flood[g] = published * super::control::flood_bytes(&sh.costs, bytes, sites);
+            summaries += published;
+        }
+    }
+    let flood_total: u64 = flood.iter().sum();
+    for (s, w) in wan.iter_mut().enumerate() {
+        w.0 += flood_total - flood[s];
+        w.1 += flood_total - flood[s];
+    }
+    let mut steady = None::<super::control::SteadyState>;
+    let mut entries = 0;
+    for p in parts {
+        for site in &p.sites {
+            let members = site.members.len() as u64;
+            let wan_conns: u64 = site
+                .members
+                .iter()
+                .map(|&m| sh.wan[m as usize].len() as u64)
+                .sum();
+            let node_conns = site
+                .members
+                .iter()
+                .map(|&m| sh.wan[m as usize].len() as u64 + members - 1)
+                .max()
+                .unwrap_or(0);
+            let s = super::control::steady_state(
+                &sh.costs,
+                members,
+                wan_conns,
+                node_conns,
+                biggest_summary,
+                sites,
+            );
+            entries = entries.max(site.members.len() + sites - 1);
+            if site.members[0] == ORIGIN {
+                // The origin is one node, connected to every endpoint: not a branch.
+                continue;
+            }
+            steady = Some(match steady {
+                None => s,
+                Some(t) => super::control::SteadyState {
+                    site_wan_in_bit_s: t.site_wan_in_bit_s.max(s.site_wan_in_bit_s),
+                    site_wan_out_bit_s: t.site_wan_out_bit_s.max(s.site_wan_out_bit_s),
+                    site_wan_keepalive_bit_s: t
+                        .site_wan_keepalive_bit_s
+                        .max(s.site_wan_keepalive_bit_s),
+                    node_bit_s: t.node_bit_s.max(s.node_bit_s),
+                    node_keepalive_bit_s: t.node_keepalive_bit_s.max(s.node_keepalive_bit_s),
+                },
+            });
+        }
+    }
+    let mut per_endpoint = Vec::new();
+    let mut total = 0;
+    for p in parts {
+        for n in &p.nodes {
+            total += n.ctl;
+            if n.role == Role::Endpoint {
+                per_endpoint.push(n.ctl);
+            }
+        }
+    }
+    ControlOutcome {
+        bytes_total: total,
+        per_endpoint,
+        site_wan_in: wan[1..].iter().map(|w| w.0).collect(),
+        site_wan_out: wan[1..].iter().map(|w| w.1).collect(),
+        summaries,
+        status_entries_max: entries,
+        steady: steady.unwrap_or(super::control::SteadyState {
+            site_wan_in_bit_s: 0.0,
+            site_wan_out_bit_s: 0.0,
+            site_wan_keepalive_bit_s: 0.0,
+            node_bit_s: 0.0,
+            node_keepalive_bit_s: 0.0,
+        }),
+    }
 }
 
 fn wan_index(sh: &Shared, me: u32, peer: u32) -> usize {
@@ -1767,7 +2067,9 @@ fn outcome(sc: &SimScenario, sh: &Shared, parts: &[Part]) -> Outcome {
         hash.1 = planner::mix(hash.1 ^ p.hash.1 ^ hash.0);
     }
     let sum = |f: fn(&Part) -> u64| parts.iter().map(f).sum::<u64>();
+    let control = control_outcome(sh, parts, parts.iter().map(|p| p.now).max().unwrap_or(0));
     Outcome {
+        control,
         completed_s: honest
             .iter()
             .map(|&id| node(id).done_at.map(|t| t as f64 / NS))
@@ -1932,9 +2234,33 @@ impl Calendar {
     }
 }
 
+/// What the control plane cost in a run (see [`super::control`]).
+#[derive(Debug, Clone)]
+pub struct ControlOutcome {
+    /// Control-frame bytes every node sent, LAN and WAN (as the testnet's
+    /// `control_bytes_total` counts them).
+    pub bytes_total: u64,
+    /// Per honest endpoint, what it sent.
+    pub per_endpoint: Vec<u64>,
+    /// Per branch site, control bytes into and out of it across the WAN, with QUIC's packet
+    /// overhead and acknowledgements (as the testnet's relay counts them).
+    pub site_wan_in: Vec<u64>,
+    /// See `site_wan_in`.
+    pub site_wan_out: Vec<u64>,
+    /// Site summaries published, all sites.
+    pub summaries: u64,
+    /// Status entries the busiest node holds: the records of its site's members and a
+    /// summary per other site (its view of the fleet).
+    pub status_entries_max: usize,
+    /// The fleet when no release moves.
+    pub steady: super::control::SteadyState,
+}
+
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// The control plane.
+    pub control: ControlOutcome,
     /// Seconds at which each honest endpoint completed (`None`: not within the limit).
     pub completed_s: Vec<Option<f64>>,
     /// Endpoints that served garbage (not in `completed_s`).

@@ -8,6 +8,7 @@
 //! * [`fluid`]: the flow-level model that runs the baselines.
 //! * [`report`]: figures, the table, JSON and the SVG plot.
 
+pub mod control;
 pub mod engine;
 pub mod fluid;
 pub mod report;

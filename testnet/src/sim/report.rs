@@ -101,6 +101,52 @@ pub struct Product {
     pub plans: u64,
     /// Fingerprint of the event log.
     pub log_hash: String,
+    /// The control plane.
+    pub control: ControlFigures,
+}
+
+/// The control plane's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlFigures {
+    /// Control-frame bytes all nodes sent (LAN and WAN).
+    pub bytes_total: u64,
+    /// Per endpoint: the median and the most one sent.
+    pub per_endpoint_p50: u64,
+    /// See `per_endpoint_p50`.
+    pub per_endpoint_max: u64,
+    /// The most control bytes any site took in across the WAN, and sent out (QUIC packets,
+    /// acknowledgements included).
+    pub site_wan_in_max: u64,
+    /// See `site_wan_in_max`.
+    pub site_wan_out_max: u64,
+    /// The larger of the two, as a share of the release.
+    pub site_wan_share_max: f64,
+    /// Site summaries published.
+    pub summaries: u64,
+    /// Status entries the busiest node holds (its site's records, a summary per other site).
+    pub status_entries_max: usize,
+    /// No release moving.
+    pub steady: super::control::SteadyState,
+}
+
+impl ControlFigures {
+    fn of(c: &super::engine::ControlOutcome, release_bytes: u64) -> Self {
+        let mut per = c.per_endpoint.clone();
+        per.sort_unstable();
+        let max_in = c.site_wan_in.iter().copied().max().unwrap_or(0);
+        let max_out = c.site_wan_out.iter().copied().max().unwrap_or(0);
+        Self {
+            bytes_total: c.bytes_total,
+            per_endpoint_p50: per.get(per.len() / 2).copied().unwrap_or(0),
+            per_endpoint_max: per.last().copied().unwrap_or(0),
+            site_wan_in_max: max_in,
+            site_wan_out_max: max_out,
+            site_wan_share_max: max_in.max(max_out) as f64 / release_bytes.max(1) as f64,
+            summaries: c.summaries,
+            status_entries_max: c.status_entries_max,
+            steady: c.steady,
+        }
+    }
 }
 
 /// When one site's endpoints completed.
@@ -197,6 +243,7 @@ impl Report {
                 events: outcome.events,
                 plans: outcome.plans,
                 log_hash: format!("{:032x}", outcome.log_hash),
+                control: ControlFigures::of(&outcome.control, outcome.release_bytes),
             }
         };
         let baseline = |b: &Baseline| {
@@ -376,6 +423,28 @@ impl Report {
             p.origin_seeding_f,
             p.seeding_ended_s.map_or("never".into(), dur),
             p.origin_egress_f - p.origin_seeding_f
+        );
+        let c = &p.control;
+        let _ = writeln!(
+            out,
+            "p2pd control plane: {} in all ({} per endpoint, most {}); per site across the WAN at most {} in, {} out ({:.4} % of the release); {} site summaries; at most {} status entries per node",
+            node::cli::human_bytes(c.bytes_total),
+            node::cli::human_bytes(c.per_endpoint_p50),
+            node::cli::human_bytes(c.per_endpoint_max),
+            node::cli::human_bytes(c.site_wan_in_max),
+            node::cli::human_bytes(c.site_wan_out_max),
+            c.site_wan_share_max * 100.0,
+            c.summaries,
+            c.status_entries_max
+        );
+        let _ = writeln!(
+            out,
+            "p2pd control plane, no release moving: per site WAN {:.0} bit/s in, {:.0} out (keep-alives {:.0}); per node {:.0} bit/s (keep-alives {:.0})",
+            c.steady.site_wan_in_bit_s,
+            c.steady.site_wan_out_bit_s,
+            c.steady.site_wan_keepalive_bit_s,
+            c.steady.node_bit_s,
+            c.steady.node_keepalive_bit_s
         );
         let _ = writeln!(
             out,
