@@ -17,4 +17,5 @@ pub mod report;
 pub mod rogue;
 pub mod scenario;
 pub mod sim;
+pub mod view;
 pub mod wan;

@@ -42,6 +42,10 @@ enum Cmd {
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Then measure the fleet view: how soon a branch node of another site shows each
+        /// site complete, and how soon a site whose two aggregators are killed is shown again.
+        #[arg(long)]
+        fleet_view: bool,
     },
     /// Simulate a fleet (hundreds of sites, thousands of endpoints) with the product's own
     /// planner, beside a single relay, one relay per branch and the lower bound. Prints a
@@ -80,13 +84,14 @@ fn main() {
         match cli.command {
             Cmd::Demo { keep } => {
                 let scenario = Scenario::parse(include_str!("../scenarios/demo.toml"))?;
-                run(scenario, keep, None, true).await
+                run(scenario, keep, None, true, false).await
             }
             Cmd::Run {
                 scenario,
                 keep,
                 json,
-            } => run(Scenario::load(&scenario)?, keep, json, false).await,
+                fleet_view,
+            } => run(Scenario::load(&scenario)?, keep, json, false, fleet_view).await,
             Cmd::Sim { .. } => unreachable!("handled before the runtime starts"),
         }
     });
@@ -101,6 +106,7 @@ async fn run(
     keep: Option<PathBuf>,
     json: Option<PathBuf>,
     demo: bool,
+    fleet_view: bool,
 ) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = keep.unwrap_or_else(|| temp.path().to_path_buf());
@@ -111,7 +117,7 @@ async fn run(
         dir.display()
     );
     let has_v2 = scenario.release.v2_changed_mib > 0;
-    let fleet = Fleet::start(scenario, &dir, true).await?;
+    let mut fleet = Fleet::start(scenario, &dir, true).await?;
     // The overlay of site aggregators forms once their first summaries (10 s after they
     // start) name them; a hundred nodes on a small machine take longer.
     fleet
@@ -152,8 +158,22 @@ async fn run(
     if demo || has_v2 {
         summary(&fleet, &results);
     }
+    let view = if fleet_view {
+        let started = std::time::Instant::now();
+        let d = distribute_with_bars(&fleet, 3).await?;
+        println!("published v3 for the fleet view");
+        let v = testnet::view::measure(&mut fleet, &d.release, started, &d.completion_s).await?;
+        println!("{}", testnet::view::render(&v));
+        Some(v)
+    } else {
+        None
+    };
     if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&results)?)?;
+        let body = match &view {
+            Some(v) => serde_json::json!({ "releases": results, "fleet_view": v }),
+            None => serde_json::to_value(&results)?,
+        };
+        std::fs::write(&path, serde_json::to_vec_pretty(&body)?)?;
         println!("wrote {}", path.display());
     }
     Ok(())
