@@ -259,12 +259,11 @@ pub struct SteadyState {
     pub node_keepalive_bit_s: f64,
 }
 
-/// The steady state of a site of `members` members that hold `wan_connections` connections
-/// to other sites between them, whose busiest member holds `node_connections` (LAN and
+/// The steady state of a site whose members hold `wan_connections` connections to other
+/// sites between them, whose busiest member holds `node_connections` (LAN and
 /// WAN), in a fleet of `sites` sites whose summaries are `summary` bytes.
 pub fn steady_state(
     costs: &Costs,
-    members: u64,
     wan_connections: u64,
     node_connections: u64,
     summary: u64,
@@ -278,11 +277,10 @@ pub fn steady_state(
         sites.saturating_sub(1) as f64 * flood_bytes(costs, summary, sites) as f64 * 8.0
             / SUMMARY_HEARTBEAT.as_secs_f64();
     let keep_site = wan_connections as f64 * per_conn_each_way;
-    // A member sends its record to the two aggregators; the first aggregator also sends the
-    // site's summary once per heartbeat.
+    // A member sends its record to the two aggregators every heartbeat; the first aggregator
+    // (the busiest node) also takes in and passes on every site's summary heartbeat.
     let records = 2.0 * costs.record as f64 * 8.0 / STATUS_HEARTBEAT.as_secs_f64();
     let keep_node = node_connections as f64 * per_conn_each_way;
-    let _ = members;
     SteadyState {
         site_wan_in_bit_s: keep_site + summaries,
         site_wan_out_bit_s: keep_site + summaries,

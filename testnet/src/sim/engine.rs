@@ -2027,7 +2027,6 @@ fn control_outcome(sh: &Shared, parts: &[Part], end: u64) -> ControlOutcome {
                 .unwrap_or(0);
             let s = super::control::steady_state(
                 &sh.costs,
-                members,
                 wan_conns,
                 node_conns,
                 biggest_summary,
