@@ -380,6 +380,26 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Of signed items (when made, bytes), the newest first, as many as fit in `max_bytes` of a
+/// message: each costs its bytes and a length prefix of at most 5.
+fn newest_within<'a>(
+    items: impl Iterator<Item = (i64, &'a Vec<u8>)>,
+    max_bytes: usize,
+) -> Vec<Vec<u8>> {
+    let mut list: Vec<(i64, &Vec<u8>)> = items.collect();
+    list.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    let mut used = 0;
+    let mut out = Vec::new();
+    for (_, signed) in list {
+        used += signed.len() + 5;
+        if used > max_bytes {
+            break;
+        }
+        out.push(signed.clone());
+    }
+    out
+}
+
 impl Fleet {
     /// An empty view for a node of `site`.
     pub fn new(site: &str) -> Self {
@@ -493,36 +513,25 @@ impl Fleet {
     /// at most `max_bytes` of them.
     pub fn site_records(&self, max_bytes: usize) -> Vec<Vec<u8>> {
         let inner = lock(&self.inner);
-        let mut list: Vec<&HeldRecord> = inner.records.values().collect();
-        list.sort_by_key(|r| std::cmp::Reverse(r.body.at_unix_s));
-        let mut used = 0;
-        let mut out = Vec::new();
-        for r in list {
-            // Each element costs its bytes and a length prefix of at most 5.
-            used += r.signed.len() + 5;
-            if used > max_bytes {
-                break;
-            }
-            out.push(r.signed.clone());
-        }
-        out
+        newest_within(
+            inner
+                .records
+                .values()
+                .map(|r| (r.body.at_unix_s, &r.signed)),
+            max_bytes,
+        )
     }
 
     /// The summaries held, signed, at most `max_bytes` of them (newest first).
     pub fn summaries_signed(&self, max_bytes: usize) -> Vec<Vec<u8>> {
         let inner = lock(&self.inner);
-        let mut list: Vec<&HeldSummary> = inner.summaries.values().collect();
-        list.sort_by_key(|s| std::cmp::Reverse(s.body.at_unix_s));
-        let mut used = 0;
-        let mut out = Vec::new();
-        for s in list {
-            used += s.signed.len() + 5;
-            if used > max_bytes {
-                break;
-            }
-            out.push(s.signed.clone());
-        }
-        out
+        newest_within(
+            inner
+                .summaries
+                .values()
+                .map(|s| (s.body.at_unix_s, &s.signed)),
+            max_bytes,
+        )
     }
 
     /// The records of this site, verified bodies.

@@ -297,6 +297,13 @@ pub fn pick_across_sites(
     out
 }
 
+/// The earliest time a batch may go to a peer whose last went at `last` (`None`: never),
+/// `interval` after it, in the caller's unit: [`Batch`] keeps milliseconds, the simulator
+/// nanoseconds.
+pub fn next_batch_at(last: Option<u64>, interval: u64) -> u64 {
+    last.map_or(0, |l| l.saturating_add(interval))
+}
+
 /// Chunk indices waiting to be announced to one peer: they go out together, at most every
 /// interval ([`WAN_HAVE_INTERVAL`] across the WAN); the first after a quiet spell at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -321,7 +328,7 @@ impl Batch {
         if self.pending.is_empty() {
             return None;
         }
-        Some(self.last_ms.map_or(0, |l| l + interval.as_millis() as u64))
+        Some(next_batch_at(self.last_ms, interval.as_millis() as u64))
     }
 
     /// What goes out at `now_ms`, sorted and without repeats, if it is due.

@@ -680,6 +680,35 @@ async fn control_writer(
     }
 }
 
+/// A bitmap or an offer of `release` under `slot` from `peer`: `update` is given what is held
+/// of the release and returns what replaces it (`None`: it changed what is held in place).
+/// Past [`PEER_RELEASES_MAX`] releases a new one is ignored. A release this node has not
+/// heard of is learnt from the peer, whose manifest goes through the full gate like any
+/// announcement.
+fn note_release(
+    net: &Arc<Net>,
+    peer: &Arc<Peer>,
+    release: ReleaseId,
+    slot: Slot,
+    update: impl FnOnce(Option<&mut PeerRelease>) -> Option<PeerRelease>,
+) {
+    peer.bind_slot(slot, release);
+    let is_new = {
+        let mut s = lock(&peer.state);
+        if !s.releases.contains_key(&release) && s.releases.len() >= PEER_RELEASES_MAX {
+            return;
+        }
+        match update(s.releases.get_mut(&release)) {
+            Some(r) => s.releases.insert(release, r).is_none(),
+            None => false,
+        }
+    };
+    if is_new && net.release(&release).is_none() {
+        net.learn_release(release, Some(peer.id));
+    }
+    net.wake.notify_waiters();
+}
+
 async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
     loop {
         let body = match read_frame(&mut recv, CONTROL_FRAME_BYTES_MAX).await {
@@ -721,29 +750,13 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                 let Some(bits) = Bitmap::from_bytes(chunk_count, bits) else {
                     continue;
                 };
-                peer.bind_slot(slot, release);
-                let is_new = {
-                    let mut s = lock(&peer.state);
-                    if !s.releases.contains_key(&release) && s.releases.len() >= PEER_RELEASES_MAX {
-                        continue;
-                    }
-                    s.releases
-                        .insert(
-                            release,
-                            PeerRelease {
-                                bits,
-                                last_progress: Instant::now(),
-                                reserve,
-                            },
-                        )
-                        .is_none()
-                };
-                if is_new && net.release(&release).is_none() {
-                    // A release we have not heard of: the peer can give us its manifest,
-                    // which goes through the full gate like any announcement.
-                    net.learn_release(release, Some(peer.id));
-                }
-                net.wake.notify_waiters();
+                note_release(&net, &peer, release, slot, |_| {
+                    Some(PeerRelease {
+                        bits,
+                        last_progress: Instant::now(),
+                        reserve,
+                    })
+                });
             }
             Control::Offer {
                 release,
@@ -754,35 +767,18 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                 if chunk_count == 0 {
                     continue;
                 }
-                peer.bind_slot(slot, release);
-                let is_new = {
-                    let mut s = lock(&peer.state);
-                    if !s.releases.contains_key(&release) && s.releases.len() >= PEER_RELEASES_MAX {
-                        continue;
+                note_release(&net, &peer, release, slot, |held| match held {
+                    // A second offer (seeding ended): what it said it has stays.
+                    Some(r) if r.bits.len() == chunk_count => {
+                        r.reserve = reserve;
+                        None
                     }
-                    match s.releases.get_mut(&release) {
-                        // A second offer (seeding ended): what it said it has stays.
-                        Some(r) if r.bits.len() == chunk_count => {
-                            r.reserve = reserve;
-                            false
-                        }
-                        _ => {
-                            s.releases.insert(
-                                release,
-                                PeerRelease {
-                                    bits: Bitmap::new(chunk_count),
-                                    last_progress: Instant::now(),
-                                    reserve,
-                                },
-                            );
-                            true
-                        }
-                    }
-                };
-                if is_new && net.release(&release).is_none() {
-                    net.learn_release(release, Some(peer.id));
-                }
-                net.wake.notify_waiters();
+                    _ => Some(PeerRelease {
+                        bits: Bitmap::new(chunk_count),
+                        last_progress: Instant::now(),
+                        reserve,
+                    }),
+                });
             }
             Control::Want { slot, gaps } => {
                 if peer.class == Class::Wan {

@@ -1839,13 +1839,15 @@ impl Part {
                 continue;
             }
             let last = self.nodes[l].wan_have_at[k];
-            let send = if last == NONE || now >= last.saturating_add(WAN_HAVE_INTERVAL_NS) {
-                now
-            } else if last > now {
+            let send = if last != NONE && last > now {
                 // A batch waits to go: these join it.
                 last
             } else {
-                last + WAN_HAVE_INTERVAL_NS
+                let last = (last != NONE).then_some(last);
+                now.max(scheduler::control::next_batch_at(
+                    last,
+                    WAN_HAVE_INTERVAL_NS,
+                ))
             };
             if send == last {
                 self.ctl_wan_more(sh, me, w, index_bytes);
