@@ -1,7 +1,6 @@
 //! Control-plane decisions shared by the daemon and the simulator: when a status record or a
 //! site summary goes out, which members of a site aggregate its records, which other sites a
-//! node talks to across the WAN, which summaries a neighbour still needs, and which chunks a
-//! node announces to its site ([`announce_in_site`]).
+//! node talks to across the WAN, and which summaries a neighbour still needs.
 //!
 //! The control plane has two levels, like the data plane (and like Serf's LAN and WAN
 //! pools): inside a site every member sends its signed status record to every other member;
@@ -72,17 +71,6 @@ pub const WAN_PEERS_DEFAULT: usize = 4;
 /// only the chunks that peer fetches across the WAN, but a message of one chunk still costs
 /// a packet and its acknowledgement.
 pub const WAN_HAVE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Whether a node announces a chunk it just made durable to the members of its site: one it
-/// is designated for (it brought it across the WAN, and its site fetches it from there), or
-/// one no member is known to hold (it came from elsewhere). A chunk it fetched from a member
-/// is not announced: that member already did, and the others fetch it from there too. So
-/// each chunk is announced in a site about once, to each member, whatever the site's size,
-/// where telling every member of every chunk cost each node as many announcements as its
-/// site has members. A node newly designated for chunks it holds announces them then.
-pub fn announce_in_site(designated: bool, held_in_site: bool) -> bool {
-    designated || !held_in_site
-}
 
 /// The least time between two summaries of a site with a change of state, in a fleet of
 /// `sites` sites.
@@ -488,23 +476,6 @@ mod tests {
             pick_across_sites(&key(999), mine, &candidates[..3], 4).len(),
             2,
             "all there are, but those of its own site"
-        );
-    }
-
-    #[test]
-    fn a_chunk_is_announced_in_its_site_by_its_designated_member_or_its_first_holder() {
-        assert!(
-            announce_in_site(true, true),
-            "the designated member serves the site"
-        );
-        assert!(announce_in_site(true, false));
-        assert!(
-            announce_in_site(false, false),
-            "from elsewhere: the site's first copy"
-        );
-        assert!(
-            !announce_in_site(false, true),
-            "fetched from a member that announced it"
         );
     }
 

@@ -12,7 +12,7 @@
 use super::peer::{Peer, RequestError};
 use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
 use protocol::VerifiedRelease;
-use protocol::wire::{Bitmap, Control};
+use protocol::wire::Control;
 use scheduler::planner::{
     self, Availability, InFlightSet, PeerView, PlanInput, PlanScratch, PlannerConfig,
 };
@@ -134,7 +134,7 @@ async fn fetch(
             }
             durable = writer.durable.recv() => match durable {
                 Some(indices) => {
-                    advertise(net, release, &indices, designation.as_ref().map(|d| &d.1));
+                    advertise(net, release, &indices);
                     replan = true;
                 }
                 None => return Err(writer.failure().await),
@@ -166,7 +166,7 @@ async fn fetch(
             }
         }
         while let Ok(indices) = writer.durable.try_recv() {
-            advertise(net, release, &indices, designation.as_ref().map(|d| &d.1));
+            advertise(net, release, &indices);
         }
         release.sample_rate();
         if announced && last_plan.elapsed() >= PLAN_COALESCE {
@@ -245,19 +245,6 @@ async fn fetch(
         members.sort_unstable();
         if designation.as_ref().is_none_or(|(m, _, _)| *m != members) {
             let mine = planner::designated_chunks(&me, &members, chunks);
-            // Chunks held that this node is now the site's source of: the site hears of
-            // them from it (it may have fetched them from a member that left).
-            if let Some((_, old, _)) = &designation {
-                let newly: Vec<u32> = {
-                    let have = lock(&release.have);
-                    mine.ones()
-                        .filter(|&i| have.get(i) && !old.get(i))
-                        .collect()
-                };
-                if !newly.is_empty() {
-                    send_lan_haves(net, release, &newly, Some(&mine));
-                }
-            }
             // What this node fetches across the WAN and lacks: peers of other sites announce
             // only that to it.
             let mut wanted = mine.clone();
@@ -364,7 +351,7 @@ async fn fetch(
     // Make the rest durable and commit the release.
     writer.finish(Some(verified.clone())).await?;
     while let Ok(indices) = writer.durable.try_recv() {
-        advertise(net, release, &indices, designation.as_ref().map(|d| &d.1));
+        advertise(net, release, &indices);
     }
     *lock(&release.state) = ReleaseState::Complete;
     *lock(&release.finished) = Some(Instant::now());
@@ -451,14 +438,14 @@ fn handle(
 }
 
 /// Chunks the writer made durable: now they are in the bitmap peers see, and announced.
-fn advertise(net: &Net, release: &Release, indices: &[u32], designated: Option<&Bitmap>) {
+fn advertise(net: &Net, release: &Release, indices: &[u32]) {
     {
         let mut have = lock(&release.have);
         for &i in indices {
             have.set(i);
         }
     }
-    send_haves(net, release, indices, designated);
+    send_haves(net, release, indices);
 }
 
 /// What the fetch loop tells the writer.
@@ -593,40 +580,15 @@ fn write_loop(
     }
 }
 
-/// Announces durable chunks: to same-site peers at once, those
-/// [`scheduler::control::announce_in_site`] says (`designated`: this node's designation,
-/// `None` before it has one), to peers of other sites those they want, in batches
-/// ([`Net::queue_wan_haves`]).
-fn send_haves(net: &Net, release: &Release, indices: &[u32], designated: Option<&Bitmap>) {
-    send_lan_haves(net, release, indices, designated);
-    net.queue_wan_haves(release, indices);
-}
-
-/// The same-site part of [`send_haves`].
-fn send_lan_haves(net: &Net, release: &Release, indices: &[u32], designated: Option<&Bitmap>) {
-    let lan: Vec<Arc<Peer>> = net
-        .peer_list()
-        .into_iter()
-        .filter(|p| p.class == Class::Lan)
-        .collect();
-    let tell: Vec<u32> = indices
-        .iter()
-        .copied()
-        .filter(|&i| {
-            scheduler::control::announce_in_site(
-                designated.is_none_or(|d| d.get(i)),
-                lan.iter().any(|p| p.holds(&release.id, i)),
-            )
-        })
-        .collect();
-    if tell.is_empty() {
-        return;
-    }
-    for p in &lan {
+/// Announces durable chunks: to same-site peers at once (those they do not say they have),
+/// to peers of other sites those they want, in batches ([`Net::queue_wan_haves`]).
+fn send_haves(net: &Net, release: &Release, indices: &[u32]) {
+    for p in net.peer_list().iter().filter(|p| p.class == Class::Lan) {
         // A peer that said it has a chunk will not ask for it: only the rest.
-        let news = p.lacks(&release.id, &tell);
+        let news = p.lacks(&release.id, indices);
         if !news.is_empty() {
             p.send_have(release.id, &news);
         }
     }
+    net.queue_wan_haves(release, indices);
 }

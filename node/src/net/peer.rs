@@ -203,14 +203,6 @@ impl Peer {
         }
     }
 
-    /// Whether it said it has chunk `index` of `release`.
-    pub(crate) fn holds(&self, release: &ReleaseId, index: u32) -> bool {
-        lock(&self.state)
-            .releases
-            .get(release)
-            .is_some_and(|r| r.bits.get(index))
-    }
-
     /// Its bitmap for `release`.
     pub fn release_view(&self, release: &ReleaseId) -> Option<PeerRelease> {
         lock(&self.state).releases.get(release).cloned()

@@ -21,9 +21,6 @@
 //!   endgame's re-plan tick; the reserve (the origin after seeding) asked only after the WAN
 //!   has been idle. Site members are every connected member (the daemon's "live" members:
 //!   working on the release, or complete).
-//! * **Same-site announcements** follow [`scheduler::control::announce_in_site`]: a member
-//!   announces to its site the chunks it is designated for and those no member holds yet,
-//!   and chunks it is newly designated for when a member leaves.
 //! * **Same-site availability** is one [`Availability`] per site counting every member's
 //!   announced chunks (the daemon counts its peers'; for the chunks a node lacks, which are
 //!   the only ones it plans, the two are equal).
@@ -1703,30 +1700,6 @@ impl Part {
         }
         let end = self.window_end;
         self.designation_log.push((me, mine.clone()));
-        let site = sh.site_local[sh.site_of[me as usize] as usize] as usize;
-        let l = sh.local[me as usize] as usize;
-        // Chunks it holds and is now the site's source of: it announces them.
-        let node = &mut self.nodes[l];
-        let newly: Vec<u32> = mine
-            .ones()
-            .filter(|&c| node.have.get(c) && !node.shown.get(c))
-            .collect();
-        for &c in &newly {
-            node.shown.set(c);
-            self.sites[site].lan.add(c);
-        }
-        if !newly.is_empty() {
-            let others = self.sites[site].members.len() as u64 - 1;
-            let have = sh.costs.have(newly.iter().copied());
-            self.ctl_lan(sh, me, have, others);
-            let at = self.now + PLAN_COALESCE_NS;
-            for k in 0..self.sites[site].members.len() {
-                let m = self.sites[site].members[k];
-                if m != me {
-                    self.wake(sh, m, at);
-                }
-            }
-        }
         let node = self.node_mut(sh, me);
         node.designated = mine;
         node.wan_dirty = true;
@@ -1767,20 +1740,10 @@ impl Part {
         // In chunk order, so the scans of peers' bitmaps below run front to back.
         pending.sort_unstable();
         let site = sh.site_local[node.site as usize] as usize;
-        // Peers of other sites see every new chunk; members only those the node is the
-        // site's source of (`announce_in_site`).
-        let mut told = 0u64;
-        let mut told_bytes = 0u64;
         for &c in &pending {
-            self.shown_log.push((me, c));
-            let node = &mut self.nodes[l];
-            let held = self.sites[site].lan.count(c) > 0;
-            if scheduler::control::announce_in_site(node.designated.get(c), held)
-                && node.shown.set(c)
-            {
+            if self.nodes[l].shown.set(c) {
                 self.sites[site].lan.add(c);
-                told += 1;
-                told_bytes += ctl::varint_len(u64::from(c));
+                self.shown_log.push((me, c));
             }
         }
         let at = self.now + PLAN_COALESCE_NS;
@@ -1796,8 +1759,8 @@ impl Part {
             }
         }
         // Announced on the LAN to the members still fetching, a record if one is due.
-        if told > 0 && fetching > 0 {
-            let have = sh.costs.have(std::iter::empty()) - 1 + told_bytes + ctl::varint_len(told);
+        if !pending.is_empty() && fetching > 0 {
+            let have = sh.costs.have(pending.iter().copied());
             self.ctl_lan(sh, me, have, fetching);
         }
         let complete = self.nodes[l].done_at.is_some();
