@@ -4,6 +4,9 @@
 //!
 //! * [`control`]: the control plane's cadence and shape: when records and site summaries go
 //!   out, which members aggregate a site, which sites a node talks to across the WAN.
+//! * [`fetch`]: the fetch of one release as a state machine (inputs with `now`, requests,
+//!   timers and events out) that the daemon and the simulator both drive: when to plan,
+//!   budgets, who counts as a site member, snubbing, checkpoints.
 //! * [`planner`]: the fetch planner: which missing chunk to request from which peer
 //!   (same site first, one WAN crossing per site, rarest first, endgame).
 //! * [`priority`]: which release goes first, and which may fetch outside the download window.
@@ -11,7 +14,9 @@
 //!   "the lowest rate wins" where rules overlap, and when the rate next changes.
 //! * [`seeding`]: the origin's initial seeding: each site is shown only its share of a new
 //!   release until every chunk has left the origin once.
-//! * [`shaper`]: a token bucket (governor) per class whose rate follows its schedule.
+//! * [`shaper`]: a token bucket (governor) per class whose rate follows its schedule, and
+//!   the first-come-first-served gate in front of it.
+//! * [`strikes`]: strikes for bad chunks, and bans, per peer, bounded.
 //! * [`window`]: maintenance windows, hawkBit style: a cron expression for the start, a
 //!   duration and a zone; is it open, when does it next open, when does it close.
 //!
@@ -20,11 +25,13 @@
 //! node of a fleet agrees on them whatever its host's copy is.
 
 pub mod control;
+pub mod fetch;
 pub mod planner;
 pub mod priority;
 pub mod rate;
 pub mod seeding;
 pub mod shaper;
+pub mod strikes;
 pub mod window;
 
 use jiff::tz::{TimeZone, TimeZoneDatabase};

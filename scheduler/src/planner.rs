@@ -80,6 +80,9 @@ impl Default for PlannerConfig {
 pub struct PeerView<'a> {
     /// The peer's node id (its ed25519 key).
     pub id: [u8; 32],
+    /// The caller's stable handle of the peer (what [`InFlightSet`] records requests by):
+    /// the same peer has the same slot in every pass.
+    pub slot: u32,
     /// Whether the peer is in this node's site.
     pub same_site: bool,
     /// The chunks of the release it has, if it sent a bitmap for it.
@@ -96,12 +99,12 @@ pub struct PeerView<'a> {
     pub reserve: bool,
 }
 
-/// A chunk requested and not yet answered: by whom and since when. Holds at most two peers
-/// (the endgame asks one more), inline, so a fetch with thousands of chunks in flight does not
-/// allocate per request.
+/// A chunk requested and not yet answered: by whom (the peers' slots, [`PeerView::slot`])
+/// and since when. Holds at most two peers (the endgame asks one more), inline, so a fetch
+/// with thousands of chunks in flight does not allocate per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InFlight {
-    asked: [[u8; 32]; 2],
+    asked: [u32; 2],
     count: u8,
     /// When the first request was sent.
     pub since_ms: u64,
@@ -109,21 +112,21 @@ pub struct InFlight {
 
 impl InFlight {
     /// A chunk first requested from `peer` at `since_ms`.
-    pub fn new(peer: [u8; 32], since_ms: u64) -> Self {
+    pub fn new(peer: u32, since_ms: u64) -> Self {
         Self {
-            asked: [peer, [0; 32]],
+            asked: [peer, 0],
             count: 1,
             since_ms,
         }
     }
 
-    /// Node ids of the peers asked; usually one, two in endgame.
-    pub fn peers(&self) -> &[[u8; 32]] {
+    /// Slots of the peers asked; usually one, two in endgame.
+    pub fn peers(&self) -> &[u32] {
         &self.asked[..usize::from(self.count)]
     }
 
     /// Notes a second request, to `peer`; false if two are already out.
-    pub fn add(&mut self, peer: [u8; 32]) -> bool {
+    pub fn add(&mut self, peer: u32) -> bool {
         if usize::from(self.count) == self.asked.len() {
             return false;
         }
@@ -133,8 +136,8 @@ impl InFlight {
     }
 
     /// Notes that `peer` answered (or failed); true when no request is left out.
-    pub fn remove(&mut self, peer: &[u8; 32]) -> bool {
-        if let Some(k) = self.peers().iter().position(|p| p == peer) {
+    pub fn remove(&mut self, peer: u32) -> bool {
+        if let Some(k) = self.peers().iter().position(|&p| p == peer) {
             self.asked.copy_within(k + 1.., k);
             self.count -= 1;
         }
@@ -194,7 +197,7 @@ impl<S: BuildHasher> InFlightSet<S> {
     }
 
     /// Notes a request of chunk `i` to `peer` at `now_ms` (a second one in endgame).
-    pub fn request(&mut self, i: u32, peer: [u8; 32], now_ms: u64) {
+    pub fn request(&mut self, i: u32, peer: u32, now_ms: u64) {
         match self.map.entry(i) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 e.get_mut().add(peer);
@@ -208,7 +211,7 @@ impl<S: BuildHasher> InFlightSet<S> {
 
     /// Notes that `peer` answered (or failed) chunk `i`; the chunk leaves the set when no
     /// request for it is left.
-    pub fn answered(&mut self, i: u32, peer: &[u8; 32]) {
+    pub fn answered(&mut self, i: u32, peer: u32) {
         // One probe of the map: this runs for every answer a node receives.
         if let std::collections::hash_map::Entry::Occupied(mut e) = self.map.entry(i) {
             if e.get_mut().remove(peer) {
@@ -379,6 +382,51 @@ pub fn designation(members: &[[u8; 32]], chunks: &[ChunkRef]) -> Vec<u32> {
         .collect()
 }
 
+/// Member sets kept with their designations ([`designation`]), for the fetches of one site
+/// that share them: a member set changes for every member at once (one left, one came), and
+/// one weight per chunk and member is work worth doing once per site, not once per member.
+#[derive(Debug, Default)]
+pub struct Designations {
+    /// The most recent first: (sorted members, the owner of each chunk).
+    kept: std::collections::VecDeque<(Vec<[u8; 32]>, Vec<u32>)>,
+}
+
+/// Member sets a [`Designations`] keeps: the set most members agree on, and a few that
+/// differ where one member has banned or snubbed another.
+pub const DESIGNATIONS_KEPT: usize = 4;
+
+impl Designations {
+    /// [`designated_chunks`] for `me` over `members` (sorted, `me` among them), from a kept
+    /// designation when this set was seen before.
+    pub fn designated_chunks(
+        &mut self,
+        me: &[u8; 32],
+        members: &[[u8; 32]],
+        chunks: &[ChunkRef],
+    ) -> Bitmap {
+        let Ok(pos) = members.binary_search(me) else {
+            return designated_chunks(me, members, chunks);
+        };
+        let k = match self.kept.iter().position(|(m, _)| m == members) {
+            Some(k) => k,
+            None => {
+                self.kept
+                    .push_front((members.to_vec(), designation(members, chunks)));
+                self.kept.truncate(DESIGNATIONS_KEPT);
+                0
+            }
+        };
+        let owner = &self.kept[k].1;
+        let mut out = Bitmap::new(chunks.len() as u32);
+        for (i, &o) in owner.iter().enumerate() {
+            if o as usize == pos {
+                out.set(i as u32);
+            }
+        }
+        out
+    }
+}
+
 /// The chunks that rendezvous hashing over `members` names `me` for (every chunk when
 /// `members` is empty). Costs one weight per chunk and member: callers keep it until the
 /// member set changes.
@@ -539,7 +587,7 @@ pub fn plan_with<S: BuildHasher>(
     // The holder among `cands` with the most room (ties: the lower id), not in `exclude`.
     // Rooms are compared first: a peer that could not win is not asked whether it holds the
     // chunk (a bitmap read, likely a cache miss).
-    let pick = |cands: &[usize], i: u32, exclude: &[[u8; 32]], room: &Room| {
+    let pick = |cands: &[usize], i: u32, exclude: &[u32], room: &Room| {
         let mut best: Option<(usize, i64)> = None;
         for &k in cands {
             let r = room.left[k];
@@ -551,30 +599,27 @@ pub fn plan_with<S: BuildHasher>(
                     continue;
                 }
             }
-            if holds(k, i) && !exclude.contains(&peers[k].id) {
+            if holds(k, i) && !exclude.contains(&peers[k].slot) {
                 best = Some((k, r));
             }
         }
         best.map(|(k, _)| k)
     };
     // Requests chunk `i` from one of `cands`; false if none can take it.
-    let assign = |i: u32,
-                  cands: &[usize],
-                  exclude: &[[u8; 32]],
-                  room: &mut Room,
-                  out: &mut Vec<Assignment>| {
-        let Some(k) = pick(cands, i, exclude, room) else {
-            return false;
+    let assign =
+        |i: u32, cands: &[usize], exclude: &[u32], room: &mut Room, out: &mut Vec<Assignment>| {
+            let Some(k) = pick(cands, i, exclude, room) else {
+                return false;
+            };
+            let wan = !peers[k].same_site;
+            room.take(k, !wan, i64::from(input.chunks[i as usize].len));
+            out.push(Assignment {
+                chunk: i,
+                peer: k,
+                wan,
+            });
+            true
         };
-        let wan = !peers[k].same_site;
-        room.take(k, !wan, i64::from(input.chunks[i as usize].len));
-        out.push(Assignment {
-            chunk: i,
-            peer: k,
-            wan,
-        });
-        true
-    };
 
     let words = input.have.word_count();
     let present = |w: usize| {
@@ -787,6 +832,7 @@ mod tests {
     fn peer<'a>(b: u8, same_site: bool, have: &'a Bitmap) -> PeerView<'a> {
         PeerView {
             id: id(b),
+            slot: u32::from(b),
             same_site,
             have: Some(have),
             in_flight_bytes: 0,
@@ -1044,8 +1090,8 @@ mod tests {
         have.set(0);
         have.set(1);
         let mut in_flight = InFlightSet::new(4);
-        in_flight.request(2, id(1), 0);
-        in_flight.request(3, id(1), 9_000);
+        in_flight.request(2, 1, 0);
+        in_flight.request(3, 1, 9_000);
         let peers = [peer(1, true, &full), peer(2, true, &full)];
         let p = plan_for(id(0), &cs, &have, &in_flight, &peers, &[id(0)], 10_000);
         assert_eq!(
@@ -1087,7 +1133,7 @@ mod tests {
         busy.in_flight_bytes = 1000;
         let mut in_flight = InFlightSet::new(20);
         for i in 0..10 {
-            in_flight.request(i, id(1), 0);
+            in_flight.request(i, 1, 0);
         }
         let p = plan_for(
             id(0),
@@ -1307,7 +1353,7 @@ mod tests {
             planner_reuse_check(&input, &config, &mut scratch, &mut out);
             // Every other pass the requests are answered; the rest stay in flight.
             for a in &out {
-                in_flight.request(a.chunk, peers[a.peer].id, passes * 1000);
+                in_flight.request(a.chunk, peers[a.peer].slot, passes * 1000);
             }
             if passes % 2 == 0 {
                 for i in in_flight.iter().map(|(i, _)| i).collect::<Vec<_>>() {
@@ -1340,29 +1386,29 @@ mod tests {
     #[test]
     fn in_flight_set_tracks_requests_and_answers() {
         let mut s: InFlightSet = InFlightSet::new(10);
-        s.request(3, id(1), 5);
-        s.request(3, id(2), 7);
+        s.request(3, 1, 5);
+        s.request(3, 2, 7);
         assert!(s.contains(3) && !s.contains(4));
         assert_eq!(s.get(3).unwrap().since_ms, 5);
-        s.answered(3, &id(1));
+        s.answered(3, 1);
         assert!(s.contains(3));
-        s.answered(3, &id(2));
+        s.answered(3, 2);
         assert!(!s.contains(3) && s.is_empty());
-        s.request(4, id(1), 0);
+        s.request(4, 1, 0);
         s.remove(4);
         assert_eq!((s.len(), s.bits().count()), (0, 0));
     }
 
     #[test]
     fn in_flight_holds_two_requests_inline() {
-        let mut f = InFlight::new(id(1), 5);
-        assert!(f.add(id(2)));
-        assert!(!f.add(id(3)));
-        assert_eq!(f.peers(), &[id(1), id(2)]);
-        assert!(!f.remove(&id(1)));
-        assert_eq!(f.peers(), &[id(2)]);
-        assert!(!f.remove(&id(9)));
-        assert!(f.remove(&id(2)));
+        let mut f = InFlight::new(1, 5);
+        assert!(f.add(2));
+        assert!(!f.add(3));
+        assert_eq!(f.peers(), &[1, 2]);
+        assert!(!f.remove(1));
+        assert_eq!(f.peers(), &[2]);
+        assert!(!f.remove(9));
+        assert!(f.remove(2));
         assert!(f.peers().is_empty());
     }
 

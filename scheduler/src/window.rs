@@ -489,3 +489,58 @@ pub fn all_open_state(sets: &[&[Window]], t: Timestamp) -> WindowState {
     }
     WindowState::Closed { opens: None }
 }
+
+/// The state of a set of windows that must all be open ([`all_open_state`]), kept until it
+/// can change: a fetch asks on every planning pass, and the answer changes only at a window
+/// edge. Recomputed at the next edge, at once if the wall clock went backwards, and at least
+/// every [`WINDOW_RECHECK`] when no edge is in sight (the daemon and the simulator both read
+/// windows through it).
+#[derive(Debug, Clone, Default)]
+pub struct WindowCache {
+    cached: Option<CachedState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CachedState {
+    state: WindowState,
+    computed: Timestamp,
+    /// When the state next changes (`None`: never; the sets are all empty).
+    until: Option<Timestamp>,
+}
+
+/// Longest a cached window state is trusted when no edge is in sight.
+pub const WINDOW_RECHECK: SignedDuration = SignedDuration::from_hours(24);
+
+impl WindowCache {
+    /// The state at `now` of `sets`, which must all be open; the sets must be the same on
+    /// every call.
+    pub fn state(&mut self, sets: &[&[Window]], now: Timestamp) -> WindowState {
+        if let Some(c) = self.cached {
+            if c.computed <= now && c.until.is_none_or(|u| now < u) {
+                return c.state;
+            }
+        }
+        let state = all_open_state(sets, now);
+        let until = match state {
+            WindowState::Open { closes } => closes,
+            WindowState::Closed { opens } => opens,
+        }
+        .or_else(|| {
+            sets.iter()
+                .any(|s| !s.is_empty())
+                .then(|| now.checked_add(WINDOW_RECHECK).ok())
+                .flatten()
+        });
+        self.cached = Some(CachedState {
+            state,
+            computed: now,
+            until,
+        });
+        state
+    }
+
+    /// When the cached state must next be looked at again (`None`: never).
+    pub fn next_check(&self) -> Option<Timestamp> {
+        self.cached.and_then(|c| c.until)
+    }
+}

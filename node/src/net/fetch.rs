@@ -1,68 +1,40 @@
-//! Fetching one verified release: the loop that asks the [`scheduler::planner`] what to request,
-//! sends the requests, verifies and stores what comes back, and tells peers what it now has.
+//! The IO driver of one release's fetch. Every decision (what to request of whom and when,
+//! who counts as a site member, snubs, the endgame, the reserve, pauses) is made by
+//! [`scheduler::fetch::Fetch`], the machine the simulator drives too; this module feeds it
+//! the node's peers and answers, on tokio's clock, and carries out what it returns: requests
+//! to peers, chunks to the store writer, announcements, strikes, state changes.
 //!
 //! Durability: verified chunks go to a writer (a blocking task that owns the store session),
-//! which appends them to a pack and makes them durable by a checkpoint every
-//! [`CHECKPOINT_BYTES`] or [`CHECKPOINT_INTERVAL`]; only then are they advertised to peers.
-//! The network side never waits for the disk unless the writer is [`WRITE_BACKLOG_BYTES`]
-//! behind. A crash loses at most the chunks since the last checkpoint; a restart finds the
-//! release in the store's pending table and every checkpointed chunk in its index, so
+//! which appends them to a pack and makes them durable by a checkpoint
+//! ([`scheduler::fetch::Checkpoint`]: every `CHECKPOINT_BYTES` or `CHECKPOINT_INTERVAL`);
+//! only then are they advertised to peers. The network side never waits for the disk unless
+//! the writer is `WRITE_BACKLOG_BYTES` behind (the machine then plans nothing until a
+//! checkpoint). A crash loses at most the chunks since the last checkpoint; a restart finds
+//! the release in the store's pending table and every checkpointed chunk in its index, so
 //! verified chunks are never fetched twice. The last checkpoint commits the release itself.
 
-use super::peer::{Peer, RequestError};
+use super::peer::{Peer, PeerRelease, RequestError};
 use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
+use libp2p::PeerId;
 use protocol::VerifiedRelease;
-use protocol::wire::Control;
-use scheduler::planner::{
-    self, Availability, InFlightSet, PeerView, PlanInput, PlanScratch, PlannerConfig,
-};
-use std::collections::HashSet;
+use protocol::wire::{Bitmap, Control};
+use scheduler::fetch::{Answer, Event, Fetch, FetchConfig, FetchScratch, Phase, Request, World};
+use scheduler::planner::PeerView;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Staged bytes that trigger a checkpoint: bounds what a crash can lose and how long a chunk
-/// waits before peers can fetch it from us.
-pub const CHECKPOINT_BYTES: u64 = 32 << 20;
-
-/// Longest a received chunk waits for its checkpoint.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Verified chunk bytes waiting for the writer. Past it no new request is sent until the
-/// disk catches up: this bounds memory when the disk is slower than the network.
-pub const WRITE_BACKLOG_BYTES: u64 = 32 << 20;
-
-/// Bytes in flight to one same-site peer: a LAN bandwidth-delay product with room to spare
-/// (1 Gbit/s × 20 ms ≈ 2.5 MB).
-pub const LAN_IN_FLIGHT_BYTES: u64 = 8 << 20;
-
-/// Bytes in flight to one peer of another site. Smaller than the LAN budget: WAN peers are
-/// slow, and a long queue at one of them only delays chunks another could serve.
-pub const WAN_IN_FLIGHT_BYTES: u64 = 2 << 20;
-
-/// Re-plan at least this often even when nothing happened (stalls, timeouts).
-const PLAN_TICK: Duration = Duration::from_millis(100);
-
-/// Peers' announcements of new chunks cause at most one plan per this interval: in a site of
-/// 50 members each announcing four times a second, a plan per announcement would be 200
-/// plans a second that mostly find nothing new. A finished request that leaves a busy peer
-/// room plans at once; this only paces the announcements.
-pub const PLAN_COALESCE: Duration = Duration::from_millis(50);
-
-/// For this long after a fetch starts, every connected same-site peer counts as a site
-/// member for rendezvous hashing, whether or not its bitmap has arrived yet: announcements
-/// reach members a few hundred milliseconds apart, and a member that planned alone in that
-/// gap would fetch the whole release across the WAN.
-const MEMBER_GRACE: Duration = Duration::from_secs(2);
-
-/// A same-site member working on the release that made no progress for this long is taken
-/// out of the rendezvous set; its share of WAN chunks moves to the others.
-const MEMBER_STALL: Duration = Duration::from_secs(15);
+/// Peers one fetch keeps a slot for (its liveness and in-flight record of them). Past it a
+/// newly seen peer is not asked by this fetch: more than `max_peers` distinct peers in one
+/// fetch means churn, and the peers already known suffice.
+const SLOTS_MAX: usize = 4096;
 
 /// One finished request.
 struct Done {
     index: u32,
+    slot: u32,
     peer: Arc<Peer>,
     result: Result<Vec<u8>, RequestError>,
 }
@@ -74,9 +46,16 @@ pub(crate) async fn run(net: Arc<Net>, release: Arc<Release>, verified: Verified
         Ok(false) => tracing::info!(release = %release.id, "fetch paused for shutdown"),
         Err(e) => {
             tracing::error!(release = %release.id, error = %e, "fetch failed");
-            *lock(&release.state) = ReleaseState::Failed(e.to_string());
+            release.set_state(ReleaseState::Failed(e.to_string()));
         }
     }
+}
+
+/// How a fetch ended its loop.
+enum End {
+    Verified,
+    Superseded(u64),
+    Shutdown,
 }
 
 async fn fetch(
@@ -84,357 +63,395 @@ async fn fetch(
     release: &Arc<Release>,
     verified: &VerifiedRelease,
 ) -> anyhow::Result<bool> {
-    let chunks = &release.chunks;
-    // Verified and handed to the writer (not necessarily durable yet).
-    let mut got = lock(&release.have).clone();
-    let mut writer = Writer::start(net.store.begin_ingest(), release.chunks.clone());
-    let mut in_flight: InFlightSet = InFlightSet::new(chunks.len() as u32);
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
+    let mut d = Driver::new(net, release, tx);
+    let mut wake = net.wake.subscribe();
     let mut shutdown = net.shutdown.clone();
-    let epoch = Instant::now();
-    let started = Instant::now();
-    let me = net.local.node_id.0;
-    let config = PlannerConfig::default();
-    // The chunks rendezvous hashing names this node for and, of those, the ones it lacked
-    // then, kept until the member set changes.
-    let mut designation: Option<(
-        Vec<[u8; 32]>,
-        protocol::wire::Bitmap,
-        protocol::wire::Bitmap,
-    )> = None;
-
-    // Whether something happened that can change the plan. A finished request only counts
-    // when its peer was filled to within a quarter of its budget by the last plan and now
-    // has a quarter free (`starved`): otherwise the plan had nothing more for that peer, and
-    // planning after every chunk would cost as much CPU as receiving them. Announcements
-    // (`net.wake`) plan at most every PLAN_COALESCE.
-    let mut replan = true;
-    let mut starved: HashSet<[u8; 32]> = HashSet::new();
-    let mut announced = false;
-    let mut last_plan = Instant::now();
-    // When a request to a WAN peer other than a reserve (the origin after seeding) was last
-    // out: the planner asks the reserve only after a while without one.
-    let mut wan_busy = Instant::now();
-    // The planner's buffers and answer, kept from one pass to the next.
-    let mut scratch = PlanScratch::default();
-    let mut assignments = Vec::new();
-    loop {
-        if got.is_full() {
-            // Any duplicate (endgame) requests still out are not needed; their tasks end on
-            // their own and release their peers' in-flight budget.
-            break;
+    let end = loop {
+        if let Some(end) = d.step() {
+            break end;
         }
+        let deadline = d.fetch.poll_timeout().map(|t| d.epoch + t);
         tokio::select! {
-            Some(done) = rx.recv() => {
-                match handle(net, release, &mut writer, &mut got, &mut in_flight, &mut starved, done) {
-                    Handled::Replan => replan = true,
-                    Handled::Wait => {}
-                    Handled::WriterGone => return Err(writer.failure().await),
-                }
-            }
-            durable = writer.durable.recv() => match durable {
-                Some(indices) => {
-                    advertise(net, release, &indices);
-                    replan = true;
-                }
-                None => return Err(writer.failure().await),
+            Some(done) = rx.recv() => d.answered(done)?,
+            durable = d.writer.durable.recv() => match durable {
+                Some(indices) => d.durable(&indices),
+                None => return Err(d.writer.failure().await),
             },
-            () = net.wake.notified() => announced = true,
-            () = tokio::time::sleep(if announced {
-                PLAN_COALESCE.saturating_sub(last_plan.elapsed())
-            } else {
-                PLAN_TICK
-            }) => replan = !announced,
-            _ = shutdown.changed() => {
-                writer.finish(None).await?;
-                return Ok(false);
+            Ok(()) = wake.changed() => {
+                wake.borrow_and_update();
+                d.peers_changed();
             }
+            () = sleep_until(deadline) => {}
+            _ = shutdown.changed() => break End::Shutdown,
         }
         while let Ok(done) = rx.try_recv() {
-            match handle(
-                net,
-                release,
-                &mut writer,
-                &mut got,
-                &mut in_flight,
-                &mut starved,
-                done,
-            ) {
-                Handled::Replan => replan = true,
-                Handled::Wait => {}
-                Handled::WriterGone => return Err(writer.failure().await),
-            }
+            d.answered(done)?;
         }
-        while let Ok(indices) = writer.durable.try_recv() {
-            advertise(net, release, &indices);
+        while let Ok(indices) = d.writer.durable.try_recv() {
+            d.durable(&indices);
         }
-        release.sample_rate();
-        if announced && last_plan.elapsed() >= PLAN_COALESCE {
-            replan = true;
+    };
+    match end {
+        End::Shutdown => {
+            d.writer.finish(None).await?;
+            Ok(false)
         }
-        if !replan || got.is_full() || writer.backlog() >= WRITE_BACKLOG_BYTES {
-            continue;
-        }
-        if let Some(newer) = net.newer_complete(release) {
-            writer.finish(None).await?;
+        End::Superseded(newer) => {
+            d.writer.finish(None).await?;
             let store = net.store.clone();
             let id = release.id;
             tokio::task::spawn_blocking(move || store.remove_pending(&id)).await??;
             tracing::info!(release = %release.id, newer, "a newer version completed: fetch stopped");
-            *lock(&release.state) = ReleaseState::Superseded(newer);
-            return Ok(true);
+            release.set_state(ReleaseState::Superseded(newer));
+            Ok(true)
         }
-        // Outside the download window nothing new is requested (what is in flight lands and
-        // stays); the tick re-checks.
-        if !net.download_allowed(release) {
-            let mut state = lock(&release.state);
-            if *state == ReleaseState::Fetching {
-                tracing::info!(release = %release.id, "paused: outside the download window");
-                *state = ReleaseState::Paused;
-            }
-            continue;
-        }
-        {
-            let mut state = lock(&release.state);
-            if *state == ReleaseState::Paused {
-                tracing::info!(release = %release.id, "download window open: resuming");
-                *state = ReleaseState::Fetching;
-            }
-        }
-        replan = false;
-        announced = false;
-        last_plan = Instant::now();
+        End::Verified => d.complete(verified).await.map(|()| true),
+    }
+}
 
-        // Plan. A fetch outranked by a running one keeps a small share of each peer's budget.
-        let running = net.running_fetches_except(&release.id);
-        let policy = net.windows.policy;
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The fetch machine and what it is driven with.
+struct Driver<'n> {
+    net: &'n Arc<Net>,
+    release: &'n Arc<Release>,
+    fetch: Fetch,
+    writer: Writer,
+    /// The machine's time is time since this instant.
+    epoch: Instant,
+    started: Instant,
+    slots: HashMap<PeerId, u32>,
+    by_slot: Vec<PeerId>,
+    scratch: FetchScratch,
+    requests: Vec<Request>,
+    /// Designated chunks this node lacked when designated: what WAN peers are asked to
+    /// announce ([`Control::Want`]).
+    wanted: Bitmap,
+    /// Why the last bad answer was bad, for the strike it earns.
+    bad: Option<(u32, String)>,
+    tx: mpsc::UnboundedSender<Done>,
+}
+
+impl<'n> Driver<'n> {
+    fn new(net: &'n Arc<Net>, release: &'n Arc<Release>, tx: mpsc::UnboundedSender<Done>) -> Self {
+        let have = lock(&release.have).clone();
+        let chunks: Arc<[protocol::ChunkRef]> = release.chunks.clone().into();
+        let n = chunks.len() as u32;
+        let fetch = Fetch::new(
+            FetchConfig::default(),
+            net.local.node_id.0,
+            chunks,
+            have,
+            Duration::ZERO,
+        );
+        Self {
+            net,
+            release,
+            fetch,
+            writer: Writer::start(net.store.begin_ingest(), release.chunks.clone()),
+            epoch: Instant::now(),
+            started: Instant::now(),
+            slots: HashMap::new(),
+            by_slot: Vec::new(),
+            scratch: FetchScratch::default(),
+            requests: Vec::new(),
+            wanted: Bitmap::new(n),
+            bad: None,
+            tx,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// This fetch's slot for `peer`, given now if it has none (`None`: no room).
+    fn slot(&mut self, peer: PeerId) -> Option<u32> {
+        if let Some(&s) = self.slots.get(&peer) {
+            return Some(s);
+        }
+        if self.by_slot.len() >= SLOTS_MAX {
+            return None;
+        }
+        let s = self.by_slot.len() as u32;
+        self.slots.insert(peer, s);
+        self.by_slot.push(peer);
+        Some(s)
+    }
+
+    /// One turn: what the window and the other releases say, the machine's events, and the
+    /// requests it wants sent. `Some` when the fetch ends.
+    fn step(&mut self) -> Option<End> {
+        let now = self.now();
+        if let Some(newer) = self.net.newer_complete(self.release) {
+            self.fetch.handle_superseded();
+            self.events();
+            return Some(End::Superseded(newer));
+        }
+        let (open, edge) = self.window(now);
+        self.fetch.handle_window(now, open, edge);
+        self.events();
+        self.release.sample_rate();
+        if self.fetch.poll_timeout().is_some_and(|t| t <= now) {
+            self.poll(now);
+        }
+        self.events();
+        (self.fetch.phase() == Phase::Verified).then_some(End::Verified)
+    }
+
+    /// Whether the release may download now, and when that next changes.
+    fn window(&self, now: Duration) -> (bool, Option<Duration>) {
+        if self.net.windows.policy.is_emergency(&self.release.urgency) {
+            return (true, None);
+        }
+        let wall = jiff::Timestamp::now();
+        let (open, edge) = match self.net.download_state(self.release, wall) {
+            scheduler::window::WindowState::Open { closes } => (true, closes),
+            scheduler::window::WindowState::Closed { opens } => (false, opens),
+        };
+        let edge = edge.map(|e| {
+            let ahead = e.duration_since(wall).as_nanos().max(0);
+            now + Duration::from_nanos(u64::try_from(ahead).unwrap_or(u64::MAX))
+        });
+        (open, edge)
+    }
+
+    /// Something about the peers changed (a connection, a bitmap, an announcement).
+    fn peers_changed(&mut self) {
+        let now = self.now();
+        self.fetch.handle_peers(now, true);
+        self.send_wants();
+    }
+
+    /// Asks the machine for requests, given the connected peers, and sends them.
+    fn poll(&mut self, now: Duration) {
+        let net = self.net;
         let peers: Vec<Arc<Peer>> = net
             .peer_list()
             .into_iter()
             .filter(|p| !net.is_banned(&p.id))
             .collect();
-        let views: Vec<Option<super::peer::PeerRelease>> =
-            peers.iter().map(|p| p.release_view(&release.id)).collect();
-        let planner_peers: Vec<PeerView<'_>> = peers
+        let seen: Vec<(Arc<Peer>, u32, Option<PeerRelease>)> = peers
+            .into_iter()
+            .filter_map(|p| {
+                let slot = self.slot(p.id)?;
+                let view = p.release_view(&self.release.id);
+                Some((p, slot, view))
+            })
+            .collect();
+        let mut views: Vec<PeerView<'_>> = seen
             .iter()
-            .zip(&views)
-            .map(|(p, v)| PeerView {
+            .map(|(p, slot, v)| PeerView {
                 id: p.node_key,
+                slot: *slot,
                 same_site: p.class == Class::Lan,
                 have: v.as_ref().map(|v| &v.bits),
-                in_flight_bytes: p.in_flight_bytes(),
-                budget_bytes: policy.budget_for(budget(p.class), &release.urgency, &running),
+                in_flight_bytes: p
+                    .in_flight_bytes()
+                    .saturating_sub(self.fetch.in_flight_to(*slot)),
+                budget_bytes: 0,
                 usable: true,
                 reserve: v.as_ref().is_some_and(|v| v.reserve),
             })
             .collect();
-        let in_grace = started.elapsed() < MEMBER_GRACE;
-        let mut members: Vec<[u8; 32]> = vec![me];
-        for (p, v) in peers.iter().zip(&views) {
-            if p.class != Class::Lan {
-                continue;
+        let running = net.running_fetches_except(&self.release.id);
+        let mut world = World {
+            peers: &mut views,
+            lan: None,
+            wan_held: None,
+            outranked: net
+                .windows
+                .policy
+                .is_outranked(&self.release.urgency, &running),
+            write_backlog_bytes: self.writer.backlog(),
+            designations: None,
+            scratch: &mut self.scratch,
+        };
+        let mut requests = std::mem::take(&mut self.requests);
+        self.fetch.poll_requests(now, &mut world, &mut requests);
+        drop(views);
+        let shared = !running.is_empty();
+        for r in &requests {
+            self.send(seen[r.peer].0.clone(), r, shared);
+        }
+        self.requests = requests;
+    }
+
+    /// Sends one request in a task of its own; its answer comes back as a [`Done`]. `shared`:
+    /// other fetches run, and the budget the answer frees at the peer may let them go on.
+    fn send(&self, peer: Arc<Peer>, r: &Request, shared: bool) {
+        let chunk = self.release.chunks[r.chunk as usize];
+        peer.add_in_flight(u64::from(chunk.len));
+        let (tx, net, index, slot) = (self.tx.clone(), self.net.clone(), r.chunk, r.slot);
+        tokio::spawn(async move {
+            // Ask only for what the ingress rate allows (see `shape`).
+            net.shapers
+                .acquire(
+                    peer.class,
+                    super::shape::Direction::Ingress,
+                    u64::from(chunk.len),
+                )
+                .await;
+            let result = peer.request_chunk(chunk.id, chunk.len).await;
+            peer.sub_in_flight(u64::from(chunk.len));
+            if shared {
+                net.wake.notify();
             }
-            let live = match v {
-                Some(v) => v.bits.is_full() || v.last_progress.elapsed() < MEMBER_STALL,
-                None => in_grace,
+            let _ = tx.send(Done {
+                index,
+                slot,
+                peer,
+                result,
+            });
+        });
+    }
+
+    /// Reports a finished request to the machine; keeps the chunk if it is new.
+    fn answered(&mut self, done: Done) -> anyhow::Result<()> {
+        let net = self.net;
+        let class = done.peer.class;
+        let (answer, bytes) = match done.result {
+            Ok(bytes) => {
+                net.traffic.add_recv(class, bytes.len() as u64);
+                (Answer::Delivered, Some(bytes))
+            }
+            Err(e @ (RequestError::BadChunk | RequestError::Protocol(_))) => {
+                net.traffic.chunks_failed.fetch_add(1, Ordering::Relaxed);
+                let why = match e {
+                    RequestError::BadChunk => "sent a chunk that does not match its id".into(),
+                    other => other.to_string(),
+                };
+                self.bad = Some((done.slot, why));
+                (Answer::Bad, None)
+            }
+            Err(RequestError::NotFound) => {
+                done.peer.forget_chunk(&self.release.id, done.index);
+                (Answer::NotFound, None)
+            }
+            Err(RequestError::Busy) => (Answer::Busy, None),
+            Err(RequestError::Timeout) => (Answer::Timeout, None),
+            Err(e @ RequestError::Transport(_)) => {
+                tracing::debug!(peer = %done.peer.id, error = %e, "chunk request failed");
+                (Answer::Failed, None)
+            }
+        };
+        let now = self.now();
+        let fresh = self.fetch.handle_answer(now, done.slot, done.index, answer);
+        if let (true, Some(bytes)) = (fresh, bytes) {
+            let len = bytes.len() as u64;
+            if !self.writer.put(done.index, bytes) {
+                anyhow::bail!("the store writer stopped");
+            }
+            net.traffic.chunks_verified.fetch_add(1, Ordering::Relaxed);
+            match class {
+                Class::Lan => self.release.from_lan.fetch_add(len, Ordering::Relaxed),
+                Class::Wan => self.release.from_wan.fetch_add(len, Ordering::Relaxed),
             };
-            if live {
-                members.push(p.node_key);
+        }
+        self.events();
+        Ok(())
+    }
+
+    /// Chunks the writer made durable: now in the bitmap peers see, and announced.
+    fn durable(&mut self, indices: &[u32]) {
+        advertise(self.net, self.release, indices);
+        let now = self.now();
+        self.fetch.handle_durable(now);
+    }
+
+    /// Acts on what the machine asks.
+    fn events(&mut self) {
+        while let Some(e) = self.fetch.poll_event() {
+            match e {
+                Event::Designated => {
+                    let mut wanted = Bitmap::new(self.fetch.have().len());
+                    for i in self.fetch.designated().ones_and_not(self.fetch.have()) {
+                        wanted.set(i);
+                    }
+                    self.wanted = wanted;
+                    self.send_wants();
+                }
+                Event::Paused { .. } => {
+                    tracing::info!(release = %self.release.id, "paused: outside the download window");
+                    self.release.set_state(ReleaseState::Paused);
+                }
+                Event::Resumed => {
+                    tracing::info!(release = %self.release.id, "download window open: resuming");
+                    self.release.set_state(ReleaseState::Fetching);
+                }
+                Event::Snubbed {
+                    slot,
+                    until,
+                    reason,
+                } => {
+                    let peer = self.by_slot.get(slot as usize);
+                    let for_s = until.saturating_sub(self.now()).as_secs();
+                    tracing::warn!(release = %self.release.id, peer = ?peer, ?reason, for_s,
+                        "same-site peer snubbed: its chunks are asked elsewhere");
+                }
+                Event::Strike { slot } => {
+                    let why = match self.bad.take() {
+                        Some((s, why)) if s == slot => why,
+                        _ => "sent a bad chunk".to_string(),
+                    };
+                    if let Some(peer) = self.by_slot.get(slot as usize) {
+                        self.net.strike(peer, &why);
+                    }
+                }
+                Event::Verified | Event::Superseded => {}
             }
         }
-        members.sort_unstable();
-        if designation.as_ref().is_none_or(|(m, _, _)| *m != members) {
-            let mine = planner::designated_chunks(&me, &members, chunks);
-            // What this node fetches across the WAN and lacks: peers of other sites announce
-            // only that to it.
-            let mut wanted = mine.clone();
-            for i in got.ones() {
-                wanted.clear(i);
-            }
-            designation = Some((members, mine, wanted));
-        }
-        let (_, designated, wanted) = designation.as_ref().expect("just set");
-        // Only peers that offered the release: another hears of it when it does (and this
-        // loop plans again then).
-        for (p, _) in peers
+    }
+
+    /// Asks the peers of other sites that offered the release to announce the designated
+    /// chunks this node lacks, those not asked of them yet.
+    fn send_wants(&self) {
+        for p in self
+            .net
+            .peer_list()
             .iter()
-            .zip(&views)
-            .filter(|(p, v)| p.class == Class::Wan && v.is_some())
+            .filter(|p| p.class == Class::Wan)
         {
-            let Some(slot) = p.their_slot(&release.id) else {
+            let Some(slot) = p.their_slot(&self.release.id) else {
                 continue;
             };
-            let more = p.new_wants(release.id, wanted);
+            let more = p.new_wants(self.release.id, &self.wanted);
             if !more.is_empty() {
                 p.send_control(Control::want(slot, more));
             }
         }
-        let lan = Availability::from_bitmaps(
-            chunks.len() as u32,
-            peers
-                .iter()
-                .zip(&views)
-                .filter(|(p, _)| p.class == Class::Lan)
-                .filter_map(|(_, v)| v.as_ref().map(|v| &v.bits)),
-        );
-        if planner_peers
-            .iter()
-            .any(|v| !v.same_site && !v.reserve && v.in_flight_bytes > 0)
-        {
-            wan_busy = Instant::now();
-        }
-        let input = PlanInput {
-            me,
-            chunks,
-            have: &got,
-            in_flight: &in_flight,
-            peers: &planner_peers,
-            lan: &lan,
-            lan_extra: &[],
-            designated,
-            now_ms: epoch.elapsed().as_millis() as u64,
-            wan_idle_ms: wan_busy.elapsed().as_millis() as u64,
-            plan_wan: true,
-            wan_held: None,
-        };
-        planner::plan_with(&input, &config, &mut scratch, &mut assignments);
-        let now_ms = epoch.elapsed().as_millis() as u64;
-        // Peers this plan leaves with less than a quarter of their budget: a finished request
-        // from one of them plans again.
-        let mut assigned = vec![0u64; peers.len()];
-        for a in &assignments {
-            assigned[a.peer] += u64::from(chunks[a.chunk as usize].len);
-        }
-        for (k, v) in planner_peers.iter().enumerate() {
-            if v.budget_bytes
-                .saturating_sub(v.in_flight_bytes + assigned[k])
-                < v.budget_bytes / 4
-            {
-                starved.insert(v.id);
-            }
-        }
-        for a in assignments.drain(..) {
-            let peer = peers[a.peer].clone();
-            let chunk = chunks[a.chunk as usize];
-            in_flight.request(a.chunk, peer.node_key, now_ms);
-            peer.add_in_flight(u64::from(chunk.len));
-            let tx = tx.clone();
-            let net = net.clone();
-            tokio::spawn(async move {
-                // Ask only for what the ingress rate allows (see `shape`).
-                net.shapers
-                    .acquire(
-                        peer.class,
-                        super::shape::Direction::Ingress,
-                        u64::from(chunk.len),
-                    )
-                    .await;
-                let result = peer.request_chunk(chunk.id, chunk.len).await;
-                peer.sub_in_flight(u64::from(chunk.len));
-                let _ = tx.send(Done {
-                    index: a.chunk,
-                    peer,
-                    result,
-                });
-            });
-        }
     }
 
-    // Every chunk is verified: peers of other sites need announce nothing more to this node.
-    for p in net.peer_list().iter().filter(|p| p.class == Class::Wan) {
-        if let Some(slot) = p.their_slot(&release.id) {
-            if p.take_wanted(&release.id) {
-                p.send_control(Control::want(slot, []));
+    /// Every chunk is verified: peers of other sites need announce nothing more, the rest
+    /// becomes durable, and the release is committed.
+    async fn complete(mut self, verified: &VerifiedRelease) -> anyhow::Result<()> {
+        let (net, release) = (self.net, self.release);
+        for p in net.peer_list().iter().filter(|p| p.class == Class::Wan) {
+            if let Some(slot) = p.their_slot(&release.id) {
+                if p.take_wanted(&release.id) {
+                    p.send_control(Control::want(slot, []));
+                }
             }
         }
+        self.writer.finish(Some(verified.clone())).await?;
+        while let Ok(indices) = self.writer.durable.try_recv() {
+            advertise(net, release, &indices);
+        }
+        release.set_state(ReleaseState::Complete);
+        *lock(&release.finished) = Some(Instant::now());
+        net.completed.notify_one();
+        tracing::info!(release = %release.id, channel = %release.channel, version = release.version,
+            from_lan = release.from_lan.load(Ordering::Relaxed),
+            from_wan = release.from_wan.load(Ordering::Relaxed),
+            seconds = self.started.elapsed().as_secs_f64(), "release complete");
+        Ok(())
     }
-    // Make the rest durable and commit the release.
-    writer.finish(Some(verified.clone())).await?;
-    while let Ok(indices) = writer.durable.try_recv() {
-        advertise(net, release, &indices);
-    }
-    *lock(&release.state) = ReleaseState::Complete;
-    *lock(&release.finished) = Some(Instant::now());
-    net.completed.notify_one();
-    tracing::info!(release = %release.id, channel = %release.channel, version = release.version,
-        from_lan = release.from_lan.load(Ordering::Relaxed),
-        from_wan = release.from_wan.load(Ordering::Relaxed),
-        seconds = started.elapsed().as_secs_f64(), "release complete");
-    Ok(true)
-}
-
-/// Bytes that may be in flight to one peer of `class`.
-fn budget(class: Class) -> u64 {
-    match class {
-        Class::Lan => LAN_IN_FLIGHT_BYTES,
-        Class::Wan => WAN_IN_FLIGHT_BYTES,
-    }
-}
-
-/// What a finished request means for the fetch loop.
-enum Handled {
-    /// Plan again: the chunk must be asked elsewhere, or the peer has room for more.
-    Replan,
-    /// Nothing to plan yet.
-    Wait,
-    /// The writer stopped on an error: the fetch must stop.
-    WriterGone,
-}
-
-/// Accounts for one finished request.
-fn handle(
-    net: &Arc<Net>,
-    release: &Arc<Release>,
-    writer: &mut Writer,
-    got: &mut protocol::wire::Bitmap,
-    in_flight: &mut InFlightSet,
-    starved: &mut HashSet<[u8; 32]>,
-    done: Done,
-) -> Handled {
-    let room = budget(done.peer.class).saturating_sub(done.peer.in_flight_bytes());
-    let refill = if room >= budget(done.peer.class) / 4 && starved.remove(&done.peer.node_key) {
-        Handled::Replan
-    } else {
-        Handled::Wait
-    };
-    in_flight.answered(done.index, &done.peer.node_key);
-    match done.result {
-        Ok(bytes) => {
-            let class = done.peer.class;
-            let len = bytes.len() as u64;
-            net.traffic.add_recv(class, len);
-            if got.get(done.index) {
-                return refill; // the other endgame request won
-            }
-            in_flight.remove(done.index);
-            if !writer.put(done.index, bytes) {
-                return Handled::WriterGone;
-            }
-            got.set(done.index);
-            net.traffic.chunks_verified.fetch_add(1, Ordering::Relaxed);
-            match class {
-                Class::Lan => release.from_lan.fetch_add(len, Ordering::Relaxed),
-                Class::Wan => release.from_wan.fetch_add(len, Ordering::Relaxed),
-            };
-            return refill;
-        }
-        Err(RequestError::BadChunk) => {
-            net.traffic.chunks_failed.fetch_add(1, Ordering::Relaxed);
-            net.strike(&done.peer.id, "sent a chunk that does not match its id");
-        }
-        Err(RequestError::Protocol(e)) => {
-            net.traffic.chunks_failed.fetch_add(1, Ordering::Relaxed);
-            net.strike(&done.peer.id, &e);
-        }
-        Err(RequestError::NotFound) => {
-            done.peer.forget_chunk(&release.id, done.index);
-        }
-        Err(e) => {
-            tracing::debug!(peer = %done.peer.id, error = %e, "chunk request failed");
-        }
-    }
-    // The chunk must be asked again, elsewhere or later.
-    Handled::Replan
 }
 
 /// Chunks the writer made durable: now they are in the bitmap peers see, and announced.
@@ -522,6 +539,8 @@ impl Writer {
     }
 }
 
+/// The writer's loop: appends chunks, and checkpoints when [`scheduler::fetch::Checkpoint`]
+/// says so.
 fn write_loop(
     mut session: crate::store::IngestSession,
     chunks: &[protocol::ChunkRef],
@@ -530,15 +549,13 @@ fn write_loop(
     backlog: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<()> {
     use std::sync::mpsc::RecvTimeoutError;
+    let start = Instant::now();
     let mut staged: Vec<u32> = Vec::new();
-    let mut staged_bytes = 0u64;
-    let mut last_checkpoint = Instant::now();
+    let mut checkpoint = scheduler::fetch::Checkpoint::default();
     loop {
-        let wait = if staged.is_empty() {
-            Duration::from_secs(3600)
-        } else {
-            CHECKPOINT_INTERVAL.saturating_sub(last_checkpoint.elapsed())
-        };
+        let wait = checkpoint.due().map_or(Duration::from_secs(3600), |d| {
+            d.saturating_sub(start.elapsed())
+        });
         match rx.recv_timeout(wait) {
             Ok(ToWriter::Chunk(index, bytes)) => {
                 let len = bytes.len() as u64;
@@ -547,7 +564,7 @@ fn write_loop(
                 backlog.fetch_sub(len, Ordering::Relaxed);
                 result?;
                 staged.push(index);
-                staged_bytes += len;
+                checkpoint.stage(start.elapsed(), len, false);
             }
             Ok(ToWriter::Finish(release)) => {
                 match release {
@@ -569,13 +586,10 @@ fn write_loop(
                 return Ok(());
             }
         }
-        if staged_bytes >= CHECKPOINT_BYTES
-            || (!staged.is_empty() && last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL)
-        {
+        if checkpoint.due().is_some_and(|d| d <= start.elapsed()) {
             session.checkpoint()?;
             let _ = durable.send(std::mem::take(&mut staged));
-            staged_bytes = 0;
-            last_checkpoint = Instant::now();
+            checkpoint.taken();
         }
     }
 }

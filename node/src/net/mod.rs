@@ -47,15 +47,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 
-/// Strikes (bad chunks) after which a peer is banned.
-pub const STRIKES_TO_BAN: u32 = 3;
-
-/// How long a ban lasts.
-pub const BAN_DURATION: Duration = Duration::from_secs(600);
-
-/// Peers whose strikes and bans are remembered. Past it, expired records are dropped; if all
-/// are live bans, further strikes are not recorded (the bad chunks are still refused).
-const STRIKE_RECORDS_MAX: usize = 4096;
+pub use scheduler::strikes::{BAN_DURATION, STRIKES_TO_BAN};
 
 /// Releases whose refusal is remembered, so a peer repeating a bad announcement costs nothing.
 const REFUSED_MAX: usize = 1024;
@@ -95,48 +87,36 @@ const SITE_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Manifests fetched at once (each can be up to 64 MiB).
 const MANIFEST_FETCHES_MAX: usize = 4;
 
-/// The state of a set of windows that must all be open, kept until it can change: fetch
-/// loops ask on every planning pass, and the answer changes only at window edges.
+/// The state of a set of windows that must all be open, kept until it can change
+/// ([`scheduler::window::WindowCache`], shared by the fetch loop and activation).
 #[derive(Debug, Default)]
-pub(crate) struct WindowGate(Mutex<Option<GateState>>);
-
-#[derive(Debug, Clone, Copy)]
-struct GateState {
-    state: WindowState,
-    computed: jiff::Timestamp,
-    /// When the state next changes (`None`: never; no windows are configured).
-    until: Option<jiff::Timestamp>,
-}
+pub(crate) struct WindowGate(Mutex<scheduler::window::WindowCache>);
 
 impl WindowGate {
-    /// The state at `now` of `sets`, which must all be open (see
-    /// [`scheduler::window::all_open_state`]); the sets must be the same on every call.
-    /// Recomputed at a window edge, at once if the wall clock went backwards, and at least
-    /// daily when no change is in sight.
+    /// The state at `now` of `sets`, which must all be open; the sets must be the same on
+    /// every call.
     pub(crate) fn state(&self, sets: &[&[Window]], now: jiff::Timestamp) -> WindowState {
-        let mut cached = lock(&self.0);
-        if let Some(g) = *cached {
-            if g.computed <= now && g.until.is_none_or(|u| now < u) {
-                return g.state;
-            }
-        }
-        let state = scheduler::window::all_open_state(sets, now);
-        let until = match state {
-            WindowState::Open { closes } => closes,
-            WindowState::Closed { opens } => opens,
-        }
-        .or_else(|| {
-            sets.iter()
-                .any(|s| !s.is_empty())
-                .then(|| now.checked_add(jiff::SignedDuration::from_hours(24)).ok())
-                .flatten()
-        });
-        *cached = Some(GateState {
-            state,
-            computed: now,
-            until,
-        });
-        state
+        lock(&self.0).state(sets, now)
+    }
+}
+
+/// Wakes the fetch loops when peers or their bitmaps change: a generation counter in a
+/// watch channel, so a change made while a loop is busy is seen at its next wait, never lost.
+pub(crate) struct Wake(watch::Sender<u64>);
+
+impl Wake {
+    fn new() -> Self {
+        Self(watch::Sender::new(0))
+    }
+
+    /// Something changed.
+    pub(crate) fn notify(&self) {
+        self.0.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// A receiver that sees every change from now on.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
     }
 }
 
@@ -465,6 +445,27 @@ impl Release {
         s.state.check_stall(now)
     }
 
+    /// Where the release stands.
+    pub fn state(&self) -> ReleaseState {
+        lock(&self.state).clone()
+    }
+
+    /// Moves the release to `next`: the one writer of its state. A release that is complete,
+    /// superseded or failed stays so (a fetch that ends late cannot undo a commit).
+    pub(crate) fn set_state(&self, next: ReleaseState) {
+        let mut state = lock(&self.state);
+        let settled = matches!(
+            *state,
+            ReleaseState::Complete | ReleaseState::Superseded(_) | ReleaseState::Failed(_)
+        );
+        if settled && *state != next {
+            tracing::debug!(release = %self.id, from = ?*state, to = ?next,
+                "state change refused: the release is settled");
+            return;
+        }
+        *state = next;
+    }
+
     fn received(&self) -> u64 {
         self.from_lan.load(Ordering::Relaxed) + self.from_wan.load(Ordering::Relaxed)
     }
@@ -553,12 +554,6 @@ pub struct KnownPeer {
     pub lan_known: bool,
 }
 
-#[derive(Debug, Default)]
-struct Strikes {
-    count: u32,
-    banned_until: Option<Instant>,
-}
-
 /// This node's identity and place.
 #[derive(Debug, Clone)]
 pub struct Local {
@@ -589,7 +584,8 @@ pub struct Net {
     dialing: Mutex<HashSet<PeerId>>,
     known: Mutex<HashMap<PeerId, KnownPeer>>,
     redials: Mutex<HashMap<PeerId, Instant>>,
-    strikes: Mutex<HashMap<PeerId, Strikes>>,
+    /// Strikes and bans ([`scheduler::strikes`]), on the clock of `epoch`.
+    strikes: Mutex<scheduler::strikes::Strikes<PeerId>>,
     releases: RwLock<HashMap<ReleaseId, Arc<Release>>>,
     refused: Mutex<HashMap<ReleaseId, Refusal>>,
     learning: Mutex<HashSet<ReleaseId>>,
@@ -606,7 +602,7 @@ pub struct Net {
     /// When this node started (the clock of the announcement batches).
     epoch: Instant,
     /// Woken when peers or their bitmaps change; fetchers re-plan.
-    pub(crate) wake: Notify,
+    pub(crate) wake: Wake,
     /// Signalled when a release completes (fetched or published); activation looks again.
     pub(crate) completed: Notify,
     /// Set when the daemon shuts down.
@@ -723,7 +719,7 @@ impl Net {
             dialing: Mutex::new(HashSet::new()),
             known: Mutex::new(HashMap::new()),
             redials: Mutex::new(HashMap::new()),
-            strikes: Mutex::new(HashMap::new()),
+            strikes: Mutex::new(scheduler::strikes::Strikes::default()),
             releases: RwLock::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             learning: Mutex::new(HashSet::new()),
@@ -732,7 +728,7 @@ impl Net {
             fleet: std::sync::OnceLock::new(),
             aggregate: aggregate::Aggregate::default(),
             epoch: Instant::now(),
-            wake: Notify::new(),
+            wake: Wake::new(),
             completed: Notify::new(),
             shutdown,
             traffic: Traffic::default(),
@@ -1600,70 +1596,50 @@ impl Net {
 
     /// Records a bad chunk from `peer`; bans it at [`STRIKES_TO_BAN`].
     pub(crate) fn strike(&self, peer: &PeerId, why: &str) {
-        let banned = {
-            let mut strikes = lock(&self.strikes);
-            let now = Instant::now();
-            if strikes.len() >= STRIKE_RECORDS_MAX && !strikes.contains_key(peer) {
-                // Forget expired bans first, then strikes that never became a ban.
-                strikes.retain(|_, s| s.banned_until.is_some_and(|t| t > now));
-                if strikes.len() >= STRIKE_RECORDS_MAX {
-                    return;
-                }
+        let verdict = lock(&self.strikes).strike(*peer, self.epoch.elapsed());
+        match verdict {
+            scheduler::strikes::Verdict::Counted(n) => {
+                tracing::warn!(%peer, strikes = n, reason = why, "peer strike");
             }
-            let s = strikes.entry(*peer).or_default();
-            if s.banned_until.is_some_and(|t| t > now) {
-                // Replies that were in flight when the ban fell: already dealt with.
-                return;
-            }
-            s.count += 1;
-            tracing::warn!(%peer, strikes = s.count, reason = why, "peer strike");
-            if s.count >= STRIKES_TO_BAN {
-                s.banned_until = Some(Instant::now() + BAN_DURATION);
-                s.count = 0;
-                true
-            } else {
-                false
-            }
-        };
-        if banned {
-            tracing::warn!(%peer, for_s = BAN_DURATION.as_secs(), "peer banned");
-            self.traffic.bans.fetch_add(1, Ordering::Relaxed);
-            let store = self.store.clone();
-            let event = crate::audit::AuditEvent::PeerBanned {
-                peer: peer.to_string(),
-                reason: crate::audit::bounded_reason(&format!(
-                    "{STRIKES_TO_BAN} strikes, the last: {why}"
-                )),
-                for_s: BAN_DURATION.as_secs(),
-            };
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = store.append_audit(event) {
-                    tracing::error!(error = %e, "cannot record the ban in the audit log");
-                }
-            });
-            if let Some(p) = lock(&self.peers).remove(peer) {
-                p.close(quic::codes::BANNED, "banned");
-            }
-            self.wake.notify_waiters();
+            scheduler::strikes::Verdict::Banned { .. } => self.ban(peer, why),
+            // Replies in flight when the ban fell, or a table full of live bans.
+            scheduler::strikes::Verdict::AlreadyBanned
+            | scheduler::strikes::Verdict::NotRecorded => {}
         }
+    }
+
+    /// `peer` was just banned: recorded in the audit log, disconnected, forgotten by the
+    /// fetches.
+    fn ban(&self, peer: &PeerId, why: &str) {
+        tracing::warn!(%peer, for_s = BAN_DURATION.as_secs(), reason = why, "peer banned");
+        self.traffic.bans.fetch_add(1, Ordering::Relaxed);
+        let store = self.store.clone();
+        let event = crate::audit::AuditEvent::PeerBanned {
+            peer: peer.to_string(),
+            reason: crate::audit::bounded_reason(&format!(
+                "{STRIKES_TO_BAN} strikes, the last: {why}"
+            )),
+            for_s: BAN_DURATION.as_secs(),
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.append_audit(event) {
+                tracing::error!(error = %e, "cannot record the ban in the audit log");
+            }
+        });
+        if let Some(p) = lock(&self.peers).remove(peer) {
+            p.close(quic::codes::BANNED, "banned");
+        }
+        self.wake.notify();
     }
 
     /// Whether `peer` is banned now.
     pub fn is_banned(&self, peer: &PeerId) -> bool {
-        lock(&self.strikes)
-            .get(peer)
-            .and_then(|s| s.banned_until)
-            .is_some_and(|t| t > Instant::now())
+        lock(&self.strikes).is_banned(peer, self.epoch.elapsed())
     }
 
     /// Peers banned now.
     pub fn banned(&self) -> Vec<PeerId> {
-        let now = Instant::now();
-        lock(&self.strikes)
-            .iter()
-            .filter(|(_, s)| s.banned_until.is_some_and(|t| t > now))
-            .map(|(p, _)| *p)
-            .collect()
+        lock(&self.strikes).banned(self.epoch.elapsed()).collect()
     }
 
     pub(crate) fn class_of(&self, site: &str) -> Class {

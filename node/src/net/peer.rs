@@ -46,8 +46,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct PeerRelease {
     /// Its chunks.
     pub bits: Bitmap,
-    /// When its count last grew (or the bitmap arrived).
-    pub last_progress: Instant,
     /// It is the release's origin, past initial seeding: a last resort across the WAN.
     pub reserve: bool,
 }
@@ -620,7 +618,7 @@ fn register(
     }
     tracing::info!(peer = %id, site = %peer.site, addr = %peer.addr, class = ?peer.class,
         "peer connected");
-    net.wake.notify_waiters();
+    net.wake.notify();
 
     // The hellos went both ways before the connection was registered.
     let t = &net.traffic.control;
@@ -643,7 +641,7 @@ fn register(
         }
         drop(peers);
         tracing::info!(peer = %id, reason = %reason, "peer disconnected");
-        net.wake.notify_waiters();
+        net.wake.notify();
     });
 }
 
@@ -698,7 +696,7 @@ fn note_release(
     if is_new && net.release(&release).is_none() {
         net.learn_release(release, Some(peer.id));
     }
-    net.wake.notify_waiters();
+    net.wake.notify();
 }
 
 async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
@@ -743,11 +741,7 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                     continue;
                 };
                 note_release(&net, &peer, release, slot, |_| {
-                    Some(PeerRelease {
-                        bits,
-                        last_progress: Instant::now(),
-                        reserve,
-                    })
+                    Some(PeerRelease { bits, reserve })
                 });
             }
             Control::Offer {
@@ -767,7 +761,6 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                     }
                     _ => Some(PeerRelease {
                         bits: Bitmap::new(chunk_count),
-                        last_progress: Instant::now(),
                         reserve,
                     }),
                 });
@@ -785,16 +778,12 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                     continue;
                 };
                 if let Some(r) = s.releases.get_mut(&release) {
-                    let mut grew = false;
                     for i in indices {
-                        grew |= r.bits.set(i);
-                    }
-                    if grew {
-                        r.last_progress = Instant::now();
+                        r.bits.set(i);
                     }
                 }
                 drop(s);
-                net.wake.notify_waiters();
+                net.wake.notify();
             }
             Control::Drop { release } => {
                 lock(&peer.state).releases.remove(&release);

@@ -7,32 +7,28 @@
 //!   than its ingress rate, which is what keeps the link below it.
 //!
 //! LAN ingress is not shaped on its own (a LAN sender's egress already is); `total` covers
-//! it. Waiting never spins: the shaper says how long to wait, and the task sleeps that long
-//! (at most [`RECHECK`], so that a blocked class notices a schedule change).
+//! it. Waiting never spins: the class's [`Gate`] (the arithmetic the simulator runs too)
+//! says when the bytes pass, and the task sleeps until then.
 //!
-//! Waiters are served first come, first served (a fair async mutex queues them). Without
-//! the queue a large request would starve: a token bucket refills a little at a time, and
-//! small requests arriving meanwhile would take every refill before the bucket ever held
-//! enough for the large one. First come, first served also makes the order in which fetches
-//! plan their requests (urgent releases first, see [`scheduler::priority`]) the order in
-//! which the link carries them.
+//! Waiters are served first come, first served: a gate reserves the bytes behind everything
+//! asked before. Without the queue a large request would starve: a token bucket refills a
+//! little at a time, and small requests arriving meanwhile would take every refill before
+//! the bucket ever held enough for the large one. First come, first served also makes the
+//! order in which fetches plan their requests (urgent releases first, see
+//! [`scheduler::priority`]) the order in which the link carries them.
 
 use super::Class;
 use crate::config::RateSchedules;
-use governor::clock::MonotonicClock;
 use jiff::Timestamp;
-use scheduler::shaper::{Decision, Shaper};
+use scheduler::shaper::Gate;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Each chunk is charged 1/32 (3.1 %) more than its length, for what QUIC adds on the wire
-/// (packet and frame headers, AEAD tags, acknowledgements, the request itself): the
-/// testnet's relay counts 1.03 × the chunk bytes at a site's WAN link. Operators set caps on
-/// links, so the shaper counts what the link carries.
-pub const WIRE_OVERHEAD_DIVISOR: u64 = 32;
+pub use scheduler::shaper::{RECHECK, WIRE_OVERHEAD_DIVISOR};
 
-/// Longest single sleep while waiting for tokens or for a blocked class to open.
-pub const RECHECK: Duration = Duration::from_secs(1);
+/// How long a transfer whose class is at rate 0 with no opening in sight waits before it
+/// asks again.
+const BLOCKED_RETRY: Duration = Duration::from_secs(60);
 
 /// Direction of a transfer, from this node's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,23 +39,14 @@ pub enum Direction {
     Egress,
 }
 
-/// One class's shaper and the queue of tasks waiting for it.
-struct Gate {
-    shaper: Mutex<Shaper<MonotonicClock>>,
-    /// Held by the task being served; tokio's mutex hands it over in arrival order.
-    queue: tokio::sync::Mutex<()>,
-    /// Bytes charged without waiting ([`Shapers::charge`]): the next transfer through the
-    /// gate waits for them as well as for its own.
-    debt: std::sync::atomic::AtomicU64,
-}
-
-/// The node's shapers.
+/// The node's shapers: one [`Gate`] per class, on the clock of `epoch`.
 pub struct Shapers {
     enabled: bool,
-    wan_ingress: Gate,
-    wan_egress: Gate,
-    lan_egress: Gate,
-    total: Gate,
+    epoch: Instant,
+    wan_ingress: Mutex<Gate>,
+    wan_egress: Mutex<Gate>,
+    lan_egress: Mutex<Gate>,
+    total: Mutex<Gate>,
     /// Nanoseconds transfers spent waiting for tokens, by [`Shapers::wait_index`].
     waited_ns: [std::sync::atomic::AtomicU64; 4],
 }
@@ -68,13 +55,10 @@ impl Shapers {
     /// Shapers for `schedules`, starting now.
     pub fn new(schedules: RateSchedules) -> Self {
         let now = Timestamp::now();
-        let make = |s| Gate {
-            shaper: Mutex::new(Shaper::new(s, MonotonicClock, now)),
-            queue: tokio::sync::Mutex::new(()),
-            debt: std::sync::atomic::AtomicU64::new(0),
-        };
+        let make = |s| Mutex::new(Gate::new(s, now));
         Self {
             enabled: schedules.enabled,
+            epoch: Instant::now(),
             wan_ingress: make(schedules.wan_ingress),
             wan_egress: make(schedules.wan_egress),
             lan_egress: make(schedules.lan_egress),
@@ -99,18 +83,35 @@ impl Shapers {
         ns as f64 / 1e9
     }
 
-    /// Waits until `bytes` of `class` traffic in `direction` may pass.
+    /// Waits until `bytes` of `class` traffic in `direction` may pass: the class's own gate
+    /// (if it has one) and `total` reserve them in turn, and the task sleeps until then.
     pub async fn acquire(&self, class: Class, direction: Direction, bytes: u64) {
         if !self.enabled {
             return;
         }
-        let bytes = bytes + bytes / WIRE_OVERHEAD_DIVISOR;
-        let own = self.gate(class, direction);
-        let start = std::time::Instant::now();
-        if let Some(shaper) = own {
-            take(shaper, bytes).await;
+        let bytes = scheduler::shaper::on_wire(bytes);
+        let start = Instant::now();
+        loop {
+            let at = self.epoch.elapsed();
+            let wall = Timestamp::now();
+            let own = match self.gate(class, direction) {
+                Some(g) => super::lock(g).take(at, wall, bytes),
+                None => Some(at),
+            };
+            let pass = own.and_then(|t| {
+                let ahead =
+                    jiff::SignedDuration::try_from(t.saturating_sub(at)).unwrap_or_default();
+                let wall_t = wall.checked_add(ahead).unwrap_or(wall);
+                super::lock(&self.total).take(t, wall_t, bytes)
+            });
+            match pass {
+                Some(t) => {
+                    tokio::time::sleep_until((self.epoch + t).into()).await;
+                    break;
+                }
+                None => tokio::time::sleep(BLOCKED_RETRY).await,
+            }
         }
-        take(&self.total, bytes).await;
         let waited = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
         self.waited_ns[Self::wait_index(class, direction)]
             .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
@@ -123,14 +124,13 @@ impl Shapers {
         if !self.enabled {
             return;
         }
-        use std::sync::atomic::Ordering::Relaxed;
         if let Some(gate) = self.gate(class, direction) {
-            gate.debt.fetch_add(bytes, Relaxed);
+            super::lock(gate).charge(bytes);
         }
-        self.total.debt.fetch_add(bytes, Relaxed);
+        super::lock(&self.total).charge(bytes);
     }
 
-    fn gate(&self, class: Class, direction: Direction) -> Option<&Gate> {
+    fn gate(&self, class: Class, direction: Direction) -> Option<&Mutex<Gate>> {
         match (class, direction) {
             (Class::Wan, Direction::Ingress) => Some(&self.wan_ingress),
             (Class::Wan, Direction::Egress) => Some(&self.wan_egress),
@@ -150,28 +150,10 @@ impl Shapers {
             ("lan_egress", &self.lan_egress),
             ("total", &self.total),
         ]
-        .map(|(name, s)| {
-            let s = super::lock(&s.shaper);
-            (
-                name,
-                s.schedule().rate_at(now),
-                s.schedule().next_change(now),
-            )
+        .map(|(name, g)| {
+            let g = super::lock(g);
+            let schedule = g.shaper().schedule();
+            (name, schedule.rate_at(now), schedule.next_change(now))
         })
-    }
-}
-
-async fn take(gate: &Gate, bytes: u64) {
-    let _turn = gate.queue.lock().await;
-    let shaper = &gate.shaper;
-    let mut left = bytes + gate.debt.swap(0, std::sync::atomic::Ordering::Relaxed);
-    while left > 0 {
-        let ask = left.min(u64::from(u32::MAX)) as u32;
-        let decision = super::lock(shaper).reserve(ask, Timestamp::now());
-        match decision {
-            Decision::Go(n) => left -= u64::from(n),
-            Decision::Wait(d) => tokio::time::sleep(d.min(RECHECK)).await,
-            Decision::Blocked { .. } => tokio::time::sleep(RECHECK).await,
-        }
     }
 }

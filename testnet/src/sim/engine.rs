@@ -70,22 +70,22 @@ use super::control::{self as ctl, Costs, WAN_HAVE_INTERVAL_NS};
 use super::scenario::{SimScenario, SiteLinks};
 use governor::clock::FakeRelativeClock;
 use jiff::{SignedDuration, Timestamp};
-use node::net::STRIKES_TO_BAN;
-use node::net::fetch::{
-    CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, LAN_IN_FLIGHT_BYTES, PLAN_COALESCE, WAN_IN_FLIGHT_BYTES,
-};
-use node::net::shape::{RECHECK, WIRE_OVERHEAD_DIVISOR};
 use protocol::wire::Bitmap;
 use protocol::{ChunkId, ChunkRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use scheduler::control::{Cadence, News};
+use scheduler::fetch::{
+    CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, LAN_IN_FLIGHT_BYTES, PLAN_COALESCE, WAN_IN_FLIGHT_BYTES,
+};
 use scheduler::planner::{
     self, Assignment, Availability, InFlightSet, PeerView, PlanInput, PlannerConfig,
 };
 use scheduler::rate::{Rate, RateSchedule};
 use scheduler::seeding::{self, Seeding};
 use scheduler::shaper::{Decision, Shaper};
+use scheduler::shaper::{RECHECK, WIRE_OVERHEAD_DIVISOR};
+use scheduler::strikes::STRIKES_TO_BAN;
 use scheduler::window::{Window, WindowState};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -1344,6 +1344,7 @@ impl Part {
             budget_at.push(k);
             views.push(PeerView {
                 id: sh.keys[m as usize],
+                slot: m,
                 same_site: true,
                 have: Some(&self.nodes[sh.local[m as usize] as usize].shown),
                 in_flight_bytes: node.lan_in_flight[k],
@@ -1370,6 +1371,7 @@ impl Part {
             budget_at.push(k);
             views.push(PeerView {
                 id: sh.keys[w as usize],
+                slot: w,
                 same_site: false,
                 have: Some(have),
                 in_flight_bytes: node.wan_in_flight[k],
@@ -1449,10 +1451,9 @@ impl Part {
     fn request(&mut self, sh: &Shared, me: u32, peer: u32, chunk: u32) {
         let len = sh.chunks[chunk as usize].len;
         let now = self.now;
-        let key = sh.keys[peer as usize];
         self.node_mut(sh, me)
             .in_flight
-            .request(chunk, key, now / 1_000_000);
+            .request(chunk, peer, now / 1_000_000);
         let (ms, ps) = (sh.site_of[me as usize], sh.site_of[peer as usize]);
         // The request leaves once the requester's ingress buckets grant the chunk.
         let lan = ms == ps;
@@ -1553,14 +1554,14 @@ impl Part {
     /// quarter of its budget by the last plan and now has a quarter free (plan again).
     fn answered(&mut self, sh: &Shared, to: u32, from: u32, chunk: u32) -> bool {
         let len = u64::from(sh.chunks[chunk as usize].len);
-        let key = sh.keys[from as usize];
+
         let (k, budget, lan) = if sh.site_of[to as usize] == sh.site_of[from as usize] {
             (self.node(sh, from).slot as usize, LAN_IN_FLIGHT_BYTES, true)
         } else {
             (wan_index(sh, to, from), WAN_IN_FLIGHT_BYTES, false)
         };
         let node = self.node_mut(sh, to);
-        node.in_flight.answered(chunk, &key);
+        node.in_flight.answered(chunk, from);
         let (in_flight, starved) = if lan {
             (&mut node.lan_in_flight[k], &mut node.lan_starved[k])
         } else {
