@@ -232,46 +232,77 @@ pub struct Candidate {
 }
 
 /// `n` of `candidates` for `me` (of site `my_site`), in sites other than its own, spread over
-/// as many sites as there are: the sites in the order of their rendezvous weight for `me`,
-/// the best candidate of each first, then the second best of each, and so on. Returns
-/// indices into `candidates`. Every node picks differently, so the picks spread over the
-/// sites and their members; a candidate that goes away moves only the picks that named it.
+/// as many sites as there are: [`pick_across_site_groups`] over the candidates grouped by
+/// site. Returns indices into `candidates`.
 pub fn pick_across_sites(
     me: &[u8; 32],
     my_site: u64,
     candidates: &[Candidate],
     n: usize,
 ) -> Vec<usize> {
-    // A candidate as ranked: (weight, node, index).
+    // Per site: its members and their indices in `candidates`.
+    type Members = (Vec<[u8; 32]>, Vec<usize>);
+    let mut by_site: HashMap<u64, Members> = HashMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        let (nodes, index) = by_site.entry(c.site).or_default();
+        nodes.push(c.node);
+        index.push(i);
+    }
+    let sites: Vec<(u64, Members)> = by_site.into_iter().collect();
+    let groups: Vec<(u64, &[[u8; 32]])> = sites
+        .iter()
+        .map(|(site, (nodes, _))| (*site, nodes.as_slice()))
+        .collect();
+    pick_across_site_groups(me, my_site, &groups, n)
+        .into_iter()
+        .map(|(g, m)| sites[g].1.1[m])
+        .collect()
+}
+
+/// `n` nodes of `groups` (each a site's key and its members' keys) for `me` (of site
+/// `my_site`), in sites other than its own, spread over as many sites as there are: the
+/// sites in the order of their rendezvous weight for `me`, the best member of each first,
+/// then the second best of each, and so on. Returns (group, member) indices. Every node
+/// picks differently, so the picks spread over the sites and their members; a member that
+/// goes away moves only the picks that named it. A group's members are ranked only when it
+/// is reached, so picking a few of a large fleet costs a weight per site, not per node.
+pub fn pick_across_site_groups(
+    me: &[u8; 32],
+    my_site: u64,
+    groups: &[(u64, &[[u8; 32]])],
+    n: usize,
+) -> Vec<(usize, usize)> {
+    // A member as ranked: (weight, node, index in its group).
     type Ranked = (u64, [u8; 32], usize);
     let me_word = mix(word(me));
-    let mut by_site: HashMap<u64, Vec<Ranked>> = HashMap::new();
-    for (i, c) in candidates.iter().enumerate() {
-        if c.site == my_site || c.node == *me {
-            continue;
-        }
-        by_site
-            .entry(c.site)
-            .or_default()
-            .push((mix(word(&c.node) ^ me_word), c.node, i));
-    }
-    let mut sites: Vec<(u64, u64, Vec<Ranked>)> = by_site
-        .into_iter()
-        .map(|(site, mut members)| {
-            members.sort_unstable_by(|a, b| b.cmp(a));
-            members.dedup_by(|a, b| a.1 == b.1);
-            (mix(site ^ me_word), site, members)
-        })
+    let mut sites: Vec<(u64, u64, usize)> = groups
+        .iter()
+        .enumerate()
+        .filter(|(_, (site, _))| *site != my_site)
+        .map(|(g, (site, _))| (mix(site ^ me_word), *site, g))
         .collect();
     sites.sort_unstable_by_key(|s| std::cmp::Reverse((s.0, s.1)));
+    let mut ranked: Vec<Option<Vec<Ranked>>> = vec![None; sites.len()];
     let mut out = Vec::with_capacity(n);
     let mut round = 0;
     while out.len() < n {
         let mut any = false;
-        for (_, _, members) in &sites {
+        for (k, &(_, _, g)) in sites.iter().enumerate() {
+            let members = ranked[k].get_or_insert_with(|| {
+                let mut v: Vec<Ranked> = groups[g]
+                    .1
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| *m != me)
+                    .map(|(i, m)| (mix(word(m) ^ me_word), *m, i))
+                    .collect();
+                v.sort_unstable_by(|a, b| b.cmp(a));
+                v.dedup_by(|a, b| a.1 == b.1);
+                v
+            });
             if let Some(m) = members.get(round) {
                 any = true;
-                out.push(m.2);
+                out.push((g, m.2));
                 if out.len() == n {
                     break;
                 }

@@ -495,3 +495,107 @@ fn release_of(envelope: &[u8]) -> ReleaseId {
         .unwrap()
         .release_id()
 }
+
+/// A payload of `size` random bytes in one file, different for every `seed`.
+fn random_payload(dir: &std::path::Path, name: &str, size: usize, seed: u64) -> std::path::PathBuf {
+    use rand::{RngCore, SeedableRng};
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).unwrap();
+    let mut bytes = vec![0u8; size];
+    rand_chacha::ChaCha20Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    std::fs::write(path.join("patch.bin"), bytes).unwrap();
+    path
+}
+
+/// Same-site members that hold a fetch back without ever sending a bad byte: one claims
+/// every chunk and never answers a request, the other sends an empty bitmap again every
+/// 5 s. Liveness comes from chunks delivered, not from messages: the first is snubbed once
+/// it has let [`SOURCE_STALL`] pass with requests outstanding, the second leaves the
+/// rendezvous set once it has not progressed for [`MEMBER_STALL`]; the site completes
+/// within 2 × `MEMBER_STALL` of a release of the same size fetched without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_that_never_serve_or_never_progress_delay_a_site_by_at_most_two_stalls() {
+    use scheduler::fetch::{MEMBER_STALL, SOURCE_STALL};
+    let (_guard, dir) = workdir();
+    let fleet = Fleet::start(small_fleet_scenario("liveness", 8, 8, 2), &dir, true)
+        .await
+        .unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let size = 8 << 20;
+
+    // The normal time: a release nobody hinders.
+    let start = Instant::now();
+    let plain = fleet
+        .publish_on(
+            "liveness/plain",
+            &random_payload(&dir, "plain", size, 1),
+            1,
+            &[],
+        )
+        .unwrap();
+    for i in [1, 2] {
+        wait_complete(&fleet, i, &plain, Duration::from_secs(120)).await;
+    }
+    let normal = start.elapsed();
+
+    let silent = Rogue::new().unwrap();
+    let idle = Rogue::new().unwrap();
+    let mut silent_links = Vec::new();
+    let mut idle_links = Vec::new();
+    for i in [1, 2] {
+        let mut l = link(&fleet, &silent, i, "branch").await;
+        l.drain_control();
+        silent_links.push(l);
+        let mut l = link(&fleet, &idle, i, "branch").await;
+        l.drain_control();
+        idle_links.push(l);
+    }
+    let to_origin = link(&fleet, &silent, 0, "branch").await;
+    let start = Instant::now();
+    let id = fleet
+        .publish_on(
+            "liveness/hindered",
+            &random_payload(&dir, "hindered", size, 2),
+            1,
+            &[],
+        )
+        .unwrap();
+    let release: ReleaseId = id.parse().unwrap();
+    let envelope = to_origin.request_manifest(release).await.unwrap();
+    to_origin.close();
+    let chunks = manifest_of(&envelope).unique_chunks().len();
+    // The silent one claims everything and answers nothing (it never accepts a stream).
+    for l in &mut silent_links {
+        l.send(&bitmap_of(release, chunks)).await.unwrap();
+    }
+    // The idle one says, again and again, that it has nothing.
+    let empty = Control::Bitmap {
+        release,
+        slot: 0,
+        chunk_count: chunks as u32,
+        bits: Bitmap::new(chunks as u32).as_bytes().to_vec(),
+        reserve: false,
+    };
+    let nagging = tokio::spawn(async move {
+        loop {
+            for l in &mut idle_links {
+                if l.send(&empty).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    let bound = normal + 2 * MEMBER_STALL;
+    for i in [1, 2] {
+        wait_complete(&fleet, i, &id, bound + Duration::from_secs(60)).await;
+    }
+    let hindered = start.elapsed();
+    nagging.abort();
+    eprintln!("complete without the rogues after {normal:?}, with them after {hindered:?}");
+    assert!(SOURCE_STALL <= MEMBER_STALL);
+    assert!(
+        hindered <= bound,
+        "with the rogues {hindered:?}, without {normal:?}: more than 2 × {MEMBER_STALL:?} later"
+    );
+}

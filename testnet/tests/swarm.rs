@@ -296,3 +296,59 @@ async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
     );
     assert_eq!(fleet.check_exports(&id, 1).await.unwrap(), 2);
 }
+
+/// Two releases with the same content, published at once on two channels (a Patch Tuesday
+/// brings many releases, and some share files): a chunk another fetch of the node has in
+/// flight or stored is not asked for again, so the branch site's WAN carries the content
+/// about once, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_releases_with_the_same_content_cross_the_wan_once() {
+    let (_guard, dir) = workdir();
+    let s = Scenario::parse(
+        "name = 'shared'\nseed = 5\ntimeout_s = 120\n[release]\nsize_mib = 8\n\
+         [origin]\nup_mbit = 16\n[wan]\nlatency_ms = 2\n\
+         [[sites]]\nname = 'branch'\nnodes = 2\n",
+    )
+    .unwrap();
+    let fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let payload = fleet.make_payload(1).unwrap();
+    let mut before = 0;
+    for i in [1, 2] {
+        before += fleet.status(i).await.unwrap().recv_wan_bytes;
+    }
+    let a = fleet.publish_on("shared/a", &payload, 1, &[]).unwrap();
+    let b = fleet.publish_on("shared/b", &payload, 1, &[]).unwrap();
+    assert_ne!(a, b);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut content = 0;
+    for i in [1, 2] {
+        loop {
+            let st = fleet.status(i).await.unwrap();
+            let done: Vec<_> = st
+                .releases
+                .iter()
+                .filter(|r| (r.id == a || r.id == b) && r.state == "complete")
+                .collect();
+            if done.len() == 2 {
+                content = done[0].bytes_total;
+                break;
+            }
+            assert!(Instant::now() < deadline, "{:?}", st.releases);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut after = 0;
+    for i in [1, 2] {
+        after += fleet.status(i).await.unwrap().recv_wan_bytes;
+    }
+    let wan = after - before;
+    eprintln!(
+        "two releases of {content} bytes each: {wan} bytes into the site ({:.3} × once)",
+        wan as f64 / content as f64
+    );
+    assert!(
+        wan as f64 <= 1.05 * content as f64,
+        "the site took {wan} bytes across the WAN for {content} bytes of content"
+    );
+}

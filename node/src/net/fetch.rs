@@ -16,8 +16,8 @@
 use super::peer::{Peer, PeerRelease, RequestError};
 use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
 use libp2p::PeerId;
-use protocol::VerifiedRelease;
 use protocol::wire::{Bitmap, Control};
+use protocol::{ReleaseId, VerifiedRelease};
 use scheduler::fetch::{Answer, Event, Fetch, FetchConfig, FetchScratch, Phase, Request, World};
 use scheduler::planner::PeerView;
 use std::collections::HashMap;
@@ -30,6 +30,10 @@ use tokio::sync::mpsc;
 /// newly seen peer is not asked by this fetch: more than `max_peers` distinct peers in one
 /// fetch means churn, and the peers already known suffice.
 const SLOTS_MAX: usize = 4096;
+
+/// Longest a fetch loop sleeps without looking at the download window again: the window's
+/// edges are wall-clock instants, and the wall clock can be stepped while the loop sleeps.
+const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(60);
 
 /// One finished request.
 struct Done {
@@ -49,6 +53,8 @@ pub(crate) async fn run(net: Arc<Net>, release: Arc<Release>, verified: Verified
             release.set_state(ReleaseState::Failed(e.to_string()));
         }
     }
+    // Whatever ended the fetch, other fetches wait on none of its claims.
+    net.unclaim_all(&release.id);
 }
 
 /// How a fetch ended its loop.
@@ -66,12 +72,16 @@ async fn fetch(
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
     let mut d = Driver::new(net, release, tx);
     let mut wake = net.wake.subscribe();
+    let mut stored = net.stored.subscribe();
     let mut shutdown = net.shutdown.clone();
     let end = loop {
         if let Some(end) = d.step() {
             break end;
         }
-        let deadline = d.fetch.poll_timeout().map(|t| d.epoch + t);
+        // The machine's timers are on the monotonic clock; windows are on the wall clock,
+        // which can be stepped: look at them at least every WALL_CLOCK_RECHECK.
+        let recheck = d.now() + WALL_CLOCK_RECHECK;
+        let deadline = Some(d.epoch + d.fetch.poll_timeout().map_or(recheck, |t| t.min(recheck)));
         tokio::select! {
             Some(done) = rx.recv() => d.answered(done)?,
             durable = d.writer.durable.recv() => match durable {
@@ -82,6 +92,12 @@ async fn fetch(
                 wake.borrow_and_update();
                 d.peers_changed();
             }
+            notice = stored.recv() => match notice {
+                Ok(notice) => d.stored_elsewhere(&notice),
+                // Missed notices: those chunks are fetched here too (stored once either way).
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             () = sleep_until(deadline) => {}
             _ = shutdown.changed() => break End::Shutdown,
         }
@@ -95,10 +111,12 @@ async fn fetch(
     match end {
         End::Shutdown => {
             d.writer.finish(None).await?;
+            net.unclaim_all(&release.id);
             Ok(false)
         }
         End::Superseded(newer) => {
             d.writer.finish(None).await?;
+            net.unclaim_all(&release.id);
             let store = net.store.clone();
             let id = release.id;
             tokio::task::spawn_blocking(move || store.remove_pending(&id)).await??;
@@ -135,6 +153,8 @@ struct Driver<'n> {
     wanted: Bitmap,
     /// Why the last bad answer was bad, for the strike it earns.
     bad: Option<(u32, String)>,
+    /// Chunk id to index, built when another fetch first shares chunks with this one.
+    index: Option<HashMap<protocol::ChunkId, u32>>,
     tx: mpsc::UnboundedSender<Done>,
 }
 
@@ -163,6 +183,7 @@ impl<'n> Driver<'n> {
             requests: Vec::new(),
             wanted: Bitmap::new(n),
             bad: None,
+            index: None,
             tx,
         }
     }
@@ -261,6 +282,14 @@ impl<'n> Driver<'n> {
             })
             .collect();
         let running = net.running_fetches_except(&self.release.id);
+        // Held from reading the other fetches' claims to making this one's.
+        let mut claims = net.claims();
+        let elsewhere = if running.is_empty() {
+            None
+        } else {
+            let (release, n) = (self.release, self.release.chunks.len() as u32);
+            claims.of_others(&release.id, self.index(), n)
+        };
         let mut world = World {
             peers: &mut views,
             lan: None,
@@ -269,6 +298,7 @@ impl<'n> Driver<'n> {
                 .windows
                 .policy
                 .is_outranked(&self.release.urgency, &running),
+            elsewhere: elsewhere.as_ref(),
             write_backlog_bytes: self.writer.backlog(),
             designations: None,
             scratch: &mut self.scratch,
@@ -276,6 +306,10 @@ impl<'n> Driver<'n> {
         let mut requests = std::mem::take(&mut self.requests);
         self.fetch.poll_requests(now, &mut world, &mut requests);
         drop(views);
+        for r in &requests {
+            claims.claim(self.release.chunks[r.chunk as usize].id, self.release.id);
+        }
+        drop(claims);
         let shared = !running.is_empty();
         for r in &requests {
             self.send(seen[r.peer].0.clone(), r, shared);
@@ -283,11 +317,53 @@ impl<'n> Driver<'n> {
         self.requests = requests;
     }
 
+    /// The release's chunk ids and their indices.
+    fn index(&mut self) -> &HashMap<protocol::ChunkId, u32> {
+        let chunks = &self.release.chunks;
+        self.index.get_or_insert_with(|| {
+            chunks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id, i as u32))
+                .collect()
+        })
+    }
+
+    /// Another fetch of this node made chunks durable: those this release needs are held.
+    fn stored_elsewhere(&mut self, notice: &(ReleaseId, Vec<protocol::ChunkId>)) {
+        if notice.0 == self.release.id {
+            return;
+        }
+        let now = self.now();
+        let found: Vec<u32> = {
+            let index = self.index();
+            notice
+                .1
+                .iter()
+                .filter_map(|c| index.get(c).copied())
+                .collect()
+        };
+        let fresh: Vec<u32> = found
+            .into_iter()
+            .filter(|&i| self.fetch.handle_held(now, i))
+            .collect();
+        if !fresh.is_empty() {
+            let bytes: u64 = fresh
+                .iter()
+                .map(|&i| u64::from(self.release.chunks[i as usize].len))
+                .sum();
+            self.release.reused.fetch_add(bytes, Ordering::Relaxed);
+            advertise(self.net, self.release, &fresh);
+        }
+        self.events();
+    }
+
     /// Sends one request in a task of its own; its answer comes back as a [`Done`]. `shared`:
     /// other fetches run, and the budget the answer frees at the peer may let them go on.
     fn send(&self, peer: Arc<Peer>, r: &Request, shared: bool) {
         let chunk = self.release.chunks[r.chunk as usize];
         peer.add_in_flight(u64::from(chunk.len));
+        let release = self.release.id;
         let (tx, net, index, slot) = (self.tx.clone(), self.net.clone(), r.chunk, r.slot);
         tokio::spawn(async move {
             // Ask only for what the ingress rate allows (see `shape`).
@@ -300,6 +376,10 @@ impl<'n> Driver<'n> {
                 .await;
             let result = peer.request_chunk(chunk.id, chunk.len).await;
             peer.sub_in_flight(u64::from(chunk.len));
+            // A chunk that came stays claimed until it is stored (`Driver::durable`).
+            if result.is_err() {
+                net.unclaim(&chunk.id, &release);
+            }
             if shared {
                 net.wake.notify();
             }
@@ -343,6 +423,13 @@ impl<'n> Driver<'n> {
         };
         let now = self.now();
         let fresh = self.fetch.handle_answer(now, done.slot, done.index, answer);
+        if !fresh && bytes.is_some() {
+            // A duplicate: the claim, if it is this fetch's, was for the copy kept.
+            let id = self.release.chunks[done.index as usize].id;
+            if !self.fetch.have().get(done.index) {
+                net.unclaim(&id, &self.release.id);
+            }
+        }
         if let (true, Some(bytes)) = (fresh, bytes) {
             let len = bytes.len() as u64;
             if !self.writer.put(done.index, bytes) {
@@ -358,9 +445,21 @@ impl<'n> Driver<'n> {
         Ok(())
     }
 
-    /// Chunks the writer made durable: now in the bitmap peers see, and announced.
+    /// Chunks the writer made durable: now in the bitmap peers see, and announced; and
+    /// held for any other fetch that needs them.
     fn durable(&mut self, indices: &[u32]) {
         advertise(self.net, self.release, indices);
+        for &i in indices {
+            self.net
+                .unclaim(&self.release.chunks[i as usize].id, &self.release.id);
+        }
+        if self.net.stored.receiver_count() > 1 {
+            let ids = indices
+                .iter()
+                .map(|&i| self.release.chunks[i as usize].id)
+                .collect();
+            let _ = self.net.stored.send(Arc::new((self.release.id, ids)));
+        }
         let now = self.now();
         self.fetch.handle_durable(now);
     }
@@ -441,8 +540,9 @@ impl<'n> Driver<'n> {
         }
         self.writer.finish(Some(verified.clone())).await?;
         while let Ok(indices) = self.writer.durable.try_recv() {
-            advertise(net, release, &indices);
+            self.durable(&indices);
         }
+        net.unclaim_all(&release.id);
         release.set_state(ReleaseState::Complete);
         *lock(&release.finished) = Some(Instant::now());
         net.completed.notify_one();

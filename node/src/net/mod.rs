@@ -87,6 +87,22 @@ const SITE_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Manifests fetched at once (each can be up to 64 MiB).
 const MANIFEST_FETCHES_MAX: usize = 4;
 
+/// While no copy of a manifest has come, one more peer is asked this often: a manifest of
+/// a few hundred KiB crosses even a thin link in that time, and a peer that does not answer
+/// holds learning a release back no longer.
+const MANIFEST_HEDGE: Duration = Duration::from_secs(2);
+
+/// Chunks claimed by fetches at once ([`Claims::claim`]): more than the in-flight budgets of
+/// every fetch allow; past it a request is sent unclaimed (another fetch may then ask too).
+const CLAIMS_MAX: usize = 1 << 16;
+
+/// Notices of stored chunks waiting for a slow fetch loop; one that falls further behind
+/// misses some and fetches those chunks itself (the store keeps one copy either way).
+const STORED_NOTICES_MAX: usize = 1024;
+
+/// How long learning a release waits for a peer to offer it at all.
+const MANIFEST_PATIENCE: Duration = Duration::from_secs(30);
+
 /// The state of a set of windows that must all be open, kept until it can change
 /// ([`scheduler::window::WindowCache`], shared by the fetch loop and activation).
 #[derive(Debug, Default)]
@@ -117,6 +133,36 @@ impl Wake {
     /// A receiver that sees every change from now on.
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.0.subscribe()
+    }
+}
+
+/// The chunks fetches of this node have asked for and not yet stored ([`Net::claims`]).
+#[derive(Debug, Default)]
+pub(crate) struct Claims(HashMap<protocol::ChunkId, ReleaseId>);
+
+impl Claims {
+    /// Notes that the fetch of `release` asked for `chunk` (unless another fetch did first).
+    pub(crate) fn claim(&mut self, chunk: protocol::ChunkId, release: ReleaseId) {
+        if self.0.len() < CLAIMS_MAX {
+            self.0.entry(chunk).or_insert(release);
+        }
+    }
+
+    /// Of the chunks `index` numbers, those fetches other than `release`'s have asked for
+    /// (`None`: none).
+    pub(crate) fn of_others(
+        &self,
+        release: &ReleaseId,
+        index: &HashMap<protocol::ChunkId, u32>,
+        n: u32,
+    ) -> Option<Bitmap> {
+        let mut out: Option<Bitmap> = None;
+        for (chunk, _) in self.0.iter().filter(|(_, r)| *r != release) {
+            if let Some(&i) = index.get(chunk) {
+                out.get_or_insert_with(|| Bitmap::new(n)).set(i);
+            }
+        }
+        out
     }
 }
 
@@ -603,6 +649,12 @@ pub struct Net {
     epoch: Instant,
     /// Woken when peers or their bitmaps change; fetchers re-plan.
     pub(crate) wake: Wake,
+    /// Chunks a fetch of this node has asked for and not had back, and the release whose
+    /// fetch asked: another fetch that needs the same chunk waits for it rather than ask
+    /// again, so a chunk two releases share crosses the WAN once ([`Net::claims`]).
+    claims: Mutex<Claims>,
+    /// Chunks a fetch made durable, for the other fetches that need them too.
+    pub(crate) stored: tokio::sync::broadcast::Sender<Arc<(ReleaseId, Vec<protocol::ChunkId>)>>,
     /// Signalled when a release completes (fetched or published); activation looks again.
     pub(crate) completed: Notify,
     /// Set when the daemon shuts down.
@@ -729,6 +781,8 @@ impl Net {
             aggregate: aggregate::Aggregate::default(),
             epoch: Instant::now(),
             wake: Wake::new(),
+            claims: Mutex::new(Claims::default()),
+            stored: tokio::sync::broadcast::channel(STORED_NOTICES_MAX).0,
             completed: Notify::new(),
             shutdown,
             traffic: Traffic::default(),
@@ -1455,30 +1509,70 @@ impl Net {
         if self.store.has_release(&id)? {
             return Ok(None);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // The hinted peer is asked first; while no copy has come, one more peer is asked
+        // every MANIFEST_HEDGE, and the first good copy wins. A copy that fails the gate is
+        // set aside while another peer may have a good one. So one hostile peer can neither
+        // stall nor poison learning a release.
+        let deadline = Instant::now() + MANIFEST_PATIENCE;
+        let mut asked: HashSet<PeerId> = HashSet::new();
+        let mut pending = futures_util::stream::FuturesUnordered::new();
+        let mut refusal: Option<anyhow::Error> = None;
+        let mut hedge = Instant::now();
         loop {
-            // The hinted peer first, then any peer with a bitmap for it.
-            let mut candidates: Vec<Arc<Peer>> = Vec::new();
-            if let Some(h) = hint.and_then(|h| lock(&self.peers).get(&h).cloned()) {
-                candidates.push(h);
+            let now = Instant::now();
+            let next = (pending.is_empty() || now >= hedge)
+                .then(|| self.manifest_candidates(id, hint))
+                .and_then(|c| c.into_iter().find(|p| !asked.contains(&p.id)));
+            if let Some(p) = next {
+                asked.insert(p.id);
+                hedge = now + MANIFEST_HEDGE;
+                pending.push(async move {
+                    let answer = p.request_manifest(id).await;
+                    (p.id, answer)
+                });
             }
-            for p in self.peer_list() {
-                if p.has_bitmap(&id) && !candidates.iter().any(|c| c.id == p.id) {
-                    candidates.push(p);
+            if pending.is_empty() {
+                if now >= deadline || refusal.is_some() {
+                    return refusal.map_or(Ok(None), Err);
                 }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
             }
-            for p in candidates {
-                match p.request_manifest(id).await {
-                    Ok(bytes) => return self.verify_manifest(id, &bytes).map(Some),
-                    Err(e) => tracing::debug!(release = %id, peer = %p.id, error = %e,
-                        "manifest request failed"),
+            tokio::select! {
+                Some((peer, answer)) = futures_util::StreamExt::next(&mut pending) => {
+                    match answer.map(|bytes| self.verify_manifest(id, &bytes)) {
+                        Ok(Ok(v)) => return Ok(Some(v)),
+                        Ok(Err(e)) => {
+                            tracing::debug!(release = %id, %peer, error = %e,
+                                "manifest copy refused; asking another peer");
+                            refusal = Some(e);
+                        }
+                        Err(e) => {
+                            // It may answer later (not up yet): it can be asked again.
+                            tracing::debug!(release = %id, %peer, error = %e,
+                                "manifest request failed");
+                            asked.remove(&peer);
+                        }
+                    }
                 }
+                () = tokio::time::sleep_until(hedge.into()) => {}
             }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Who may serve the manifest of `id`: the hinted peer first, then every connected peer
+    /// that announced the release.
+    fn manifest_candidates(&self, id: ReleaseId, hint: Option<PeerId>) -> Vec<Arc<Peer>> {
+        let mut candidates: Vec<Arc<Peer>> = Vec::new();
+        if let Some(h) = hint.and_then(|h| lock(&self.peers).get(&h).cloned()) {
+            candidates.push(h);
+        }
+        for p in self.peer_list() {
+            if p.has_bitmap(&id) && !candidates.iter().any(|c| c.id == p.id) {
+                candidates.push(p);
+            }
+        }
+        candidates
     }
 
     fn verify_manifest(&self, id: ReleaseId, bytes: &[u8]) -> anyhow::Result<VerifiedRelease> {
@@ -1592,6 +1686,29 @@ impl Net {
             }
         }
         Ok(out)
+    }
+
+    /// The chunks fetches of this node have asked for and not yet stored, with the release
+    /// whose fetch asked. A fetch holds the lock from reading the others' claims to making
+    /// its own, so two fetches that start together do not both ask for the same chunks.
+    pub(crate) fn claims(&self) -> std::sync::MutexGuard<'_, Claims> {
+        lock(&self.claims)
+    }
+
+    /// The request of `release`'s fetch for `chunk` came back without it, or the chunk is
+    /// stored now.
+    pub(crate) fn unclaim(&self, chunk: &protocol::ChunkId, release: &ReleaseId) {
+        let mut claims = lock(&self.claims);
+        if claims.0.get(chunk) == Some(release) {
+            claims.0.remove(chunk);
+        }
+    }
+
+    /// The fetch of `release` stopped: its claims go, and the fetches that waited on them
+    /// look again.
+    pub(crate) fn unclaim_all(&self, release: &ReleaseId) {
+        lock(&self.claims).0.retain(|_, r| r != release);
+        self.wake.notify();
     }
 
     /// Records a bad chunk from `peer`; bans it at [`STRIKES_TO_BAN`].

@@ -84,6 +84,7 @@ impl Node {
             lan: None,
             wan_held: None,
             outranked: false,
+            elsewhere: None,
             write_backlog_bytes: 0,
             designations: None,
             scratch: &mut self.scratch,
@@ -175,7 +176,11 @@ fn a_member_that_claims_more_stays_and_one_that_delivers_stays() {
     b.set(theirs[0]);
     n.peers[busy as usize].have = Some(b);
     n.fetch.handle_peers(secs(10), false);
-    let lan = n.poll(secs(10));
+    assert!(
+        n.poll(secs(10)).is_empty(),
+        "announcements wait to travel together"
+    );
+    let lan = n.poll(secs(10) + PLAN_COALESCE);
     assert_eq!((lan.len(), lan[0].slot), (1, busy));
     n.events();
     assert!(n.poll(MEMBER_STALL).is_empty());
@@ -331,10 +336,10 @@ fn an_answer_that_frees_a_starved_peer_plans_at_once_announcements_wait() {
         1,
         "a quarter of the budget came back"
     );
-    // An announcement right after waits for the coalescing interval.
+    // An announcement waits for the coalescing interval.
     n.fetch.handle_peers(210 * MS, false);
     assert!(n.poll(210 * MS).is_empty());
-    assert_eq!(n.fetch.poll_timeout(), Some(200 * MS + PLAN_COALESCE));
+    assert_eq!(n.fetch.poll_timeout(), Some(210 * MS + PLAN_COALESCE));
 }
 
 #[test]
@@ -356,6 +361,7 @@ fn an_outranked_fetch_keeps_a_quarter_of_each_budget() {
         lan: None,
         wan_held: None,
         outranked: true,
+        elsewhere: None,
         write_backlog_bytes: 0,
         designations: None,
         scratch: &mut n.scratch,
@@ -386,6 +392,7 @@ fn a_write_backlog_holds_requests_until_a_checkpoint() {
         lan: None,
         wan_held: None,
         outranked: false,
+        elsewhere: None,
         write_backlog_bytes: WRITE_BACKLOG_BYTES,
         designations: None,
         scratch: &mut n.scratch,
@@ -422,4 +429,57 @@ fn the_shared_designations_agree_with_designating_alone() {
             planner::designated_chunks(m, &members, &cs)
         );
     }
+}
+
+#[test]
+fn chunks_another_fetch_has_in_flight_are_waited_for_not_asked_again() {
+    let mut n = node(6, budgets(64, 64));
+    n.add(2, true, Some(Bitmap::full(6)));
+    let mut elsewhere = Bitmap::new(6);
+    for i in 0..4 {
+        elsewhere.set(i);
+    }
+    let have = n.peers[0].have.clone();
+    let poll = |n: &mut Node, now: Duration, elsewhere: Option<&Bitmap>| {
+        let mut views = vec![PeerView {
+            id: [2; 32],
+            slot: 0,
+            same_site: true,
+            have: have.as_ref(),
+            in_flight_bytes: 0,
+            budget_bytes: 0,
+            usable: true,
+            reserve: false,
+        }];
+        let mut world = World {
+            peers: &mut views,
+            lan: None,
+            wan_held: None,
+            outranked: false,
+            elsewhere,
+            write_backlog_bytes: 0,
+            designations: None,
+            scratch: &mut n.scratch,
+        };
+        let mut out = Vec::new();
+        n.fetch.poll_requests(now, &mut world, &mut out);
+        out
+    };
+    let first = poll(&mut n, Duration::ZERO, Some(&elsewhere));
+    let asked: Vec<u32> = first.iter().map(|r| r.chunk).collect();
+    assert_eq!(asked.len(), 2);
+    assert!(asked.iter().all(|&i| i >= 4), "{asked:?}");
+    // The other fetch stored two of them; it gave up on the other two.
+    assert!(n.fetch.handle_held(MS, 0));
+    assert!(n.fetch.handle_held(MS, 1));
+    assert!(!n.fetch.handle_held(MS, 1), "once");
+    let mut still = Bitmap::new(6);
+    still.set(3);
+    n.fetch.handle_peers(MS, false);
+    let second = poll(&mut n, 60 * MS, Some(&still));
+    assert_eq!(second.iter().map(|r| r.chunk).collect::<Vec<_>>(), vec![2]);
+    n.answer(70 * MS, &first, Answer::Delivered);
+    n.answer(70 * MS, &second, Answer::Delivered);
+    assert!(n.fetch.handle_held(80 * MS, 3));
+    assert_eq!(n.fetch.phase(), Phase::Verified);
 }

@@ -1,6 +1,7 @@
 //! Rate schedules and maintenance windows at fixed instants, including both DST transitions
 //! of America/New_York in 2026 (spring forward 8 March, fall back 1 November) and Asia/Tokyo.
 
+mod planner;
 mod rate;
 mod shaper;
 mod window;

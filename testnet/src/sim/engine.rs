@@ -1,6 +1,7 @@
-//! The discrete-event engine: every endpoint runs the daemon's fetch loop against a model of
-//! the network, chunk by chunk, with the real planner ([`scheduler::planner::plan`]) and the
-//! real initial seeding ([`scheduler::seeding`]) making every decision.
+//! The discrete-event engine: every endpoint runs the product's own fetch machine
+//! ([`scheduler::fetch::Fetch`], which the daemon's `node::net::fetch` drives too) against a
+//! model of the network, chunk by chunk, fed only what that endpoint was told, with the
+//! real initial seeding ([`scheduler::seeding`]), shaping gates and window cache.
 //!
 //! # What is modelled, and how
 //!
@@ -14,13 +15,15 @@
 //!   so a busy link never holds time on another). A LAN transfer is booked on both node links
 //!   when its request arrives (LAN links are ten times the WAN's and rarely queue).
 //!   Latency is one-way per hop: LAN, site to WAN, WAN to site (the origin has its own).
-//! * **The fetch loop** follows `node::net::fetch`: the same in-flight budgets per peer
-//!   (LAN and WAN); a new plan when a finished request frees a quarter of the budget of a
-//!   peer the last plan filled; a plan after peers announce chunks, coalesced over
-//!   [`PLAN_COALESCE`]; chunks announced at checkpoints (every 250 ms or 32 MiB); the
-//!   endgame's re-plan tick; the reserve (the origin after seeding) asked only after the WAN
-//!   has been idle. Site members are every connected member (the daemon's "live" members:
-//!   working on the release, or complete).
+//! * **The fetch** is the machine: its budgets, when it plans (an answer that frees a starved
+//!   peer, a failure, announcements coalesced over [`PLAN_COALESCE`], its endgame, reserve
+//!   and liveness timers), who counts as a site member (liveness from chunks delivered and
+//!   claims that grow, snubs), its strikes. The engine gives it what the endpoint was told:
+//!   its site's members' announced chunks, its WAN peers' announcements, the origin's share
+//!   during seeding; it books the requests the machine returns on the links and reports
+//!   their answers. Chunks are announced at checkpoints
+//!   ([`scheduler::fetch::Checkpoint`]). WAN peers are picked as the daemon picks them
+//!   ([`scheduler::control::pick_across_site_groups`]) among every endpoint.
 //! * **Same-site availability** is one [`Availability`] per site counting every member's
 //!   announced chunks (the daemon counts its peers'; for the chunks a node lacks, which are
 //!   the only ones it plans, the two are equal).
@@ -29,16 +32,15 @@
 //!   reach the peer after the one-way latency; a node plans
 //!   WAN requests when one names a chunk it is designated for and lacks, or a WAN answer
 //!   arrives (`PlanInput::plan_wan`, `PlanInput::wan_held`).
-//! * **Shaping** follows `node::net::shape`: each endpoint of a site with a `[shaping]` has
-//!   the daemon's four token buckets ([`scheduler::shaper::Shaper`], each on its own fake
-//!   governor clock), served first come first served. A request waits for its class's
-//!   ingress bucket and `total` before it leaves; the sender's egress bucket and `total`
-//!   grant the chunk before it goes onto the link; each chunk is charged the daemon's wire
-//!   overhead. A blocked class is retried every [`RECHECK`], as the daemon does.
+//! * **Shaping** is the daemon's: each endpoint of a site with a `[shaping]` has its four
+//!   [`scheduler::shaper::Gate`]s (first come, first served), on simulated time. A request
+//!   waits for its class's ingress gate and `total` before it leaves; the sender's egress
+//!   gate and `total` grant the chunk before it goes onto the link; each chunk is charged
+//!   the daemon's wire overhead.
 //! * **Download windows**: an endpoint outside its site's `[windows]` (and the release's own
 //!   download windows) plans nothing (what is in flight lands) until they open, unless the
-//!   release is an emergency; it still serves. Both read the wall clock: the scenario's
-//!   `start` plus simulated time, in each site's zone.
+//!   release is an emergency; it still serves. Both read the wall clock through the daemon's
+//!   [`WindowCache`]: the scenario's `start` plus simulated time, in each site's zone.
 //! * **Initial seeding** at the origin shows each site its share until every chunk has left
 //!   its link once, or no new chunk was asked for in 5 s, exactly as the daemon.
 //!
@@ -68,7 +70,6 @@
 
 use super::control::{self as ctl, Costs, WAN_HAVE_INTERVAL_NS};
 use super::scenario::{SimScenario, SiteLinks};
-use governor::clock::FakeRelativeClock;
 use jiff::{SignedDuration, Timestamp};
 use protocol::wire::Bitmap;
 use protocol::{ChunkId, ChunkRef};
@@ -76,20 +77,19 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use scheduler::control::{Cadence, News};
 use scheduler::fetch::{
-    CHECKPOINT_BYTES, CHECKPOINT_INTERVAL, LAN_IN_FLIGHT_BYTES, PLAN_COALESCE, WAN_IN_FLIGHT_BYTES,
+    Answer, Event, Fetch, FetchConfig, FetchScratch, PLAN_COALESCE, Phase, Request, SharedLan,
+    World,
 };
-use scheduler::planner::{
-    self, Assignment, Availability, InFlightSet, PeerView, PlanInput, PlannerConfig,
-};
+use scheduler::planner::{self, Availability, Designations, PeerView};
 use scheduler::rate::{Rate, RateSchedule};
 use scheduler::seeding::{self, Seeding};
-use scheduler::shaper::{Decision, Shaper};
-use scheduler::shaper::{RECHECK, WIRE_OVERHEAD_DIVISOR};
-use scheduler::strikes::STRIKES_TO_BAN;
-use scheduler::window::{Window, WindowState};
+use scheduler::shaper::{BLOCKED_HORIZON, Gate};
+use scheduler::strikes::{Strikes, Verdict};
+use scheduler::window::{Window, WindowCache, WindowState};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
 
 /// The daemon's [`PLAN_COALESCE`] in nanoseconds.
 const PLAN_COALESCE_NS: u64 = PLAN_COALESCE.as_nanos() as u64;
@@ -98,6 +98,9 @@ const PLAN_COALESCE_NS: u64 = PLAN_COALESCE.as_nanos() as u64;
 /// enough that taking them costs nothing next to running them (a window of a 50-node site is
 /// hundreds of events).
 const SITES_PER_TAKE: usize = 4;
+
+/// Mixed into the scenario's seed for the draw of the faults (garbage peers, churn).
+const FAULTS_STREAM: u64 = 0x6661_756c_7473_0001;
 
 /// Index of the origin among nodes, and of its site among sites.
 pub const ORIGIN: u32 = 0;
@@ -137,14 +140,18 @@ impl Hasher for IndexHasher {
     }
 }
 
-type InFlightMap = InFlightSet<BuildHasherDefault<IndexHasher>>;
+/// A fetch with the fixed hasher.
+type SimFetch = Fetch<BuildHasherDefault<IndexHasher>>;
 
-/// The daemon's [`RECHECK`] in nanoseconds.
-const RECHECK_NS: u64 = RECHECK.as_nanos() as u64;
+/// Simulated nanoseconds as the fetch machine's time.
+fn at(t: u64) -> Duration {
+    Duration::from_nanos(t)
+}
 
-/// How long a class blocked with no change in sight waits before asking again (the daemon
-/// asks every [`RECHECK`] for ever; the simulation's time limit ends such a run).
-const BLOCKED_FOR_GOOD_NS: u64 = 7 * 24 * 3_600 * 1_000_000_000;
+/// The machine's time in simulated nanoseconds.
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(NONE)
+}
 
 /// `start` plus `t` ns.
 fn wall(start: Timestamp, t: u64) -> Timestamp {
@@ -159,55 +166,14 @@ fn since(start: Timestamp, ts: Timestamp) -> u64 {
     u64::try_from(ns.max(0)).unwrap_or(NONE)
 }
 
-/// One class's token bucket and the queue in front of it, as `node::net::shape` keeps them:
-/// requests are served one after another, each waiting what the shaper says.
-struct Gate {
-    shaper: Shaper<FakeRelativeClock>,
-    /// The bucket's clock and the simulated time it reads.
-    clock: FakeRelativeClock,
-    clock_ns: u64,
-    /// When the request being served is through: the next one starts then.
-    free: u64,
+/// When `bytes` asked of `gate` at `t` pass (a class blocked for good: past any run's end).
+fn take(gate: &mut Gate, t: u64, bytes: u64, start: Timestamp) -> u64 {
+    gate.take(at(t), wall(start, t), bytes)
+        .map_or(t + ns(BLOCKED_HORIZON), ns)
 }
 
-impl Gate {
-    fn new(schedule: RateSchedule, start: Timestamp) -> Self {
-        let clock = FakeRelativeClock::default();
-        Self {
-            shaper: Shaper::new(schedule, clock.clone(), start),
-            clock,
-            clock_ns: 0,
-            free: 0,
-        }
-    }
-
-    /// `bytes` asked for at `at` pass at the returned time, after everything asked before.
-    fn take(&mut self, at: u64, bytes: u64, start: Timestamp) -> u64 {
-        let mut t = at.max(self.free);
-        let mut left = bytes;
-        while left > 0 {
-            self.clock
-                .advance(std::time::Duration::from_nanos(t - self.clock_ns));
-            self.clock_ns = t;
-            let ask = left.min(u64::from(u32::MAX)) as u32;
-            match self.shaper.reserve(ask, wall(start, t)) {
-                Decision::Go(n) => left -= u64::from(n),
-                Decision::Wait(d) => t += (d.as_nanos() as u64).clamp(1, RECHECK_NS),
-                Decision::Blocked { until } => {
-                    // The daemon sleeps a RECHECK at a time: it passes at the first check
-                    // after the change.
-                    let wait =
-                        until.map_or(BLOCKED_FOR_GOOD_NS, |u| since(wall(start, t), u).max(1));
-                    t += wait.div_ceil(RECHECK_NS) * RECHECK_NS;
-                }
-            }
-        }
-        self.free = t;
-        t
-    }
-}
-
-/// An endpoint's shapers (`node::net::shape::Shapers`).
+/// An endpoint's shapers (`node::net::shape::Shapers`): the daemon's gates on simulated
+/// time.
 struct Shapers {
     wan_ingress: Gate,
     wan_egress: Gate,
@@ -237,10 +203,10 @@ impl Shapers {
         }))
     }
 
-    /// When a chunk of `len` bytes asked for at `at` passes the class's own gate (if it has
+    /// When a chunk of `len` bytes asked for at `t` passes the class's own gate (if it has
     /// one) and `total`, charged with the wire overhead as the daemon charges it.
-    fn pass(&mut self, wan: bool, ingress: bool, at: u64, len: u32, start: Timestamp) -> u64 {
-        let bytes = u64::from(len) + u64::from(len) / WIRE_OVERHEAD_DIVISOR;
+    fn pass(&mut self, wan: bool, ingress: bool, t: u64, len: u32, start: Timestamp) -> u64 {
+        let bytes = scheduler::shaper::on_wire(u64::from(len));
         let own = match (wan, ingress) {
             (true, true) => Some(&mut self.wan_ingress),
             (true, false) => Some(&mut self.wan_egress),
@@ -248,43 +214,32 @@ impl Shapers {
             // LAN ingress has no bucket of its own: the sender's egress covers it.
             (false, true) => None,
         };
-        let at = match own {
-            Some(g) => g.take(at, bytes, start),
-            None => at,
+        let t = match own {
+            Some(g) => take(g, t, bytes, start),
+            None => t,
         };
-        self.total.take(at, bytes, start)
+        take(&mut self.total, t, bytes, start)
     }
 }
 
 /// A site's download windows (its endpoints' and the release's, which must both be open),
-/// with the state cached until its next edge, as the daemon's `WindowGate` does.
+/// read through the daemon's [`WindowCache`].
 struct SiteWindows {
     node: Vec<Window>,
     release: Vec<Window>,
-    /// Whether they are open, and until when the answer holds (ns; NONE: for good).
-    open: bool,
-    until: u64,
-    computed: bool,
+    cache: WindowCache,
 }
 
 impl SiteWindows {
-    /// `Ok` when downloads may go on at `now`; else when they may next (`None`: never).
-    fn check(&mut self, now: u64, start: Timestamp) -> Result<(), Option<u64>> {
-        if !self.computed || now >= self.until {
-            let state =
-                scheduler::window::all_open_state(&[&self.node, &self.release], wall(start, now));
-            let (open, edge) = match state {
-                WindowState::Open { closes } => (true, closes),
-                WindowState::Closed { opens } => (false, opens),
-            };
-            self.open = open;
-            self.until = edge.map_or(NONE, |e| since(start, e).max(now + 1));
-            self.computed = true;
-        }
-        if self.open {
-            Ok(())
-        } else {
-            Err((self.until != NONE).then_some(self.until))
+    /// Whether downloads may go on at `now`, and when that next changes (ns).
+    fn check(&mut self, now: u64, start: Timestamp) -> (bool, Option<u64>) {
+        let edge = |e: Option<Timestamp>| e.map(|e| since(start, e).max(now + 1));
+        match self
+            .cache
+            .state(&[&self.node, &self.release], wall(start, now))
+        {
+            WindowState::Open { closes } => (true, edge(closes)),
+            WindowState::Closed { opens } => (false, edge(opens)),
         }
     }
 }
@@ -337,44 +292,29 @@ struct Node {
     /// Position in its site's member list.
     slot: u32,
     role: Role,
-    /// Verified chunks.
-    have: Bitmap,
+    /// The fetch, the product's own machine ([`scheduler::fetch`]); an endpoint's while it
+    /// is up (a crash loses it, and a return starts a new one from what was durable).
+    fetch: Option<Box<SimFetch>>,
     /// Announced chunks (made durable by a checkpoint): what same-site peers see.
     shown: Bitmap,
-    /// Received since the last checkpoint.
+    /// Received since the last checkpoint, and when the checkpoint is due.
     pending: Vec<u32>,
-    pending_bytes: u64,
+    checkpoint: scheduler::fetch::Checkpoint,
     checkpoint_at: u64,
-    in_flight: InFlightMap,
-    /// Bytes in flight to each member of the site, by slot, and whether the last plan left
-    /// that member under a quarter of its budget (a finished request from it plans again).
-    lan_in_flight: Vec<u64>,
-    lan_starved: Vec<bool>,
-    /// Bytes in flight to each WAN peer (in the order of `Shared::wan`), and whether starved.
-    wan_in_flight: Vec<u64>,
-    wan_starved: Vec<bool>,
     nic_up: Link,
     nic_down: Link,
-    /// When a request to a WAN peer other than the reserve was last out.
-    wan_busy_at: u64,
-    /// Something on the WAN side changed since the last WAN pass (`PlanInput::plan_wan`).
-    wan_dirty: bool,
     /// Of the chunks this node is designated for, those its WAN peers (other than the
     /// reserve) have announced (`PlanInput::wan_held`).
     wan_held: Bitmap,
     done_at: Option<u64>,
     /// Chunks received from a peer and verified (what completion is checked against).
     received: Bitmap,
-    /// The chunks rendezvous hashing names this node for, over the members it has not
-    /// banned (`Shared::designated` is the copy other partitions read).
-    designated: Bitmap,
     /// The chunks some WAN peer other than the origin is designated for, by
     /// `Shared::designated`: a checkpoint asks each WAN peer only about these (most chunks
     /// concern none of them, and each peer's bitmap is a read from far away in memory).
     wan_interest: Bitmap,
-    /// Bad chunks per peer, and the peers banned.
-    strikes: Vec<(u32, u32)>,
-    banned: Vec<u32>,
+    /// Bad chunks per peer, and the peers banned ([`scheduler::strikes`]).
+    strikes: Strikes<u32>,
     /// Whether it is up, and how many times it has left.
     alive: bool,
     epoch: u32,
@@ -389,14 +329,24 @@ struct Node {
     ctl: u64,
 }
 
+impl Node {
+    /// The chunks it holds: its fetch's verified chunks, or (origin, garbage peer, a node
+    /// that is down) what it shows.
+    fn have(&self) -> &Bitmap {
+        self.fetch.as_ref().map_or(&self.shown, |f| f.have())
+    }
+}
+
 struct Site {
     links: SiteLinks,
     /// Members, global indices.
     members: Vec<u32>,
-    /// Members that serve garbage (not counted in `lan`).
+    /// Members that serve garbage (not counted in `lan`), and their slots.
     garbage: Vec<u32>,
-    /// For each chunk, the member (index into `members`) rendezvous hashing names.
-    owner: Vec<u32>,
+    garbage_slots: Vec<u32>,
+    /// The designations of the member sets its members count ([`Designations`]): one
+    /// computation per set, not per member.
+    designations: Designations,
     lan: Availability,
     up: Link,
     down: Link,
@@ -414,7 +364,7 @@ struct Site {
 
 /// What every partition reads during a window and nobody writes until its end.
 struct Shared {
-    chunks: Vec<ChunkRef>,
+    chunks: std::sync::Arc<[ChunkRef]>,
     keys: Vec<[u8; 32]>,
     site_of: Vec<u32>,
     /// Partition of each site, and each node's index in its partition's node list.
@@ -536,7 +486,7 @@ struct Part {
     now: u64,
     /// When each node's next plan is due (NONE: none; DONE: never again), by local index.
     plan_at: Vec<u64>,
-    config: PlannerConfig,
+    config: FetchConfig,
     /// The origin's seeding (partition 0 only).
     seeding: Option<Seeding>,
     /// Whether the origin's reveal has reached this partition.
@@ -556,6 +506,8 @@ struct Part {
     hash: (u64, u64),
     events: u64,
     plans: u64,
+    /// Same-site peers snubbed by a fetch (a stall or failures in a row).
+    snubs: u64,
     sent: u64,
     received: u64,
     lost: u64,
@@ -568,18 +520,15 @@ struct Part {
     ctl_wan: Vec<(u64, u64)>,
 }
 
-/// What a plan allocates, kept from one plan to the next: the planner's own buffers, its
-/// answer, and the peer views and their targets and budgets (the views borrow node state, so
-/// only their allocation is kept, see [`recycle`]).
+/// What a plan allocates, kept from one plan to the next: the machine's buffers, its
+/// requests, and the peer views and their targets (the views borrow node state, so only
+/// their allocation is kept, see [`recycle`]).
 #[derive(Default)]
 struct PlanBufs {
-    scratch: planner::PlanScratch,
-    out: Vec<Assignment>,
+    fetch: FetchScratch,
+    out: Vec<Request>,
     targets: Vec<u32>,
-    budget_at: Vec<usize>,
-    room: Vec<i64>,
     views: Vec<PeerView<'static>>,
-    extra: Vec<&'static Bitmap>,
 }
 
 /// An empty vector with `v`'s allocation, for items that differ only in a lifetime: the
@@ -765,35 +714,22 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
                 site: s as u32,
                 slot: k as u32,
                 role,
-                have: if full {
-                    Bitmap::full(n)
-                } else {
-                    Bitmap::new(n)
-                },
+                fetch: None,
                 shown: if full {
                     Bitmap::full(n)
                 } else {
                     Bitmap::new(n)
                 },
                 pending: Vec::new(),
-                pending_bytes: 0,
+                checkpoint: Default::default(),
                 checkpoint_at: NONE,
-                in_flight: InFlightMap::new(n),
-                lan_in_flight: vec![0; l.nodes],
-                lan_starved: vec![false; l.nodes],
-                wan_in_flight: Vec::new(),
-                wan_starved: Vec::new(),
                 nic_up: Link::new(l.lan),
                 nic_down: Link::new(l.lan),
-                wan_busy_at: 0,
-                wan_dirty: true,
                 wan_held: Bitmap::new(n),
                 done_at: None,
                 received: Bitmap::new(n),
-                designated: Bitmap::new(n),
                 wan_interest: Bitmap::new(n),
-                strikes: Vec::new(),
-                banned: Vec::new(),
+                strikes: Strikes::default(),
                 alive: true,
                 epoch: 0,
                 shapers: policy.and_then(|p| Shapers::of(&p.shaping, start)),
@@ -808,7 +744,8 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
         }
         part.sites.push(Site {
             garbage: Vec::new(),
-            owner: Vec::new(),
+            garbage_slots: Vec::new(),
+            designations: Designations::default(),
             up: Link::new(l.up),
             down: Link::new(l.down),
             lan_ns: (l.lan_latency * NS).round() as u64,
@@ -836,9 +773,7 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
                     (!p.windows.download.is_empty() || !release.is_empty()).then(|| SiteWindows {
                         node: p.windows.download.clone(),
                         release,
-                        open: true,
-                        until: 0,
-                        computed: false,
+                        cache: WindowCache::default(),
                     })
                 }
                 _ => None,
@@ -846,23 +781,38 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
         });
     }
 
-    // WAN peers: each endpoint dials `wan_peers` endpoints of other sites, and the origin.
+    // WAN peers: each endpoint dials `wan_peers` endpoints of other sites, picked as the
+    // daemon picks them ([`scheduler::control::pick_across_site_groups`]) among every
+    // endpoint, and the origin.
     let total = keys.len();
     let endpoints = total as u32 - 1;
     let want = sc.swarm.wan_peers.min(endpoints.saturating_sub(1) as usize);
+    let site_members: Vec<Vec<u32>> = (0..links.len())
+        .map(|s| {
+            (1..total as u32)
+                .filter(|&m| site_of[m as usize] == s as u32)
+                .collect()
+        })
+        .collect();
+    let site_keys: Vec<Vec<[u8; 32]>> = site_members
+        .iter()
+        .map(|m| m.iter().map(|&k| keys[k as usize]).collect())
+        .collect();
+    let groups: Vec<(u64, &[[u8; 32]])> = links
+        .iter()
+        .zip(&site_keys)
+        .skip(1)
+        .map(|(l, k)| (scheduler::control::site_key(&l.name), k.as_slice()))
+        .collect();
     let mut wan: Vec<Vec<u32>> = vec![Vec::new(); total];
     for a in 1..total as u32 {
-        let mut picked = 0;
-        let mut tries = 0;
-        while picked < want && tries < want * 20 {
-            tries += 1;
-            let b = rng.random_range(1..=endpoints);
-            if site_of[b as usize] == site_of[a as usize] || wan[a as usize].contains(&b) {
-                continue;
-            }
+        let mine = scheduler::control::site_key(&links[site_of[a as usize] as usize].name);
+        let picks =
+            scheduler::control::pick_across_site_groups(&keys[a as usize], mine, &groups, want);
+        for (g, m) in picks {
+            let b = site_members[g + 1][m];
             wan[a as usize].push(b);
             wan[b as usize].push(a);
-            picked += 1;
         }
         wan[a as usize].push(ORIGIN);
         wan[ORIGIN as usize].push(a);
@@ -872,7 +822,9 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
         peers.dedup();
     }
 
-    // Garbage-serving peers.
+    // Garbage-serving peers, and churn: drawn from a stream of their own, so that how the
+    // network is built does not change which nodes fail.
+    let mut rng = ChaCha20Rng::seed_from_u64(sc.seed ^ FAULTS_STREAM);
     let mut garbage = vec![false; total];
     let bad = ((sc.faults.garbage * f64::from(endpoints)).round() as u32).min(endpoints);
     let mut marked = 0;
@@ -892,11 +844,13 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
         let l = local[id] as usize;
         let node = &mut part.nodes[l];
         node.role = Role::Garbage;
-        node.have = Bitmap::full(n);
         node.shown = Bitmap::full(n);
+        let slot = node.slot;
         part.plan_at[l] = DONE;
         part.remaining -= 1;
-        part.sites[site_local[s] as usize].garbage.push(id as u32);
+        let site = &mut part.sites[site_local[s] as usize];
+        site.garbage.push(id as u32);
+        site.garbage_slots.push(slot);
     }
 
     // Churn: a share of the honest endpoints leaves once, at a time within the window, and
@@ -928,23 +882,21 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
     let mut shares = vec![Bitmap::new(n)];
     shares.extend((0..site_keys.len()).map(|s| seeding::share_bitmap(owners.as_deref(), s, n)));
 
-    // Designation: per site, over all members.
+    // Designation: per site, over all its members (garbage peers too: they claim every
+    // chunk, so a fetch counts them until it bans them). Each fetch counts the same set at
+    // its first plan, and finds it in its site's `designations`.
+    let chunks: std::sync::Arc<[ChunkRef]> = chunks.into();
     let mut designated = vec![Bitmap::new(n); total];
     for part in &mut parts {
         for site in &mut part.sites {
-            let members: Vec<[u8; 32]> = site.members.iter().map(|&m| keys[m as usize]).collect();
-            site.owner = planner::designation(&members, &chunks);
-            for (k, &m) in site.members.iter().enumerate() {
-                let mine = &mut designated[m as usize];
-                for (i, &o) in site.owner.iter().enumerate() {
-                    if o as usize == k {
-                        mine.set(i as u32);
-                    }
-                }
+            let mut members: Vec<[u8; 32]> =
+                site.members.iter().map(|&m| keys[m as usize]).collect();
+            members.sort_unstable();
+            for &m in &site.members {
+                designated[m as usize] =
+                    site.designations
+                        .designated_chunks(&keys[m as usize], &members, &chunks);
             }
-        }
-        for node in &mut part.nodes {
-            node.designated = designated[node.id as usize].clone();
         }
     }
     let wan_view: Vec<Bitmap> = (0..total)
@@ -992,14 +944,22 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
         start,
         costs: Costs::new(n),
     };
+    let config = FetchConfig::default();
     for part in &mut parts {
         for k in 0..part.nodes.len() {
             let id = part.nodes[k].id as usize;
             let peers = shared.wan[id].len();
             let node = &mut part.nodes[k];
-            node.wan_in_flight = vec![0; peers];
-            node.wan_starved = vec![false; peers];
             node.wan_have_at = vec![NONE; peers];
+            if node.role == Role::Endpoint {
+                node.fetch = Some(Box::new(Fetch::new(
+                    config,
+                    shared.keys[id],
+                    shared.chunks.clone(),
+                    Bitmap::new(n),
+                    Duration::ZERO,
+                )));
+            }
             if id != ORIGIN as usize {
                 node.wan_interest = wan_interest(&shared, id as u32);
             }
@@ -1055,7 +1015,7 @@ impl Part {
             seq: 0,
             now: 0,
             plan_at: Vec::new(),
-            config: PlannerConfig::default(),
+            config: FetchConfig::default(),
             seeding: None,
             revealed: false,
             reveal_at: None,
@@ -1068,6 +1028,7 @@ impl Part {
             hash: (0x7032_7064_7369_6d31 ^ id as u64, 0),
             events: 0,
             plans: 0,
+            snubs: 0,
             bufs: PlanBufs::default(),
             sent: 0,
             received: 0,
@@ -1149,11 +1110,6 @@ impl Part {
                 let l = sh.local[node as usize] as usize;
                 if self.plan_at[l] == self.now {
                     self.plan_at[l] = NONE;
-                    let reserve_after = self.config.reserve_after_ms * 1_000_000;
-                    let n = &mut self.nodes[l];
-                    if self.revealed && self.now - n.wan_busy_at >= reserve_after {
-                        n.wan_dirty = true;
-                    }
                     self.plan(sh, node);
                 }
             }
@@ -1204,7 +1160,6 @@ impl Part {
             Ev::WanAtSite(to, from, chunk, ep) if sh.cut(to, self.now) => {
                 // The link into the site is down: the chunk is lost on the way.
                 self.lost += u64::from(sh.chunks[chunk as usize].len);
-                self.node_mut(sh, to).wan_dirty = true;
                 self.failed(sh, to, from, chunk, ep);
             }
             Ev::WanAtSite(to, from, chunk, ep) => {
@@ -1216,20 +1171,12 @@ impl Part {
                 let at = left + site.lan_ns;
                 self.push(at, Ev::WanDone(to, from, chunk, ep));
             }
-            Ev::WanDone(to, from, chunk, ep) => {
-                self.node_mut(sh, to).wan_dirty = true;
-                self.arrive(sh, to, from, chunk, ep);
-            }
-            Ev::WanFail(to, from, chunk, ep) => {
-                self.node_mut(sh, to).wan_dirty = true;
-                self.failed(sh, to, from, chunk, ep);
-            }
+            Ev::WanDone(to, from, chunk, ep) => self.arrive(sh, to, from, chunk, ep),
+            Ev::WanFail(to, from, chunk, ep) => self.failed(sh, to, from, chunk, ep),
             Ev::Reconnect(node) => {
-                let n = self.node_mut(sh, node);
+                let n = self.node(sh, node);
                 if n.alive && n.role == Role::Endpoint && n.done_at.is_none() {
-                    n.wan_dirty = true;
-                    let now = self.now;
-                    self.wake(sh, node, now);
+                    self.tell(sh, node, true);
                 }
             }
             Ev::Leave(node) => self.leave(sh, node),
@@ -1255,23 +1202,19 @@ impl Part {
             }
             Ev::Announced(node, chunk) => {
                 let n = self.node_mut(sh, node);
-                if n.done_at.is_none() && !n.have.get(chunk) {
+                if n.done_at.is_none() && !n.have().get(chunk) {
                     // Noted even while it is down: it learns the peer's bitmap on return.
                     n.wan_held.set(chunk);
-                    n.wan_dirty = true;
-                    let at = self.now + PLAN_COALESCE_NS;
-                    self.wake(sh, node, at);
+                    self.tell(sh, node, true);
                 }
             }
             Ev::Resync(node) => self.resync(sh, node),
             Ev::Reveal => {
                 self.revealed = true;
-                let at = self.now + PLAN_COALESCE_NS;
                 for k in 0..self.nodes.len() {
-                    self.nodes[k].wan_dirty = true;
                     let id = self.nodes[k].id;
                     if self.nodes[k].role == Role::Endpoint {
-                        self.wake(sh, id, at);
+                        self.tell(sh, id, true);
                     }
                 }
             }
@@ -1305,61 +1248,136 @@ impl Part {
         }
     }
 
-    fn plan(&mut self, sh: &Shared, me: u32) {
+    /// `me`'s fetch was told something changed (`wan`: on the WAN side): it plans when its
+    /// machine says.
+    fn tell(&mut self, sh: &Shared, me: u32, wan: bool) {
         let now = self.now;
-        let site = sh.site_local[sh.site_of[me as usize] as usize] as usize;
-        if let Some(w) = &mut self.sites[site].windows {
-            if let Err(opens) = w.check(now, sh.start) {
-                // Paused: what is in flight lands; the next plan is when the window opens.
-                if let Some(at) = opens {
-                    self.wake(sh, me, at);
-                }
+        if let Some(f) = self.node_mut(sh, me).fetch.as_mut() {
+            f.handle_peers(at(now), wan);
+        }
+        self.rearm(sh, me);
+    }
+
+    /// Schedules `me`'s next plan when its machine asks for one.
+    fn rearm(&mut self, sh: &Shared, me: u32) {
+        let node = self.node(sh, me);
+        if !node.alive || node.done_at.is_some() {
+            return;
+        }
+        if let Some(t) = node.fetch.as_ref().and_then(|f| f.poll_timeout()) {
+            let t = ns(t).max(self.now);
+            self.wake(sh, me, t);
+        }
+    }
+
+    /// `me`'s slot for `peer` in its fetch: a same-site peer's place among the members, a
+    /// WAN peer's place among `me`'s WAN peers after them.
+    fn slot_of(&self, sh: &Shared, me: u32, peer: u32) -> u32 {
+        if sh.site_of[me as usize] == sh.site_of[peer as usize] {
+            self.node(sh, peer).slot
+        } else {
+            let site = &self.sites[sh.site_local[sh.site_of[me as usize] as usize] as usize];
+            (site.members.len() + wan_index(sh, me, peer)) as u32
+        }
+    }
+
+    /// The peer in `me`'s `slot` ([`Self::slot_of`]).
+    fn peer_of_slot(&self, sh: &Shared, me: u32, slot: u32) -> u32 {
+        let site = &self.sites[sh.site_local[sh.site_of[me as usize] as usize] as usize];
+        match site.members.get(slot as usize) {
+            Some(&m) => m,
+            None => sh.wan[me as usize][slot as usize - site.members.len()],
+        }
+    }
+
+    /// Acts on what `me`'s fetch asks.
+    fn fetch_events(&mut self, sh: &Shared, me: u32) {
+        loop {
+            let l = sh.local[me as usize] as usize;
+            let Some(e) = self.nodes[l].fetch.as_mut().and_then(|f| f.poll_event()) else {
                 return;
+            };
+            match e {
+                Event::Designated => {
+                    let mine = self.nodes[l]
+                        .fetch
+                        .as_ref()
+                        .map(|f| f.designated().clone())
+                        .expect("a fetch");
+                    self.designation_log.push((me, mine));
+                    // Announcements of this window went out against the old designation;
+                    // once the window ends the WAN views hold them all.
+                    let end = self.window_end;
+                    self.push(end, Ev::Resync(me));
+                }
+                Event::Strike { slot } => {
+                    let peer = self.peer_of_slot(sh, me, slot);
+                    self.strike(sh, me, peer);
+                }
+                Event::Snubbed { .. } => self.snubs += 1,
+                Event::Verified | Event::Superseded | Event::Paused { .. } | Event::Resumed => {}
             }
         }
-        self.plans += 1;
+    }
+
+    /// `me`'s plan: the machine's requests, given what its peers showed it.
+    fn plan(&mut self, sh: &Shared, me: u32) {
+        let now = self.now;
+        let l = sh.local[me as usize] as usize;
+        let site_l = sh.site_local[sh.site_of[me as usize] as usize] as usize;
+        let Some(mut fetch) = self.nodes[l].fetch.take() else {
+            return;
+        };
+        let (open, edge) = match &mut self.sites[site_l].windows {
+            Some(w) => w.check(now, sh.start),
+            None => (true, None),
+        };
+        fetch.handle_window(at(now), open, edge.map(at));
+        let before = fetch.passes();
         let mut bufs = std::mem::take(&mut self.bufs);
-        let node = self.node(sh, me);
-        let site = &self.sites[sh.site_local[node.site as usize] as usize];
+        self.poll(sh, me, &mut fetch, &mut bufs);
+        self.plans += fetch.passes() - before;
+        self.nodes[l].fetch = Some(fetch);
+        for r in &bufs.out {
+            self.request(sh, me, bufs.targets[r.peer], r.chunk);
+        }
+        self.bufs = bufs;
+        self.fetch_events(sh, me);
+        self.rearm(sh, me);
+    }
+
+    /// Builds `me`'s view of its peers (what they showed it, as it may ask them) and polls its
+    /// fetch into `bufs.out`.
+    fn poll(&mut self, sh: &Shared, me: u32, fetch: &mut SimFetch, bufs: &mut PlanBufs) {
+        let now = self.now;
+        let Self { nodes, sites, .. } = self;
+        let node = &nodes[sh.local[me as usize] as usize];
+        let site = &mut sites[sh.site_local[node.site as usize] as usize];
         let revealed = self.revealed;
         let wan = &sh.wan[me as usize];
-        let targets = &mut bufs.targets;
-        targets.clear();
-        // For each view, the index of its budget: the member's slot, or the WAN peer's place.
-        let budget_at = &mut bufs.budget_at;
-        budget_at.clear();
+        let banned = |p: u32| !node.strikes.is_empty() && node.strikes.is_banned(&p, at(now));
+        bufs.targets.clear();
         let mut views: Vec<PeerView<'_>> = recycle(std::mem::take(&mut bufs.views));
-        let mut extra: Vec<&Bitmap> = recycle(std::mem::take(&mut bufs.extra));
         for (k, &m) in site.members.iter().enumerate() {
-            if m == me
-                || node.banned.contains(&m)
-                || !self.nodes[sh.local[m as usize] as usize].alive
-            {
+            let peer = &nodes[sh.local[m as usize] as usize];
+            if m == me || banned(m) || !peer.alive {
                 continue;
             }
-            if sh.garbage[m as usize] {
-                extra.push(&self.nodes[sh.local[m as usize] as usize].shown);
-            }
-            targets.push(m);
-            budget_at.push(k);
+            bufs.targets.push(m);
             views.push(PeerView {
                 id: sh.keys[m as usize],
-                slot: m,
+                slot: k as u32,
                 same_site: true,
-                have: Some(&self.nodes[sh.local[m as usize] as usize].shown),
-                in_flight_bytes: node.lan_in_flight[k],
-                budget_bytes: LAN_IN_FLIGHT_BYTES,
+                have: Some(&peer.shown),
+                in_flight_bytes: 0,
+                budget_bytes: 0,
                 usable: true,
                 reserve: false,
             });
         }
-        let lan_views = views.len();
+        let cut = sh.cut(me, now);
         for (k, &w) in wan.iter().enumerate() {
-            if node.banned.contains(&w)
-                || !sh.alive[w as usize]
-                || sh.cut(me, self.now)
-                || sh.cut(w, self.now)
-            {
+            if cut || banned(w) || !sh.alive[w as usize] || sh.cut(w, now) {
                 continue;
             }
             let have = if w == ORIGIN && !revealed {
@@ -1367,93 +1385,44 @@ impl Part {
             } else {
                 &sh.wan_view[w as usize]
             };
-            targets.push(w);
-            budget_at.push(k);
+            bufs.targets.push(w);
             views.push(PeerView {
                 id: sh.keys[w as usize],
-                slot: w,
+                slot: (site.members.len() + k) as u32,
                 same_site: false,
                 have: Some(have),
-                in_flight_bytes: node.wan_in_flight[k],
-                budget_bytes: WAN_IN_FLIGHT_BYTES,
+                in_flight_bytes: 0,
+                budget_bytes: 0,
                 usable: true,
                 reserve: w == ORIGIN && revealed,
             });
         }
-        let wan_busy = views
-            .iter()
-            .any(|v| !v.same_site && !v.reserve && v.in_flight_bytes > 0);
-        let wan_busy_at = if wan_busy { self.now } else { node.wan_busy_at };
-        let input = PlanInput {
-            me: sh.keys[me as usize],
-            chunks: &sh.chunks,
-            have: &node.have,
-            in_flight: &node.in_flight,
-            peers: &views,
-            lan: &site.lan,
-            lan_extra: &extra,
-            designated: &node.designated,
-            now_ms: self.now / 1_000_000,
-            wan_idle_ms: (self.now - wan_busy_at) / 1_000_000,
-            plan_wan: node.wan_dirty,
+        let Site {
+            lan,
+            garbage_slots,
+            designations,
+            ..
+        } = site;
+        let mut world = World {
+            peers: &mut views,
+            lan: Some(SharedLan {
+                counts: lan,
+                uncounted: garbage_slots,
+            }),
             wan_held: Some(&node.wan_held),
+            outranked: false,
+            elsewhere: None,
+            write_backlog_bytes: 0,
+            designations: Some(designations),
+            scratch: &mut bufs.fetch,
         };
-        let assignments = &mut bufs.out;
-        planner::plan_with(&input, &self.config, &mut bufs.scratch, assignments);
-        let wan_assigned = assignments.iter().any(|a| a.wan && !views[a.peer].reserve);
-        let room = &mut bufs.room;
-        room.clear();
-        room.extend(
-            views
-                .iter()
-                .map(|v| v.budget_bytes as i64 - v.in_flight_bytes as i64),
-        );
+        fetch.poll_requests(at(now), &mut world, &mut bufs.out);
         bufs.views = recycle(views);
-        bufs.extra = recycle(extra);
-        for a in assignments.iter() {
-            room[a.peer] -= i64::from(sh.chunks[a.chunk as usize].len);
-        }
-        let now = self.now;
-        let node = self.node_mut(sh, me);
-        node.wan_busy_at = if wan_assigned { now } else { wan_busy_at };
-        node.wan_dirty = false;
-        for (k, r) in room.iter().enumerate() {
-            if k < lan_views {
-                if *r < (LAN_IN_FLIGHT_BYTES / 4) as i64 {
-                    node.lan_starved[budget_at[k]] = true;
-                }
-            } else if *r < (WAN_IN_FLIGHT_BYTES / 4) as i64 {
-                node.wan_starved[budget_at[k]] = true;
-            }
-        }
-        for a in bufs.out.iter() {
-            self.request(sh, me, bufs.targets[a.peer], a.chunk);
-        }
-        self.bufs = bufs;
-        // The daemon also plans every 100 ms when nothing else happens; two of its reasons
-        // have no other wake-up here: the endgame, and asking the reserve once the WAN has
-        // been idle long enough.
-        let node = self.node(sh, me);
-        let missing = node.have.len() - node.have.count();
-        let endgame =
-            missing > 0 && missing <= self.config.endgame_chunks && !node.in_flight.is_empty();
-        let reserve = self.revealed && node.done_at.is_none() && node.wan_busy_at < now;
-        let reserve_at = node.wan_busy_at + self.config.reserve_after_ms * 1_000_000;
-        if endgame {
-            let at = now + self.config.endgame_after_ms * 1_000_000 / 4;
-            self.wake(sh, me, at);
-        }
-        if reserve {
-            self.wake(sh, me, reserve_at.max(now + 100_000_000));
-        }
     }
 
     fn request(&mut self, sh: &Shared, me: u32, peer: u32, chunk: u32) {
         let len = sh.chunks[chunk as usize].len;
         let now = self.now;
-        self.node_mut(sh, me)
-            .in_flight
-            .request(chunk, peer, now / 1_000_000);
         let (ms, ps) = (sh.site_of[me as usize], sh.site_of[peer as usize]);
         // The request leaves once the requester's ingress buckets grant the chunk.
         let lan = ms == ps;
@@ -1463,8 +1432,6 @@ impl Part {
         };
         if lan {
             let lat = self.site_mut(sh, ms).lan_ns;
-            let slot = self.node(sh, peer).slot as usize;
-            self.node_mut(sh, me).lan_in_flight[slot] += u64::from(len);
             let started = {
                 let p = self.node_mut(sh, peer);
                 let granted = match &mut p.shapers {
@@ -1481,8 +1448,6 @@ impl Part {
             let ep = epochs(self.node(sh, me).epoch, self.node(sh, peer).epoch);
             self.push(landed + lat, Ev::LanDone(me, peer, chunk, ep));
         } else {
-            let k = wan_index(sh, me, peer);
-            self.node_mut(sh, me).wan_in_flight[k] += u64::from(len);
             let at = depart + sh.wan_ns(me, peer);
             let ep = epochs(self.node(sh, me).epoch, 0);
             self.send(sh, peer, at, Ev::WanAtSender(me, peer, chunk, ep));
@@ -1499,43 +1464,34 @@ impl Part {
             return;
         }
         self.received += u64::from(len);
-        let bad = sh.garbage[from as usize];
-        let refill = self.answered(sh, to, from, chunk);
+        // A chunk from a garbage peer does not match its id.
+        let answer = if sh.garbage[from as usize] {
+            Answer::Bad
+        } else {
+            Answer::Delivered
+        };
+        let slot = self.slot_of(sh, to, from);
         let now = self.now;
         let l = sh.local[to as usize] as usize;
         let node = &mut self.nodes[l];
-        if bad {
-            // It does not match its id: a strike, and the chunk is asked again elsewhere.
-            self.strike(sh, to, from);
-            self.wake(sh, to, now);
-            return;
-        }
-        node.received.set(chunk);
-        if node.have.set(chunk) {
-            if node.in_flight.contains(chunk) {
-                // An endgame request to another peer is still out: moot now.
-                node.in_flight.remove(chunk);
-            }
+        let fetch = node.fetch.as_mut().expect("an endpoint that is up");
+        if fetch.handle_answer(at(now), slot, chunk, answer) {
+            let verified = fetch.phase() == Phase::Verified;
+            node.received.set(chunk);
             node.pending.push(chunk);
-            node.pending_bytes += u64::from(len);
-            if node.have.is_full() {
+            let due = ns(node.checkpoint.stage(at(now), u64::from(len), verified));
+            if verified {
                 node.done_at = Some(now);
                 self.plan_at[l] = DONE;
                 self.remaining -= 1;
-                node.checkpoint_at = now;
-                self.push(now, Ev::Checkpoint(to));
-            } else if node.pending_bytes >= CHECKPOINT_BYTES {
-                node.checkpoint_at = now;
-                self.push(now, Ev::Checkpoint(to));
-            } else if node.checkpoint_at == NONE {
-                let at = now + CHECKPOINT_INTERVAL.as_nanos() as u64;
-                node.checkpoint_at = at;
-                self.push(at, Ev::Checkpoint(to));
+            }
+            if due < node.checkpoint_at {
+                node.checkpoint_at = due;
+                self.push(due, Ev::Checkpoint(to));
             }
         }
-        if refill {
-            self.wake(sh, to, now);
-        }
+        self.fetch_events(sh, to);
+        self.rearm(sh, to);
     }
 
     /// A request of `to` for `chunk` from `from` failed: it is asked again (elsewhere).
@@ -1544,56 +1500,28 @@ impl Part {
         if !node.alive || node.epoch & 0xffff != ep >> 16 {
             return;
         }
-        self.answered(sh, to, from, chunk);
+        let slot = self.slot_of(sh, to, from);
         let now = self.now;
-        self.wake(sh, to, now);
-    }
-
-    /// `from` answered `to`'s request for `chunk` (or failed to): the bytes leave its
-    /// in-flight budget and the chunk its in-flight set. True when that peer was left under a
-    /// quarter of its budget by the last plan and now has a quarter free (plan again).
-    fn answered(&mut self, sh: &Shared, to: u32, from: u32, chunk: u32) -> bool {
-        let len = u64::from(sh.chunks[chunk as usize].len);
-
-        let (k, budget, lan) = if sh.site_of[to as usize] == sh.site_of[from as usize] {
-            (self.node(sh, from).slot as usize, LAN_IN_FLIGHT_BYTES, true)
-        } else {
-            (wan_index(sh, to, from), WAN_IN_FLIGHT_BYTES, false)
-        };
-        let node = self.node_mut(sh, to);
-        node.in_flight.answered(chunk, from);
-        let (in_flight, starved) = if lan {
-            (&mut node.lan_in_flight[k], &mut node.lan_starved[k])
-        } else {
-            (&mut node.wan_in_flight[k], &mut node.wan_starved[k])
-        };
-        *in_flight -= len;
-        let refill = *starved && budget.saturating_sub(*in_flight) >= budget / 4;
-        if refill {
-            *starved = false;
+        if let Some(f) = self.node_mut(sh, to).fetch.as_mut() {
+            f.handle_answer(at(now), slot, chunk, Answer::Failed);
         }
-        refill
+        self.fetch_events(sh, to);
+        self.rearm(sh, to);
     }
 
-    /// `me` crashes: what it had not made durable is lost, its peers lose it, and its site
-    /// hands its share of WAN chunks to the others.
+    /// `me` crashes: what it had not made durable is lost (its fetch with it), its peers lose
+    /// it, and its site counts one member fewer.
     fn leave(&mut self, sh: &Shared, me: u32) {
         let l = sh.local[me as usize] as usize;
         let node = &mut self.nodes[l];
         node.alive = false;
         node.epoch += 1;
         for c in std::mem::take(&mut node.pending) {
-            node.have.clear(c);
             node.received.clear(c);
         }
-        node.pending_bytes = 0;
+        node.checkpoint.taken();
         node.checkpoint_at = NONE;
-        let n = node.have.len();
-        node.in_flight = InFlightMap::new(n);
-        node.lan_in_flight.iter_mut().for_each(|b| *b = 0);
-        node.lan_starved.iter_mut().for_each(|b| *b = false);
-        node.wan_in_flight.iter_mut().for_each(|b| *b = 0);
-        node.wan_starved.iter_mut().for_each(|b| *b = false);
+        node.fetch = None;
         self.plan_at[l] = DONE;
         let site = sh.site_local[self.nodes[l].site as usize] as usize;
         for c in self.nodes[l].shown.ones() {
@@ -1603,13 +1531,22 @@ impl Part {
         self.site_changed(sh, site);
     }
 
-    /// `me` is back with what it had made durable.
+    /// `me` is back with what it had made durable: a new fetch starts from that.
     fn join(&mut self, sh: &Shared, me: u32) {
         let l = sh.local[me as usize] as usize;
         let now = self.now;
+        let config = self.config;
         let node = &mut self.nodes[l];
         node.alive = true;
-        node.wan_busy_at = now;
+        let mut fetch = Fetch::new(
+            config,
+            sh.keys[me as usize],
+            sh.chunks.clone(),
+            node.shown.clone(),
+            at(now),
+        );
+        while fetch.poll_event().is_some() {}
+        node.fetch = Some(Box::new(fetch));
         let done = node.done_at.is_some();
         let site = sh.site_local[node.site as usize] as usize;
         for c in self.nodes[l].shown.ones() {
@@ -1618,117 +1555,53 @@ impl Part {
         self.plan_at[l] = if done { DONE } else { NONE };
         self.alive_log.push((me, true));
         self.site_changed(sh, site);
-        self.wake(sh, me, now);
+        self.rearm(sh, me);
         self.control_start(sh, me);
     }
 
-    /// A member of site `site` (local index) left or came back: the site's rendezvous set
-    /// changes, every member's designation with it, and every member plans again.
+    /// A member of site `site` (local index) left or came back: every member's fetch counts
+    /// its members again at its next plan.
     fn site_changed(&mut self, sh: &Shared, site: usize) {
         let members = self.sites[site].members.clone();
-        let up: Vec<usize> = (0..members.len())
-            .filter(|&k| self.node(sh, members[k]).alive)
-            .collect();
-        let keys: Vec<[u8; 32]> = up.iter().map(|&k| sh.keys[members[k] as usize]).collect();
-        let owner = planner::designation(&keys, &sh.chunks);
-        self.sites[site].owner = owner.iter().map(|&o| up[o as usize] as u32).collect();
-        let at = self.now + PLAN_COALESCE_NS;
-        for &k in &up {
-            let m = members[k];
-            if self.node(sh, m).role == Role::Endpoint {
-                self.redesignate(sh, m);
-                self.wake(sh, m, at);
+        for m in members {
+            let n = self.node(sh, m);
+            if n.alive && n.role == Role::Endpoint {
+                self.tell(sh, m, true);
             }
         }
     }
 
-    /// Records a bad chunk from `from`; at [`STRIKES_TO_BAN`] the peer is banned: it is no
-    /// longer asked, and a same-site one leaves this node's rendezvous set (the daemon's
-    /// ban lasts ten minutes, longer than any run here).
+    /// Records a bad chunk from `from` ([`scheduler::strikes`]); a banned peer is no longer
+    /// shown to `to`'s fetch (a same-site one leaves its member set at its next plan).
     fn strike(&mut self, sh: &Shared, to: u32, from: u32) {
-        let node = self.node_mut(sh, to);
-        if node.banned.contains(&from) {
-            return;
+        let now = self.now;
+        let verdict = self.node_mut(sh, to).strikes.strike(from, at(now));
+        if let Verdict::Banned { .. } = verdict {
+            self.tell(sh, to, sh.site_of[from as usize] != sh.site_of[to as usize]);
         }
-        let strikes = match node.strikes.iter_mut().find(|(p, _)| *p == from) {
-            Some((_, n)) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                node.strikes.push((from, 1));
-                1
-            }
-        };
-        if strikes < STRIKES_TO_BAN {
-            return;
-        }
-        node.banned.push(from);
-        if sh.site_of[from as usize] == sh.site_of[to as usize] {
-            self.redesignate(sh, to);
-        }
-    }
-
-    /// Recomputes which chunks `me` fetches across the WAN: the site's designation, with the
-    /// chunks of members it banned handed to the highest-weight member it has not banned.
-    fn redesignate(&mut self, sh: &Shared, me: u32) {
-        let site = &self.sites[sh.site_local[sh.site_of[me as usize] as usize] as usize];
-        let node = self.node(sh, me);
-        let slot = node.slot as usize;
-        let live: Vec<[u8; 32]> = site
-            .members
-            .iter()
-            .filter(|&&m| !node.banned.contains(&m) && self.node(sh, m).alive)
-            .map(|&m| sh.keys[m as usize])
-            .collect();
-        let banned_slots: Vec<u32> = site
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| node.banned.contains(m))
-            .map(|(k, _)| k as u32)
-            .collect();
-        let mut mine = Bitmap::new(sh.chunks.len() as u32);
-        for (i, &o) in site.owner.iter().enumerate() {
-            let owner_is_me = if banned_slots.contains(&o) {
-                planner::designated_member(&live, &sh.chunks[i]) == Some(&sh.keys[me as usize])
-            } else {
-                o as usize == slot
-            };
-            if owner_is_me {
-                mine.set(i as u32);
-            }
-        }
-        let end = self.window_end;
-        self.designation_log.push((me, mine.clone()));
-        let node = self.node_mut(sh, me);
-        node.designated = mine;
-        node.wan_dirty = true;
-        // Announcements of this window went out against the old designation; once the
-        // window ends the WAN views hold them all.
-        self.push(end, Ev::Resync(me));
     }
 
     /// Re-reads what the WAN peers (not the reserve, not banned) hold of `me`'s designated
     /// chunks.
     fn resync(&mut self, sh: &Shared, me: u32) {
+        let now = self.now;
         let node = self.node(sh, me);
+        let Some(fetch) = node.fetch.as_ref() else {
+            return;
+        };
         let mut held = node.wan_held.clone();
         for &w in &sh.wan[me as usize] {
-            if w == ORIGIN || node.banned.contains(&w) {
+            if w == ORIGIN || node.strikes.is_banned(&w, at(now)) {
                 continue;
             }
-            for i in node.designated.ones_and_not(&node.have) {
+            for i in fetch.designated().ones_and_not(fetch.have()) {
                 if sh.wan_view[w as usize].get(i) {
                     held.set(i);
                 }
             }
         }
-        let node = self.node_mut(sh, me);
-        node.wan_held = held;
-        node.wan_dirty = true;
-        let now = self.now;
-        self.wake(sh, me, now);
+        self.node_mut(sh, me).wan_held = held;
+        self.tell(sh, me, true);
     }
 
     /// Chunks received since the last checkpoint become durable and are announced.
@@ -1736,7 +1609,7 @@ impl Part {
         let l = sh.local[me as usize] as usize;
         let node = &mut self.nodes[l];
         node.checkpoint_at = NONE;
-        node.pending_bytes = 0;
+        node.checkpoint.taken();
         let mut pending = std::mem::take(&mut node.pending);
         // In chunk order, so the scans of peers' bitmaps below run front to back.
         pending.sort_unstable();
@@ -1747,16 +1620,13 @@ impl Part {
                 self.shown_log.push((me, c));
             }
         }
-        let at = self.now + PLAN_COALESCE_NS;
         let mut fetching = 0;
         for k in 0..self.sites[site].members.len() {
             let m = self.sites[site].members[k];
-            if m != me {
-                self.wake(sh, m, at);
-                let peer = self.node(sh, m);
-                if peer.alive && peer.done_at.is_none() && peer.role == Role::Endpoint {
-                    fetching += 1;
-                }
+            let peer = self.node(sh, m);
+            if m != me && peer.alive && peer.done_at.is_none() && peer.role == Role::Endpoint {
+                fetching += 1;
+                self.tell(sh, m, false);
             }
         }
         // Announced on the LAN to the members still fetching, a record if one is due.
@@ -1821,10 +1691,10 @@ impl Part {
                     sh.costs.have(std::iter::empty()) - 1 + index_bytes + ctl::varint_len(count);
                 self.ctl_wan(sh, me, w, bytes);
             }
-            let at = send + sh.wan_ns(me, w) + PLAN_COALESCE_NS;
+            let heard = send + sh.wan_ns(me, w);
             for &c in &pending {
                 if mine.get(c) {
-                    self.send(sh, w, at, Ev::Announced(w, c));
+                    self.send(sh, w, heard, Ev::Announced(w, c));
                 }
             }
         }
@@ -2059,7 +1929,7 @@ fn outcome(sc: &SimScenario, sh: &Shared, parts: &[Part]) -> Outcome {
     let mut unreceived = 0;
     for &id in &honest {
         let n = node(id);
-        if n.have.ones_and_not(&n.received).next().is_some() {
+        if n.have().ones_and_not(&n.received).next().is_some() {
             unreceived += 1;
         }
     }
@@ -2091,6 +1961,7 @@ fn outcome(sc: &SimScenario, sh: &Shared, parts: &[Part]) -> Outcome {
         unreceived_chunks: unreceived,
         events: sum(|p| p.events),
         plans: sum(|p| p.plans),
+        snubs: sum(|p| p.snubs),
         log_hash: (u128::from(hash.0) << 64) | u128::from(hash.1),
         end_s: parts.iter().map(|p| p.now).max().unwrap_or(0) as f64 / NS,
     }
@@ -2295,6 +2166,8 @@ pub struct Outcome {
     pub events: u64,
     /// Planner passes.
     pub plans: u64,
+    /// Same-site peers snubbed by a fetch: a stall, or failures in a row.
+    pub snubs: u64,
     /// Fingerprint of the event log (every event's time, kind and fields, in order).
     pub log_hash: u128,
     /// Simulated seconds when the last event ran.

@@ -99,6 +99,8 @@ pub struct Product {
     pub events: u64,
     /// See `events`.
     pub plans: u64,
+    /// Same-site peers snubbed by a fetch (a stall, or failures in a row).
+    pub snubs: u64,
     /// Fingerprint of the event log.
     pub log_hash: String,
     /// The control plane.
@@ -242,6 +244,7 @@ impl Report {
                 bytes_lost: outcome.bytes_lost,
                 events: outcome.events,
                 plans: outcome.plans,
+                snubs: outcome.snubs,
                 log_hash: format!("{:032x}", outcome.log_hash),
                 control: ControlFigures::of(&outcome.control, outcome.release_bytes),
             }
@@ -448,8 +451,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "chunk bytes sent {} = received {} + lost {}; {} events, {} planner passes; log {}",
-            p.bytes_sent, p.bytes_received, p.bytes_lost, p.events, p.plans, p.log_hash
+            "chunk bytes sent {} = received {} + lost {}; {} events, {} planner passes, {} snubs; log {}",
+            p.bytes_sent, p.bytes_received, p.bytes_lost, p.events, p.plans, p.snubs, p.log_hash
         );
         let _ = writeln!(
             out,
