@@ -37,7 +37,6 @@ use crate::release;
 use crate::store::Store;
 use protocol::{Manifest, ReleaseId};
 use scheduler::window::WindowState;
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
@@ -56,6 +55,9 @@ pub const OUTPUT_LINE_BYTES_MAX: usize = 400;
 /// Most bytes of output a record holds: [`OUTPUT_TAIL_LINES`] full lines.
 pub const OUTPUT_TAIL_BYTES_MAX: usize = OUTPUT_TAIL_LINES * OUTPUT_LINE_BYTES_MAX;
 
+// A record (path, reason, the output tail) must fit what the store reads back.
+const _: () = assert!(OUTPUT_TAIL_BYTES_MAX * 4 <= crate::store::ACTIVATION_BYTES_MAX);
+
 /// How long the output readers may outlive the apply command (a background child holding
 /// its pipes open) before its process group is killed.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
@@ -67,40 +69,7 @@ const RECHECK: Duration = Duration::from_secs(60);
 /// Name of the per-channel symlink to the active version.
 pub const CURRENT: &str = "current";
 
-/// What activating one release did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActivationRecord {
-    /// Channel.
-    pub channel: String,
-    /// Version.
-    pub version: u64,
-    /// The version's directory.
-    pub dir: PathBuf,
-    /// When the activation finished, unix seconds.
-    pub at_unix_s: i64,
-    /// The version directory `current` pointed to before (its name).
-    pub previous: Option<String>,
-    /// How it ended.
-    pub outcome: Outcome,
-}
-
-/// How an activation ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    /// `current` points at the release and the apply command (if any) succeeded.
-    Installed,
-    /// Something failed; `current` was switched back.
-    Failed {
-        /// What failed, in words.
-        reason: String,
-        /// The apply command's exit code, if it exited.
-        exit_code: Option<i32>,
-        /// The last lines of its output.
-        output: Vec<String>,
-        /// The version directory `current` points at now (`None`: it was removed).
-        rolled_back_to: Option<String>,
-    },
-}
+pub use crate::store::{ActivationRecord, Outcome};
 
 /// Why an activation step failed.
 #[derive(Debug, thiserror::Error)]

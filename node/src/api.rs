@@ -32,11 +32,116 @@ pub struct ApiErrorBody {
     pub error: ApiErrorDetail,
 }
 
+/// Why the daemon refused or failed a request: stable, for scripts (`version_not_newer` and
+/// so on in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed or asks for something impossible.
+    BadRequest,
+    /// No such site is known.
+    BadSite,
+    /// A release id prefix names several releases.
+    AmbiguousRelease,
+    /// No such release.
+    NoRelease,
+    /// No such publish session (it finished or timed out).
+    NoSession,
+    /// Too much is going on; ask again later.
+    Busy,
+    /// The signed manifest is not the one staged.
+    ManifestMismatch,
+    /// The network is not up yet.
+    NetworkNotStarted,
+    /// The node has no identity key.
+    NoIdentity,
+    /// No member of the site could be reached.
+    SiteUnreachable,
+    /// The store's disk is full.
+    DiskFull,
+    /// The version is not above the channel's highest.
+    VersionNotNewer,
+    /// A chunk the release names is not stored.
+    MissingChunk,
+    /// The store holds bytes that do not match their ids.
+    StoreDamaged,
+    /// The store failed.
+    StoreError,
+    /// The manifest is signed by a key not trusted for its channel.
+    UntrustedKey,
+    /// A signature does not verify, or too few do.
+    BadSignature,
+    /// The manifest has expired.
+    Expired,
+    /// The manifest breaks a rule.
+    InvalidManifest,
+    /// The path to publish does not exist.
+    PathNotFound,
+    /// The path to publish cannot be read.
+    PathUnreadable,
+    /// A file changed while it was published.
+    FileChanged,
+    /// The tree holds what a release cannot (a device file, a bad name or link).
+    BadTree,
+    /// The tree is over a limit.
+    Limit,
+    /// The export directory is not empty.
+    DestinationNotEmpty,
+    /// Exporting failed.
+    ExportFailed,
+    /// Something failed inside the daemon.
+    Internal,
+    /// The daemon's answer could not be read (set by the client, never sent).
+    Http,
+    /// A code this client does not know (a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// What the code means for `p2pctl`'s exit status: the input refused, the store
+    /// damaged, or the operation failed.
+    pub fn exit(self) -> crate::cli::ExitCode {
+        use crate::cli::ExitCode;
+        match self {
+            Self::DiskFull
+            | Self::StoreError
+            | Self::Internal
+            | Self::Http
+            | Self::Unknown
+            | Self::Busy
+            | Self::NetworkNotStarted
+            | Self::NoIdentity
+            | Self::SiteUnreachable
+            | Self::ExportFailed => ExitCode::Failed,
+            Self::StoreDamaged => ExitCode::Damaged,
+            Self::BadRequest
+            | Self::BadSite
+            | Self::AmbiguousRelease
+            | Self::NoRelease
+            | Self::NoSession
+            | Self::ManifestMismatch
+            | Self::VersionNotNewer
+            | Self::MissingChunk
+            | Self::UntrustedKey
+            | Self::BadSignature
+            | Self::Expired
+            | Self::InvalidManifest
+            | Self::PathNotFound
+            | Self::PathUnreadable
+            | Self::FileChanged
+            | Self::BadTree
+            | Self::Limit
+            | Self::DestinationNotEmpty => ExitCode::Refused,
+        }
+    }
+}
+
 /// Error code and message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiErrorDetail {
-    /// Stable machine-readable code, such as `version_not_newer`.
-    pub code: String,
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
     /// One line for a person.
     pub message: String,
 }
@@ -248,6 +353,83 @@ pub struct PeerView {
     pub rtt_ms: f64,
 }
 
+/// Where a release's fetch stands on a node (`"fetching"` and so on in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FetchState {
+    /// Chunks are being fetched.
+    Fetching,
+    /// Waiting for the download window to open.
+    Paused,
+    /// A newer version of the channel completed first; the fetch stopped.
+    Superseded,
+    /// Every chunk is stored and the release is committed.
+    Complete,
+    /// The fetch stopped on an error (`ReleaseProgress::error`).
+    Failed,
+}
+
+impl FetchState {
+    /// The word the API and `p2pctl` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fetching => "fetching",
+            Self::Paused => "paused",
+            Self::Superseded => "superseded",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for FetchState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Where a release stands with installation (`"pending"` and so on in JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallState {
+    /// Not complete yet.
+    #[default]
+    Pending,
+    /// The install window is open and it is next in line.
+    Due,
+    /// Waiting for the install window (`InstallView::window_opens`).
+    Waiting,
+    /// Being installed now.
+    Installing,
+    /// Installed: `current` points at it.
+    Installed,
+    /// Installing failed; `current` was switched back.
+    Failed,
+    /// A newer version of the channel was installed instead.
+    Superseded,
+}
+
+impl InstallState {
+    /// The word the API and `p2pctl` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Due => "due",
+            Self::Waiting => "waiting",
+            Self::Installing => "installing",
+            Self::Installed => "installed",
+            Self::Failed => "failed",
+            Self::Superseded => "superseded",
+        }
+    }
+}
+
+impl std::fmt::Display for InstallState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Where one release stands on this node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReleaseProgress {
@@ -257,8 +439,8 @@ pub struct ReleaseProgress {
     pub channel: String,
     /// Version.
     pub version: u64,
-    /// `fetching`, `complete` or `failed`.
-    pub state: String,
+    /// Where its fetch stands.
+    pub state: FetchState,
     /// Why it failed.
     pub error: Option<String>,
     /// Unique chunks stored.
@@ -296,10 +478,8 @@ pub struct ReleaseProgress {
 /// Where a release stands with installation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InstallView {
-    /// `pending` (not complete yet), `due` (the install window is open; it is next in line),
-    /// `waiting` (for the install window), `installing`,
-    /// `installed`, `failed` or `superseded` (a newer version of the channel went instead).
-    pub state: String,
+    /// Where installation stands.
+    pub state: InstallState,
     /// While waiting: when the install windows next open (RFC 3339).
     pub window_opens: Option<String>,
     /// The installed version directory.

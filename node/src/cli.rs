@@ -3,22 +3,32 @@
 use tracing_subscriber::EnvFilter;
 
 /// Exit codes of both binaries (listed in their `--help`).
-pub mod exit {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ExitCode {
     /// Success.
-    pub const OK: i32 = 0;
+    Ok = 0,
     /// The operation failed (IO, store, unexpected answer).
-    pub const FAILED: i32 = 1;
+    Failed = 1,
     /// Bad command line (clap's own code).
-    pub const USAGE: i32 = 2;
+    Usage = 2,
     /// The daemon is not running or its socket cannot be used.
-    pub const NO_DAEMON: i32 = 3;
+    NoDaemon = 3,
     /// The input was refused: untrusted key, version not newer, invalid path or manifest,
     /// file changed while publishing, destination not empty.
-    pub const REFUSED: i32 = 4;
-    /// `p2pctl verify` found missing or corrupt chunks, or a bad signature.
-    pub const DAMAGED: i32 = 5;
+    Refused = 4,
+    /// `p2pctl verify` found missing or corrupt chunks, or a bad signature; an export met a
+    /// damaged chunk.
+    Damaged = 5,
     /// `p2pctl fleet`: nodes failed to fetch or install the release (for scripts and alerts).
-    pub const NODES_FAILED: i32 = 6;
+    NodesFailed = 6,
+}
+
+impl ExitCode {
+    /// The process exit status.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
 }
 
 /// Log line format.

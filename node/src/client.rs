@@ -34,7 +34,7 @@ pub enum ClientError {
         /// HTTP status.
         status: u16,
         /// Error code.
-        code: String,
+        code: crate::api::ErrorCode,
         /// Message.
         message: String,
     },
@@ -143,7 +143,7 @@ impl Client {
             },
             Err(_) => ClientError::Api {
                 status,
-                code: "http".into(),
+                code: crate::api::ErrorCode::Http,
                 message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
             },
         })

@@ -573,8 +573,7 @@ impl Config {
             ));
         }
         for (i, b) in config.network.bootstrap.iter().enumerate() {
-            crate::net::parse_bootstrap(b)
-                .map_err(|m| invalid(&format!("network.bootstrap[{i}]"), m))?;
+            parse_bootstrap(b).map_err(|m| invalid(&format!("network.bootstrap[{i}]"), m))?;
         }
         if config.network.max_peers == 0 || config.network.max_peers > 4096 {
             return Err(invalid(
@@ -740,6 +739,15 @@ apply_timeout_s = 600
 keep = 2
 "#
     )
+}
+
+/// Parses a bootstrap entry: a multiaddr ending in `/p2p/<peer id>`.
+pub fn parse_bootstrap(s: &str) -> Result<(libp2p::Multiaddr, libp2p::PeerId), String> {
+    let addr: libp2p::Multiaddr = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Ok((addr, peer)),
+        _ => Err(format!("{s:?}: must end in /p2p/<peer id>")),
+    }
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             let state = reaper_state.clone();
-            if let Ok(n) = tokio::task::spawn_blocking(move || state.reap_sessions()).await {
+            if let Ok(n) = tokio::task::spawn_blocking(move || state.sessions.reap()).await {
                 if n > 0 {
                     tracing::info!(
                         count = n,
@@ -192,7 +192,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     net.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), swarm_task).await;
     let abort_state = state.clone();
-    tokio::task::spawn_blocking(move || abort_state.abort_all_sessions()).await?;
+    tokio::task::spawn_blocking(move || abort_state.sessions.abort_all()).await?;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("p2pd stopped");
     Ok(())

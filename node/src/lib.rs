@@ -9,10 +9,14 @@
 //! * [`identity`]: ed25519 keys on disk (node identity, publisher keys), PKCS#8 PEM, 0600.
 //! * [`store`]: append-only pack files indexed in redb; atomic, crash-safe publish sessions.
 //! * [`ingest`]: scanning a tree to publish and streaming it through the chunking pipeline.
+//! * [`publish`]: a publish in two steps (stage the chunks and the manifest to sign, commit
+//!   the signed envelope through the network's gate), and the staged sessions.
 //! * [`release`]: re-verifying and exporting stored releases.
 //! * [`activate`]: installing completed releases into the target directory inside the
 //!   install window (atomic `current` switch, apply command, rollback, records).
-//! * [`api`]: the control API's JSON types; [`server`] serves them, [`client`] calls them.
+//! * [`api`]: the control API's JSON types, typed states and error codes end to end
+//!   (`FetchState`, `InstallState`, `ErrorCode` → `cli::ExitCode`); [`server`] serves them,
+//!   [`client`] calls them.
 //! * [`net`]: the libp2p control plane, the quinn data plane and the fetcher.
 //! * [`daemon`]: `p2pd run`, signal handling and clean shutdown.
 //! * [`cli`]: helpers shared by the two binaries (logging, exit codes, formatting).
@@ -30,6 +34,7 @@ pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod net;
+pub mod publish;
 pub mod release;
 pub mod server;
 pub mod store;

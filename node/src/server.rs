@@ -3,17 +3,14 @@
 //! work runs on tokio's blocking pool so the API stays responsive during a publish.
 //!
 //! A publish is two requests, so the signing key never reaches the daemon: `POST
-//! /v1/publish` scans and stages the chunks and returns the manifest to sign; `POST
-//! /v1/publish/{session}/commit` takes the signed envelope, passes it through the same gate
-//! as any manifest from the network ([`protocol::verify_release`]) and commits atomically.
-//! A session not committed within [`PUBLISH_SESSION_TIMEOUT`] is dropped and its chunks are
-//! rolled back.
+//! /v1/publish` stages the chunks and returns the manifest to sign; `POST
+//! /v1/publish/{session}/commit` takes the signed envelope ([`crate::publish`] does both).
 
 use crate::api::*;
 use crate::audit::{AuditLog, AuditSeal, ListedEntry};
 use crate::ingest::{self, IngestError, Progress};
 use crate::release;
-use crate::store::{IngestSession, ReleaseSummary, Store, StoreError};
+use crate::store::{ReleaseSummary, Store, StoreError};
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -23,21 +20,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use protocol::{
-    ChunkingParams, EntryKind, MANIFEST_FORMAT_VERSION, Manifest, ManifestError, PublisherKey,
-    ReleaseId, TrustPolicy, codec,
-};
+use protocol::{EntryKind, Manifest, ManifestError, ReleaseId, TrustPolicy, codec};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long a staged publish waits for its signed commit.
-pub const PUBLISH_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Staged publishes held at once. Each holds an open pack; publishing is an operator action,
-/// so a handful is plenty and a runaway script cannot exhaust file handles.
-pub const PUBLISH_SESSIONS_MAX: usize = 4;
+pub use crate::publish::{PUBLISH_SESSION_TIMEOUT, PUBLISH_SESSIONS_MAX};
 
 /// Progress lines are sent at most this often.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -68,14 +57,8 @@ pub struct AppState {
     pub audit_key: std::sync::OnceLock<ed25519_dalek::SigningKey>,
     /// The latest status record of every node.
     pub fleet: Arc<crate::fleet::Fleet>,
-    sessions: Mutex<HashMap<u64, Pending>>,
-    next_session: Mutex<u64>,
-}
-
-struct Pending {
-    session: IngestSession,
-    manifest_bytes: Vec<u8>,
-    deadline: Instant,
+    /// Staged publishes waiting for their signed commit.
+    pub sessions: crate::publish::Sessions,
 }
 
 impl AppState {
@@ -104,36 +87,8 @@ impl AppState {
             installer: std::sync::OnceLock::new(),
             audit_key: std::sync::OnceLock::new(),
             fleet,
-            sessions: Mutex::new(HashMap::new()),
-            next_session: Mutex::new(1),
+            sessions: crate::publish::Sessions::default(),
         }
-    }
-
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Drops staged publishes past their deadline (their chunks roll back). Returns how many.
-    pub fn reap_sessions(&self) -> usize {
-        let now = Instant::now();
-        let expired: Vec<Pending> = {
-            let mut sessions = self.sessions();
-            let ids: Vec<u64> = sessions
-                .iter()
-                .filter(|(_, p)| p.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.iter().filter_map(|id| sessions.remove(id)).collect()
-        };
-        let n = expired.len();
-        drop(expired);
-        n
-    }
-
-    /// Drops every staged publish (shutdown).
-    pub fn abort_all_sessions(&self) {
-        let all: Vec<Pending> = self.sessions().drain().map(|(_, p)| p).collect();
-        drop(all);
     }
 }
 
@@ -343,8 +298,10 @@ async fn metrics(
                 release: r.id,
                 channel: r.channel,
                 version: r.version,
-                state: r.state,
-                install: r.install.map_or_else(|| "none".to_string(), |i| i.state),
+                state: r.state.as_str().to_string(),
+                install: r
+                    .install
+                    .map_or_else(|| "none".to_string(), |i| i.state.as_str().to_string()),
                 size_bytes: r.bytes_total,
                 stored_bytes: r.bytes_have,
             })
@@ -375,12 +332,12 @@ async fn metrics(
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -390,7 +347,7 @@ impl ApiError {
 
     fn detail(&self) -> ApiErrorDetail {
         ApiErrorDetail {
-            code: self.code.into(),
+            code: self.code,
             message: self.message.clone(),
         }
     }
@@ -408,13 +365,15 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, code) = match &e {
-            StoreError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
-            StoreError::VersionNotNewer { .. } => (StatusCode::CONFLICT, "version_not_newer"),
-            StoreError::MissingChunk(_) => (StatusCode::CONFLICT, "missing_chunk"),
-            StoreError::Corrupt(_) | StoreError::Damaged(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "store_damaged")
+            StoreError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::DiskFull),
+            StoreError::VersionNotNewer { .. } => {
+                (StatusCode::CONFLICT, ErrorCode::VersionNotNewer)
             }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+            StoreError::MissingChunk(_) => (StatusCode::CONFLICT, ErrorCode::MissingChunk),
+            StoreError::Corrupt(_) | StoreError::Damaged(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::StoreDamaged)
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::StoreError),
         };
         Self::new(status, code, e.to_string())
     }
@@ -424,14 +383,14 @@ impl From<ManifestError> for ApiError {
     fn from(e: ManifestError) -> Self {
         let code = match &e {
             ManifestError::UnknownKey(_) | ManifestError::KeyNotAllowedForChannel { .. } => {
-                "untrusted_key"
+                ErrorCode::UntrustedKey
             }
             ManifestError::BadSignature(_) | ManifestError::BelowThreshold { .. } => {
-                "bad_signature"
+                ErrorCode::BadSignature
             }
-            ManifestError::VersionNotNewer { .. } => "version_not_newer",
-            ManifestError::Expired { .. } => "expired",
-            _ => "invalid_manifest",
+            ManifestError::VersionNotNewer { .. } => ErrorCode::VersionNotNewer,
+            ManifestError::Expired { .. } => ErrorCode::Expired,
+            _ => ErrorCode::InvalidManifest,
         };
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
     }
@@ -440,26 +399,50 @@ impl From<ManifestError> for ApiError {
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         let (status, code) = match &e {
-            IngestError::NotFound(_) => (StatusCode::NOT_FOUND, "path_not_found"),
-            IngestError::Unreadable { .. } => (StatusCode::FORBIDDEN, "path_unreadable"),
-            IngestError::Changed(_) => (StatusCode::CONFLICT, "file_changed"),
+            IngestError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::PathNotFound),
+            IngestError::Unreadable { .. } => (StatusCode::FORBIDDEN, ErrorCode::PathUnreadable),
+            IngestError::Changed(_) => (StatusCode::CONFLICT, ErrorCode::FileChanged),
             IngestError::UnsupportedType { .. }
             | IngestError::BadName { .. }
-            | IngestError::BadSymlink { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_tree"),
-            IngestError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit"),
+            | IngestError::BadSymlink { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::BadTree)
+            }
+            IngestError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::Limit),
             IngestError::Store(inner) => {
                 return Self::new(
                     Self::from_store_status(inner),
                     if matches!(inner, StoreError::DiskFull { .. }) {
-                        "disk_full"
+                        ErrorCode::DiskFull
                     } else {
-                        "store_error"
+                        ErrorCode::StoreError
                     },
                     e.to_string(),
                 );
             }
         };
         Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<crate::publish::PublishError> for ApiError {
+    fn from(e: crate::publish::PublishError) -> Self {
+        use crate::publish::PublishError as P;
+        let message = e.to_string();
+        match e {
+            P::BadRequest(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::BadRequest,
+                message,
+            ),
+            P::Manifest(e) => e.into(),
+            P::Ingest(e) => e.into(),
+            P::Store(e) => e.into(),
+            P::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Busy, message),
+            P::NoSession(_) => Self::new(StatusCode::NOT_FOUND, ErrorCode::NoSession, message),
+            P::ManifestMismatch => {
+                Self::new(StatusCode::CONFLICT, ErrorCode::ManifestMismatch, message)
+            }
+        }
     }
 }
 
@@ -473,7 +456,11 @@ impl ApiError {
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        e.to_string(),
+    )
 }
 
 /// Current unix time in seconds.
@@ -545,7 +532,7 @@ fn net_of(state: &AppState) -> Result<&Arc<crate::net::Net>, ApiError> {
     state.net.get().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "network_not_started",
+            ErrorCode::NetworkNotStarted,
             "the network is not running yet",
         )
     })
@@ -614,15 +601,14 @@ async fn fleet_report(
         Some(site) if !protocol::wire::valid_name(&site) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "bad_site",
+                ErrorCode::BadSite,
                 format!("{site:?} is not a site name"),
             ));
         }
         Some(site) => {
-            let records = net_of(&state)?
-                .site_records(&site)
-                .await
-                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "site_unreachable", e))?;
+            let records = net_of(&state)?.site_records(&site).await.map_err(|e| {
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::SiteUnreachable, e)
+            })?;
             Some((site, records))
         }
     };
@@ -683,7 +669,7 @@ async fn audit_log(
     let key = state.audit_key.get().cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no_identity",
+            ErrorCode::NoIdentity,
             "this server has no node key to seal the audit log with",
         )
     })?;
@@ -792,6 +778,24 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
     }))
 }
 
+/// The fleet status record's state of a release, from where its fetch and its installation
+/// stand here: the one mapping from the node's states to the record's.
+fn record_state(r: &ReleaseProgress) -> (protocol::status::ReleaseState, Option<String>) {
+    use crate::api::InstallState as Install;
+    use protocol::status::ReleaseState as Record;
+    let install = r.install.as_ref();
+    match (r.state, install.map(|i| i.state)) {
+        (_, Some(Install::Installed)) => (Record::Activated, None),
+        (_, Some(Install::Failed)) => (Record::Failed, install.and_then(|i| i.reason.clone())),
+        (_, Some(Install::Superseded)) | (FetchState::Superseded, _) => (Record::Superseded, None),
+        (FetchState::Complete, _) => (Record::Complete, None),
+        (FetchState::Failed, _) => (Record::Failed, r.error.clone()),
+        (FetchState::Paused, _) => (Record::PausedByWindow, None),
+        (FetchState::Fetching, _) if r.chunks_have == 0 => (Record::Announced, None),
+        (FetchState::Fetching, _) => (Record::Downloading, None),
+    }
+}
+
 /// Where each release stands here, as a fleet status record says it (`since_unix_s` left
 /// 0 for the caller, which knows when each state began): releases served or fetched, then
 /// those refused or of channels not followed. `None` before the network runs.
@@ -808,21 +812,7 @@ pub async fn status_releases(
         let Ok(release) = r.id.parse::<ReleaseId>() else {
             continue;
         };
-        let install = r.install.as_ref().map(|i| i.state.as_str());
-        let (state, error) = match (r.state.as_str(), install) {
-            (_, Some("installed")) => (ReleaseState::Activated, None),
-            (_, Some("failed")) => (
-                ReleaseState::Failed,
-                r.install.as_ref().and_then(|i| i.reason.clone()),
-            ),
-            (_, Some("superseded")) | ("superseded", _) => (ReleaseState::Superseded, None),
-            ("complete", _) => (ReleaseState::Complete, None),
-            ("failed", _) => (ReleaseState::Failed, r.error.clone()),
-            ("paused", _) => (ReleaseState::PausedByWindow, None),
-            ("fetching", _) if r.chunks_have == 0 => (ReleaseState::Announced, None),
-            ("fetching", _) => (ReleaseState::Downloading, None),
-            _ => continue,
-        };
+        let (state, error) = record_state(&r);
         out.push(ReleaseStatus {
             release,
             channel: r.channel,
@@ -886,36 +876,37 @@ async fn progress_of(
     let mut list = Vec::new();
     for r in net.releases() {
         let mut p = r.progress();
-        if *crate::net::lock(&r.state) == crate::net::ReleaseState::Paused {
+        if r.state() == crate::net::ReleaseState::Paused {
             let opens = net.download_opens(&r);
             p.download_opens = opens.map(text);
             p.download_opens_unix_s = opens.map(|t| t.as_second());
         }
         if let (Some(installer), Some(records)) = (state.installer.get(), &records) {
+            use crate::api::InstallState as Shown;
             let mut v = InstallView::default();
             match installer.state_of(net, &r, records) {
-                InstallState::NotReady => v.state = "pending".into(),
-                InstallState::Due => v.state = "due".into(),
+                InstallState::NotReady => v.state = Shown::Pending,
+                InstallState::Due => v.state = Shown::Due,
                 InstallState::Waiting { opens } => {
-                    v.state = "waiting".into();
+                    v.state = Shown::Waiting;
                     v.window_opens = opens.map(text);
                 }
-                InstallState::Installing => v.state = "installing".into(),
-                InstallState::Superseded => v.state = "superseded".into(),
+                InstallState::Installing => v.state = Shown::Installing,
+                InstallState::Superseded => v.state = Shown::Superseded,
                 InstallState::Done(record) => {
                     v.dir = Some(record.dir.display().to_string());
                     v.at = jiff::Timestamp::from_second(record.at_unix_s)
                         .ok()
                         .map(text);
                     match record.outcome {
-                        Outcome::Installed => v.state = "installed".into(),
+                        Outcome::Installed => v.state = Shown::Installed,
                         Outcome::Failed {
                             reason,
                             exit_code,
                             output,
                             rolled_back_to,
                         } => {
-                            v.state = "failed".into();
+                            v.state = Shown::Failed;
                             v.reason = Some(reason);
                             v.exit_code = exit_code;
                             v.output = output;
@@ -932,82 +923,14 @@ async fn progress_of(
 }
 
 /// Checks a publish request before any byte is read: path, channel, key, version, expiry.
-fn precheck(state: &AppState, req: &PublishRequest) -> Result<(), ApiError> {
-    let bad = |code, msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
-    if !req.path.is_absolute() {
-        return Err(bad(
-            "bad_request",
-            format!("{}: path must be absolute", req.path.display()),
-        ));
-    }
-    if !protocol::manifest::is_valid_channel(&req.channel) {
-        return Err(ManifestError::BadChannel(req.channel.clone()).into());
-    }
-    let key = PublisherKey::parse_config_string(&req.publisher_key)
-        .map_err(|e| bad("bad_request", e.to_string()))?;
-    match state.policy.publisher(&key) {
-        None => return Err(ManifestError::UnknownKey(key).into()),
-        Some(p) if !p.allows_channel(&req.channel) => {
-            return Err(ManifestError::KeyNotAllowedForChannel {
-                key,
-                channel: req.channel.clone(),
-            }
-            .into());
-        }
-        Some(_) => {}
-    }
-    if let Some(highest) = state.store.highest_version(&req.channel)? {
-        if req.version <= highest {
-            return Err(ManifestError::VersionNotNewer {
-                channel: req.channel.clone(),
-                version: req.version,
-                highest,
-            }
-            .into());
-        }
-    }
-    if req.expires_in_s == 0 {
-        return Err(bad("bad_request", "expiry must be in the future".into()));
-    }
-    Ok(())
-}
-
 async fn publish(
     State(state): State<Arc<AppState>>,
     Json(req): Json<PublishRequest>,
 ) -> Result<Response, ApiError> {
-    precheck(&state, &req)?;
-    let severity: protocol::Severity = req
-        .severity
-        .parse()
-        .map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_request", e))?;
-    let cvss = req
-        .cvss
-        .as_deref()
-        .map(str::parse::<protocol::Cvss>)
-        .transpose()
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_request", e))?;
-    let windows = |kind: &str, list: &[String]| {
-        list.iter()
-            .map(|w| {
-                scheduler::window::parse_release_window(w).map_err(|e| {
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "bad_request",
-                        format!("{kind} window: {e}"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let download_windows = windows("download", &req.download_windows)?;
-    let install_windows = windows("install", &req.install_windows)?;
-    if state.sessions().len() >= PUBLISH_SESSIONS_MAX {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "busy",
-            format!("{PUBLISH_SESSIONS_MAX} publishes are already staged; commit or abort one"),
-        ));
+    let req = crate::publish::Request::parse(&req)?;
+    req.precheck(&state.policy, &state.store)?;
+    if !state.sessions.has_room() {
+        return Err(crate::publish::PublishError::Busy.into());
     }
     let scan_path = req.path.clone();
     let tree = blocking(move || Ok(ingest::scan(&scan_path)?)).await?;
@@ -1023,61 +946,16 @@ async fn publish(
 
     let task_state = state.clone();
     let task_progress = progress.clone();
-    let work = tokio::task::spawn_blocking(move || -> Result<PublishEvent, ApiError> {
-        let mut session = task_state.store.begin_ingest();
-        let params = ChunkingParams::default();
-        let entries = ingest::ingest(&tree, params, &mut session, &task_progress)?;
-        let now = now_unix_s();
-        let manifest = Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
-            channel: req.channel.clone(),
-            version: req.version,
-            created_unix_s: now,
-            expires_unix_s: now.saturating_add(req.expires_in_s.min(i64::MAX as u64) as i64),
-            severity,
-            cvss,
-            emergency: req.emergency,
-            download_windows,
-            install_windows,
-            chunking: params,
-            entries,
-            total_bytes: tree.total_bytes,
-        };
-        manifest.validate()?;
-        let manifest_bytes = codec::encode(&manifest);
-        if manifest_bytes.len() > protocol::manifest::MANIFEST_BYTES_MAX {
-            return Err(ManifestError::TooLarge {
-                what: "manifest",
-                len: manifest_bytes.len(),
-                max: protocol::manifest::MANIFEST_BYTES_MAX,
-            }
-            .into());
-        }
-        let id = {
-            let mut next = task_state
-                .next_session
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            *next += 1;
-            *next
-        };
-        let event = PublishEvent::Staged {
-            session: id,
-            manifest_b64: B64.encode(&manifest_bytes),
-            release_id: ReleaseId::of_manifest_bytes(&manifest_bytes).to_hex(),
-            new_bytes: session.new_bytes(),
-            dedup_bytes: session.dedup_bytes(),
-            expires_in_s: PUBLISH_SESSION_TIMEOUT.as_secs(),
-        };
-        task_state.sessions().insert(
-            id,
-            Pending {
-                session,
-                manifest_bytes,
-                deadline: Instant::now() + PUBLISH_SESSION_TIMEOUT,
-            },
-        );
-        Ok(event)
+    let work = tokio::task::spawn_blocking(move || {
+        let s = &task_state;
+        crate::publish::stage(
+            &s.store,
+            &s.sessions,
+            &req,
+            &tree,
+            &task_progress,
+            now_unix_s(),
+        )
     });
 
     // Report progress until the work ends, then its outcome.
@@ -1097,9 +975,17 @@ async fn publish(
             }
         };
         let event = match outcome {
-            Ok(Ok(event)) => event,
+            Ok(Ok(staged)) => PublishEvent::Staged {
+                session: staged.session,
+                manifest_b64: B64.encode(&staged.manifest_bytes),
+                release_id: staged.release_id().to_hex(),
+                new_bytes: staged.new_bytes,
+                dedup_bytes: staged.dedup_bytes,
+                expires_in_s: PUBLISH_SESSION_TIMEOUT.as_secs(),
+            },
             Ok(Err(e)) => {
-                tracing::warn!(code = e.code, "publish failed: {}", e.message);
+                let e = ApiError::from(e);
+                tracing::warn!(code = ?e.code, "publish failed: {}", e.message);
                 PublishEvent::Failed(e.detail())
             }
             Err(e) => PublishEvent::Failed(internal(e).detail()),
@@ -1124,47 +1010,30 @@ async fn commit(
     UrlPath(session_id): UrlPath<u64>,
     Json(req): Json<CommitRequest>,
 ) -> Result<Json<ReleaseView>, ApiError> {
-    let mut pending = state.sessions().remove(&session_id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_session",
-            format!("no staged publish {session_id}: it was committed, aborted or timed out"),
-        )
-    })?;
     let envelope = B64.decode(req.envelope_b64.as_bytes()).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "bad_request",
+            ErrorCode::BadRequest,
             format!("envelope: {e}"),
         )
     })?;
     let task_state = state.clone();
     let summary = blocking(move || {
-        let store = &task_state.store;
-        let now = now_unix_s();
-        let verified = protocol::verify_release(&envelope, &task_state.policy, now, |channel| {
-            store.highest_version(channel).ok().flatten()
-        })?;
-        if verified.envelope.manifest_bytes != pending.manifest_bytes {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "manifest_mismatch",
-                "the signed manifest is not the one this session staged",
-            ));
-        }
-        let id = verified.id;
-        pending
-            .session
-            .audit_on_commit(crate::audit::AuditEvent::published(&verified));
-        pending.session.commit(Some(&verified), now)?;
-        if let Some(net) = task_state.net.get() {
+        let s = &task_state;
+        let (verified, summary) = crate::publish::commit(
+            &s.store,
+            &s.sessions,
+            &s.policy,
+            session_id,
+            &envelope,
+            now_unix_s(),
+        )?;
+        if let Some(net) = s.net.get() {
             net.published(&verified);
         }
-        tracing::info!(release = %id, channel = %verified.manifest.channel,
+        tracing::info!(release = %verified.id, channel = %verified.manifest.channel,
             version = verified.manifest.version, signers = ?verified.signers, "release published");
-        store
-            .summary(&id)?
-            .ok_or_else(|| internal("release vanished after commit"))
+        Ok(summary)
     })
     .await?;
     Ok(Json(release_view(&summary)))
@@ -1174,19 +1043,14 @@ async fn abort(
     State(state): State<Arc<AppState>>,
     UrlPath(session_id): UrlPath<u64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let pending = state.sessions().remove(&session_id);
-    match pending {
-        Some(p) => {
-            tokio::task::spawn_blocking(move || drop(p))
-                .await
-                .map_err(internal)?;
-            Ok(Json(serde_json::json!({})))
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_session",
-            "no such staged publish",
-        )),
+    let task_state = state.clone();
+    let found = tokio::task::spawn_blocking(move || task_state.sessions.abort(session_id))
+        .await
+        .map_err(internal)?;
+    if found {
+        Ok(Json(serde_json::json!({})))
+    } else {
+        Err(crate::publish::PublishError::NoSession(session_id).into())
     }
 }
 
@@ -1206,7 +1070,7 @@ fn resolve(store: &Store, text: &str) -> Result<ReleaseId, ApiError> {
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "no_release",
+            ErrorCode::NoRelease,
             format!("no release {text:?} in the store"),
         )
     };
@@ -1218,7 +1082,7 @@ fn resolve(store: &Store, text: &str) -> Result<ReleaseId, ApiError> {
         [] => Err(not_found()),
         many => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "ambiguous_release",
+            ErrorCode::AmbiguousRelease,
             format!("{text:?} matches {} releases; give more digits", many.len()),
         )),
     }
@@ -1228,7 +1092,7 @@ fn load_manifest(store: &Store, id: &ReleaseId) -> Result<(Manifest, Vec<u8>), A
     let envelope = store.signed_manifest(id)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "no_release",
+            ErrorCode::NoRelease,
             format!("no release {id}"),
         )
     })?;
@@ -1328,7 +1192,7 @@ async fn export_release(
     if !req.dir.is_absolute() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "bad_request",
+            ErrorCode::BadRequest,
             format!("{}: destination must be absolute", req.dir.display()),
         ));
     }
@@ -1340,9 +1204,9 @@ async fn export_release(
             .map(Json)
             .map_err(|e| {
                 let code = match e {
-                    release::ExportError::DestinationNotEmpty(_) => "destination_not_empty",
-                    release::ExportError::Chunk { .. } => "store_damaged",
-                    _ => "export_failed",
+                    release::ExportError::DestinationNotEmpty(_) => ErrorCode::DestinationNotEmpty,
+                    release::ExportError::Chunk { .. } => ErrorCode::StoreDamaged,
+                    _ => ErrorCode::ExportFailed,
                 };
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
             })

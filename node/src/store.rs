@@ -43,7 +43,7 @@ const CHANNELS: TableDefinition<&str, u64> = TableDefinition::new("channels");
 /// Releases verified and being fetched: release -> signed manifest. Removed in the
 /// transaction that commits the release, so a restart resumes exactly the unfinished ones.
 const PENDING: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pending_releases");
-/// Release id to its latest [`crate::activate::ActivationRecord`]: what installing it did.
+/// Release id to its latest [`ActivationRecord`]: what installing it did.
 const ACTIVATIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("activations");
 
 /// The audit log ([`crate::audit`]): sequence number -> encoded [`AuditEntry`]. Only ever
@@ -57,8 +57,9 @@ const FLEET: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("fleet_sta
 const FLEET_SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_summaries");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
-/// ([`crate::activate::OUTPUT_TAIL_BYTES_MAX`]) fit in a few KiB.
-const ACTIVATION_BYTES_MAX: usize = 64 << 10;
+/// (activation keeps 8 KB of it at most, `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
+/// KiB.
+pub(crate) const ACTIVATION_BYTES_MAX: usize = 64 << 10;
 
 /// A pack grows to at most this size before a new one is started: large enough that a store
 /// holds few files, small enough that a later compaction rewrites one in seconds.
@@ -78,6 +79,42 @@ const DIRECT_WRITE_BYTES: usize = 64 << 10;
 
 /// Largest release summary record (they are a few hundred bytes).
 const SUMMARY_BYTES_MAX: usize = 64 << 10;
+
+/// What activating one release did, as the store keeps it (the activation loop writes it,
+/// `p2pctl status` shows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationRecord {
+    /// Channel.
+    pub channel: String,
+    /// Version.
+    pub version: u64,
+    /// The version's directory.
+    pub dir: PathBuf,
+    /// When the activation finished, unix seconds.
+    pub at_unix_s: i64,
+    /// The version directory `current` pointed to before (its name).
+    pub previous: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// How an activation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// `current` points at the release and the apply command (if any) succeeded.
+    Installed,
+    /// Something failed; `current` was switched back.
+    Failed {
+        /// What failed, in words.
+        reason: String,
+        /// The apply command's exit code, if it exited.
+        exit_code: Option<i32>,
+        /// The last lines of its output.
+        output: Vec<String>,
+        /// The version directory `current` points at now (`None`: it was removed).
+        rolled_back_to: Option<String>,
+    },
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -537,7 +574,7 @@ impl Store {
     pub fn record_activation(
         &self,
         id: &ReleaseId,
-        record: &crate::activate::ActivationRecord,
+        record: &ActivationRecord,
     ) -> Result<(), StoreError> {
         let bytes = codec::encode(record);
         if bytes.len() > ACTIVATION_BYTES_MAX {
@@ -552,12 +589,12 @@ impl Store {
         // The audit entry commits with the record: one is never there without the other.
         let (release, channel, version) = (id.to_hex(), record.channel.clone(), record.version);
         let event = match &record.outcome {
-            crate::activate::Outcome::Installed => AuditEvent::Activated {
+            Outcome::Installed => AuditEvent::Activated {
                 release,
                 channel,
                 version,
             },
-            crate::activate::Outcome::Failed { reason, .. } => AuditEvent::ActivationFailed {
+            Outcome::Failed { reason, .. } => AuditEvent::ActivationFailed {
                 release,
                 channel,
                 version,
@@ -714,9 +751,7 @@ impl Store {
     }
 
     /// Every activation record, by release.
-    pub fn activations(
-        &self,
-    ) -> Result<Vec<(ReleaseId, crate::activate::ActivationRecord)>, StoreError> {
+    pub fn activations(&self) -> Result<Vec<(ReleaseId, ActivationRecord)>, StoreError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(ACTIVATIONS)?;
         let mut out = Vec::new();

@@ -308,6 +308,8 @@ struct PeerState {
     same_site: bool,
     /// The last plan left it under a quarter of its budget: an answer from it plans again.
     starved: bool,
+    /// [`member_hash`] of its id, once seen (0: not yet).
+    id_hash: u64,
     /// Whether a bitmap of it was seen, the most chunks it ever claimed, and when it last
     /// progressed (claimed more, or delivered).
     seen: bool,
@@ -328,6 +330,7 @@ impl Default for PeerState {
             others_bytes: 0,
             same_site: false,
             starved: false,
+            id_hash: 0,
             seen: false,
             claimed_high: 0,
             progress_at: 0,
@@ -357,6 +360,8 @@ pub const ELSEWHERE_SLOT: u32 = u32::MAX;
 pub struct Fetch<S = std::collections::hash_map::RandomState> {
     config: FetchConfig,
     me: [u8; 32],
+    /// [`member_hash`] of `me`.
+    me_hash: u64,
     chunks: Arc<[ChunkRef]>,
     /// Verified (handed to the writer, not necessarily durable).
     have: Bitmap,
@@ -400,6 +405,22 @@ fn dur(t: u64) -> Duration {
     Duration::from_nanos(t)
 }
 
+/// Liveness timers (a stall, the end of a grace or a snub) and the reserve's turn fire on a
+/// grid of this step: every pass moves the earliest of them a little (members progress,
+/// WAN requests go out), and a driver then needs one wake-up per step, not one per pass. A
+/// member is dropped, or the reserve asked, at most this much late; against a 15 s stall
+/// and a 3 s wait, nothing.
+pub const TIMER_GRAIN: Duration = Duration::from_secs(1);
+
+/// `t` rounded up to the [`TIMER_GRAIN`] grid (`NEVER` stays).
+fn on_grid(t: u64) -> u64 {
+    let grain = ns(TIMER_GRAIN);
+    if t == NEVER {
+        return t;
+    }
+    t.div_ceil(grain).saturating_mul(grain)
+}
+
 /// An order-free hash of a node id, summed over a member set.
 fn member_hash(id: &[u8; 32]) -> u64 {
     id.chunks_exact(8).fold(0x7032_7064_6d65_6d62, |h, w| {
@@ -423,6 +444,7 @@ impl<S: BuildHasher + Default> Fetch<S> {
         let mut f = Self {
             config,
             me,
+            me_hash: member_hash(&me),
             in_flight: InFlightSet::new(n),
             designated: Bitmap::new(n),
             chunks,
@@ -763,13 +785,14 @@ impl<S: BuildHasher> Fetch<S> {
     /// Whether the same-site peer `v` counts as a site member at `now`, from what the last
     /// pass saw of it.
     fn counts_as_member(&self, v: &PeerView<'_>, now: u64) -> bool {
-        if !v.same_site || !v.usable || v.id == self.me {
-            return false;
-        }
-        let Some(p) = self.peers.get(v.slot as usize) else {
-            return false;
-        };
-        if p.snubbed(now) {
+        self.peers
+            .get(v.slot as usize)
+            .is_some_and(|p| self.is_member(p, v, now))
+    }
+
+    /// [`Self::counts_as_member`], given the peer's state.
+    fn is_member(&self, p: &PeerState, v: &PeerView<'_>, now: u64) -> bool {
+        if !v.same_site || !v.usable || v.id == self.me || p.snubbed(now) {
             return false;
         }
         match v.have {
@@ -785,23 +808,26 @@ impl<S: BuildHasher> Fetch<S> {
     fn pass(&mut self, now: u64, world: &mut World<'_, '_>) -> Pass {
         let c = self.config;
         let grace_end = self.grace_from.saturating_add(ns(c.member_grace));
-        let source = ns(c.source_stall);
-        let mut key = member_hash(&self.me);
-        let mut timer = NEVER;
-        self.reserve_seen = false;
-        for v in world.peers.iter_mut() {
-            let class = if v.same_site {
-                c.lan_budget_bytes
-            } else {
-                c.wan_budget_bytes
-            };
-            v.budget_bytes = if world.outranked {
+        let (source, stall) = (ns(c.source_stall), ns(c.member_stall));
+        let budget = |class: u64| {
+            if world.outranked {
                 class / crate::priority::OUTRANKED_BUDGET_DIVISOR
             } else {
                 class
-            };
+            }
+        };
+        let (lan_budget, wan_budget) = (budget(c.lan_budget_bytes), budget(c.wan_budget_bytes));
+        if let Some(top) = world.peers.iter().map(|v| v.slot).max() {
+            self.peer_mut(top);
+        }
+        let mut key = self.me_hash;
+        let mut timer = NEVER;
+        self.reserve_seen = false;
+        for v in world.peers.iter_mut() {
+            v.budget_bytes = if v.same_site { lan_budget } else { wan_budget };
             self.reserve_seen |= v.reserve;
-            let p = self.peer_mut(v.slot);
+            let k = v.slot.min(PEER_SLOTS_MAX - 1) as usize;
+            let p = &mut self.peers[k];
             p.same_site = v.same_site;
             p.budget_bytes = v.budget_bytes;
             p.others_bytes = v.in_flight_bytes;
@@ -817,36 +843,41 @@ impl<S: BuildHasher> Fetch<S> {
                     timer = timer.min(stalled_at);
                 }
             }
-            let p = self.peer_mut(v.slot);
+            let p = &mut self.peers[k];
             if p.snubbed(now) {
                 v.usable = false;
                 timer = timer.min(p.snubbed_until);
                 continue;
             }
-            if p.snubbed_until != 0 {
-                // Its snub ended: it may be asked again.
-                p.snubbed_until = 0;
-                self.plan_at(now);
-            }
-            let p = self.peer_mut(v.slot);
-            if v.have.is_none() && now < grace_end {
+            let unsnubbed = p.snubbed_until != 0;
+            // A snub that ended: it may be asked again.
+            p.snubbed_until = 0;
+            match v.have {
                 // It counts until the grace ends, unless its bitmap comes first.
-                timer = timer.min(grace_end);
-            }
-            if let Some(b) = v.have {
-                let claimed = b.count();
-                if !p.seen || claimed > p.claimed_high {
-                    p.seen = true;
-                    p.claimed_high = p.claimed_high.max(claimed);
-                    p.progress_at = p.progress_at.max(now);
+                None if now < grace_end => timer = timer.min(grace_end),
+                None => {}
+                Some(b) => {
+                    let claimed = b.count();
+                    if !p.seen || claimed > p.claimed_high {
+                        p.seen = true;
+                        p.claimed_high = p.claimed_high.max(claimed);
+                        p.progress_at = p.progress_at.max(now);
+                    }
+                    let until = p.progress_at.saturating_add(stall);
+                    if !b.is_full() && now < until {
+                        timer = timer.min(until);
+                    }
                 }
-                let until = p.progress_at.saturating_add(ns(c.member_stall));
-                if !b.is_full() && now < until {
-                    timer = timer.min(until);
-                }
             }
-            if self.counts_as_member(v, now) {
-                key = key.wrapping_add(member_hash(&v.id));
+            if p.id_hash == 0 {
+                p.id_hash = member_hash(&v.id);
+            }
+            let p = &self.peers[k];
+            if self.is_member(p, v, now) {
+                key = key.wrapping_add(p.id_hash);
+            }
+            if unsnubbed {
+                self.plan_at(now);
             }
         }
         if self.reserve_seen && now >= self.reserve_at() {
@@ -854,7 +885,7 @@ impl<S: BuildHasher> Fetch<S> {
         }
         Pass {
             members_key: key,
-            timer,
+            timer: on_grid(timer),
         }
     }
 
@@ -987,7 +1018,7 @@ impl<S: BuildHasher> Fetch<S> {
             if p.waiting_since == NEVER {
                 p.waiting_since = now;
                 if v.same_site {
-                    self.timer = self.timer.min(now + source);
+                    self.timer = self.timer.min(on_grid(now + source));
                 }
             }
             if a.wan && !v.reserve {
@@ -1017,7 +1048,8 @@ impl<S: BuildHasher> Fetch<S> {
     fn clock_timers(&self, now: u64) -> u64 {
         let mut t = NEVER;
         if self.reserve_seen && self.reserve_at() > now {
-            t = self.reserve_at();
+            // On the grid too: it moves with every plan while WAN requests are out.
+            t = on_grid(self.reserve_at());
         }
         let p = &self.config.planner;
         let missing = self.have.len() - self.have.count();

@@ -4,6 +4,7 @@
 
 use crate::scenario::Scenario;
 use crate::wan::{Kind, Plane, SiteLink, Wan};
+use node::api::FetchState;
 use node::api::{ExportRequest, NodeStatus, ReleaseProgress};
 use node::client::Client;
 use rand::{RngCore, SeedableRng};
@@ -873,7 +874,7 @@ impl Fleet {
                 }
                 if let Ok(st) = self.status(i).await {
                     let p = st.releases.iter().find(|r| r.id == id).cloned();
-                    if p.as_ref().is_some_and(|p| p.state == "complete") {
+                    if p.as_ref().is_some_and(|p| p.state == FetchState::Complete) {
                         done[i] = Some(t0.elapsed().as_secs_f64());
                     }
                     last[i] = p;

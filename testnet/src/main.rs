@@ -238,7 +238,7 @@ async fn distribute_with_bars(fleet: &Fleet, version: u64) -> anyhow::Result<Dis
                         have += p.bytes_have;
                         total += p.bytes_total;
                         rate += p.rate_bytes_per_s;
-                        if p.state == "complete" {
+                        if p.state == node::api::FetchState::Complete {
                             complete += 1;
                         }
                     }

@@ -1,6 +1,7 @@
 //! Hostile peers against real p2pd processes: a peer that serves corrupted chunks, peers that
 //! offer forged or stale releases, and bytes on the data plane that are no valid frame.
 
+use node::api::FetchState;
 use node::net::quic::codes;
 use node::net::{BAN_DURATION, STRIKES_TO_BAN};
 use protocol::codec;
@@ -60,7 +61,7 @@ async fn wait_complete(fleet: &Fleet, i: usize, id: &str, timeout: Duration) {
         if st
             .releases
             .iter()
-            .any(|r| r.id == id && r.state == "complete")
+            .any(|r| r.id == id && r.state == FetchState::Complete)
         {
             return;
         }

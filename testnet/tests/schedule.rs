@@ -3,6 +3,7 @@
 //! and an emergency release does not wait; an emergency published while a routine release
 //! is fetching takes the capped link from it.
 
+use node::api::FetchState;
 use std::time::{Duration, Instant};
 use testnet::fleet::{Fleet, workdir};
 use testnet::scenario::Scenario;
@@ -33,7 +34,7 @@ async fn transfer(lan: bool) -> (f64, u64) {
         if let Some(r) = st
             .releases
             .iter()
-            .find(|r| r.id == id && r.state == "complete")
+            .find(|r| r.id == id && r.state == FetchState::Complete)
         {
             return (r.elapsed_s.unwrap(), r.bytes_total);
         }
@@ -118,7 +119,7 @@ async fn downloads_wait_for_their_window_and_emergencies_do_not() {
         .unwrap()
         .releases
         .iter()
-        .any(|r| r.id == routine && r.state == "paused")
+        .any(|r| r.id == routine && r.state == FetchState::Paused)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -136,18 +137,18 @@ async fn downloads_wait_for_their_window_and_emergencies_do_not() {
         let st = fleet.status(1).await.unwrap();
         let find = |id: &str| st.releases.iter().find(|r| r.id == id).cloned();
         if let Some(r) = find(&emergency) {
-            emergency_done |= r.state == "complete";
+            emergency_done |= r.state == FetchState::Complete;
         }
         if let Some(r) = find(&marked) {
-            marked_done |= r.state == "complete";
+            marked_done |= r.state == FetchState::Complete;
         }
         if let Some(r) = find(&routine) {
             if marked_done {
-                routine_superseded |= r.state == "superseded";
+                routine_superseded |= r.state == FetchState::Superseded;
             }
             assert_eq!(r.bytes_from_lan + r.bytes_from_wan, 0, "{r:?}");
         }
-        let done = find(&normal).is_some_and(|r| r.state == "complete");
+        let done = find(&normal).is_some_and(|r| r.state == FetchState::Complete);
         if now < opens {
             if let Some(r) = find(&normal) {
                 // v2 shares most chunks with v1: only what v1 did not have must wait.
@@ -156,7 +157,7 @@ async fn downloads_wait_for_their_window_and_emergencies_do_not() {
                     0,
                     "bytes moved before the window opened: {r:?}"
                 );
-                if r.state == "paused" {
+                if r.state == FetchState::Paused {
                     saw_paused = true;
                     assert_eq!(
                         r.download_opens.as_deref(),
@@ -235,7 +236,7 @@ async fn an_emergency_takes_the_link_from_a_running_routine_fetch() {
         st.releases
             .iter()
             .find(|r| r.id == id)
-            .map(|r| (r.bytes_have, r.state.clone()))
+            .map(|r| (r.bytes_have, r.state))
     };
     loop {
         let st = fleet.status(1).await.unwrap();
@@ -254,7 +255,11 @@ async fn an_emergency_takes_the_link_from_a_running_routine_fetch() {
         let st = fleet.status(1).await.unwrap();
         if let (Some(r), Some(u)) = (have(&st, &routine), have(&st, &urgent)) {
             if u.0 >= 2 << 20 {
-                assert_eq!(r.1, "fetching", "the routine release finished too early");
+                assert_eq!(
+                    r.1,
+                    FetchState::Fetching,
+                    "the routine release finished too early"
+                );
                 break (r.0, u.0);
             }
         }
@@ -265,8 +270,12 @@ async fn an_emergency_takes_the_link_from_a_running_routine_fetch() {
     let (routine_1, urgent_1) = loop {
         let st = fleet.status(1).await.unwrap();
         let (r, u) = (have(&st, &routine).unwrap(), have(&st, &urgent).unwrap());
-        if u.1 == "complete" {
-            assert_eq!(r.1, "fetching", "the routine release finished first");
+        if u.1 == FetchState::Complete {
+            assert_eq!(
+                r.1,
+                FetchState::Fetching,
+                "the routine release finished first"
+            );
             break (r.0, u.0);
         }
         assert!(Instant::now() < deadline, "the emergency did not complete");
@@ -284,7 +293,7 @@ async fn an_emergency_takes_the_link_from_a_running_routine_fetch() {
     );
     loop {
         let st = fleet.status(1).await.unwrap();
-        if have(&st, &routine).is_some_and(|(_, state)| state == "complete") {
+        if have(&st, &routine).is_some_and(|(_, state)| state == FetchState::Complete) {
             break;
         }
         assert!(

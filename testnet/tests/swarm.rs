@@ -1,5 +1,6 @@
 //! Swarm tests with real p2pd processes on loopback, through the emulated WAN.
 
+use node::api::FetchState;
 use std::time::{Duration, Instant};
 use testnet::fleet::{Fleet, workdir};
 use testnet::scenario::Scenario;
@@ -223,7 +224,7 @@ async fn fleet_view(
         });
         // Scripts and alerts can tell from the exit code alone.
         let want = if r.states.failed > 0 {
-            node::cli::exit::NODES_FAILED
+            node::cli::ExitCode::NodesFailed.code()
         } else {
             0
         };
@@ -259,7 +260,11 @@ async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
     let had = loop {
         let st = fleet.status(1).await.unwrap();
         if let Some(r) = st.releases.iter().find(|r| r.id == id) {
-            assert_ne!(r.state, "complete", "finished before it could be killed");
+            assert_ne!(
+                r.state,
+                FetchState::Complete,
+                "finished before it could be killed"
+            );
             if r.bytes_have >= r.bytes_total * 4 / 10 {
                 break r.bytes_have;
             }
@@ -275,7 +280,7 @@ async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
     let done = loop {
         let st = fleet.status(1).await.unwrap();
         if let Some(r) = st.releases.iter().find(|r| r.id == id) {
-            if r.state == "complete" {
+            if r.state == FetchState::Complete {
                 break r.clone();
             }
         }
@@ -328,7 +333,7 @@ async fn two_releases_with_the_same_content_cross_the_wan_once() {
             let done: Vec<_> = st
                 .releases
                 .iter()
-                .filter(|r| (r.id == a || r.id == b) && r.state == "complete")
+                .filter(|r| (r.id == a || r.id == b) && r.state == FetchState::Complete)
                 .collect();
             if done.len() == 2 {
                 content = done[0].bytes_total;

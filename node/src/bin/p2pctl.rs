@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use node::api::*;
-use node::cli::{exit, human_bytes};
+use node::cli::{ExitCode, human_bytes};
 use node::client::{Client, ClientError};
 use node::identity;
 use protocol::{Manifest, PublisherKey, codec, sign_manifest};
@@ -182,16 +182,16 @@ const AUDIT_COPY_BYTES_MAX: u64 = 1 << 30;
 
 /// A failure with its exit code.
 struct Failure {
-    code: i32,
+    code: ExitCode,
     message: String,
 }
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let code = match &e {
-            ClientError::NotRunning(_) | ClientError::PermissionDenied(_) => exit::NO_DAEMON,
-            ClientError::Api { status, .. } if (400..500).contains(status) => exit::REFUSED,
-            _ => exit::FAILED,
+            ClientError::NotRunning(_) | ClientError::PermissionDenied(_) => ExitCode::NoDaemon,
+            ClientError::Api { code, .. } => code.exit(),
+            _ => ExitCode::Failed,
         };
         Self {
             code,
@@ -200,7 +200,7 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn fail(code: i32, message: impl Into<String>) -> Failure {
+fn fail(code: ExitCode, message: impl Into<String>) -> Failure {
     Failure {
         code,
         message: message.into(),
@@ -214,13 +214,13 @@ fn main() {
         .build()
         .expect("a current-thread runtime starts");
     let code = match runtime.block_on(run(cli)) {
-        Ok(()) => exit::OK,
+        Ok(()) => ExitCode::Ok,
         Err(f) => {
             eprintln!("p2pctl: error: {}", f.message);
             f.code
         }
     };
-    std::process::exit(code);
+    std::process::exit(code.code());
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
@@ -235,8 +235,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let none: Option<&()> = None;
     match cli.command {
         Command::Keygen { out } => {
-            let key = identity::generate().map_err(|e| fail(exit::FAILED, e.to_string()))?;
-            identity::write_key(&out, &key).map_err(|e| fail(exit::FAILED, e.to_string()))?;
+            let key = identity::generate().map_err(|e| fail(ExitCode::Failed, e.to_string()))?;
+            identity::write_key(&out, &key).map_err(|e| fail(ExitCode::Failed, e.to_string()))?;
             let public = PublisherKey(key.verifying_key().to_bytes()).to_config_string();
             if cli.json {
                 print_json(&serde_json::json!({ "file": out, "public_key": public }));
@@ -259,9 +259,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             install_windows,
             download_windows,
         } => {
-            let key = identity::read_key(&key).map_err(|e| fail(exit::REFUSED, e.to_string()))?;
+            let key =
+                identity::read_key(&key).map_err(|e| fail(ExitCode::Refused, e.to_string()))?;
             let path = std::fs::canonicalize(&path)
-                .map_err(|e| fail(exit::REFUSED, format!("{}: {e}", path.display())))?;
+                .map_err(|e| fail(ExitCode::Refused, format!("{}: {e}", path.display())))?;
             let req = PublishRequest {
                 path,
                 channel: channel.clone(),
@@ -384,7 +385,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             } else {
                 Err(fail(
-                    exit::DAMAGED,
+                    ExitCode::Damaged,
                     format!("release {} failed verification", v.id),
                 ))
             }
@@ -394,7 +395,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 dir
             } else {
                 std::env::current_dir()
-                    .map_err(|e| fail(exit::FAILED, e.to_string()))?
+                    .map_err(|e| fail(ExitCode::Failed, e.to_string()))?
                     .join(dir)
             };
             let report: node::release::ExportReport = client
@@ -521,7 +522,7 @@ async fn report(client: &Client, since: &str, format: &str) -> Result<(), Failur
     use node::fleet::ComplianceRow;
     if !matches!(format, "md" | "csv" | "json") {
         return Err(fail(
-            exit::USAGE,
+            ExitCode::Usage,
             format!("--format {format}: use md, csv or json"),
         ));
     }
@@ -665,7 +666,7 @@ async fn fleet(
         if !watch {
             if r.states.failed > 0 {
                 return Err(fail(
-                    exit::NODES_FAILED,
+                    ExitCode::NodesFailed,
                     format!("{} nodes failed to fetch or install it", r.states.failed),
                 ));
             }
@@ -838,17 +839,17 @@ fn fleet_text(r: &node::fleet::FleetReport, sites: usize) -> String {
 fn parse_since(text: &str) -> Result<i64, Failure> {
     if let Ok(d) = humantime::parse_duration(text) {
         let back = jiff::SignedDuration::try_from(d)
-            .map_err(|e| fail(exit::USAGE, format!("--since {text}: {e}")))?;
+            .map_err(|e| fail(ExitCode::Usage, format!("--since {text}: {e}")))?;
         return jiff::Timestamp::now()
             .checked_sub(back)
             .map(|t| t.as_millisecond())
-            .map_err(|e| fail(exit::USAGE, format!("--since {text}: {e}")));
+            .map_err(|e| fail(ExitCode::Usage, format!("--since {text}: {e}")));
     }
     text.parse::<jiff::Timestamp>()
         .map(|t| t.as_millisecond())
         .map_err(|_| {
             fail(
-                exit::USAGE,
+                ExitCode::Usage,
                 format!("--since {text}: expected a duration such as 30d or an RFC 3339 instant"),
             )
         })
@@ -913,7 +914,7 @@ async fn audit(
                     Ok(())
                 }
                 (false, at, reason) => Err(fail(
-                    exit::DAMAGED,
+                    ExitCode::Damaged,
                     format!(
                         "audit log broken at entry {}: {}",
                         at.unwrap_or_default(),
@@ -933,7 +934,7 @@ async fn audit(
             };
             let log = read(&path).map_err(|e| {
                 fail(
-                    exit::FAILED,
+                    ExitCode::Failed,
                     format!("{}: not an audit log copy: {e}", path.display()),
                 )
             })?;
@@ -948,7 +949,7 @@ async fn audit(
                     );
                     Ok(())
                 }
-                Err(b) => Err(fail(exit::DAMAGED, format!("{}: {b}", path.display()))),
+                Err(b) => Err(fail(ExitCode::Damaged, format!("{}: {b}", path.display()))),
             }
         }
     }
@@ -964,11 +965,11 @@ fn find_progress<'a>(status: &'a NodeStatus, prefix: &str) -> Result<&'a Release
     match matches.as_slice() {
         [one] => Ok(one),
         [] => Err(fail(
-            exit::FAILED,
+            ExitCode::Failed,
             format!("no release {prefix} is served or fetched by this node"),
         )),
         _ => Err(fail(
-            exit::FAILED,
+            ExitCode::Failed,
             format!("{prefix} matches several releases"),
         )),
     }
@@ -1043,7 +1044,7 @@ async fn status(
         return Ok(());
     };
     let r = find_progress(&st, &prefix)?.clone();
-    let live = !once && !json && std::io::stdout().is_terminal() && r.state == "fetching";
+    let live = !once && !json && std::io::stdout().is_terminal() && r.state == FetchState::Fetching;
     if !live {
         if json {
             print_json(&r);
@@ -1067,7 +1068,7 @@ async fn status(
             human_bytes(r.bytes_from_lan),
             human_bytes(r.bytes_from_wan)
         ));
-        if r.state != "fetching" {
+        if r.state != FetchState::Fetching {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
@@ -1076,8 +1077,8 @@ async fn status(
     }
     bar.finish_and_clear();
     print_progress(&r);
-    if r.state == "failed" {
-        return Err(fail(exit::FAILED, r.error.unwrap_or_default()));
+    if r.state == FetchState::Failed {
+        return Err(fail(ExitCode::Failed, r.error.unwrap_or_default()));
     }
     Ok(())
 }
@@ -1131,14 +1132,15 @@ fn install_line(i: &node::api::InstallView) -> String {
         i.at.as_deref()
             .map(|t| format!(" at {t}"))
             .unwrap_or_default();
-    match i.state.as_str() {
-        "due" => "due: the install window is open; installs next".into(),
-        "pending" => "after the download completes".into(),
-        "waiting" => match &i.window_opens {
+    use node::api::InstallState;
+    match i.state {
+        InstallState::Due => "due: the install window is open; installs next".into(),
+        InstallState::Pending => "after the download completes".into(),
+        InstallState::Waiting => match &i.window_opens {
             Some(t) => format!("waiting for the install window (opens {t})"),
             None => "waiting for the install window (no opening in sight)".into(),
         },
-        "failed" => {
+        InstallState::Failed => {
             let code = i
                 .exit_code
                 .map(|c| format!(" (exit code {c})"))
@@ -1152,8 +1154,8 @@ fn install_line(i: &node::api::InstallView) -> String {
                 i.reason.as_deref().unwrap_or("unknown reason")
             )
         }
-        "installed" => format!("installed{at}"),
-        other => other.to_owned(),
+        InstallState::Installed => format!("installed{at}"),
+        InstallState::Installing | InstallState::Superseded => i.state.to_string(),
     }
 }
 
@@ -1180,12 +1182,12 @@ async fn publish(
     let staged = loop {
         let Some(line) = lines.next_line().await? else {
             return Err(fail(
-                exit::FAILED,
+                ExitCode::Failed,
                 "p2pd ended the publish without an answer",
             ));
         };
         let event: PublishEvent = serde_json::from_str(&line)
-            .map_err(|e| fail(exit::FAILED, format!("bad answer from p2pd: {e}")))?;
+            .map_err(|e| fail(ExitCode::Failed, format!("bad answer from p2pd: {e}")))?;
         match event {
             PublishEvent::Scanned { total_bytes, .. } => {
                 if let Some(b) = &bar {
@@ -1201,13 +1203,7 @@ async fn publish(
                 if let Some(b) = &bar {
                     b.abandon();
                 }
-                let code =
-                    if e.code == "disk_full" || e.code == "store_error" || e.code == "internal" {
-                        exit::FAILED
-                    } else {
-                        exit::REFUSED
-                    };
-                return Err(fail(code, e.message));
+                return Err(fail(e.code.exit(), e.message));
             }
             staged @ PublishEvent::Staged { .. } => break staged,
         }
@@ -1265,21 +1261,21 @@ async fn sign_and_commit(
 ) -> Result<ReleaseView, Failure> {
     let bytes = B64
         .decode(manifest_b64)
-        .map_err(|e| fail(exit::FAILED, format!("bad manifest from p2pd: {e}")))?;
+        .map_err(|e| fail(ExitCode::Failed, format!("bad manifest from p2pd: {e}")))?;
     let manifest: Manifest =
         codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(&bytes, "manifest")
-            .map_err(|e| fail(exit::FAILED, format!("bad manifest from p2pd: {e}")))?;
+            .map_err(|e| fail(ExitCode::Failed, format!("bad manifest from p2pd: {e}")))?;
     // Sign only what was asked for.
     if manifest.channel != req.channel || manifest.version != req.version {
         return Err(fail(
-            exit::FAILED,
+            ExitCode::Failed,
             "p2pd staged a manifest for another channel or version",
         ));
     }
     let envelope = sign_manifest(&manifest, key);
     if envelope.manifest_bytes != bytes || envelope.release_id().to_hex() != release_id {
         return Err(fail(
-            exit::FAILED,
+            ExitCode::Failed,
             "p2pd staged a manifest that is not in canonical form",
         ));
     }

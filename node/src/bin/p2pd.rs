@@ -1,7 +1,7 @@
 //! `p2pd`: the p2pd daemon.
 
 use clap::{Parser, Subcommand};
-use node::cli::{LogFormat, exit, init_logging};
+use node::cli::{ExitCode, LogFormat, init_logging};
 use node::config::{Config, default_config_text};
 use node::identity;
 use std::path::PathBuf;
@@ -64,13 +64,13 @@ fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let code = match run(cli.command) {
-        Ok(()) => exit::OK,
+        Ok(()) => ExitCode::Ok,
         Err(e) => {
             eprintln!("p2pd: error: {e:#}");
-            exit::FAILED
+            ExitCode::Failed
         }
     };
-    std::process::exit(code);
+    std::process::exit(code.code());
 }
 
 fn run(command: Command) -> anyhow::Result<()> {

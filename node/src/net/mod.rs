@@ -34,8 +34,8 @@ pub mod tls;
 use crate::api::{PeerView as ApiPeer, ReleaseProgress};
 use crate::config::NetworkSection;
 use crate::store::Store;
+use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use libp2p::{Multiaddr, PeerId};
 use peer::Peer;
 use protocol::wire::{Bitmap, Control, ControlKind, PeerEntry};
 use protocol::{ChunkRef, Manifest, NodeId, ReleaseId, TrustPolicy, VerifiedRelease};
@@ -292,6 +292,20 @@ pub enum ReleaseState {
     Complete,
     /// The fetch stopped on an error (the message says which).
     Failed(String),
+}
+
+impl ReleaseState {
+    /// The state as the API shows it.
+    pub fn api(&self) -> crate::api::FetchState {
+        use crate::api::FetchState;
+        match self {
+            Self::Fetching => FetchState::Fetching,
+            Self::Paused => FetchState::Paused,
+            Self::Superseded(_) => FetchState::Superseded,
+            Self::Complete => FetchState::Complete,
+            Self::Failed(_) => FetchState::Failed,
+        }
+    }
 }
 
 /// A release this node serves or fetches.
@@ -552,13 +566,7 @@ impl Release {
             id: self.id.to_hex(),
             channel: self.channel.clone(),
             version: self.version,
-            state: match &state {
-                ReleaseState::Fetching => "fetching".into(),
-                ReleaseState::Paused => "paused".into(),
-                ReleaseState::Superseded(_) => "superseded".into(),
-                ReleaseState::Complete => "complete".into(),
-                ReleaseState::Failed(_) => "failed".into(),
-            },
+            state: state.api(),
             error: match state {
                 ReleaseState::Failed(e) => Some(e),
                 _ => None,
@@ -692,14 +700,7 @@ pub(crate) fn now_unix_s() -> i64 {
         .unwrap_or(0)
 }
 
-/// Parses a bootstrap entry: a multiaddr ending in `/p2p/<peer id>`.
-pub fn parse_bootstrap(s: &str) -> Result<(Multiaddr, PeerId), String> {
-    let addr: Multiaddr = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    match addr.iter().last() {
-        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Ok((addr, peer)),
-        _ => Err(format!("{s:?}: must end in /p2p/<peer id>")),
-    }
-}
+pub use crate::config::parse_bootstrap;
 
 /// The peer id of a node id (its ed25519 key), if the bytes are a valid key.
 pub fn peer_id_of(node: &NodeId) -> Option<PeerId> {

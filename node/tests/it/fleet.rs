@@ -114,7 +114,7 @@ fn stored_records_and_summaries_are_aggregated_and_forged_ones_dropped() {
     let text = node.ctl(&["fleet", &id]);
     assert_eq!(
         text.status.code(),
-        Some(node::cli::exit::NODES_FAILED),
+        Some(node::cli::ExitCode::NodesFailed.code()),
         "a failed node makes `fleet` exit 6"
     );
     let text = String::from_utf8_lossy(&text.stdout);

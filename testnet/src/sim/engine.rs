@@ -486,6 +486,10 @@ struct Part {
     now: u64,
     /// When each node's next plan is due (NONE: none; DONE: never again), by local index.
     plan_at: Vec<u64>,
+    /// Times in the future for which a plan event is queued, per node (`NONE`: a free
+    /// place): a machine whose timers stay put asks for the same instants after every
+    /// input, and one event serves them all.
+    queued_at: Vec<[u64; 4]>,
     config: FetchConfig,
     /// The origin's seeding (partition 0 only).
     seeding: Option<Seeding>,
@@ -738,6 +742,7 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
                 ctl: 0,
             });
             part.plan_at.push(if full { DONE } else { NONE });
+            part.queued_at.push([NONE; 4]);
             if !full {
                 part.remaining += 1;
             }
@@ -1015,6 +1020,7 @@ impl Part {
             seq: 0,
             now: 0,
             plan_at: Vec::new(),
+            queued_at: Vec::new(),
             config: FetchConfig::default(),
             seeding: None,
             revealed: false,
@@ -1096,11 +1102,23 @@ impl Part {
 
     /// Schedules a plan of `node` (of this partition) at `at` unless one is due sooner.
     fn wake(&mut self, sh: &Shared, node: u32, at: u64) {
-        let due = &mut self.plan_at[sh.local[node as usize] as usize];
+        let l = sh.local[node as usize] as usize;
+        let due = &mut self.plan_at[l];
         if *due <= at {
             return;
         }
         *due = at;
+        // An event for this instant still in the queue (in the future) serves.
+        let now = self.now;
+        let queued = &mut self.queued_at[l];
+        if at > now && queued.contains(&at) {
+            return;
+        }
+        // Its place: one whose event has run (or none), else the latest.
+        let k = (0..queued.len())
+            .find(|&k| queued[k] == NONE || queued[k] <= now)
+            .unwrap_or_else(|| (0..queued.len()).max_by_key(|&k| queued[k]).unwrap_or(0));
+        queued[k] = at;
         self.push(at, Ev::Plan(node));
     }
 

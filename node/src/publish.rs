@@ -1,0 +1,323 @@
+//! Publishing, in two steps, so that the signing key never reaches the daemon: [`stage`]
+//! checks the request against the trust policy and the store, chunks the tree into an
+//! ingest session (packs written, nothing indexed) and builds the manifest to sign; the
+//! session waits in [`Sessions`]; [`commit`] takes the signed envelope, passes it through
+//! the same gate as any manifest from the network ([`protocol::verify_release`]) and commits
+//! the chunks and the release in one transaction. A session not committed within
+//! [`PUBLISH_SESSION_TIMEOUT`] is dropped and its chunks roll back.
+//!
+//! No HTTP here: `server.rs` adapts these to the control API (`POST /v1/publish`, `.../commit`,
+//! `DELETE`), and maps [`PublishError`] to its answers.
+
+use crate::ingest::{self, IngestError, Progress};
+use crate::store::{IngestSession, ReleaseSummary, Store, StoreError};
+use protocol::{
+    ChunkingParams, MANIFEST_FORMAT_VERSION, Manifest, ManifestError, PublisherKey, ReleaseId,
+    TrustPolicy, VerifiedRelease, codec,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a staged publish waits for its signed commit.
+pub const PUBLISH_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Staged publishes held at once. Each holds an open pack; publishing is an operator action,
+/// so a handful is plenty and a runaway script cannot exhaust file handles.
+pub const PUBLISH_SESSIONS_MAX: usize = 4;
+
+/// Why a publish step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The request itself is wrong (a relative path, a bad severity, a window that does not
+    /// parse, an expiry in the past).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The manifest, its key or its version breaks a rule.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The tree cannot be published.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// [`PUBLISH_SESSIONS_MAX`] sessions are staged already.
+    #[error("{PUBLISH_SESSIONS_MAX} publishes are already staged; commit or abort one")]
+    Busy,
+    /// No such session: committed, aborted or timed out.
+    #[error("no staged publish {0}: it was committed, aborted or timed out")]
+    NoSession(u64),
+    /// The signed manifest is not the one the session staged.
+    #[error("the signed manifest is not the one this session staged")]
+    ManifestMismatch,
+}
+
+/// What a publish is asked to make: the request's fields, parsed.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Absolute path of a file or directory.
+    pub path: PathBuf,
+    /// Channel.
+    pub channel: String,
+    /// Version, above the channel's highest.
+    pub version: u64,
+    /// Severity.
+    pub severity: protocol::Severity,
+    /// CVSS score.
+    pub cvss: Option<protocol::Cvss>,
+    /// An emergency: nodes may download it outside their download windows.
+    pub emergency: bool,
+    /// The release's own download windows.
+    pub download_windows: Vec<protocol::ReleaseWindow>,
+    /// The release's own install windows.
+    pub install_windows: Vec<protocol::ReleaseWindow>,
+    /// Validity from now, in seconds.
+    pub expires_in_s: u64,
+    /// The key that will sign.
+    pub publisher_key: PublisherKey,
+}
+
+impl Request {
+    /// Parses the API's request.
+    pub fn parse(req: &crate::api::PublishRequest) -> Result<Self, PublishError> {
+        let bad = |e: String| PublishError::BadRequest(e);
+        let windows = |kind: &str, list: &[String]| {
+            list.iter()
+                .map(|w| {
+                    scheduler::window::parse_release_window(w)
+                        .map_err(|e| bad(format!("{kind} window: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Self {
+            path: req.path.clone(),
+            channel: req.channel.clone(),
+            version: req.version,
+            severity: req.severity.parse().map_err(bad)?,
+            cvss: req
+                .cvss
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(bad)?,
+            emergency: req.emergency,
+            download_windows: windows("download", &req.download_windows)?,
+            install_windows: windows("install", &req.install_windows)?,
+            expires_in_s: req.expires_in_s,
+            publisher_key: PublisherKey::parse_config_string(&req.publisher_key)
+                .map_err(|e| bad(e.to_string()))?,
+        })
+    }
+
+    /// Checks, before any byte is read, what can be checked: the path, the channel, the
+    /// key's right to it, the version, the expiry.
+    pub fn precheck(&self, policy: &TrustPolicy, store: &Store) -> Result<(), PublishError> {
+        if !self.path.is_absolute() {
+            return Err(PublishError::BadRequest(format!(
+                "{}: path must be absolute",
+                self.path.display()
+            )));
+        }
+        if !protocol::manifest::is_valid_channel(&self.channel) {
+            return Err(ManifestError::BadChannel(self.channel.clone()).into());
+        }
+        let key = self.publisher_key;
+        match policy.publisher(&key) {
+            None => return Err(ManifestError::UnknownKey(key).into()),
+            Some(p) if !p.allows_channel(&self.channel) => {
+                return Err(ManifestError::KeyNotAllowedForChannel {
+                    key,
+                    channel: self.channel.clone(),
+                }
+                .into());
+            }
+            Some(_) => {}
+        }
+        if let Some(highest) = store.highest_version(&self.channel)? {
+            if self.version <= highest {
+                return Err(ManifestError::VersionNotNewer {
+                    channel: self.channel.clone(),
+                    version: self.version,
+                    highest,
+                }
+                .into());
+            }
+        }
+        if self.expires_in_s == 0 {
+            return Err(PublishError::BadRequest(
+                "expiry must be in the future".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A staged publish: the manifest to sign, and what chunking it cost.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// The session that holds the chunks.
+    pub session: u64,
+    /// The canonical manifest encoding to sign.
+    pub manifest_bytes: Vec<u8>,
+    /// Bytes of chunks the store did not have.
+    pub new_bytes: u64,
+    /// Bytes of chunks it had already.
+    pub dedup_bytes: u64,
+}
+
+impl Staged {
+    /// The release id the manifest will have.
+    pub fn release_id(&self) -> ReleaseId {
+        ReleaseId::of_manifest_bytes(&self.manifest_bytes)
+    }
+}
+
+struct Pending {
+    session: IngestSession,
+    manifest_bytes: Vec<u8>,
+    deadline: Instant,
+}
+
+/// Staged publishes waiting for their signed commit, at most [`PUBLISH_SESSIONS_MAX`].
+#[derive(Default)]
+pub struct Sessions {
+    pending: Mutex<HashMap<u64, Pending>>,
+    next: Mutex<u64>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether another session may be staged.
+    pub fn has_room(&self) -> bool {
+        self.lock().len() < PUBLISH_SESSIONS_MAX
+    }
+
+    fn insert(&self, session: IngestSession, manifest_bytes: Vec<u8>) -> u64 {
+        let id = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            *next += 1;
+            *next
+        };
+        self.lock().insert(
+            id,
+            Pending {
+                session,
+                manifest_bytes,
+                deadline: Instant::now() + PUBLISH_SESSION_TIMEOUT,
+            },
+        );
+        id
+    }
+
+    /// Drops staged publishes past their deadline (their chunks roll back). Returns how
+    /// many. Blocking: dropping a session removes its pack.
+    pub fn reap(&self) -> usize {
+        let now = Instant::now();
+        let expired: Vec<Pending> = {
+            let mut pending = self.lock();
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, p)| p.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        expired.len()
+    }
+
+    /// Drops session `id` (its chunks roll back); false if there is none. Blocking.
+    pub fn abort(&self, id: u64) -> bool {
+        let pending = self.lock().remove(&id);
+        pending.is_some()
+    }
+
+    /// Drops every staged publish (shutdown). Blocking.
+    pub fn abort_all(&self) {
+        let all: Vec<Pending> = self.lock().drain().map(|(_, p)| p).collect();
+        drop(all);
+    }
+}
+
+/// Chunks `req`'s tree into the store (nothing indexed yet) and stages its manifest in
+/// `sessions`. Blocking: it reads the whole tree. `progress` counts what was read.
+pub fn stage(
+    store: &std::sync::Arc<Store>,
+    sessions: &Sessions,
+    req: &Request,
+    tree: &ingest::ScannedTree,
+    progress: &std::sync::Arc<Progress>,
+    now_unix_s: i64,
+) -> Result<Staged, PublishError> {
+    let mut session = store.begin_ingest();
+    let params = ChunkingParams::default();
+    let entries = ingest::ingest(tree, params, &mut session, progress)?;
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        channel: req.channel.clone(),
+        version: req.version,
+        created_unix_s: now_unix_s,
+        expires_unix_s: now_unix_s.saturating_add(req.expires_in_s.min(i64::MAX as u64) as i64),
+        severity: req.severity,
+        cvss: req.cvss,
+        emergency: req.emergency,
+        download_windows: req.download_windows.clone(),
+        install_windows: req.install_windows.clone(),
+        chunking: params,
+        entries,
+        total_bytes: tree.total_bytes,
+    };
+    manifest.validate()?;
+    let manifest_bytes = codec::encode(&manifest);
+    if manifest_bytes.len() > protocol::manifest::MANIFEST_BYTES_MAX {
+        return Err(ManifestError::TooLarge {
+            what: "manifest",
+            len: manifest_bytes.len(),
+            max: protocol::manifest::MANIFEST_BYTES_MAX,
+        }
+        .into());
+    }
+    let (new_bytes, dedup_bytes) = (session.new_bytes(), session.dedup_bytes());
+    let id = sessions.insert(session, manifest_bytes.clone());
+    Ok(Staged {
+        session: id,
+        manifest_bytes,
+        new_bytes,
+        dedup_bytes,
+    })
+}
+
+/// Commits session `id` with its signed `envelope`: verified by the network's gate, the
+/// same manifest as staged, then the chunks and the release in one transaction (with its
+/// audit entry). Blocking.
+pub fn commit(
+    store: &Store,
+    sessions: &Sessions,
+    policy: &TrustPolicy,
+    id: u64,
+    envelope: &[u8],
+    now_unix_s: i64,
+) -> Result<(VerifiedRelease, ReleaseSummary), PublishError> {
+    let mut pending = sessions
+        .lock()
+        .remove(&id)
+        .ok_or(PublishError::NoSession(id))?;
+    let verified = protocol::verify_release(envelope, policy, now_unix_s, |channel| {
+        store.highest_version(channel).ok().flatten()
+    })?;
+    if verified.envelope.manifest_bytes != pending.manifest_bytes {
+        return Err(PublishError::ManifestMismatch);
+    }
+    pending
+        .session
+        .audit_on_commit(crate::audit::AuditEvent::published(&verified));
+    pending.session.commit(Some(&verified), now_unix_s)?;
+    let summary = store.summary(&verified.id)?.ok_or_else(|| {
+        StoreError::Damaged(format!("release {} vanished after its commit", verified.id))
+    })?;
+    Ok((verified, summary))
+}
