@@ -566,6 +566,16 @@ impl Announcement {
     }
 }
 
+/// Bytes a QUIC packet adds to the frames it carries, as an emulated WAN counts them (UDP
+/// payload): a short header with the 8-byte connection id and a packet number (up to 13),
+/// a STREAM frame's header (up to 8) and the AEAD tag (16). What a control message costs on
+/// a link beyond its frame; the simulator charges it per message.
+pub const PACKET_OVERHEAD_BYTES: u64 = 37;
+
+/// Bytes of a QUIC packet that only acknowledges: the short header, an ACK frame of one
+/// range (about 6) and the tag.
+pub const ACK_PACKET_BYTES: u64 = 35;
+
 /// A fixed-length bit set over a release's chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Bitmap {

@@ -63,6 +63,22 @@ pub const OVERLAY_DEGREE: usize = 3;
 /// travel in one message, and a neighbour that sends the same one meanwhile is not sent it.
 pub const SUMMARY_FORWARD_DELAY: Duration = Duration::from_millis(500);
 
+/// A data-plane connection with no traffic for this long is closed; keep-alives are sent
+/// well within.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A data-plane connection with nothing to send for this long sends a PING (which the peer
+/// acknowledges), so that the idle timeout does not close it and NAT bindings stay open
+/// (common UDP binding timeouts are 30 s and more). A third of [`IDLE_TIMEOUT`]: two lost
+/// PINGs in a row still leave the connection up. It is what an idle fleet's connections
+/// cost: per connection and interval, a PING and an acknowledgement each way
+/// (`protocol::wire::PACKET_OVERHEAD_BYTES`, `ACK_PACKET_BYTES`); at 5 s it was twice as
+/// much.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+// Two PINGs may be lost before the idle timeout closes a connection.
+const _: () = assert!(KEEP_ALIVE.as_secs() * 3 <= IDLE_TIMEOUT.as_secs());
+
 /// Peers of other sites each node dials for chunks (besides its bootstrap peers).
 pub const WAN_PEERS_DEFAULT: usize = 4;
 

@@ -9,6 +9,8 @@
 //!   budgets, who counts as a site member, snubbing, checkpoints.
 //! * [`planner`]: the fetch planner: which missing chunk to request from which peer
 //!   (same site first, one WAN crossing per site, rarest first, endgame).
+//! * [`policy`]: the `[windows]` and `[shaping]` sections of `p2pd.toml` and what they
+//!   parse into, read by the daemon and the simulator alike.
 //! * [`priority`]: which release goes first, and which may fetch outside the download window.
 //! * [`rate`]: per-class rate schedules: rules by weekday and time of day in an IANA zone,
 //!   "the lowest rate wins" where rules overlap, and when the rate next changes.
@@ -27,6 +29,7 @@
 pub mod control;
 pub mod fetch;
 pub mod planner;
+pub mod policy;
 pub mod priority;
 pub mod rate;
 pub mod seeding;

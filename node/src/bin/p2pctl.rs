@@ -20,7 +20,7 @@ use std::path::PathBuf;
     after_help = "Exit codes:\n  0  ok\n  1  the operation failed\n  2  bad command line\n  \
         3  p2pd is not running, or its socket may not be used\n  \
         4  refused: untrusted key, version not newer, invalid path, file changed, ...\n  \
-        5  verify found missing or corrupt chunks or a bad signature\n  \
+        5  verify (or export) found missing or corrupt chunks or a bad signature\n  \
         6  fleet: nodes failed to fetch or install the release\n\n\
         Publish in three steps:\n  p2pctl keygen --out publisher.pem      # once; add the printed key to p2pd.toml [trust]\n  \
         p2pctl publish ./patch --channel security/openssl --version 3 --key publisher.pem\n  \

@@ -13,7 +13,6 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{RecvStream, SendStream, TransportConfig, VarInt};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Per-stream receive window. One stream carries one chunk (at most 4 MiB, 256 KiB by
 /// default), so a chunk never waits for a window update.
@@ -32,26 +31,8 @@ pub const SEND_WINDOW_BYTES: u64 = 16 << 20;
 /// peer's QUIC stack, not in this node's memory.
 pub const REQUEST_STREAMS_MAX: u32 = 256;
 
-/// A connection with no traffic for this long is closed; keep-alives are sent well within.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A connection with nothing to send for this long sends a PING (which the peer
-/// acknowledges), so that the idle timeout does not close it and NAT bindings stay open
-/// (common UDP binding timeouts are 30 s and more). A third of [`IDLE_TIMEOUT`]: two lost
-/// PINGs in a row still leave the connection up. It is what an idle fleet's connections
-/// cost: per connection and interval, a PING and an acknowledgement each way
-/// ([`PACKET_OVERHEAD_BYTES`], [`ACK_PACKET_BYTES`]); at 5 s it was twice as much.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
-
-/// Bytes a QUIC packet adds to the frames it carries, as the emulated WAN counts them (UDP
-/// payload): a short header with the 8-byte connection id and a packet number (up to 13),
-/// a STREAM frame's header (up to 8) and the AEAD tag (16). The simulator charges it per
-/// control message.
-pub const PACKET_OVERHEAD_BYTES: u64 = 37;
-
-/// Bytes of a packet that only acknowledges: the short header, an ACK frame of one range
-/// (about 6) and the tag.
-pub const ACK_PACKET_BYTES: u64 = 35;
+pub use protocol::wire::{ACK_PACKET_BYTES, PACKET_OVERHEAD_BYTES};
+pub use scheduler::control::{IDLE_TIMEOUT, KEEP_ALIVE};
 
 /// QUIC/UDP socket buffers, sized for a fast LAN burst: the kernel's defaults (about 200 KiB)
 /// drop datagrams in bursts at loopback speed.

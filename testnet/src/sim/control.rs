@@ -3,7 +3,7 @@
 //! real [`Control`], real signed status records and site summaries made by
 //! [`protocol::summary::site_releases`]), sent at the daemon's cadence
 //! ([`scheduler::control`]), with the QUIC overhead the WAN sees per message
-//! ([`node::net::quic::PACKET_OVERHEAD_BYTES`], an acknowledgement back).
+//! ([`protocol::wire::PACKET_OVERHEAD_BYTES`], an acknowledgement back).
 //!
 //! What the engine sends, and when:
 //! * **At the start** (and when a node comes back): a [`Control::Bitmap`] to every other
@@ -30,11 +30,12 @@
 //! ([`steady_state`]): status heartbeats on the LAN, summary heartbeats across the WAN, and
 //! the QUIC keep-alives of every connection the fleet holds open.
 
-use node::net::quic::{ACK_PACKET_BYTES, KEEP_ALIVE, PACKET_OVERHEAD_BYTES};
 use protocol::status::{ReleaseState, ReleaseStatus, SignedStatus, StatusBody};
 use protocol::summary::{Contact, SignedSummary, SummaryBody, site_releases};
+use protocol::wire::{ACK_PACKET_BYTES, PACKET_OVERHEAD_BYTES};
 use protocol::wire::{Control, frame};
 use protocol::{NodeId, ReleaseId};
+use scheduler::control::KEEP_ALIVE;
 use scheduler::control::{
     Cadence, News, OVERLAY_DEGREE, STATUS_HEARTBEAT, SUMMARY_FORWARD_DELAY, SUMMARY_HEARTBEAT,
     WAN_HAVE_INTERVAL,

@@ -184,7 +184,7 @@ struct Shapers {
 impl Shapers {
     /// The shapers of `policy`, or `None` when it limits nothing (the daemon's shapers then
     /// grant every request at once).
-    fn of(policy: &node::config::RateSchedules, start: Timestamp) -> Option<Box<Self>> {
+    fn of(policy: &scheduler::policy::RateSchedules, start: Timestamp) -> Option<Box<Self>> {
         let limits = |s: &RateSchedule| !s.rules.is_empty() || s.default != Rate::Unlimited;
         let all = [
             &policy.wan_ingress,
@@ -1788,7 +1788,7 @@ impl Part {
     /// A control message of `frame` bytes from `from` to `to`, of another site, in a
     /// packet of its own, acknowledged.
     fn ctl_wan(&mut self, sh: &Shared, from: u32, to: u32, frame: u64) {
-        let ack = node::net::quic::ACK_PACKET_BYTES;
+        let ack = protocol::wire::ACK_PACKET_BYTES;
         self.ctl_wan_bytes(sh, from, to, frame, ctl::on_wan(frame), ack);
     }
 

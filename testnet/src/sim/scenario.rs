@@ -53,7 +53,7 @@
 //! ```
 
 use crate::scenario::mbit;
-use node::config::{RateSchedules, ShapingSection, Windows, WindowsSection};
+use scheduler::policy::{RateSchedules, ShapingSection, Windows, WindowsSection};
 use serde::Deserialize;
 use std::path::Path;
 
