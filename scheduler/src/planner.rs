@@ -554,24 +554,22 @@ pub fn plan_with<S: BuildHasher>(
         lan_peers,
         wan_peers,
         reserve,
-        heap: heap_buf,
+        heap,
         cands,
         last_resort,
         base,
         normal,
         reserved,
     } = scratch;
-    let mut room = Room::new(input.peers, left);
+    let room = Room::new(input.peers, left);
     if room.lan_open == 0 && room.wan_open == 0 {
         return;
     }
-    let peers = input.peers;
-    let valid = |p: &PeerView<'_>| p.have.is_some_and(|b| b.len() == n);
     lan_peers.clear();
     wan_peers.clear();
     reserve.clear();
-    for (k, p) in peers.iter().enumerate() {
-        if !valid(p) {
+    for (k, p) in input.peers.iter().enumerate() {
+        if p.have.is_none_or(|b| b.len() != n) {
             continue;
         }
         match (p.same_site, p.reserve) {
@@ -580,17 +578,63 @@ pub fn plan_with<S: BuildHasher>(
             (false, false) => wan_peers.push(k),
         }
     }
-    let (lan_peers, wan_peers, reserve) = (&*lan_peers, &*wan_peers, &*reserve);
-    let holds = |k: usize, i: u32| peers[k].have.is_some_and(|b| b.get(i));
-    let in_flight = input.in_flight;
+    let mut pass = Pass {
+        input,
+        config,
+        lan_peers,
+        wan_peers,
+        reserve,
+        room,
+        out,
+    };
+    // 1. The LAN, 2. the WAN, 3. the endgame.
+    pass.lan(heap);
+    pass.wan(WanBufs {
+        cands,
+        last_resort,
+        base,
+        normal,
+        reserved,
+    });
+    pass.endgame();
+}
 
-    // The holder among `cands` with the most room (ties: the lower id), not in `exclude`.
-    // Rooms are compared first: a peer that could not win is not asked whether it holds the
-    // chunk (a bitmap read, likely a cache miss).
-    let pick = |cands: &[usize], i: u32, exclude: &[u32], room: &Room| {
+/// The WAN step's buffers (see [`PlanScratch`]).
+struct WanBufs<'s> {
+    cands: &'s mut Vec<(u32, u64, u32)>,
+    last_resort: &'s mut Vec<(u64, u32)>,
+    base: &'s mut Vec<(usize, u64)>,
+    normal: &'s mut Vec<u64>,
+    reserved: &'s mut Vec<u64>,
+}
+
+/// One planning pass: the input, the peers by kind (indices into `input.peers` of those with
+/// a bitmap of the release's length), the room left in their budgets, the answer so far.
+struct Pass<'p, 'a, S> {
+    input: &'p PlanInput<'a, S>,
+    config: &'p PlannerConfig,
+    lan_peers: &'p [usize],
+    wan_peers: &'p [usize],
+    reserve: &'p [usize],
+    room: Room<'p>,
+    out: &'p mut Vec<Assignment>,
+}
+
+impl<S: BuildHasher> Pass<'_, '_, S> {
+    #[inline]
+    fn holds(&self, k: usize, i: u32) -> bool {
+        self.input.peers[k].have.is_some_and(|b| b.get(i))
+    }
+
+    /// The holder among `cands` with the most room (ties: the lower id), not in `exclude`.
+    /// Rooms are compared first: a peer that could not win is not asked whether it holds the
+    /// chunk (a bitmap read, likely a cache miss).
+    #[inline]
+    fn pick(&self, cands: &[usize], i: u32, exclude: &[u32]) -> Option<usize> {
+        let peers = self.input.peers;
         let mut best: Option<(usize, i64)> = None;
         for &k in cands {
-            let r = room.left[k];
+            let r = self.room.left[k];
             if r <= 0 {
                 continue;
             }
@@ -599,63 +643,66 @@ pub fn plan_with<S: BuildHasher>(
                     continue;
                 }
             }
-            if holds(k, i) && !exclude.contains(&peers[k].slot) {
+            if self.holds(k, i) && !exclude.contains(&peers[k].slot) {
                 best = Some((k, r));
             }
         }
         best.map(|(k, _)| k)
-    };
-    // Requests chunk `i` from one of `cands`; false if none can take it.
-    let assign =
-        |i: u32, cands: &[usize], exclude: &[u32], room: &mut Room, out: &mut Vec<Assignment>| {
-            let Some(k) = pick(cands, i, exclude, room) else {
-                return false;
-            };
-            let wan = !peers[k].same_site;
-            room.take(k, !wan, i64::from(input.chunks[i as usize].len));
-            out.push(Assignment {
-                chunk: i,
-                peer: k,
-                wan,
-            });
-            true
-        };
+    }
 
-    let words = input.have.word_count();
-    let present = |w: usize| {
+    /// Requests chunk `i` from one of `cands`; false if none can take it.
+    #[inline]
+    fn assign(&mut self, i: u32, cands: &[usize], exclude: &[u32]) -> bool {
+        let Some(k) = self.pick(cands, i, exclude) else {
+            return false;
+        };
+        let wan = !self.input.peers[k].same_site;
+        self.room
+            .take(k, !wan, i64::from(self.input.chunks[i as usize].len));
+        self.out.push(Assignment {
+            chunk: i,
+            peer: k,
+            wan,
+        });
+        true
+    }
+
+    /// The chunks some same-site peer holds, 64 at a time.
+    #[inline]
+    fn present(&self, w: usize) -> u64 {
+        let input = self.input;
         input
             .lan_extra
             .iter()
             .fold(input.lan.present().word(w), |acc, b| acc | b.word(w))
-    };
-    let lan_count =
-        |i: u32| input.lan.count(i) + input.lan_extra.iter().filter(|b| b.get(i)).count() as u16;
+    }
 
-    // 1. The LAN: the chunks some same-site peer has and this node lacks and has not asked
-    //    for, rarest first, ties in this node's own order; a lazy heap, since a pass usually
-    //    stops when the peers' budgets are used up.
-    if room.lan_open > 0 && !lan_peers.is_empty() {
+    /// How many same-site peers hold chunk `i`.
+    #[inline]
+    fn lan_count(&self, i: u32) -> u16 {
+        let input = self.input;
+        input.lan.count(i) + input.lan_extra.iter().filter(|b| b.get(i)).count() as u16
+    }
+
+    /// 1. The LAN: the chunks some same-site peer has and this node lacks and has not asked
+    ///    for, rarest first, ties in this node's own order; a lazy heap, since a pass
+    ///    usually stops when the peers' budgets are used up.
+    fn lan(&mut self, heap_buf: &mut Vec<Reverse<(u16, u64, u32)>>) {
+        if self.room.lan_open == 0 || self.lan_peers.is_empty() {
+            return;
+        }
+        let input = self.input;
+        let (have, in_flight) = (input.have, input.in_flight.bits());
         heap_buf.clear();
-        heap_buf.extend(
-            (0..words)
-                .flat_map(|w| {
-                    let mut m = present(w) & !input.have.word(w) & !in_flight.bits().word(w);
-                    std::iter::from_fn(move || {
-                        (m != 0).then(|| {
-                            let i = (w * 64) as u32 + m.trailing_zeros();
-                            m &= m - 1;
-                            i
-                        })
-                    })
-                })
-                .map(|i| {
-                    Reverse((
-                        lan_count(i),
-                        tie_break(&input.me, &input.chunks[i as usize]),
-                        i,
-                    ))
-                }),
-        );
+        for w in 0..have.word_count() {
+            let mut m = self.present(w) & !have.word(w) & !in_flight.word(w);
+            while m != 0 {
+                let i = (w * 64) as u32 + m.trailing_zeros();
+                m &= m - 1;
+                let tie = tie_break(&input.me, &input.chunks[i as usize]);
+                heap_buf.push(Reverse((self.lan_count(i), tie, i)));
+            }
+        }
         let mut heap = std::collections::BinaryHeap::from(std::mem::take(heap_buf));
         // Rooms only shrink during a pass, so a chunk no peer with room holds stays
         // unassignable. After a run of such chunks (a busy peer that alone holds many, or
@@ -663,81 +710,89 @@ pub fn plan_with<S: BuildHasher>(
         // and skips the rest without looking at each peer for each chunk.
         let mut misses = 0u32;
         let mut open: Option<Bitmap> = None;
+        let lan_peers = self.lan_peers;
         while let Some(Reverse((_, _, i))) = heap.pop() {
             if open.as_ref().is_some_and(|o| !o.get(i)) {
                 continue;
             }
-            if assign(i, lan_peers, &[], &mut room, out) {
+            if self.assign(i, lan_peers, &[]) {
                 misses = 0;
             } else {
                 misses += 1;
                 if misses == OPEN_HOLDERS_AFTER_MISSES && open.is_none() {
-                    let mut u = vec![0u8; input.have.as_bytes().len()];
-                    for &k in lan_peers.iter().filter(|&&k| room.left[k] > 0) {
-                        if let Some(b) = peers[k].have {
-                            for (x, y) in u.iter_mut().zip(b.as_bytes()) {
-                                *x |= *y;
-                            }
-                        }
-                    }
-                    open = Bitmap::from_bytes(n, u);
+                    open = Some(self.open_holders());
                 }
             }
-            if room.lan_open == 0 {
+            if self.room.lan_open == 0 {
                 break;
             }
         }
         *heap_buf = heap.into_vec();
     }
 
-    // 2. The WAN: this node's designated chunks that no same-site peer has and that are not
-    //    in flight, a word of 64 chunks at a time; rarest first among the holders that are
-    //    not a reserve.
-    if input.plan_wan && room.wan_open > 0 && !(wan_peers.is_empty() && reserve.is_empty()) {
+    /// What the same-site peers with room left hold, together.
+    fn open_holders(&self) -> Bitmap {
+        let have = self.input.have;
+        let mut u = vec![0u8; have.as_bytes().len()];
+        for &k in self.lan_peers.iter().filter(|&&k| self.room.left[k] > 0) {
+            if let Some(b) = self.input.peers[k].have {
+                for (x, y) in u.iter_mut().zip(b.as_bytes()) {
+                    *x |= *y;
+                }
+            }
+        }
+        Bitmap::from_bytes(have.len(), u).expect("the release's length")
+    }
+
+    /// 2. The WAN: this node's designated chunks that no same-site peer has and that are not
+    ///    in flight, a word of 64 chunks at a time; rarest first among the holders that are
+    ///    not a reserve, then the reserve, if the WAN has been idle long enough.
+    fn wan(&mut self, bufs: WanBufs<'_>) {
+        if !self.input.plan_wan
+            || self.room.wan_open == 0
+            || (self.wan_peers.is_empty() && self.reserve.is_empty())
+        {
+            return;
+        }
+        let WanBufs {
+            cands,
+            last_resort,
+            base,
+            normal,
+            reserved,
+        } = bufs;
+        let input = self.input;
+        let in_flight = input.in_flight.bits();
         cands.clear();
         last_resort.clear();
         // This node's designated chunks that no same-site peer has and that are not in
         // flight, as (word index, bits).
         base.clear();
-        base.extend((0..words).filter_map(|w| {
+        base.extend((0..input.have.word_count()).filter_map(|w| {
             let b = input.designated.word(w)
                 & !input.have.word(w)
-                & !present(w)
-                & !in_flight.bits().word(w);
+                & !self.present(w)
+                & !in_flight.word(w);
             (b != 0).then_some((w, b))
         }));
-        let base = &*base;
-        // What the WAN peers hold in those words, one peer at a time (each bitmap is read
-        // front to back; a word-by-word walk across peers would miss the cache every time).
-        let union = |which: &[usize], u: &mut Vec<u64>| {
-            u.clear();
-            u.resize(base.len(), 0);
-            for &p in which {
-                if let Some(b) = peers[p].have {
-                    for (x, &(w, _)) in u.iter_mut().zip(base) {
-                        *x |= b.word(w);
-                    }
-                }
-            }
-        };
         match input.wan_held {
             Some(held) => {
                 normal.clear();
                 normal.extend(base.iter().map(|&(w, _)| held.word(w)));
             }
-            None => union(wan_peers, normal),
+            None => self.union(self.wan_peers, base, normal),
         }
-        if reserve.is_empty() {
+        if self.reserve.is_empty() {
             reserved.clear();
         } else {
-            union(reserve, reserved);
+            self.union(self.reserve, base, reserved);
         }
         for (k, &(w, b)) in base.iter().enumerate() {
             let mut held = b & normal[k];
             while held != 0 {
                 let i = (w * 64) as u32 + held.trailing_zeros();
                 held &= held - 1;
-                let rarity = wan_peers.iter().filter(|&&p| holds(p, i)).count() as u32;
+                let rarity = self.wan_peers.iter().filter(|&&p| self.holds(p, i)).count() as u32;
                 cands.push((rarity, tie_break(&input.me, &input.chunks[i as usize]), i));
             }
             if let Some(r) = reserved.get(k) {
@@ -751,62 +806,94 @@ pub fn plan_with<S: BuildHasher>(
         }
         cands.sort_unstable();
         let mut assigned = false;
+        let wan_peers = self.wan_peers;
         for &(_, _, i) in cands.iter() {
-            assigned |= assign(i, wan_peers, &[], &mut room, out);
-            if room.wan_open == 0 {
+            assigned |= self.assign(i, wan_peers, &[]);
+            if self.room.wan_open == 0 {
                 break;
             }
         }
         // The reserve, only when no other WAN peer has had anything for this node for a while.
-        let others_busy = wan_peers.iter().any(|&p| peers[p].in_flight_bytes > 0);
+        let others_busy = wan_peers
+            .iter()
+            .any(|&p| input.peers[p].in_flight_bytes > 0);
         if !assigned
             && !others_busy
-            && input.wan_idle_ms >= config.reserve_after_ms
-            && room.wan_open > 0
+            && input.wan_idle_ms >= self.config.reserve_after_ms
+            && self.room.wan_open > 0
         {
             last_resort.sort_unstable();
+            let reserve = self.reserve;
             for &(_, i) in last_resort.iter() {
-                assign(i, reserve, &[], &mut room, out);
-                if room.wan_open == 0 {
+                self.assign(i, reserve, &[]);
+                if self.room.wan_open == 0 {
                     break;
                 }
             }
         }
     }
 
-    // 3. Endgame: every missing chunk is in flight (or held by no one this node may ask).
-    let missing = n - input.have.count();
-    if missing > 0 && missing <= config.endgame_chunks {
-        let wan_holder = |i: u32| wan_peers.iter().chain(reserve.iter()).any(|&k| holds(k, i));
-        let requestable = |i: u32| {
-            if lan_count(i) > 0 {
-                lan_peers.iter().any(|&k| holds(k, i))
-            } else {
-                input.designated.get(i) && wan_holder(i)
+    /// What the peers `which` hold in the words of `base`, one peer at a time (each bitmap is
+    /// read front to back; a word-by-word walk across peers would miss the cache every time).
+    fn union(&self, which: &[usize], base: &[(usize, u64)], u: &mut Vec<u64>) {
+        u.clear();
+        u.resize(base.len(), 0);
+        for &p in which {
+            if let Some(b) = self.input.peers[p].have {
+                for (x, &(w, _)) in u.iter_mut().zip(base) {
+                    *x |= b.word(w);
+                }
             }
-        };
+        }
+    }
+
+    /// 3. Endgame: every missing chunk is in flight (or held by no one this node may ask):
+    ///    a request older than `endgame_after_ms` is asked again of another peer.
+    fn endgame(&mut self) {
+        let input = self.input;
+        let n = input.chunks.len() as u32;
+        let missing = n - input.have.count();
+        if missing == 0 || missing > self.config.endgame_chunks {
+            return;
+        }
+        let in_flight = input.in_flight;
         let all_out = input
             .have
             .zeros()
-            .all(|i| in_flight.contains(i) || !requestable(i));
-        if all_out {
-            let mut stale: Vec<(u32, &InFlight)> = in_flight
-                .iter()
-                .filter(|(_, f)| {
-                    f.peers().len() == 1
-                        && input.now_ms.saturating_sub(f.since_ms) >= config.endgame_after_ms
-                })
-                .collect();
-            stale.sort_unstable_by_key(|(i, f)| (f.since_ms, *i));
-            for (i, f) in stale {
-                if lan_count(i) > 0 {
-                    assign(i, lan_peers, f.peers(), &mut room, out);
-                } else if input.designated.get(i)
-                    && !assign(i, wan_peers, f.peers(), &mut room, out)
-                {
-                    assign(i, reserve, f.peers(), &mut room, out);
-                }
+            .all(|i| in_flight.contains(i) || !self.requestable(i));
+        if !all_out {
+            return;
+        }
+        let mut stale: Vec<(u32, &InFlight)> = in_flight
+            .iter()
+            .filter(|(_, f)| {
+                f.peers().len() == 1
+                    && input.now_ms.saturating_sub(f.since_ms) >= self.config.endgame_after_ms
+            })
+            .collect();
+        stale.sort_unstable_by_key(|(i, f)| (f.since_ms, *i));
+        let (lan_peers, wan_peers, reserve) = (self.lan_peers, self.wan_peers, self.reserve);
+        for (i, f) in stale {
+            if self.lan_count(i) > 0 {
+                self.assign(i, lan_peers, f.peers());
+            } else if input.designated.get(i) && !self.assign(i, wan_peers, f.peers()) {
+                self.assign(i, reserve, f.peers());
             }
+        }
+    }
+
+    /// Whether this node may ask anyone for chunk `i` now: a same-site holder if one holds
+    /// it, else a WAN holder of a designated chunk.
+    fn requestable(&self, i: u32) -> bool {
+        if self.lan_count(i) > 0 {
+            self.lan_peers.iter().any(|&k| self.holds(k, i))
+        } else {
+            self.input.designated.get(i)
+                && self
+                    .wan_peers
+                    .iter()
+                    .chain(self.reserve.iter())
+                    .any(|&k| self.holds(k, i))
         }
     }
 }

@@ -449,10 +449,11 @@ impl<'n> Driver<'n> {
     /// held for any other fetch that needs them.
     fn durable(&mut self, indices: &[u32]) {
         advertise(self.net, self.release, indices);
-        for &i in indices {
-            self.net
-                .unclaim(&self.release.chunks[i as usize].id, &self.release.id);
-        }
+        let chunks = &self.release.chunks;
+        self.net.unclaim_stored(
+            indices.iter().map(|&i| &chunks[i as usize].id),
+            &self.release.id,
+        );
         if self.net.stored.receiver_count() > 1 {
             let ids = indices
                 .iter()

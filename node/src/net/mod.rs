@@ -1699,9 +1699,23 @@ impl Net {
     /// The request of `release`'s fetch for `chunk` came back without it, or the chunk is
     /// stored now.
     pub(crate) fn unclaim(&self, chunk: &protocol::ChunkId, release: &ReleaseId) {
+        self.unclaim_stored([chunk], release);
+    }
+
+    /// [`Net::unclaim`] for several chunks, under one lock.
+    pub(crate) fn unclaim_stored<'c>(
+        &self,
+        chunks: impl IntoIterator<Item = &'c protocol::ChunkId>,
+        release: &ReleaseId,
+    ) {
         let mut claims = lock(&self.claims);
-        if claims.0.get(chunk) == Some(release) {
-            claims.0.remove(chunk);
+        if claims.0.is_empty() {
+            return;
+        }
+        for chunk in chunks {
+            if claims.0.get(chunk) == Some(release) {
+                claims.0.remove(chunk);
+            }
         }
     }
 

@@ -725,114 +725,122 @@ async fn control_reader(net: Arc<Net>, peer: Arc<Peer>, mut recv: RecvStream) {
                 return;
             }
         };
-        match msg {
-            Control::Hello(_) => {
-                peer.close(codes::PROTOCOL, "second hello");
-                return;
-            }
-            Control::Bitmap {
-                release,
-                slot,
-                chunk_count,
-                bits,
-                reserve,
-            } => {
-                let Some(bits) = Bitmap::from_bytes(chunk_count, bits) else {
-                    continue;
-                };
-                note_release(&net, &peer, release, slot, |_| {
-                    Some(PeerRelease { bits, reserve })
-                });
-            }
-            Control::Offer {
-                release,
-                slot,
-                chunk_count,
-                reserve,
-            } => {
-                if chunk_count == 0 {
-                    continue;
-                }
-                note_release(&net, &peer, release, slot, |held| match held {
-                    // A second offer (seeding ended): what it said it has stays.
-                    Some(r) if r.bits.len() == chunk_count => {
-                        r.reserve = reserve;
-                        None
-                    }
-                    _ => Some(PeerRelease {
-                        bits: Bitmap::new(chunk_count),
-                        reserve,
-                    }),
-                });
-            }
-            Control::Want { slot, gaps } => {
-                if peer.class == Class::Wan {
-                    if let Some(release) = peer.own_slot_release(slot) {
-                        net.on_want(&peer, release, &gaps);
-                    }
-                }
-            }
-            Control::Have { slot, indices } => {
-                let mut s = lock(&peer.state);
-                let Some(release) = s.slots_in.get(&slot).copied() else {
-                    continue;
-                };
-                if let Some(r) = s.releases.get_mut(&release) {
-                    for i in indices {
-                        r.bits.set(i);
-                    }
-                }
-                drop(s);
-                net.wake.notify();
-            }
-            Control::Drop { release } => {
-                lock(&peer.state).releases.remove(&release);
-            }
-            Control::Status(record) => {
-                // Records stay inside their site.
-                if peer.class != Class::Lan {
-                    continue;
-                }
-                if let Some(fleet) = net.fleet.get() {
-                    if let Err(e) = fleet.offer_record(&record) {
-                        tracing::debug!(peer = %peer.id, error = %e, "status record not kept");
-                    }
-                }
-            }
-            Control::Summaries(list) => {
-                let Some(fleet) = net.fleet.get() else {
-                    continue;
-                };
-                let now = jiff::Timestamp::now().as_second();
-                for bytes in list {
-                    match fleet.offer_summary(&bytes, now) {
-                        Ok(body) => net.aggregate.heard(peer.id, &body.site, body.seq),
-                        Err(e) => {
-                            // It has it (or better): no need to send it back.
-                            if let Ok(body) = protocol::summary::SignedSummary::decode(&bytes)
-                                .and_then(|s| s.verify())
-                            {
-                                net.aggregate.heard(peer.id, &body.site, body.seq);
-                            }
-                            tracing::debug!(peer = %peer.id, error = %e, "site summary not kept");
-                        }
-                    }
-                }
-            }
-            Control::Peers(list) => net.on_peers(list),
-            Control::Ihave(list) => {
-                if let Some(fleet) = net.fleet.get() {
-                    net.aggregate.on_ihave(&peer, fleet, &list);
-                }
-            }
-            Control::Iwant(list) => {
-                if let Some(fleet) = net.fleet.get() {
-                    net.aggregate.on_iwant(&peer, fleet, &list);
-                }
-            }
-            Control::Overlay(join) => peer.overlay_chosen.store(join, Ordering::Relaxed),
+        if !on_control(&net, &peer, msg) {
+            return;
         }
     }
+}
+
+/// Acts on one control message from `peer`; false when the connection must end.
+fn on_control(net: &Arc<Net>, peer: &Arc<Peer>, msg: Control) -> bool {
+    match msg {
+        Control::Hello(_) => {
+            peer.close(codes::PROTOCOL, "second hello");
+            return false;
+        }
+        Control::Bitmap {
+            release,
+            slot,
+            chunk_count,
+            bits,
+            reserve,
+        } => {
+            let Some(bits) = Bitmap::from_bytes(chunk_count, bits) else {
+                return true;
+            };
+            note_release(net, peer, release, slot, |_| {
+                Some(PeerRelease { bits, reserve })
+            });
+        }
+        Control::Offer {
+            release,
+            slot,
+            chunk_count,
+            reserve,
+        } => {
+            if chunk_count == 0 {
+                return true;
+            }
+            note_release(net, peer, release, slot, |held| match held {
+                // A second offer (seeding ended): what it said it has stays.
+                Some(r) if r.bits.len() == chunk_count => {
+                    r.reserve = reserve;
+                    None
+                }
+                _ => Some(PeerRelease {
+                    bits: Bitmap::new(chunk_count),
+                    reserve,
+                }),
+            });
+        }
+        Control::Want { slot, gaps } => {
+            if peer.class == Class::Wan {
+                if let Some(release) = peer.own_slot_release(slot) {
+                    net.on_want(peer, release, &gaps);
+                }
+            }
+        }
+        Control::Have { slot, indices } => {
+            let mut s = lock(&peer.state);
+            let Some(release) = s.slots_in.get(&slot).copied() else {
+                return true;
+            };
+            if let Some(r) = s.releases.get_mut(&release) {
+                for i in indices {
+                    r.bits.set(i);
+                }
+            }
+            drop(s);
+            net.wake.notify();
+        }
+        Control::Drop { release } => {
+            lock(&peer.state).releases.remove(&release);
+        }
+        Control::Status(record) => {
+            // Records stay inside their site.
+            if peer.class != Class::Lan {
+                return true;
+            }
+            if let Some(fleet) = net.fleet.get() {
+                if let Err(e) = fleet.offer_record(&record) {
+                    tracing::debug!(peer = %peer.id, error = %e, "status record not kept");
+                }
+            }
+        }
+        Control::Summaries(list) => {
+            let Some(fleet) = net.fleet.get() else {
+                return true;
+            };
+            let now = jiff::Timestamp::now().as_second();
+            for bytes in list {
+                match fleet.offer_summary(&bytes, now) {
+                    Ok(body) => net.aggregate.heard(peer.id, &body.site, body.seq),
+                    Err(e) => {
+                        // It has it (or better): no need to send it back.
+                        if let Ok(body) = protocol::summary::SignedSummary::decode(&bytes)
+                            .and_then(|s| s.verify())
+                        {
+                            net.aggregate.heard(peer.id, &body.site, body.seq);
+                        }
+                        tracing::debug!(peer = %peer.id, error = %e, "site summary not kept");
+                    }
+                }
+            }
+        }
+        Control::Peers(list) => net.on_peers(list),
+        Control::Ihave(list) => {
+            if let Some(fleet) = net.fleet.get() {
+                net.aggregate.on_ihave(peer, fleet, &list);
+            }
+        }
+        Control::Iwant(list) => {
+            if let Some(fleet) = net.fleet.get() {
+                net.aggregate.on_iwant(peer, fleet, &list);
+            }
+        }
+        Control::Overlay(join) => peer.overlay_chosen.store(join, Ordering::Relaxed),
+    }
+    true
 }
 
 async fn serve_requests(net: Arc<Net>, peer: Arc<Peer>) {
@@ -881,119 +889,127 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
             return;
         }
     };
-    let store = net.store.clone();
     match req {
-        Request::Chunk(id) => {
-            // Shaping first, holding nothing: a chunk waiting for WAN egress tokens must not
-            // hold one of the serving slots that same-site peers need. Its length comes from
-            // the index, and the read below reuses that lookup.
-            let located = {
-                let store = store.clone();
-                tokio::task::spawn_blocking(move || store.locate(&id)).await
-            };
-            let loc = match located {
-                Ok(Ok(Some(loc))) => loc,
-                Ok(Ok(None)) => {
-                    reply_empty(&mut send, ReplyHeader::NotFound).await;
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(chunk = %id, error = %e, "cannot serve chunk");
-                    reply_empty(&mut send, ReplyHeader::NotFound).await;
-                    return;
-                }
-                Err(_) => return,
-            };
-            net.shapers
-                .acquire(
-                    peer.class,
-                    super::shape::Direction::Egress,
-                    u64::from(loc.len),
-                )
-                .await;
-            let Some(permit) = serve_slot(net, &mut send).await else {
-                return;
-            };
-            let read = tokio::task::spawn_blocking(move || store.read_located(&id, loc)).await;
-            let bytes = match read {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(e)) => {
-                    tracing::error!(chunk = %id, error = %e, "cannot serve chunk");
-                    reply_empty(&mut send, ReplyHeader::NotFound).await;
-                    return;
-                }
-                Err(_) => return,
-            };
-            let header = ReplyHeader::Chunk {
-                len: bytes.len() as u32,
-            };
-            if write_frame(&mut send, &header).await.is_err() {
-                return;
-            }
-            let n = bytes.len() as u64;
-            // Handed over as is: `write_all` would copy the chunk into quinn's send buffer.
-            if send.write_chunk(bytes::Bytes::from(bytes)).await.is_ok() {
-                let _ = send.finish();
-                peer.bytes_out.fetch_add(n, Ordering::Relaxed);
-                net.traffic.add_sent(peer.class, n);
-                if peer.class == Class::Wan {
-                    net.note_served_wan(&id);
-                }
-            }
-            drop(permit);
+        Request::Chunk(id) => serve_chunk(net, peer, id, send).await,
+        Request::SiteRecords | Request::Summaries => serve_records(net, &req, send).await,
+        Request::Manifest(release) => serve_manifest(net, release, send).await,
+    }
+}
+
+/// Serves chunk `id`: the egress shaper first, then a serving slot, then the store.
+async fn serve_chunk(net: &Arc<Net>, peer: &Arc<Peer>, id: ChunkId, mut send: SendStream) {
+    let store = net.store.clone();
+    // Shaping first, holding nothing: a chunk waiting for WAN egress tokens must not
+    // hold one of the serving slots that same-site peers need. Its length comes from
+    // the index, and the read below reuses that lookup.
+    let located = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.locate(&id)).await
+    };
+    let loc = match located {
+        Ok(Ok(Some(loc))) => loc,
+        Ok(Ok(None)) => {
+            reply_empty(&mut send, ReplyHeader::NotFound).await;
+            return;
         }
-        Request::SiteRecords | Request::Summaries => {
-            let Some(permit) = serve_slot(net, &mut send).await else {
-                return;
-            };
-            // Each item is up to its limit plus a length prefix; the list's own prefix takes a
-            // few bytes more.
-            let max = wire::SITE_RECORDS_BYTES_MAX - 16;
-            let records = net
-                .fleet
-                .get()
-                .map(|f| match req {
-                    Request::SiteRecords => f.site_records(max),
-                    _ => f.summaries_signed(max),
-                })
-                .unwrap_or_default();
-            let bytes = protocol::codec::encode(&records);
-            let header = ReplyHeader::Records {
+        Ok(Err(e)) => {
+            tracing::error!(chunk = %id, error = %e, "cannot serve chunk");
+            reply_empty(&mut send, ReplyHeader::NotFound).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    net.shapers
+        .acquire(
+            peer.class,
+            super::shape::Direction::Egress,
+            u64::from(loc.len),
+        )
+        .await;
+    let Some(permit) = serve_slot(net, &mut send).await else {
+        return;
+    };
+    let read = tokio::task::spawn_blocking(move || store.read_located(&id, loc)).await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            tracing::error!(chunk = %id, error = %e, "cannot serve chunk");
+            reply_empty(&mut send, ReplyHeader::NotFound).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let header = ReplyHeader::Chunk {
+        len: bytes.len() as u32,
+    };
+    if write_frame(&mut send, &header).await.is_err() {
+        return;
+    }
+    let n = bytes.len() as u64;
+    // Handed over as is: `write_all` would copy the chunk into quinn's send buffer.
+    if send.write_chunk(bytes::Bytes::from(bytes)).await.is_ok() {
+        let _ = send.finish();
+        peer.bytes_out.fetch_add(n, Ordering::Relaxed);
+        net.traffic.add_sent(peer.class, n);
+        if peer.class == Class::Wan {
+            net.note_served_wan(&id);
+        }
+    }
+    drop(permit);
+}
+
+/// Serves this site's records, or the other sites' summaries.
+async fn serve_records(net: &Arc<Net>, req: &Request, mut send: SendStream) {
+    let Some(permit) = serve_slot(net, &mut send).await else {
+        return;
+    };
+    // Each item is up to its limit plus a length prefix; the list's own prefix takes a
+    // few bytes more.
+    let max = wire::SITE_RECORDS_BYTES_MAX - 16;
+    let records = net
+        .fleet
+        .get()
+        .map(|f| match *req {
+            Request::SiteRecords => f.site_records(max),
+            _ => f.summaries_signed(max),
+        })
+        .unwrap_or_default();
+    let bytes = protocol::codec::encode(&records);
+    let header = ReplyHeader::Records {
+        len: bytes.len() as u32,
+    };
+    if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok() {
+        let _ = send.finish();
+    }
+    drop(permit);
+}
+
+/// Serves the signed manifest of `release`.
+async fn serve_manifest(net: &Arc<Net>, release: ReleaseId, mut send: SendStream) {
+    let store = net.store.clone();
+    let Some(permit) = serve_slot(net, &mut send).await else {
+        return;
+    };
+    let envelope = match net.release(&release) {
+        Some(r) => Some(r.envelope.clone()),
+        None => tokio::task::spawn_blocking(move || store.signed_manifest(&release))
+            .await
+            .ok()
+            .and_then(|r| r.ok().flatten()),
+    };
+    match envelope {
+        Some(bytes) => {
+            let header = ReplyHeader::Manifest {
                 len: bytes.len() as u32,
             };
             if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok()
             {
                 let _ = send.finish();
             }
-            drop(permit);
         }
-        Request::Manifest(release) => {
-            let Some(permit) = serve_slot(net, &mut send).await else {
-                return;
-            };
-            let envelope = match net.release(&release) {
-                Some(r) => Some(r.envelope.clone()),
-                None => tokio::task::spawn_blocking(move || store.signed_manifest(&release))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok().flatten()),
-            };
-            match envelope {
-                Some(bytes) => {
-                    let header = ReplyHeader::Manifest {
-                        len: bytes.len() as u32,
-                    };
-                    if write_frame(&mut send, &header).await.is_ok()
-                        && send.write_all(&bytes).await.is_ok()
-                    {
-                        let _ = send.finish();
-                    }
-                }
-                None => reply_empty(&mut send, ReplyHeader::NotFound).await,
-            }
-            drop(permit);
-        }
+        None => reply_empty(&mut send, ReplyHeader::NotFound).await,
     }
+    drop(permit);
 }
 
 /// One of the [`SERVE_CONCURRENCY_MAX`] serving slots, or `Busy` answered and `None`.

@@ -105,6 +105,8 @@ impl Shapers {
                 super::lock(&self.total).take(t, wall_t, bytes)
             });
             match pass {
+                // Granted now: no timer, no yield (the common case at unlimited rates).
+                Some(t) if t <= at => break,
                 Some(t) => {
                     tokio::time::sleep_until((self.epoch + t).into()).await;
                     break;
@@ -113,8 +115,10 @@ impl Shapers {
             }
         }
         let waited = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.waited_ns[Self::wait_index(class, direction)]
-            .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+        if waited > 0 {
+            self.waited_ns[Self::wait_index(class, direction)]
+                .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Counts `bytes` of control messages of `class` in `direction` against the budget
