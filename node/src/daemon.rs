@@ -38,25 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
 
     let socket = config.control.socket.clone();
-    if socket.exists() {
-        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-            bail!(
-                "{}: another p2pd is already listening here",
-                socket.display()
-            );
-        }
-        std::fs::remove_file(&socket)
-            .with_context(|| format!("removing stale socket {}", socket.display()))?;
-    }
-    if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let listener = UnixListener::bind(&socket)
-        .with_context(|| format!("binding the control socket {}", socket.display()))?;
-    let mode = config.socket_mode().map_err(anyhow::Error::msg)?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", socket.display()))?;
+    let listener = bind_control_socket(&config).await?;
 
     let state = Arc::new(AppState::new(
         store.clone(),
@@ -111,24 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
 
-    let metrics = match config.control.metrics_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding control.metrics_listen {addr}"))?;
-            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-            let app = crate::server::metrics_router(state.clone(), config.control.dashboard);
-            if config.control.dashboard {
-                tracing::info!(%addr, "serving the fleet dashboard at /");
-            }
-            Some(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "metrics listener stopped");
-                }
-            }))
-        }
-        None => None,
-    };
+    let metrics = serve_metrics(&config, &state).await?;
     let status_task = tokio::spawn(publish_status(
         state.clone(),
         net.clone(),
@@ -137,33 +102,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.install.target.is_some(),
     ));
     let aggregate_task = tokio::spawn(crate::net::aggregate::run(net.clone(), state.fleet.clone()));
-    let fleet_state = state.clone();
-    let fleet_saver = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(crate::fleet::PERSIST_INTERVAL);
-        loop {
-            tick.tick().await;
-            save_fleet(&fleet_state).await;
-            let fleet = fleet_state.fleet.clone();
-            let now = jiff::Timestamp::now().as_second();
-            let _ = tokio::task::spawn_blocking(move || fleet.sample_all(now)).await;
-        }
-    });
-    let reaper_state = state.clone();
-    let reaper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REAP_INTERVAL);
-        loop {
-            tick.tick().await;
-            let state = reaper_state.clone();
-            if let Ok(n) = tokio::task::spawn_blocking(move || state.sessions.reap()).await {
-                if n > 0 {
-                    tracing::info!(
-                        count = n,
-                        "dropped staged publishes that were never committed"
-                    );
-                }
-            }
-        }
-    });
+    let fleet_saver = tokio::spawn(save_fleet_loop(state.clone()));
+    let reaper = tokio::spawn(reap_sessions_loop(state.clone()));
 
     tracing::info!(node = %node_id, %peer_id, site = %config.node.site,
         region = %config.node.region, data = %net.data_addr(), socket = %socket.display(),
@@ -196,6 +136,84 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("p2pd stopped");
     Ok(())
+}
+
+/// Binds the control API's Unix socket (removing a stale one; refusing if another daemon
+/// listens there) with the configured mode.
+async fn bind_control_socket(config: &Config) -> anyhow::Result<UnixListener> {
+    let socket = &config.control.socket;
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            bail!(
+                "{}: another p2pd is already listening here",
+                socket.display()
+            );
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale socket {}", socket.display()))?;
+    }
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let listener = UnixListener::bind(socket)
+        .with_context(|| format!("binding the control socket {}", socket.display()))?;
+    let mode = config.socket_mode().map_err(anyhow::Error::msg)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", socket.display()))?;
+    Ok(listener)
+}
+
+/// Serves `/metrics` (and the dashboard) on `control.metrics_listen`, if set.
+async fn serve_metrics(
+    config: &Config,
+    state: &Arc<AppState>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = config.control.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding control.metrics_listen {addr}"))?;
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    let app = crate::server::metrics_router(state.clone(), config.control.dashboard);
+    if config.control.dashboard {
+        tracing::info!(%addr, "serving the fleet dashboard at /");
+    }
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    })))
+}
+
+/// Saves the fleet table every `PERSIST_INTERVAL` and samples it for the compliance report.
+async fn save_fleet_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(crate::fleet::PERSIST_INTERVAL);
+    loop {
+        tick.tick().await;
+        save_fleet(&state).await;
+        let fleet = state.fleet.clone();
+        let now = jiff::Timestamp::now().as_second();
+        let _ = tokio::task::spawn_blocking(move || fleet.sample_all(now)).await;
+    }
+}
+
+/// Drops staged publishes that were never committed, every [`REAP_INTERVAL`].
+async fn reap_sessions_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(REAP_INTERVAL);
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        if let Ok(n) = tokio::task::spawn_blocking(move || state.sessions.reap()).await {
+            if n > 0 {
+                tracing::info!(
+                    count = n,
+                    "dropped staged publishes that were never committed"
+                );
+            }
+        }
+    }
 }
 
 /// Writes the fleet records and summaries that changed to the store.

@@ -175,12 +175,32 @@ fn single<M: EncodeMetric>(
 
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_node(&mut e)?;
+        self.encode_releases(&mut e)?;
+        self.encode_fleet(&mut e)
+    }
+}
+
+/// The labels of a sample by peer class and direction.
+fn class_dir(c: &'static str, d: &'static str) -> Labels {
+    vec![("class", c.to_string()), ("direction", d.to_string())]
+}
+
+/// The labels that name a release.
+fn release_labels(r: &ReleaseSample) -> Labels {
+    vec![
+        ("release", r.release.clone()),
+        ("channel", r.channel.clone()),
+        ("version", r.version.to_string()),
+    ]
+}
+
+impl Snapshot {
+    /// The data plane's traffic, peers, bans, shaping and windows.
+    fn encode_node(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
-        let class_dir = |c: &'static str, d: &'static str| -> Labels {
-            vec![("class", c.to_string()), ("direction", d.to_string())]
-        };
         family(
-            &mut e,
+            e,
             "transfer",
             "Chunk bytes moved by the data plane, by peer class and direction.",
             Some(&Unit::Bytes),
@@ -190,21 +210,21 @@ impl Collector for Snapshot {
                 .map(|&(c, d, v)| (class_dir(c, d), ConstCounter::new(v))),
         )?;
         single(
-            &mut e,
+            e,
             "chunks_verified",
             "Chunks received whose bytes matched their id.",
             Counter,
             ConstCounter::new(self.chunks_verified),
         )?;
         single(
-            &mut e,
+            e,
             "chunks_failed",
             "Chunks received that did not match their id or broke the protocol.",
             Counter,
             ConstCounter::new(self.chunks_failed),
         )?;
         family(
-            &mut e,
+            e,
             "peers",
             "Connected data-plane peers, by class.",
             None,
@@ -214,21 +234,21 @@ impl Collector for Snapshot {
                 .map(|&(c, n)| (vec![("class", c.to_string())], ConstGauge::new(n as i64))),
         )?;
         single(
-            &mut e,
+            e,
             "peer_bans",
             "Peers banned for bad chunks since the daemon started.",
             Counter,
             ConstCounter::new(self.bans),
         )?;
         single(
-            &mut e,
+            e,
             "peers_banned",
             "Peers banned now.",
             Gauge,
             ConstGauge::new(self.banned as i64),
         )?;
         family(
-            &mut e,
+            e,
             "shaper_wait",
             "Time transfers waited for bandwidth tokens, by class and direction.",
             Some(&Unit::Seconds),
@@ -238,7 +258,7 @@ impl Collector for Snapshot {
                 .map(|&(c, d, s)| (class_dir(c, d), ConstCounter::new(s))),
         )?;
         family(
-            &mut e,
+            e,
             "window_open",
             "Whether the node's download or install window is open now (1) or closed (0).",
             None,
@@ -250,15 +270,14 @@ impl Collector for Snapshot {
                 )
             }),
         )?;
-        let release_labels = |r: &ReleaseSample| -> Labels {
-            vec![
-                ("release", r.release.clone()),
-                ("channel", r.channel.clone()),
-                ("version", r.version.to_string()),
-            ]
-        };
+        Ok(())
+    }
+
+    /// The releases and installations.
+    fn encode_releases(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use MetricType::Gauge;
         family(
-            &mut e,
+            e,
             "release_size",
             "Bytes of a release's unique chunks.",
             Some(&Unit::Bytes),
@@ -268,7 +287,7 @@ impl Collector for Snapshot {
                 .map(|r| (release_labels(r), ConstGauge::new(r.size_bytes as i64))),
         )?;
         family(
-            &mut e,
+            e,
             "release_stored",
             "Bytes of a release's unique chunks this node has verified and stored.",
             Some(&Unit::Bytes),
@@ -278,7 +297,7 @@ impl Collector for Snapshot {
                 .map(|r| (release_labels(r), ConstGauge::new(r.stored_bytes as i64))),
         )?;
         family(
-            &mut e,
+            e,
             "release_info",
             "A release on this node, with its fetch and install state as labels (always 1).",
             None,
@@ -291,7 +310,7 @@ impl Collector for Snapshot {
             }),
         )?;
         family(
-            &mut e,
+            e,
             "activations",
             "Releases whose last installation on this node ended with this result.",
             None,
@@ -300,8 +319,14 @@ impl Collector for Snapshot {
                 .iter()
                 .map(|&(r, n)| (vec![("result", r.to_string())], ConstGauge::new(n as i64))),
         )?;
+        Ok(())
+    }
+
+    /// The control plane and the fleet.
+    fn encode_fleet(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
         family(
-            &mut e,
+            e,
             "control",
             "Bytes of data-plane control messages (frames, without their QUIC packets), by \
              message kind, peer class and direction.",
@@ -314,7 +339,7 @@ impl Collector for Snapshot {
             }),
         )?;
         family(
-            &mut e,
+            e,
             "fleet_nodes",
             "Nodes of the fleet by where a release stands on them (this node's view: its \
              site's records and the other sites' summaries).",
@@ -328,7 +353,7 @@ impl Collector for Snapshot {
             }),
         )?;
         single(
-            &mut e,
+            e,
             "site_aggregator_rank",
             "This node's rank among its site's aggregators (0 publishes the site's summary), \
              -1 when it does not aggregate.",
@@ -336,7 +361,7 @@ impl Collector for Snapshot {
             ConstGauge::new(self.aggregator_rank),
         )?;
         single(
-            &mut e,
+            e,
             "fleet_sites",
             "Sites this node has figures of: its own and those whose summary it holds.",
             Gauge,

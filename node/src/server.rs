@@ -213,63 +213,10 @@ async fn metrics(
     };
     let mut releases = progress_of(&state, net).await?;
     releases.truncate(crate::metrics::RELEASES_MAX);
-    let activations = match state.installer.get() {
-        Some(_) => {
-            let store = state.store.clone();
-            let records = blocking(move || Ok(store.activations()?)).await?;
-            let failed = records
-                .iter()
-                .filter(|(_, r)| matches!(r.outcome, crate::activate::Outcome::Failed { .. }))
-                .count() as u64;
-            vec![
-                ("installed", records.len() as u64 - failed),
-                ("failed", failed),
-            ]
-        }
-        None => Vec::new(),
-    };
+    let activations = activation_counts(&state).await?;
     let wait = |c, d| net.shapers.waited_s(c, d);
-    let mut control = Vec::new();
-    for k in protocol::wire::ControlKind::ALL {
-        for (class, cname) in [(Class::Lan, "lan"), (Class::Wan, "wan")] {
-            for (sent, dname) in [(true, "sent"), (false, "received")] {
-                control.push((k.name(), cname, dname, t.control.get(k, class, sent)));
-            }
-        }
-    }
-    refresh_fleet(&state).await;
-    let mut known = net.releases();
-    known.sort_by_key(|r| std::cmp::Reverse(r.urgency.created_unix_s));
-    known.truncate(crate::dashboard::RELEASES_MAX);
-    let facts: Vec<_> = known
-        .iter()
-        .filter_map(|r| release_facts(&state, &r.id))
-        .collect();
-    let fleet_model = state.fleet.clone();
-    let now_s = now.as_second();
-    let fleet = blocking(move || {
-        let mut out = Vec::new();
-        for f in &facts {
-            let s = fleet_model.report(&f.id, Some(f), now_s).states;
-            let hex = f.id.to_hex();
-            for (name, n) in [
-                ("unknown", s.unknown),
-                ("announced", s.announced),
-                ("downloading", s.downloading),
-                ("paused", s.paused),
-                ("complete", s.complete),
-                ("activated", s.activated),
-                ("failed", s.failed),
-                ("superseded", s.superseded),
-                ("refused", s.refused),
-                ("not_followed", s.not_followed),
-            ] {
-                out.push((hex.clone(), name, n));
-            }
-        }
-        Ok(out)
-    })
-    .await?;
+    let control = control_samples(t);
+    let fleet = fleet_samples(&state, net, now.as_second()).await?;
     let snapshot = Snapshot {
         transfer: vec![
             ("lan", "received", load(&t.recv_lan)),
@@ -326,6 +273,80 @@ async fn metrics(
         )
     };
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+/// Installations by outcome, for the metrics (none when the node does not install).
+async fn activation_counts(state: &Arc<AppState>) -> Result<Vec<(&'static str, u64)>, ApiError> {
+    if state.installer.get().is_none() {
+        return Ok(Vec::new());
+    }
+    let store = state.store.clone();
+    let records = blocking(move || Ok(store.activations()?)).await?;
+    let failed = records
+        .iter()
+        .filter(|(_, r)| matches!(r.outcome, crate::activate::Outcome::Failed { .. }))
+        .count() as u64;
+    Ok(vec![
+        ("installed", records.len() as u64 - failed),
+        ("failed", failed),
+    ])
+}
+
+/// Control-stream bytes by message kind, class and direction, for the metrics.
+fn control_samples(
+    t: &crate::net::Traffic,
+) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+    use crate::net::Class;
+    let mut control = Vec::new();
+    for k in protocol::wire::ControlKind::ALL {
+        for (class, cname) in [(Class::Lan, "lan"), (Class::Wan, "wan")] {
+            for (sent, dname) in [(true, "sent"), (false, "received")] {
+                control.push((k.name(), cname, dname, t.control.get(k, class, sent)));
+            }
+        }
+    }
+    control
+}
+
+/// Nodes by state for each release the node knows (the newest first, at most the
+/// dashboard's number), for the metrics.
+async fn fleet_samples(
+    state: &Arc<AppState>,
+    net: &Arc<crate::net::Net>,
+    now_s: i64,
+) -> Result<Vec<(String, &'static str, u64)>, ApiError> {
+    refresh_fleet(state).await;
+    let mut known = net.releases();
+    known.sort_by_key(|r| std::cmp::Reverse(r.urgency.created_unix_s));
+    known.truncate(crate::dashboard::RELEASES_MAX);
+    let facts: Vec<_> = known
+        .iter()
+        .filter_map(|r| release_facts(state, &r.id))
+        .collect();
+    let fleet_model = state.fleet.clone();
+    blocking(move || {
+        let mut out = Vec::new();
+        for f in &facts {
+            let s = fleet_model.report(&f.id, Some(f), now_s).states;
+            let hex = f.id.to_hex();
+            for (name, n) in [
+                ("unknown", s.unknown),
+                ("announced", s.announced),
+                ("downloading", s.downloading),
+                ("paused", s.paused),
+                ("complete", s.complete),
+                ("activated", s.activated),
+                ("failed", s.failed),
+                ("superseded", s.superseded),
+                ("refused", s.refused),
+                ("not_followed", s.not_followed),
+            ] {
+                out.push((hex.clone(), name, n));
+            }
+        }
+        Ok(out)
+    })
+    .await
 }
 
 /// An error answer.

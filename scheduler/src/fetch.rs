@@ -40,7 +40,7 @@
 //!     progress), or while it claims every chunk and is not snubbed;
 //!   - a same-site peer is **snubbed** when requests to it are outstanding and nothing came
 //!     back for [`SOURCE_STALL`], or when [`FAILURES_TO_SNUB`] requests in a row failed
-//!     (timeout, busy, not found, broken); its outstanding requests are asked elsewhere,
+//!     (timeout, busy, not found, bad); its outstanding requests are asked elsewhere,
 //!     its claims no longer count, and it leaves the rendezvous set for [`SNUB_BASE`],
 //!     doubling with each snub in a row up to [`SNUB_MAX`]; a chunk it delivers ends the
 //!     snub. A chunk only it claimed falls back to another member or to the WAN.
@@ -91,9 +91,10 @@ pub const MEMBER_STALL: Duration = Duration::from_secs(15);
 /// overloaded past use, or lying about what it holds.
 pub const SOURCE_STALL: Duration = Duration::from_secs(15);
 
-/// Requests to a same-site peer that fail in a row (timed out, busy, not found, broken)
-/// before it is snubbed: one failure is a hiccup, three without a chunk between are a peer
-/// that cannot serve now.
+/// Requests to a same-site peer that fail in a row (timed out, busy, not found, a bad
+/// chunk) before it is snubbed: one failure is a hiccup, three without a chunk between are
+/// a peer that cannot serve now. A broken connection does not count: the peer is gone, and
+/// a crashed node that returns is not held to what its crash did.
 pub const FAILURES_TO_SNUB: u8 = 3;
 
 /// How long a first snub lasts; each further snub in a row doubles it.
@@ -694,7 +695,11 @@ impl<S: BuildHasher> Fetch<S> {
             }
             return true;
         }
-        p.failures = p.failures.saturating_add(1);
+        // A broken connection says nothing about the peer's will to serve (it crashed, or its
+        // link did): the chunk is asked again, and the peer is not held to it.
+        if answer != Answer::Failed {
+            p.failures = p.failures.saturating_add(1);
+        }
         let snub = same_site && p.failures >= failures_to_snub && !p.snubbed(now);
         self.wan_dirty |= !same_site;
         if answer == Answer::Bad {

@@ -232,21 +232,8 @@ fn print_json<T: serde::Serialize>(value: &T) {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let client = Client::new(&cli.socket);
-    let none: Option<&()> = None;
     match cli.command {
-        Command::Keygen { out } => {
-            let key = identity::generate().map_err(|e| fail(ExitCode::Failed, e.to_string()))?;
-            identity::write_key(&out, &key).map_err(|e| fail(ExitCode::Failed, e.to_string()))?;
-            let public = PublisherKey(key.verifying_key().to_bytes()).to_config_string();
-            if cli.json {
-                print_json(&serde_json::json!({ "file": out, "public_key": public }));
-            } else {
-                println!("wrote {}", out.display());
-                println!("add to p2pd.toml on every node that should trust it:\n");
-                println!("[[trust.publishers]]\nname = \"release-team\"\nkey = \"{public}\"");
-            }
-            Ok(())
-        }
+        Command::Keygen { out } => keygen(out, cli.json),
         Command::Publish {
             path,
             channel,
@@ -277,232 +264,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             publish(&client, &req, &key, cli.json).await
         }
-        Command::Releases => {
-            let list: Vec<ReleaseView> = client.call("GET", "/v1/releases", none).await?;
-            if cli.json {
-                print_json(&list);
-            } else if list.is_empty() {
-                println!("no releases");
-            } else {
-                println!(
-                    "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  CREATED",
-                    "ID", "CHANNEL", "VERSION", "SEVERITY", "FILES", "SIZE"
-                );
-                for r in list {
-                    println!(
-                        "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {}",
-                        &r.id[..12],
-                        r.channel,
-                        r.version,
-                        r.severity,
-                        r.files,
-                        human_bytes(r.total_bytes),
-                        r.created
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::Show { release } => {
-            let d: ReleaseDetail = client
-                .call("GET", &format!("/v1/releases/{release}"), none)
-                .await?;
-            if cli.json {
-                print_json(&d);
-                return Ok(());
-            }
-            let r = &d.release;
-            println!("release   {}", r.id);
-            println!("channel   {}  version {}", r.channel, r.version);
-            let cvss = r
-                .cvss
-                .as_deref()
-                .map(|c| format!(" (CVSS {c})"))
-                .unwrap_or_default();
-            let emergency = if r.emergency { ", emergency" } else { "" };
-            println!("severity  {}{cvss}{emergency}", r.severity);
-            for w in &r.download_windows {
-                println!("download  only in {w}");
-            }
-            for w in &r.install_windows {
-                println!("install   only in {w}");
-            }
-            println!("created   {}  expires {}", r.created, r.expires);
-            println!("signed by {}", r.signers.join(", "));
-            println!(
-                "content   {} files, {}, {} chunks (chunking {})",
-                r.files,
-                human_bytes(r.total_bytes),
-                r.unique_chunks,
-                d.chunking
-            );
-            for e in &d.entries {
-                match e.kind.as_str() {
-                    "dir" => println!("  {:o} dir     {}/", e.mode.unwrap_or(0), e.path),
-                    "symlink" => println!(
-                        "       link    {} -> {}",
-                        e.path,
-                        e.target.as_deref().unwrap_or("")
-                    ),
-                    _ => println!(
-                        "  {:o} file    {} ({})",
-                        e.mode.unwrap_or(0),
-                        e.path,
-                        human_bytes(e.size.unwrap_or(0))
-                    ),
-                }
-            }
-            Ok(())
-        }
-        Command::Verify { release } => {
-            let v: VerifyView = client
-                .call("POST", &format!("/v1/releases/{release}/verify"), none)
-                .await?;
-            let ok = v.signature_ok && v.missing.is_empty() && v.corrupt.is_empty();
-            if cli.json {
-                print_json(&v);
-            } else {
-                match &v.signature_error {
-                    None => println!("signature ok"),
-                    Some(e) => println!("signature FAILED: {e}"),
-                }
-                println!(
-                    "{} chunks, {} re-hashed: {} missing, {} corrupt",
-                    v.chunks_checked,
-                    human_bytes(v.bytes_checked),
-                    v.missing.len(),
-                    v.corrupt.len()
-                );
-                for c in v.missing.iter().take(20) {
-                    println!("  missing {c}");
-                }
-                for c in v.corrupt.iter().take(20) {
-                    println!("  corrupt {c}");
-                }
-                println!("{}: {}", &v.id[..12], if ok { "OK" } else { "DAMAGED" });
-            }
-            if ok {
-                Ok(())
-            } else {
-                Err(fail(
-                    ExitCode::Damaged,
-                    format!("release {} failed verification", v.id),
-                ))
-            }
-        }
-        Command::Export { release, dir } => {
-            let dir = if dir.is_absolute() {
-                dir
-            } else {
-                std::env::current_dir()
-                    .map_err(|e| fail(ExitCode::Failed, e.to_string()))?
-                    .join(dir)
-            };
-            let report: node::release::ExportReport = client
-                .call(
-                    "POST",
-                    &format!("/v1/releases/{release}/export"),
-                    Some(&ExportRequest { dir: dir.clone() }),
-                )
-                .await?;
-            if cli.json {
-                print_json(&report);
-            } else {
-                println!(
-                    "exported {} files, {} directories, {} symlinks ({}) to {}",
-                    report.files,
-                    report.dirs,
-                    report.symlinks,
-                    human_bytes(report.bytes),
-                    dir.display()
-                );
-            }
-            Ok(())
-        }
-        Command::Node => {
-            let info: NodeInfo = client.call("GET", "/v1/node", none).await?;
-            if cli.json {
-                print_json(&info);
-            } else {
-                println!("node      {}", info.node_id);
-                println!("site      {}  region {}", info.site, info.region);
-                println!("version   {}", info.version);
-                println!("data      {}", info.data_dir.display());
-                println!(
-                    "store     {} releases, {} chunks, {}",
-                    info.store.releases,
-                    info.store.chunks,
-                    human_bytes(info.store.chunk_bytes)
-                );
-                println!("trusts    {}", info.trusted_publishers.join(", "));
-            }
-            Ok(())
-        }
-        Command::Peers => {
-            let peers: Vec<PeerView> = client.call("GET", "/v1/peers", none).await?;
-            if cli.json {
-                print_json(&peers);
-            } else if peers.is_empty() {
-                println!("no peers connected");
-            } else {
-                println!(
-                    "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>7}",
-                    "PEER", "SITE", "REGION", "ADDRESS", "NET", "IN", "OUT", "RTT"
-                );
-                for p in peers {
-                    println!(
-                        "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>5.1}ms",
-                        p.peer_id,
-                        p.site,
-                        p.region,
-                        p.address,
-                        if p.lan { "LAN" } else { "WAN" },
-                        human_bytes(p.bytes_in),
-                        human_bytes(p.bytes_out),
-                        p.rtt_ms
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::Schedule => {
-            let v: ScheduleView = client.call("GET", "/v1/schedule", none).await?;
-            if cli.json {
-                print_json(&v);
-                return Ok(());
-            }
-            println!("now {}", v.now);
-            println!("{:<12} {:<16} NEXT CHANGE", "CLASS", "RATE");
-            for c in &v.classes {
-                println!(
-                    "{:<12} {:<16} {}",
-                    c.class,
-                    c.rate,
-                    c.next_change.as_deref().unwrap_or("-")
-                );
-            }
-            for (name, w) in [("download", &v.download), ("install", &v.install)] {
-                let when = match (w.windows, w.open) {
-                    (0, _) => "open (no window configured)".to_string(),
-                    (_, true) => format!(
-                        "open, closes {}",
-                        w.closes.as_deref().unwrap_or("after the next week")
-                    ),
-                    (_, false) => format!(
-                        "closed, opens {}",
-                        w.opens.as_deref().unwrap_or("never in the next four years")
-                    ),
-                };
-                println!("{name} window: {when}");
-            }
-            match v.emergency_critical_cvss {
-                Some(c) => {
-                    println!("emergencies: critical releases with CVSS >= {c:.1} download any time")
-                }
-                None => println!("emergencies: only releases marked emergency download any time"),
-            }
-            Ok(())
-        }
+        Command::Releases => releases(&client, cli.json).await,
+        Command::Show { release } => show(&client, release, cli.json).await,
+        Command::Verify { release } => verify(&client, release, cli.json).await,
+        Command::Export { release, dir } => export(&client, release, dir, cli.json).await,
+        Command::Node => node_info(&client, cli.json).await,
+        Command::Peers => peers(&client, cli.json).await,
+        Command::Schedule => schedule(&client, cli.json).await,
         Command::Status { release, once } => status(&client, release, once, cli.json).await,
         Command::Audit { action, since } => audit(&client, action, since, cli.json).await,
         Command::Fleet {
@@ -516,6 +284,267 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             report(&client, &since, &format).await
         }
     }
+}
+
+/// Writes a new publisher key and prints its public half.
+fn keygen(out: PathBuf, json: bool) -> Result<(), Failure> {
+    let key = identity::generate().map_err(|e| fail(ExitCode::Failed, e.to_string()))?;
+    identity::write_key(&out, &key).map_err(|e| fail(ExitCode::Failed, e.to_string()))?;
+    let public = PublisherKey(key.verifying_key().to_bytes()).to_config_string();
+    if json {
+        print_json(&serde_json::json!({ "file": out, "public_key": public }));
+    } else {
+        println!("wrote {}", out.display());
+        println!("add to p2pd.toml on every node that should trust it:\n");
+        println!("[[trust.publishers]]\nname = \"release-team\"\nkey = \"{public}\"");
+    }
+    Ok(())
+}
+
+/// Lists the stored releases.
+async fn releases(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let list: Vec<ReleaseView> = client.call("GET", "/v1/releases", none).await?;
+    if json {
+        print_json(&list);
+    } else if list.is_empty() {
+        println!("no releases");
+    } else {
+        println!(
+            "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  CREATED",
+            "ID", "CHANNEL", "VERSION", "SEVERITY", "FILES", "SIZE"
+        );
+        for r in list {
+            println!(
+                "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {}",
+                &r.id[..12],
+                r.channel,
+                r.version,
+                r.severity,
+                r.files,
+                human_bytes(r.total_bytes),
+                r.created
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Shows one release: its manifest and its tree.
+async fn show(client: &Client, release: String, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let d: ReleaseDetail = client
+        .call("GET", &format!("/v1/releases/{release}"), none)
+        .await?;
+    if json {
+        print_json(&d);
+        return Ok(());
+    }
+    let r = &d.release;
+    println!("release   {}", r.id);
+    println!("channel   {}  version {}", r.channel, r.version);
+    let cvss = r
+        .cvss
+        .as_deref()
+        .map(|c| format!(" (CVSS {c})"))
+        .unwrap_or_default();
+    let emergency = if r.emergency { ", emergency" } else { "" };
+    println!("severity  {}{cvss}{emergency}", r.severity);
+    for w in &r.download_windows {
+        println!("download  only in {w}");
+    }
+    for w in &r.install_windows {
+        println!("install   only in {w}");
+    }
+    println!("created   {}  expires {}", r.created, r.expires);
+    println!("signed by {}", r.signers.join(", "));
+    println!(
+        "content   {} files, {}, {} chunks (chunking {})",
+        r.files,
+        human_bytes(r.total_bytes),
+        r.unique_chunks,
+        d.chunking
+    );
+    for e in &d.entries {
+        match e.kind.as_str() {
+            "dir" => println!("  {:o} dir     {}/", e.mode.unwrap_or(0), e.path),
+            "symlink" => println!(
+                "       link    {} -> {}",
+                e.path,
+                e.target.as_deref().unwrap_or("")
+            ),
+            _ => println!(
+                "  {:o} file    {} ({})",
+                e.mode.unwrap_or(0),
+                e.path,
+                human_bytes(e.size.unwrap_or(0))
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Re-checks a release: its signature and every chunk.
+async fn verify(client: &Client, release: String, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let v: VerifyView = client
+        .call("POST", &format!("/v1/releases/{release}/verify"), none)
+        .await?;
+    let ok = v.signature_ok && v.missing.is_empty() && v.corrupt.is_empty();
+    if json {
+        print_json(&v);
+    } else {
+        match &v.signature_error {
+            None => println!("signature ok"),
+            Some(e) => println!("signature FAILED: {e}"),
+        }
+        println!(
+            "{} chunks, {} re-hashed: {} missing, {} corrupt",
+            v.chunks_checked,
+            human_bytes(v.bytes_checked),
+            v.missing.len(),
+            v.corrupt.len()
+        );
+        for c in v.missing.iter().take(20) {
+            println!("  missing {c}");
+        }
+        for c in v.corrupt.iter().take(20) {
+            println!("  corrupt {c}");
+        }
+        println!("{}: {}", &v.id[..12], if ok { "OK" } else { "DAMAGED" });
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(fail(
+            ExitCode::Damaged,
+            format!("release {} failed verification", v.id),
+        ))
+    }
+}
+
+/// Writes a release's tree into an empty directory.
+async fn export(client: &Client, release: String, dir: PathBuf, json: bool) -> Result<(), Failure> {
+    let dir = if dir.is_absolute() {
+        dir
+    } else {
+        std::env::current_dir()
+            .map_err(|e| fail(ExitCode::Failed, e.to_string()))?
+            .join(dir)
+    };
+    let report: node::release::ExportReport = client
+        .call(
+            "POST",
+            &format!("/v1/releases/{release}/export"),
+            Some(&ExportRequest { dir: dir.clone() }),
+        )
+        .await?;
+    if json {
+        print_json(&report);
+    } else {
+        println!(
+            "exported {} files, {} directories, {} symlinks ({}) to {}",
+            report.files,
+            report.dirs,
+            report.symlinks,
+            human_bytes(report.bytes),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Shows this node.
+async fn node_info(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let info: NodeInfo = client.call("GET", "/v1/node", none).await?;
+    if json {
+        print_json(&info);
+    } else {
+        println!("node      {}", info.node_id);
+        println!("site      {}  region {}", info.site, info.region);
+        println!("version   {}", info.version);
+        println!("data      {}", info.data_dir.display());
+        println!(
+            "store     {} releases, {} chunks, {}",
+            info.store.releases,
+            info.store.chunks,
+            human_bytes(info.store.chunk_bytes)
+        );
+        println!("trusts    {}", info.trusted_publishers.join(", "));
+    }
+    Ok(())
+}
+
+/// Lists the connected peers.
+async fn peers(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let peers: Vec<PeerView> = client.call("GET", "/v1/peers", none).await?;
+    if json {
+        print_json(&peers);
+    } else if peers.is_empty() {
+        println!("no peers connected");
+    } else {
+        println!(
+            "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>7}",
+            "PEER", "SITE", "REGION", "ADDRESS", "NET", "IN", "OUT", "RTT"
+        );
+        for p in peers {
+            println!(
+                "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>5.1}ms",
+                p.peer_id,
+                p.site,
+                p.region,
+                p.address,
+                if p.lan { "LAN" } else { "WAN" },
+                human_bytes(p.bytes_in),
+                human_bytes(p.bytes_out),
+                p.rtt_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Shows the rate schedules and windows in force.
+async fn schedule(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let v: ScheduleView = client.call("GET", "/v1/schedule", none).await?;
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    println!("now {}", v.now);
+    println!("{:<12} {:<16} NEXT CHANGE", "CLASS", "RATE");
+    for c in &v.classes {
+        println!(
+            "{:<12} {:<16} {}",
+            c.class,
+            c.rate,
+            c.next_change.as_deref().unwrap_or("-")
+        );
+    }
+    for (name, w) in [("download", &v.download), ("install", &v.install)] {
+        let when = match (w.windows, w.open) {
+            (0, _) => "open (no window configured)".to_string(),
+            (_, true) => format!(
+                "open, closes {}",
+                w.closes.as_deref().unwrap_or("after the next week")
+            ),
+            (_, false) => format!(
+                "closed, opens {}",
+                w.opens.as_deref().unwrap_or("never in the next four years")
+            ),
+        };
+        println!("{name} window: {when}");
+    }
+    match v.emergency_critical_cvss {
+        Some(c) => {
+            println!("emergencies: critical releases with CVSS >= {c:.1} download any time")
+        }
+        None => println!("emergencies: only releases marked emergency download any time"),
+    }
+    Ok(())
 }
 
 async fn report(client: &Client, since: &str, format: &str) -> Result<(), Failure> {
@@ -755,6 +784,14 @@ fn fleet_text(r: &node::fleet::FleetReport, sites: usize) -> String {
             s.paused
         );
     }
+    fleet_sites_text(&mut out, r, sites);
+    fleet_nodes_text(&mut out, r);
+    out
+}
+
+/// The sites furthest behind, at most `sites` of them.
+fn fleet_sites_text(out: &mut String, r: &node::fleet::FleetReport, sites: usize) {
+    use std::fmt::Write;
     let behind: Vec<_> = r
         .sites
         .iter()
@@ -789,6 +826,12 @@ fn fleet_text(r: &node::fleet::FleetReport, sites: usize) -> String {
             let _ = writeln!(out, "… and {} more sites behind", behind.len() - sites);
         }
     }
+}
+
+/// The nodes listed one by one (`--site`), and the failed ones.
+fn fleet_nodes_text(out: &mut String, r: &node::fleet::FleetReport) {
+    use std::fmt::Write;
+    let s = &r.states;
     if !r.nodes_detail.is_empty() {
         let _ = writeln!(
             out,
@@ -832,7 +875,6 @@ fn fleet_text(r: &node::fleet::FleetReport, sites: usize) -> String {
             );
         }
     }
-    out
 }
 
 /// `--since`: a time back from now, or an instant; as unix milliseconds.
