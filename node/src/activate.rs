@@ -32,9 +32,7 @@
 //! Debian's maintainer scripts must be).
 
 use crate::config::InstallSection;
-use crate::net::{Net, ReleaseState, lock};
-use crate::release;
-use crate::store::Store;
+use net::{Net, ReleaseState};
 use protocol::{Manifest, ReleaseId};
 use scheduler::window::WindowState;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -44,6 +42,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use store::Store;
+use store::release;
 use tokio::io::AsyncReadExt;
 
 /// Lines of the apply command's output kept (stdout and stderr interleaved, last lines).
@@ -56,7 +56,7 @@ pub const OUTPUT_LINE_BYTES_MAX: usize = 400;
 pub const OUTPUT_TAIL_BYTES_MAX: usize = OUTPUT_TAIL_LINES * OUTPUT_LINE_BYTES_MAX;
 
 // A record (path, reason, the output tail) must fit what the store reads back.
-const _: () = assert!(OUTPUT_TAIL_BYTES_MAX * 4 <= crate::store::ACTIVATION_BYTES_MAX);
+const _: () = assert!(OUTPUT_TAIL_BYTES_MAX * 4 <= store::ACTIVATION_BYTES_MAX);
 
 /// How long the output readers may outlive the apply command (a background child holding
 /// its pipes open) before its process group is killed.
@@ -69,7 +69,7 @@ const RECHECK: Duration = Duration::from_secs(60);
 /// Name of the per-channel symlink to the active version.
 pub const CURRENT: &str = "current";
 
-pub use crate::store::{ActivationRecord, Outcome};
+pub use store::{ActivationRecord, Outcome};
 
 /// Why an activation step failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ pub enum ActivateError {
     Export(#[from] release::ExportError),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] store::StoreError),
     /// The channel name cannot be a directory name (the manifest gate should have refused it).
     #[error("channel {0:?} cannot be installed")]
     BadChannel(String),
@@ -444,7 +444,7 @@ impl Installer {
     pub fn state_of(
         &self,
         net: &Net,
-        release: &crate::net::Release,
+        release: &net::Release,
         records: &HashMap<ReleaseId, ActivationRecord>,
     ) -> InstallState {
         if let Some(r) = records.get(&release.id) {
@@ -499,7 +499,7 @@ impl Installer {
             blocking(move || Ok(store.manifest(&id)?))
                 .await?
                 .ok_or_else(|| {
-                    ActivateError::Store(crate::store::StoreError::Damaged(format!(
+                    ActivateError::Store(store::StoreError::Damaged(format!(
                         "release {id} is not in the store"
                     )))
                 })?
@@ -582,7 +582,7 @@ impl Installer {
             channel,
             version,
             dir,
-            at_unix_s: crate::net::now_unix_s(),
+            at_unix_s: net::now_unix_s(),
             previous,
             outcome,
         })
@@ -684,7 +684,7 @@ fn failed_before_apply(
         channel,
         version,
         dir,
-        at_unix_s: crate::net::now_unix_s(),
+        at_unix_s: net::now_unix_s(),
         previous: rolled_back_to.clone(),
         outcome: Outcome::Failed {
             reason,
@@ -720,7 +720,7 @@ async fn due(
         *v = (*v).max(r.version);
     }
     // The highest complete version of each channel, if newer than any activated or failed.
-    let mut newest: HashMap<String, Arc<crate::net::Release>> = HashMap::new();
+    let mut newest: HashMap<String, Arc<net::Release>> = HashMap::new();
     for r in net.releases() {
         if *lock(&r.state) != ReleaseState::Complete
             || records.contains_key(&r.id)
@@ -741,7 +741,7 @@ async fn due(
             }
         }
     }
-    let mut candidates: Vec<Arc<crate::net::Release>> = newest.into_values().collect();
+    let mut candidates: Vec<Arc<net::Release>> = newest.into_values().collect();
     let policy = net.windows.policy;
     candidates.sort_by(|a, b| policy.compare(&a.urgency, &b.urgency));
     let now = jiff::Timestamp::now();
@@ -770,4 +770,9 @@ async fn due(
             next_open: next,
         },
     ))
+}
+
+/// Locks `m`, taking over a lock a panicking holder poisoned (the guarded maps stay valid).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

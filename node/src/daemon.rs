@@ -4,15 +4,15 @@
 //! back, the socket file is removed).
 
 use crate::config::Config;
-use crate::identity;
-use crate::net::{Net, swarm};
 use crate::server::{AppState, router};
-use crate::store::Store;
 use anyhow::{Context, bail};
+use net::{Net, swarm};
 use protocol::NodeId;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
+use store::Store;
+use store::identity;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -51,7 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = state.audit_key.set(key.clone());
     // Each start records the configuration it runs with (the daemon reads it only here).
     let effective = toml::to_string(&config).context("encoding the configuration")?;
-    let started = crate::audit::AuditEvent::Started {
+    let started = store::audit::AuditEvent::Started {
         config_blake3: blake3::hash(effective.as_bytes()).to_hex().to_string(),
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -101,7 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.node.site.clone(),
         config.install.target.is_some(),
     ));
-    let aggregate_task = tokio::spawn(crate::net::aggregate::run(net.clone(), state.fleet.clone()));
+    let aggregate_task = tokio::spawn(net::aggregate::run(net.clone(), state.fleet.clone()));
     let fleet_saver = tokio::spawn(save_fleet_loop(state.clone()));
     let reaper = tokio::spawn(reap_sessions_loop(state.clone()));
 
@@ -189,7 +189,7 @@ async fn serve_metrics(
 
 /// Saves the fleet table every `PERSIST_INTERVAL` and samples it for the compliance report.
 async fn save_fleet_loop(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(crate::fleet::PERSIST_INTERVAL);
+    let mut tick = tokio::time::interval(store::fleet::PERSIST_INTERVAL);
     loop {
         tick.tick().await;
         save_fleet(&state).await;
@@ -317,7 +317,7 @@ fn send_to_aggregators(
     record: &[u8],
     told: &mut std::collections::HashSet<libp2p::PeerId>,
 ) {
-    let aggs = crate::net::aggregate::site_aggregators(net);
+    let aggs = net::aggregate::site_aggregators(net);
     let peers = net.peer_list();
     told.retain(|id| peers.iter().any(|p| p.id == *id));
     for p in peers.iter().filter(|p| aggs.contains(&p.node_key)) {

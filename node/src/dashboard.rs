@@ -4,7 +4,7 @@
 //!
 //! Plain HTML, CSS and JavaScript compiled into the binary (`src/dashboard/`): no CDN, no
 //! build step, nothing fetched but this node's own `dashboard/data` (the fleet reports of
-//! [`crate::fleet::Fleet::report`] as JSON), every two seconds. The grid draws one 22-pixel
+//! [`store::fleet::Fleet::report`] as JSON), every two seconds. The grid draws one 22-pixel
 //! cell per site in name order, 500 of them in about twenty rows; pointing at a cell shows
 //! the site's figures.
 
@@ -46,7 +46,7 @@ pub struct DashboardData {
     /// Releases, newest first.
     pub releases: Vec<DashboardRelease>,
     /// The failed nodes of all of them (at most [`FAILURES_MAX`]), newest failure first.
-    pub failures: Vec<crate::fleet::FailedNode>,
+    pub failures: Vec<store::fleet::FailedNode>,
 }
 
 /// A release and where it stands in the fleet.
@@ -61,5 +61,5 @@ pub struct DashboardRelease {
     /// Severity.
     pub severity: String,
     /// The fleet view.
-    pub report: crate::fleet::FleetReport,
+    pub report: store::fleet::FleetReport,
 }

@@ -22,19 +22,9 @@
 //! * [`cli`]: helpers shared by the two binaries (logging, exit codes, formatting).
 
 pub mod activate;
-pub mod api;
-pub mod audit;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
-pub mod fleet;
-pub mod identity;
-pub mod ingest;
 pub mod metrics;
-pub mod net;
 pub mod publish;
-pub mod release;
 pub mod server;
-pub mod store;

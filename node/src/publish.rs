@@ -9,8 +9,6 @@
 //! No HTTP here: `server.rs` adapts these to the control API (`POST /v1/publish`, `.../commit`,
 //! `DELETE`), and maps [`PublishError`] to its answers.
 
-use crate::ingest::{self, IngestError, Progress};
-use crate::store::{IngestSession, ReleaseSummary, Store, StoreError};
 use protocol::{
     ChunkingParams, MANIFEST_FORMAT_VERSION, Manifest, ManifestError, PublisherKey, ReleaseId,
     TrustPolicy, VerifiedRelease, codec,
@@ -19,6 +17,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use store::ingest::{self, IngestError, Progress};
+use store::{IngestSession, ReleaseSummary, Store, StoreError};
 
 /// How long a staged publish waits for its signed commit.
 pub const PUBLISH_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
@@ -81,7 +81,7 @@ pub struct Request {
 
 impl Request {
     /// Parses the API's request.
-    pub fn parse(req: &crate::api::PublishRequest) -> Result<Self, PublishError> {
+    pub fn parse(req: &api::PublishRequest) -> Result<Self, PublishError> {
         let bad = |e: String| PublishError::BadRequest(e);
         let windows = |kind: &str, list: &[String]| {
             list.iter()
@@ -314,7 +314,7 @@ pub fn commit(
     }
     pending
         .session
-        .audit_on_commit(crate::audit::AuditEvent::published(&verified));
+        .audit_on_commit(store::audit::AuditEvent::published(&verified));
     pending.session.commit(Some(&verified), now_unix_s)?;
     let summary = store.summary(&verified.id)?.ok_or_else(|| {
         StoreError::Damaged(format!("release {} vanished after its commit", verified.id))

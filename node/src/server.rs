@@ -1,16 +1,12 @@
 //! The daemon's control API server: axum handlers over the Unix socket, each a thin adapter
-//! from JSON to [`crate::store`], [`crate::ingest`] and [`crate::release`]. Blocking store
+//! from JSON to [`store`], [`store::ingest`] and [`store::release`]. Blocking store
 //! work runs on tokio's blocking pool so the API stays responsive during a publish.
 //!
 //! A publish is two requests, so the signing key never reaches the daemon: `POST
 //! /v1/publish` stages the chunks and returns the manifest to sign; `POST
 //! /v1/publish/{session}/commit` takes the signed envelope ([`crate::publish`] does both).
 
-use crate::api::*;
-use crate::audit::{AuditLog, AuditSeal, ListedEntry};
-use crate::ingest::{self, IngestError, Progress};
-use crate::release;
-use crate::store::{ReleaseSummary, Store, StoreError};
+use api::*;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -24,7 +20,11 @@ use protocol::{EntryKind, Manifest, ManifestError, ReleaseId, TrustPolicy, codec
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+use store::audit::{AuditLog, AuditSeal, ListedEntry};
+use store::ingest::{self, IngestError, Progress};
+use store::release;
+use store::{ReleaseSummary, Store, StoreError};
 
 pub use crate::publish::{PUBLISH_SESSION_TIMEOUT, PUBLISH_SESSIONS_MAX};
 
@@ -49,14 +49,14 @@ pub struct AppState {
     /// Data directory.
     pub data_dir: std::path::PathBuf,
     /// The network, once started (absent in tools that only serve the store).
-    pub net: std::sync::OnceLock<Arc<crate::net::Net>>,
+    pub net: std::sync::OnceLock<Arc<net::Net>>,
     /// The installer, when `[install] target` is set.
     pub installer: std::sync::OnceLock<Arc<crate::activate::Installer>>,
     /// The node's identity key, which seals the audit log when it is read out (absent in
     /// tools that only serve the store).
     pub audit_key: std::sync::OnceLock<ed25519_dalek::SigningKey>,
     /// The latest status record of every node.
-    pub fleet: Arc<crate::fleet::Fleet>,
+    pub fleet: Arc<store::fleet::Fleet>,
     /// Staged publishes waiting for their signed commit.
     pub sessions: crate::publish::Sessions,
 }
@@ -75,7 +75,7 @@ impl AppState {
             tracing::error!(error = %e, "cannot read the stored fleet status");
             Default::default()
         });
-        let fleet = Arc::new(crate::fleet::Fleet::from_stored(&site, records, summaries));
+        let fleet = Arc::new(store::fleet::Fleet::from_stored(&site, records, summaries));
         Self {
             store,
             policy,
@@ -177,7 +177,7 @@ async fn dashboard_data(
     })
     .await?;
     // Every release's failures, newest first: the panel is not limited to the selection.
-    let mut failures: Vec<crate::fleet::FailedNode> = releases
+    let mut failures: Vec<store::fleet::FailedNode> = releases
         .iter()
         .flat_map(|r| r.report.failed.iter().cloned())
         .collect();
@@ -196,8 +196,8 @@ async fn metrics(
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     use crate::metrics::{ReleaseSample, Snapshot};
-    use crate::net::Class;
-    use crate::net::shape::Direction;
+    use net::Class;
+    use net::shape::Direction;
     let net = net_of(&state)?;
     let t = &net.traffic;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -256,7 +256,7 @@ async fn metrics(
         activations,
         control,
         fleet,
-        aggregator_rank: net.aggregate.rank().map_or(-1, |r| r as i64),
+        aggregator_rank: net.aggregator_rank().map_or(-1, |r| r as i64),
         fleet_sites: state.fleet.sites() as u64,
     };
     // Prometheus asks for OpenMetrics; anything else gets the classic text format.
@@ -293,10 +293,8 @@ async fn activation_counts(state: &Arc<AppState>) -> Result<Vec<(&'static str, u
 }
 
 /// Control-stream bytes by message kind, class and direction, for the metrics.
-fn control_samples(
-    t: &crate::net::Traffic,
-) -> Vec<(&'static str, &'static str, &'static str, u64)> {
-    use crate::net::Class;
+fn control_samples(t: &net::Traffic) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+    use net::Class;
     let mut control = Vec::new();
     for k in protocol::wire::ControlKind::ALL {
         for (class, cname) in [(Class::Lan, "lan"), (Class::Wan, "wan")] {
@@ -312,7 +310,7 @@ fn control_samples(
 /// dashboard's number), for the metrics.
 async fn fleet_samples(
     state: &Arc<AppState>,
-    net: &Arc<crate::net::Net>,
+    net: &Arc<net::Net>,
     now_s: i64,
 ) -> Result<Vec<(String, &'static str, u64)>, ApiError> {
     refresh_fleet(state).await;
@@ -484,13 +482,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// Current unix time in seconds.
-pub fn now_unix_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use net::now_unix_s;
 
 fn rfc3339(unix_s: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(unix_s.max(0) as u64);
@@ -549,7 +541,7 @@ async fn node_info(State(state): State<Arc<AppState>>) -> Result<Json<NodeInfo>,
     }))
 }
 
-fn net_of(state: &AppState) -> Result<&Arc<crate::net::Net>, ApiError> {
+fn net_of(state: &AppState) -> Result<&Arc<net::Net>, ApiError> {
     state.net.get().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -574,14 +566,14 @@ struct FleetQuery {
 /// site's aggregator, at most every few seconds).
 async fn refresh_fleet(state: &AppState) {
     if let Some(net) = state.net.get() {
-        crate::net::aggregate::refresh(net).await;
+        net::aggregate::refresh(net).await;
     }
 }
 
 /// What the store (or the network) knows of release `id`, for the fleet views.
-fn release_facts(state: &AppState, id: &ReleaseId) -> Option<crate::fleet::ReleaseFacts> {
+fn release_facts(state: &AppState, id: &ReleaseId) -> Option<store::fleet::ReleaseFacts> {
     if let Some(r) = state.net.get().and_then(|n| n.release(id)) {
-        return Some(crate::fleet::ReleaseFacts {
+        return Some(store::fleet::ReleaseFacts {
             id: r.id,
             channel: r.channel.clone(),
             version: r.version,
@@ -595,8 +587,8 @@ fn release_facts(state: &AppState, id: &ReleaseId) -> Option<crate::fleet::Relea
     Some(facts_of_summary(&s))
 }
 
-fn facts_of_summary(r: &ReleaseSummary) -> crate::fleet::ReleaseFacts {
-    crate::fleet::ReleaseFacts {
+fn facts_of_summary(r: &ReleaseSummary) -> store::fleet::ReleaseFacts {
+    store::fleet::ReleaseFacts {
         id: r.id,
         channel: r.channel.clone(),
         version: r.version,
@@ -611,7 +603,7 @@ async fn fleet_report(
     State(state): State<Arc<AppState>>,
     UrlPath(release): UrlPath<String>,
     axum::extract::Query(q): axum::extract::Query<FleetQuery>,
-) -> Result<Json<crate::fleet::FleetReport>, ApiError> {
+) -> Result<Json<store::fleet::FleetReport>, ApiError> {
     // A full id names any release, known here or not; a prefix must match a stored one.
     let store = state.store.clone();
     let id = blocking(move || resolve(&store, &release)).await?;
@@ -654,12 +646,12 @@ struct ReportQuery {
 async fn compliance_report(
     State(state): State<Arc<AppState>>,
     axum::extract::Query(q): axum::extract::Query<ReportQuery>,
-) -> Result<Json<Vec<crate::fleet::ComplianceRow>>, ApiError> {
+) -> Result<Json<Vec<store::fleet::ComplianceRow>>, ApiError> {
     let store = state.store.clone();
     let releases = blocking(move || Ok(store.releases()?)).await?;
     refresh_fleet(&state).await;
     let since = q.since_unix_s.unwrap_or(i64::MIN);
-    let mut facts: Vec<crate::fleet::ReleaseFacts> = releases
+    let mut facts: Vec<store::fleet::ReleaseFacts> = releases
         .iter()
         .filter(|r| r.created_unix_s >= since)
         .map(facts_of_summary)
@@ -774,9 +766,9 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
         control: protocol::wire::ControlKind::ALL
             .iter()
             .map(|&k| {
-                use crate::net::Class::{Lan, Wan};
+                use net::Class::{Lan, Wan};
                 let c = &t.control;
-                crate::api::ControlBytesView {
+                api::ControlBytesView {
                     kind: k.name().into(),
                     lan_sent: c.get(k, Lan, true),
                     lan_received: c.get(k, Lan, false),
@@ -785,7 +777,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
                 }
             })
             .collect(),
-        aggregator_rank: net.aggregate.rank(),
+        aggregator_rank: net.aggregator_rank(),
         fleet_sites: state.fleet.sites(),
         releases: progress_of(&state, net).await?,
         refused: net
@@ -802,7 +794,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
 /// The fleet status record's state of a release, from where its fetch and its installation
 /// stand here: the one mapping from the node's states to the record's.
 fn record_state(r: &ReleaseProgress) -> (protocol::status::ReleaseState, Option<String>) {
-    use crate::api::InstallState as Install;
+    use api::InstallState as Install;
     use protocol::status::ReleaseState as Record;
     let install = r.install.as_ref();
     match (r.state, install.map(|i| i.state)) {
@@ -878,7 +870,7 @@ pub async fn status_releases(
 /// Every release's progress, with its download window while paused and its installation.
 async fn progress_of(
     state: &Arc<AppState>,
-    net: &Arc<crate::net::Net>,
+    net: &Arc<net::Net>,
 ) -> Result<Vec<ReleaseProgress>, ApiError> {
     use crate::activate::{InstallState, Outcome};
     let text = |t: jiff::Timestamp| t.round(jiff::Unit::Second).unwrap_or(t).to_string();
@@ -897,13 +889,13 @@ async fn progress_of(
     let mut list = Vec::new();
     for r in net.releases() {
         let mut p = r.progress();
-        if r.state() == crate::net::ReleaseState::Paused {
+        if r.state() == net::ReleaseState::Paused {
             let opens = net.download_opens(&r);
             p.download_opens = opens.map(text);
             p.download_opens_unix_s = opens.map(|t| t.as_second());
         }
         if let (Some(installer), Some(records)) = (state.installer.get(), &records) {
-            use crate::api::InstallState as Shown;
+            use api::InstallState as Shown;
             let mut v = InstallView::default();
             match installer.state_of(net, &r, records) {
                 InstallState::NotReady => v.state = Shown::Pending,

@@ -4,9 +4,9 @@
 
 use crate::scenario::Scenario;
 use crate::wan::{Kind, Plane, SiteLink, Wan};
-use node::api::FetchState;
-use node::api::{ExportRequest, NodeStatus, ReleaseProgress};
-use node::client::Client;
+use api::FetchState;
+use api::client::Client;
+use api::{ExportRequest, NodeStatus, ReleaseProgress};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::collections::HashMap;
@@ -566,7 +566,7 @@ impl Fleet {
     }
 
     /// The data-plane peers of node `i`.
-    pub async fn peers(&self, i: usize) -> anyhow::Result<Vec<node::api::PeerView>> {
+    pub async fn peers(&self, i: usize) -> anyhow::Result<Vec<api::PeerView>> {
         let none: Option<&()> = None;
         Ok(self.nodes[i]
             .client()

@@ -1,9 +1,9 @@
 //! `testnet`: run a fleet of real p2pd nodes on loopback.
 
+use api::ReleaseProgress;
+use api::cli::human_bytes;
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use node::api::ReleaseProgress;
-use node::cli::human_bytes;
 use std::path::PathBuf;
 use std::time::Duration;
 use testnet::fleet::{Distribution, Fleet};
@@ -238,7 +238,7 @@ async fn distribute_with_bars(fleet: &Fleet, version: u64) -> anyhow::Result<Dis
                         have += p.bytes_have;
                         total += p.bytes_total;
                         rate += p.rate_bytes_per_s;
-                        if p.state == node::api::FetchState::Complete {
+                        if p.state == api::FetchState::Complete {
                             complete += 1;
                         }
                     }

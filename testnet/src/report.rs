@@ -1,7 +1,7 @@
 //! The tables printed after a distribution.
 
 use crate::fleet::Distribution;
-use node::cli::human_bytes;
+use api::cli::human_bytes;
 use std::fmt::Write;
 
 /// A distribution as a text report: per-node completion, WAN and LAN bytes, the bound.

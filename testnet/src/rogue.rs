@@ -8,7 +8,7 @@
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use node::net::quic::{self, read_frame, write_frame};
+use net::quic::{self, read_frame, write_frame};
 use protocol::wire::{
     self, CONTROL_FRAME_BYTES_MAX, Control, Hello, REQUEST_FRAME_BYTES_MAX, ReplyHeader, Request,
 };

@@ -12,9 +12,9 @@
 //!   as the time since the kill. The bar is 60 s.
 
 use crate::fleet::Fleet;
-use node::fleet::FleetReport;
 use serde::Serialize;
 use std::time::{Duration, Instant};
+use store::fleet::FleetReport;
 
 /// How often the observer is asked.
 pub const POLL: Duration = Duration::from_millis(500);

@@ -1,9 +1,9 @@
 //! Hostile peers against real p2pd processes: a peer that serves corrupted chunks, peers that
 //! offer forged or stale releases, and bytes on the data plane that are no valid frame.
 
-use node::api::FetchState;
-use node::net::quic::codes;
-use node::net::{BAN_DURATION, STRIKES_TO_BAN};
+use api::FetchState;
+use net::quic::codes;
+use net::{BAN_DURATION, STRIKES_TO_BAN};
 use protocol::codec;
 use protocol::envelope::{ENVELOPE_BYTES_MAX, ManifestSignature, SignatureBytes};
 use protocol::manifest::MANIFEST_BYTES_MAX;
@@ -142,28 +142,28 @@ async fn peer_serving_corrupt_chunks_is_banned_and_honest_nodes_complete() {
         assert_eq!(r.chunks_have, r.chunks_total);
         // The audit log holds the release accepted, fetched, and the ban, in order.
         let none: Option<&()> = None;
-        let log: node::audit::AuditLog = fleet.nodes[i]
+        let log: store::audit::AuditLog = fleet.nodes[i]
             .client()
             .call("GET", "/v1/audit", none)
             .await
             .unwrap();
-        let events: Vec<&node::audit::AuditEvent> =
+        let events: Vec<&store::audit::AuditEvent> =
             log.entries.iter().map(|l| &l.entry.event).collect();
         let banned = events.iter().position(|e| {
-            matches!(e, node::audit::AuditEvent::PeerBanned { peer, .. } if *peer == rogue.peer_id.to_string())
+            matches!(e, store::audit::AuditEvent::PeerBanned { peer, .. } if *peer == rogue.peer_id.to_string())
         });
         let accepted = events.iter().position(
-            |e| matches!(e, node::audit::AuditEvent::Announced { release, .. } if *release == id),
+            |e| matches!(e, store::audit::AuditEvent::Announced { release, .. } if *release == id),
         );
         let fetched = events.iter().position(
-            |e| matches!(e, node::audit::AuditEvent::Completed { release, .. } if *release == id),
+            |e| matches!(e, store::audit::AuditEvent::Completed { release, .. } if *release == id),
         );
         assert!(
             banned.is_some() && accepted.is_some() && fetched.is_some(),
             "{events:?}"
         );
         assert!(accepted < banned && accepted < fetched, "{events:?}");
-        assert!(node::audit::verify_sealed(&log).is_ok());
+        assert!(store::audit::verify_sealed(&log).is_ok());
     }
     assert_eq!(fleet.check_exports(&id, 1).await.unwrap(), 3);
 
@@ -213,8 +213,8 @@ async fn forged_expired_and_stale_releases_are_refused_and_nothing_is_fetched() 
         .unwrap();
     to_origin.close();
     let template = manifest_of(&genuine);
-    let trusted = node::identity::read_key(fleet.publisher_key()).unwrap();
-    let stranger = node::identity::generate().unwrap();
+    let trusted = store::identity::read_key(fleet.publisher_key()).unwrap();
+    let stranger = store::identity::generate().unwrap();
 
     // Every variant replaces README.txt with bytes only the rogue has: a node that accepted
     // one would have to ask the rogue for that chunk.

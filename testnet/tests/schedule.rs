@@ -3,7 +3,7 @@
 //! and an emergency release does not wait; an emergency published while a routine release
 //! is fetching takes the capped link from it.
 
-use node::api::FetchState;
+use api::FetchState;
 use std::time::{Duration, Instant};
 use testnet::fleet::{Fleet, workdir};
 use testnet::scenario::Scenario;
@@ -232,7 +232,7 @@ async fn an_emergency_takes_the_link_from_a_running_routine_fetch() {
         )
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let have = |st: &node::api::NodeStatus, id: &str| {
+    let have = |st: &api::NodeStatus, id: &str| {
         st.releases
             .iter()
             .find(|r| r.id == id)

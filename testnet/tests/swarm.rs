@@ -1,6 +1,6 @@
 //! Swarm tests with real p2pd processes on loopback, through the emulated WAN.
 
-use node::api::FetchState;
+use api::FetchState;
 use std::time::{Duration, Instant};
 use testnet::fleet::{Fleet, workdir};
 use testnet::scenario::Scenario;
@@ -205,8 +205,8 @@ async fn fleet_view(
     fleet: &Fleet,
     i: usize,
     release: &str,
-    done: impl Fn(&node::fleet::FleetReport) -> bool,
-) -> node::fleet::FleetReport {
+    done: impl Fn(&store::fleet::FleetReport) -> bool,
+) -> store::fleet::FleetReport {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = tokio::process::Command::new(&fleet.bins.p2pctl)
@@ -216,15 +216,16 @@ async fn fleet_view(
             .output()
             .await
             .unwrap();
-        let r: node::fleet::FleetReport = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "p2pctl fleet: {e}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        let r: store::fleet::FleetReport =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "p2pctl fleet: {e}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
         // Scripts and alerts can tell from the exit code alone.
         let want = if r.states.failed > 0 {
-            node::cli::ExitCode::NodesFailed.code()
+            api::cli::ExitCode::NodesFailed.code()
         } else {
             0
         };

@@ -8,13 +8,13 @@
 //! end to end).
 
 use ed25519_dalek::SigningKey;
-use node::fleet::Fleet;
-use node::store::Store;
 use protocol::status::{ReleaseState, ReleaseStatus, SignedStatus, StatusBody};
 use protocol::summary::{Contact, SignedSummary, SummaryBody, site_releases};
 use protocol::{NodeId, ReleaseId};
 use std::path::PathBuf;
 use std::time::Instant;
+use store::Store;
+use store::fleet::Fleet;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

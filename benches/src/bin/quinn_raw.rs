@@ -1,7 +1,7 @@
 //! The raw quinn baseline for the data plane: one connection, one stream, N bytes from memory
 //! to memory over loopback, quinn's default transport settings, rustls with its default
 //! crypto provider (aws-lc-rs) and cipher-suite order. The TLS configs are the data plane's
-//! (`node::net::tls`: libp2p's certificate, rustls's defaults), so the handshake and cipher
+//! (`net::tls`: libp2p's certificate, rustls's defaults), so the handshake and cipher
 //! match p2pd's; after the handshake, nothing of p2pd runs.
 //!
 //! `quinn_raw [--mib N] [--runs R] [--json]`: prints each run and the median, in MiB/s and
@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
 /// An endpoint with the data plane's socket buffers (quinn's `perf` tool raises them too).
 fn endpoint(server: Option<quinn::ServerConfig>) -> anyhow::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
-    node::net::quic::raise_udp_buffers(&socket)?;
+    net::quic::raise_udp_buffers(&socket)?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no runtime"))?;
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -90,7 +90,7 @@ fn transfer(bytes: u64) -> anyhow::Result<f64> {
             .enable_all()
             .build()?;
         rt.block_on(async move {
-            let mut tls = node::net::tls::server_config(&server_key)?;
+            let mut tls = net::tls::server_config(&server_key)?;
             tls.alpn_protocols = vec![ALPN.to_vec()];
             let config =
                 quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
@@ -119,7 +119,7 @@ fn transfer(bytes: u64) -> anyhow::Result<f64> {
         .build()?;
     let start = rt.block_on(async move {
         let client_key = libp2p::identity::Keypair::generate_ed25519();
-        let mut tls = node::net::tls::client_config(&client_key, server_peer)?;
+        let mut tls = net::tls::client_config(&client_key, server_peer)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let client = endpoint(None)?;
         let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));

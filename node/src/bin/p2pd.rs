@@ -1,10 +1,10 @@
 //! `p2pd`: the p2pd daemon.
 
+use api::cli::{ExitCode, LogFormat, init_logging};
 use clap::{Parser, Subcommand};
-use node::cli::{ExitCode, LogFormat, init_logging};
 use node::config::{Config, default_config_text};
-use node::identity;
 use std::path::PathBuf;
+use store::identity;
 
 /// jemalloc, not glibc's malloc: chunk buffers are freed on other threads than the ones that
 /// allocated them, and glibc keeps such memory in per-thread arenas, so an idle daemon would
@@ -110,7 +110,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Id { config } => {
             let config = Config::load(&config)?;
             let key = identity::read_key(&config.identity_path())?;
-            let peer_id = node::net::keypair_of(&key).public().to_peer_id();
+            let peer_id = net::keypair_of(&key).public().to_peer_id();
             println!(
                 "node id: {}",
                 protocol::NodeId(key.verifying_key().to_bytes())

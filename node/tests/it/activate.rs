@@ -2,8 +2,8 @@
 //! atomically, the apply command's failure recorded and rolled back, old versions kept.
 
 use super::*;
+use ::store::Store;
 use node::activate::{self, CURRENT};
-use node::store::Store;
 use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

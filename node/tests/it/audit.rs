@@ -90,7 +90,7 @@ fn publishes_are_audited_and_a_copy_names_the_entry_edited_removed_or_moved() {
     assert_eq!(broken_at(check("edited.json", &edited)), 2);
     // Edited, and its stated hash recomputed to match: the next entry's link gives it away.
     let mut relinked = edited.clone();
-    let entry: node::audit::ListedEntry =
+    let entry: ::store::audit::ListedEntry =
         serde_json::from_value(edited["entries"][1].clone()).unwrap();
     relinked["entries"][1]["hash"] = hex::encode(entry.entry.hash()).into();
     assert_eq!(broken_at(check("relinked.json", &relinked)), 2);

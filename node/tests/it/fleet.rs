@@ -86,7 +86,7 @@ fn stored_records_and_summaries_are_aggregated_and_forged_ones_dropped() {
     forged[last] ^= 1;
     records.push((forged_node, forged));
     {
-        let store = node::store::Store::open(&node.data().join("store")).unwrap();
+        let store = ::store::Store::open(&node.data().join("store")).unwrap();
         store.put_fleet(&records, &[summary(2, &b1)]).unwrap();
     }
     node.start();
@@ -114,7 +114,7 @@ fn stored_records_and_summaries_are_aggregated_and_forged_ones_dropped() {
     let text = node.ctl(&["fleet", &id]);
     assert_eq!(
         text.status.code(),
-        Some(node::cli::ExitCode::NodesFailed.code()),
+        Some(api::cli::ExitCode::NodesFailed.code()),
         "a failed node makes `fleet` exit 6"
     );
     let text = String::from_utf8_lossy(&text.stdout);
@@ -171,7 +171,7 @@ fn the_compliance_report_lists_share_times_and_missing_nodes_in_three_formats() 
             summary(k, &[b])
         })
         .collect();
-    node::store::Store::open(&node.data().join("store"))
+    ::store::Store::open(&node.data().join("store"))
         .unwrap()
         .put_fleet(&[], &summaries)
         .unwrap();

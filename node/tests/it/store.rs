@@ -1,9 +1,9 @@
 //! The store on its own: atomic sessions, dedup, recovery of crash leftovers, corruption.
 
 use super::*;
+use ::store::Store;
+use ::store::ingest::{self, Progress};
 use ed25519_dalek::SigningKey;
-use node::ingest::{self, Progress};
-use node::store::Store;
 use protocol::{
     ChunkingParams, MANIFEST_FORMAT_VERSION, Manifest, PublisherKey, Severity, TrustPolicy,
     TrustedPublisher, VerifiedRelease, sign_manifest, verify_release,
@@ -139,7 +139,7 @@ fn open_truncates_bytes_past_the_committed_length_and_removes_unknown_packs() {
     let store = Store::open(&root).unwrap();
     assert_eq!(fs::metadata(&pack).unwrap().len(), committed);
     assert!(!root.join("packs/99999999.pack").exists());
-    let report = node::release::verify_chunks(&store, &release.manifest).unwrap();
+    let report = ::store::release::verify_chunks(&store, &release.manifest).unwrap();
     assert!(report.is_ok());
 }
 
@@ -161,9 +161,9 @@ fn corrupt_bytes_on_disk_are_detected_on_read() {
     let store = Store::open(&root).unwrap();
     assert!(matches!(
         store.read_chunk(&chunk.id),
-        Err(node::store::StoreError::Corrupt(id)) if id == chunk.id
+        Err(::store::StoreError::Corrupt(id)) if id == chunk.id
     ));
-    let report = node::release::verify_chunks(&store, &release.manifest).unwrap();
+    let report = ::store::release::verify_chunks(&store, &release.manifest).unwrap();
     assert_eq!(report.corrupt, vec![chunk.id]);
 }
 
@@ -178,15 +178,15 @@ fn replayed_version_is_refused_at_commit() {
     let session = store.begin_ingest();
     let err = session.commit(Some(&r1), NOW).unwrap_err();
     assert!(
-        matches!(err, node::store::StoreError::VersionNotNewer { .. }),
+        matches!(err, ::store::StoreError::VersionNotNewer { .. }),
         "{err}"
     );
 }
 
 #[test]
 fn a_committed_release_and_an_activation_record_carry_their_audit_entries() {
+    use ::store::audit::AuditEvent;
     use node::activate::{ActivationRecord, Outcome};
-    use node::audit::AuditEvent;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
     let file = dir.path().join("patch.bin");

@@ -1,5 +1,5 @@
 //! The discrete-event engine: every endpoint runs the product's own fetch machine
-//! ([`scheduler::fetch::Fetch`], which the daemon's `node::net::fetch` drives too) against a
+//! ([`scheduler::fetch::Fetch`], which the daemon's `net::fetch` drives too) against a
 //! model of the network, chunk by chunk, fed only what that endpoint was told, with the
 //! real initial seeding ([`scheduler::seeding`]), shaping gates and window cache.
 //!
@@ -172,7 +172,7 @@ fn take(gate: &mut Gate, t: u64, bytes: u64, start: Timestamp) -> u64 {
         .map_or(t + ns(BLOCKED_HORIZON), ns)
 }
 
-/// An endpoint's shapers (`node::net::shape::Shapers`): the daemon's gates on simulated
+/// An endpoint's shapers (`net::shape::Shapers`): the daemon's gates on simulated
 /// time.
 struct Shapers {
     wan_ingress: Gate,

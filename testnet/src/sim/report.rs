@@ -329,7 +329,7 @@ impl Report {
             self.seed,
             self.sites,
             self.endpoints,
-            node::cli::human_bytes(self.release_bytes),
+            api::cli::human_bytes(self.release_bytes),
             self.chunks
         );
         let b = &self.lower_bound;
@@ -431,11 +431,11 @@ impl Report {
         let _ = writeln!(
             out,
             "p2pd control plane: {} in all ({} per endpoint, most {}); per site across the WAN at most {} in, {} out ({:.4} % of the release); {} site summaries; at most {} status entries per node",
-            node::cli::human_bytes(c.bytes_total),
-            node::cli::human_bytes(c.per_endpoint_p50),
-            node::cli::human_bytes(c.per_endpoint_max),
-            node::cli::human_bytes(c.site_wan_in_max),
-            node::cli::human_bytes(c.site_wan_out_max),
+            api::cli::human_bytes(c.bytes_total),
+            api::cli::human_bytes(c.per_endpoint_p50),
+            api::cli::human_bytes(c.per_endpoint_max),
+            api::cli::human_bytes(c.site_wan_in_max),
+            api::cli::human_bytes(c.site_wan_out_max),
             c.site_wan_share_max * 100.0,
             c.summaries,
             c.status_entries_max
@@ -458,7 +458,7 @@ impl Report {
             out,
             "simulated in {:.1} s wall, peak RSS {}",
             self.wall_s,
-            node::cli::human_bytes(self.peak_rss_bytes)
+            api::cli::human_bytes(self.peak_rss_bytes)
         );
         out
     }

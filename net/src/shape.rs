@@ -18,8 +18,8 @@
 //! [`scheduler::priority`]) the order in which the link carries them.
 
 use super::Class;
-use crate::config::RateSchedules;
 use jiff::Timestamp;
+use scheduler::policy::RateSchedules;
 use scheduler::shaper::Gate;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

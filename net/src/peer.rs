@@ -8,7 +8,7 @@
 
 use super::quic::{self, codes, read_frame, write_frame};
 use super::{Class, Net, lock};
-use crate::api::PeerView;
+use api::PeerView;
 use libp2p::PeerId;
 use protocol::wire::{
     self, Bitmap, CONTROL_FRAME_BYTES_MAX, Control, ControlKind, Hello, REQUEST_FRAME_BYTES_MAX,
@@ -172,7 +172,7 @@ impl From<quic::FrameError> for RequestError {
 
 impl Peer {
     /// Queues a control message; a peer whose queue is full is disconnected.
-    pub(crate) fn send_control(&self, msg: Control) {
+    pub fn send_control(&self, msg: Control) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.control.try_send(msg) {
             tracing::warn!(peer = %self.id, "control queue full; disconnecting slow peer");
             self.close(codes::SURPLUS, "control queue full");

@@ -7,7 +7,7 @@
 //! after reading (size, modification and change time), so a file changed while it was being
 //! published is refused instead of published half old, half new.
 
-use crate::store::{IngestSession, StoreError};
+use crate::{IngestSession, StoreError};
 use chunking::{ChunkSink, Chunker, PipelineConfig, PipelineError, run_pipeline};
 use protocol::path::{check_entry_path, resolve_symlink_target};
 use protocol::{ChunkId, ChunkRef, ChunkingParams, Entry, EntryKind};

@@ -585,7 +585,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(session: crate::store::IngestSession, chunks: Vec<protocol::ChunkRef>) -> Self {
+    fn start(session: store::IngestSession, chunks: Vec<protocol::ChunkRef>) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         let (durable_tx, durable) = mpsc::unbounded_channel();
         let backlog = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -643,7 +643,7 @@ impl Writer {
 /// The writer's loop: appends chunks, and checkpoints when [`scheduler::fetch::Checkpoint`]
 /// says so.
 fn write_loop(
-    mut session: crate::store::IngestSession,
+    mut session: store::IngestSession,
     chunks: &[protocol::ChunkRef],
     rx: &std::sync::mpsc::Receiver<ToWriter>,
     durable: &mpsc::UnboundedSender<Vec<u32>>,
@@ -670,7 +670,7 @@ fn write_loop(
             Ok(ToWriter::Finish(release)) => {
                 match release {
                     Some(v) => {
-                        session.audit_on_commit(crate::audit::AuditEvent::completed(&v));
+                        session.audit_on_commit(store::audit::AuditEvent::completed(&v));
                         session.commit(Some(&v), now_unix_s())?
                     }
                     None => session.checkpoint()?,

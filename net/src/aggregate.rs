@@ -29,7 +29,6 @@
 //! constants.
 
 use super::{Class, KnownPeer, Net, lock, peer::Peer};
-use crate::fleet::Fleet;
 use libp2p::PeerId;
 use protocol::NodeId;
 use protocol::summary::{Contact, SignedSummary, SiteRelease, SummaryBody};
@@ -44,6 +43,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use store::fleet::Fleet;
 
 /// A member that shows the fleet asks its aggregator for the summaries at most this often;
 /// in between it answers from those it holds.
@@ -166,7 +166,7 @@ impl Aggregate {
             if fresh {
                 continue;
             }
-            if !st.asked.contains_key(&key) && st.asked.len() >= crate::fleet::SITES_MAX {
+            if !st.asked.contains_key(&key) && st.asked.len() >= store::fleet::SITES_MAX {
                 st.asked.clear();
             }
             st.asked.insert(key, (seq, Instant::now()));
@@ -206,7 +206,7 @@ impl Aggregate {
 }
 
 /// Runs [`tick`] until shutdown.
-pub(crate) async fn run(net: Arc<Net>, fleet: Arc<Fleet>) {
+pub async fn run(net: Arc<Net>, fleet: Arc<Fleet>) {
     let mut shutdown = net.shutdown.clone();
     let mut every = tokio::time::interval(SUMMARY_FORWARD_DELAY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,7 +232,7 @@ fn own_contact(net: &Net) -> Option<Contact> {
 }
 
 /// This site's aggregators, best first, over this node and its connected same-site peers.
-pub(crate) fn site_aggregators(net: &Net) -> Vec<[u8; 32]> {
+pub fn site_aggregators(net: &Net) -> Vec<[u8; 32]> {
     let mut members: Vec<[u8; 32]> = net
         .peer_list()
         .iter()
@@ -352,7 +352,7 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
 /// On a node that is not its site's first aggregator: asks the first for its site's records
 /// and the other sites' summaries (at most every [`SUMMARY_PULL_TTL`]), before a fleet view
 /// is made. The view is made from what is held if the aggregator cannot be asked.
-pub(crate) async fn refresh(net: &Arc<Net>) {
+pub async fn refresh(net: &Arc<Net>) {
     let Some(fleet) = net.fleet.get() else {
         return;
     };

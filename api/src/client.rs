@@ -1,6 +1,6 @@
 //! `p2pctl`'s side of the control API: HTTP/1.1 requests over the daemon's Unix socket.
 
-use crate::api::ApiErrorBody;
+use crate::ApiErrorBody;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -34,7 +34,7 @@ pub enum ClientError {
         /// HTTP status.
         status: u16,
         /// Error code.
-        code: crate::api::ErrorCode,
+        code: crate::ErrorCode,
         /// Message.
         message: String,
     },
@@ -143,7 +143,7 @@ impl Client {
             },
             Err(_) => ClientError::Api {
                 status,
-                code: crate::api::ErrorCode::Http,
+                code: crate::ErrorCode::Http,
                 message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
             },
         })

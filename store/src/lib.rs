@@ -1,4 +1,14 @@
-//! The chunk store: append-only pack files holding chunk bytes, indexed in redb.
+//! What a p2pd node keeps on disk: the chunk store (packs and their redb catalog, releases,
+//! activation records), the audit log ([`audit`]), the fleet table ([`fleet`]), keys
+//! ([`identity`]), turning a tree into chunks ([`ingest`]) and a stored release back into
+//! files ([`release`]).
+//!
+//! This crate depends on `protocol` and `chunking` only: it knows nothing of the network, the
+//! control API or the daemon.
+//!
+//! # The chunk store
+//!
+//! Append-only pack files holding chunk bytes, indexed in redb.
 //!
 //! ```text
 //! <data>/store/index.redb          chunk -> (pack, offset, len); pack -> committed length;
@@ -22,6 +32,12 @@
 //!
 //! **Verification in pairs**: chunk ids are computed by the pipeline before they are stored,
 //! and every read re-hashes the bytes and refuses a mismatch ([`StoreError::Corrupt`]).
+
+pub mod audit;
+pub mod fleet;
+pub mod identity;
+pub mod ingest;
+pub mod release;
 
 use crate::audit::{AuditEntry, AuditEvent, Broken, Intact};
 use protocol::wire::Bitmap;
@@ -57,9 +73,9 @@ const FLEET: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("fleet_sta
 const FLEET_SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_summaries");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
-/// (activation keeps 8 KB of it at most, `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
+/// (activation keeps 8 KB of it at most, the daemon's `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
 /// KiB.
-pub(crate) const ACTIVATION_BYTES_MAX: usize = 64 << 10;
+pub const ACTIVATION_BYTES_MAX: usize = 64 << 10;
 
 /// A pack grows to at most this size before a new one is started: large enough that a store
 /// holds few files, small enough that a later compaction rewrites one in seconds.

@@ -24,6 +24,7 @@
 //! overlay neighbours. So a node's WAN connections do not grow with the fleet.
 
 pub mod aggregate;
+pub mod config;
 pub mod fetch;
 pub mod peer;
 pub mod quic;
@@ -31,9 +32,8 @@ pub mod shape;
 pub mod swarm;
 pub mod tls;
 
-use crate::api::{PeerView as ApiPeer, ReleaseProgress};
 use crate::config::NetworkSection;
-use crate::store::Store;
+use api::{PeerView as ApiPeer, ReleaseProgress};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use peer::Peer;
@@ -45,6 +45,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use store::Store;
 use tokio::sync::{Notify, watch};
 
 pub use scheduler::strikes::{BAN_DURATION, STRIKES_TO_BAN};
@@ -296,8 +297,8 @@ pub enum ReleaseState {
 
 impl ReleaseState {
     /// The state as the API shows it.
-    pub fn api(&self) -> crate::api::FetchState {
-        use crate::api::FetchState;
+    pub fn api(&self) -> api::FetchState {
+        use api::FetchState;
         match self {
             Self::Fetching => FetchState::Fetching,
             Self::Paused => FetchState::Paused,
@@ -650,7 +651,7 @@ pub struct Net {
     shared: Mutex<HashMap<String, (usize, Option<Instant>)>>,
     /// The fleet's records and summaries, where those from peers are offered (set by the
     /// daemon).
-    pub fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
+    pub fleet: std::sync::OnceLock<Arc<store::fleet::Fleet>>,
     /// The site's aggregation and the WAN overlay.
     pub(crate) aggregate: aggregate::Aggregate,
     /// When this node started (the clock of the announcement batches).
@@ -664,15 +665,15 @@ pub struct Net {
     /// Chunks a fetch made durable, for the other fetches that need them too.
     pub(crate) stored: tokio::sync::broadcast::Sender<Arc<(ReleaseId, Vec<protocol::ChunkId>)>>,
     /// Signalled when a release completes (fetched or published); activation looks again.
-    pub(crate) completed: Notify,
+    pub completed: Notify,
     /// Set when the daemon shuts down.
-    pub(crate) shutdown: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<bool>,
     /// Chunk traffic of this node.
     pub traffic: Traffic,
     /// Bandwidth shapers per traffic class.
     pub shapers: shape::Shapers,
     /// Download and install windows, and the emergency policy.
-    pub windows: crate::config::Windows,
+    pub windows: scheduler::policy::Windows,
     /// Serving concurrency (reads from the store in flight).
     pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
     manifest_slots: Arc<tokio::sync::Semaphore>,
@@ -693,14 +694,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(crate) fn now_unix_s() -> i64 {
+/// Current unix time in seconds (0 before 1970).
+pub fn now_unix_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
-pub use crate::config::parse_bootstrap;
+pub use config::parse_bootstrap;
 
 /// The peer id of a node id (its ed25519 key), if the bytes are a valid key.
 pub fn peer_id_of(node: &NodeId) -> Option<PeerId> {
@@ -741,8 +743,8 @@ impl Net {
         site: String,
         region: String,
         config: NetworkSection,
-        schedules: crate::config::RateSchedules,
-        windows: crate::config::Windows,
+        schedules: scheduler::policy::RateSchedules,
+        windows: scheduler::policy::Windows,
         policy: TrustPolicy,
         store: Arc<Store>,
         shutdown: watch::Receiver<bool>,
@@ -793,6 +795,12 @@ impl Net {
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
         });
         Ok(net)
+    }
+
+    /// Whether this node aggregates its site's status, and its rank among the site's
+    /// aggregators (0 first).
+    pub fn aggregator_rank(&self) -> Option<usize> {
+        self.aggregate.rank()
     }
 
     /// The data plane's bound address.
@@ -1405,7 +1413,7 @@ impl Net {
 
     /// The node's install windows and `release`'s own, together, at `now`. A release whose
     /// windows could not be read is never installed.
-    pub(crate) fn install_state(&self, release: &Release, now: jiff::Timestamp) -> WindowState {
+    pub fn install_state(&self, release: &Release, now: jiff::Timestamp) -> WindowState {
         match &release.windows {
             Ok(own) => release
                 .install_gate
@@ -1416,7 +1424,7 @@ impl Net {
 
     /// The version of a newer complete release of `release`'s channel, if one exists: the
     /// node can never commit `release` then (versions only go up).
-    pub(crate) fn newer_complete(&self, release: &Release) -> Option<u64> {
+    pub fn newer_complete(&self, release: &Release) -> Option<u64> {
         self.releases()
             .iter()
             .filter(|r| r.channel == release.channel && r.version > release.version)
@@ -1603,7 +1611,7 @@ impl Net {
         let v2 = v.clone();
         let (have, already) = tokio::task::spawn_blocking(move || {
             store.add_pending(&v2)?;
-            store.append_audit(crate::audit::AuditEvent::announced(&v2))?;
+            store.append_audit(store::audit::AuditEvent::announced(&v2))?;
             let chunks = v2.manifest.unique_chunks();
             let have = store.have_bitmap(&chunks)?;
             let already: u64 = chunks
@@ -1679,7 +1687,7 @@ impl Net {
             .await
             .map_err(|e| format!("{} of site {site}: {e}", peer.id))?;
         let mut out = Vec::new();
-        for bytes in list.iter().take(crate::fleet::SITE_RECORDS_MAX) {
+        for bytes in list.iter().take(store::fleet::SITE_RECORDS_MAX) {
             match protocol::status::SignedStatus::decode(bytes).and_then(|s| s.verify()) {
                 Ok(b) if b.site == site => out.push(b),
                 Ok(b) => tracing::debug!(site = %b.site, "a record of another site; left out"),
@@ -1746,9 +1754,9 @@ impl Net {
         tracing::warn!(%peer, for_s = BAN_DURATION.as_secs(), reason = why, "peer banned");
         self.traffic.bans.fetch_add(1, Ordering::Relaxed);
         let store = self.store.clone();
-        let event = crate::audit::AuditEvent::PeerBanned {
+        let event = store::audit::AuditEvent::PeerBanned {
             peer: peer.to_string(),
-            reason: crate::audit::bounded_reason(&format!(
+            reason: store::audit::bounded_reason(&format!(
                 "{STRIKES_TO_BAN} strikes, the last: {why}"
             )),
             for_s: BAN_DURATION.as_secs(),

@@ -1,5 +1,5 @@
 //! The audit log: an append-only, hash-chained record of what this node saw happen to
-//! releases and peers, kept in its store ([`crate::store::Store::append_audit`]).
+//! releases and peers, kept in its store ([`crate::Store::append_audit`]).
 //!
 //! Each [`AuditEntry`] holds its sequence number (1, 2, 3, …), the time, the event, and the
 //! hash of the entry before it ([`GENESIS`] for the first). An entry's hash is BLAKE3 (in

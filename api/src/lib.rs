@@ -1,5 +1,10 @@
-//! The control API's JSON types, shared by the daemon ([`crate::server`]) and `p2pctl`
-//! ([`crate::client`]). HTTP/1.1 over the daemon's Unix socket.
+//! The surface of p2pd: the control API's JSON types with typed states and error codes,
+//! shared by the daemon (its `server` module answers them) and `p2pctl` (through
+//! [`client`]), and what the two binaries share ([`cli`]: exit codes, logging, formatting).
+//! HTTP/1.1 over the daemon's Unix socket.
+//!
+//! This crate depends on `protocol` and `store` (whose reports it carries) only: it knows
+//! nothing of the network or the daemon.
 //!
 //! | method and path                     | body → answer                                          |
 //! |-------------------------------------|--------------------------------------------------------|
@@ -10,17 +15,20 @@
 //! | `GET /v1/releases`                  | → `[ReleaseView]`, newest first                        |
 //! | `GET /v1/releases/{id}`             | → [`ReleaseDetail`] (`id` may be a unique prefix)      |
 //! | `POST /v1/releases/{id}/verify`     | → [`VerifyView`]                                       |
-//! | `POST /v1/releases/{id}/export`     | [`ExportRequest`] → [`crate::release::ExportReport`]   |
+//! | `POST /v1/releases/{id}/export`     | [`ExportRequest`] → [`store::release::ExportReport`]   |
 //! | `GET /v1/peers`                     | → `[PeerView]`: data-plane peers                       |
 //! | `GET /v1/status`                    | → [`NodeStatus`]: every release served or fetched      |
 //! | `GET /v1/schedule`                  | → [`ScheduleView`]: rates and windows now              |
-//! | `GET /v1/audit[?since_unix_ms=T]`   | → [`crate::audit::AuditLog`]: entries and a signed seal |
+//! | `GET /v1/audit[?since_unix_ms=T]`   | → [`store::audit::AuditLog`]: entries and a signed seal |
 //! | `GET /v1/audit/verify`              | → [`AuditVerifyView`]: the stored chain checked        |
-//! | `GET /v1/fleet/{id}`                | → [`crate::fleet::FleetReport`]: the release fleet-wide |
-//! | `GET /v1/report[?since_unix_s=T]`   | → `[crate::fleet::ComplianceRow]`, oldest first        |
+//! | `GET /v1/fleet/{id}`                | → [`store::fleet::FleetReport`]: the release fleet-wide |
+//! | `GET /v1/report[?since_unix_s=T]`   | → `[store::fleet::ComplianceRow]`, oldest first        |
 //!
 //! Errors answer a 4xx/5xx status with [`ApiErrorBody`]: a stable `code` for scripts and a
 //! `message` for people.
+
+pub mod cli;
+pub mod client;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -160,7 +168,7 @@ pub struct NodeInfo {
     /// Data directory.
     pub data_dir: PathBuf,
     /// Store usage.
-    pub store: crate::store::StoreStats,
+    pub store: store::StoreStats,
     /// Trusted publisher names.
     pub trusted_publishers: Vec<String>,
 }
@@ -620,7 +628,7 @@ pub struct AuditVerifyView {
 
 impl AuditVerifyView {
     /// The view of a check's result.
-    pub fn of(result: &Result<crate::audit::Intact, crate::audit::Broken>) -> Self {
+    pub fn of(result: &Result<store::audit::Intact, store::audit::Broken>) -> Self {
         match result {
             Ok(i) => Self {
                 intact: true,

@@ -6,7 +6,7 @@
 //! Paths were checked when the manifest was verified; they are checked again here before any
 //! is joined to the destination (assertions in pairs).
 
-use crate::store::{Store, StoreError};
+use crate::{Store, StoreError};
 use chunking::{ReassembleError, reassemble_file};
 use protocol::path::check_entry_path;
 use protocol::{ChunkId, EntryKind, Manifest};

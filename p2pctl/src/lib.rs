@@ -1,0 +1,325 @@
+//! `p2pctl`: operate a p2pd node and publish releases.
+//!
+//! One module per command (`keys`, `publish`, `releases`, `node`, `status`, `audit`,
+//! `fleet`, `report`); what they print is made apart, in `render`. The command line is
+//! parsed here and each command returns a `Failure` with its exit code.
+//! The crate talks to the daemon only through the control API ([`api::client`]).
+//!
+//! The `p2pctl` binary is built from the node package (a three-line `main` calling
+//! [`main`]), so the node's integration tests and the testnet build both binaries together.
+
+mod audit;
+mod fleet;
+mod keys;
+mod node;
+mod publish;
+mod releases;
+mod render;
+mod report;
+mod status;
+
+use api::cli::ExitCode;
+use api::client::{Client, ClientError};
+use api::*;
+use clap::{Parser, Subcommand};
+use protocol::PublisherKey;
+use std::path::PathBuf;
+use store::identity;
+
+#[derive(Parser)]
+#[command(
+    name = "p2pctl",
+    version,
+    about = "Operate a p2pd node: publish signed releases, follow their spread, list, verify and export them",
+    after_help = "Exit codes:\n  0  ok\n  1  the operation failed\n  2  bad command line\n  \
+        3  p2pd is not running, or its socket may not be used\n  \
+        4  refused: untrusted key, version not newer, invalid path, file changed, ...\n  \
+        5  verify (or export) found missing or corrupt chunks or a bad signature\n  \
+        6  fleet: nodes failed to fetch or install the release\n\n\
+        Publish in three steps:\n  p2pctl keygen --out publisher.pem      # once; add the printed key to p2pd.toml [trust]\n  \
+        p2pctl publish ./patch --channel security/openssl --version 3 --key publisher.pem\n  \
+        p2pctl verify <release-id>"
+)]
+struct Cli {
+    /// Control socket of the daemon (see `control.socket` in p2pd.toml).
+    #[arg(
+        long,
+        env = "P2PCTL_SOCKET",
+        default_value = "/var/lib/p2pd/control.sock",
+        global = true
+    )]
+    socket: PathBuf,
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a publisher key (PKCS#8 PEM, mode 0600) and print the line for p2pd.toml.
+    Keygen {
+        /// File to write; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Publish a file or directory tree as a signed release.
+    Publish {
+        /// File or directory to publish (the daemon must be able to read it).
+        path: PathBuf,
+        /// Channel, such as security/openssl.
+        #[arg(long)]
+        channel: String,
+        /// Version: a whole number above the channel's last.
+        #[arg(long)]
+        version: u64,
+        /// Publisher key file made by `p2pctl keygen`; it never leaves this process.
+        #[arg(long)]
+        key: PathBuf,
+        /// critical, high, medium or low.
+        #[arg(long, default_value = "medium")]
+        severity: String,
+        /// CVSS base score, such as 9.8.
+        #[arg(long)]
+        cvss: Option<String>,
+        /// How long the release stays valid, such as 30d, 12h, 90d.
+        #[arg(long, default_value = "30d")]
+        expires: humantime::Duration,
+        /// Mark the release an emergency: nodes download it at once, outside their download
+        /// windows (still under their rate limits). Critical releases with a CVSS score of
+        /// 9.0 or more count as emergencies on nodes whose policy says so (the default).
+        #[arg(long)]
+        emergency: bool,
+        /// Install the release only inside this window (and the node's own install window),
+        /// written "CRON for HH:MM [in ZONE]", e.g. "0 2 * * SAT for 04:00 in Europe/Berlin".
+        /// Without a zone, each node reads it in its own windows zone. Repeat for several.
+        #[arg(long = "install-window", value_name = "WINDOW")]
+        install_windows: Vec<String>,
+        /// Download the release only inside this window (and the node's own download window);
+        /// same form as --install-window. Repeat for several.
+        #[arg(long = "download-window", value_name = "WINDOW")]
+        download_windows: Vec<String>,
+    },
+    /// List releases in the store, newest first.
+    Releases,
+    /// Show a release and its files (the id may be a unique prefix).
+    Show {
+        /// Release id or prefix.
+        release: String,
+    },
+    /// Re-check a release: its signature against the trust policy and every chunk's hash.
+    Verify {
+        /// Release id or prefix.
+        release: String,
+    },
+    /// Write a release's files into a new directory, byte-identical, modes kept.
+    Export {
+        /// Release id or prefix.
+        release: String,
+        /// Destination; must not exist or be empty.
+        dir: PathBuf,
+    },
+    /// Show the node: id, site, store usage, trusted publishers.
+    Node,
+    /// List connected peers: id, site, region, address, bytes in and out.
+    Peers,
+    /// Show this node's bandwidth limits now (per class, and when each next changes) and its
+    /// download and install windows (open until, or closed until).
+    Schedule,
+    /// Show where releases stand on this node: state, chunks, bytes from LAN and WAN, rate.
+    /// With a RELEASE on a terminal, follow it with a live progress bar until it completes.
+    Status {
+        /// Release id or prefix; all releases if absent.
+        release: Option<String>,
+        /// Print once and exit, even on a terminal.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show where a release stands across the fleet: nodes by state (every node counted
+    /// once), the sites furthest behind, failed nodes with their errors, the rate at which
+    /// nodes come to hold it and when the rest will. This node's site is counted from its
+    /// members' records, other sites from their summaries. Exits 6 when nodes failed.
+    Fleet {
+        /// Release id (or a unique prefix of one stored here).
+        release: String,
+        /// Redraw every two seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Sites to list, furthest behind first (--json lists all).
+        #[arg(long, default_value_t = 20)]
+        sites: usize,
+        /// List every node of this site (asked from a member of that site).
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Compliance report from the fleet's status: per release published in the period, the
+    /// share of installing nodes that installed it (or a newer version of its channel), the
+    /// time to 50/90/99 % (from delay buckets: at most a quarter late), whether a critical
+    /// release reached 99 % within 72 hours, and who is still missing it (this site's nodes
+    /// by name, other sites by count). Nodes that never install are not held to it.
+    Report {
+        /// Releases published since then: a time back from now (30d) or an RFC 3339 instant.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// md (a Markdown table, then the missing nodes), csv (one row per release) or json.
+        #[arg(long, default_value = "md")]
+        format: String,
+    },
+    /// List this node's audit log: releases published, accepted, fetched, installed or failed,
+    /// peers banned, daemon starts. `--json` prints it with the node's signed seal: keep that
+    /// copy, and `p2pctl audit verify --file COPY` proves later that it was not edited.
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditAction>,
+        /// Only entries since then: a time back from now (30d, 12h) or an RFC 3339 instant.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditAction {
+    /// Check the hash chain entry by entry and name the first entry changed, removed or moved:
+    /// the node's own log, or a copy saved with `p2pctl audit --json` (the whole log, against
+    /// the node's signature on it; no daemon needed).
+    Verify {
+        /// A saved copy to check instead of the node's log.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+/// A failure with its exit code.
+pub(crate) struct Failure {
+    code: ExitCode,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match &e {
+            ClientError::NotRunning(_) | ClientError::PermissionDenied(_) => ExitCode::NoDaemon,
+            ClientError::Api { code, .. } => code.exit(),
+            _ => ExitCode::Failed,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub(crate) fn fail(code: ExitCode, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Runs `p2pctl` with the process's arguments and exits with its code.
+pub fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts");
+    let code = match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::Ok,
+        Err(f) => {
+            eprintln!("p2pctl: error: {}", f.message);
+            f.code
+        }
+    };
+    std::process::exit(code.code());
+}
+
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Command::Keygen { out } => keys::keygen(out, cli.json),
+        Command::Publish {
+            path,
+            channel,
+            version,
+            key,
+            severity,
+            cvss,
+            expires,
+            emergency,
+            install_windows,
+            download_windows,
+        } => {
+            let key =
+                identity::read_key(&key).map_err(|e| fail(ExitCode::Refused, e.to_string()))?;
+            let path = std::fs::canonicalize(&path)
+                .map_err(|e| fail(ExitCode::Refused, format!("{}: {e}", path.display())))?;
+            let req = PublishRequest {
+                path,
+                channel: channel.clone(),
+                version,
+                severity,
+                cvss,
+                emergency,
+                download_windows,
+                install_windows,
+                expires_in_s: expires.as_secs(),
+                publisher_key: PublisherKey(key.verifying_key().to_bytes()).to_config_string(),
+            };
+            publish::publish(&client, &req, &key, cli.json).await
+        }
+        Command::Releases => releases::releases(&client, cli.json).await,
+        Command::Show { release } => releases::show(&client, release, cli.json).await,
+        Command::Verify { release } => releases::verify(&client, release, cli.json).await,
+        Command::Export { release, dir } => releases::export(&client, release, dir, cli.json).await,
+        Command::Node => node::node_info(&client, cli.json).await,
+        Command::Peers => node::peers(&client, cli.json).await,
+        Command::Schedule => node::schedule(&client, cli.json).await,
+        Command::Status { release, once } => status::status(&client, release, once, cli.json).await,
+        Command::Audit { action, since } => audit::audit(&client, action, since, cli.json).await,
+        Command::Fleet {
+            release,
+            watch,
+            sites,
+            site,
+        } => fleet::fleet(&client, &release, watch, sites, site.as_deref(), cli.json).await,
+        Command::Report { since, format } => {
+            let format = if cli.json { "json".to_string() } else { format };
+            report::report(&client, &since, &format).await
+        }
+    }
+}
+
+/// `--since`: a time back from now, or an instant; as unix milliseconds.
+pub(crate) fn parse_since(text: &str) -> Result<i64, Failure> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        let back = jiff::SignedDuration::try_from(d)
+            .map_err(|e| fail(ExitCode::Usage, format!("--since {text}: {e}")))?;
+        return jiff::Timestamp::now()
+            .checked_sub(back)
+            .map(|t| t.as_millisecond())
+            .map_err(|e| fail(ExitCode::Usage, format!("--since {text}: {e}")));
+    }
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|_| {
+            fail(
+                ExitCode::Usage,
+                format!("--since {text}: expected a duration such as 30d or an RFC 3339 instant"),
+            )
+        })
+}
+
+pub(crate) fn when(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(
+        |_| ms.to_string(),
+        |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string(),
+    )
+}

@@ -1,0 +1,99 @@
+//! `p2pctl node`, `peers`, `schedule`: the node itself.
+
+use crate::{Failure, print_json};
+use api::cli::human_bytes;
+use api::client::Client;
+use api::*;
+
+/// Shows this node.
+pub(crate) async fn node_info(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let info: NodeInfo = client.call("GET", "/v1/node", none).await?;
+    if json {
+        print_json(&info);
+    } else {
+        println!("node      {}", info.node_id);
+        println!("site      {}  region {}", info.site, info.region);
+        println!("version   {}", info.version);
+        println!("data      {}", info.data_dir.display());
+        println!(
+            "store     {} releases, {} chunks, {}",
+            info.store.releases,
+            info.store.chunks,
+            human_bytes(info.store.chunk_bytes)
+        );
+        println!("trusts    {}", info.trusted_publishers.join(", "));
+    }
+    Ok(())
+}
+
+/// Lists the connected peers.
+pub(crate) async fn peers(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let peers: Vec<PeerView> = client.call("GET", "/v1/peers", none).await?;
+    if json {
+        print_json(&peers);
+    } else if peers.is_empty() {
+        println!("no peers connected");
+    } else {
+        println!(
+            "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>7}",
+            "PEER", "SITE", "REGION", "ADDRESS", "NET", "IN", "OUT", "RTT"
+        );
+        for p in peers {
+            println!(
+                "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>5.1}ms",
+                p.peer_id,
+                p.site,
+                p.region,
+                p.address,
+                if p.lan { "LAN" } else { "WAN" },
+                human_bytes(p.bytes_in),
+                human_bytes(p.bytes_out),
+                p.rtt_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Shows the rate schedules and windows in force.
+pub(crate) async fn schedule(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let v: ScheduleView = client.call("GET", "/v1/schedule", none).await?;
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    println!("now {}", v.now);
+    println!("{:<12} {:<16} NEXT CHANGE", "CLASS", "RATE");
+    for c in &v.classes {
+        println!(
+            "{:<12} {:<16} {}",
+            c.class,
+            c.rate,
+            c.next_change.as_deref().unwrap_or("-")
+        );
+    }
+    for (name, w) in [("download", &v.download), ("install", &v.install)] {
+        let when = match (w.windows, w.open) {
+            (0, _) => "open (no window configured)".to_string(),
+            (_, true) => format!(
+                "open, closes {}",
+                w.closes.as_deref().unwrap_or("after the next week")
+            ),
+            (_, false) => format!(
+                "closed, opens {}",
+                w.opens.as_deref().unwrap_or("never in the next four years")
+            ),
+        };
+        println!("{name} window: {when}");
+    }
+    match v.emergency_critical_cvss {
+        Some(c) => {
+            println!("emergencies: critical releases with CVSS >= {c:.1} download any time")
+        }
+        None => println!("emergencies: only releases marked emergency download any time"),
+    }
+    Ok(())
+}

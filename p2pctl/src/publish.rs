@@ -1,0 +1,143 @@
+//! `p2pctl publish`: stage a tree on the node, sign its manifest here, commit.
+
+use crate::{Failure, fail, print_json};
+use api::cli::{ExitCode, human_bytes};
+use api::client::Client;
+use api::*;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use indicatif::{ProgressBar, ProgressStyle};
+use protocol::{Manifest, codec, sign_manifest};
+use std::io::IsTerminal;
+
+pub(crate) async fn publish(
+    client: &Client,
+    req: &PublishRequest,
+    key: &ed25519_dalek::SigningKey,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut lines = client.call_lines("POST", "/v1/publish", req).await?;
+    let bar = if !json && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} publishing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let staged = loop {
+        let Some(line) = lines.next_line().await? else {
+            return Err(fail(
+                ExitCode::Failed,
+                "p2pd ended the publish without an answer",
+            ));
+        };
+        let event: PublishEvent = serde_json::from_str(&line)
+            .map_err(|e| fail(ExitCode::Failed, format!("bad answer from p2pd: {e}")))?;
+        match event {
+            PublishEvent::Scanned { total_bytes, .. } => {
+                if let Some(b) = &bar {
+                    b.set_length(total_bytes);
+                }
+            }
+            PublishEvent::Progress { bytes_done, .. } => {
+                if let Some(b) = &bar {
+                    b.set_position(bytes_done);
+                }
+            }
+            PublishEvent::Failed(e) => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                return Err(fail(e.code.exit(), e.message));
+            }
+            staged @ PublishEvent::Staged { .. } => break staged,
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let PublishEvent::Staged {
+        session,
+        manifest_b64,
+        release_id,
+        new_bytes,
+        dedup_bytes,
+        ..
+    } = staged
+    else {
+        unreachable!("the loop breaks only on Staged");
+    };
+    let result = sign_and_commit(client, req, key, session, &manifest_b64, &release_id).await;
+    if result.is_err() {
+        let none: Option<&()> = None;
+        let _: Result<serde_json::Value, _> = client
+            .call("DELETE", &format!("/v1/publish/{session}"), none)
+            .await;
+    }
+    let view = result?;
+    if json {
+        print_json(&serde_json::json!({
+            "release": view,
+            "new_bytes": new_bytes,
+            "dedup_bytes": dedup_bytes,
+        }));
+    } else {
+        println!(
+            "published {} version {}: {} files, {} ({} new, {} already stored)",
+            view.channel,
+            view.version,
+            view.files,
+            human_bytes(view.total_bytes),
+            human_bytes(new_bytes),
+            human_bytes(dedup_bytes)
+        );
+        println!("{}", view.id);
+    }
+    Ok(())
+}
+
+pub(crate) async fn sign_and_commit(
+    client: &Client,
+    req: &PublishRequest,
+    key: &ed25519_dalek::SigningKey,
+    session: u64,
+    manifest_b64: &str,
+    release_id: &str,
+) -> Result<ReleaseView, Failure> {
+    let bytes = B64
+        .decode(manifest_b64)
+        .map_err(|e| fail(ExitCode::Failed, format!("bad manifest from p2pd: {e}")))?;
+    let manifest: Manifest =
+        codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(&bytes, "manifest")
+            .map_err(|e| fail(ExitCode::Failed, format!("bad manifest from p2pd: {e}")))?;
+    // Sign only what was asked for.
+    if manifest.channel != req.channel || manifest.version != req.version {
+        return Err(fail(
+            ExitCode::Failed,
+            "p2pd staged a manifest for another channel or version",
+        ));
+    }
+    let envelope = sign_manifest(&manifest, key);
+    if envelope.manifest_bytes != bytes || envelope.release_id().to_hex() != release_id {
+        return Err(fail(
+            ExitCode::Failed,
+            "p2pd staged a manifest that is not in canonical form",
+        ));
+    }
+    let body = CommitRequest {
+        envelope_b64: B64.encode(envelope.encode()),
+    };
+    Ok(client
+        .call(
+            "POST",
+            &format!("/v1/publish/{session}/commit"),
+            Some(&body),
+        )
+        .await?)
+}

@@ -1,0 +1,165 @@
+//! `p2pctl releases`, `show`, `verify`, `export`: the releases a node holds.
+
+use crate::{Failure, fail, print_json};
+use api::cli::{ExitCode, human_bytes};
+use api::client::Client;
+use api::*;
+use std::path::PathBuf;
+
+/// Lists the stored releases.
+pub(crate) async fn releases(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let list: Vec<ReleaseView> = client.call("GET", "/v1/releases", none).await?;
+    if json {
+        print_json(&list);
+    } else if list.is_empty() {
+        println!("no releases");
+    } else {
+        println!(
+            "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  CREATED",
+            "ID", "CHANNEL", "VERSION", "SEVERITY", "FILES", "SIZE"
+        );
+        for r in list {
+            println!(
+                "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {}",
+                &r.id[..12],
+                r.channel,
+                r.version,
+                r.severity,
+                r.files,
+                human_bytes(r.total_bytes),
+                r.created
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Shows one release: its manifest and its tree.
+pub(crate) async fn show(client: &Client, release: String, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let d: ReleaseDetail = client
+        .call("GET", &format!("/v1/releases/{release}"), none)
+        .await?;
+    if json {
+        print_json(&d);
+        return Ok(());
+    }
+    let r = &d.release;
+    println!("release   {}", r.id);
+    println!("channel   {}  version {}", r.channel, r.version);
+    let cvss = r
+        .cvss
+        .as_deref()
+        .map(|c| format!(" (CVSS {c})"))
+        .unwrap_or_default();
+    let emergency = if r.emergency { ", emergency" } else { "" };
+    println!("severity  {}{cvss}{emergency}", r.severity);
+    for w in &r.download_windows {
+        println!("download  only in {w}");
+    }
+    for w in &r.install_windows {
+        println!("install   only in {w}");
+    }
+    println!("created   {}  expires {}", r.created, r.expires);
+    println!("signed by {}", r.signers.join(", "));
+    println!(
+        "content   {} files, {}, {} chunks (chunking {})",
+        r.files,
+        human_bytes(r.total_bytes),
+        r.unique_chunks,
+        d.chunking
+    );
+    for e in &d.entries {
+        match e.kind.as_str() {
+            "dir" => println!("  {:o} dir     {}/", e.mode.unwrap_or(0), e.path),
+            "symlink" => println!(
+                "       link    {} -> {}",
+                e.path,
+                e.target.as_deref().unwrap_or("")
+            ),
+            _ => println!(
+                "  {:o} file    {} ({})",
+                e.mode.unwrap_or(0),
+                e.path,
+                human_bytes(e.size.unwrap_or(0))
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Re-checks a release: its signature and every chunk.
+pub(crate) async fn verify(client: &Client, release: String, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let v: VerifyView = client
+        .call("POST", &format!("/v1/releases/{release}/verify"), none)
+        .await?;
+    let ok = v.signature_ok && v.missing.is_empty() && v.corrupt.is_empty();
+    if json {
+        print_json(&v);
+    } else {
+        match &v.signature_error {
+            None => println!("signature ok"),
+            Some(e) => println!("signature FAILED: {e}"),
+        }
+        println!(
+            "{} chunks, {} re-hashed: {} missing, {} corrupt",
+            v.chunks_checked,
+            human_bytes(v.bytes_checked),
+            v.missing.len(),
+            v.corrupt.len()
+        );
+        for c in v.missing.iter().take(20) {
+            println!("  missing {c}");
+        }
+        for c in v.corrupt.iter().take(20) {
+            println!("  corrupt {c}");
+        }
+        println!("{}: {}", &v.id[..12], if ok { "OK" } else { "DAMAGED" });
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(fail(
+            ExitCode::Damaged,
+            format!("release {} failed verification", v.id),
+        ))
+    }
+}
+
+/// Writes a release's tree into an empty directory.
+pub(crate) async fn export(
+    client: &Client,
+    release: String,
+    dir: PathBuf,
+    json: bool,
+) -> Result<(), Failure> {
+    let dir = if dir.is_absolute() {
+        dir
+    } else {
+        std::env::current_dir()
+            .map_err(|e| fail(ExitCode::Failed, e.to_string()))?
+            .join(dir)
+    };
+    let report: store::release::ExportReport = client
+        .call(
+            "POST",
+            &format!("/v1/releases/{release}/export"),
+            Some(&ExportRequest { dir: dir.clone() }),
+        )
+        .await?;
+    if json {
+        print_json(&report);
+    } else {
+        println!(
+            "exported {} files, {} directories, {} symlinks ({}) to {}",
+            report.files,
+            report.dirs,
+            report.symlinks,
+            human_bytes(report.bytes),
+            dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The compliance report as text, CSV or Markdown.
+
+use crate::when;
+
+pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) -> String {
+    use std::fmt::Write;
+    let dur = |s: Option<i64>| {
+        s.map_or_else(
+            || "-".to_string(),
+            |s| {
+                humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64))
+                    .to_string()
+            },
+        )
+    };
+    let secs = |s: Option<i64>| s.map_or_else(String::new, |s| s.to_string());
+    let mut out = String::new();
+    match format {
+        "json" => {
+            out = serde_json::to_string_pretty(rows).unwrap_or_default();
+            out.push('\n');
+        }
+        "csv" => {
+            out.push_str("release,channel,version,severity,published,nodes,installers,activated,activated_share,to_50_s,to_90_s,to_99_s,deadline_72h,missing\n");
+            for r in rows {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{}",
+                    r.release,
+                    csv_field(&r.channel),
+                    r.version,
+                    r.severity,
+                    when(r.published_unix_s.saturating_mul(1000)),
+                    r.nodes,
+                    r.installers,
+                    r.activated,
+                    r.activated_share,
+                    secs(r.to_50_s),
+                    secs(r.to_90_s),
+                    secs(r.to_99_s),
+                    r.deadline,
+                    r.missing_total
+                );
+            }
+        }
+        _ => {
+            out.push_str("| release | channel | version | severity | published | installed | 50 % | 90 % | 99 % | 72 h rule | missing |\n");
+            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+            for r in rows {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {}/{} ({:.1} %) | {} | {} | {} | {} | {} |",
+                    &r.release[..12.min(r.release.len())],
+                    r.channel,
+                    r.version,
+                    r.severity,
+                    when(r.published_unix_s.saturating_mul(1000)),
+                    r.activated,
+                    r.installers,
+                    r.activated_share * 100.0,
+                    dur(r.to_50_s),
+                    dur(r.to_90_s),
+                    dur(r.to_99_s),
+                    r.deadline,
+                    r.missing_total
+                );
+            }
+            for r in rows.iter().filter(|r| r.missing_total > 0) {
+                let _ = writeln!(
+                    out,
+                    "\n### {} v{} ({}): {} nodes missing\n",
+                    r.channel,
+                    r.version,
+                    &r.release[..12.min(r.release.len())],
+                    r.missing_total
+                );
+                for m in &r.missing {
+                    let _ = writeln!(out, "- {} ({}): {}", m.node, m.site, m.state);
+                }
+                for m in &r.missing_sites {
+                    let _ = writeln!(
+                        out,
+                        "- {} nodes of site {} (p2pctl fleet {} --site {} names them)",
+                        m.nodes,
+                        m.site,
+                        &r.release[..12.min(r.release.len())],
+                        m.site
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+pub(crate) fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}

@@ -1,0 +1,80 @@
+//! A release's progress, as text or a progress bar.
+
+use api::cli::human_bytes;
+use api::*;
+
+pub(crate) fn print_progress(r: &ReleaseProgress) {
+    println!("release   {}", r.id);
+    println!("channel   {}  version {}", r.channel, r.version);
+    println!("state     {}", r.state);
+    if let Some(e) = &r.error {
+        println!("error     {e}");
+    }
+    println!(
+        "chunks    {}/{}  ({} of {})",
+        r.chunks_have,
+        r.chunks_total,
+        human_bytes(r.bytes_have),
+        human_bytes(r.bytes_total)
+    );
+    println!(
+        "received  {} from LAN, {} from WAN; {} already stored",
+        human_bytes(r.bytes_from_lan),
+        human_bytes(r.bytes_from_wan),
+        human_bytes(r.bytes_reused)
+    );
+    if let Some(s) = r.elapsed_s {
+        println!("elapsed   {s:.1} s");
+    }
+    if let Some(t) = &r.download_opens {
+        println!("paused    until the download window opens at {t}");
+    }
+    if let Some(i) = &r.install {
+        println!("install   {}", install_line(i));
+        if let Some(dir) = &i.dir {
+            println!("          {dir}");
+        }
+        if !i.output.is_empty() {
+            println!(
+                "output    (last {} lines of the apply command)",
+                i.output.len()
+            );
+            for line in &i.output {
+                println!("  | {line}");
+            }
+        }
+    }
+}
+
+/// One line on a release's installation.
+pub(crate) fn install_line(i: &api::InstallView) -> String {
+    let at =
+        i.at.as_deref()
+            .map(|t| format!(" at {t}"))
+            .unwrap_or_default();
+    use api::InstallState;
+    match i.state {
+        InstallState::Due => "due: the install window is open; installs next".into(),
+        InstallState::Pending => "after the download completes".into(),
+        InstallState::Waiting => match &i.window_opens {
+            Some(t) => format!("waiting for the install window (opens {t})"),
+            None => "waiting for the install window (no opening in sight)".into(),
+        },
+        InstallState::Failed => {
+            let code = i
+                .exit_code
+                .map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default();
+            let back = match &i.rolled_back_to {
+                Some(v) => format!("; current is back on {v}"),
+                None => "; no current version".into(),
+            };
+            format!(
+                "FAILED{at}{code}: {}{back}",
+                i.reason.as_deref().unwrap_or("unknown reason")
+            )
+        }
+        InstallState::Installed => format!("installed{at}"),
+        InstallState::Installing | InstallState::Superseded => i.state.to_string(),
+    }
+}
