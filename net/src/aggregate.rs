@@ -296,7 +296,7 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
     if candidates.is_empty() {
         // Nobody known yet: the bootstrap peers (which aggregate their own sites, or know
         // who does) hold the overlay together until summaries name the aggregators.
-        let bootstrap: Vec<PeerId> = lock(&net.bootstrap).iter().copied().collect();
+        let bootstrap: Vec<PeerId> = net.peers.bootstrap().into_iter().collect();
         for p in &bootstrap {
             if let (Some(k), Some(n)) = (net.known(p), super::node_id_of(p)) {
                 let key = site_key(&k.site);

@@ -14,7 +14,7 @@
 //! verified chunks are never fetched twice. The last checkpoint commits the release itself.
 
 use super::peer::{Peer, PeerRelease, RequestError};
-use super::{Class, Net, Release, ReleaseState, lock, now_unix_s};
+use super::{Class, Net, Release, Transition, lock, now_unix_s};
 use libp2p::PeerId;
 use protocol::wire::{Bitmap, Control};
 use protocol::{ReleaseId, VerifiedRelease};
@@ -50,7 +50,7 @@ pub(crate) async fn run(net: Arc<Net>, release: Arc<Release>, verified: Verified
         Ok(false) => tracing::info!(release = %release.id, "fetch paused for shutdown"),
         Err(e) => {
             tracing::error!(release = %release.id, error = %e, "fetch failed");
-            release.set_state(ReleaseState::Failed(e.to_string()));
+            release.transition(Transition::Fail(e.to_string()));
         }
     }
     // Whatever ended the fetch, other fetches wait on none of its claims.
@@ -72,7 +72,7 @@ async fn fetch(
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
     let mut d = Driver::new(net, release, tx);
     let mut wake = net.wake.subscribe();
-    let mut stored = net.stored.subscribe();
+    let mut stored = net.registry.subscribe_stored();
     let mut shutdown = net.shutdown.clone();
     let end = loop {
         if let Some(end) = d.step() {
@@ -121,7 +121,7 @@ async fn fetch(
             let id = release.id;
             tokio::task::spawn_blocking(move || store.remove_pending(&id)).await??;
             tracing::info!(release = %release.id, newer, "a newer version completed: fetch stopped");
-            release.set_state(ReleaseState::Superseded(newer));
+            release.transition(Transition::Supersede(newer));
             Ok(true)
         }
         End::Verified => d.complete(verified).await.map(|()| true),
@@ -210,7 +210,7 @@ impl<'n> Driver<'n> {
     /// requests it wants sent. `Some` when the fetch ends.
     fn step(&mut self) -> Option<End> {
         let now = self.now();
-        if let Some(newer) = self.net.newer_complete(self.release) {
+        if let Some(newer) = self.net.registry.newer_complete(self.release) {
             self.fetch.handle_superseded();
             self.events();
             return Some(End::Superseded(newer));
@@ -228,11 +228,11 @@ impl<'n> Driver<'n> {
 
     /// Whether the release may download now, and when that next changes.
     fn window(&self, now: Duration) -> (bool, Option<Duration>) {
-        if self.net.windows.policy.is_emergency(&self.release.urgency) {
+        if self.net.gates.is_emergency(self.release) {
             return (true, None);
         }
         let wall = jiff::Timestamp::now();
-        let (open, edge) = match self.net.download_state(self.release, wall) {
+        let (open, edge) = match self.net.gates.download_state(self.release, wall) {
             scheduler::window::WindowState::Open { closes } => (true, closes),
             scheduler::window::WindowState::Closed { opens } => (false, opens),
         };
@@ -281,9 +281,9 @@ impl<'n> Driver<'n> {
                 reserve: v.as_ref().is_some_and(|v| v.reserve),
             })
             .collect();
-        let running = net.running_fetches_except(&self.release.id);
+        let running = net.registry.running_fetches_except(&self.release.id);
         // Held from reading the other fetches' claims to making this one's.
-        let mut claims = net.claims();
+        let mut claims = net.registry.claims();
         let elsewhere = if running.is_empty() {
             None
         } else {
@@ -295,7 +295,8 @@ impl<'n> Driver<'n> {
             lan: None,
             wan_held: None,
             outranked: net
-                .windows
+                .gates
+                .windows()
                 .policy
                 .is_outranked(&self.release.urgency, &running),
             elsewhere: elsewhere.as_ref(),
@@ -378,7 +379,7 @@ impl<'n> Driver<'n> {
             peer.sub_in_flight(u64::from(chunk.len));
             // A chunk that came stays claimed until it is stored (`Driver::durable`).
             if result.is_err() {
-                net.unclaim(&chunk.id, &release);
+                net.registry.unclaim(&chunk.id, &release);
             }
             if shared {
                 net.wake.notify();
@@ -427,7 +428,7 @@ impl<'n> Driver<'n> {
             // A duplicate: the claim, if it is this fetch's, was for the copy kept.
             let id = self.release.chunks[done.index as usize].id;
             if !self.fetch.have().get(done.index) {
-                net.unclaim(&id, &self.release.id);
+                net.registry.unclaim(&id, &self.release.id);
             }
         }
         if let (true, Some(bytes)) = (fresh, bytes) {
@@ -450,16 +451,16 @@ impl<'n> Driver<'n> {
     fn durable(&mut self, indices: &[u32]) {
         advertise(self.net, self.release, indices);
         let chunks = &self.release.chunks;
-        self.net.unclaim_stored(
+        self.net.registry.unclaim_stored(
             indices.iter().map(|&i| &chunks[i as usize].id),
             &self.release.id,
         );
-        if self.net.stored.receiver_count() > 1 {
+        if self.net.registry.others_listen() {
             let ids = indices
                 .iter()
                 .map(|&i| self.release.chunks[i as usize].id)
                 .collect();
-            let _ = self.net.stored.send(Arc::new((self.release.id, ids)));
+            self.net.registry.announce_stored(self.release.id, ids);
         }
         let now = self.now();
         self.fetch.handle_durable(now);
@@ -479,11 +480,11 @@ impl<'n> Driver<'n> {
                 }
                 Event::Paused { .. } => {
                     tracing::info!(release = %self.release.id, "paused: outside the download window");
-                    self.release.set_state(ReleaseState::Paused);
+                    self.release.transition(Transition::Pause);
                 }
                 Event::Resumed => {
                     tracing::info!(release = %self.release.id, "download window open: resuming");
-                    self.release.set_state(ReleaseState::Fetching);
+                    self.release.transition(Transition::Resume);
                 }
                 Event::Snubbed {
                     slot,
@@ -544,9 +545,9 @@ impl<'n> Driver<'n> {
             self.durable(&indices);
         }
         net.unclaim_all(&release.id);
-        release.set_state(ReleaseState::Complete);
+        release.transition(Transition::Complete);
         *lock(&release.finished) = Some(Instant::now());
-        net.completed.notify_one();
+        net.registry.completed().notify_one();
         tracing::info!(release = %release.id, channel = %release.channel, version = release.version,
             from_lan = release.from_lan.load(Ordering::Relaxed),
             from_wan = release.from_wan.load(Ordering::Relaxed),

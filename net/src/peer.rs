@@ -108,11 +108,11 @@ pub struct Peer {
     pub class: Class,
     /// The address of the connection.
     pub addr: SocketAddr,
-    conn: Connection,
+    pub(crate) conn: Connection,
     /// Whether this node dialed the connection.
-    dialed: bool,
+    pub(crate) dialed: bool,
     /// The peer process's instance (from its hello).
-    instance: u64,
+    pub(crate) instance: u64,
     control: mpsc::Sender<Control>,
     state: Mutex<PeerState>,
     /// Chunk bytes received from it.
@@ -506,7 +506,7 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> anyhow::Result<()>
         conn.close(VarInt::from_u32(codes::BANNED), b"banned");
         anyhow::bail!("{peer} is banned");
     }
-    if lock(&net.peers).len() >= net.config().max_peers {
+    if net.peers.count() >= net.config().max_peers {
         conn.close(VarInt::from_u32(codes::SURPLUS), b"at max peers");
         anyhow::bail!("at max_peers");
     }
@@ -596,25 +596,16 @@ fn register(
             peer.send_control(Control::Status(record));
         }
     }
-    {
-        let mut peers = lock(&net.peers);
-        // Two live connections (both sides dialed at once): both ends keep the one the
-        // smaller peer id dialed, so they agree. A dead one is always replaced.
-        if let Some(old) = peers.get(&id) {
-            // A new instance means the peer restarted: its old connection is dead even if
-            // no packet has told us yet.
-            let old_alive = old.conn.close_reason().is_none() && old.instance == peer.instance;
-            let new_by_smaller = (net.local.peer_id < id) == dialed;
-            let old_by_smaller = (net.local.peer_id < id) == old.dialed;
-            if old_alive && old_by_smaller && !new_by_smaller {
-                drop(peers);
-                conn.close(VarInt::from_u32(codes::SURPLUS), b"duplicate connection");
-                return;
-            }
+    // Two live connections (both sides dialed at once): both ends keep the one the smaller
+    // peer id dialed, so they agree. A dead one, or one to an earlier instance of the peer
+    // (it restarted, though no packet has told us yet), is replaced.
+    match net.peers.register(peer.clone(), &net.local.peer_id) {
+        Err(crate::peers::Refusal::Duplicate) => {
+            conn.close(VarInt::from_u32(codes::SURPLUS), b"duplicate connection");
+            return;
         }
-        if let Some(old) = peers.insert(id, peer.clone()) {
-            old.close(codes::SURPLUS, "replaced by a newer connection");
-        }
+        Ok(Some(old)) => old.close(codes::SURPLUS, "replaced by a newer connection"),
+        Ok(None) => {}
     }
     tracing::info!(peer = %id, site = %peer.site, addr = %peer.addr, class = ?peer.class,
         "peer connected");
@@ -635,11 +626,7 @@ fn register(
     let net = net.clone();
     tokio::spawn(async move {
         let reason = conn.closed().await;
-        let mut peers = lock(&net.peers);
-        if peers.get(&id).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
-            peers.remove(&id);
-        }
-        drop(peers);
+        net.peers.unregister(&peer);
         tracing::info!(peer = %id, reason = %reason, "peer disconnected");
         net.wake.notify();
     });

@@ -17,11 +17,12 @@
 //! order in which fetches plan their requests (urgent releases first, see
 //! [`scheduler::priority`]) the order in which the link carries them.
 
-use super::Class;
 use jiff::Timestamp;
+use protocol::wire::ControlKind;
 use scheduler::policy::RateSchedules;
 use scheduler::shaper::Gate;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use scheduler::shaper::{RECHECK, WIRE_OVERHEAD_DIVISOR};
@@ -159,5 +160,73 @@ impl Shapers {
             let schedule = g.shaper().schedule();
             (name, schedule.rate_at(now), schedule.next_change(now))
         })
+    }
+}
+
+/// A traffic class: same site or another site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Same site.
+    Lan,
+    /// Another site.
+    Wan,
+}
+
+/// Byte counters by class and direction.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Chunk bytes received from same-site peers.
+    pub recv_lan: AtomicU64,
+    /// Chunk bytes received from peers of other sites.
+    pub recv_wan: AtomicU64,
+    /// Chunk bytes sent to same-site peers.
+    pub sent_lan: AtomicU64,
+    /// Chunk bytes sent to peers of other sites.
+    pub sent_wan: AtomicU64,
+    /// Chunks received and verified against their ids.
+    pub chunks_verified: AtomicU64,
+    /// Chunks received that did not match their ids (or could not be read).
+    pub chunks_failed: AtomicU64,
+    /// Peers banned since start.
+    pub bans: AtomicU64,
+    /// Data-plane control-stream bytes, by message kind, class and direction.
+    pub control: ControlBytes,
+}
+
+/// Bytes of data-plane control-stream frames (length prefix included), by message kind,
+/// class and direction: what the control messages themselves weigh, without the QUIC
+/// packets around them.
+#[derive(Debug, Default)]
+pub struct ControlBytes([[AtomicU64; 4]; ControlKind::ALL.len()]);
+
+impl ControlBytes {
+    fn slot(class: Class, sent: bool) -> usize {
+        usize::from(class == Class::Wan) * 2 + usize::from(sent)
+    }
+
+    /// Counts `n` bytes of a `kind` message sent (or received) to a peer of `class`.
+    pub fn add(&self, kind: ControlKind, class: Class, sent: bool, n: u64) {
+        self.0[kind.index()][Self::slot(class, sent)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes of `kind` messages sent (or received) with peers of `class`.
+    pub fn get(&self, kind: ControlKind, class: Class, sent: bool) -> u64 {
+        self.0[kind.index()][Self::slot(class, sent)].load(Ordering::Relaxed)
+    }
+}
+
+impl Traffic {
+    pub(crate) fn add_recv(&self, class: Class, n: u64) {
+        match class {
+            Class::Lan => self.recv_lan.fetch_add(n, Ordering::Relaxed),
+            Class::Wan => self.recv_wan.fetch_add(n, Ordering::Relaxed),
+        };
+    }
+
+    pub(crate) fn add_sent(&self, class: Class, n: u64) {
+        match class {
+            Class::Lan => self.sent_lan.fetch_add(n, Ordering::Relaxed),
+            Class::Wan => self.sent_wan.fetch_add(n, Ordering::Relaxed),
+        };
     }
 }

@@ -461,11 +461,11 @@ impl Installer {
         let newer = records
             .values()
             .any(|r| r.channel == release.channel && r.version > release.version)
-            || net.newer_complete(release).is_some();
+            || net.registry.newer_complete(release).is_some();
         if newer {
             return InstallState::Superseded;
         }
-        match net.install_state(release, jiff::Timestamp::now()) {
+        match net.gates.install_state(release, jiff::Timestamp::now()) {
             WindowState::Open { .. } => InstallState::Due,
             WindowState::Closed { opens } => InstallState::Waiting { opens },
         }
@@ -651,7 +651,7 @@ pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
             Err(e) => tracing::error!(error = %e, "activation check failed"),
         }
         tokio::select! {
-            () = net.completed.notified() => {}
+            () = net.registry.completed().notified() => {}
             () = tokio::time::sleep(wake_in) => {}
             _ = shutdown.changed() => return,
         }
@@ -742,12 +742,12 @@ async fn due(
         }
     }
     let mut candidates: Vec<Arc<net::Release>> = newest.into_values().collect();
-    let policy = net.windows.policy;
+    let policy = net.gates.windows().policy;
     candidates.sort_by(|a, b| policy.compare(&a.urgency, &b.urgency));
     let now = jiff::Timestamp::now();
     let mut next: Option<jiff::Timestamp> = None;
     for r in candidates {
-        match net.install_state(&r, now) {
+        match net.gates.install_state(&r, now) {
             WindowState::Open { .. } => {
                 return Ok((
                     Some(r.id),

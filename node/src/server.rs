@@ -236,8 +236,8 @@ async fn metrics(
             ("wan", "sent", wait(Class::Wan, Direction::Egress)),
         ],
         windows: vec![
-            ("download", open(&net.windows.download)),
-            ("install", open(&net.windows.install)),
+            ("download", open(&net.gates.windows().download)),
+            ("install", open(&net.gates.windows().install)),
         ],
         releases: releases
             .into_iter()
@@ -739,10 +739,11 @@ async fn schedule(State(state): State<Arc<AppState>>) -> Result<Json<ScheduleVie
                 next_change: next.map(text),
             })
             .collect(),
-        download: window(&net.windows.download),
-        install: window(&net.windows.install),
+        download: window(&net.gates.windows().download),
+        install: window(&net.gates.windows().install),
         emergency_critical_cvss: net
-            .windows
+            .gates
+            .windows()
             .policy
             .critical_cvss_at_least
             .map(|c| c.as_f32()),
@@ -781,6 +782,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
         fleet_sites: state.fleet.sites(),
         releases: progress_of(&state, net).await?,
         refused: net
+            .registry
             .refused()
             .into_iter()
             .map(|r| RefusedRelease {
@@ -839,7 +841,7 @@ pub async fn status_releases(
             error: error.map(|e| bounded_error(&e)),
         });
     }
-    for r in net.refused() {
+    for r in net.registry.refused() {
         let (state, channel, version, published, chunks) = match r.facts {
             Some(f) => (
                 ReleaseState::NotFollowed,
@@ -890,7 +892,7 @@ async fn progress_of(
     for r in net.releases() {
         let mut p = r.progress();
         if r.state() == net::ReleaseState::Paused {
-            let opens = net.download_opens(&r);
+            let opens = net.gates.download_opens(&r);
             p.download_opens = opens.map(text);
             p.download_opens_unix_s = opens.map(|t| t.as_second());
         }
