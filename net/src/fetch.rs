@@ -68,7 +68,7 @@ async fn fetch(
     net: &Arc<Net>,
     release: &Arc<Release>,
     verified: &VerifiedRelease,
-) -> anyhow::Result<bool> {
+) -> crate::Result<bool> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
     let mut d = Driver::new(net, release, tx);
     let mut wake = net.wake.subscribe();
@@ -394,7 +394,7 @@ impl<'n> Driver<'n> {
     }
 
     /// Reports a finished request to the machine; keeps the chunk if it is new.
-    fn answered(&mut self, done: Done) -> anyhow::Result<()> {
+    fn answered(&mut self, done: Done) -> crate::Result<()> {
         let net = self.net;
         let class = done.peer.class;
         let (answer, bytes) = match done.result {
@@ -434,7 +434,7 @@ impl<'n> Driver<'n> {
         if let (true, Some(bytes)) = (fresh, bytes) {
             let len = bytes.len() as u64;
             if !self.writer.put(done.index, bytes) {
-                anyhow::bail!("the store writer stopped");
+                return Err(crate::Error::WriterStopped);
             }
             net.traffic.chunks_verified.fetch_add(1, Ordering::Relaxed);
             match class {
@@ -531,7 +531,7 @@ impl<'n> Driver<'n> {
 
     /// Every chunk is verified: peers of other sites need announce nothing more, the rest
     /// becomes durable, and the release is committed.
-    async fn complete(mut self, verified: &VerifiedRelease) -> anyhow::Result<()> {
+    async fn complete(mut self, verified: &VerifiedRelease) -> crate::Result<()> {
         let (net, release) = (self.net, self.release);
         for p in net.peer_list().iter().filter(|p| p.class == Class::Wan) {
             if let Some(slot) = p.their_slot(&release.id) {
@@ -582,7 +582,7 @@ struct Writer {
     /// Indices made durable by each checkpoint.
     durable: mpsc::UnboundedReceiver<Vec<u32>>,
     backlog: Arc<std::sync::atomic::AtomicU64>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<crate::Result<()>>>,
 }
 
 impl Writer {
@@ -617,7 +617,7 @@ impl Writer {
     }
 
     /// Makes everything durable (committing `release` if given) and waits for the writer.
-    async fn finish(&mut self, release: Option<VerifiedRelease>) -> anyhow::Result<()> {
+    async fn finish(&mut self, release: Option<VerifiedRelease>) -> crate::Result<()> {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(ToWriter::Finish(release.map(Box::new)));
         }
@@ -628,15 +628,15 @@ impl Writer {
     }
 
     /// The writer's error, once it has stopped on one.
-    async fn failure(&mut self) -> anyhow::Error {
+    async fn failure(&mut self) -> crate::Error {
         self.tx = None;
         match self.task.take() {
             Some(task) => match task.await {
                 Ok(Err(e)) => e,
-                Ok(Ok(())) => anyhow::anyhow!("the store writer stopped"),
+                Ok(Ok(())) => crate::Error::WriterStopped,
                 Err(e) => e.into(),
             },
-            None => anyhow::anyhow!("the store writer stopped"),
+            None => crate::Error::WriterStopped,
         }
     }
 }
@@ -649,7 +649,7 @@ fn write_loop(
     rx: &std::sync::mpsc::Receiver<ToWriter>,
     durable: &mpsc::UnboundedSender<Vec<u32>>,
     backlog: &std::sync::atomic::AtomicU64,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     use std::sync::mpsc::RecvTimeoutError;
     let start = Instant::now();
     let mut staged: Vec<u32> = Vec::new();

@@ -25,6 +25,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod error;
 pub mod fetch;
 pub mod peer;
 pub mod peers;
@@ -35,6 +36,7 @@ pub mod swarm;
 pub mod tls;
 pub mod window;
 
+pub use error::{Error, Result};
 pub use peers::KnownPeer;
 pub use registry::{
     Refused, RefusedFacts, Registry, Release, ReleaseState, ReleaseWindows, SERVED_RELEASES_MAX,
@@ -104,11 +106,6 @@ impl Wake {
         self.0.subscribe()
     }
 }
-
-/// The error of a manifest whose channel this node does not follow.
-#[derive(Debug, thiserror::Error)]
-#[error("channel {} is not followed", .0.channel)]
-struct NotFollowed(RefusedFacts);
 
 /// This node's identity and place.
 #[derive(Debug, Clone)]
@@ -232,7 +229,7 @@ impl Net {
         policy: TrustPolicy,
         store: Arc<Store>,
         shutdown: watch::Receiver<bool>,
-    ) -> anyhow::Result<Arc<Self>> {
+    ) -> Result<Arc<Self>> {
         let keypair = keypair_of(key);
         let endpoint = quic::endpoint(&keypair, &key.to_bytes(), config.data_listen)?;
         let local = Local {
@@ -242,7 +239,7 @@ impl Net {
             region,
             instance: {
                 let mut b = [0u8; 8];
-                getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                getrandom::fill(&mut b).map_err(|e| Error::setup(format!("no randomness: {e}")))?;
                 u64::from_le_bytes(b)
             },
         };
@@ -295,7 +292,7 @@ impl Net {
 
     /// Loads committed releases (served) and resumes pending ones (fetched). Call once after
     /// [`Self::new`], inside the runtime.
-    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
         let store = self.store.clone();
         let policy = self.policy.clone();
         let (committed, pending) = tokio::task::spawn_blocking(move || {
@@ -310,7 +307,7 @@ impl Net {
                 }
             }
             let pending = store.pending()?;
-            anyhow::Ok((committed, pending))
+            Ok::<_, Error>((committed, pending))
         })
         .await??;
         for v in committed {
@@ -796,14 +793,17 @@ impl Net {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let facts = e.downcast_ref::<NotFollowed>().map(|n| n.0.clone());
+                    let facts = match &e {
+                        Error::NotFollowed(facts) => Some(facts.clone()),
+                        _ => None,
+                    };
                     match &facts {
                         Some(_) => {
                             tracing::info!(release = %id, error = %e, "not fetching release")
                         }
                         None => tracing::warn!(release = %id, error = %e, "refusing release"),
                     }
-                    net.registry.refuse(id, format!("{e:#}"), facts);
+                    net.registry.refuse(id, e.to_string(), facts);
                 }
             }
             net.registry.end_learning(&id);
@@ -816,7 +816,7 @@ impl Net {
         self: &Arc<Self>,
         id: ReleaseId,
         hint: Option<PeerId>,
-    ) -> anyhow::Result<Option<VerifiedRelease>> {
+    ) -> Result<Option<VerifiedRelease>> {
         let _slot = self.manifest_slots.clone().acquire_owned().await?;
         if self.store.has_release(&id)? {
             return Ok(None);
@@ -828,7 +828,7 @@ impl Net {
         let deadline = Instant::now() + MANIFEST_PATIENCE;
         let mut asked: HashSet<PeerId> = HashSet::new();
         let mut pending = futures_util::stream::FuturesUnordered::new();
-        let mut refusal: Option<anyhow::Error> = None;
+        let mut refusal: Option<Error> = None;
         let mut hedge = Instant::now();
         loop {
             let now = Instant::now();
@@ -887,29 +887,31 @@ impl Net {
         candidates
     }
 
-    fn verify_manifest(&self, id: ReleaseId, bytes: &[u8]) -> anyhow::Result<VerifiedRelease> {
+    fn verify_manifest(&self, id: ReleaseId, bytes: &[u8]) -> Result<VerifiedRelease> {
         let store = &self.store;
         let v = protocol::verify_release(bytes, &self.policy, now_unix_s(), |channel| {
             store.highest_version(channel).ok().flatten()
         })?;
         if v.id != id {
-            anyhow::bail!("the manifest served for {id} is release {}", v.id);
+            return Err(Error::WrongManifest {
+                asked: id,
+                got: v.id,
+            });
         }
         if !self.config.follows(&v.manifest.channel) {
             let m = &v.manifest;
-            return Err(NotFollowed(RefusedFacts {
+            return Err(Error::NotFollowed(RefusedFacts {
                 channel: m.channel.clone(),
                 version: m.version,
                 published_unix_s: m.created_unix_s,
                 chunks_total: m.unique_chunks().len() as u32,
-            })
-            .into());
+            }));
         }
-        ReleaseWindows::of(&v.manifest, self.gates.zone()).map_err(anyhow::Error::msg)?;
+        ReleaseWindows::of(&v.manifest, self.gates.zone()).map_err(Error::Windows)?;
         Ok(v)
     }
 
-    async fn begin_fetch(self: &Arc<Self>, v: VerifiedRelease) -> anyhow::Result<()> {
+    async fn begin_fetch(self: &Arc<Self>, v: VerifiedRelease) -> Result<()> {
         let store = self.store.clone();
         let v2 = v.clone();
         let (have, already) = tokio::task::spawn_blocking(move || {
@@ -923,7 +925,7 @@ impl Net {
                 .filter(|(i, _)| have.get(*i as u32))
                 .map(|(_, c)| u64::from(c.len))
                 .sum();
-            anyhow::Ok((have, already))
+            Ok::<_, Error>((have, already))
         })
         .await??;
         tracing::info!(release = %v.id, channel = %v.manifest.channel, version = v.manifest.version,

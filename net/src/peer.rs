@@ -469,7 +469,7 @@ impl Peer {
 }
 
 /// Dials `peer` at `addr` and runs the connection.
-pub(crate) async fn dial(net: &Arc<Net>, peer: PeerId, addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn dial(net: &Arc<Net>, peer: PeerId, addr: SocketAddr) -> crate::Result<()> {
     let config = quic::client_config(net.keypair(), peer)?;
     let conn = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -496,19 +496,21 @@ pub(crate) async fn accept_loop(net: Arc<Net>) {
     }
 }
 
-async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> anyhow::Result<()> {
+async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> crate::Result<()> {
     let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await??;
     let Some(peer) = quic::remote_peer_id(&conn) else {
         conn.close(VarInt::from_u32(codes::PROTOCOL), b"no peer id");
-        anyhow::bail!("certificate carries no peer id");
+        return Err(crate::Error::Handshake(
+            "certificate carries no peer id".into(),
+        ));
     };
     if net.is_banned(&peer) {
         conn.close(VarInt::from_u32(codes::BANNED), b"banned");
-        anyhow::bail!("{peer} is banned");
+        return Err(crate::Error::Handshake(format!("{peer} is banned")));
     }
     if net.peers.count() >= net.config().max_peers {
         conn.close(VarInt::from_u32(codes::SURPLUS), b"at max peers");
-        anyhow::bail!("at max_peers");
+        return Err(crate::Error::Handshake("at max_peers".into()));
     }
     let (mut send, mut recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await??;
     let their = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await {
@@ -519,7 +521,9 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> anyhow::Result<()>
         }
         Err(_) => {
             conn.close(VarInt::from_u32(codes::PROTOCOL), b"no hello in time");
-            anyhow::bail!("{peer} sent no hello in time");
+            return Err(crate::Error::Handshake(format!(
+                "{peer} sent no hello in time"
+            )));
         }
     };
     write_frame(&mut send, &Control::Hello(hello(net))).await?;
@@ -536,13 +540,15 @@ fn hello(net: &Net) -> Hello {
     }
 }
 
-async fn read_hello(recv: &mut RecvStream) -> anyhow::Result<Hello> {
+async fn read_hello(recv: &mut RecvStream) -> crate::Result<Hello> {
     let body = read_frame(recv, CONTROL_FRAME_BYTES_MAX)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("control stream closed before hello"))?;
+        .ok_or_else(|| crate::Error::Handshake("control stream closed before hello".into()))?;
     match Control::decode(&body)? {
         Control::Hello(h) => Ok(h),
-        _ => anyhow::bail!("first control message is not a hello"),
+        _ => Err(crate::Error::Handshake(
+            "first control message is not a hello".into(),
+        )),
     }
 }
 

@@ -98,17 +98,20 @@ pub fn endpoint(
     keypair: &Keypair,
     secret: &[u8; 32],
     addr: SocketAddr,
-) -> anyhow::Result<quinn::Endpoint> {
+) -> crate::Result<quinn::Endpoint> {
     let mut tls = super::tls::server_config(keypair)?;
     tls.alpn_protocols = vec![wire::DATA_ALPN.to_vec()];
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(tls).map_err(crate::Error::setup)?,
+    ));
     server.transport_config(transport());
     let socket = std::net::UdpSocket::bind(addr)
-        .map_err(|e| anyhow::anyhow!("data plane cannot bind {addr}: {e}"))?;
+        .map_err(|e| crate::Error::setup(format!("data plane cannot bind {addr}: {e}")))?;
     if let Err(e) = raise_udp_buffers(&socket) {
         tracing::debug!(error = %e, "could not raise UDP buffer sizes");
     }
-    let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime"))?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| crate::Error::setup("no async runtime"))?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::new(Arc::new(ResetKey(blake3::derive_key(
             "p2pd 2026 quic stateless reset key",
@@ -131,10 +134,12 @@ pub fn raise_udp_buffers(socket: &std::net::UdpSocket) -> std::io::Result<()> {
 }
 
 /// Client config for dialing `peer`: the handshake fails unless the server proves that id.
-pub fn client_config(keypair: &Keypair, peer: PeerId) -> anyhow::Result<quinn::ClientConfig> {
+pub fn client_config(keypair: &Keypair, peer: PeerId) -> crate::Result<quinn::ClientConfig> {
     let mut tls = super::tls::client_config(keypair, peer)?;
     tls.alpn_protocols = vec![wire::DATA_ALPN.to_vec()];
-    let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    let mut client = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls).map_err(crate::Error::setup)?,
+    ));
     client.transport_config(transport());
     Ok(client)
 }

@@ -122,7 +122,7 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
 pub fn spawn(
     net: Arc<Net>,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(PeerId, tokio::task::JoinHandle<()>)> {
+) -> crate::Result<(PeerId, tokio::task::JoinHandle<()>)> {
     let keypair = net.keypair().clone();
     let local_peer_id = keypair.public().to_peer_id();
     let mdns_on = net.config().mdns;
@@ -150,17 +150,20 @@ pub fn spawn(
                 identify,
                 mdns: Toggle::from(mdns),
             })
-        })?
+        })
+        .map_err(crate::Error::setup)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
 
-    swarm.listen_on(quic_addr(net.config().listen))?;
+    swarm
+        .listen_on(quic_addr(net.config().listen))
+        .map_err(crate::Error::setup)?;
     if let Some(addr) = advertised {
         swarm.add_external_address(addr);
     }
     let mut bootstrap = Vec::new();
     for b in &net.config().bootstrap {
-        let (addr, peer) = parse_bootstrap(b).map_err(anyhow::Error::msg)?;
+        let (addr, peer) = parse_bootstrap(b).map_err(crate::Error::setup)?;
         bootstrap.push((addr, peer));
     }
     net.set_bootstrap(bootstrap.iter().map(|(_, p)| *p).collect());

@@ -21,21 +21,23 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::sync::Arc;
 
 /// Server side: any peer may connect, but must present a valid libp2p certificate.
-pub fn server_config(keypair: &Keypair) -> anyhow::Result<rustls::ServerConfig> {
+pub fn server_config(keypair: &Keypair) -> crate::Result<rustls::ServerConfig> {
     let provider = provider();
     let cert = certified_key(keypair, &provider)?;
     Ok(rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(crate::Error::setup)?
         .with_client_cert_verifier(Arc::new(PeerVerifier { expected: None }))
         .with_cert_resolver(cert))
 }
 
 /// Client side: the server must prove it is `peer`.
-pub fn client_config(keypair: &Keypair, peer: PeerId) -> anyhow::Result<rustls::ClientConfig> {
+pub fn client_config(keypair: &Keypair, peer: PeerId) -> crate::Result<rustls::ClientConfig> {
     let provider = provider();
     let cert = certified_key(keypair, &provider)?;
     Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(crate::Error::setup)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PeerVerifier {
             expected: Some(peer),
@@ -52,9 +54,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn certified_key(
     keypair: &Keypair,
     provider: &rustls::crypto::CryptoProvider,
-) -> anyhow::Result<Arc<SingleCertAndKey>> {
-    let (cert, key) = certificate::generate(keypair)?;
-    let key = provider.key_provider.load_private_key(key)?;
+) -> crate::Result<Arc<SingleCertAndKey>> {
+    let (cert, key) = certificate::generate(keypair).map_err(crate::Error::setup)?;
+    let key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(crate::Error::setup)?;
     Ok(Arc::new(SingleCertAndKey::from(CertifiedKey::new(
         vec![cert],
         key,

@@ -1,5 +1,7 @@
 //! `p2pd`: the p2pd daemon.
 
+mod daemon;
+
 use api::cli::{ExitCode, LogFormat, init_logging};
 use clap::{Parser, Subcommand};
 use node::config::{Config, default_config_text};
@@ -105,7 +107,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(node::daemon::run(config))
+            runtime.block_on(daemon::run(config))
         }
         Command::Id { config } => {
             let config = Config::load(&config)?;

@@ -3,10 +3,10 @@
 //! (fetches checkpoint what they verified, in-flight requests finish, staged publishes roll
 //! back, the socket file is removed).
 
-use crate::config::Config;
-use crate::server::{AppState, router};
 use anyhow::{Context, bail};
 use net::{Net, swarm};
+use node::config::Config;
+use node::server::{AppState, router};
 use protocol::NodeId;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 const REAP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until a termination signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let key_path = config.identity_path();
     let key = identity::read_key(&key_path)
         .with_context(|| "reading the node identity (run `p2pd init` first)")?;
@@ -82,11 +82,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (peer_id, swarm_task) = swarm::spawn(net.clone(), shutdown_rx)?;
     net.start().await.context("starting the network")?;
     let _ = state.net.set(net.clone());
-    let installer = crate::activate::Installer::new(&config.install).map(Arc::new);
+    let installer = node::activate::Installer::new(&config.install).map(Arc::new);
     if let Some(installer) = &installer {
         tracing::info!(target = %installer.target().display(), "installing completed releases");
         let _ = state.installer.set(installer.clone());
-        tokio::spawn(crate::activate::run(
+        tokio::spawn(node::activate::run(
             net.clone(),
             state.store.clone(),
             installer.clone(),
@@ -176,7 +176,7 @@ async fn serve_metrics(
         .await
         .with_context(|| format!("binding control.metrics_listen {addr}"))?;
     tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-    let app = crate::server::metrics_router(state.clone(), config.control.dashboard);
+    let app = node::server::metrics_router(state.clone(), config.control.dashboard);
     if config.control.dashboard {
         tracing::info!(%addr, "serving the fleet dashboard at /");
     }
@@ -261,7 +261,7 @@ async fn publish_status(
         if let Some(bytes) = &record {
             send_to_aggregators(&net, bytes, &mut told);
         }
-        let Some(mut releases) = crate::server::status_releases(&state).await else {
+        let Some(mut releases) = node::server::status_releases(&state).await else {
             continue;
         };
         let now = jiff::Timestamp::now();
