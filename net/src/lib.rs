@@ -13,9 +13,13 @@
 //!                                                commit release, serve it
 //! ```
 //!
-//! [`Net`] is the shared state: connected peers and what they have, the releases this node
-//! serves or fetches, strikes and bans, traffic counters. Peers are classed LAN (same site)
-//! or WAN (another site) from the site they declare in their data-plane hello.
+//! [`Net`] ties the parts together and holds no lock of its own: the releases this node
+//! serves or fetches are in its [`Registry`] ([`registry`]: their states and the one
+//! function that changes them, refusals, the fetches' claims), peers and their reputation in
+//! its `PeerTable` ([`peers`]: connections, where known peers are, dials, strikes and bans),
+//! the windows in its [`Gates`] ([`window`]), traffic classes, counters and shapers in
+//! [`shape`]. Peers are classed LAN (same site) or WAN (another site) from the site they
+//! declare in their data-plane hello.
 //!
 //! Who a node connects to on the data plane: every peer of its own site it learns of (from
 //! mDNS, its bootstrap peers, and the peer lists peers send, [`Control::Peers`]); its
