@@ -210,7 +210,12 @@ impl<'n> Driver<'n> {
     /// requests it wants sent. `Some` when the fetch ends.
     fn step(&mut self) -> Option<End> {
         let now = self.now();
-        if let Some(newer) = self.net.registry.newer_complete(self.release) {
+        let superseded = self.net.registry.superseded_by(
+            &self.release.channel,
+            self.release.version,
+            self.release.standing(),
+        );
+        if let Some(newer) = superseded {
             self.fetch.handle_superseded();
             self.events();
             return Some(End::Superseded(newer));

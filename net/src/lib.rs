@@ -88,6 +88,14 @@ const MANIFEST_FETCHES_MAX: usize = 4;
 /// holds learning a release back no longer.
 const MANIFEST_HEDGE: Duration = Duration::from_secs(2);
 
+/// How long a verified release waits for the other manifests being learned at the same time
+/// before its fetch begins (see [`Net::learn_release`]): a manifest crosses even a thin link
+/// in that time, and one that takes longer does not hold the others back.
+const LEARN_SETTLE: Duration = MANIFEST_HEDGE;
+
+/// How often a verified release looks whether the others have been learned.
+const LEARN_SETTLE_POLL: Duration = Duration::from_millis(20);
+
 /// How long learning a release waits for a peer to offer it at all.
 const MANIFEST_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -325,6 +333,9 @@ impl Net {
             );
             self.insert_release(Arc::new(release));
         }
+        // Newest first: an unfinished fetch that a newer one supersedes is then dropped at
+        // once rather than started and stopped.
+        let mut resumed: Vec<VerifiedRelease> = Vec::new();
         for (id, bytes) in pending {
             let verified = protocol::envelope::verify_signed(&bytes, &self.policy).and_then(|v| {
                 let highest = self
@@ -335,11 +346,7 @@ impl Net {
                 v.check_fresh(now_unix_s(), highest).map(|()| v)
             });
             match verified {
-                Ok(v) if v.id == id => {
-                    tracing::info!(release = %id, channel = %v.manifest.channel,
-                        version = v.manifest.version, "resuming fetch");
-                    self.begin_fetch(v).await?;
-                }
+                Ok(v) if v.id == id => resumed.push(v),
                 Ok(_) => {
                     self.store.remove_pending(&id)?;
                 }
@@ -348,6 +355,12 @@ impl Net {
                     self.store.remove_pending(&id)?;
                 }
             }
+        }
+        resumed.sort_by_key(|v| std::cmp::Reverse(v.manifest.version));
+        for v in resumed {
+            tracing::info!(release = %v.id, channel = %v.manifest.channel,
+                version = v.manifest.version, "resuming fetch");
+            self.begin_fetch(v).await?;
         }
         let net = self.clone();
         tokio::spawn(async move { peer::accept_loop(net).await });
@@ -386,6 +399,8 @@ impl Net {
     fn insert_release(&self, release: Arc<Release>) {
         self.registry.insert(release.clone());
         self.send_bitmaps(&release);
+        // A fetch of an older version of its channel stops at its next look.
+        self.wake.notify();
     }
 
     /// Tells every peer of `release`: same-site peers its bitmap, peers of other sites an
@@ -398,6 +413,9 @@ impl Net {
     }
 
     fn tell(&self, p: &Peer, release: &Release) {
+        if release.is_empty_and_superseded() {
+            return;
+        }
         p.send_control(release.first_message(p.class, p.slot_for(release.id)));
         if p.class == Class::Wan {
             // What it asked for before (before this node knew the release, or before seeding
@@ -791,6 +809,16 @@ impl Net {
             let result = net.fetch_manifest(id, hint).await;
             match result {
                 Ok(Some(v)) => {
+                    // Releases learned together (a node joining late, or back after a
+                    // while) are all verified before any is fetched, so the newest version
+                    // of a channel supersedes the older ones before they move a byte.
+                    let own = net.standing_for(&v);
+                    net.registry
+                        .learned(id, &v.manifest.channel, v.manifest.version, own);
+                    let settle = Instant::now() + LEARN_SETTLE;
+                    while net.registry.manifests_pending_except(&id) && Instant::now() < settle {
+                        tokio::time::sleep(LEARN_SETTLE_POLL).await;
+                    }
                     if let Err(e) = net.begin_fetch(v).await {
                         tracing::error!(release = %id, error = %e, "cannot start fetch");
                     }
@@ -916,6 +944,11 @@ impl Net {
     }
 
     async fn begin_fetch(self: &Arc<Self>, v: VerifiedRelease) -> Result<()> {
+        let own = self.standing_for(&v);
+        let (channel, version) = (&v.manifest.channel, v.manifest.version);
+        if let Some(newer) = self.registry.superseded_by(channel, version, own) {
+            return self.supersede_unfetched(v, newer).await;
+        }
         let store = self.store.clone();
         let v2 = v.clone();
         let (have, already) = tokio::task::spawn_blocking(move || {
@@ -934,17 +967,56 @@ impl Net {
         .await??;
         tracing::info!(release = %v.id, channel = %v.manifest.channel, version = v.manifest.version,
             chunks = have.len(), already_have = have.count(), "fetching release");
-        let release = Arc::new(Release::new(
-            &v,
-            have,
-            ReleaseState::Fetching,
-            true,
-            self.gates.zone(),
-        ));
+        // It starts as it stands: a release that waits for its window must not look, even
+        // for an instant, like one that runs (it would supersede an older one that runs).
+        let state = match own {
+            scheduler::versions::Standing::Waiting => ReleaseState::Paused,
+            _ => ReleaseState::Fetching,
+        };
+        let release = Arc::new(Release::new(&v, have, state, true, self.gates.zone()));
         release.reused.store(already, Ordering::Relaxed);
         self.insert_release(release.clone());
         let net = self.clone();
         tokio::spawn(async move { fetch::run(net, release, v).await });
+        Ok(())
+    }
+
+    /// How a fetch of `v` would start: running, or waiting for its download window. It
+    /// decides what the release may be superseded by (scheduler::versions): a newer version
+    /// that waits for its window does not hold back one that may go.
+    fn standing_for(&self, v: &VerifiedRelease) -> scheduler::versions::Standing {
+        let probe = Release::new(
+            v,
+            Bitmap::new(0),
+            ReleaseState::Fetching,
+            false,
+            self.gates.zone(),
+        );
+        if self.gates.download_allowed(&probe) {
+            scheduler::versions::Standing::Running
+        } else {
+            scheduler::versions::Standing::Waiting
+        }
+    }
+
+    /// `v` is superseded by version `newer` of its channel, which this node knows already:
+    /// it is not fetched (an unfinished fetch of it is dropped; what it verified stays in
+    /// the store for the newer version to reuse), and it is reported superseded.
+    async fn supersede_unfetched(self: &Arc<Self>, v: VerifiedRelease, newer: u64) -> Result<()> {
+        let store = self.store.clone();
+        let id = v.id;
+        tokio::task::spawn_blocking(move || store.remove_pending(&id)).await??;
+        tracing::info!(release = %v.id, channel = %v.manifest.channel, version = v.manifest.version,
+            newer, "not fetching: a newer version of the channel is known");
+        let n = v.manifest.unique_chunks().len() as u32;
+        let release = Release::new(
+            &v,
+            Bitmap::new(n),
+            ReleaseState::Superseded(newer),
+            true,
+            self.gates.zone(),
+        );
+        self.insert_release(Arc::new(release));
         Ok(())
     }
 

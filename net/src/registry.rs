@@ -18,8 +18,9 @@ use crate::window::WindowGate;
 use api::ReleaseProgress;
 use protocol::wire::{Bitmap, Control};
 use protocol::{ChunkRef, Manifest, ReleaseId, VerifiedRelease};
+use scheduler::versions::Standing;
 use scheduler::window::Window;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -389,6 +390,22 @@ impl Release {
         lock(&self.state).clone()
     }
 
+    /// Where the release stands, as the choice of versions needs it.
+    pub fn standing(&self) -> Standing {
+        match *lock(&self.state) {
+            ReleaseState::Fetching => Standing::Running,
+            ReleaseState::Paused => Standing::Waiting,
+            ReleaseState::Complete => Standing::Complete,
+            ReleaseState::Superseded(_) => Standing::Superseded,
+            ReleaseState::Failed(_) => Standing::Failed,
+        }
+    }
+
+    /// Whether nothing of it is held and it will not be fetched: peers need not hear of it.
+    pub(crate) fn is_empty_and_superseded(&self) -> bool {
+        matches!(*lock(&self.state), ReleaseState::Superseded(_)) && lock(&self.have).count() == 0
+    }
+
     /// Applies `t` to the release's state: the one writer of it ([`ReleaseState::after`]).
     /// False when `t` does not apply (a fetch that ends late cannot undo a commit).
     pub(crate) fn transition(&self, t: Transition) -> bool {
@@ -473,11 +490,18 @@ impl Release {
     }
 }
 
+/// A release whose manifest is verified and whose fetch is about to begin: its channel,
+/// version, and how it would start.
+type Learned = (String, u64, Standing);
+
 /// The releases of this node; see the module docs.
 pub struct Registry {
     releases: RwLock<HashMap<ReleaseId, Arc<Release>>>,
     refused: Mutex<HashMap<ReleaseId, Refusal>>,
-    learning: Mutex<HashSet<ReleaseId>>,
+    /// Releases whose manifest is being fetched (`None`) or is verified and about to be
+    /// fetched (its channel, version and standing): versions of a channel learned together
+    /// are ranked before any of them is fetched.
+    learning: Mutex<HashMap<ReleaseId, Option<Learned>>>,
     /// Chunks a fetch of this node has asked for and not had back, and the release whose
     /// fetch asked: another fetch that needs the same chunk waits for it rather than ask
     /// again, so a chunk two releases share crosses the WAN once.
@@ -502,16 +526,16 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// Adds `release`; past [`SERVED_RELEASES_MAX`], the oldest complete one is forgotten
-    /// (it stays in the store).
+    /// Adds `release`; past [`SERVED_RELEASES_MAX`], a settled one is forgotten: one that
+    /// was superseded or failed first, else the oldest complete one (it stays in the store).
     pub(crate) fn insert(&self, release: Arc<Release>) {
         let mut releases = self.releases.write().unwrap_or_else(|e| e.into_inner());
         releases.insert(release.id, release);
         if releases.len() > SERVED_RELEASES_MAX {
             if let Some(old) = releases
                 .values()
-                .filter(|r| *lock(&r.state) == ReleaseState::Complete)
-                .min_by_key(|r| r.version)
+                .filter(|r| lock(&r.state).is_settled())
+                .min_by_key(|r| (*lock(&r.state) == ReleaseState::Complete, r.version))
                 .map(|r| r.id)
             {
                 releases.remove(&old);
@@ -552,15 +576,31 @@ impl Registry {
             .collect()
     }
 
-    /// The version of a newer complete release of `release`'s channel, if one exists: the
-    /// node can never commit `release` then (versions only go up).
-    pub fn newer_complete(&self, release: &Release) -> Option<u64> {
-        self.all()
+    /// The known versions of `channel` and where each stands
+    /// ([`scheduler::versions::Standing`]).
+    pub fn versions_of(&self, channel: &str) -> Vec<(u64, Standing)> {
+        let mut versions: Vec<(u64, Standing)> = self
+            .all()
             .iter()
-            .filter(|r| r.channel == release.channel && r.version > release.version)
-            .filter(|r| *lock(&r.state) == ReleaseState::Complete)
-            .map(|r| r.version)
-            .max()
+            .filter(|r| r.channel == channel)
+            .map(|r| (r.version, r.standing()))
+            .collect();
+        // Verified, about to be fetched: as it would start.
+        versions.extend(
+            lock(&self.learning)
+                .values()
+                .flatten()
+                .filter(|(c, _, _)| c == channel)
+                .map(|&(_, v, s)| (v, s)),
+        );
+        versions
+    }
+
+    /// The version of `channel` that supersedes `version`, standing `own`, if one is known
+    /// ([`scheduler::versions::superseded_by`]): such a version is not fetched, its fetch
+    /// stops, and it is never installed.
+    pub fn superseded_by(&self, channel: &str, version: u64, own: Standing) -> Option<u64> {
+        scheduler::versions::superseded_by(version, own, self.versions_of(channel))
     }
 
     /// Urgencies of the fetches running now (not paused, not done) other than `id`'s.
@@ -625,7 +665,27 @@ impl Registry {
 
     /// Notes that the manifest of `id` is being learned; false if it already is.
     pub(crate) fn start_learning(&self, id: ReleaseId) -> bool {
-        lock(&self.learning).insert(id)
+        let mut learning = lock(&self.learning);
+        if learning.contains_key(&id) {
+            return false;
+        }
+        learning.insert(id, None);
+        true
+    }
+
+    /// The manifest of `id` verified: version `version` of `channel`, which would start
+    /// `own` (running, or waiting for its window).
+    pub(crate) fn learned(&self, id: ReleaseId, channel: &str, version: u64, own: Standing) {
+        if let Some(entry) = lock(&self.learning).get_mut(&id) {
+            *entry = Some((channel.to_string(), version, own));
+        }
+    }
+
+    /// Whether a manifest other than `id`'s is still being fetched.
+    pub(crate) fn manifests_pending_except(&self, id: &ReleaseId) -> bool {
+        lock(&self.learning)
+            .iter()
+            .any(|(other, entry)| other != id && entry.is_none())
     }
 
     /// Learning the manifest of `id` ended.

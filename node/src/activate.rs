@@ -458,10 +458,13 @@ impl Installer {
             ReleaseState::Superseded(_) => return InstallState::Superseded,
             _ => return InstallState::NotReady,
         }
+        // Only the newest complete version of a channel is installed, whatever the order the
+        // downloads finished in (scheduler::versions), and never one older than installed.
         let newer = records
             .values()
             .any(|r| r.channel == release.channel && r.version > release.version)
-            || net.registry.newer_complete(release).is_some();
+            || scheduler::versions::to_install(&net.registry.versions_of(&release.channel))
+                != Some(release.version);
         if newer {
             return InstallState::Superseded;
         }
@@ -719,13 +722,20 @@ async fn due(
         let v = handled.entry(r.channel.as_str()).or_insert(0);
         *v = (*v).max(r.version);
     }
-    // The highest complete version of each channel, if newer than any activated or failed.
-    let mut newest: HashMap<String, Arc<net::Release>> = HashMap::new();
-    for r in net.releases() {
-        if *lock(&r.state) != ReleaseState::Complete
-            || records.contains_key(&r.id)
-            || skip.contains(&r.id)
-        {
+    // Of each channel, the version to install (scheduler::versions: the newest complete
+    // version that no newer known version supersedes), if newer than any activated or failed.
+    let releases = net.releases();
+    let mut versions: HashMap<&str, Vec<(u64, scheduler::versions::Standing)>> = HashMap::new();
+    for r in &releases {
+        versions
+            .entry(r.channel.as_str())
+            .or_default()
+            .push((r.version, r.standing()));
+    }
+    let mut newest: HashMap<&str, Arc<net::Release>> = HashMap::new();
+    for r in &releases {
+        let pick = scheduler::versions::to_install(&versions[r.channel.as_str()]);
+        if pick != Some(r.version) || records.contains_key(&r.id) || skip.contains(&r.id) {
             continue;
         }
         if handled
@@ -734,12 +744,7 @@ async fn due(
         {
             continue;
         }
-        match newest.get(&r.channel) {
-            Some(o) if o.version >= r.version => {}
-            _ => {
-                newest.insert(r.channel.clone(), r);
-            }
-        }
+        newest.insert(r.channel.as_str(), r.clone());
     }
     let mut candidates: Vec<Arc<net::Release>> = newest.into_values().collect();
     let policy = net.gates.windows().policy;

@@ -29,16 +29,16 @@ pub(crate) async fn audit(
                 print_json(&log);
                 return Ok(());
             }
-            println!("{:<6} {:<21} EVENT", "SEQ", "TIME (UTC)");
+            crate::outln!("{:<6} {:<21} EVENT", "SEQ", "TIME (UTC)");
             for l in &log.entries {
-                println!(
+                crate::outln!(
                     "{:<6} {:<21} {}",
                     l.entry.seq,
                     when(l.entry.at_unix_ms),
                     l.entry.event.describe()
                 );
             }
-            println!(
+            crate::outln!(
                 "{} entries in the log, last hash {}",
                 log.seal.entries,
                 hex::encode(log.seal.head)
@@ -53,7 +53,7 @@ pub(crate) async fn audit(
             match (v.intact, v.broken_at, v.reason) {
                 (true, _, _) => {
                     if !json {
-                        println!(
+                        crate::outln!(
                             "audit log intact: {} entries, last hash {}",
                             v.entries,
                             v.head.unwrap_or_default()
@@ -88,7 +88,7 @@ pub(crate) async fn audit(
             })?;
             match verify_sealed(&log) {
                 Ok(i) => {
-                    println!(
+                    crate::outln!(
                         "copy intact: {} entries, last hash {}, sealed by node {} at {}",
                         i.entries,
                         hex::encode(i.head),

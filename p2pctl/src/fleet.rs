@@ -29,9 +29,9 @@ pub(crate) async fn fleet(
         } else {
             if watch {
                 // Clear the screen and go home.
-                print!("\x1b[2J\x1b[H");
+                crate::out!("\x1b[2J\x1b[H");
             }
-            print!("{}", fleet_text(&r, sites));
+            crate::out!("{}", fleet_text(&r, sites));
         }
         if !watch {
             if r.states.failed > 0 {

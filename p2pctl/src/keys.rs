@@ -14,9 +14,9 @@ pub(crate) fn keygen(out: PathBuf, json: bool) -> Result<(), Failure> {
     if json {
         print_json(&serde_json::json!({ "file": out, "public_key": public }));
     } else {
-        println!("wrote {}", out.display());
-        println!("add to p2pd.toml on every node that should trust it:\n");
-        println!("[[trust.publishers]]\nname = \"release-team\"\nkey = \"{public}\"");
+        crate::outln!("wrote {}", out.display());
+        crate::outln!("add to p2pd.toml on every node that should trust it:\n");
+        crate::outln!("[[trust.publishers]]\nname = \"release-team\"\nkey = \"{public}\"");
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod audit;
 mod fleet;
 mod keys;
 mod node;
+mod output;
 mod publish;
 mod releases;
 mod render;
@@ -235,7 +236,7 @@ pub fn main() {
 }
 
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
+    crate::outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );

@@ -12,17 +12,17 @@ pub(crate) async fn node_info(client: &Client, json: bool) -> Result<(), Failure
     if json {
         print_json(&info);
     } else {
-        println!("node      {}", info.node_id);
-        println!("site      {}  region {}", info.site, info.region);
-        println!("version   {}", info.version);
-        println!("data      {}", info.data_dir.display());
-        println!(
+        crate::outln!("node      {}", info.node_id);
+        crate::outln!("site      {}  region {}", info.site, info.region);
+        crate::outln!("version   {}", info.version);
+        crate::outln!("data      {}", info.data_dir.display());
+        crate::outln!(
             "store     {} releases, {} chunks, {}",
             info.store.releases,
             info.store.chunks,
             human_bytes(info.store.chunk_bytes)
         );
-        println!("trusts    {}", info.trusted_publishers.join(", "));
+        crate::outln!("trusts    {}", info.trusted_publishers.join(", "));
     }
     Ok(())
 }
@@ -34,14 +34,21 @@ pub(crate) async fn peers(client: &Client, json: bool) -> Result<(), Failure> {
     if json {
         print_json(&peers);
     } else if peers.is_empty() {
-        println!("no peers connected");
+        crate::outln!("no peers connected");
     } else {
-        println!(
+        crate::outln!(
             "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>7}",
-            "PEER", "SITE", "REGION", "ADDRESS", "NET", "IN", "OUT", "RTT"
+            "PEER",
+            "SITE",
+            "REGION",
+            "ADDRESS",
+            "NET",
+            "IN",
+            "OUT",
+            "RTT"
         );
         for p in peers {
-            println!(
+            crate::outln!(
                 "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>5.1}ms",
                 p.peer_id,
                 p.site,
@@ -65,10 +72,10 @@ pub(crate) async fn schedule(client: &Client, json: bool) -> Result<(), Failure>
         print_json(&v);
         return Ok(());
     }
-    println!("now {}", v.now);
-    println!("{:<12} {:<16} NEXT CHANGE", "CLASS", "RATE");
+    crate::outln!("now {}", v.now);
+    crate::outln!("{:<12} {:<16} NEXT CHANGE", "CLASS", "RATE");
     for c in &v.classes {
-        println!(
+        crate::outln!(
             "{:<12} {:<16} {}",
             c.class,
             c.rate,
@@ -87,13 +94,13 @@ pub(crate) async fn schedule(client: &Client, json: bool) -> Result<(), Failure>
                 w.opens.as_deref().unwrap_or("never in the next four years")
             ),
         };
-        println!("{name} window: {when}");
+        crate::outln!("{name} window: {when}");
     }
     match v.emergency_critical_cvss {
         Some(c) => {
-            println!("emergencies: critical releases with CVSS >= {c:.1} download any time")
+            crate::outln!("emergencies: critical releases with CVSS >= {c:.1} download any time")
         }
-        None => println!("emergencies: only releases marked emergency download any time"),
+        None => crate::outln!("emergencies: only releases marked emergency download any time"),
     }
     Ok(())
 }

@@ -88,7 +88,7 @@ pub(crate) async fn publish(
             "dedup_bytes": dedup_bytes,
         }));
     } else {
-        println!(
+        crate::outln!(
             "published {} version {}: {} files, {} ({} new, {} already stored)",
             view.channel,
             view.version,
@@ -97,7 +97,7 @@ pub(crate) async fn publish(
             human_bytes(new_bytes),
             human_bytes(dedup_bytes)
         );
-        println!("{}", view.id);
+        crate::outln!("{}", view.id);
     }
     Ok(())
 }

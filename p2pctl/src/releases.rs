@@ -13,14 +13,19 @@ pub(crate) async fn releases(client: &Client, json: bool) -> Result<(), Failure>
     if json {
         print_json(&list);
     } else if list.is_empty() {
-        println!("no releases");
+        crate::outln!("no releases");
     } else {
-        println!(
+        crate::outln!(
             "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  CREATED",
-            "ID", "CHANNEL", "VERSION", "SEVERITY", "FILES", "SIZE"
+            "ID",
+            "CHANNEL",
+            "VERSION",
+            "SEVERITY",
+            "FILES",
+            "SIZE"
         );
         for r in list {
-            println!(
+            crate::outln!(
                 "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {}",
                 &r.id[..12],
                 r.channel,
@@ -46,24 +51,24 @@ pub(crate) async fn show(client: &Client, release: String, json: bool) -> Result
         return Ok(());
     }
     let r = &d.release;
-    println!("release   {}", r.id);
-    println!("channel   {}  version {}", r.channel, r.version);
+    crate::outln!("release   {}", r.id);
+    crate::outln!("channel   {}  version {}", r.channel, r.version);
     let cvss = r
         .cvss
         .as_deref()
         .map(|c| format!(" (CVSS {c})"))
         .unwrap_or_default();
     let emergency = if r.emergency { ", emergency" } else { "" };
-    println!("severity  {}{cvss}{emergency}", r.severity);
+    crate::outln!("severity  {}{cvss}{emergency}", r.severity);
     for w in &r.download_windows {
-        println!("download  only in {w}");
+        crate::outln!("download  only in {w}");
     }
     for w in &r.install_windows {
-        println!("install   only in {w}");
+        crate::outln!("install   only in {w}");
     }
-    println!("created   {}  expires {}", r.created, r.expires);
-    println!("signed by {}", r.signers.join(", "));
-    println!(
+    crate::outln!("created   {}  expires {}", r.created, r.expires);
+    crate::outln!("signed by {}", r.signers.join(", "));
+    crate::outln!(
         "content   {} files, {}, {} chunks (chunking {})",
         r.files,
         human_bytes(r.total_bytes),
@@ -72,13 +77,13 @@ pub(crate) async fn show(client: &Client, release: String, json: bool) -> Result
     );
     for e in &d.entries {
         match e.kind.as_str() {
-            "dir" => println!("  {:o} dir     {}/", e.mode.unwrap_or(0), e.path),
-            "symlink" => println!(
+            "dir" => crate::outln!("  {:o} dir     {}/", e.mode.unwrap_or(0), e.path),
+            "symlink" => crate::outln!(
                 "       link    {} -> {}",
                 e.path,
                 e.target.as_deref().unwrap_or("")
             ),
-            _ => println!(
+            _ => crate::outln!(
                 "  {:o} file    {} ({})",
                 e.mode.unwrap_or(0),
                 e.path,
@@ -100,10 +105,10 @@ pub(crate) async fn verify(client: &Client, release: String, json: bool) -> Resu
         print_json(&v);
     } else {
         match &v.signature_error {
-            None => println!("signature ok"),
-            Some(e) => println!("signature FAILED: {e}"),
+            None => crate::outln!("signature ok"),
+            Some(e) => crate::outln!("signature FAILED: {e}"),
         }
-        println!(
+        crate::outln!(
             "{} chunks, {} re-hashed: {} missing, {} corrupt",
             v.chunks_checked,
             human_bytes(v.bytes_checked),
@@ -111,12 +116,12 @@ pub(crate) async fn verify(client: &Client, release: String, json: bool) -> Resu
             v.corrupt.len()
         );
         for c in v.missing.iter().take(20) {
-            println!("  missing {c}");
+            crate::outln!("  missing {c}");
         }
         for c in v.corrupt.iter().take(20) {
-            println!("  corrupt {c}");
+            crate::outln!("  corrupt {c}");
         }
-        println!("{}: {}", &v.id[..12], if ok { "OK" } else { "DAMAGED" });
+        crate::outln!("{}: {}", &v.id[..12], if ok { "OK" } else { "DAMAGED" });
     }
     if ok {
         Ok(())
@@ -152,7 +157,7 @@ pub(crate) async fn export(
     if json {
         print_json(&report);
     } else {
-        println!(
+        crate::outln!(
             "exported {} files, {} directories, {} symlinks ({}) to {}",
             report.files,
             report.dirs,

@@ -18,6 +18,6 @@ pub(crate) async fn report(client: &Client, since: &str, format: &str) -> Result
     let rows: Vec<ComplianceRow> = client
         .call("GET", &format!("/v1/report?since_unix_s={since_s}"), none)
         .await?;
-    print!("{}", render_report(&rows, format));
+    crate::out!("{}", render_report(&rows, format));
     Ok(())
 }

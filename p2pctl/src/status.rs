@@ -44,7 +44,7 @@ pub(crate) async fn status(
             print_json(&st);
             return Ok(());
         }
-        println!(
+        crate::outln!(
             "node {}  site {}  region {}  {} peers{}",
             &st.node_id[..12],
             st.site,
@@ -56,7 +56,7 @@ pub(crate) async fn status(
                 format!(", {} banned", st.banned.len())
             }
         );
-        println!(
+        crate::outln!(
             "chunk traffic: received {} LAN, {} WAN; sent {} LAN, {} WAN",
             human_bytes(st.recv_lan_bytes),
             human_bytes(st.recv_wan_bytes),
@@ -64,18 +64,26 @@ pub(crate) async fn status(
             human_bytes(st.sent_wan_bytes)
         );
         for r in &st.refused {
-            println!("refused {}: {}", &r.id[..12], r.reason);
+            crate::outln!("refused {}: {}", &r.id[..12], r.reason);
         }
         if st.releases.is_empty() {
-            println!("no releases");
+            crate::outln!("no releases");
             return Ok(());
         }
-        println!(
+        crate::outln!(
             "{:<14} {:<24} {:>7} {:<9} {:>13} {:>10} {:>10} {:>10} {:>11}",
-            "ID", "CHANNEL", "VERSION", "STATE", "CHUNKS", "SIZE", "FROM LAN", "FROM WAN", "RATE"
+            "ID",
+            "CHANNEL",
+            "VERSION",
+            "STATE",
+            "CHUNKS",
+            "SIZE",
+            "FROM LAN",
+            "FROM WAN",
+            "RATE"
         );
         for r in &st.releases {
-            println!(
+            crate::outln!(
                 "{:<14} {:<24} {:>7} {:<9} {:>13} {:>10} {:>10} {:>10} {:>9}/s",
                 &r.id[..12],
                 r.channel,
@@ -88,13 +96,13 @@ pub(crate) async fn status(
                 human_bytes(r.rate_bytes_per_s)
             );
             if let Some(e) = &r.error {
-                println!("               error: {e}");
+                crate::outln!("               error: {e}");
             }
             if let Some(t) = &r.download_opens {
-                println!("               paused until the download window opens at {t}");
+                crate::outln!("               paused until the download window opens at {t}");
             }
             if let Some(i) = &r.install {
-                println!("               install: {}", install_line(i));
+                crate::outln!("               install: {}", install_line(i));
             }
         }
         return Ok(());

@@ -35,6 +35,7 @@ pub mod rate;
 pub mod seeding;
 pub mod shaper;
 pub mod strikes;
+pub mod versions;
 pub mod window;
 
 use jiff::tz::{TimeZone, TimeZoneDatabase};

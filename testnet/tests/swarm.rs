@@ -358,3 +358,100 @@ async fn two_releases_with_the_same_content_cross_the_wan_once() {
         "the site took {wan} bytes across the WAN for {content} bytes of content"
     );
 }
+
+/// A node that joins a channel with three versions already published (a late joiner, or one
+/// that was off for a while) fetches and installs only the newest: the two older versions
+/// (small, so they would finish first) are superseded, never failed, never installed, and
+/// the bytes it takes are about the newest version's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_fetches_and_installs_only_the_newest_version() {
+    let (_guard, dir) = workdir();
+    let s = Scenario::parse(
+        "name = 'late'\nseed = 7\ntimeout_s = 120\n[release]\nsize_mib = 4\n\
+         [origin]\nup_mbit = 64\n[wan]\nlatency_ms = 2\n\
+         [[sites]]\nname = 'branch'\nnodes = 1\n",
+    )
+    .unwrap();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let joiner = 1;
+    fleet.kill(joiner);
+    let target = dir.join("installed");
+    let config = fleet.nodes[joiner].data.join("p2pd.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "# target = \"/opt/patches\"",
+        &format!("target = {:?}", target.to_str().unwrap()),
+    );
+    std::fs::write(&config, text).unwrap();
+    // Two small old versions (they would finish long before the newest, and be installed
+    // first) and the newest, each with bytes of its own.
+    let channel = "security/openssl";
+    let mut ids = Vec::new();
+    for v in 1..=2u64 {
+        let payload = dir.join(format!("small-v{v}"));
+        std::fs::create_dir_all(&payload).unwrap();
+        let mut bytes = vec![0u8; 256 << 10];
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(v);
+        rand::RngCore::fill_bytes(&mut rng, &mut bytes);
+        std::fs::write(payload.join("patch.bin"), bytes).unwrap();
+        ids.push(fleet.publish_on(channel, &payload, v, &[]).unwrap());
+    }
+    let payload = fleet.make_payload(3).unwrap();
+    ids.push(fleet.publish_on(channel, &payload, 3, &[]).unwrap());
+    fleet.start_node(joiner).unwrap();
+    fleet.wait_ready(joiner).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let st = loop {
+        let st = fleet.status(joiner).await.unwrap();
+        let newest = st.releases.iter().find(|r| r.id == ids[2]);
+        let installed = newest
+            .and_then(|r| r.install.as_ref())
+            .is_some_and(|i| i.state == api::InstallState::Installed);
+        if installed {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "{:#?}", st.releases);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for old in &ids[..2] {
+        if let Some(r) = st.releases.iter().find(|r| &r.id == old) {
+            assert_eq!(
+                r.state,
+                FetchState::Superseded,
+                "an older version ended {:?} ({:?})",
+                r.state,
+                r.error
+            );
+            assert!(
+                r.install
+                    .as_ref()
+                    .is_none_or(|i| i.state != api::InstallState::Installed),
+                "an older version was installed"
+            );
+        }
+    }
+    let newest = st.releases.iter().find(|r| r.id == ids[2]).unwrap();
+    assert_eq!(newest.state, FetchState::Complete);
+    // Only the newest version's directory was ever made under the channel.
+    let channel_dir = target.join("security+openssl");
+    let dirs: Vec<String> = std::fs::read_dir(&channel_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "current" && !n.starts_with('.'))
+        .collect();
+    assert_eq!(dirs.len(), 1, "version directories: {dirs:?}");
+    assert!(dirs[0].starts_with("3-"), "version directories: {dirs:?}");
+    let taken = st.recv_lan_bytes + st.recv_wan_bytes;
+    eprintln!(
+        "late joiner: {taken} bytes taken for a newest version of {} unique bytes ({:.3} x)",
+        newest.bytes_total,
+        taken as f64 / newest.bytes_total as f64
+    );
+    assert!(
+        taken as f64 <= 1.05 * newest.bytes_total as f64,
+        "the joiner took {taken} bytes for {} bytes of the newest version",
+        newest.bytes_total
+    );
+    assert_eq!(fleet.check_exports(&ids[2], 3).await.unwrap(), 2);
+}

@@ -306,3 +306,43 @@ fn schedule_reports_rates_and_windows() {
         "{text}"
     );
 }
+
+/// `p2pctl` stops quietly when its reader goes away (`p2pctl releases | head -1`), as a Unix
+/// tool does: status 0 and no panic, whether or not the command talks to the daemon.
+#[test]
+fn p2pctl_ends_quietly_on_a_closed_stdout() {
+    let mut node = Node::init();
+    node.start();
+    let src = node.dir.path().join("src");
+    sample_tree(&src);
+    for v in 1..=3 {
+        assert!(node.publish(&src, "security/demo", v).status.success());
+    }
+    let key = node.dir.path().join("other.pem");
+    let commands: [&[&str]; 4] = [
+        &["releases"],
+        &["--json", "releases"],
+        &["node"],
+        &["keygen", "--out", key.to_str().unwrap()],
+    ];
+    for args in commands {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_p2pctl"))
+            .arg("--socket")
+            .arg(node.socket())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "p2pctl {args:?} on a closed stdout: {:?}, stderr {stderr:?}",
+            out.status
+        );
+    }
+    assert!(node.stop());
+}

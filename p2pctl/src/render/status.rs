@@ -4,43 +4,43 @@ use api::cli::human_bytes;
 use api::*;
 
 pub(crate) fn print_progress(r: &ReleaseProgress) {
-    println!("release   {}", r.id);
-    println!("channel   {}  version {}", r.channel, r.version);
-    println!("state     {}", r.state);
+    crate::outln!("release   {}", r.id);
+    crate::outln!("channel   {}  version {}", r.channel, r.version);
+    crate::outln!("state     {}", r.state);
     if let Some(e) = &r.error {
-        println!("error     {e}");
+        crate::outln!("error     {e}");
     }
-    println!(
+    crate::outln!(
         "chunks    {}/{}  ({} of {})",
         r.chunks_have,
         r.chunks_total,
         human_bytes(r.bytes_have),
         human_bytes(r.bytes_total)
     );
-    println!(
+    crate::outln!(
         "received  {} from LAN, {} from WAN; {} already stored",
         human_bytes(r.bytes_from_lan),
         human_bytes(r.bytes_from_wan),
         human_bytes(r.bytes_reused)
     );
     if let Some(s) = r.elapsed_s {
-        println!("elapsed   {s:.1} s");
+        crate::outln!("elapsed   {s:.1} s");
     }
     if let Some(t) = &r.download_opens {
-        println!("paused    until the download window opens at {t}");
+        crate::outln!("paused    until the download window opens at {t}");
     }
     if let Some(i) = &r.install {
-        println!("install   {}", install_line(i));
+        crate::outln!("install   {}", install_line(i));
         if let Some(dir) = &i.dir {
-            println!("          {dir}");
+            crate::outln!("          {dir}");
         }
         if !i.output.is_empty() {
-            println!(
+            crate::outln!(
                 "output    (last {} lines of the apply command)",
                 i.output.len()
             );
             for line in &i.output {
-                println!("  | {line}");
+                crate::outln!("  | {line}");
             }
         }
     }
