@@ -503,6 +503,11 @@ pub struct InstallView {
     pub output: Vec<String>,
     /// After a failure: the version directory `current` points at again (none: removed).
     pub rolled_back_to: Option<String>,
+    /// Installed, but the channel's `current` points at this other version directory now
+    /// (switched by hand): what is really in use. The next install replaces it, and says so
+    /// in the audit log.
+    #[serde(default)]
+    pub current_elsewhere: Option<String>,
 }
 
 /// `GET /v1/status`.

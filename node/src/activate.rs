@@ -440,6 +440,15 @@ impl Installer {
         &self.target
     }
 
+    /// For an installed version: the directory its channel's `current` points at now, when
+    /// that is another one (an operator switched it by hand).
+    pub fn current_elsewhere(&self, record: &ActivationRecord) -> Option<String> {
+        let chan_dir = channel_dir(&self.target, &record.channel).ok()?;
+        let now = current_of(&chan_dir)?;
+        let ours = record.dir.file_name()?.to_str()?;
+        (now != ours).then_some(now)
+    }
+
     /// Where `release` stands, given the store's records.
     pub fn state_of(
         &self,
@@ -513,14 +522,31 @@ impl Installer {
         let name = version_dir_name(version, &id);
         // The version to roll back to: the highest installed one of the channel whose
         // directory is still there.
-        let previous = records
+        let installed = records
             .values()
             .filter(|r| {
                 r.channel == channel && r.version < version && r.outcome == Outcome::Installed
             })
             .max_by_key(|r| r.version)
-            .and_then(|r| r.dir.file_name()?.to_str().map(str::to_owned))
-            .filter(|n| chan_dir.join(n).is_dir());
+            .and_then(|r| r.dir.file_name()?.to_str().map(str::to_owned));
+        // What `current` really points at wins: an operator who switched it by hand (to an
+        // older version, say) gets that one back if this install fails, and it is never
+        // pruned; the replacement is logged and audited.
+        let found = current_of(&chan_dir).filter(|n| chan_dir.join(n).is_dir());
+        if let Some(found) = found.as_ref().filter(|f| Some(*f) != installed.as_ref()) {
+            tracing::warn!(%channel, current = %found,
+                expected = installed.as_deref().unwrap_or("nothing"), version,
+                "current was switched by hand; this install replaces it");
+            let event = store::audit::AuditEvent::CurrentReplaced {
+                channel: channel.clone(),
+                found: found.clone(),
+                expected: installed.clone().unwrap_or_default(),
+                version,
+            };
+            let store = store.clone();
+            blocking(move || Ok(store.append_audit(event)?)).await?;
+        }
+        let previous = found.or(installed).filter(|n| chan_dir.join(n).is_dir());
 
         tracing::info!(release = %id, %channel, version, "installing");
         let dir = {

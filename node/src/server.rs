@@ -914,7 +914,10 @@ async fn progress_of(
                         .ok()
                         .map(text);
                     match record.outcome {
-                        Outcome::Installed => v.state = Shown::Installed,
+                        Outcome::Installed => {
+                            v.state = Shown::Installed;
+                            v.current_elsewhere = installer.current_elsewhere(&record);
+                        }
                         Outcome::Failed {
                             reason,
                             exit_code,

@@ -122,6 +122,20 @@ pub enum AuditEvent {
         /// For how long, seconds.
         for_s: u64,
     },
+    // New kinds go last: entries are stored by their index.
+    /// The next install found a channel's `current` pointing at another version directory
+    /// than the one the daemon last installed (an operator switched it by hand); the
+    /// install replaced it, and kept that directory as the one to roll back to.
+    CurrentReplaced {
+        /// Channel.
+        channel: String,
+        /// The directory `current` pointed at.
+        found: String,
+        /// The directory the daemon last installed (empty: none).
+        expected: String,
+        /// The version whose install replaced it.
+        version: u64,
+    },
 }
 
 impl AuditEvent {
@@ -166,6 +180,7 @@ impl AuditEvent {
             Self::Activated { .. } => "activated",
             Self::ActivationFailed { .. } => "activation_failed",
             Self::PeerBanned { .. } => "peer_banned",
+            Self::CurrentReplaced { .. } => "current_replaced",
         }
     }
 
@@ -227,6 +242,19 @@ impl AuditEvent {
             } => {
                 format!("banned peer {peer} for {for_s} s: {reason}")
             }
+            Self::CurrentReplaced {
+                channel,
+                found,
+                expected,
+                version,
+            } => format!(
+                "{channel}: current pointed at {found}, not {}, by hand; replaced by v{version}",
+                if expected.is_empty() {
+                    "nothing"
+                } else {
+                    expected
+                }
+            ),
         }
     }
 }

@@ -340,3 +340,81 @@ fn current_always_points_at_a_complete_tree() {
     activate::prune(&chan, 1, &[&second_name]).unwrap();
     assert!(!first.exists() && second.is_dir());
 }
+
+/// An operator who switches `current` back to an older version by hand sees it in status
+/// (the installed version says where `current` really points); the next install replaces it
+/// and says so in the audit log, keeps the operator's directory as the one to roll back to,
+/// and never prunes it.
+#[test]
+fn current_switched_by_hand_is_shown_kept_and_replaced_in_the_open() {
+    let mut node = Node::init();
+    let target = node.dir.path().join("installed");
+    let config = node.data().join("p2pd.toml");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        "apply_timeout_s = 600",
+        &format!(
+            "target = {:?}\napply_timeout_s = 20\n",
+            target.to_str().unwrap()
+        ),
+    );
+    fs::write(&config, text).unwrap();
+    node.start();
+    let chan = target.join("security+agent");
+    let tree = node.dir.path().join("tree");
+    let mut ids = Vec::new();
+    for v in 1..=2 {
+        release_tree(&tree, v, "ok");
+        let id = publish_id(&node, &tree, v, &[]);
+        let s = wait_install(&node, &id, &["installed", "failed"]);
+        assert_eq!(s["install"]["state"], "installed", "{s}");
+        ids.push(id);
+    }
+    let v1_dir = format!("1-{}", &ids[0][..12]);
+    let v2_dir = format!("2-{}", &ids[1][..12]);
+    assert_eq!(
+        status_of(&node, &ids[1])["install"]["current_elsewhere"],
+        serde_json::Value::Null
+    );
+
+    // The operator goes back to v1 by hand.
+    let link = chan.join("current.hand");
+    std::os::unix::fs::symlink(&v1_dir, &link).unwrap();
+    fs::rename(&link, chan.join(CURRENT)).unwrap();
+    let s = status_of(&node, &ids[1]);
+    assert_eq!(s["install"]["state"], "installed", "{s}");
+    assert_eq!(s["install"]["current_elsewhere"], v1_dir.as_str(), "{s}");
+    let out = node.ctl(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("current now points at {v1_dir}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // v3 installs over it, in the open: v1 is what it would roll back to, and v1 stays on
+    // disk though `keep = 2` would otherwise prune it.
+    release_tree(&tree, 3, "ok");
+    let v3 = publish_id(&node, &tree, 3, &[]);
+    let s = wait_install(&node, &v3, &["installed", "failed"]);
+    assert_eq!(s["install"]["state"], "installed", "{s}");
+    assert_eq!(
+        activate::current_of(&chan).as_deref(),
+        Some(format!("3-{}", &v3[..12]).as_str())
+    );
+    assert!(
+        chan.join(&v1_dir).is_dir(),
+        "the operator's version was pruned"
+    );
+    let audit = node.ctl_json(&["audit"]);
+    let replaced: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["current_replaced"].is_object())
+        .collect();
+    assert_eq!(replaced.len(), 1, "{audit}");
+    let e = &replaced[0]["event"]["current_replaced"];
+    assert_eq!(e["found"], v1_dir.as_str());
+    assert_eq!(e["expected"], v2_dir.as_str());
+    assert_eq!(e["version"], 3);
+    assert!(node.stop());
+}

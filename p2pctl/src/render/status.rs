@@ -74,7 +74,12 @@ pub(crate) fn install_line(i: &api::InstallView) -> String {
                 i.reason.as_deref().unwrap_or("unknown reason")
             )
         }
-        InstallState::Installed => format!("installed{at}"),
+        InstallState::Installed => match &i.current_elsewhere {
+            Some(other) => {
+                format!("installed{at}; current now points at {other} (switched by hand)")
+            }
+            None => format!("installed{at}"),
+        },
         InstallState::Installing | InstallState::Superseded => i.state.to_string(),
     }
 }
