@@ -604,10 +604,11 @@ async fn fleet_report(
     UrlPath(release): UrlPath<String>,
     axum::extract::Query(q): axum::extract::Query<FleetQuery>,
 ) -> Result<Json<store::fleet::FleetReport>, ApiError> {
-    // A full id names any release, known here or not; a prefix must match a stored one.
-    let store = state.store.clone();
-    let id = blocking(move || resolve(&store, &release)).await?;
+    // A full id names any release, known here or not; a prefix may match one this node
+    // stores or serves, or one any record or summary it holds names.
     refresh_fleet(&state).await;
+    let state2 = state.clone();
+    let id = blocking(move || resolve_known(&state2, &release)).await?;
     let now = jiff::Timestamp::now().as_second();
     let asked = match q.site {
         None => None,
@@ -1080,8 +1081,37 @@ async fn list_releases(
     Ok(Json(list.iter().map(release_view).collect()))
 }
 
+/// Finds a release by full id or unique hex prefix (at least 4 digits) among those the
+/// fleet knows: stored or served here, or named by a record or summary this node holds.
+fn resolve_known(state: &AppState, text: &str) -> Result<ReleaseId, ApiError> {
+    resolve_among(text, |prefix| {
+        let mut ids = state.store.find_releases(prefix)?;
+        if let Some(net) = state.net.get() {
+            let lower = prefix.to_ascii_lowercase();
+            ids.extend(
+                net.releases()
+                    .iter()
+                    .map(|r| r.id)
+                    .filter(|id| id.to_hex().starts_with(&lower)),
+            );
+        }
+        ids.extend(state.fleet.releases_matching(prefix));
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    })
+}
+
 /// Finds a release by full id or unique hex prefix (at least 4 digits).
 fn resolve(store: &Store, text: &str) -> Result<ReleaseId, ApiError> {
+    resolve_among(text, |prefix| Ok(store.find_releases(prefix)?))
+}
+
+/// A full id, or the one release `candidates` gives for a hex prefix of at least 4 digits.
+fn resolve_among(
+    text: &str,
+    candidates: impl FnOnce(&str) -> Result<Vec<ReleaseId>, ApiError>,
+) -> Result<ReleaseId, ApiError> {
     if let Ok(id) = text.parse::<ReleaseId>() {
         return Ok(id);
     }
@@ -1089,13 +1119,13 @@ fn resolve(store: &Store, text: &str) -> Result<ReleaseId, ApiError> {
         ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::NoRelease,
-            format!("no release {text:?} in the store"),
+            format!("no release {text:?} is known here"),
         )
     };
     if text.len() < 4 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(not_found());
     }
-    match store.find_releases(text)?.as_slice() {
+    match candidates(text)?.as_slice() {
         [id] => Ok(*id),
         [] => Err(not_found()),
         many => Err(ApiError::new(

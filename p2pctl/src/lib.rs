@@ -142,7 +142,8 @@ enum Command {
     /// nodes come to hold it and when the rest will. This node's site is counted from its
     /// members' records, other sites from their summaries. Exits 6 when nodes failed.
     Fleet {
-        /// Release id (or a unique prefix of one stored here).
+        /// Release id, or a unique prefix of one this node knows of: stored or served here,
+        /// or named in a status record or site summary it holds.
         release: String,
         /// Redraw every two seconds until interrupted.
         #[arg(long)]

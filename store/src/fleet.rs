@@ -504,6 +504,29 @@ impl Fleet {
         self.len() == 0
     }
 
+    /// The releases a held record or summary names whose id starts with the hex `prefix`
+    /// (any case), sorted: what `p2pctl fleet PREFIX` may mean on a node that does not
+    /// store the release.
+    pub fn releases_matching(&self, prefix: &str) -> Vec<ReleaseId> {
+        let prefix = prefix.to_ascii_lowercase();
+        let inner = lock(&self.inner);
+        let in_records = inner
+            .records
+            .values()
+            .flat_map(|r| r.body.releases.iter().map(|s| s.release));
+        let in_summaries = inner
+            .summaries
+            .values()
+            .flat_map(|s| s.body.releases.iter().map(|r| r.release));
+        let mut out: Vec<ReleaseId> = in_records
+            .chain(in_summaries)
+            .filter(|id| id.to_hex().starts_with(&prefix))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Sites known: this one and those with a summary.
     pub fn sites(&self) -> usize {
         lock(&self.inner).summaries.len() + 1

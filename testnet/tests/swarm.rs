@@ -454,4 +454,8 @@ async fn a_late_joiner_fetches_and_installs_only_the_newest_version() {
         newest.bytes_total
     );
     assert_eq!(fleet.check_exports(&ids[2], 3).await.unwrap(), 2);
+    // The joiner never stored v1, yet `p2pctl fleet PREFIX` finds it: a prefix may name any
+    // release the node knows of, not only those in its store.
+    let r = fleet_view(&fleet, joiner, &ids[0][..8], |_| true).await;
+    assert_eq!(r.release, ids[0], "{r:?}");
 }

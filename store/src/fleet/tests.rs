@@ -416,3 +416,24 @@ fn a_site_asked_for_its_records_is_listed_node_by_node() {
     assert_eq!((b1.from.as_str(), b1.holding), ("records", 1));
     assert_eq!(r.states.total(), r.nodes);
 }
+
+#[test]
+fn a_prefix_finds_releases_named_only_by_records_or_summaries() {
+    use ReleaseState::*;
+    let fleet = three_sites();
+    // R2 is named only by another site's summary.
+    let b3 = [body(
+        30,
+        "branch-3",
+        true,
+        1,
+        vec![rel(R2, 2, Downloading, NOW)],
+    )];
+    fleet
+        .offer_summary(&summary(30, "branch-3", 1, NOW, &b3), NOW)
+        .unwrap();
+    assert_eq!(fleet.releases_matching("0101"), vec![R1]);
+    assert_eq!(fleet.releases_matching("0202"), vec![R2]);
+    assert_eq!(fleet.releases_matching("0"), vec![R1, R2]);
+    assert!(fleet.releases_matching("ffff").is_empty());
+}
