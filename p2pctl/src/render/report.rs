@@ -4,15 +4,7 @@ use crate::when;
 
 pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) -> String {
     use std::fmt::Write;
-    let dur = |s: Option<i64>| {
-        s.map_or_else(
-            || "-".to_string(),
-            |s| {
-                humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64))
-                    .to_string()
-            },
-        )
-    };
+    let dur = within;
     let secs = |s: Option<i64>| s.map_or_else(String::new, |s| s.to_string());
     let mut out = String::new();
     match format {
@@ -93,11 +85,51 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
     out
 }
 
+/// A time to reach a share, at the precision the data has: it is read from install-delay
+/// buckets ([`protocol::summary::install_bucket`]), so it is an upper bound, and the first
+/// bucket only says "under a minute".
+pub(crate) fn within(s: Option<i64>) -> String {
+    let first = protocol::summary::INSTALL_BUCKET_FIRST_S as i64;
+    match s {
+        None => "-".into(),
+        Some(s) if s <= first => format!("< {}", humantime::format_duration(secs(first))),
+        Some(s) => format!("≤ {}", humantime::format_duration(secs(s))),
+    }
+}
+
+fn secs(s: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(s.max(0) as u64)
+}
+
 /// A CSV field, quoted when it holds a comma, a quote or a line break.
 pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_from_buckets_say_how_precise_they_are() {
+        use protocol::summary::{install_bucket, install_bucket_end_s};
+        // An install 1 s after publishing is in the first bucket: "under a minute", not "1m".
+        assert_eq!(
+            within(Some(install_bucket_end_s(install_bucket(1)))),
+            "< 1m"
+        );
+        assert_eq!(within(Some(3600)), "≤ 1h");
+        assert_eq!(within(None), "-");
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_they_must_be() {
+        assert_eq!(csv_field("security/x"), "security/x");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 }
