@@ -3,8 +3,8 @@
 //! ([`identity`]), turning a tree into chunks ([`ingest`]) and a stored release back into
 //! files ([`release`]).
 //!
-//! This crate depends on `protocol` and `chunking` only: it knows nothing of the network, the
-//! control API or the daemon.
+//! This crate depends on `protocol`, `chunking` and `scheduler` (a constant of the control
+//! plane's cadence) only: it knows nothing of the network, the control API or the daemon.
 //!
 //! # The chunk store
 //!
