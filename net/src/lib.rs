@@ -985,14 +985,8 @@ impl Net {
     /// decides what the release may be superseded by (scheduler::versions): a newer version
     /// that waits for its window does not hold back one that may go.
     fn standing_for(&self, v: &VerifiedRelease) -> scheduler::versions::Standing {
-        let probe = Release::new(
-            v,
-            Bitmap::new(0),
-            ReleaseState::Fetching,
-            false,
-            self.gates.zone(),
-        );
-        if self.gates.download_allowed(&probe) {
+        let own = ReleaseWindows::of(&v.manifest, self.gates.zone());
+        if self.gates.may_download_new(&registry::urgency_of(v), &own) {
             scheduler::versions::Standing::Running
         } else {
             scheduler::versions::Standing::Waiting

@@ -6,12 +6,13 @@
 //! them; no method holds two of its locks at once, so callers may call it in any order. What
 //! to dial and when is decided by [`crate::Net`] from what the table answers.
 
+use crate::lock;
 use crate::peer::Peer;
 use libp2p::PeerId;
 use scheduler::strikes::{Strikes, Verdict};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Peers remembered from the control plane (where to dial them). Past it, new ones are not
@@ -58,10 +59,6 @@ pub(crate) struct PeerTable {
     /// Per site, how many of its members this node knew when it last told that site's peers
     /// of them, and when.
     shared: Mutex<HashMap<String, (usize, Option<Instant>)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl PeerTable {

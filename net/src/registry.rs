@@ -13,6 +13,7 @@
 //!    └── Fail ──────▶ Failed
 //! ```
 
+use crate::lock;
 use crate::shape::Class;
 use crate::window::WindowGate;
 use api::ReleaseProgress;
@@ -45,8 +46,16 @@ const CLAIMS_MAX: usize = 1 << 16;
 /// misses some and fetches those chunks itself (the store keeps one copy either way).
 const STORED_NOTICES_MAX: usize = 1024;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Severity, score and age of `v`, for ordering and the emergency policy.
+pub(crate) fn urgency_of(v: &VerifiedRelease) -> scheduler::priority::Urgency {
+    let m = &v.manifest;
+    scheduler::priority::Urgency {
+        severity: m.severity,
+        cvss: m.cvss,
+        emergency: m.emergency,
+        created_unix_s: m.created_unix_s,
+        tie: u64::from_le_bytes(v.id.as_bytes()[..8].try_into().expect("8 bytes")),
+    }
 }
 
 /// Chunks a fetch made durable: the release and the chunks.
@@ -290,13 +299,7 @@ impl Release {
             reused: AtomicU64::new(0),
             started: started.then(Instant::now),
             finished: Mutex::new(None),
-            urgency: scheduler::priority::Urgency {
-                severity: m.severity,
-                cvss: m.cvss,
-                emergency: m.emergency,
-                created_unix_s: m.created_unix_s,
-                tie: u64::from_le_bytes(verified.id.as_bytes()[..8].try_into().expect("8 bytes")),
-            },
+            urgency: urgency_of(verified),
             windows: ReleaseWindows::of(m, zone),
             download_gate: WindowGate::default(),
             install_gate: WindowGate::default(),

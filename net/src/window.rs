@@ -4,7 +4,7 @@
 //! its sets until their next edge ([`scheduler::window::WindowCache`] through [`WindowGate`]).
 //! An emergency under the node's policy skips the download windows.
 
-use crate::registry::Release;
+use crate::registry::{Release, ReleaseWindows};
 use scheduler::window::{Window, WindowState};
 use std::sync::Mutex;
 
@@ -17,10 +17,7 @@ impl WindowGate {
     /// The state at `now` of `sets`, which must all be open; the sets must be the same on
     /// every call.
     pub(crate) fn state(&self, sets: &[&[Window]], now: jiff::Timestamp) -> WindowState {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state(sets, now)
+        crate::lock(&self.0).state(sets, now)
     }
 }
 
@@ -55,9 +52,28 @@ impl Gates {
     /// Whether `release` may download now: an emergency under the node's policy, or inside
     /// both the node's download windows and the release's own.
     pub fn download_allowed(&self, release: &Release) -> bool {
-        self.is_emergency(release)
+        self.may_download(&release.urgency, &release.windows, &release.download_gate)
+    }
+
+    /// [`Gates::download_allowed`] for a release not registered yet (it has no window cache
+    /// of its own): its urgency and its own windows.
+    pub(crate) fn may_download_new(
+        &self,
+        urgency: &scheduler::priority::Urgency,
+        own: &Result<ReleaseWindows, String>,
+    ) -> bool {
+        self.may_download(urgency, own, &WindowGate::default())
+    }
+
+    fn may_download(
+        &self,
+        urgency: &scheduler::priority::Urgency,
+        own: &Result<ReleaseWindows, String>,
+        gate: &WindowGate,
+    ) -> bool {
+        self.windows.policy.is_emergency(urgency)
             || matches!(
-                self.download_state(release, jiff::Timestamp::now()),
+                self.download_state_of(own, gate, jiff::Timestamp::now()),
                 WindowState::Open { .. }
             )
     }
@@ -65,10 +81,17 @@ impl Gates {
     /// The node's download windows and `release`'s own, together, at `now` (emergencies
     /// aside). A release whose windows could not be read never downloads outside one.
     pub fn download_state(&self, release: &Release, now: jiff::Timestamp) -> WindowState {
-        match &release.windows {
-            Ok(own) => release
-                .download_gate
-                .state(&[&self.windows.download, &own.download], now),
+        self.download_state_of(&release.windows, &release.download_gate, now)
+    }
+
+    fn download_state_of(
+        &self,
+        own: &Result<ReleaseWindows, String>,
+        gate: &WindowGate,
+        now: jiff::Timestamp,
+    ) -> WindowState {
+        match own {
+            Ok(own) => gate.state(&[&self.windows.download, &own.download], now),
             Err(_) => WindowState::Closed { opens: None },
         }
     }

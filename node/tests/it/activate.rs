@@ -37,6 +37,20 @@ if grep -q fail "$1/MODE"; then
 fi
 "#;
 
+/// A node (not started) whose `[install] target` is `name` under its test directory, with
+/// no apply command; and that target.
+fn node_installing_into(name: &str) -> (Node, PathBuf) {
+    let node = Node::init();
+    let target = node.dir.path().join(name);
+    let config = node.data().join("p2pd.toml");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        "# target = \"/opt/patches\"",
+        &format!("target = {:?}", target.to_str().unwrap()),
+    );
+    fs::write(&config, text).unwrap();
+    (node, target)
+}
+
 fn status_of(node: &Node, id: &str) -> serde_json::Value {
     let st = node.ctl_json(&["status"]);
     st["releases"]
@@ -207,17 +221,7 @@ fn releases_install_under_current_and_a_failed_apply_rolls_back() {
 
 #[test]
 fn a_release_waits_for_its_own_install_window() {
-    let mut node = Node::init();
-    let target = node.dir.path().join("installed");
-    let config = node.data().join("p2pd.toml");
-    let text = fs::read_to_string(&config).unwrap().replace(
-        "apply_timeout_s = 600",
-        &format!(
-            "target = {:?}\napply_timeout_s = 600",
-            target.to_str().unwrap()
-        ),
-    );
-    fs::write(&config, text).unwrap();
+    let (mut node, target) = node_installing_into("installed");
     node.start();
     let tree = node.dir.path().join("tree");
     release_tree(&tree, 1, "ok");
@@ -347,17 +351,7 @@ fn current_always_points_at_a_complete_tree() {
 /// and never prunes it.
 #[test]
 fn current_switched_by_hand_is_shown_kept_and_replaced_in_the_open() {
-    let mut node = Node::init();
-    let target = node.dir.path().join("installed");
-    let config = node.data().join("p2pd.toml");
-    let text = fs::read_to_string(&config).unwrap().replace(
-        "apply_timeout_s = 600",
-        &format!(
-            "target = {:?}\napply_timeout_s = 20\n",
-            target.to_str().unwrap()
-        ),
-    );
-    fs::write(&config, text).unwrap();
+    let (mut node, target) = node_installing_into("installed");
     node.start();
     let chan = target.join("security+agent");
     let tree = node.dir.path().join("tree");
