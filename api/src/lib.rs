@@ -478,6 +478,9 @@ pub struct ReleaseProgress {
     /// When the release was published (its manifest's creation time), unix seconds.
     #[serde(default)]
     pub published_unix_s: i64,
+    /// Its severity (`critical`, `high`, `medium`, `low`).
+    #[serde(default)]
+    pub severity: String,
     /// Installation, when the node installs releases (`[install] target`).
     #[serde(default)]
     pub install: Option<InstallView>,

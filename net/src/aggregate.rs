@@ -12,7 +12,9 @@
 //!
 //! * publishes the site's summary when [`scheduler::control::Cadence`] says so (a change of
 //!   state after the least interval for the fleet's size, progress after a minute, a
-//!   heartbeat every hour);
+//!   heartbeat every hour), with the releases [`scheduler::ledger::pick`] chooses from every
+//!   release of the site's ledgers: those that move or just changed, and two settled ones in
+//!   turn; receivers merge them into their ledger of the site;
 //! * keeps [`scheduler::control::OVERLAY_DEGREE`] neighbours among other sites' aggregators
 //!   (their contacts come with their summaries; before any is known, the bootstrap peers),
 //!   tells them with [`Control::Overlay`], and announces to every neighbour — those it
@@ -30,15 +32,17 @@
 
 use super::{Class, KnownPeer, Net, lock, peer::Peer};
 use libp2p::PeerId;
-use protocol::NodeId;
-use protocol::summary::{Contact, SignedSummary, SiteRelease, SummaryBody};
+use protocol::status::ReleaseState;
+use protocol::summary::{Contact, SUMMARY_RELEASES_MAX, SignedSummary, SiteRelease, SummaryBody};
 use protocol::wire::{
     CONTROL_FRAME_BYTES_MAX, Control, DIGEST_ENTRIES_MAX, SUMMARIES_PER_MESSAGE_MAX,
 };
+use protocol::{NodeId, ReleaseId};
 use scheduler::control::{
     Cadence, Candidate, Flood, News, OVERLAY_DEGREE, SUMMARY_FORWARD_DELAY, aggregators,
     pick_across_sites, site_key,
 };
+use scheduler::ledger;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -77,6 +81,11 @@ struct State {
     epoch: Instant,
     /// When this node (not first) last asked its aggregator for summaries.
     pulled: Option<Instant>,
+    /// When each release's figures last changed (state or progress), for
+    /// [`scheduler::ledger::pick`].
+    changes: ledger::Changes<ReleaseId, SiteRelease>,
+    /// The turn of settled releases in summaries.
+    rotation: ledger::Rotation<ReleaseId>,
 }
 
 /// A summary's content but for progress (chunks held), to tell news of a state from news of
@@ -101,6 +110,8 @@ impl Default for State {
             asked: HashMap::new(),
             epoch: Instant::now(),
             pulled: None,
+            changes: ledger::Changes::default(),
+            rotation: ledger::Rotation::default(),
         }
     }
 }
@@ -406,6 +417,36 @@ fn send_batches(to: &Peer, summaries: impl IntoIterator<Item = Vec<u8>>) {
     }
 }
 
+/// Of every release the site's ledgers name, the ones this summary carries
+/// ([`scheduler::ledger::pick`]): those that move or changed within the linger, then
+/// [`ledger::SUMMARY_ROTATION`] settled ones in turn. A release is settled here when no node
+/// of the site is announcing or fetching it.
+fn pick_releases(st: &mut State, releases: Vec<SiteRelease>, now_s: i64) -> Vec<SiteRelease> {
+    let entries: Vec<ledger::Entry<ReleaseId>> = releases
+        .iter()
+        .map(|r| ledger::Entry {
+            key: r.release,
+            changed_unix_s: st.changes.note(r.release, r.clone(), now_s),
+            settled: r.count(ReleaseState::Announced) + r.count(ReleaseState::Downloading) == 0,
+        })
+        .collect();
+    let named: std::collections::HashSet<ReleaseId> = releases.iter().map(|r| r.release).collect();
+    st.changes.retain(|id| named.contains(id));
+    let picked = ledger::pick(
+        &entries,
+        now_s,
+        SUMMARY_RELEASES_MAX,
+        ledger::SUMMARY_ROTATION,
+        &mut st.rotation,
+    );
+    let mut out: Vec<SiteRelease> = releases
+        .into_iter()
+        .filter(|r| picked.contains(&r.release))
+        .collect();
+    out.sort_by_key(|r| std::cmp::Reverse(r.published_unix_s));
+    out
+}
+
 /// Publishes this site's summary when its cadence says so.
 fn publish(net: &Net, fleet: &Fleet, st: &mut State, aggs: &[[u8; 32]], now_s: i64) {
     let (nodes, installers, releases) = fleet.own_figures();
@@ -458,7 +499,7 @@ fn publish(net: &Net, fleet: &Fleet, st: &mut State, aggs: &[[u8; 32]], now_s: i
         nodes,
         installers,
         contacts: key.contacts.clone(),
-        releases,
+        releases: pick_releases(st, releases, now_s),
     };
     let signed = SignedSummary::sign(&body, &net.signing).encode();
     tracing::debug!(seq, bytes = signed.len(), ?news, "site summary");

@@ -936,6 +936,7 @@ impl Net {
                 channel: m.channel.clone(),
                 version: m.version,
                 published_unix_s: m.created_unix_s,
+                severity: m.severity,
                 chunks_total: m.unique_chunks().len() as u32,
             }));
         }

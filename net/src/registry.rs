@@ -126,6 +126,8 @@ pub struct RefusedFacts {
     pub version: u64,
     /// Manifest creation time, unix seconds.
     pub published_unix_s: i64,
+    /// Severity.
+    pub severity: protocol::Severity,
     /// Unique chunks.
     pub chunks_total: u32,
 }
@@ -488,6 +490,7 @@ impl Release {
             download_opens: None,
             download_opens_unix_s: None,
             published_unix_s: self.urgency.created_unix_s,
+            severity: self.urgency.severity.to_string(),
             install: None,
         }
     }

@@ -71,11 +71,11 @@ impl AppState {
         region: String,
         data_dir: std::path::PathBuf,
     ) -> Self {
-        let (records, summaries) = store.fleet().unwrap_or_else(|e| {
+        let stored = store.fleet().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the stored fleet status");
             Default::default()
         });
-        let fleet = Arc::new(store::fleet::Fleet::from_stored(&site, records, summaries));
+        let fleet = Arc::new(store::fleet::Fleet::from_stored(&site, stored));
         Self {
             store,
             policy,
@@ -652,15 +652,25 @@ async fn compliance_report(
     let releases = blocking(move || Ok(store.releases()?)).await?;
     refresh_fleet(&state).await;
     let since = q.since_unix_s.unwrap_or(i64::MIN);
+    // Every release a record or summary named in the period, whether this node stores it
+    // or not (so two nodes that heard the same summaries list the same releases), with what
+    // the store knows in place of what the messages say where it has the release.
     let mut facts: Vec<store::fleet::ReleaseFacts> = releases
         .iter()
         .filter(|r| r.created_unix_s >= since)
         .map(facts_of_summary)
         .collect();
+    for f in state.fleet.releases_since(since) {
+        if !facts.iter().any(|k| k.id == f.id) {
+            facts.push(f);
+        }
+    }
     facts.sort_by(|a, b| {
         a.published_unix_s
             .cmp(&b.published_unix_s)
             .then_with(|| a.channel.cmp(&b.channel))
+            .then(a.version.cmp(&b.version))
+            .then(a.id.cmp(&b.id))
     });
     let fleet = state.fleet.clone();
     let now = jiff::Timestamp::now().as_second();
@@ -814,11 +824,13 @@ fn record_state(r: &ReleaseProgress) -> (protocol::status::ReleaseState, Option<
 
 /// Where each release stands here, as a fleet status record says it (`since_unix_s` left
 /// 0 for the caller, which knows when each state began): releases served or fetched, then
-/// those refused or of channels not followed. `None` before the network runs.
+/// those refused or of channels not followed, all of them (the publisher picks the at most
+/// [`protocol::status::STATUS_RELEASES_MAX`] a record carries). `None` before the network
+/// runs.
 pub async fn status_releases(
     state: &Arc<AppState>,
 ) -> Option<Vec<protocol::status::ReleaseStatus>> {
-    use protocol::status::{ReleaseState, ReleaseStatus, STATUS_RELEASES_MAX, bounded_error};
+    use protocol::status::{ReleaseState, ReleaseStatus, bounded_error};
     let net = state.net.get()?;
     let mut progress = progress_of(state, net).await.ok()?;
     // The newest first, so that the limit leaves out the oldest.
@@ -834,6 +846,7 @@ pub async fn status_releases(
             channel: r.channel,
             version: r.version,
             published_unix_s: r.published_unix_s,
+            severity: r.severity.parse().unwrap_or(protocol::Severity::Low),
             state,
             chunks_have: r.chunks_have,
             chunks_total: r.chunks_total,
@@ -843,21 +856,30 @@ pub async fn status_releases(
         });
     }
     for r in net.registry.refused() {
-        let (state, channel, version, published, chunks) = match r.facts {
+        let (state, channel, version, published, severity, chunks) = match r.facts {
             Some(f) => (
                 ReleaseState::NotFollowed,
                 f.channel,
                 f.version,
                 f.published_unix_s,
+                f.severity,
                 f.chunks_total,
             ),
-            None => (ReleaseState::Refused, String::new(), 0, 0, 0),
+            None => (
+                ReleaseState::Refused,
+                String::new(),
+                0,
+                0,
+                protocol::Severity::Low,
+                0,
+            ),
         };
         out.push(ReleaseStatus {
             release: r.id,
             channel,
             version,
             published_unix_s: published,
+            severity,
             state,
             chunks_have: 0,
             chunks_total: chunks,
@@ -866,7 +888,6 @@ pub async fn status_releases(
             error: (state == ReleaseState::Refused).then(|| bounded_error(&r.reason)),
         });
     }
-    out.truncate(STATUS_RELEASES_MAX);
     Some(out)
 }
 

@@ -11,6 +11,7 @@
 use crate::codec;
 use crate::error::ManifestError;
 use crate::ids::{NodeId, ReleaseId};
+use crate::manifest::Severity;
 use crate::wire::valid_name;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,7 @@ pub const STATUS_RELEASES_MAX: usize = 32;
 pub const STATUS_ERROR_BYTES_MAX: usize = 200;
 
 /// Domain separation of the signature.
-const STATUS_CONTEXT: &[u8] = b"p2pd status record v2\0";
+const STATUS_CONTEXT: &[u8] = b"p2pd status record v3\0";
 
 /// Where a release stands on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -103,6 +104,9 @@ pub struct ReleaseStatus {
     pub version: u64,
     /// When it was published (its manifest's creation time), unix seconds; 0 if unknown.
     pub published_unix_s: i64,
+    /// Its severity (`Low` when unknown): the report holds critical releases to the 72-hour
+    /// rule, on nodes that never stored them too.
+    pub severity: Severity,
     /// Where it stands.
     pub state: ReleaseState,
     /// Unique chunks held.
@@ -282,6 +286,7 @@ mod tests {
                 channel: "security/openssl".into(),
                 version: 7,
                 published_unix_s: 1_795_390_000,
+                severity: Severity::Critical,
                 state: ReleaseState::Failed,
                 chunks_have: 16_384,
                 chunks_total: 16_384,

@@ -20,8 +20,10 @@
 
 use crate::codec;
 use crate::ids::{NodeId, ReleaseId};
+use crate::manifest::Severity;
 use crate::status::{
-    ReleaseState, STATUS_ERROR_BYTES_MAX, STATUS_RELEASES_MAX, StatusBody, StatusError,
+    ReleaseState, ReleaseStatus, STATUS_ERROR_BYTES_MAX, STATUS_RELEASES_MAX, StatusBody,
+    StatusError,
 };
 use crate::wire::valid_name;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -64,7 +66,7 @@ pub const INSTALL_BUCKETS: usize = 52;
 pub const CRITICAL_DEADLINE_S: i64 = 72 * 3600;
 
 /// Domain separation of the signature.
-const SUMMARY_CONTEXT: &[u8] = b"p2pd site summary v1\0";
+const SUMMARY_CONTEXT: &[u8] = b"p2pd site summary v2\0";
 
 /// The bucket of an installation `delay_s` after publishing.
 pub fn install_bucket(delay_s: i64) -> usize {
@@ -115,6 +117,8 @@ pub struct SiteRelease {
     pub version: u64,
     /// When it was published, unix seconds (0 if unknown).
     pub published_unix_s: i64,
+    /// Its severity (`Low` if unknown).
+    pub severity: Severity,
     /// Unique chunks in the release.
     pub chunks_total: u32,
     /// Nodes by state, in [`ReleaseState::ALL`] order. Every node counts once: in
@@ -283,76 +287,143 @@ fn message(body: &[u8]) -> Vec<u8> {
     m
 }
 
-/// What one node's record says of one channel: its newest version installed (or, for a node
-/// that does not install, held), and since when.
-fn newest_done(record: &StatusBody, channel: &str) -> Option<(u64, i64)> {
-    record
-        .releases
-        .iter()
-        .filter(|r| r.channel == channel && !channel.is_empty())
-        .filter(|r| {
-            if record.installs {
-                r.state == ReleaseState::Activated
-            } else {
-                r.state.has_release()
-            }
-        })
-        .map(|r| (r.version, r.since_unix_s))
-        .max()
+/// One node's record, indexed: its entries by release, and per channel its newest version
+/// installed (or, for a node that does not install, held) and since when. A ledger holds up
+/// to a thousand releases per node, so the figures look entries up instead of scanning.
+struct Indexed<'a> {
+    installs: bool,
+    node: NodeId,
+    by_id: HashMap<ReleaseId, &'a ReleaseStatus>,
+    newest_done: HashMap<&'a str, (u64, i64)>,
 }
 
-/// The figures of every release the `records` of one site name (the newest
-/// [`SUMMARY_RELEASES_MAX`], by publishing time): the one aggregation behind a site summary
-/// and a node's view of its own site.
-pub fn site_releases(records: &[&StatusBody]) -> Vec<SiteRelease> {
-    // Each release once, with what the records know of it.
-    let mut known: HashMap<ReleaseId, (String, u64, i64, u32)> = HashMap::new();
-    for b in records {
-        for r in &b.releases {
-            let e = known
-                .entry(r.release)
-                .or_insert_with(|| (String::new(), 0, 0, 0));
-            if e.0.is_empty() && !r.channel.is_empty() {
-                *e = (
-                    r.channel.clone(),
-                    r.version,
-                    r.published_unix_s,
-                    r.chunks_total,
-                );
+fn index<'a>(records: &[&'a StatusBody]) -> Vec<Indexed<'a>> {
+    records
+        .iter()
+        .map(|b| {
+            let mut newest_done: HashMap<&str, (u64, i64)> = HashMap::new();
+            for r in &b.releases {
+                let done = if b.installs {
+                    r.state == ReleaseState::Activated
+                } else {
+                    r.state.has_release()
+                };
+                if done && !r.channel.is_empty() {
+                    let e = newest_done.entry(r.channel.as_str()).or_insert((0, 0));
+                    *e = (*e).max((r.version, r.since_unix_s));
+                }
             }
-            e.3 = e.3.max(r.chunks_total);
-        }
-    }
-    let mut list: Vec<(ReleaseId, (String, u64, i64, u32))> = known.into_iter().collect();
-    list.sort_by(|a, b| {
-        b.1.2
-            .cmp(&a.1.2)
-            .then_with(|| a.1.0.cmp(&b.1.0))
-            .then(b.1.1.cmp(&a.1.1))
-            .then_with(|| a.0.cmp(&b.0))
-    });
-    list.truncate(SUMMARY_RELEASES_MAX);
-    list.into_iter()
-        .map(|(id, (channel, version, published, chunks_total))| {
-            site_release(records, id, &channel, version, published, chunks_total)
+            Indexed {
+                installs: b.installs,
+                node: b.node,
+                by_id: b.releases.iter().map(|r| (r.release, r)).collect(),
+                newest_done,
+            }
         })
         .collect()
 }
 
+/// What is known of a release apart from where it stands: the fields a record or a summary
+/// repeats for every release it names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// Its channel (empty if unknown).
+    pub channel: String,
+    /// Its version (0 if unknown).
+    pub version: u64,
+    /// When it was published, unix seconds (0 if unknown).
+    pub published_unix_s: i64,
+    /// Its severity (`None`: unknown, taken as `Low`).
+    pub severity: Option<Severity>,
+    /// Unique chunks in it.
+    pub chunks_total: u32,
+}
+
+impl Facts {
+    /// The facts a node's entry gives.
+    pub fn of_status(r: &ReleaseStatus) -> Self {
+        Self {
+            channel: r.channel.clone(),
+            version: r.version,
+            published_unix_s: r.published_unix_s,
+            severity: (!r.channel.is_empty()).then_some(r.severity),
+            chunks_total: r.chunks_total,
+        }
+    }
+
+    /// The facts a site's entry gives.
+    pub fn of_site(r: &SiteRelease) -> Self {
+        Self {
+            channel: r.channel.clone(),
+            version: r.version,
+            published_unix_s: r.published_unix_s,
+            severity: (!r.channel.is_empty()).then_some(r.severity),
+            chunks_total: r.chunks_total,
+        }
+    }
+
+    /// Fills what is unknown here from `other`: the first entry with a channel gives the
+    /// channel, version, time and severity; the chunk count is the largest seen.
+    pub fn merge(&mut self, other: &Self) {
+        if self.channel.is_empty() && !other.channel.is_empty() {
+            let chunks = self.chunks_total;
+            *self = other.clone();
+            self.chunks_total = chunks.max(other.chunks_total);
+        } else {
+            self.chunks_total = self.chunks_total.max(other.chunks_total);
+        }
+    }
+}
+
+/// The figures of every release the `records` of one site name, the newest published first:
+/// the one aggregation behind a site summary (whose aggregator picks the at most
+/// [`SUMMARY_RELEASES_MAX`] it carries) and a node's view of its own site.
+pub fn site_releases(records: &[&StatusBody]) -> Vec<SiteRelease> {
+    // Each release once, with what the records know of it.
+    let mut known: HashMap<ReleaseId, Facts> = HashMap::new();
+    for b in records {
+        for r in &b.releases {
+            known
+                .entry(r.release)
+                .or_default()
+                .merge(&Facts::of_status(r));
+        }
+    }
+    let mut list: Vec<(ReleaseId, Facts)> = known.into_iter().collect();
+    list.sort_by(|a, b| {
+        b.1.published_unix_s
+            .cmp(&a.1.published_unix_s)
+            .then_with(|| a.1.channel.cmp(&b.1.channel))
+            .then(b.1.version.cmp(&a.1.version))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    let indexed = index(records);
+    list.into_iter()
+        .map(|(id, facts)| figures(&indexed, id, &facts))
+        .collect()
+}
+
 /// The figures of one release across the `records` of one site.
-pub fn site_release(
-    records: &[&StatusBody],
-    release: ReleaseId,
-    channel: &str,
-    version: u64,
-    published_unix_s: i64,
-    chunks_total: u32,
-) -> SiteRelease {
+pub fn site_release(records: &[&StatusBody], release: ReleaseId, facts: &Facts) -> SiteRelease {
+    figures(&index(records), release, facts)
+}
+
+fn figures(records: &[Indexed<'_>], release: ReleaseId, facts: &Facts) -> SiteRelease {
+    let Facts {
+        channel,
+        version,
+        published_unix_s,
+        severity,
+        chunks_total,
+    } = facts;
+    let (channel, version, published_unix_s, chunks_total) =
+        (channel.as_str(), *version, *published_unix_s, *chunks_total);
     let mut out = SiteRelease {
         release,
         channel: channel.to_owned(),
         version,
         published_unix_s,
+        severity: severity.unwrap_or(Severity::Low),
         chunks_total,
         states: vec![0; ReleaseState::ALL.len()],
         covered: 0,
@@ -375,8 +446,11 @@ pub fn site_release(
         out.installed_after[k] += 1;
     };
     for b in records {
-        let own = b.release(&release);
-        let newer = newest_done(b, channel).filter(|(v, _)| *v > version);
+        let own = b.by_id.get(&release).copied();
+        let newer = (!channel.is_empty())
+            .then(|| b.newest_done.get(channel).copied())
+            .flatten()
+            .filter(|(v, _)| *v > version);
         match (own, newer) {
             (Some(r), _) if r.state == ReleaseState::Activated => {
                 out.states[r.state.index()] += 1;
@@ -429,7 +503,6 @@ pub fn site_release(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::ReleaseStatus;
 
     const NOW: i64 = 1_795_392_000;
 
@@ -443,6 +516,7 @@ mod tests {
             channel: "security/x".into(),
             version,
             published_unix_s: NOW,
+            severity: Severity::High,
             state,
             chunks_have: if state.has_release() { 10 } else { 4 },
             chunks_total: 10,
@@ -487,7 +561,17 @@ mod tests {
             record(7, false, vec![status(2, 2, Complete, NOW)]),
         ];
         let refs: Vec<&StatusBody> = records.iter().collect();
-        let r = site_release(&refs, ReleaseId([1; 32]), "security/x", 1, NOW, 10);
+        let r = site_release(
+            &refs,
+            ReleaseId([1; 32]),
+            &Facts {
+                channel: "security/x".into(),
+                version: 1,
+                published_unix_s: NOW,
+                severity: Some(Severity::High),
+                chunks_total: 10,
+            },
+        );
         assert_eq!(r.count(Activated), 1);
         assert_eq!(r.covered, 3);
         assert_eq!(r.count(Failed), 1);

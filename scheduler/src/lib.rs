@@ -7,6 +7,9 @@
 //! * [`fetch`]: the fetch of one release as a state machine (inputs with `now`, requests,
 //!   timers and events out) that the daemon and the simulator both drive: when to plan,
 //!   budgets, who counts as a site member, snubbing, checkpoints.
+//! * [`ledger`]: compliance state for a month and more in bounded messages: what a status
+//!   record or a site summary carries of the longer table its receivers keep, and how long
+//!   they keep it.
 //! * [`planner`]: the fetch planner: which missing chunk to request from which peer
 //!   (same site first, one WAN crossing per site, rarest first, endgame).
 //! * [`policy`]: the `[windows]` and `[shaping]` sections of `p2pd.toml` and what they
@@ -28,6 +31,7 @@
 
 pub mod control;
 pub mod fetch;
+pub mod ledger;
 pub mod planner;
 pub mod policy;
 pub mod priority;

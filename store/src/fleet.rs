@@ -11,17 +11,30 @@
 //! summary of this one are refused: a site's figures come from its records where they are at
 //! hand. Both are held in memory and written to the store in batches ([`Fleet::take_dirty`]).
 //!
+//! A record or a summary names at most 32 releases, the ones that move or just changed and a
+//! few settled ones in turn ([`scheduler::ledger`]), so neither is the whole story. Each is
+//! merged into a ledger: per node of this site, every release its records named, the latest
+//! entry each ([`HeldRecord::merged`]); per other site, every release its summaries named,
+//! the latest figures each with the number of the summary that gave them. An entry a newer
+//! message does not name keeps its value; entries leave only past
+//! [`scheduler::ledger::HORIZON`] or [`scheduler::ledger::RELEASES_KEPT_MAX`]. So a release
+//! published at the start of a month of 300 still has its exact per-site figures at the end.
+//! The ledgers are the node's own computation from verified messages and are stored beside
+//! the signed messages ([`Dirty`]).
+//!
 //! Own site and other sites are aggregated by the same function
 //! ([`protocol::summary::site_releases`]): the aggregator's summary of a site and a member's
 //! view of it are the same figures. Per-node detail of another site is not held; `p2pctl
 //! fleet RELEASE --site NAME` asks that site for its records ([`Fleet::report_with`]).
 
+use protocol::status::ReleaseStatus;
 use protocol::status::{ReleaseState, SignedStatus, StatusBody, StatusError};
 use protocol::summary::{
-    CRITICAL_DEADLINE_S, SignedSummary, SiteRelease, SummaryBody, install_bucket_end_s,
+    CRITICAL_DEADLINE_S, Facts, SignedSummary, SiteRelease, SummaryBody, install_bucket_end_s,
     site_release, site_releases,
 };
 use protocol::{NodeId, ReleaseId};
+use scheduler::ledger;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -66,8 +79,12 @@ pub const MISSING_LISTED_MAX: usize = 1000;
 
 #[derive(Debug, Clone)]
 struct HeldRecord {
+    /// The latest record.
     body: StatusBody,
     signed: Vec<u8>,
+    /// The latest record with every release any of the node's records named (the latest
+    /// entry each) in place of its own list: what the figures are computed from.
+    merged: StatusBody,
 }
 
 #[derive(Debug, Clone)]
@@ -76,10 +93,15 @@ struct HeldSummary {
     signed: Vec<u8>,
 }
 
+/// Per release of another site: the figures and the number of the summary that gave them.
+type SiteLedger = HashMap<ReleaseId, (u64, SiteRelease)>;
+
 #[derive(Debug, Default)]
 struct Inner {
     records: HashMap<NodeId, HeldRecord>,
     summaries: HashMap<String, HeldSummary>,
+    /// Per other site, every release its summaries named within the horizon.
+    ledgers: HashMap<String, SiteLedger>,
     dirty_records: HashSet<NodeId>,
     dirty_summaries: HashSet<String>,
     /// Per release: (unix s, nodes done fleet-wide) samples, oldest first.
@@ -114,6 +136,35 @@ pub enum OfferError {
     /// Made too far in the future.
     #[error("made {0} s after this node's clock")]
     FromTheFuture(i64),
+}
+
+/// Largest stored ledger, encoded: [`scheduler::ledger::RELEASES_KEPT_MAX`] entries of at most
+/// about 1.3 KiB (a site's entry with three failed nodes' errors and every delay bucket).
+pub const LEDGER_BYTES_MAX: usize = 2 << 20;
+
+/// What the store keeps of the fleet: the signed records and summaries, and the ledgers made
+/// from them ([`Fleet::take_dirty`] gives what changed, [`Fleet::from_stored`] takes it all).
+#[derive(Debug, Default, Clone)]
+pub struct Stored {
+    /// Each node's latest signed record.
+    pub records: Vec<(NodeId, Vec<u8>)>,
+    /// Each other site's latest signed summary.
+    pub summaries: Vec<(String, Vec<u8>)>,
+    /// Each node's ledger: every release its records named, encoded (at most
+    /// [`LEDGER_BYTES_MAX`]).
+    pub node_ledgers: Vec<(NodeId, Vec<u8>)>,
+    /// Each other site's ledger: (summary number, figures) per release, encoded.
+    pub site_ledgers: Vec<(String, Vec<u8>)>,
+}
+
+impl Stored {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.summaries.is_empty()
+            && self.node_ledgers.is_empty()
+            && self.site_ledgers.is_empty()
+    }
 }
 
 /// Nodes by state. Every node counts once (see [`SiteRelease::states`]).
@@ -358,15 +409,6 @@ pub struct ComplianceRow {
     pub missing_total: u64,
 }
 
-/// What is known of a release: from the store, or from any record or summary naming it.
-#[derive(Debug, Clone, Default)]
-struct Info {
-    channel: String,
-    version: u64,
-    published_unix_s: i64,
-    chunks_total: u32,
-}
-
 /// One site's figures for a release, and where they came from.
 struct Row {
     site: String,
@@ -410,18 +452,44 @@ impl Fleet {
     }
 
     /// The view from what a store held: records and summaries (each verified again; those of
-    /// the wrong level for `site` are left out).
-    pub fn from_stored(
-        site: &str,
-        records: impl IntoIterator<Item = Vec<u8>>,
-        summaries: impl IntoIterator<Item = Vec<u8>>,
-    ) -> Self {
+    /// the wrong level for `site` are left out), then the ledgers of the nodes and sites kept
+    /// (a ledger that does not decode or breaks a bound is left out, and is rebuilt from the
+    /// messages that come).
+    pub fn from_stored(site: &str, stored: Stored) -> Self {
         let fleet = Self::new(site);
-        for r in records {
-            let _ = fleet.offer_record(&r);
+        for (_, r) in &stored.records {
+            let _ = fleet.offer_record(r);
         }
-        for s in summaries {
-            let _ = fleet.offer_summary(&s, i64::MAX - CLOCK_SKEW_MAX_S);
+        for (_, s) in &stored.summaries {
+            let _ = fleet.offer_summary(s, i64::MAX - CLOCK_SKEW_MAX_S);
+        }
+        {
+            let mut inner = lock(&fleet.inner);
+            for (node, bytes) in &stored.node_ledgers {
+                let Some(held) = inner.records.get_mut(node) else {
+                    continue;
+                };
+                let Some(entries) = decode_node_ledger(bytes) else {
+                    continue;
+                };
+                let old = StatusBody {
+                    releases: entries,
+                    ..held.body.clone()
+                };
+                held.merged = merge_record(Some(&old), &held.body);
+            }
+            for (site, bytes) in &stored.site_ledgers {
+                if !inner.summaries.contains_key(site) {
+                    continue;
+                }
+                let Some(entries) = decode_site_ledger(bytes) else {
+                    continue;
+                };
+                let ledger = inner.ledgers.entry(site.clone()).or_default();
+                for (seq, r) in entries {
+                    merge_site_entry(ledger, seq, r);
+                }
+            }
         }
         let _ = fleet.take_dirty();
         fleet
@@ -446,11 +514,13 @@ impl Fleet {
             _ => {}
         }
         inner.dirty_records.insert(body.node);
+        let merged = merge_record(inner.records.get(&body.node).map(|h| &h.merged), &body);
         inner.records.insert(
             body.node,
             HeldRecord {
                 body: body.clone(),
                 signed: bytes.to_vec(),
+                merged,
             },
         );
         Ok(body)
@@ -484,6 +554,17 @@ impl Fleet {
             _ => {}
         }
         inner.dirty_summaries.insert(body.site.clone());
+        let ledger = inner.ledgers.entry(body.site.clone()).or_default();
+        for r in &body.releases {
+            merge_site_entry(ledger, body.seq, r.clone());
+        }
+        let keys: Vec<(ReleaseId, i64, i64)> = ledger
+            .values()
+            .map(|(_, r)| (r.release, r.published_unix_s, body.at_unix_s))
+            .collect();
+        for gone in ledger::evict(&keys, body.at_unix_s) {
+            ledger.remove(&gone);
+        }
         inner.summaries.insert(
             body.site.clone(),
             HeldSummary {
@@ -510,20 +591,56 @@ impl Fleet {
     pub fn releases_matching(&self, prefix: &str) -> Vec<ReleaseId> {
         let prefix = prefix.to_ascii_lowercase();
         let inner = lock(&self.inner);
-        let in_records = inner
-            .records
-            .values()
-            .flat_map(|r| r.body.releases.iter().map(|s| s.release));
-        let in_summaries = inner
-            .summaries
-            .values()
-            .flat_map(|s| s.body.releases.iter().map(|r| r.release));
-        let mut out: Vec<ReleaseId> = in_records
-            .chain(in_summaries)
+        let mut out: Vec<ReleaseId> = Self::named(&inner)
+            .into_iter()
             .filter(|id| id.to_hex().starts_with(&prefix))
             .collect();
         out.sort_unstable();
-        out.dedup();
+        out
+    }
+
+    /// Every release a ledger names, once each.
+    fn named(inner: &Inner) -> Vec<ReleaseId> {
+        let in_records = inner
+            .records
+            .values()
+            .flat_map(|r| r.merged.releases.iter().map(|s| s.release));
+        let in_summaries = inner.ledgers.values().flat_map(|l| l.keys().copied());
+        let set: HashSet<ReleaseId> = in_records.chain(in_summaries).collect();
+        set.into_iter().collect()
+    }
+
+    /// Every release a record or summary named that was published at or after `since_unix_s`,
+    /// with what is known of it: the releases of the compliance report, whether this node
+    /// stores them or not, oldest first. A release whose publishing time no message gave is
+    /// left out.
+    pub fn releases_since(&self, since_unix_s: i64) -> Vec<ReleaseFacts> {
+        let inner = lock(&self.inner);
+        let mut out: Vec<ReleaseFacts> = Self::named(&inner)
+            .into_iter()
+            .filter_map(|id| {
+                let f = Self::facts(&inner, &id, None);
+                (f.published_unix_s > 0 && f.published_unix_s >= since_unix_s).then(|| {
+                    let severity = f.severity.unwrap_or(protocol::Severity::Low);
+                    ReleaseFacts {
+                        id,
+                        channel: f.channel,
+                        version: f.version,
+                        severity: severity.to_string(),
+                        critical: severity == protocol::Severity::Critical,
+                        published_unix_s: f.published_unix_s,
+                        chunks_total: f.chunks_total,
+                    }
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.published_unix_s
+                .cmp(&b.published_unix_s)
+                .then_with(|| a.channel.cmp(&b.channel))
+                .then(a.version.cmp(&b.version))
+                .then(a.id.cmp(&b.id))
+        });
         out
     }
 
@@ -616,73 +733,58 @@ impl Fleet {
     /// The figures of this site's records for a summary: nodes, installing nodes, releases.
     pub fn own_figures(&self) -> (u32, u32, Vec<SiteRelease>) {
         let inner = lock(&self.inner);
-        let bodies: Vec<&StatusBody> = inner.records.values().map(|r| &r.body).collect();
+        let bodies: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
         let installers = bodies.iter().filter(|b| b.installs).count() as u32;
         (bodies.len() as u32, installers, site_releases(&bodies))
     }
 
-    /// The records and summaries changed since the last call, to be written to the store.
-    #[allow(clippy::type_complexity)]
-    pub fn take_dirty(&self) -> (Vec<(NodeId, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+    /// The records, summaries and ledgers changed since the last call, to be written to the
+    /// store.
+    pub fn take_dirty(&self) -> Stored {
         let mut inner = lock(&self.inner);
-        let dirty = std::mem::take(&mut inner.dirty_records);
-        let records = dirty
-            .into_iter()
-            .filter_map(|n| inner.records.get(&n).map(|h| (n, h.signed.clone())))
-            .collect();
-        let dirty = std::mem::take(&mut inner.dirty_summaries);
-        let summaries = dirty
-            .into_iter()
-            .filter_map(|s| inner.summaries.get(&s).map(|h| (s, h.signed.clone())))
-            .collect();
-        (records, summaries)
+        let mut out = Stored::default();
+        for n in std::mem::take(&mut inner.dirty_records) {
+            if let Some(h) = inner.records.get(&n) {
+                out.records.push((n, h.signed.clone()));
+                out.node_ledgers
+                    .push((n, protocol::codec::encode(&h.merged.releases)));
+            }
+        }
+        for s in std::mem::take(&mut inner.dirty_summaries) {
+            if let Some(h) = inner.summaries.get(&s) {
+                out.summaries.push((s.clone(), h.signed.clone()));
+            }
+            if let Some(l) = inner.ledgers.get(&s) {
+                let mut entries: Vec<&(u64, SiteRelease)> = l.values().collect();
+                entries.sort_by_key(|(_, r)| r.release);
+                out.site_ledgers
+                    .push((s, protocol::codec::encode(&entries)));
+            }
+        }
+        out
     }
 
-    /// What the model knows of `release`: `known` (from the store) if given, else what a
-    /// record or a summary says.
-    fn info(inner: &Inner, release: &ReleaseId, known: Option<&ReleaseFacts>) -> Info {
-        if let Some(f) = known {
-            let chunks_total = inner
-                .records
-                .values()
-                .filter_map(|r| r.body.release(release))
-                .map(|r| r.chunks_total)
-                .max()
-                .unwrap_or(f.chunks_total)
-                .max(f.chunks_total);
-            return Info {
-                channel: f.channel.clone(),
-                version: f.version,
-                published_unix_s: f.published_unix_s,
-                chunks_total,
-            };
+    /// What the model knows of `release`: `known` (from the store) if given, else what the
+    /// ledgers of this site's nodes, then of other sites, say.
+    fn facts(inner: &Inner, release: &ReleaseId, known: Option<&ReleaseFacts>) -> Facts {
+        let mut out = known.map_or_else(Facts::default, |f| Facts {
+            channel: f.channel.clone(),
+            version: f.version,
+            published_unix_s: f.published_unix_s,
+            severity: f.severity.parse().ok(),
+            chunks_total: f.chunks_total,
+        });
+        for r in inner.records.values() {
+            if let Some(e) = r.merged.release(release) {
+                out.merge(&Facts::of_status(e));
+            }
         }
-        let from_records = inner
-            .records
-            .values()
-            .filter_map(|r| r.body.release(release))
-            .find(|r| !r.channel.is_empty())
-            .map(|r| Info {
-                channel: r.channel.clone(),
-                version: r.version,
-                published_unix_s: r.published_unix_s,
-                chunks_total: r.chunks_total,
-            });
-        from_records
-            .or_else(|| {
-                inner
-                    .summaries
-                    .values()
-                    .filter_map(|s| s.body.release(release))
-                    .find(|r| !r.channel.is_empty())
-                    .map(|r| Info {
-                        channel: r.channel.clone(),
-                        version: r.version,
-                        published_unix_s: r.published_unix_s,
-                        chunks_total: r.chunks_total,
-                    })
-            })
-            .unwrap_or_default()
+        for l in inner.ledgers.values() {
+            if let Some((_, e)) = l.get(release) {
+                out.merge(&Facts::of_site(e));
+            }
+        }
+        out
     }
 
     /// Every site's figures for `release`: this site's from its records (or `site_records`,
@@ -691,24 +793,17 @@ impl Fleet {
         inner: &Inner,
         own_site: &str,
         release: &ReleaseId,
-        info: &Info,
+        info: &Facts,
         asked: Option<(&str, &[StatusBody])>,
     ) -> Vec<Row> {
         let from_records = |site: &str, bodies: &[&StatusBody]| Row {
             site: site.to_owned(),
             nodes: bodies.len() as u32,
             installers: bodies.iter().filter(|b| b.installs).count() as u32,
-            figures: site_release(
-                bodies,
-                *release,
-                &info.channel,
-                info.version,
-                info.published_unix_s,
-                info.chunks_total,
-            ),
+            figures: site_release(bodies, *release, info),
             summary: None,
         };
-        let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.body).collect();
+        let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
         let mut rows = vec![from_records(own_site, &own)];
         for s in inner.summaries.values() {
             if let Some((site, bodies)) = asked {
@@ -719,16 +814,12 @@ impl Fleet {
                 }
             }
             let b = &s.body;
-            let figures = b.release(release).cloned().unwrap_or_else(|| {
-                site_release(
-                    &[],
-                    *release,
-                    &info.channel,
-                    info.version,
-                    info.published_unix_s,
-                    info.chunks_total,
-                )
-            });
+            let figures = inner
+                .ledgers
+                .get(&b.site)
+                .and_then(|l| l.get(release))
+                .map(|(_, f)| f.clone())
+                .unwrap_or_else(|| site_release(&[], *release, info));
             rows.push(Row {
                 site: b.site.clone(),
                 nodes: b.nodes,
@@ -766,7 +857,7 @@ impl Fleet {
         now_unix_s: i64,
     ) -> FleetReport {
         let mut inner = lock(&self.inner);
-        let info = Self::info(&inner, release, known);
+        let info = Self::facts(&inner, release, known);
         let rows = Self::rows(&inner, &self.site, release, &info, site);
         let mut states = StateCounts::default();
         let mut failed: Vec<FailedNode> = Vec::new();
@@ -930,7 +1021,7 @@ impl Fleet {
         releases
             .iter()
             .map(|f| {
-                let info = Self::info(&inner, &f.id, Some(f));
+                let info = Self::facts(&inner, &f.id, Some(f));
                 let rows = Self::rows(&inner, &self.site, &f.id, &info, None);
                 let nodes: u64 = rows.iter().map(|r| u64::from(r.nodes)).sum();
                 let installers: u64 = rows.iter().map(|r| u64::from(r.installers)).sum();
@@ -983,7 +1074,7 @@ impl Fleet {
                 let mut missing: Vec<MissingNode> = inner
                     .records
                     .values()
-                    .map(|r| &r.body)
+                    .map(|r| &r.merged)
                     .filter(|b| b.installs)
                     .map(|b| (b, node_state(b, &f.id, &info)))
                     .filter(|(_, state)| !matches!(*state, "activated" | "superseded"))
@@ -1024,17 +1115,77 @@ impl Fleet {
     }
 }
 
+/// `held` (a node's ledger, as a record) with the entries of `body` merged in: the latest
+/// record's metadata, every release either names (the newer record's entry where both do),
+/// less those [`ledger::evict`] drops at the record's time.
+fn merge_record(held: Option<&StatusBody>, body: &StatusBody) -> StatusBody {
+    let mut by_id: HashMap<ReleaseId, &ReleaseStatus> = held
+        .map(|h| h.releases.iter().map(|r| (r.release, r)).collect())
+        .unwrap_or_default();
+    for r in &body.releases {
+        by_id.insert(r.release, r);
+    }
+    let keys: Vec<(ReleaseId, i64, i64)> = by_id
+        .values()
+        .map(|r| (r.release, r.published_unix_s, r.since_unix_s))
+        .collect();
+    for gone in ledger::evict(&keys, body.at_unix_s) {
+        by_id.remove(&gone);
+    }
+    let mut releases: Vec<ReleaseStatus> = by_id.into_values().cloned().collect();
+    releases.sort_by(|a, b| {
+        b.published_unix_s
+            .cmp(&a.published_unix_s)
+            .then(a.release.cmp(&b.release))
+    });
+    StatusBody {
+        releases,
+        ..body.clone()
+    }
+}
+
+/// Keeps `figures` in a site's ledger unless a summary numbered above `seq` gave its
+/// release's figures already.
+fn merge_site_entry(ledger: &mut SiteLedger, seq: u64, figures: SiteRelease) {
+    match ledger.get(&figures.release) {
+        Some((held, _)) if *held > seq => {}
+        _ => {
+            ledger.insert(figures.release, (seq, figures));
+        }
+    }
+}
+
+/// A stored node ledger, if it decodes within its bounds.
+fn decode_node_ledger(bytes: &[u8]) -> Option<Vec<ReleaseStatus>> {
+    let entries: Vec<ReleaseStatus> =
+        protocol::codec::decode::<_, LEDGER_BYTES_MAX>(bytes, "fleet ledger").ok()?;
+    let sane = entries.len() <= ledger::RELEASES_KEPT_MAX
+        && entries.iter().all(|r| {
+            r.chunks_have <= r.chunks_total
+                && r.error
+                    .as_ref()
+                    .is_none_or(|e| e.len() <= protocol::status::STATUS_ERROR_BYTES_MAX)
+        });
+    sane.then_some(entries)
+}
+
+/// A stored site ledger, if it decodes within its bounds.
+fn decode_site_ledger(bytes: &[u8]) -> Option<Vec<(u64, SiteRelease)>> {
+    let entries: Vec<(u64, SiteRelease)> =
+        protocol::codec::decode::<_, LEDGER_BYTES_MAX>(bytes, "fleet ledger").ok()?;
+    let sane = entries.len() <= ledger::RELEASES_KEPT_MAX
+        && entries.iter().all(|(_, r)| {
+            r.states.len() == ReleaseState::ALL.len()
+                && r.installed_after.len() <= protocol::summary::INSTALL_BUCKETS
+                && r.failed.len() <= protocol::summary::SUMMARY_FAILED_MAX
+        });
+    sane.then_some(entries)
+}
+
 /// Where `release` stands on the node of `b`: `superseded` when a newer version covers it,
 /// else its state's name, else `unknown`.
-fn node_state(b: &StatusBody, release: &ReleaseId, info: &Info) -> &'static str {
-    let one = site_release(
-        &[b],
-        *release,
-        &info.channel,
-        info.version,
-        info.published_unix_s,
-        info.chunks_total,
-    );
+fn node_state(b: &StatusBody, release: &ReleaseId, info: &Facts) -> &'static str {
+    let one = site_release(&[b], *release, info);
     if one.covered > 0 {
         return "superseded";
     }
@@ -1046,7 +1197,7 @@ fn node_state(b: &StatusBody, release: &ReleaseId, info: &Info) -> &'static str 
 
 /// Every node of a site (`bodies`, its records) and where `release` stands on it, in node
 /// order.
-fn node_detail(bodies: &[StatusBody], release: &ReleaseId, info: &Info) -> Vec<NodeDetail> {
+fn node_detail(bodies: &[StatusBody], release: &ReleaseId, info: &Facts) -> Vec<NodeDetail> {
     let mut out: Vec<NodeDetail> = bodies
         .iter()
         .map(|b| {

@@ -71,6 +71,11 @@ const FLEET: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("fleet_sta
 
 /// Other sites' summaries ([`crate::fleet`]): site name -> its latest signed summary.
 const FLEET_SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_summaries");
+/// Node id -> that node's ledger ([`fleet::Stored::node_ledgers`]).
+const FLEET_NODE_LEDGERS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("fleet_node_ledgers");
+/// Site name -> that site's ledger ([`fleet::Stored::site_ledgers`]).
+const FLEET_SITE_LEDGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_site_ledgers");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// (activation keeps 8 KB of it at most, the daemon's `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
@@ -344,6 +349,8 @@ impl Store {
             txn.open_table(AUDIT)?;
             txn.open_table(FLEET)?;
             txn.open_table(FLEET_SUMMARIES)?;
+            txn.open_table(FLEET_NODE_LEDGERS)?;
+            txn.open_table(FLEET_SITE_LEDGERS)?;
         }
         txn.commit()?;
 
@@ -716,24 +723,28 @@ impl Store {
         Ok(crate::audit::verify(entries.iter().map(|e| (e, None))))
     }
 
-    /// Replaces the stored status records of these nodes and summaries of these sites, in
-    /// one transaction.
-    pub fn put_fleet(
-        &self,
-        records: &[(NodeId, Vec<u8>)],
-        summaries: &[(String, Vec<u8>)],
-    ) -> Result<(), StoreError> {
-        if records.is_empty() && summaries.is_empty() {
+    /// Replaces the stored status records, summaries and ledgers of these nodes and sites,
+    /// in one transaction (so a ledger never lags the record it was merged from).
+    pub fn put_fleet(&self, changed: &fleet::Stored) -> Result<(), StoreError> {
+        if changed.is_empty() {
             return Ok(());
         }
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(FLEET)?;
-            for (node, bytes) in records {
+            for (node, bytes) in &changed.records {
+                table.insert(&node.0, bytes.as_slice())?;
+            }
+            let mut table = txn.open_table(FLEET_NODE_LEDGERS)?;
+            for (node, bytes) in &changed.node_ledgers {
                 table.insert(&node.0, bytes.as_slice())?;
             }
             let mut table = txn.open_table(FLEET_SUMMARIES)?;
-            for (site, bytes) in summaries {
+            for (site, bytes) in &changed.summaries {
+                table.insert(site.as_str(), bytes.as_slice())?;
+            }
+            let mut table = txn.open_table(FLEET_SITE_LEDGERS)?;
+            for (site, bytes) in &changed.site_ledgers {
                 table.insert(site.as_str(), bytes.as_slice())?;
             }
         }
@@ -741,29 +752,35 @@ impl Store {
         Ok(())
     }
 
-    /// Every stored status record and summary (each is verified again when loaded).
-    #[allow(clippy::type_complexity)]
-    pub fn fleet(&self) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), StoreError> {
+    /// Everything stored of the fleet (each record and summary is verified again, and each
+    /// ledger checked, when loaded): at most [`fleet::SITE_RECORDS_MAX`] nodes and
+    /// [`fleet::SITES_MAX`] sites.
+    pub fn fleet(&self) -> Result<fleet::Stored, StoreError> {
         let read = self.db.begin_read()?;
-        let table = read.open_table(FLEET)?;
-        let mut records = Vec::new();
-        for row in table.iter()? {
-            let (_, v) = row?;
-            if records.len() == crate::fleet::SITE_RECORDS_MAX {
-                break;
+        let by_node = |def: TableDefinition<&[u8; 32], &[u8]>| -> Result<_, StoreError> {
+            let table = read.open_table(def)?;
+            let mut out = Vec::new();
+            for row in table.iter()?.take(fleet::SITE_RECORDS_MAX) {
+                let (k, v) = row?;
+                out.push((NodeId(*k.value()), v.value().to_vec()));
             }
-            records.push(v.value().to_vec());
-        }
-        let table = read.open_table(FLEET_SUMMARIES)?;
-        let mut summaries = Vec::new();
-        for row in table.iter()? {
-            let (_, v) = row?;
-            if summaries.len() == crate::fleet::SITES_MAX {
-                break;
+            Ok(out)
+        };
+        let by_site = |def: TableDefinition<&str, &[u8]>| -> Result<_, StoreError> {
+            let table = read.open_table(def)?;
+            let mut out = Vec::new();
+            for row in table.iter()?.take(fleet::SITES_MAX) {
+                let (k, v) = row?;
+                out.push((k.value().to_owned(), v.value().to_vec()));
             }
-            summaries.push(v.value().to_vec());
-        }
-        Ok((records, summaries))
+            Ok(out)
+        };
+        Ok(fleet::Stored {
+            records: by_node(FLEET)?,
+            summaries: by_site(FLEET_SUMMARIES)?,
+            node_ledgers: by_node(FLEET_NODE_LEDGERS)?,
+            site_ledgers: by_site(FLEET_SITE_LEDGERS)?,
+        })
     }
 
     /// Every activation record, by release.

@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
                         channel: "security/openssl".into(),
                         version: 1,
                         published_unix_s: now - 3600,
+                        severity: protocol::Severity::Critical,
                         state,
                         chunks_have: have,
                         chunks_total: 16_384,
@@ -115,19 +116,23 @@ fn main() -> anyhow::Result<()> {
     }
     let record_bytes: usize = records.iter().map(|(_, b)| b.len()).sum();
     let summary_bytes: usize = summaries.iter().map(|(_, b)| b.len()).sum();
-    store.put_fleet(&records, &summaries)?;
+    let counts = (records.len(), summaries.len());
+    store.put_fleet(&store::fleet::Stored {
+        records,
+        summaries,
+        ..Default::default()
+    })?;
     drop(store);
     let after = std::fs::metadata(&file)?.len();
     let store = Store::open(&dir)?;
-    let (records_held, summaries_held) = store.fleet()?;
-    let fleet = Fleet::from_stored("bench", records_held, summaries_held);
+    let fleet = Fleet::from_stored("bench", store.fleet()?);
     let start = Instant::now();
     let report = fleet.report(&release, None, now);
     let took = start.elapsed();
     println!(
         "{} records ({record_bytes} bytes encoded) and {} summaries ({summary_bytes} bytes) for {} nodes; store grew {} bytes; in-process report {:.2} ms ({} hold it)",
-        records.len(),
-        summaries.len(),
+        counts.0,
+        counts.1,
         report.nodes,
         after.saturating_sub(before),
         took.as_secs_f64() * 1e3,

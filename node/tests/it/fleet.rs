@@ -21,6 +21,7 @@ fn body(k: u8, site: &str, state: ReleaseState, error: Option<&str>, at: i64) ->
             channel: "security/x".into(),
             version: 1,
             published_unix_s: at,
+            severity: protocol::Severity::Critical,
             state,
             chunks_have: if state.has_release() { 10 } else { 4 },
             chunks_total: 10,
@@ -87,7 +88,13 @@ fn stored_records_and_summaries_are_aggregated_and_forged_ones_dropped() {
     records.push((forged_node, forged));
     {
         let store = ::store::Store::open(&node.data().join("store")).unwrap();
-        store.put_fleet(&records, &[summary(2, &b1)]).unwrap();
+        store
+            .put_fleet(&::store::fleet::Stored {
+                records,
+                summaries: vec![summary(2, &b1)],
+                ..Default::default()
+            })
+            .unwrap();
     }
     node.start();
     let id = ReleaseId([7; 32]).to_hex();
@@ -173,7 +180,10 @@ fn the_compliance_report_lists_share_times_and_missing_nodes_in_three_formats() 
         .collect();
     ::store::Store::open(&node.data().join("store"))
         .unwrap()
-        .put_fleet(&[], &summaries)
+        .put_fleet(&::store::fleet::Stored {
+            summaries,
+            ..Default::default()
+        })
         .unwrap();
     node.start();
 

@@ -22,6 +22,7 @@ fn rel(id: ReleaseId, v: u64, state: ReleaseState, since: i64) -> ReleaseStatus 
         channel: "security/x".into(),
         version: v,
         published_unix_s: NOW,
+        severity: protocol::Severity::High,
         state,
         chunks_have: if state.has_release() { 100 } else { 40 },
         chunks_total: 100,
@@ -112,10 +113,15 @@ fn only_newer_verified_records_of_this_site_are_kept() {
     fleet
         .offer_record(&record(1, "hq", true, 6, vec![rel(R1, 1, Complete, NOW)]))
         .unwrap();
-    let (records, summaries) = fleet.take_dirty();
-    assert_eq!((records.len(), summaries.len()), (1, 0));
-    assert_eq!(fleet.take_dirty().0.len(), 0);
-    let again = Fleet::from_stored("hq", records.into_iter().map(|(_, b)| b), Vec::new());
+    let dirty = fleet.take_dirty();
+    assert_eq!((dirty.records.len(), dirty.summaries.len()), (1, 0));
+    assert_eq!(
+        dirty.node_ledgers.len(),
+        1,
+        "the node's ledger goes with its record"
+    );
+    assert!(fleet.take_dirty().is_empty());
+    let again = Fleet::from_stored("hq", dirty);
     assert_eq!(again.report(&R1, None, NOW).states.complete, 1);
 }
 
@@ -436,4 +442,150 @@ fn a_prefix_finds_releases_named_only_by_records_or_summaries() {
     assert_eq!(fleet.releases_matching("0202"), vec![R2]);
     assert_eq!(fleet.releases_matching("0"), vec![R1, R2]);
     assert!(fleet.releases_matching("ffff").is_empty());
+}
+
+/// Release number `i` (its id's bytes all `i`), version 1 of a channel of its own, published
+/// `i` hours after `NOW`, installed (`Activated`) an hour after that.
+fn installed(i: u8) -> ReleaseStatus {
+    let published = NOW + i64::from(i) * 3600;
+    ReleaseStatus {
+        release: ReleaseId([i; 32]),
+        channel: format!("security/c{i}"),
+        version: 1,
+        published_unix_s: published,
+        severity: if i % 10 == 0 {
+            protocol::Severity::Critical
+        } else {
+            protocol::Severity::Medium
+        },
+        state: ReleaseState::Activated,
+        chunks_have: 100,
+        chunks_total: 100,
+        since_unix_s: published + 3600,
+        until_unix_s: None,
+        error: None,
+    }
+}
+
+/// A month's worth in miniature: 40 releases installed one after another, each record
+/// naming only the newest 32 (as a record's picks would once the first ones settled).
+fn forty_records(k: u8, site: &str) -> Vec<Vec<u8>> {
+    (0..40u8)
+        .map(|i| {
+            let releases = (i.saturating_sub(31)..=i).rev().map(installed).collect();
+            let mut b = body(k, site, true, u64::from(i) + 1, releases);
+            b.at_unix_s = NOW + i64::from(i) * 3600 + 3600;
+            SignedStatus::sign(&b, &key(k)).encode()
+        })
+        .collect()
+}
+
+#[test]
+fn a_release_no_longer_in_any_record_keeps_its_figures() {
+    let fleet = Fleet::new("hq");
+    for r in forty_records(1, "hq") {
+        fleet.offer_record(&r).unwrap();
+    }
+    let first = ReleaseId([0; 32]);
+    let latest = SignedStatus::decode(&forty_records(1, "hq")[39])
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert!(
+        latest.release(&first).is_none(),
+        "the newest record left it out"
+    );
+    let report = fleet.report(&first, None, NOW + 100 * 3600);
+    assert_eq!(
+        report.states.activated, 1,
+        "installed, as the older records said"
+    );
+    assert_eq!(report.channel, "security/c0");
+    // The compliance report lists all forty from the ledger, with their severity.
+    let listed = fleet.releases_since(NOW);
+    assert_eq!(listed.len(), 40);
+    let facts0 = listed.iter().find(|f| f.id == first).unwrap();
+    assert!(facts0.critical, "release 0 is critical");
+    let rows = fleet.compliance(&listed, NOW + 100 * 3600);
+    assert!(rows.iter().all(|r| r.activated == 1 && r.installers == 1));
+    let row0 = rows.iter().find(|r| r.release == first.to_hex()).unwrap();
+    assert_eq!(row0.deadline, "met");
+    // The ledger survives a restart, through the store's form.
+    let again = Fleet::from_stored("hq", fleet.take_dirty());
+    assert_eq!(again.report(&first, None, NOW).states.activated, 1);
+    assert_eq!(again.releases_since(NOW).len(), 40);
+}
+
+#[test]
+fn another_sites_ledger_keeps_every_release_its_summaries_named() {
+    let fleet = Fleet::new("hq");
+    let nodes: Vec<StatusBody> = (0..3u8)
+        .map(|k| {
+            body(
+                20 + k,
+                "branch-2",
+                true,
+                1,
+                (0..40u8).map(installed).collect(),
+            )
+        })
+        .collect();
+    let refs: Vec<&StatusBody> = nodes.iter().collect();
+    let all = protocol::summary::site_releases(&refs);
+    // Each summary names only the release that changed.
+    for (n, i) in (0..40u8).enumerate() {
+        let b = SummaryBody {
+            site: "branch-2".into(),
+            aggregator: node(20),
+            seq: n as u64 + 1,
+            at_unix_s: NOW + i64::from(i) * 3600 + 3600,
+            nodes: 3,
+            installers: 3,
+            contacts: Vec::new(),
+            releases: all
+                .iter()
+                .filter(|r| r.release == ReleaseId([i; 32]))
+                .cloned()
+                .collect(),
+        };
+        fleet
+            .offer_summary(
+                &SignedSummary::sign(&b, &key(20)).encode(),
+                NOW + 200 * 3600,
+            )
+            .unwrap();
+    }
+    let first = ReleaseId([0; 32]);
+    let r = fleet.report(&first, None, NOW + 100 * 3600);
+    assert_eq!((r.nodes, r.states.activated), (3, 3));
+    let rows = fleet.compliance(&fleet.releases_since(NOW), NOW + 100 * 3600);
+    assert_eq!(rows.len(), 40);
+    assert!(rows.iter().all(|r| r.activated == 3 && r.installers == 3));
+    let again = Fleet::from_stored("hq", fleet.take_dirty());
+    let rows_again = again.compliance(&again.releases_since(NOW), NOW + 100 * 3600);
+    let json = |r: &[ComplianceRow]| serde_json::to_string(r).unwrap();
+    assert!(
+        json(&rows) == json(&rows_again),
+        "the same report after a restart"
+    );
+}
+
+#[test]
+fn ledgers_drop_releases_past_the_horizon() {
+    let fleet = Fleet::new("hq");
+    fleet
+        .offer_record(&record(1, "hq", true, 1, vec![installed(0)]))
+        .unwrap();
+    let horizon = scheduler::ledger::HORIZON.as_secs() as i64;
+    let mut later = body(1, "hq", true, 2, vec![installed(1)]);
+    later.at_unix_s = NOW + horizon + 1800;
+    fleet
+        .offer_record(&SignedStatus::sign(&later, &key(1)).encode())
+        .unwrap();
+    let ids: Vec<ReleaseId> = fleet.releases_since(0).iter().map(|f| f.id).collect();
+    assert_eq!(
+        ids,
+        vec![ReleaseId([1; 32])],
+        "release 0 is past the horizon"
+    );
 }

@@ -82,6 +82,7 @@ fn release_status(chunks: u32, state: ReleaseState) -> ReleaseStatus {
         channel: "security/windows-2025".into(),
         version: 2_026_120_301,
         published_unix_s: 1_796_000_000,
+        severity: protocol::Severity::Critical,
         state,
         chunks_have: chunks / 2,
         chunks_total: chunks,

@@ -218,12 +218,12 @@ async fn reap_sessions_loop(state: Arc<AppState>) {
 
 /// Writes the fleet records and summaries that changed to the store.
 async fn save_fleet(state: &Arc<AppState>) {
-    let (records, summaries) = state.fleet.take_dirty();
-    if records.is_empty() && summaries.is_empty() {
+    let changed = state.fleet.take_dirty();
+    if changed.is_empty() {
         return;
     }
     let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.put_fleet(&records, &summaries)).await {
+    match tokio::task::spawn_blocking(move || store.put_fleet(&changed)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot store fleet status"),
         Err(e) => tracing::warn!(error = %e, "storing fleet status"),
@@ -241,17 +241,24 @@ async fn publish_status(
     site: String,
     installs: bool,
 ) {
-    use protocol::status::{ReleaseStatus, SignedStatus, StatusBody};
+    use protocol::status::{
+        ReleaseState, ReleaseStatus, STATUS_RELEASES_MAX, SignedStatus, StatusBody,
+    };
     use scheduler::control::{Cadence, News, STATUS_CHECK};
+    use scheduler::ledger;
     let node = NodeId(key.verifying_key().to_bytes());
     let mut tick = tokio::time::interval(STATUS_CHECK);
     let epoch = std::time::Instant::now();
-    let mut since: std::collections::HashMap<
-        protocol::ReleaseId,
-        (protocol::status::ReleaseState, i64),
-    > = std::collections::HashMap::new();
+    let mut since: std::collections::HashMap<protocol::ReleaseId, (ReleaseState, i64)> =
+        std::collections::HashMap::new();
     let mut cadence = Cadence::status();
     let mut last: Option<Vec<ReleaseStatus>> = None;
+    // When each release's entry last moved (state or chunks held), and the turn of settled
+    // ones: a record carries the moving and recently changed releases, then others in turn
+    // (scheduler::ledger), and the aggregators merge records into each node's ledger.
+    let mut changes: ledger::Changes<protocol::ReleaseId, (ReleaseState, u32)> =
+        ledger::Changes::default();
+    let mut rotation = ledger::Rotation::default();
     let mut seq = 0u64;
     // The latest record, and the aggregators that have it.
     let mut record: Option<Vec<u8>> = None;
@@ -291,13 +298,33 @@ async fn publish_status(
         }
         // Above every earlier number, across restarts too (the clock), and never equal.
         seq = (seq + 1).max(u64::try_from(now.as_millisecond()).unwrap_or(0));
+        let entries: Vec<ledger::Entry<protocol::ReleaseId>> = releases
+            .iter()
+            .map(|r| ledger::Entry {
+                key: r.release,
+                changed_unix_s: changes.note(r.release, (r.state, r.chunks_have), now.as_second()),
+                settled: !matches!(r.state, ReleaseState::Announced | ReleaseState::Downloading),
+            })
+            .collect();
+        changes.retain(|id| since.contains_key(id));
+        let picked = ledger::pick(
+            &entries,
+            now.as_second(),
+            STATUS_RELEASES_MAX,
+            STATUS_RELEASES_MAX,
+            &mut rotation,
+        );
         let body = StatusBody {
             node,
             site: site.clone(),
             installs,
             seq,
             at_unix_s: now.as_second(),
-            releases: releases.clone(),
+            releases: releases
+                .iter()
+                .filter(|r| picked.contains(&r.release))
+                .cloned()
+                .collect(),
         };
         let signed = SignedStatus::sign(&body, &key).encode();
         if let Err(e) = state.fleet.offer_record(&signed) {

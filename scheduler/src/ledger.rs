@@ -1,0 +1,281 @@
+//! Compliance state for a month and more, in bounded messages.
+//!
+//! A node's status record and a site's summary each carry at most
+//! [`protocol::status::STATUS_RELEASES_MAX`] releases, but a bank publishes about 300 a month
+//! and reports on [`HORIZON`]. So neither message is a snapshot of the newest few: each is a
+//! change set over a longer table that its receivers keep. A receiver merges what a message
+//! names into its table (an entry the message does not name keeps its last value) and drops
+//! entries only past the horizon or past [`RELEASES_KEPT_MAX`]. [`pick`] chooses what a
+//! message carries:
+//!
+//! 1. every entry that is not settled or changed within [`LINGER`], the latest change first:
+//!    what moves now, and what just stopped moving. A receiver can miss messages (a site's
+//!    summaries flood, and a receiver that was behind gets only the newest), so an entry
+//!    keeps travelling for a while after its last change, and its final value arrives;
+//! 2. in the room left, up to `rotate` settled entries in turn ([`Rotation`]), so that a
+//!    receiver that joined late, or was away longer than the linger, converges on the whole
+//!    table: records fill their room (they cost the site's LAN), summaries take
+//!    [`SUMMARY_ROTATION`] (they cross every branch's WAN).
+//!
+//! The daemon and the simulator both pick with this function.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::Duration;
+
+/// How long compliance state is kept: a release published longer ago leaves every table.
+/// 90 days covers a quarter's audit; at 300 releases a month that is 900 releases.
+pub const HORIZON: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Most releases a table keeps per node or per site: 300 a month over [`HORIZON`] with room
+/// to spare. Past it the release published longest ago goes first. At about 100 bytes an
+/// entry, a site of 50 nodes costs its members 5 MiB of history, and 500 sites' summaries
+/// 300 bytes × 1024 × 500 = 150 MiB at the very most (a month of small releases: far less).
+pub const RELEASES_KEPT_MAX: usize = 1024;
+
+/// An entry travels in every message for this long after its last change of state: longer
+/// than a summary's flood takes to reach every site (seconds) and than a record's heartbeat
+/// ([`crate::control::STATUS_HEARTBEAT`]), so a receiver that missed the message with the
+/// change gets a later one with it.
+pub const LINGER: Duration = Duration::from_secs(15 * 60);
+
+/// Settled entries a summary carries in turn: two per summary reach a site that was away
+/// within a day of summaries during a month's releases, at about 300 bytes each.
+pub const SUMMARY_ROTATION: usize = 2;
+
+/// One entry of a table, as [`pick`] weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<K> {
+    /// The entry's key (a release).
+    pub key: K,
+    /// When its state last changed, unix seconds (progress alone is not a change).
+    pub changed_unix_s: i64,
+    /// Whether it has stopped moving (installed, covered, failed, refused, not followed).
+    pub settled: bool,
+}
+
+/// Where the turn of settled entries stands: the last key sent in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation<K>(Option<K>);
+
+impl<K> Default for Rotation<K> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+/// When each entry of a table last changed, as the one who sends it sees it: the publisher
+/// of records and of summaries each keep one, and ask it for [`Entry::changed_unix_s`].
+#[derive(Debug, Clone)]
+pub struct Changes<K, V> {
+    seen: HashMap<K, (V, i64)>,
+}
+
+impl<K, V> Default for Changes<K, V> {
+    fn default() -> Self {
+        Self {
+            seen: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Copy, V: PartialEq> Changes<K, V> {
+    /// Notes `value` for `key` at `now_unix_s`; returns when it last changed (now, if it is
+    /// new or differs from the value noted before).
+    pub fn note(&mut self, key: K, value: V, now_unix_s: i64) -> i64 {
+        match self.seen.get_mut(&key) {
+            Some((held, at)) if *held == value => *at,
+            Some(slot) => {
+                *slot = (value, now_unix_s);
+                now_unix_s
+            }
+            None => {
+                self.seen.insert(key, (value, now_unix_s));
+                now_unix_s
+            }
+        }
+    }
+
+    /// Forgets every key for which `keep` is false (entries that left the table).
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.seen.retain(|k, _| keep(k));
+    }
+}
+
+/// Whether an entry of a release published at `published_unix_s` (0: unknown, then
+/// `seen_unix_s`, when it was first seen) is still within [`HORIZON`] at `now_unix_s`.
+pub fn within_horizon(published_unix_s: i64, seen_unix_s: i64, now_unix_s: i64) -> bool {
+    let at = if published_unix_s > 0 {
+        published_unix_s
+    } else {
+        seen_unix_s
+    };
+    now_unix_s.saturating_sub(at) <= HORIZON.as_secs() as i64
+}
+
+/// The keys a message of at most `cap` entries carries from `entries` at `now_unix_s`:
+/// the moving and the recently changed first (latest change first), then up to `rotate`
+/// settled ones in turn after `rotation`, which moves on.
+pub fn pick<K: Ord + Copy>(
+    entries: &[Entry<K>],
+    now_unix_s: i64,
+    cap: usize,
+    rotate: usize,
+    rotation: &mut Rotation<K>,
+) -> Vec<K> {
+    let linger = LINGER.as_secs() as i64;
+    let live = |e: &Entry<K>| !e.settled || now_unix_s.saturating_sub(e.changed_unix_s) < linger;
+    let mut first: Vec<&Entry<K>> = entries.iter().filter(|e| live(e)).collect();
+    first.sort_by(|a, b| {
+        b.changed_unix_s
+            .cmp(&a.changed_unix_s)
+            .then(a.key.cmp(&b.key))
+    });
+    let mut out: Vec<K> = first.iter().take(cap).map(|e| e.key).collect();
+    let room = cap.saturating_sub(out.len()).min(rotate);
+    if room == 0 {
+        return out;
+    }
+    let mut rest: Vec<K> = entries.iter().filter(|e| !live(e)).map(|e| e.key).collect();
+    rest.sort_unstable();
+    if rest.is_empty() {
+        return out;
+    }
+    let start = match rotation.0 {
+        Some(last) => rest.partition_point(|k| *k <= last),
+        None => 0,
+    };
+    let turn: Vec<K> = (0..room.min(rest.len()))
+        .map(|i| rest[(start + i) % rest.len()])
+        .collect();
+    rotation.0 = turn.last().copied();
+    out.extend(turn);
+    out
+}
+
+/// Of a table's entries (key, published, first seen), the keys to drop at `now_unix_s`:
+/// those past [`HORIZON`], then the published longest ago beyond [`RELEASES_KEPT_MAX`].
+pub fn evict<K: Ord + Copy>(entries: &[(K, i64, i64)], now_unix_s: i64) -> Vec<K> {
+    let mut out: Vec<K> = Vec::new();
+    let mut kept: Vec<(i64, K)> = Vec::new();
+    for &(key, published, seen) in entries {
+        if within_horizon(published, seen, now_unix_s) {
+            kept.push((if published > 0 { published } else { seen }, key));
+        } else {
+            out.push(key);
+        }
+    }
+    if kept.len() > RELEASES_KEPT_MAX {
+        kept.sort_unstable();
+        let over = kept.len() - RELEASES_KEPT_MAX;
+        out.extend(kept[..over].iter().map(|(_, k)| *k));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 10_000_000;
+
+    fn settled(key: u32, ago: i64) -> Entry<u32> {
+        Entry {
+            key,
+            changed_unix_s: NOW - ago,
+            settled: true,
+        }
+    }
+
+    fn moving(key: u32, ago: i64) -> Entry<u32> {
+        Entry {
+            key,
+            changed_unix_s: NOW - ago,
+            settled: false,
+        }
+    }
+
+    #[test]
+    fn moving_and_lingering_entries_go_first_latest_change_first() {
+        let old = LINGER.as_secs() as i64 + 1;
+        let entries = [
+            settled(1, old),
+            moving(2, old * 5),
+            settled(3, 10),
+            moving(4, 5),
+        ];
+        let mut rot = Rotation::default();
+        assert_eq!(pick(&entries, NOW, 2, 0, &mut rot), vec![4, 3]);
+        assert_eq!(pick(&entries, NOW, 3, 0, &mut rot), vec![4, 3, 2]);
+        // Settled for longer than the linger: only in turn.
+        assert_eq!(pick(&entries, NOW, 10, 0, &mut rot), vec![4, 3, 2]);
+    }
+
+    #[test]
+    fn settled_entries_come_in_turn_and_every_one_comes() {
+        let old = LINGER.as_secs() as i64 * 2;
+        let entries: Vec<Entry<u32>> = (0..7).map(|k| settled(k, old)).collect();
+        let mut rot = Rotation::default();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut turns = 0;
+        while seen.len() < entries.len() {
+            let got = pick(&entries, NOW, 32, 2, &mut rot);
+            assert_eq!(got.len(), 2, "two in turn per message");
+            seen.extend(got);
+            turns += 1;
+            assert!(turns <= 4, "seven entries two at a time take four messages");
+        }
+        // The turn wraps around.
+        assert_eq!(pick(&entries, NOW, 32, 2, &mut rot), vec![1, 2]);
+    }
+
+    #[test]
+    fn the_turn_takes_only_the_room_left() {
+        let old = LINGER.as_secs() as i64 * 2;
+        let mut entries: Vec<Entry<u32>> = (0..5).map(|k| settled(k, old)).collect();
+        entries.push(moving(100, 1));
+        entries.push(moving(101, 2));
+        let mut rot = Rotation::default();
+        assert_eq!(pick(&entries, NOW, 3, 5, &mut rot), vec![100, 101, 0]);
+        assert_eq!(pick(&entries, NOW, 2, 5, &mut rot), vec![100, 101]);
+        assert_eq!(pick(&entries, NOW, 4, 5, &mut rot), vec![100, 101, 1, 2]);
+    }
+
+    #[test]
+    fn a_removed_key_does_not_stop_the_turn() {
+        let old = LINGER.as_secs() as i64 * 2;
+        let entries: Vec<Entry<u32>> = [1, 3, 5].iter().map(|&k| settled(k, old)).collect();
+        let mut rot = Rotation(Some(4));
+        assert_eq!(pick(&entries, NOW, 8, 2, &mut rot), vec![5, 1]);
+    }
+
+    #[test]
+    fn a_change_is_dated_when_the_value_differs() {
+        let mut c: Changes<u32, u8> = Changes::default();
+        assert_eq!(c.note(1, 5, 100), 100);
+        assert_eq!(c.note(1, 5, 200), 100, "the same value keeps its date");
+        assert_eq!(c.note(1, 6, 300), 300);
+        c.retain(|k| *k != 1);
+        assert_eq!(c.note(1, 6, 400), 400, "a forgotten key is new again");
+    }
+
+    #[test]
+    fn eviction_keeps_the_horizon_and_the_cap() {
+        let day = 24 * 3600;
+        let mut entries: Vec<(u32, i64, i64)> = vec![
+            (1, NOW - 91 * day, NOW),
+            (2, NOW - 89 * day, NOW),
+            (3, 0, NOW - 91 * day),
+            (4, 0, NOW - day),
+        ];
+        assert_eq!(evict(&entries, NOW), vec![1, 3]);
+        entries.clear();
+        for k in 0..(RELEASES_KEPT_MAX as u32 + 3) {
+            entries.push((k, NOW - i64::from(k), NOW));
+        }
+        let mut gone = evict(&entries, NOW);
+        gone.sort_unstable();
+        let top = RELEASES_KEPT_MAX as u32;
+        assert_eq!(gone, vec![top, top + 1, top + 2], "the oldest published go");
+    }
+}
