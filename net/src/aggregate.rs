@@ -13,8 +13,8 @@
 //! * publishes the site's summary when [`scheduler::control::Cadence`] says so (a change of
 //!   state after the least interval for the fleet's size, progress after a minute, a
 //!   heartbeat every hour), with the releases [`scheduler::ledger::pick`] chooses from every
-//!   release of the site's ledgers: those that move or just changed, and two settled ones in
-//!   turn; receivers merge them into their ledger of the site;
+//!   release of the site's ledgers: changes not sent yet, those that move or just changed,
+//!   and two settled ones in turn; receivers merge them into their ledger of the site;
 //! * keeps [`scheduler::control::OVERLAY_DEGREE`] neighbours among other sites' aggregators
 //!   (their contacts come with their summaries; before any is known, the bootstrap peers),
 //!   tells them with [`Control::Overlay`], and announces to every neighbour — those it
@@ -86,6 +86,8 @@ struct State {
     changes: ledger::Changes<ReleaseId, SiteRelease>,
     /// The turn of settled releases in summaries.
     rotation: ledger::Rotation<ReleaseId>,
+    /// Whether the last summary left changes out for want of room: the next one is news.
+    unsent_left: bool,
 }
 
 /// A summary's content but for progress (chunks held), to tell news of a state from news of
@@ -112,6 +114,7 @@ impl Default for State {
             pulled: None,
             changes: ledger::Changes::default(),
             rotation: ledger::Rotation::default(),
+            unsent_left: false,
         }
     }
 }
@@ -124,6 +127,11 @@ impl Aggregate {
     /// Whether this node wants a connection to `peer` as an overlay neighbour.
     pub(crate) fn wants(&self, peer: &PeerId) -> bool {
         lock(&self.0).picks.contains(peer)
+    }
+
+    /// The last summary this node published as its site's first aggregator, signed.
+    pub(crate) fn own_summary(&self) -> Option<Vec<u8>> {
+        lock(&self.0).own.as_ref().map(|(_, s)| s.clone())
     }
 
     /// Whether this node aggregates its site (and its rank).
@@ -274,6 +282,7 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
         tracing::info!(rank = rank.unwrap_or(0), "aggregating this site's status");
     }
     st.rank = rank;
+    fleet.set_aggregating(rank.is_some());
     if rank != Some(0) {
         return;
     }
@@ -390,7 +399,10 @@ pub async fn refresh(net: &Arc<Net>) {
         Ok(list) => {
             let now = jiff::Timestamp::now().as_second();
             for bytes in list {
-                let _ = fleet.offer_summary(&bytes, now);
+                // The aggregator's own summary comes first: this site's figures.
+                if let Err(store::fleet::OfferError::OwnSite) = fleet.offer_summary(&bytes, now) {
+                    let _ = fleet.offer_own_summary(&bytes, now);
+                }
             }
         }
         Err(e) => tracing::debug!(peer = %first.id, error = %e, "summaries not fetched"),
@@ -418,16 +430,20 @@ fn send_batches(to: &Peer, summaries: impl IntoIterator<Item = Vec<u8>>) {
 }
 
 /// Of every release the site's ledgers name, the ones this summary carries
-/// ([`scheduler::ledger::pick`]): those that move or changed within the linger, then
-/// [`ledger::SUMMARY_ROTATION`] settled ones in turn. A release is settled here when no node
+/// ([`scheduler::ledger::pick`]): changes not sent yet, those that move, those changed within
+/// the linger, then [`ledger::SUMMARY_ROTATION`] settled ones in turn. A release is settled here when no node
 /// of the site is announcing or fetching it.
 fn pick_releases(st: &mut State, releases: Vec<SiteRelease>, now_s: i64) -> Vec<SiteRelease> {
     let entries: Vec<ledger::Entry<ReleaseId>> = releases
         .iter()
-        .map(|r| ledger::Entry {
-            key: r.release,
-            changed_unix_s: st.changes.note(r.release, r.clone(), now_s),
-            settled: r.count(ReleaseState::Announced) + r.count(ReleaseState::Downloading) == 0,
+        .map(|r| {
+            let (changed_unix_s, sent) = st.changes.note(r.release, r.clone(), now_s);
+            ledger::Entry {
+                key: r.release,
+                changed_unix_s,
+                settled: r.count(ReleaseState::Announced) + r.count(ReleaseState::Downloading) == 0,
+                sent,
+            }
         })
         .collect();
     let named: std::collections::HashSet<ReleaseId> = releases.iter().map(|r| r.release).collect();
@@ -439,6 +455,10 @@ fn pick_releases(st: &mut State, releases: Vec<SiteRelease>, now_s: i64) -> Vec<
         ledger::SUMMARY_ROTATION,
         &mut st.rotation,
     );
+    st.changes.sent(&picked);
+    st.unsent_left = entries
+        .iter()
+        .any(|e| e.sent == 0 && !picked.contains(&e.key));
     let mut out: Vec<SiteRelease> = releases
         .into_iter()
         .filter(|r| picked.contains(&r.release))
@@ -478,6 +498,7 @@ fn publish(net: &Net, fleet: &Fleet, st: &mut State, aggs: &[[u8; 32]], now_s: i
     let news = match &st.last {
         None => News::State,
         Some((k, _)) if *k != key => News::State,
+        _ if st.unsent_left => News::State,
         Some((_, p)) if *p != progress => News::Progress,
         Some(_) => News::None,
     };

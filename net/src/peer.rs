@@ -964,7 +964,13 @@ async fn serve_records(net: &Arc<Net>, req: &Request, mut send: SendStream) {
         .get()
         .map(|f| match *req {
             Request::SiteRecords => f.site_records(max),
-            _ => f.summaries_signed(max),
+            _ => {
+                // This site's own summary first (a member figures its site from it), then
+                // the other sites'.
+                let own = net.aggregate.own_summary().filter(|s| s.len() + 5 <= max);
+                let room = max - own.as_ref().map_or(0, |s| s.len() + 5);
+                own.into_iter().chain(f.summaries_signed(room)).collect()
+            }
         })
         .unwrap_or_default();
     let bytes = protocol::codec::encode(&records);

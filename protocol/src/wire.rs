@@ -475,8 +475,9 @@ pub enum Request {
     /// The signed status records of every member of the server's site it holds (an encoded
     /// `Vec<Vec<u8>>` follows the [`ReplyHeader::Records`] header).
     SiteRecords,
-    /// The signed summaries of other sites the server holds (as for `SiteRecords`): a
-    /// member asks its site's aggregator when it shows the fleet.
+    /// The signed summaries the server holds (as for `SiteRecords`): its own site's last,
+    /// if it is the site's aggregator, then the other sites'. A member asks its site's
+    /// aggregator when it shows the fleet.
     Summaries,
 }
 

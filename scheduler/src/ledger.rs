@@ -8,14 +8,21 @@
 //! entries only past the horizon or past [`RELEASES_KEPT_MAX`]. [`pick`] chooses what a
 //! message carries:
 //!
-//! 1. every entry that is not settled or changed within [`LINGER`], the latest change first:
-//!    what moves now, and what just stopped moving. A receiver can miss messages (a site's
-//!    summaries flood, and a receiver that was behind gets only the newest), so an entry
-//!    keeps travelling for a while after its last change, and its final value arrives;
-//! 2. in the room left, up to `rotate` settled entries in turn ([`Rotation`]), so that a
+//! 1. every entry whose last change it has not sent yet, the oldest change first, so no
+//!    change waits behind newer ones for long (a message holds 32, and 40 releases may
+//!    change within a minute);
+//! 2. the entries that move (fetching), the latest change first;
+//! 3. the entries changed within [`LINGER`] that went out already, the least sent first. A
+//!    receiver can miss messages (a site's summaries flood, and a receiver that was behind
+//!    gets only the newest), so an entry keeps travelling for a while after its last change,
+//!    and its final value arrives;
+//! 4. in the room left, up to `rotate` settled entries in turn ([`Rotation`]), so that a
 //!    receiver that joined late, or was away longer than the linger, converges on the whole
 //!    table: records fill their room (they cost the site's LAN), summaries take
 //!    [`SUMMARY_ROTATION`] (they cross every branch's WAN).
+//!
+//! The sender keeps [`Changes`]: when each entry last changed and how often it went out
+//! since.
 //!
 //! The daemon and the simulator both pick with this function.
 
@@ -52,6 +59,8 @@ pub struct Entry<K> {
     pub changed_unix_s: i64,
     /// Whether it has stopped moving (installed, covered, failed, refused, not followed).
     pub settled: bool,
+    /// Messages that carried it since its last change.
+    pub sent: u32,
 }
 
 /// Where the turn of settled entries stands: the last key sent in turn.
@@ -64,11 +73,12 @@ impl<K> Default for Rotation<K> {
     }
 }
 
-/// When each entry of a table last changed, as the one who sends it sees it: the publisher
-/// of records and of summaries each keep one, and ask it for [`Entry::changed_unix_s`].
+/// When each entry of a table last changed and how many messages carried it since, as the
+/// one who sends it sees it: the publishers of records and of summaries each keep one, and
+/// give [`pick`] its [`Entry::changed_unix_s`] and [`Entry::sent`].
 #[derive(Debug, Clone)]
 pub struct Changes<K, V> {
-    seen: HashMap<K, (V, i64)>,
+    seen: HashMap<K, (V, i64, u32)>,
 }
 
 impl<K, V> Default for Changes<K, V> {
@@ -81,17 +91,26 @@ impl<K, V> Default for Changes<K, V> {
 
 impl<K: Eq + Hash + Copy, V: PartialEq> Changes<K, V> {
     /// Notes `value` for `key` at `now_unix_s`; returns when it last changed (now, if it is
-    /// new or differs from the value noted before).
-    pub fn note(&mut self, key: K, value: V, now_unix_s: i64) -> i64 {
+    /// new or differs from the value noted before) and how many messages carried it since.
+    pub fn note(&mut self, key: K, value: V, now_unix_s: i64) -> (i64, u32) {
         match self.seen.get_mut(&key) {
-            Some((held, at)) if *held == value => *at,
+            Some((held, at, sent)) if *held == value => (*at, *sent),
             Some(slot) => {
-                *slot = (value, now_unix_s);
-                now_unix_s
+                *slot = (value, now_unix_s, 0);
+                (now_unix_s, 0)
             }
             None => {
-                self.seen.insert(key, (value, now_unix_s));
-                now_unix_s
+                self.seen.insert(key, (value, now_unix_s, 0));
+                (now_unix_s, 0)
+            }
+        }
+    }
+
+    /// Notes that a message carried `keys`.
+    pub fn sent(&mut self, keys: &[K]) {
+        for k in keys {
+            if let Some((_, _, sent)) = self.seen.get_mut(k) {
+                *sent = sent.saturating_add(1);
             }
         }
     }
@@ -113,9 +132,10 @@ pub fn within_horizon(published_unix_s: i64, seen_unix_s: i64, now_unix_s: i64) 
     now_unix_s.saturating_sub(at) <= HORIZON.as_secs() as i64
 }
 
-/// The keys a message of at most `cap` entries carries from `entries` at `now_unix_s`:
-/// the moving and the recently changed first (latest change first), then up to `rotate`
-/// settled ones in turn after `rotation`, which moves on.
+/// The keys a message of at most `cap` entries carries from `entries` at `now_unix_s`, in
+/// the order of the module docs: changes not yet sent (oldest first), moving entries (latest
+/// change first), lingering ones (least sent first), then up to `rotate` settled ones in
+/// turn after `rotation`, which moves on.
 pub fn pick<K: Ord + Copy>(
     entries: &[Entry<K>],
     now_unix_s: i64,
@@ -124,19 +144,43 @@ pub fn pick<K: Ord + Copy>(
     rotation: &mut Rotation<K>,
 ) -> Vec<K> {
     let linger = LINGER.as_secs() as i64;
-    let live = |e: &Entry<K>| !e.settled || now_unix_s.saturating_sub(e.changed_unix_s) < linger;
-    let mut first: Vec<&Entry<K>> = entries.iter().filter(|e| live(e)).collect();
-    first.sort_by(|a, b| {
-        b.changed_unix_s
-            .cmp(&a.changed_unix_s)
+    let tier = |e: &Entry<K>| -> Option<u8> {
+        if e.sent == 0 {
+            Some(0)
+        } else if !e.settled {
+            Some(1)
+        } else if now_unix_s.saturating_sub(e.changed_unix_s) < linger {
+            Some(2)
+        } else {
+            None
+        }
+    };
+    let mut first: Vec<(u8, &Entry<K>)> = entries
+        .iter()
+        .filter_map(|e| tier(e).map(|t| (t, e)))
+        .collect();
+    first.sort_by(|(ta, a), (tb, b)| {
+        ta.cmp(tb)
+            .then_with(|| match ta {
+                0 => a.changed_unix_s.cmp(&b.changed_unix_s),
+                1 => b.changed_unix_s.cmp(&a.changed_unix_s),
+                _ => a
+                    .sent
+                    .cmp(&b.sent)
+                    .then(b.changed_unix_s.cmp(&a.changed_unix_s)),
+            })
             .then(a.key.cmp(&b.key))
     });
-    let mut out: Vec<K> = first.iter().take(cap).map(|e| e.key).collect();
+    let mut out: Vec<K> = first.iter().take(cap).map(|(_, e)| e.key).collect();
     let room = cap.saturating_sub(out.len()).min(rotate);
     if room == 0 {
         return out;
     }
-    let mut rest: Vec<K> = entries.iter().filter(|e| !live(e)).map(|e| e.key).collect();
+    let mut rest: Vec<K> = entries
+        .iter()
+        .filter(|e| tier(e).is_none())
+        .map(|e| e.key)
+        .collect();
     rest.sort_unstable();
     if rest.is_empty() {
         return out;
@@ -184,6 +228,7 @@ mod tests {
             key,
             changed_unix_s: NOW - ago,
             settled: true,
+            sent: 1,
         }
     }
 
@@ -192,23 +237,76 @@ mod tests {
             key,
             changed_unix_s: NOW - ago,
             settled: false,
+            sent: 1,
+        }
+    }
+
+    fn unsent(key: u32, ago: i64) -> Entry<u32> {
+        Entry {
+            key,
+            changed_unix_s: NOW - ago,
+            settled: true,
+            sent: 0,
         }
     }
 
     #[test]
-    fn moving_and_lingering_entries_go_first_latest_change_first() {
+    fn unsent_changes_first_then_moving_then_lingering_then_in_turn() {
         let old = LINGER.as_secs() as i64 + 1;
+        let mut lingering = settled(3, 10);
+        lingering.sent = 2;
         let entries = [
             settled(1, old),
             moving(2, old * 5),
-            settled(3, 10),
+            lingering,
             moving(4, 5),
+            unsent(5, 1),
+            unsent(6, 30),
+            settled(7, 20),
         ];
         let mut rot = Rotation::default();
-        assert_eq!(pick(&entries, NOW, 2, 0, &mut rot), vec![4, 3]);
-        assert_eq!(pick(&entries, NOW, 3, 0, &mut rot), vec![4, 3, 2]);
+        assert_eq!(pick(&entries, NOW, 2, 0, &mut rot), vec![6, 5]);
+        assert_eq!(pick(&entries, NOW, 4, 0, &mut rot), vec![6, 5, 4, 2]);
+        assert_eq!(
+            pick(&entries, NOW, 6, 0, &mut rot),
+            vec![6, 5, 4, 2, 7, 3],
+            "the least sent lingering entry first"
+        );
         // Settled for longer than the linger: only in turn.
-        assert_eq!(pick(&entries, NOW, 10, 0, &mut rot), vec![4, 3, 2]);
+        assert_eq!(pick(&entries, NOW, 10, 0, &mut rot).len(), 6);
+        assert_eq!(pick(&entries, NOW, 10, 1, &mut rot).last(), Some(&1));
+    }
+
+    #[test]
+    fn forty_changes_in_messages_of_32_all_go_out() {
+        let mut changes: Changes<u32, u8> = Changes::default();
+        let mut rot = Rotation::default();
+        let mut carried = std::collections::BTreeSet::new();
+        for k in 0..40u32 {
+            changes.note(k, 1, NOW + i64::from(k));
+        }
+        for m in 0..2 {
+            let now = NOW + 60 + m;
+            let entries: Vec<Entry<u32>> = (0..40u32)
+                .map(|k| {
+                    let (changed_unix_s, sent) = changes.note(k, 1, now);
+                    Entry {
+                        key: k,
+                        changed_unix_s,
+                        settled: true,
+                        sent,
+                    }
+                })
+                .collect();
+            let got = pick(&entries, now, 32, 0, &mut rot);
+            changes.sent(&got);
+            carried.extend(got);
+        }
+        assert_eq!(
+            carried.len(),
+            40,
+            "every change went out within two messages"
+        );
     }
 
     #[test]
@@ -252,11 +350,12 @@ mod tests {
     #[test]
     fn a_change_is_dated_when_the_value_differs() {
         let mut c: Changes<u32, u8> = Changes::default();
-        assert_eq!(c.note(1, 5, 100), 100);
-        assert_eq!(c.note(1, 5, 200), 100, "the same value keeps its date");
-        assert_eq!(c.note(1, 6, 300), 300);
+        assert_eq!(c.note(1, 5, 100), (100, 0));
+        c.sent(&[1]);
+        assert_eq!(c.note(1, 5, 200), (100, 1), "the same value keeps its date");
+        assert_eq!(c.note(1, 6, 300), (300, 0), "a change is unsent");
         c.retain(|k| *k != 1);
-        assert_eq!(c.note(1, 6, 400), 400, "a forgotten key is new again");
+        assert_eq!(c.note(1, 6, 400), (400, 0), "a forgotten key is new again");
     }
 
     #[test]

@@ -100,8 +100,14 @@ type SiteLedger = HashMap<ReleaseId, (u64, SiteRelease)>;
 struct Inner {
     records: HashMap<NodeId, HeldRecord>,
     summaries: HashMap<String, HeldSummary>,
-    /// Per other site, every release its summaries named within the horizon.
+    /// This site's latest summary, as its aggregator published it (a member asks for it
+    /// with the other sites'; its ledger is `ledgers[site]`).
+    own_summary: Option<HeldSummary>,
+    /// Per site, every release its summaries named within the horizon.
     ledgers: HashMap<String, SiteLedger>,
+    /// Whether this node aggregates its site: it then holds every record of the site and
+    /// figures its own site from them; a member figures it from the site's summaries.
+    aggregating: bool,
     dirty_records: HashSet<NodeId>,
     dirty_summaries: HashSet<String>,
     /// Per release: (unix s, nodes done fleet-wide) samples, oldest first.
@@ -461,7 +467,9 @@ impl Fleet {
             let _ = fleet.offer_record(r);
         }
         for (_, s) in &stored.summaries {
-            let _ = fleet.offer_summary(s, i64::MAX - CLOCK_SKEW_MAX_S);
+            if let Err(OfferError::OwnSite) = fleet.offer_summary(s, i64::MAX - CLOCK_SKEW_MAX_S) {
+                let _ = fleet.offer_own_summary(s, i64::MAX - CLOCK_SKEW_MAX_S);
+            }
         }
         {
             let mut inner = lock(&fleet.inner);
@@ -479,7 +487,12 @@ impl Fleet {
                 held.merged = merge_record(Some(&old), &held.body);
             }
             for (site, bytes) in &stored.site_ledgers {
-                if !inner.summaries.contains_key(site) {
+                let held = if *site == fleet.site {
+                    inner.own_summary.is_some()
+                } else {
+                    inner.summaries.contains_key(site)
+                };
+                if !held {
                     continue;
                 }
                 let Some(entries) = decode_site_ledger(bytes) else {
@@ -534,6 +547,35 @@ impl Fleet {
         if body.site == self.site {
             return Err(OfferError::OwnSite);
         }
+        self.keep_summary(body, bytes, now_unix_s)
+    }
+
+    /// Keeps `bytes` as this site's own summary (what its aggregator published) if it
+    /// verifies, is of this site, is not from the future and is newer than the one held:
+    /// a member that does not aggregate figures its own site from it, as other nodes do.
+    pub fn offer_own_summary(
+        &self,
+        bytes: &[u8],
+        now_unix_s: i64,
+    ) -> Result<SummaryBody, OfferError> {
+        let body = SignedSummary::decode(bytes)?.verify()?;
+        if body.site != self.site {
+            return Err(OfferError::OtherSite(body.site));
+        }
+        self.keep_summary(body, bytes, now_unix_s)
+    }
+
+    /// Whether this node aggregates its site (the daemon says so as its rank changes).
+    pub fn set_aggregating(&self, yes: bool) {
+        lock(&self.inner).aggregating = yes;
+    }
+
+    fn keep_summary(
+        &self,
+        body: SummaryBody,
+        bytes: &[u8],
+        now_unix_s: i64,
+    ) -> Result<SummaryBody, OfferError> {
         if body.at_unix_s > now_unix_s + CLOCK_SKEW_MAX_S {
             return Err(OfferError::FromTheFuture(body.at_unix_s - now_unix_s));
         }
@@ -548,9 +590,15 @@ impl Fleet {
             ));
         }
         let mut inner = lock(&self.inner);
-        match inner.summaries.get(&body.site) {
+        let own = body.site == self.site;
+        let held = if own {
+            inner.own_summary.as_ref()
+        } else {
+            inner.summaries.get(&body.site)
+        };
+        match held {
             Some(held) if !body.supersedes(&held.body) => return Err(OfferError::NotNewer),
-            None if inner.summaries.len() >= SITES_MAX => return Err(OfferError::Full),
+            None if !own && inner.summaries.len() >= SITES_MAX => return Err(OfferError::Full),
             _ => {}
         }
         inner.dirty_summaries.insert(body.site.clone());
@@ -565,13 +613,15 @@ impl Fleet {
         for gone in ledger::evict(&keys, body.at_unix_s) {
             ledger.remove(&gone);
         }
-        inner.summaries.insert(
-            body.site.clone(),
-            HeldSummary {
-                body: body.clone(),
-                signed: bytes.to_vec(),
-            },
-        );
+        let held = HeldSummary {
+            body: body.clone(),
+            signed: bytes.to_vec(),
+        };
+        if own {
+            inner.own_summary = Some(held);
+        } else {
+            inner.summaries.insert(body.site.clone(), held);
+        }
         Ok(body)
     }
 
@@ -751,7 +801,12 @@ impl Fleet {
             }
         }
         for s in std::mem::take(&mut inner.dirty_summaries) {
-            if let Some(h) = inner.summaries.get(&s) {
+            let held = if s == self.site {
+                inner.own_summary.as_ref()
+            } else {
+                inner.summaries.get(&s)
+            };
+            if let Some(h) = held {
                 out.summaries.push((s.clone(), h.signed.clone()));
             }
             if let Some(l) = inner.ledgers.get(&s) {
@@ -804,7 +859,22 @@ impl Fleet {
             summary: None,
         };
         let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
-        let mut rows = vec![from_records(own_site, &own)];
+        // A member that does not aggregate holds the latest record of each site-mate, not
+        // every record: its own site's figures are the site's summary, as on every other
+        // node, with the records' figures for a release the summary never named.
+        let own_row = match (&inner.own_summary, inner.ledgers.get(own_site)) {
+            (Some(s), Some(l)) if !inner.aggregating && asked.is_none_or(|a| a.0 != own_site) => {
+                l.get(release).map(|(_, f)| Row {
+                    site: own_site.to_owned(),
+                    nodes: s.body.nodes,
+                    installers: s.body.installers,
+                    figures: f.clone(),
+                    summary: Some((s.body.at_unix_s, s.body.aggregator)),
+                })
+            }
+            _ => None,
+        };
+        let mut rows = vec![own_row.unwrap_or_else(|| from_records(own_site, &own))];
         for s in inner.summaries.values() {
             if let Some((site, bodies)) = asked {
                 if site == s.body.site {

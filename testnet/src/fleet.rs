@@ -447,6 +447,13 @@ impl Fleet {
             }
             if *site > 0 {
                 let spec = &scenario.sites[*site - 1];
+                if spec.install {
+                    let target = data.join("installed");
+                    text = text.replace(
+                        "# target = \"/opt/patches\"",
+                        &format!("target = {:?}", target.to_string_lossy()),
+                    );
+                }
                 let extra = format!(
                     "{}\n{}",
                     spec.shaping_table().unwrap_or_default(),

@@ -116,6 +116,10 @@ pub struct SiteSpec {
     /// TOML appended to the `p2pd.toml` of this site's nodes, e.g. a `[shaping]` table.
     #[serde(default)]
     pub node_config: String,
+    /// Whether this site's nodes install releases: each gets `[install] target` in its data
+    /// directory (`installed/`), and so counts in the compliance report.
+    #[serde(default)]
+    pub install: bool,
 }
 
 impl SiteSpec {

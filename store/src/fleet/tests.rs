@@ -589,3 +589,45 @@ fn ledgers_drop_releases_past_the_horizon() {
         "release 0 is past the horizon"
     );
 }
+
+#[test]
+fn a_member_figures_its_own_site_from_the_sites_summary_and_an_aggregator_from_records() {
+    use ReleaseState::*;
+    let fleet = Fleet::new("hq");
+    // The member holds only its own record and one site-mate's latest (which no longer names
+    // R1); the aggregator's summary says both installed R1.
+    fleet
+        .offer_record(&record(1, "hq", true, 1, vec![rel(R1, 1, Activated, NOW)]))
+        .unwrap();
+    fleet
+        .offer_record(&record(
+            2,
+            "hq",
+            true,
+            5,
+            vec![rel(R2, 2, Downloading, NOW)],
+        ))
+        .unwrap();
+    let truth = [
+        body(1, "hq", true, 1, vec![rel(R1, 1, Activated, NOW)]),
+        body(2, "hq", true, 4, vec![rel(R1, 1, Activated, NOW)]),
+    ];
+    let own = summary(2, "hq", 10, NOW, &truth);
+    assert_eq!(
+        fleet.offer_summary(&own, NOW).unwrap_err(),
+        OfferError::OwnSite,
+        "not among the other sites' summaries"
+    );
+    fleet.offer_own_summary(&own, NOW).unwrap();
+    assert_eq!(fleet.sites(), 1, "its own site is not another site");
+    let r = fleet.report(&R1, None, NOW);
+    assert_eq!(r.states.activated, 2, "from the site's summary");
+    assert_eq!(r.sites[0].from, "summary");
+    fleet.set_aggregating(true);
+    let r = fleet.report(&R1, None, NOW);
+    assert_eq!(r.states.activated, 1, "an aggregator counts its records");
+    assert_eq!(r.sites[0].from, "records");
+    // Kept across a restart.
+    let again = Fleet::from_stored("hq", fleet.take_dirty());
+    assert_eq!(again.report(&R1, None, NOW).states.activated, 2);
+}

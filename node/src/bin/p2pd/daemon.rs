@@ -253,12 +253,15 @@ async fn publish_status(
         std::collections::HashMap::new();
     let mut cadence = Cadence::status();
     let mut last: Option<Vec<ReleaseStatus>> = None;
-    // When each release's entry last moved (state or chunks held), and the turn of settled
-    // ones: a record carries the moving and recently changed releases, then others in turn
-    // (scheduler::ledger), and the aggregators merge records into each node's ledger.
+    // When each release's entry last moved (state or chunks held) and how often it went out
+    // since, and the turn of settled ones: a record carries changes not sent yet, the moving
+    // and the recently changed, then others in turn (scheduler::ledger::pick), and the
+    // aggregators merge records into each node's ledger.
     let mut changes: ledger::Changes<protocol::ReleaseId, (ReleaseState, u32)> =
         ledger::Changes::default();
     let mut rotation = ledger::Rotation::default();
+    // Whether the last record left changes out for want of room: the next one is news.
+    let mut unsent_left = false;
     let mut seq = 0u64;
     // The latest record, and the aggregators that have it.
     let mut record: Option<Vec<u8>> = None;
@@ -290,6 +293,7 @@ async fn publish_status(
         let news = match &last {
             None => News::State,
             Some(prev) if !same_states(prev, &releases) => News::State,
+            Some(_) if unsent_left => News::State,
             Some(prev) if *prev != releases => News::Progress,
             Some(_) => News::None,
         };
@@ -300,10 +304,18 @@ async fn publish_status(
         seq = (seq + 1).max(u64::try_from(now.as_millisecond()).unwrap_or(0));
         let entries: Vec<ledger::Entry<protocol::ReleaseId>> = releases
             .iter()
-            .map(|r| ledger::Entry {
-                key: r.release,
-                changed_unix_s: changes.note(r.release, (r.state, r.chunks_have), now.as_second()),
-                settled: !matches!(r.state, ReleaseState::Announced | ReleaseState::Downloading),
+            .map(|r| {
+                let (changed_unix_s, sent) =
+                    changes.note(r.release, (r.state, r.chunks_have), now.as_second());
+                ledger::Entry {
+                    key: r.release,
+                    changed_unix_s,
+                    settled: !matches!(
+                        r.state,
+                        ReleaseState::Announced | ReleaseState::Downloading
+                    ),
+                    sent,
+                }
             })
             .collect();
         changes.retain(|id| since.contains_key(id));
@@ -314,6 +326,10 @@ async fn publish_status(
             STATUS_RELEASES_MAX,
             &mut rotation,
         );
+        changes.sent(&picked);
+        unsent_left = entries
+            .iter()
+            .any(|e| e.sent == 0 && !picked.contains(&e.key));
         let body = StatusBody {
             node,
             site: site.clone(),

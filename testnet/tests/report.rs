@@ -1,0 +1,181 @@
+//! The compliance report on real nodes: the same from any node once the summaries settle,
+//! and still complete after more releases than a record or a summary names.
+
+use std::time::{Duration, Instant};
+use testnet::fleet::{Fleet, workdir};
+use testnet::scenario::Scenario;
+
+/// Releases published: more than a record or a summary names (32).
+const RELEASES: u64 = 40;
+
+/// Channels they are spread over (so newer versions cover older ones too).
+const CHANNELS: u64 = 8;
+
+/// `p2pctl --json report --since 1d` on node `i`.
+fn report(fleet: &Fleet, i: usize) -> serde_json::Value {
+    let out = std::process::Command::new(&fleet.bins.p2pctl)
+        .arg("--socket")
+        .arg(&fleet.nodes[i].socket)
+        .args(["--json", "report", "--since", "1d"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "p2pctl report on node {i}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `p2pctl --json fleet RELEASE` on node `i`, cut to its states and its sites' figures.
+fn fleet_view(fleet: &Fleet, i: usize, release: &str) -> String {
+    let out = std::process::Command::new(&fleet.bins.p2pctl)
+        .arg("--socket")
+        .arg(&fleet.nodes[i].socket)
+        .args(["--json", "fleet", release])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let sites: Vec<String> = v["sites"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    format!(
+                        "{} {} nodes, {} holding, {} superseded, from {} age {}",
+                        s["site"], s["nodes"], s["holding"], s["superseded"], s["from"], s["age_s"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("node {i}: states {}; {sites:?}", v["states"])
+}
+
+/// What differs from complete in each report: its row count and its rows short of 12 of 12.
+fn short(reports: &[serde_json::Value]) -> String {
+    reports
+        .iter()
+        .map(|r| {
+            let rows = r.as_array().unwrap();
+            let behind: Vec<String> = rows
+                .iter()
+                .filter(|row| row["installers"] != 12 || row["activated"] != 12)
+                .map(|row| {
+                    format!(
+                        "{} v{} {}/{} nodes {}",
+                        row["channel"],
+                        row["version"],
+                        row["activated"],
+                        row["installers"],
+                        row["nodes"]
+                    )
+                })
+                .collect();
+            format!("{} rows; short: {behind:?}", rows.len())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Three sites of four installing nodes; 40 small releases over 8 channels, the first of
+/// them critical and installed everywhere before the other 39 come. Then
+/// `p2pctl --json report --since 1d` on a node of each site prints the same report, with a
+/// row for each of the 40: the first too, though no record or summary has named it since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_is_the_same_from_every_site_and_keeps_the_first_of_forty_releases() {
+    let (_guard, dir) = workdir();
+    let sites: String = ["tokyo", "frankfurt", "saopaulo"]
+        .iter()
+        .map(|s| format!("[[sites]]\nname = '{s}'\nnodes = 4\ninstall = true\n"))
+        .collect();
+    let s = Scenario::parse(&format!(
+        "name = 'report'\nseed = 9\ntimeout_s = 300\n[release]\nsize_mib = 1\n\
+         [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 2\n{sites}"
+    ))
+    .unwrap();
+    let fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet
+        .wait_connected(Duration::from_secs(120))
+        .await
+        .unwrap();
+    let publish = |k: u64| {
+        let payload = dir.join(format!("small-{k}"));
+        std::fs::create_dir_all(&payload).unwrap();
+        std::fs::write(
+            payload.join("patch.txt"),
+            format!("patch {k}\n").repeat(512),
+        )
+        .unwrap();
+        let channel = format!("security/c{}", k % CHANNELS);
+        let severity = if k == 0 { "critical" } else { "medium" };
+        fleet
+            .publish_on(
+                &channel,
+                &payload,
+                1 + k / CHANNELS,
+                &["--severity", severity],
+            )
+            .unwrap()
+    };
+    let first = publish(0);
+    let members = [1, 6, 11]; // tokyo-1, frankfurt-2, saopaulo-3
+    let complete = |r: &serde_json::Value, n: usize| {
+        let rows = r.as_array().unwrap();
+        rows.len() == n
+            && rows
+                .iter()
+                .all(|row| row["installers"] == 12 && row["activated"] == 12)
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !members.iter().all(|&i| complete(&report(&fleet, i), 1)) {
+        assert!(
+            Instant::now() < deadline,
+            "the first release was not installed everywhere:\n{}",
+            short(&members.map(|i| report(&fleet, i)))
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for k in 1..RELEASES {
+        publish(k);
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let reports = loop {
+        let reports: Vec<serde_json::Value> = members.iter().map(|&i| report(&fleet, i)).collect();
+        if reports.iter().all(|r| complete(r, RELEASES as usize))
+            && reports.iter().all(|r| *r == reports[0])
+        {
+            break reports;
+        }
+        if Instant::now() >= deadline {
+            let behind = reports[0]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|row| row["activated"] != 12)
+                .map(|row| row["release"].as_str().unwrap_or_default().to_owned());
+            let views: Vec<String> = match &behind {
+                Some(id) => members.iter().map(|&i| fleet_view(&fleet, i, id)).collect(),
+                None => Vec::new(),
+            };
+            panic!(
+                "the reports did not settle on 40 complete rows (identical: {}):\n{}\n{behind:?}:\n{}",
+                reports.iter().all(|r| *r == reports[0]),
+                short(&reports),
+                views.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let rows = reports[0].as_array().unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["release"] == first.as_str())
+        .unwrap();
+    assert_eq!(row["severity"], "critical");
+    assert_eq!(row["deadline"], "met", "{row:#}");
+    eprintln!(
+        "{} rows, identical on tokyo-1, frankfurt-2 and saopaulo-3; the first: {row}",
+        rows.len()
+    );
+}
