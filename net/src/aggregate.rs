@@ -282,7 +282,10 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
         tracing::info!(rank = rank.unwrap_or(0), "aggregating this site's status");
     }
     st.rank = rank;
-    fleet.set_aggregating(rank.is_some());
+    // The first aggregator makes the site's summary from its records; every other node,
+    // the second aggregator too (it may have missed records before it took its rank),
+    // figures the site from that summary.
+    fleet.set_aggregating(rank == Some(0));
     if rank != Some(0) {
         return;
     }

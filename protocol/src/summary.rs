@@ -408,6 +408,22 @@ pub fn site_release(records: &[&StatusBody], release: ReleaseId, facts: &Facts) 
     figures(&index(records), release, facts)
 }
 
+/// The records of one site indexed once, for the figures of many releases (the compliance
+/// report asks for every release of a month).
+pub struct SiteIndex<'a>(Vec<Indexed<'a>>);
+
+impl<'a> SiteIndex<'a> {
+    /// Indexes `records`.
+    pub fn new(records: &[&'a StatusBody]) -> Self {
+        Self(index(records))
+    }
+
+    /// [`site_release`] over the indexed records.
+    pub fn figures(&self, release: ReleaseId, facts: &Facts) -> SiteRelease {
+        figures(&self.0, release, facts)
+    }
+}
+
 fn figures(records: &[Indexed<'_>], release: ReleaseId, facts: &Facts) -> SiteRelease {
     let Facts {
         channel,

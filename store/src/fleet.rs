@@ -30,8 +30,8 @@
 use protocol::status::ReleaseStatus;
 use protocol::status::{ReleaseState, SignedStatus, StatusBody, StatusError};
 use protocol::summary::{
-    CRITICAL_DEADLINE_S, Facts, SignedSummary, SiteRelease, SummaryBody, install_bucket_end_s,
-    site_release, site_releases,
+    CRITICAL_DEADLINE_S, Facts, SignedSummary, SiteIndex, SiteRelease, SummaryBody,
+    install_bucket_end_s, site_release, site_releases,
 };
 use protocol::{NodeId, ReleaseId};
 use scheduler::ledger;
@@ -105,8 +105,9 @@ struct Inner {
     own_summary: Option<HeldSummary>,
     /// Per site, every release its summaries named within the horizon.
     ledgers: HashMap<String, SiteLedger>,
-    /// Whether this node aggregates its site: it then holds every record of the site and
-    /// figures its own site from them; a member figures it from the site's summaries.
+    /// Whether this node is its site's first aggregator: it makes the site's summary from
+    /// the site's records and figures its own site from them; every other node figures it
+    /// from that summary.
     aggregating: bool,
     dirty_records: HashSet<NodeId>,
     dirty_summaries: HashSet<String>,
@@ -406,7 +407,9 @@ pub struct ComplianceRow {
     /// For a critical release: `met` (99 % installed within 72 hours), `missed`, or `open`
     /// (not yet 72 hours old, not yet at 99 %); `n/a` otherwise.
     pub deadline: String,
-    /// Nodes of this node's site that have not installed it (at most [`MISSING_LISTED_MAX`]).
+    /// Nodes of this node's site that have not installed it (at most [`MISSING_LISTED_MAX`]):
+    /// on a member that does not aggregate, those whose records it holds say so (a node none
+    /// of them named the release for is counted in `missing_total`, not named).
     pub missing: Vec<MissingNode>,
     /// Other sites with installing nodes that have not, most first.
     #[serde(default)]
@@ -565,7 +568,8 @@ impl Fleet {
         self.keep_summary(body, bytes, now_unix_s)
     }
 
-    /// Whether this node aggregates its site (the daemon says so as its rank changes).
+    /// Whether this node is its site's first aggregator (the daemon says so as its rank
+    /// changes).
     pub fn set_aggregating(&self, yes: bool) {
         lock(&self.inner).aggregating = yes;
     }
@@ -850,6 +854,7 @@ impl Fleet {
         release: &ReleaseId,
         info: &Facts,
         asked: Option<(&str, &[StatusBody])>,
+        own_index: &SiteIndex<'_>,
     ) -> Vec<Row> {
         let from_records = |site: &str, bodies: &[&StatusBody]| Row {
             site: site.to_owned(),
@@ -858,7 +863,6 @@ impl Fleet {
             figures: site_release(bodies, *release, info),
             summary: None,
         };
-        let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
         // A member that does not aggregate holds the latest record of each site-mate, not
         // every record: its own site's figures are the site's summary, as on every other
         // node, with the records' figures for a release the summary never named.
@@ -874,7 +878,13 @@ impl Fleet {
             }
             _ => None,
         };
-        let mut rows = vec![own_row.unwrap_or_else(|| from_records(own_site, &own))];
+        let mut rows = vec![own_row.unwrap_or_else(|| Row {
+            site: own_site.to_owned(),
+            nodes: inner.records.len() as u32,
+            installers: inner.records.values().filter(|r| r.body.installs).count() as u32,
+            figures: own_index.figures(*release, info),
+            summary: None,
+        })];
         for s in inner.summaries.values() {
             if let Some((site, bodies)) = asked {
                 if site == s.body.site {
@@ -928,7 +938,15 @@ impl Fleet {
     ) -> FleetReport {
         let mut inner = lock(&self.inner);
         let info = Self::facts(&inner, release, known);
-        let rows = Self::rows(&inner, &self.site, release, &info, site);
+        let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
+        let rows = Self::rows(
+            &inner,
+            &self.site,
+            release,
+            &info,
+            site,
+            &SiteIndex::new(&own),
+        );
         let mut states = StateCounts::default();
         let mut failed: Vec<FailedNode> = Vec::new();
         let mut opens: Option<i64> = None;
@@ -1088,11 +1106,19 @@ impl Fleet {
     /// 72-hour rule, who is missing.
     pub fn compliance(&self, releases: &[ReleaseFacts], now_unix_s: i64) -> Vec<ComplianceRow> {
         let inner = lock(&self.inner);
+        // Indexed once for every release.
+        let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
+        let own_index = SiteIndex::new(&own);
+        let installing: Vec<(&StatusBody, SiteIndex<'_>)> = own
+            .iter()
+            .filter(|b| b.installs)
+            .map(|b| (*b, SiteIndex::new(&[*b])))
+            .collect();
         releases
             .iter()
             .map(|f| {
                 let info = Self::facts(&inner, &f.id, Some(f));
-                let rows = Self::rows(&inner, &self.site, &f.id, &info, None);
+                let rows = Self::rows(&inner, &self.site, &f.id, &info, None, &own_index);
                 let nodes: u64 = rows.iter().map(|r| u64::from(r.nodes)).sum();
                 let installers: u64 = rows.iter().map(|r| u64::from(r.installers)).sum();
                 let mut buckets: Vec<u64> = Vec::new();
@@ -1141,13 +1167,14 @@ impl Fleet {
                     "open"
                 };
                 // This site's missing nodes by name.
-                let mut missing: Vec<MissingNode> = inner
-                    .records
-                    .values()
-                    .map(|r| &r.merged)
-                    .filter(|b| b.installs)
-                    .map(|b| (b, node_state(b, &f.id, &info)))
+                let mut missing: Vec<MissingNode> = installing
+                    .iter()
+                    .map(|(b, index)| (b, node_state(index, &f.id, &info)))
                     .filter(|(_, state)| !matches!(*state, "activated" | "superseded"))
+                    // A member holds each site-mate's latest record, not every one: a node
+                    // its records never named the release for may have it; only an
+                    // aggregator, which holds every record, names such a node.
+                    .filter(|(_, state)| inner.aggregating || *state != "unknown")
                     .map(|(b, state)| MissingNode {
                         node: b.node.to_hex(),
                         site: self.site.clone(),
@@ -1252,10 +1279,10 @@ fn decode_site_ledger(bytes: &[u8]) -> Option<Vec<(u64, SiteRelease)>> {
     sane.then_some(entries)
 }
 
-/// Where `release` stands on the node of `b`: `superseded` when a newer version covers it,
+/// Where `release` stands on the node whose record `b` indexes: `superseded` when a newer version covers it,
 /// else its state's name, else `unknown`.
-fn node_state(b: &StatusBody, release: &ReleaseId, info: &Facts) -> &'static str {
-    let one = site_release(&[b], *release, info);
+fn node_state(b: &SiteIndex<'_>, release: &ReleaseId, info: &Facts) -> &'static str {
+    let one = b.figures(*release, info);
     if one.covered > 0 {
         return "superseded";
     }
@@ -1274,7 +1301,7 @@ fn node_detail(bodies: &[StatusBody], release: &ReleaseId, info: &Facts) -> Vec<
             let own = b.release(release);
             NodeDetail {
                 node: b.node.to_hex(),
-                state: node_state(b, release, info).into(),
+                state: node_state(&SiteIndex::new(&[b]), release, info).into(),
                 chunks_have: own.map_or(0, |r| r.chunks_have),
                 since_unix_s: own.map_or(0, |r| r.since_unix_s),
                 error: own.and_then(|r| r.error.clone()),

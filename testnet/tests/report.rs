@@ -158,11 +158,25 @@ async fn the_report_is_the_same_from_every_site_and_keeps_the_first_of_forty_rel
                 Some(id) => members.iter().map(|&i| fleet_view(&fleet, i, id)).collect(),
                 None => Vec::new(),
             };
+            // The first row in which a report differs from the first one's.
+            let differ: Vec<String> = reports
+                .iter()
+                .zip(members)
+                .skip(1)
+                .filter_map(|(r, i)| {
+                    let a = reports[0].as_array()?;
+                    let b = r.as_array()?;
+                    a.iter()
+                        .zip(b)
+                        .find(|(x, y)| x != y)
+                        .map(|(x, y)| format!("node {}: {x}\nnode {i}: {y}", members[0]))
+                })
+                .collect();
             panic!(
-                "the reports did not settle on 40 complete rows (identical: {}):\n{}\n{behind:?}:\n{}",
-                reports.iter().all(|r| *r == reports[0]),
+                "the reports did not settle on 40 complete rows:\n{}\n{behind:?}:\n{}\n{}",
                 short(&reports),
-                views.join("\n")
+                views.join("\n"),
+                differ.join("\n")
             );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
