@@ -472,7 +472,7 @@ fn pick_releases(st: &mut State, releases: Vec<SiteRelease>, now_s: i64) -> Vec<
 
 /// Publishes this site's summary when its cadence says so.
 fn publish(net: &Net, fleet: &Fleet, st: &mut State, aggs: &[[u8; 32]], now_s: i64) {
-    let (nodes, installers, releases) = fleet.own_figures();
+    let (nodes, installers, releases) = fleet.own_figures(now_s);
     let mut contacts: Vec<Contact> = own_contact(net).into_iter().collect();
     for a in aggs.iter().filter(|a| **a != net.local.node_id.0) {
         let node = NodeId(*a);

@@ -128,6 +128,10 @@ pub struct SiteRelease {
     pub states: Vec<u32>,
     /// Nodes covered by a newer version of the channel (see `states`).
     pub covered: u32,
+    /// Nodes that have not applied it and sent no record for longer than the bound the
+    /// aggregator holds them to (`scheduler::control::SILENT_AFTER`): counted here, not in
+    /// the state their last record gave, and left out of every estimate.
+    pub silent: u32,
     /// Chunks of it held, summed over the site's nodes; a node done with it (installed, or
     /// covered or superseded by a newer version) counts as holding all of them.
     pub chunks_have: u64,
@@ -148,9 +152,9 @@ impl SiteRelease {
         self.states.get(state.index()).copied().unwrap_or(0)
     }
 
-    /// Nodes counted in some state or covered.
+    /// Nodes counted in some state, covered or silent.
     pub fn known(&self) -> u32 {
-        self.states.iter().sum::<u32>() + self.covered
+        self.states.iter().sum::<u32>() + self.covered + self.silent
     }
 }
 
@@ -292,6 +296,8 @@ fn message(body: &[u8]) -> Vec<u8> {
 /// to a thousand releases per node, so the figures look entries up instead of scanning.
 struct Indexed<'a> {
     installs: bool,
+    /// When its latest record was made.
+    at_unix_s: i64,
     node: NodeId,
     by_id: HashMap<ReleaseId, &'a ReleaseStatus>,
     newest_done: HashMap<&'a str, (u64, i64)>,
@@ -315,6 +321,7 @@ fn index<'a>(records: &[&'a StatusBody]) -> Vec<Indexed<'a>> {
             }
             Indexed {
                 installs: b.installs,
+                at_unix_s: b.at_unix_s,
                 node: b.node,
                 by_id: b.releases.iter().map(|r| (r.release, r)).collect(),
                 newest_done,
@@ -378,7 +385,10 @@ impl Facts {
 /// The figures of every release the `records` of one site name, the newest published first:
 /// the one aggregation behind a site summary (whose aggregator picks the at most
 /// [`SUMMARY_RELEASES_MAX`] it carries) and a node's view of its own site.
-pub fn site_releases(records: &[&StatusBody]) -> Vec<SiteRelease> {
+///
+/// With `silent_before`, a node whose latest record was made before it counts as silent for
+/// every release it has not applied ([`SiteRelease::silent`]).
+pub fn site_releases(records: &[&StatusBody], silent_before: Option<i64>) -> Vec<SiteRelease> {
     // Each release once, with what the records know of it.
     let mut known: HashMap<ReleaseId, Facts> = HashMap::new();
     for b in records {
@@ -399,32 +409,43 @@ pub fn site_releases(records: &[&StatusBody]) -> Vec<SiteRelease> {
     });
     let indexed = index(records);
     list.into_iter()
-        .map(|(id, facts)| figures(&indexed, id, &facts))
+        .map(|(id, facts)| figures(&indexed, id, &facts, silent_before))
         .collect()
 }
 
 /// The figures of one release across the `records` of one site.
 pub fn site_release(records: &[&StatusBody], release: ReleaseId, facts: &Facts) -> SiteRelease {
-    figures(&index(records), release, facts)
+    figures(&index(records), release, facts, None)
 }
 
 /// The records of one site indexed once, for the figures of many releases (the compliance
 /// report asks for every release of a month).
-pub struct SiteIndex<'a>(Vec<Indexed<'a>>);
+pub struct SiteIndex<'a>(Vec<Indexed<'a>>, Option<i64>);
 
 impl<'a> SiteIndex<'a> {
     /// Indexes `records`.
     pub fn new(records: &[&'a StatusBody]) -> Self {
-        Self(index(records))
+        Self(index(records), None)
+    }
+
+    /// Indexes `records`, counting a node whose latest record was made before
+    /// `silent_before_unix_s` as silent for every release it has not applied.
+    pub fn with_silence(records: &[&'a StatusBody], silent_before_unix_s: i64) -> Self {
+        Self(index(records), Some(silent_before_unix_s))
     }
 
     /// [`site_release`] over the indexed records.
     pub fn figures(&self, release: ReleaseId, facts: &Facts) -> SiteRelease {
-        figures(&self.0, release, facts)
+        figures(&self.0, release, facts, self.1)
     }
 }
 
-fn figures(records: &[Indexed<'_>], release: ReleaseId, facts: &Facts) -> SiteRelease {
+fn figures(
+    records: &[Indexed<'_>],
+    release: ReleaseId,
+    facts: &Facts,
+    silent_before: Option<i64>,
+) -> SiteRelease {
     let Facts {
         channel,
         version,
@@ -443,6 +464,7 @@ fn figures(records: &[Indexed<'_>], release: ReleaseId, facts: &Facts) -> SiteRe
         chunks_total,
         states: vec![0; ReleaseState::ALL.len()],
         covered: 0,
+        silent: 0,
         chunks_have: 0,
         installed_after: Vec::new(),
         installed_by_deadline: 0,
@@ -467,6 +489,7 @@ fn figures(records: &[Indexed<'_>], release: ReleaseId, facts: &Facts) -> SiteRe
             .then(|| b.newest_done.get(channel).copied())
             .flatten()
             .filter(|(v, _)| *v > version);
+        let silent = silent_before.is_some_and(|t| b.at_unix_s < t);
         match (own, newer) {
             (Some(r), _) if r.state == ReleaseState::Activated => {
                 out.states[r.state.index()] += 1;
@@ -482,6 +505,7 @@ fn figures(records: &[Indexed<'_>], release: ReleaseId, facts: &Facts) -> SiteRe
                     installed(since, &mut out);
                 }
             }
+            (Some(_), None) | (None, None) if silent => out.silent += 1,
             (Some(r), None) => {
                 out.states[r.state.index()] += 1;
                 out.chunks_have += if r.state == ReleaseState::Superseded {
@@ -603,7 +627,7 @@ mod tests {
         assert_eq!(r.installed_after[install_bucket(3600)], 1);
         assert_eq!(r.installed_by_deadline, 3);
         // The newest release first; both named.
-        let all = site_releases(&refs);
+        let all = site_releases(&refs, None);
         assert_eq!(all.len(), 2);
     }
 
@@ -638,7 +662,7 @@ mod tests {
                 node: NodeId(k.verifying_key().to_bytes()),
                 wan: "203.0.113.7:7402".parse().unwrap(),
             }],
-            releases: site_releases(&refs),
+            releases: site_releases(&refs, None),
         }
     }
 

@@ -174,11 +174,24 @@ impl Stored {
     }
 }
 
+/// A node of this site with no record for this long is silent: counted apart, left out of
+/// the ETA. Three of a node's heartbeats ([`scheduler::control::STATUS_HEARTBEAT`]).
+pub const SILENT_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(3 * scheduler::control::STATUS_HEARTBEAT.as_secs());
+
+/// Records made before this are silent at `now_unix_s`.
+fn silent_before(now_unix_s: i64) -> i64 {
+    now_unix_s.saturating_sub(SILENT_AFTER.as_secs() as i64)
+}
+
 /// Nodes by state. Every node counts once (see [`SiteRelease::states`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateCounts {
     /// Nodes that do not know the release yet.
     pub unknown: u64,
+    /// Nodes that have not applied it and sent no record for [`SILENT_AFTER`].
+    #[serde(default)]
+    pub silent: u64,
     /// Known and verified, nothing fetched.
     pub announced: u64,
     /// Fetching.
@@ -213,6 +226,7 @@ impl StateCounts {
         self.superseded += c(Superseded) + u64::from(r.covered);
         self.refused += c(Refused);
         self.not_followed += c(NotFollowed);
+        self.silent += u64::from(r.silent);
         self.unknown += u64::from(nodes.saturating_sub(r.known()));
     }
 
@@ -227,14 +241,20 @@ impl StateCounts {
     }
 
     /// Nodes still expected to come to hold it without anyone's help, now: not done, not
-    /// failed, not refused, not following elsewhere, not waiting for a window.
+    /// failed, not refused, not following elsewhere, not waiting for a window, not silent.
     pub fn moving(&self) -> u64 {
         self.unknown + self.announced + self.downloading
     }
 
     /// Every node counted.
     pub fn total(&self) -> u64 {
-        self.done() + self.moving() + self.paused + self.failed + self.refused + self.not_followed
+        self.done()
+            + self.moving()
+            + self.paused
+            + self.failed
+            + self.refused
+            + self.not_followed
+            + self.silent
     }
 }
 
@@ -784,12 +804,17 @@ impl Fleet {
             .collect()
     }
 
-    /// The figures of this site's records for a summary: nodes, installing nodes, releases.
-    pub fn own_figures(&self) -> (u32, u32, Vec<SiteRelease>) {
+    /// The figures of this site's records for a summary at `now_unix_s`: nodes, installing
+    /// nodes, releases (a node with no record for [`SILENT_AFTER`] counted silent).
+    pub fn own_figures(&self, now_unix_s: i64) -> (u32, u32, Vec<SiteRelease>) {
         let inner = lock(&self.inner);
         let bodies: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
         let installers = bodies.iter().filter(|b| b.installs).count() as u32;
-        (bodies.len() as u32, installers, site_releases(&bodies))
+        (
+            bodies.len() as u32,
+            installers,
+            site_releases(&bodies, Some(silent_before(now_unix_s))),
+        )
     }
 
     /// The records, summaries and ledgers changed since the last call, to be written to the
@@ -945,7 +970,7 @@ impl Fleet {
             release,
             &info,
             site,
-            &SiteIndex::new(&own),
+            &SiteIndex::with_silence(&own, silent_before(now_unix_s)),
         );
         let mut states = StateCounts::default();
         let mut failed: Vec<FailedNode> = Vec::new();
@@ -1018,7 +1043,9 @@ impl Fleet {
         });
         failed.truncate(FAILED_LISTED_MAX);
         let nodes_detail = match site {
-            Some((_, bodies)) => node_detail(bodies, release, &info),
+            Some((_, bodies)) => {
+                node_detail(bodies, release, &info, self::silent_before(now_unix_s))
+            }
             None => Vec::new(),
         };
         let nodes: u64 = rows.iter().map(|r| u64::from(r.nodes)).sum();
@@ -1108,11 +1135,16 @@ impl Fleet {
         let inner = lock(&self.inner);
         // Indexed once for every release.
         let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
-        let own_index = SiteIndex::new(&own);
+        let own_index = SiteIndex::with_silence(&own, silent_before(now_unix_s));
         let installing: Vec<(&StatusBody, SiteIndex<'_>)> = own
             .iter()
             .filter(|b| b.installs)
-            .map(|b| (*b, SiteIndex::new(&[*b])))
+            .map(|b| {
+                (
+                    *b,
+                    SiteIndex::with_silence(&[*b], silent_before(now_unix_s)),
+                )
+            })
             .collect();
         releases
             .iter()
@@ -1279,12 +1311,16 @@ fn decode_site_ledger(bytes: &[u8]) -> Option<Vec<(u64, SiteRelease)>> {
     sane.then_some(entries)
 }
 
-/// Where `release` stands on the node whose record `b` indexes: `superseded` when a newer version covers it,
-/// else its state's name, else `unknown`.
+/// Where `release` stands on the node whose record `b` indexes: `superseded` when a newer
+/// version covers it, `silent` when it sent no record for [`SILENT_AFTER`], else its state's
+/// name, else `unknown`.
 fn node_state(b: &SiteIndex<'_>, release: &ReleaseId, info: &Facts) -> &'static str {
     let one = b.figures(*release, info);
     if one.covered > 0 {
         return "superseded";
+    }
+    if one.silent > 0 {
+        return "silent";
     }
     ReleaseState::ALL
         .iter()
@@ -1294,14 +1330,20 @@ fn node_state(b: &SiteIndex<'_>, release: &ReleaseId, info: &Facts) -> &'static 
 
 /// Every node of a site (`bodies`, its records) and where `release` stands on it, in node
 /// order.
-fn node_detail(bodies: &[StatusBody], release: &ReleaseId, info: &Facts) -> Vec<NodeDetail> {
+fn node_detail(
+    bodies: &[StatusBody],
+    release: &ReleaseId,
+    info: &Facts,
+    silent_before: i64,
+) -> Vec<NodeDetail> {
     let mut out: Vec<NodeDetail> = bodies
         .iter()
         .map(|b| {
             let own = b.release(release);
             NodeDetail {
                 node: b.node.to_hex(),
-                state: node_state(&SiteIndex::new(&[b]), release, info).into(),
+                state: node_state(&SiteIndex::with_silence(&[b], silent_before), release, info)
+                    .into(),
                 chunks_have: own.map_or(0, |r| r.chunks_have),
                 since_unix_s: own.map_or(0, |r| r.since_unix_s),
                 error: own.and_then(|r| r.error.clone()),

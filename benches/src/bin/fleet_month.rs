@@ -128,7 +128,7 @@ fn main() -> anyhow::Result<()> {
         }
         // The site's summaries over the month, 32 releases at a time.
         let refs: Vec<&StatusBody> = bodies.iter().collect();
-        let mut all = site_releases(&refs);
+        let mut all = site_releases(&refs, None);
         all.sort_by_key(|r| r.published_unix_s);
         let agg = key(s * per_site);
         for (c, chunk) in all.chunks(SUMMARY_RELEASES_MAX).enumerate() {

@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
                     node,
                     wan: "192.0.2.1:7402".parse()?,
                 }],
-                releases: site_releases(&refs),
+                releases: site_releases(&refs, None),
             };
             summaries.push((site, SignedSummary::sign(&body, &key).encode()));
         }

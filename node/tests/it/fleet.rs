@@ -51,7 +51,7 @@ fn summary(k: u8, bodies: &[StatusBody]) -> (String, Vec<u8>) {
         nodes: bodies.len() as u32,
         installers: bodies.len() as u32,
         contacts: Vec::new(),
-        releases: site_releases(&refs),
+        releases: site_releases(&refs, None),
     };
     (b.site.clone(), SignedSummary::sign(&b, &key).encode())
 }

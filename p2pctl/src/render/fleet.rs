@@ -39,6 +39,7 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
         ("failed", s.failed),
         ("refused", s.refused),
         ("not following the channel", s.not_followed),
+        ("silent", s.silent),
     ]
     .into_iter()
     .filter(|(_, n)| *n > 0)
@@ -58,8 +59,8 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
         None if moving == 0 && s.paused == 0 => {
             let _ = writeln!(
                 out,
-                "  done: every node holds it or a newer version, or will not ({} failed, {} refused, {} not following)",
-                s.failed, s.refused, s.not_followed
+                "  done: every node holds it or a newer version, or will not ({} failed, {} refused, {} not following, {} silent)",
+                s.failed, s.refused, s.not_followed, s.silent
             );
         }
         None if moving == 0 => {}

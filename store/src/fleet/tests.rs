@@ -61,7 +61,7 @@ fn summary(k: u8, site: &str, seq: u64, at: i64, records: &[StatusBody]) -> Vec<
             node: node(k),
             wan: "192.0.2.1:7402".parse().unwrap(),
         }],
-        releases: protocol::summary::site_releases(&refs),
+        releases: protocol::summary::site_releases(&refs, None),
     };
     SignedSummary::sign(&b, &key(k)).encode()
 }
@@ -222,7 +222,8 @@ fn three_sites() -> Fleet {
 #[test]
 fn a_report_counts_every_node_once_across_records_and_summaries() {
     let fleet = three_sites();
-    let r = fleet.report(&R1, None, NOW + 1000);
+    // Within SILENT_AFTER of the records: every node still speaks.
+    let r = fleet.report(&R1, None, NOW + 600);
     assert_eq!(r.nodes, 10);
     assert_eq!(r.states.total(), r.nodes, "{:?}", r.states);
     let s = &r.states;
@@ -341,7 +342,8 @@ fn a_critical_release_not_installed_in_time_reads_missed_and_names_the_missing()
     assert_eq!(late[1].deadline, "n/a");
     assert_eq!(late[0].missing_total, 1);
     assert_eq!(late[0].missing[0].node, node(2).to_hex());
-    assert_eq!(late[0].missing[0].state, "downloading");
+    // Its last record, 73 hours old, said downloading: it is silent now.
+    assert_eq!(late[0].missing[0].state, "silent");
     // Other sites' missing nodes are counted by site.
     let b1 = [
         body(10, "branch-1", true, 1, vec![]),
@@ -414,7 +416,7 @@ fn a_site_asked_for_its_records_is_listed_node_by_node() {
             vec![rel(R1, 1, PausedByWindow, NOW)],
         ),
     ];
-    let r = fleet.report_with(&R1, None, Some(("branch-1", &asked)), NOW + 1000);
+    let r = fleet.report_with(&R1, None, Some(("branch-1", &asked)), NOW + 600);
     assert_eq!(r.nodes_detail.len(), 4);
     let states: Vec<&str> = r.nodes_detail.iter().map(|d| d.state.as_str()).collect();
     assert!(states.contains(&"complete") && states.contains(&"failed"));
@@ -531,7 +533,7 @@ fn another_sites_ledger_keeps_every_release_its_summaries_named() {
         })
         .collect();
     let refs: Vec<&StatusBody> = nodes.iter().collect();
-    let all = protocol::summary::site_releases(&refs);
+    let all = protocol::summary::site_releases(&refs, None);
     // Each summary names only the release that changed.
     for (n, i) in (0..40u8).enumerate() {
         let b = SummaryBody {
@@ -630,4 +632,57 @@ fn a_member_figures_its_own_site_from_the_sites_summary_and_an_aggregator_from_r
     // Kept across a restart.
     let again = Fleet::from_stored("hq", fleet.take_dirty());
     assert_eq!(again.report(&R1, None, NOW).states.activated, 2);
+}
+
+#[test]
+fn a_node_without_a_record_for_the_bound_is_silent_unless_it_applied_the_release() {
+    use ReleaseState::*;
+    let fleet = Fleet::new("hq");
+    let silent_after = SILENT_AFTER.as_secs() as i64;
+    // Node 1 installed R1 and then went quiet; node 2 was downloading R1 and went quiet;
+    // node 3 is downloading and speaks.
+    let quiet = |k: u8, state: ReleaseState| {
+        let mut b = body(k, "hq", true, 1, vec![rel(R1, 1, state, NOW)]);
+        b.at_unix_s = NOW - silent_after - 1;
+        fleet
+            .offer_record(&SignedStatus::sign(&b, &key(k)).encode())
+            .unwrap();
+    };
+    quiet(1, Activated);
+    quiet(2, Downloading);
+    fleet
+        .offer_record(&record(
+            3,
+            "hq",
+            true,
+            1,
+            vec![rel(R1, 1, Downloading, NOW)],
+        ))
+        .unwrap();
+    let r = fleet.report(&R1, None, NOW);
+    assert_eq!(
+        (r.states.activated, r.states.silent, r.states.downloading),
+        (1, 1, 1),
+        "installed stays installed; the quiet downloader is silent"
+    );
+    assert_eq!(r.states.moving(), 1, "a silent node is left out of the ETA");
+    assert_eq!(r.states.total(), 3);
+    let rows = fleet.compliance(&[facts(R1, 1, true)], NOW);
+    let states: Vec<&str> = rows[0].missing.iter().map(|m| m.state.as_str()).collect();
+    assert_eq!(states.len(), 2);
+    assert!(states.contains(&"silent") && states.contains(&"downloading"));
+    // The summary an aggregator makes of the same records says so too.
+    let (_, _, releases) = fleet.own_figures(NOW);
+    assert_eq!(releases[0].silent, 1);
+    // A record from the quiet downloader makes it count again.
+    fleet
+        .offer_record(&record(
+            2,
+            "hq",
+            true,
+            2,
+            vec![rel(R1, 1, Downloading, NOW)],
+        ))
+        .unwrap();
+    assert_eq!(fleet.report(&R1, None, NOW).states.silent, 0);
 }

@@ -178,7 +178,7 @@ impl Costs {
             nodes: members,
             installers: members,
             contacts: vec![contact.clone(), contact],
-            releases: site_releases(&refs),
+            releases: site_releases(&refs, None),
         };
         let signed = SignedSummary::sign(&body, &key);
         frame(&Control::Summaries(vec![signed.encode()])).len() as u64
