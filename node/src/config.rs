@@ -132,6 +132,22 @@ pub struct NodeSection {
     /// Region the site belongs to.
     #[serde(default = "default_region")]
     pub region: String,
+    /// A node of this site that sent no status record for this long, seconds, counts as
+    /// silent (apart, and out of the ETA) for every release it has not applied. Three
+    /// heartbeats by default; raise it where nodes sleep overnight.
+    #[serde(default = "default_silent_after_s")]
+    pub silent_after_s: u64,
+}
+
+/// Shortest `[node] silent_after_s`: two of a node's status checks at the least record
+/// interval; shorter, a node that speaks would flicker silent.
+const SILENT_AFTER_MIN_S: u64 = 10;
+
+/// Longest `[node] silent_after_s`: a week (a node off for longer is silent).
+const SILENT_AFTER_MAX_S: u64 = 7 * 86_400;
+
+fn default_silent_after_s() -> u64 {
+    store::fleet::SILENT_AFTER.as_secs()
 }
 
 fn default_site() -> String {
@@ -278,6 +294,12 @@ impl Config {
                 "use 1 to 64 letters, digits, '-', '_' or '.'".into(),
             ));
         }
+        if !(SILENT_AFTER_MIN_S..=SILENT_AFTER_MAX_S).contains(&config.node.silent_after_s) {
+            return Err(invalid(
+                "node.silent_after_s",
+                format!("must be between {SILENT_AFTER_MIN_S} and {SILENT_AFTER_MAX_S} seconds"),
+            ));
+        }
         for (i, b) in config.network.bootstrap.iter().enumerate() {
             parse_bootstrap(b).map_err(|m| invalid(&format!("network.bootstrap[{i}]"), m))?;
         }
@@ -352,6 +374,10 @@ data_dir = "{data}"
 site = "{site}"
 # The region the site belongs to.
 region = "{region}"
+# A node of this site with no status record for this long (seconds) counts as silent for
+# the releases it has not applied, and leaves the ETA. Below a node's heartbeat (300) a
+# node waiting for its window counts silent between heartbeats.
+silent_after_s = 900
 
 [control]
 # Unix socket of the local control API that p2pctl talks to.

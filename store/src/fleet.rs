@@ -105,6 +105,8 @@ struct Inner {
     own_summary: Option<HeldSummary>,
     /// Per site, every release its summaries named within the horizon.
     ledgers: HashMap<String, SiteLedger>,
+    /// Seconds without a record after which a node is silent ([`SILENT_AFTER`] unless set).
+    silent_after_s: Option<i64>,
     /// Whether this node is its site's first aggregator: it makes the site's summary from
     /// the site's records and figures its own site from them; every other node figures it
     /// from that summary.
@@ -180,8 +182,12 @@ pub const SILENT_AFTER: std::time::Duration =
     std::time::Duration::from_secs(3 * scheduler::control::STATUS_HEARTBEAT.as_secs());
 
 /// Records made before this are silent at `now_unix_s`.
-fn silent_before(now_unix_s: i64) -> i64 {
-    now_unix_s.saturating_sub(SILENT_AFTER.as_secs() as i64)
+fn silent_before(inner: &Inner, now_unix_s: i64) -> i64 {
+    now_unix_s.saturating_sub(
+        inner
+            .silent_after_s
+            .unwrap_or(SILENT_AFTER.as_secs() as i64),
+    )
 }
 
 /// Nodes by state. Every node counts once (see [`SiteRelease::states`]).
@@ -588,6 +594,12 @@ impl Fleet {
         self.keep_summary(body, bytes, now_unix_s)
     }
 
+    /// How long a node of this site may send no record before it counts as silent (`[node]
+    /// silent_after_s`).
+    pub fn set_silent_after(&self, after: std::time::Duration) {
+        lock(&self.inner).silent_after_s = Some(i64::try_from(after.as_secs()).unwrap_or(i64::MAX));
+    }
+
     /// Whether this node is its site's first aggregator (the daemon says so as its rank
     /// changes).
     pub fn set_aggregating(&self, yes: bool) {
@@ -813,7 +825,7 @@ impl Fleet {
         (
             bodies.len() as u32,
             installers,
-            site_releases(&bodies, Some(silent_before(now_unix_s))),
+            site_releases(&bodies, Some(silent_before(&inner, now_unix_s))),
         )
     }
 
@@ -970,7 +982,7 @@ impl Fleet {
             release,
             &info,
             site,
-            &SiteIndex::with_silence(&own, silent_before(now_unix_s)),
+            &SiteIndex::with_silence(&own, silent_before(&inner, now_unix_s)),
         );
         let mut states = StateCounts::default();
         let mut failed: Vec<FailedNode> = Vec::new();
@@ -1043,9 +1055,12 @@ impl Fleet {
         });
         failed.truncate(FAILED_LISTED_MAX);
         let nodes_detail = match site {
-            Some((_, bodies)) => {
-                node_detail(bodies, release, &info, self::silent_before(now_unix_s))
-            }
+            Some((_, bodies)) => node_detail(
+                bodies,
+                release,
+                &info,
+                self::silent_before(&inner, now_unix_s),
+            ),
             None => Vec::new(),
         };
         let nodes: u64 = rows.iter().map(|r| u64::from(r.nodes)).sum();
@@ -1135,14 +1150,14 @@ impl Fleet {
         let inner = lock(&self.inner);
         // Indexed once for every release.
         let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
-        let own_index = SiteIndex::with_silence(&own, silent_before(now_unix_s));
+        let own_index = SiteIndex::with_silence(&own, silent_before(&inner, now_unix_s));
         let installing: Vec<(&StatusBody, SiteIndex<'_>)> = own
             .iter()
             .filter(|b| b.installs)
             .map(|b| {
                 (
                     *b,
-                    SiteIndex::with_silence(&[*b], silent_before(now_unix_s)),
+                    SiteIndex::with_silence(&[*b], silent_before(&inner, now_unix_s)),
                 )
             })
             .collect();

@@ -445,6 +445,9 @@ impl Fleet {
                     ),
                 );
             }
+            if let Some(s) = scenario.silent_after_s {
+                text = text.replace("silent_after_s = 900", &format!("silent_after_s = {s}"));
+            }
             if *site > 0 {
                 let spec = &scenario.sites[*site - 1];
                 if spec.install {

@@ -52,6 +52,10 @@ pub struct Scenario {
     /// Give up after this many seconds per distribution.
     #[serde(default = "default_timeout_s")]
     pub timeout_s: u64,
+    /// Every node's `[node] silent_after_s`, when the scenario sets it (tests of silent
+    /// nodes use a short one).
+    #[serde(default)]
+    pub silent_after_s: Option<u64>,
 }
 
 fn default_timeout_s() -> u64 {

@@ -193,3 +193,72 @@ async fn the_report_is_the_same_from_every_site_and_keeps_the_first_of_forty_rel
         rows.len()
     );
 }
+
+/// `p2pctl --json fleet RELEASE` on node `i`, parsed.
+fn fleet_json(fleet: &Fleet, i: usize, release: &str) -> serde_json::Value {
+    let out = std::process::Command::new(&fleet.bins.p2pctl)
+        .arg("--socket")
+        .arg(&fleet.nodes[i].socket)
+        .args(["--json", "fleet", release])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "p2pctl fleet on node {i}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A node stopped before a release comes is counted silent once it has sent no record for
+/// the bound (`[node] silent_after_s`, 20 s here), not "not yet known"; the estimate leaves
+/// it out, and the report names it silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_turns_silent_after_the_bound_and_leaves_the_estimate() {
+    let (_guard, dir) = workdir();
+    let s = Scenario::parse(
+        "name = 'silent'\nseed = 5\ntimeout_s = 120\nsilent_after_s = 20\n\
+         [release]\nsize_mib = 1\n[origin]\nup_mbit = 200\n[wan]\nlatency_ms = 2\n\
+         [[sites]]\nname = 'branch'\nnodes = 3\ninstall = true\n",
+    )
+    .unwrap();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    // Every member's first record has reached the others before one of them stops.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stopped = 3;
+    fleet.kill(stopped);
+    let stopped_at = Instant::now();
+    let payload = fleet.make_payload(1).unwrap();
+    let id = fleet.publish(&payload, 1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let view = loop {
+        let v = fleet_json(&fleet, 1, &id);
+        let s = &v["states"];
+        if s["activated"] == 2 && s["silent"] == 1 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never silent: {:#}", v["states"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(
+        stopped_at.elapsed() >= Duration::from_secs(20),
+        "silent before the bound passed"
+    );
+    assert_eq!(view["states"]["unknown"], 0, "{:#}", view["states"]);
+    assert!(
+        view["eta_s"].is_null(),
+        "a silent node is left out of the estimate"
+    );
+    let rows = report(&fleet, 1);
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["release"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["activated"], 2, "{row:#}");
+    assert_eq!(row["missing_total"], 1, "{row:#}");
+    assert_eq!(row["missing"][0]["state"], "silent", "{row:#}");
+}

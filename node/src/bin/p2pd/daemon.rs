@@ -49,6 +49,15 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         config.node.data_dir.clone(),
     ));
     let _ = state.audit_key.set(key.clone());
+    state
+        .fleet
+        .set_silent_after(std::time::Duration::from_secs(config.node.silent_after_s));
+    if config.node.silent_after_s < scheduler::control::STATUS_HEARTBEAT.as_secs() {
+        tracing::warn!(
+            silent_after_s = config.node.silent_after_s,
+            "silent_after_s is below a node's heartbeat: a node waiting for its window will count silent between heartbeats"
+        );
+    }
     // Each start records the configuration it runs with (the daemon reads it only here).
     let effective = toml::to_string(&config).context("encoding the configuration")?;
     let started = store::audit::AuditEvent::Started {
