@@ -434,8 +434,8 @@ fn send_batches(to: &Peer, summaries: impl IntoIterator<Item = Vec<u8>>) {
 
 /// Of every release the site's ledgers name, the ones this summary carries
 /// ([`scheduler::ledger::pick`]): changes not sent yet, those that move, those changed within
-/// the linger, then [`ledger::SUMMARY_ROTATION`] settled ones in turn. A release is settled here when no node
-/// of the site is announcing or fetching it.
+/// the linger, then [`ledger::SUMMARY_ROTATION`] settled ones in turn. A release is settled
+/// here when no node of the site is announcing or fetching it.
 fn pick_releases(st: &mut State, releases: Vec<SiteRelease>, now_s: i64) -> Vec<SiteRelease> {
     let entries: Vec<ledger::Entry<ReleaseId>> = releases
         .iter()
