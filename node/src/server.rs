@@ -822,8 +822,9 @@ fn record_state(r: &ReleaseProgress) -> (protocol::status::ReleaseState, Option<
     }
 }
 
-/// Where each release stands here, as a fleet status record says it (`since_unix_s` left
-/// 0 for the caller, which knows when each state began): releases served or fetched, then
+/// Where each release stands here, as a fleet status record says it (`since_unix_s` is the
+/// installation's time for an installed or failed installation, else left 0 for the caller,
+/// which knows when each state began): releases served or fetched, then
 /// those refused or of channels not followed, all of them (the publisher picks the at most
 /// [`protocol::status::STATUS_RELEASES_MAX`] a record carries). `None` before the network
 /// runs.
@@ -841,6 +842,15 @@ pub async fn status_releases(
             continue;
         };
         let (state, error) = record_state(&r);
+        // An installation's time is its record's, kept across restarts: the compliance
+        // report's delays and 72-hour verdicts are read from it.
+        let installed_at = r
+            .install
+            .as_ref()
+            .filter(|_| matches!(state, ReleaseState::Activated | ReleaseState::Failed))
+            .and_then(|i| i.at.as_deref())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or(0, |t| t.as_second());
         out.push(ReleaseStatus {
             release,
             channel: r.channel,
@@ -850,7 +860,7 @@ pub async fn status_releases(
             state,
             chunks_have: r.chunks_have,
             chunks_total: r.chunks_total,
-            since_unix_s: 0,
+            since_unix_s: installed_at,
             until_unix_s: r.download_opens_unix_s,
             error: error.map(|e| bounded_error(&e)),
         });

@@ -289,7 +289,11 @@ async fn publish_status(
             if e.0 != r.state {
                 *e = (r.state, now.as_second());
             }
-            r.since_unix_s = e.1;
+            // An installation's own time, from its record, survives a restart; the others
+            // count from when this run saw the state.
+            if r.since_unix_s == 0 {
+                r.since_unix_s = e.1;
+            }
         }
         since.retain(|id, _| releases.iter().any(|r| r.release == *id));
         // What a change of state is: a release, its state or its error, not its progress.
