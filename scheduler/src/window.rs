@@ -3,7 +3,7 @@
 //!
 //! The expression is either classic cron (5 fields: minute hour day-of-month month
 //! day-of-week, Sunday 0 or 7) or Quartz as hawkBit writes it (6 or 7 fields: second minute
-//! hour day-of-month month day-of-week [year], Sunday 1, `?` for "no value"). Fields take
+//! hour day-of-month month day-of-week \[year\], Sunday 1, `?` for "no value"). Fields take
 //! `*`, numbers, names (`JAN`, `MON`), ranges `a-b`, lists `a,b` and steps `*/n`, `a-b/n`.
 //! When both day fields are restricted, a day matching either counts (as in cron).
 //!
