@@ -665,13 +665,7 @@ async fn compliance_report(
             facts.push(f);
         }
     }
-    facts.sort_by(|a, b| {
-        a.published_unix_s
-            .cmp(&b.published_unix_s)
-            .then_with(|| a.channel.cmp(&b.channel))
-            .then(a.version.cmp(&b.version))
-            .then(a.id.cmp(&b.id))
-    });
+    store::fleet::sort_for_report(&mut facts);
     let fleet = state.fleet.clone();
     let now = jiff::Timestamp::now().as_second();
     Ok(Json(

@@ -720,13 +720,7 @@ impl Fleet {
                 })
             })
             .collect();
-        out.sort_by(|a, b| {
-            a.published_unix_s
-                .cmp(&b.published_unix_s)
-                .then_with(|| a.channel.cmp(&b.channel))
-                .then(a.version.cmp(&b.version))
-                .then(a.id.cmp(&b.id))
-        });
+        sort_for_report(&mut out);
         out
     }
 
@@ -1257,6 +1251,18 @@ impl Fleet {
             })
             .collect()
     }
+}
+
+/// Puts releases in the compliance report's order: oldest published first, then by channel,
+/// version and id, so two nodes list the same releases alike.
+pub fn sort_for_report(releases: &mut [ReleaseFacts]) {
+    releases.sort_by(|a, b| {
+        a.published_unix_s
+            .cmp(&b.published_unix_s)
+            .then_with(|| a.channel.cmp(&b.channel))
+            .then(a.version.cmp(&b.version))
+            .then(a.id.cmp(&b.id))
+    });
 }
 
 /// `held` (a node's ledger, as a record) with the entries of `body` merged in: the latest
