@@ -32,15 +32,14 @@
 
 use super::{Class, KnownPeer, Net, lock, peer::Peer};
 use libp2p::PeerId;
-use protocol::status::ReleaseState;
-use protocol::summary::{Contact, SUMMARY_RELEASES_MAX, SignedSummary, SiteRelease, SummaryBody};
+use protocol::summary::{Contact, SignedSummary, SiteRelease, SummaryBody};
 use protocol::wire::{
     CONTROL_FRAME_BYTES_MAX, Control, DIGEST_ENTRIES_MAX, SUMMARIES_PER_MESSAGE_MAX,
 };
 use protocol::{NodeId, ReleaseId};
 use scheduler::control::{
-    Cadence, Candidate, Flood, News, OVERLAY_DEGREE, SUMMARY_FORWARD_DELAY, aggregators,
-    pick_across_sites, site_key,
+    Candidate, Flood, OVERLAY_DEGREE, SUMMARY_FORWARD_DELAY, aggregators, pick_across_sites,
+    site_key,
 };
 use scheduler::ledger;
 use std::collections::HashMap;
@@ -67,9 +66,10 @@ const SUMMARIES_MESSAGE_BYTES: usize = CONTROL_FRAME_BYTES_MAX / 2;
 struct State {
     /// This node's rank among its site's aggregators (0: first), if it is one.
     rank: Option<usize>,
-    cadence: Cadence,
-    /// The content of the last summary published (progress aside) and its progress.
-    last: Option<(SummaryKey, Vec<u64>)>,
+    /// When a summary goes out and which releases it carries.
+    publisher: ledger::Publisher<ReleaseId, SiteRelease>,
+    /// The content of the last summary published.
+    last: Option<ledger::SummaryContent>,
     /// The last summary published: its number and bytes.
     own: Option<(u64, Vec<u8>)>,
     /// Overlay neighbours this node picked.
@@ -81,30 +81,13 @@ struct State {
     epoch: Instant,
     /// When this node (not first) last asked its aggregator for summaries.
     pulled: Option<Instant>,
-    /// When each release's figures last changed (state or progress), for
-    /// [`scheduler::ledger::pick`].
-    changes: ledger::Changes<ReleaseId, SiteRelease>,
-    /// The turn of settled releases in summaries.
-    rotation: ledger::Rotation<ReleaseId>,
-    /// Whether the last summary left changes out for want of room: the next one is news.
-    unsent_left: bool,
-}
-
-/// A summary's content but for progress (chunks held), to tell news of a state from news of
-/// progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SummaryKey {
-    nodes: u32,
-    installers: u32,
-    contacts: Vec<Contact>,
-    releases: Vec<SiteRelease>,
 }
 
 impl Default for State {
     fn default() -> Self {
         Self {
             rank: None,
-            cadence: Cadence::summary(1),
+            publisher: ledger::Publisher::summary(1),
             last: None,
             own: None,
             picks: Vec::new(),
@@ -112,9 +95,6 @@ impl Default for State {
             asked: HashMap::new(),
             epoch: Instant::now(),
             pulled: None,
-            changes: ledger::Changes::default(),
-            rotation: ledger::Rotation::default(),
-            unsent_left: false,
         }
     }
 }
@@ -432,44 +412,6 @@ fn send_batches(to: &Peer, summaries: impl IntoIterator<Item = Vec<u8>>) {
     }
 }
 
-/// Of every release the site's ledgers name, the ones this summary carries
-/// ([`scheduler::ledger::pick`]): changes not sent yet, those that move, those changed within
-/// the linger, then [`ledger::SUMMARY_ROTATION`] settled ones in turn. A release is settled
-/// here when no node of the site is announcing or fetching it.
-fn pick_releases(st: &mut State, releases: Vec<SiteRelease>, now_s: i64) -> Vec<SiteRelease> {
-    let entries: Vec<ledger::Entry<ReleaseId>> = releases
-        .iter()
-        .map(|r| {
-            let (changed_unix_s, sent) = st.changes.note(r.release, r.clone(), now_s);
-            ledger::Entry {
-                key: r.release,
-                changed_unix_s,
-                settled: r.count(ReleaseState::Announced) + r.count(ReleaseState::Downloading) == 0,
-                sent,
-            }
-        })
-        .collect();
-    let named: std::collections::HashSet<ReleaseId> = releases.iter().map(|r| r.release).collect();
-    st.changes.retain(|id| named.contains(id));
-    let picked = ledger::pick(
-        &entries,
-        now_s,
-        SUMMARY_RELEASES_MAX,
-        ledger::SUMMARY_ROTATION,
-        &mut st.rotation,
-    );
-    st.changes.sent(&picked);
-    st.unsent_left = entries
-        .iter()
-        .any(|e| e.sent == 0 && !picked.contains(&e.key));
-    let mut out: Vec<SiteRelease> = releases
-        .into_iter()
-        .filter(|r| picked.contains(&r.release))
-        .collect();
-    out.sort_by_key(|r| std::cmp::Reverse(r.published_unix_s));
-    out
-}
-
 /// Publishes this site's summary when its cadence says so.
 fn publish(net: &Net, fleet: &Fleet, st: &mut State, aggs: &[[u8; 32]], now_s: i64) {
     let (nodes, installers, releases) = fleet.own_figures(now_s);
@@ -484,30 +426,11 @@ fn publish(net: &Net, fleet: &Fleet, st: &mut State, aggs: &[[u8; 32]], now_s: i
             contacts.push(Contact { node, wan });
         }
     }
-    let progress: Vec<u64> = releases.iter().map(|r| r.chunks_have).collect();
-    let key = SummaryKey {
-        nodes,
-        installers,
-        contacts,
-        releases: releases
-            .iter()
-            .cloned()
-            .map(|mut r| {
-                r.chunks_have = 0;
-                r
-            })
-            .collect(),
-    };
-    let news = match &st.last {
-        None => News::State,
-        Some((k, _)) if *k != key => News::State,
-        _ if st.unsent_left => News::State,
-        Some((_, p)) if *p != progress => News::Progress,
-        Some(_) => News::None,
-    };
-    st.cadence.set_sites(fleet.sites());
+    let content = ledger::SummaryContent::new(nodes, installers, contacts, &releases);
+    let news = st.publisher.summary_news(&content, st.last.as_ref());
+    st.publisher.set_sites(fleet.sites());
     let now_ms = st.epoch.elapsed().as_millis() as u64;
-    if !st.cadence.poll(now_ms, news) {
+    if !st.publisher.poll(now_ms, news) {
         return;
     }
     let seq = st
@@ -522,11 +445,11 @@ fn publish(net: &Net, fleet: &Fleet, st: &mut State, aggs: &[[u8; 32]], now_s: i
         at_unix_s: now_s,
         nodes,
         installers,
-        contacts: key.contacts.clone(),
-        releases: pick_releases(st, releases, now_s),
+        contacts: content.contacts().to_vec(),
+        releases: st.publisher.pick_site_releases(releases, now_s),
     };
     let signed = SignedSummary::sign(&body, &net.signing).encode();
     tracing::debug!(seq, bytes = signed.len(), ?news, "site summary");
     st.own = Some((seq, signed));
-    st.last = Some((key, progress));
+    st.last = Some(content);
 }

@@ -291,8 +291,8 @@ fn message(body: &[u8]) -> Vec<u8> {
     m
 }
 
-/// One node's record, indexed: its entries by release, and per channel its newest version
-/// installed (or, for a node that does not install, held) and since when. A ledger holds up
+/// One node's record, indexed: its entries by release, and per channel the versions it
+/// installed (or, for a node that does not install, holds) and since when. A ledger holds up
 /// to a thousand releases per node, so the figures look entries up instead of scanning.
 struct Indexed<'a> {
     installs: bool,
@@ -300,23 +300,39 @@ struct Indexed<'a> {
     at_unix_s: i64,
     node: NodeId,
     by_id: HashMap<ReleaseId, &'a ReleaseStatus>,
-    newest_done: HashMap<&'a str, (u64, i64)>,
+    /// Per channel, (version, since) of every version done.
+    done: HashMap<&'a str, Vec<(u64, i64)>>,
+}
+
+impl Indexed<'_> {
+    /// When a version of `channel` newer than `version` was first done on this node: the
+    /// time an older release counts as covered from (a node that installed v2 on time and v3
+    /// a week later had v1 covered on time).
+    fn covered_since(&self, channel: &str, version: u64) -> Option<i64> {
+        self.done
+            .get(channel)?
+            .iter()
+            .filter(|(v, _)| *v > version)
+            .map(|(_, since)| *since)
+            .min()
+    }
 }
 
 fn index<'a>(records: &[&'a StatusBody]) -> Vec<Indexed<'a>> {
     records
         .iter()
         .map(|b| {
-            let mut newest_done: HashMap<&str, (u64, i64)> = HashMap::new();
+            let mut done: HashMap<&str, Vec<(u64, i64)>> = HashMap::new();
             for r in &b.releases {
-                let done = if b.installs {
+                let is_done = if b.installs {
                     r.state == ReleaseState::Activated
                 } else {
                     r.state.has_release()
                 };
-                if done && !r.channel.is_empty() {
-                    let e = newest_done.entry(r.channel.as_str()).or_insert((0, 0));
-                    *e = (*e).max((r.version, r.since_unix_s));
+                if is_done && !r.channel.is_empty() {
+                    done.entry(r.channel.as_str())
+                        .or_default()
+                        .push((r.version, r.since_unix_s));
                 }
             }
             Indexed {
@@ -324,7 +340,7 @@ fn index<'a>(records: &[&'a StatusBody]) -> Vec<Indexed<'a>> {
                 at_unix_s: b.at_unix_s,
                 node: b.node,
                 by_id: b.releases.iter().map(|r| (r.release, r)).collect(),
-                newest_done,
+                done,
             }
         })
         .collect()
@@ -382,7 +398,8 @@ impl Facts {
     }
 }
 
-/// The figures of every release the `records` of one site name, the newest published first:
+/// The figures of every release the `records` of one site name, the newest published first
+/// ([`sort_site_releases`]):
 /// the one aggregation behind a site summary (whose aggregator picks the at most
 /// [`SUMMARY_RELEASES_MAX`] it carries) and a node's view of its own site.
 ///
@@ -399,18 +416,25 @@ pub fn site_releases(records: &[&StatusBody], silent_before: Option<i64>) -> Vec
                 .merge(&Facts::of_status(r));
         }
     }
-    let mut list: Vec<(ReleaseId, Facts)> = known.into_iter().collect();
-    list.sort_by(|a, b| {
-        b.1.published_unix_s
-            .cmp(&a.1.published_unix_s)
-            .then_with(|| a.1.channel.cmp(&b.1.channel))
-            .then(b.1.version.cmp(&a.1.version))
-            .then_with(|| a.0.cmp(&b.0))
-    });
     let indexed = index(records);
-    list.into_iter()
+    let mut out: Vec<SiteRelease> = known
+        .into_iter()
         .map(|(id, facts)| figures(&indexed, id, &facts, silent_before))
-        .collect()
+        .collect();
+    sort_site_releases(&mut out);
+    out
+}
+
+/// Sorts a site's figures as [`site_releases`] gives them: the newest published first, then
+/// by channel, version (newest first) and id.
+pub fn sort_site_releases(list: &mut [SiteRelease]) {
+    list.sort_by(|a, b| {
+        b.published_unix_s
+            .cmp(&a.published_unix_s)
+            .then_with(|| a.channel.cmp(&b.channel))
+            .then(b.version.cmp(&a.version))
+            .then_with(|| a.release.cmp(&b.release))
+    });
 }
 
 /// The figures of one release across the `records` of one site.
@@ -486,9 +510,8 @@ fn figures(
     for b in records {
         let own = b.by_id.get(&release).copied();
         let newer = (!channel.is_empty())
-            .then(|| b.newest_done.get(channel).copied())
-            .flatten()
-            .filter(|(v, _)| *v > version);
+            .then(|| b.covered_since(channel, version))
+            .flatten();
         let silent = silent_before.is_some_and(|t| b.at_unix_s < t);
         match (own, newer) {
             (Some(r), _) if r.state == ReleaseState::Activated => {
@@ -498,7 +521,7 @@ fn figures(
                     installed(r.since_unix_s, &mut out);
                 }
             }
-            (_, Some((_, since))) => {
+            (_, Some(since)) => {
                 out.covered += 1;
                 out.chunks_have += u64::from(chunks_total);
                 if b.installs {
@@ -629,6 +652,36 @@ mod tests {
         // The newest release first; both named.
         let all = site_releases(&refs, None);
         assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn an_older_release_is_covered_from_the_first_newer_install_not_the_newest() {
+        use ReleaseState::*;
+        // v1 superseded; v2 installed within the 72 hours, v3 a week later.
+        let records = [record(
+            1,
+            true,
+            vec![
+                status(1, 1, Superseded, NOW),
+                status(2, 2, Activated, NOW + 3600),
+                status(3, 3, Activated, NOW + 7 * 86_400),
+            ],
+        )];
+        let refs: Vec<&StatusBody> = records.iter().collect();
+        let facts = |version| Facts {
+            channel: "security/x".into(),
+            version,
+            published_unix_s: NOW,
+            severity: Some(Severity::Critical),
+            chunks_total: 10,
+        };
+        let v1 = site_release(&refs, ReleaseId([1; 32]), &facts(1));
+        assert_eq!(v1.covered, 1);
+        assert_eq!(v1.installed_by_deadline, 1, "covered by v2 on time");
+        assert_eq!(v1.installed_after[install_bucket(3600)], 1);
+        let v2 = site_release(&refs, ReleaseId([2; 32]), &facts(2));
+        assert_eq!(v2.count(Activated), 1);
+        assert_eq!(v2.installed_by_deadline, 1);
     }
 
     #[test]

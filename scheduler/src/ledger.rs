@@ -24,10 +24,14 @@
 //! The sender keeps [`Changes`]: when each entry last changed and how often it went out
 //! since.
 //!
-//! The daemon's record and summary publishers pick with this function; the simulator does
-//! not model ledgers yet (it will with the month scenario).
+//! [`Publisher`] puts the cadence and the pick together for one sender: the daemon's record
+//! and summary publishers and the simulator's month scenario drive it alike.
 
-use std::collections::HashMap;
+use crate::control::{Cadence, News};
+use protocol::ReleaseId;
+use protocol::status::{ReleaseState, ReleaseStatus};
+use protocol::summary::{Contact, SiteRelease};
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -122,6 +126,235 @@ impl<K: Eq + Hash + Copy, V: PartialEq> Changes<K, V> {
     }
 }
 
+/// One sender of a ledger's messages (a node's status records, a site's summaries): when
+/// the next one goes out ([`Cadence`]) and which entries it carries ([`pick`]), with what it
+/// remembers between messages ([`Changes`], the [`Rotation`], whether changes were left out
+/// for want of room).
+#[derive(Debug, Clone)]
+pub struct Publisher<K, V> {
+    cadence: Cadence,
+    changes: Changes<K, V>,
+    rotation: Rotation<K>,
+    /// Most entries a message carries.
+    cap: usize,
+    /// Most settled entries a message carries in turn.
+    rotate: usize,
+    /// Whether the last message left changes out for want of room: the next one is news.
+    unsent_left: bool,
+}
+
+impl<K: Ord + Hash + Copy, V: PartialEq> Publisher<K, V> {
+    /// A node's status records: [`Cadence::status`], up to
+    /// [`protocol::status::STATUS_RELEASES_MAX`] entries, filling the room with settled ones.
+    pub fn status() -> Self {
+        let cap = protocol::status::STATUS_RELEASES_MAX;
+        Self::new(Cadence::status(), cap, cap)
+    }
+
+    /// A site's summaries in a fleet of `sites` sites: [`Cadence::summary`], up to
+    /// [`protocol::summary::SUMMARY_RELEASES_MAX`] entries, [`SUMMARY_ROTATION`] settled
+    /// ones in turn.
+    pub fn summary(sites: usize) -> Self {
+        Self::new(
+            Cadence::summary(sites),
+            protocol::summary::SUMMARY_RELEASES_MAX,
+            SUMMARY_ROTATION,
+        )
+    }
+
+    fn new(cadence: Cadence, cap: usize, rotate: usize) -> Self {
+        Self {
+            cadence,
+            changes: Changes::default(),
+            rotation: Rotation::default(),
+            cap,
+            rotate,
+            unsent_left: false,
+        }
+    }
+
+    /// Follows the fleet's size (a summary's least interval does).
+    pub fn set_sites(&mut self, sites: usize) {
+        self.cadence.set_sites(sites);
+    }
+
+    /// What is news since the last message, given whether a state changed (an entry's
+    /// state, an entry added or gone, or the message's own fields) and whether only
+    /// progress did: the first message, and the one after a message that left changes out,
+    /// are news of state.
+    pub fn news(&self, state_changed: bool, progress_changed: bool) -> News {
+        if self.cadence.last_ms().is_none() || state_changed || self.unsent_left {
+            News::State
+        } else if progress_changed {
+            News::Progress
+        } else {
+            News::None
+        }
+    }
+
+    /// When a message with `news` may go out (see [`Cadence::due_at`]).
+    pub fn due_at(&self, news: News) -> u64 {
+        self.cadence.due_at(news)
+    }
+
+    /// Whether a message with `news` goes out at `now_ms` (a monotonic clock); if it does,
+    /// [`Publisher::pick`] must choose its entries now.
+    pub fn poll(&mut self, now_ms: u64, news: News) -> bool {
+        self.cadence.poll(now_ms, news)
+    }
+
+    /// When the last message went out.
+    pub fn last_ms(&self) -> Option<u64> {
+        self.cadence.last_ms()
+    }
+
+    /// Of every entry of the table (key, value, whether it is settled), the keys the message
+    /// going out at `now_unix_s` carries; they count as sent. A change is a value that
+    /// differs from the one noted before.
+    pub fn pick(
+        &mut self,
+        entries: impl IntoIterator<Item = (K, V, bool)>,
+        now_unix_s: i64,
+    ) -> Vec<K> {
+        let list: Vec<Entry<K>> = entries
+            .into_iter()
+            .map(|(key, value, settled)| {
+                let (changed_unix_s, sent) = self.changes.note(key, value, now_unix_s);
+                Entry {
+                    key,
+                    changed_unix_s,
+                    settled,
+                    sent,
+                }
+            })
+            .collect();
+        // Every key of the list is noted now: more noted means some left the table.
+        if self.changes.seen.len() > list.len() {
+            let named: HashSet<K> = list.iter().map(|e| e.key).collect();
+            self.changes.retain(|k| named.contains(k));
+        }
+        let picked = pick(&list, now_unix_s, self.cap, self.rotate, &mut self.rotation);
+        self.changes.sent(&picked);
+        // Changes not sent yet go first, so some were left out only if more than fit.
+        self.unsent_left = list.iter().filter(|e| e.sent == 0).count() > self.cap;
+        picked
+    }
+}
+
+impl Publisher<ReleaseId, (ReleaseState, u32)> {
+    /// The entries of a node's record going out at `now_unix_s`, of every release it
+    /// follows: a change is a new state or more chunks held; an entry is settled unless
+    /// announced or downloading.
+    pub fn pick_statuses(
+        &mut self,
+        releases: &[ReleaseStatus],
+        now_unix_s: i64,
+    ) -> Vec<ReleaseStatus> {
+        let picked = self.pick(
+            releases.iter().map(|r| {
+                (
+                    r.release,
+                    (r.state, r.chunks_have),
+                    !matches!(r.state, ReleaseState::Announced | ReleaseState::Downloading),
+                )
+            }),
+            now_unix_s,
+        );
+        let mut picked = picked;
+        picked.sort_unstable();
+        releases
+            .iter()
+            .filter(|r| picked.binary_search(&r.release).is_ok())
+            .cloned()
+            .collect()
+    }
+}
+
+/// A site summary's content as its news is judged: its state (every field but progress)
+/// and its progress (chunks held per release). A change of state is news of state; a change
+/// of progress alone, of progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryContent {
+    nodes: u32,
+    installers: u32,
+    contacts: Vec<Contact>,
+    releases: Vec<SiteRelease>,
+    progress: Vec<u64>,
+}
+
+impl SummaryContent {
+    /// The content of a summary of these figures.
+    pub fn new(
+        nodes: u32,
+        installers: u32,
+        contacts: Vec<Contact>,
+        releases: &[SiteRelease],
+    ) -> Self {
+        Self {
+            nodes,
+            installers,
+            contacts,
+            progress: releases.iter().map(|r| r.chunks_have).collect(),
+            releases: releases
+                .iter()
+                .map(|r| SiteRelease {
+                    chunks_have: 0,
+                    ..r.clone()
+                })
+                .collect(),
+        }
+    }
+
+    /// The contacts it names.
+    pub fn contacts(&self) -> &[Contact] {
+        &self.contacts
+    }
+}
+
+impl Publisher<ReleaseId, SiteRelease> {
+    /// The news of a summary of `content`, given the content of the last one that went out.
+    pub fn summary_news(&self, content: &SummaryContent, last: Option<&SummaryContent>) -> News {
+        match last {
+            None => self.news(true, false),
+            Some(l) => {
+                let state = (l.nodes, l.installers, &l.contacts, &l.releases)
+                    != (
+                        content.nodes,
+                        content.installers,
+                        &content.contacts,
+                        &content.releases,
+                    );
+                self.news(state, l.progress != content.progress)
+            }
+        }
+    }
+
+    /// The entries of a site's summary going out at `now_unix_s`, of every release the
+    /// site's ledgers name, the newest published first: a change is any figure that
+    /// differs; an entry is settled when no node of the site announces or fetches it.
+    pub fn pick_site_releases(
+        &mut self,
+        releases: Vec<SiteRelease>,
+        now_unix_s: i64,
+    ) -> Vec<SiteRelease> {
+        let settled = |r: &SiteRelease| {
+            r.count(ReleaseState::Announced) + r.count(ReleaseState::Downloading) == 0
+        };
+        let picked = self.pick(
+            releases.iter().map(|r| (r.release, r.clone(), settled(r))),
+            now_unix_s,
+        );
+        let mut picked = picked;
+        picked.sort_unstable();
+        let mut out: Vec<SiteRelease> = releases
+            .into_iter()
+            .filter(|r| picked.binary_search(&r.release).is_ok())
+            .collect();
+        out.sort_by_key(|r| std::cmp::Reverse(r.published_unix_s));
+        out
+    }
+}
+
 /// Whether an entry of a release published at `published_unix_s` (0: unknown, then
 /// `seen_unix_s`, when it was first seen) is still within [`HORIZON`] at `now_unix_s`.
 pub fn within_horizon(published_unix_s: i64, seen_unix_s: i64, now_unix_s: i64) -> bool {
@@ -177,22 +410,30 @@ pub fn pick<K: Ord + Copy>(
     if room == 0 {
         return out;
     }
-    let mut rest: Vec<K> = entries
+    // The settled keys after the last one sent in turn, in order, going round to the first:
+    // the `room` smallest above it, then the smallest from the start (no sort of the whole
+    // table: a record goes out every few seconds and a table holds hundreds).
+    let (mut after, mut before): (Vec<K>, Vec<K>) = entries
         .iter()
         .filter(|e| tier(e).is_none())
         .map(|e| e.key)
-        .collect();
-    rest.sort_unstable();
-    if rest.is_empty() {
+        .partition(|k| rotation.0.is_none_or(|last| *k > last));
+    let smallest = |v: &mut Vec<K>, n: usize| {
+        if v.len() > n {
+            v.select_nth_unstable(n);
+            v.truncate(n);
+        }
+        v.sort_unstable();
+    };
+    smallest(&mut after, room);
+    let mut turn = after;
+    if turn.len() < room {
+        smallest(&mut before, room - turn.len());
+        turn.extend(before);
+    }
+    if turn.is_empty() {
         return out;
     }
-    let start = match rotation.0 {
-        Some(last) => rest.partition_point(|k| *k <= last),
-        None => 0,
-    };
-    let turn: Vec<K> = (0..room.min(rest.len()))
-        .map(|i| rest[(start + i) % rest.len()])
-        .collect();
     rotation.0 = turn.last().copied();
     out.extend(turn);
     out

@@ -14,7 +14,7 @@
 //! A record or a summary names at most 32 releases, the ones that move or just changed and a
 //! few settled ones in turn ([`scheduler::ledger`]), so neither is the whole story. Each is
 //! merged into a ledger: per node of this site, every release its records named, the latest
-//! entry each ([`HeldRecord::merged`]); per other site, every release its summaries named,
+//! entry each ([`HeldRecord::merged`], [`merge_into`]); per other site, every release its summaries named,
 //! the latest figures each with the number of the summary that gave them. An entry a newer
 //! message does not name keeps its value; entries leave only past
 //! [`scheduler::ledger::HORIZON`] or [`scheduler::ledger::RELEASES_KEPT_MAX`]. So a release
@@ -85,6 +85,46 @@ struct HeldRecord {
     /// The latest record with every release any of the node's records named (the latest
     /// entry each) in place of its own list: what the figures are computed from.
     merged: StatusBody,
+    /// Per channel, the (published, id) of the merged entries of it: what the figures of a
+    /// channel need ([`OwnFigures`]).
+    by_channel: HashMap<String, Vec<(i64, ReleaseId)>>,
+}
+
+impl HeldRecord {
+    /// The node's ledger with only the entries of `channels` (and those of no channel).
+    fn only_channels(&self, channels: &HashSet<String>) -> StatusBody {
+        let order = |x: &ReleaseStatus, published: i64, id: &ReleaseId| {
+            published.cmp(&x.published_unix_s).then(x.release.cmp(id))
+        };
+        let mut releases = Vec::new();
+        for c in channels.iter().map(String::as_str).chain([""]) {
+            for (published, id) in self.by_channel.get(c).into_iter().flatten() {
+                let list = &self.merged.releases;
+                if let Ok(i) = list.binary_search_by(|x| order(x, *published, id)) {
+                    releases.push(list[i].clone());
+                }
+            }
+        }
+        StatusBody {
+            node: self.merged.node,
+            site: String::new(),
+            installs: self.merged.installs,
+            seq: self.merged.seq,
+            at_unix_s: self.merged.at_unix_s,
+            releases,
+        }
+    }
+}
+
+/// A node's entries by channel ([`HeldRecord::by_channel`]).
+fn channel_index(merged: &StatusBody) -> HashMap<String, Vec<(i64, ReleaseId)>> {
+    let mut out: HashMap<String, Vec<(i64, ReleaseId)>> = HashMap::new();
+    for r in &merged.releases {
+        out.entry(r.channel.clone())
+            .or_default()
+            .push((r.published_unix_s, r.release));
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -111,10 +151,39 @@ struct Inner {
     /// the site's records and figures its own site from them; every other node figures it
     /// from that summary.
     aggregating: bool,
+    /// This site's figures as last made from the records, and what changed since.
+    own_figures: OwnFigures,
     dirty_records: HashSet<NodeId>,
     dirty_summaries: HashSet<String>,
     /// Per release: (unix s, nodes done fleet-wide) samples, oldest first.
     history: HashMap<ReleaseId, VecDeque<(i64, u64)>>,
+}
+
+/// A site's figures from its records, kept between summaries: an aggregator publishes every
+/// few seconds while a release moves, and figuring every release of a month across every
+/// node each time cost more than everything else it does (the month scenario measured it).
+/// A new record changes the figures of its entries' channels only ([`merge_into`] says
+/// which); a node turning silent, or back, and entries leaving a ledger change any.
+#[derive(Debug)]
+struct OwnFigures {
+    figures: HashMap<ReleaseId, SiteRelease>,
+    /// Channels whose entries changed since the figures were made.
+    dirty: HashSet<String>,
+    /// Every figure must be made again.
+    all: bool,
+    /// The nodes that were silent when the figures were made.
+    silent: Vec<NodeId>,
+}
+
+impl Default for OwnFigures {
+    fn default() -> Self {
+        Self {
+            figures: HashMap::new(),
+            dirty: HashSet::new(),
+            all: true,
+            silent: Vec::new(),
+        }
+    }
 }
 
 /// This node's view of the fleet: its site's records and the other sites' summaries.
@@ -509,12 +578,20 @@ impl Fleet {
                 let Some(entries) = decode_node_ledger(bytes) else {
                     continue;
                 };
+                let mut merged = StatusBody {
+                    releases: Vec::new(),
+                    ..held.body.clone()
+                };
                 let old = StatusBody {
                     releases: entries,
                     ..held.body.clone()
                 };
-                held.merged = merge_record(Some(&old), &held.body);
+                merge_into(&mut merged, &old);
+                merge_into(&mut merged, &held.body);
+                held.by_channel = channel_index(&merged);
+                held.merged = merged;
             }
+            inner.own_figures.all = true;
             for (site, bytes) in &stored.site_ledgers {
                 let held = if *site == fleet.site {
                     inner.own_summary.is_some()
@@ -546,6 +623,13 @@ impl Fleet {
     /// the one held. Returns the body kept.
     pub fn offer_record(&self, bytes: &[u8]) -> Result<StatusBody, OfferError> {
         let body = SignedStatus::decode(bytes)?.verify()?;
+        self.keep_record(body, bytes.to_vec())
+    }
+
+    /// [`Fleet::offer_record`] for a record whose signature was checked already (`signed`:
+    /// its bytes as they came, served to members that ask; the simulator, which makes the
+    /// bodies itself, passes none).
+    pub fn keep_record(&self, body: StatusBody, signed: Vec<u8>) -> Result<StatusBody, OfferError> {
         if body.site != self.site {
             return Err(OfferError::OtherSite(body.site));
         }
@@ -556,13 +640,32 @@ impl Fleet {
             _ => {}
         }
         inner.dirty_records.insert(body.node);
-        let merged = merge_record(inner.records.get(&body.node).map(|h| &h.merged), &body);
+        let (mut merged, mut by_channel) = inner
+            .records
+            .remove(&body.node)
+            .map(|h| (h.merged, h.by_channel))
+            .unwrap_or_else(|| {
+                let empty = StatusBody {
+                    releases: Vec::new(),
+                    ..body.clone()
+                };
+                (empty, HashMap::new())
+            });
+        let merge = merge_into(&mut merged, &body);
+        if merge.moved {
+            by_channel = channel_index(&merged);
+        }
+        match merge.channels {
+            Some(channels) => inner.own_figures.dirty.extend(channels),
+            None => inner.own_figures.all = true,
+        }
         inner.records.insert(
             body.node,
             HeldRecord {
                 body: body.clone(),
-                signed: bytes.to_vec(),
+                signed,
                 merged,
+                by_channel,
             },
         );
         Ok(body)
@@ -813,14 +916,51 @@ impl Fleet {
     /// The figures of this site's records for a summary at `now_unix_s`: nodes, installing
     /// nodes, releases (a node with no record for [`SILENT_AFTER`] counted silent).
     pub fn own_figures(&self, now_unix_s: i64) -> (u32, u32, Vec<SiteRelease>) {
-        let inner = lock(&self.inner);
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let before = silent_before(inner, now_unix_s);
         let bodies: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
         let installers = bodies.iter().filter(|b| b.installs).count() as u32;
-        (
-            bodies.len() as u32,
-            installers,
-            site_releases(&bodies, Some(silent_before(&inner, now_unix_s))),
-        )
+        let mut silent: Vec<NodeId> = bodies
+            .iter()
+            .filter(|b| b.at_unix_s < before)
+            .map(|b| b.node)
+            .collect();
+        silent.sort_unstable();
+        let cache = &mut inner.own_figures;
+        if cache.all || silent != cache.silent {
+            cache.figures = site_releases(&bodies, Some(before))
+                .into_iter()
+                .map(|r| (r.release, r))
+                .collect();
+        } else if !cache.dirty.is_empty() {
+            // The figures of the changed channels, from each node's entries of them. An
+            // entry of no channel (its node refused the release) counts with the entries of
+            // the release's channel: that channel is made again too.
+            let mut dirty = std::mem::take(&mut cache.dirty);
+            for h in inner.records.values() {
+                for (_, id) in h.by_channel.get("").into_iter().flatten() {
+                    if let Some(f) = cache.figures.get(id).filter(|f| !f.channel.is_empty()) {
+                        dirty.insert(f.channel.clone());
+                    }
+                }
+            }
+            let parts: Vec<StatusBody> = inner
+                .records
+                .values()
+                .map(|h| h.only_channels(&dirty))
+                .collect();
+            let refs: Vec<&StatusBody> = parts.iter().collect();
+            for r in site_releases(&refs, Some(before)) {
+                cache.figures.insert(r.release, r);
+            }
+        }
+        cache.all = false;
+        cache.dirty.clear();
+        cache.silent = silent;
+        let mut out: Vec<SiteRelease> = cache.figures.values().cloned().collect();
+        protocol::summary::sort_site_releases(&mut out);
+        (bodies.len() as u32, installers, out)
     }
 
     /// The records, summaries and ledgers changed since the last call, to be written to the
@@ -1265,32 +1405,81 @@ pub fn sort_for_report(releases: &mut [ReleaseFacts]) {
     });
 }
 
-/// `held` (a node's ledger, as a record) with the entries of `body` merged in: the latest
-/// record's metadata, every release either names (the newer record's entry where both do),
-/// less those [`ledger::evict`] drops at the record's time.
-fn merge_record(held: Option<&StatusBody>, body: &StatusBody) -> StatusBody {
-    let mut by_id: HashMap<ReleaseId, &ReleaseStatus> = held
-        .map(|h| h.releases.iter().map(|r| (r.release, r)).collect())
-        .unwrap_or_default();
-    for r in &body.releases {
-        by_id.insert(r.release, r);
-    }
-    let keys: Vec<(ReleaseId, i64, i64)> = by_id
-        .values()
-        .map(|r| (r.release, r.published_unix_s, r.since_unix_s))
-        .collect();
-    for gone in ledger::evict(&keys, body.at_unix_s) {
-        by_id.remove(&gone);
-    }
-    let mut releases: Vec<ReleaseStatus> = by_id.into_values().cloned().collect();
-    releases.sort_by(|a, b| {
+/// What [`merge_into`] changed.
+struct Merge {
+    /// The channels whose entries changed, or `None` if entries left the ledger (any figure
+    /// may change).
+    channels: Option<HashSet<String>>,
+    /// Whether entries were added, left, or changed channel or publishing time (the
+    /// channel index must be made again).
+    moved: bool,
+}
+
+/// Merges `body` into `merged` (a node's ledger, as a record): the record's metadata, and
+/// each entry it names in place of the one held (the entries stay sorted newest published
+/// first), less those [`ledger::evict`] drops at the record's time.
+fn merge_into(merged: &mut StatusBody, body: &StatusBody) -> Merge {
+    merged.node = body.node;
+    merged.site.clone_from(&body.site);
+    merged.installs = body.installs;
+    merged.seq = body.seq;
+    merged.at_unix_s = body.at_unix_s;
+    let order = |a: &ReleaseStatus, b: &ReleaseStatus| {
         b.published_unix_s
             .cmp(&a.published_unix_s)
             .then(a.release.cmp(&b.release))
-    });
-    StatusBody {
-        releases,
-        ..body.clone()
+    };
+    let list = &mut merged.releases;
+    let mut changed = HashSet::new();
+    let mut moved = false;
+    for r in &body.releases {
+        match list.binary_search_by(|x| order(x, r)) {
+            Ok(i) => {
+                if list[i] != *r {
+                    if list[i].channel != r.channel {
+                        changed.insert(list[i].channel.clone());
+                        moved = true;
+                    }
+                    changed.insert(r.channel.clone());
+                    list[i] = r.clone();
+                }
+            }
+            Err(i) => {
+                changed.insert(r.channel.clone());
+                moved = true;
+                match list.iter().position(|x| x.release == r.release) {
+                    // Held under another publishing time: moved to its place.
+                    Some(j) => {
+                        changed.insert(list.remove(j).channel);
+                        let i = list.binary_search_by(|x| order(x, r)).unwrap_or_else(|i| i);
+                        list.insert(i, r.clone());
+                    }
+                    None => list.insert(i, r.clone()),
+                }
+            }
+        }
+    }
+    let stale = list.len() > ledger::RELEASES_KEPT_MAX
+        || list
+            .iter()
+            .any(|r| !ledger::within_horizon(r.published_unix_s, r.since_unix_s, body.at_unix_s));
+    if stale {
+        let keys: Vec<(ReleaseId, i64, i64)> = list
+            .iter()
+            .map(|r| (r.release, r.published_unix_s, r.since_unix_s))
+            .collect();
+        let gone: HashSet<ReleaseId> = ledger::evict(&keys, body.at_unix_s).into_iter().collect();
+        if !gone.is_empty() {
+            list.retain(|r| !gone.contains(&r.release));
+            return Merge {
+                channels: None,
+                moved: true,
+            };
+        }
+    }
+    Merge {
+        channels: Some(changed),
+        moved,
     }
 }
 

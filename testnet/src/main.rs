@@ -60,6 +60,17 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Simulate a month of releases across a fleet (testnet/scenarios/month/): which
+    /// versions endpoints install, their status records and site summaries, all with the
+    /// product's code; then one node's compliance report, compared release by release with
+    /// what every endpoint did. Exits 1 if any row or 72-hour verdict is wrong.
+    Month {
+        /// Month scenario TOML.
+        scenario: PathBuf,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -75,6 +86,16 @@ fn main() {
             std::process::exit(1);
         }
         return;
+    }
+    if let Cmd::Month { scenario, json } = &cli.command {
+        match month(scenario, json.as_deref()) {
+            Ok(true) => return,
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("testnet: error: {e:#}");
+                std::process::exit(1);
+            }
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,7 +113,9 @@ fn main() {
                 json,
                 fleet_view,
             } => run(Scenario::load(&scenario)?, keep, json, false, fleet_view).await,
-            Cmd::Sim { .. } => unreachable!("handled before the runtime starts"),
+            Cmd::Sim { .. } | Cmd::Month { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     if let Err(e) = result {
@@ -205,6 +228,25 @@ fn sim(
         );
     }
     Ok(())
+}
+
+/// `testnet month`: runs the scenario, prints the figures; false if the report is not exact.
+fn month(path: &std::path::Path, json: Option<&std::path::Path>) -> anyhow::Result<bool> {
+    let scenario = testnet::sim::month::MonthScenario::load(path)?;
+    eprintln!(
+        "simulating {}: {} sites of {} endpoints, {} releases over {} days",
+        scenario.name, scenario.sites, scenario.nodes_per_site, scenario.releases, scenario.days
+    );
+    let report = testnet::sim::month::run(&scenario, |done, all| {
+        if done % 50 == 0 || done == all {
+            eprintln!("  {done}/{all} sites");
+        }
+    })?;
+    println!("{}", report.table());
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(report.exact())
 }
 
 async fn distribute_with_bars(fleet: &Fleet, version: u64) -> anyhow::Result<Distribution> {

@@ -157,6 +157,16 @@ impl SiteSpec {
     }
 }
 
+/// Reads a scenario file with `parse`; an error names the file.
+pub fn load_with<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Mbit/s to bytes/s.
 pub fn mbit(m: f64) -> f64 {
     m * 1e6 / 8.0
@@ -165,9 +175,7 @@ pub fn mbit(m: f64) -> f64 {
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        crate::scenario::load_with(path, Self::parse)
     }
 
     /// Parses and checks scenario text.

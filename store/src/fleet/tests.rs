@@ -686,3 +686,61 @@ fn a_node_without_a_record_for_the_bound_is_silent_unless_it_applied_the_release
         .unwrap();
     assert_eq!(fleet.report(&R1, None, NOW).states.silent, 0);
 }
+
+/// The site's figures kept between summaries (only the changed channels made again) are
+/// always the figures made from every ledger from scratch: through new nodes, entries that
+/// change state or lose their channel, nodes that turn silent and come back.
+#[test]
+fn kept_figures_equal_figures_made_from_scratch() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let fleet = Fleet::new("branch");
+    fleet.set_silent_after(std::time::Duration::from_secs(900));
+    let states = [
+        ReleaseState::Announced,
+        ReleaseState::Downloading,
+        ReleaseState::Complete,
+        ReleaseState::Activated,
+        ReleaseState::Failed,
+        ReleaseState::Superseded,
+    ];
+    let mut seq = [0u64; 8];
+    let mut clock = NOW;
+    for step in 0..3000 {
+        clock += rng.random_range(0..200);
+        let k = rng.random_range(0..8usize);
+        seq[k] += 1;
+        let releases: Vec<ReleaseStatus> = (0..rng.random_range(0..4))
+            .map(|_| {
+                let id = rng.random_range(0..12u8);
+                let mut r = rel(
+                    ReleaseId([id; 32]),
+                    u64::from(id % 4) + 1,
+                    states[rng.random_range(0..states.len())],
+                    clock - rng.random_range(0..3600),
+                );
+                // Three channels of four versions; now and then a node that does not know
+                // a release's channel (it refused it).
+                r.channel = if rng.random_range(0..20) == 0 {
+                    String::new()
+                } else {
+                    format!("security/c{}", id % 3)
+                };
+                r
+            })
+            .collect();
+        let b = StatusBody {
+            at_unix_s: clock,
+            ..body(k as u8 + 1, "branch", k % 3 != 0, seq[k], releases)
+        };
+        fleet.keep_record(b, Vec::new()).unwrap();
+        if step % 2 == 0 {
+            let now = clock + rng.random_range(0..2000);
+            let (_, _, kept) = fleet.own_figures(now);
+            let inner = lock(&fleet.inner);
+            let bodies: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
+            let fresh = site_releases(&bodies, Some(silent_before(&inner, now)));
+            assert_eq!(kept, fresh, "step {step}");
+        }
+    }
+}

@@ -11,6 +11,7 @@
 pub mod control;
 pub mod engine;
 pub mod fluid;
+pub mod month;
 pub mod report;
 pub mod scenario;
 

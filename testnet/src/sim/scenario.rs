@@ -338,9 +338,7 @@ pub struct SiteLinks {
 impl SimScenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        crate::scenario::load_with(path, Self::parse)
     }
 
     /// Parses and checks scenario text.

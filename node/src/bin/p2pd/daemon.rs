@@ -250,27 +250,20 @@ async fn publish_status(
     site: String,
     installs: bool,
 ) {
-    use protocol::status::{
-        ReleaseState, ReleaseStatus, STATUS_RELEASES_MAX, SignedStatus, StatusBody,
-    };
-    use scheduler::control::{Cadence, News, STATUS_CHECK};
+    use protocol::status::{ReleaseState, ReleaseStatus, SignedStatus, StatusBody};
+    use scheduler::control::STATUS_CHECK;
     use scheduler::ledger;
     let node = NodeId(key.verifying_key().to_bytes());
     let mut tick = tokio::time::interval(STATUS_CHECK);
     let epoch = std::time::Instant::now();
     let mut since: std::collections::HashMap<protocol::ReleaseId, (ReleaseState, i64)> =
         std::collections::HashMap::new();
-    let mut cadence = Cadence::status();
     let mut last: Option<Vec<ReleaseStatus>> = None;
-    // When each release's entry last moved (state or chunks held) and how often it went out
-    // since, and the turn of settled ones: a record carries changes not sent yet, the moving
-    // and the recently changed, then others in turn (scheduler::ledger::pick), and the
+    // When a record goes out, and which releases it carries: changes not sent yet, the
+    // moving and the recently changed, then others in turn (scheduler::ledger); the
     // aggregators merge records into each node's ledger.
-    let mut changes: ledger::Changes<protocol::ReleaseId, (ReleaseState, u32)> =
-        ledger::Changes::default();
-    let mut rotation = ledger::Rotation::default();
-    // Whether the last record left changes out for want of room: the next one is news.
-    let mut unsent_left = false;
+    let mut publisher: ledger::Publisher<protocol::ReleaseId, (ReleaseState, u32)> =
+        ledger::Publisher::status();
     let mut seq = 0u64;
     // The latest record, and the aggregators that have it.
     let mut record: Option<Vec<u8>> = None;
@@ -304,56 +297,22 @@ async fn publish_status(
                     .all(|(x, y)| (x.release, x.state, &x.error) == (y.release, y.state, &y.error))
         };
         let news = match &last {
-            None => News::State,
-            Some(prev) if !same_states(prev, &releases) => News::State,
-            Some(_) if unsent_left => News::State,
-            Some(prev) if *prev != releases => News::Progress,
-            Some(_) => News::None,
+            None => publisher.news(true, false),
+            Some(prev) => publisher.news(!same_states(prev, &releases), *prev != releases),
         };
-        if !cadence.poll(epoch.elapsed().as_millis() as u64, news) {
+        if !publisher.poll(epoch.elapsed().as_millis() as u64, news) {
             continue;
         }
         // Above every earlier number, across restarts too (the clock), and never equal.
         seq = (seq + 1).max(u64::try_from(now.as_millisecond()).unwrap_or(0));
-        let entries: Vec<ledger::Entry<protocol::ReleaseId>> = releases
-            .iter()
-            .map(|r| {
-                let (changed_unix_s, sent) =
-                    changes.note(r.release, (r.state, r.chunks_have), now.as_second());
-                ledger::Entry {
-                    key: r.release,
-                    changed_unix_s,
-                    settled: !matches!(
-                        r.state,
-                        ReleaseState::Announced | ReleaseState::Downloading
-                    ),
-                    sent,
-                }
-            })
-            .collect();
-        changes.retain(|id| since.contains_key(id));
-        let picked = ledger::pick(
-            &entries,
-            now.as_second(),
-            STATUS_RELEASES_MAX,
-            STATUS_RELEASES_MAX,
-            &mut rotation,
-        );
-        changes.sent(&picked);
-        unsent_left = entries
-            .iter()
-            .any(|e| e.sent == 0 && !picked.contains(&e.key));
+        let picked = publisher.pick_statuses(&releases, now.as_second());
         let body = StatusBody {
             node,
             site: site.clone(),
             installs,
             seq,
             at_unix_s: now.as_second(),
-            releases: releases
-                .iter()
-                .filter(|r| picked.contains(&r.release))
-                .cloned()
-                .collect(),
+            releases: picked,
         };
         let signed = SignedStatus::sign(&body, &key).encode();
         if let Err(e) = state.fleet.offer_record(&signed) {
