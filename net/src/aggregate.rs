@@ -81,6 +81,9 @@ struct State {
     epoch: Instant,
     /// When this node (not first) last asked its aggregator for summaries.
     pulled: Option<Instant>,
+    /// How far this node read its aggregator's ledgers: the aggregator, its numbering and
+    /// the point reached ([`refresh`]).
+    ledger_read: Option<([u8; 32], u64, u64)>,
 }
 
 impl Default for State {
@@ -95,6 +98,7 @@ impl Default for State {
             asked: HashMap::new(),
             epoch: Instant::now(),
             pulled: None,
+            ledger_read: None,
         }
     }
 }
@@ -390,7 +394,38 @@ pub async fn refresh(net: &Arc<Net>) {
         }
         Err(e) => tracing::debug!(peer = %first.id, error = %e, "summaries not fetched"),
     }
+    // The history: every entry of the aggregator's ledgers that changed since the last
+    // read, a page at a time, so a member that shows the fleet rarely, or just came, has
+    // the figures of every release the aggregator heard of, not only what the latest
+    // summaries carry.
+    let (mut epoch, mut after) = match lock(&net.aggregate.0).ledger_read {
+        Some((agg, epoch, after)) if agg == first.node_key => (epoch, after),
+        _ => (0, 0),
+    };
+    for _ in 0..LEDGER_PAGES_PER_REFRESH {
+        match first.request_ledger(epoch, after).await {
+            Ok(page) => {
+                let fleet = fleet.clone();
+                let more = page.more;
+                (epoch, after) = (page.epoch, page.through);
+                let _ = tokio::task::spawn_blocking(move || fleet.merge_ledger_page(&page)).await;
+                lock(&net.aggregate.0).ledger_read = Some((first.node_key, epoch, after));
+                if !more {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = %first.id, error = %e, "ledger not fetched");
+                break;
+            }
+        }
+    }
 }
+
+/// Most ledger pages a member reads in one refresh (each at most
+/// [`protocol::wire::SITE_RECORDS_BYTES_MAX`]): a month of a 500-site fleet's history is
+/// about 30 MiB, read once; after that a page holds what changed since the last read.
+const LEDGER_PAGES_PER_REFRESH: usize = 16;
 
 /// Sends `to` these summaries, several to a message.
 fn send_batches(to: &Peer, summaries: impl IntoIterator<Item = Vec<u8>>) {

@@ -428,6 +428,35 @@ impl Peer {
         self.request_list(Request::Summaries).await
     }
 
+    /// Asks its site's aggregator for the entries of its ledgers changed after `after` in
+    /// its numbering `epoch` (each checked by the decoder).
+    pub async fn request_ledger(
+        &self,
+        epoch: u64,
+        after: u64,
+    ) -> Result<protocol::summary::LedgerPage, RequestError> {
+        let req = Request::Ledger { epoch, after };
+        let work = async {
+            let (mut send, mut recv) = self.conn.open_bi().await?;
+            match self.exchange(&mut send, &mut recv, &req).await? {
+                ReplyHeader::Records { len } => {
+                    let mut buf = vec![0u8; len as usize];
+                    recv.read_exact(&mut buf)
+                        .await
+                        .map_err(|e| RequestError::Transport(e.to_string()))?;
+                    protocol::summary::LedgerPage::decode(&buf)
+                        .map_err(|e| RequestError::Protocol(e.to_string()))
+                }
+                ReplyHeader::NotFound => Err(RequestError::NotFound),
+                ReplyHeader::Busy => Err(RequestError::Busy),
+                _ => Err(RequestError::Protocol("not a ledger page".into())),
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| RequestError::Timeout)?
+    }
+
     async fn request_list(&self, req: Request) -> Result<Vec<Vec<u8>>, RequestError> {
         let work = async {
             let (mut send, mut recv) = self.conn.open_bi().await?;
@@ -885,6 +914,7 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
     match req {
         Request::Chunk(id) => serve_chunk(net, peer, id, send).await,
         Request::SiteRecords | Request::Summaries => serve_records(net, &req, send).await,
+        Request::Ledger { epoch, after } => serve_ledger(net, peer, epoch, after, send).await,
         Request::Manifest(release) => serve_manifest(net, release, send).await,
     }
 }
@@ -979,6 +1009,42 @@ async fn serve_records(net: &Arc<Net>, req: &Request, mut send: SendStream) {
     };
     if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok() {
         let _ = send.finish();
+    }
+    drop(permit);
+}
+
+/// Serves a page of this node's site ledgers to a member of its site (another site's node
+/// gets nothing: the page is up to megabytes, for the LAN).
+async fn serve_ledger(
+    net: &Arc<Net>,
+    peer: &Arc<Peer>,
+    epoch: u64,
+    after: u64,
+    mut send: SendStream,
+) {
+    let fleet = match net.fleet.get() {
+        Some(f) if peer.class == Class::Lan => f.clone(),
+        _ => return reply_empty(&mut send, ReplyHeader::NotFound).await,
+    };
+    let Some(permit) = serve_slot(net, &mut send).await else {
+        return;
+    };
+    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+    let max = wire::SITE_RECORDS_BYTES_MAX;
+    let page =
+        tokio::task::spawn_blocking(move || fleet.ledger_page(epoch, after, now_ms, max).encode())
+            .await;
+    match page {
+        Ok(bytes) => {
+            let header = ReplyHeader::Records {
+                len: bytes.len() as u32,
+            };
+            if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok()
+            {
+                let _ = send.finish();
+            }
+        }
+        Err(_) => reply_empty(&mut send, ReplyHeader::NotFound).await,
     }
     drop(permit);
 }

@@ -205,35 +205,94 @@ impl SummaryBody {
             return Err(StatusError::Invalid("too many releases"));
         }
         for r in &self.releases {
-            if r.states.len() != ReleaseState::ALL.len() {
-                return Err(StatusError::Invalid("state counts"));
-            }
-            if u64::from(r.known()) > u64::from(self.nodes)
-                || r.installed_after.iter().map(|&n| u64::from(n)).sum::<u64>()
-                    > u64::from(self.installers)
-                || r.installed_after.len() > INSTALL_BUCKETS
-                || u64::from(r.installed_by_deadline) > u64::from(self.installers)
-            {
-                return Err(StatusError::Invalid("more nodes counted than the site has"));
-            }
-            if r.chunks_have > u64::from(r.chunks_total) * u64::from(self.nodes) {
-                return Err(StatusError::Invalid(
-                    "more chunks held than the site can hold",
-                ));
-            }
-            if !r.channel.is_empty() && !crate::manifest::is_valid_channel(&r.channel) {
-                return Err(StatusError::Invalid("channel name"));
-            }
-            if r.failed.len() > SUMMARY_FAILED_MAX
-                || r.failed.len() as u32 > r.count(ReleaseState::Failed)
-                || r.failed
-                    .iter()
-                    .any(|f| f.error.len() > STATUS_ERROR_BYTES_MAX)
-            {
-                return Err(StatusError::Invalid("failed nodes"));
-            }
+            r.check(self.nodes, self.installers)?;
         }
         Ok(())
+    }
+}
+
+impl SiteRelease {
+    /// Checks the figures against a site of `nodes` nodes, `installers` of which install.
+    pub fn check(&self, nodes: u32, installers: u32) -> Result<(), StatusError> {
+        let r = self;
+        if r.states.len() != ReleaseState::ALL.len() {
+            return Err(StatusError::Invalid("state counts"));
+        }
+        if u64::from(r.known()) > u64::from(nodes)
+            || r.installed_after.iter().map(|&n| u64::from(n)).sum::<u64>() > u64::from(installers)
+            || r.installed_after.len() > INSTALL_BUCKETS
+            || u64::from(r.installed_by_deadline) > u64::from(installers)
+        {
+            return Err(StatusError::Invalid("more nodes counted than the site has"));
+        }
+        if r.chunks_have > u64::from(r.chunks_total) * u64::from(nodes) {
+            return Err(StatusError::Invalid(
+                "more chunks held than the site can hold",
+            ));
+        }
+        if !r.channel.is_empty() && !crate::manifest::is_valid_channel(&r.channel) {
+            return Err(StatusError::Invalid("channel name"));
+        }
+        if r.failed.len() > SUMMARY_FAILED_MAX
+            || r.failed.len() as u32 > r.count(ReleaseState::Failed)
+            || r.failed
+                .iter()
+                .any(|f| f.error.len() > STATUS_ERROR_BYTES_MAX)
+        {
+            return Err(StatusError::Invalid("failed nodes"));
+        }
+        Ok(())
+    }
+}
+
+/// One entry of a site's ledger as the site's first aggregator hands it to a member of its
+/// site ([`LedgerPage`]): a member that shows the fleet rarely, or just joined, learns every
+/// release's figures the aggregator merged from summaries it never heard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The site.
+    pub site: String,
+    /// The number of the summary that gave the figures (for this site's own figures, the
+    /// aggregator's clock in milliseconds when it made them).
+    pub seq: u64,
+    /// The figures.
+    pub figures: SiteRelease,
+}
+
+/// The entries of an aggregator's ledgers that changed after a point, oldest change first
+/// (`protocol::wire::Request::Ledger`). The points are the aggregator's own numbering, which
+/// starts again when it restarts (`epoch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerPage {
+    /// Which numbering `through` is in: another epoch than the one asked for means the
+    /// page starts from the beginning.
+    pub epoch: u64,
+    /// The point the page reaches: ask again after it.
+    pub through: u64,
+    /// Whether more changed entries are left for the next page.
+    pub more: bool,
+    /// The entries.
+    pub entries: Vec<LedgerEntry>,
+}
+
+impl LedgerPage {
+    /// The page's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a page from the network, bounded, with every entry checked (a site's
+    /// figures against the most nodes a site may have).
+    pub fn decode(bytes: &[u8]) -> Result<Self, StatusError> {
+        let page: Self =
+            codec::decode::<_, { crate::wire::SITE_RECORDS_BYTES_MAX }>(bytes, "ledger page")?;
+        for e in &page.entries {
+            if !valid_name(&e.site) {
+                return Err(StatusError::Invalid("site name"));
+            }
+            e.figures.check(SITE_NODES_MAX, SITE_NODES_MAX)?;
+        }
+        Ok(page)
     }
 }
 

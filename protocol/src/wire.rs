@@ -479,6 +479,16 @@ pub enum Request {
     /// if it is the site's aggregator, then the other sites'. A member asks its site's
     /// aggregator when it shows the fleet.
     Summaries,
+    /// The entries of the server's site ledgers that changed after `after` in its numbering
+    /// `epoch` (another epoch: from the start): an encoded
+    /// [`crate::summary::LedgerPage`] follows the [`ReplyHeader::Records`] header. A member
+    /// asks its site's first aggregator, so its ledgers hold what the aggregator heard.
+    Ledger {
+        /// The numbering the member's point is in.
+        epoch: u64,
+        /// The point the member reached.
+        after: u64,
+    },
 }
 
 impl Request {
@@ -504,7 +514,8 @@ pub enum ReplyHeader {
         len: u32,
     },
     /// `len` bytes of an encoded list of signed records or summaries follow (for
-    /// [`Request::SiteRecords`] and [`Request::Summaries`]).
+    /// [`Request::SiteRecords`] and [`Request::Summaries`]), or of a ledger page (for
+    /// [`Request::Ledger`]).
     Records {
         /// Length of the encoded list.
         len: u32,
@@ -523,8 +534,10 @@ impl ReplyHeader {
             (Self::Chunk { len }, Request::Chunk(_)) if len <= CHUNK_BYTES_MAX => {}
             (Self::Manifest { len }, Request::Manifest(_))
                 if len as usize <= crate::envelope::ENVELOPE_BYTES_MAX => {}
-            (Self::Records { len }, Request::SiteRecords | Request::Summaries)
-                if len as usize <= SITE_RECORDS_BYTES_MAX => {}
+            (
+                Self::Records { len },
+                Request::SiteRecords | Request::Summaries | Request::Ledger { .. },
+            ) if len as usize <= SITE_RECORDS_BYTES_MAX => {}
             (Self::NotFound | Self::Busy, _) => {}
             _ => return Err(WireError::Invalid("reply does not fit the request")),
         }

@@ -30,8 +30,8 @@
 use protocol::status::ReleaseStatus;
 use protocol::status::{ReleaseState, SignedStatus, StatusBody, StatusError};
 use protocol::summary::{
-    CRITICAL_DEADLINE_S, Facts, SignedSummary, SiteIndex, SiteRelease, SummaryBody,
-    install_bucket_end_s, site_release, site_releases,
+    CRITICAL_DEADLINE_S, Facts, LedgerEntry, LedgerPage, SignedSummary, SiteIndex, SiteRelease,
+    SummaryBody, install_bucket_end_s, site_release, site_releases,
 };
 use protocol::{NodeId, ReleaseId};
 use scheduler::ledger;
@@ -133,8 +133,10 @@ struct HeldSummary {
     signed: Vec<u8>,
 }
 
-/// Per release of another site: the figures and the number of the summary that gave them.
-type SiteLedger = HashMap<ReleaseId, (u64, SiteRelease)>;
+/// Per release of another site: the number of the summary that gave its figures, the
+/// figures, and the point in this node's numbering at which they changed
+/// ([`Fleet::ledger_page`]).
+type SiteLedger = HashMap<ReleaseId, (u64, SiteRelease, u64)>;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -153,6 +155,8 @@ struct Inner {
     aggregating: bool,
     /// This site's figures as last made from the records, and what changed since.
     own_figures: OwnFigures,
+    /// The last point of this node's numbering of ledger changes ([`Fleet::ledger_page`]).
+    generation: u64,
     dirty_records: HashSet<NodeId>,
     dirty_summaries: HashSet<String>,
     /// Per release: (unix s, nodes done fleet-wide) samples, oldest first.
@@ -173,6 +177,8 @@ struct OwnFigures {
     all: bool,
     /// The nodes that were silent when the figures were made.
     silent: Vec<NodeId>,
+    /// Per release, the point of the ledger numbering at which its figures last changed.
+    changed: HashMap<ReleaseId, u64>,
 }
 
 impl Default for OwnFigures {
@@ -182,6 +188,7 @@ impl Default for OwnFigures {
             dirty: HashSet::new(),
             all: true,
             silent: Vec::new(),
+            changed: HashMap::new(),
         }
     }
 }
@@ -190,6 +197,9 @@ impl Default for OwnFigures {
 #[derive(Debug)]
 pub struct Fleet {
     site: String,
+    /// This run's numbering of ledger changes ([`Fleet::ledger_page`]): a member that asks
+    /// with another epoch gets every entry again.
+    epoch: u64,
     inner: Mutex<Inner>,
 }
 
@@ -549,9 +559,17 @@ fn newest_within<'a>(
 impl Fleet {
     /// An empty view for a node of `site`.
     pub fn new(site: &str) -> Self {
+        // Any number that differs between runs: the clock's nanoseconds and this table's
+        // address.
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let inner = Mutex::new(Inner::default());
+        let epoch = clock ^ (&inner as *const _ as u64).rotate_left(32);
         Self {
             site: site.to_owned(),
-            inner: Mutex::new(Inner::default()),
+            epoch,
+            inner,
         }
     }
 
@@ -570,7 +588,8 @@ impl Fleet {
             }
         }
         {
-            let mut inner = lock(&fleet.inner);
+            let mut guard = lock(&fleet.inner);
+            let inner = &mut *guard;
             for (node, bytes) in &stored.node_ledgers {
                 let Some(held) = inner.records.get_mut(node) else {
                     continue;
@@ -606,7 +625,7 @@ impl Fleet {
                 };
                 let ledger = inner.ledgers.entry(site.clone()).or_default();
                 for (seq, r) in entries {
-                    merge_site_entry(ledger, seq, r);
+                    merge_site_entry(ledger, seq, r, &mut inner.generation);
                 }
             }
         }
@@ -728,7 +747,8 @@ impl Fleet {
                 i64::try_from(body.seq / 1000).unwrap_or(i64::MAX) - now_unix_s,
             ));
         }
-        let mut inner = lock(&self.inner);
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
         let own = body.site == self.site;
         let held = if own {
             inner.own_summary.as_ref()
@@ -743,11 +763,11 @@ impl Fleet {
         inner.dirty_summaries.insert(body.site.clone());
         let ledger = inner.ledgers.entry(body.site.clone()).or_default();
         for r in &body.releases {
-            merge_site_entry(ledger, body.seq, r.clone());
+            merge_site_entry(ledger, body.seq, r.clone(), &mut inner.generation);
         }
         let keys: Vec<(ReleaseId, i64, i64)> = ledger
             .values()
-            .map(|(_, r)| (r.release, r.published_unix_s, body.at_unix_s))
+            .map(|(_, r, _)| (r.release, r.published_unix_s, body.at_unix_s))
             .collect();
         for gone in ledger::evict(&keys, body.at_unix_s) {
             ledger.remove(&gone);
@@ -928,11 +948,23 @@ impl Fleet {
             .collect();
         silent.sort_unstable();
         let cache = &mut inner.own_figures;
+        let generation = &mut inner.generation;
+        // Notes the figures of a release, and the point at which they changed.
+        let mut keep = |cache: &mut OwnFigures, r: SiteRelease| {
+            if cache.figures.get(&r.release) != Some(&r) {
+                *generation += 1;
+                cache.changed.insert(r.release, *generation);
+                cache.figures.insert(r.release, r);
+            }
+        };
         if cache.all || silent != cache.silent {
-            cache.figures = site_releases(&bodies, Some(before))
-                .into_iter()
-                .map(|r| (r.release, r))
-                .collect();
+            let fresh = site_releases(&bodies, Some(before));
+            let named: HashSet<ReleaseId> = fresh.iter().map(|r| r.release).collect();
+            cache.figures.retain(|id, _| named.contains(id));
+            cache.changed.retain(|id, _| named.contains(id));
+            for r in fresh {
+                keep(cache, r);
+            }
         } else if !cache.dirty.is_empty() {
             // The figures of the changed channels, from each node's entries of them. An
             // entry of no channel (its node refused the release) counts with the entries of
@@ -952,7 +984,7 @@ impl Fleet {
                 .collect();
             let refs: Vec<&StatusBody> = parts.iter().collect();
             for r in site_releases(&refs, Some(before)) {
-                cache.figures.insert(r.release, r);
+                keep(cache, r);
             }
         }
         cache.all = false;
@@ -961,6 +993,94 @@ impl Fleet {
         let mut out: Vec<SiteRelease> = cache.figures.values().cloned().collect();
         protocol::summary::sort_site_releases(&mut out);
         (bodies.len() as u32, installers, out)
+    }
+
+    /// The entries of this node's site ledgers that changed after `after` in numbering
+    /// `epoch` (every entry if `epoch` is not this run's), oldest change first, as many as
+    /// fit in `max_bytes` encoded: what this site's first aggregator hands a member that
+    /// asks (`Request::Ledger`). An aggregator's own site is its figures from the records
+    /// (as of its last summary check), numbered `now_ms`; every other node's, the ledger its
+    /// own site's summaries built.
+    pub fn ledger_page(&self, epoch: u64, after: u64, now_ms: u64, max_bytes: usize) -> LedgerPage {
+        let after = if epoch == self.epoch { after } else { 0 };
+        let inner = lock(&self.inner);
+        let mut changed: Vec<(u64, &str, u64, &SiteRelease)> = Vec::new();
+        for (site, l) in &inner.ledgers {
+            if *site == self.site && inner.aggregating {
+                continue;
+            }
+            for (seq, r, at) in l.values() {
+                if *at > after {
+                    changed.push((*at, site.as_str(), *seq, r));
+                }
+            }
+        }
+        if inner.aggregating {
+            let own = &inner.own_figures;
+            for (id, at) in &own.changed {
+                if let (true, Some(r)) = (*at > after, own.figures.get(id)) {
+                    changed.push((*at, self.site.as_str(), now_ms, r));
+                }
+            }
+        }
+        changed.sort_unstable_by_key(|(at, _, _, r)| (*at, r.release));
+        let mut page = LedgerPage {
+            epoch: self.epoch,
+            through: after,
+            more: false,
+            entries: Vec::new(),
+        };
+        // The list's length and the page's other fields take a few bytes.
+        let mut used = 64;
+        for (at, site, seq, r) in changed {
+            let entry = LedgerEntry {
+                site: site.to_owned(),
+                seq,
+                figures: r.clone(),
+            };
+            let bytes = protocol::codec::encode(&entry).len();
+            if used + bytes > max_bytes {
+                page.more = true;
+                break;
+            }
+            used += bytes;
+            page.through = at;
+            page.entries.push(entry);
+        }
+        page
+    }
+
+    /// Merges a page of this site's first aggregator's ledgers ([`Fleet::ledger_page`]):
+    /// each entry as a summary of its number would give it (a lower number never
+    /// overwrites), this site's own too unless this node aggregates it. Returns the entries
+    /// merged.
+    pub fn merge_ledger_page(&self, page: &LedgerPage) -> usize {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let mut merged = 0;
+        for e in &page.entries {
+            if e.site == self.site && inner.aggregating {
+                continue;
+            }
+            if !inner.ledgers.contains_key(&e.site) && inner.ledgers.len() >= SITES_MAX {
+                continue;
+            }
+            let ledger = inner.ledgers.entry(e.site.clone()).or_default();
+            if !ledger.contains_key(&e.figures.release) && ledger.len() >= ledger::RELEASES_KEPT_MAX
+            {
+                continue;
+            }
+            if merge_site_entry(ledger, e.seq, e.figures.clone(), &mut inner.generation) {
+                merged += 1;
+                inner.dirty_summaries.insert(e.site.clone());
+            }
+        }
+        merged
+    }
+
+    /// This run's numbering of ledger changes ([`Fleet::ledger_page`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The records, summaries and ledgers changed since the last call, to be written to the
@@ -985,7 +1105,8 @@ impl Fleet {
                 out.summaries.push((s.clone(), h.signed.clone()));
             }
             if let Some(l) = inner.ledgers.get(&s) {
-                let mut entries: Vec<&(u64, SiteRelease)> = l.values().collect();
+                let mut entries: Vec<(u64, &SiteRelease)> =
+                    l.values().map(|(seq, r, _)| (*seq, r)).collect();
                 entries.sort_by_key(|(_, r)| r.release);
                 out.site_ledgers
                     .push((s, protocol::codec::encode(&entries)));
@@ -1010,7 +1131,7 @@ impl Fleet {
             }
         }
         for l in inner.ledgers.values() {
-            if let Some((_, e)) = l.get(release) {
+            if let Some((_, e, _)) = l.get(release) {
                 out.merge(&Facts::of_site(e));
             }
         }
@@ -1039,7 +1160,7 @@ impl Fleet {
         // node, with the records' figures for a release the summary never named.
         let own_row = match (&inner.own_summary, inner.ledgers.get(own_site)) {
             (Some(s), Some(l)) if !inner.aggregating && asked.is_none_or(|a| a.0 != own_site) => {
-                l.get(release).map(|(_, f)| Row {
+                l.get(release).map(|(_, f, _)| Row {
                     site: own_site.to_owned(),
                     nodes: s.body.nodes,
                     installers: s.body.installers,
@@ -1069,7 +1190,7 @@ impl Fleet {
                 .ledgers
                 .get(&b.site)
                 .and_then(|l| l.get(release))
-                .map(|(_, f)| f.clone())
+                .map(|(_, f, _)| f.clone())
                 .unwrap_or_else(|| site_release(&[], *release, info));
             rows.push(Row {
                 site: b.site.clone(),
@@ -1485,11 +1606,23 @@ fn merge_into(merged: &mut StatusBody, body: &StatusBody) -> Merge {
 
 /// Keeps `figures` in a site's ledger unless a summary numbered above `seq` gave its
 /// release's figures already.
-fn merge_site_entry(ledger: &mut SiteLedger, seq: u64, figures: SiteRelease) {
-    match ledger.get(&figures.release) {
-        Some((held, _)) if *held > seq => {}
+/// Returns whether it did (the figures then change at the next point of `generation`).
+fn merge_site_entry(
+    ledger: &mut SiteLedger,
+    seq: u64,
+    figures: SiteRelease,
+    generation: &mut u64,
+) -> bool {
+    match ledger.get_mut(&figures.release) {
+        Some((held, _, _)) if *held > seq => false,
+        Some((held_seq, held, _)) if *held == figures => {
+            *held_seq = seq;
+            false
+        }
         _ => {
-            ledger.insert(figures.release, (seq, figures));
+            *generation += 1;
+            ledger.insert(figures.release, (seq, figures, *generation));
+            true
         }
     }
 }

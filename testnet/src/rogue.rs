@@ -279,7 +279,9 @@ impl Offer {
                     None => (ReplyHeader::NotFound, Vec::new()),
                 }
             }
-            Request::SiteRecords | Request::Summaries => (ReplyHeader::NotFound, Vec::new()),
+            Request::SiteRecords | Request::Summaries | Request::Ledger { .. } => {
+                (ReplyHeader::NotFound, Vec::new())
+            }
         };
         if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok() {
             let _ = send.finish();

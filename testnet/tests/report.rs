@@ -75,7 +75,8 @@ fn short(reports: &[serde_json::Value]) -> String {
 /// Three sites of four installing nodes; 40 small releases over 8 channels, the first of
 /// them critical and installed everywhere before the other 39 come. Then
 /// `p2pctl --json report --since 1d` on a node of each site prints the same report, with a
-/// row for each of the 40: the first too, though no record or summary has named it since.
+/// row for each of the 40: the first too, though no record or summary has named it since;
+/// and so does a node asked for the first time at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_is_the_same_from_every_site_and_keeps_the_first_of_forty_releases() {
     let (_guard, dir) = workdir();
@@ -175,6 +176,16 @@ async fn the_report_is_the_same_from_every_site_and_keeps_the_first_of_forty_rel
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
+    // Nodes never asked before print the same at once: their first report reads their
+    // aggregator's ledgers, not only the latest summaries (which name a few releases each).
+    for i in [2, 3, 4, 7, 12] {
+        let r = report(&fleet, i);
+        assert!(
+            r == reports[0],
+            "node {i}, asked once:\n{}",
+            short(std::slice::from_ref(&r))
+        );
+    }
     let rows = reports[0].as_array().unwrap();
     let row = rows
         .iter()

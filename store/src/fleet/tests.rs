@@ -1,7 +1,7 @@
 use super::*;
 use ed25519_dalek::SigningKey;
 use protocol::status::ReleaseStatus;
-use protocol::summary::{Contact, SignedSummary, SummaryBody};
+use protocol::summary::{Contact, LedgerEntry, LedgerPage, SignedSummary, SummaryBody};
 
 const NOW: i64 = 1_795_392_000;
 const R1: ReleaseId = ReleaseId([1; 32]);
@@ -743,4 +743,109 @@ fn kept_figures_equal_figures_made_from_scratch() {
             assert_eq!(kept, fresh, "step {step}");
         }
     }
+}
+
+/// A member that heard only the latest summary of another site learns every release that
+/// site's earlier summaries named from its aggregator's ledger pages, and then prints the
+/// aggregator's report; later pages carry only what changed, and a restarted aggregator
+/// (another epoch) hands everything again.
+#[test]
+fn a_member_reads_its_aggregators_ledgers_page_by_page() {
+    let aggregator = Fleet::new("hq");
+    aggregator.set_aggregating(true);
+    let member = Fleet::new("hq");
+    let nodes: Vec<StatusBody> = (0..3u8)
+        .map(|k| {
+            body(
+                20 + k,
+                "branch-2",
+                true,
+                1,
+                (0..40u8).map(installed).collect(),
+            )
+        })
+        .collect();
+    let refs: Vec<&StatusBody> = nodes.iter().collect();
+    let all = protocol::summary::site_releases(&refs, None);
+    let signed = |n: u64, only: &[u8]| {
+        let b = SummaryBody {
+            site: "branch-2".into(),
+            aggregator: node(20),
+            seq: n,
+            at_unix_s: NOW + 3600 + n as i64,
+            nodes: 3,
+            installers: 3,
+            contacts: Vec::new(),
+            releases: all
+                .iter()
+                .filter(|r| only.contains(&r.release.0[0]))
+                .cloned()
+                .collect(),
+        };
+        SignedSummary::sign(&b, &key(20)).encode()
+    };
+    let later = NOW + 200 * 3600;
+    for i in 0..40u8 {
+        aggregator
+            .offer_summary(&signed(u64::from(i) + 1, &[i]), later)
+            .unwrap();
+    }
+    // The member heard the last summary only.
+    member.offer_summary(&signed(40, &[39]), later).unwrap();
+    assert_eq!(member.releases_since(NOW).len(), 1);
+    // Pages of about 1 KiB: several of them, each going further.
+    let (mut epoch, mut after, mut pages) = (0, 0, 0);
+    loop {
+        let page = aggregator.ledger_page(epoch, after, 0, 1024);
+        assert!(page.through > after || page.entries.is_empty());
+        let bytes = page.encode();
+        let page = LedgerPage::decode(&bytes).unwrap();
+        member.merge_ledger_page(&page);
+        (epoch, after) = (page.epoch, page.through);
+        pages += 1;
+        if !page.more {
+            break;
+        }
+    }
+    assert!(pages > 2, "{pages} pages");
+    let report =
+        |f: &Fleet| serde_json::to_string(&f.compliance(&f.releases_since(NOW), later)).unwrap();
+    assert_eq!(member.releases_since(NOW).len(), 40);
+    assert_eq!(report(&member), report(&aggregator));
+    // Nothing changed: an empty page. One release changes: a page of it alone.
+    let page = aggregator.ledger_page(epoch, after, 0, 1 << 20);
+    assert!(page.entries.is_empty() && !page.more);
+    let mut changed = all.iter().find(|r| r.release.0[0] == 5).unwrap().clone();
+    changed.states[ReleaseState::Activated.index()] = 2;
+    changed.states[ReleaseState::Failed.index()] = 1;
+    changed.installed_after = vec![2];
+    let b = SummaryBody {
+        site: "branch-2".into(),
+        aggregator: node(20),
+        seq: 41,
+        at_unix_s: NOW + 3700,
+        nodes: 3,
+        installers: 3,
+        contacts: Vec::new(),
+        releases: vec![changed],
+    };
+    aggregator
+        .offer_summary(&SignedSummary::sign(&b, &key(20)).encode(), later)
+        .unwrap();
+    let page = aggregator.ledger_page(epoch, after, 0, 1 << 20);
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].figures.release, ReleaseId([5; 32]));
+    // A lower number than the member holds never overwrites.
+    let stale = LedgerPage {
+        entries: vec![LedgerEntry {
+            seq: 3,
+            ..page.entries[0].clone()
+        }],
+        ..page.clone()
+    };
+    member.merge_ledger_page(&page);
+    assert_eq!(member.merge_ledger_page(&stale), 0);
+    // Another numbering (a restart): every entry again.
+    let again = aggregator.ledger_page(epoch ^ 1, after, 0, 1 << 20);
+    assert_eq!(again.entries.len(), 40);
 }
