@@ -435,29 +435,25 @@ impl Peer {
         epoch: u64,
         after: u64,
     ) -> Result<protocol::summary::LedgerPage, RequestError> {
-        let req = Request::Ledger { epoch, after };
-        let work = async {
-            let (mut send, mut recv) = self.conn.open_bi().await?;
-            match self.exchange(&mut send, &mut recv, &req).await? {
-                ReplyHeader::Records { len } => {
-                    let mut buf = vec![0u8; len as usize];
-                    recv.read_exact(&mut buf)
-                        .await
-                        .map_err(|e| RequestError::Transport(e.to_string()))?;
-                    protocol::summary::LedgerPage::decode(&buf)
-                        .map_err(|e| RequestError::Protocol(e.to_string()))
-                }
-                ReplyHeader::NotFound => Err(RequestError::NotFound),
-                ReplyHeader::Busy => Err(RequestError::Busy),
-                _ => Err(RequestError::Protocol("not a ledger page".into())),
-            }
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, work)
-            .await
-            .map_err(|_| RequestError::Timeout)?
+        let buf = self
+            .request_records(Request::Ledger { epoch, after })
+            .await?;
+        protocol::summary::LedgerPage::decode(&buf)
+            .map_err(|e| RequestError::Protocol(e.to_string()))
     }
 
     async fn request_list(&self, req: Request) -> Result<Vec<Vec<u8>>, RequestError> {
+        let buf = self.request_records(req).await?;
+        protocol::codec::decode::<Vec<Vec<u8>>, { wire::SITE_RECORDS_BYTES_MAX }>(
+            &buf,
+            "records or summaries",
+        )
+        .map_err(|e| RequestError::Protocol(e.to_string()))
+    }
+
+    /// The body of a [`ReplyHeader::Records`] answer to `req` (its length checked against
+    /// the request's bound by the header's decoder).
+    async fn request_records(&self, req: Request) -> Result<Vec<u8>, RequestError> {
         let work = async {
             let (mut send, mut recv) = self.conn.open_bi().await?;
             match self.exchange(&mut send, &mut recv, &req).await? {
@@ -466,11 +462,7 @@ impl Peer {
                     recv.read_exact(&mut buf)
                         .await
                         .map_err(|e| RequestError::Transport(e.to_string()))?;
-                    protocol::codec::decode::<Vec<Vec<u8>>, { wire::SITE_RECORDS_BYTES_MAX }>(
-                        &buf,
-                        "records or summaries",
-                    )
-                    .map_err(|e| RequestError::Protocol(e.to_string()))
+                    Ok(buf)
                 }
                 ReplyHeader::NotFound => Err(RequestError::NotFound),
                 ReplyHeader::Busy => Err(RequestError::Busy),

@@ -380,29 +380,58 @@ impl Indexed<'_> {
 fn index<'a>(records: &[&'a StatusBody]) -> Vec<Indexed<'a>> {
     records
         .iter()
-        .map(|b| {
-            let mut done: HashMap<&str, Vec<(u64, i64)>> = HashMap::new();
-            for r in &b.releases {
-                let is_done = if b.installs {
-                    r.state == ReleaseState::Activated
-                } else {
-                    r.state.has_release()
-                };
-                if is_done && !r.channel.is_empty() {
-                    done.entry(r.channel.as_str())
-                        .or_default()
-                        .push((r.version, r.since_unix_s));
-                }
-            }
-            Indexed {
-                installs: b.installs,
-                at_unix_s: b.at_unix_s,
-                node: b.node,
-                by_id: b.releases.iter().map(|r| (r.release, r)).collect(),
-                done,
-            }
-        })
+        .map(|b| index_node(&NodeEntries::of(b)))
         .collect()
+}
+
+fn index_node<'a>(b: &NodeEntries<'a>) -> Indexed<'a> {
+    let mut done: HashMap<&str, Vec<(u64, i64)>> = HashMap::new();
+    for r in &b.releases {
+        let is_done = if b.installs {
+            r.state == ReleaseState::Activated
+        } else {
+            r.state.has_release()
+        };
+        if is_done && !r.channel.is_empty() {
+            done.entry(r.channel.as_str())
+                .or_default()
+                .push((r.version, r.since_unix_s));
+        }
+    }
+    Indexed {
+        installs: b.installs,
+        at_unix_s: b.at_unix_s,
+        node: b.node,
+        by_id: b.releases.iter().map(|r| (r.release, *r)).collect(),
+        done,
+    }
+}
+
+/// One node's entries as the figures read them: its latest record's header and entries of
+/// its ledger (all, or those of some channels: a release's figures read its entries and
+/// those of its channel only).
+#[derive(Debug, Clone)]
+pub struct NodeEntries<'a> {
+    /// The node.
+    pub node: NodeId,
+    /// Whether it installs releases.
+    pub installs: bool,
+    /// When its latest record was made.
+    pub at_unix_s: i64,
+    /// Its entries.
+    pub releases: Vec<&'a ReleaseStatus>,
+}
+
+impl<'a> NodeEntries<'a> {
+    /// Every entry of a record.
+    pub fn of(b: &'a StatusBody) -> Self {
+        Self {
+            node: b.node,
+            installs: b.installs,
+            at_unix_s: b.at_unix_s,
+            releases: b.releases.iter().collect(),
+        }
+    }
 }
 
 /// What is known of a release apart from where it stands: the fields a record or a summary
@@ -465,9 +494,15 @@ impl Facts {
 /// With `silent_before`, a node whose latest record was made before it counts as silent for
 /// every release it has not applied ([`SiteRelease::silent`]).
 pub fn site_releases(records: &[&StatusBody], silent_before: Option<i64>) -> Vec<SiteRelease> {
+    let nodes: Vec<NodeEntries<'_>> = records.iter().map(|b| NodeEntries::of(b)).collect();
+    site_releases_of(&nodes, silent_before)
+}
+
+/// [`site_releases`] over nodes' entries as given (every release they name).
+pub fn site_releases_of(nodes: &[NodeEntries<'_>], silent_before: Option<i64>) -> Vec<SiteRelease> {
     // Each release once, with what the records know of it.
     let mut known: HashMap<ReleaseId, Facts> = HashMap::new();
-    for b in records {
+    for b in nodes {
         for r in &b.releases {
             known
                 .entry(r.release)
@@ -475,7 +510,7 @@ pub fn site_releases(records: &[&StatusBody], silent_before: Option<i64>) -> Vec
                 .merge(&Facts::of_status(r));
         }
     }
-    let indexed = index(records);
+    let indexed: Vec<Indexed<'_>> = nodes.iter().map(index_node).collect();
     let mut out: Vec<SiteRelease> = known
         .into_iter()
         .map(|(id, facts)| figures(&indexed, id, &facts, silent_before))

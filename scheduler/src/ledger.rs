@@ -208,14 +208,14 @@ impl<K: Ord + Hash + Copy, V: PartialEq> Publisher<K, V> {
         self.cadence.last_ms()
     }
 
-    /// Of every entry of the table (key, value, whether it is settled), the keys the message
-    /// going out at `now_unix_s` carries; they count as sent. A change is a value that
-    /// differs from the one noted before.
+    /// Of every entry of the table (key, value, whether it is settled), the positions of
+    /// those the message going out at `now_unix_s` carries; they count as sent. A change is
+    /// a value that differs from the one noted before.
     pub fn pick(
         &mut self,
         entries: impl IntoIterator<Item = (K, V, bool)>,
         now_unix_s: i64,
-    ) -> Vec<K> {
+    ) -> Vec<usize> {
         let list: Vec<Entry<K>> = entries
             .into_iter()
             .map(|(key, value, settled)| {
@@ -233,8 +233,9 @@ impl<K: Ord + Hash + Copy, V: PartialEq> Publisher<K, V> {
             let named: HashSet<K> = list.iter().map(|e| e.key).collect();
             self.changes.retain(|k| named.contains(k));
         }
-        let picked = pick(&list, now_unix_s, self.cap, self.rotate, &mut self.rotation);
-        self.changes.sent(&picked);
+        let picked = pick_positions(&list, now_unix_s, self.cap, self.rotate, &mut self.rotation);
+        let keys: Vec<K> = picked.iter().map(|&i| list[i].key).collect();
+        self.changes.sent(&keys);
         // Changes not sent yet go first, so some were left out only if more than fit.
         self.unsent_left = list.iter().filter(|e| e.sent == 0).count() > self.cap;
         picked
@@ -262,11 +263,7 @@ impl Publisher<ReleaseId, (ReleaseState, u32)> {
         );
         let mut picked = picked;
         picked.sort_unstable();
-        releases
-            .iter()
-            .filter(|r| picked.binary_search(&r.release).is_ok())
-            .cloned()
-            .collect()
+        picked.into_iter().map(|i| releases[i].clone()).collect()
     }
 }
 
@@ -344,11 +341,14 @@ impl Publisher<ReleaseId, SiteRelease> {
             releases.iter().map(|r| (r.release, r.clone(), settled(r))),
             now_unix_s,
         );
-        let mut picked = picked;
-        picked.sort_unstable();
+        let mut keep = vec![false; releases.len()];
+        for i in picked {
+            keep[i] = true;
+        }
         let mut out: Vec<SiteRelease> = releases
             .into_iter()
-            .filter(|r| picked.binary_search(&r.release).is_ok())
+            .zip(keep)
+            .filter_map(|(r, k)| k.then_some(r))
             .collect();
         out.sort_by_key(|r| std::cmp::Reverse(r.published_unix_s));
         out
@@ -377,6 +377,23 @@ pub fn pick<K: Ord + Copy>(
     rotate: usize,
     rotation: &mut Rotation<K>,
 ) -> Vec<K> {
+    pick_positions(entries, now_unix_s, cap, rotate, rotation)
+        .into_iter()
+        .map(|i| entries[i].key)
+        .collect()
+}
+
+/// A key and its position in the entries.
+type Keyed<K> = (K, usize);
+
+/// [`pick`], as positions in `entries`.
+pub fn pick_positions<K: Ord + Copy>(
+    entries: &[Entry<K>],
+    now_unix_s: i64,
+    cap: usize,
+    rotate: usize,
+    rotation: &mut Rotation<K>,
+) -> Vec<usize> {
     let linger = LINGER.as_secs() as i64;
     let tier = |e: &Entry<K>| -> Option<u8> {
         if e.sent == 0 {
@@ -389,12 +406,14 @@ pub fn pick<K: Ord + Copy>(
             None
         }
     };
-    let mut first: Vec<(u8, &Entry<K>)> = entries
+    let mut first: Vec<(u8, usize)> = entries
         .iter()
-        .filter_map(|e| tier(e).map(|t| (t, e)))
+        .enumerate()
+        .filter_map(|(i, e)| tier(e).map(|t| (t, i)))
         .collect();
-    first.sort_by(|(ta, a), (tb, b)| {
-        ta.cmp(tb)
+    first.sort_by(|&(ta, a), &(tb, b)| {
+        let (a, b) = (&entries[a], &entries[b]);
+        ta.cmp(&tb)
             .then_with(|| match ta {
                 0 => a.changed_unix_s.cmp(&b.changed_unix_s),
                 1 => b.changed_unix_s.cmp(&a.changed_unix_s),
@@ -405,7 +424,7 @@ pub fn pick<K: Ord + Copy>(
             })
             .then(a.key.cmp(&b.key))
     });
-    let mut out: Vec<K> = first.iter().take(cap).map(|(_, e)| e.key).collect();
+    let mut out: Vec<usize> = first.iter().take(cap).map(|&(_, i)| i).collect();
     let room = cap.saturating_sub(out.len()).min(rotate);
     if room == 0 {
         return out;
@@ -413,12 +432,13 @@ pub fn pick<K: Ord + Copy>(
     // The settled keys after the last one sent in turn, in order, going round to the first:
     // the `room` smallest above it, then the smallest from the start (no sort of the whole
     // table: a record goes out every few seconds and a table holds hundreds).
-    let (mut after, mut before): (Vec<K>, Vec<K>) = entries
+    let (mut after, mut before): (Vec<Keyed<K>>, Vec<Keyed<K>>) = entries
         .iter()
-        .filter(|e| tier(e).is_none())
-        .map(|e| e.key)
-        .partition(|k| rotation.0.is_none_or(|last| *k > last));
-    let smallest = |v: &mut Vec<K>, n: usize| {
+        .enumerate()
+        .filter(|(_, e)| tier(e).is_none())
+        .map(|(i, e)| (e.key, i))
+        .partition(|(k, _)| rotation.0.is_none_or(|last| *k > last));
+    let smallest = |v: &mut Vec<Keyed<K>>, n: usize| {
         if v.len() > n {
             v.select_nth_unstable(n);
             v.truncate(n);
@@ -431,11 +451,10 @@ pub fn pick<K: Ord + Copy>(
         smallest(&mut before, room - turn.len());
         turn.extend(before);
     }
-    if turn.is_empty() {
-        return out;
+    if let Some(&(last, _)) = turn.last() {
+        rotation.0 = Some(last);
     }
-    rotation.0 = turn.last().copied();
-    out.extend(turn);
+    out.extend(turn.into_iter().map(|(_, i)| i));
     out
 }
 

@@ -30,8 +30,8 @@
 use protocol::status::ReleaseStatus;
 use protocol::status::{ReleaseState, SignedStatus, StatusBody, StatusError};
 use protocol::summary::{
-    CRITICAL_DEADLINE_S, Facts, LedgerEntry, LedgerPage, SignedSummary, SiteIndex, SiteRelease,
-    SummaryBody, install_bucket_end_s, site_release, site_releases,
+    CRITICAL_DEADLINE_S, Facts, LedgerEntry, LedgerPage, NodeEntries, SignedSummary, SiteIndex,
+    SiteRelease, SummaryBody, install_bucket_end_s, site_release, site_releases,
 };
 use protocol::{NodeId, ReleaseId};
 use scheduler::ledger;
@@ -92,24 +92,26 @@ struct HeldRecord {
 
 impl HeldRecord {
     /// The node's ledger with only the entries of `channels` (and those of no channel).
-    fn only_channels(&self, channels: &HashSet<String>) -> StatusBody {
+    fn only_channels(&self, channels: &HashSet<String>) -> NodeEntries<'_> {
         let order = |x: &ReleaseStatus, published: i64, id: &ReleaseId| {
             published.cmp(&x.published_unix_s).then(x.release.cmp(id))
         };
         let mut releases = Vec::new();
-        for c in channels.iter().map(String::as_str).chain([""]) {
+        let list = &self.merged.releases;
+        let named = channels
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !c.is_empty());
+        for c in named.chain([""]) {
             for (published, id) in self.by_channel.get(c).into_iter().flatten() {
-                let list = &self.merged.releases;
                 if let Ok(i) = list.binary_search_by(|x| order(x, *published, id)) {
-                    releases.push(list[i].clone());
+                    releases.push(&list[i]);
                 }
             }
         }
-        StatusBody {
+        NodeEntries {
             node: self.merged.node,
-            site: String::new(),
             installs: self.merged.installs,
-            seq: self.merged.seq,
             at_unix_s: self.merged.at_unix_s,
             releases,
         }
@@ -642,13 +644,14 @@ impl Fleet {
     /// the one held. Returns the body kept.
     pub fn offer_record(&self, bytes: &[u8]) -> Result<StatusBody, OfferError> {
         let body = SignedStatus::decode(bytes)?.verify()?;
-        self.keep_record(body, bytes.to_vec())
+        self.keep_record(body.clone(), bytes.to_vec())?;
+        Ok(body)
     }
 
     /// [`Fleet::offer_record`] for a record whose signature was checked already (`signed`:
     /// its bytes as they came, served to members that ask; the simulator, which makes the
     /// bodies itself, passes none).
-    pub fn keep_record(&self, body: StatusBody, signed: Vec<u8>) -> Result<StatusBody, OfferError> {
+    pub fn keep_record(&self, body: StatusBody, signed: Vec<u8>) -> Result<(), OfferError> {
         if body.site != self.site {
             return Err(OfferError::OtherSite(body.site));
         }
@@ -673,6 +676,10 @@ impl Fleet {
         let merge = merge_into(&mut merged, &body);
         if merge.moved {
             by_channel = channel_index(&merged);
+        } else {
+            for (channel, published, id) in merge.added {
+                by_channel.entry(channel).or_default().push((published, id));
+            }
         }
         match merge.channels {
             Some(channels) => inner.own_figures.dirty.extend(channels),
@@ -681,13 +688,13 @@ impl Fleet {
         inner.records.insert(
             body.node,
             HeldRecord {
-                body: body.clone(),
+                body,
                 signed,
                 merged,
                 by_channel,
             },
         );
-        Ok(body)
+        Ok(())
     }
 
     /// Keeps `bytes` as its site's summary if it verifies, is of another site, is not made
@@ -977,13 +984,12 @@ impl Fleet {
                     }
                 }
             }
-            let parts: Vec<StatusBody> = inner
+            let parts: Vec<NodeEntries<'_>> = inner
                 .records
                 .values()
                 .map(|h| h.only_channels(&dirty))
                 .collect();
-            let refs: Vec<&StatusBody> = parts.iter().collect();
-            for r in site_releases(&refs, Some(before)) {
+            for r in protocol::summary::site_releases_of(&parts, Some(before)) {
                 keep(cache, r);
             }
         }
@@ -1531,9 +1537,11 @@ struct Merge {
     /// The channels whose entries changed, or `None` if entries left the ledger (any figure
     /// may change).
     channels: Option<HashSet<String>>,
-    /// Whether entries were added, left, or changed channel or publishing time (the
-    /// channel index must be made again).
+    /// Whether entries left, or changed channel or publishing time (the channel index must
+    /// be made again).
     moved: bool,
+    /// Entries added: channel, published, id.
+    added: Vec<(String, i64, ReleaseId)>,
 }
 
 /// Merges `body` into `merged` (a node's ledger, as a record): the record's metadata, and
@@ -1551,6 +1559,7 @@ fn merge_into(merged: &mut StatusBody, body: &StatusBody) -> Merge {
             .then(a.release.cmp(&b.release))
     };
     let list = &mut merged.releases;
+    let mut added = Vec::new();
     let mut changed = HashSet::new();
     let mut moved = false;
     for r in &body.releases {
@@ -1567,15 +1576,18 @@ fn merge_into(merged: &mut StatusBody, body: &StatusBody) -> Merge {
             }
             Err(i) => {
                 changed.insert(r.channel.clone());
-                moved = true;
                 match list.iter().position(|x| x.release == r.release) {
                     // Held under another publishing time: moved to its place.
                     Some(j) => {
+                        moved = true;
                         changed.insert(list.remove(j).channel);
                         let i = list.binary_search_by(|x| order(x, r)).unwrap_or_else(|i| i);
                         list.insert(i, r.clone());
                     }
-                    None => list.insert(i, r.clone()),
+                    None => {
+                        added.push((r.channel.clone(), r.published_unix_s, r.release));
+                        list.insert(i, r.clone());
+                    }
                 }
             }
         }
@@ -1595,12 +1607,14 @@ fn merge_into(merged: &mut StatusBody, body: &StatusBody) -> Merge {
             return Merge {
                 channels: None,
                 moved: true,
+                added,
             };
         }
     }
     Merge {
         channels: Some(changed),
         moved,
+        added,
     }
 }
 
