@@ -99,6 +99,10 @@ pub enum ErrorCode {
     ExportFailed,
     /// Something failed inside the daemon.
     Internal,
+    /// No record of the node is held here.
+    NoNode,
+    /// The node is not silent: it cannot be forgotten.
+    NodeNotSilent,
     /// The daemon's answer could not be read (set by the client, never sent).
     Http,
     /// A code this client does not know (a newer daemon).
@@ -124,6 +128,8 @@ impl ErrorCode {
             | Self::ExportFailed => ExitCode::Failed,
             Self::StoreDamaged => ExitCode::Damaged,
             Self::BadRequest
+            | Self::NoNode
+            | Self::NodeNotSilent
             | Self::BadSite
             | Self::AmbiguousRelease
             | Self::NoRelease
@@ -308,6 +314,22 @@ pub struct ReleaseDetail {
     pub chunking: String,
     /// Entries.
     pub entries: Vec<EntryView>,
+}
+
+/// `POST /v1/fleet/forget`: retire a silent node of this site from the fleet view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForgetRequest {
+    /// The node's id, hex.
+    pub node: String,
+}
+
+/// What `POST /v1/fleet/forget` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForgetView {
+    /// The node retired, hex.
+    pub node: String,
+    /// When its last record was made, unix seconds.
+    pub last_record_unix_s: i64,
 }
 
 /// `POST /v1/releases/{id}/verify`.

@@ -530,6 +530,13 @@ impl Net {
         self.peers.list()
     }
 
+    /// Sends `msg` to every connected peer of this node's site.
+    pub fn tell_site(&self, msg: protocol::wire::Control) {
+        for p in self.peer_list().iter().filter(|p| p.class == Class::Lan) {
+            p.send_control(msg.clone());
+        }
+    }
+
     /// The peers report for `p2pctl peers`.
     pub fn peer_views(&self) -> Vec<ApiPeer> {
         let mut v: Vec<ApiPeer> = self.peer_list().iter().map(|p| p.view()).collect();

@@ -821,6 +821,24 @@ fn on_control(net: &Arc<Net>, peer: &Arc<Peer>, msg: Control) -> bool {
                 }
             }
         }
+        Control::Forget {
+            node,
+            last_at_unix_s,
+        } => {
+            // Only a site-mate retires a node, and only one this node finds silent too.
+            if peer.class != Class::Lan {
+                return true;
+            }
+            if let Some(fleet) = net.fleet.get() {
+                let now = jiff::Timestamp::now().as_second();
+                match fleet.forget(&node, now) {
+                    Ok(_) => tracing::info!(node = %node.to_hex(), by = %peer.id,
+                        last_record = last_at_unix_s, "node retired from the fleet view"),
+                    Err(e) => tracing::debug!(node = %node.to_hex(), by = %peer.id,
+                        error = %e, "node not retired"),
+                }
+            }
+        }
         Control::Summaries(list) => {
             let Some(fleet) = net.fleet.get() else {
                 return true;

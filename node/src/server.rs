@@ -109,6 +109,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audit", get(audit_log))
         .route("/v1/fleet/{release}", get(fleet_report))
         .route("/v1/report", get(compliance_report))
+        .route("/v1/fleet/forget", post(forget_node))
         .route("/v1/audit/verify", get(audit_verify))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
         .with_state(state)
@@ -671,6 +672,49 @@ async fn compliance_report(
     Ok(Json(
         blocking(move || Ok(fleet.compliance(&facts, now))).await?,
     ))
+}
+
+/// Retires a silent node of this site from the fleet view and the report: here, at the
+/// site's other nodes (a [`protocol::wire::Control::Forget`] to each same-site peer; each
+/// checks the silence itself), and in the audit log.
+async fn forget_node(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<api::ForgetRequest>,
+) -> Result<Json<api::ForgetView>, ApiError> {
+    let node: protocol::NodeId = req.node.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadRequest,
+            format!("{}: not a node id (64 hex digits)", req.node),
+        )
+    })?;
+    // The freshest records first: the site's aggregator may have heard from the node since.
+    refresh_fleet(&state).await;
+    let now = jiff::Timestamp::now().as_second();
+    let last = state.fleet.forget(&node, now).map_err(|e| {
+        let code = match e {
+            store::fleet::ForgetError::Unknown(_) => ErrorCode::NoNode,
+            store::fleet::ForgetError::NotSilent { .. } => ErrorCode::NodeNotSilent,
+        };
+        ApiError::new(StatusCode::CONFLICT, code, e.to_string())
+    })?;
+    if let Some(net) = state.net.get() {
+        net.tell_site(protocol::wire::Control::Forget {
+            node,
+            last_at_unix_s: last,
+        });
+    }
+    tracing::info!(node = %node.to_hex(), last_record = last, "node retired from the fleet view");
+    let store = state.store.clone();
+    let event = store::audit::AuditEvent::NodeForgotten {
+        node: node.to_hex(),
+        last_record_unix_s: last,
+    };
+    blocking(move || Ok(store.append_audit(event)?)).await?;
+    Ok(Json(api::ForgetView {
+        node: node.to_hex(),
+        last_record_unix_s: last,
+    }))
 }
 
 /// `GET /v1/audit` query.

@@ -121,8 +121,11 @@ enum Command {
         /// Destination; must not exist or be empty.
         dir: PathBuf,
     },
-    /// Show the node: id, site, store usage, trusted publishers.
-    Node,
+    /// Show the node: id, site, store usage, trusted publishers; `node forget` retires one.
+    Node {
+        #[command(subcommand)]
+        action: Option<NodeAction>,
+    },
     /// List connected peers: id, site, region, address, bytes in and out.
     Peers,
     /// Show this node's bandwidth limits now (per class, and when each next changes) and its
@@ -177,6 +180,19 @@ enum Command {
         /// Only entries since then: a time back from now (30d, 12h) or an RFC 3339 instant.
         #[arg(long)]
         since: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum NodeAction {
+    /// Retire a node of this node's site from the fleet view and the compliance report: a
+    /// machine that was decommissioned, or will not come back. Only a node silent for the
+    /// bound (`[node] silent_after_s`) may be; this node's site-mates drop it too, and the
+    /// site's next summary no longer counts it. A record it makes later brings it back.
+    /// Audited on this node.
+    Forget {
+        /// The node's id (hex, as `p2pctl fleet RELEASE --site NAME` lists it).
+        node: String,
     },
 }
 
@@ -281,7 +297,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Show { release } => releases::show(&client, release, cli.json).await,
         Command::Verify { release } => releases::verify(&client, release, cli.json).await,
         Command::Export { release, dir } => releases::export(&client, release, dir, cli.json).await,
-        Command::Node => node::node_info(&client, cli.json).await,
+        Command::Node { action: None } => node::node_info(&client, cli.json).await,
+        Command::Node {
+            action: Some(NodeAction::Forget { node }),
+        } => node::forget(&client, &node, cli.json).await,
         Command::Peers => node::peers(&client, cli.json).await,
         Command::Schedule => node::schedule(&client, cli.json).await,
         Command::Status { release, once } => status::status(&client, release, once, cli.json).await,

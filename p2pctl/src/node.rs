@@ -27,6 +27,24 @@ pub(crate) async fn node_info(client: &Client, json: bool) -> Result<(), Failure
     Ok(())
 }
 
+/// Retires a silent node of this site from the fleet view and the report.
+pub(crate) async fn forget(client: &Client, node: &str, json: bool) -> Result<(), Failure> {
+    let req = ForgetRequest {
+        node: node.to_owned(),
+    };
+    let done: ForgetView = client.call("POST", "/v1/fleet/forget", Some(&req)).await?;
+    if json {
+        print_json(&done);
+    } else {
+        crate::outln!(
+            "node {} retired from the fleet view and the report (its last record: {}); a record it makes later brings it back",
+            done.node,
+            crate::when(done.last_record_unix_s.saturating_mul(1000))
+        );
+    }
+    Ok(())
+}
+
 /// Lists the connected peers.
 pub(crate) async fn peers(client: &Client, json: bool) -> Result<(), Failure> {
     let none: Option<&()> = None;

@@ -211,6 +211,16 @@ pub enum Control {
         /// before (the first from 0): a sparse set costs about a byte per chunk.
         gaps: Vec<u32>,
     },
+    /// To same-site peers: an operator retired `node` (`p2pctl node forget`), which has
+    /// sent no record since `last_at_unix_s`. A receiver that also finds it silent drops it
+    /// from its fleet table and keeps a tombstone: only a record made after that time
+    /// brings the node back.
+    Forget {
+        /// The node retired.
+        node: crate::ids::NodeId,
+        /// When its last record was made, as the sender held it.
+        last_at_unix_s: i64,
+    },
 }
 
 impl Control {
@@ -303,11 +313,13 @@ pub enum ControlKind {
     Ihave,
     /// [`Control::Iwant`].
     Iwant,
+    /// [`Control::Forget`].
+    Forget,
 }
 
 impl ControlKind {
     /// Every kind, in counter order ([`ControlKind::index`]).
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Hello,
         Self::Bitmap,
         Self::Have,
@@ -320,6 +332,7 @@ impl ControlKind {
         Self::Want,
         Self::Ihave,
         Self::Iwant,
+        Self::Forget,
     ];
 
     /// Position in [`ControlKind::ALL`].
@@ -342,6 +355,7 @@ impl ControlKind {
             Self::Want => "want",
             Self::Ihave => "ihave",
             Self::Iwant => "iwant",
+            Self::Forget => "forget",
         }
     }
 }
@@ -362,6 +376,7 @@ impl Control {
             Self::Want { .. } => ControlKind::Want,
             Self::Ihave(_) => ControlKind::Ihave,
             Self::Iwant(_) => ControlKind::Iwant,
+            Self::Forget { .. } => ControlKind::Forget,
         }
     }
 
@@ -394,7 +409,7 @@ impl Control {
                     return Err(WireError::Invalid("have list empty or too long"));
                 }
             }
-            Self::Drop { .. } | Self::Overlay(_) => {}
+            Self::Drop { .. } | Self::Overlay(_) | Self::Forget { .. } => {}
             Self::Status(r) => {
                 if r.len() > crate::status::STATUS_RECORD_BYTES_MAX {
                     return Err(WireError::Invalid("status record too large"));

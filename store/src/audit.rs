@@ -136,6 +136,14 @@ pub enum AuditEvent {
         /// The version whose install replaced it.
         version: u64,
     },
+    /// An operator retired a silent node from the fleet view and the report (`p2pctl node
+    /// forget`).
+    NodeForgotten {
+        /// The node, hex.
+        node: String,
+        /// When its last record was made, unix seconds.
+        last_record_unix_s: i64,
+    },
 }
 
 impl AuditEvent {
@@ -181,6 +189,7 @@ impl AuditEvent {
             Self::ActivationFailed { .. } => "activation_failed",
             Self::PeerBanned { .. } => "peer_banned",
             Self::CurrentReplaced { .. } => "current_replaced",
+            Self::NodeForgotten { .. } => "node_forgotten",
         }
     }
 
@@ -254,6 +263,13 @@ impl AuditEvent {
                 } else {
                     expected
                 }
+            ),
+            Self::NodeForgotten {
+                node,
+                last_record_unix_s,
+            } => format!(
+                "node {} retired from the fleet view (silent since unix {last_record_unix_s})",
+                short(node)
             ),
         }
     }

@@ -159,6 +159,10 @@ struct Inner {
     own_figures: OwnFigures,
     /// The last point of this node's numbering of ledger changes ([`Fleet::ledger_page`]).
     generation: u64,
+    /// Nodes an operator retired, with the time of the last record they had sent: a record
+    /// made later brings a node back.
+    forgotten: HashMap<NodeId, i64>,
+    dirty_forgotten: HashSet<NodeId>,
     dirty_records: HashSet<NodeId>,
     dirty_summaries: HashSet<String>,
     /// Per release: (unix s, nodes done fleet-wide) samples, oldest first.
@@ -205,6 +209,30 @@ pub struct Fleet {
     inner: Mutex<Inner>,
 }
 
+/// Why a node could not be retired from the fleet view ([`Fleet::forget`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForgetError {
+    /// No record of it is held: it is not of this site, or unknown.
+    #[error("no record of node {0} is held here: run this on a node of its site")]
+    Unknown(String),
+    /// It sent a record within the silence bound.
+    #[error(
+        "node {node} sent its last record {ago_s} s ago; only a node silent for {after_s} s may be forgotten"
+    )]
+    NotSilent {
+        /// The node, hex.
+        node: String,
+        /// Seconds since its last record.
+        ago_s: i64,
+        /// The silence bound, seconds.
+        after_s: i64,
+    },
+}
+
+/// Most retired nodes remembered: as many as a site may have; past it the one retired
+/// longest ago is forgotten for good (its records were dropped already).
+pub const FORGOTTEN_MAX: usize = SITE_RECORDS_MAX;
+
 /// Why a record or a summary was not kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OfferError {
@@ -226,6 +254,9 @@ pub enum OfferError {
     /// Made too far in the future.
     #[error("made {0} s after this node's clock")]
     FromTheFuture(i64),
+    /// A record of a node an operator retired, made before it was ([`Fleet::forget`]).
+    #[error("a record of a node retired from the fleet view")]
+    Forgotten,
 }
 
 /// Largest stored ledger, encoded: [`scheduler::ledger::RELEASES_KEPT_MAX`] entries of at most
@@ -245,6 +276,9 @@ pub struct Stored {
     pub node_ledgers: Vec<(NodeId, Vec<u8>)>,
     /// Each other site's ledger: (summary number, figures) per release, encoded.
     pub site_ledgers: Vec<(String, Vec<u8>)>,
+    /// Nodes retired ([`Fleet::forget`]): the time of their last record (their record and
+    /// ledger are dropped), or `None` for a node that came back (its tombstone is dropped).
+    pub forgotten: Vec<(NodeId, Option<i64>)>,
 }
 
 impl Stored {
@@ -254,6 +288,7 @@ impl Stored {
             && self.summaries.is_empty()
             && self.node_ledgers.is_empty()
             && self.site_ledgers.is_empty()
+            && self.forgotten.is_empty()
     }
 }
 
@@ -502,8 +537,15 @@ pub struct ComplianceRow {
     pub installers: u64,
     /// Installing nodes that installed it or a newer version of its channel.
     pub activated: u64,
-    /// `activated / installers`.
+    /// `activated / installers`: the share applied.
     pub activated_share: f64,
+    /// Of `activated`, the nodes that installed this release itself.
+    #[serde(default)]
+    pub installed: u64,
+    /// Of `activated`, the nodes covered by a newer version of its channel they installed
+    /// (`activated` = `installed` + `covered`: the share applied counts both).
+    #[serde(default)]
+    pub covered: u64,
     /// Seconds from publishing until 50, 90 and 99 % of the installing nodes had installed it
     /// (`None`: not reached). Read from delay buckets: at most a quarter late.
     pub to_50_s: Option<i64>,
@@ -581,6 +623,12 @@ impl Fleet {
     /// messages that come).
     pub fn from_stored(site: &str, stored: Stored) -> Self {
         let fleet = Self::new(site);
+        lock(&fleet.inner).forgotten = stored
+            .forgotten
+            .iter()
+            .filter_map(|(n, at)| at.map(|at| (*n, at)))
+            .take(FORGOTTEN_MAX)
+            .collect();
         for (_, r) in &stored.records {
             let _ = fleet.offer_record(r);
         }
@@ -660,6 +708,14 @@ impl Fleet {
             Some(held) if !body.supersedes(&held.body) => return Err(OfferError::NotNewer),
             None if inner.records.len() >= SITE_RECORDS_MAX => return Err(OfferError::Full),
             _ => {}
+        }
+        if let Some(&last) = inner.forgotten.get(&body.node) {
+            if body.at_unix_s <= last {
+                return Err(OfferError::Forgotten);
+            }
+            // It is back.
+            inner.forgotten.remove(&body.node);
+            inner.dirty_forgotten.insert(body.node);
         }
         inner.dirty_records.insert(body.node);
         let (mut merged, mut by_channel) = inner
@@ -1001,6 +1057,44 @@ impl Fleet {
         (bodies.len() as u32, installers, out)
     }
 
+    /// Retires `node` from the fleet view and the report (`p2pctl node forget`): only a node
+    /// of this site that has sent no record for the silence bound. Its record and ledger are
+    /// dropped and a tombstone kept, so records it made before do not bring it back (they
+    /// still travel in the site for a while); one made later does. Returns the time of its
+    /// last record.
+    pub fn forget(&self, node: &NodeId, now_unix_s: i64) -> Result<i64, ForgetError> {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let Some(held) = inner.records.get(node) else {
+            return Err(ForgetError::Unknown(node.to_hex()));
+        };
+        let last = held.body.at_unix_s;
+        if last >= silent_before(inner, now_unix_s) {
+            return Err(ForgetError::NotSilent {
+                node: node.to_hex(),
+                ago_s: now_unix_s - last,
+                after_s: now_unix_s - silent_before(inner, now_unix_s),
+            });
+        }
+        inner.records.remove(node);
+        inner.dirty_records.remove(node);
+        if inner.forgotten.len() >= FORGOTTEN_MAX {
+            if let Some(oldest) = inner
+                .forgotten
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(n, _)| *n)
+            {
+                inner.forgotten.remove(&oldest);
+                inner.dirty_forgotten.insert(oldest);
+            }
+        }
+        inner.forgotten.insert(*node, last);
+        inner.dirty_forgotten.insert(*node);
+        inner.own_figures.all = true;
+        Ok(last)
+    }
+
     /// The entries of this node's site ledgers that changed after `after` in numbering
     /// `epoch` (every entry if `epoch` is not this run's), oldest change first, as many as
     /// fit in `max_bytes` encoded: what this site's first aggregator hands a member that
@@ -1094,6 +1188,9 @@ impl Fleet {
     pub fn take_dirty(&self) -> Stored {
         let mut inner = lock(&self.inner);
         let mut out = Stored::default();
+        for n in std::mem::take(&mut inner.dirty_forgotten) {
+            out.forgotten.push((n, inner.forgotten.get(&n).copied()));
+        }
         for n in std::mem::take(&mut inner.dirty_records) {
             if let Some(h) = inner.records.get(&n) {
                 out.records.push((n, h.signed.clone()));
@@ -1450,6 +1547,11 @@ impl Fleet {
                     }
                 }
                 let activated: u64 = buckets.iter().sum();
+                let installed: u64 = rows
+                    .iter()
+                    .map(|r| u64::from(r.figures.count(ReleaseState::Activated)))
+                    .sum::<u64>()
+                    .min(activated);
                 let at = |share: f64| -> Option<i64> {
                     let need = (share * installers as f64).ceil() as u64;
                     if need == 0 || need > activated {
@@ -1507,6 +1609,8 @@ impl Fleet {
                     } else {
                         activated as f64 / installers as f64
                     },
+                    installed,
+                    covered: activated - installed,
                     to_50_s: at(0.5),
                     to_90_s: at(0.9),
                     to_99_s: at(CRITICAL_SHARE),

@@ -76,6 +76,8 @@ const FLEET_NODE_LEDGERS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("fleet_node_ledgers");
 /// Site name -> that site's ledger ([`fleet::Stored::site_ledgers`]).
 const FLEET_SITE_LEDGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_site_ledgers");
+/// Nodes retired from the fleet view (`p2pctl node forget`) → the time of their last record.
+const FLEET_FORGOTTEN: TableDefinition<&[u8; 32], i64> = TableDefinition::new("fleet_forgotten");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// (activation keeps 8 KB of it at most, the daemon's `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
@@ -351,6 +353,7 @@ impl Store {
             txn.open_table(FLEET_SUMMARIES)?;
             txn.open_table(FLEET_NODE_LEDGERS)?;
             txn.open_table(FLEET_SITE_LEDGERS)?;
+            txn.open_table(FLEET_FORGOTTEN)?;
         }
         txn.commit()?;
 
@@ -731,6 +734,23 @@ impl Store {
         }
         let txn = self.db.begin_write()?;
         {
+            // Retired nodes first: a node that came back is written again below.
+            let mut tombs = txn.open_table(FLEET_FORGOTTEN)?;
+            let mut records = txn.open_table(FLEET)?;
+            let mut ledgers = txn.open_table(FLEET_NODE_LEDGERS)?;
+            for (node, at) in &changed.forgotten {
+                match at {
+                    Some(at) => {
+                        tombs.insert(&node.0, *at)?;
+                        records.remove(&node.0)?;
+                        ledgers.remove(&node.0)?;
+                    }
+                    None => {
+                        tombs.remove(&node.0)?;
+                    }
+                }
+            }
+            drop((tombs, records, ledgers));
             let mut table = txn.open_table(FLEET)?;
             for (node, bytes) in &changed.records {
                 table.insert(&node.0, bytes.as_slice())?;
@@ -780,6 +800,15 @@ impl Store {
             summaries: by_site(FLEET_SUMMARIES)?,
             node_ledgers: by_node(FLEET_NODE_LEDGERS)?,
             site_ledgers: by_site(FLEET_SITE_LEDGERS)?,
+            forgotten: {
+                let table = read.open_table(FLEET_FORGOTTEN)?;
+                let mut out = Vec::new();
+                for row in table.iter()?.take(fleet::FORGOTTEN_MAX) {
+                    let (k, v) = row?;
+                    out.push((NodeId(*k.value()), Some(v.value())));
+                }
+                out
+            },
         })
     }
 

@@ -217,7 +217,8 @@ fn fleet_json(fleet: &Fleet, i: usize, release: &str) -> serde_json::Value {
 
 /// A node stopped before a release comes is counted silent once it has sent no record for
 /// the bound (`[node] silent_after_s`, 20 s here), not "not yet known"; the estimate leaves
-/// it out, and the report names it silent.
+/// it out, and the report names it silent. `p2pctl node forget` then retires it from the
+/// view and the report on every node of its site (and refuses a node that is not silent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_turns_silent_after_the_bound_and_leaves_the_estimate() {
     let (_guard, dir) = workdir();
@@ -283,4 +284,72 @@ async fn a_stopped_node_turns_silent_after_the_bound_and_leaves_the_estimate() {
     assert_eq!(row["activated"], 2, "{row:#}");
     assert_eq!(row["missing_total"], 1, "{row:#}");
     assert_eq!(row["missing"][0]["state"], "silent", "{row:#}");
+    let installers = row["installers"].as_u64().unwrap();
+    let nodes = view["nodes"].as_u64().unwrap();
+
+    // `p2pctl node forget`: refused for a node that is not silent, done for the silent
+    // one, which then leaves the view and the report on every node of the site.
+    let ctl = |i: usize, args: &[&str]| {
+        std::process::Command::new(&fleet.bins.p2pctl)
+            .arg("--socket")
+            .arg(&fleet.nodes[i].socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let live = detail["nodes_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["state"] == "activated")
+        .unwrap()["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = ctl(1, &["node", "forget", &live]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("silent"), "{why}");
+    let gone = silent[0]["node"].as_str().unwrap().to_owned();
+    let done = ctl(1, &["--json", "node", "forget", &gone]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let views: Vec<serde_json::Value> =
+            [1, 2].iter().map(|&i| fleet_json(&fleet, i, &id)).collect();
+        let reports: Vec<serde_json::Value> = [1, 2].iter().map(|&i| report(&fleet, i)).collect();
+        let row_of = |r: &serde_json::Value| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["release"] == id.as_str())
+                .cloned()
+                .unwrap()
+        };
+        let left = views
+            .iter()
+            .all(|v| v["nodes"].as_u64() == Some(nodes - 1) && v["states"]["silent"] == 0)
+            && reports.iter().map(row_of).all(|r| {
+                r["installers"].as_u64() == Some(installers - 1) && r["missing_total"] == 0
+            });
+        if left {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forgotten node is still counted: {:#} {:#}",
+            views[1]["states"],
+            row_of(&reports[1])
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let audit = ctl(1, &["--json", "audit"]);
+    assert!(
+        String::from_utf8_lossy(&audit.stdout).contains("node_forgotten"),
+        "the retirement is audited"
+    );
 }

@@ -41,7 +41,7 @@ function drawReleases(data) {
       [`${hold}/${r.report.nodes} (${pct(hold, r.report.nodes)})`, "hold"],
       [s.activated, "activated"], [s.complete, "complete"], [s.superseded, "superseded"],
       [s.downloading, "downloading"], [s.paused, "paused"], [s.unknown, "unknown"],
-      [s.failed, "failed"], [s.refused + s.not_followed, "refused"],
+      [s.silent, "silent"], [s.failed, "failed"], [s.refused + s.not_followed, "refused"],
       [r.report.holding_per_min.toFixed(1) + "/min", ""], [dur(r.report.eta_s), ""],
     ];
     for (const [v, cls] of cells) {

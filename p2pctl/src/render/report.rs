@@ -13,11 +13,11 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
             out.push('\n');
         }
         "csv" => {
-            out.push_str("release,channel,version,severity,published,nodes,installers,activated,activated_share,to_50_s,to_90_s,to_99_s,deadline_72h,missing\n");
+            out.push_str("release,channel,version,severity,published,nodes,installers,activated,activated_share,to_50_s,to_90_s,to_99_s,deadline_72h,missing,installed,covered\n");
             for r in rows {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{},{},{}",
                     r.release,
                     csv_field(&r.channel),
                     r.version,
@@ -31,17 +31,19 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
                     secs(r.to_90_s),
                     secs(r.to_99_s),
                     r.deadline,
-                    r.missing_total
+                    r.missing_total,
+                    r.installed,
+                    r.covered
                 );
             }
         }
         _ => {
-            out.push_str("| release | channel | version | severity | published | installed | 50 % | 90 % | 99 % | 72 h rule | missing |\n");
-            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+            out.push_str("| release | channel | version | severity | published | applied | covered | 50 % | 90 % | 99 % | 72 h rule | missing |\n");
+            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
             for r in rows {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {}/{} ({:.1} %) | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {}/{} ({:.1} %) | {} | {} | {} | {} | {} | {} |",
                     &r.release[..12.min(r.release.len())],
                     r.channel,
                     r.version,
@@ -50,6 +52,7 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
                     r.activated,
                     r.installers,
                     r.activated_share * 100.0,
+                    r.covered,
                     dur(r.to_50_s),
                     dur(r.to_90_s),
                     dur(r.to_99_s),

@@ -300,6 +300,11 @@ fn a_newer_installed_version_covers_an_older_release_in_the_view_and_the_report(
     let c = &rows[0];
     assert_eq!((c.nodes, c.installers, c.activated), (4, 3, 3));
     assert_eq!(
+        (c.installed, c.covered),
+        (1, 2),
+        "applied: one installed, two covered"
+    );
+    assert_eq!(
         c.missing_total, 0,
         "the node that never installs is not missing it"
     );
@@ -848,4 +853,51 @@ fn a_member_reads_its_aggregators_ledgers_page_by_page() {
     // Another numbering (a restart): every entry again.
     let again = aggregator.ledger_page(epoch ^ 1, after, 0, 1 << 20);
     assert_eq!(again.entries.len(), 40);
+}
+
+/// `p2pctl node forget`: only a silent node is retired; it leaves the figures; records it
+/// made before stay out, after a restart too; a record it makes later brings it back.
+#[test]
+fn a_silent_node_is_forgotten_until_it_sends_a_newer_record() {
+    let fleet = Fleet::new("branch");
+    fleet.set_silent_after(std::time::Duration::from_secs(900));
+    let at = |k: u8, seq: u64, t: i64| {
+        let b = StatusBody {
+            at_unix_s: t,
+            ..body(k, "branch", true, seq, vec![installed(1)])
+        };
+        SignedStatus::sign(&b, &key(k)).encode()
+    };
+    fleet.offer_record(&at(1, 1, NOW)).unwrap();
+    fleet.offer_record(&at(2, 1, NOW - 3600)).unwrap();
+    let now = NOW + 60;
+    assert_eq!(fleet.own_figures(now).0, 2);
+    assert!(matches!(
+        fleet.forget(&node(1), now),
+        Err(ForgetError::NotSilent { .. })
+    ));
+    assert!(matches!(
+        fleet.forget(&node(9), now),
+        Err(ForgetError::Unknown(_))
+    ));
+    assert_eq!(fleet.forget(&node(2), now), Ok(NOW - 3600));
+    let (nodes, _, releases) = fleet.own_figures(now);
+    assert_eq!(nodes, 1);
+    assert_eq!(releases[0].count(ReleaseState::Activated), 1);
+    // An old record of it, still travelling, does not bring it back, after a restart too.
+    assert_eq!(
+        fleet.offer_record(&at(2, 0, NOW - 4000)).map(|_| ()),
+        Err(OfferError::Forgotten)
+    );
+    let again = Fleet::from_stored("branch", fleet.take_dirty());
+    assert_eq!(again.own_figures(now).0, 1);
+    assert_eq!(
+        again.offer_record(&at(2, 2, NOW - 3600)).map(|_| ()),
+        Err(OfferError::Forgotten)
+    );
+    // A newer one does.
+    again.offer_record(&at(2, 3, now)).unwrap();
+    assert_eq!(again.own_figures(now).0, 2);
+    let stored = again.take_dirty();
+    assert_eq!(stored.forgotten, vec![(node(2), None)]);
 }

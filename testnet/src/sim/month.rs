@@ -375,9 +375,10 @@ struct SiteCost {
     record_bytes: u64,
 }
 
-/// The ground truth of one release on one endpoint: when it was applied (installed, or a
-/// newer version of its channel installed), seconds from the start.
-type Applied = Vec<Option<i64>>;
+/// The ground truth of one release on each endpoint of a site: when it was applied
+/// (installed, or a newer version of its channel installed), seconds from the start, and
+/// whether it was this release itself that was installed.
+type Applied = Vec<(Option<i64>, bool)>;
 
 /// One site's month: its index, the ground truth per release, its endpoints that joined,
 /// what its control plane cost.
@@ -396,8 +397,8 @@ pub struct MonthReport {
     pub releases: usize,
     /// Days of the month.
     pub days: f64,
-    /// Releases whose report row matches the ground truth (installers, applied, applied
-    /// within 72 hours, verdict).
+    /// Releases whose report row matches the ground truth (installers, applied, installed
+    /// itself, the verdict from those applied within 72 hours).
     pub rows_matching: usize,
     /// Rows the report has (every release of the month, if it is right).
     pub rows: usize,
@@ -1064,13 +1065,15 @@ fn applied(nodes: &[Node], rels: &[Rel], start_s: i64) -> Vec<Applied> {
             }
         }
         for (i, r) in rels.iter().enumerate() {
-            let t = installed.get(&r.channel).and_then(|list| {
+            let list = installed.get(&r.channel);
+            let t = list.and_then(|list| {
                 list.iter()
                     .filter(|(v, _)| *v >= r.version)
                     .map(|(_, t)| *t)
                     .min()
             });
-            out[i].push(t);
+            let own = list.is_some_and(|list| list.iter().any(|(v, _)| *v == r.version));
+            out[i].push((t, own));
         }
     }
     out
@@ -1231,12 +1234,16 @@ pub fn run(
         rows.iter().map(|r| (r.release.clone(), r)).collect();
     for (i, r) in rels.iter().enumerate() {
         let mut applied_n = 0u64;
+        let mut installed_n = 0u64;
         let mut in_time = 0u64;
         for (_, truth, _, _) in &results {
-            for t in truth[i].iter().flatten() {
-                applied_n += 1;
-                if t - r.published_s <= CRITICAL_DEADLINE_S {
-                    in_time += 1;
+            for (t, own) in &truth[i] {
+                installed_n += u64::from(*own);
+                if let Some(t) = t {
+                    applied_n += 1;
+                    if t - r.published_s <= CRITICAL_DEADLINE_S {
+                        in_time += 1;
+                    }
                 }
             }
         }
@@ -1274,13 +1281,20 @@ pub fn run(
         }
         if row.installers == installers as u64
             && row.activated == applied_n
+            && row.installed == installed_n
             && row.deadline == verdict
         {
             rows_matching += 1;
         } else if mismatches.len() < 20 {
             mismatches.push(format!(
-                "{} v{} ({}): report {} installers, {} applied, {}; truth {installers}, {applied_n} ({in_time} within 72 h), {verdict}",
-                r.channel_name, r.version, row.release, row.installers, row.activated, row.deadline
+                "{} v{} ({}): report {} installers, {} applied ({} installed), {}; truth {installers}, {applied_n} ({installed_n} installed, {in_time} within 72 h), {verdict}",
+                r.channel_name,
+                r.version,
+                row.release,
+                row.installers,
+                row.activated,
+                row.installed,
+                row.deadline
             ));
         }
     }
