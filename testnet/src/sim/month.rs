@@ -293,7 +293,7 @@ struct Plan {
     joins_s: i64,
     /// Seconds from the start: off from, back at.
     away: Option<(i64, i64)>,
-    /// Per release: whether its install fails, and seconds it takes; when it hears of it.
+    /// Per release: whether its install fails.
     fails: Vec<bool>,
 }
 
@@ -329,37 +329,31 @@ struct Node {
     seq: u64,
 }
 
+/// What happens to a site at an instant (events of the same instant run in the order they
+/// were queued).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    Learn {
-        node: u32,
-        rel: u32,
-    },
+    /// An endpoint hears of a release (verified).
+    Learn { node: u32, rel: u32 },
+    /// A download ends (ignored if its generation was cancelled).
     DownloadDone {
         node: u32,
         entry: u32,
         generation: u32,
     },
-    InstallTry {
-        node: u32,
-        entry: u32,
-    },
-    InstallDone {
-        node: u32,
-        entry: u32,
-    },
-    Away {
-        node: u32,
-    },
-    Back {
-        node: u32,
-    },
-    Join {
-        node: u32,
-    },
-    NodeCheck {
-        node: u32,
-    },
+    /// An install may start if the window is open (else it waits for the window).
+    InstallTry { node: u32, entry: u32 },
+    /// An install ends: installed, or failed.
+    InstallDone { node: u32, entry: u32 },
+    /// An endpoint goes off (silent for a while).
+    Away { node: u32 },
+    /// It comes back.
+    Back { node: u32 },
+    /// It joins the fleet.
+    Join { node: u32 },
+    /// Its status publisher looks whether a record is due.
+    NodeCheck { node: u32 },
+    /// The site's aggregator looks whether a summary is due.
     SiteCheck,
 }
 
