@@ -66,7 +66,7 @@ pub const INSTALL_BUCKETS: usize = 52;
 pub const CRITICAL_DEADLINE_S: i64 = 72 * 3600;
 
 /// Domain separation of the signature.
-const SUMMARY_CONTEXT: &[u8] = b"p2pd site summary v2\0";
+const SUMMARY_CONTEXT: &[u8] = b"p2pd site summary v3\0";
 
 /// The bucket of an installation `delay_s` after publishing.
 pub fn install_bucket(delay_s: i64) -> usize {
@@ -144,6 +144,24 @@ pub struct SiteRelease {
     pub opens_unix_s: Option<i64>,
     /// Failed nodes, the newest failures first, at most [`SUMMARY_FAILED_MAX`].
     pub failed: Vec<FailedEntry>,
+    /// Why nodes failed or refused it, the commonest first, at most
+    /// [`SUMMARY_REASONS_MAX`]: every failed and refused node's error counted, so an
+    /// operator sees the top reasons across the fleet without asking each site.
+    pub reasons: Vec<Reason>,
+}
+
+/// Most reasons a site's figures of a release carry ([`SiteRelease::reasons`]).
+pub const SUMMARY_REASONS_MAX: usize = 4;
+
+/// A reason nodes of a site failed or refused a release, and how many gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// `Failed` or `Refused`.
+    pub state: ReleaseState,
+    /// The error the nodes' records give (at most [`STATUS_ERROR_BYTES_MAX`] bytes).
+    pub reason: String,
+    /// How many nodes give it.
+    pub nodes: u32,
 }
 
 impl SiteRelease {
@@ -240,6 +258,23 @@ impl SiteRelease {
                 .any(|f| f.error.len() > STATUS_ERROR_BYTES_MAX)
         {
             return Err(StatusError::Invalid("failed nodes"));
+        }
+        let given = |state: ReleaseState| -> u64 {
+            r.reasons
+                .iter()
+                .filter(|x| x.state == state)
+                .map(|x| u64::from(x.nodes))
+                .sum()
+        };
+        if r.reasons.len() > SUMMARY_REASONS_MAX
+            || r.reasons.iter().any(|x| {
+                !matches!(x.state, ReleaseState::Failed | ReleaseState::Refused)
+                    || x.reason.len() > STATUS_ERROR_BYTES_MAX
+            })
+            || given(ReleaseState::Failed) > u64::from(r.count(ReleaseState::Failed))
+            || given(ReleaseState::Refused) > u64::from(r.count(ReleaseState::Refused))
+        {
+            return Err(StatusError::Invalid("reasons"));
         }
         Ok(())
     }
@@ -588,8 +623,10 @@ fn figures(
         installed_by_deadline: 0,
         opens_unix_s: None,
         failed: Vec::new(),
+        reasons: Vec::new(),
     };
     let mut failed = Vec::new();
+    let mut reasons: HashMap<(ReleaseState, &str), u32> = HashMap::new();
     let installed = |at: i64, out: &mut SiteRelease| {
         let delay = at.saturating_sub(published_unix_s);
         if delay <= CRITICAL_DEADLINE_S {
@@ -630,6 +667,10 @@ fn figures(
                 } else {
                     u64::from(r.chunks_have.min(chunks_total))
                 };
+                if matches!(r.state, ReleaseState::Failed | ReleaseState::Refused) {
+                    let why = r.error.as_deref().unwrap_or_default();
+                    *reasons.entry((r.state, why)).or_default() += 1;
+                }
                 match r.state {
                     ReleaseState::Failed => failed.push(FailedEntry {
                         node: b.node,
@@ -654,6 +695,22 @@ fn figures(
     });
     failed.truncate(SUMMARY_FAILED_MAX);
     out.failed = failed;
+    let mut reasons: Vec<Reason> = reasons
+        .into_iter()
+        .map(|((state, reason), nodes)| Reason {
+            state,
+            reason: reason.to_owned(),
+            nodes,
+        })
+        .collect();
+    reasons.sort_by(|a, b| {
+        b.nodes
+            .cmp(&a.nodes)
+            .then(a.state.index().cmp(&b.state.index()))
+            .then_with(|| a.reason.cmp(&b.reason))
+    });
+    reasons.truncate(SUMMARY_REASONS_MAX);
+    out.reasons = reasons;
     out
 }
 
@@ -737,6 +794,14 @@ mod tests {
         assert_eq!(r.opens_unix_s, Some(NOW + 600));
         assert_eq!(r.failed.len(), 1);
         assert_eq!(r.failed[0].error, "apply exited 3");
+        assert_eq!(
+            r.reasons,
+            vec![Reason {
+                state: Failed,
+                reason: "apply exited 3".into(),
+                nodes: 1
+            }]
+        );
         // The three installers that installed it or v2, by delay: 1 h, 2 h, 1 min.
         let total: u32 = r.installed_after.iter().sum();
         assert_eq!(total, 3);

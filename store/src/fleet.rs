@@ -209,6 +209,20 @@ pub struct Fleet {
     inner: Mutex<Inner>,
 }
 
+/// Most reasons [`FleetReport::reasons`] lists.
+pub const REASONS_LISTED_MAX: usize = 10;
+
+/// A reason nodes failed or refused a release, and how many gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    /// `failed` or `refused`.
+    pub state: String,
+    /// The error their records give.
+    pub reason: String,
+    /// How many nodes give it.
+    pub nodes: u64,
+}
+
 /// Why a node could not be retired from the fleet view ([`Fleet::forget`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForgetError {
@@ -463,6 +477,10 @@ pub struct FleetReport {
     /// Failed nodes listed (at most [`FAILED_LISTED_MAX`]; summaries name a few per site),
     /// newest failure first. `states.failed` counts them all.
     pub failed: Vec<FailedNode>,
+    /// Why nodes failed or refused it, the commonest first (at most [`REASONS_LISTED_MAX`]):
+    /// each site's commonest reasons, summed across sites.
+    #[serde(default)]
+    pub reasons: Vec<ReasonCount>,
     /// Nodes that came to be done with it per minute, over the last [`RATE_WINDOW_S`].
     pub holding_per_min: f64,
     /// At that rate, seconds until the moving nodes are done (none when nothing moved, or
@@ -1344,6 +1362,7 @@ impl Fleet {
         );
         let mut states = StateCounts::default();
         let mut failed: Vec<FailedNode> = Vec::new();
+        let mut reasons: HashMap<(&'static str, &str), u64> = HashMap::new();
         let mut opens: Option<i64> = None;
         let mut sites = Vec::with_capacity(rows.len());
         let mut installers = 0u64;
@@ -1353,6 +1372,11 @@ impl Fleet {
             installers += u64::from(row.installers);
             if let Some(t) = f.opens_unix_s {
                 opens = Some(opens.map_or(t, |o| o.min(t)));
+            }
+            for x in &f.reasons {
+                *reasons
+                    .entry((x.state.name(), x.reason.as_str()))
+                    .or_default() += u64::from(x.nodes);
             }
             for e in &f.failed {
                 failed.push(FailedNode {
@@ -1412,6 +1436,21 @@ impl Fleet {
                 .then_with(|| a.node.cmp(&b.node))
         });
         failed.truncate(FAILED_LISTED_MAX);
+        let mut reasons: Vec<ReasonCount> = reasons
+            .into_iter()
+            .map(|((state, reason), nodes)| ReasonCount {
+                state: state.into(),
+                reason: reason.into(),
+                nodes,
+            })
+            .collect();
+        reasons.sort_by(|a, b| {
+            b.nodes
+                .cmp(&a.nodes)
+                .then_with(|| a.state.cmp(&b.state))
+                .then_with(|| a.reason.cmp(&b.reason))
+        });
+        reasons.truncate(REASONS_LISTED_MAX);
         let nodes_detail = match site {
             Some((_, bodies)) => node_detail(
                 bodies,
@@ -1434,6 +1473,7 @@ impl Fleet {
             states,
             sites,
             failed,
+            reasons,
             holding_per_min: per_min,
             eta_s,
             window_opens_unix_s: opens,
@@ -1768,6 +1808,7 @@ fn decode_site_ledger(bytes: &[u8]) -> Option<Vec<(u64, SiteRelease)>> {
             r.states.len() == ReleaseState::ALL.len()
                 && r.installed_after.len() <= protocol::summary::INSTALL_BUCKETS
                 && r.failed.len() <= protocol::summary::SUMMARY_FAILED_MAX
+                && r.reasons.len() <= protocol::summary::SUMMARY_REASONS_MAX
         });
     sane.then_some(entries)
 }

@@ -82,6 +82,15 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
             s.paused
         );
     }
+    if !r.reasons.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWHY (nodes that failed or refused it, the commonest reasons)"
+        );
+        for x in &r.reasons {
+            let _ = writeln!(out, "  {:>6} {:<8} {}", x.nodes, x.state, x.reason);
+        }
+    }
     fleet_sites_text(&mut out, r, sites);
     fleet_nodes_text(&mut out, r);
     out

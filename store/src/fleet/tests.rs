@@ -901,3 +901,51 @@ fn a_silent_node_is_forgotten_until_it_sends_a_newer_record() {
     let stored = again.take_dirty();
     assert_eq!(stored.forgotten, vec![(node(2), None)]);
 }
+
+/// The commonest reasons nodes failed or refused a release, counted across this site's
+/// records and other sites' summaries, for `p2pctl fleet`'s default view.
+#[test]
+fn failure_and_refusal_reasons_add_up_across_sites() {
+    use ReleaseState::*;
+    let failed = |k: u8| {
+        let mut r = rel(R1, 1, Failed, NOW);
+        r.error = Some("apply command exited with status 3".into());
+        body(k, "branch-2", true, 1, vec![r])
+    };
+    let mut refused = rel(R1, 1, Refused, NOW);
+    refused.error = Some("version 1 is not above the highest stored, 2".into());
+    let others: Vec<StatusBody> = (20..23).map(failed).collect();
+    let fleet = Fleet::new("hq");
+    fleet
+        .offer_summary(&summary(20, "branch-2", 1, NOW, &others), NOW + 60)
+        .unwrap();
+    let mine = |k: u8, r: ReleaseStatus| record(k, "hq", true, 1, vec![r]);
+    let mut f = rel(R1, 1, Failed, NOW);
+    f.error = Some("apply command exited with status 3".into());
+    fleet.offer_record(&mine(1, f)).unwrap();
+    fleet.offer_record(&mine(2, refused)).unwrap();
+    fleet
+        .offer_record(&mine(3, rel(R1, 1, Activated, NOW)))
+        .unwrap();
+    let r = fleet.report(&R1, Some(&facts(R1, 1, false)), NOW + 60);
+    let got: Vec<(String, String, u64)> = r
+        .reasons
+        .iter()
+        .map(|x| (x.state.clone(), x.reason.clone(), x.nodes))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "failed".into(),
+                "apply command exited with status 3".into(),
+                4
+            ),
+            (
+                "refused".into(),
+                "version 1 is not above the highest stored, 2".into(),
+                1
+            ),
+        ]
+    );
+}
