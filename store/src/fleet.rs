@@ -407,6 +407,9 @@ pub struct SiteProgress {
     pub superseded: u64,
     /// Failed.
     pub failed: u64,
+    /// Its nodes counted silent (no record for the bound, the release not applied).
+    #[serde(default)]
+    pub silent: u64,
     /// Chunks held over chunks wanted, across the site's nodes (0 to 1; done nodes count as
     /// holding every chunk).
     pub progress: f64,
@@ -1401,6 +1404,7 @@ impl Fleet {
                 ),
                 superseded: u64::from(f.covered + f.count(ReleaseState::Superseded)),
                 failed: u64::from(f.count(ReleaseState::Failed)),
+                silent: u64::from(f.silent),
                 progress: if wanted == 0 {
                     if row.nodes > 0 && done == row.nodes {
                         1.0

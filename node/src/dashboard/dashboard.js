@@ -62,11 +62,13 @@ function drawGrid(release) {
   const sites = [...release.report.sites].sort((a, b) => a.site.localeCompare(b.site));
   for (const s of sites) {
     let cls = "waiting";
+    const silent = s.silent || 0;
     if (s.failed > 0) cls = "failed";
     else if (s.holding + s.superseded >= s.nodes) cls = "done";
+    else if (silent > 0 && s.holding + s.superseded + silent >= s.nodes) cls = "silent";
     else if (s.progress > 0) cls = "moving";
     const age = s.age_s === null || s.age_s === undefined ? "" : `, summary ${dur(s.age_s)} old${s.stale ? " (stale)" : ""}`;
-    const title = `${s.site}: ${s.holding}/${s.nodes} hold it, ${s.superseded} a newer version, ${s.failed} failed, ${(100 * s.progress).toFixed(0)} % of chunks${age}`;
+    const title = `${s.site}: ${s.holding}/${s.nodes} hold it, ${s.superseded} a newer version, ${s.failed} failed, ${silent} silent, ${(100 * s.progress).toFixed(0)} % of chunks${age}`;
     const c = el("div", { class: `cell ${cls}`, role: "listitem", title, "data-site": s.site });
     c.style.setProperty("--p", `${(100 * s.progress).toFixed(0)}%`);
     c.addEventListener("mouseenter", () => {

@@ -672,6 +672,7 @@ fn a_node_without_a_record_for_the_bound_is_silent_unless_it_applied_the_release
     );
     assert_eq!(r.states.moving(), 1, "a silent node is left out of the ETA");
     assert_eq!(r.states.total(), 3);
+    assert_eq!(r.sites[0].silent, 1, "the dashboard's site cell knows it");
     let rows = fleet.compliance(&[facts(R1, 1, true)], NOW);
     let states: Vec<&str> = rows[0].missing.iter().map(|m| m.state.as_str()).collect();
     assert_eq!(states.len(), 2);
