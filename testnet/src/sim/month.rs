@@ -361,6 +361,8 @@ enum Ev {
 #[derive(Debug, Clone, Default)]
 struct SiteCost {
     summaries: u64,
+    /// Of those, by the news they carried: heartbeats (nothing new), progress, a state.
+    summaries_by_news: [u64; 3],
     summary_bytes: u64,
     /// Bytes of [`flood_bytes`] over this site's summaries: what each other site's WAN
     /// carries for them, each way.
@@ -415,6 +417,8 @@ pub struct MonthReport {
     pub record_bytes: u64,
     /// Site summaries published, and their bytes.
     pub summaries: u64,
+    /// Of those: heartbeats (nothing new), progress only, a change of state.
+    pub summaries_by_news: [u64; 3],
     /// See `summaries`.
     pub summary_bytes: u64,
     /// Bytes per day into the busiest site across its WAN for status: the other sites'
@@ -463,11 +467,14 @@ impl MonthReport {
             self.applied_share, self.applied_share_min
         );
         out += &format!(
-            "records: {} ({:.1} MiB, site LANs); summaries: {} ({:.1} MiB)\n",
+            "records: {} ({:.1} MiB, site LANs); summaries: {} ({:.1} MiB; {} heartbeats, {} progress, {} changes of state)\n",
             self.records,
             self.record_bytes as f64 / 1_048_576.0,
             self.summaries,
-            self.summary_bytes as f64 / 1_048_576.0
+            self.summary_bytes as f64 / 1_048_576.0,
+            self.summaries_by_news[0],
+            self.summaries_by_news[1],
+            self.summaries_by_news[2]
         );
         out += &format!(
             "status across the busiest site's WAN: {:.2} MiB/day in (keep-alives {:.2}); release control {:.2} MiB/day (estimate)\n",
@@ -1019,6 +1026,7 @@ impl SiteSim<'_> {
         };
         let signed = SignedSummary::sign(&body, &self.nodes[k].plan.key).encode();
         self.cost.summaries += 1;
+        self.cost.summaries_by_news[news as usize] += 1;
         self.cost.summary_bytes += signed.len() as u64;
         let framed =
             protocol::wire::frame(&protocol::wire::Control::Summaries(vec![signed.clone()])).len()
@@ -1337,6 +1345,12 @@ pub fn run(
         records: results.iter().map(|r| r.3.records).sum(),
         record_bytes: results.iter().map(|r| r.3.record_bytes).sum(),
         summaries: results.iter().map(|r| r.3.summaries).sum(),
+        summaries_by_news: results.iter().fold([0; 3], |mut acc, r| {
+            for (a, n) in acc.iter_mut().zip(r.3.summaries_by_news) {
+                *a += n;
+            }
+            acc
+        }),
         summary_bytes: results.iter().map(|r| r.3.summary_bytes).sum(),
         status_wan_bytes_per_day: status_per_day,
         keepalive_bytes_per_day: keepalive_per_day,
