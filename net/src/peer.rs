@@ -1017,9 +1017,7 @@ async fn serve_records(net: &Arc<Net>, req: &Request, mut send: SendStream) {
     let header = ReplyHeader::Records {
         len: bytes.len() as u32,
     };
-    if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok() {
-        let _ = send.finish();
-    }
+    reply_with(&mut send, header, &bytes).await;
     drop(permit);
 }
 
@@ -1049,10 +1047,7 @@ async fn serve_ledger(
             let header = ReplyHeader::Records {
                 len: bytes.len() as u32,
             };
-            if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok()
-            {
-                let _ = send.finish();
-            }
+            reply_with(&mut send, header, &bytes).await;
         }
         Err(_) => reply_empty(&mut send, ReplyHeader::NotFound).await,
     }
@@ -1077,10 +1072,7 @@ async fn serve_manifest(net: &Arc<Net>, release: ReleaseId, mut send: SendStream
             let header = ReplyHeader::Manifest {
                 len: bytes.len() as u32,
             };
-            if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok()
-            {
-                let _ = send.finish();
-            }
+            reply_with(&mut send, header, &bytes).await;
         }
         None => reply_empty(&mut send, ReplyHeader::NotFound).await,
     }
@@ -1094,6 +1086,13 @@ async fn serve_slot(net: &Net, send: &mut SendStream) -> Option<tokio::sync::Own
         reply_empty(send, ReplyHeader::Busy).await;
     }
     slot
+}
+
+/// Answers with `header` and the `body` it announces, and ends the stream.
+async fn reply_with(send: &mut SendStream, header: ReplyHeader, body: &[u8]) {
+    if write_frame(send, &header).await.is_ok() && send.write_all(body).await.is_ok() {
+        let _ = send.finish();
+    }
 }
 
 /// Answers with a header that has no body, and ends the stream.

@@ -164,6 +164,20 @@ pub struct Reason {
     pub nodes: u32,
 }
 
+impl Reason {
+    /// Sorts `list` the commonest first (then by state and text, so every node lists them
+    /// alike) and keeps the first `max`.
+    pub fn keep_commonest(list: &mut Vec<Self>, max: usize) {
+        list.sort_by(|a, b| {
+            b.nodes
+                .cmp(&a.nodes)
+                .then(a.state.index().cmp(&b.state.index()))
+                .then_with(|| a.reason.cmp(&b.reason))
+        });
+        list.truncate(max);
+    }
+}
+
 impl SiteRelease {
     /// Nodes in `state`.
     pub fn count(&self, state: ReleaseState) -> u32 {
@@ -703,13 +717,7 @@ fn figures(
             nodes,
         })
         .collect();
-    reasons.sort_by(|a, b| {
-        b.nodes
-            .cmp(&a.nodes)
-            .then(a.state.index().cmp(&b.state.index()))
-            .then_with(|| a.reason.cmp(&b.reason))
-    });
-    reasons.truncate(SUMMARY_REASONS_MAX);
+    Reason::keep_commonest(&mut reasons, SUMMARY_REASONS_MAX);
     out.reasons = reasons;
     out
 }

@@ -203,11 +203,6 @@ impl<K: Ord + Hash + Copy, V: PartialEq> Publisher<K, V> {
         self.cadence.poll(now_ms, news)
     }
 
-    /// When the last message went out.
-    pub fn last_ms(&self) -> Option<u64> {
-        self.cadence.last_ms()
-    }
-
     /// Of every entry of the table (key, value, whether it is settled), the positions of
     /// those the message going out at `now_unix_s` carries; they count as sent. A change is
     /// a value that differs from the one noted before.

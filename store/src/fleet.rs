@@ -1199,11 +1199,6 @@ impl Fleet {
         merged
     }
 
-    /// This run's numbering of ledger changes ([`Fleet::ledger_page`]).
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     /// The records, summaries and ledgers changed since the last call, to be written to the
     /// store.
     pub fn take_dirty(&self) -> Stored {
@@ -1365,7 +1360,7 @@ impl Fleet {
         );
         let mut states = StateCounts::default();
         let mut failed: Vec<FailedNode> = Vec::new();
-        let mut reasons: HashMap<(&'static str, &str), u64> = HashMap::new();
+        let mut reasons: HashMap<(ReleaseState, &str), u32> = HashMap::new();
         let mut opens: Option<i64> = None;
         let mut sites = Vec::with_capacity(rows.len());
         let mut installers = 0u64;
@@ -1377,9 +1372,8 @@ impl Fleet {
                 opens = Some(opens.map_or(t, |o| o.min(t)));
             }
             for x in &f.reasons {
-                *reasons
-                    .entry((x.state.name(), x.reason.as_str()))
-                    .or_default() += u64::from(x.nodes);
+                let n = reasons.entry((x.state, x.reason.as_str())).or_default();
+                *n = n.saturating_add(x.nodes);
             }
             for e in &f.failed {
                 failed.push(FailedNode {
@@ -1440,21 +1434,23 @@ impl Fleet {
                 .then_with(|| a.node.cmp(&b.node))
         });
         failed.truncate(FAILED_LISTED_MAX);
-        let mut reasons: Vec<ReasonCount> = reasons
+        let mut reasons: Vec<protocol::summary::Reason> = reasons
             .into_iter()
-            .map(|((state, reason), nodes)| ReasonCount {
-                state: state.into(),
+            .map(|((state, reason), nodes)| protocol::summary::Reason {
+                state,
                 reason: reason.into(),
                 nodes,
             })
             .collect();
-        reasons.sort_by(|a, b| {
-            b.nodes
-                .cmp(&a.nodes)
-                .then_with(|| a.state.cmp(&b.state))
-                .then_with(|| a.reason.cmp(&b.reason))
-        });
-        reasons.truncate(REASONS_LISTED_MAX);
+        protocol::summary::Reason::keep_commonest(&mut reasons, REASONS_LISTED_MAX);
+        let reasons: Vec<ReasonCount> = reasons
+            .into_iter()
+            .map(|x| ReasonCount {
+                state: x.state.name().into(),
+                reason: x.reason,
+                nodes: u64::from(x.nodes),
+            })
+            .collect();
         let nodes_detail = match site {
             Some((_, bodies)) => node_detail(
                 bodies,

@@ -523,9 +523,8 @@ fn a_release_no_longer_in_any_record_keeps_its_figures() {
     assert_eq!(again.releases_since(NOW).len(), 40);
 }
 
-#[test]
-fn another_sites_ledger_keeps_every_release_its_summaries_named() {
-    let fleet = Fleet::new("hq");
+/// Site branch-2: three installing nodes that installed releases 0 to 39, as figures.
+fn branch2_installed_all() -> Vec<SiteRelease> {
     let nodes: Vec<StatusBody> = (0..3u8)
         .map(|k| {
             body(
@@ -538,26 +537,39 @@ fn another_sites_ledger_keeps_every_release_its_summaries_named() {
         })
         .collect();
     let refs: Vec<&StatusBody> = nodes.iter().collect();
-    let all = protocol::summary::site_releases(&refs, None);
+    protocol::summary::site_releases(&refs, None)
+}
+
+/// A summary of branch-2 (three installing nodes) numbered `seq`, made at `at`, naming
+/// `releases`, signed by its aggregator (node 20).
+fn branch2_summary(seq: u64, at: i64, releases: Vec<SiteRelease>) -> Vec<u8> {
+    let b = SummaryBody {
+        site: "branch-2".into(),
+        aggregator: node(20),
+        seq,
+        at_unix_s: at,
+        nodes: 3,
+        installers: 3,
+        contacts: Vec::new(),
+        releases,
+    };
+    SignedSummary::sign(&b, &key(20)).encode()
+}
+
+#[test]
+fn another_sites_ledger_keeps_every_release_its_summaries_named() {
+    let fleet = Fleet::new("hq");
+    let all = branch2_installed_all();
     // Each summary names only the release that changed.
     for (n, i) in (0..40u8).enumerate() {
-        let b = SummaryBody {
-            site: "branch-2".into(),
-            aggregator: node(20),
-            seq: n as u64 + 1,
-            at_unix_s: NOW + i64::from(i) * 3600 + 3600,
-            nodes: 3,
-            installers: 3,
-            contacts: Vec::new(),
-            releases: all
-                .iter()
-                .filter(|r| r.release == ReleaseId([i; 32]))
-                .cloned()
-                .collect(),
-        };
+        let releases = all
+            .iter()
+            .filter(|r| r.release == ReleaseId([i; 32]))
+            .cloned()
+            .collect();
         fleet
             .offer_summary(
-                &SignedSummary::sign(&b, &key(20)).encode(),
+                &branch2_summary(n as u64 + 1, NOW + i64::from(i) * 3600 + 3600, releases),
                 NOW + 200 * 3600,
             )
             .unwrap();
@@ -760,35 +772,14 @@ fn a_member_reads_its_aggregators_ledgers_page_by_page() {
     let aggregator = Fleet::new("hq");
     aggregator.set_aggregating(true);
     let member = Fleet::new("hq");
-    let nodes: Vec<StatusBody> = (0..3u8)
-        .map(|k| {
-            body(
-                20 + k,
-                "branch-2",
-                true,
-                1,
-                (0..40u8).map(installed).collect(),
-            )
-        })
-        .collect();
-    let refs: Vec<&StatusBody> = nodes.iter().collect();
-    let all = protocol::summary::site_releases(&refs, None);
+    let all = branch2_installed_all();
     let signed = |n: u64, only: &[u8]| {
-        let b = SummaryBody {
-            site: "branch-2".into(),
-            aggregator: node(20),
-            seq: n,
-            at_unix_s: NOW + 3600 + n as i64,
-            nodes: 3,
-            installers: 3,
-            contacts: Vec::new(),
-            releases: all
-                .iter()
-                .filter(|r| only.contains(&r.release.0[0]))
-                .cloned()
-                .collect(),
-        };
-        SignedSummary::sign(&b, &key(20)).encode()
+        let releases = all
+            .iter()
+            .filter(|r| only.contains(&r.release.0[0]))
+            .cloned()
+            .collect();
+        branch2_summary(n, NOW + 3600 + n as i64, releases)
     };
     let later = NOW + 200 * 3600;
     for i in 0..40u8 {
@@ -825,18 +816,8 @@ fn a_member_reads_its_aggregators_ledgers_page_by_page() {
     changed.states[ReleaseState::Activated.index()] = 2;
     changed.states[ReleaseState::Failed.index()] = 1;
     changed.installed_after = vec![2];
-    let b = SummaryBody {
-        site: "branch-2".into(),
-        aggregator: node(20),
-        seq: 41,
-        at_unix_s: NOW + 3700,
-        nodes: 3,
-        installers: 3,
-        contacts: Vec::new(),
-        releases: vec![changed],
-    };
     aggregator
-        .offer_summary(&SignedSummary::sign(&b, &key(20)).encode(), later)
+        .offer_summary(&branch2_summary(41, NOW + 3700, vec![changed]), later)
         .unwrap();
     let page = aggregator.ledger_page(epoch, after, 0, 1 << 20);
     assert_eq!(page.entries.len(), 1);

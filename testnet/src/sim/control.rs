@@ -246,6 +246,12 @@ pub fn summaries_published(news: &mut [(u64, News)], sites: usize, end_ms: u64) 
     published
 }
 
+/// Bytes per second one open connection's keep-alives cost each way: per keep-alive
+/// interval, each end sends a PING and acknowledges the other's.
+pub fn keepalive_bytes_per_s() -> f64 {
+    (on_wan(1) + ACK_PACKET_BYTES) as f64 / KEEP_ALIVE.as_secs_f64()
+}
+
 /// The control plane of an idle fleet (no release moving), per site and per node.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct SteadyState {
@@ -271,10 +277,7 @@ pub fn steady_state(
     summary: u64,
     sites: usize,
 ) -> SteadyState {
-    let keepalive_s = KEEP_ALIVE.as_secs_f64();
-    // Per connection and keep-alive interval, each end sends a PING and acknowledges the
-    // other's.
-    let per_conn_each_way = (on_wan(1) + ACK_PACKET_BYTES) as f64 * 8.0 / keepalive_s;
+    let per_conn_each_way = keepalive_bytes_per_s() * 8.0;
     let summaries =
         sites.saturating_sub(1) as f64 * flood_bytes(costs, summary, sites) as f64 * 8.0
             / SUMMARY_HEARTBEAT.as_secs_f64();

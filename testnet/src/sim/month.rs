@@ -38,16 +38,14 @@
 //! Sites are independent but for the summaries the observer takes, so they run on every
 //! core; the observer's table is the product's, behind its own lock.
 
-use super::control::{Costs, flood_bytes, on_wan, overlay_neighbours};
+use super::control::{Costs, flood_bytes, keepalive_bytes_per_s, on_wan, overlay_neighbours};
 use protocol::status::{ReleaseState, ReleaseStatus, StatusBody};
 use protocol::summary::{CRITICAL_DEADLINE_S, Contact, SignedSummary, SiteRelease, SummaryBody};
 use protocol::wire::ACK_PACKET_BYTES;
 use protocol::{NodeId, ReleaseId, Severity};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use scheduler::control::{
-    KEEP_ALIVE, News, STATUS_HEARTBEAT, SUMMARY_FORWARD_DELAY, aggregators, site_key,
-};
+use scheduler::control::{News, STATUS_HEARTBEAT, SUMMARY_FORWARD_DELAY, aggregators, site_key};
 use scheduler::ledger::{Publisher, SummaryContent};
 use scheduler::policy::WindowsSection;
 use scheduler::versions::{Standing, superseded_by, to_install};
@@ -1309,8 +1307,8 @@ pub fn run(
         .map(|r| flood_total - r.3.flood_bytes)
         .max()
         .unwrap_or(0) as f64;
-    let per_conn_each_way = (on_wan(1) + ACK_PACKET_BYTES) as f64 / KEEP_ALIVE.as_secs_f64();
-    let keepalive_per_day = overlay_neighbours(sc.sites) as f64 * per_conn_each_way * 86_400.0;
+    let keepalive_per_day =
+        overlay_neighbours(sc.sites) as f64 * keepalive_bytes_per_s() * 86_400.0;
     let status_per_day = busiest_in / days + keepalive_per_day;
     // Each release's own control across a site's WAN: an offer and a final want to each WAN
     // peer, and a want and a have of every chunk once, each on the wire with its
