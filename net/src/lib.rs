@@ -683,6 +683,14 @@ impl Net {
         self.peers.is_connected(peer)
     }
 
+    /// Whether `node` is up as far as this node can tell: this node itself, or a peer with
+    /// a live connection. Such a node is never retired (`p2pctl node forget`), whatever the
+    /// age of its last status record.
+    pub fn reachable(&self, node: &NodeId) -> bool {
+        node.0 == self.local.node_id.0
+            || peer_id_of(node).is_some_and(|p| self.peers.is_connected(&p))
+    }
+
     /// Whether this node wants a data-plane connection to `peer`: same site, bootstrap, or
     /// among its picks of other sites' peers.
     fn wanted(&self, peer: &PeerId, known: &KnownPeer) -> bool {

@@ -825,13 +825,16 @@ fn on_control(net: &Arc<Net>, peer: &Arc<Peer>, msg: Control) -> bool {
             node,
             last_at_unix_s,
         } => {
-            // Only a site-mate retires a node, and only one this node finds silent too.
+            // Only a site-mate retires a node, and only one this node finds silent too (not
+            // itself). A connection to it that has not timed out yet does not refuse: the
+            // sender found it unreachable, and a node that is up sends a record within the
+            // silence bound, which brings it back.
             if peer.class != Class::Lan {
                 return true;
             }
             if let Some(fleet) = net.fleet.get() {
                 let now = jiff::Timestamp::now().as_second();
-                match fleet.forget(&node, now) {
+                match fleet.forget(&node, now, node == net.local.node_id) {
                     Ok(_) => tracing::info!(node = %node.to_hex(), by = %peer.id,
                         last_record = last_at_unix_s, "node retired from the fleet view"),
                     Err(e) => tracing::debug!(node = %node.to_hex(), by = %peer.id,

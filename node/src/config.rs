@@ -134,7 +134,9 @@ pub struct NodeSection {
     pub region: String,
     /// A node of this site that sent no status record for this long, seconds, counts as
     /// silent (apart, and out of the ETA) for every release it has not applied. Three
-    /// heartbeats by default; raise it where nodes sleep overnight.
+    /// heartbeats by default; raise it where nodes sleep overnight. A shorter bound shortens
+    /// the heartbeat to a third of it (5 s at the least), so a running node never counts
+    /// silent; set the same value on every node of a site.
     #[serde(default = "default_silent_after_s")]
     pub silent_after_s: u64,
 }

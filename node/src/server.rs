@@ -691,10 +691,13 @@ async fn forget_node(
     // The freshest records first: the site's aggregator may have heard from the node since.
     refresh_fleet(&state).await;
     let now = jiff::Timestamp::now().as_second();
-    let last = state.fleet.forget(&node, now).map_err(|e| {
+    let reachable =
+        node.to_hex() == state.node_id || state.net.get().is_some_and(|n| n.reachable(&node));
+    let last = state.fleet.forget(&node, now, reachable).map_err(|e| {
         let code = match e {
             store::fleet::ForgetError::Unknown(_) => ErrorCode::NoNode,
-            store::fleet::ForgetError::NotSilent { .. } => ErrorCode::NodeNotSilent,
+            store::fleet::ForgetError::NotSilent { .. }
+            | store::fleet::ForgetError::Reachable(_) => ErrorCode::NodeNotSilent,
         };
         ApiError::new(StatusCode::CONFLICT, code, e.to_string())
     })?;

@@ -187,7 +187,8 @@ enum Command {
 pub(crate) enum NodeAction {
     /// Retire a node of this node's site from the fleet view and the compliance report: a
     /// machine that was decommissioned, or will not come back. Only a node silent for the
-    /// bound (`[node] silent_after_s`) may be; this node's site-mates drop it too, and the
+    /// bound (`[node] silent_after_s`) and not connected to this node may be (not this node
+    /// itself either); this node's site-mates drop it too, and the
     /// site's next summary no longer counts it. A record it makes later brings it back.
     /// Audited on this node.
     Forget {

@@ -34,6 +34,19 @@ pub const STATUS_PROGRESS_INTERVAL: Duration = Duration::from_secs(60);
 /// alive, and a member that joined learns the others' state within this time.
 pub const STATUS_HEARTBEAT: Duration = Duration::from_secs(300);
 
+/// Heartbeats a node may miss before its site counts it silent: the default silence bound
+/// is this many [`STATUS_HEARTBEAT`]s, and a shorter bound shortens the heartbeat to keep
+/// the ratio ([`status_heartbeat`]).
+pub const HEARTBEATS_BEFORE_SILENT: u32 = 3;
+
+/// A node's heartbeat under a site's silence bound (`[node] silent_after_s`): the bound
+/// over [`HEARTBEATS_BEFORE_SILENT`], at most [`STATUS_HEARTBEAT`] and at least
+/// [`STATUS_MIN_INTERVAL`]. A node with nothing new still speaks often enough that its
+/// site never counts it silent while it runs.
+pub fn status_heartbeat(silent_after: Duration) -> Duration {
+    (silent_after / HEARTBEATS_BEFORE_SILENT).clamp(STATUS_MIN_INTERVAL, STATUS_HEARTBEAT)
+}
+
 /// Members of a site that aggregate its records into summaries: two, so that one can fail.
 pub const AGGREGATORS_PER_SITE: usize = 2;
 
@@ -129,10 +142,16 @@ pub struct Cadence {
 impl Cadence {
     /// A node's status record.
     pub fn status() -> Self {
+        Self::status_within(STATUS_HEARTBEAT * HEARTBEATS_BEFORE_SILENT)
+    }
+
+    /// A node's status record in a site whose silence bound is `silent_after`: its
+    /// heartbeat is [`status_heartbeat`].
+    pub fn status_within(silent_after: Duration) -> Self {
         Self::new(
             STATUS_MIN_INTERVAL,
             STATUS_PROGRESS_INTERVAL,
-            STATUS_HEARTBEAT,
+            status_heartbeat(silent_after),
             Duration::ZERO,
         )
     }
@@ -442,6 +461,21 @@ mod tests {
         assert!(!c.poll(300_000, News::None));
         assert_eq!(c.due_at(News::None), 365_000);
         assert!(c.poll(365_000, News::None));
+    }
+
+    #[test]
+    fn a_short_silence_bound_shortens_the_heartbeat_so_a_running_node_never_turns_silent() {
+        let s = Duration::from_secs;
+        assert_eq!(status_heartbeat(s(900)), s(300));
+        assert_eq!(status_heartbeat(s(86_400)), s(300), "at most the heartbeat");
+        assert_eq!(status_heartbeat(s(60)), s(20));
+        assert_eq!(status_heartbeat(s(10)), s(5), "at least the least interval");
+        // With a 60 s bound a node with no news speaks every 20 s.
+        let mut c = Cadence::status_within(s(60));
+        assert!(c.poll(0, News::State));
+        assert!(!c.poll(19_999, News::None));
+        assert!(c.poll(20_000, News::None));
+        assert_eq!(c.due_at(News::None), 40_000);
     }
 
     #[test]

@@ -151,6 +151,13 @@ impl<K: Ord + Hash + Copy, V: PartialEq> Publisher<K, V> {
         Self::new(Cadence::status(), cap, cap)
     }
 
+    /// A node's status records in a site whose silence bound is `silent_after`
+    /// ([`Cadence::status_within`]).
+    pub fn status_within(silent_after: Duration) -> Self {
+        let cap = protocol::status::STATUS_RELEASES_MAX;
+        Self::new(Cadence::status_within(silent_after), cap, cap)
+    }
+
     /// A site's summaries in a fleet of `sites` sites: [`Cadence::summary`], up to
     /// [`protocol::summary::SUMMARY_RELEASES_MAX`] entries, [`SUMMARY_ROTATION`] settled
     /// ones in turn.

@@ -241,6 +241,12 @@ pub enum ForgetError {
         /// The silence bound, seconds.
         after_s: i64,
     },
+    /// It is this node, or one with a live connection to it: up, whatever its records say
+    /// (a node that has nothing new sends a record only at its heartbeat).
+    #[error(
+        "node {0} is up (this node, or connected to it now): only a stopped node may be forgotten; it is silent only while it sends no record"
+    )]
+    Reachable(String),
 }
 
 /// Most retired nodes remembered: as many as a site may have; past it the one retired
@@ -307,9 +313,12 @@ impl Stored {
 }
 
 /// A node of this site with no record for this long is silent: counted apart, left out of
-/// the ETA. Three of a node's heartbeats ([`scheduler::control::STATUS_HEARTBEAT`]).
-pub const SILENT_AFTER: std::time::Duration =
-    std::time::Duration::from_secs(3 * scheduler::control::STATUS_HEARTBEAT.as_secs());
+/// the ETA. [`scheduler::control::HEARTBEATS_BEFORE_SILENT`] of a node's heartbeats
+/// ([`scheduler::control::STATUS_HEARTBEAT`]).
+pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(
+    scheduler::control::HEARTBEATS_BEFORE_SILENT as u64
+        * scheduler::control::STATUS_HEARTBEAT.as_secs(),
+);
 
 /// Records made before this are silent at `now_unix_s`.
 fn silent_before(inner: &Inner, now_unix_s: i64) -> i64 {
@@ -1082,13 +1091,22 @@ impl Fleet {
     /// of this site that has sent no record for the silence bound. Its record and ledger are
     /// dropped and a tombstone kept, so records it made before do not bring it back (they
     /// still travel in the site for a while); one made later does. Returns the time of its
-    /// last record.
-    pub fn forget(&self, node: &NodeId, now_unix_s: i64) -> Result<i64, ForgetError> {
+    /// last record. `reachable`: the node is this one or has a live connection to it, which
+    /// refuses whatever the age of its record.
+    pub fn forget(
+        &self,
+        node: &NodeId,
+        now_unix_s: i64,
+        reachable: bool,
+    ) -> Result<i64, ForgetError> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         let Some(held) = inner.records.get(node) else {
             return Err(ForgetError::Unknown(node.to_hex()));
         };
+        if reachable {
+            return Err(ForgetError::Reachable(node.to_hex()));
+        }
         let last = held.body.at_unix_s;
         if last >= silent_before(inner, now_unix_s) {
             return Err(ForgetError::NotSilent {

@@ -311,12 +311,18 @@ async fn a_stopped_node_turns_silent_after_the_bound_and_leaves_the_estimate() {
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("silent"), "{why}");
     let gone = silent[0]["node"].as_str().unwrap().to_owned();
-    let done = ctl(1, &["--json", "node", "forget", &gone]);
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    // Refused while node 1's connection to it has not timed out yet (`IDLE_TIMEOUT`).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = ctl(1, &["--json", "node", "forget", &gone]);
+        if done.status.success() {
+            break;
+        }
+        let why = String::from_utf8_lossy(&done.stderr);
+        assert!(why.contains("is up"), "{why}");
+        assert!(Instant::now() < deadline, "never forgotten: {why}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let views: Vec<serde_json::Value> =

@@ -855,14 +855,19 @@ fn a_silent_node_is_forgotten_until_it_sends_a_newer_record() {
     let now = NOW + 60;
     assert_eq!(fleet.own_figures(now).0, 2);
     assert!(matches!(
-        fleet.forget(&node(1), now),
+        fleet.forget(&node(1), now, false),
         Err(ForgetError::NotSilent { .. })
     ));
+    // Up and connected, however old its record: refused.
     assert!(matches!(
-        fleet.forget(&node(9), now),
+        fleet.forget(&node(2), now, true),
+        Err(ForgetError::Reachable(_))
+    ));
+    assert!(matches!(
+        fleet.forget(&node(9), now, false),
         Err(ForgetError::Unknown(_))
     ));
-    assert_eq!(fleet.forget(&node(2), now), Ok(NOW - 3600));
+    assert_eq!(fleet.forget(&node(2), now, false), Ok(NOW - 3600));
     let (nodes, _, releases) = fleet.own_figures(now);
     assert_eq!(nodes, 1);
     assert_eq!(releases[0].count(ReleaseState::Activated), 1);

@@ -52,12 +52,6 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     state
         .fleet
         .set_silent_after(std::time::Duration::from_secs(config.node.silent_after_s));
-    if config.node.silent_after_s < scheduler::control::STATUS_HEARTBEAT.as_secs() {
-        tracing::warn!(
-            silent_after_s = config.node.silent_after_s,
-            "silent_after_s is below a node's heartbeat: a node waiting for its window will count silent between heartbeats"
-        );
-    }
     // Each start records the configuration it runs with (the daemon reads it only here).
     let effective = toml::to_string(&config).context("encoding the configuration")?;
     let started = store::audit::AuditEvent::Started {
@@ -109,6 +103,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         key.clone(),
         config.node.site.clone(),
         config.install.target.is_some(),
+        std::time::Duration::from_secs(config.node.silent_after_s),
     ));
     let aggregate_task = tokio::spawn(net::aggregate::run(net.clone(), state.fleet.clone()));
     let fleet_saver = tokio::spawn(save_fleet_loop(state.clone()));
@@ -240,15 +235,17 @@ async fn save_fleet(state: &Arc<AppState>) {
 }
 
 /// Sends this node's status record to its site's aggregators when its cadence says so
-/// ([`scheduler::control::Cadence::status`]: a change of state at most every 5 s, progress
-/// alone every minute, a heartbeat every five minutes), and the latest one to an aggregator
-/// that takes over; the node keeps its own record in the fleet table too.
+/// ([`scheduler::control::Cadence::status_within`]: a change of state at most every 5 s,
+/// progress alone every minute, a heartbeat every five minutes or a third of the site's
+/// silence bound `silent_after` if shorter), and the latest one to an aggregator that takes
+/// over; the node keeps its own record in the fleet table too.
 async fn publish_status(
     state: Arc<AppState>,
     net: Arc<Net>,
     key: ed25519_dalek::SigningKey,
     site: String,
     installs: bool,
+    silent_after: std::time::Duration,
 ) {
     use protocol::status::{ReleaseState, ReleaseStatus, SignedStatus, StatusBody};
     use scheduler::control::STATUS_CHECK;
@@ -263,7 +260,7 @@ async fn publish_status(
     // moving and the recently changed, then others in turn (scheduler::ledger); the
     // aggregators merge records into each node's ledger.
     let mut publisher: ledger::Publisher<protocol::ReleaseId, (ReleaseState, u32)> =
-        ledger::Publisher::status();
+        ledger::Publisher::status_within(silent_after);
     let mut seq = 0u64;
     // The latest record, and the aggregators that have it.
     let mut record: Option<Vec<u8>> = None;
