@@ -32,7 +32,8 @@
 //! What crosses each site's WAN for status is counted from the product's encoders
 //! ([`super::control`]): every summary reaches every other site once over the overlay of
 //! aggregators, with its announcements and acknowledgements, and the overlay's connections
-//! send keep-alives. The release traffic's own control messages (offers, wants, haves) are
+//! send keep-alives when idle (QUIC sends one only after `KEEP_ALIVE` with nothing sent, so
+//! they are counted over the gaps between the floods each link carries). The release traffic's own control messages (offers, wants, haves) are
 //! estimated per release from the same encoders.
 //!
 //! Sites are independent but for the summaries the observer takes, so they run on every
@@ -45,7 +46,9 @@ use protocol::wire::ACK_PACKET_BYTES;
 use protocol::{NodeId, ReleaseId, Severity};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use scheduler::control::{News, STATUS_HEARTBEAT, SUMMARY_FORWARD_DELAY, aggregators, site_key};
+use scheduler::control::{
+    KEEP_ALIVE, News, STATUS_HEARTBEAT, SUMMARY_FORWARD_DELAY, aggregators, site_key,
+};
 use scheduler::ledger::{Publisher, SummaryContent};
 use scheduler::policy::WindowsSection;
 use scheduler::versions::{Standing, superseded_by, to_install};
@@ -367,6 +370,26 @@ struct SiteCost {
     flood_bytes: u64,
     records: u64,
     record_bytes: u64,
+    /// When each of its summaries went out, ms from the start: the overlay's links are idle
+    /// (and send keep-alives) only between summaries ([`keepalives_per_link`]).
+    summary_ms: Vec<u64>,
+}
+
+/// Keep-alives one overlay link of a site sends until `end_ms` (ms from the start), given
+/// when every site's summaries went out (sorted): QUIC sends one after [`KEEP_ALIVE`] with
+/// nothing sent, and every summary's flood crosses about half a site's links (an Ihave or
+/// the summary: [`flood_bytes`]), which link by a hash of the link and the summary.
+fn keepalives_per_link(flood_ms: &[u64], link: u64, end_ms: u64) -> u64 {
+    let every = KEEP_ALIVE.as_millis() as u64;
+    let mut last = 0u64;
+    let mut pings = 0u64;
+    for (i, &t) in flood_ms.iter().enumerate() {
+        if scheduler::planner::mix(link << 40 ^ i as u64) & 1 == 0 {
+            pings += t.saturating_sub(last) / every;
+            last = t;
+        }
+    }
+    pings + end_ms.saturating_sub(last) / every
 }
 
 /// The ground truth of one release on each endpoint of a site: when it was applied
@@ -1026,6 +1049,7 @@ impl SiteSim<'_> {
         self.cost.summaries += 1;
         self.cost.summaries_by_news[news as usize] += 1;
         self.cost.summary_bytes += signed.len() as u64;
+        self.cost.summary_ms.push(now_ms);
         let framed =
             protocol::wire::frame(&protocol::wire::Control::Summaries(vec![signed.clone()])).len()
                 as u64;
@@ -1307,8 +1331,18 @@ pub fn run(
         .map(|r| flood_total - r.3.flood_bytes)
         .max()
         .unwrap_or(0) as f64;
-    let keepalive_per_day =
-        overlay_neighbours(sc.sites) as f64 * keepalive_bytes_per_s() * 86_400.0;
+    let mut flood_ms: Vec<u64> = results
+        .iter()
+        .flat_map(|r| r.3.summary_ms.iter().copied())
+        .collect();
+    flood_ms.sort_unstable();
+    let end_ms = (days * 86_400_000.0) as u64;
+    let keepalive_per_day = (0..overlay_neighbours(sc.sites))
+        .map(|link| keepalives_per_link(&flood_ms, link, end_ms))
+        .sum::<u64>() as f64
+        * keepalive_bytes_per_s()
+        * KEEP_ALIVE.as_secs_f64()
+        / days;
     let status_per_day = busiest_in / days + keepalive_per_day;
     // Each release's own control across a site's WAN: an offer and a final want to each WAN
     // peer, and a want and a have of every chunk once, each on the wire with its
