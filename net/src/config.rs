@@ -33,8 +33,10 @@ pub struct NetworkSection {
     /// `/ip4/10.1.0.5/udp/7401/quic-v1/p2p/12D3KooW...`.
     #[serde(default)]
     pub bootstrap: Vec<String>,
-    /// Channel prefixes this node fetches releases of; `"*"` follows every channel its trust
-    /// policy allows. Releases on other channels are ignored unfetched.
+    /// Channels this node fetches releases of, each with the channels under it by whole
+    /// segments (`security` covers `security/openssl`, not `security-evil`); `"*"` follows
+    /// every channel its trust policy allows. Releases on other channels are ignored
+    /// unfetched.
     #[serde(default = "default_follow")]
     pub follow: Vec<String>,
     /// Most peers connected on the data plane at once.
@@ -64,11 +66,13 @@ impl Default for NetworkSection {
 }
 
 impl NetworkSection {
-    /// Whether releases on `channel` are fetched.
+    /// Whether releases on `channel` are fetched: a `follow` entry covers its channel and
+    /// those under it by whole segments (`security` covers `security/openssl`, never
+    /// `security-evil`); `*` covers every channel.
     pub fn follows(&self, channel: &str) -> bool {
         self.follow
             .iter()
-            .any(|p| p == "*" || channel.starts_with(p.as_str()))
+            .any(|p| protocol::root::channel_in_scope(p, channel))
     }
 }
 
@@ -104,5 +108,29 @@ pub fn parse_bootstrap(s: &str) -> Result<(libp2p::Multiaddr, libp2p::PeerId), S
     match addr.iter().last() {
         Some(libp2p::multiaddr::Protocol::P2p(peer)) => Ok((addr, peer)),
         _ => Err(format!("{s:?}: must end in /p2p/<peer id>")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_covers_whole_segments_only() {
+        let s = NetworkSection {
+            follow: vec!["security".into(), "apps/office/".into()],
+            ..NetworkSection::default()
+        };
+        assert!(s.follows("security"));
+        assert!(s.follows("security/openssl"));
+        assert!(!s.follows("security-evil"));
+        assert!(!s.follows("securityx/openssl"));
+        assert!(s.follows("apps/office/word"));
+        assert!(!s.follows("apps/officetools"));
+        let all = NetworkSection {
+            follow: vec!["*".into()],
+            ..NetworkSection::default()
+        };
+        assert!(all.follows("anything/at/all"));
     }
 }

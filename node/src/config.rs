@@ -206,7 +206,8 @@ pub struct PublisherConfig {
     pub name: String,
     /// `ed25519:<64 hex digits>`, as printed by `p2pctl keygen`.
     pub key: String,
-    /// Channel prefixes this key may publish on; empty or absent means all channels.
+    /// Channels this key may publish on, each with those under it by whole segments;
+    /// empty or absent means all channels.
     #[serde(default)]
     pub channels: Vec<String>,
 }
@@ -397,7 +398,8 @@ threshold = 1
 
 # Publisher keys this node accepts releases from. Make one with
 #   p2pctl keygen --out publisher.pem
-# and paste the printed `key` line here. `channels` limits the key to channel prefixes;
+# and paste the printed `key` line here. `channels` limits the key to channels, each
+# with those under it ("security" covers "security/openssl", not "security-evil");
 # leave it out to allow every channel.
 #
 # [[trust.publishers]]
@@ -422,7 +424,8 @@ mdns = true
 # Peers to join at start-up (the address `p2pd id` prints on each of them).
 # bootstrap = ["/ip4/10.0.0.1/udp/7401/quic-v1/p2p/12D3KooW..."]
 bootstrap = []
-# Channel prefixes whose releases this node fetches; "*" follows every channel.
+# Channels whose releases this node fetches, each with those under it ("security" covers
+# "security/openssl", not "security-evil"); "*" follows every channel.
 follow = ["*"]
 # Most peers connected on the data plane at once.
 max_peers = 128

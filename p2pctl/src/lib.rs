@@ -1,7 +1,7 @@
 //! `p2pctl`: operate a p2pd node and publish releases.
 //!
 //! One module per command (`keys`, `publish`, `releases`, `node`, `status`, `audit`,
-//! `fleet`, `report`); what they print is made apart, in `render`. The command line is
+//! `fleet`, `report`, `root`); what they print is made apart, in `render`. The command line is
 //! parsed here and each command returns a `Failure` with its exit code.
 //! The crate talks to the daemon only through the control API ([`api::client`]).
 //!
@@ -17,6 +17,7 @@ mod publish;
 mod releases;
 mod render;
 mod report;
+mod root;
 mod status;
 
 use api::cli::ExitCode;
@@ -125,6 +126,12 @@ enum Command {
     Node {
         #[command(subcommand)]
         action: Option<NodeAction>,
+    },
+    /// Make, sign, roll and check the fleet root (offline, no daemon): the root keys, the
+    /// fleet CA, publishers, approvers and operators. `root init` makes a fleet's first.
+    Root {
+        #[command(subcommand)]
+        action: root::RootAction,
     },
     /// List connected peers: id, site, region, address, bytes in and out.
     Peers,
@@ -303,6 +310,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             action: Some(NodeAction::Forget { node }),
         } => node::forget(&client, &node, cli.json).await,
         Command::Peers => node::peers(&client, cli.json).await,
+        Command::Root { action } => root::root(action, cli.json),
         Command::Schedule => node::schedule(&client, cli.json).await,
         Command::Status { release, once } => status::status(&client, release, once, cli.json).await,
         Command::Audit { action, since } => audit::audit(&client, action, since, cli.json).await,

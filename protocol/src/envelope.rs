@@ -126,7 +126,8 @@ pub struct TrustedPublisher {
     pub name: String,
     /// The public key.
     pub key: PublisherKey,
-    /// Channel prefixes the key may publish on; empty means every channel.
+    /// Channel scopes the key may publish on, matched by whole `/`-separated segments
+    /// ([`crate::root::channel_in_scope`]); empty means every channel.
     pub channel_prefixes: Vec<String>,
 }
 
@@ -137,7 +138,7 @@ impl TrustedPublisher {
             || self
                 .channel_prefixes
                 .iter()
-                .any(|p| channel.starts_with(p.as_str()))
+                .any(|p| crate::root::channel_in_scope(p, channel))
     }
 }
 

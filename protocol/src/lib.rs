@@ -14,6 +14,8 @@
 //! * [`path`]: the rules a path or a symlink target inside a release must follow.
 //! * [`envelope`]: the [`SignedManifest`] and [`verify_release`], the one gate every manifest
 //!   passes before anything else is done with it.
+//! * [`root`]: the fleet root (TUF-style): root, CA, publisher, approver and operator keys,
+//!   threshold-signed and rotated version by version; channel scopes by whole segments.
 //! * [`codec`]: bincode 2 encoding with an explicit size limit on every decode.
 //! * [`status`]: the signed status record a node keeps its site informed with;
 //!   [`summary`]: the signed site summary an aggregator sends across the WAN instead.
@@ -32,6 +34,7 @@ pub mod error;
 pub mod ids;
 pub mod manifest;
 pub mod path;
+pub mod root;
 pub mod status;
 pub mod summary;
 pub mod wire;

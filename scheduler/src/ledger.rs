@@ -269,48 +269,16 @@ impl Publisher<ReleaseId, (ReleaseState, u32)> {
     }
 }
 
-/// A site summary's content as its news is judged: its milestones and its progress. News
-/// of state is a change of milestone: the site's nodes or contacts; a release named or gone;
-/// a state of a release that nodes enter first or leave last (the first node downloading,
-/// the last one installing, so a release that a site finished is news at once); any change
-/// of failed, refused or silent nodes, their reasons, or when a window opens. Counts that
-/// move within occupied states (the 3rd of 50 nodes installing) and chunks held are news of
-/// progress: in a bank's install window 50 nodes install a release a few seconds apart, and
-/// each of those as news of state cost a summary to every site every 20 s (the month
-/// scenario measured two thirds of its summaries so); as progress, one a minute.
+/// A site summary's content as its news is judged: its state (every field but progress)
+/// and its progress (chunks held per release). A change of state is news of state; a change
+/// of progress alone, of progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SummaryContent {
     nodes: u32,
     installers: u32,
     contacts: Vec<Contact>,
     releases: Vec<SiteRelease>,
-    progress: Vec<SiteRelease>,
-}
-
-/// The milestones of a site's figures of a release (see [`SummaryContent`]): the figures with
-/// the counts of every state but failed and refused reduced to whether nodes are in it, and
-/// progress (chunks held, the install times) left out.
-fn milestones(r: &SiteRelease) -> SiteRelease {
-    let exact = [ReleaseState::Failed.index(), ReleaseState::Refused.index()];
-    SiteRelease {
-        states: r
-            .states
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                if exact.contains(&i) {
-                    n
-                } else {
-                    u32::from(n > 0)
-                }
-            })
-            .collect(),
-        covered: u32::from(r.covered > 0),
-        chunks_have: 0,
-        installed_after: Vec::new(),
-        installed_by_deadline: 0,
-        ..r.clone()
-    }
+    progress: Vec<u64>,
 }
 
 impl SummaryContent {
@@ -325,8 +293,14 @@ impl SummaryContent {
             nodes,
             installers,
             contacts,
-            progress: releases.to_vec(),
-            releases: releases.iter().map(milestones).collect(),
+            progress: releases.iter().map(|r| r.chunks_have).collect(),
+            releases: releases
+                .iter()
+                .map(|r| SiteRelease {
+                    chunks_have: 0,
+                    ..r.clone()
+                })
+                .collect(),
         }
     }
 
@@ -665,64 +639,5 @@ mod tests {
         gone.sort_unstable();
         let top = RELEASES_KEPT_MAX as u32;
         assert_eq!(gone, vec![top, top + 1, top + 2], "the oldest published go");
-    }
-
-    /// Figures of one release at a site of 50 installers: `installed` installed, `waiting`
-    /// waiting for their window, `failed` failed.
-    fn figures(installed: u32, waiting: u32, failed: u32) -> SiteRelease {
-        let mut states = vec![0u32; ReleaseState::ALL.len()];
-        states[ReleaseState::Activated.index()] = installed;
-        states[ReleaseState::Complete.index()] = waiting;
-        states[ReleaseState::Failed.index()] = failed;
-        SiteRelease {
-            release: ReleaseId([7; 32]),
-            channel: "security/openssl".into(),
-            version: 3,
-            published_unix_s: NOW,
-            severity: protocol::Severity::Critical,
-            chunks_total: 10,
-            states,
-            covered: 0,
-            silent: 0,
-            chunks_have: 10 * u64::from(installed + waiting),
-            installed_after: vec![installed],
-            installed_by_deadline: installed,
-            opens_unix_s: None,
-            failed: Vec::new(),
-            reasons: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn installs_trickling_in_are_progress_and_a_site_finishing_or_failing_is_state() {
-        let mut p: Publisher<ReleaseId, SiteRelease> = Publisher::summary(500);
-        let content = |r: SiteRelease| SummaryContent::new(50, 50, Vec::new(), &[r]);
-        let mut last = content(figures(0, 50, 0));
-        // The first message is news of state.
-        assert_eq!(p.summary_news(&last, None), News::State);
-        assert!(!p.poll(0, News::State), "it settles first");
-        assert!(p.poll(10_000, News::State));
-        // The first node installing: a state entered.
-        let first = content(figures(1, 49, 0));
-        assert_eq!(p.summary_news(&first, Some(&last)), News::State);
-        last = first;
-        // The next ones: counts moving within the same states.
-        for n in 2..50 {
-            let next = content(figures(n, 50 - n, 0));
-            assert_eq!(p.summary_news(&next, Some(&last)), News::Progress, "{n}");
-            last = next;
-        }
-        // The last one: nobody waits any more.
-        assert_eq!(
-            p.summary_news(&content(figures(50, 0, 0)), Some(&last)),
-            News::State
-        );
-        // A failure, and a second one, are each news of state.
-        let one = content(figures(48, 1, 1));
-        assert_eq!(p.summary_news(&one, Some(&last)), News::State);
-        let two = content(figures(47, 1, 2));
-        assert_eq!(p.summary_news(&two, Some(&one)), News::State);
-        // Nothing changed: no news.
-        assert_eq!(p.summary_news(&two.clone(), Some(&two)), News::None);
     }
 }

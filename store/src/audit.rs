@@ -144,6 +144,18 @@ pub enum AuditEvent {
         /// When its last record was made, unix seconds.
         last_record_unix_s: i64,
     },
+    /// The node took a fleet root: its first (`p2pd init --root`) or the next ones of a
+    /// rotation.
+    RootTaken {
+        /// The fleet.
+        fleet: String,
+        /// The version held before (0: none).
+        from_version: u64,
+        /// The version held now.
+        to_version: u64,
+        /// BLAKE3 of the newest root's canonical bytes, hex.
+        root_blake3: String,
+    },
 }
 
 impl AuditEvent {
@@ -190,6 +202,7 @@ impl AuditEvent {
             Self::PeerBanned { .. } => "peer_banned",
             Self::CurrentReplaced { .. } => "current_replaced",
             Self::NodeForgotten { .. } => "node_forgotten",
+            Self::RootTaken { .. } => "root_taken",
         }
     }
 
@@ -271,6 +284,24 @@ impl AuditEvent {
                 "node {} retired from the fleet view (silent since unix {last_record_unix_s})",
                 short(node)
             ),
+            Self::RootTaken {
+                fleet,
+                from_version,
+                to_version,
+                root_blake3,
+            } => {
+                if *from_version == 0 {
+                    format!(
+                        "fleet {fleet}: root v{to_version} taken as the first ({})",
+                        short(root_blake3)
+                    )
+                } else {
+                    format!(
+                        "fleet {fleet}: root v{from_version} rotated to v{to_version} ({})",
+                        short(root_blake3)
+                    )
+                }
+            }
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod fleet;
 pub mod identity;
 pub mod ingest;
 pub mod release;
+pub mod roots;
 
 use crate::audit::{AuditEntry, AuditEvent, Broken, Intact};
 use protocol::wire::Bitmap;
@@ -78,6 +79,8 @@ const FLEET_NODE_LEDGERS: TableDefinition<&[u8; 32], &[u8]> =
 const FLEET_SITE_LEDGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_site_ledgers");
 /// Nodes retired from the fleet view (`p2pctl node forget`) → the time of their last record.
 const FLEET_FORGOTTEN: TableDefinition<&[u8; 32], i64> = TableDefinition::new("fleet_forgotten");
+/// The fleet roots this node took ([`roots`]): version -> signed root (wire form).
+const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("fleet_roots");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// (activation keeps 8 KB of it at most, the daemon's `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
@@ -354,6 +357,7 @@ impl Store {
             txn.open_table(FLEET_NODE_LEDGERS)?;
             txn.open_table(FLEET_SITE_LEDGERS)?;
             txn.open_table(FLEET_FORGOTTEN)?;
+            txn.open_table(ROOTS)?;
         }
         txn.commit()?;
 

@@ -6,6 +6,7 @@ mod crash;
 mod daemon;
 mod fleet;
 mod metrics;
+mod root;
 mod store;
 
 use std::os::unix::fs::PermissionsExt;
@@ -34,12 +35,18 @@ impl Node {
 
     /// `p2pd init` plus a trusted publisher key, not started.
     pub(crate) fn init() -> Self {
+        Self::init_with(&[])
+    }
+
+    /// [`Node::init`] with more arguments to `p2pd init`.
+    pub(crate) fn init_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let node = Self { dir, child: None };
         let out = Command::new(env!("CARGO_BIN_EXE_p2pd"))
             .args(["init", "--data"])
             .arg(node.data())
             .args(["--site", "hq"])
+            .args(args)
             .output()
             .unwrap();
         assert!(

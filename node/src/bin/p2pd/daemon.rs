@@ -28,14 +28,29 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let policy = config
         .trust_policy()
         .map_err(|(setting, message)| anyhow::anyhow!("{setting}: {message}"))?;
-    if policy.publishers.is_empty() {
-        tracing::warn!("no trusted publishers in [trust]: every release will be refused");
-    }
     let store_dir = config.store_dir();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
         .await?
         .context("opening the store")?;
     let store = Arc::new(store);
+    // A node with a fleet root trusts the publishers it names, not [trust].
+    let policy = match store.root().context("reading the fleet root")? {
+        Some(signed) => {
+            let r = &signed.signed;
+            if let Err(e) = protocol::root::check_expiry(r, jiff::Timestamp::now().as_second()) {
+                tracing::warn!(error = %e, "the fleet root has expired: roll it (`p2pctl root next`) and give nodes the new one");
+            }
+            if !policy.publishers.is_empty() {
+                tracing::warn!("this node holds a fleet root: [trust] in p2pd.toml is not used");
+            }
+            tracing::info!(fleet = %r.fleet, version = r.version, publishers = r.publishers.len(), "trust from the fleet root");
+            r.trust_policy()
+        }
+        None => policy,
+    };
+    if policy.publishers.is_empty() {
+        tracing::warn!("no trusted publishers in [trust]: every release will be refused");
+    }
 
     let socket = config.control.socket.clone();
     let listener = bind_control_socket(&config).await?;

@@ -2,6 +2,7 @@
 
 mod daemon;
 
+use anyhow::Context;
 use api::cli::{ExitCode, LogFormat, init_logging};
 use clap::{Parser, Subcommand};
 use node::config::{Config, default_config_text};
@@ -22,7 +23,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     about = "p2pd: peer-to-peer distribution daemon for signed security patches",
     long_about = "p2pd: peer-to-peer distribution daemon for signed security patches.\n\n\
         Start with `p2pd init --data DIR`, add your publisher key to the [trust] section of\n\
-        DIR/p2pd.toml, then `p2pd run --config DIR/p2pd.toml`. Operate it with `p2pctl`.",
+        DIR/p2pd.toml (or give the fleet's root: `p2pd init --data DIR --root root.json`),\n\
+        then `p2pd run --config DIR/p2pd.toml`. Operate it with `p2pctl`.",
     after_help = "Exit codes: 0 ok, 1 failed, 2 bad command line.\n\
         Logging: RUST_LOG filters (e.g. RUST_LOG=debug or RUST_LOG=node=debug,info)."
 )]
@@ -47,6 +49,10 @@ enum Command {
         /// Region of the site.
         #[arg(long, default_value = "default")]
         region: String,
+        /// The fleet's root (`p2pctl root init`), given out of band: its publishers replace
+        /// the [trust] section, and later roots come from peers by rotation.
+        #[arg(long, value_name = "root.json")]
+        root: Option<PathBuf>,
     },
     /// Run the daemon until SIGTERM or SIGINT.
     Run {
@@ -77,7 +83,30 @@ fn main() {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Init { data, site, region } => {
+        Command::Init {
+            data,
+            site,
+            region,
+            root,
+        } => {
+            // The root is checked before anything is written.
+            let root = root
+                .map(|path| -> anyhow::Result<protocol::root::SignedRoot> {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let signed = protocol::root::SignedRoot::from_json(&text)
+                        .with_context(|| format!("{}", path.display()))?;
+                    signed
+                        .verify_first()
+                        .with_context(|| format!("{}", path.display()))?;
+                    protocol::root::check_expiry(
+                        &signed.signed,
+                        jiff::Timestamp::now().as_second(),
+                    )
+                    .with_context(|| format!("{}", path.display()))?;
+                    Ok(signed)
+                })
+                .transpose()?;
             std::fs::create_dir_all(&data)?;
             let data = std::fs::canonicalize(&data)?;
             let config_path = data.join("p2pd.toml");
@@ -96,10 +125,24 @@ fn run(command: Command) -> anyhow::Result<()> {
                 protocol::NodeId(key.verifying_key().to_bytes())
             );
             println!("config:  {}", config_path.display());
-            println!(
-                "next:    add a publisher key to [trust], then `p2pd run --config {}`",
-                config_path.display()
-            );
+            if let Some(signed) = root {
+                let config = Config::load(&config_path)?;
+                let store = store::Store::open(&config.store_dir())?;
+                store.take_first_root(&signed, jiff::Timestamp::now().as_second())?;
+                let r = &signed.signed;
+                println!(
+                    "root:    fleet {} v{}: {} publisher key(s); [trust] in p2pd.toml is not used",
+                    r.fleet,
+                    r.version,
+                    r.publishers.len()
+                );
+                println!("next:    `p2pd run --config {}`", config_path.display());
+            } else {
+                println!(
+                    "next:    add a publisher key to [trust], then `p2pd run --config {}`",
+                    config_path.display()
+                );
+            }
             Ok(())
         }
         Command::Run { config } => {

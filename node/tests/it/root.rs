@@ -1,0 +1,170 @@
+//! The fleet root on real processes: `p2pctl root` makes and signs it offline, `p2pd init
+//! --root` takes it, and the daemon then trusts the publishers it names, on their channels
+//! by whole segments, and not the [trust] section.
+
+use crate::Node;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn p2pctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_p2pctl"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A new key file in `dir`, and its public key as `keygen` prints it.
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(format!("{name}.pem"));
+    let out = p2pctl(&["--json", "keygen", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (path, v["public_key"].as_str().unwrap().to_owned())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_node_with_a_root_trusts_its_publishers_on_their_channels_and_rotation_needs_both_thresholds() {
+    let keys = tempfile::tempdir().unwrap();
+    let k = |n: &str| keygen(keys.path(), n).0;
+    let (r1, r2, ca, team) = (k("root-1"), k("root-2"), k("ca"), k("team"));
+    let (carol, carol_key) = keygen(keys.path(), "root-3");
+    let root = keys.path().join("root.json");
+    let out = p2pctl(&[
+        "root",
+        "init",
+        "--fleet",
+        "bank",
+        "--root-key",
+        &format!("alice={}", s(&r1)),
+        "--root-key",
+        &format!("bob={}", s(&r2)),
+        "--threshold",
+        "2",
+        "--ca-key",
+        &format!("ca={}", s(&ca)),
+        "--publisher",
+        &format!("release-team={}@security", s(&team)),
+        "--sign",
+        s(&r1),
+        "--out",
+        s(&root),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One of two signatures: a node would refuse it, and `p2pd init` does, writing nothing.
+    let show = p2pctl(&["root", "show", s(&root)]);
+    assert_eq!(show.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&show.stdout).contains("1 by its own root keys (needs 2)"));
+    let refused_dir = tempfile::tempdir().unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_p2pd"))
+        .args(["init", "--data"])
+        .arg(refused_dir.path().join("data"))
+        .args(["--root", s(&root)])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("valid signature"));
+    assert!(!refused_dir.path().join("data/p2pd.toml").exists());
+    // The second root key holder signs: taken.
+    assert!(
+        p2pctl(&["root", "sign", s(&root), "--key", s(&r2)])
+            .status
+            .success()
+    );
+    assert!(p2pctl(&["root", "show", s(&root)]).status.success());
+
+    let mut node = Node::init_with(&["--root", s(&root)]);
+    node.start();
+    let src = node.dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("fix.txt"), b"patched").unwrap();
+    let publish = |channel: &str, key: &Path| {
+        node.ctl(&[
+            "publish",
+            s(&src),
+            "--channel",
+            channel,
+            "--version",
+            "1",
+            "--key",
+            s(key),
+        ])
+    };
+    let ok = publish("security/openssl", &team);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Not its channel by whole segments.
+    let evil = publish("security-evil/openssl", &team);
+    assert_eq!(evil.status.code(), Some(4));
+    // The key in [trust] (Node::init adds one) is not used under a root.
+    let trust_key = publish("security/kernel", &node.key());
+    assert_eq!(
+        trust_key.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&trust_key.stderr)
+    );
+    let audit = node.ctl(&["--json", "audit"]);
+    assert!(String::from_utf8_lossy(&audit.stdout).contains("root_taken"));
+
+    // Rotation to keys bob and carol: the new keys alone do not make it; with alice's (v1's
+    // threshold is two: alice and bob) it is taken.
+    let next = keys.path().join("root-2.json");
+    assert!(
+        p2pctl(&["root", "next", s(&root), "--out", s(&next)])
+            .status
+            .success()
+    );
+    let text = std::fs::read_to_string(&next).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&p2pctl(&["--json", "root", "show", s(&root)]).stdout).unwrap();
+    let alice_key = v["root"]["signed"]["root_keys"][0]["key"].as_str().unwrap();
+    std::fs::write(
+        &next,
+        text.replacen(alice_key, &carol_key, 1)
+            .replacen("\"alice\"", "\"carol\"", 1),
+    )
+    .unwrap();
+    let check = |file: &Path| p2pctl(&["root", "show", s(file), "--trusted", s(&root)]);
+    assert!(
+        p2pctl(&["root", "sign", s(&next), "--key", s(&r2)])
+            .status
+            .success()
+    );
+    assert!(
+        p2pctl(&["root", "sign", s(&next), "--key", s(&carol)])
+            .status
+            .success()
+    );
+    let only_new = check(&next);
+    assert_eq!(only_new.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&only_new.stdout).contains("by v1's root keys (needs 2)"));
+    assert!(
+        p2pctl(&["root", "sign", s(&next), "--key", s(&r1)])
+            .status
+            .success()
+    );
+    let both = check(&next);
+    assert!(
+        both.status.success(),
+        "{}",
+        String::from_utf8_lossy(&both.stdout)
+    );
+    // An old root offered as the next one is a rollback.
+    assert_eq!(
+        p2pctl(&["root", "show", s(&root), "--trusted", s(&next)])
+            .status
+            .code(),
+        Some(4)
+    );
+}

@@ -1,0 +1,235 @@
+//! The fleet roots a node took ([`protocol::root`]): the first, given out of band
+//! (`p2pd init --root`), and every later one of the chain, each verified against the one
+//! before in the transaction that stores it, with an audit entry.
+//!
+//! The whole chain is kept (at most [`ROOTS_KEPT_MAX`] versions), so that a node can hand a
+//! peer that is behind every step it lacks: a root is taken only one version at a time.
+
+use crate::audit::AuditEvent;
+use crate::{ROOTS, Store, StoreError, append_audit_in};
+use protocol::root::{RootError, SignedRoot, update_chain};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+/// Most roots kept: the newest ones; a peer further behind than this many versions is given
+/// the oldest kept and refuses it (a root rotates a few times a year, so this is decades).
+pub const ROOTS_KEPT_MAX: usize = 64;
+
+/// Why a root was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeRootError {
+    /// It does not verify, or does not follow the root held.
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A first root was given to a node that holds one of another content.
+    #[error(
+        "this node holds root v{held} of fleet {fleet:?} already; a newer root comes by rotation, not by init"
+    )]
+    HasRoot {
+        /// The fleet.
+        fleet: String,
+        /// The version held.
+        held: u64,
+    },
+}
+
+impl Store {
+    /// The newest root this node took, if any.
+    pub fn root(&self) -> Result<Option<SignedRoot>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(ROOTS)?;
+        match table.last()? {
+            Some((_, v)) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The roots after `version`, oldest first, at most [`protocol::root::ROOT_CHAIN_MAX`]:
+    /// what a peer that holds `version` needs to catch up.
+    pub fn roots_after(&self, version: u64) -> Result<Vec<SignedRoot>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(ROOTS)?;
+        let mut out = Vec::new();
+        for row in table.range(version.saturating_add(1)..)? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+            if out.len() == protocol::root::ROOT_CHAIN_MAX {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes `first` as this node's first root: valid, signed by its own threshold, not
+    /// expired at `now_unix_s`. Taking the same root again changes nothing; another one, once
+    /// a root is held, is refused.
+    pub fn take_first_root(
+        &self,
+        first: &SignedRoot,
+        now_unix_s: i64,
+    ) -> Result<bool, TakeRootError> {
+        let root = first.verify_first()?;
+        protocol::root::check_expiry(root, now_unix_s)?;
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        {
+            let mut table = txn.open_table(ROOTS).map_err(StoreError::from)?;
+            if let Some((k, v)) = table.last().map_err(StoreError::from)? {
+                let held = decode(v.value())?;
+                if held.signed == *root {
+                    return Ok(false);
+                }
+                return Err(TakeRootError::HasRoot {
+                    fleet: held.signed.fleet,
+                    held: k.value(),
+                });
+            }
+            table
+                .insert(root.version, first.encode().as_slice())
+                .map_err(StoreError::from)?;
+        }
+        append_audit_in(
+            &txn,
+            AuditEvent::RootTaken {
+                fleet: root.fleet.clone(),
+                from_version: 0,
+                to_version: root.version,
+                root_blake3: blake3::hash(&root.canonical_bytes()).to_hex().to_string(),
+            },
+        )?;
+        txn.commit().map_err(StoreError::from)?;
+        Ok(true)
+    }
+
+    /// Takes what of `chain` follows the root held ([`update_chain`]): each version signed
+    /// by the one before's threshold and its own, the newest not expired at `now_unix_s`.
+    /// Returns the roots taken (empty when none is newer, or no root is held: a node without
+    /// a root takes none from peers) and the error that stopped the walk, if one did; what
+    /// was taken before it is kept.
+    pub fn take_roots(
+        &self,
+        chain: &[SignedRoot],
+        now_unix_s: i64,
+    ) -> Result<(Vec<SignedRoot>, Option<RootError>), StoreError> {
+        let txn = self.db.begin_write()?;
+        let (taken, err, from) = {
+            let mut table = txn.open_table(ROOTS)?;
+            let Some(held) = table.last()?.map(|(_, v)| decode(v.value())).transpose()? else {
+                return Ok((Vec::new(), None));
+            };
+            let (taken, err) = update_chain(&held.signed, chain, now_unix_s);
+            for r in &taken {
+                table.insert(r.signed.version, r.encode().as_slice())?;
+            }
+            while table.len()? > ROOTS_KEPT_MAX as u64 {
+                table.pop_first()?;
+            }
+            (taken, err, held.signed.version)
+        };
+        if let Some(last) = taken.last() {
+            append_audit_in(
+                &txn,
+                AuditEvent::RootTaken {
+                    fleet: last.signed.fleet.clone(),
+                    from_version: from,
+                    to_version: last.signed.version,
+                    root_blake3: blake3::hash(&last.signed.canonical_bytes())
+                        .to_hex()
+                        .to_string(),
+                },
+            )?;
+        }
+        txn.commit()?;
+        Ok((taken, err))
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<SignedRoot, StoreError> {
+    SignedRoot::decode(bytes).map_err(|e| StoreError::Damaged(format!("stored root: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use protocol::PublisherKey;
+    use protocol::root::{NamedKey, ROOT_FORMAT_VERSION, Root};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn key(i: u8) -> SigningKey {
+        SigningKey::from_bytes(&[i; 32])
+    }
+
+    fn named(i: u8) -> NamedKey {
+        NamedKey {
+            name: format!("k{i}"),
+            key: PublisherKey(key(i).verifying_key().to_bytes()),
+        }
+    }
+
+    fn root(version: u64, k: u8) -> SignedRoot {
+        let r = Root {
+            format_version: ROOT_FORMAT_VERSION,
+            fleet: "bank".into(),
+            version,
+            expires_unix_s: NOW + 86_400,
+            root_keys: vec![named(k)],
+            root_threshold: 1,
+            ca_keys: vec![named(50)],
+            publishers: Vec::new(),
+            approvers: Vec::new(),
+            approvals: Vec::new(),
+            operators: Vec::new(),
+        };
+        SignedRoot::sign(r, &[&key(k - 1), &key(k)])
+    }
+
+    #[test]
+    fn roots_are_taken_in_order_kept_across_a_restart_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.root().unwrap(), None);
+        // Without a root, nothing comes from peers.
+        assert_eq!(store.take_roots(&[root(2, 2)], NOW).unwrap().0.len(), 0);
+        let v1 = root(1, 1);
+        assert!(store.take_first_root(&v1, NOW).unwrap());
+        assert!(!store.take_first_root(&v1, NOW).unwrap(), "the same again");
+        assert!(matches!(
+            store.take_first_root(&root(1, 7), NOW),
+            Err(TakeRootError::HasRoot { held: 1, .. })
+        ));
+        // v2 (key 2, signed by 1 and 2), v3 (key 3, signed by 2 and 3); v4 signed wrongly.
+        let mut v4 = root(4, 4);
+        v4.signatures.remove(0);
+        let (taken, err) = store
+            .take_roots(&[root(2, 2), root(3, 3), v4], NOW)
+            .unwrap();
+        assert_eq!(taken.len(), 2);
+        assert!(err.is_some());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.root().unwrap().unwrap().signed.version, 3);
+        let after: Vec<u64> = store
+            .roots_after(1)
+            .unwrap()
+            .iter()
+            .map(|r| r.signed.version)
+            .collect();
+        assert_eq!(after, vec![2, 3]);
+        // An old one again changes nothing.
+        assert_eq!(
+            store.take_roots(&[root(2, 2)], NOW).unwrap(),
+            (Vec::new(), None)
+        );
+        let (log, _) = store.audit_entries(None).unwrap();
+        let kinds: Vec<String> = log
+            .iter()
+            .filter(|e| matches!(e.event, AuditEvent::RootTaken { .. }))
+            .map(|e| e.event.describe())
+            .collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert!(kinds[1].contains("v1 rotated to v3"), "{kinds:?}");
+    }
+}
