@@ -202,6 +202,10 @@ pub(crate) enum NodeAction {
         /// The node's id (hex, as `p2pctl fleet RELEASE --site NAME` lists it).
         node: String,
     },
+    /// Issue a node's certificate with a fleet CA key (offline, no daemon): it binds the
+    /// node's key (the id `p2pd init` printed) to its site, region and labels. Install it
+    /// on the node with `p2pd cert install --config p2pd.toml FILE`.
+    Enroll(root::Enrolment),
 }
 
 #[derive(Subcommand)]
@@ -309,6 +313,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Node {
             action: Some(NodeAction::Forget { node }),
         } => node::forget(&client, &node, cli.json).await,
+        Command::Node {
+            action: Some(NodeAction::Enroll(e)),
+        } => root::enroll(&e, cli.json),
         Command::Peers => node::peers(&client, cli.json).await,
         Command::Root { action } => root::root(action, cli.json),
         Command::Schedule => node::schedule(&client, cli.json).await,

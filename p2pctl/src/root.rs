@@ -158,6 +158,121 @@ pub(crate) fn root(action: RootAction, json: bool) -> Result<(), Failure> {
     }
 }
 
+/// `p2pctl node enroll`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct Enrolment {
+    /// The node's id (64 hex digits, as `p2pd init` or `p2pd id` print it).
+    pub(crate) node: String,
+    /// Its site.
+    #[arg(long)]
+    pub(crate) site: String,
+    /// Its site's region.
+    #[arg(long)]
+    pub(crate) region: String,
+    /// A label, KEY=VALUE (role=atm, impact=high): what rollouts select on; repeat.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
+    /// How long it is valid (at most a year); renew it before it ends.
+    #[arg(long, default_value = "90d")]
+    pub(crate) ttl: humantime::Duration,
+    /// The fleet CA key file (PEM): one of the root's CA keys.
+    #[arg(long)]
+    pub(crate) ca_key: PathBuf,
+    /// The fleet's root (to check the CA key and name the fleet).
+    #[arg(long)]
+    pub(crate) root: PathBuf,
+    /// File to write; never overwritten.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+}
+
+/// `p2pctl node enroll`: a certificate for a node, signed with a CA key of the root.
+pub(crate) fn enroll(e: &Enrolment, json: bool) -> Result<(), Failure> {
+    use protocol::cert::{CERT_FORMAT_VERSION, NodeCert, SignedCert};
+    let root = read_root(&e.root)?;
+    root.verify_first().map_err(refused)?;
+    let ca = read_key(&e.ca_key)?;
+    let issuer = PublisherKey(ca.verifying_key().to_bytes());
+    if !root.signed.is_ca(&issuer) {
+        return Err(fail(
+            ExitCode::Refused,
+            format!(
+                "{} is not a CA key of fleet {}'s root v{}",
+                e.ca_key.display(),
+                root.signed.fleet,
+                root.signed.version
+            ),
+        ));
+    }
+    let node: protocol::NodeId = e.node.trim().parse().map_err(|_| {
+        fail(
+            ExitCode::Usage,
+            format!("{}: not a node id (64 hex digits)", e.node),
+        )
+    })?;
+    let labels = e
+        .labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| fail(ExitCode::Usage, format!("{l:?}: expected KEY=VALUE")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = jiff::Timestamp::now().as_second();
+    let cert = SignedCert::sign(
+        NodeCert {
+            format_version: CERT_FORMAT_VERSION,
+            fleet: root.signed.fleet.clone(),
+            node,
+            site: e.site.clone(),
+            region: e.region.clone(),
+            labels,
+            not_before_unix_s: now,
+            expires_unix_s: now.saturating_add(i64::try_from(e.ttl.as_secs()).unwrap_or(i64::MAX)),
+            issuer,
+        },
+        &ca,
+    );
+    cert.cert
+        .validate()
+        .map_err(|err| fail(ExitCode::Refused, err.to_string()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&e.out)
+        .map_err(|err| fail(ExitCode::Failed, format!("{}: {err}", e.out.display())))?;
+    f.write_all(cert.to_text().as_bytes())
+        .map_err(|err| fail(ExitCode::Failed, format!("{}: {err}", e.out.display())))?;
+    let c = &cert.cert;
+    if json {
+        print_json(&serde_json::json!({
+            "file": e.out,
+            "node": c.node.to_hex(),
+            "fleet": c.fleet,
+            "site": c.site,
+            "region": c.region,
+            "labels": c.labels,
+            "expires_unix_s": c.expires_unix_s,
+        }));
+    } else {
+        crate::outln!(
+            "wrote {}: node {} in site {} ({}), fleet {}, until {}",
+            e.out.display(),
+            c.node.short(),
+            c.site,
+            c.region,
+            c.fleet,
+            crate::when(c.expires_unix_s.saturating_mul(1000))
+        );
+        crate::outln!(
+            "install it on the node: p2pd cert install --config p2pd.toml {}",
+            e.out.display()
+        );
+    }
+    Ok(())
+}
+
 /// Whether a node would take `signed`: as a first root, or after `trusted`.
 fn check(signed: &SignedRoot, trusted: Option<&Root>) -> Result<(), RootError> {
     match trusted {

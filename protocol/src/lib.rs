@@ -16,6 +16,8 @@
 //!   passes before anything else is done with it.
 //! * [`root`]: the fleet root (TUF-style): root, CA, publisher, approver and operator keys,
 //!   threshold-signed and rotated version by version; channel scopes by whole segments.
+//! * [`cert`]: node certificates: a fleet CA key binds a node's key to its site, region and
+//!   labels for a while.
 //! * [`codec`]: bincode 2 encoding with an explicit size limit on every decode.
 //! * [`status`]: the signed status record a node keeps its site informed with;
 //!   [`summary`]: the signed site summary an aggregator sends across the WAN instead.
@@ -28,6 +30,7 @@
 //! Every encoded structure starts with a format or protocol version ([`PROTOCOL_VERSION`],
 //! [`MANIFEST_FORMAT_VERSION`]); a decoder refuses versions it does not know.
 
+pub mod cert;
 pub mod codec;
 pub mod envelope;
 pub mod error;

@@ -156,6 +156,17 @@ pub enum AuditEvent {
         /// BLAKE3 of the newest root's canonical bytes, hex.
         root_blake3: String,
     },
+    /// This node's certificate from the fleet CA was installed (`p2pd cert install`).
+    CertInstalled {
+        /// Its site.
+        site: String,
+        /// Its region.
+        region: String,
+        /// When it expires, unix seconds.
+        expires_unix_s: i64,
+        /// The CA key that issued it, hex.
+        issuer: String,
+    },
 }
 
 impl AuditEvent {
@@ -203,6 +214,7 @@ impl AuditEvent {
             Self::CurrentReplaced { .. } => "current_replaced",
             Self::NodeForgotten { .. } => "node_forgotten",
             Self::RootTaken { .. } => "root_taken",
+            Self::CertInstalled { .. } => "cert_installed",
         }
     }
 
@@ -302,6 +314,15 @@ impl AuditEvent {
                     )
                 }
             }
+            Self::CertInstalled {
+                site,
+                region,
+                expires_unix_s,
+                issuer,
+            } => format!(
+                "certificate installed: site {site}, region {region}, until unix {expires_unix_s}, issued by {}",
+                short(issuer)
+            ),
         }
     }
 }

@@ -81,6 +81,8 @@ const FLEET_SITE_LEDGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("f
 const FLEET_FORGOTTEN: TableDefinition<&[u8; 32], i64> = TableDefinition::new("fleet_forgotten");
 /// The fleet roots this node took ([`roots`]): version -> signed root (wire form).
 const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("fleet_roots");
+/// This node's certificate from the fleet CA ([`roots`]): one row, [`roots::OWN_CERT`].
+const NODE_CERT: TableDefinition<&str, &[u8]> = TableDefinition::new("node_cert");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// (activation keeps 8 KB of it at most, the daemon's `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
@@ -358,6 +360,7 @@ impl Store {
             txn.open_table(FLEET_SITE_LEDGERS)?;
             txn.open_table(FLEET_FORGOTTEN)?;
             txn.open_table(ROOTS)?;
+            txn.open_table(NODE_CERT)?;
         }
         txn.commit()?;
 

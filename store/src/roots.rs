@@ -2,11 +2,16 @@
 //! (`p2pd init --root`), and every later one of the chain, each verified against the one
 //! before in the transaction that stores it, with an audit entry.
 //!
+//! This node's certificate from the fleet CA is kept beside them ([`Store::install_cert`]):
+//! only one that verifies under the newest root, for this node's key.
+//!
 //! The whole chain is kept (at most [`ROOTS_KEPT_MAX`] versions), so that a node can hand a
 //! peer that is behind every step it lacks: a root is taken only one version at a time.
 
 use crate::audit::AuditEvent;
-use crate::{ROOTS, Store, StoreError, append_audit_in};
+use crate::{NODE_CERT, ROOTS, Store, StoreError, append_audit_in};
+use protocol::NodeId;
+use protocol::cert::{CertError, SignedCert};
 use protocol::root::{RootError, SignedRoot, update_chain};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -35,7 +40,69 @@ pub enum TakeRootError {
     },
 }
 
+/// The key of the one row of the certificate table.
+pub const OWN_CERT: &str = "own";
+
+/// Why a certificate was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallCertError {
+    /// No root is held to check it with.
+    #[error("this node holds no fleet root: initialise it with `p2pd init --root root.json` first")]
+    NoRoot,
+    /// It does not verify for this node under the root held.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl Store {
+    /// This node's certificate, if one was installed.
+    pub fn node_cert(&self) -> Result<Option<SignedCert>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(NODE_CERT)?;
+        table
+            .get(OWN_CERT)?
+            .map(|v| {
+                SignedCert::decode(v.value())
+                    .map_err(|e| StoreError::Damaged(format!("stored certificate: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Installs `cert` as this node's (`node`) certificate: it must verify under the newest
+    /// root held at `now_unix_s`. It replaces the one before (a renewal, or a move to
+    /// another site); audited.
+    pub fn install_cert(
+        &self,
+        cert: &SignedCert,
+        node: &NodeId,
+        now_unix_s: i64,
+    ) -> Result<(), InstallCertError> {
+        let root = self.root()?.ok_or(InstallCertError::NoRoot)?;
+        cert.verify(&root.signed, node, now_unix_s)?;
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        {
+            let mut table = txn.open_table(NODE_CERT).map_err(StoreError::from)?;
+            table
+                .insert(OWN_CERT, cert.encode().as_slice())
+                .map_err(StoreError::from)?;
+        }
+        let c = &cert.cert;
+        append_audit_in(
+            &txn,
+            AuditEvent::CertInstalled {
+                site: c.site.clone(),
+                region: c.region.clone(),
+                expires_unix_s: c.expires_unix_s,
+                issuer: c.issuer.to_hex(),
+            },
+        )?;
+        txn.commit().map_err(StoreError::from)?;
+        Ok(())
+    }
+
     /// The newest root this node took, if any.
     pub fn root(&self) -> Result<Option<SignedRoot>, StoreError> {
         let read = self.db.begin_read()?;
@@ -231,5 +298,48 @@ mod tests {
             .collect();
         assert_eq!(kinds.len(), 2, "{kinds:?}");
         assert!(kinds[1].contains("v1 rotated to v3"), "{kinds:?}");
+    }
+
+    #[test]
+    fn a_certificate_is_installed_only_under_the_root_for_this_node() {
+        use protocol::cert::{CERT_FORMAT_VERSION, NodeCert};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let me = NodeId(key(9).verifying_key().to_bytes());
+        let cert = |ca: u8, node: NodeId| {
+            SignedCert::sign(
+                NodeCert {
+                    format_version: CERT_FORMAT_VERSION,
+                    fleet: "bank".into(),
+                    node,
+                    site: "branch-7".into(),
+                    region: "emea".into(),
+                    labels: Vec::new(),
+                    not_before_unix_s: NOW,
+                    expires_unix_s: NOW + 86_400,
+                    issuer: PublisherKey([0; 32]),
+                },
+                &key(ca),
+            )
+        };
+        assert!(matches!(
+            store.install_cert(&cert(50, me), &me, NOW),
+            Err(InstallCertError::NoRoot)
+        ));
+        store.take_first_root(&root(1, 1), NOW).unwrap();
+        assert!(matches!(
+            store.install_cert(&cert(51, me), &me, NOW),
+            Err(InstallCertError::Cert(CertError::UnknownIssuer(_)))
+        ));
+        let other = NodeId(key(8).verifying_key().to_bytes());
+        assert!(matches!(
+            store.install_cert(&cert(50, other), &me, NOW),
+            Err(InstallCertError::Cert(CertError::OtherNode { .. }))
+        ));
+        assert_eq!(store.node_cert().unwrap(), None);
+        store.install_cert(&cert(50, me), &me, NOW).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.node_cert().unwrap().unwrap().cert.site, "branch-7");
     }
 }

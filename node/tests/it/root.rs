@@ -81,6 +81,58 @@ fn a_node_with_a_root_trusts_its_publishers_on_their_channels_and_rotation_needs
     assert!(p2pctl(&["root", "show", s(&root)]).status.success());
 
     let mut node = Node::init_with(&["--root", s(&root)]);
+    let p2pd = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_p2pd"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let config = node.data().join("p2pd.toml");
+    let id = String::from_utf8_lossy(&p2pd(&["id", "--config", s(&config)]).stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("node id: ").map(str::to_owned))
+        .unwrap();
+
+    // Enrolment: a certificate from the fleet CA for this node's key, installed on it.
+    let enroll = |key: &Path, node_id: &str, out: &Path| {
+        p2pctl(&[
+            "node",
+            "enroll",
+            node_id,
+            "--site",
+            "branch-7",
+            "--region",
+            "emea",
+            "--label",
+            "role=atm",
+            "--ca-key",
+            s(key),
+            "--root",
+            s(&root),
+            "--out",
+            s(out),
+        ])
+    };
+    let not_ca = enroll(&team, &id, &keys.path().join("bad.cert"));
+    assert_eq!(not_ca.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&not_ca.stderr).contains("not a CA key"));
+    let cert = keys.path().join("node.cert");
+    assert!(enroll(&ca, &id, &cert).status.success());
+    let other = keys.path().join("other.cert");
+    assert!(enroll(&ca, &"ab".repeat(32), &other).status.success());
+    let wrong = p2pd(&["cert", "install", "--config", s(&config), s(&other)]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("is for node"));
+    let installed = p2pd(&["cert", "install", "--config", s(&config), s(&cert)]);
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let shown = String::from_utf8_lossy(&p2pd(&["cert", "show", "--config", s(&config)]).stdout)
+        .to_string();
+    assert!(shown.contains("site:    branch-7 (region emea)"), "{shown}");
+    assert!(shown.contains("labels:  role=atm"), "{shown}");
     node.start();
     let src = node.dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -114,8 +166,9 @@ fn a_node_with_a_root_trusts_its_publishers_on_their_channels_and_rotation_needs
         "{}",
         String::from_utf8_lossy(&trust_key.stderr)
     );
-    let audit = node.ctl(&["--json", "audit"]);
-    assert!(String::from_utf8_lossy(&audit.stdout).contains("root_taken"));
+    let audit = String::from_utf8_lossy(&node.ctl(&["--json", "audit"]).stdout).to_string();
+    assert!(audit.contains("root_taken"));
+    assert!(audit.contains("cert_installed"));
 
     // Rotation to keys bob and carol: the new keys alone do not make it; with alice's (v1's
     // threshold is two: alice and bob) it is taken.

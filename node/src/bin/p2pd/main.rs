@@ -60,8 +60,32 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Install or show this node's certificate from the fleet CA (`p2pctl node enroll`).
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
     /// Print this node's node id, peer id and the bootstrap entry other nodes use to join it.
     Id {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertAction {
+    /// Check a certificate against the fleet root this node holds and for this node's key,
+    /// then keep it (replacing the one before). Run it with the daemon stopped.
+    Install {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The certificate file `p2pctl node enroll` wrote.
+        file: PathBuf,
+    },
+    /// Show this node's certificate: fleet, site, region, labels, validity.
+    Show {
         /// Config file.
         #[arg(long, short)]
         config: PathBuf,
@@ -136,7 +160,15 @@ fn run(command: Command) -> anyhow::Result<()> {
                     r.version,
                     r.publishers.len()
                 );
-                println!("next:    `p2pd run --config {}`", config_path.display());
+                println!(
+                    "enroll:  on the CA's machine, p2pctl node enroll {} --site {site} --region {region} --ca-key CA.pem --root ROOT.json --out NODE.cert",
+                    protocol::NodeId(key.verifying_key().to_bytes())
+                );
+                println!(
+                    "then:    p2pd cert install --config {} NODE.cert; p2pd run --config {}",
+                    config_path.display(),
+                    config_path.display()
+                );
             } else {
                 println!(
                     "next:    add a publisher key to [trust], then `p2pd run --config {}`",
@@ -151,6 +183,32 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(daemon::run(config))
+        }
+        Command::Cert {
+            action: CertAction::Install { config, file },
+        } => {
+            let config = Config::load(&config)?;
+            let key = identity::read_key(&config.identity_path())?;
+            let node = protocol::NodeId(key.verifying_key().to_bytes());
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let cert = protocol::cert::SignedCert::from_text(&text)
+                .with_context(|| format!("{}", file.display()))?;
+            let store = store::Store::open(&config.store_dir())?;
+            store.install_cert(&cert, &node, jiff::Timestamp::now().as_second())?;
+            print_cert(&cert);
+            Ok(())
+        }
+        Command::Cert {
+            action: CertAction::Show { config },
+        } => {
+            let config = Config::load(&config)?;
+            let store = store::Store::open(&config.store_dir())?;
+            match store.node_cert()? {
+                Some(cert) => print_cert(&cert),
+                None => println!("no certificate: enroll this node (`p2pctl node enroll`)"),
+            }
+            Ok(())
         }
         Command::Id { config } => {
             let config = Config::load(&config)?;
@@ -176,5 +234,26 @@ fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+fn print_cert(cert: &protocol::cert::SignedCert) {
+    let c = &cert.cert;
+    println!("node:    {}", c.node);
+    println!("fleet:   {}", c.fleet);
+    println!("site:    {} (region {})", c.site, c.region);
+    if !c.labels.is_empty() {
+        let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("labels:  {}", labels.join(", "));
+    }
+    let at =
+        |s: i64| jiff::Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| t.to_string());
+    println!(
+        "valid:   {} to {}",
+        at(c.not_before_unix_s),
+        at(c.expires_unix_s)
+    );
+    if cert.renewal_due(jiff::Timestamp::now().as_second()) {
+        println!("renew:   due now (less than 14 days left)");
     }
 }
