@@ -134,6 +134,16 @@ pub struct Local {
     pub instance: u64,
 }
 
+/// What a fleet with a root asks of every peer: the root that names the fleet CA, and this
+/// node's own certificate to show (`Hello::cert`).
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The newest root this node holds.
+    pub root: protocol::root::Root,
+    /// This node's certificate, encoded.
+    pub cert: Vec<u8>,
+}
+
 /// The shared network state.
 pub struct Net {
     /// Who this node is.
@@ -170,6 +180,8 @@ pub struct Net {
     /// Serving concurrency (reads from the store in flight).
     pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
     manifest_slots: Arc<tokio::sync::Semaphore>,
+    /// The fleet root and this node's certificate, in a fleet with a root.
+    membership: std::sync::OnceLock<Membership>,
 }
 
 fn wan_sites(peers: &[Arc<Peer>]) -> Vec<String> {
@@ -275,8 +287,26 @@ impl Net {
             gates: Gates::new(windows),
             serve_slots: Arc::new(tokio::sync::Semaphore::new(peer::SERVE_CONCURRENCY_MAX)),
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
+            membership: std::sync::OnceLock::new(),
         });
         Ok(net)
+    }
+
+    /// Puts this node in a fleet with a root: from now on a peer is admitted only with a
+    /// certificate from the root's CA, and its site and region are the certificate's. Set
+    /// once, before [`Net::start`].
+    pub fn set_membership(&self, membership: Membership) {
+        let _ = self.membership.set(membership);
+    }
+
+    /// The fleet membership, if this node has a root.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.get()
+    }
+
+    /// Peers refused lately on the data plane for want of a valid certificate, newest last.
+    pub fn refused_peers(&self) -> Vec<peers::RefusedPeer> {
+        self.peers.refused()
     }
 
     /// Whether this node aggregates its site's status, and its rank among the site's

@@ -100,7 +100,7 @@ pub struct Peer {
     pub id: PeerId,
     /// Its node id bytes (ed25519 key).
     pub node_key: [u8; 32],
-    /// Its site (from its hello).
+    /// Its site: its certificate's in a fleet with a root, else its hello's.
     pub site: String,
     /// Its region.
     pub region: String,
@@ -500,7 +500,8 @@ pub(crate) async fn dial(net: &Arc<Net>, peer: PeerId, addr: SocketAddr) -> crat
     let (mut send, mut recv) = conn.open_bi().await?;
     write_frame(&mut send, &Control::Hello(hello(net))).await?;
     let their = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await??;
-    register(net, true, conn, peer, their, send, recv);
+    let place = admit_or_close(net, &conn, &peer, &their)?;
+    register(net, true, conn, peer, their, place, send, recv);
     Ok(())
 }
 
@@ -547,9 +548,62 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> crate::Result<()> 
             )));
         }
     };
+    // Nothing of this node's is sent to a peer that is refused.
+    let place = admit_or_close(net, &conn, &peer, &their)?;
     write_frame(&mut send, &Control::Hello(hello(net))).await?;
-    register(net, false, conn, peer, their, send, recv);
+    register(net, false, conn, peer, their, place, send, recv);
     Ok(())
+}
+
+/// Where a peer is: its site and region ([`admit`]).
+pub(crate) struct Place {
+    site: String,
+    region: String,
+}
+
+/// [`admit`], closing the connection (`codes::UNCERTIFIED`) of a peer refused.
+fn admit_or_close(
+    net: &Net,
+    conn: &Connection,
+    peer: &PeerId,
+    hello: &Hello,
+) -> crate::Result<Place> {
+    admit(net, peer, hello, jiff::Timestamp::now().as_second()).map_err(|why| {
+        conn.close(VarInt::from_u32(codes::UNCERTIFIED), b"no valid certificate");
+        tracing::warn!(%peer, addr = %conn.remote_address(), reason = %why, "peer refused: no valid certificate");
+        net.peers.note_refused(*peer, conn.remote_address(), why.clone());
+        crate::Error::Handshake(format!("{peer} refused: {why}"))
+    })
+}
+
+/// Where a peer is: in a fleet with a root ([`Net::set_membership`]), its certificate's
+/// site and region, and it is refused without a certificate that verifies for its key under
+/// the root at `now_unix_s`; in a fleet without, what its hello says.
+pub(crate) fn admit(
+    net: &Net,
+    peer: &PeerId,
+    hello: &Hello,
+    now_unix_s: i64,
+) -> Result<Place, String> {
+    let Some(m) = net.membership() else {
+        return Ok(Place {
+            site: hello.site.clone(),
+            region: hello.region.clone(),
+        });
+    };
+    let node = super::node_id_of(peer)
+        .map(protocol::NodeId)
+        .ok_or_else(|| "not an ed25519 peer id".to_string())?;
+    if hello.cert.is_empty() {
+        return Err("it showed no certificate".into());
+    }
+    let cert = protocol::cert::SignedCert::decode(&hello.cert).map_err(|e| e.to_string())?;
+    cert.verify(&m.root, &node, now_unix_s)
+        .map_err(|e| e.to_string())?;
+    Ok(Place {
+        site: cert.cert.site,
+        region: cert.cert.region,
+    })
 }
 
 fn hello(net: &Net) -> Hello {
@@ -558,6 +612,7 @@ fn hello(net: &Net) -> Hello {
         site: net.local.site.clone(),
         region: net.local.region.clone(),
         instance: net.local.instance,
+        cert: net.membership().map(|m| m.cert.clone()).unwrap_or_default(),
     }
 }
 
@@ -573,12 +628,14 @@ async fn read_hello(recv: &mut RecvStream) -> crate::Result<Hello> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn register(
     net: &Arc<Net>,
     dialed: bool,
     conn: Connection,
     id: PeerId,
     hello: Hello,
+    place: Place,
     send: SendStream,
     recv: RecvStream,
 ) {
@@ -591,9 +648,9 @@ fn register(
     let peer = Arc::new(Peer {
         id,
         node_key,
-        class: net.class_of(&hello.site),
-        site: hello.site,
-        region: hello.region,
+        class: net.class_of(&place.site),
+        site: place.site,
+        region: place.region,
         addr: conn.remote_address(),
         conn: conn.clone(),
         dialed,

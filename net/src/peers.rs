@@ -59,9 +59,47 @@ pub(crate) struct PeerTable {
     /// Per site, how many of its members this node knew when it last told that site's peers
     /// of them, and when.
     shared: Mutex<HashMap<String, (usize, Option<Instant>)>>,
+    /// The latest peers refused for want of a valid certificate, newest last.
+    refused: Mutex<std::collections::VecDeque<RefusedPeer>>,
+}
+
+/// Most refusals remembered ([`PeerTable::refused`]): enough to see who knocks, bounded
+/// against a stranger that knocks with a new key each time.
+pub(crate) const REFUSED_KEPT_MAX: usize = 64;
+
+/// A peer refused on the data plane for want of a valid certificate.
+#[derive(Debug, Clone)]
+pub struct RefusedPeer {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Where it came from.
+    pub addr: std::net::SocketAddr,
+    /// Why.
+    pub reason: String,
+    /// When, unix seconds.
+    pub at_unix_s: i64,
 }
 
 impl PeerTable {
+    /// Notes a refused peer (the newest [`REFUSED_KEPT_MAX`] are kept).
+    pub(crate) fn note_refused(&self, peer: PeerId, addr: std::net::SocketAddr, reason: String) {
+        let mut list = lock(&self.refused);
+        if list.len() >= REFUSED_KEPT_MAX {
+            list.pop_front();
+        }
+        list.push_back(RefusedPeer {
+            peer,
+            addr,
+            reason,
+            at_unix_s: jiff::Timestamp::now().as_second(),
+        });
+    }
+
+    /// The peers refused lately, newest last.
+    pub(crate) fn refused(&self) -> Vec<RefusedPeer> {
+        lock(&self.refused).iter().cloned().collect()
+    }
+
     /// Connected peers.
     pub(crate) fn list(&self) -> Vec<Arc<Peer>> {
         lock(&self.connected).values().cloned().collect()

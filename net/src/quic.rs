@@ -48,6 +48,8 @@ pub mod codes {
     pub const SURPLUS: u32 = 3;
     /// The node is shutting down.
     pub const SHUTDOWN: u32 = 4;
+    /// In a fleet with a root: the peer showed no valid certificate from the fleet CA.
+    pub const UNCERTIFIED: u32 = 5;
 }
 
 fn transport() -> Arc<TransportConfig> {

@@ -55,4 +55,4 @@ pub use manifest::{
 
 /// Version of the node-to-node protocol. Carried by every wire message; bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;

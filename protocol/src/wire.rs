@@ -129,6 +129,10 @@ pub struct Hello {
     /// Random per start of the sender's process: a peer whose instance changed has
     /// restarted, and any older connection to it is stale.
     pub instance: u64,
+    /// The sender's node certificate ([`crate::cert::SignedCert`], encoded); empty in a
+    /// fleet without a root. In a fleet with one, a peer's site and region are its
+    /// certificate's, and a peer without a valid one is refused.
+    pub cert: Vec<u8>,
 }
 
 /// A message on the control stream.

@@ -103,6 +103,43 @@ pub struct Fleet {
     pub wan: Arc<Wan>,
     key: PathBuf,
     logs: bool,
+    /// In a fleet with a root ([`Scenario::membership`]): the root file and the CA key.
+    pub membership: Option<(PathBuf, PathBuf)>,
+}
+
+/// Runs `cmd`, failing with its stderr unless it succeeds.
+fn run_ok(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// `p2pctl keygen --out path`; returns the path.
+fn keygen(bins: &Bins, path: &Path) -> anyhow::Result<PathBuf> {
+    run_ok(
+        Command::new(&bins.p2pctl)
+            .arg("keygen")
+            .arg("--out")
+            .arg(path),
+    )?;
+    Ok(path.to_path_buf())
+}
+
+/// The node id `p2pd id` prints for the node of `config`.
+fn node_id(bins: &Bins, config: &Path) -> anyhow::Result<String> {
+    let out = Command::new(&bins.p2pd)
+        .args(["id", "--config"])
+        .arg(config)
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("node id: ").map(|s| s.trim().to_owned()))
+        .ok_or_else(|| anyhow::anyhow!("p2pd id printed no node id"))
 }
 
 /// Reserves a free loopback UDP port: the socket stays bound (so neither the kernel nor the
@@ -364,6 +401,32 @@ impl Fleet {
             .unwrap_or_default()
             .to_string();
 
+        // A fleet with a root: made, signed and handed out with the operators' own commands.
+        let membership = if scenario.membership {
+            let root_key = keygen(&bins, &dir.join("root.pem"))?;
+            let ca_key = keygen(&bins, &dir.join("ca.pem"))?;
+            let root = dir.join("root.json");
+            run_ok(Command::new(&bins.p2pctl).args([
+                "root",
+                "init",
+                "--fleet",
+                "testnet",
+                "--root-key",
+                &format!("root={}", root_key.display()),
+                "--ca-key",
+                &format!("ca={}", ca_key.display()),
+                "--publisher",
+                &format!("testnet={public}"),
+                "--sign",
+                &root_key.display().to_string(),
+                "--out",
+                &root.display().to_string(),
+            ]))?;
+            Some((root, ca_key))
+        } else {
+            None
+        };
+
         let mut site_names = vec![
             scenario
                 .origin
@@ -412,11 +475,17 @@ impl Fleet {
         for (i, ((name, site), (control_port, data_addr))) in layout.iter().zip(&ports).enumerate()
         {
             let data = dir.join(name);
-            let out = Command::new(&bins.p2pd)
-                .args(["init", "--data"])
-                .arg(&data)
-                .args(["--site", &site_names[*site], "--region", "testnet"])
-                .output()?;
+            let mut init = Command::new(&bins.p2pd);
+            init.args(["init", "--data"]).arg(&data).args([
+                "--site",
+                &site_names[*site],
+                "--region",
+                "testnet",
+            ]);
+            if let Some((root, _)) = &membership {
+                init.arg("--root").arg(root);
+            }
+            let out = init.output()?;
             anyhow::ensure!(
                 out.status.success(),
                 "p2pd init: {}",
@@ -471,6 +540,31 @@ impl Fleet {
                 "\n[[trust.publishers]]\nname = \"testnet\"\nkey = \"{public}\"\n"
             ));
             std::fs::write(&config, text)?;
+            if let Some((root, ca)) = &membership {
+                let id = node_id(&bins, &config)?;
+                let cert = data.join("node.cert");
+                run_ok(Command::new(&bins.p2pctl).args([
+                    "node",
+                    "enroll",
+                    &id,
+                    "--site",
+                    &site_names[*site],
+                    "--region",
+                    "testnet",
+                    "--ca-key",
+                    &ca.display().to_string(),
+                    "--root",
+                    &root.display().to_string(),
+                    "--out",
+                    &cert.display().to_string(),
+                ]))?;
+                run_ok(
+                    Command::new(&bins.p2pd)
+                        .args(["cert", "install", "--config"])
+                        .arg(&config)
+                        .arg(&cert),
+                )?;
+            }
             if i == 0 {
                 let out = Command::new(&bins.p2pd)
                     .args(["id", "--config"])
@@ -503,6 +597,7 @@ impl Fleet {
             wan,
             key,
             logs,
+            membership,
         };
         drop(held);
         for i in 0..fleet.nodes.len() {

@@ -32,6 +32,8 @@ pub struct Rogue {
     keypair: Keypair,
     /// Its peer id.
     pub peer_id: PeerId,
+    /// The certificate its hello shows (encoded `protocol::cert::SignedCert`; empty: none).
+    pub cert: Vec<u8>,
 }
 
 /// What a node did with one stream the rogue opened.
@@ -58,7 +60,13 @@ impl Rogue {
             peer_id: keypair.public().to_peer_id(),
             endpoint,
             keypair,
+            cert: Vec::new(),
         })
+    }
+
+    /// Its node id (the key its peer id carries).
+    pub fn node_id(&self) -> protocol::NodeId {
+        protocol::NodeId(net::node_id_of(&self.peer_id).expect("an ed25519 peer id"))
     }
 
     /// A QUIC connection to the node `peer` at `addr`, without any hello.
@@ -82,6 +90,7 @@ impl Rogue {
             site: site.to_string(),
             region: "rogue".to_string(),
             instance: rand::random(),
+            cert: self.cert.clone(),
         };
         write_frame(&mut send, &Control::Hello(ours)).await?;
         let body = tokio::time::timeout(

@@ -56,6 +56,11 @@ pub struct Scenario {
     /// nodes use a short one).
     #[serde(default)]
     pub silent_after_s: Option<u64>,
+    /// A fleet with a root: `p2pctl root init` names a CA and the publisher key, every node
+    /// is initialised with it (`p2pd init --root`), enrolled (`p2pctl node enroll`) and given
+    /// its certificate (`p2pd cert install`) before it starts.
+    #[serde(default)]
+    pub membership: bool,
 }
 
 fn default_timeout_s() -> u64 {

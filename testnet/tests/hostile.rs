@@ -459,12 +459,14 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             site: "../../etc".into(),
             region: "x".into(),
             instance: 1,
+            cert: Vec::new(),
         })),
         wire::frame(&Control::Hello(wire::Hello {
             protocol_version: protocol::PROTOCOL_VERSION + 1,
             site: "branch".into(),
             region: "x".into(),
             instance: 1,
+            cert: Vec::new(),
         })),
     ] {
         let conn = rogue

@@ -23,6 +23,7 @@ fn hello(site: &str, region: &str) -> Control {
         site: site.into(),
         region: region.into(),
         instance: 1,
+        cert: Vec::new(),
     })
 }
 
@@ -110,6 +111,7 @@ fn control_decode_refuses_what_breaks_the_rules() {
         site: "a".into(),
         region: "b".into(),
         instance: 1,
+        cert: Vec::new(),
     });
     assert!(matches!(
         Control::decode(body(&frame(&bad_version))),

@@ -19,8 +19,48 @@ use tokio::signal::unix::{SignalKind, signal};
 /// How often staged publishes are checked for their deadline.
 const REAP_INTERVAL: Duration = Duration::from_secs(10);
 
+/// In a fleet with a root: the root and this node's certificate, whose site and region
+/// replace the config's. A node with a root and no certificate does not start: no peer
+/// would admit it.
+fn membership(
+    store: &Store,
+    node_id: &NodeId,
+    config: &mut Config,
+) -> anyhow::Result<Option<net::Membership>> {
+    let Some(root) = store.root().context("reading the fleet root")? else {
+        return Ok(None);
+    };
+    let Some(cert) = store.node_cert().context("reading the node certificate")? else {
+        anyhow::bail!(
+            "this node holds fleet {}'s root but no certificate: enroll it (`p2pctl node enroll {node_id} --site ... --region ... --ca-key ... --root ...`) and install the certificate (`p2pd cert install`)",
+            root.signed.fleet
+        );
+    };
+    let now = jiff::Timestamp::now().as_second();
+    match cert.verify(&root.signed, node_id, now) {
+        Err(e) => {
+            tracing::error!(error = %e, "this node's certificate does not verify: peers will refuse it; enroll it again and install the new certificate")
+        }
+        Ok(()) if cert.renewal_due(now) => tracing::warn!(
+            expires_unix_s = cert.cert.expires_unix_s,
+            "this node's certificate ends within 14 days: renew it"
+        ),
+        Ok(()) => {}
+    }
+    let c = &cert.cert;
+    if c.site != config.node.site || c.region != config.node.region {
+        tracing::warn!(site = %c.site, region = %c.region, config_site = %config.node.site, "the certificate's site and region are used, not the config's");
+        config.node.site = c.site.clone();
+        config.node.region = c.region.clone();
+    }
+    Ok(Some(net::Membership {
+        root: root.signed,
+        cert: cert.encode(),
+    }))
+}
+
 /// Runs the daemon until a termination signal.
-pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
     let key_path = config.identity_path();
     let key = identity::read_key(&key_path)
         .with_context(|| "reading the node identity (run `p2pd init` first)")?;
@@ -51,6 +91,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     if policy.publishers.is_empty() {
         tracing::warn!("no trusted publishers in [trust]: every release will be refused");
     }
+    let membership = membership(&store, &node_id, &mut config)?;
 
     let socket = config.control.socket.clone();
     let listener = bind_control_socket(&config).await?;
@@ -96,6 +137,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         store,
         shutdown_rx.clone(),
     )?;
+    if let Some(m) = membership {
+        net.set_membership(m);
+    }
     let _ = net.fleet.set(state.fleet.clone());
     let (peer_id, swarm_task) = swarm::spawn(net.clone(), shutdown_rx)?;
     net.start().await.context("starting the network")?;

@@ -1,0 +1,140 @@
+//! Fleet membership on real nodes: a fleet made with a root (`p2pctl root init`), every node
+//! enrolled by the fleet CA. Only peers with a certificate from the root's CA are admitted on
+//! the data plane, and a peer's site is its certificate's, never its hello's.
+
+use net::quic::codes;
+use protocol::PublisherKey;
+use protocol::cert::{CERT_FORMAT_VERSION, NodeCert, SignedCert};
+use protocol::wire::{self, Control, Hello};
+use std::time::Duration;
+use testnet::fleet::{Fleet, workdir};
+use testnet::rogue::Rogue;
+use testnet::scenario::Scenario;
+
+/// A certificate for `rogue` in `site`, signed with the key in `ca`.
+fn certify(rogue: &Rogue, site: &str, ca: &std::path::Path) -> Vec<u8> {
+    let key = store::identity::read_key(ca).unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    SignedCert::sign(
+        NodeCert {
+            format_version: CERT_FORMAT_VERSION,
+            fleet: "testnet".into(),
+            node: rogue.node_id(),
+            site: site.into(),
+            region: "elsewhere".into(),
+            labels: Vec::new(),
+            not_before_unix_s: now - 60,
+            expires_unix_s: now + 86_400,
+            issuer: PublisherKey([0; 32]),
+        },
+        &key,
+    )
+    .encode()
+}
+
+/// The application code the node closes `rogue`'s connection with, once its hello (which
+/// claims site `branch` and shows `rogue.cert`) is sent.
+async fn refusal(rogue: &Rogue, peer: &str, addr: std::net::SocketAddr) -> u64 {
+    let conn = rogue.connect_raw(peer, addr).await.unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    let hello = Control::Hello(Hello {
+        protocol_version: protocol::PROTOCOL_VERSION,
+        site: "branch".into(),
+        region: "testnet".into(),
+        instance: 7,
+        cert: rogue.cert.clone(),
+    });
+    send.write_all(&wire::frame(&hello)).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(15), conn.closed())
+        .await
+        .unwrap()
+    {
+        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+        other => panic!("the refusal ended the connection with {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certificate_says() {
+    let (_guard, dir) = workdir();
+    let s = Scenario::parse(
+        "name = 'membership'\nseed = 3\ntimeout_s = 120\nmembership = true\n\
+         [release]\nsize_mib = 2\n[origin]\nup_mbit = 200\n[wan]\nlatency_ms = 2\n\
+         [[sites]]\nname = 'branch'\nnodes = 2\n",
+    )
+    .unwrap();
+    let fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let (_, ca) = fleet.membership.clone().unwrap();
+
+    // Certified nodes fetch a release from each other as in any fleet.
+    let d = fleet.distribute(1, |_| {}).await.unwrap();
+    assert_eq!(d.completion_s.len(), fleet.nodes.len() - 1, "{d:?}");
+
+    let target = 1;
+    let st = fleet.status(target).await.unwrap();
+    let addr = fleet.nodes[target].data_addr;
+
+    // A stranger with its own key and no certificate: refused before the node says anything.
+    let stranger = Rogue::new().unwrap();
+    assert_eq!(
+        refusal(&stranger, &st.peer_id, addr).await,
+        u64::from(codes::UNCERTIFIED)
+    );
+    // A certificate from a CA the root does not name: refused.
+    let mut forged = Rogue::new().unwrap();
+    let other_ca = dir.join("other-ca.pem");
+    let key = store::identity::generate().unwrap();
+    store::identity::write_key(&other_ca, &key).unwrap();
+    forged.cert = certify(&forged, "branch", &other_ca);
+    assert_eq!(
+        refusal(&forged, &st.peer_id, addr).await,
+        u64::from(codes::UNCERTIFIED)
+    );
+    // Another node's certificate, replayed: refused (it is not for this key).
+    let mut replay = Rogue::new().unwrap();
+    replay.cert = certify(&stranger, "branch", &ca);
+    assert_eq!(
+        refusal(&replay, &st.peer_id, addr).await,
+        u64::from(codes::UNCERTIFIED)
+    );
+
+    // A node certified for another site that claims this one in its hello: admitted, and
+    // treated as its certificate's site (a WAN peer, not a same-site one).
+    let mut elsewhere = Rogue::new().unwrap();
+    elsewhere.cert = certify(&elsewhere, "far-away", &ca);
+    let link = elsewhere
+        .connect(&st.peer_id, addr, "branch")
+        .await
+        .expect("a certified peer is admitted");
+    assert_eq!(link.hello.site, "branch");
+    assert!(
+        !link.hello.cert.is_empty(),
+        "the node shows its certificate"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let peers = fleet.peers(target).await.unwrap();
+        if let Some(p) = peers
+            .iter()
+            .find(|p| p.peer_id == elsewhere.peer_id.to_string())
+        {
+            break p.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the certified peer is not listed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(seen.site, "far-away");
+    assert!(!seen.lan);
+
+    // The node's log names each refusal.
+    let log = std::fs::read_to_string(fleet.nodes[target].data.join("p2pd.log")).unwrap();
+    assert_eq!(
+        log.matches("peer refused: no valid certificate").count(),
+        3,
+        "{log}"
+    );
+}
