@@ -358,6 +358,20 @@ pub struct ExportRequest {
     pub dir: PathBuf,
 }
 
+/// A peer the data plane refused lately for want of a valid certificate, in a fleet with a
+/// root (`GET /v1/peers/refused`, newest last).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefusedPeerView {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Where it connected from.
+    pub address: String,
+    /// Why it was refused (no certificate, another CA's, expired, another node's, ...).
+    pub reason: String,
+    /// When, unix seconds.
+    pub at_unix_s: i64,
+}
+
 /// One connected data-plane peer (`GET /v1/peers`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerView {
@@ -365,9 +379,9 @@ pub struct PeerView {
     pub peer_id: String,
     /// Node id (hex ed25519 public key; the same key as the peer id).
     pub node_id: String,
-    /// Site it declared.
+    /// Its site: its certificate's in a fleet with a root, else the one it declared.
     pub site: String,
-    /// Region it declared.
+    /// Its region (likewise).
     pub region: String,
     /// Address of the data-plane connection.
     pub address: String,

@@ -104,6 +104,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/releases/{id}/verify", post(verify_release))
         .route("/v1/releases/{id}/export", post(export_release))
         .route("/v1/peers", get(peers))
+        .route("/v1/peers/refused", get(refused_peers))
         .route("/v1/status", get(status))
         .route("/v1/schedule", get(schedule))
         .route("/v1/audit", get(audit_log))
@@ -554,6 +555,24 @@ fn net_of(state: &AppState) -> Result<&Arc<net::Net>, ApiError> {
 
 async fn peers(State(state): State<Arc<AppState>>) -> Result<Json<Vec<PeerView>>, ApiError> {
     Ok(Json(net_of(&state)?.peer_views()))
+}
+
+/// The peers refused lately for want of a valid certificate, newest last.
+async fn refused_peers(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<api::RefusedPeerView>>, ApiError> {
+    Ok(Json(
+        net_of(&state)?
+            .refused_peers()
+            .into_iter()
+            .map(|r| api::RefusedPeerView {
+                peer_id: r.peer.to_string(),
+                address: r.addr.to_string(),
+                reason: r.reason,
+                at_unix_s: r.at_unix_s,
+            })
+            .collect(),
+    ))
 }
 
 /// `GET /v1/fleet/{release}` query.

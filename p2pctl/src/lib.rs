@@ -133,8 +133,13 @@ enum Command {
         #[command(subcommand)]
         action: root::RootAction,
     },
-    /// List connected peers: id, site, region, address, bytes in and out.
-    Peers,
+    /// List connected peers: id, site, region, address, bytes in and out. In a fleet with a
+    /// root a peer's site and region are its certificate's.
+    Peers {
+        /// List the peers refused lately for want of a valid certificate instead, and why.
+        #[arg(long)]
+        refused: bool,
+    },
     /// Show this node's bandwidth limits now (per class, and when each next changes) and its
     /// download and install windows (open until, or closed until).
     Schedule,
@@ -316,7 +321,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Node {
             action: Some(NodeAction::Enroll(e)),
         } => root::enroll(&e, cli.json),
-        Command::Peers => node::peers(&client, cli.json).await,
+        Command::Peers { refused: false } => node::peers(&client, cli.json).await,
+        Command::Peers { refused: true } => node::refused_peers(&client, cli.json).await,
         Command::Root { action } => root::root(action, cli.json),
         Command::Schedule => node::schedule(&client, cli.json).await,
         Command::Status { release, once } => status::status(&client, release, once, cli.json).await,

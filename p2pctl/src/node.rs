@@ -46,6 +46,28 @@ pub(crate) async fn forget(client: &Client, node: &str, json: bool) -> Result<()
 }
 
 /// Lists the connected peers.
+pub(crate) async fn refused_peers(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let list: Vec<api::RefusedPeerView> = client.call("GET", "/v1/peers/refused", none).await?;
+    if json {
+        print_json(&list);
+    } else if list.is_empty() {
+        crate::outln!("no peer refused");
+    } else {
+        crate::outln!("{:<20} {:<54} {:<22} REASON", "WHEN", "PEER", "ADDRESS");
+        for r in list {
+            crate::outln!(
+                "{:<20} {:<54} {:<22} {}",
+                crate::when(r.at_unix_s.saturating_mul(1000)),
+                r.peer_id,
+                r.address,
+                r.reason
+            );
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn peers(client: &Client, json: bool) -> Result<(), Failure> {
     let none: Option<&()> = None;
     let peers: Vec<PeerView> = client.call("GET", "/v1/peers", none).await?;

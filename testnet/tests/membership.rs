@@ -130,11 +130,25 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
     assert_eq!(seen.site, "far-away");
     assert!(!seen.lan);
 
-    // The node's log names each refusal.
+    // `p2pctl peers --refused` names each refusal and why; so does the log.
+    let out = std::process::Command::new(&fleet.bins.p2pctl)
+        .arg("--socket")
+        .arg(&fleet.nodes[target].socket)
+        .args(["--json", "peers", "--refused"])
+        .output()
+        .unwrap();
+    let refused: Vec<api::RefusedPeerView> = serde_json::from_slice(&out.stdout).unwrap();
+    let why = |r: &Rogue| {
+        refused
+            .iter()
+            .find(|x| x.peer_id == r.peer_id.to_string())
+            .map(|x| x.reason.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(why(&stranger).contains("no certificate"), "{refused:?}");
+    assert!(why(&forged).contains("not a CA key"), "{refused:?}");
+    assert!(why(&replay).contains("is for node"), "{refused:?}");
     let log = std::fs::read_to_string(fleet.nodes[target].data.join("p2pd.log")).unwrap();
-    assert_eq!(
-        log.matches("peer refused: no valid certificate").count(),
-        3,
-        "{log}"
-    );
+    assert_eq!(log.matches("peer refused: no valid certificate").count(), 3);
 }
