@@ -557,8 +557,8 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> crate::Result<()> 
 
 /// Where a peer is: its site and region ([`admit`]).
 pub(crate) struct Place {
-    site: String,
-    region: String,
+    pub(crate) site: String,
+    pub(crate) region: String,
 }
 
 /// [`admit`], closing the connection (`codes::UNCERTIFIED`) of a peer refused.
@@ -585,25 +585,40 @@ pub(crate) fn admit(
     hello: &Hello,
     now_unix_s: i64,
 ) -> Result<Place, String> {
-    let Some(m) = net.membership() else {
-        return Ok(Place {
+    match certified_place(net, peer, &hello.cert, now_unix_s)? {
+        Some(place) => Ok(place),
+        None => Ok(Place {
             site: hello.site.clone(),
             region: hello.region.clone(),
-        });
+        }),
+    }
+}
+
+/// In a fleet with a root, the site and region of `peer`'s certificate `cert` (encoded), or
+/// why it does not verify for the peer's key under the root's CA at `now_unix_s`; `None`
+/// in a fleet without a root. Both planes ask it.
+pub(crate) fn certified_place(
+    net: &Net,
+    peer: &PeerId,
+    cert: &[u8],
+    now_unix_s: i64,
+) -> Result<Option<Place>, String> {
+    let Some(m) = net.membership() else {
+        return Ok(None);
     };
     let node = super::node_id_of(peer)
         .map(protocol::NodeId)
         .ok_or_else(|| "not an ed25519 peer id".to_string())?;
-    if hello.cert.is_empty() {
+    if cert.is_empty() {
         return Err("it showed no certificate".into());
     }
-    let cert = protocol::cert::SignedCert::decode(&hello.cert).map_err(|e| e.to_string())?;
+    let cert = protocol::cert::SignedCert::decode(cert).map_err(|e| e.to_string())?;
     cert.verify(&m.root, &node, now_unix_s)
         .map_err(|e| e.to_string())?;
-    Ok(Place {
+    Ok(Some(Place {
         site: cert.cert.site,
         region: cert.cert.region,
-    })
+    }))
 }
 
 fn hello(net: &Net) -> Hello {

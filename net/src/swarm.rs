@@ -16,7 +16,11 @@
 //! `p2pd/<version> site=<site> region=<region> data=<ip:port> wan=<ip:port>`. An unspecified
 //! IP (`0.0.0.0`) means "the address you reach my control plane at". The data plane then
 //! proves the peer id in its own TLS handshake and learns the site again in its hello, so a
-//! lie here only makes a dial fail. A libp2p connection has nothing to do once identify is
+//! lie here only makes a dial fail. In a fleet with a root the agent string also carries the
+//! node certificate (`cert=<hex>`): a peer without one that verifies for its key is
+//! disconnected at once and never enters the table of known peers (so it is never dialed
+//! and never counted as a member of the site it claims), and a peer's site is its
+//! certificate's. A libp2p connection has nothing to do once identify is
 //! done, and closes after [`IDLE_CONNECTION_TIMEOUT`].
 
 use super::{KnownPeer, Net, parse_bootstrap};
@@ -59,29 +63,38 @@ fn agent(net: &Net) -> String {
         .advertise_data
         .unwrap_or_else(|| net.data_addr());
     let wan = net.config().advertise_wan.unwrap_or(data);
-    format!(
+    let mut agent = format!(
         "p2pd/{} site={} region={} data={} wan={}",
         env!("CARGO_PKG_VERSION"),
         net.local.site,
         net.local.region,
         data,
         wan
-    )
+    );
+    if let Some(m) = net.membership() {
+        agent.push_str(" cert=");
+        agent.push_str(&hex::encode(&m.cert));
+    }
+    agent
 }
 
-/// Parses a peer's agent string; `seen_ip` replaces unspecified addresses.
-fn parse_agent(agent: &str, seen_ip: Option<IpAddr>) -> Option<KnownPeer> {
+/// Parses a peer's agent string; `seen_ip` replaces unspecified addresses. Returns the
+/// peer and the certificate it shows (encoded; empty if none).
+fn parse_agent(agent: &str, seen_ip: Option<IpAddr>) -> Option<(KnownPeer, Vec<u8>)> {
     let mut parts = agent.split(' ');
     if !parts.next()?.starts_with("p2pd/") {
         return None;
     }
-    let (mut site, mut data, mut wan) = (None, None, None);
+    let (mut site, mut data, mut wan, mut cert) = (None, None, None, Vec::new());
     for kv in parts {
         let (k, v) = kv.split_once('=')?;
         match k {
             "site" if protocol::wire::valid_name(v) => site = Some(v.to_string()),
             "data" => data = v.parse::<SocketAddr>().ok(),
             "wan" => wan = v.parse::<SocketAddr>().ok(),
+            "cert" if v.len() <= 2 * protocol::cert::CERT_BYTES_MAX => {
+                cert = hex::decode(v).unwrap_or_default();
+            }
             _ => {}
         }
     }
@@ -94,12 +107,15 @@ fn parse_agent(agent: &str, seen_ip: Option<IpAddr>) -> Option<KnownPeer> {
         a
     };
     let lan = fix(data?);
-    Some(KnownPeer {
-        lan_known: true,
-        site: site?,
-        lan,
-        wan: wan.map(fix).unwrap_or(lan),
-    })
+    Some((
+        KnownPeer {
+            lan_known: true,
+            site: site?,
+            lan,
+            wan: wan.map(fix).unwrap_or(lan),
+        },
+        cert,
+    ))
 }
 
 /// The QUIC multiaddr of a UDP socket address.
@@ -205,8 +221,33 @@ pub fn spawn(
                     SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                         peer_id, info, ..
                     })) => {
-                        match parse_agent(&info.agent_version, seen_ip.get(&peer_id).copied()) {
-                            Some(known) => net.on_identified(peer_id, known),
+                        let seen = seen_ip.get(&peer_id).copied();
+                        match parse_agent(&info.agent_version, seen) {
+                            Some((mut known, cert)) => {
+                                // In a fleet with a root: a peer without a valid certificate
+                                // is dropped before anything it says is used (never dialed,
+                                // never counted in its claimed site), and its site is its
+                                // certificate's.
+                                let now = jiff::Timestamp::now().as_second();
+                                match super::peer::certified_place(&net, &peer_id, &cert, now) {
+                                    Ok(place) => {
+                                        if let Some(p) = place {
+                                            known.site = p.site;
+                                        }
+                                        net.on_identified(peer_id, known);
+                                    }
+                                    Err(why) => {
+                                        tracing::warn!(%peer_id, reason = %why,
+                                            "control-plane peer refused: no valid certificate");
+                                        let addr = SocketAddr::new(
+                                            seen.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                                            0,
+                                        );
+                                        net.peers.note_refused(peer_id, addr, why);
+                                        let _ = swarm.disconnect_peer_id(peer_id);
+                                    }
+                                }
+                            }
                             None => tracing::debug!(%peer_id, agent = %info.agent_version,
                                 "not a p2pd peer"),
                         }
@@ -232,16 +273,21 @@ mod tests {
 
     #[test]
     fn agent_strings_parse_and_unspecified_addresses_take_the_seen_ip() {
-        let k = parse_agent(
+        let (k, cert) = parse_agent(
             "p2pd/0.1.0 site=b-1 region=eu data=0.0.0.0:7402 wan=203.0.113.7:9000",
             Some("10.0.0.9".parse().unwrap()),
         )
         .unwrap();
+        assert!(cert.is_empty());
         assert_eq!(k.site, "b-1");
         assert_eq!(k.lan, "10.0.0.9:7402".parse().unwrap());
         assert_eq!(k.wan, "203.0.113.7:9000".parse().unwrap());
         assert!(parse_agent("rust-libp2p/0.1", None).is_none());
         assert!(parse_agent("p2pd/0.1.0 site=a b region=x data=1.2.3.4:5", None).is_none());
         assert!(parse_agent("p2pd/0.1.0 site=../x data=1.2.3.4:5", None).is_none());
+        // A certificate in hex comes out as bytes (what they are is checked elsewhere).
+        let (_, cert) =
+            parse_agent("p2pd/0.1.0 site=b region=r data=1.2.3.4:5 cert=0aff", None).unwrap();
+        assert_eq!(cert, vec![0x0a, 0xff]);
     }
 }

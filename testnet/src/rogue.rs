@@ -303,3 +303,45 @@ impl Offer {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A stranger on the control plane: a libp2p peer with its own key that dials a node's
+/// control address and says, in identify's agent string, whatever `agent` is (a p2pd agent
+/// claiming a site, without a certificate). Returns its peer id once the node's identify
+/// reached it or the connection ended, within `patience`.
+pub async fn identify_as(
+    control: SocketAddr,
+    agent: &str,
+    patience: Duration,
+) -> anyhow::Result<PeerId> {
+    use futures_util::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    let keypair = Keypair::generate_ed25519();
+    let peer_id = keypair.public().to_peer_id();
+    let agent = agent.to_owned();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| {
+            libp2p::identify::Behaviour::new(
+                libp2p::identify::Config::new("/p2pd/id/1.0.0".into(), key.public())
+                    .with_agent_version(agent.clone()),
+            )
+        })?
+        .build();
+    let addr: libp2p::Multiaddr =
+        format!("/ip4/{}/udp/{}/quic-v1", control.ip(), control.port()).parse()?;
+    swarm.dial(addr)?;
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some()).await;
+        match event {
+            Err(_) => break,
+            Ok(SwarmEvent::ConnectionClosed { .. }) => break,
+            Ok(SwarmEvent::OutgoingConnectionError { error, .. }) => {
+                anyhow::bail!("could not reach the node's control plane: {error}")
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(peer_id)
+}

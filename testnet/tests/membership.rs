@@ -130,6 +130,16 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
     assert_eq!(seen.site, "far-away");
     assert!(!seen.lan);
 
+    // On the control plane: a stranger that claims the site in identify is disconnected and
+    // never becomes a known peer.
+    let gossip = testnet::rogue::identify_as(
+        std::net::SocketAddr::from(([127, 0, 0, 1], fleet.nodes[target].control_port)),
+        "p2pd/0.1.0 site=branch region=testnet data=127.0.0.1:9 wan=127.0.0.1:9",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+
     // `p2pctl peers --refused` names each refusal and why; so does the log.
     let out = std::process::Command::new(&fleet.bins.p2pctl)
         .arg("--socket")
@@ -145,10 +155,16 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
             .map(|x| x.reason.clone())
             .unwrap_or_default()
     };
-    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|x| x.peer_id == gossip.to_string() && x.reason.contains("no certificate")),
+        "{refused:?}"
+    );
     assert!(why(&stranger).contains("no certificate"), "{refused:?}");
     assert!(why(&forged).contains("not a CA key"), "{refused:?}");
     assert!(why(&replay).contains("is for node"), "{refused:?}");
     let log = std::fs::read_to_string(fleet.nodes[target].data.join("p2pd.log")).unwrap();
-    assert_eq!(log.matches("peer refused: no valid certificate").count(), 3);
+    assert_eq!(log.matches("peer refused: no valid certificate").count(), 4);
 }
