@@ -888,7 +888,23 @@ fn on_control(net: &Arc<Net>, peer: &Arc<Peer>, msg: Control) -> bool {
                 return true;
             }
             if let Some(fleet) = net.fleet.get() {
-                if let Err(e) = fleet.offer_record(&record) {
+                let body = match protocol::status::SignedStatus::decode(&record)
+                    .and_then(|s| s.verify())
+                {
+                    Ok(body) => body,
+                    Err(e) => {
+                        tracing::debug!(peer = %peer.id, error = %e, "status record not kept");
+                        return true;
+                    }
+                };
+                // In a fleet with a root a node's record comes from that node only (a
+                // certified peer of this site): a member cannot make up others.
+                if net.membership().is_some() && body.node.0 != peer.node_key {
+                    tracing::warn!(peer = %peer.id, node = %body.node.to_hex(),
+                        "status record of another node refused: a record comes from its own node");
+                    return true;
+                }
+                if let Err(e) = fleet.keep_record(body, record) {
                     tracing::debug!(peer = %peer.id, error = %e, "status record not kept");
                 }
             }

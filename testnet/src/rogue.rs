@@ -64,6 +64,21 @@ impl Rogue {
         })
     }
 
+    /// Its node key, to sign what a node signs (status records).
+    pub fn signing_key(&self) -> ed25519_dalek::SigningKey {
+        let kp = self
+            .keypair
+            .clone()
+            .try_into_ed25519()
+            .expect("the rogue's key is ed25519");
+        let secret: [u8; 32] = kp
+            .secret()
+            .as_ref()
+            .try_into()
+            .expect("an ed25519 secret is 32 bytes");
+        ed25519_dalek::SigningKey::from_bytes(&secret)
+    }
+
     /// Its node id (the key its peer id carries).
     pub fn node_id(&self) -> protocol::NodeId {
         protocol::NodeId(net::node_id_of(&self.peer_id).expect("an ed25519 peer id"))

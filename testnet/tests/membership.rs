@@ -5,6 +5,7 @@
 use net::quic::codes;
 use protocol::PublisherKey;
 use protocol::cert::{CERT_FORMAT_VERSION, NodeCert, SignedCert};
+use protocol::status::{ReleaseState, ReleaseStatus, SignedStatus, StatusBody};
 use protocol::wire::{self, Control, Hello};
 use std::time::Duration;
 use testnet::fleet::{Fleet, workdir};
@@ -129,6 +130,76 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
     };
     assert_eq!(seen.site, "far-away");
     assert!(!seen.lan);
+
+    // Status records: a certified member's own record is taken; one it makes up for another
+    // node is not (each node's record comes from itself).
+    let mut member = Rogue::new().unwrap();
+    member.cert = certify(&member, "branch", &ca);
+    let mut mlink = member
+        .connect(&st.peer_id, addr, "branch")
+        .await
+        .expect("a certified member is admitted");
+    let release: protocol::ReleaseId = d.release.parse().unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    let record = |node: protocol::NodeId, key: &ed25519_dalek::SigningKey| {
+        let body = StatusBody {
+            node,
+            site: "branch".into(),
+            installs: true,
+            seq: 1,
+            at_unix_s: now,
+            releases: vec![ReleaseStatus {
+                release,
+                channel: String::new(),
+                version: 1,
+                published_unix_s: 0,
+                severity: protocol::Severity::Low,
+                state: ReleaseState::Activated,
+                chunks_have: 0,
+                chunks_total: 0,
+                since_unix_s: now,
+                until_unix_s: None,
+                error: None,
+            }],
+        };
+        Control::Status(SignedStatus::sign(&body, key).encode())
+    };
+    let made_up = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let made_up_id = protocol::NodeId(made_up.verifying_key().to_bytes());
+    mlink
+        .send(&record(member.node_id(), &member.signing_key()))
+        .await
+        .unwrap();
+    mlink.send(&record(made_up_id, &made_up)).await.unwrap();
+    let detail = |fleet: &Fleet| {
+        let out = std::process::Command::new(&fleet.bins.p2pctl)
+            .arg("--socket")
+            .arg(&fleet.nodes[target].socket)
+            .args(["--json", "fleet", &d.release, "--site", "branch"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["nodes_detail"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n["node"].as_str().map(str::to_owned))
+            .collect::<Vec<String>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let listed = loop {
+        let listed = detail(&fleet);
+        if listed.contains(&member.node_id().to_hex()) {
+            break listed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member's own record was not taken: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(!listed.contains(&made_up_id.to_hex()), "{listed:?}");
 
     // On the control plane: a stranger that claims the site in identify is disconnected and
     // never becomes a known peer.
