@@ -177,6 +177,30 @@ pub struct NodeInfo {
     pub store: store::StoreStats,
     /// Trusted publisher names.
     pub trusted_publishers: Vec<String>,
+    /// In a fleet with a root: the root and this node's certificate.
+    #[serde(default)]
+    pub membership: Option<MembershipView>,
+}
+
+/// A node's place in a fleet with a root ([`NodeInfo::membership`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembershipView {
+    /// The fleet.
+    pub fleet: String,
+    /// The newest root this node holds.
+    pub root_version: u64,
+    /// When that root expires, unix seconds.
+    pub root_expires_unix_s: i64,
+    /// The certificate's site, region and labels (`key=value`); none if not enrolled.
+    pub cert_site: Option<String>,
+    /// See `cert_site`.
+    pub cert_region: Option<String>,
+    /// See `cert_site`.
+    pub cert_labels: Vec<String>,
+    /// When the certificate ends, unix seconds.
+    pub cert_expires_unix_s: Option<i64>,
+    /// Less than 14 days left: renew it.
+    pub renewal_due: bool,
 }
 
 /// `POST /v1/publish`: stage a release from a path the daemon can read.

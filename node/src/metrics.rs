@@ -20,6 +20,7 @@
 //! | `p2pd_release_size_bytes`, `p2pd_release_stored_bytes` | gauge | `release`, `channel`, `version` |
 //! | `p2pd_release_info` | gauge (1) | `release`, `channel`, `version`, `state`, `install` |
 //! | `p2pd_activations` | gauge | `result` (installed, failed): releases whose last install ended so |
+//! | `p2pd_cert_expiry_seconds` | gauge | | in a fleet with a root: until this node's certificate ends |
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -131,6 +132,9 @@ pub struct Snapshot {
     pub aggregator_rank: i64,
     /// Sites this node has figures of (its own and those with a summary).
     pub fleet_sites: u64,
+    /// In a fleet with a root: seconds until this node's certificate ends (negative once it
+    /// has); alert below 14 days (`protocol::cert::CERT_RENEW_BEFORE_S`).
+    pub cert_expiry_s: Option<i64>,
 }
 
 impl Snapshot {
@@ -367,6 +371,15 @@ impl Snapshot {
             Gauge,
             ConstGauge::new(self.fleet_sites as i64),
         )?;
+        if let Some(s) = self.cert_expiry_s {
+            single(
+                e,
+                "cert_expiry_seconds",
+                "Seconds until this node's certificate from the fleet CA ends (renew it 14 days before).",
+                Gauge,
+                ConstGauge::new(s),
+            )?;
+        }
         Ok(())
     }
 }
@@ -391,9 +404,11 @@ mod tests {
                 size_bytes: 100,
                 stored_bytes: 100,
             }],
+            cert_expiry_s: Some(86_400),
             ..Snapshot::default()
         };
         let text = s.render();
+        assert!(text.contains("p2pd_cert_expiry_seconds 86400"), "{text}");
         let classic = to_classic_text(&text);
         for line in [
             "# HELP p2pd_transfer_bytes_total Chunk bytes moved",

@@ -260,6 +260,12 @@ async fn metrics(
         fleet,
         aggregator_rank: net.aggregator_rank().map_or(-1, |r| r as i64),
         fleet_sites: state.fleet.sites() as u64,
+        cert_expiry_s: {
+            let store = state.store.clone();
+            blocking(move || Ok(store.node_cert()?))
+                .await?
+                .map(|c| c.cert.expires_unix_s - now.as_second())
+        },
     };
     // Prometheus asks for OpenMetrics; anything else gets the classic text format.
     let accept = headers
@@ -526,8 +532,30 @@ async fn blocking<T: Send + 'static>(
 
 async fn node_info(State(state): State<Arc<AppState>>) -> Result<Json<NodeInfo>, ApiError> {
     let store = state.store.clone();
-    let stats = blocking(move || Ok(store.stats()?)).await?;
+    let (stats, root, cert) =
+        blocking(move || Ok((store.stats()?, store.root()?, store.node_cert()?))).await?;
+    let now = jiff::Timestamp::now().as_second();
+    let membership = root.map(|r| api::MembershipView {
+        fleet: r.signed.fleet.clone(),
+        root_version: r.signed.version,
+        root_expires_unix_s: r.signed.expires_unix_s,
+        cert_site: cert.as_ref().map(|c| c.cert.site.clone()),
+        cert_region: cert.as_ref().map(|c| c.cert.region.clone()),
+        cert_labels: cert
+            .as_ref()
+            .map(|c| {
+                c.cert
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        cert_expires_unix_s: cert.as_ref().map(|c| c.cert.expires_unix_s),
+        renewal_due: cert.as_ref().is_some_and(|c| c.renewal_due(now)),
+    });
     Ok(Json(NodeInfo {
+        membership,
         node_id: state.node_id.clone(),
         site: state.site.clone(),
         region: state.region.clone(),

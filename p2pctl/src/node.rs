@@ -23,6 +23,33 @@ pub(crate) async fn node_info(client: &Client, json: bool) -> Result<(), Failure
             human_bytes(info.store.chunk_bytes)
         );
         crate::outln!("trusts    {}", info.trusted_publishers.join(", "));
+        if let Some(m) = &info.membership {
+            crate::outln!(
+                "fleet     {}  root v{} until {}",
+                m.fleet,
+                m.root_version,
+                crate::when(m.root_expires_unix_s.saturating_mul(1000))
+            );
+            match m.cert_expires_unix_s {
+                Some(until) => crate::outln!(
+                    "cert      {} ({}){}  until {}{}",
+                    m.cert_site.as_deref().unwrap_or("-"),
+                    m.cert_region.as_deref().unwrap_or("-"),
+                    if m.cert_labels.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {}", m.cert_labels.join(", "))
+                    },
+                    crate::when(until.saturating_mul(1000)),
+                    if m.renewal_due {
+                        "  RENEW NOW: less than 14 days left"
+                    } else {
+                        ""
+                    }
+                ),
+                None => crate::outln!("cert      none: enroll this node (p2pctl node enroll)"),
+            }
+        }
     }
     Ok(())
 }

@@ -166,6 +166,17 @@ fn a_node_with_a_root_trusts_its_publishers_on_their_channels_and_rotation_needs
         "{}",
         String::from_utf8_lossy(&trust_key.stderr)
     );
+    let info = node.ctl_json(&["node"]);
+    let m = &info["membership"];
+    assert_eq!(m["fleet"], "bank");
+    assert_eq!(m["root_version"], 1);
+    assert_eq!(m["cert_site"], "branch-7");
+    assert_eq!(
+        info["site"], "branch-7",
+        "the certificate's site, not the config's"
+    );
+    assert_eq!(m["cert_labels"][0], "role=atm");
+    assert_eq!(m["renewal_due"], false);
     let audit = String::from_utf8_lossy(&node.ctl(&["--json", "audit"]).stdout).to_string();
     assert!(audit.contains("root_taken"));
     assert!(audit.contains("cert_installed"));
