@@ -303,7 +303,7 @@ fn report(
         print_json(&serde_json::json!({
             "file": file,
             "root": signed,
-            "blake3": blake3::hash(&r.canonical_bytes()).to_hex().to_string(),
+            "blake3": r.digest_hex(),
             "own_signatures": own,
             "trusted": before.map(|(v, n, t)| serde_json::json!({"version": v, "signatures": n, "threshold": t})),
             "takes": verdict.is_ok(),

@@ -28,8 +28,9 @@ pub const CERT_BYTES_MAX: usize = 4096;
 /// Most labels on a certificate.
 pub const LABELS_MAX: usize = 16;
 
-/// Longest site, region, label key or label value, in bytes.
-pub const CERT_NAME_BYTES_MAX: usize = 64;
+/// Longest site, region, label key or label value, in bytes: a site or region name's
+/// ([`crate::wire::valid_name`]), as hellos and status records carry them.
+pub const CERT_NAME_BYTES_MAX: usize = crate::wire::NAME_BYTES_MAX;
 
 /// Longest validity a CA may give: a year. Shorter is better (renewal is routine and a
 /// stolen node key expires with its certificate); 90 days is the default.
@@ -141,7 +142,7 @@ impl NodeCert {
         }
         let bad = |why: String| Err(CertError::Invalid(why));
         for (what, v) in [("site", &self.site), ("region", &self.region)] {
-            if !valid_name(v) {
+            if !crate::wire::valid_name(v) {
                 return bad(format!(
                     "{what} {v:?} must be 1 to {CERT_NAME_BYTES_MAX} bytes of a-z, A-Z, 0-9, '.', '_', '-'"
                 ));
@@ -158,7 +159,7 @@ impl NodeCert {
         if let Some((k, v)) = self
             .labels
             .iter()
-            .find(|(k, v)| !valid_name(k) || !valid_name(v))
+            .find(|(k, v)| !crate::wire::valid_name(k) || !crate::wire::valid_name(v))
         {
             return bad(format!("label {k}={v} is not a name"));
         }
@@ -185,7 +186,10 @@ impl SignedCert {
     pub fn sign(mut cert: NodeCert, ca: &SigningKey) -> Self {
         cert.issuer = PublisherKey(ca.verifying_key().to_bytes());
         cert.labels.sort();
-        let signature = ca.sign(&signing_message(&codec::encode(&cert)));
+        let signature = ca.sign(&codec::with_context(
+            CERT_SIGNING_CONTEXT,
+            &codec::encode(&cert),
+        ));
         Self {
             cert,
             signature: SignatureBytes(signature.to_bytes()),
@@ -221,7 +225,7 @@ impl SignedCert {
         }
         let key = VerifyingKey::from_bytes(&c.issuer.0).map_err(|_| CertError::BadSignature)?;
         key.verify(
-            &signing_message(&codec::encode(c)),
+            &codec::with_context(CERT_SIGNING_CONTEXT, &codec::encode(c)),
             &Signature::from_bytes(&self.signature.0),
         )
         .map_err(|_| CertError::BadSignature)?;
@@ -281,21 +285,6 @@ impl SignedCert {
     pub fn renewal_due(&self, now_unix_s: i64) -> bool {
         self.cert.expires_unix_s - now_unix_s <= CERT_RENEW_BEFORE_S
     }
-}
-
-fn signing_message(canonical: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CERT_SIGNING_CONTEXT.len() + canonical.len());
-    m.extend_from_slice(CERT_SIGNING_CONTEXT);
-    m.extend_from_slice(canonical);
-    m
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= CERT_NAME_BYTES_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

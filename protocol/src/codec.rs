@@ -24,6 +24,15 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("derived Serialize impls cannot fail")
 }
 
+/// `context || bytes`: what a signature covers, so that a signature made for one kind of
+/// message (its domain-separation context) never verifies as another kind.
+pub fn with_context(context: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + bytes.len());
+    m.extend_from_slice(context);
+    m.extend_from_slice(bytes);
+    m
+}
+
 /// Decodes a `T` from exactly `bytes`, which must be at most `LIMIT` bytes. `what` names the
 /// value in errors.
 pub fn decode<T: DeserializeOwned, const LIMIT: usize>(

@@ -101,7 +101,7 @@ impl SignedManifest {
 /// Encodes `manifest` canonically and signs it with `key`.
 pub fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> SignedManifest {
     let manifest_bytes = codec::encode(manifest);
-    let signature = key.sign(&signing_message(&manifest_bytes));
+    let signature = key.sign(&codec::with_context(SIGNING_CONTEXT, &manifest_bytes));
     SignedManifest {
         format_version: MANIFEST_FORMAT_VERSION,
         manifest_bytes,
@@ -110,13 +110,6 @@ pub fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> SignedManifest {
             signature: SignatureBytes(signature.to_bytes()),
         }],
     }
-}
-
-fn signing_message(manifest_bytes: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(SIGNING_CONTEXT.len() + manifest_bytes.len());
-    message.extend_from_slice(SIGNING_CONTEXT);
-    message.extend_from_slice(manifest_bytes);
-    message
 }
 
 /// A publisher key a node trusts.
@@ -230,7 +223,7 @@ pub fn verify_signed(
     }
 
     // Signatures first, over the raw bytes: an untrusted manifest is never decoded.
-    let message = signing_message(&envelope.manifest_bytes);
+    let message = codec::with_context(SIGNING_CONTEXT, &envelope.manifest_bytes);
     let mut valid: Vec<&TrustedPublisher> = Vec::new();
     for sig in &envelope.signatures {
         let Some(publisher) = policy.publisher(&sig.key) else {

@@ -319,6 +319,12 @@ impl Root {
         codec::encode(self)
     }
 
+    /// BLAKE3 of its canonical bytes, hex: how the audit log and `p2pctl root show` name
+    /// this exact root.
+    pub fn digest_hex(&self) -> String {
+        blake3::hash(&self.canonical_bytes()).to_hex().to_string()
+    }
+
     /// The approval rule for `channel`: the one with the longest matching scope.
     pub fn approval_for(&self, channel: &str) -> Option<&ApprovalRule> {
         self.approvals
@@ -385,7 +391,10 @@ impl SignedRoot {
     /// Adds `key`'s signature (replacing one it made before).
     pub fn add_signature(&mut self, key: &SigningKey) {
         let public = PublisherKey(key.verifying_key().to_bytes());
-        let sig = key.sign(&signing_message(&self.signed.canonical_bytes()));
+        let sig = key.sign(&codec::with_context(
+            ROOT_SIGNING_CONTEXT,
+            &self.signed.canonical_bytes(),
+        ));
         self.signatures.retain(|s| s.key != public);
         self.signatures.push(RootSignature {
             key: public,
@@ -425,7 +434,7 @@ impl SignedRoot {
         if self.signatures.len() > ROOT_SIGNATURES_MAX {
             return 0;
         }
-        let message = signing_message(&self.signed.canonical_bytes());
+        let message = codec::with_context(ROOT_SIGNING_CONTEXT, &self.signed.canonical_bytes());
         let mut seen: Vec<PublisherKey> = Vec::new();
         for s in &self.signatures {
             if seen.contains(&s.key) || !keys.iter().any(|k| k.key == s.key) {
@@ -551,13 +560,6 @@ pub fn check_expiry(root: &Root, now_unix_s: i64) -> Result<(), RootError> {
         });
     }
     Ok(())
-}
-
-fn signing_message(canonical: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(ROOT_SIGNING_CONTEXT.len() + canonical.len());
-    m.extend_from_slice(ROOT_SIGNING_CONTEXT);
-    m.extend_from_slice(canonical);
-    m
 }
 
 fn valid_name(name: &str) -> bool {

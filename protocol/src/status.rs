@@ -220,7 +220,10 @@ impl SignedStatus {
     pub fn sign(body: &StatusBody, key: &SigningKey) -> Self {
         debug_assert_eq!(body.node.0, key.verifying_key().to_bytes());
         let body = codec::encode(body);
-        let signature = key.sign(&message(&body)).to_bytes().to_vec();
+        let signature = key
+            .sign(&crate::codec::with_context(STATUS_CONTEXT, &body))
+            .to_bytes()
+            .to_vec();
         Self { body, signature }
     }
 
@@ -243,8 +246,11 @@ impl SignedStatus {
         let key = VerifyingKey::from_bytes(&body.node.0).map_err(|_| StatusError::BadSignature)?;
         let sig = <[u8; 64]>::try_from(self.signature.as_slice())
             .map_err(|_| StatusError::BadSignature)?;
-        key.verify(&message(&self.body), &Signature::from_bytes(&sig))
-            .map_err(|_| StatusError::BadSignature)?;
+        key.verify(
+            &crate::codec::with_context(STATUS_CONTEXT, &self.body),
+            &Signature::from_bytes(&sig),
+        )
+        .map_err(|_| StatusError::BadSignature)?;
         body.check()?;
         Ok(body)
     }
@@ -257,13 +263,6 @@ impl SignedStatus {
             "status record body",
         )?)
     }
-}
-
-fn message(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(STATUS_CONTEXT.len() + body.len());
-    m.extend_from_slice(STATUS_CONTEXT);
-    m.extend_from_slice(body);
-    m
 }
 
 #[cfg(test)]

@@ -360,7 +360,10 @@ impl SignedSummary {
     pub fn sign(body: &SummaryBody, key: &SigningKey) -> Self {
         debug_assert_eq!(body.aggregator.0, key.verifying_key().to_bytes());
         let body = codec::encode(body);
-        let signature = key.sign(&message(&body)).to_bytes().to_vec();
+        let signature = key
+            .sign(&crate::codec::with_context(SUMMARY_CONTEXT, &body))
+            .to_bytes()
+            .to_vec();
         Self { body, signature }
     }
 
@@ -385,18 +388,14 @@ impl SignedSummary {
             VerifyingKey::from_bytes(&body.aggregator.0).map_err(|_| StatusError::BadSignature)?;
         let sig = <[u8; 64]>::try_from(self.signature.as_slice())
             .map_err(|_| StatusError::BadSignature)?;
-        key.verify(&message(&self.body), &Signature::from_bytes(&sig))
-            .map_err(|_| StatusError::BadSignature)?;
+        key.verify(
+            &crate::codec::with_context(SUMMARY_CONTEXT, &self.body),
+            &Signature::from_bytes(&sig),
+        )
+        .map_err(|_| StatusError::BadSignature)?;
         body.check()?;
         Ok(body)
     }
-}
-
-fn message(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(SUMMARY_CONTEXT.len() + body.len());
-    m.extend_from_slice(SUMMARY_CONTEXT);
-    m.extend_from_slice(body);
-    m
 }
 
 /// One node's record, indexed: its entries by release, and per channel the versions it

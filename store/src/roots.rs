@@ -162,7 +162,7 @@ impl Store {
                 fleet: root.fleet.clone(),
                 from_version: 0,
                 to_version: root.version,
-                root_blake3: blake3::hash(&root.canonical_bytes()).to_hex().to_string(),
+                root_blake3: root.digest_hex(),
             },
         )?;
         txn.commit().map_err(StoreError::from)?;
@@ -201,9 +201,7 @@ impl Store {
                     fleet: last.signed.fleet.clone(),
                     from_version: from,
                     to_version: last.signed.version,
-                    root_blake3: blake3::hash(&last.signed.canonical_bytes())
-                        .to_hex()
-                        .to_string(),
+                    root_blake3: last.signed.digest_hex(),
                 },
             )?;
         }

@@ -23,11 +23,12 @@ const REAP_INTERVAL: Duration = Duration::from_secs(10);
 /// replace the config's. A node with a root and no certificate does not start: no peer
 /// would admit it.
 fn membership(
+    root: Option<protocol::root::SignedRoot>,
     store: &Store,
     node_id: &NodeId,
     config: &mut Config,
 ) -> anyhow::Result<Option<net::Membership>> {
-    let Some(root) = store.root().context("reading the fleet root")? else {
+    let Some(root) = root else {
         return Ok(None);
     };
     let Some(cert) = store.node_cert().context("reading the node certificate")? else {
@@ -74,7 +75,8 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
         .context("opening the store")?;
     let store = Arc::new(store);
     // A node with a fleet root trusts the publishers it names, not [trust].
-    let policy = match store.root().context("reading the fleet root")? {
+    let root = store.root().context("reading the fleet root")?;
+    let policy = match &root {
         Some(signed) => {
             let r = &signed.signed;
             if let Err(e) = protocol::root::check_expiry(r, jiff::Timestamp::now().as_second()) {
@@ -91,7 +93,7 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
     if policy.publishers.is_empty() {
         tracing::warn!("no trusted publishers in [trust]: every release will be refused");
     }
-    let membership = membership(&store, &node_id, &mut config)?;
+    let membership = membership(root, &store, &node_id, &mut config)?;
 
     let socket = config.control.socket.clone();
     let listener = bind_control_socket(&config).await?;
