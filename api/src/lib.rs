@@ -103,6 +103,11 @@ pub enum ErrorCode {
     NoNode,
     /// The node is not silent: it cannot be forgotten.
     NodeNotSilent,
+    /// The node holds no fleet root (`p2pd init --root`).
+    NoRoot,
+    /// A fleet root, revocation list or certificate does not verify, or is not newer than
+    /// the one held.
+    TrustRefused,
     /// The daemon's answer could not be read (set by the client, never sent).
     Http,
     /// A code this client does not know (a newer daemon).
@@ -130,6 +135,8 @@ impl ErrorCode {
             Self::BadRequest
             | Self::NoNode
             | Self::NodeNotSilent
+            | Self::NoRoot
+            | Self::TrustRefused
             | Self::BadSite
             | Self::AmbiguousRelease
             | Self::NoRelease
@@ -201,6 +208,72 @@ pub struct MembershipView {
     pub cert_expires_unix_s: Option<i64>,
     /// Less than 14 days left: renew it.
     pub renewal_due: bool,
+    /// The version of the fleet's revocation list this node holds (0: none yet).
+    #[serde(default)]
+    pub revocations_version: u64,
+    /// How many nodes it revokes.
+    #[serde(default)]
+    pub revoked: usize,
+}
+
+/// `GET /v1/fleet/revocations`: the fleet's revocation list this node holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevocationsView {
+    /// The fleet.
+    pub fleet: String,
+    /// Its version (0: none taken yet, and no entries).
+    pub version: u64,
+    /// The key that signed it, hex.
+    pub signer: Option<String>,
+    /// The revoked nodes.
+    pub entries: Vec<RevokedView>,
+    /// The signed list, hex (what `p2pctl node revoke` builds the next one on).
+    pub list_hex: Option<String>,
+}
+
+/// One revoked node ([`RevocationsView::entries`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedView {
+    /// The node's id, hex.
+    pub node: String,
+    /// When it was revoked, unix seconds.
+    pub at_unix_s: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /v1/fleet/revocations`: a newer signed revocation list to take and spread.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevocationsRequest {
+    /// The signed list, hex.
+    pub list_hex: String,
+}
+
+/// `POST /v1/fleet/root`: newer fleet roots to take and spread, oldest first (each the
+/// `root.json` text of one version).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RootsRequest {
+    /// The roots.
+    pub roots_json: Vec<String>,
+}
+
+/// What `POST /v1/fleet/root` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RootsView {
+    /// The fleet.
+    pub fleet: String,
+    /// The version held before.
+    pub from_version: u64,
+    /// The version held now.
+    pub to_version: u64,
+}
+
+/// `GET /v1/node/cert` and `POST /v1/node/cert` (a renewal to install): this node's
+/// certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertText {
+    /// The certificate file's text (armored).
+    pub cert_text: String,
 }
 
 /// `POST /v1/publish`: stage a release from a path the daemon can read.

@@ -356,10 +356,29 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
     }
 }
 
+/// How long a member waits for its site's aggregator in one refresh, all requests together:
+/// on the LAN the pages take well under a second, and an aggregator that does not answer
+/// (hung, or a hostile member that won the rendezvous) must not hold `p2pctl fleet` for the
+/// requests' own timeouts (minutes); the view is then made from what is held.
+pub const REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// On a node that is not its site's first aggregator: asks the first for its site's records
 /// and the other sites' summaries (at most every [`SUMMARY_PULL_TTL`]), before a fleet view
-/// is made. The view is made from what is held if the aggregator cannot be asked.
+/// is made, for at most [`REFRESH_TIMEOUT`]. The view is made from what is held if the
+/// aggregator cannot be asked.
 pub async fn refresh(net: &Arc<Net>) {
+    if tokio::time::timeout(REFRESH_TIMEOUT, refresh_from_aggregator(net))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the site's aggregator did not answer within {} s; the fleet view is made from what is held",
+            REFRESH_TIMEOUT.as_secs()
+        );
+    }
+}
+
+async fn refresh_from_aggregator(net: &Arc<Net>) {
     let Some(fleet) = net.fleet.get() else {
         return;
     };

@@ -38,6 +38,7 @@ pub mod registry;
 pub mod shape;
 pub mod swarm;
 pub mod tls;
+pub mod trust;
 pub mod window;
 
 pub use error::{Error, Result};
@@ -134,14 +135,60 @@ pub struct Local {
     pub instance: u64,
 }
 
-/// What a fleet with a root asks of every peer: the root that names the fleet CA, and this
-/// node's own certificate to show (`Hello::cert`).
+/// What a fleet with a root asks of every peer: the root that names the fleet CA, the
+/// revocation list, and this node's own certificate to show (`Hello::cert`). Replaced as a
+/// whole when a newer root or list is taken ([`trust`]).
 #[derive(Debug, Clone)]
 pub struct Membership {
     /// The newest root this node holds.
     pub root: protocol::root::Root,
     /// This node's certificate, encoded.
     pub cert: Vec<u8>,
+    /// The fleet's revocation list this node holds (version 0, empty: none taken yet).
+    pub revoked: protocol::revoke::Revocations,
+}
+
+impl Membership {
+    /// Checks a peer's certificate for `node` at `now_unix_s`: valid under the root, and not
+    /// revoked. The reason otherwise, for the log and `p2pctl peers --refused`.
+    pub fn check(
+        &self,
+        cert: &protocol::cert::SignedCert,
+        node: &NodeId,
+        now_unix_s: i64,
+    ) -> Result<(), String> {
+        cert.verify(&self.root, node, now_unix_s)
+            .map_err(|e| e.to_string())?;
+        match self.revoked.revokes(&cert.cert) {
+            Some(e) => Err(format!(
+                "node revoked at unix {} (revocation list v{}): {}",
+                e.at_unix_s, self.revoked.version, e.reason
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The trust policy (which publisher keys sign which channels), shared by the daemon's API
+/// and the network and replaced when a newer fleet root is taken.
+#[derive(Clone)]
+pub struct SharedPolicy(Arc<std::sync::RwLock<Arc<TrustPolicy>>>);
+
+impl SharedPolicy {
+    /// A policy to share.
+    pub fn new(policy: TrustPolicy) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Arc::new(policy))))
+    }
+
+    /// The policy now.
+    pub fn get(&self) -> Arc<TrustPolicy> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces it.
+    pub fn set(&self, policy: TrustPolicy) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    }
 }
 
 /// The shared network state.
@@ -152,8 +199,8 @@ pub struct Net {
     /// The node key (signs site summaries when this node aggregates).
     pub(crate) signing: ed25519_dalek::SigningKey,
     config: NetworkSection,
-    policy: TrustPolicy,
-    store: Arc<Store>,
+    policy: SharedPolicy,
+    pub(crate) store: Arc<Store>,
     endpoint: quinn::Endpoint,
     /// Peers and their reputation: connections, where known peers are, dials, bans.
     pub(crate) peers: peers::PeerTable,
@@ -180,8 +227,10 @@ pub struct Net {
     /// Serving concurrency (reads from the store in flight).
     pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
     manifest_slots: Arc<tokio::sync::Semaphore>,
-    /// The fleet root and this node's certificate, in a fleet with a root.
-    membership: std::sync::OnceLock<Membership>,
+    /// The fleet root, revocation list and this node's certificate, in a fleet with a root.
+    membership: std::sync::RwLock<Option<Arc<Membership>>>,
+    /// A catch-up of the root or revocation list from a peer is under way ([`trust`]).
+    pub(crate) trust_fetching: std::sync::atomic::AtomicBool,
 }
 
 fn wan_sites(peers: &[Arc<Peer>]) -> Vec<String> {
@@ -250,7 +299,7 @@ impl Net {
         config: NetworkSection,
         schedules: scheduler::policy::RateSchedules,
         windows: scheduler::policy::Windows,
-        policy: TrustPolicy,
+        policy: SharedPolicy,
         store: Arc<Store>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>> {
@@ -287,21 +336,30 @@ impl Net {
             gates: Gates::new(windows),
             serve_slots: Arc::new(tokio::sync::Semaphore::new(peer::SERVE_CONCURRENCY_MAX)),
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
-            membership: std::sync::OnceLock::new(),
+            membership: std::sync::RwLock::new(None),
+            trust_fetching: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(net)
     }
 
     /// Puts this node in a fleet with a root: from now on a peer is admitted only with a
     /// certificate from the root's CA, and its site and region are the certificate's. Set
-    /// once, before [`Net::start`].
+    /// before [`Net::start`]; later changes come through [`trust`].
     pub fn set_membership(&self, membership: Membership) {
-        let _ = self.membership.set(membership);
+        *self.membership.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(membership));
     }
 
     /// The fleet membership, if this node has a root.
-    pub fn membership(&self) -> Option<&Membership> {
-        self.membership.get()
+    pub fn membership(&self) -> Option<Arc<Membership>> {
+        self.membership
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The trust policy now (the fleet root's publishers, or `[trust]` without a root).
+    pub fn policy(&self) -> Arc<TrustPolicy> {
+        self.policy.get()
     }
 
     /// Peers refused lately on the data plane for want of a valid certificate, newest last.
@@ -336,7 +394,7 @@ impl Net {
     /// [`Self::new`], inside the runtime.
     pub async fn start(self: &Arc<Self>) -> Result<()> {
         let store = self.store.clone();
-        let policy = self.policy.clone();
+        let policy = self.policy();
         let (committed, pending) = tokio::task::spawn_blocking(move || {
             let mut committed = Vec::new();
             for summary in store.releases()?.into_iter().take(SERVED_RELEASES_MAX) {
@@ -367,14 +425,15 @@ impl Net {
         // once rather than started and stopped.
         let mut resumed: Vec<VerifiedRelease> = Vec::new();
         for (id, bytes) in pending {
-            let verified = protocol::envelope::verify_signed(&bytes, &self.policy).and_then(|v| {
-                let highest = self
-                    .store
-                    .highest_version(&v.manifest.channel)
-                    .ok()
-                    .flatten();
-                v.check_fresh(now_unix_s(), highest).map(|()| v)
-            });
+            let verified =
+                protocol::envelope::verify_signed(&bytes, &self.policy()).and_then(|v| {
+                    let highest = self
+                        .store
+                        .highest_version(&v.manifest.channel)
+                        .ok()
+                        .flatten();
+                    v.check_fresh(now_unix_s(), highest).map(|()| v)
+                });
             match verified {
                 Ok(v) if v.id == id => resumed.push(v),
                 Ok(_) => {
@@ -966,7 +1025,7 @@ impl Net {
 
     fn verify_manifest(&self, id: ReleaseId, bytes: &[u8]) -> Result<VerifiedRelease> {
         let store = &self.store;
-        let v = protocol::verify_release(bytes, &self.policy, now_unix_s(), |channel| {
+        let v = protocol::verify_release(bytes, &self.policy(), now_unix_s(), |channel| {
             store.highest_version(channel).ok().flatten()
         })?;
         if v.id != id {

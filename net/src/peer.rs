@@ -124,6 +124,13 @@ pub struct Peer {
     pub(crate) overlay_sent: AtomicBool,
     /// It told this node it takes it as an overlay neighbour.
     pub(crate) overlay_chosen: AtomicBool,
+    /// The certificate it was admitted with, in a fleet with a root: checked again when a
+    /// newer root or revocation list is taken.
+    pub(crate) cert: Option<protocol::cert::SignedCert>,
+    /// The fleet root version it holds, as its hello or last [`Control::Trust`] said.
+    pub(crate) root_version: AtomicU64,
+    /// The revocation list version it holds, likewise.
+    pub(crate) revocations_version: AtomicU64,
 }
 
 /// Why a request failed.
@@ -442,6 +449,17 @@ impl Peer {
             .map_err(|e| RequestError::Protocol(e.to_string()))
     }
 
+    /// Asks for the fleet roots it holds after version `after` (each to be verified by the
+    /// caller, one step at a time).
+    pub async fn request_roots(&self, after: u64) -> Result<Vec<Vec<u8>>, RequestError> {
+        self.request_list(Request::Roots { after }).await
+    }
+
+    /// Asks for the fleet's revocation list it holds (to be verified by the caller).
+    pub async fn request_revocations(&self) -> Result<Vec<u8>, RequestError> {
+        self.request_records(Request::Revocations).await
+    }
+
     async fn request_list(&self, req: Request) -> Result<Vec<Vec<u8>>, RequestError> {
         let buf = self.request_records(req).await?;
         protocol::codec::decode::<Vec<Vec<u8>>, { wire::SITE_RECORDS_BYTES_MAX }>(
@@ -559,6 +577,8 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> crate::Result<()> 
 pub(crate) struct Place {
     pub(crate) site: String,
     pub(crate) region: String,
+    /// The certificate that says so, in a fleet with a root.
+    pub(crate) cert: Option<protocol::cert::SignedCert>,
 }
 
 /// [`admit`], closing the connection (`codes::UNCERTIFIED`) of a peer refused.
@@ -590,13 +610,14 @@ pub(crate) fn admit(
         None => Ok(Place {
             site: hello.site.clone(),
             region: hello.region.clone(),
+            cert: None,
         }),
     }
 }
 
 /// In a fleet with a root, the site and region of `peer`'s certificate `cert` (encoded), or
-/// why it does not verify for the peer's key under the root's CA at `now_unix_s`; `None`
-/// in a fleet without a root. Both planes ask it.
+/// why it does not verify for the peer's key under the root's CA at `now_unix_s` or is
+/// revoked; `None` in a fleet without a root. Both planes ask it.
 pub(crate) fn certified_place(
     net: &Net,
     peer: &PeerId,
@@ -613,11 +634,11 @@ pub(crate) fn certified_place(
         return Err("it showed no certificate".into());
     }
     let cert = protocol::cert::SignedCert::decode(cert).map_err(|e| e.to_string())?;
-    cert.verify(&m.root, &node, now_unix_s)
-        .map_err(|e| e.to_string())?;
+    m.check(&cert, &node, now_unix_s)?;
     Ok(Some(Place {
-        site: cert.cert.site,
-        region: cert.cert.region,
+        site: cert.cert.site.clone(),
+        region: cert.cert.region.clone(),
+        cert: Some(cert),
     }))
 }
 
@@ -628,6 +649,8 @@ fn hello(net: &Net) -> Hello {
         region: net.local.region.clone(),
         instance: net.local.instance,
         cert: net.membership().map(|m| m.cert.clone()).unwrap_or_default(),
+        root_version: net.trust_versions().0,
+        revocations_version: net.trust_versions().1,
     }
 }
 
@@ -677,6 +700,9 @@ fn register(
         connected: Instant::now(),
         overlay_sent: AtomicBool::new(false),
         overlay_chosen: AtomicBool::new(false),
+        cert: place.cert,
+        root_version: AtomicU64::new(hello.root_version),
+        revocations_version: AtomicU64::new(hello.revocations_version),
     });
     // Our bitmaps (or offers) first, so the peer can plan at once; then who we know, and,
     // to a member of our site, our status record.
@@ -709,6 +735,8 @@ fn register(
     tracing::info!(peer = %id, site = %peer.site, addr = %peer.addr, class = ?peer.class,
         "peer connected");
     net.wake.notify();
+    // A peer that holds a newer root or revocation list: catch up from it.
+    net.on_trust_versions(&peer);
 
     // The hellos went both ways before the connection was registered.
     let t = &net.traffic.control;
@@ -962,6 +990,15 @@ fn on_control(net: &Arc<Net>, peer: &Arc<Peer>, msg: Control) -> bool {
             }
         }
         Control::Overlay(join) => peer.overlay_chosen.store(join, Ordering::Relaxed),
+        Control::Trust {
+            root_version,
+            revocations_version,
+        } => {
+            peer.root_version.store(root_version, Ordering::Relaxed);
+            peer.revocations_version
+                .store(revocations_version, Ordering::Relaxed);
+            net.on_trust_versions(peer);
+        }
     }
     true
 }
@@ -1017,7 +1054,51 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
         Request::SiteRecords | Request::Summaries => serve_records(net, &req, send).await,
         Request::Ledger { epoch, after } => serve_ledger(net, peer, epoch, after, send).await,
         Request::Manifest(release) => serve_manifest(net, release, send).await,
+        Request::Roots { .. } | Request::Revocations => serve_trust(net, &req, send).await,
     }
+}
+
+/// Serves the fleet roots after a version, or the revocation list: to any admitted peer
+/// (they are signed, and every node needs them). `NotFound` when this node has none.
+async fn serve_trust(net: &Arc<Net>, req: &Request, mut send: SendStream) {
+    let Some(permit) = serve_slot(net, &mut send).await else {
+        return;
+    };
+    let store = net.store.clone();
+    let req = *req;
+    let body = tokio::task::spawn_blocking(move || match req {
+        Request::Roots { after } => {
+            // Oldest first, as many as fit (roots are a few KiB; the bound is for a
+            // hostile size, and the requester asks again from where it got to).
+            let mut room = wire::SITE_RECORDS_BYTES_MAX - 16;
+            let list: Vec<Vec<u8>> = store
+                .roots_after(after)
+                .ok()?
+                .into_iter()
+                .map(|r| r.encode())
+                .take_while(|b| {
+                    let fits = b.len() + 5 <= room;
+                    room = room.saturating_sub(b.len() + 5);
+                    fits
+                })
+                .collect();
+            (!list.is_empty()).then(|| protocol::codec::encode(&list))
+        }
+        _ => store.revocations().ok().flatten().map(|l| l.encode()),
+    })
+    .await
+    .ok()
+    .flatten();
+    match body {
+        Some(bytes) => {
+            let header = ReplyHeader::Records {
+                len: bytes.len() as u32,
+            };
+            reply_with(&mut send, header, &bytes).await;
+        }
+        None => reply_empty(&mut send, ReplyHeader::NotFound).await,
+    }
+    drop(permit);
 }
 
 /// Serves chunk `id`: the egress shaper first, then a serving slot, then the store.

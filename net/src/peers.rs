@@ -193,6 +193,11 @@ impl PeerTable {
         lock(&self.known).get(id).cloned()
     }
 
+    /// Forgets where `id` is (it is no longer dialled, unless learnt again).
+    pub(crate) fn forget_known(&self, id: &PeerId) {
+        lock(&self.known).remove(id);
+    }
+
     /// Every known peer.
     pub(crate) fn known_list(&self) -> Vec<(PeerId, KnownPeer)> {
         lock(&self.known)

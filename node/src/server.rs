@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use protocol::{EntryKind, Manifest, ManifestError, ReleaseId, TrustPolicy, codec};
+use protocol::{EntryKind, Manifest, ManifestError, ReleaseId, codec};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,8 +38,9 @@ pub const REQUEST_BYTES_MAX: usize = 96 << 20;
 pub struct AppState {
     /// The store.
     pub store: Arc<Store>,
-    /// Trust policy from the config.
-    pub policy: TrustPolicy,
+    /// Trust policy: the fleet root's publishers, or `[trust]` without a root; shared with
+    /// the network, which replaces it when a newer root is taken.
+    pub policy: net::SharedPolicy,
     /// Node id (hex).
     pub node_id: String,
     /// Site.
@@ -65,7 +66,7 @@ impl AppState {
     /// New state.
     pub fn new(
         store: Arc<Store>,
-        policy: TrustPolicy,
+        policy: net::SharedPolicy,
         node_id: String,
         site: String,
         region: String,
@@ -111,6 +112,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/fleet/{release}", get(fleet_report))
         .route("/v1/report", get(compliance_report))
         .route("/v1/fleet/forget", post(forget_node))
+        .route(
+            "/v1/fleet/revocations",
+            get(get_revocations).post(post_revocations),
+        )
+        .route("/v1/fleet/root", post(post_roots))
+        .route("/v1/node/cert", get(get_cert).post(post_cert))
         .route("/v1/audit/verify", get(audit_verify))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
         .with_state(state)
@@ -532,8 +539,15 @@ async fn blocking<T: Send + 'static>(
 
 async fn node_info(State(state): State<Arc<AppState>>) -> Result<Json<NodeInfo>, ApiError> {
     let store = state.store.clone();
-    let (stats, root, cert) =
-        blocking(move || Ok((store.stats()?, store.root()?, store.node_cert()?))).await?;
+    let (stats, root, cert, revocations) = blocking(move || {
+        Ok((
+            store.stats()?,
+            store.root()?,
+            store.node_cert()?,
+            store.revocations()?,
+        ))
+    })
+    .await?;
     let now = jiff::Timestamp::now().as_second();
     let membership = root.map(|r| api::MembershipView {
         fleet: r.signed.fleet.clone(),
@@ -553,6 +567,8 @@ async fn node_info(State(state): State<Arc<AppState>>) -> Result<Json<NodeInfo>,
             .unwrap_or_default(),
         cert_expires_unix_s: cert.as_ref().map(|c| c.cert.expires_unix_s),
         renewal_due: cert.as_ref().is_some_and(|c| c.renewal_due(now)),
+        revocations_version: revocations.as_ref().map_or(0, |l| l.list.version),
+        revoked: revocations.as_ref().map_or(0, |l| l.list.entries.len()),
     });
     Ok(Json(NodeInfo {
         membership,
@@ -564,6 +580,7 @@ async fn node_info(State(state): State<Arc<AppState>>) -> Result<Json<NodeInfo>,
         store: stats,
         trusted_publishers: state
             .policy
+            .get()
             .publishers
             .iter()
             .map(|p| p.name.clone())
@@ -764,6 +781,178 @@ async fn forget_node(
     Ok(Json(api::ForgetView {
         node: node.to_hex(),
         last_record_unix_s: last,
+    }))
+}
+
+fn trust_refused(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::TrustRefused,
+        e.to_string(),
+    )
+}
+
+fn no_root() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::NoRoot,
+        "this node holds no fleet root: initialise it with `p2pd init --root root.json`",
+    )
+}
+
+/// The fleet's revocation list this node holds (version 0 and empty before the first).
+async fn get_revocations(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<api::RevocationsView>, ApiError> {
+    let store = state.store.clone();
+    let (root, list) = blocking(move || Ok((store.root()?, store.revocations()?))).await?;
+    let root = root.ok_or_else(no_root)?;
+    Ok(Json(match list {
+        Some(l) => api::RevocationsView {
+            fleet: l.list.fleet.clone(),
+            version: l.list.version,
+            signer: Some(l.signer.to_hex()),
+            entries: l
+                .list
+                .entries
+                .iter()
+                .map(|e| api::RevokedView {
+                    node: e.node.to_hex(),
+                    at_unix_s: e.at_unix_s,
+                    reason: e.reason.clone(),
+                })
+                .collect(),
+            list_hex: Some(hex::encode(l.encode())),
+        },
+        None => api::RevocationsView {
+            fleet: root.signed.fleet,
+            version: 0,
+            signer: None,
+            entries: Vec::new(),
+            list_hex: None,
+        },
+    }))
+}
+
+/// Takes a newer signed revocation list (`p2pctl node revoke`): verified under the root,
+/// stored and audited; connected peers it revokes are dropped at once, and it spreads to
+/// the fleet ([`net::trust`]).
+async fn post_revocations(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<api::RevocationsRequest>,
+) -> Result<Json<api::RevocationsView>, ApiError> {
+    let bytes = hex::decode(req.list_hex.trim()).map_err(trust_refused)?;
+    let list = protocol::revoke::SignedRevocations::decode(&bytes).map_err(trust_refused)?;
+    let version = list.list.version;
+    let task_state = state.clone();
+    blocking(move || match task_state.net.get() {
+        Some(net) => net
+            .take_revocations(&list)
+            .map(|_| ())
+            .map_err(|e| match e {
+                net::trust::TrustError::NoRoot => no_root(),
+                net::trust::TrustError::Refused(e) => trust_refused(e),
+                net::trust::TrustError::Store(e) => internal(e),
+            }),
+        None => task_state
+            .store
+            .take_revocations(&list)
+            .map_err(|e| match e {
+                store::roots::TakeRevocationsError::NoRoot => no_root(),
+                store::roots::TakeRevocationsError::Revoke(e) => trust_refused(e),
+                store::roots::TakeRevocationsError::Store(e) => e.into(),
+            }),
+    })
+    .await?;
+    tracing::info!(version, "revocation list taken from the operator");
+    get_revocations(State(state)).await
+}
+
+/// Takes newer fleet roots (`p2pctl root publish`), each the next step of the chain from
+/// the one held; the trust policy follows the newest, and they spread to the fleet.
+async fn post_roots(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<api::RootsRequest>,
+) -> Result<Json<api::RootsView>, ApiError> {
+    let chain = req
+        .roots_json
+        .iter()
+        .map(|t| protocol::root::SignedRoot::from_json(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(trust_refused)?;
+    let net = net_of(&state)?.clone();
+    let from = net.trust_versions().0;
+    let to = blocking(move || {
+        net.take_roots(&chain).map_err(|e| match e {
+            net::trust::TrustError::NoRoot => no_root(),
+            net::trust::TrustError::Refused(e) => trust_refused(e),
+            net::trust::TrustError::Store(e) => internal(e),
+        })
+    })
+    .await?;
+    if to == from {
+        return Err(trust_refused(format!(
+            "root v{from} is held already and none given follows it"
+        )));
+    }
+    let fleet = net_of(&state)?
+        .membership()
+        .map(|m| m.root.fleet.clone())
+        .unwrap_or_default();
+    Ok(Json(api::RootsView {
+        fleet,
+        from_version: from,
+        to_version: to,
+    }))
+}
+
+/// This node's certificate (armored text).
+async fn get_cert(State(state): State<Arc<AppState>>) -> Result<Json<api::CertText>, ApiError> {
+    let store = state.store.clone();
+    let cert = blocking(move || Ok(store.node_cert()?)).await?;
+    let cert = cert.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NoRoot,
+            "this node has no certificate: enroll it (`p2pctl node enroll`)",
+        )
+    })?;
+    Ok(Json(api::CertText {
+        cert_text: cert.to_text(),
+    }))
+}
+
+/// Installs a renewed (or moved) certificate while the daemon runs: it must verify for this
+/// node under the root held; hellos show it from now on.
+async fn post_cert(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<api::CertText>,
+) -> Result<Json<api::CertText>, ApiError> {
+    let cert = protocol::cert::SignedCert::from_text(&req.cert_text).map_err(trust_refused)?;
+    let node: protocol::NodeId = state.node_id.parse().map_err(internal)?;
+    let task_state = state.clone();
+    let installed = cert.clone();
+    blocking(move || {
+        let now = jiff::Timestamp::now().as_second();
+        task_state
+            .store
+            .install_cert(&installed, &node, now)
+            .map_err(|e| match e {
+                store::roots::InstallCertError::NoRoot => no_root(),
+                store::roots::InstallCertError::Cert(e) => trust_refused(e),
+                store::roots::InstallCertError::Store(e) => e.into(),
+            })
+    })
+    .await?;
+    if let Some(net) = state.net.get() {
+        net.set_own_cert(cert.encode());
+    }
+    tracing::info!(
+        expires_unix_s = cert.cert.expires_unix_s,
+        "certificate installed"
+    );
+    Ok(Json(api::CertText {
+        cert_text: cert.to_text(),
     }))
 }
 
@@ -1066,7 +1255,7 @@ async fn publish(
     Json(req): Json<PublishRequest>,
 ) -> Result<Response, ApiError> {
     let req = crate::publish::Request::parse(&req)?;
-    req.precheck(&state.policy, &state.store)?;
+    req.precheck(&state.policy.get(), &state.store)?;
     if !state.sessions.has_room() {
         return Err(crate::publish::PublishError::Busy.into());
     }
@@ -1161,7 +1350,7 @@ async fn commit(
         let (verified, summary) = crate::publish::commit(
             &s.store,
             &s.sessions,
-            &s.policy,
+            &s.policy.get(),
             session_id,
             &envelope,
             now_unix_s(),
@@ -1336,7 +1525,7 @@ async fn verify_release(
         let store = &state.store;
         let id = resolve(store, &text)?;
         let (manifest, envelope) = load_manifest(store, &id)?;
-        let signature = protocol::envelope::verify_signed(&envelope, &state.policy);
+        let signature = protocol::envelope::verify_signed(&envelope, &state.policy.get());
         let report = release::verify_chunks(store, &manifest)?;
         Ok(Json(VerifyView {
             id: id.to_hex(),

@@ -211,6 +211,33 @@ pub(crate) enum NodeAction {
     /// node's key (the id `p2pd init` printed) to its site, region and labels. Install it
     /// on the node with `p2pd cert install --config p2pd.toml FILE`.
     Enroll(root::Enrolment),
+    /// Revoke a node: every peer drops its connections and records within seconds, and no
+    /// node admits it again with a certificate it holds now (enrol it anew to bring it back).
+    /// Signs the fleet's next revocation list with KEY (an operator or CA key of the root),
+    /// hands it to this node, which spreads it. Audited on every node.
+    Revoke {
+        /// The node's id (hex).
+        node: String,
+        /// Why, for the audit log and `p2pctl peers --refused` (at most 128 bytes).
+        #[arg(long)]
+        reason: String,
+        /// The signing key file (PEM): an operator or CA key of the fleet root.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List the nodes the fleet's revocation list (as this node holds it) revokes.
+    Revoked,
+    /// Renew this node's certificate with a CA key: the same node, site, region and labels,
+    /// valid from now for --ttl; installed in the running daemon at once (hellos show it
+    /// from then on). `p2pctl node` says RENEW NOW when fewer than 14 days are left.
+    Renew {
+        /// The fleet CA key file (PEM): one of the root's CA keys.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// How long the new certificate is valid (at most a year).
+        #[arg(long, default_value = "90d")]
+        ttl: humantime::Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -321,8 +348,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Node {
             action: Some(NodeAction::Enroll(e)),
         } => root::enroll(&e, cli.json),
+        Command::Node {
+            action: Some(NodeAction::Revoke { node, reason, key }),
+        } => node::revoke(&client, &node, &reason, &key, cli.json).await,
+        Command::Node {
+            action: Some(NodeAction::Revoked),
+        } => node::revoked(&client, cli.json).await,
+        Command::Node {
+            action: Some(NodeAction::Renew { ca_key, ttl }),
+        } => node::renew(&client, &ca_key, ttl, cli.json).await,
         Command::Peers { refused: false } => node::peers(&client, cli.json).await,
         Command::Peers { refused: true } => node::refused_peers(&client, cli.json).await,
+        Command::Root {
+            action: root::RootAction::Publish { files },
+        } => root::publish(&client, &files, cli.json).await,
         Command::Root { action } => root::root(action, cli.json),
         Command::Schedule => node::schedule(&client, cli.json).await,
         Command::Status { release, once } => status::status(&client, release, once, cli.json).await,

@@ -49,6 +49,11 @@ pub(crate) async fn node_info(client: &Client, json: bool) -> Result<(), Failure
                 ),
                 None => crate::outln!("cert      none: enroll this node (p2pctl node enroll)"),
             }
+            crate::outln!(
+                "revoked   {} nodes (revocation list v{})",
+                m.revoked,
+                m.revocations_version
+            );
         }
     }
     Ok(())
@@ -67,6 +72,137 @@ pub(crate) async fn forget(client: &Client, node: &str, json: bool) -> Result<()
             "node {} retired from the fleet view and the report (its last record: {}); a record it makes later brings it back",
             done.node,
             crate::when(done.last_record_unix_s.saturating_mul(1000))
+        );
+    }
+    Ok(())
+}
+
+/// `p2pctl node revoke`: the next revocation list, built on the one this node holds, signed
+/// with `key`, handed to this node (which spreads it).
+pub(crate) async fn revoke(
+    client: &Client,
+    node: &str,
+    reason: &str,
+    key: &std::path::Path,
+    json: bool,
+) -> Result<(), Failure> {
+    use protocol::revoke::{Revocations, SignedRevocations};
+    let node_id: protocol::NodeId = node.trim().parse().map_err(|_| {
+        crate::fail(
+            api::cli::ExitCode::Usage,
+            format!("{node}: not a node id (64 hex digits)"),
+        )
+    })?;
+    let key = crate::root::read_key(key)?;
+    let none: Option<&()> = None;
+    let held: RevocationsView = client.call("GET", "/v1/fleet/revocations", none).await?;
+    let current = match &held.list_hex {
+        Some(h) => {
+            let bytes = hex::decode(h)
+                .map_err(|e| crate::fail(api::cli::ExitCode::Failed, e.to_string()))?;
+            SignedRevocations::decode(&bytes)
+                .map_err(|e| crate::fail(api::cli::ExitCode::Failed, e.to_string()))?
+                .list
+        }
+        None => Revocations::empty(&held.fleet),
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let next = current.next(node_id, reason, now).ok_or_else(|| {
+        crate::fail(
+            api::cli::ExitCode::Refused,
+            format!(
+                "the revocation list is full ({} nodes revoked within a year)",
+                protocol::revoke::REVOKED_MAX
+            ),
+        )
+    })?;
+    let signed = SignedRevocations::sign(next, &key);
+    let req = RevocationsRequest {
+        list_hex: hex::encode(signed.encode()),
+    };
+    let done: RevocationsView = client
+        .call("POST", "/v1/fleet/revocations", Some(&req))
+        .await?;
+    if json {
+        print_json(&done);
+    } else {
+        crate::outln!(
+            "node {} revoked (fleet {}, revocation list v{}, {} nodes revoked); it spreads to the fleet from this node",
+            node_id.to_hex(),
+            done.fleet,
+            done.version,
+            done.entries.len()
+        );
+    }
+    Ok(())
+}
+
+/// `p2pctl node revoked`: the revocation list this node holds.
+pub(crate) async fn revoked(client: &Client, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let held: RevocationsView = client.call("GET", "/v1/fleet/revocations", none).await?;
+    if json {
+        print_json(&held);
+        return Ok(());
+    }
+    crate::outln!(
+        "fleet {}: revocation list v{}{}",
+        held.fleet,
+        held.version,
+        held.signer
+            .as_deref()
+            .map(|s| format!(", signed by {}", &s[..s.len().min(16)]))
+            .unwrap_or_default()
+    );
+    if held.entries.is_empty() {
+        crate::outln!("no node revoked");
+    } else {
+        crate::outln!("{:<64} {:<20} REASON", "NODE", "REVOKED");
+        for e in &held.entries {
+            crate::outln!(
+                "{:<64} {:<20} {}",
+                e.node,
+                crate::when(e.at_unix_s.saturating_mul(1000)),
+                e.reason
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `p2pctl node renew`: this node's certificate again, valid from now, signed with a CA key
+/// and installed in the running daemon.
+pub(crate) async fn renew(
+    client: &Client,
+    ca_key: &std::path::Path,
+    ttl: humantime::Duration,
+    json: bool,
+) -> Result<(), Failure> {
+    use protocol::cert::SignedCert;
+    let ca = crate::root::read_key(ca_key)?;
+    let none: Option<&()> = None;
+    let held: CertText = client.call("GET", "/v1/node/cert", none).await?;
+    let old = SignedCert::from_text(&held.cert_text)
+        .map_err(|e| crate::fail(api::cli::ExitCode::Failed, e.to_string()))?;
+    let now = jiff::Timestamp::now().as_second();
+    let mut cert = old.cert.clone();
+    cert.not_before_unix_s = now;
+    cert.expires_unix_s = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+    cert.validate()
+        .map_err(|e| crate::fail(api::cli::ExitCode::Refused, e.to_string()))?;
+    let renewed = SignedCert::sign(cert, &ca);
+    let req = CertText {
+        cert_text: renewed.to_text(),
+    };
+    let done: CertText = client.call("POST", "/v1/node/cert", Some(&req)).await?;
+    if json {
+        print_json(&done);
+    } else {
+        crate::outln!(
+            "certificate renewed: node {} in site {} until {}",
+            renewed.cert.node.to_hex(),
+            renewed.cert.site,
+            crate::when(renewed.cert.expires_unix_s.saturating_mul(1000))
         );
     }
     Ok(())

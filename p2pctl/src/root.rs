@@ -88,6 +88,39 @@ pub(crate) enum RootAction {
         #[arg(long)]
         trusted: Option<PathBuf>,
     },
+    /// Hand signed newer roots to this node (oldest first, each the next version): it takes
+    /// each that its predecessor's threshold and its own signed, trusts the newest's
+    /// publishers from then on, and the fleet takes them from it within seconds.
+    Publish {
+        /// The root files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `p2pctl root publish`: newer roots to the daemon, which spreads them.
+pub(crate) async fn publish(
+    client: &api::client::Client,
+    files: &[PathBuf],
+    json: bool,
+) -> Result<(), Failure> {
+    let roots_json = files
+        .iter()
+        .map(|f| read_root(f).map(|r| r.to_json()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let req = api::RootsRequest { roots_json };
+    let done: api::RootsView = client.call("POST", "/v1/fleet/root", Some(&req)).await?;
+    if json {
+        crate::print_json(&done);
+    } else {
+        crate::outln!(
+            "fleet {}: root v{} -> v{} taken; it spreads to the fleet from this node",
+            done.fleet,
+            done.from_version,
+            done.to_version
+        );
+    }
+    Ok(())
 }
 
 pub(crate) fn root(action: RootAction, json: bool) -> Result<(), Failure> {
@@ -149,6 +182,10 @@ pub(crate) fn root(action: RootAction, json: bool) -> Result<(), Failure> {
             write_new(&out, &signed)?;
             report(&out, &signed, Some(&now.signed), json)
         }
+        RootAction::Publish { .. } => Err(fail(
+            ExitCode::Failed,
+            "p2pctl root publish is run with the daemon",
+        )),
         RootAction::Show { file, trusted } => {
             let signed = read_root(&file)?;
             let trusted = trusted.map(|t| read_root(&t)).transpose()?;
@@ -416,7 +453,7 @@ fn expiry(d: humantime::Duration) -> Result<i64, Failure> {
     Ok(jiff::Timestamp::now().as_second().saturating_add(secs))
 }
 
-fn read_key(path: &Path) -> Result<ed25519_dalek::SigningKey, Failure> {
+pub(crate) fn read_key(path: &Path) -> Result<ed25519_dalek::SigningKey, Failure> {
     identity::read_key(path).map_err(|e| fail(ExitCode::Failed, e.to_string()))
 }
 

@@ -37,6 +37,7 @@ pub mod error;
 pub mod ids;
 pub mod manifest;
 pub mod path;
+pub mod revoke;
 pub mod root;
 pub mod status;
 pub mod summary;
@@ -55,4 +56,4 @@ pub use manifest::{
 
 /// Version of the node-to-node protocol. Carried by every wire message; bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;

@@ -133,6 +133,12 @@ pub struct Hello {
     /// fleet without a root. In a fleet with one, a peer's site and region are its
     /// certificate's, and a peer without a valid one is refused.
     pub cert: Vec<u8>,
+    /// The version of the newest fleet root the sender holds (0: none): a receiver that
+    /// holds an older one asks for the rest of the chain ([`Request::Roots`]).
+    pub root_version: u64,
+    /// The version of the fleet's revocation list the sender holds (0: none): a receiver
+    /// that holds an older one asks for it ([`Request::Revocations`]).
+    pub revocations_version: u64,
 }
 
 /// A message on the control stream.
@@ -224,6 +230,15 @@ pub enum Control {
         node: crate::ids::NodeId,
         /// When its last record was made, as the sender held it.
         last_at_unix_s: i64,
+    },
+    /// The sender took a newer fleet root or revocation list: the versions it now holds (as
+    /// in [`Hello`]). A receiver that is behind asks the sender for what it lacks, takes it,
+    /// and tells its own peers, so a revocation crosses the fleet in a few round trips.
+    Trust {
+        /// The newest root's version.
+        root_version: u64,
+        /// The revocation list's version.
+        revocations_version: u64,
     },
 }
 
@@ -319,11 +334,13 @@ pub enum ControlKind {
     Iwant,
     /// [`Control::Forget`].
     Forget,
+    /// [`Control::Trust`].
+    Trust,
 }
 
 impl ControlKind {
     /// Every kind, in counter order ([`ControlKind::index`]).
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Hello,
         Self::Bitmap,
         Self::Have,
@@ -337,6 +354,7 @@ impl ControlKind {
         Self::Ihave,
         Self::Iwant,
         Self::Forget,
+        Self::Trust,
     ];
 
     /// Position in [`ControlKind::ALL`].
@@ -360,6 +378,7 @@ impl ControlKind {
             Self::Ihave => "ihave",
             Self::Iwant => "iwant",
             Self::Forget => "forget",
+            Self::Trust => "trust",
         }
     }
 }
@@ -381,6 +400,7 @@ impl Control {
             Self::Ihave(_) => ControlKind::Ihave,
             Self::Iwant(_) => ControlKind::Iwant,
             Self::Forget { .. } => ControlKind::Forget,
+            Self::Trust { .. } => ControlKind::Trust,
         }
     }
 
@@ -413,7 +433,7 @@ impl Control {
                     return Err(WireError::Invalid("have list empty or too long"));
                 }
             }
-            Self::Drop { .. } | Self::Overlay(_) | Self::Forget { .. } => {}
+            Self::Drop { .. } | Self::Overlay(_) | Self::Forget { .. } | Self::Trust { .. } => {}
             Self::Status(r) => {
                 if r.len() > crate::status::STATUS_RECORD_BYTES_MAX {
                     return Err(WireError::Invalid("status record too large"));
@@ -508,6 +528,16 @@ pub enum Request {
         /// The point the member reached.
         after: u64,
     },
+    /// The fleet roots the server holds after version `after`, oldest first (an encoded
+    /// `Vec<Vec<u8>>` of [`crate::root::SignedRoot`]s follows [`ReplyHeader::Records`]): the
+    /// chain a node that holds `after` takes one step at a time.
+    Roots {
+        /// The version the requester holds.
+        after: u64,
+    },
+    /// The fleet's revocation list the server holds (an encoded
+    /// [`crate::revoke::SignedRevocations`] follows [`ReplyHeader::Records`]).
+    Revocations,
 }
 
 impl Request {
@@ -555,8 +585,13 @@ impl ReplyHeader {
                 if len as usize <= crate::envelope::ENVELOPE_BYTES_MAX => {}
             (
                 Self::Records { len },
-                Request::SiteRecords | Request::Summaries | Request::Ledger { .. },
+                Request::SiteRecords
+                | Request::Summaries
+                | Request::Ledger { .. }
+                | Request::Roots { .. },
             ) if len as usize <= SITE_RECORDS_BYTES_MAX => {}
+            (Self::Records { len }, Request::Revocations)
+                if len as usize <= crate::revoke::REVOCATIONS_BYTES_MAX => {}
             (Self::NotFound | Self::Busy, _) => {}
             _ => return Err(WireError::Invalid("reply does not fit the request")),
         }

@@ -167,6 +167,19 @@ pub enum AuditEvent {
         /// The CA key that issued it, hex.
         issuer: String,
     },
+    /// A newer revocation list of the fleet was taken (`p2pctl node revoke`, or from a peer).
+    RevocationsTaken {
+        /// The fleet.
+        fleet: String,
+        /// The version held before (0: none).
+        from_version: u64,
+        /// The version held now.
+        to_version: u64,
+        /// The nodes this list revokes that the one before did not (or revokes anew), hex.
+        revoked: Vec<String>,
+        /// The key that signed it, hex.
+        signer: String,
+    },
 }
 
 impl AuditEvent {
@@ -215,6 +228,7 @@ impl AuditEvent {
             Self::NodeForgotten { .. } => "node_forgotten",
             Self::RootTaken { .. } => "root_taken",
             Self::CertInstalled { .. } => "cert_installed",
+            Self::RevocationsTaken { .. } => "revocations_taken",
         }
     }
 
@@ -322,6 +336,25 @@ impl AuditEvent {
             } => format!(
                 "certificate installed: site {site}, region {region}, until unix {expires_unix_s}, issued by {}",
                 short(issuer)
+            ),
+            Self::RevocationsTaken {
+                fleet,
+                from_version,
+                to_version,
+                revoked,
+                signer,
+            } => format!(
+                "fleet {fleet}: revocation list v{from_version} -> v{to_version}, newly revoked: {}; signed by {}",
+                if revoked.is_empty() {
+                    "none".to_string()
+                } else {
+                    revoked
+                        .iter()
+                        .map(|n| short(n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                short(signer)
             ),
         }
     }

@@ -320,6 +320,27 @@ pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(
         * scheduler::control::STATUS_HEARTBEAT.as_secs(),
 );
 
+/// Takes `node`'s record out of the view and keeps a tombstone at `last` (the oldest
+/// tombstone leaves past [`FORGOTTEN_MAX`]).
+fn retire(inner: &mut Inner, node: &NodeId, last: i64) {
+    inner.records.remove(node);
+    inner.dirty_records.remove(node);
+    if inner.forgotten.len() >= FORGOTTEN_MAX && !inner.forgotten.contains_key(node) {
+        if let Some(oldest) = inner
+            .forgotten
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(n, _)| *n)
+        {
+            inner.forgotten.remove(&oldest);
+            inner.dirty_forgotten.insert(oldest);
+        }
+    }
+    inner.forgotten.insert(*node, last);
+    inner.dirty_forgotten.insert(*node);
+    inner.own_figures.all = true;
+}
+
 /// Records made before this are silent at `now_unix_s`.
 fn silent_before(inner: &Inner, now_unix_s: i64) -> i64 {
     now_unix_s.saturating_sub(
@@ -1115,23 +1136,24 @@ impl Fleet {
                 after_s: now_unix_s - silent_before(inner, now_unix_s),
             });
         }
-        inner.records.remove(node);
-        inner.dirty_records.remove(node);
-        if inner.forgotten.len() >= FORGOTTEN_MAX {
-            if let Some(oldest) = inner
-                .forgotten
-                .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(n, _)| *n)
-            {
-                inner.forgotten.remove(&oldest);
-                inner.dirty_forgotten.insert(oldest);
-            }
-        }
-        inner.forgotten.insert(*node, last);
-        inner.dirty_forgotten.insert(*node);
-        inner.own_figures.all = true;
+        retire(inner, node, last);
         Ok(last)
+    }
+
+    /// Drops a node the fleet revoked (`p2pctl node revoke`) at `at_unix_s`: its record and
+    /// entries leave at once, whatever their age, and a tombstone at that time keeps out the
+    /// records it made before (a node enrolled again afterwards comes back with its new
+    /// records). Whether it had a record.
+    pub fn drop_revoked(&self, node: &NodeId, at_unix_s: i64) -> bool {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let had = inner.records.contains_key(node);
+        let last = inner
+            .records
+            .get(node)
+            .map_or(at_unix_s, |h| h.body.at_unix_s.max(at_unix_s));
+        retire(inner, node, last);
+        had
     }
 
     /// The entries of this node's site ledgers that changed after `after` in numbering

@@ -83,6 +83,9 @@ const FLEET_FORGOTTEN: TableDefinition<&[u8; 32], i64> = TableDefinition::new("f
 const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("fleet_roots");
 /// This node's certificate from the fleet CA ([`roots`]): one row, [`roots::OWN_CERT`].
 const NODE_CERT: TableDefinition<&str, &[u8]> = TableDefinition::new("node_cert");
+/// The fleet's revocation list this node took ([`roots`]): one row,
+/// [`roots::REVOCATIONS_ROW`] → signed list (wire form).
+const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_revocations");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// (activation keeps 8 KB of it at most, the daemon's `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
@@ -361,6 +364,7 @@ impl Store {
             txn.open_table(FLEET_FORGOTTEN)?;
             txn.open_table(ROOTS)?;
             txn.open_table(NODE_CERT)?;
+            txn.open_table(REVOCATIONS)?;
         }
         txn.commit()?;
 

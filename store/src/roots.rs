@@ -9,9 +9,10 @@
 //! peer that is behind every step it lacks: a root is taken only one version at a time.
 
 use crate::audit::AuditEvent;
-use crate::{NODE_CERT, ROOTS, Store, StoreError, append_audit_in};
+use crate::{NODE_CERT, REVOCATIONS, ROOTS, Store, StoreError, append_audit_in};
 use protocol::NodeId;
 use protocol::cert::{CertError, SignedCert};
+use protocol::revoke::{RevokeError, SignedRevocations};
 use protocol::root::{RootError, SignedRoot, update_chain};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -42,6 +43,23 @@ pub enum TakeRootError {
 
 /// The key of the one row of the certificate table.
 pub const OWN_CERT: &str = "own";
+
+/// The key of the one row of the revocations table.
+pub const REVOCATIONS_ROW: &str = "current";
+
+/// Why a revocation list was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeRevocationsError {
+    /// No root is held to check it with.
+    #[error("this node holds no fleet root: revocation needs one")]
+    NoRoot,
+    /// It does not verify under the root held, or is not newer than the list held.
+    #[error(transparent)]
+    Revoke(#[from] RevokeError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Why a certificate was not installed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +115,63 @@ impl Store {
                 region: c.region.clone(),
                 expires_unix_s: c.expires_unix_s,
                 issuer: c.issuer.to_hex(),
+            },
+        )?;
+        txn.commit().map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// The fleet's revocation list this node holds, if it took one.
+    pub fn revocations(&self) -> Result<Option<SignedRevocations>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(REVOCATIONS)?;
+        table
+            .get(REVOCATIONS_ROW)?
+            .map(|v| {
+                SignedRevocations::decode(v.value())
+                    .map_err(|e| StoreError::Damaged(format!("stored revocation list: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Takes `list` in place of the one held: it must verify under the newest root held
+    /// and be newer (checked inside the write transaction, so two arriving at once cannot
+    /// step back); audited with the nodes it newly revokes.
+    pub fn take_revocations(&self, list: &SignedRevocations) -> Result<(), TakeRevocationsError> {
+        let root = self.root()?.ok_or(TakeRevocationsError::NoRoot)?;
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let held = {
+            let mut table = txn.open_table(REVOCATIONS).map_err(StoreError::from)?;
+            let held = table
+                .get(REVOCATIONS_ROW)
+                .map_err(StoreError::from)?
+                .map(|v| {
+                    SignedRevocations::decode(v.value())
+                        .map_err(|e| StoreError::Damaged(format!("stored revocation list: {e}")))
+                })
+                .transpose()?;
+            list.verify_after(&root.signed, held.as_ref().map_or(0, |h| h.list.version))?;
+            table
+                .insert(REVOCATIONS_ROW, list.encode().as_slice())
+                .map_err(StoreError::from)?;
+            held
+        };
+        let before = held.as_ref().map(|h| &h.list);
+        let revoked = list
+            .list
+            .entries
+            .iter()
+            .filter(|e| before.and_then(|b| b.entry(&e.node)) != Some(e))
+            .map(|e| e.node.to_hex())
+            .collect();
+        append_audit_in(
+            &txn,
+            AuditEvent::RevocationsTaken {
+                fleet: list.list.fleet.clone(),
+                from_version: before.map_or(0, |b| b.version),
+                to_version: list.list.version,
+                revoked,
+                signer: list.signer.to_hex(),
             },
         )?;
         txn.commit().map_err(StoreError::from)?;
@@ -339,5 +414,57 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.node_cert().unwrap().unwrap().cert.site, "branch-7");
+    }
+
+    #[test]
+    fn a_revocation_list_is_taken_only_newer_and_signed_under_the_root_and_audited() {
+        use protocol::revoke::Revocations;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let node = |i: u8| NodeId(key(i).verifying_key().to_bytes());
+        let v1 = Revocations::empty("bank")
+            .next(node(9), "stolen", NOW)
+            .unwrap();
+        // The CA of the test roots is key 50.
+        let signed_v1 = SignedRevocations::sign(v1.clone(), &key(50));
+        assert!(matches!(
+            store.take_revocations(&signed_v1),
+            Err(TakeRevocationsError::NoRoot)
+        ));
+        store.take_first_root(&root(1, 1), NOW).unwrap();
+        assert!(matches!(
+            store.take_revocations(&SignedRevocations::sign(v1.clone(), &key(51))),
+            Err(TakeRevocationsError::Revoke(RevokeError::UnknownSigner(_)))
+        ));
+        assert_eq!(store.revocations().unwrap(), None);
+        store.take_revocations(&signed_v1).unwrap();
+        assert!(matches!(
+            store.take_revocations(&signed_v1),
+            Err(TakeRevocationsError::Revoke(RevokeError::NotNewer {
+                held: 1,
+                found: 1
+            }))
+        ));
+        let v2 = v1.next(node(8), "lost", NOW + 5).unwrap();
+        store
+            .take_revocations(&SignedRevocations::sign(v2, &key(50)))
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let held = store.revocations().unwrap().unwrap();
+        assert_eq!(held.list.version, 2);
+        assert!(held.list.entry(&node(9)).is_some() && held.list.entry(&node(8)).is_some());
+        let (log, _) = store.audit_entries(None).unwrap();
+        let taken: Vec<&AuditEvent> = log
+            .iter()
+            .map(|e| &e.event)
+            .filter(|e| matches!(e, AuditEvent::RevocationsTaken { .. }))
+            .collect();
+        assert_eq!(taken.len(), 2);
+        assert!(
+            matches!(taken[1], AuditEvent::RevocationsTaken { from_version: 1, to_version: 2, revoked, .. } if *revoked == vec![node(8).to_hex()]),
+            "only the newly revoked node is named: {:?}",
+            taken[1]
+        );
     }
 }

@@ -106,6 +106,8 @@ impl Rogue {
             region: "rogue".to_string(),
             instance: rand::random(),
             cert: self.cert.clone(),
+            root_version: 0,
+            revocations_version: 0,
         };
         write_frame(&mut send, &Control::Hello(ours)).await?;
         let body = tokio::time::timeout(
@@ -303,9 +305,11 @@ impl Offer {
                     None => (ReplyHeader::NotFound, Vec::new()),
                 }
             }
-            Request::SiteRecords | Request::Summaries | Request::Ledger { .. } => {
-                (ReplyHeader::NotFound, Vec::new())
-            }
+            Request::SiteRecords
+            | Request::Summaries
+            | Request::Ledger { .. }
+            | Request::Roots { .. }
+            | Request::Revocations => (ReplyHeader::NotFound, Vec::new()),
         };
         if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok() {
             let _ = send.finish();

@@ -460,6 +460,8 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             region: "x".into(),
             instance: 1,
             cert: Vec::new(),
+            root_version: 0,
+            revocations_version: 0,
         })),
         wire::frame(&Control::Hello(wire::Hello {
             protocol_version: protocol::PROTOCOL_VERSION + 1,
@@ -467,6 +469,8 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             region: "x".into(),
             instance: 1,
             cert: Vec::new(),
+            root_version: 0,
+            revocations_version: 0,
         })),
     ] {
         let conn = rogue

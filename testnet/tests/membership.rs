@@ -44,6 +44,8 @@ async fn refusal(rogue: &Rogue, peer: &str, addr: std::net::SocketAddr) -> u64 {
         region: "testnet".into(),
         instance: 7,
         cert: rogue.cert.clone(),
+        root_version: 0,
+        revocations_version: 0,
     });
     send.write_all(&wire::frame(&hello)).await.unwrap();
     match tokio::time::timeout(Duration::from_secs(15), conn.closed())
@@ -238,4 +240,297 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
     assert!(why(&replay).contains("is for node"), "{refused:?}");
     let log = std::fs::read_to_string(fleet.nodes[target].data.join("p2pd.log")).unwrap();
     assert_eq!(log.matches("peer refused: no valid certificate").count(), 4);
+}
+
+/// Runs p2pctl against node `i` with `args`; its output, whether it succeeded.
+fn ctl(fleet: &Fleet, i: usize, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(&fleet.bins.p2pctl)
+        .arg("--socket")
+        .arg(&fleet.nodes[i].socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Node `i`'s view of itself (`p2pctl --json node`).
+fn node_json(fleet: &Fleet, i: usize) -> serde_json::Value {
+    serde_json::from_slice(&ctl(fleet, i, &["--json", "node"]).stdout).unwrap_or_default()
+}
+
+/// The CI bar of the revocation: every node drops a revoked node within this long of
+/// `p2pctl node revoke` (the issue's bar is 10 s; the margin is for a loaded CI machine).
+const REVOCATION_DEADLINE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_is_dropped_everywhere_in_seconds_and_a_new_root_spreads_from_node_to_node()
+{
+    let (_guard, dir) = workdir();
+    let s = Scenario::parse(
+        "name = 'revoke'\nseed = 5\ntimeout_s = 120\nmembership = true\n\
+         [release]\nsize_mib = 1\n[origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
+         [[sites]]\nname = 'tokyo'\nnodes = 4\n[[sites]]\nname = 'frankfurt'\nnodes = 4\n\
+         [[sites]]\nname = 'saopaulo'\nnodes = 4\n",
+    )
+    .unwrap();
+    let fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(90)).await.unwrap();
+    let (root_file, ca) = fleet.membership.clone().unwrap();
+    let n = fleet.nodes.len();
+
+    // Revoke a frankfurt node from the origin, with the CA key.
+    let victim = 6;
+    let victim_st = fleet.status(victim).await.unwrap();
+    assert!(
+        fleet.peers(victim).await.unwrap().len() >= 3,
+        "the victim is connected before"
+    );
+    let t0 = std::time::Instant::now();
+    let out = ctl(
+        &fleet,
+        0,
+        &[
+            "node",
+            "revoke",
+            &victim_st.node_id,
+            "--reason",
+            "key stolen",
+            "--key",
+            &ca.display().to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every other node holds the list and has no connection to the victim.
+    let mut dropped_by = vec![false; n];
+    dropped_by[victim] = true;
+    while dropped_by.iter().any(|d| !d) {
+        for (i, dropped) in dropped_by.iter_mut().enumerate() {
+            if *dropped {
+                continue;
+            }
+            let holds = node_json(&fleet, i)["membership"]["revocations_version"] == 1;
+            let connected = fleet
+                .peers(i)
+                .await
+                .unwrap()
+                .iter()
+                .any(|p| p.node_id == victim_st.node_id);
+            *dropped = holds && !connected;
+        }
+        assert!(
+            t0.elapsed() < REVOCATION_DEADLINE,
+            "not dropped by {:?} after {:?}",
+            (0..n)
+                .filter(|&i| !dropped_by[i])
+                .map(|i| &fleet.nodes[i].name)
+                .collect::<Vec<_>>(),
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = t0.elapsed();
+    eprintln!(
+        "revocation: every node dropped the revoked node {:.2} s after p2pctl node revoke",
+        took.as_secs_f64()
+    );
+    // It stays out: a few seconds on, it has no peer, and its site-mates name it refused.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        fleet.peers(victim).await.unwrap().len(),
+        0,
+        "the revoked node is connected again"
+    );
+    let refused = ctl(&fleet, 5, &["--json", "peers", "--refused"]);
+    let refused: Vec<api::RefusedPeerView> = serde_json::from_slice(&refused.stdout).unwrap();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.peer_id == victim_st.peer_id && r.reason.contains("key stolen")),
+        "{refused:?}"
+    );
+    let listed = ctl(&fleet, 11, &["--json", "node", "revoked"]);
+    let listed: api::RevocationsView = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.entries.len(), 1);
+    assert_eq!(listed.entries[0].node, victim_st.node_id);
+    // An older list (the same version again) is refused by the daemon.
+    let again = ctl(
+        &fleet,
+        3,
+        &[
+            "node",
+            "revoke",
+            &victim_st.node_id,
+            "--reason",
+            "x",
+            "--key",
+            &dir.join("root.pem").display().to_string(),
+        ],
+    );
+    assert!(
+        !again.status.success(),
+        "a list signed by a key that may not revoke is refused"
+    );
+
+    // Root rotation: v2 drops the publisher key and names a new one, signed by v1's root
+    // key; handed to one branch node, it reaches every node.
+    let v2 = dir.join("root-v2.json");
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(std::process::Command::new(&fleet.bins.p2pctl)
+        .args(["root", "next"])
+        .arg(&root_file)
+        .arg("--out")
+        .arg(&v2)
+        .output()
+        .unwrap());
+    let second = dir.join("second.pem");
+    let second_key = store::identity::generate().unwrap();
+    store::identity::write_key(&second, &second_key).unwrap();
+    let mut next =
+        protocol::root::SignedRoot::from_json(&std::fs::read_to_string(&v2).unwrap()).unwrap();
+    next.signed.publishers = vec![protocol::root::ScopedKey {
+        name: "second".into(),
+        key: PublisherKey(second_key.verifying_key().to_bytes()),
+        channels: Vec::new(),
+    }];
+    std::fs::write(&v2, next.to_json()).unwrap();
+    ok(std::process::Command::new(&fleet.bins.p2pctl)
+        .args(["root", "sign"])
+        .arg(&v2)
+        .arg("--key")
+        .arg(dir.join("root.pem"))
+        .output()
+        .unwrap());
+    let t1 = std::time::Instant::now();
+    ok(ctl(
+        &fleet,
+        2,
+        &["root", "publish", &v2.display().to_string()],
+    ));
+    for i in 0..n {
+        while node_json(&fleet, i)["membership"]["root_version"] != 2 {
+            if i == victim {
+                break;
+            }
+            assert!(
+                t1.elapsed() < REVOCATION_DEADLINE,
+                "{} did not take root v2",
+                fleet.nodes[i].name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!(
+        "root v2 reached every node {:.2} s after p2pctl root publish",
+        t1.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        node_json(&fleet, 9)["trusted_publishers"],
+        serde_json::json!(["second"])
+    );
+    // A v3 signed only by a key v2 does not name is refused, and so is v2 again.
+    let v3 = dir.join("root-v3.json");
+    ok(std::process::Command::new(&fleet.bins.p2pctl)
+        .args(["root", "next"])
+        .arg(&v2)
+        .arg("--out")
+        .arg(&v3)
+        .output()
+        .unwrap());
+    ok(std::process::Command::new(&fleet.bins.p2pctl)
+        .args(["root", "sign"])
+        .arg(&v3)
+        .arg("--key")
+        .arg(&second)
+        .output()
+        .unwrap());
+    for file in [&v3, &v2] {
+        let out = ctl(&fleet, 4, &["root", "publish", &file.display().to_string()]);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(node_json(&fleet, 4)["membership"]["root_version"], 2);
+
+    // A certificate renewed while the node runs: installed at once, the node stays admitted.
+    let before = node_json(&fleet, 1)["membership"]["cert_expires_unix_s"].clone();
+    ok(ctl(
+        &fleet,
+        1,
+        &[
+            "node",
+            "renew",
+            "--ca-key",
+            &ca.display().to_string(),
+            "--ttl",
+            "30d",
+        ],
+    ));
+    let after = node_json(&fleet, 1)["membership"]["cert_expires_unix_s"].clone();
+    assert_ne!(before, after);
+    assert!(
+        after.as_i64().unwrap() < before.as_i64().unwrap(),
+        "30 days, not 90"
+    );
+    // The old publisher key no longer publishes; the new one does, and the fleet takes it.
+    let payload = fleet.make_payload(1).unwrap();
+    assert!(
+        fleet.publish(&payload, 1).is_err(),
+        "a key the new root dropped still publishes"
+    );
+    let out = ctl(
+        &fleet,
+        0,
+        &[
+            "--json",
+            "publish",
+            &payload.display().to_string(),
+            "--channel",
+            "testnet/revoke",
+            "--version",
+            "1",
+            "--key",
+            &second.display().to_string(),
+        ],
+    );
+    ok(out.clone());
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The JSON output is the stream of events; the last line holds the release.
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .or_else(|_| serde_json::from_str(text.lines().last().unwrap_or_default()))
+        .unwrap();
+    let id = v["id"]
+        .as_str()
+        .or_else(|| v["release"]["id"].as_str())
+        .expect("the release id")
+        .to_owned();
+    let far = 11;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = fleet.status(far).await.unwrap();
+        if st
+            .releases
+            .iter()
+            .any(|r| r.id == id && r.state == api::FetchState::Complete)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new publisher's release did not reach {}",
+            fleet.nodes[far].name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -24,6 +24,8 @@ fn hello(site: &str, region: &str) -> Control {
         region: region.into(),
         instance: 1,
         cert: Vec::new(),
+        root_version: 0,
+        revocations_version: 0,
     })
 }
 
@@ -112,6 +114,8 @@ fn control_decode_refuses_what_breaks_the_rules() {
         region: "b".into(),
         instance: 1,
         cert: Vec::new(),
+        root_version: 0,
+        revocations_version: 0,
     });
     assert!(matches!(
         Control::decode(body(&frame(&bad_version))),

@@ -54,9 +54,14 @@ fn membership(
         config.node.site = c.site.clone();
         config.node.region = c.region.clone();
     }
+    let revoked = match store.revocations().context("reading the revocation list")? {
+        Some(l) => l.list,
+        None => protocol::revoke::Revocations::empty(&root.signed.fleet),
+    };
     Ok(Some(net::Membership {
         root: root.signed,
         cert: cert.encode(),
+        revoked,
     }))
 }
 
@@ -100,7 +105,7 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
 
     let state = Arc::new(AppState::new(
         store.clone(),
-        policy,
+        net::SharedPolicy::new(policy),
         node_id.to_hex(),
         config.node.site.clone(),
         config.node.region.clone(),

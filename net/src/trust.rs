@@ -1,0 +1,273 @@
+//! The fleet root and the revocation list, spreading from node to node.
+//!
+//! Every hello carries the versions of the newest root and of the revocation list the sender
+//! holds; a node that takes a newer one (from `p2pctl root publish`, `p2pctl node revoke`, or
+//! a peer) tells every connected peer its new versions ([`Control::Trust`], a few bytes). A
+//! peer that is behind asks the one that told it ([`Request::Roots`] from its own version,
+//! then [`Request::Revocations`]), takes what verifies (a root only as the next step of the
+//! chain, signed by the one before's threshold and its own; a list only newer and signed by
+//! an operator or CA key of the root), and tells its own peers in turn. So a revocation
+//! crosses the fleet in one round trip per hop of the connection graph, and a node that was
+//! away catches up at its first connection. One catch-up runs at a time; when it ends, any
+//! peer still ahead starts the next.
+//!
+//! What a new root or list changes at once: the trust policy (the root's publishers), the
+//! membership every admission checks, and the connected peers, each checked again; one whose
+//! certificate no longer verifies or is revoked is disconnected (`UNCERTIFIED`), listed in
+//! `p2pctl peers --refused`, forgotten as a known peer (so it is not dialled again) and, when
+//! revoked, its status record leaves the fleet view.
+//!
+//! A rotation that replaces the CA key should keep the old one in the root until every node
+//! holds a certificate from the new one: a node that has not taken the new root yet refuses
+//! a certificate from a CA it does not know (and learns the root from its other peers).
+
+use crate::Net;
+use crate::peer::Peer;
+use crate::quic::codes;
+use protocol::revoke::SignedRevocations;
+use protocol::root::SignedRoot;
+use protocol::wire::Control;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Why a root or list handed to [`Net::take_roots`] or [`Net::take_revocations`] was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// This node holds no fleet root.
+    #[error("this node holds no fleet root (`p2pd init --root`)")]
+    NoRoot,
+    /// It does not verify or does not follow what is held.
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl Net {
+    /// The versions of the newest root and of the revocation list this node holds (0: none).
+    pub fn trust_versions(&self) -> (u64, u64) {
+        self.membership()
+            .map_or((0, 0), |m| (m.root.version, m.revoked.version))
+    }
+
+    /// Takes what of `chain` follows the root held (each step verified in the store); then
+    /// the trust policy and membership follow the newest, connected peers are checked again,
+    /// and peers are told. Returns the version held afterwards.
+    pub fn take_roots(self: &Arc<Self>, chain: &[SignedRoot]) -> Result<u64, TrustError> {
+        let Some(m) = self.membership() else {
+            return Err(TrustError::NoRoot);
+        };
+        let now = jiff::Timestamp::now().as_second();
+        let (taken, err) = self
+            .store
+            .take_roots(chain, now)
+            .map_err(|e| TrustError::Store(e.to_string()))?;
+        let Some(newest) = taken.last() else {
+            return match err {
+                Some(e) => Err(TrustError::Refused(e.to_string())),
+                None => Ok(m.root.version),
+            };
+        };
+        let root = newest.signed.clone();
+        tracing::info!(fleet = %root.fleet, from = m.root.version, to = root.version,
+            publishers = root.publishers.len(), "fleet root taken");
+        if let Some(e) = &err {
+            tracing::warn!(error = %e, "a later root of the chain was refused");
+        }
+        let own = protocol::cert::SignedCert::decode(&m.cert)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                c.verify(&root, &self.local.node_id, now)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = own {
+            tracing::error!(error = %e, "this node's certificate does not verify under the new root: peers will refuse it; enroll it again");
+        }
+        self.policy.set(root.trust_policy());
+        let version = root.version;
+        self.set_membership(crate::Membership {
+            root,
+            cert: m.cert.clone(),
+            revoked: m.revoked.clone(),
+        });
+        self.trust_changed();
+        Ok(version)
+    }
+
+    /// Takes `list` if it verifies under the root held and is newer than the list held;
+    /// then revoked peers are disconnected and their records dropped, and peers are told.
+    pub fn take_revocations(self: &Arc<Self>, list: &SignedRevocations) -> Result<u64, TrustError> {
+        let Some(m) = self.membership() else {
+            return Err(TrustError::NoRoot);
+        };
+        self.store.take_revocations(list).map_err(|e| match e {
+            store::roots::TakeRevocationsError::Store(e) => TrustError::Store(e.to_string()),
+            e => TrustError::Refused(e.to_string()),
+        })?;
+        let revoked = list.list.clone();
+        tracing::info!(fleet = %revoked.fleet, from = m.revoked.version, to = revoked.version,
+            revoked = revoked.entries.len(), "revocation list taken");
+        if let Some(fleet) = self.fleet.get() {
+            for e in &revoked.entries {
+                if m.revoked.entry(&e.node) != Some(e) && fleet.drop_revoked(&e.node, e.at_unix_s) {
+                    tracing::info!(node = %e.node.to_hex(), "revoked node's record dropped");
+                }
+            }
+        }
+        let version = revoked.version;
+        self.set_membership(crate::Membership {
+            root: m.root.clone(),
+            cert: m.cert.clone(),
+            revoked,
+        });
+        self.trust_changed();
+        Ok(version)
+    }
+
+    /// Replaces this node's own certificate (a renewal, `p2pctl node renew`): the store has
+    /// verified it. Hellos from now on show it.
+    pub fn set_own_cert(&self, cert: Vec<u8>) {
+        if let Some(m) = self.membership() {
+            self.set_membership(crate::Membership {
+                root: m.root.clone(),
+                cert,
+                revoked: m.revoked.clone(),
+            });
+        }
+    }
+
+    /// After a newer root or list: every connected peer checked again (disconnected if it
+    /// fails), and every peer that is behind told the new versions.
+    fn trust_changed(self: &Arc<Self>) {
+        let Some(m) = self.membership() else {
+            return;
+        };
+        let now = jiff::Timestamp::now().as_second();
+        let (root_version, revocations_version) = (m.root.version, m.revoked.version);
+        for peer in self.peer_list() {
+            if let Some(cert) = &peer.cert {
+                let node = protocol::NodeId(peer.node_key);
+                if let Err(why) = m.check(cert, &node, now) {
+                    self.refuse(&peer, why);
+                    continue;
+                }
+            }
+            if peer.root_version.load(Ordering::Relaxed) < root_version
+                || peer.revocations_version.load(Ordering::Relaxed) < revocations_version
+            {
+                peer.send_control(Control::Trust {
+                    root_version,
+                    revocations_version,
+                });
+            }
+        }
+        self.wake.notify();
+    }
+
+    /// Disconnects a connected peer that no longer passes the membership check.
+    fn refuse(&self, peer: &Arc<Peer>, why: String) {
+        tracing::warn!(peer = %peer.id, site = %peer.site, reason = %why,
+            "peer disconnected: its certificate no longer admits it");
+        self.peers.note_refused(peer.id, peer.addr, why);
+        self.peers.forget_known(&peer.id);
+        peer.close(codes::UNCERTIFIED, "certificate revoked or no longer valid");
+        self.peers.unregister(peer);
+    }
+
+    /// A peer's hello or [`Control::Trust`] gave the versions it holds: if it is ahead and no
+    /// catch-up is under way, catch up from it.
+    pub(crate) fn on_trust_versions(self: &Arc<Self>, peer: &Arc<Peer>) {
+        let (root, revocations) = self.trust_versions();
+        if self.membership().is_none()
+            || (peer.root_version.load(Ordering::Relaxed) <= root
+                && peer.revocations_version.load(Ordering::Relaxed) <= revocations)
+        {
+            return;
+        }
+        if self.trust_fetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let net = self.clone();
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let mut from = Some(peer);
+            while let Some(peer) = from.take() {
+                net.catch_up(&peer).await;
+                // Another peer may be ahead still (it told us while this one ran).
+                let (root, revocations) = net.trust_versions();
+                from = net.peer_list().into_iter().find(|p| {
+                    !Arc::ptr_eq(p, &peer)
+                        && (p.root_version.load(Ordering::Relaxed) > root
+                            || p.revocations_version.load(Ordering::Relaxed) > revocations)
+                });
+            }
+            net.trust_fetching.store(false, Ordering::Release);
+        });
+    }
+
+    /// Asks `peer` for the roots after ours and then for its revocation list, taking what
+    /// verifies. A peer that answers with something that does not verify is struck.
+    async fn catch_up(self: &Arc<Self>, peer: &Arc<Peer>) {
+        let held = self.trust_versions().0;
+        if peer.root_version.load(Ordering::Relaxed) > held {
+            match peer.request_roots(held).await {
+                Ok(list) => {
+                    let chain: Result<Vec<SignedRoot>, _> =
+                        list.iter().map(|b| SignedRoot::decode(b)).collect();
+                    match chain.map_err(|e| e.to_string()).map(|c| {
+                        let net = self.clone();
+                        move || net.take_roots(&c)
+                    }) {
+                        Ok(take) => match tokio::task::spawn_blocking(take).await {
+                            Ok(Ok(v)) if v > held => {}
+                            Ok(Ok(_)) => {
+                                tracing::debug!(peer = %peer.id, "peer's roots add nothing")
+                            }
+                            Ok(Err(e)) => {
+                                self.strike(&peer.id, &format!("fleet root refused: {e}"));
+                            }
+                            Err(_) => return,
+                        },
+                        Err(e) => {
+                            self.strike(&peer.id, &format!("fleet roots do not decode: {e}"));
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %peer.id, error = %e, "fleet roots not fetched");
+                    return;
+                }
+            }
+        }
+        let held = self.trust_versions().1;
+        if peer.revocations_version.load(Ordering::Relaxed) > held {
+            let list = match peer.request_revocations().await {
+                Ok(bytes) => match SignedRevocations::decode(&bytes) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        self.strike(&peer.id, &format!("revocation list does not decode: {e}"));
+                        return;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(peer = %peer.id, error = %e, "revocation list not fetched");
+                    return;
+                }
+            };
+            let net = self.clone();
+            match tokio::task::spawn_blocking(move || net.take_revocations(&list)).await {
+                Ok(Ok(_)) => {}
+                // It was taken meanwhile from another peer: not the peer's fault.
+                Ok(Err(TrustError::Refused(e))) if self.trust_versions().1 > held => {
+                    tracing::debug!(peer = %peer.id, error = %e, "revocation list held already");
+                }
+                Ok(Err(e)) => {
+                    self.strike(&peer.id, &format!("revocation list refused: {e}"));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
