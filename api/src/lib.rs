@@ -221,6 +221,10 @@ pub struct MembershipView {
 pub struct RevocationsView {
     /// The fleet.
     pub fleet: String,
+    /// The version of the fleet root this node holds (a new list is made under it).
+    pub root_version: u64,
+    /// The root version the list was made under (0: none taken yet).
+    pub list_root_version: u64,
     /// Its version (0: none taken yet, and no entries).
     pub version: u64,
     /// The key that signed it, hex.

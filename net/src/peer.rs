@@ -129,8 +129,8 @@ pub struct Peer {
     pub(crate) cert: Option<protocol::cert::SignedCert>,
     /// The fleet root version it holds, as its hello or last [`Control::Trust`] said.
     pub(crate) root_version: AtomicU64,
-    /// The revocation list version it holds, likewise.
-    pub(crate) revocations_version: AtomicU64,
+    /// The revocation list it holds, likewise ([`Hello::revocations`]).
+    pub(crate) revocations: Mutex<(u64, u64)>,
 }
 
 /// Why a request failed.
@@ -650,7 +650,7 @@ fn hello(net: &Net) -> Hello {
         instance: net.local.instance,
         cert: net.membership().map(|m| m.cert.clone()).unwrap_or_default(),
         root_version: net.trust_versions().0,
-        revocations_version: net.trust_versions().1,
+        revocations: net.trust_versions().1,
     }
 }
 
@@ -702,7 +702,7 @@ fn register(
         overlay_chosen: AtomicBool::new(false),
         cert: place.cert,
         root_version: AtomicU64::new(hello.root_version),
-        revocations_version: AtomicU64::new(hello.revocations_version),
+        revocations: Mutex::new(hello.revocations),
     });
     // Our bitmaps (or offers) first, so the peer can plan at once; then who we know, and,
     // to a member of our site, our status record.
@@ -992,11 +992,10 @@ fn on_control(net: &Arc<Net>, peer: &Arc<Peer>, msg: Control) -> bool {
         Control::Overlay(join) => peer.overlay_chosen.store(join, Ordering::Relaxed),
         Control::Trust {
             root_version,
-            revocations_version,
+            revocations,
         } => {
             peer.root_version.store(root_version, Ordering::Relaxed);
-            peer.revocations_version
-                .store(revocations_version, Ordering::Relaxed);
+            *lock(&peer.revocations) = revocations;
             net.on_trust_versions(peer);
         }
     }

@@ -45,10 +45,13 @@ pub enum TrustError {
 }
 
 impl Net {
-    /// The versions of the newest root and of the revocation list this node holds (0: none).
-    pub fn trust_versions(&self) -> (u64, u64) {
-        self.membership()
-            .map_or((0, 0), |m| (m.root.version, m.revoked.version))
+    /// The version of the newest root this node holds, and of its revocation list as (root
+    /// version it was made under, version), the order lists replace each other in; zeros:
+    /// none.
+    pub fn trust_versions(&self) -> (u64, (u64, u64)) {
+        self.membership().map_or((0, (0, 0)), |m| {
+            (m.root.version, (m.revoked.root_version, m.revoked.version))
+        })
     }
 
     /// Takes what of `chain` follows the root held (each step verified in the store); then
@@ -144,7 +147,7 @@ impl Net {
             return;
         };
         let now = jiff::Timestamp::now().as_second();
-        let (root_version, revocations_version) = (m.root.version, m.revoked.version);
+        let (root_version, revocations) = self.trust_versions();
         for peer in self.peer_list() {
             if let Some(cert) = &peer.cert {
                 let node = protocol::NodeId(peer.node_key);
@@ -153,12 +156,10 @@ impl Net {
                     continue;
                 }
             }
-            if peer.root_version.load(Ordering::Relaxed) < root_version
-                || peer.revocations_version.load(Ordering::Relaxed) < revocations_version
-            {
+            if peer.behind(root_version, revocations) {
                 peer.send_control(Control::Trust {
                     root_version,
-                    revocations_version,
+                    revocations,
                 });
             }
         }
@@ -179,10 +180,7 @@ impl Net {
     /// catch-up is under way, catch up from it.
     pub(crate) fn on_trust_versions(self: &Arc<Self>, peer: &Arc<Peer>) {
         let (root, revocations) = self.trust_versions();
-        if self.membership().is_none()
-            || (peer.root_version.load(Ordering::Relaxed) <= root
-                && peer.revocations_version.load(Ordering::Relaxed) <= revocations)
-        {
+        if self.membership().is_none() || !peer.ahead(root, revocations) {
             return;
         }
         if self.trust_fetching.swap(true, Ordering::AcqRel) {
@@ -196,11 +194,10 @@ impl Net {
                 net.catch_up(&peer).await;
                 // Another peer may be ahead still (it told us while this one ran).
                 let (root, revocations) = net.trust_versions();
-                from = net.peer_list().into_iter().find(|p| {
-                    !Arc::ptr_eq(p, &peer)
-                        && (p.root_version.load(Ordering::Relaxed) > root
-                            || p.revocations_version.load(Ordering::Relaxed) > revocations)
-                });
+                from = net
+                    .peer_list()
+                    .into_iter()
+                    .find(|p| !Arc::ptr_eq(p, &peer) && p.ahead(root, revocations));
             }
             net.trust_fetching.store(false, Ordering::Release);
         });
@@ -242,7 +239,7 @@ impl Net {
             }
         }
         let held = self.trust_versions().1;
-        if peer.revocations_version.load(Ordering::Relaxed) > held {
+        if *crate::lock(&peer.revocations) > held {
             let list = match peer.request_revocations().await {
                 Ok(bytes) => match SignedRevocations::decode(&bytes) {
                     Ok(l) => l,
@@ -269,5 +266,19 @@ impl Net {
                 Err(_) => {}
             }
         }
+    }
+}
+
+impl Peer {
+    /// Whether it holds a newer root or revocation list than `root` and `revocations`.
+    fn ahead(&self, root: u64, revocations: (u64, u64)) -> bool {
+        self.root_version.load(Ordering::Relaxed) > root
+            || *crate::lock(&self.revocations) > revocations
+    }
+
+    /// Whether it holds an older root or revocation list than `root` and `revocations`.
+    fn behind(&self, root: u64, revocations: (u64, u64)) -> bool {
+        self.root_version.load(Ordering::Relaxed) < root
+            || *crate::lock(&self.revocations) < revocations
     }
 }

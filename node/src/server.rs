@@ -810,6 +810,8 @@ async fn get_revocations(
     Ok(Json(match list {
         Some(l) => api::RevocationsView {
             fleet: l.list.fleet.clone(),
+            root_version: root.signed.version,
+            list_root_version: l.list.root_version,
             version: l.list.version,
             signer: Some(l.signer.to_hex()),
             entries: l
@@ -825,6 +827,8 @@ async fn get_revocations(
             list_hex: Some(hex::encode(l.encode())),
         },
         None => api::RevocationsView {
+            root_version: root.signed.version,
+            list_root_version: 0,
             fleet: root.signed.fleet,
             version: 0,
             signer: None,

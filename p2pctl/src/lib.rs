@@ -225,6 +225,15 @@ pub(crate) enum NodeAction {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Take a node off the fleet's revocation list (revoked by mistake, or with a key a new
+    /// root dropped): its certificate admits it again. Signed with KEY like `revoke`.
+    Unrevoke {
+        /// The node's id (hex).
+        node: String,
+        /// The signing key file (PEM): an operator or CA key of the fleet root.
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// List the nodes the fleet's revocation list (as this node holds it) revokes.
     Revoked,
     /// Renew this node's certificate with a CA key: the same node, site, region and labels,
@@ -350,7 +359,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => root::enroll(&e, cli.json),
         Command::Node {
             action: Some(NodeAction::Revoke { node, reason, key }),
-        } => node::revoke(&client, &node, &reason, &key, cli.json).await,
+        } => node::revoke(&client, &node, Some(&reason), &key, cli.json).await,
+        Command::Node {
+            action: Some(NodeAction::Unrevoke { node, key }),
+        } => node::revoke(&client, &node, None, &key, cli.json).await,
         Command::Node {
             action: Some(NodeAction::Revoked),
         } => node::revoked(&client, cli.json).await,

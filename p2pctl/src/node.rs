@@ -77,12 +77,13 @@ pub(crate) async fn forget(client: &Client, node: &str, json: bool) -> Result<()
     Ok(())
 }
 
-/// `p2pctl node revoke`: the next revocation list, built on the one this node holds, signed
-/// with `key`, handed to this node (which spreads it).
+/// `p2pctl node revoke` (with a reason) and `unrevoke` (without): the next revocation list,
+/// built on the one this node holds under the root it holds, signed with `key`, handed to
+/// this node (which spreads it).
 pub(crate) async fn revoke(
     client: &Client,
     node: &str,
-    reason: &str,
+    reason: Option<&str>,
     key: &std::path::Path,
     json: bool,
 ) -> Result<(), Failure> {
@@ -107,13 +108,20 @@ pub(crate) async fn revoke(
         None => Revocations::empty(&held.fleet),
     };
     let now = jiff::Timestamp::now().as_second();
-    let next = current.next(node_id, reason, now).ok_or_else(|| {
+    let next = match reason {
+        Some(reason) => current.next(held.root_version, node_id, reason, now),
+        None => current.without(held.root_version, &node_id, now),
+    };
+    let next = next.ok_or_else(|| {
         crate::fail(
             api::cli::ExitCode::Refused,
-            format!(
-                "the revocation list is full ({} nodes revoked within a year)",
-                protocol::revoke::REVOKED_MAX
-            ),
+            match reason {
+                Some(_) => format!(
+                    "the revocation list is full ({} nodes revoked within a year)",
+                    protocol::revoke::REVOKED_MAX
+                ),
+                None => format!("node {} is not revoked", node_id.to_hex()),
+            },
         )
     })?;
     let signed = SignedRevocations::sign(next, &key);
@@ -127,10 +135,16 @@ pub(crate) async fn revoke(
         print_json(&done);
     } else {
         crate::outln!(
-            "node {} revoked (fleet {}, revocation list v{}, {} nodes revoked); it spreads to the fleet from this node",
+            "node {} {} (fleet {}, revocation list v{} under root v{}, {} nodes revoked); it spreads to the fleet from this node",
             node_id.to_hex(),
+            if reason.is_some() {
+                "revoked"
+            } else {
+                "no longer revoked"
+            },
             done.fleet,
             done.version,
+            done.list_root_version,
             done.entries.len()
         );
     }

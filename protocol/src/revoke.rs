@@ -3,7 +3,11 @@
 //!
 //! The list is whole and versioned, like a root: each new list replaces the one before and
 //! carries every node still revoked, so a node that was away takes the newest and is
-//! complete; an older or equal version is never taken (no rollback). It spreads from node to
+//! complete; an older or equal version is never taken (no rollback). A list also names the
+//! root version it was made under, and one made under a newer root replaces any made under
+//! an older one whatever their versions: a key that a new root dropped (stolen) may have
+//! signed a list of a huge version, and the next list under the new root still replaces it.
+//! A list never names a root newer than the one the receiver holds. It spreads from node to
 //! node (the hello and [`crate::wire::Control::Trust`] carry its version; a peer that is
 //! behind asks with [`crate::wire::Request::Revocations`]).
 //!
@@ -60,6 +64,8 @@ pub struct Revocations {
     pub format_version: u16,
     /// The fleet (the root's `fleet`).
     pub fleet: String,
+    /// The version of the root it was made under (its signer is a key of that root).
+    pub root_version: u64,
     /// 1 for the first list, one more for each after.
     pub version: u64,
     /// When it was made, unix seconds.
@@ -115,6 +121,14 @@ pub enum RevokeError {
         /// The version offered.
         found: u64,
     },
+    /// Made under a root newer than the one held: take that root first.
+    #[error("revocation list made under root v{found}, newer than root v{held}, held")]
+    NewerRoot {
+        /// The root version held.
+        held: u64,
+        /// The list's.
+        found: u64,
+    },
 }
 
 impl Revocations {
@@ -123,6 +137,7 @@ impl Revocations {
         Self {
             format_version: REVOCATIONS_FORMAT_VERSION,
             fleet: fleet.to_owned(),
+            root_version: 0,
             version: 0,
             issued_unix_s: 0,
             entries: Vec::new(),
@@ -172,17 +187,24 @@ impl Revocations {
             .map(|i| &self.entries[i])
     }
 
-    /// The list after this one with `node` revoked at `now_unix_s` for `reason` (cut to
-    /// [`REASON_BYTES_MAX`]; a node listed already is revoked again from now), leaving out
-    /// entries that can no longer cover a valid certificate. `None` when the list is full.
-    pub fn next(&self, node: NodeId, reason: &str, now_unix_s: i64) -> Option<Self> {
-        let horizon = now_unix_s - CERT_TTL_MAX_S - CERT_SKEW_MAX_S;
-        let mut entries: Vec<Revoked> = self
-            .entries
-            .iter()
-            .filter(|e| e.node != node && e.at_unix_s >= horizon)
-            .cloned()
-            .collect();
+    /// Whether this list replaces `held`: made under a newer root, or under the same one
+    /// with a higher version.
+    pub fn replaces(&self, held: &Self) -> bool {
+        (self.root_version, self.version) > (held.root_version, held.version)
+    }
+
+    /// The list after this one, made under root `root_version`, with `node` revoked at
+    /// `now_unix_s` for `reason` (cut to [`REASON_BYTES_MAX`]; a node listed already is
+    /// revoked again from now), leaving out entries that can no longer cover a valid
+    /// certificate. `None` when the list is full.
+    pub fn next(
+        &self,
+        root_version: u64,
+        node: NodeId,
+        reason: &str,
+        now_unix_s: i64,
+    ) -> Option<Self> {
+        let mut entries = self.current(node, now_unix_s);
         if entries.len() >= REVOKED_MAX {
             return None;
         }
@@ -192,13 +214,41 @@ impl Revocations {
             reason: crate::wire::truncate_text(reason, REASON_BYTES_MAX),
         });
         entries.sort_by_key(|e| e.node);
-        Some(Self {
+        Some(self.successor(root_version, entries, now_unix_s))
+    }
+
+    /// The list after this one, made under root `root_version`, without `node` (revoked by
+    /// mistake, or by a key since dropped); `None` if it is not listed.
+    pub fn without(&self, root_version: u64, node: &NodeId, now_unix_s: i64) -> Option<Self> {
+        self.entry(node)?;
+        let entries = self.current(*node, now_unix_s);
+        Some(self.successor(root_version, entries, now_unix_s))
+    }
+
+    /// The entries other than `node`'s that can still cover a valid certificate.
+    fn current(&self, node: NodeId, now_unix_s: i64) -> Vec<Revoked> {
+        let horizon = now_unix_s - CERT_TTL_MAX_S - CERT_SKEW_MAX_S;
+        self.entries
+            .iter()
+            .filter(|e| e.node != node && e.at_unix_s >= horizon)
+            .cloned()
+            .collect()
+    }
+
+    fn successor(&self, root_version: u64, entries: Vec<Revoked>, now_unix_s: i64) -> Self {
+        Self {
             format_version: REVOCATIONS_FORMAT_VERSION,
             fleet: self.fleet.clone(),
-            version: self.version + 1,
+            root_version,
+            // Under a newer root the numbering starts again: the root orders the lists.
+            version: if root_version > self.root_version {
+                1
+            } else {
+                self.version + 1
+            },
             issued_unix_s: now_unix_s,
             entries,
-        })
+        }
     }
 }
 
@@ -253,14 +303,28 @@ impl SignedRevocations {
         Ok(l)
     }
 
-    /// Checks it under `root` as the successor of `held` (its version): verified and newer.
-    pub fn verify_after(&self, root: &Root, held: u64) -> Result<&Revocations, RevokeError> {
+    /// Checks it under `root` as the successor of `held` (`None`: no list held yet):
+    /// verified, made under `root` or an older one, and replacing `held`
+    /// ([`Revocations::replaces`]).
+    pub fn verify_after(
+        &self,
+        root: &Root,
+        held: Option<&Revocations>,
+    ) -> Result<&Revocations, RevokeError> {
         let l = self.verify(root)?;
-        if l.version <= held {
-            return Err(RevokeError::NotNewer {
-                held,
-                found: l.version,
+        if l.root_version > root.version {
+            return Err(RevokeError::NewerRoot {
+                held: root.version,
+                found: l.root_version,
             });
+        }
+        if let Some(h) = held {
+            if !l.replaces(h) {
+                return Err(RevokeError::NotNewer {
+                    held: h.version,
+                    found: l.version,
+                });
+            }
         }
         Ok(l)
     }

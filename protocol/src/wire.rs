@@ -136,9 +136,11 @@ pub struct Hello {
     /// The version of the newest fleet root the sender holds (0: none): a receiver that
     /// holds an older one asks for the rest of the chain ([`Request::Roots`]).
     pub root_version: u64,
-    /// The version of the fleet's revocation list the sender holds (0: none): a receiver
-    /// that holds an older one asks for it ([`Request::Revocations`]).
-    pub revocations_version: u64,
+    /// The fleet's revocation list the sender holds, as (root version it was made under,
+    /// version) ((0, 0): none), the order lists replace each other in
+    /// ([`crate::revoke::Revocations::replaces`]): a receiver that holds an older one asks
+    /// for it ([`Request::Revocations`]).
+    pub revocations: (u64, u64),
 }
 
 /// A message on the control stream.
@@ -237,8 +239,8 @@ pub enum Control {
     Trust {
         /// The newest root's version.
         root_version: u64,
-        /// The revocation list's version.
-        revocations_version: u64,
+        /// The revocation list's (root version, version), as in [`Hello`].
+        revocations: (u64, u64),
     },
 }
 

@@ -177,6 +177,8 @@ pub enum AuditEvent {
         to_version: u64,
         /// The nodes this list revokes that the one before did not (or revokes anew), hex.
         revoked: Vec<String>,
+        /// The nodes the one before revoked and this one does not, hex.
+        restored: Vec<String>,
         /// The key that signed it, hex.
         signer: String,
     },
@@ -342,20 +344,23 @@ impl AuditEvent {
                 from_version,
                 to_version,
                 revoked,
+                restored,
                 signer,
-            } => format!(
-                "fleet {fleet}: revocation list v{from_version} -> v{to_version}, newly revoked: {}; signed by {}",
-                if revoked.is_empty() {
-                    "none".to_string()
-                } else {
-                    revoked
-                        .iter()
-                        .map(|n| short(n))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
-                short(signer)
-            ),
+            } => {
+                let names = |list: &[String]| {
+                    if list.is_empty() {
+                        "none".to_string()
+                    } else {
+                        list.iter().map(|n| short(n)).collect::<Vec<_>>().join(", ")
+                    }
+                };
+                format!(
+                    "fleet {fleet}: revocation list v{from_version} -> v{to_version}, newly revoked: {}; no longer revoked: {}; signed by {}",
+                    names(revoked),
+                    names(restored),
+                    short(signer)
+                )
+            }
         }
     }
 }

@@ -150,7 +150,7 @@ impl Store {
                         .map_err(|e| StoreError::Damaged(format!("stored revocation list: {e}")))
                 })
                 .transpose()?;
-            list.verify_after(&root.signed, held.as_ref().map_or(0, |h| h.list.version))?;
+            list.verify_after(&root.signed, held.as_ref().map(|h| &h.list))?;
             table
                 .insert(REVOCATIONS_ROW, list.encode().as_slice())
                 .map_err(StoreError::from)?;
@@ -164,6 +164,15 @@ impl Store {
             .filter(|e| before.and_then(|b| b.entry(&e.node)) != Some(e))
             .map(|e| e.node.to_hex())
             .collect();
+        let restored = before
+            .map(|b| {
+                b.entries
+                    .iter()
+                    .filter(|e| list.list.entry(&e.node).is_none())
+                    .map(|e| e.node.to_hex())
+                    .collect()
+            })
+            .unwrap_or_default();
         append_audit_in(
             &txn,
             AuditEvent::RevocationsTaken {
@@ -171,6 +180,7 @@ impl Store {
                 from_version: before.map_or(0, |b| b.version),
                 to_version: list.list.version,
                 revoked,
+                restored,
                 signer: list.signer.to_hex(),
             },
         )?;
@@ -423,7 +433,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let node = |i: u8| NodeId(key(i).verifying_key().to_bytes());
         let v1 = Revocations::empty("bank")
-            .next(node(9), "stolen", NOW)
+            .next(1, node(9), "stolen", NOW)
             .unwrap();
         // The CA of the test roots is key 50.
         let signed_v1 = SignedRevocations::sign(v1.clone(), &key(50));
@@ -445,7 +455,7 @@ mod tests {
                 found: 1
             }))
         ));
-        let v2 = v1.next(node(8), "lost", NOW + 5).unwrap();
+        let v2 = v1.next(1, node(8), "lost", NOW + 5).unwrap();
         store
             .take_revocations(&SignedRevocations::sign(v2, &key(50)))
             .unwrap();

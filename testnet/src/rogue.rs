@@ -107,7 +107,7 @@ impl Rogue {
             instance: rand::random(),
             cert: self.cert.clone(),
             root_version: 0,
-            revocations_version: 0,
+            revocations: (0, 0),
         };
         write_frame(&mut send, &Control::Hello(ours)).await?;
         let body = tokio::time::timeout(

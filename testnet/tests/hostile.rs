@@ -461,7 +461,7 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             instance: 1,
             cert: Vec::new(),
             root_version: 0,
-            revocations_version: 0,
+            revocations: (0, 0),
         })),
         wire::frame(&Control::Hello(wire::Hello {
             protocol_version: protocol::PROTOCOL_VERSION + 1,
@@ -470,7 +470,7 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             instance: 1,
             cert: Vec::new(),
             root_version: 0,
-            revocations_version: 0,
+            revocations: (0, 0),
         })),
     ] {
         let conn = rogue

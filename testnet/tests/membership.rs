@@ -45,7 +45,7 @@ async fn refusal(rogue: &Rogue, peer: &str, addr: std::net::SocketAddr) -> u64 {
         instance: 7,
         cert: rogue.cert.clone(),
         root_version: 0,
-        revocations_version: 0,
+        revocations: (0, 0),
     });
     send.write_all(&wire::frame(&hello)).await.unwrap();
     match tokio::time::timeout(Duration::from_secs(15), conn.closed())
@@ -530,6 +530,46 @@ async fn a_revoked_node_is_dropped_everywhere_in_seconds_and_a_new_root_spreads_
             std::time::Instant::now() < deadline,
             "the new publisher's release did not reach {}",
             fleet.nodes[far].name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Unrevoked under root v2: that list starts its numbering again (v1 under root v2) and
+    // still replaces v1 under root v1 everywhere; the node is admitted again and catches up.
+    let t2 = std::time::Instant::now();
+    ok(ctl(
+        &fleet,
+        3,
+        &[
+            "node",
+            "unrevoke",
+            &victim_st.node_id,
+            "--key",
+            &ca.display().to_string(),
+        ],
+    ));
+    for i in (0..n).filter(|&i| i != victim) {
+        loop {
+            let out = ctl(&fleet, i, &["--json", "node", "revoked"]);
+            let held: api::RevocationsView = serde_json::from_slice(&out.stdout).unwrap();
+            if held.list_root_version == 2 && held.entries.is_empty() {
+                break;
+            }
+            assert!(
+                t2.elapsed() < REVOCATION_DEADLINE,
+                "{} still revokes the node: {held:?}",
+                fleet.nodes[i].name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fleet.peers(victim).await.unwrap().is_empty()
+        || node_json(&fleet, victim)["membership"]["root_version"] != 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node taken off the list is not admitted again, or did not catch up"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -25,7 +25,7 @@ fn hello(site: &str, region: &str) -> Control {
         instance: 1,
         cert: Vec::new(),
         root_version: 0,
-        revocations_version: 0,
+        revocations: (0, 0),
     })
 }
 
@@ -115,7 +115,7 @@ fn control_decode_refuses_what_breaks_the_rules() {
         instance: 1,
         cert: Vec::new(),
         root_version: 0,
-        revocations_version: 0,
+        revocations: (0, 0),
     });
     assert!(matches!(
         Control::decode(body(&frame(&bad_version))),
