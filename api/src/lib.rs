@@ -105,6 +105,8 @@ pub enum ErrorCode {
     NodeNotSilent,
     /// The node holds no fleet root (`p2pd init --root`).
     NoRoot,
+    /// The release is not held for approval here or by a connected peer.
+    NotHeld,
     /// A fleet root, revocation list or certificate does not verify, or is not newer than
     /// the one held.
     TrustRefused,
@@ -136,6 +138,7 @@ impl ErrorCode {
             | Self::NoNode
             | Self::NodeNotSilent
             | Self::NoRoot
+            | Self::NotHeld
             | Self::TrustRefused
             | Self::BadSite
             | Self::AmbiguousRelease
@@ -351,6 +354,46 @@ pub enum PublishEvent {
 pub struct CommitRequest {
     /// Base64 of the encoded `SignedManifest`.
     pub envelope_b64: String,
+    /// Hold the release until approvers' signatures bring it to the threshold its channel
+    /// needs (`--hold-for-approval`), instead of refusing it short of the threshold.
+    #[serde(default)]
+    pub hold: bool,
+}
+
+/// A release held for approval: the signatures it has and needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalState {
+    /// Valid signatures by keys allowed on its channel.
+    pub have: u64,
+    /// Signatures its channel needs.
+    pub need: u64,
+}
+
+/// `GET /v1/approvals/{id}`: a release held for approval, here or on a connected peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldView {
+    /// Release id (hex).
+    pub id: String,
+    /// The envelope with its signatures so far, hex (what an approver signs is the
+    /// manifest inside).
+    pub envelope_hex: String,
+    /// Signatures it has and needs.
+    pub approval: ApprovalState,
+    /// Who signed so far, by name.
+    pub signers: Vec<String>,
+    /// Held on this node (else on a connected peer).
+    pub local: bool,
+    /// Released: it has the signatures it needs.
+    pub released: bool,
+}
+
+/// `POST /v1/approvals/{id}`: an approver's signature over the held manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApproveRequest {
+    /// The approver's key, `ed25519:HEX`.
+    pub key: String,
+    /// The ed25519 signature, hex.
+    pub signature_hex: String,
 }
 
 /// A release as listed.
@@ -387,6 +430,9 @@ pub struct ReleaseView {
     pub unique_chunks: u64,
     /// Publishers whose signatures verified.
     pub signers: Vec<String>,
+    /// Held for approval: not served until it has the signatures it needs.
+    #[serde(default)]
+    pub held: Option<ApprovalState>,
 }
 
 /// One entry of a release, as shown.

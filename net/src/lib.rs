@@ -28,6 +28,7 @@
 //! overlay neighbours. So a node's WAN connections do not grow with the fleet.
 
 pub mod aggregate;
+pub mod approve;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -397,7 +398,12 @@ impl Net {
         let policy = self.policy();
         let (committed, pending) = tokio::task::spawn_blocking(move || {
             let mut committed = Vec::new();
+            let held = store.held_releases()?;
             for summary in store.releases()?.into_iter().take(SERVED_RELEASES_MAX) {
+                // A release held for approval is served once approved, not before.
+                if held.contains(&summary.id) {
+                    continue;
+                }
                 if let Some(bytes) = store.signed_manifest(&summary.id)? {
                     match protocol::envelope::verify_signed(&bytes, &policy) {
                         Ok(v) => committed.push(v),

@@ -455,6 +455,39 @@ impl Peer {
         self.request_list(Request::Roots { after }).await
     }
 
+    /// Sends an approver's signature for `release`, which it may hold for approval: the
+    /// envelope as it now stands, or the reason it refused (`NotFound`: it does not hold it).
+    pub async fn request_approve(
+        &self,
+        release: ReleaseId,
+        signature: protocol::ManifestSignature,
+    ) -> Result<Result<Vec<u8>, String>, RequestError> {
+        let req = Request::Approve { release, signature };
+        let work = async {
+            let (mut send, mut recv) = self.conn.open_bi().await?;
+            let header = self.exchange(&mut send, &mut recv, &req).await?;
+            let len = match header {
+                ReplyHeader::Manifest { len } | ReplyHeader::Records { len } => len,
+                ReplyHeader::NotFound => return Err(RequestError::NotFound),
+                ReplyHeader::Busy => return Err(RequestError::Busy),
+                ReplyHeader::Chunk { .. } => {
+                    return Err(RequestError::Protocol("not an approval answer".into()));
+                }
+            };
+            let mut buf = vec![0u8; len as usize];
+            recv.read_exact(&mut buf)
+                .await
+                .map_err(|e| RequestError::Transport(e.to_string()))?;
+            Ok(match header {
+                ReplyHeader::Manifest { .. } => Ok(buf),
+                _ => Err(String::from_utf8_lossy(&buf).into_owned()),
+            })
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| RequestError::Timeout)?
+    }
+
     /// Asks for the fleet's revocation list it holds (to be verified by the caller).
     pub async fn request_revocations(&self) -> Result<Vec<u8>, RequestError> {
         self.request_records(Request::Revocations).await
@@ -1054,7 +1087,46 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
         Request::Ledger { epoch, after } => serve_ledger(net, peer, epoch, after, send).await,
         Request::Manifest(release) => serve_manifest(net, release, send).await,
         Request::Roots { .. } | Request::Revocations => serve_trust(net, &req, send).await,
+        Request::Approve { release, signature } => {
+            serve_approve(net, release, signature, send).await
+        }
     }
+}
+
+/// An approver's signature for a release this node holds for approval
+/// ([`crate::approve`]): the envelope as it now stands, `NotFound` if it is not held here,
+/// or why the signature was refused.
+async fn serve_approve(
+    net: &Arc<Net>,
+    release: ReleaseId,
+    signature: protocol::ManifestSignature,
+    mut send: SendStream,
+) {
+    let Some(permit) = serve_slot(net, &mut send).await else {
+        return;
+    };
+    let task = net.clone();
+    let outcome = tokio::task::spawn_blocking(move || task.approve_held(release, signature)).await;
+    match outcome {
+        Ok(Ok(held)) => {
+            let header = ReplyHeader::Manifest {
+                len: held.envelope.len() as u32,
+            };
+            reply_with(&mut send, header, &held.envelope).await;
+        }
+        Ok(Err(crate::approve::ApproveError::NotHeld(_))) => {
+            reply_empty(&mut send, ReplyHeader::NotFound).await
+        }
+        Ok(Err(e)) => {
+            let reason = wire::truncate_text(&e.to_string(), wire::APPROVAL_REASON_BYTES_MAX);
+            let header = ReplyHeader::Records {
+                len: reason.len() as u32,
+            };
+            reply_with(&mut send, header, reason.as_bytes()).await;
+        }
+        Err(_) => reply_empty(&mut send, ReplyHeader::NotFound).await,
+    }
+    drop(permit);
 }
 
 /// Serves the fleet roots after a version, or the revocation list: to any admitted peer

@@ -345,11 +345,13 @@ impl Config {
                 name: p.name.clone(),
                 key,
                 channel_prefixes: p.channels.clone(),
+                approver: false,
             });
         }
         Ok(TrustPolicy {
             publishers,
             threshold: self.trust.threshold,
+            rules: Vec::new(),
         })
     }
 

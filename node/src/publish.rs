@@ -291,33 +291,70 @@ pub fn stage(
     })
 }
 
+/// What a commit did.
+pub struct Committed {
+    /// The release, as far as its signatures verified.
+    pub release: VerifiedRelease,
+    /// Its summary in the store.
+    pub summary: ReleaseSummary,
+    /// Held for approval: the signatures it has and needs.
+    pub held: Option<(usize, usize)>,
+}
+
 /// Commits session `id` with its signed `envelope`: verified by the network's gate, the
 /// same manifest as staged, then the chunks and the release in one transaction (with its
-/// audit entry). Blocking.
+/// audit entry). With `hold`, a release short of its channel's threshold (but signed by a
+/// publisher of the channel) is committed held for approval instead of refused: stored, its
+/// version taken, not served until approvers sign ([`net::approve`]). Blocking.
 pub fn commit(
     store: &Store,
     sessions: &Sessions,
     policy: &TrustPolicy,
     id: u64,
     envelope: &[u8],
+    hold: bool,
     now_unix_s: i64,
-) -> Result<(VerifiedRelease, ReleaseSummary), PublishError> {
+) -> Result<Committed, PublishError> {
     let mut pending = sessions
         .lock()
         .remove(&id)
         .ok_or(PublishError::NoSession(id))?;
-    let verified = protocol::verify_release(envelope, policy, now_unix_s, |channel| {
-        store.highest_version(channel).ok().flatten()
-    })?;
+    let signed = protocol::check_signatures(envelope, policy)?;
+    let (have, need) = (signed.have, signed.need);
+    let held = hold && have < need;
+    let verified = if held {
+        signed.release
+    } else {
+        signed.complete()?
+    };
+    let highest = store.highest_version(&verified.manifest.channel)?;
+    verified.check_fresh(now_unix_s, highest)?;
     if verified.envelope.manifest_bytes != pending.manifest_bytes {
         return Err(PublishError::ManifestMismatch);
     }
-    pending
-        .session
-        .audit_on_commit(store::audit::AuditEvent::published(&verified));
+    if held {
+        pending.session.hold();
+        pending
+            .session
+            .audit_on_commit(store::audit::AuditEvent::Held {
+                release: verified.id.to_hex(),
+                channel: verified.manifest.channel.clone(),
+                version: verified.manifest.version,
+                signers: verified.signers.clone(),
+                need: need as u64,
+            });
+    } else {
+        pending
+            .session
+            .audit_on_commit(store::audit::AuditEvent::published(&verified));
+    }
     pending.session.commit(Some(&verified), now_unix_s)?;
     let summary = store.summary(&verified.id)?.ok_or_else(|| {
         StoreError::Damaged(format!("release {} vanished after its commit", verified.id))
     })?;
-    Ok((verified, summary))
+    Ok(Committed {
+        release: verified,
+        summary,
+        held: held.then_some((have, need)),
+    })
 }

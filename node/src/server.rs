@@ -118,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/fleet/root", post(post_roots))
         .route("/v1/node/cert", get(get_cert).post(post_cert))
+        .route("/v1/approvals/{id}", get(get_held).post(post_approval))
         .route("/v1/audit/verify", get(audit_verify))
         .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BYTES_MAX))
         .with_state(state)
@@ -416,9 +417,9 @@ impl From<StoreError> for ApiError {
 impl From<ManifestError> for ApiError {
     fn from(e: ManifestError) -> Self {
         let code = match &e {
-            ManifestError::UnknownKey(_) | ManifestError::KeyNotAllowedForChannel { .. } => {
-                ErrorCode::UntrustedKey
-            }
+            ManifestError::UnknownKey(_)
+            | ManifestError::KeyNotAllowedForChannel { .. }
+            | ManifestError::ApproversOnly { .. } => ErrorCode::UntrustedKey,
             ManifestError::BadSignature(_) | ManifestError::BelowThreshold { .. } => {
                 ErrorCode::BadSignature
             }
@@ -528,7 +529,20 @@ fn release_view(s: &ReleaseSummary) -> ReleaseView {
         total_bytes: s.total_bytes,
         unique_chunks: s.unique_chunks,
         signers: s.signers.clone(),
+        held: None,
     }
+}
+
+/// Where a release held for approval on this node stands (`None`: not held).
+fn held_state(state: &AppState, id: &ReleaseId) -> Result<Option<api::ApprovalState>, ApiError> {
+    let Some(envelope) = state.store.held_envelope(id)? else {
+        return Ok(None);
+    };
+    let s = protocol::check_signatures(&envelope, &state.policy.get())?;
+    Ok(Some(api::ApprovalState {
+        have: s.have as u64,
+        need: s.need as u64,
+    }))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -798,6 +812,78 @@ fn no_root() -> ApiError {
         ErrorCode::NoRoot,
         "this node holds no fleet root: initialise it with `p2pd init --root root.json`",
     )
+}
+
+fn approve_error(e: net::approve::ApproveError) -> ApiError {
+    match e {
+        net::approve::ApproveError::NotHeld(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotHeld, e.to_string())
+        }
+        net::approve::ApproveError::Refused(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadSignature,
+            e.to_string(),
+        ),
+        net::approve::ApproveError::Store(e) => internal(e),
+    }
+}
+
+fn held_view(id: ReleaseId, held: net::approve::HeldRelease) -> api::HeldView {
+    api::HeldView {
+        id: id.to_hex(),
+        envelope_hex: hex::encode(&held.envelope),
+        approval: api::ApprovalState {
+            have: held.have as u64,
+            need: held.need as u64,
+        },
+        signers: held.signers,
+        local: held.local,
+        released: held.released,
+    }
+}
+
+/// A release held for approval, on this node or a connected peer (`p2pctl approve` shows
+/// it and signs its manifest).
+async fn get_held(
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<api::HeldView>, ApiError> {
+    let id: ReleaseId = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadRequest,
+            format!("{id}: not a release id (64 hex digits)"),
+        )
+    })?;
+    let net = net_of(&state)?.clone();
+    let held = net.held_release(id).await.map_err(approve_error)?;
+    Ok(Json(held_view(id, held)))
+}
+
+/// An approver's signature for a held release: added where the release is held (here, or
+/// at the connected peer that holds it); at the threshold it is released.
+async fn post_approval(
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<String>,
+    Json(req): Json<api::ApproveRequest>,
+) -> Result<Json<api::HeldView>, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::BadRequest, m);
+    let id: ReleaseId = id
+        .parse()
+        .map_err(|_| bad(format!("{id}: not a release id (64 hex digits)")))?;
+    let key = protocol::PublisherKey::parse_config_string(&req.key)
+        .map_err(|e| bad(format!("key: {e}")))?;
+    let sig: [u8; 64] = hex::decode(req.signature_hex.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("signature: not 64 bytes of hex".into()))?;
+    let signature = protocol::ManifestSignature {
+        key,
+        signature: protocol::envelope::SignatureBytes(sig),
+    };
+    let net = net_of(&state)?.clone();
+    let held = net.approve(id, signature).await.map_err(approve_error)?;
+    Ok(Json(held_view(id, held)))
 }
 
 /// The fleet's revocation list this node holds (version 0 and empty before the first).
@@ -1349,25 +1435,40 @@ async fn commit(
         )
     })?;
     let task_state = state.clone();
-    let summary = blocking(move || {
+    let hold = req.hold;
+    let done = blocking(move || {
         let s = &task_state;
-        let (verified, summary) = crate::publish::commit(
+        let done = crate::publish::commit(
             &s.store,
             &s.sessions,
             &s.policy.get(),
             session_id,
             &envelope,
+            hold,
             now_unix_s(),
         )?;
-        if let Some(net) = s.net.get() {
-            net.published(&verified);
+        let v = &done.release;
+        match done.held {
+            Some((have, need)) => tracing::info!(release = %v.id, channel = %v.manifest.channel,
+                version = v.manifest.version, signers = ?v.signers, have, need,
+                "release held for approval"),
+            None => {
+                if let Some(net) = s.net.get() {
+                    net.published(v);
+                }
+                tracing::info!(release = %v.id, channel = %v.manifest.channel,
+                    version = v.manifest.version, signers = ?v.signers, "release published");
+            }
         }
-        tracing::info!(release = %verified.id, channel = %verified.manifest.channel,
-            version = verified.manifest.version, signers = ?verified.signers, "release published");
-        Ok(summary)
+        Ok(done)
     })
     .await?;
-    Ok(Json(release_view(&summary)))
+    let mut view = release_view(&done.summary);
+    view.held = done.held.map(|(have, need)| api::ApprovalState {
+        have: have as u64,
+        need: need as u64,
+    });
+    Ok(Json(view))
 }
 
 async fn abort(
@@ -1388,9 +1489,20 @@ async fn abort(
 async fn list_releases(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
-    let store = state.store.clone();
-    let list = blocking(move || Ok(store.releases()?)).await?;
-    Ok(Json(list.iter().map(release_view).collect()))
+    let task = state.clone();
+    let list = blocking(move || {
+        task.store
+            .releases()?
+            .iter()
+            .map(|s| {
+                let mut v = release_view(s);
+                v.held = held_state(&task, &s.id)?;
+                Ok(v)
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(list))
 }
 
 /// Finds a release by full id or unique hex prefix (at least 4 digits) among those the
@@ -1474,6 +1586,7 @@ async fn show_release(
     UrlPath(text): UrlPath<String>,
 ) -> Result<Json<ReleaseDetail>, ApiError> {
     let store = state.store.clone();
+    let task = state.clone();
     blocking(move || {
         let id = resolve(&store, &text)?;
         let summary = store
@@ -1511,8 +1624,10 @@ async fn show_release(
             })
             .collect();
         let c = manifest.chunking;
+        let mut release = release_view(&summary);
+        release.held = held_state(&task, &id)?;
         Ok(Json(ReleaseDetail {
-            release: release_view(&summary),
+            release,
             chunking: format!("{}/{}/{}", c.min_bytes, c.avg_bytes, c.max_bytes),
             entries,
         }))

@@ -93,6 +93,11 @@ enum Command {
         /// 9.0 or more count as emergencies on nodes whose policy says so (the default).
         #[arg(long)]
         emergency: bool,
+        /// Hold the release on this node until approvers sign it (`p2pctl approve`), when
+        /// the fleet root asks for more signatures on its channel than this key gives: it is
+        /// stored, not sent anywhere, and goes out once the threshold is met.
+        #[arg(long)]
+        hold_for_approval: bool,
         /// Install the release only inside this window (and the node's own install window),
         /// written "CRON for HH:MM [in ZONE]", e.g. "0 2 * * SAT for 04:00 in Europe/Berlin".
         /// Without a zone, each node reads it in its own windows zone. Repeat for several.
@@ -151,6 +156,18 @@ enum Command {
         /// Print once and exit, even on a terminal.
         #[arg(long)]
         once: bool,
+    },
+    /// Approve a release held for approval (`p2pctl publish --hold-for-approval`): shows it,
+    /// signs its manifest with KEY (an approver's or publisher's key of the fleet root,
+    /// allowed on its channel) and adds the signature where the release is held (this node,
+    /// or the connected peer that holds it). Once the root's threshold for its channel is
+    /// met, the release goes out. Audited on the holding node.
+    Approve {
+        /// The release id (64 hex digits, as publish printed it).
+        release: String,
+        /// The approver's key file (PEM).
+        #[arg(long)]
+        key: PathBuf,
     },
     /// Show where a release stands across the fleet: nodes by state (every node counted
     /// once), the sites furthest behind, failed nodes with their errors, the rate at which
@@ -327,6 +344,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             emergency,
             install_windows,
             download_windows,
+            hold_for_approval,
         } => {
             let key =
                 identity::read_key(&key).map_err(|e| fail(ExitCode::Refused, e.to_string()))?;
@@ -344,7 +362,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 expires_in_s: expires.as_secs(),
                 publisher_key: PublisherKey(key.verifying_key().to_bytes()).to_config_string(),
             };
-            publish::publish(&client, &req, &key, cli.json).await
+            publish::publish(&client, &req, &key, hold_for_approval, cli.json).await
+        }
+        Command::Approve { release, key } => {
+            let key =
+                identity::read_key(&key).map_err(|e| fail(ExitCode::Refused, e.to_string()))?;
+            publish::approve(&client, &release, &key, cli.json).await
         }
         Command::Releases => releases::releases(&client, cli.json).await,
         Command::Show { release } => releases::show(&client, release, cli.json).await,

@@ -14,6 +14,7 @@ pub(crate) async fn publish(
     client: &Client,
     req: &PublishRequest,
     key: &ed25519_dalek::SigningKey,
+    hold: bool,
     json: bool,
 ) -> Result<(), Failure> {
     let mut lines = client.call_lines("POST", "/v1/publish", req).await?;
@@ -73,7 +74,7 @@ pub(crate) async fn publish(
     else {
         unreachable!("the loop breaks only on Staged");
     };
-    let result = sign_and_commit(client, req, key, session, &manifest_b64, &release_id).await;
+    let result = sign_and_commit(client, req, key, session, &manifest_b64, &release_id, hold).await;
     if result.is_err() {
         let none: Option<&()> = None;
         let _: Result<serde_json::Value, _> = client
@@ -87,6 +88,16 @@ pub(crate) async fn publish(
             "new_bytes": new_bytes,
             "dedup_bytes": dedup_bytes,
         }));
+    } else if let Some(h) = &view.held {
+        crate::outln!(
+            "held {} version {} for approval: signed by {} of the {} keys it needs; nothing is sent until approvers sign it: p2pctl approve {} --key KEY",
+            view.channel,
+            view.version,
+            h.have,
+            h.need,
+            view.id
+        );
+        crate::outln!("{}", view.id);
     } else {
         crate::outln!(
             "published {} version {}: {} files, {} ({} new, {} already stored)",
@@ -109,6 +120,7 @@ pub(crate) async fn sign_and_commit(
     session: u64,
     manifest_b64: &str,
     release_id: &str,
+    hold: bool,
 ) -> Result<ReleaseView, Failure> {
     let bytes = B64
         .decode(manifest_b64)
@@ -132,6 +144,7 @@ pub(crate) async fn sign_and_commit(
     }
     let body = CommitRequest {
         envelope_b64: B64.encode(envelope.encode()),
+        hold,
     };
     Ok(client
         .call(
@@ -140,4 +153,77 @@ pub(crate) async fn sign_and_commit(
             Some(&body),
         )
         .await?)
+}
+
+/// `p2pctl approve`: the held release from this node (or the peer that holds it), shown,
+/// its manifest signed with `key`, the signature sent to the holder.
+pub(crate) async fn approve(
+    client: &Client,
+    release: &str,
+    key: &ed25519_dalek::SigningKey,
+    json: bool,
+) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let held: HeldView = client
+        .call("GET", &format!("/v1/approvals/{}", release.trim()), none)
+        .await?;
+    let bytes = hex::decode(&held.envelope_hex)
+        .map_err(|e| fail(ExitCode::Failed, format!("bad envelope from p2pd: {e}")))?;
+    let envelope: protocol::SignedManifest =
+        codec::decode::<_, { protocol::envelope::ENVELOPE_BYTES_MAX }>(&bytes, "envelope")
+            .map_err(|e| fail(ExitCode::Failed, format!("bad envelope from p2pd: {e}")))?;
+    // Sign only the release asked for, and show what it is.
+    if envelope.release_id().to_hex() != held.id || !held.id.starts_with(release.trim()) {
+        return Err(fail(ExitCode::Failed, "p2pd answered with another release"));
+    }
+    let manifest: Manifest = codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(
+        &envelope.manifest_bytes,
+        "manifest",
+    )
+    .map_err(|e| fail(ExitCode::Failed, format!("bad manifest: {e}")))?;
+    if !json {
+        crate::outln!(
+            "{} version {} ({}{}), {} files, {}; signed by {} ({} of {})",
+            manifest.channel,
+            manifest.version,
+            manifest.severity,
+            if manifest.emergency {
+                ", emergency"
+            } else {
+                ""
+            },
+            manifest.files().count(),
+            human_bytes(manifest.total_bytes),
+            held.signers.join(", "),
+            held.approval.have,
+            held.approval.need
+        );
+    }
+    let signature = protocol::envelope::signature_over(&envelope.manifest_bytes, key);
+    let req = ApproveRequest {
+        key: signature.key.to_config_string(),
+        signature_hex: hex::encode(signature.signature.0),
+    };
+    let done: HeldView = client
+        .call("POST", &format!("/v1/approvals/{}", held.id), Some(&req))
+        .await?;
+    if json {
+        print_json(&done);
+    } else if done.released {
+        crate::outln!(
+            "approved: {} of {} signatures ({}); released, the fleet fetches it now",
+            done.approval.have,
+            done.approval.need,
+            done.signers.join(", ")
+        );
+    } else {
+        crate::outln!(
+            "approved: {} of {} signatures ({}); it waits for {} more",
+            done.approval.have,
+            done.approval.need,
+            done.signers.join(", "),
+            done.approval.need.saturating_sub(done.approval.have)
+        );
+    }
+    Ok(())
 }

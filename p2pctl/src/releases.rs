@@ -26,14 +26,18 @@ pub(crate) async fn releases(client: &Client, json: bool) -> Result<(), Failure>
         );
         for r in list {
             crate::outln!(
-                "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {}",
+                "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {}{}",
                 &r.id[..12],
                 r.channel,
                 r.version,
                 r.severity,
                 r.files,
                 human_bytes(r.total_bytes),
-                r.created
+                r.created,
+                r.held
+                    .as_ref()
+                    .map(|h| format!("  HELD for approval ({} of {})", h.have, h.need))
+                    .unwrap_or_default()
             );
         }
     }
@@ -68,6 +72,14 @@ pub(crate) async fn show(client: &Client, release: String, json: bool) -> Result
     }
     crate::outln!("created   {}  expires {}", r.created, r.expires);
     crate::outln!("signed by {}", r.signers.join(", "));
+    if let Some(h) = &r.held {
+        crate::outln!(
+            "HELD      for approval: {} of {} signatures; not sent until approvers sign (p2pctl approve {} --key KEY)",
+            h.have,
+            h.need,
+            r.id
+        );
+    }
     crate::outln!(
         "content   {} files, {}, {} chunks (chunking {})",
         r.files,

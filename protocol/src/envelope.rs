@@ -67,7 +67,7 @@ impl<'de> Deserialize<'de> for SignatureBytes {
 }
 
 /// One publisher signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestSignature {
     /// The signing key.
     pub key: PublisherKey,
@@ -96,19 +96,44 @@ impl SignedManifest {
     pub fn release_id(&self) -> ReleaseId {
         ReleaseId::of_manifest_bytes(&self.manifest_bytes)
     }
+
+    /// Adds `signature` (an approver's, made elsewhere over these manifest bytes), replacing
+    /// one the same key made before; unverified until the envelope is checked again. The
+    /// release id does not change.
+    pub fn add_signature(&mut self, signature: ManifestSignature) {
+        self.signatures.retain(|s| s.key != signature.key);
+        self.signatures.push(signature);
+    }
+}
+
+/// `key`'s signature over `manifest_bytes` (with [`SIGNING_CONTEXT`]).
+pub fn signature_over(manifest_bytes: &[u8], key: &SigningKey) -> ManifestSignature {
+    let signature = key.sign(&codec::with_context(SIGNING_CONTEXT, manifest_bytes));
+    ManifestSignature {
+        key: PublisherKey(key.verifying_key().to_bytes()),
+        signature: SignatureBytes(signature.to_bytes()),
+    }
+}
+
+/// Whether `signature` is a valid signature over `manifest_bytes` by its key.
+pub fn signature_verifies(manifest_bytes: &[u8], signature: &ManifestSignature) -> bool {
+    VerifyingKey::from_bytes(&signature.key.0).is_ok_and(|k| {
+        k.verify_strict(
+            &codec::with_context(SIGNING_CONTEXT, manifest_bytes),
+            &Signature::from_bytes(&signature.signature.0),
+        )
+        .is_ok()
+    })
 }
 
 /// Encodes `manifest` canonically and signs it with `key`.
 pub fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> SignedManifest {
     let manifest_bytes = codec::encode(manifest);
-    let signature = key.sign(&codec::with_context(SIGNING_CONTEXT, &manifest_bytes));
+    let signature = signature_over(&manifest_bytes, key);
     SignedManifest {
         format_version: MANIFEST_FORMAT_VERSION,
         manifest_bytes,
-        signatures: vec![ManifestSignature {
-            key: PublisherKey(key.verifying_key().to_bytes()),
-            signature: SignatureBytes(signature.to_bytes()),
-        }],
+        signatures: vec![signature],
     }
 }
 
@@ -122,6 +147,9 @@ pub struct TrustedPublisher {
     /// Channel scopes the key may publish on, matched by whole `/`-separated segments
     /// ([`crate::root::channel_in_scope`]); empty means every channel.
     pub channel_prefixes: Vec<String>,
+    /// An approver's key (a fleet root's `approvers`): its signature counts towards the
+    /// threshold, but a release also needs a publisher's.
+    pub approver: bool,
 }
 
 impl TrustedPublisher {
@@ -140,14 +168,79 @@ impl TrustedPublisher {
 pub struct TrustPolicy {
     /// Trusted keys.
     pub publishers: Vec<TrustedPublisher>,
-    /// Valid signatures by distinct allowed keys required (at least 1).
+    /// Valid signatures by distinct allowed keys required (at least 1) where no rule of
+    /// `rules` covers the channel.
     pub threshold: usize,
+    /// Signatures needed per channel scope (a fleet root's approval rules): the rule with
+    /// the longest matching scope applies.
+    pub rules: Vec<ThresholdRule>,
+}
+
+/// How many signatures releases on a channel scope need ([`TrustPolicy::rules`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThresholdRule {
+    /// The channel scope ([`crate::root::channel_in_scope`]).
+    pub scope: String,
+    /// Signatures a release needs.
+    pub threshold: usize,
+    /// Signatures an emergency release needs.
+    pub emergency_threshold: usize,
 }
 
 impl TrustPolicy {
     /// The trusted publisher with `key`, if any.
     pub fn publisher(&self, key: &PublisherKey) -> Option<&TrustedPublisher> {
         self.publishers.iter().find(|p| p.key == *key)
+    }
+
+    /// Signatures a release on `channel` needs (an emergency one: the rule's emergency
+    /// threshold), at least one.
+    pub fn threshold_for(&self, channel: &str, emergency: bool) -> usize {
+        self.rules
+            .iter()
+            .filter(|r| crate::root::channel_in_scope(&r.scope, channel))
+            .max_by_key(|r| r.scope.len())
+            .map_or(self.threshold, |r| {
+                if emergency {
+                    r.emergency_threshold
+                } else {
+                    r.threshold
+                }
+            })
+            .max(1)
+    }
+}
+
+/// A manifest whose signatures verified, perhaps too few of them: what a release held for
+/// approval is ([`check_signatures`]).
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The release, as far as it verified.
+    pub release: VerifiedRelease,
+    /// Valid signatures by distinct keys allowed on its channel.
+    pub have: usize,
+    /// Signatures its channel needs ([`TrustPolicy::threshold_for`]).
+    pub need: usize,
+    /// A key that signed validly but may not sign on this channel, if any.
+    refused: Option<PublisherKey>,
+}
+
+impl Signed {
+    /// The release, if it has the signatures it needs.
+    pub fn complete(self) -> Result<VerifiedRelease, ManifestError> {
+        if self.have >= self.need {
+            return Ok(self.release);
+        }
+        if let Some(key) = self.refused {
+            return Err(ManifestError::KeyNotAllowedForChannel {
+                key,
+                channel: self.release.manifest.channel.clone(),
+            });
+        }
+        Err(ManifestError::BelowThreshold {
+            valid: self.have,
+            threshold: self.need,
+        })
     }
 }
 
@@ -199,11 +292,23 @@ impl VerifiedRelease {
 }
 
 /// Checks an encoded envelope's signatures and the manifest's structure (not time, not
-/// version: see [`VerifiedRelease::check_fresh`] and [`verify_release`]).
+/// version: see [`VerifiedRelease::check_fresh`] and [`verify_release`]), and that it has
+/// as many signatures as its channel needs.
 pub fn verify_signed(
     envelope_bytes: &[u8],
     policy: &TrustPolicy,
 ) -> Result<VerifiedRelease, ManifestError> {
+    check_signatures(envelope_bytes, policy)?.complete()
+}
+
+/// [`verify_signed`] short of the threshold: every signature must verify, at least one
+/// valid signature must be by a publisher allowed on the channel, and the manifest must be
+/// sound; how many of the signatures it needs it has is the answer ([`Signed`]). A release
+/// held for approval passes this and not [`verify_signed`].
+pub fn check_signatures(
+    envelope_bytes: &[u8],
+    policy: &TrustPolicy,
+) -> Result<Signed, ManifestError> {
     let envelope: SignedManifest =
         codec::decode::<_, ENVELOPE_BYTES_MAX>(envelope_bytes, "signed manifest")?;
     if envelope.format_version != MANIFEST_FORMAT_VERSION {
@@ -258,26 +363,40 @@ pub fn verify_signed(
         .copied()
         .filter(|p| p.allows_channel(&manifest.channel))
         .collect();
-    let threshold = policy.threshold.max(1);
-    if allowed.len() < threshold {
-        if let Some(refused) = valid.iter().find(|p| !p.allows_channel(&manifest.channel)) {
-            return Err(ManifestError::KeyNotAllowedForChannel {
-                key: refused.key,
+    let need = policy.threshold_for(&manifest.channel, manifest.emergency);
+    let refused = valid
+        .iter()
+        .find(|p| !p.allows_channel(&manifest.channel))
+        .map(|p| p.key);
+    if allowed.is_empty() {
+        return Err(match refused {
+            Some(key) => ManifestError::KeyNotAllowedForChannel {
+                key,
                 channel: manifest.channel.clone(),
-            });
-        }
-        return Err(ManifestError::BelowThreshold {
-            valid: allowed.len(),
-            threshold,
+            },
+            None => ManifestError::BelowThreshold {
+                valid: 0,
+                threshold: need,
+            },
+        });
+    }
+    if allowed.iter().all(|p| p.approver) {
+        return Err(ManifestError::ApproversOnly {
+            channel: manifest.channel.clone(),
         });
     }
 
     manifest.validate()?;
-    Ok(VerifiedRelease {
-        id: envelope.release_id(),
-        signers: allowed.iter().map(|p| p.name.clone()).collect(),
-        manifest,
-        envelope,
+    Ok(Signed {
+        have: allowed.len(),
+        need,
+        refused,
+        release: VerifiedRelease {
+            id: envelope.release_id(),
+            signers: allowed.iter().map(|p| p.name.clone()).collect(),
+            manifest,
+            envelope,
+        },
     })
 }
 

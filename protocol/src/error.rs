@@ -77,6 +77,14 @@ pub enum ManifestError {
         /// Signatures needed.
         threshold: usize,
     },
+    /// Every valid signature is an approver's: a release needs its publisher's too.
+    #[error(
+        "manifest on {channel} is signed by approvers only; a publisher of the channel must sign it"
+    )]
+    ApproversOnly {
+        /// The manifest's channel.
+        channel: String,
+    },
     /// The manifest's expiry time has passed.
     #[error("manifest expired at unix time {expires_unix_s} (now {now_unix_s})")]
     Expired {

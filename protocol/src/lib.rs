@@ -44,8 +44,8 @@ pub mod summary;
 pub mod wire;
 
 pub use envelope::{
-    ManifestSignature, SignedManifest, TrustPolicy, TrustedPublisher, VerifiedRelease,
-    sign_manifest, verify_release,
+    ManifestSignature, Signed, SignedManifest, ThresholdRule, TrustPolicy, TrustedPublisher,
+    VerifiedRelease, check_signatures, sign_manifest, verify_release,
 };
 pub use error::ManifestError;
 pub use ids::{ChunkId, IdParseError, NodeId, PublisherKey, ReleaseId};

@@ -25,7 +25,7 @@
 //! covers `security` and `security/openssl`, never `security-evil`.
 
 use crate::codec;
-use crate::envelope::{SignatureBytes, TrustPolicy, TrustedPublisher};
+use crate::envelope::{SignatureBytes, ThresholdRule, TrustPolicy, TrustedPublisher};
 use crate::error::ManifestError;
 use crate::ids::PublisherKey;
 use crate::manifest::is_valid_channel;
@@ -335,30 +335,43 @@ impl Root {
 
     /// Signatures a release on `channel` needs ([`ApprovalRule`]; one if no rule covers it).
     pub fn release_threshold(&self, channel: &str, emergency: bool) -> u32 {
-        self.approval_for(channel).map_or(1, |r| {
-            if emergency {
-                r.emergency_threshold
-            } else {
-                r.threshold
-            }
-        })
+        // One rule, decided where every release is checked.
+        self.trust_policy().threshold_for(channel, emergency) as u32
     }
 
     /// The trust policy releases are checked with under this root: its publishers and
-    /// approvers, each on its scopes, and a threshold of one (the per-channel approval
-    /// threshold is [`Root::release_threshold`]).
+    /// approvers, each on its scopes, and its approval rules ([`Root::release_threshold`]);
+    /// one signature where no rule applies.
     pub fn trust_policy(&self) -> TrustPolicy {
-        TrustPolicy {
-            publishers: self
-                .publishers
-                .iter()
+        let keys = |list: &[ScopedKey], approver: bool| {
+            list.iter()
                 .map(|k| TrustedPublisher {
                     name: k.name.clone(),
                     key: k.key,
                     channel_prefixes: k.channels.clone(),
+                    approver,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut publishers = keys(&self.publishers, false);
+        // A key both publisher and approver counts once, as a publisher.
+        publishers.extend(
+            keys(&self.approvers, true)
+                .into_iter()
+                .filter(|a| !self.publishers.iter().any(|p| p.key == a.key)),
+        );
+        TrustPolicy {
+            publishers,
+            threshold: 1,
+            rules: self
+                .approvals
+                .iter()
+                .map(|r| ThresholdRule {
+                    scope: r.channels.clone(),
+                    threshold: r.threshold as usize,
+                    emergency_threshold: r.emergency_threshold as usize,
                 })
                 .collect(),
-            threshold: 1,
         }
     }
 

@@ -540,7 +540,21 @@ pub enum Request {
     /// The fleet's revocation list the server holds (an encoded
     /// [`crate::revoke::SignedRevocations`] follows [`ReplyHeader::Records`]).
     Revocations,
+    /// An approver's signature for `release`, which the server holds for approval
+    /// (`p2pctl approve` on another node). Answered with the release's envelope as it now
+    /// stands ([`ReplyHeader::Manifest`]), `NotFound` if the server does not hold it, or the
+    /// reason it refused the signature ([`ReplyHeader::Records`]: at most
+    /// [`APPROVAL_REASON_BYTES_MAX`] bytes of UTF-8).
+    Approve {
+        /// The release held.
+        release: ReleaseId,
+        /// The approver's signature over the manifest bytes.
+        signature: crate::envelope::ManifestSignature,
+    },
 }
+
+/// Longest reason a server gives for refusing an approval ([`Request::Approve`]).
+pub const APPROVAL_REASON_BYTES_MAX: usize = 512;
 
 impl Request {
     /// Decodes a request body.
@@ -583,8 +597,10 @@ impl ReplyHeader {
         let reply: Self = codec::decode::<_, REQUEST_FRAME_BYTES_MAX>(body, "reply")?;
         match (reply, request) {
             (Self::Chunk { len }, Request::Chunk(_)) if len <= CHUNK_BYTES_MAX => {}
-            (Self::Manifest { len }, Request::Manifest(_))
+            (Self::Manifest { len }, Request::Manifest(_) | Request::Approve { .. })
                 if len as usize <= crate::envelope::ENVELOPE_BYTES_MAX => {}
+            (Self::Records { len }, Request::Approve { .. })
+                if len as usize <= APPROVAL_REASON_BYTES_MAX => {}
             (
                 Self::Records { len },
                 Request::SiteRecords

@@ -167,6 +167,36 @@ pub enum AuditEvent {
         /// The CA key that issued it, hex.
         issuer: String,
     },
+    /// A release was published to be held for approval (`--hold-for-approval`): stored,
+    /// not served until its channel's threshold of signatures is met.
+    Held {
+        /// Release id, hex.
+        release: String,
+        /// Channel.
+        channel: String,
+        /// Version.
+        version: u64,
+        /// The keys allowed on its channel whose signatures verified, by name.
+        signers: Vec<String>,
+        /// Signatures its channel needs.
+        need: u64,
+    },
+    /// An approver's signature was added to a held release (`p2pctl approve`); with
+    /// `released`, it now has the signatures it needs and is served.
+    Approved {
+        /// Release id, hex.
+        release: String,
+        /// The key that signed, hex.
+        key: String,
+        /// Every signer allowed on its channel now, by name.
+        signers: Vec<String>,
+        /// Signatures it has now.
+        have: u64,
+        /// Signatures it needs.
+        need: u64,
+        /// It was released.
+        released: bool,
+    },
     /// A newer revocation list of the fleet was taken (`p2pctl node revoke`, or from a peer).
     RevocationsTaken {
         /// The fleet.
@@ -231,6 +261,8 @@ impl AuditEvent {
             Self::RootTaken { .. } => "root_taken",
             Self::CertInstalled { .. } => "cert_installed",
             Self::RevocationsTaken { .. } => "revocations_taken",
+            Self::Held { .. } => "held",
+            Self::Approved { .. } => "approved",
         }
     }
 
@@ -338,6 +370,32 @@ impl AuditEvent {
             } => format!(
                 "certificate installed: site {site}, region {region}, until unix {expires_unix_s}, issued by {}",
                 short(issuer)
+            ),
+            Self::Held {
+                release,
+                channel,
+                version,
+                signers,
+                need,
+            } => format!(
+                "{channel} v{version} ({}) held for approval: signed by {} of {need} ({})",
+                short(release),
+                signers.len(),
+                signers.join(", ")
+            ),
+            Self::Approved {
+                release,
+                key,
+                signers,
+                have,
+                need,
+                released,
+            } => format!(
+                "{} approved by key {}: {have} of {need} signatures ({}){}",
+                short(release),
+                short(key),
+                signers.join(", "),
+                if *released { ", released" } else { "" }
             ),
             Self::RevocationsTaken {
                 fleet,

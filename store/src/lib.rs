@@ -35,6 +35,7 @@
 
 pub mod audit;
 pub mod fleet;
+pub mod held;
 pub mod identity;
 pub mod ingest;
 pub mod release;
@@ -86,6 +87,10 @@ const NODE_CERT: TableDefinition<&str, &[u8]> = TableDefinition::new("node_cert"
 /// The fleet's revocation list this node took ([`roots`]): one row,
 /// [`roots::REVOCATIONS_ROW`] → signed list (wire form).
 const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_revocations");
+/// Releases held for approval (`p2pctl publish --hold-for-approval`): id → the envelope with
+/// the signatures it has so far (also in `releases`, where it is not served from until the
+/// row leaves this table).
+const HELD: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("held_releases");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// (activation keeps 8 KB of it at most, the daemon's `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
@@ -365,6 +370,7 @@ impl Store {
             txn.open_table(ROOTS)?;
             txn.open_table(NODE_CERT)?;
             txn.open_table(REVOCATIONS)?;
+            txn.open_table(HELD)?;
         }
         txn.commit()?;
 
@@ -535,6 +541,7 @@ impl Store {
             dedup_bytes: 0,
             finished: false,
             audit: None,
+            held: false,
         }
     }
 
@@ -924,6 +931,8 @@ pub struct IngestSession {
     finished: bool,
     /// Appended to the audit log in the commit's transaction.
     audit: Option<AuditEvent>,
+    /// The release committed is held for approval ([`IngestSession::hold`]).
+    held: bool,
 }
 
 impl IngestSession {
@@ -931,6 +940,12 @@ impl IngestSession {
     /// that the release and its audit entry are stored together or not at all.
     pub fn audit_on_commit(&mut self, event: AuditEvent) {
         self.audit = Some(event);
+    }
+
+    /// Has [`IngestSession::commit`] record the release as held for approval: stored, its
+    /// version taken, but not served until [`Store::approve`] completes it.
+    pub fn hold(&mut self) {
+        self.held = true;
     }
 
     /// Bytes of chunks this session wrote (not already stored).
@@ -1116,6 +1131,10 @@ impl IngestSession {
                 let summary = codec::encode(&ReleaseSummary::of(release, now_unix_s));
                 txn.open_table(SUMMARIES)?
                     .insert(release.id.as_bytes(), summary.as_slice())?;
+                if self.held {
+                    txn.open_table(HELD)?
+                        .insert(release.id.as_bytes(), envelope.as_slice())?;
+                }
             }
             if let Some(event) = self.audit.take() {
                 append_audit_in(&txn, event)?;

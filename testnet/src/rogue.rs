@@ -309,7 +309,8 @@ impl Offer {
             | Request::Summaries
             | Request::Ledger { .. }
             | Request::Roots { .. }
-            | Request::Revocations => (ReplyHeader::NotFound, Vec::new()),
+            | Request::Revocations
+            | Request::Approve { .. } => (ReplyHeader::NotFound, Vec::new()),
         };
         if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok() {
             let _ = send.finish();

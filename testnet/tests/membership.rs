@@ -574,3 +574,153 @@ async fn a_revoked_node_is_dropped_everywhere_in_seconds_and_a_new_root_spreads_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_held_for_approval_goes_nowhere_until_an_approver_on_another_node_signs() {
+    let (_guard, dir) = workdir();
+    let s = Scenario::parse(
+        "name = 'approve'\nseed = 9\ntimeout_s = 120\nmembership = true\n\
+         [release]\nsize_mib = 1\n[origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
+         [[sites]]\nname = 'a'\nnodes = 2\n[[sites]]\nname = 'b'\nnodes = 2\n",
+    )
+    .unwrap();
+    let fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(90)).await.unwrap();
+    let (root_file, _) = fleet.membership.clone().unwrap();
+    let n = fleet.nodes.len();
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+
+    // Root v2 names an approver and asks for two signatures on the testnet channels (one
+    // in an emergency).
+    let approver = dir.join("approver.pem");
+    let approver_key = store::identity::generate().unwrap();
+    store::identity::write_key(&approver, &approver_key).unwrap();
+    let v2 = dir.join("root-v2.json");
+    ok(std::process::Command::new(&fleet.bins.p2pctl)
+        .args(["root", "next"])
+        .arg(&root_file)
+        .arg("--out")
+        .arg(&v2)
+        .output()
+        .unwrap());
+    let mut next =
+        protocol::root::SignedRoot::from_json(&std::fs::read_to_string(&v2).unwrap()).unwrap();
+    next.signed.approvers = vec![protocol::root::ScopedKey {
+        name: "ciso".into(),
+        key: PublisherKey(approver_key.verifying_key().to_bytes()),
+        channels: vec!["testnet".into()],
+    }];
+    next.signed.approvals = vec![protocol::root::ApprovalRule {
+        channels: "testnet".into(),
+        threshold: 2,
+        emergency_threshold: 1,
+    }];
+    std::fs::write(&v2, next.to_json()).unwrap();
+    ok(std::process::Command::new(&fleet.bins.p2pctl)
+        .args(["root", "sign"])
+        .arg(&v2)
+        .arg("--key")
+        .arg(dir.join("root.pem"))
+        .output()
+        .unwrap());
+    ok(ctl(
+        &fleet,
+        0,
+        &["root", "publish", &v2.display().to_string()],
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for i in 0..n {
+        while node_json(&fleet, i)["membership"]["root_version"] != 2 {
+            assert!(std::time::Instant::now() < deadline, "root v2 not taken");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // One signature is not enough to publish; held, it is stored on the origin only.
+    let payload = fleet.make_payload(1).unwrap();
+    let refused = fleet.publish(&payload, 1).unwrap_err();
+    assert!(refused.to_string().contains("needs 2"), "{refused}");
+    let id = fleet
+        .publish_with(&payload, 1, &["--hold-for-approval"])
+        .unwrap();
+    let show: serde_json::Value =
+        serde_json::from_slice(&ok(ctl(&fleet, 0, &["--json", "show", &id])).stdout).unwrap();
+    assert_eq!(
+        show["release"]["held"],
+        serde_json::json!({"have": 1, "need": 2})
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for i in 1..n {
+        let st = fleet.status(i).await.unwrap();
+        assert!(
+            !st.releases.iter().any(|r| r.id == id),
+            "{} heard of the held release",
+            fleet.nodes[i].name
+        );
+    }
+    // A key the root does not name cannot approve it.
+    let stranger = dir.join("stranger.pem");
+    store::identity::write_key(&stranger, &store::identity::generate().unwrap()).unwrap();
+    let out = ctl(
+        &fleet,
+        3,
+        &["approve", &id, "--key", &stranger.display().to_string()],
+    );
+    assert!(!out.status.success());
+
+    // The approver signs on a node of another site; the release goes out and every node
+    // fetches it.
+    let done: api::HeldView = serde_json::from_slice(
+        &ok(ctl(
+            &fleet,
+            3,
+            &[
+                "--json",
+                "approve",
+                &id,
+                "--key",
+                &approver.display().to_string(),
+            ],
+        ))
+        .stdout,
+    )
+    .unwrap();
+    assert!(done.released, "{done:?}");
+    assert_eq!((done.approval.have, done.approval.need), (2, 2));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for i in 1..n {
+        loop {
+            let st = fleet.status(i).await.unwrap();
+            if st
+                .releases
+                .iter()
+                .any(|r| r.id == id && r.state == api::FetchState::Complete)
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not fetch the approved release",
+                fleet.nodes[i].name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Who signed: in the release on every node, and in the origin's audit log.
+    let show: serde_json::Value =
+        serde_json::from_slice(&ok(ctl(&fleet, 2, &["--json", "show", &id])).stdout).unwrap();
+    let signers = show["release"]["signers"].as_array().unwrap().len();
+    assert_eq!(signers, 2, "{show}");
+    assert!(show["release"]["held"].is_null());
+    let audit = String::from_utf8(ok(ctl(&fleet, 0, &["audit"])).stdout).unwrap();
+    assert!(audit.contains("held for approval"), "{audit}");
+    assert!(audit.contains("approved by key"), "{audit}");
+    assert!(audit.contains("released"), "{audit}");
+}

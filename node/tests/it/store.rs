@@ -23,8 +23,10 @@ pub(crate) fn policy() -> TrustPolicy {
             name: "t".into(),
             key: PublisherKey(key().verifying_key().to_bytes()),
             channel_prefixes: vec![],
+            approver: false,
         }],
         threshold: 1,
+        rules: Vec::new(),
     }
 }
 

@@ -64,7 +64,7 @@ fn signature_from_other_key_under_trusted_name_is_refused() {
 fn unsigned_and_oversigned_envelopes_are_refused() {
     let k = key(1);
     let mut env = sign_manifest(&sample_manifest(), &k);
-    let sig = env.signatures[0].clone();
+    let sig = env.signatures[0];
     env.signatures.clear();
     let policy = policy_for(&[(&k, &[])]);
     assert_eq!(
@@ -107,7 +107,7 @@ fn threshold_counts_distinct_trusted_keys() {
     policy.threshold = 2;
     let mut env = sign_manifest(&sample_manifest(), &a);
     // The same signature twice is still one key.
-    env.signatures.push(env.signatures[0].clone());
+    env.signatures.push(env.signatures[0]);
     assert_eq!(
         verify_signed(&env.encode(), &policy).unwrap_err(),
         ManifestError::BelowThreshold {
@@ -230,4 +230,83 @@ mod fuzzish {
             }
         }
     }
+}
+
+#[test]
+fn a_root_s_approval_rules_set_how_many_signatures_a_release_needs_and_approvers_alone_are_not_enough()
+ {
+    use protocol::envelope::{check_signatures, sign_manifest, signature_over, verify_signed};
+    use protocol::root::{ApprovalRule, NamedKey, ScopedKey};
+    let publisher = key(20);
+    let approver = key(21);
+    let mut r = protocol::root::Root {
+        format_version: protocol::root::ROOT_FORMAT_VERSION,
+        fleet: "bank".into(),
+        version: 1,
+        expires_unix_s: i64::MAX,
+        root_keys: vec![NamedKey {
+            name: "r".into(),
+            key: PublisherKey(key(1).verifying_key().to_bytes()),
+        }],
+        root_threshold: 1,
+        ca_keys: Vec::new(),
+        publishers: Vec::new(),
+        approvers: Vec::new(),
+        approvals: Vec::new(),
+        operators: Vec::new(),
+    };
+    r.publishers = vec![ScopedKey {
+        name: "team".into(),
+        key: PublisherKey(publisher.verifying_key().to_bytes()),
+        channels: vec!["security".into()],
+    }];
+    r.approvers = vec![ScopedKey {
+        name: "ciso".into(),
+        key: PublisherKey(approver.verifying_key().to_bytes()),
+        channels: Vec::new(),
+    }];
+    r.approvals = vec![ApprovalRule {
+        channels: "security".into(),
+        threshold: 2,
+        emergency_threshold: 1,
+    }];
+    let policy = r.trust_policy();
+    assert_eq!(policy.threshold_for("security/openssl", false), 2);
+    assert_eq!(policy.threshold_for("security/openssl", true), 1);
+    assert_eq!(policy.threshold_for("tools", false), 1);
+    let manifest = |emergency: bool| {
+        let mut m = sample_manifest();
+        m.channel = "security/openssl".into();
+        m.emergency = emergency;
+        m
+    };
+    let encode = |m: &protocol::Manifest, keys: &[&SigningKey]| {
+        let mut env = sign_manifest(m, keys[0]);
+        for k in &keys[1..] {
+            env.add_signature(signature_over(&env.manifest_bytes, k));
+        }
+        env.encode()
+    };
+    // The publisher alone: 1 of 2, held; with the approver's signature: complete.
+    let one = encode(&manifest(false), &[&publisher]);
+    let held = check_signatures(&one, &policy).unwrap();
+    assert_eq!((held.have, held.need), (1, 2));
+    assert!(matches!(
+        held.complete(),
+        Err(protocol::ManifestError::BelowThreshold {
+            valid: 1,
+            threshold: 2
+        })
+    ));
+    let two = encode(&manifest(false), &[&publisher, &approver]);
+    assert!(verify_signed(&two, &policy).is_ok());
+    // An emergency needs the rule's lower threshold only.
+    let urgent = encode(&manifest(true), &[&publisher]);
+    assert!(verify_signed(&urgent, &policy).is_ok());
+    // Approvers alone never make a release.
+    let approvers_only = encode(&manifest(true), &[&approver]);
+    assert!(matches!(
+        check_signatures(&approvers_only, &policy),
+        Err(protocol::ManifestError::ApproversOnly { .. })
+    ));
 }

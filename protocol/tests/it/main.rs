@@ -28,9 +28,11 @@ pub(crate) fn policy_for(keys: &[(&SigningKey, &[&str])]) -> TrustPolicy {
                 name: format!("publisher-{i}"),
                 key: PublisherKey(k.verifying_key().to_bytes()),
                 channel_prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
+                approver: false,
             })
             .collect(),
         threshold: 1,
+        rules: Vec::new(),
     }
 }
 
