@@ -12,11 +12,12 @@ bench_key() {
   PUB=$("$BIN/p2pctl" --json keygen --out "$WORK/pub.pem" | json 'v["public_key"]')
 }
 
-# init NAME [BOOTSTRAP]: a node on loopback ports, no mDNS, trusting the bench key.
+# init NAME [BOOTSTRAP]: a node on loopback ports, no mDNS, trusting the bench key (with
+# ROOT_JSON set, initialised with that fleet root instead).
 init() {
   local d=$WORK/$1
   rm -rf "$d"
-  "$BIN/p2pd" init --data "$d" --site bench >/dev/null
+  "$BIN/p2pd" init --data "$d" --site bench ${ROOT_JSON:+--root "$ROOT_JSON"} >/dev/null
   sed -i -e "s/\"0.0.0.0:7401\"/\"127.0.0.1:$(free_port)\"/" \
          -e "s/\"0.0.0.0:7402\"/\"127.0.0.1:$(free_port)\"/" \
          -e 's/mdns = true/mdns = false/' "$d/p2pd.toml"
