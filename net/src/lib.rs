@@ -83,7 +83,21 @@ const WAN_FLUSH_TICK: Duration = Duration::from_millis(100);
 const SITE_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Manifests fetched at once (each can be up to 64 MiB).
-const MANIFEST_FETCHES_MAX: usize = 4;
+pub(crate) const MANIFEST_FETCHES_MAX: usize = 4;
+
+/// What learning a release came to ([`Net::learn_release`]).
+enum Learnt {
+    /// Its manifest verified.
+    Verified(Box<VerifiedRelease>),
+    /// It is stored already.
+    Stored,
+    /// No peer served its manifest; `hint_denied`: the peer that announced it said it has
+    /// no such manifest.
+    Unserved {
+        /// See above.
+        hint_denied: bool,
+    },
+}
 
 /// While no copy of a manifest has come, one more peer is asked this often: a manifest of
 /// a few hundred KiB crosses even a thin link in that time, and a peer that does not answer
@@ -905,20 +919,27 @@ impl Net {
         });
     }
 
-    /// Fetches, verifies and starts fetching release `id`, unless known, refused or in
-    /// progress. `hint` is a peer believed to have its manifest.
+    /// Fetches, verifies and starts fetching release `id`, unless known, refused, unservable
+    /// lately or in progress. `hint` is the peer that announced it: at most
+    /// [`registry::LEARNS_PER_PEER_MAX`] of its announcements are learnt at once, the rest
+    /// as those end ([`Net::learn_announced`]), so a peer that floods made-up releases holds
+    /// a bounded share of learning, and a hint that denies having the manifest it announced
+    /// is struck (three strikes ban it).
     pub(crate) fn learn_release(self: &Arc<Self>, id: ReleaseId, hint: Option<PeerId>) {
-        if self.release(&id).is_some() || self.registry.is_refused(&id) {
+        if self.release(&id).is_some()
+            || self.registry.is_refused(&id)
+            || self.registry.is_unservable(&id)
+        {
             return;
         }
-        if !self.registry.start_learning(id) {
+        if !self.registry.start_learning(id, hint) {
             return;
         }
         let net = self.clone();
         tokio::spawn(async move {
             let result = net.fetch_manifest(id, hint).await;
             match result {
-                Ok(Some(v)) => {
+                Ok(Learnt::Verified(v)) => {
                     // Releases learned together (a node joining late, or back after a
                     // while) are all verified before any is fetched, so the newest version
                     // of a channel supersedes the older ones before they move a byte.
@@ -929,11 +950,19 @@ impl Net {
                     while net.registry.manifests_pending_except(&id) && Instant::now() < settle {
                         tokio::time::sleep(LEARN_SETTLE_POLL).await;
                     }
-                    if let Err(e) = net.begin_fetch(v).await {
+                    if let Err(e) = net.begin_fetch(*v).await {
                         tracing::error!(release = %id, error = %e, "cannot start fetch");
                     }
                 }
-                Ok(None) => {}
+                Ok(Learnt::Stored) => {}
+                Ok(Learnt::Unserved { hint_denied }) => {
+                    tracing::debug!(release = %id, ?hint, hint_denied,
+                        "no peer served the manifest of an announced release");
+                    net.registry.note_unservable(id);
+                    if let (Some(h), true) = (hint, hint_denied) {
+                        net.strike(&h, "announced a release whose manifest it does not have");
+                    }
+                }
                 Err(e) => {
                     let facts = match &e {
                         Error::NotFollowed(facts) => Some(facts.clone()),
@@ -948,27 +977,45 @@ impl Net {
                     net.registry.refuse(id, e.to_string(), facts);
                 }
             }
-            net.registry.end_learning(&id);
+            net.registry.end_learning(&id, hint);
+            if let Some(h) = hint {
+                net.learn_announced(h);
+            }
         });
     }
 
+    /// Learns what `peer` announced that this node does not know yet (as many as its share
+    /// allows): the releases skipped while it was at [`registry::LEARNS_PER_PEER_MAX`].
+    fn learn_announced(self: &Arc<Self>, peer: PeerId) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        for id in p.announced() {
+            if self.release(&id).is_none() {
+                self.learn_release(id, Some(peer));
+            }
+        }
+    }
+
     /// Gets the manifest of `id` from a peer and runs the full verification gate.
-    /// `Ok(None)`: nobody could serve it (yet).
     async fn fetch_manifest(
         self: &Arc<Self>,
         id: ReleaseId,
         hint: Option<PeerId>,
-    ) -> Result<Option<VerifiedRelease>> {
+    ) -> Result<Learnt> {
         let _slot = self.manifest_slots.clone().acquire_owned().await?;
         if self.store.has_release(&id)? {
-            return Ok(None);
+            return Ok(Learnt::Stored);
         }
         // The hinted peer is asked first; while no copy has come, one more peer is asked
         // every MANIFEST_HEDGE, and the first good copy wins. A copy that fails the gate is
         // set aside while another peer may have a good one. So one hostile peer can neither
-        // stall nor poison learning a release.
+        // stall nor poison learning a release. A peer that says it has no such manifest is
+        // not asked again; once every peer asked has said so and none other announced it
+        // for a hedge interval, the release is unserved (made up, or gone).
         let deadline = Instant::now() + MANIFEST_PATIENCE;
         let mut asked: HashSet<PeerId> = HashSet::new();
+        let mut denied: HashSet<PeerId> = HashSet::new();
         let mut pending = futures_util::stream::FuturesUnordered::new();
         let mut refusal: Option<Error> = None;
         let mut hedge = Instant::now();
@@ -986,30 +1033,43 @@ impl Net {
                 });
             }
             if pending.is_empty() {
-                if now >= deadline || refusal.is_some() {
-                    return refusal.map_or(Ok(None), Err);
+                let all_denied = !asked.is_empty() && asked.iter().all(|p| denied.contains(p));
+                if let Some(e) = refusal.take() {
+                    return Err(e);
+                }
+                if now >= deadline || (all_denied && now >= hedge) {
+                    let hint_denied = hint.is_some_and(|h| denied.contains(&h));
+                    return Ok(Learnt::Unserved { hint_denied });
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
             }
+            // No busy wait: with every candidate asked, look for new ones four times a second.
+            let wake = hedge.max(now + Duration::from_millis(250));
             tokio::select! {
                 Some((peer, answer)) = futures_util::StreamExt::next(&mut pending) => {
                     match answer.map(|bytes| self.verify_manifest(id, &bytes)) {
-                        Ok(Ok(v)) => return Ok(Some(v)),
+                        Ok(Ok(v)) => return Ok(Learnt::Verified(Box::new(v))),
                         Ok(Err(e)) => {
                             tracing::debug!(release = %id, %peer, error = %e,
                                 "manifest copy refused; asking another peer");
                             refusal = Some(e);
                         }
+                        Err(peer::RequestError::NotFound) => {
+                            denied.insert(peer);
+                            if Some(peer) == hint {
+                                self.registry.note_denied(id);
+                            }
+                        }
                         Err(e) => {
-                            // It may answer later (not up yet): it can be asked again.
+                            // It may answer later (busy, not up yet): it can be asked again.
                             tracing::debug!(release = %id, %peer, error = %e,
                                 "manifest request failed");
                             asked.remove(&peer);
                         }
                     }
                 }
-                () = tokio::time::sleep_until(hedge.into()) => {}
+                () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
     }

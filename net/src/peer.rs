@@ -190,6 +190,11 @@ impl Peer {
         self.conn.close(VarInt::from_u32(code), reason.as_bytes());
     }
 
+    /// The releases it announced (bitmaps and offers), at most [`PEER_RELEASES_MAX`].
+    pub(crate) fn announced(&self) -> Vec<ReleaseId> {
+        lock(&self.state).releases.keys().copied().collect()
+    }
+
     /// Whether it sent a bitmap for `release`.
     pub fn has_bitmap(&self, release: &ReleaseId) -> bool {
         lock(&self.state).releases.contains_key(release)

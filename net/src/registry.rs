@@ -91,6 +91,20 @@ impl Claims {
     }
 }
 
+/// Manifests learnt at once from releases one peer announced ([`Registry::start_learning`]):
+/// an honest peer's burst (40 releases published at once) is learnt a few at a time as each
+/// ends, and a peer that announces made-up releases holds at most this many learns (of the
+/// node's [`crate::MANIFEST_FETCHES_MAX`]), each ended quickly when it says it has no such
+/// manifest.
+pub(crate) const LEARNS_PER_PEER_MAX: usize = 2;
+
+/// How long a release whose manifest no peer served (made up, or gone) is not learnt again
+/// when announced: the flood of a peer that announces made-up releases is read once.
+pub(crate) const UNSERVABLE_TTL: Duration = Duration::from_secs(120);
+
+/// Most releases remembered as unservable; past it the expired ones leave, then the oldest.
+const UNSERVABLE_MAX: usize = 4096;
+
 /// Why and when a release was refused.
 struct Refusal {
     at: Instant,
@@ -508,6 +522,14 @@ pub struct Registry {
     /// fetched (its channel, version and standing): versions of a channel learned together
     /// are ranked before any of them is fetched.
     learning: Mutex<HashMap<ReleaseId, Option<Learned>>>,
+    /// Learns whose announcing peer said it has no such manifest: likely made up, so a
+    /// release learnt meanwhile does not wait for them ([`Registry::manifests_pending_except`]).
+    denied: Mutex<std::collections::HashSet<ReleaseId>>,
+    /// Learns in progress per announcing peer ([`LEARNS_PER_PEER_MAX`]).
+    learning_from: Mutex<HashMap<libp2p::PeerId, usize>>,
+    /// Releases announced whose manifest no peer served, and when ([`UNSERVABLE_TTL`]):
+    /// not reported as refusals (they may be made up), only not learnt again for a while.
+    unservable: Mutex<HashMap<ReleaseId, Instant>>,
     /// Chunks a fetch of this node has asked for and not had back, and the release whose
     /// fetch asked: another fetch that needs the same chunk waits for it rather than ask
     /// again, so a chunk two releases share crosses the WAN once.
@@ -524,6 +546,9 @@ impl Default for Registry {
             releases: RwLock::default(),
             refused: Mutex::default(),
             learning: Mutex::default(),
+            learning_from: Mutex::default(),
+            denied: Mutex::default(),
+            unservable: Mutex::default(),
             claims: Mutex::default(),
             stored: broadcast::channel(STORED_NOTICES_MAX).0,
             completed: Notify::new(),
@@ -670,13 +695,42 @@ impl Registry {
     }
 
     /// Notes that the manifest of `id` is being learned; false if it already is.
-    pub(crate) fn start_learning(&self, id: ReleaseId) -> bool {
+    pub(crate) fn start_learning(&self, id: ReleaseId, from: Option<libp2p::PeerId>) -> bool {
         let mut learning = lock(&self.learning);
         if learning.contains_key(&id) {
             return false;
         }
+        if let Some(peer) = from {
+            let mut per_peer = lock(&self.learning_from);
+            let n = per_peer.entry(peer).or_default();
+            if *n >= LEARNS_PER_PEER_MAX {
+                return false;
+            }
+            *n += 1;
+        }
         learning.insert(id, None);
         true
+    }
+
+    /// Whether `id` was announced lately and no peer served its manifest.
+    pub(crate) fn is_unservable(&self, id: &ReleaseId) -> bool {
+        lock(&self.unservable)
+            .get(id)
+            .is_some_and(|at| at.elapsed() < UNSERVABLE_TTL)
+    }
+
+    /// No peer served the manifest of `id` ([`UNSERVABLE_TTL`]).
+    pub(crate) fn note_unservable(&self, id: ReleaseId) {
+        let mut u = lock(&self.unservable);
+        if u.len() >= UNSERVABLE_MAX {
+            u.retain(|_, at| at.elapsed() < UNSERVABLE_TTL);
+            if u.len() >= UNSERVABLE_MAX {
+                if let Some(oldest) = u.iter().min_by_key(|(_, at)| **at).map(|(id, _)| *id) {
+                    u.remove(&oldest);
+                }
+            }
+        }
+        u.insert(id, Instant::now());
     }
 
     /// The manifest of `id` verified: version `version` of `channel`, which would start
@@ -687,16 +741,35 @@ impl Registry {
         }
     }
 
-    /// Whether a manifest other than `id`'s is still being fetched.
+    /// Whether a manifest other than `id`'s is still being fetched (leaving out those
+    /// whose announcer denied having it).
     pub(crate) fn manifests_pending_except(&self, id: &ReleaseId) -> bool {
+        let denied = lock(&self.denied);
         lock(&self.learning)
             .iter()
-            .any(|(other, entry)| other != id && entry.is_none())
+            .any(|(other, entry)| other != id && entry.is_none() && !denied.contains(other))
+    }
+
+    /// The peer that announced `id` said it has no such manifest.
+    pub(crate) fn note_denied(&self, id: ReleaseId) {
+        if lock(&self.learning).contains_key(&id) {
+            lock(&self.denied).insert(id);
+        }
     }
 
     /// Learning the manifest of `id` ended.
-    pub(crate) fn end_learning(&self, id: &ReleaseId) {
+    pub(crate) fn end_learning(&self, id: &ReleaseId, from: Option<libp2p::PeerId>) {
         lock(&self.learning).remove(id);
+        lock(&self.denied).remove(id);
+        if let Some(peer) = from {
+            let mut per_peer = lock(&self.learning_from);
+            if let Some(n) = per_peer.get_mut(&peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_peer.remove(&peer);
+                }
+            }
+        }
     }
 
     /// The chunks fetches of this node have asked for and not yet stored, with the release

@@ -606,3 +606,72 @@ async fn members_that_never_serve_or_never_progress_delay_a_site_by_at_most_two_
         "with the rogues {hindered:?}, without {normal:?}: more than 2 × {MEMBER_STALL:?} later"
     );
 }
+
+/// A member that announces thousands of made-up releases (bitmaps of ids no manifest has,
+/// and "not found" when asked for them) holds a bounded share of each node's learning: the
+/// nodes learn and complete a real release published during the flood within twice the
+/// time they take without one, and ban the flooder for denying what it announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_announcements_neither_stalls_learning_nor_goes_unpunished() {
+    let (_guard, dir) = workdir();
+    let fleet = Fleet::start(small_fleet_scenario("flood", 2, 200, 2), &dir, true)
+        .await
+        .unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let slowest = |d: &testnet::fleet::Distribution| {
+        d.completion_s.iter().map(|(_, s)| *s).fold(0.0, f64::max)
+    };
+    // The first version, then a second one (a delta, like the one measured) without a flood.
+    fleet.distribute(1, |_| {}).await.unwrap();
+    let quiet = fleet.distribute(2, |_| {}).await.unwrap();
+    let base = slowest(&quiet);
+
+    // Each branch node hears 3,000 made-up releases from the rogue, as fast as it sends.
+    let rogue = Rogue::new().unwrap();
+    let offer = Arc::new(Offer::default());
+    let mut links = Vec::new();
+    for i in 1..=2 {
+        // From another site: a member of the nodes' own site would also be designated to
+        // fetch a share of the release and delay it by its stall bound, which is not what
+        // this measures (hostile.rs's never-serving members test does).
+        let mut l = link(&fleet, &rogue, i, "elsewhere").await;
+        l.serve(offer.clone());
+        for _ in 0..3_000 {
+            let mut id = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+            if l.send(&bitmap_of(ReleaseId(id), 64)).await.is_err() {
+                break;
+            }
+        }
+        links.push(l);
+    }
+    let flooded = fleet.distribute(3, |_| {}).await.unwrap();
+    let during = slowest(&flooded);
+    eprintln!("flood: a release completes in {during:.2} s during the flood, {base:.2} s without");
+    // Twice the quiet time, and a second for a loaded machine's scheduling.
+    assert!(
+        during <= 2.0 * base + 1.0,
+        "{during:.2} s during the flood against {base:.2} s without"
+    );
+    assert!(
+        offer.manifest_requests.load(Ordering::Relaxed) < 3 * 2 * (STRIKES_TO_BAN as u64 + 2),
+        "the nodes kept asking the flooder: {} manifest requests",
+        offer.manifest_requests.load(Ordering::Relaxed)
+    );
+    for i in 1..=2 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = fleet.status(i).await.unwrap();
+            if st.banned.contains(&rogue.peer_id.to_string()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not ban the flooder: {:?}",
+                fleet.nodes[i].name,
+                st.banned
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
