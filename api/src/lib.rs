@@ -522,6 +522,9 @@ pub struct RefusedPeerView {
 /// One connected data-plane peer (`GET /v1/peers`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerView {
+    /// Its clock minus this node's, seconds (as its hello said).
+    #[serde(default)]
+    pub clock_offset_s: f64,
     /// libp2p peer id.
     pub peer_id: String,
     /// Node id (hex ed25519 public key; the same key as the peer id).
@@ -701,6 +704,11 @@ pub struct InstallView {
 pub struct NodeStatus {
     /// Node id.
     pub node_id: String,
+    /// The median of the connected peers' clocks minus this node's, seconds (none without
+    /// peers). Far from zero, this node's clock is likely wrong: releases look expired or
+    /// not yet valid to it.
+    #[serde(default)]
+    pub clock_offset_s: Option<f64>,
     /// libp2p peer id.
     pub peer_id: String,
     /// Site.

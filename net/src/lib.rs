@@ -459,6 +459,16 @@ impl Net {
                 Ok(_) => {
                     self.store.remove_pending(&id)?;
                 }
+                // A time check that fails may be this node's clock (ahead: the manifest looks
+                // expired; behind: not yet made): the chunks fetched stay, and the release
+                // is checked again when a peer announces it or at the next start.
+                Err(
+                    e @ (protocol::ManifestError::Expired { .. }
+                    | protocol::ManifestError::CreatedInFuture { .. }),
+                ) => {
+                    tracing::warn!(release = %id, error = %e, clock_offset_s = ?self.clock_offset_ms().map(|m| m / 1000),
+                        "unfinished fetch kept but not resumed: its time check fails (is this node's clock right?)");
+                }
                 Err(e) => {
                     tracing::warn!(release = %id, error = %e, "dropping unfinished fetch");
                     self.store.remove_pending(&id)?;
@@ -644,6 +654,17 @@ impl Net {
         for p in self.peer_list().iter().filter(|p| p.class == Class::Lan) {
             p.send_control(msg.clone());
         }
+    }
+
+    /// The median of the connected peers' clocks minus this node's, milliseconds (`None`
+    /// without peers): a node whose clock is far from its peers' says so.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        let mut offsets: Vec<i64> = self.peer_list().iter().map(|p| p.clock_offset_ms).collect();
+        if offsets.is_empty() {
+            return None;
+        }
+        offsets.sort_unstable();
+        Some(offsets[offsets.len() / 2])
     }
 
     /// The peers report for `p2pctl peers`.

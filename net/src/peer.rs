@@ -31,6 +31,10 @@ pub const SERVE_CONCURRENCY_MAX: usize = 64;
 /// disconnected rather than buffered for.
 const CONTROL_QUEUE_MAX: usize = 4096;
 
+/// A peer whose clock differs from this node's by this much (milliseconds) is logged: one
+/// of the two refuses valid releases as expired or not yet made.
+const CLOCK_WARN_MS: i64 = 5 * 60 * 1000;
+
 /// Releases whose bitmaps are kept per peer.
 const PEER_RELEASES_MAX: usize = 128;
 
@@ -131,6 +135,9 @@ pub struct Peer {
     pub(crate) root_version: AtomicU64,
     /// The revocation list it holds, likewise ([`Hello::revocations`]).
     pub(crate) revocations: Mutex<(u64, u64)>,
+    /// Its clock minus this node's when its hello came, milliseconds (half the round trip
+    /// aside: far below what matters, minutes).
+    pub clock_offset_ms: i64,
 }
 
 /// Why a request failed.
@@ -359,6 +366,7 @@ impl Peer {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             connected_s: self.connected.elapsed().as_secs(),
             rtt_ms: self.conn.rtt().as_secs_f64() * 1000.0,
+            clock_offset_s: self.clock_offset_ms as f64 / 1000.0,
         }
     }
 
@@ -689,6 +697,7 @@ fn hello(net: &Net) -> Hello {
         cert: net.membership().map(|m| m.cert.clone()).unwrap_or_default(),
         root_version: net.trust_versions().0,
         revocations: net.trust_versions().1,
+        now_unix_ms: jiff::Timestamp::now().as_millisecond(),
     }
 }
 
@@ -741,6 +750,9 @@ fn register(
         cert: place.cert,
         root_version: AtomicU64::new(hello.root_version),
         revocations: Mutex::new(hello.revocations),
+        clock_offset_ms: hello
+            .now_unix_ms
+            .saturating_sub(jiff::Timestamp::now().as_millisecond()),
     });
     // Our bitmaps (or offers) first, so the peer can plan at once; then who we know, and,
     // to a member of our site, our status record.
@@ -772,6 +784,10 @@ fn register(
     }
     tracing::info!(peer = %id, site = %peer.site, addr = %peer.addr, class = ?peer.class,
         "peer connected");
+    if peer.clock_offset_ms.abs() >= CLOCK_WARN_MS {
+        tracing::warn!(peer = %id, offset_s = peer.clock_offset_ms / 1000,
+            "the peer's clock and this node's differ by minutes: one of them is wrong (p2pctl status shows this node's against its peers')");
+    }
     net.wake.notify();
     // A peer that holds a newer root or revocation list: catch up from it.
     net.on_trust_versions(&peer);

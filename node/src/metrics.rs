@@ -21,6 +21,7 @@
 //! | `p2pd_release_info` | gauge (1) | `release`, `channel`, `version`, `state`, `install` |
 //! | `p2pd_activations` | gauge | `result` (installed, failed): releases whose last install ended so |
 //! | `p2pd_cert_expiry_seconds` | gauge | | in a fleet with a root: until this node's certificate ends |
+//! | `p2pd_clock_offset_seconds` | gauge | | the median of the peers' clocks minus this node's (alert beyond minutes) |
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -135,6 +136,9 @@ pub struct Snapshot {
     /// In a fleet with a root: seconds until this node's certificate ends (negative once it
     /// has); alert below 14 days (`protocol::cert::CERT_RENEW_BEFORE_S`).
     pub cert_expiry_s: Option<i64>,
+    /// The median of the connected peers' clocks minus this node's, seconds (none without
+    /// peers).
+    pub clock_offset_s: Option<i64>,
 }
 
 impl Snapshot {
@@ -380,6 +384,15 @@ impl Snapshot {
                 ConstGauge::new(s),
             )?;
         }
+        if let Some(s) = self.clock_offset_s {
+            single(
+                e,
+                "clock_offset_seconds",
+                "The median of the connected peers' clocks minus this node's (minutes off: fix the clock; releases look expired or not yet made).",
+                Gauge,
+                ConstGauge::new(s),
+            )?;
+        }
         Ok(())
     }
 }
@@ -405,10 +418,12 @@ mod tests {
                 stored_bytes: 100,
             }],
             cert_expiry_s: Some(86_400),
+            clock_offset_s: Some(-3600),
             ..Snapshot::default()
         };
         let text = s.render();
         assert!(text.contains("p2pd_cert_expiry_seconds 86400"), "{text}");
+        assert!(text.contains("p2pd_clock_offset_seconds -3600"), "{text}");
         let classic = to_classic_text(&text);
         for line in [
             "# HELP p2pd_transfer_bytes_total Chunk bytes moved",

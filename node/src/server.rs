@@ -268,6 +268,7 @@ async fn metrics(
         fleet,
         aggregator_rank: net.aggregator_rank().map_or(-1, |r| r as i64),
         fleet_sites: state.fleet.sites() as u64,
+        clock_offset_s: net.clock_offset_ms().map(|ms| ms / 1000),
         cert_expiry_s: {
             let store = state.store.clone();
             blocking(move || Ok(store.node_cert()?))
@@ -1132,6 +1133,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<NodeStatus>, 
     let net = net_of(&state)?;
     let t = &net.traffic;
     Ok(Json(NodeStatus {
+        clock_offset_s: net.clock_offset_ms().map(|ms| ms as f64 / 1000.0),
         node_id: net.local.node_id.to_hex(),
         peer_id: net.local.peer_id.to_string(),
         site: net.local.site.clone(),

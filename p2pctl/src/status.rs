@@ -31,6 +31,9 @@ pub(crate) fn find_progress<'a>(
     }
 }
 
+/// A clock this far from its peers' (seconds) is shown in `p2pctl status`.
+const CLOCK_NOTICE_S: f64 = 60.0;
+
 pub(crate) async fn status(
     client: &Client,
     release: Option<String>,
@@ -63,6 +66,13 @@ pub(crate) async fn status(
             human_bytes(st.sent_lan_bytes),
             human_bytes(st.sent_wan_bytes)
         );
+        if let Some(off) = st.clock_offset_s.filter(|o| o.abs() >= CLOCK_NOTICE_S) {
+            crate::outln!(
+                "CLOCK: this node's clock is {:.0} s {} its peers' (median): fix it, or releases look expired or not yet made",
+                off.abs(),
+                if off > 0.0 { "behind" } else { "ahead of" }
+            );
+        }
         for r in &st.refused {
             crate::outln!("refused {}: {}", &r.id[..12], r.reason);
         }

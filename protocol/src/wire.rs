@@ -141,6 +141,10 @@ pub struct Hello {
     /// ([`crate::revoke::Revocations::replaces`]): a receiver that holds an older one asks
     /// for it ([`Request::Revocations`]).
     pub revocations: (u64, u64),
+    /// The sender's clock when it sent the hello, unix milliseconds: a node compares its
+    /// own with its peers' (a clock far off refuses valid releases, or takes expired ones
+    /// for current) and says so in its status and metrics.
+    pub now_unix_ms: i64,
 }
 
 /// A message on the control stream.

@@ -34,6 +34,9 @@ pub struct Rogue {
     pub peer_id: PeerId,
     /// The certificate its hello shows (encoded `protocol::cert::SignedCert`; empty: none).
     pub cert: Vec<u8>,
+    /// How far its hello's clock is from the real one, milliseconds (a node with a wrong
+    /// clock, which a test cannot make of a real process).
+    pub clock_offset_ms: i64,
 }
 
 /// What a node did with one stream the rogue opened.
@@ -61,6 +64,7 @@ impl Rogue {
             endpoint,
             keypair,
             cert: Vec::new(),
+            clock_offset_ms: 0,
         })
     }
 
@@ -108,6 +112,7 @@ impl Rogue {
             cert: self.cert.clone(),
             root_version: 0,
             revocations: (0, 0),
+            now_unix_ms: jiff::Timestamp::now().as_millisecond() + self.clock_offset_ms,
         };
         write_frame(&mut send, &Control::Hello(ours)).await?;
         let body = tokio::time::timeout(

@@ -462,6 +462,7 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             cert: Vec::new(),
             root_version: 0,
             revocations: (0, 0),
+            now_unix_ms: 0,
         })),
         wire::frame(&Control::Hello(wire::Hello {
             protocol_version: protocol::PROTOCOL_VERSION + 1,
@@ -471,6 +472,7 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             cert: Vec::new(),
             root_version: 0,
             revocations: (0, 0),
+            now_unix_ms: 0,
         })),
     ] {
         let conn = rogue

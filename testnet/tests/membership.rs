@@ -46,6 +46,7 @@ async fn refusal(rogue: &Rogue, peer: &str, addr: std::net::SocketAddr) -> u64 {
         cert: rogue.cert.clone(),
         root_version: 0,
         revocations: (0, 0),
+        now_unix_ms: 0,
     });
     send.write_all(&wire::frame(&hello)).await.unwrap();
     match tokio::time::timeout(Duration::from_secs(15), conn.closed())
@@ -106,6 +107,8 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
     // treated as its certificate's site (a WAN peer, not a same-site one).
     let mut elsewhere = Rogue::new().unwrap();
     elsewhere.cert = certify(&elsewhere, "far-away", &ca);
+    // Its clock is two hours behind: the node sees it, and says it is the peer's.
+    elsewhere.clock_offset_ms = -2 * 3_600_000;
     let link = elsewhere
         .connect(&st.peer_id, addr, "branch")
         .await
@@ -132,6 +135,16 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
     };
     assert_eq!(seen.site, "far-away");
     assert!(!seen.lan);
+    assert!(
+        (seen.clock_offset_s + 7200.0).abs() < 60.0,
+        "{}",
+        seen.clock_offset_s
+    );
+    let own = fleet.status(target).await.unwrap().clock_offset_s.unwrap();
+    assert!(
+        own.abs() < 60.0,
+        "the node's clock against its peers' median: {own}"
+    );
 
     // Status records: a certified member's own record is taken; one it makes up for another
     // node is not (each node's record comes from itself).
