@@ -82,6 +82,11 @@ const WAN_FLUSH_TICK: Duration = Duration::from_millis(100);
 /// How long asking another site for its records may take to reach a member of it.
 const SITE_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A quarter of `max_peers` is kept for this node's own site ([`Net::has_room_for`]): with
+/// the default 128, 96 peers of other sites at most, and 32 slots a crowd of them cannot take
+/// from the site's members.
+pub(crate) const SAME_SITE_RESERVE_DIVISOR: usize = 4;
+
 /// Manifests fetched at once (each can be up to 64 MiB).
 pub(crate) const MANIFEST_FETCHES_MAX: usize = 4;
 
@@ -667,6 +672,19 @@ impl Net {
         Some(offsets[offsets.len() / 2])
     }
 
+    /// Whether a connection to a peer of `site` may be added: one of this node's site up to
+    /// `max_peers`, one of another site only while a [`SAME_SITE_RESERVE_DIVISOR`]th of the
+    /// slots stays free for this site's members (which fetch and serve on the LAN; a site's
+    /// peer is certified in a fleet with a root, claimed without one).
+    pub(crate) fn has_room_for(&self, site: &str) -> bool {
+        let (n, max) = (self.peers.count(), self.config.max_peers);
+        if site == self.local.site {
+            n < max
+        } else {
+            n < max - max / SAME_SITE_RESERVE_DIVISOR
+        }
+    }
+
     /// The peers report for `p2pctl peers`.
     pub fn peer_views(&self) -> Vec<ApiPeer> {
         let mut v: Vec<ApiPeer> = self.peer_list().iter().map(|p| p.view()).collect();
@@ -916,8 +934,8 @@ impl Net {
         if self.peers.is_connected(&peer) {
             return;
         }
-        if self.peers.count() >= self.config.max_peers {
-            tracing::debug!(%peer, "at max_peers; not connecting");
+        if !self.has_room_for(&known.site) {
+            tracing::debug!(%peer, site = %known.site, "no peer slot left for it; not connecting");
             return;
         }
         if !self.peers.start_dial(peer) {

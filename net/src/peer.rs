@@ -614,6 +614,16 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> crate::Result<()> 
     };
     // Nothing of this node's is sent to a peer that is refused.
     let place = admit_or_close(net, &conn, &peer, &their)?;
+    if !net.has_room_for(&place.site) {
+        conn.close(
+            VarInt::from_u32(codes::SURPLUS),
+            b"slots left are for this site",
+        );
+        return Err(crate::Error::Handshake(format!(
+            "{peer} of site {} refused: the slots left are kept for this site's members",
+            place.site
+        )));
+    }
     write_frame(&mut send, &Control::Hello(hello(net))).await?;
     register(net, false, conn, peer, their, place, send, recv);
     Ok(())

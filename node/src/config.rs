@@ -429,7 +429,8 @@ bootstrap = []
 # Channels whose releases this node fetches, each with those under it ("security" covers
 # "security/openssl", not "security-evil"); "*" follows every channel.
 follow = ["*"]
-# Most peers connected on the data plane at once.
+# Most peers connected on the data plane at once; a quarter of them is kept for peers of
+# this node's own site (other sites' peers take at most the rest).
 max_peers = 128
 # Peers of other sites this node dials for chunks (besides bootstrap peers; others dial it).
 wan_peers = 4

@@ -737,3 +737,61 @@ async fn a_release_held_for_approval_goes_nowhere_until_an_approver_on_another_n
     assert!(audit.contains("approved by key"), "{audit}");
     assert!(audit.contains("released"), "{audit}");
 }
+
+/// A crowd of certified peers of another site takes at most three quarters of a node's
+/// `max_peers` (128): the rest is kept for the node's own site, so a site-mate that
+/// restarts gets back in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_from_other_sites_cannot_take_the_slots_kept_for_site_mates() {
+    let (_guard, dir) = workdir();
+    let s = Scenario::parse(
+        "name = 'slots'\nseed = 4\ntimeout_s = 120\nmembership = true\n\
+         [release]\nsize_mib = 1\n[origin]\nup_mbit = 200\n[wan]\nlatency_ms = 2\n\
+         [[sites]]\nname = 'branch'\nnodes = 2\n",
+    )
+    .unwrap();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let (_, ca) = fleet.membership.clone().unwrap();
+    let target = 1;
+    let st = fleet.status(target).await.unwrap();
+    let addr = fleet.nodes[target].data_addr;
+
+    // Certified peers of another site connect until the node refuses one.
+    let mut crowd = Vec::new();
+    let refused_at = loop {
+        let mut r = Rogue::new().unwrap();
+        r.cert = certify(&r, "far-away", &ca);
+        match r.connect(&st.peer_id, addr, "far-away").await {
+            Ok(link) => crowd.push((r, link)),
+            Err(_) => break fleet.peers(target).await.unwrap().len(),
+        }
+        assert!(
+            crowd.len() <= 128,
+            "no peer of another site was ever refused"
+        );
+    };
+    assert_eq!(refused_at, 96, "three quarters of max_peers (128)");
+
+    // A site-mate that restarts gets back in.
+    let mate = 2;
+    let mate_id = fleet.status(mate).await.unwrap().node_id;
+    fleet.kill(mate);
+    fleet.start_node(mate).unwrap();
+    fleet.wait_ready(mate).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while !fleet
+        .peers(target)
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.node_id == mate_id && p.lan)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted site-mate did not get back in"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(crowd);
+}
