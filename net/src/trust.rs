@@ -221,8 +221,13 @@ impl Net {
                             Ok(Ok(_)) => {
                                 tracing::debug!(peer = %peer.id, "peer's roots add nothing")
                             }
-                            Ok(Err(e)) => {
+                            Ok(Err(TrustError::Refused(e))) => {
                                 self.strike(&peer.id, &format!("fleet root refused: {e}"));
+                            }
+                            // This node's store, not the peer's answer.
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "fleet roots from a peer not taken");
+                                return;
                             }
                             Err(_) => return,
                         },
@@ -260,8 +265,11 @@ impl Net {
                 Ok(Err(TrustError::Refused(e))) if self.trust_versions().1 > held => {
                     tracing::debug!(peer = %peer.id, error = %e, "revocation list held already");
                 }
-                Ok(Err(e)) => {
+                Ok(Err(TrustError::Refused(e))) => {
                     self.strike(&peer.id, &format!("revocation list refused: {e}"));
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "revocation list from a peer not taken");
                 }
                 Err(_) => {}
             }
