@@ -63,13 +63,13 @@ impl Net {
             .map_err(|e| ApproveError::Store(e.to_string()))?
             .map_err(|e| ApproveError::Store(e.to_string()))?;
         if let Some(envelope) = local {
-            return self.standing(envelope, true, false);
+            return self.standing(envelope, true);
         }
         for peer in self.peer_list() {
             let Ok(bytes) = peer.request_manifest(id).await else {
                 continue;
             };
-            if let Ok(held) = self.standing(bytes, false, false) {
+            if let Ok(held) = self.standing(bytes, false) {
                 if held.have < held.need && envelope_id(&held.envelope) == Some(id) {
                     return Ok(held);
                 }
@@ -99,11 +99,7 @@ impl Net {
         }
         for peer in self.peer_list() {
             match peer.request_approve(id, signature).await {
-                Ok(Ok(envelope)) => {
-                    let mut held = self.standing(envelope, false, false)?;
-                    held.released = held.have >= held.need;
-                    return Ok(held);
-                }
+                Ok(Ok(envelope)) => return self.standing(envelope, false),
                 Ok(Err(reason)) => return Err(ApproveError::Refused(reason)),
                 Err(_) => continue,
             }
@@ -139,12 +135,12 @@ impl Net {
             )));
         }
         let policy = self.policy();
-        if policy.publisher(&signature.key).is_none() {
+        let Some(signer) = policy.publisher(&signature.key) else {
             return Err(refused(format!(
                 "key {} is not a publisher or approver of this fleet",
                 signature.key.to_hex()
             )));
-        }
+        };
         env.add_signature(signature);
         if env.signatures.len() > protocol::envelope::SIGNATURES_MAX {
             return Err(refused(
@@ -153,11 +149,7 @@ impl Net {
         }
         let signed =
             check_signatures(&env.encode(), &policy).map_err(|e| refused(e.to_string()))?;
-        if !signed.release.signers.iter().any(|n| {
-            policy
-                .publisher(&signature.key)
-                .is_some_and(|p| p.name == *n)
-        }) {
+        if !signer.allows_channel(&signed.release.manifest.channel) {
             return Err(refused(format!(
                 "key {} may not sign on channel {}",
                 signature.key.to_hex(),
@@ -204,21 +196,17 @@ impl Net {
         })
     }
 
-    /// Where `envelope` stands under this node's trust policy.
-    fn standing(
-        &self,
-        envelope: Vec<u8>,
-        local: bool,
-        released: bool,
-    ) -> Result<HeldRelease, ApproveError> {
+    /// Where `envelope` stands under this node's trust policy (released once it has the
+    /// signatures it needs).
+    fn standing(&self, envelope: Vec<u8>, local: bool) -> Result<HeldRelease, ApproveError> {
         let s = check_signatures(&envelope, &self.policy())
             .map_err(|e| ApproveError::Refused(e.to_string()))?;
         Ok(HeldRelease {
             have: s.have,
             need: s.need,
+            released: s.have >= s.need,
             signers: s.release.signers,
             envelope,
-            released,
             local,
         })
     }

@@ -699,14 +699,15 @@ pub(crate) fn certified_place(
 }
 
 fn hello(net: &Net) -> Hello {
+    let (root_version, revocations) = net.trust_versions();
     Hello {
         protocol_version: protocol::PROTOCOL_VERSION,
         site: net.local.site.clone(),
         region: net.local.region.clone(),
         instance: net.local.instance,
         cert: net.membership().map(|m| m.cert.clone()).unwrap_or_default(),
-        root_version: net.trust_versions().0,
-        revocations: net.trust_versions().1,
+        root_version,
+        revocations,
         now_unix_ms: jiff::Timestamp::now().as_millisecond(),
     }
 }

@@ -514,17 +514,26 @@ impl Release {
 /// version, and how it would start.
 type Learned = (String, u64, Standing);
 
+/// Where learning one release's manifest stands.
+enum Learning {
+    /// Its manifest is being fetched.
+    Fetching,
+    /// Being fetched, but the peer that announced it said it has no such manifest: likely
+    /// made up, so a release learnt meanwhile does not wait for it
+    /// ([`Registry::manifests_pending_except`]).
+    Denied,
+    /// Verified, about to be fetched.
+    Verified(Learned),
+}
+
 /// The releases of this node; see the module docs.
 pub struct Registry {
     releases: RwLock<HashMap<ReleaseId, Arc<Release>>>,
     refused: Mutex<HashMap<ReleaseId, Refusal>>,
-    /// Releases whose manifest is being fetched (`None`) or is verified and about to be
-    /// fetched (its channel, version and standing): versions of a channel learned together
-    /// are ranked before any of them is fetched.
-    learning: Mutex<HashMap<ReleaseId, Option<Learned>>>,
-    /// Learns whose announcing peer said it has no such manifest: likely made up, so a
-    /// release learnt meanwhile does not wait for them ([`Registry::manifests_pending_except`]).
-    denied: Mutex<std::collections::HashSet<ReleaseId>>,
+    /// Releases whose manifest is being fetched, or is verified and about to be fetched (its
+    /// channel, version and standing): versions of a channel learned together are ranked
+    /// before any of them is fetched.
+    learning: Mutex<HashMap<ReleaseId, Learning>>,
     /// Learns in progress per announcing peer ([`LEARNS_PER_PEER_MAX`]).
     learning_from: Mutex<HashMap<libp2p::PeerId, usize>>,
     /// Releases announced whose manifest no peer served, and when ([`UNSERVABLE_TTL`]):
@@ -547,7 +556,6 @@ impl Default for Registry {
             refused: Mutex::default(),
             learning: Mutex::default(),
             learning_from: Mutex::default(),
-            denied: Mutex::default(),
             unservable: Mutex::default(),
             claims: Mutex::default(),
             stored: broadcast::channel(STORED_NOTICES_MAX).0,
@@ -620,7 +628,10 @@ impl Registry {
         versions.extend(
             lock(&self.learning)
                 .values()
-                .flatten()
+                .filter_map(|l| match l {
+                    Learning::Verified(learned) => Some(learned),
+                    Learning::Fetching | Learning::Denied => None,
+                })
                 .filter(|(c, _, _)| c == channel)
                 .map(|&(_, v, s)| (v, s)),
         );
@@ -708,7 +719,7 @@ impl Registry {
             }
             *n += 1;
         }
-        learning.insert(id, None);
+        learning.insert(id, Learning::Fetching);
         true
     }
 
@@ -737,30 +748,28 @@ impl Registry {
     /// `own` (running, or waiting for its window).
     pub(crate) fn learned(&self, id: ReleaseId, channel: &str, version: u64, own: Standing) {
         if let Some(entry) = lock(&self.learning).get_mut(&id) {
-            *entry = Some((channel.to_string(), version, own));
+            *entry = Learning::Verified((channel.to_string(), version, own));
         }
     }
 
     /// Whether a manifest other than `id`'s is still being fetched (leaving out those
     /// whose announcer denied having it).
     pub(crate) fn manifests_pending_except(&self, id: &ReleaseId) -> bool {
-        let denied = lock(&self.denied);
         lock(&self.learning)
             .iter()
-            .any(|(other, entry)| other != id && entry.is_none() && !denied.contains(other))
+            .any(|(other, entry)| other != id && matches!(entry, Learning::Fetching))
     }
 
     /// The peer that announced `id` said it has no such manifest.
     pub(crate) fn note_denied(&self, id: ReleaseId) {
-        if lock(&self.learning).contains_key(&id) {
-            lock(&self.denied).insert(id);
+        if let Some(entry @ Learning::Fetching) = lock(&self.learning).get_mut(&id) {
+            *entry = Learning::Denied;
         }
     }
 
     /// Learning the manifest of `id` ended.
     pub(crate) fn end_learning(&self, id: &ReleaseId, from: Option<libp2p::PeerId>) {
         lock(&self.learning).remove(id);
-        lock(&self.denied).remove(id);
         if let Some(peer) = from {
             let mut per_peer = lock(&self.learning_from);
             if let Some(n) = per_peer.get_mut(&peer) {

@@ -208,39 +208,37 @@ impl Net {
     async fn catch_up(self: &Arc<Self>, peer: &Arc<Peer>) {
         let held = self.trust_versions().0;
         if peer.root_version.load(Ordering::Relaxed) > held {
-            match peer.request_roots(held).await {
-                Ok(list) => {
-                    let chain: Result<Vec<SignedRoot>, _> =
-                        list.iter().map(|b| SignedRoot::decode(b)).collect();
-                    match chain.map_err(|e| e.to_string()).map(|c| {
-                        let net = self.clone();
-                        move || net.take_roots(&c)
-                    }) {
-                        Ok(take) => match tokio::task::spawn_blocking(take).await {
-                            Ok(Ok(v)) if v > held => {}
-                            Ok(Ok(_)) => {
-                                tracing::debug!(peer = %peer.id, "peer's roots add nothing")
-                            }
-                            Ok(Err(TrustError::Refused(e))) => {
-                                self.strike(&peer.id, &format!("fleet root refused: {e}"));
-                            }
-                            // This node's store, not the peer's answer.
-                            Ok(Err(e)) => {
-                                tracing::error!(error = %e, "fleet roots from a peer not taken");
-                                return;
-                            }
-                            Err(_) => return,
-                        },
-                        Err(e) => {
-                            self.strike(&peer.id, &format!("fleet roots do not decode: {e}"));
-                            return;
-                        }
-                    }
-                }
+            let list = match peer.request_roots(held).await {
+                Ok(list) => list,
                 Err(e) => {
                     tracing::debug!(peer = %peer.id, error = %e, "fleet roots not fetched");
                     return;
                 }
+            };
+            let chain = match list
+                .iter()
+                .map(|b| SignedRoot::decode(b))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(chain) => chain,
+                Err(e) => {
+                    self.strike(&peer.id, &format!("fleet roots do not decode: {e}"));
+                    return;
+                }
+            };
+            let net = self.clone();
+            match tokio::task::spawn_blocking(move || net.take_roots(&chain)).await {
+                Ok(Ok(v)) if v > held => {}
+                Ok(Ok(_)) => tracing::debug!(peer = %peer.id, "peer's roots add nothing"),
+                Ok(Err(TrustError::Refused(e))) => {
+                    self.strike(&peer.id, &format!("fleet root refused: {e}"));
+                }
+                // This node's store, not the peer's answer.
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "fleet roots from a peer not taken");
+                    return;
+                }
+                Err(_) => return,
             }
         }
         let held = self.trust_versions().1;

@@ -1493,12 +1493,16 @@ async fn list_releases(
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
     let task = state.clone();
     let list = blocking(move || {
+        // Few releases are held: read the held table once, each held envelope once.
+        let held = task.store.held_releases()?;
         task.store
             .releases()?
             .iter()
             .map(|s| {
                 let mut v = release_view(s);
-                v.held = held_state(&task, &s.id)?;
+                if held.contains(&s.id) {
+                    v.held = held_state(&task, &s.id)?;
+                }
                 Ok(v)
             })
             .collect::<Result<Vec<_>, ApiError>>()

@@ -325,14 +325,6 @@ impl Root {
         blake3::hash(&self.canonical_bytes()).to_hex().to_string()
     }
 
-    /// The approval rule for `channel`: the one with the longest matching scope.
-    pub fn approval_for(&self, channel: &str) -> Option<&ApprovalRule> {
-        self.approvals
-            .iter()
-            .filter(|r| channel_in_scope(&r.channels, channel))
-            .max_by_key(|r| r.channels.len())
-    }
-
     /// Signatures a release on `channel` needs ([`ApprovalRule`]; one if no rule covers it).
     pub fn release_threshold(&self, channel: &str, emergency: bool) -> u32 {
         // One rule, decided where every release is checked.

@@ -57,13 +57,7 @@ impl Store {
             let mut summaries = txn.open_table(SUMMARIES)?;
             let summary = summaries
                 .get(id.as_bytes())?
-                .map(|v| {
-                    codec::decode::<ReleaseSummary, { crate::SUMMARY_BYTES_MAX }>(
-                        v.value(),
-                        "release summary",
-                    )
-                    .map_err(|e| StoreError::Damaged(e.to_string()))
-                })
+                .map(|v| ReleaseSummary::decode(v.value()))
                 .transpose()?;
             if let Some(mut s) = summary {
                 s.signers = release.signers.clone();

@@ -290,6 +290,12 @@ pub struct ReleaseSummary {
 }
 
 impl ReleaseSummary {
+    /// Decodes a stored summary (at most `SUMMARY_BYTES_MAX`).
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        codec::decode::<Self, SUMMARY_BYTES_MAX>(bytes, "release summary")
+            .map_err(|e| StoreError::Damaged(e.to_string()))
+    }
+
     fn of(release: &VerifiedRelease, stored_unix_s: i64) -> Self {
         let m: &Manifest = &release.manifest;
         Self {
@@ -559,10 +565,7 @@ impl Store {
         let mut out = Vec::new();
         for row in table.iter()? {
             let (_, v) = row?;
-            out.push(
-                codec::decode::<ReleaseSummary, SUMMARY_BYTES_MAX>(v.value(), "release summary")
-                    .map_err(|e| StoreError::Damaged(e.to_string()))?,
-            );
+            out.push(ReleaseSummary::decode(v.value())?);
         }
         out.sort_by(|a, b| {
             b.stored_unix_s
@@ -579,10 +582,7 @@ impl Store {
         let table = read.open_table(SUMMARIES)?;
         table
             .get(id.as_bytes())?
-            .map(|v| {
-                codec::decode::<ReleaseSummary, SUMMARY_BYTES_MAX>(v.value(), "release summary")
-                    .map_err(|e| StoreError::Damaged(e.to_string()))
-            })
+            .map(|v| ReleaseSummary::decode(v.value()))
             .transpose()
     }
 

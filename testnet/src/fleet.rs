@@ -670,6 +670,38 @@ impl Fleet {
             .await?)
     }
 
+    /// `p2pctl ARGS` against node `i`'s control socket, run to its end.
+    pub fn ctl(&self, i: usize, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(Command::new(&self.bins.p2pctl)
+            .arg("--socket")
+            .arg(&self.nodes[i].socket)
+            .args(args)
+            .output()?)
+    }
+
+    /// Waits until node `i` holds release `id` complete; an error names what it holds
+    /// after `timeout`.
+    pub async fn wait_complete(&self, i: usize, id: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.status(i).await?;
+            if st
+                .releases
+                .iter()
+                .any(|r| r.id == id && r.state == FetchState::Complete)
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not complete {id}: {:?}",
+                self.nodes[i].name,
+                st.releases
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The data-plane peers of node `i`.
     pub async fn peers(&self, i: usize) -> anyhow::Result<Vec<api::PeerView>> {
         let none: Option<&()> = None;
@@ -853,6 +885,20 @@ impl Fleet {
         version: u64,
         extra: &[&str],
     ) -> anyhow::Result<String> {
+        self.publish_as(channel, path, version, &self.key, extra)
+    }
+
+    /// Publishes `path` as `version` of `channel` on the origin signed with the key in
+    /// `key` (another publisher's), with more `p2pctl publish` arguments; returns the
+    /// release id.
+    pub fn publish_as(
+        &self,
+        channel: &str,
+        path: &Path,
+        version: u64,
+        key: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<String> {
         let out = Command::new(&self.bins.p2pctl)
             .arg("--socket")
             .arg(&self.nodes[0].socket)
@@ -865,7 +911,7 @@ impl Fleet {
                 &version.to_string(),
                 "--key",
             ])
-            .arg(&self.key)
+            .arg(key)
             .args(extra)
             .output()?;
         anyhow::ensure!(

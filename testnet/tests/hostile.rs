@@ -1,7 +1,6 @@
 //! Hostile peers against real p2pd processes: a peer that serves corrupted chunks, peers that
 //! offer forged or stale releases, and bytes on the data plane that are no valid frame.
 
-use api::FetchState;
 use net::quic::codes;
 use net::{BAN_DURATION, STRIKES_TO_BAN};
 use protocol::codec;
@@ -52,27 +51,6 @@ fn manifest_of(envelope: &[u8]) -> Manifest {
     let signed: SignedManifest =
         codec::decode::<_, ENVELOPE_BYTES_MAX>(envelope, "envelope").unwrap();
     codec::decode::<_, MANIFEST_BYTES_MAX>(&signed.manifest_bytes, "manifest").unwrap()
-}
-
-async fn wait_complete(fleet: &Fleet, i: usize, id: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let st = fleet.status(i).await.unwrap();
-        if st
-            .releases
-            .iter()
-            .any(|r| r.id == id && r.state == FetchState::Complete)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not complete {id}: {:?}",
-            fleet.nodes[i].name,
-            st.releases
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A same-site peer that claims every chunk and serves bytes that do not match their ids is
@@ -130,7 +108,10 @@ async fn peer_serving_corrupt_chunks_is_banned_and_honest_nodes_complete() {
     );
 
     for i in [1, 2] {
-        wait_complete(&fleet, i, &id, Duration::from_secs(90)).await;
+        fleet
+            .wait_complete(i, &id, Duration::from_secs(90))
+            .await
+            .unwrap();
         let st = fleet.status(i).await.unwrap();
         assert!(
             st.banned.contains(&rogue.peer_id.to_string()),
@@ -363,7 +344,10 @@ async fn forged_expired_and_stale_releases_are_refused_and_nothing_is_fetched() 
     offer.add_manifest(good_id, good.encode());
     let chunks = manifest_of(&good.encode()).unique_chunks().len();
     l.send(&bitmap_of(good_id, chunks)).await.unwrap();
-    wait_complete(&fleet, 1, &good_id.to_hex(), Duration::from_secs(30)).await;
+    fleet
+        .wait_complete(1, &good_id.to_hex(), Duration::from_secs(30))
+        .await
+        .unwrap();
     assert!(offer.chunk_requests.load(Ordering::Relaxed) >= 1);
 }
 
@@ -543,7 +527,10 @@ async fn members_that_never_serve_or_never_progress_delay_a_site_by_at_most_two_
         )
         .unwrap();
     for i in [1, 2] {
-        wait_complete(&fleet, i, &plain, Duration::from_secs(120)).await;
+        fleet
+            .wait_complete(i, &plain, Duration::from_secs(120))
+            .await
+            .unwrap();
     }
     let normal = start.elapsed();
 
@@ -597,7 +584,10 @@ async fn members_that_never_serve_or_never_progress_delay_a_site_by_at_most_two_
     });
     let bound = normal + 2 * MEMBER_STALL;
     for i in [1, 2] {
-        wait_complete(&fleet, i, &id, bound + Duration::from_secs(60)).await;
+        fleet
+            .wait_complete(i, &id, bound + Duration::from_secs(60))
+            .await
+            .unwrap();
     }
     let hindered = start.elapsed();
     nagging.abort();

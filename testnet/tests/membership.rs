@@ -187,12 +187,11 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
         .unwrap();
     mlink.send(&record(made_up_id, &made_up)).await.unwrap();
     let detail = |fleet: &Fleet| {
-        let out = std::process::Command::new(&fleet.bins.p2pctl)
-            .arg("--socket")
-            .arg(&fleet.nodes[target].socket)
-            .args(["--json", "fleet", &d.release, "--site", "branch"])
-            .output()
-            .unwrap();
+        let out = ctl(
+            fleet,
+            target,
+            &["--json", "fleet", &d.release, "--site", "branch"],
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         v["nodes_detail"]
             .as_array()
@@ -227,12 +226,7 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
     .unwrap();
 
     // `p2pctl peers --refused` names each refusal and why; so does the log.
-    let out = std::process::Command::new(&fleet.bins.p2pctl)
-        .arg("--socket")
-        .arg(&fleet.nodes[target].socket)
-        .args(["--json", "peers", "--refused"])
-        .output()
-        .unwrap();
+    let out = ctl(&fleet, target, &["--json", "peers", "--refused"]);
     let refused: Vec<api::RefusedPeerView> = serde_json::from_slice(&out.stdout).unwrap();
     let why = |r: &Rogue| {
         refused
@@ -257,12 +251,7 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
 
 /// Runs p2pctl against node `i` with `args`; its output, whether it succeeded.
 fn ctl(fleet: &Fleet, i: usize, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(&fleet.bins.p2pctl)
-        .arg("--socket")
-        .arg(&fleet.nodes[i].socket)
-        .args(args)
-        .output()
-        .unwrap()
+    fleet.ctl(i, args).unwrap()
 }
 
 /// Node `i`'s view of itself (`p2pctl --json node`).
@@ -502,50 +491,14 @@ async fn a_revoked_node_is_dropped_everywhere_in_seconds_and_a_new_root_spreads_
         fleet.publish(&payload, 1).is_err(),
         "a key the new root dropped still publishes"
     );
-    let out = ctl(
-        &fleet,
-        0,
-        &[
-            "--json",
-            "publish",
-            &payload.display().to_string(),
-            "--channel",
-            "testnet/revoke",
-            "--version",
-            "1",
-            "--key",
-            &second.display().to_string(),
-        ],
-    );
-    ok(out.clone());
-    let text = String::from_utf8_lossy(&out.stdout);
-    // The JSON output is the stream of events; the last line holds the release.
-    let v: serde_json::Value = serde_json::from_str(text.trim())
-        .or_else(|_| serde_json::from_str(text.lines().last().unwrap_or_default()))
+    let id = fleet
+        .publish_as("testnet/revoke", &payload, 1, &second, &[])
         .unwrap();
-    let id = v["id"]
-        .as_str()
-        .or_else(|| v["release"]["id"].as_str())
-        .expect("the release id")
-        .to_owned();
-    let far = 11;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = fleet.status(far).await.unwrap();
-        if st
-            .releases
-            .iter()
-            .any(|r| r.id == id && r.state == api::FetchState::Complete)
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new publisher's release did not reach {}",
-            fleet.nodes[far].name
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The new publisher's release reaches the far end of the fleet.
+    fleet
+        .wait_complete(11, &id, Duration::from_secs(60))
+        .await
+        .unwrap();
 
     // Unrevoked under root v2: that list starts its numbering again (v1 under root v2) and
     // still replaces v1 under root v1 everywhere; the node is admitted again and catches up.
@@ -707,24 +660,17 @@ async fn a_release_held_for_approval_goes_nowhere_until_an_approver_on_another_n
     .unwrap();
     assert!(done.released, "{done:?}");
     assert_eq!((done.approval.have, done.approval.need), (2, 2));
+    // Every node fetches the approved release, all within one minute.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for i in 1..n {
-        loop {
-            let st = fleet.status(i).await.unwrap();
-            if st
-                .releases
-                .iter()
-                .any(|r| r.id == id && r.state == api::FetchState::Complete)
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} did not fetch the approved release",
-                fleet.nodes[i].name
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        fleet
+            .wait_complete(
+                i,
+                &id,
+                deadline.saturating_duration_since(std::time::Instant::now()),
+            )
+            .await
+            .unwrap();
     }
     // Who signed: in the release on every node, and in the origin's audit log.
     let show: serde_json::Value =

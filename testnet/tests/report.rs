@@ -13,11 +13,8 @@ const CHANNELS: u64 = 8;
 
 /// `p2pctl --json report --since 1d` on node `i`.
 fn report(fleet: &Fleet, i: usize) -> serde_json::Value {
-    let out = std::process::Command::new(&fleet.bins.p2pctl)
-        .arg("--socket")
-        .arg(&fleet.nodes[i].socket)
-        .args(["--json", "report", "--since", "1d"])
-        .output()
+    let out = fleet
+        .ctl(i, &["--json", "report", "--since", "1d"])
         .unwrap();
     assert!(
         out.status.success(),
@@ -201,12 +198,7 @@ async fn the_report_is_the_same_from_every_site_and_keeps_the_first_of_forty_rel
 
 /// `p2pctl --json fleet RELEASE` on node `i`, parsed.
 fn fleet_json(fleet: &Fleet, i: usize, release: &str) -> serde_json::Value {
-    let out = std::process::Command::new(&fleet.bins.p2pctl)
-        .arg("--socket")
-        .arg(&fleet.nodes[i].socket)
-        .args(["--json", "fleet", release])
-        .output()
-        .unwrap();
+    let out = fleet.ctl(i, &["--json", "fleet", release]).unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "p2pctl fleet on node {i}: {e}: {}",
@@ -249,11 +241,8 @@ async fn a_stopped_node_turns_silent_after_the_bound_and_leaves_the_estimate() {
     };
     // Silent because its last record is older than the bound (the bound counts from the
     // record, which may be older than the stop), and only that node.
-    let out = std::process::Command::new(&fleet.bins.p2pctl)
-        .arg("--socket")
-        .arg(&fleet.nodes[1].socket)
-        .args(["--json", "fleet", &id, "--site", "branch"])
-        .output()
+    let out = fleet
+        .ctl(1, &["--json", "fleet", &id, "--site", "branch"])
         .unwrap();
     let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let now = std::time::SystemTime::now()
@@ -289,14 +278,7 @@ async fn a_stopped_node_turns_silent_after_the_bound_and_leaves_the_estimate() {
 
     // `p2pctl node forget`: refused for a node that is not silent, done for the silent
     // one, which then leaves the view and the report on every node of the site.
-    let ctl = |i: usize, args: &[&str]| {
-        std::process::Command::new(&fleet.bins.p2pctl)
-            .arg("--socket")
-            .arg(&fleet.nodes[i].socket)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let ctl = |i: usize, args: &[&str]| fleet.ctl(i, args).unwrap();
     let live = detail["nodes_detail"]
         .as_array()
         .unwrap()
