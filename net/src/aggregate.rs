@@ -286,6 +286,7 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
             continue;
         }
         let known = KnownPeer {
+            told: super::peers::Told::Summary,
             lan_known: false,
             site: s.clone(),
             lan: c.wan,
@@ -316,7 +317,7 @@ pub(crate) fn tick(net: &Arc<Net>, fleet: &Fleet) {
     st.picks = picked.iter().map(|&i| candidates[i].0).collect();
     for &i in &picked {
         let (peer, known, _) = &candidates[i];
-        net.learn_peer(*peer, known.clone(), false);
+        net.learn_peer(*peer, known.clone());
     }
     let mut neighbours: Vec<&Arc<Peer>> = Vec::new();
     for p in peers.iter().filter(|p| p.class == Class::Wan) {
@@ -378,6 +379,24 @@ pub async fn refresh(net: &Arc<Net>) {
     }
 }
 
+/// Whether a record of `node` that the site's aggregator relays may be kept: always in a
+/// fleet without a root; with one, only for this node or a member whose certificate this
+/// node verified itself and which still holds (not expired, not revoked, its CA still in
+/// the root). An aggregator, hostile or not, cannot add nodes to a member's view.
+fn relayed_member(net: &Net, node: &protocol::NodeId) -> Result<(), String> {
+    let Some(m) = net.membership() else {
+        return Ok(());
+    };
+    if *node == net.local.node_id {
+        return Ok(());
+    }
+    let cert = net
+        .peers
+        .certified(&node.0)
+        .ok_or_else(|| "no certificate of it was verified here".to_string())?;
+    m.check(&cert, node, jiff::Timestamp::now().as_second())
+}
+
 async fn refresh_from_aggregator(net: &Arc<Net>) {
     let Some(fleet) = net.fleet.get() else {
         return;
@@ -396,7 +415,17 @@ async fn refresh_from_aggregator(net: &Arc<Net>) {
     match first.request_site_records().await {
         Ok(list) => {
             for bytes in list {
-                let _ = fleet.offer_record(&bytes);
+                let Ok(body) =
+                    protocol::status::SignedStatus::decode(&bytes).and_then(|s| s.verify())
+                else {
+                    continue;
+                };
+                if let Err(why) = relayed_member(net, &body.node) {
+                    tracing::debug!(node = %body.node.to_hex(), reason = %why,
+                        "record relayed by the aggregator not kept");
+                    continue;
+                }
+                let _ = fleet.keep_record(body, bytes);
             }
         }
         Err(e) => tracing::debug!(peer = %first.id, error = %e, "site records not fetched"),

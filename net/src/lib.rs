@@ -43,7 +43,7 @@ pub mod trust;
 pub mod window;
 
 pub use error::{Error, Result};
-pub use peers::KnownPeer;
+pub use peers::{KnownPeer, Told};
 pub use registry::{
     Refused, RefusedFacts, Registry, Release, ReleaseState, ReleaseWindows, SERVED_RELEASES_MAX,
     Transition,
@@ -86,6 +86,11 @@ const SITE_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// the default 128, 96 peers of other sites at most, and 32 slots a crowd of them cannot take
 /// from the site's members.
 pub(crate) const SAME_SITE_RESERVE_DIVISOR: usize = 4;
+
+/// A peer of another site connected this long that never sent this node a chunk byte may
+/// give its slot to a member of this site when every slot is taken
+/// ([`Net::evict_for_site_mate`]): long enough for a peer that just came to show it serves.
+pub const EVICTABLE_AFTER: Duration = Duration::from_secs(30);
 
 /// Manifests fetched at once (each can be up to 64 MiB).
 pub(crate) const MANIFEST_FETCHES_MAX: usize = 4;
@@ -251,6 +256,9 @@ pub struct Net {
     membership: std::sync::RwLock<Option<Arc<Membership>>>,
     /// A catch-up of the root or revocation list from a peer is under way ([`trust`]).
     pub(crate) trust_fetching: std::sync::atomic::AtomicBool,
+    /// This node's certificate was replaced ([`Net::set_own_cert`]): the control plane
+    /// starts again so that identify shows the new one.
+    pub(crate) own_cert_changed: tokio::sync::Notify,
 }
 
 fn wan_sites(peers: &[Arc<Peer>]) -> Vec<String> {
@@ -358,6 +366,7 @@ impl Net {
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
             membership: std::sync::RwLock::new(None),
             trust_fetching: std::sync::atomic::AtomicBool::new(false),
+            own_cert_changed: tokio::sync::Notify::new(),
         });
         Ok(net)
     }
@@ -685,6 +694,43 @@ impl Net {
         }
     }
 
+    /// Whether a peer of `site` may connect ([`Net::has_room_for`]), giving it the slot of
+    /// an idle peer of another site if it is of this site and none is free
+    /// ([`Net::evict_for_site_mate`]).
+    pub(crate) fn make_room_for(&self, site: &str) -> bool {
+        self.has_room_for(site) || (site == self.local.site && self.evict_for_site_mate())
+    }
+
+    /// Every slot is taken and a member of this site wants one: the peer of another site
+    /// connected longest among those that never sent this node a chunk byte, have been
+    /// connected [`EVICTABLE_AFTER`] and that this node does not want (a bootstrap peer, a
+    /// WAN pick, an overlay neighbour) is disconnected. Whether one was.
+    fn evict_for_site_mate(&self) -> bool {
+        let picks = self.wan_picks();
+        let now = Instant::now();
+        let victim = self
+            .peer_list()
+            .into_iter()
+            .filter(|p| {
+                p.site != self.local.site
+                    && p.bytes_in.load(Ordering::Relaxed) == 0
+                    && now.duration_since(p.connected) >= EVICTABLE_AFTER
+                    && !self.peers.is_bootstrap(&p.id)
+                    && !picks.contains(&p.id)
+                    && !self.aggregate.wants(&p.id)
+                    && !p.overlay_chosen.load(Ordering::Relaxed)
+            })
+            .min_by_key(|p| p.connected);
+        let Some(victim) = victim else {
+            return false;
+        };
+        tracing::info!(peer = %victim.id, site = %victim.site,
+            "peer of another site that never served disconnected: a member of this site needs its slot");
+        self.peers.remove(&victim.id);
+        victim.close(quic::codes::SURPLUS, "slot given to a member of the site");
+        true
+    }
+
     /// The peers report for `p2pctl peers`.
     pub fn peer_views(&self) -> Vec<ApiPeer> {
         let mut v: Vec<ApiPeer> = self.peer_list().iter().map(|p| p.view()).collect();
@@ -708,25 +754,24 @@ impl Net {
         self.registry.completed().notify_one();
     }
 
-    /// The control plane identified a p2pd peer.
+    /// The control plane identified a p2pd peer (its own word, [`peers::Told::Itself`]).
     pub fn on_identified(self: &Arc<Self>, peer: PeerId, known: KnownPeer) {
-        self.learn_peer(peer, known.clone(), true);
+        self.learn_peer(peer, known.clone());
         if self.wanted(&peer, &known) {
             self.maybe_dial(peer, known);
         }
     }
 
-    /// Remembers where `peer` is (bounded by [`KNOWN_PEERS_MAX`]). What the peer said of
-    /// itself (identify, `own`) replaces what others said of it; what others said (peer
-    /// lists, summaries' contacts) only fills a gap.
-    pub(crate) fn learn_peer(&self, peer: PeerId, known: KnownPeer, own: bool) {
+    /// Remembers where `peer` is ([`peers::PeerTable::learn`]: what the peer said of itself
+    /// replaces what others said; hearsay only fills a gap, and is bounded).
+    pub(crate) fn learn_peer(&self, peer: PeerId, known: KnownPeer) {
         if peer != self.local.peer_id {
-            self.peers.learn(peer, known, own);
+            self.peers.learn(peer, known, Instant::now());
         }
     }
 
-    /// Peers a peer told us of ([`Control::Peers`]).
-    pub(crate) fn on_peers(self: &Arc<Self>, list: Vec<PeerEntry>) {
+    /// Peers that connected peer `from` told us of ([`Control::Peers`]).
+    pub(crate) fn on_peers(self: &Arc<Self>, from: PeerId, list: Vec<PeerEntry>) {
         for e in list {
             let Some(peer) = peer_id_of(&e.node) else {
                 continue;
@@ -734,6 +779,7 @@ impl Net {
             self.learn_peer(
                 peer,
                 KnownPeer {
+                    told: peers::Told::By(from),
                     // Members of this site are vouched for by the peer that names them (it
                     // lists only those it knows the LAN address of).
                     lan_known: e.site == self.local.site,
@@ -741,7 +787,6 @@ impl Net {
                     lan: e.lan,
                     wan: e.wan,
                 },
-                false,
             );
         }
     }
@@ -765,14 +810,16 @@ impl Net {
         // The members of its site: without mDNS, same-site peers find each other through
         // anyone who knows them (a bootstrap node knows every node that joined through it).
         let own_max = protocol::wire::PEERS_PER_MESSAGE_MAX - PEX_OTHERS_MAX;
-        for (p, k) in known.iter() {
+        for (p, k) in known.iter().filter(|(_, k)| k.shareable()) {
             if k.site == site && k.lan_known && out.len() < own_max {
                 out.extend(entry(p, k));
             }
         }
         // Others: a sample by rendezvous, so that every asker gets different ones.
-        let others: Vec<(&PeerId, &KnownPeer)> =
-            known.iter().filter(|(_, k)| k.site != site).collect();
+        let others: Vec<(&PeerId, &KnownPeer)> = known
+            .iter()
+            .filter(|(_, k)| k.site != site && k.shareable())
+            .collect();
         let mut ranked: Vec<(u64, &PeerId, &KnownPeer)> = others
             .into_iter()
             .map(|(p, k)| {
@@ -934,7 +981,7 @@ impl Net {
         if self.peers.is_connected(&peer) {
             return;
         }
-        if !self.has_room_for(&known.site) {
+        if !self.make_room_for(&known.site) {
             tracing::debug!(%peer, site = %known.site, "no peer slot left for it; not connecting");
             return;
         }
@@ -953,6 +1000,9 @@ impl Net {
         tokio::spawn(async move {
             if let Err(e) = peer::dial(&net, peer, addr).await {
                 tracing::debug!(%peer, %addr, error = %e, "data-plane dial failed");
+                if net.peers.dial_failed(&peer, Instant::now()) {
+                    tracing::debug!(%peer, %addr, "peer forgotten: its dials keep failing");
+                }
             }
             net.peers.end_dial(&peer);
         });

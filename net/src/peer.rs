@@ -123,7 +123,7 @@ pub struct Peer {
     pub bytes_in: AtomicU64,
     /// Chunk bytes sent to it.
     pub bytes_out: AtomicU64,
-    connected: Instant,
+    pub(crate) connected: Instant,
     /// This node told it on this connection that it is an overlay neighbour.
     pub(crate) overlay_sent: AtomicBool,
     /// It told this node it takes it as an overlay neighbour.
@@ -594,10 +594,8 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> crate::Result<()> 
         conn.close(VarInt::from_u32(codes::BANNED), b"banned");
         return Err(crate::Error::Handshake(format!("{peer} is banned")));
     }
-    if net.peers.count() >= net.config().max_peers {
-        conn.close(VarInt::from_u32(codes::SURPLUS), b"at max peers");
-        return Err(crate::Error::Handshake("at max_peers".into()));
-    }
+    // Whether there is room depends on the peer's site (a member of this site may take a
+    // slot that an idle peer of another site gives up), known after the hello.
     let (mut send, mut recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await??;
     let their = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await {
         Ok(Ok(h)) => h,
@@ -614,7 +612,7 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> crate::Result<()> 
     };
     // Nothing of this node's is sent to a peer that is refused.
     let place = admit_or_close(net, &conn, &peer, &their)?;
-    if !net.has_room_for(&place.site) {
+    if !net.make_room_for(&place.site) {
         conn.close(
             VarInt::from_u32(codes::SURPLUS),
             b"slots left are for this site",
@@ -691,6 +689,9 @@ pub(crate) fn certified_place(
     }
     let cert = protocol::cert::SignedCert::decode(cert).map_err(|e| e.to_string())?;
     m.check(&cert, &node, now_unix_s)?;
+    if cert.cert.site == net.local.site {
+        net.peers.note_certified(node.0, cert.clone(), now_unix_s);
+    }
     Ok(Some(Place {
         site: cert.cert.site.clone(),
         region: cert.cert.region.clone(),
@@ -792,6 +793,17 @@ fn register(
         }
         Ok(Some(old)) => old.close(codes::SURPLUS, "replaced by a newer connection"),
         Ok(None) => {}
+    }
+    // Where it is is no longer hearsay once a connection shows it: the address this node
+    // dialled, or the one it came from (a node dials from the socket it serves on) when
+    // that is the address held. A real peer named at someone else's address stays hearsay.
+    if peer.dialed
+        || net
+            .peers
+            .known(&id)
+            .is_some_and(|k| k.lan == peer.addr || k.wan == peer.addr)
+    {
+        net.peers.confirm(&id);
     }
     tracing::info!(peer = %id, site = %peer.site, addr = %peer.addr, class = ?peer.class,
         "peer connected");
@@ -990,9 +1002,11 @@ fn on_control(net: &Arc<Net>, peer: &Arc<Peer>, msg: Control) -> bool {
                         return true;
                     }
                 };
-                // In a fleet with a root a node's record comes from that node only (a
-                // certified peer of this site): a member cannot make up others.
-                if net.membership().is_some() && body.node.0 != peer.node_key {
+                // A node's record comes from that node only (its own connection; in a fleet
+                // with a root, a certified peer of this site): a member cannot make up
+                // others. Records of other nodes reach a member only from its site's
+                // aggregator ([`crate::aggregate::refresh`]).
+                if body.node.0 != peer.node_key {
                     tracing::warn!(peer = %peer.id, node = %body.node.to_hex(),
                         "status record of another node refused: a record comes from its own node");
                     return true;
@@ -1043,7 +1057,7 @@ fn on_control(net: &Arc<Net>, peer: &Arc<Peer>, msg: Control) -> bool {
                 }
             }
         }
-        Control::Peers(list) => net.on_peers(list),
+        Control::Peers(list) => net.on_peers(peer.id, list),
         Control::Ihave(list) => {
             if let Some(fleet) = net.fleet.get() {
                 net.aggregate.on_ihave(peer, fleet, &list);

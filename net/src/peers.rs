@@ -25,9 +25,49 @@ pub(crate) const REDIAL_INTERVAL: Duration = Duration::from_secs(5);
 /// Least time between two peer lists this node sends a site's peers unprompted.
 pub(crate) const PEX_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Peers learnt from others and not yet confirmed (by a data-plane connection or their own
+/// identify) held at once: made-up entries cost a bounded number of dials, whoever sends
+/// them. A fleet's honest hearsay is its site's members and a few peers elsewhere, far
+/// fewer.
+pub const HEARSAY_MAX: usize = 1024;
+
+/// Unconfirmed peers one source (a peer's lists, or the summaries) may have this node hold
+/// at once: a quarter of a peer list. A new node hears of a large site's members a share at
+/// a time (each confirmed one frees its place, and peer lists come again as members
+/// connect), and one member's made-up lists cannot crowd out the others'.
+pub const HEARSAY_PER_SOURCE_MAX: usize = protocol::wire::PEERS_PER_MESSAGE_MAX / 4;
+
+/// Failed dials after which an unconfirmed peer is forgotten and, for
+/// [`DISPROVED_TTL`], not taken from anyone again: a made-up identity at someone else's
+/// address gets at most this many QUIC handshakes sent there per honest node.
+pub const HEARSAY_DIALS_MAX: u8 = 3;
+
+/// How long hearsay that failed [`HEARSAY_DIALS_MAX`] dials is refused.
+pub const DISPROVED_TTL: Duration = Duration::from_secs(600);
+
+/// A confirmed peer whose every dial failed for this long is forgotten (it left the fleet,
+/// or moved): it comes back by its own identify or its own dial.
+pub const KNOWN_GONE_AFTER: Duration = Duration::from_secs(3600);
+
+/// Who told this node where a peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    /// The peer itself (identify, with a certificate that verified in a fleet with a root):
+    /// confirmed.
+    Itself,
+    /// A connected peer's peer list: hearsay until a connection confirms it, never passed
+    /// on before.
+    By(PeerId),
+    /// A site summary's contacts (signed by that site's aggregator): hearsay until a
+    /// connection confirms it.
+    Summary,
+}
+
 /// A peer the control plane told us about: where to dial its data plane.
 #[derive(Debug, Clone)]
 pub struct KnownPeer {
+    /// Who said so ([`Told::Itself`] once a connection confirmed it).
+    pub told: Told,
     /// Its site.
     pub site: String,
     /// Data-plane address for same-site peers.
@@ -38,6 +78,79 @@ pub struct KnownPeer {
     /// learned from another site (a summary's contact, a peer list of another site's
     /// members) is only its WAN address, and is never dialed, nor passed on, as a LAN one.
     pub lan_known: bool,
+}
+
+/// The known peers and the bookkeeping of hearsay among them (one lock).
+#[derive(Default)]
+struct Known {
+    peers: HashMap<PeerId, KnownPeer>,
+    /// Unconfirmed peers held, per source ([`Told::By`]; summaries count under `None`).
+    per_source: HashMap<Option<PeerId>, usize>,
+    /// Failed dials: of an unconfirmed peer, how many; of a confirmed one, since when.
+    failing: HashMap<PeerId, (u8, Instant)>,
+    /// Hearsay that failed its dials, refused until then.
+    disproved: HashMap<PeerId, Instant>,
+    /// Per source, how many of its entries were disproved since when: a source with
+    /// [`HEARSAY_PER_SOURCE_MAX`] of them within [`DISPROVED_TTL`] is not listened to
+    /// until then.
+    disproved_by: HashMap<Option<PeerId>, (usize, Instant)>,
+}
+
+impl Known {
+    fn source(told: Told) -> Option<Option<PeerId>> {
+        match told {
+            Told::Itself => None,
+            Told::By(p) => Some(Some(p)),
+            Told::Summary => Some(None),
+        }
+    }
+
+    /// Whether `src`'s hearsay is ignored at `now`: too much of it was disproved lately.
+    fn discredited(&self, src: &Option<PeerId>, now: Instant) -> bool {
+        self.disproved_by.get(src).is_some_and(|(n, since)| {
+            *n >= HEARSAY_PER_SOURCE_MAX && now.duration_since(*since) < DISPROVED_TTL
+        })
+    }
+
+    fn unconfirmed(&self) -> usize {
+        self.per_source.values().sum()
+    }
+
+    fn remove(&mut self, id: &PeerId) -> Option<KnownPeer> {
+        let held = self.peers.remove(id)?;
+        self.untally(held.told);
+        self.failing.remove(id);
+        Some(held)
+    }
+
+    fn untally(&mut self, told: Told) {
+        if let Some(src) = Self::source(told) {
+            if let Some(n) = self.per_source.get_mut(&src) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(&src);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, id: PeerId, known: KnownPeer) {
+        if let Some(held) = self.peers.remove(&id) {
+            self.untally(held.told);
+        }
+        if let Some(src) = Self::source(known.told) {
+            *self.per_source.entry(src).or_default() += 1;
+        }
+        self.peers.insert(id, known);
+    }
+}
+
+impl KnownPeer {
+    /// Whether this node passes it on in its peer lists: not while it is only what a peer
+    /// said (a made-up entry goes no further than the node it was sent to).
+    pub fn shareable(&self) -> bool {
+        !matches!(self.told, Told::By(_))
+    }
 }
 
 /// Why a new connection was not registered.
@@ -52,7 +165,7 @@ pub(crate) enum Refusal {
 pub(crate) struct PeerTable {
     connected: Mutex<HashMap<PeerId, Arc<Peer>>>,
     dialing: Mutex<HashSet<PeerId>>,
-    known: Mutex<HashMap<PeerId, KnownPeer>>,
+    known: Mutex<Known>,
     redials: Mutex<HashMap<PeerId, Instant>>,
     strikes: Mutex<Strikes<PeerId>>,
     bootstrap: Mutex<HashSet<PeerId>>,
@@ -61,7 +174,16 @@ pub(crate) struct PeerTable {
     shared: Mutex<HashMap<String, (usize, Option<Instant>)>>,
     /// The latest peers refused for want of a valid certificate, newest last.
     refused: Mutex<std::collections::VecDeque<RefusedPeer>>,
+    /// In a fleet with a root: the certificates of this site's members that this node
+    /// verified itself (on either plane), by node key. A status record relayed by the
+    /// site's aggregator is taken only for one of them (checked again when used, so a
+    /// revoked or expired one no longer counts).
+    certified: Mutex<HashMap<[u8; 32], protocol::cert::SignedCert>>,
 }
+
+/// Most site members whose certificates are kept ([`PeerTable::note_certified`]): as many
+/// nodes as a site's view holds.
+pub(crate) const CERTIFIED_MEMBERS_MAX: usize = protocol::summary::SITE_NODES_MAX as usize;
 
 /// Most refusals remembered ([`PeerTable::refused`]): enough to see who knocks, bounded
 /// against a stranger that knocks with a new key each time.
@@ -93,6 +215,30 @@ impl PeerTable {
             reason,
             at_unix_s: jiff::Timestamp::now().as_second(),
         });
+    }
+
+    /// Keeps `cert`, which this node verified, as that of site member `node` (a newer one
+    /// replaces it). Past [`CERTIFIED_MEMBERS_MAX`], those expired at `now_unix_s` leave
+    /// first; if none has, the newcomer is not kept.
+    pub(crate) fn note_certified(
+        &self,
+        node: [u8; 32],
+        cert: protocol::cert::SignedCert,
+        now_unix_s: i64,
+    ) {
+        let mut certified = lock(&self.certified);
+        if certified.len() >= CERTIFIED_MEMBERS_MAX && !certified.contains_key(&node) {
+            certified.retain(|_, c| c.cert.expires_unix_s > now_unix_s);
+            if certified.len() >= CERTIFIED_MEMBERS_MAX {
+                return;
+            }
+        }
+        certified.insert(node, cert);
+    }
+
+    /// The certificate this node verified for site member `node`, if any.
+    pub(crate) fn certified(&self, node: &[u8; 32]) -> Option<protocol::cert::SignedCert> {
+        lock(&self.certified).get(node).cloned()
     }
 
     /// The peers refused lately, newest last.
@@ -190,7 +336,7 @@ impl PeerTable {
 
     /// Where `id` is, if known.
     pub(crate) fn known(&self, id: &PeerId) -> Option<KnownPeer> {
-        lock(&self.known).get(id).cloned()
+        lock(&self.known).peers.get(id).cloned()
     }
 
     /// Forgets where `id` is (it is no longer dialled, unless learnt again).
@@ -201,6 +347,7 @@ impl PeerTable {
     /// Every known peer.
     pub(crate) fn known_list(&self) -> Vec<(PeerId, KnownPeer)> {
         lock(&self.known)
+            .peers
             .iter()
             .map(|(p, k)| (*p, k.clone()))
             .collect()
@@ -208,27 +355,124 @@ impl PeerTable {
 
     /// Runs `f` over the known peers, under their lock (for choices over all of them).
     pub(crate) fn with_known<R>(&self, f: impl FnOnce(&HashMap<PeerId, KnownPeer>) -> R) -> R {
-        f(&lock(&self.known))
+        f(&lock(&self.known).peers)
     }
 
     /// Remembers where `id` is (bounded by [`KNOWN_PEERS_MAX`]). What the peer said of itself
-    /// (`own`) replaces what others said of it; what others said only fills a gap, or gives
-    /// a LAN address where only a WAN one was known.
-    pub(crate) fn learn(&self, id: PeerId, known: KnownPeer, own: bool) {
+    /// ([`Told::Itself`]) replaces what others said of it; what others said only fills a
+    /// gap, or gives a LAN address where only a WAN one was known. New hearsay is bounded
+    /// ([`HEARSAY_MAX`] in all, [`HEARSAY_PER_SOURCE_MAX`] per source) and refused for a
+    /// while once disproved ([`PeerTable::dial_failed`]). Whether it is held.
+    pub(crate) fn learn(&self, id: PeerId, known: KnownPeer, now: Instant) -> bool {
         let mut k = lock(&self.known);
-        if let Some(held) = k.get(&id) {
-            if own || (known.lan_known && !held.lan_known) {
+        if known.told == Told::Itself {
+            k.disproved.remove(&id);
+            k.failing.remove(&id);
+            if k.peers.contains_key(&id) || k.peers.len() < KNOWN_PEERS_MAX {
                 k.insert(id, known);
+                return true;
             }
-        } else if k.len() < KNOWN_PEERS_MAX {
-            k.insert(id, known);
+            return false;
         }
+        if let Some(held) = k.peers.get(&id) {
+            if known.lan_known && !held.lan_known {
+                // Who confirmed it still stands: only the address is filled in.
+                let told = held.told;
+                k.insert(id, KnownPeer { told, ..known });
+            }
+            return true;
+        }
+        if k.disproved
+            .get(&id)
+            .is_some_and(|t| now.duration_since(*t) < DISPROVED_TTL)
+        {
+            return false;
+        }
+        let src = Known::source(known.told).expect("hearsay has a source");
+        if k.discredited(&src, now)
+            || k.peers.len() >= KNOWN_PEERS_MAX
+            || k.unconfirmed() >= HEARSAY_MAX
+            || k.per_source.get(&src).copied().unwrap_or(0) >= HEARSAY_PER_SOURCE_MAX
+        {
+            return false;
+        }
+        k.insert(id, known);
+        true
+    }
+
+    /// A data-plane connection to `id` was made: where it is is confirmed.
+    pub(crate) fn confirm(&self, id: &PeerId) {
+        let mut k = lock(&self.known);
+        k.failing.remove(id);
+        k.disproved.remove(id);
+        if let Some(held) = k.peers.get(id).cloned() {
+            if held.told != Told::Itself {
+                k.insert(
+                    *id,
+                    KnownPeer {
+                        told: Told::Itself,
+                        ..held
+                    },
+                );
+            }
+        }
+    }
+
+    /// A dial of `id` failed at `now`. Unconfirmed, it is forgotten after
+    /// [`HEARSAY_DIALS_MAX`] failures and refused for [`DISPROVED_TTL`], and counts against
+    /// the source that told of it (one with [`HEARSAY_PER_SOURCE_MAX`] disproved entries
+    /// within [`DISPROVED_TTL`] is not listened to until then); confirmed, after
+    /// [`KNOWN_GONE_AFTER`] of nothing but failures. Whether it was forgotten.
+    pub(crate) fn dial_failed(&self, id: &PeerId, now: Instant) -> bool {
+        let mut k = lock(&self.known);
+        let Some(told) = k.peers.get(id).map(|h| h.told) else {
+            return false;
+        };
+        let (n, since) = {
+            let e = k.failing.entry(*id).or_insert((0, now));
+            e.0 = e.0.saturating_add(1);
+            *e
+        };
+        let gone = if told == Told::Itself {
+            now.duration_since(since) >= KNOWN_GONE_AFTER
+        } else {
+            n >= HEARSAY_DIALS_MAX
+        };
+        if !gone {
+            return false;
+        }
+        k.remove(id);
+        if let Some(src) = Known::source(told) {
+            if k.disproved_by.len() >= KNOWN_PEERS_MAX && !k.disproved_by.contains_key(&src) {
+                k.disproved_by
+                    .retain(|_, (_, t)| now.duration_since(*t) < DISPROVED_TTL);
+            }
+            if k.disproved_by.len() < KNOWN_PEERS_MAX || k.disproved_by.contains_key(&src) {
+                let e = k.disproved_by.entry(src).or_insert((0, now));
+                if now.duration_since(e.1) >= DISPROVED_TTL {
+                    *e = (0, now);
+                }
+                e.0 += 1;
+            }
+            if k.disproved.len() >= KNOWN_PEERS_MAX {
+                k.disproved
+                    .retain(|_, t| now.duration_since(*t) < DISPROVED_TTL);
+            }
+            if k.disproved.len() < KNOWN_PEERS_MAX {
+                k.disproved.insert(*id, now);
+            }
+        }
+        true
     }
 
     /// Members known per site (those whose LAN address is known).
     pub(crate) fn members_per_site(&self) -> HashMap<String, usize> {
         let mut counts: HashMap<String, usize> = HashMap::new();
-        for k in lock(&self.known).values().filter(|k| k.lan_known) {
+        for k in lock(&self.known)
+            .peers
+            .values()
+            .filter(|k| k.lan_known && k.shareable())
+        {
             *counts.entry(k.site.clone()).or_default() += 1;
         }
         counts
@@ -285,8 +529,9 @@ impl PeerTable {
 mod tests {
     use super::*;
 
-    fn at(site: &str, lan_known: bool, port: u16) -> KnownPeer {
+    fn at(site: &str, lan_known: bool, port: u16, told: Told) -> KnownPeer {
         KnownPeer {
+            told,
             site: site.into(),
             lan: SocketAddr::from(([10, 0, 0, 1], port)),
             wan: SocketAddr::from(([192, 0, 2, 1], port)),
@@ -297,17 +542,115 @@ mod tests {
     #[test]
     fn a_peer_s_own_word_replaces_and_hearsay_only_fills_gaps() {
         let t = PeerTable::default();
-        let p = PeerId::random();
-        t.learn(p, at("a", false, 1), false);
+        let now = Instant::now();
+        let (p, src) = (PeerId::random(), Told::By(PeerId::random()));
+        assert!(t.learn(p, at("a", false, 1, src), now));
         // Hearsay with a LAN address beats hearsay without one.
-        t.learn(p, at("a", true, 2), false);
+        t.learn(p, at("a", true, 2, Told::Summary), now);
         assert_eq!(t.known(&p).unwrap().lan.port(), 2);
         // More hearsay does not replace it.
-        t.learn(p, at("a", true, 3), false);
+        t.learn(p, at("a", true, 3, src), now);
         assert_eq!(t.known(&p).unwrap().lan.port(), 2);
-        // The peer's own word does.
-        t.learn(p, at("b", false, 4), true);
+        assert!(!t.known(&p).unwrap().shareable());
+        // The peer's own word does, and confirms it.
+        t.learn(p, at("b", false, 4, Told::Itself), now);
         assert_eq!(t.known(&p).unwrap().site, "b");
+        assert!(t.known(&p).unwrap().shareable());
+    }
+
+    #[test]
+    fn hearsay_is_bounded_per_source_and_in_all() {
+        let t = PeerTable::default();
+        let now = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let held = |src: PeerId, n: usize| {
+            (0..n)
+                .filter(|_| t.learn(PeerId::random(), at("x", true, 1, Told::By(src)), now))
+                .count()
+        };
+        assert_eq!(held(a, HEARSAY_PER_SOURCE_MAX + 10), HEARSAY_PER_SOURCE_MAX);
+        // Another source has its own share, up to the bound on all hearsay.
+        let sources = HEARSAY_MAX / HEARSAY_PER_SOURCE_MAX;
+        for _ in 1..sources {
+            assert_eq!(
+                held(PeerId::random(), HEARSAY_PER_SOURCE_MAX),
+                HEARSAY_PER_SOURCE_MAX
+            );
+        }
+        assert_eq!(held(b, 1), 0);
+        // A peer's own word is not hearsay: it is still taken.
+        assert!(t.learn(PeerId::random(), at("x", true, 1, Told::Itself), now));
+        // A confirmed entry frees its source's share.
+        let one = t
+            .known_list()
+            .into_iter()
+            .find(|(_, k)| k.told == Told::By(a))
+            .unwrap()
+            .0;
+        t.confirm(&one);
+        assert_eq!(t.known(&one).unwrap().told, Told::Itself);
+        assert_eq!(held(b, 2), 1);
+    }
+
+    #[test]
+    fn hearsay_that_fails_its_dials_is_forgotten_and_refused_for_a_while() {
+        let t = PeerTable::default();
+        let now = Instant::now();
+        let (p, src) = (PeerId::random(), Told::By(PeerId::random()));
+        t.learn(p, at("x", true, 1, src), now);
+        for i in 1..HEARSAY_DIALS_MAX {
+            assert!(!t.dial_failed(&p, now + REDIAL_INTERVAL * i.into()));
+        }
+        assert!(t.dial_failed(&p, now + REDIAL_INTERVAL * HEARSAY_DIALS_MAX.into()));
+        assert!(t.known(&p).is_none());
+        // Told again, from anyone: refused until the time is up.
+        assert!(!t.learn(p, at("x", true, 1, Told::Summary), now + DISPROVED_TTL / 2));
+        assert!(t.learn(p, at("x", true, 1, src), now + DISPROVED_TTL * 2));
+        // Its own word is always taken.
+        let q = PeerId::random();
+        t.learn(q, at("x", true, 1, src), now);
+        for _ in 0..HEARSAY_DIALS_MAX {
+            t.dial_failed(&q, now);
+        }
+        assert!(t.learn(q, at("x", true, 1, Told::Itself), now));
+    }
+
+    #[test]
+    fn a_source_whose_hearsay_keeps_failing_is_not_listened_to_for_a_while() {
+        let t = PeerTable::default();
+        let now = Instant::now();
+        let (liar, honest) = (Told::By(PeerId::random()), Told::By(PeerId::random()));
+        for _ in 0..HEARSAY_PER_SOURCE_MAX {
+            let p = PeerId::random();
+            assert!(t.learn(p, at("x", true, 1, liar), now));
+            for _ in 0..HEARSAY_DIALS_MAX {
+                t.dial_failed(&p, now);
+            }
+            assert!(t.known(&p).is_none());
+        }
+        assert!(!t.learn(PeerId::random(), at("x", true, 1, liar), now));
+        assert!(t.learn(PeerId::random(), at("x", true, 1, honest), now));
+        assert!(t.learn(
+            PeerId::random(),
+            at("x", true, 1, liar),
+            now + DISPROVED_TTL
+        ));
+    }
+
+    #[test]
+    fn a_confirmed_peer_is_forgotten_only_after_an_hour_of_failed_dials() {
+        let t = PeerTable::default();
+        let now = Instant::now();
+        let p = PeerId::random();
+        t.learn(p, at("x", true, 1, Told::Itself), now);
+        assert!(!t.dial_failed(&p, now));
+        assert!(!t.dial_failed(&p, now + KNOWN_GONE_AFTER / 2));
+        // A connection in between starts the count again.
+        t.confirm(&p);
+        assert!(!t.dial_failed(&p, now + KNOWN_GONE_AFTER));
+        assert!(t.known(&p).is_some());
+        assert!(t.dial_failed(&p, now + KNOWN_GONE_AFTER * 2));
+        assert!(t.known(&p).is_none());
     }
 
     #[test]

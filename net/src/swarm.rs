@@ -50,8 +50,26 @@ const SEEN_PEERS_MAX: usize = 4096;
 /// bootstrap node that was down at start, or restarted).
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(30);
 
+/// Control-plane connections at once. A connection carries one identify exchange and
+/// closes after [`IDLE_CONNECTION_TIMEOUT`], so even a bootstrap node that a whole region
+/// joins through holds far fewer; past it new ones are refused (they retry), so a crowd of
+/// made-up identities cannot grow this node's tables or sockets without bound.
+pub const CONTROL_CONNECTIONS_MAX: u32 = 1024;
+
+/// Control-plane handshakes under way at once, incoming: bounds what a stranger sending
+/// QUIC handshakes costs.
+pub const CONTROL_PENDING_IN_MAX: u32 = 128;
+
+/// Control-plane dials under way at once: what mDNS or bootstrap addresses (true or made
+/// up) can make this node send.
+pub const CONTROL_PENDING_OUT_MAX: u32 = 32;
+
+/// Control-plane connections per peer: two, for when both ends dial at once.
+pub const CONTROL_CONNECTIONS_PER_PEER_MAX: u32 = 2;
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -109,6 +127,7 @@ fn parse_agent(agent: &str, seen_ip: Option<IpAddr>) -> Option<(KnownPeer, Vec<u
     let lan = fix(data?);
     Some((
         KnownPeer {
+            told: super::peers::Told::Itself,
             lan_known: true,
             site: site?,
             lan,
@@ -134,17 +153,13 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     })
 }
 
-/// Builds the swarm and runs it until shutdown.
-pub fn spawn(
-    net: Arc<Net>,
-    mut shutdown: watch::Receiver<bool>,
-) -> crate::Result<(PeerId, tokio::task::JoinHandle<()>)> {
-    let keypair = net.keypair().clone();
-    let local_peer_id = keypair.public().to_peer_id();
+/// Builds the swarm (identify showing this node's agent string as of now) and starts it
+/// listening.
+fn build(net: &Net) -> crate::Result<libp2p::Swarm<Behaviour>> {
     let mdns_on = net.config().mdns;
-    let agent = agent(&net);
+    let agent = agent(net);
     let advertised = net.config().advertise_control.map(quic_addr);
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(net.keypair().clone())
         .with_tokio()
         .with_quic()
         .with_behaviour(|key| {
@@ -162,7 +177,15 @@ pub fn spawn(
             } else {
                 None
             };
+            let limits = libp2p::connection_limits::Behaviour::new(
+                libp2p::connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(CONTROL_CONNECTIONS_MAX))
+                    .with_max_pending_incoming(Some(CONTROL_PENDING_IN_MAX))
+                    .with_max_pending_outgoing(Some(CONTROL_PENDING_OUT_MAX))
+                    .with_max_established_per_peer(Some(CONTROL_CONNECTIONS_PER_PEER_MAX)),
+            );
             Ok(Behaviour {
+                limits,
                 identify,
                 mdns: Toggle::from(mdns),
             })
@@ -170,101 +193,158 @@ pub fn spawn(
         .map_err(crate::Error::setup)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
-
     swarm
         .listen_on(quic_addr(net.config().listen))
         .map_err(crate::Error::setup)?;
     if let Some(addr) = advertised {
         swarm.add_external_address(addr);
     }
+    Ok(swarm)
+}
+
+/// How long a control plane that is starting again (after a certificate renewal) waits
+/// between tries to bind its port, which the one before may hold for a moment.
+const REBUILD_RETRY: Duration = Duration::from_millis(500);
+
+/// Why [`run`] returned.
+enum Stop {
+    Shutdown,
+    /// This node's certificate changed: identify must show the new one.
+    CertChanged,
+}
+
+/// Builds the swarm and runs it until shutdown. When this node's certificate is renewed
+/// ([`Net::set_own_cert`]) the swarm is built again with the new agent string (identify
+/// has no way to change it on a running swarm); the data plane is not touched.
+pub fn spawn(
+    net: Arc<Net>,
+    mut shutdown: watch::Receiver<bool>,
+) -> crate::Result<(PeerId, tokio::task::JoinHandle<()>)> {
+    let local_peer_id = net.keypair().public().to_peer_id();
     let mut bootstrap = Vec::new();
     for b in &net.config().bootstrap {
         let (addr, peer) = parse_bootstrap(b).map_err(crate::Error::setup)?;
         bootstrap.push((addr, peer));
     }
     net.set_bootstrap(bootstrap.iter().map(|(_, p)| *p).collect());
-    let dial_bootstrap = move |swarm: &mut libp2p::Swarm<Behaviour>| {
-        for (addr, peer) in &bootstrap {
-            if !swarm.is_connected(peer) {
-                if let Err(e) = swarm.dial(addr.clone()) {
-                    tracing::warn!(bootstrap = %addr, error = %e, "cannot dial bootstrap peer");
-                }
-            }
-        }
-    };
-    dial_bootstrap(&mut swarm);
-
+    let mut swarm = build(&net)?;
     let handle = tokio::spawn(async move {
-        let mut seen_ip: HashMap<PeerId, IpAddr> = HashMap::new();
-        let mut retry = tokio::time::interval(BOOTSTRAP_RETRY);
-        retry.tick().await;
         loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = retry.tick() => {
-                    if !net.bootstrap_connected() {
-                        dial_bootstrap(&mut swarm);
-                    }
-                }
-                event = swarm.select_next_some() => match event {
-                    SwarmEvent::NewListenAddr { address, .. } => {
-                        tracing::info!(%address, peer = %local_peer_id, "control plane listening");
-                    }
-                    SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
-                        if let Some(ip) = ip_of(endpoint.get_remote_address()) {
-                            if seen_ip.len() >= SEEN_PEERS_MAX {
-                                seen_ip.clear();
-                            }
-                            seen_ip.insert(peer_id, ip);
-                        }
-                    }
-                    SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                        peer_id, info, ..
-                    })) => {
-                        let seen = seen_ip.get(&peer_id).copied();
-                        match parse_agent(&info.agent_version, seen) {
-                            Some((mut known, cert)) => {
-                                // In a fleet with a root: a peer without a valid certificate
-                                // is dropped before anything it says is used (never dialed,
-                                // never counted in its claimed site), and its site is its
-                                // certificate's.
-                                let now = jiff::Timestamp::now().as_second();
-                                match super::peer::certified_place(&net, &peer_id, &cert, now) {
-                                    Ok(place) => {
-                                        if let Some(p) = place {
-                                            known.site = p.site;
-                                        }
-                                        net.on_identified(peer_id, known);
-                                    }
-                                    Err(why) => {
-                                        tracing::warn!(%peer_id, reason = %why,
-                                            "control-plane peer refused: no valid certificate");
-                                        let addr = SocketAddr::new(
-                                            seen.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-                                            0,
-                                        );
-                                        net.peers.note_refused(peer_id, addr, why);
-                                        let _ = swarm.disconnect_peer_id(peer_id);
-                                    }
+            match run(&net, &mut swarm, &bootstrap, &mut shutdown).await {
+                Stop::Shutdown => return,
+                Stop::CertChanged => {
+                    tracing::info!(
+                        "certificate renewed: the control plane starts again to show it"
+                    );
+                    drop(swarm);
+                    swarm = loop {
+                        match build(&net) {
+                            Ok(s) => break s,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "control plane not started again yet");
+                                tokio::select! {
+                                    _ = shutdown.changed() => return,
+                                    _ = tokio::time::sleep(REBUILD_RETRY) => {}
                                 }
                             }
-                            None => tracing::debug!(%peer_id, agent = %info.agent_version,
-                                "not a p2pd peer"),
                         }
-                    }
-                    SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
-                        for (peer, addr) in list {
-                            if !swarm.is_connected(&peer) && !net.is_connected(&peer) {
-                                let _ = swarm.dial(addr);
-                            }
-                        }
-                    }
-                    _ => {}
+                    };
                 }
             }
         }
     });
     Ok((local_peer_id, handle))
+}
+
+/// Dials the bootstrap peers not connected on the control plane.
+fn dial_bootstrap(swarm: &mut libp2p::Swarm<Behaviour>, bootstrap: &[(Multiaddr, PeerId)]) {
+    for (addr, peer) in bootstrap {
+        if !swarm.is_connected(peer) {
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(bootstrap = %addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+    }
+}
+
+/// Runs `swarm` until shutdown or until this node's certificate changes.
+async fn run(
+    net: &Arc<Net>,
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    bootstrap: &[(Multiaddr, PeerId)],
+    shutdown: &mut watch::Receiver<bool>,
+) -> Stop {
+    let local_peer_id = *swarm.local_peer_id();
+    dial_bootstrap(swarm, bootstrap);
+    let mut seen_ip: HashMap<PeerId, IpAddr> = HashMap::new();
+    let mut retry = tokio::time::interval(BOOTSTRAP_RETRY);
+    retry.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return Stop::Shutdown,
+            _ = net.own_cert_changed.notified() => return Stop::CertChanged,
+            _ = retry.tick() => {
+                if !net.bootstrap_connected() {
+                    dial_bootstrap(swarm, bootstrap);
+                }
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    tracing::info!(%address, peer = %local_peer_id, "control plane listening");
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                    if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                        if seen_ip.len() >= SEEN_PEERS_MAX {
+                            seen_ip.clear();
+                        }
+                        seen_ip.insert(peer_id, ip);
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                    peer_id, info, ..
+                })) => {
+                    let seen = seen_ip.get(&peer_id).copied();
+                    match parse_agent(&info.agent_version, seen) {
+                        Some((mut known, cert)) => {
+                            // In a fleet with a root: a peer without a valid certificate is
+                            // dropped before anything it says is used (never dialed, never
+                            // counted in its claimed site), and its site is its
+                            // certificate's.
+                            let now = jiff::Timestamp::now().as_second();
+                            match super::peer::certified_place(net, &peer_id, &cert, now) {
+                                Ok(place) => {
+                                    if let Some(p) = place {
+                                        known.site = p.site;
+                                    }
+                                    net.on_identified(peer_id, known);
+                                }
+                                Err(why) => {
+                                    tracing::warn!(%peer_id, reason = %why,
+                                        "control-plane peer refused: no valid certificate");
+                                    let addr = SocketAddr::new(
+                                        seen.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                                        0,
+                                    );
+                                    net.peers.note_refused(peer_id, addr, why);
+                                    let _ = swarm.disconnect_peer_id(peer_id);
+                                }
+                            }
+                        }
+                        None => tracing::debug!(%peer_id, agent = %info.agent_version,
+                            "not a p2pd peer"),
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                    for (peer, addr) in list {
+                        if !swarm.is_connected(&peer) && !net.is_connected(&peer) {
+                            let _ = swarm.dial(addr);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]

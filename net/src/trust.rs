@@ -137,6 +137,7 @@ impl Net {
                 cert,
                 revoked: m.revoked.clone(),
             });
+            self.own_cert_changed.notify_one();
         }
     }
 

@@ -754,18 +754,37 @@ impl Fleet {
         if body.site != self.site {
             return Err(OfferError::OtherSite(body.site));
         }
-        let mut inner = lock(&self.inner);
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        if inner
+            .forgotten
+            .get(&body.node)
+            .is_some_and(|&last| body.at_unix_s <= last)
+        {
+            return Err(OfferError::Forgotten);
+        }
         match inner.records.get(&body.node) {
             Some(held) if !body.supersedes(&held.body) => return Err(OfferError::NotNewer),
-            None if inner.records.len() >= SITE_RECORDS_MAX => return Err(OfferError::Full),
+            None if inner.records.len() >= SITE_RECORDS_MAX => {
+                // Room for a node that reports: the one silent longest (by the newcomer's
+                // time) leaves, as `p2pctl node forget` would retire it, so records that
+                // stopped coming (made up, or of nodes long gone) cannot keep a live node
+                // out of a full table.
+                let silent = silent_before(inner, body.at_unix_s);
+                let oldest = inner
+                    .records
+                    .iter()
+                    .min_by_key(|(_, h)| h.body.at_unix_s)
+                    .map(|(n, h)| (*n, h.body.at_unix_s));
+                match oldest {
+                    Some((node, last)) if last < silent => retire(inner, &node, last),
+                    _ => return Err(OfferError::Full),
+                }
+            }
             _ => {}
         }
-        if let Some(&last) = inner.forgotten.get(&body.node) {
-            if body.at_unix_s <= last {
-                return Err(OfferError::Forgotten);
-            }
+        if inner.forgotten.remove(&body.node).is_some() {
             // It is back.
-            inner.forgotten.remove(&body.node);
             inner.dirty_forgotten.insert(body.node);
         }
         inner.dirty_records.insert(body.node);

@@ -342,20 +342,7 @@ pub async fn identify_as(
     use libp2p::swarm::SwarmEvent;
     let keypair = Keypair::generate_ed25519();
     let peer_id = keypair.public().to_peer_id();
-    let agent = agent.to_owned();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|key| {
-            libp2p::identify::Behaviour::new(
-                libp2p::identify::Config::new("/p2pd/id/1.0.0".into(), key.public())
-                    .with_agent_version(agent.clone()),
-            )
-        })?
-        .build();
-    let addr: libp2p::Multiaddr =
-        format!("/ip4/{}/udp/{}/quic-v1", control.ip(), control.port()).parse()?;
-    swarm.dial(addr)?;
+    let mut swarm = identify_dial(keypair, agent, control)?;
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let event = tokio::time::timeout_at(deadline, swarm.select_next_some()).await;
@@ -369,4 +356,96 @@ pub async fn identify_as(
         }
     }
     Ok(peer_id)
+}
+
+/// A control-plane swarm of `keypair` that speaks identify only (with `agent`, which may be
+/// empty), dialling the node at `control`.
+fn identify_dial(
+    keypair: Keypair,
+    agent: &str,
+    control: SocketAddr,
+) -> anyhow::Result<libp2p::Swarm<libp2p::identify::Behaviour>> {
+    let agent = agent.to_owned();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| {
+            let config = libp2p::identify::Config::new("/p2pd/id/1.0.0".into(), key.public());
+            libp2p::identify::Behaviour::new(if agent.is_empty() {
+                config
+            } else {
+                config.with_agent_version(agent.clone())
+            })
+        })?
+        .build();
+    swarm.dial(
+        format!("/ip4/{}/udp/{}/quic-v1", control.ip(), control.port())
+            .parse::<libp2p::Multiaddr>()?,
+    )?;
+    Ok(swarm)
+}
+
+/// The agent string the node at control-plane address `control` shows in identify, asked
+/// with a fresh key (a node of a fleet with a root disconnects such a stranger right after).
+pub async fn agent_of(control: SocketAddr, patience: Duration) -> anyhow::Result<String> {
+    use futures_util::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    let mut swarm = identify_dial(Keypair::generate_ed25519(), "", control)?;
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+            Err(_) => anyhow::bail!("no identify from {control} in {patience:?}"),
+            Ok(SwarmEvent::Behaviour(libp2p::identify::Event::Received { info, .. })) => {
+                return Ok(info.agent_version);
+            }
+            Ok(SwarmEvent::OutgoingConnectionError { error, .. }) => {
+                anyhow::bail!("could not reach the node's control plane: {error}")
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A loopback address that counts the QUIC connections attempted to it and refuses each:
+/// where a test points made-up peer entries, to see how many handshakes honest nodes can be
+/// made to send to someone else.
+pub struct Victim {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    attempts: Arc<AtomicU64>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Victim {
+    /// Listens on an ephemeral loopback port.
+    pub fn new() -> anyhow::Result<Self> {
+        let keypair = Keypair::generate_ed25519();
+        let mut secret = [0u8; 32];
+        getrandom_fill(&mut secret);
+        let endpoint = quic::endpoint(&keypair, &secret, ([127, 0, 0, 1], 0).into())?;
+        let attempts = Arc::new(AtomicU64::new(0));
+        let (ep, count) = (endpoint.clone(), attempts.clone());
+        tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                incoming.refuse();
+            }
+        });
+        Ok(Self {
+            addr: endpoint.local_addr()?,
+            attempts,
+            endpoint,
+        })
+    }
+
+    /// Connections attempted so far.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"");
+    }
 }

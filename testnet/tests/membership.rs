@@ -465,7 +465,13 @@ async fn a_revoked_node_is_dropped_everywhere_in_seconds_and_a_new_root_spreads_
     }
     assert_eq!(node_json(&fleet, 4)["membership"]["root_version"], 2);
 
-    // A certificate renewed while the node runs: installed at once, the node stays admitted.
+    // A certificate renewed while the node runs: installed at once, the node stays admitted,
+    // and its control plane starts again to show the new one in identify.
+    let control = std::net::SocketAddr::from(([127, 0, 0, 1], fleet.nodes[1].control_port));
+    let agent_before = testnet::rogue::agent_of(control, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(agent_before.contains(" cert="), "{agent_before}");
     let before = node_json(&fleet, 1)["membership"]["cert_expires_unix_s"].clone();
     ok(ctl(
         &fleet,
@@ -485,6 +491,20 @@ async fn a_revoked_node_is_dropped_everywhere_in_seconds_and_a_new_root_spreads_
         after.as_i64().unwrap() < before.as_i64().unwrap(),
         "30 days, not 90"
     );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match testnet::rogue::agent_of(control, Duration::from_secs(5)).await {
+            Ok(agent) if agent != agent_before => {
+                assert!(agent.contains(" cert="), "{agent}");
+                break;
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "identify still shows the old certificate: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     // The old publisher key no longer publishes; the new one does, and the fleet takes it.
     let payload = fleet.make_payload(1).unwrap();
     assert!(
@@ -686,7 +706,8 @@ async fn a_release_held_for_approval_goes_nowhere_until_an_approver_on_another_n
 
 /// A crowd of certified peers of another site takes at most three quarters of a node's
 /// `max_peers` (128): the rest is kept for the node's own site, so a site-mate that
-/// restarts gets back in.
+/// restarts gets back in; and when members of the site take every slot, crowd peers that
+/// never served give theirs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_from_other_sites_cannot_take_the_slots_kept_for_site_mates() {
     let (_guard, dir) = workdir();
@@ -717,6 +738,7 @@ async fn a_crowd_from_other_sites_cannot_take_the_slots_kept_for_site_mates() {
             "no peer of another site was ever refused"
         );
     };
+    let crowd_in = std::time::Instant::now();
     assert_eq!(refused_at, 96, "three quarters of max_peers (128)");
 
     // A site-mate that restarts gets back in.
@@ -739,5 +761,125 @@ async fn a_crowd_from_other_sites_cannot_take_the_slots_kept_for_site_mates() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Members of the site take the slots kept for them, then more come: each takes the slot
+    // of a crowd peer that never served (once it has been connected long enough to show).
+    tokio::time::sleep(net::EVICTABLE_AFTER.saturating_sub(crowd_in.elapsed())).await;
+    let member = || {
+        let mut r = Rogue::new().unwrap();
+        r.cert = certify(&r, "branch", &ca);
+        r
+    };
+    let mut mates = Vec::new();
+    while fleet.peers(target).await.unwrap().len() < 128 {
+        let r = member();
+        let link = r.connect(&st.peer_id, addr, "branch").await.unwrap();
+        mates.push((r, link));
+        assert!(
+            mates.len() <= 32,
+            "more members than the reserve went in without evicting"
+        );
+    }
+    for _ in 0..3 {
+        let r = member();
+        let link = r
+            .connect(&st.peer_id, addr, "branch")
+            .await
+            .expect("a member of the site gets a slot when every slot is taken");
+        mates.push((r, link));
+    }
+    assert_eq!(fleet.peers(target).await.unwrap().len(), 128);
+    let mut evicted = 0;
+    for (_, link) in &crowd {
+        if let Ok(code) = tokio::time::timeout(Duration::from_millis(20), link.closed_code()).await
+        {
+            assert_eq!(code, Some(u64::from(codes::SURPLUS)));
+            evicted += 1;
+        }
+    }
+    assert_eq!(
+        evicted, 3,
+        "one crowd peer gives its slot to each member that came"
+    );
     drop(crowd);
+}
+
+/// A certified member that names made-up site-mates at someone else's address (peer lists
+/// of identities nobody holds, all at one victim's UDP port, sent over and over) gets each
+/// dialled at most `HEARSAY_DIALS_MAX` times, by the node it told only (hearsay is not
+/// passed on), with at most `HEARSAY_PER_SOURCE_MAX` of them held at once, and the fleet completes a release during the attack within twice its quiet
+/// time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_peers_cost_a_few_handshakes_each_and_go_no_further() {
+    use net::peers::{HEARSAY_DIALS_MAX, HEARSAY_PER_SOURCE_MAX};
+    let (_guard, dir) = workdir();
+    let s = Scenario::parse(
+        "name = 'amplify'\nseed = 5\ntimeout_s = 120\nmembership = true\n\
+         [release]\nsize_mib = 8\n[origin]\nup_mbit = 200\n[wan]\nlatency_ms = 2\n\
+         [[sites]]\nname = 'branch'\nnodes = 2\n",
+    )
+    .unwrap();
+    let fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let (_, ca) = fleet.membership.clone().unwrap();
+    let slowest = |d: &testnet::fleet::Distribution| {
+        d.completion_s.iter().map(|(_, s)| *s).fold(0.0, f64::max)
+    };
+    fleet.distribute(1, |_| {}).await.unwrap();
+    let base = slowest(&fleet.distribute(2, |_| {}).await.unwrap());
+
+    let victim = testnet::rogue::Victim::new().unwrap();
+    let made_up: Vec<wire::PeerEntry> = (0..wire::PEERS_PER_MESSAGE_MAX)
+        .map(|_| {
+            let mut secret = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+            let key = ed25519_dalek::SigningKey::from_bytes(&secret);
+            wire::PeerEntry {
+                node: protocol::NodeId(key.verifying_key().to_bytes()),
+                site: "branch".into(),
+                lan: victim.addr,
+                wan: victim.addr,
+            }
+        })
+        .collect();
+    let mut member = Rogue::new().unwrap();
+    member.cert = certify(&member, "elsewhere", &ca);
+    let target = 1;
+    let st = fleet.status(target).await.unwrap();
+    let mut link = member
+        .connect(&st.peer_id, fleet.nodes[target].data_addr, "elsewhere")
+        .await
+        .unwrap();
+    let attack = async {
+        // Long enough for six redials of every entry without the bound.
+        let until = std::time::Instant::now() + Duration::from_secs(32);
+        while std::time::Instant::now() < until {
+            link.send(&Control::Peers(made_up.clone())).await.unwrap();
+            link.drain_control();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let (during, ()) = tokio::join!(
+        async { slowest(&fleet.distribute(3, |_| {}).await.unwrap()) },
+        attack
+    );
+    let attempts = victim.attempts();
+    eprintln!(
+        "amplification: {attempts} handshakes for {} made-up peers; a release in {during:.2} s \
+         during the attack, {base:.2} s without",
+        made_up.len()
+    );
+    assert!(
+        attempts > 0,
+        "the made-up peers were never dialled: the test sees nothing"
+    );
+    assert!(
+        attempts <= HEARSAY_PER_SOURCE_MAX as u64 * u64::from(HEARSAY_DIALS_MAX),
+        "{attempts} handshakes sent to the victim for {} made-up peers",
+        made_up.len()
+    );
+    assert!(
+        during <= 2.0 * base + 1.0,
+        "{during:.2} s during the attack against {base:.2} s without"
+    );
 }

@@ -241,22 +241,24 @@ async fn fleet_view(
     }
 }
 
-/// A node SIGKILLed half-way through a fetch completes after a restart, and what it had
-/// verified (checkpointed) before the kill is not fetched again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
-    let s = Scenario::parse(
-        "name = 'resume'\nseed = 3\ntimeout_s = 180\n[release]\nsize_mib = 32\n\
+/// A fleet of one branch node behind a 48 Mbit/s origin, version 1 of a 32 MiB release
+/// published (with `extra` arguments to `p2pctl publish`), and the bytes the branch node
+/// verified once it had `tenths` tenths of it (never all).
+async fn fetching_on_one_branch_node(
+    dir: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+    tenths: u64,
+) -> (Fleet, String, u64) {
+    let s = Scenario::parse(&format!(
+        "name = '{name}'\nseed = 3\ntimeout_s = 180\n[release]\nsize_mib = 32\n\
          [origin]\nup_mbit = 48\n[wan]\nlatency_ms = 2\n[[sites]]\nname = 'branch'\nnodes = 1\n",
-    )
+    ))
     .unwrap();
-    let (_guard, dir) = workdir();
-    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    let fleet = Fleet::start(s, dir, true).await.unwrap();
     fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
     let payload = fleet.make_payload(1).unwrap();
-    let id = fleet.publish(&payload, 1).unwrap();
-
-    // Wait until the branch node has verified about half.
+    let id = fleet.publish_with(&payload, 1, extra).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let had = loop {
         let st = fleet.status(1).await.unwrap();
@@ -266,13 +268,22 @@ async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
                 FetchState::Complete,
                 "finished before it could be killed"
             );
-            if r.bytes_have >= r.bytes_total * 4 / 10 {
+            if r.bytes_have >= r.bytes_total * tenths / 10 {
                 break r.bytes_have;
             }
         }
         assert!(Instant::now() < deadline, "no progress");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    (fleet, id, had)
+}
+
+/// A node SIGKILLed half-way through a fetch completes after a restart, and what it had
+/// verified (checkpointed) before the kill is not fetched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
+    let (_guard, dir) = workdir();
+    let (mut fleet, id, had) = fetching_on_one_branch_node(&dir, "resume", &[], 4).await;
     fleet.kill(1);
     fleet.start_node(1).unwrap();
     fleet.wait_ready(1).await.unwrap();
@@ -301,6 +312,52 @@ async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
         done.bytes_total
     );
     assert_eq!(fleet.check_exports(&id, 1).await.unwrap(), 2);
+}
+
+/// A node that restarts when an unfinished fetch's manifest fails its time check (expired
+/// here for real; the same check fails on a node whose clock runs ahead) keeps the chunks it
+/// had and the fetch's record, says why in its log, and does not resume it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_fetch_whose_manifest_expired_keeps_its_chunks_at_restart() {
+    const EXPIRES: Duration = Duration::from_secs(20);
+    let published = Instant::now();
+    let (_guard, dir) = workdir();
+    let (mut fleet, id, had) =
+        fetching_on_one_branch_node(&dir, "expiry", &["--expires", "20s"], 3).await;
+    fleet.kill(1);
+    tokio::time::sleep((EXPIRES + Duration::from_secs(2)).saturating_sub(published.elapsed()))
+        .await;
+    fleet.start_node(1).unwrap();
+    fleet.wait_ready(1).await.unwrap();
+    let log = fleet.nodes[1].data.join("p2pd.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("unfinished fetch kept but not resumed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no word of the unfinished fetch in the log"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fleet.kill(1);
+    let store = store::Store::open(&fleet.nodes[1].data.join("store")).unwrap();
+    let pending: Vec<String> = store
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r.to_string())
+        .collect();
+    assert!(
+        pending.contains(&id),
+        "the fetch's record went: {pending:?}"
+    );
+    let kept = store.stats().unwrap().chunk_bytes;
+    assert!(
+        kept >= had,
+        "{kept} bytes kept of the {had} verified before the restart"
+    );
 }
 
 /// Two releases with the same content, published at once on two channels (a Patch Tuesday

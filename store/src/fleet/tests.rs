@@ -936,3 +936,54 @@ fn failure_and_refusal_reasons_add_up_across_sites() {
         ]
     );
 }
+
+#[test]
+fn a_full_site_table_makes_room_for_a_reporting_node_by_retiring_the_longest_silent() {
+    let fleet = Fleet::new("hq");
+    let made_up = |i: usize, at: i64| StatusBody {
+        node: NodeId({
+            let mut b = [0xee; 32];
+            b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            b
+        }),
+        at_unix_s: at,
+        ..body(
+            0,
+            "hq",
+            true,
+            1,
+            vec![rel(R1, 1, ReleaseState::Activated, at)],
+        )
+    };
+    // The table is full: the first record is the oldest, the rest a minute younger.
+    for i in 0..SITE_RECORDS_MAX {
+        let at = if i == 0 { NOW - 60 } else { NOW };
+        fleet.keep_record(made_up(i, at), Vec::new()).unwrap();
+    }
+    let live = |at: i64| StatusBody {
+        at_unix_s: at,
+        ..body(1, "hq", true, 1, vec![])
+    };
+    // None is silent yet by the newcomer's time: it is refused, nothing is dropped.
+    assert!(matches!(
+        fleet.keep_record(live(NOW + 1), Vec::new()),
+        Err(OfferError::Full)
+    ));
+    // Once the oldest is silent, it leaves (with a tombstone) and the newcomer is kept.
+    let later = NOW - 60 + SILENT_AFTER.as_secs() as i64 + 1;
+    fleet.keep_record(live(later), Vec::new()).unwrap();
+    let inner = lock(&fleet.inner);
+    assert_eq!(inner.records.len(), SITE_RECORDS_MAX);
+    assert!(inner.records.contains_key(&node(1)));
+    assert!(!inner.records.contains_key(&made_up(0, NOW).node));
+    assert_eq!(
+        inner.forgotten.get(&made_up(0, NOW).node),
+        Some(&(NOW - 60))
+    );
+    drop(inner);
+    // Its old record does not bring it back.
+    assert!(matches!(
+        fleet.keep_record(made_up(0, NOW - 60), Vec::new()),
+        Err(OfferError::Forgotten)
+    ));
+}
