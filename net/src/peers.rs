@@ -375,8 +375,9 @@ impl PeerTable {
             return false;
         }
         if let Some(held) = k.peers.get(&id) {
-            if known.lan_known && !held.lan_known {
-                // Who confirmed it still stands: only the address is filled in.
+            // Hearsay never changes what a peer or a connection confirmed; it only gives a
+            // LAN address to hearsay without one (still hearsay, of the first source).
+            if held.told != Told::Itself && known.lan_known && !held.lan_known {
                 let told = held.told;
                 k.insert(id, KnownPeer { told, ..known });
             }

@@ -242,14 +242,14 @@ async fn fleet_view(
 }
 
 /// A fleet of one branch node behind a 48 Mbit/s origin, version 1 of a 32 MiB release
-/// published (with `extra` arguments to `p2pctl publish`), and the bytes the branch node
-/// verified once it had `tenths` tenths of it (never all).
+/// published (with `extra` arguments to `p2pctl publish`) at the instant returned, and the
+/// bytes the branch node verified once it had `tenths` tenths of it (never all).
 async fn fetching_on_one_branch_node(
     dir: &std::path::Path,
     name: &str,
     extra: &[&str],
     tenths: u64,
-) -> (Fleet, String, u64) {
+) -> (Fleet, String, u64, Instant) {
     let s = Scenario::parse(&format!(
         "name = '{name}'\nseed = 3\ntimeout_s = 180\n[release]\nsize_mib = 32\n\
          [origin]\nup_mbit = 48\n[wan]\nlatency_ms = 2\n[[sites]]\nname = 'branch'\nnodes = 1\n",
@@ -258,6 +258,7 @@ async fn fetching_on_one_branch_node(
     let fleet = Fleet::start(s, dir, true).await.unwrap();
     fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
     let payload = fleet.make_payload(1).unwrap();
+    let published = Instant::now();
     let id = fleet.publish_with(&payload, 1, extra).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let had = loop {
@@ -275,7 +276,7 @@ async fn fetching_on_one_branch_node(
         assert!(Instant::now() < deadline, "no progress");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    (fleet, id, had)
+    (fleet, id, had, published)
 }
 
 /// A node SIGKILLed half-way through a fetch completes after a restart, and what it had
@@ -283,7 +284,7 @@ async fn fetching_on_one_branch_node(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
     let (_guard, dir) = workdir();
-    let (mut fleet, id, had) = fetching_on_one_branch_node(&dir, "resume", &[], 4).await;
+    let (mut fleet, id, had, _) = fetching_on_one_branch_node(&dir, "resume", &[], 4).await;
     fleet.kill(1);
     fleet.start_node(1).unwrap();
     fleet.wait_ready(1).await.unwrap();
@@ -320,9 +321,8 @@ async fn node_killed_mid_fetch_resumes_without_refetching_verified_chunks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_fetch_whose_manifest_expired_keeps_its_chunks_at_restart() {
     const EXPIRES: Duration = Duration::from_secs(20);
-    let published = Instant::now();
     let (_guard, dir) = workdir();
-    let (mut fleet, id, had) =
+    let (mut fleet, id, had, published) =
         fetching_on_one_branch_node(&dir, "expiry", &["--expires", "20s"], 3).await;
     fleet.kill(1);
     tokio::time::sleep((EXPIRES + Duration::from_secs(2)).saturating_sub(published.elapsed()))
