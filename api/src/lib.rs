@@ -687,7 +687,8 @@ pub struct InstallView {
     pub reason: Option<String>,
     /// The apply command's exit code, if it ran and exited.
     pub exit_code: Option<i32>,
-    /// The last lines of the apply command's output.
+    /// The last lines of the apply command's output (of the health check's, when that is
+    /// what failed).
     #[serde(default)]
     pub output: Vec<String>,
     /// After a failure: the version directory `current` points at again (none: removed).

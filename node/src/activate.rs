@@ -19,11 +19,16 @@
 //! 3. **Apply**: the optional `[install] apply` command runs with the new directory as its
 //!    last argument (no shell), in its own process group, with `P2PD_*` variables; its
 //!    output is kept as a bounded tail. Past `apply_timeout_s` the whole group is killed.
-//! 4. **Record**: success, or failure with the exit code (or signal, or timeout) and the last
+//! 4. **Check**: the optional `[install] check` command runs the same way once the apply
+//!    command succeeded, up to `1 + check_retries` times, `check_interval_s` apart
+//!    (`P2PD_CHECK_TRY` counts the runs). If it never passes, `current` switches back to the
+//!    previous version and the apply command runs again for it (`P2PD_ROLLBACK=1`), and
+//!    the install is a failure with the check's exit code and output.
+//! 5. **Record**: success, or failure with the exit code (or signal, or timeout) and the last
 //!    lines of output, after switching `current` back to the previous version (removing it
 //!    when there was none). The record is what `p2pctl status` shows; a failed release is not
 //!    retried until a newer version arrives.
-//! 5. **Prune**: version directories beyond `keep` are removed, never `current` nor the
+//! 6. **Prune**: version directories beyond `keep` are removed, never `current` nor the
 //!    version before it.
 //!
 //! A crash between the switch and the record leaves no record, so after a restart the
@@ -297,6 +302,18 @@ pub async fn run_apply(
     env: &[(&str, String)],
     timeout: Duration,
 ) -> ApplyResult {
+    run_command("apply command", command, dir, env, timeout).await
+}
+
+/// Runs `command` (`what` it is, for the messages) with `dir` appended, the `env`
+/// variables, in `dir`, in its own process group, killed with the group past `timeout`.
+async fn run_command(
+    what: &str,
+    command: &[String],
+    dir: &Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> ApplyResult {
     let Some((program, args)) = command.split_first() else {
         return ApplyResult {
             failure: None,
@@ -361,14 +378,14 @@ pub async fn run_apply(
     match status {
         Err(_) => ApplyResult {
             failure: Some(format!(
-                "apply command timed out after {} s and was killed",
+                "{what} timed out after {} s and was killed",
                 timeout.as_secs()
             )),
             exit_code: None,
             output,
         },
         Ok(Err(e)) => ApplyResult {
-            failure: Some(format!("waiting for the apply command: {e}")),
+            failure: Some(format!("waiting for the {what}: {e}")),
             exit_code: None,
             output,
         },
@@ -380,9 +397,9 @@ pub async fn run_apply(
         Ok(Ok(status)) => {
             use std::os::unix::process::ExitStatusExt;
             let failure = match (status.code(), status.signal()) {
-                (Some(code), _) => format!("apply command exited with status {code}"),
-                (None, Some(sig)) => format!("apply command was killed by signal {sig}"),
-                (None, None) => format!("apply command failed: {status}"),
+                (Some(code), _) => format!("{what} exited with status {code}"),
+                (None, Some(sig)) => format!("{what} was killed by signal {sig}"),
+                (None, None) => format!("{what} failed: {status}"),
             };
             ApplyResult {
                 failure: Some(failure),
@@ -393,11 +410,45 @@ pub async fn run_apply(
     }
 }
 
+/// The health check of `[install]` ([`Installer::check_health`]).
+#[derive(Debug, Clone)]
+struct HealthCheck {
+    command: Vec<String>,
+    timeout: Duration,
+    retries: u32,
+    interval: Duration,
+}
+
+/// Runs the health check with `dir` and `env` (plus `P2PD_CHECK_TRY`, from 1) until it
+/// passes, at most 1 + `retries` times, `interval` apart. The last run's result.
+async fn check_health(check: &HealthCheck, dir: &Path, env: &[(&str, String)]) -> ApplyResult {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut env = env.to_vec();
+        env.push(("P2PD_CHECK_TRY", tries.to_string()));
+        let result = run_command("health check", &check.command, dir, &env, check.timeout).await;
+        if result.failure.is_none() || tries > check.retries {
+            return ApplyResult {
+                failure: result.failure.map(|f| {
+                    format!(
+                        "{f} (run {tries} time{})",
+                        if tries == 1 { "" } else { "s" }
+                    )
+                }),
+                ..result
+            };
+        }
+        tokio::time::sleep(check.interval).await;
+    }
+}
+
 /// Installs completed releases; see the module docs.
 pub struct Installer {
     target: PathBuf,
     apply: Vec<String>,
     timeout: Duration,
+    check: Option<HealthCheck>,
     keep: usize,
     /// The release being activated now.
     busy: Mutex<Option<ReleaseId>>,
@@ -430,6 +481,12 @@ impl Installer {
             target: section.target.clone()?,
             apply: section.apply.clone(),
             timeout: Duration::from_secs(section.apply_timeout_s),
+            check: (!section.check.is_empty()).then(|| HealthCheck {
+                command: section.check.clone(),
+                timeout: Duration::from_secs(section.check_timeout_s),
+                retries: section.check_retries,
+                interval: Duration::from_secs(section.check_interval_s),
+            }),
             keep: section.keep as usize,
             busy: Mutex::new(None),
         })
@@ -483,7 +540,7 @@ impl Installer {
         }
     }
 
-    /// Activates `id` now (steps 1 to 5), records and returns the outcome.
+    /// Activates `id` now (steps 1 to 6), records and returns the outcome.
     pub async fn activate(
         &self,
         store: &Arc<Store>,
@@ -572,7 +629,59 @@ impl Installer {
                     .unwrap_or_default(),
             ),
         ];
-        let applied = run_apply(&self.apply, &dir, &env, self.timeout).await;
+        let mut applied = run_apply(&self.apply, &dir, &env, self.timeout).await;
+        let mut rollback_note = String::new();
+        if applied.failure.is_none() {
+            if let Some(check) = &self.check {
+                let checked = check_health(check, &dir, &env).await;
+                if let Some(reason) = checked.failure {
+                    tracing::warn!(release = %id, %channel, version, %reason,
+                        "health check failed; rolling back");
+                    // The new version was applied: the previous one is applied again once
+                    // `current` points back at it.
+                    rollback_note = match &previous {
+                        Some(prev) if !self.apply.is_empty() => {
+                            let (dir_of_channel, back) = (chan_dir.clone(), prev.clone());
+                            blocking(move || switch_current(&dir_of_channel, Some(&back))).await?;
+                            let prev_dir = chan_dir.join(prev);
+                            let prev_id = records
+                                .iter()
+                                .find(|(_, r)| {
+                                    r.dir.file_name() == Some(std::ffi::OsStr::new(prev))
+                                })
+                                .map(|(id, _)| id.to_hex())
+                                .unwrap_or_default();
+                            let prev_env = [
+                                ("P2PD_RELEASE", prev_id),
+                                ("P2PD_CHANNEL", channel.clone()),
+                                (
+                                    "P2PD_VERSION",
+                                    version_of_dir_name(prev).unwrap_or(0).to_string(),
+                                ),
+                                ("P2PD_RELEASE_DIR", prev_dir.display().to_string()),
+                                ("P2PD_PREVIOUS_DIR", dir.display().to_string()),
+                                ("P2PD_ROLLBACK", "1".to_string()),
+                            ];
+                            let again =
+                                run_apply(&self.apply, &prev_dir, &prev_env, self.timeout).await;
+                            match again.failure {
+                                None => format!("; {prev} applied again"),
+                                Some(e) => {
+                                    tracing::error!(release = %id, %channel, previous = %prev,
+                                        error = %e, "applying the previous version again failed");
+                                    format!("; applying {prev} again failed: {e}")
+                                }
+                            }
+                        }
+                        _ => String::new(),
+                    };
+                    applied = ApplyResult {
+                        failure: Some(format!("health check failed: {reason}")),
+                        ..checked
+                    };
+                }
+            }
+        }
         let outcome = match applied.failure {
             None => Outcome::Installed,
             Some(reason) => {
@@ -582,7 +691,7 @@ impl Installer {
                 tracing::warn!(release = %id, %channel, version, %reason,
                     rolled_back_to = previous.as_deref().unwrap_or("nothing"), "install failed");
                 Outcome::Failed {
-                    reason,
+                    reason: reason + &rollback_note,
                     exit_code: applied.exit_code,
                     output: applied.output,
                     rolled_back_to: previous.clone(),

@@ -61,6 +61,22 @@ pub struct InstallSection {
     /// for rollback).
     #[serde(default = "default_keep")]
     pub keep: u32,
+    /// Health check run after the apply command succeeded: program and arguments, no shell,
+    /// the release directory appended. A check that still fails after its retries rolls
+    /// the node back (the apply command runs again for the previous version) and the
+    /// install counts as failed. Empty: none.
+    #[serde(default)]
+    pub check: Vec<String>,
+    /// Seconds one run of the check may take before it (and its process group) is killed.
+    #[serde(default = "default_check_timeout_s")]
+    pub check_timeout_s: u64,
+    /// Runs of the check after the first that fails (a service may take a moment to come
+    /// up).
+    #[serde(default = "default_check_retries")]
+    pub check_retries: u32,
+    /// Seconds between two runs of the check.
+    #[serde(default = "default_check_interval_s")]
+    pub check_interval_s: u64,
 }
 
 impl Default for InstallSection {
@@ -70,9 +86,32 @@ impl Default for InstallSection {
             apply: Vec::new(),
             apply_timeout_s: default_apply_timeout_s(),
             keep: default_keep(),
+            check: Vec::new(),
+            check_timeout_s: default_check_timeout_s(),
+            check_retries: default_check_retries(),
+            check_interval_s: default_check_interval_s(),
         }
     }
 }
+
+fn default_check_timeout_s() -> u64 {
+    60
+}
+
+fn default_check_retries() -> u32 {
+    2
+}
+
+fn default_check_interval_s() -> u64 {
+    5
+}
+
+/// Most runs of the health check after the first: with the longest interval and timeout a
+/// failing install still ends within hours, not days.
+pub const CHECK_RETRIES_MAX: u32 = 10;
+
+/// Longest wait between two runs of the health check, seconds.
+pub const CHECK_INTERVAL_S_MAX: u64 = 600;
 
 fn default_apply_timeout_s() -> u64 {
     600
@@ -104,6 +143,26 @@ impl InstallSection {
         }
         if self.apply_timeout_s == 0 || self.apply_timeout_s > APPLY_TIMEOUT_S_MAX {
             return bad("install.apply_timeout_s", "must be from 1 to 86400 seconds");
+        }
+        if let Some(program) = self.check.first() {
+            if program.is_empty() {
+                return bad("install.check", "the program name is empty");
+            }
+        }
+        if !self.check.is_empty() && self.target.is_none() {
+            return bad(
+                "install.check",
+                "needs install.target: the check gets the installed directory",
+            );
+        }
+        if self.check_timeout_s == 0 || self.check_timeout_s > APPLY_TIMEOUT_S_MAX {
+            return bad("install.check_timeout_s", "must be from 1 to 86400 seconds");
+        }
+        if self.check_retries > CHECK_RETRIES_MAX {
+            return bad("install.check_retries", "must be from 0 to 10");
+        }
+        if self.check_interval_s > CHECK_INTERVAL_S_MAX {
+            return bad("install.check_interval_s", "must be from 0 to 600 seconds");
         }
         if self.keep < 2 || self.keep > KEEP_VERSIONS_MAX {
             return bad(
@@ -475,6 +534,14 @@ emergency_critical_cvss = 9.0
 # switches back to the previous version and `p2pctl status` shows the exit code and output.
 # apply = ["/usr/local/sbin/apply-patch", "--quiet"]
 apply_timeout_s = 600
+# Health check, run after the apply command succeeded (same arguments and environment). If
+# it still fails after check_retries more runs, check_interval_s apart, the node rolls back:
+# `current` switches to the previous version and the apply command runs again for it (with
+# P2PD_ROLLBACK=1); the install counts as failed, with the check's output in `p2pctl status`.
+# check = ["/usr/local/sbin/check-service", "nginx"]
+check_timeout_s = 60
+check_retries = 2
+check_interval_s = 5
 # Versions kept per channel (at least 2: current and the one before, for rollback).
 keep = 2
 "#
@@ -513,5 +580,43 @@ mod tests {
         std::fs::write(&path, bad_key).unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("trust.publishers[0].key"), "{err}");
+
+        // A health check needs a target, and its settings are bounded.
+        let check = base.replace(
+            "# check = [\"/usr/local/sbin/check-service\", \"nginx\"]",
+            "check = [\"/bin/true\"]",
+        );
+        std::fs::write(&path, &check).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("install.check") && err.contains("target"),
+            "{err}"
+        );
+        let check = check.replace("# target = \"/opt/patches\"", "target = \"/opt/patches\"");
+        std::fs::write(&path, &check).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.install.check, vec!["/bin/true".to_string()]);
+        assert_eq!(config.install.check_retries, 2);
+        for (from, to, setting) in [
+            (
+                "check_retries = 2",
+                "check_retries = 11",
+                "install.check_retries",
+            ),
+            (
+                "check_timeout_s = 60",
+                "check_timeout_s = 0",
+                "install.check_timeout_s",
+            ),
+            (
+                "check_interval_s = 5",
+                "check_interval_s = 601",
+                "install.check_interval_s",
+            ),
+        ] {
+            std::fs::write(&path, check.replace(from, to)).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(setting), "{err}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Swarm tests with real p2pd processes on loopback, through the emulated WAN.
 
-use api::FetchState;
+use api::{FetchState, InstallState};
 use std::time::{Duration, Instant};
 use testnet::fleet::{Fleet, workdir};
 use testnet::scenario::Scenario;
@@ -357,6 +357,110 @@ async fn an_unfinished_fetch_whose_manifest_expired_keeps_its_chunks_at_restart(
     assert!(
         kept >= had,
         "{kept} bytes kept of the {had} verified before the restart"
+    );
+}
+
+/// A health check that keeps failing after an install rolls the node back: `current`
+/// points at the previous version again, the apply command runs again for it (told it is a
+/// rollback), and the install is failed with the check's output, in the node's status and
+/// in the fleet view. A check that passes leaves the install alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_rolls_the_node_back_and_counts_as_a_failure() {
+    let s = Scenario::parse(
+        "name = 'health'\nseed = 6\ntimeout_s = 120\n[release]\nsize_mib = 1\n\
+         [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 2\n[[sites]]\nname = 'branch'\nnodes = 1\n",
+    )
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    let node = 1;
+    fleet.kill(node);
+    let data = fleet.nodes[node].data.clone();
+    let target = data.join("installed");
+    let applied = data.join("applied.log");
+    // The apply command notes each version it applies (and whether as a rollback); the
+    // check fails for version 2 only, saying why.
+    let apply = format!(
+        "echo \"$P2PD_VERSION rollback=${{P2PD_ROLLBACK:-0}}\" >> {}",
+        applied.display()
+    );
+    let check = "if [ \"$P2PD_VERSION\" = 2 ]; then echo \"service down (try $P2PD_CHECK_TRY)\" >&2; exit 7; fi";
+    let config = data.join("p2pd.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "# target = \"/opt/patches\"",
+            &format!("target = {:?}", target.display().to_string()),
+        )
+        .replace(
+            "# apply = [\"/usr/local/sbin/apply-patch\", \"--quiet\"]",
+            &format!("apply = [\"/bin/sh\", \"-c\", {apply:?}]"),
+        )
+        .replace(
+            "# check = [\"/usr/local/sbin/check-service\", \"nginx\"]",
+            &format!("check = [\"/bin/sh\", \"-c\", {check:?}]"),
+        )
+        .replace("check_retries = 2", "check_retries = 1")
+        .replace("check_interval_s = 5", "check_interval_s = 1");
+    std::fs::write(&config, text).unwrap();
+    fleet.start_node(node).unwrap();
+    fleet.wait_ready(node).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+
+    let install_of = |id: String| {
+        let fleet = &fleet;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let st = fleet.status(node).await.unwrap();
+                if let Some(i) = st
+                    .releases
+                    .iter()
+                    .find(|r| r.id == id)
+                    .and_then(|r| r.install.clone())
+                    .filter(|i| matches!(i.state, InstallState::Installed | InstallState::Failed))
+                {
+                    return i;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "not installed: {:?}",
+                    st.releases
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let v1 = fleet.publish(&fleet.make_payload(1).unwrap(), 1).unwrap();
+    let first = install_of(v1.clone()).await;
+    assert_eq!(first.state, InstallState::Installed, "{first:?}");
+    let v1_dir = std::fs::read_link(target.join("testnet+health").join("current")).unwrap();
+
+    let v2 = fleet.publish(&fleet.make_payload(2).unwrap(), 2).unwrap();
+    let second = install_of(v2.clone()).await;
+    assert_eq!(second.state, InstallState::Failed, "{second:?}");
+    let reason = second.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("health check failed: health check exited with status 7 (run 2 times)"),
+        "{reason}"
+    );
+    assert!(reason.contains("applied again"), "{reason}");
+    assert_eq!(second.exit_code, Some(7));
+    assert_eq!(second.output, vec!["service down (try 2)".to_string()]);
+    assert_eq!(
+        std::fs::read_link(target.join("testnet+health").join("current")).unwrap(),
+        v1_dir,
+        "current is back on version 1"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&applied).unwrap(),
+        "1 rollback=0\n2 rollback=0\n1 rollback=1\n",
+        "version 1 applied, then 2, then 1 again as a rollback"
+    );
+    let view = fleet_view(&fleet, 0, &v2, |r| r.states.failed == 1).await;
+    assert!(
+        view.failed[0].error.contains("health check failed"),
+        "{view:?}"
     );
 }
 

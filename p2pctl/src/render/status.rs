@@ -35,10 +35,16 @@ pub(crate) fn print_progress(r: &ReleaseProgress) {
             crate::outln!("          {dir}");
         }
         if !i.output.is_empty() {
-            crate::outln!(
-                "output    (last {} lines of the apply command)",
-                i.output.len()
-            );
+            let of = if i
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("health check failed"))
+            {
+                "health check"
+            } else {
+                "apply command"
+            };
+            crate::outln!("output    (last {} lines of the {of})", i.output.len());
             for line in &i.output {
                 crate::outln!("  | {line}");
             }
