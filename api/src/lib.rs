@@ -470,6 +470,40 @@ pub struct ForgetRequest {
     pub node: String,
 }
 
+/// `POST /v1/holds`: hold a channel (and those under it) or a release from installing on
+/// this node until `until_unix_s` (an exception, `p2pctl hold`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldRequest {
+    /// A channel name, or a release id (or a unique prefix of at least 12 hex digits).
+    pub target: String,
+    /// Why (at most 200 bytes).
+    pub reason: String,
+    /// When it ends by itself, unix seconds (within a year).
+    pub until_unix_s: i64,
+}
+
+/// `POST /v1/holds/lift`: ends a hold before its time (`p2pctl unhold`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiftHoldRequest {
+    /// What it holds, as `GET /v1/holds` lists it (a release may be given by a prefix).
+    pub target: String,
+}
+
+/// An install hold in force on this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldView {
+    /// The channel, or the release id (hex).
+    pub target: String,
+    /// Why.
+    pub reason: String,
+    /// When it ends (RFC 3339).
+    pub until: String,
+    /// The same, unix seconds.
+    pub until_unix_s: i64,
+    /// When it was set, unix seconds.
+    pub at_unix_s: i64,
+}
+
 /// What `POST /v1/fleet/forget` did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ForgetView {
@@ -601,6 +635,9 @@ pub enum InstallState {
     Failed,
     /// A newer version of the channel was installed instead.
     Superseded,
+    /// Complete, held from installing by an exception (`p2pctl hold`): the reason is
+    /// `InstallView::reason`, the end `InstallView::held_until`.
+    Held,
 }
 
 impl InstallState {
@@ -614,6 +651,7 @@ impl InstallState {
             Self::Installed => "installed",
             Self::Failed => "failed",
             Self::Superseded => "superseded",
+            Self::Held => "held",
         }
     }
 }
@@ -693,6 +731,12 @@ pub struct InstallView {
     pub output: Vec<String>,
     /// After a failure: the version directory `current` points at again (none: removed).
     pub rolled_back_to: Option<String>,
+    /// While held: when the hold ends (RFC 3339).
+    #[serde(default)]
+    pub held_until: Option<String>,
+    /// The same, unix seconds.
+    #[serde(default)]
+    pub held_until_unix_s: Option<i64>,
     /// Installed, but the channel's `current` points at this other version directory now
     /// (switched by hand): what is really in use. The next install replaces it, and says so
     /// in the audit log.

@@ -470,6 +470,8 @@ pub enum InstallState {
     Installing,
     /// A newer version of the channel was activated (or is waiting) instead.
     Superseded,
+    /// Complete, and held from installing by an exception (`p2pctl hold`).
+    Held(store::holds::InstallHold),
     /// Activated: see the record.
     Done(ActivationRecord),
 }
@@ -506,12 +508,13 @@ impl Installer {
         (now != ours).then_some(now)
     }
 
-    /// Where `release` stands, given the store's records.
+    /// Where `release` stands, given the store's records and the install holds in force.
     pub fn state_of(
         &self,
         net: &Net,
         release: &net::Release,
         records: &HashMap<ReleaseId, ActivationRecord>,
+        holds: &[store::holds::InstallHold],
     ) -> InstallState {
         if let Some(r) = records.get(&release.id) {
             return InstallState::Done(r.clone());
@@ -533,6 +536,12 @@ impl Installer {
                 != Some(release.version);
         if newer {
             return InstallState::Superseded;
+        }
+        if let Some(h) = holds
+            .iter()
+            .find(|h| h.covers(&release.id, &release.channel))
+        {
+            return InstallState::Held(h.clone());
         }
         match net.gates.install_state(release, jiff::Timestamp::now()) {
             WindowState::Open { .. } => InstallState::Due,
@@ -837,7 +846,7 @@ fn failed_before_apply(
 struct Looked {
     /// The records it read.
     records: HashMap<ReleaseId, ActivationRecord>,
-    /// When the next install window of a waiting release opens.
+    /// When the next install window of a waiting release opens, or a hold on one ends.
     next_open: Option<jiff::Timestamp>,
 }
 
@@ -848,9 +857,9 @@ async fn due(
     store: &Arc<Store>,
     skip: &HashSet<ReleaseId>,
 ) -> Result<(Option<ReleaseId>, Looked), ActivateError> {
-    let records = {
+    let (records, holds) = {
         let store = store.clone();
-        blocking(move || records(&store)).await?
+        blocking(move || Ok((records(&store)?, store.holds(net::now_unix_s())?))).await?
     };
     let mut handled: HashMap<&str, u64> = HashMap::new();
     for r in records.values() {
@@ -887,6 +896,13 @@ async fn due(
     let now = jiff::Timestamp::now();
     let mut next: Option<jiff::Timestamp> = None;
     for r in candidates {
+        // A held release waits for its hold to end (or be lifted, which wakes the loop).
+        if let Some(h) = holds.iter().find(|h| h.covers(&r.id, &r.channel)) {
+            if let Ok(ends) = jiff::Timestamp::from_second(h.until_unix_s) {
+                next = Some(next.map_or(ends, |n| n.min(ends)));
+            }
+            continue;
+        }
         match net.gates.install_state(&r, now) {
             WindowState::Open { .. } => {
                 return Ok((

@@ -112,6 +112,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/fleet/{release}", get(fleet_report))
         .route("/v1/report", get(compliance_report))
         .route("/v1/fleet/forget", post(forget_node))
+        .route("/v1/holds", get(get_holds).post(post_hold))
+        .route("/v1/holds/lift", post(lift_hold))
         .route(
             "/v1/fleet/revocations",
             get(get_revocations).post(post_revocations),
@@ -756,6 +758,124 @@ async fn compliance_report(
 /// Retires a silent node of this site from the fleet view and the report: here, at the
 /// site's other nodes (a [`protocol::wire::Control::Forget`] to each same-site peer; each
 /// checks the silence itself), and in the audit log.
+/// A hold's target as stored: a release id given in full or by a unique prefix of at least
+/// 12 hex digits (as `p2pctl status` shows them) becomes the full id; anything else is a
+/// channel name (checked when the hold is set).
+async fn hold_target(state: &Arc<AppState>, target: &str) -> Result<String, ApiError> {
+    let target = target.trim().to_owned();
+    let hexish = target.len() >= 12 && target.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hexish {
+        return Ok(target);
+    }
+    if target.len() == 64 {
+        return Ok(target.to_ascii_lowercase());
+    }
+    let store = state.store.clone();
+    let prefix = target.to_ascii_lowercase();
+    let found = blocking(move || Ok(store.find_releases(&prefix)?)).await?;
+    match found.as_slice() {
+        [one] => Ok(one.to_hex()),
+        [] => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NoRelease,
+            format!("no release starts with {target}; give the whole id of one not here yet"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AmbiguousRelease,
+            format!("{target} starts the ids of several releases; give more digits"),
+        )),
+    }
+}
+
+fn hold_view(h: store::holds::InstallHold) -> api::HoldView {
+    api::HoldView {
+        until: jiff::Timestamp::from_second(h.until_unix_s)
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        target: h.target,
+        reason: h.reason,
+        until_unix_s: h.until_unix_s,
+        at_unix_s: h.at_unix_s,
+    }
+}
+
+/// The install holds in force.
+async fn get_holds(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<api::HoldView>>, ApiError> {
+    let store = state.store.clone();
+    let holds = blocking(move || Ok(store.holds(now_unix_s())?)).await?;
+    Ok(Json(holds.into_iter().map(hold_view).collect()))
+}
+
+/// Sets an install hold (audited); what it covers stays fetched and served, not installed.
+async fn post_hold(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<api::HoldRequest>,
+) -> Result<Json<api::HoldView>, ApiError> {
+    let hold = store::holds::InstallHold {
+        target: hold_target(&state, &req.target).await?,
+        reason: req.reason.trim().to_owned(),
+        until_unix_s: req.until_unix_s,
+        at_unix_s: now_unix_s(),
+    };
+    let store = state.store.clone();
+    let kept = hold.clone();
+    tokio::task::spawn_blocking(move || store.set_hold(&kept))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| match e {
+            store::holds::HoldError::Store(e) => ApiError::from(e),
+            e => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::BadRequest,
+                e.to_string(),
+            ),
+        })?;
+    tracing::info!(target = %hold.target, until = hold.until_unix_s, reason = %hold.reason,
+        "install hold set");
+    Ok(Json(hold_view(hold)))
+}
+
+/// Lifts an install hold (audited): what it held installs at the next look, inside the
+/// install windows.
+async fn lift_hold(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<api::LiftHoldRequest>,
+) -> Result<Json<api::HoldView>, ApiError> {
+    let target = hold_target(&state, &req.target).await?;
+    let store = state.store.clone();
+    let (held, lifted) = {
+        let target = target.clone();
+        blocking(move || {
+            let now = now_unix_s();
+            let held = store.holds(now)?.into_iter().find(|h| h.target == target);
+            Ok((held, store.lift_hold(&target)?))
+        })
+        .await?
+    };
+    let Some(held) = held.filter(|_| lifted) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::BadRequest,
+            format!("no install hold on {target}"),
+        ));
+    };
+    tracing::info!(target = %target, "install hold lifted");
+    if let Some(net) = state.net.get() {
+        // The activation loop looks again now.
+        net.registry.completed().notify_one();
+    }
+    Ok(Json(hold_view(held)))
+}
+
 async fn forget_node(
     State(state): State<Arc<AppState>>,
     Json(req): Json<api::ForgetRequest>,
@@ -1183,6 +1303,7 @@ fn record_state(r: &ReleaseProgress) -> (protocol::status::ReleaseState, Option<
         (_, Some(Install::Installed)) => (Record::Activated, None),
         (_, Some(Install::Failed)) => (Record::Failed, install.and_then(|i| i.reason.clone())),
         (_, Some(Install::Superseded)) | (FetchState::Superseded, _) => (Record::Superseded, None),
+        (_, Some(Install::Held)) => (Record::Held, install.and_then(|i| i.reason.clone())),
         (FetchState::Complete, _) => (Record::Complete, None),
         (FetchState::Failed, _) => (Record::Failed, r.error.clone()),
         (FetchState::Paused, _) => (Record::PausedByWindow, None),
@@ -1230,7 +1351,10 @@ pub async fn status_releases(
             chunks_have: r.chunks_have,
             chunks_total: r.chunks_total,
             since_unix_s: installed_at,
-            until_unix_s: r.download_opens_unix_s,
+            until_unix_s: match state {
+                ReleaseState::Held => r.install.as_ref().and_then(|i| i.held_until_unix_s),
+                _ => r.download_opens_unix_s,
+            },
             error: error.map(|e| bounded_error(&e)),
         });
     }
@@ -1277,17 +1401,14 @@ async fn progress_of(
 ) -> Result<Vec<ReleaseProgress>, ApiError> {
     use crate::activate::{InstallState, Outcome};
     let text = |t: jiff::Timestamp| t.round(jiff::Unit::Second).unwrap_or(t).to_string();
-    let records = match state.installer.get() {
+    let (records, holds) = match state.installer.get() {
         Some(_) => {
             let store = state.store.clone();
-            Some(
-                blocking(move || Ok(store.activations()?))
-                    .await?
-                    .into_iter()
-                    .collect::<HashMap<_, _>>(),
-            )
+            let (records, holds) =
+                blocking(move || Ok((store.activations()?, store.holds(now_unix_s())?))).await?;
+            (Some(records.into_iter().collect::<HashMap<_, _>>()), holds)
         }
-        None => None,
+        None => (None, Vec::new()),
     };
     let mut list = Vec::new();
     for r in net.releases() {
@@ -1300,7 +1421,7 @@ async fn progress_of(
         if let (Some(installer), Some(records)) = (state.installer.get(), &records) {
             use api::InstallState as Shown;
             let mut v = InstallView::default();
-            match installer.state_of(net, &r, records) {
+            match installer.state_of(net, &r, records, &holds) {
                 InstallState::NotReady => v.state = Shown::Pending,
                 InstallState::Due => v.state = Shown::Due,
                 InstallState::Waiting { opens } => {
@@ -1309,6 +1430,14 @@ async fn progress_of(
                 }
                 InstallState::Installing => v.state = Shown::Installing,
                 InstallState::Superseded => v.state = Shown::Superseded,
+                InstallState::Held(hold) => {
+                    v.state = Shown::Held;
+                    v.reason = Some(hold.reason);
+                    v.held_until = jiff::Timestamp::from_second(hold.until_unix_s)
+                        .ok()
+                        .map(text);
+                    v.held_until_unix_s = Some(hold.until_unix_s);
+                }
                 InstallState::Done(record) => {
                     v.dir = Some(record.dir.display().to_string());
                     v.at = jiff::Timestamp::from_second(record.at_unix_s)

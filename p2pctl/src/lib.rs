@@ -10,6 +10,7 @@
 
 mod audit;
 mod fleet;
+mod holds;
 mod keys;
 mod node;
 mod output;
@@ -127,6 +128,29 @@ enum Command {
         /// Destination; must not exist or be empty.
         dir: PathBuf,
     },
+    /// Hold a channel (and those under it) or a release from installing on this node until
+    /// a time: an exception, for a system that cannot take a patch yet. It is still fetched
+    /// and served; `p2pctl status` shows it held, and the fleet view and the compliance
+    /// report list it as an exception with its reason, apart from failures. The hold ends by
+    /// itself at --until, or with `p2pctl unhold`. Audited.
+    Hold {
+        /// A channel name, or a release id (a prefix of at least 12 hex digits will do).
+        target: String,
+        /// Why, for the fleet view and the report (a ticket number helps; 200 bytes at most).
+        #[arg(long)]
+        reason: String,
+        /// When it ends by itself: 14d, 2027-01-31 (midnight UTC) or an RFC 3339 instant;
+        /// within a year.
+        #[arg(long)]
+        until: String,
+    },
+    /// Lift an install hold before its end: what it held installs inside the install window.
+    Unhold {
+        /// What it holds, as `p2pctl holds` lists it.
+        target: String,
+    },
+    /// List the install holds in force on this node.
+    Holds,
     /// Show the node: id, site, store usage, trusted publishers; `node forget` retires one.
     Node {
         #[command(subcommand)]
@@ -279,6 +303,7 @@ pub(crate) enum AuditAction {
 }
 
 /// A failure with its exit code.
+#[derive(Debug)]
 pub(crate) struct Failure {
     code: ExitCode,
     message: String,
@@ -369,6 +394,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 identity::read_key(&key).map_err(|e| fail(ExitCode::Refused, e.to_string()))?;
             publish::approve(&client, &release, &key, cli.json).await
         }
+        Command::Hold {
+            target,
+            reason,
+            until,
+        } => holds::hold(&client, &target, &reason, &until, cli.json).await,
+        Command::Unhold { target } => holds::unhold(&client, &target, cli.json).await,
+        Command::Holds => holds::holds(&client, cli.json).await,
         Command::Releases => releases::releases(&client, cli.json).await,
         Command::Show { release } => releases::show(&client, release, cli.json).await,
         Command::Verify { release } => releases::verify(&client, release, cli.json).await,

@@ -51,11 +51,14 @@ pub enum ReleaseState {
     Refused,
     /// The node does not follow the release's channel.
     NotFollowed,
+    /// Held from installing by an exception on the node (`p2pctl hold`): its reason is the
+    /// error, its end `until_unix_s`. The node still fetches and serves it.
+    Held,
 }
 
 impl ReleaseState {
     /// Every state, in the order a release moves through them, then the ends that leave it.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Announced,
         Self::Downloading,
         Self::PausedByWindow,
@@ -65,6 +68,7 @@ impl ReleaseState {
         Self::Superseded,
         Self::Refused,
         Self::NotFollowed,
+        Self::Held,
     ];
 
     /// Position in [`ReleaseState::ALL`].
@@ -84,12 +88,13 @@ impl ReleaseState {
             Self::Superseded => "superseded",
             Self::Refused => "refused",
             Self::NotFollowed => "not followed",
+            Self::Held => "held",
         }
     }
 
     /// Whether the node holds the whole release.
     pub fn has_release(self) -> bool {
-        matches!(self, Self::Complete | Self::Activated)
+        matches!(self, Self::Complete | Self::Activated | Self::Held)
     }
 }
 
@@ -117,7 +122,7 @@ pub struct ReleaseStatus {
     /// for throughput and the compliance report.
     pub since_unix_s: i64,
     /// For a release paused by a closed window: when the window opens, unix seconds (`None`:
-    /// not in sight).
+    /// not in sight); for a held one, when the hold ends.
     pub until_unix_s: Option<i64>,
     /// The last error, if any (at most [`STATUS_ERROR_BYTES_MAX`] bytes).
     pub error: Option<String>,

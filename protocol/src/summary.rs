@@ -153,10 +153,11 @@ pub struct SiteRelease {
 /// Most reasons a site's figures of a release carry ([`SiteRelease::reasons`]).
 pub const SUMMARY_REASONS_MAX: usize = 4;
 
-/// A reason nodes of a site failed or refused a release, and how many gave it.
+/// A reason nodes of a site failed, refused or hold a release (an exception), and how many
+/// gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
-    /// `Failed` or `Refused`.
+    /// `Failed`, `Refused` or `Held`.
     pub state: ReleaseState,
     /// The error the nodes' records give (at most [`STATUS_ERROR_BYTES_MAX`] bytes).
     pub reason: String,
@@ -282,11 +283,14 @@ impl SiteRelease {
         };
         if r.reasons.len() > SUMMARY_REASONS_MAX
             || r.reasons.iter().any(|x| {
-                !matches!(x.state, ReleaseState::Failed | ReleaseState::Refused)
-                    || x.reason.len() > STATUS_ERROR_BYTES_MAX
+                !matches!(
+                    x.state,
+                    ReleaseState::Failed | ReleaseState::Refused | ReleaseState::Held
+                ) || x.reason.len() > STATUS_ERROR_BYTES_MAX
             })
             || given(ReleaseState::Failed) > u64::from(r.count(ReleaseState::Failed))
             || given(ReleaseState::Refused) > u64::from(r.count(ReleaseState::Refused))
+            || given(ReleaseState::Held) > u64::from(r.count(ReleaseState::Held))
         {
             return Err(StatusError::Invalid("reasons"));
         }
@@ -680,7 +684,10 @@ fn figures(
                 } else {
                     u64::from(r.chunks_have.min(chunks_total))
                 };
-                if matches!(r.state, ReleaseState::Failed | ReleaseState::Refused) {
+                if matches!(
+                    r.state,
+                    ReleaseState::Failed | ReleaseState::Refused | ReleaseState::Held
+                ) {
                     let why = r.error.as_deref().unwrap_or_default();
                     *reasons.entry((r.state, why)).or_default() += 1;
                 }

@@ -212,6 +212,20 @@ pub enum AuditEvent {
         /// The key that signed it, hex.
         signer: String,
     },
+    /// An install hold (exception) was set on this node (`p2pctl hold`).
+    HoldSet {
+        /// What it holds: a channel (and those under it) or a release id, hex.
+        target: String,
+        /// Why.
+        reason: String,
+        /// When it ends by itself, unix seconds.
+        until_unix_s: i64,
+    },
+    /// An install hold was lifted before its end (`p2pctl unhold`).
+    HoldLifted {
+        /// What it held.
+        target: String,
+    },
 }
 
 impl AuditEvent {
@@ -263,6 +277,8 @@ impl AuditEvent {
             Self::RevocationsTaken { .. } => "revocations_taken",
             Self::Held { .. } => "held",
             Self::Approved { .. } => "approved",
+            Self::HoldSet { .. } => "hold_set",
+            Self::HoldLifted { .. } => "hold_lifted",
         }
     }
 
@@ -397,6 +413,16 @@ impl AuditEvent {
                 signers.join(", "),
                 if *released { ", released" } else { "" }
             ),
+            Self::HoldSet {
+                target,
+                reason,
+                until_unix_s,
+            } => format!(
+                "install hold on {target} until {}: {reason}",
+                jiff::Timestamp::from_second(*until_unix_s)
+                    .map_or_else(|_| until_unix_s.to_string(), |t| t.to_string())
+            ),
+            Self::HoldLifted { target } => format!("install hold on {target} lifted"),
             Self::RevocationsTaken {
                 fleet,
                 from_version,

@@ -377,6 +377,9 @@ pub struct StateCounts {
     pub refused: u64,
     /// Not following the release's channel.
     pub not_followed: u64,
+    /// Holding it, held from installing by an exception (`p2pctl hold`).
+    #[serde(default)]
+    pub held: u64,
 }
 
 impl StateCounts {
@@ -392,13 +395,14 @@ impl StateCounts {
         self.superseded += c(Superseded) + u64::from(r.covered);
         self.refused += c(Refused);
         self.not_followed += c(NotFollowed);
+        self.held += c(Held);
         self.silent += u64::from(r.silent);
         self.unknown += u64::from(nodes.saturating_sub(r.known()));
     }
 
-    /// Nodes holding the whole release (complete or installed).
+    /// Nodes holding the whole release (complete, installed, or held from installing).
     pub fn holding(&self) -> u64 {
-        self.complete + self.activated
+        self.complete + self.activated + self.held
     }
 
     /// Nodes done with it: holding it, or covered by a newer version.
@@ -616,6 +620,13 @@ pub struct ComplianceRow {
     pub missing_sites: Vec<MissingSite>,
     /// How many installing nodes have not, fleet-wide.
     pub missing_total: u64,
+    /// Of `missing_total`, the nodes that hold it back by an exception (`p2pctl hold`):
+    /// deferred with a reason and an end, not failed.
+    #[serde(default)]
+    pub exceptions: u64,
+    /// Their reasons, the commonest first (at most [`REASONS_LISTED_MAX`]).
+    #[serde(default)]
+    pub exception_reasons: Vec<protocol::summary::Reason>,
 }
 
 /// One site's figures for a release, and where they came from.
@@ -1717,6 +1728,30 @@ impl Fleet {
                     missing,
                     missing_sites,
                     missing_total: installers.saturating_sub(activated),
+                    exceptions: rows
+                        .iter()
+                        .map(|r| u64::from(r.figures.count(ReleaseState::Held)))
+                        .sum(),
+                    exception_reasons: {
+                        let mut by_text: HashMap<&str, u32> = HashMap::new();
+                        for x in rows
+                            .iter()
+                            .flat_map(|r| &r.figures.reasons)
+                            .filter(|x| x.state == ReleaseState::Held)
+                        {
+                            *by_text.entry(x.reason.as_str()).or_default() += x.nodes;
+                        }
+                        let mut list: Vec<protocol::summary::Reason> = by_text
+                            .into_iter()
+                            .map(|(reason, nodes)| protocol::summary::Reason {
+                                state: ReleaseState::Held,
+                                reason: reason.to_owned(),
+                                nodes,
+                            })
+                            .collect();
+                        protocol::summary::Reason::keep_commonest(&mut list, REASONS_LISTED_MAX);
+                        list
+                    },
                 }
             })
             .collect()

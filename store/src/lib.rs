@@ -36,6 +36,7 @@
 pub mod audit;
 pub mod fleet;
 pub mod held;
+pub mod holds;
 pub mod identity;
 pub mod ingest;
 pub mod release;
@@ -91,6 +92,9 @@ const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_re
 /// the signatures it has so far (also in `releases`, where it is not served from until the
 /// row leaves this table).
 const HELD: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("held_releases");
+/// Install holds (exceptions, [`holds`]): target (a channel or a release id, hex) → the
+/// hold.
+const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("install_holds");
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// (activation keeps 8 KB of it at most, the daemon's `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
@@ -377,6 +381,7 @@ impl Store {
             txn.open_table(NODE_CERT)?;
             txn.open_table(REVOCATIONS)?;
             txn.open_table(HELD)?;
+            txn.open_table(HOLDS)?;
         }
         txn.commit()?;
 

@@ -653,6 +653,25 @@ impl Fleet {
         anyhow::bail!("{} did not start", self.nodes[i].name)
     }
 
+    /// Edits node `i`'s `p2pd.toml` while it is stopped: each `(from, to)` replaces the text
+    /// `from`, which must be there (a setting of the default configuration, commented or
+    /// not). The node is killed first if it runs; start it again with [`Fleet::start_node`].
+    pub fn edit_config(&mut self, i: usize, edits: &[(&str, String)]) -> anyhow::Result<()> {
+        self.kill(i);
+        let path = self.nodes[i].data.join("p2pd.toml");
+        let mut text = std::fs::read_to_string(&path)?;
+        for (from, to) in edits {
+            anyhow::ensure!(
+                text.contains(from),
+                "{}: no {from:?} to replace",
+                path.display()
+            );
+            text = text.replace(from, to);
+        }
+        std::fs::write(&path, text)?;
+        Ok(())
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
@@ -1335,6 +1354,16 @@ pub fn tree_digest(root: &Path) -> anyhow::Result<blake3::Hash> {
         }
     }
     Ok(h.finalize())
+}
+
+/// `out`, a p2pctl run that must have succeeded (its stderr in the panic otherwise).
+pub fn ok(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 #[cfg(test)]

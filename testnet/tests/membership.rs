@@ -574,14 +574,7 @@ async fn a_release_held_for_approval_goes_nowhere_until_an_approver_on_another_n
     fleet.wait_connected(Duration::from_secs(90)).await.unwrap();
     let (root_file, _) = fleet.membership.clone().unwrap();
     let n = fleet.nodes.len();
-    let ok = |out: std::process::Output| {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let ok = testnet::fleet::ok;
 
     // Root v2 names an approver and asks for two signatures on the testnet channels (one
     // in an emergency).

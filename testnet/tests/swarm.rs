@@ -24,38 +24,42 @@ async fn three_sites_get_identical_bytes_and_v2_moves_only_changed_chunks() {
         .unwrap();
     // The last node installs releases with an apply command that fails.
     let failing = fleet.nodes.len() - 1;
-    fleet.kill(failing);
-    let config = fleet.nodes[failing].data.join("p2pd.toml");
     let target = fleet.nodes[failing].data.join("installed");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            "# target = \"/opt/patches\"",
-            &format!("target = {:?}", target.display().to_string()),
+    fleet
+        .edit_config(
+            failing,
+            &[
+                (
+                    "# target = \"/opt/patches\"",
+                    format!("target = {:?}", target.display().to_string()),
+                ),
+                (
+                    "# apply = [\"/usr/local/sbin/apply-patch\", \"--quiet\"]",
+                    "apply = [\"/bin/sh\", \"-c\", \"echo patch refused >&2; exit 3\"]".into(),
+                ),
+            ],
         )
-        .replace(
-            "# apply = [\"/usr/local/sbin/apply-patch\", \"--quiet\"]",
-            "apply = [\"/bin/sh\", \"-c\", \"echo patch refused >&2; exit 3\"]",
-        );
-    std::fs::write(&config, text).unwrap();
+        .unwrap();
     fleet.start_node(failing).unwrap();
     fleet.wait_ready(failing).await.unwrap();
     // Node 1 serves the dashboard.
-    fleet.kill(1);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let config = fleet.nodes[1].data.join("p2pd.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            "# metrics_listen = \"127.0.0.1:9464\"",
-            &format!("metrics_listen = \"127.0.0.1:{port}\""),
+    fleet
+        .edit_config(
+            1,
+            &[
+                (
+                    "# metrics_listen = \"127.0.0.1:9464\"",
+                    format!("metrics_listen = \"127.0.0.1:{port}\""),
+                ),
+                ("dashboard = false", "dashboard = true".into()),
+            ],
         )
-        .replace("dashboard = false", "dashboard = true");
-    std::fs::write(&config, text).unwrap();
+        .unwrap();
     fleet.start_node(1).unwrap();
     fleet.wait_ready(1).await.unwrap();
     fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
@@ -374,7 +378,6 @@ async fn a_failing_health_check_rolls_the_node_back_and_counts_as_a_failure() {
     let (_guard, dir) = workdir();
     let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
     let node = 1;
-    fleet.kill(node);
     let data = fleet.nodes[node].data.clone();
     let target = data.join("installed");
     let applied = data.join("applied.log");
@@ -385,24 +388,27 @@ async fn a_failing_health_check_rolls_the_node_back_and_counts_as_a_failure() {
         applied.display()
     );
     let check = "if [ \"$P2PD_VERSION\" = 2 ]; then echo \"service down (try $P2PD_CHECK_TRY)\" >&2; exit 7; fi";
-    let config = data.join("p2pd.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            "# target = \"/opt/patches\"",
-            &format!("target = {:?}", target.display().to_string()),
+    fleet
+        .edit_config(
+            node,
+            &[
+                (
+                    "# target = \"/opt/patches\"",
+                    format!("target = {:?}", target.display().to_string()),
+                ),
+                (
+                    "# apply = [\"/usr/local/sbin/apply-patch\", \"--quiet\"]",
+                    format!("apply = [\"/bin/sh\", \"-c\", {apply:?}]"),
+                ),
+                (
+                    "# check = [\"/usr/local/sbin/check-service\", \"nginx\"]",
+                    format!("check = [\"/bin/sh\", \"-c\", {check:?}]"),
+                ),
+                ("check_retries = 2", "check_retries = 1".into()),
+                ("check_interval_s = 5", "check_interval_s = 1".into()),
+            ],
         )
-        .replace(
-            "# apply = [\"/usr/local/sbin/apply-patch\", \"--quiet\"]",
-            &format!("apply = [\"/bin/sh\", \"-c\", {apply:?}]"),
-        )
-        .replace(
-            "# check = [\"/usr/local/sbin/check-service\", \"nginx\"]",
-            &format!("check = [\"/bin/sh\", \"-c\", {check:?}]"),
-        )
-        .replace("check_retries = 2", "check_retries = 1")
-        .replace("check_interval_s = 5", "check_interval_s = 1");
-    std::fs::write(&config, text).unwrap();
+        .unwrap();
     fleet.start_node(node).unwrap();
     fleet.wait_ready(node).await.unwrap();
     fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
@@ -461,6 +467,143 @@ async fn a_failing_health_check_rolls_the_node_back_and_counts_as_a_failure() {
     assert!(
         view.failed[0].error.contains("health check failed"),
         "{view:?}"
+    );
+}
+
+/// An install hold (an exception) on a node: what it covers is fetched but not installed,
+/// the node's status says why and until when, the fleet view and the compliance report count
+/// it as an exception with its reason (not a failure); lifting it installs at once, and a
+/// hold that ends installs by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_node_downloads_but_installs_only_when_the_hold_ends_and_is_reported_as_an_exception()
+ {
+    let s = Scenario::parse(
+        "name = 'holds'\nseed = 7\ntimeout_s = 120\n[release]\nsize_mib = 1\n\
+         [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 2\n[[sites]]\nname = 'branch'\nnodes = 1\n",
+    )
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    let node = 1;
+    let target = fleet.nodes[node].data.join("installed");
+    fleet
+        .edit_config(
+            node,
+            &[(
+                "# target = \"/opt/patches\"",
+                format!("target = {:?}", target.display().to_string()),
+            )],
+        )
+        .unwrap();
+    fleet.start_node(node).unwrap();
+    fleet.wait_ready(node).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let ok = testnet::fleet::ok;
+    const REASON: &str = "vendor certification pending (CHG-4711)";
+    ok(fleet
+        .ctl(
+            node,
+            &["hold", "testnet/holds", "--reason", REASON, "--until", "1h"],
+        )
+        .unwrap());
+    let install = |id: String| {
+        let fleet = &fleet;
+        async move {
+            fleet
+                .status(node)
+                .await
+                .unwrap()
+                .releases
+                .into_iter()
+                .find(|r| r.id == id)
+                .and_then(|r| r.install)
+        }
+    };
+    let wait_for = |id: String, want: InstallState| {
+        let install = &install;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let i = install(id.clone()).await;
+                if i.as_ref().is_some_and(|i| i.state == want) {
+                    return i.unwrap();
+                }
+                assert!(Instant::now() < deadline, "not {want:?}: {i:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let v1 = fleet.publish(&fleet.make_payload(1).unwrap(), 1).unwrap();
+    let held = wait_for(v1.clone(), InstallState::Held).await;
+    assert_eq!(held.reason.as_deref(), Some(REASON));
+    assert!(held.held_until.is_some());
+    fleet
+        .wait_complete(node, &v1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // It stays held: nothing is installed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(install(v1.clone()).await.unwrap().state, InstallState::Held);
+    assert!(!target.join("testnet+holds").join("current").exists());
+
+    // The fleet view on the origin counts it held, with its reason; the report lists it as
+    // an exception, not as a failure.
+    let view = fleet_view(&fleet, 0, &v1, |r| r.states.held == 1).await;
+    assert_eq!(view.states.failed, 0, "{view:?}");
+    assert!(
+        view.reasons
+            .iter()
+            .any(|x| x.state == "held" && x.reason == REASON),
+        "{view:?}"
+    );
+    let report = ok(fleet.ctl(0, &["--json", "report"]).unwrap());
+    let rows: Vec<store::fleet::ComplianceRow> = serde_json::from_slice(&report.stdout).unwrap();
+    let row = rows.iter().find(|r| r.release == v1).unwrap();
+    assert_eq!((row.exceptions, row.missing_total), (1, 1), "{row:?}");
+    assert_eq!(row.exception_reasons[0].reason, REASON);
+
+    // Lifted: it installs.
+    ok(fleet.ctl(node, &["unhold", "testnet/holds"]).unwrap());
+    wait_for(v1.clone(), InstallState::Installed).await;
+
+    // A release is named by a prefix of its id, as `p2pctl status` shows it.
+    ok(fleet
+        .ctl(
+            node,
+            &["hold", &v1[..12], "--reason", "audit", "--until", "1h"],
+        )
+        .unwrap());
+    let holds = ok(fleet.ctl(node, &["--json", "holds"]).unwrap());
+    let holds: Vec<api::HoldView> = serde_json::from_slice(&holds.stdout).unwrap();
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].target, v1, "a prefix names the whole release");
+    ok(fleet.ctl(node, &["unhold", &v1[..12]]).unwrap());
+
+    // A hold that ends by itself: the release held meanwhile installs then.
+    ok(fleet
+        .ctl(
+            node,
+            &[
+                "hold",
+                "testnet/holds",
+                "--reason",
+                "change freeze",
+                "--until",
+                "5s",
+            ],
+        )
+        .unwrap());
+    let v2 = fleet.publish(&fleet.make_payload(2).unwrap(), 2).unwrap();
+    wait_for(v2.clone(), InstallState::Held).await;
+    wait_for(v2.clone(), InstallState::Installed).await;
+    let audit = String::from_utf8(ok(fleet.ctl(node, &["audit"]).unwrap()).stdout).unwrap();
+    assert!(
+        audit.contains("install hold on testnet/holds until"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("install hold on testnet/holds lifted"),
+        "{audit}"
     );
 }
 
@@ -536,14 +679,16 @@ async fn a_late_joiner_fetches_and_installs_only_the_newest_version() {
     let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
     fleet.wait_connected(Duration::from_secs(60)).await.unwrap();
     let joiner = 1;
-    fleet.kill(joiner);
     let target = dir.join("installed");
-    let config = fleet.nodes[joiner].data.join("p2pd.toml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "# target = \"/opt/patches\"",
-        &format!("target = {:?}", target.to_str().unwrap()),
-    );
-    std::fs::write(&config, text).unwrap();
+    fleet
+        .edit_config(
+            joiner,
+            &[(
+                "# target = \"/opt/patches\"",
+                format!("target = {:?}", target.to_str().unwrap()),
+            )],
+        )
+        .unwrap();
     // Two small old versions (they would finish long before the newest, and be installed
     // first) and the newest, each with bytes of its own.
     let channel = "security/openssl";

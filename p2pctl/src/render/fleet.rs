@@ -31,6 +31,7 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
     let parts: Vec<String> = [
         ("activated", s.activated),
         ("complete", s.complete),
+        ("held by an exception", s.held),
         ("superseded", s.superseded),
         ("downloading", s.downloading),
         ("announced", s.announced),
@@ -85,7 +86,7 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
     if !r.reasons.is_empty() {
         let _ = writeln!(
             out,
-            "\nWHY (nodes that failed or refused it, the commonest reasons)"
+            "\nWHY (nodes that failed, refused or hold it as an exception, the commonest reasons)"
         );
         for x in &r.reasons {
             let _ = writeln!(out, "  {:>6} {:<8} {}", x.nodes, x.state, x.reason);

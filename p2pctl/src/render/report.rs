@@ -13,11 +13,11 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
             out.push('\n');
         }
         "csv" => {
-            out.push_str("release,channel,version,severity,published,nodes,installers,activated,activated_share,to_50_s,to_90_s,to_99_s,deadline_72h,missing,installed,covered\n");
+            out.push_str("release,channel,version,severity,published,nodes,installers,activated,activated_share,to_50_s,to_90_s,to_99_s,deadline_72h,missing,installed,covered,exceptions\n");
             for r in rows {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{:.4},{},{},{},{},{},{},{},{}",
                     r.release,
                     csv_field(&r.channel),
                     r.version,
@@ -33,17 +33,18 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
                     r.deadline,
                     r.missing_total,
                     r.installed,
-                    r.covered
+                    r.covered,
+                    r.exceptions
                 );
             }
         }
         _ => {
-            out.push_str("| release | channel | version | severity | published | applied | covered | 50 % | 90 % | 99 % | 72 h rule | missing |\n");
-            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+            out.push_str("| release | channel | version | severity | published | applied | covered | 50 % | 90 % | 99 % | 72 h rule | missing | exceptions |\n");
+            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
             for r in rows {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {}/{} ({:.1} %) | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {}/{} ({:.1} %) | {} | {} | {} | {} | {} | {} | {} |",
                     &r.release[..12.min(r.release.len())],
                     r.channel,
                     r.version,
@@ -57,7 +58,8 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
                     dur(r.to_90_s),
                     dur(r.to_99_s),
                     r.deadline,
-                    r.missing_total
+                    r.missing_total,
+                    r.exceptions
                 );
             }
             for r in rows.iter().filter(|r| r.missing_total > 0) {
@@ -69,6 +71,17 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
                     &r.release[..12.min(r.release.len())],
                     r.missing_total
                 );
+                if r.exceptions > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{} of them held back by an exception (deferred, not failed):",
+                        r.exceptions
+                    );
+                    for x in &r.exception_reasons {
+                        let _ = writeln!(out, "- {} nodes: {}", x.nodes, x.reason);
+                    }
+                    out.push('\n');
+                }
                 for m in &r.missing {
                     let _ = writeln!(out, "- {} ({}): {}", m.node, m.site, m.state);
                 }

@@ -61,6 +61,11 @@ pub(crate) fn install_line(i: &api::InstallView) -> String {
     use api::InstallState;
     match i.state {
         InstallState::Due => "due: the install window is open; installs next".into(),
+        InstallState::Held => format!(
+            "held until {}: {}",
+            i.held_until.as_deref().unwrap_or("?"),
+            i.reason.as_deref().unwrap_or("no reason given")
+        ),
         InstallState::Pending => "after the download completes".into(),
         InstallState::Waiting => match &i.window_opens {
             Some(t) => format!("waiting for the install window (opens {t})"),
