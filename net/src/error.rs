@@ -20,6 +20,16 @@ pub enum Error {
     /// The release's channel is not one this node follows.
     #[error("channel {} is not followed", .0.channel)]
     NotFollowed(RefusedFacts),
+    /// A validly signed release, in date, of an older version of its channel than this node
+    /// has taken: superseded, not refused (a node that restarts hears of versions it
+    /// accepted and saw superseded; a replay of an old version is no more than that).
+    #[error("version {} of channel {} is older than version {newer}, taken already", .release.manifest.version, .release.manifest.channel)]
+    Older {
+        /// The release, verified but for its version.
+        release: Box<protocol::VerifiedRelease>,
+        /// The newest version of its channel taken here.
+        newer: u64,
+    },
     /// A peer served the manifest of another release than the one asked for.
     #[error("the manifest served for {asked} is release {got}")]
     WrongManifest {

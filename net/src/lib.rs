@@ -1052,6 +1052,11 @@ impl Net {
                         net.strike(&h, "announced a release whose manifest it does not have");
                     }
                 }
+                Err(Error::Older { release, newer }) => {
+                    if let Err(e) = net.supersede_unfetched(*release, newer).await {
+                        tracing::warn!(release = %id, error = %e, "cannot note a superseded release");
+                    }
+                }
                 Err(e) => {
                     let facts = match &e {
                         Error::NotFollowed(facts) => Some(facts.clone()),
@@ -1180,9 +1185,17 @@ impl Net {
 
     fn verify_manifest(&self, id: ReleaseId, bytes: &[u8]) -> Result<VerifiedRelease> {
         let store = &self.store;
-        let v = protocol::verify_release(bytes, &self.policy(), now_unix_s(), |channel| {
+        let policy = self.policy();
+        let (v, newer) = match protocol::verify_release(bytes, &policy, now_unix_s(), |channel| {
             store.highest_version(channel).ok().flatten()
-        })?;
+        }) {
+            // Every check but the version's may pass: an older version, superseded here.
+            Err(protocol::ManifestError::VersionNotNewer { highest, .. }) => (
+                protocol::verify_release(bytes, &policy, now_unix_s(), |_| None)?,
+                Some(highest),
+            ),
+            other => (other?, None),
+        };
         if v.id != id {
             return Err(Error::WrongManifest {
                 asked: id,
@@ -1200,7 +1213,13 @@ impl Net {
             }));
         }
         ReleaseWindows::of(&v.manifest, self.gates.zone()).map_err(Error::Windows)?;
-        Ok(v)
+        match newer {
+            Some(newer) => Err(Error::Older {
+                release: Box::new(v),
+                newer,
+            }),
+            None => Ok(v),
+        }
     }
 
     async fn begin_fetch(self: &Arc<Self>, v: VerifiedRelease) -> Result<()> {

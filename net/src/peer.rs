@@ -646,6 +646,8 @@ fn admit_or_close(
         conn.close(VarInt::from_u32(codes::UNCERTIFIED), b"no valid certificate");
         tracing::warn!(%peer, addr = %conn.remote_address(), reason = %why, "peer refused: no valid certificate");
         net.peers.note_refused(*peer, conn.remote_address(), why.clone());
+        // Not dialled again: it comes back only by showing a valid certificate itself.
+        net.peers.forget_known(peer);
         crate::Error::Handshake(format!("{peer} refused: {why}"))
     })
 }

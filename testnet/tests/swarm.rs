@@ -764,4 +764,25 @@ async fn a_late_joiner_fetches_and_installs_only_the_newest_version() {
     // release the node knows of, not only those in its store.
     let r = fleet_view(&fleet, joiner, &ids[0][..8], |_| true).await;
     assert_eq!(r.release, ids[0], "{r:?}");
+
+    // After a restart the origin announces the older versions again: they are superseded
+    // here, as before, never listed as refused (which would read like a replay).
+    fleet.kill(joiner);
+    fleet.start_node(joiner).unwrap();
+    fleet.wait_ready(joiner).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = fleet.status(joiner).await.unwrap();
+        assert!(st.refused.is_empty(), "{:?}", st.refused);
+        let superseded = ids[..2].iter().all(|old| {
+            st.releases
+                .iter()
+                .any(|r| &r.id == old && r.state == FetchState::Superseded)
+        });
+        if superseded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:#?}", st.releases);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
