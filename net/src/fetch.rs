@@ -118,8 +118,8 @@ async fn fetch(
             d.writer.finish(None).await?;
             net.unclaim_all(&release.id);
             let store = net.store.clone();
-            let id = release.id;
-            tokio::task::spawn_blocking(move || store.remove_pending(&id)).await??;
+            let (id, version) = (release.id, release.version);
+            tokio::task::spawn_blocking(move || store.supersede_pending(&id, version)).await??;
             tracing::info!(release = %release.id, newer, "a newer version completed: fetch stopped");
             release.transition(Transition::Supersede(newer));
             Ok(true)

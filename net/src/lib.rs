@@ -483,6 +483,14 @@ impl Net {
                     tracing::warn!(release = %id, error = %e, clock_offset_s = ?self.clock_offset_ms().map(|m| m / 1000),
                         "unfinished fetch kept but not resumed: its time check fails (is this node's clock right?)");
                 }
+                // A newer version was taken meanwhile: this one was accepted and superseded.
+                Err(protocol::ManifestError::VersionNotNewer {
+                    version, highest, ..
+                }) => {
+                    tracing::info!(release = %id, version, highest,
+                        "unfinished fetch dropped: a newer version of its channel was taken");
+                    self.store.supersede_pending(&id, version)?;
+                }
                 Err(e) => {
                     tracing::warn!(release = %id, error = %e, "dropping unfinished fetch");
                     self.store.remove_pending(&id)?;
@@ -1189,11 +1197,16 @@ impl Net {
         let (v, newer) = match protocol::verify_release(bytes, &policy, now_unix_s(), |channel| {
             store.highest_version(channel).ok().flatten()
         }) {
-            // Every check but the version's may pass: an older version, superseded here.
-            Err(protocol::ManifestError::VersionNotNewer { highest, .. }) => (
-                protocol::verify_release(bytes, &policy, now_unix_s(), |_| None)?,
-                Some(highest),
-            ),
+            // One this node accepted and saw superseded (a restarted node hears of them again):
+            // superseded still, not refused. Any other older version is refused (a replay).
+            Err(protocol::ManifestError::VersionNotNewer { highest, .. })
+                if store.was_superseded(&id).unwrap_or(false) =>
+            {
+                (
+                    protocol::verify_release(bytes, &policy, now_unix_s(), |_| None)?,
+                    Some(highest),
+                )
+            }
             other => (other?, None),
         };
         if v.id != id {
@@ -1277,8 +1290,8 @@ impl Net {
     /// the store for the newer version to reuse), and it is reported superseded.
     async fn supersede_unfetched(self: &Arc<Self>, v: VerifiedRelease, newer: u64) -> Result<()> {
         let store = self.store.clone();
-        let id = v.id;
-        tokio::task::spawn_blocking(move || store.remove_pending(&id)).await??;
+        let (id, version) = (v.id, v.manifest.version);
+        tokio::task::spawn_blocking(move || store.supersede_pending(&id, version)).await??;
         tracing::info!(release = %v.id, channel = %v.manifest.channel, version = v.manifest.version,
             newer, "not fetching: a newer version of the channel is known");
         let n = v.manifest.unique_chunks().len() as u32;

@@ -22,6 +22,13 @@
 //! | `p2pd_activations` | gauge | `result` (installed, failed): releases whose last install ended so |
 //! | `p2pd_cert_expiry_seconds` | gauge | | in a fleet with a root: until this node's certificate ends |
 //! | `p2pd_clock_offset_seconds` | gauge | | the median of the peers' clocks minus this node's (alert beyond minutes) |
+//! | `p2pd_fleet_nodes` | gauge | `release`, `state` | the fleet by state, as this node sees it |
+//! | `p2pd_fleet_release_applied_ratio` | gauge | `release`, `channel`, `severity` | share of installing nodes that applied it |
+//! | `p2pd_fleet_release_published_timestamp_seconds` | gauge | `release`, `channel`, `severity` | when it was published |
+//!
+//! `deploy/prometheus/p2pd.rules.yml` holds the alerting rules over these (failures, a
+//! stalled rollout, silent nodes, a critical release at risk of or past the 72-hour rule,
+//! certificate expiry, a wrong clock), unit-tested with `promtool test rules`.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -102,6 +109,24 @@ pub struct ReleaseSample {
     pub stored_bytes: u64,
 }
 
+/// One release's compliance figures, fleet-wide as this node sees them: what the alerting
+/// rules (`deploy/prometheus/p2pd.rules.yml`) hold a critical release to.
+#[derive(Debug, Clone)]
+pub struct FleetReleaseSample {
+    /// Release id, hex.
+    pub release: String,
+    /// Channel.
+    pub channel: String,
+    /// Severity.
+    pub severity: String,
+    /// When it was published, unix seconds.
+    pub published_unix_s: i64,
+    /// The share of the installing nodes that applied it (or a newer version).
+    pub applied_ratio: f64,
+    /// Installing nodes (with none the ratio says nothing and is not exported).
+    pub installers: u64,
+}
+
 /// What one scrape reports.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -129,6 +154,8 @@ pub struct Snapshot {
     pub control: Vec<(&'static str, &'static str, &'static str, u64)>,
     /// The fleet, for the releases this node knows (the newest): (release, state, nodes).
     pub fleet: Vec<(String, &'static str, u64)>,
+    /// The same releases' compliance figures.
+    pub fleet_releases: Vec<FleetReleaseSample>,
     /// This node's rank among its site's aggregators (0 first), -1 if it does not aggregate.
     pub aggregator_rank: i64,
     /// Sites this node has figures of (its own and those with a summary).
@@ -360,6 +387,36 @@ impl Snapshot {
                 )
             }),
         )?;
+        let labels = |r: &FleetReleaseSample| {
+            vec![
+                ("release", r.release.clone()),
+                ("channel", r.channel.clone()),
+                ("severity", r.severity.clone()),
+            ]
+        };
+        family(
+            e,
+            "fleet_release_applied_ratio",
+            "The share of the fleet's installing nodes that applied a release or a newer \
+             version of its channel (the compliance report's figure; a critical release is \
+             held to 99 % within 72 hours of publishing).",
+            None,
+            Gauge,
+            self.fleet_releases
+                .iter()
+                .filter(|r| r.installers > 0)
+                .map(|r| (labels(r), ConstGauge::new(r.applied_ratio))),
+        )?;
+        family(
+            e,
+            "fleet_release_published_timestamp_seconds",
+            "When a release was published (its manifest's creation time), unix seconds.",
+            None,
+            Gauge,
+            self.fleet_releases
+                .iter()
+                .map(|r| (labels(r), ConstGauge::new(r.published_unix_s))),
+        )?;
         single(
             e,
             "site_aggregator_rank",
@@ -419,9 +476,40 @@ mod tests {
             }],
             cert_expiry_s: Some(86_400),
             clock_offset_s: Some(-3600),
+            fleet_releases: vec![
+                FleetReleaseSample {
+                    release: "cd".repeat(32),
+                    channel: "security/openssl".into(),
+                    severity: "critical".into(),
+                    published_unix_s: 1_795_392_000,
+                    applied_ratio: 0.5,
+                    installers: 4,
+                },
+                // No installing node: no share to speak of.
+                FleetReleaseSample {
+                    release: "ef".repeat(32),
+                    channel: "apps/x".into(),
+                    severity: "low".into(),
+                    published_unix_s: 1_795_392_000,
+                    applied_ratio: 0.0,
+                    installers: 0,
+                },
+            ],
             ..Snapshot::default()
         };
         let text = s.render();
+        let cd = "cd".repeat(32);
+        assert!(
+            text.contains(&format!(
+                "p2pd_fleet_release_applied_ratio{{release=\"{cd}\",channel=\"security/openssl\",severity=\"critical\"}} 0.5"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains(&format!("applied_ratio{{release=\"{}\"", "ef".repeat(32))));
+        assert!(
+            text.contains("p2pd_fleet_release_published_timestamp_seconds{release=\""),
+            "{text}"
+        );
         assert!(text.contains("p2pd_cert_expiry_seconds 86400"), "{text}");
         assert!(text.contains("p2pd_clock_offset_seconds -3600"), "{text}");
         let classic = to_classic_text(&text);

@@ -228,7 +228,7 @@ async fn metrics(
     let activations = activation_counts(&state).await?;
     let wait = |c, d| net.shapers.waited_s(c, d);
     let control = control_samples(t);
-    let fleet = fleet_samples(&state, net, now.as_second()).await?;
+    let (fleet, fleet_releases) = fleet_samples(&state, net, now.as_second()).await?;
     let snapshot = Snapshot {
         transfer: vec![
             ("lan", "received", load(&t.recv_lan)),
@@ -268,6 +268,7 @@ async fn metrics(
         activations,
         control,
         fleet,
+        fleet_releases,
         aggregator_rank: net.aggregator_rank().map_or(-1, |r| r as i64),
         fleet_sites: state.fleet.sites() as u64,
         clock_offset_s: net.clock_offset_ms().map(|ms| ms / 1000),
@@ -331,7 +332,13 @@ async fn fleet_samples(
     state: &Arc<AppState>,
     net: &Arc<net::Net>,
     now_s: i64,
-) -> Result<Vec<(String, &'static str, u64)>, ApiError> {
+) -> Result<
+    (
+        Vec<(String, &'static str, u64)>,
+        Vec<crate::metrics::FleetReleaseSample>,
+    ),
+    ApiError,
+> {
     refresh_fleet(state).await;
     let mut known = net.releases();
     known.sort_by_key(|r| std::cmp::Reverse(r.urgency.created_unix_s));
@@ -353,15 +360,31 @@ async fn fleet_samples(
                 ("paused", s.paused),
                 ("complete", s.complete),
                 ("activated", s.activated),
+                ("held", s.held),
                 ("failed", s.failed),
                 ("superseded", s.superseded),
                 ("refused", s.refused),
                 ("not_followed", s.not_followed),
+                ("silent", s.silent),
             ] {
                 out.push((hex.clone(), name, n));
             }
         }
-        Ok(out)
+        // The compliance figures the alerting rules read (the share applied of a critical
+        // release against its age).
+        let applied = fleet_model
+            .compliance(&facts, now_s)
+            .into_iter()
+            .map(|row| crate::metrics::FleetReleaseSample {
+                release: row.release,
+                channel: row.channel,
+                severity: row.severity,
+                published_unix_s: row.published_unix_s,
+                applied_ratio: row.activated_share,
+                installers: row.installers,
+            })
+            .collect();
+        Ok((out, applied))
     })
     .await
 }

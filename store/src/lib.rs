@@ -95,6 +95,14 @@ const HELD: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("held_relea
 /// Install holds (exceptions, [`holds`]): target (a channel or a release id, hex) → the
 /// hold.
 const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("install_holds");
+/// Releases this node accepted and then saw superseded before it held them whole (id →
+/// version): when a peer announces one again it is superseded, not refused.
+const SUPERSEDED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("superseded_releases");
+
+/// Most superseded releases remembered ([`Store::supersede_pending`]): years of a busy
+/// fleet's releases at a few bytes each. Past it, a superseded release announced again is
+/// refused as older than the channel's version, as one never accepted is.
+pub const SUPERSEDED_KEPT_MAX: u64 = 65_536;
 
 /// Largest encoded activation record: a path, a reason and the bounded output tail
 /// (activation keeps 8 KB of it at most, the daemon's `activate::OUTPUT_TAIL_BYTES_MAX`) fit in a few
@@ -382,6 +390,7 @@ impl Store {
             txn.open_table(REVOCATIONS)?;
             txn.open_table(HELD)?;
             txn.open_table(HOLDS)?;
+            txn.open_table(SUPERSEDED)?;
         }
         txn.commit()?;
 
@@ -520,6 +529,28 @@ impl Store {
         txn.open_table(PENDING)?.remove(id.as_bytes())?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Forgets a pending release because a newer version of its channel superseded it, and
+    /// remembers that it was accepted (at most [`SUPERSEDED_KEPT_MAX`] are).
+    pub fn supersede_pending(&self, id: &ReleaseId, version: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PENDING)?.remove(id.as_bytes())?;
+        {
+            let mut table = txn.open_table(SUPERSEDED)?;
+            if table.len()? < SUPERSEDED_KEPT_MAX {
+                table.insert(id.as_bytes(), version)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Whether release `id` was accepted here and then superseded
+    /// ([`Store::supersede_pending`]).
+    pub fn was_superseded(&self, id: &ReleaseId) -> Result<bool, StoreError> {
+        let read = self.db.begin_read()?;
+        Ok(read.open_table(SUPERSEDED)?.get(id.as_bytes())?.is_some())
     }
 
     /// Signed manifests of the releases being fetched.
@@ -1210,5 +1241,26 @@ impl Drop for IngestSession {
         if !self.finished {
             self.rollback();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_superseded_release_is_remembered_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (ReleaseId([1; 32]), ReleaseId([2; 32]));
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(!store.was_superseded(&a).unwrap());
+            store.supersede_pending(&a, 3).unwrap();
+            assert!(store.was_superseded(&a).unwrap());
+            assert!(!store.was_superseded(&b).unwrap());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.was_superseded(&a).unwrap());
+        assert!(store.pending().unwrap().is_empty());
     }
 }

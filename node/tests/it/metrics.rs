@@ -124,9 +124,69 @@ fn metrics_are_served_with_conventional_names_and_pass_promtool() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Err(e) => eprintln!(
-            "SKIPPED promtool check: promtool is not installed here ({e}); .ci/run installs it"
-        ),
+        Err(e) => no_promtool(&e),
     }
     assert!(node.stop());
+}
+
+/// promtool cannot be run: an error in CI (`CI=true`, where `.ci/run` installs it), a note
+/// elsewhere.
+fn no_promtool(e: &std::io::Error) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "promtool is not installed ({e}); .ci/run installs it (Debian package prometheus)"
+    );
+    eprintln!("SKIPPED promtool check: promtool is not installed here ({e}); .ci/run installs it");
+}
+
+/// The alerting rules shipped in `deploy/prometheus` pass `promtool check rules` and their
+/// unit tests (`promtool test rules`), and read only metrics the daemon exports (each one
+/// is in this module's table in `node/src/metrics.rs`).
+#[test]
+fn the_alerting_rules_check_pass_their_tests_and_read_only_exported_metrics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    let rules = std::fs::read_to_string(dir.join("p2pd.rules.yml")).unwrap();
+    let documented = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"),
+    )
+    .unwrap();
+    let mut names: Vec<&str> = rules
+        .match_indices("p2pd_")
+        .map(|(i, _)| {
+            let rest = &rules[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|n| n.len() > "p2pd_".len())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 5, "{names:?}");
+    for n in &names {
+        assert!(
+            documented.contains(&format!("`{n}`")),
+            "the rules read {n}, which the daemon does not export"
+        );
+    }
+    for args in [
+        vec!["check", "rules", "p2pd.rules.yml"],
+        vec!["test", "rules", "p2pd.rules.test.yml"],
+    ] {
+        match Command::new("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "promtool {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => return no_promtool(&e),
+        }
+    }
 }
