@@ -530,6 +530,10 @@ pub struct FleetReport {
     /// For `--site`: every node of that site.
     #[serde(default)]
     pub nodes_detail: Vec<NodeDetail>,
+    /// What an operator should look at, in words: the conditions the alerting rules
+    /// (`deploy/prometheus/p2pd.rules.yml`) page on, as far as this view shows them.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// When the report was made, unix seconds.
     pub at_unix_s: i64,
 }
@@ -1456,6 +1460,7 @@ impl Fleet {
             }
             let done = f.count(ReleaseState::Complete)
                 + f.count(ReleaseState::Activated)
+                + f.count(ReleaseState::Held)
                 + f.count(ReleaseState::Superseded)
                 + f.covered;
             let held = f.chunks_have;
@@ -1464,7 +1469,9 @@ impl Fleet {
                 site: row.site.clone(),
                 nodes: u64::from(row.nodes),
                 holding: u64::from(
-                    f.count(ReleaseState::Complete) + f.count(ReleaseState::Activated),
+                    f.count(ReleaseState::Complete)
+                        + f.count(ReleaseState::Activated)
+                        + f.count(ReleaseState::Held),
                 ),
                 superseded: u64::from(f.covered + f.count(ReleaseState::Superseded)),
                 failed: u64::from(f.count(ReleaseState::Failed)),
@@ -1534,6 +1541,20 @@ impl Fleet {
         let per_min = Self::sample(&mut inner, release, now_unix_s, states.done());
         let left = states.moving();
         let eta_s = (per_min > 0.0 && left > 0).then(|| left as f64 / per_min * 60.0);
+        let applied: u64 = rows
+            .iter()
+            .flat_map(|r| &r.figures.installed_after)
+            .map(|&n| u64::from(n))
+            .sum();
+        let warnings = warnings(&Warned {
+            states: &states,
+            nodes,
+            installers,
+            applied,
+            critical: info.severity == Some(protocol::Severity::Critical),
+            age_s: (info.published_unix_s > 0).then(|| now_unix_s - info.published_unix_s),
+            stalled: left > 0 && per_min == 0.0 && Self::sampled_for(&inner, release, now_unix_s),
+        });
         FleetReport {
             release: release.to_hex(),
             channel: info.channel,
@@ -1549,7 +1570,18 @@ impl Fleet {
             window_opens_unix_s: opens,
             nodes_detail,
             at_unix_s: now_unix_s,
+            warnings,
         }
+    }
+
+    /// Whether `release` has been sampled for a whole [`RATE_WINDOW_S`]: only then does a
+    /// rate of zero mean that nothing moved.
+    fn sampled_for(inner: &Inner, release: &ReleaseId, now_unix_s: i64) -> bool {
+        inner
+            .history
+            .get(release)
+            .and_then(|h| h.front())
+            .is_some_and(|&(at, _)| now_unix_s - at >= RATE_WINDOW_S)
     }
 
     /// Notes that `done` nodes are done with `release` at `now`, and returns how many per
@@ -1756,6 +1788,69 @@ impl Fleet {
             })
             .collect()
     }
+}
+
+/// Share of nodes failed past which the fleet view warns (and `P2pdReleaseFailing` pages).
+pub const FAILED_SHARE_WARN: f64 = 0.01;
+
+/// Age of a critical release under [`CRITICAL_SHARE`] applied past which the 72-hour rule is
+/// at risk (`P2pdCriticalReleaseAtRisk`).
+pub const CRITICAL_AT_RISK_AFTER_S: i64 = 48 * 3600;
+
+/// What [`warnings`] looks at.
+struct Warned<'a> {
+    states: &'a StateCounts,
+    nodes: u64,
+    installers: u64,
+    applied: u64,
+    critical: bool,
+    age_s: Option<i64>,
+    stalled: bool,
+}
+
+/// The fleet view's warnings: a failure share over [`FAILED_SHARE_WARN`], a critical release
+/// at risk of or past the 72-hour rule, silent nodes, a rollout that stopped moving.
+fn warnings(w: &Warned) -> Vec<String> {
+    let mut out = Vec::new();
+    let s = w.states;
+    if w.nodes > 0 && s.failed as f64 > FAILED_SHARE_WARN * w.nodes as f64 {
+        out.push(format!(
+            "{} nodes ({:.1} %) failed it, over {:.0} %: see why below",
+            s.failed,
+            s.failed as f64 * 100.0 / w.nodes as f64,
+            FAILED_SHARE_WARN * 100.0
+        ));
+    }
+    if let (true, Some(age)) = (w.critical && w.installers > 0, w.age_s) {
+        let share = w.applied as f64 / w.installers as f64;
+        if share < CRITICAL_SHARE && age > protocol::summary::CRITICAL_DEADLINE_S {
+            out.push(format!(
+                "critical: {:.1} % applied after {} h, the 72-hour rule is missed",
+                share * 100.0,
+                age / 3600
+            ));
+        } else if share < CRITICAL_SHARE && age > CRITICAL_AT_RISK_AFTER_S {
+            out.push(format!(
+                "critical: {:.1} % applied after {} h, the 72-hour rule is at risk",
+                share * 100.0,
+                age / 3600
+            ));
+        }
+    }
+    if s.silent > 0 {
+        out.push(format!(
+            "{} nodes silent: no status record for the silence bound (p2pctl fleet RELEASE --site SITE names them)",
+            s.silent
+        ));
+    }
+    if w.stalled {
+        out.push(format!(
+            "stalled: {} nodes still to fetch it, and none came to hold it in {} min",
+            s.moving(),
+            RATE_WINDOW_S / 60
+        ));
+    }
+    out
 }
 
 /// Puts releases in the compliance report's order: oldest published first, then by channel,

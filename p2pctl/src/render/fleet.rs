@@ -47,6 +47,9 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
     .map(|(k, n)| format!("{k} {n}"))
     .collect();
     let _ = writeln!(out, "  {}", parts.join(" · "));
+    for w in &r.warnings {
+        let _ = writeln!(out, "  WARNING: {w}");
+    }
     let moving = s.moving();
     match r.eta_s {
         Some(eta) => {

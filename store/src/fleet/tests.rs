@@ -987,3 +987,45 @@ fn a_full_site_table_makes_room_for_a_reporting_node_by_retiring_the_longest_sil
         Err(OfferError::Forgotten)
     ));
 }
+
+#[test]
+fn the_fleet_view_warns_of_failures_silence_and_a_critical_release_past_48_hours() {
+    let fleet = three_sites();
+    // 1 of 10 nodes failed (over 1 %); the release is not critical: no 72-hour warning.
+    let r = fleet.report(&R1, Some(&facts(R1, 1, false)), NOW + 600);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.starts_with("1 nodes (10.0 %) failed it")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(
+        !r.warnings.iter().any(|w| w.contains("72-hour")),
+        "{:?}",
+        r.warnings
+    );
+    // Critical, 49 hours on, with 2 of the installing nodes applied: at risk; the records of
+    // this site are silent by then.
+    let r = fleet.report(&R1, Some(&facts(R1, 1, true)), NOW + 49 * 3600);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("the 72-hour rule is at risk")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(
+        r.warnings.iter().any(|w| w.contains("nodes silent")),
+        "{:?}",
+        r.warnings
+    );
+    let r = fleet.report(&R1, Some(&facts(R1, 1, true)), NOW + 73 * 3600);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("the 72-hour rule is missed")),
+        "{:?}",
+        r.warnings
+    );
+}
