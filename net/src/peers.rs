@@ -90,9 +90,9 @@ struct Known {
     failing: HashMap<PeerId, (u8, Instant)>,
     /// Hearsay that failed its dials, refused until then.
     disproved: HashMap<PeerId, Instant>,
-    /// Per source, how many of its entries were disproved since when: a source with
+    /// Per source, how many of its entries were disproved since when: a peer with
     /// [`HEARSAY_PER_SOURCE_MAX`] of them within [`DISPROVED_TTL`] is not listened to
-    /// until then.
+    /// until then (the summaries always are).
     disproved_by: HashMap<Option<PeerId>, (usize, Instant)>,
 }
 
@@ -105,11 +105,14 @@ impl Known {
         }
     }
 
-    /// Whether `src`'s hearsay is ignored at `now`: too much of it was disproved lately.
+    /// Whether `src`'s hearsay is ignored at `now`: too much of it was disproved lately. The
+    /// summaries (`None`) never are: they name other sites' aggregators, which come and go
+    /// with those sites, and each stale contact is disproved on its own.
     fn discredited(&self, src: &Option<PeerId>, now: Instant) -> bool {
-        self.disproved_by.get(src).is_some_and(|(n, since)| {
-            *n >= HEARSAY_PER_SOURCE_MAX && now.duration_since(*since) < DISPROVED_TTL
-        })
+        src.is_some()
+            && self.disproved_by.get(src).is_some_and(|(n, since)| {
+                *n >= HEARSAY_PER_SOURCE_MAX && now.duration_since(*since) < DISPROVED_TTL
+            })
     }
 
     fn unconfirmed(&self) -> usize {
@@ -636,6 +639,15 @@ mod tests {
             at("x", true, 1, liar),
             now + DISPROVED_TTL
         ));
+        // Summaries' contacts are disproved one by one, never all at once.
+        for _ in 0..HEARSAY_PER_SOURCE_MAX {
+            let p = PeerId::random();
+            assert!(t.learn(p, at("y", false, 1, Told::Summary), now));
+            for _ in 0..HEARSAY_DIALS_MAX {
+                t.dial_failed(&p, now);
+            }
+        }
+        assert!(t.learn(PeerId::random(), at("y", false, 1, Told::Summary), now));
     }
 
     #[test]
