@@ -537,16 +537,54 @@ impl Installer {
         if newer {
             return InstallState::Superseded;
         }
-        if let Some(h) = holds
-            .iter()
-            .find(|h| h.covers(&release.id, &release.channel))
-        {
+        if let Some(h) = store::holds::covering(holds, &release.id, &release.channel) {
             return InstallState::Held(h.clone());
         }
         match net.gates.install_state(release, jiff::Timestamp::now()) {
             WindowState::Open { .. } => InstallState::Due,
             WindowState::Closed { opens } => InstallState::Waiting { opens },
         }
+    }
+
+    /// After a failed health check: switches `current` of `chan_dir` back to version
+    /// directory `prev` and runs the apply command for it again (`P2PD_ROLLBACK=1`, the
+    /// failed version's directory `failed` as the previous one). What it came to, for the
+    /// failure's reason.
+    async fn apply_again(
+        &self,
+        chan_dir: &Path,
+        prev: &str,
+        channel: &str,
+        failed: &Path,
+        records: &HashMap<ReleaseId, ActivationRecord>,
+    ) -> Result<String, ActivateError> {
+        {
+            let (chan_dir, back) = (chan_dir.to_path_buf(), prev.to_owned());
+            blocking(move || switch_current(&chan_dir, Some(&back))).await?;
+        }
+        let prev_dir = chan_dir.join(prev);
+        let prev_id = records
+            .iter()
+            .find(|(_, r)| r.dir.file_name() == Some(std::ffi::OsStr::new(prev)))
+            .map(|(id, _)| id.to_hex())
+            .unwrap_or_default();
+        let mut env = apply_env(
+            prev_id,
+            channel,
+            version_of_dir_name(prev).unwrap_or(0),
+            &prev_dir,
+            Some(failed),
+        );
+        env.push(("P2PD_ROLLBACK", "1".to_string()));
+        let again = run_apply(&self.apply, &prev_dir, &env, self.timeout).await;
+        Ok(match again.failure {
+            None => format!("; {prev} applied again"),
+            Some(e) => {
+                tracing::error!(%channel, previous = %prev, error = %e,
+                    "applying the previous version again failed");
+                format!("; applying {prev} again failed: {e}")
+            }
+        })
     }
 
     /// Activates `id` now (steps 1 to 6), records and returns the outcome.
@@ -625,70 +663,31 @@ impl Installer {
             let name = name.clone();
             blocking(move || switch_current(&chan_dir, Some(&name))).await?;
         }
-        let env = [
-            ("P2PD_RELEASE", id.to_hex()),
-            ("P2PD_CHANNEL", channel.clone()),
-            ("P2PD_VERSION", version.to_string()),
-            ("P2PD_RELEASE_DIR", dir.display().to_string()),
-            (
-                "P2PD_PREVIOUS_DIR",
-                previous
-                    .as_ref()
-                    .map(|p| chan_dir.join(p).display().to_string())
-                    .unwrap_or_default(),
-            ),
-        ];
+        let env = apply_env(
+            id.to_hex(),
+            &channel,
+            version,
+            &dir,
+            previous.as_ref().map(|p| chan_dir.join(p)).as_deref(),
+        );
         let mut applied = run_apply(&self.apply, &dir, &env, self.timeout).await;
         let mut rollback_note = String::new();
-        if applied.failure.is_none() {
-            if let Some(check) = &self.check {
-                let checked = check_health(check, &dir, &env).await;
-                if let Some(reason) = checked.failure {
-                    tracing::warn!(release = %id, %channel, version, %reason,
-                        "health check failed; rolling back");
-                    // The new version was applied: the previous one is applied again once
-                    // `current` points back at it.
-                    rollback_note = match &previous {
-                        Some(prev) if !self.apply.is_empty() => {
-                            let (dir_of_channel, back) = (chan_dir.clone(), prev.clone());
-                            blocking(move || switch_current(&dir_of_channel, Some(&back))).await?;
-                            let prev_dir = chan_dir.join(prev);
-                            let prev_id = records
-                                .iter()
-                                .find(|(_, r)| {
-                                    r.dir.file_name() == Some(std::ffi::OsStr::new(prev))
-                                })
-                                .map(|(id, _)| id.to_hex())
-                                .unwrap_or_default();
-                            let prev_env = [
-                                ("P2PD_RELEASE", prev_id),
-                                ("P2PD_CHANNEL", channel.clone()),
-                                (
-                                    "P2PD_VERSION",
-                                    version_of_dir_name(prev).unwrap_or(0).to_string(),
-                                ),
-                                ("P2PD_RELEASE_DIR", prev_dir.display().to_string()),
-                                ("P2PD_PREVIOUS_DIR", dir.display().to_string()),
-                                ("P2PD_ROLLBACK", "1".to_string()),
-                            ];
-                            let again =
-                                run_apply(&self.apply, &prev_dir, &prev_env, self.timeout).await;
-                            match again.failure {
-                                None => format!("; {prev} applied again"),
-                                Some(e) => {
-                                    tracing::error!(release = %id, %channel, previous = %prev,
-                                        error = %e, "applying the previous version again failed");
-                                    format!("; applying {prev} again failed: {e}")
-                                }
-                            }
-                        }
-                        _ => String::new(),
-                    };
-                    applied = ApplyResult {
-                        failure: Some(format!("health check failed: {reason}")),
-                        ..checked
-                    };
+        if let (None, Some(check)) = (&applied.failure, &self.check) {
+            let checked = check_health(check, &dir, &env).await;
+            if let Some(reason) = &checked.failure {
+                tracing::warn!(release = %id, %channel, version, %reason,
+                    "health check failed; rolling back");
+                // The new version was applied: the previous one is applied again once
+                // `current` points back at it.
+                if let Some(prev) = previous.as_ref().filter(|_| !self.apply.is_empty()) {
+                    rollback_note = self
+                        .apply_again(&chan_dir, prev, &channel, &dir, records)
+                        .await?;
                 }
+                applied = ApplyResult {
+                    failure: Some(format!("health check failed: {reason}")),
+                    ..checked
+                };
             }
         }
         let outcome = match applied.failure {
@@ -734,6 +733,28 @@ impl Installer {
             outcome,
         })
     }
+}
+
+/// The `P2PD_*` variables the apply command and the health check run with.
+fn apply_env(
+    release: String,
+    channel: &str,
+    version: u64,
+    dir: &Path,
+    previous: Option<&Path>,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("P2PD_RELEASE", release),
+        ("P2PD_CHANNEL", channel.to_owned()),
+        ("P2PD_VERSION", version.to_string()),
+        ("P2PD_RELEASE_DIR", dir.display().to_string()),
+        (
+            "P2PD_PREVIOUS_DIR",
+            previous
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+    ]
 }
 
 /// Runs blocking filesystem or store work off the async threads.
@@ -897,7 +918,7 @@ async fn due(
     let mut next: Option<jiff::Timestamp> = None;
     for r in candidates {
         // A held release waits for its hold to end (or be lifted, which wakes the loop).
-        if let Some(h) = holds.iter().find(|h| h.covers(&r.id, &r.channel)) {
+        if let Some(h) = store::holds::covering(&holds, &r.id, &r.channel) {
             if let Ok(ends) = jiff::Timestamp::from_second(h.until_unix_s) {
                 next = Some(next.map_or(ends, |n| n.min(ends)));
             }

@@ -58,6 +58,15 @@ pub enum HoldError {
     Store(#[from] StoreError),
 }
 
+/// The hold of `holds` that covers release `id` of `channel`, if any.
+pub fn covering<'a>(
+    holds: &'a [InstallHold],
+    id: &ReleaseId,
+    channel: &str,
+) -> Option<&'a InstallHold> {
+    holds.iter().find(|h| h.covers(id, channel))
+}
+
 impl InstallHold {
     /// Whether it covers release `id` of `channel`.
     pub fn covers(&self, id: &ReleaseId, channel: &str) -> bool {
