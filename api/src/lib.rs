@@ -310,6 +310,21 @@ pub struct PublishRequest {
     pub expires_in_s: u64,
     /// The public key that will sign (`ed25519:<hex>`), checked before any byte is read.
     pub publisher_key: String,
+    /// Which nodes install it, a selector such as `os=debian12,role!=atm` (empty: every node
+    /// following the channel); the others still fetch and serve it for their site.
+    #[serde(default)]
+    pub target: String,
+    /// Releases that must be installed first, such as `security/openssl>=3` (comma-separated);
+    /// each must already be published.
+    #[serde(default)]
+    pub requires: String,
+    /// Rings, such as `canary: labels ring=0; pilot: 5%; broad: rest` (empty: no rings).
+    #[serde(default)]
+    pub rings: String,
+    /// The gate each ring must meet before the next starts, such as
+    /// `installed>=95%,failed<=1%,soak=2h` (empty: that default).
+    #[serde(default)]
+    pub gate: String,
 }
 
 /// One line of the `POST /v1/publish` stream.
@@ -638,6 +653,12 @@ pub enum InstallState {
     /// Complete, held from installing by an exception (`p2pctl hold`): the reason is
     /// `InstallView::reason`, the end `InstallView::held_until`.
     Held,
+    /// The release's target leaves this node out (`InstallView::reason` shows the
+    /// selector): it fetches and serves it, never installs it.
+    NotTargeted,
+    /// Complete, waiting on the rollout: `InstallView::reason` says for what (a
+    /// requirement, an earlier ring's gate, a halted rollout).
+    Blocked,
 }
 
 impl InstallState {
@@ -652,6 +673,8 @@ impl InstallState {
             Self::Failed => "failed",
             Self::Superseded => "superseded",
             Self::Held => "held",
+            Self::NotTargeted => "not targeted",
+            Self::Blocked => "blocked",
         }
     }
 }
@@ -742,6 +765,12 @@ pub struct InstallView {
     /// in the audit log.
     #[serde(default)]
     pub current_elsewhere: Option<String>,
+    /// The release's ring this node is in, by name (none: no rings, or not targeted).
+    #[serde(default)]
+    pub ring: Option<String>,
+    /// The same, as its index in the release's rings.
+    #[serde(default)]
+    pub ring_index: Option<u8>,
 }
 
 /// `GET /v1/status`.

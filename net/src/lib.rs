@@ -156,6 +156,9 @@ pub struct Local {
     pub site: String,
     /// Region.
     pub region: String,
+    /// Labels from the configuration, sorted by key (a certificate's win where there is one:
+    /// [`Net::place`]).
+    pub labels: Vec<(String, String)>,
     /// Random per process start, sent in hellos (a restart is told from a duplicate).
     pub instance: u64,
 }
@@ -324,6 +327,7 @@ impl Net {
         key: &ed25519_dalek::SigningKey,
         site: String,
         region: String,
+        labels: Vec<(String, String)>,
         config: NetworkSection,
         schedules: scheduler::policy::RateSchedules,
         windows: scheduler::policy::Windows,
@@ -338,6 +342,7 @@ impl Net {
             node_id: NodeId(key.verifying_key().to_bytes()),
             site,
             region,
+            labels,
             instance: {
                 let mut b = [0u8; 8];
                 getrandom::fill(&mut b).map_err(|e| Error::setup(format!("no randomness: {e}")))?;
@@ -376,6 +381,14 @@ impl Net {
     /// before [`Net::start`]; later changes come through [`trust`].
     pub fn set_membership(&self, membership: Membership) {
         *self.membership.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(membership));
+    }
+
+    /// This node's labels, as rollout selectors and rings read them: its certificate's in a
+    /// fleet with a root (a CA vouches for them), else its configuration's.
+    pub fn labels(&self) -> Vec<(String, String)> {
+        self.membership()
+            .and_then(|m| protocol::cert::SignedCert::decode(&m.cert).ok())
+            .map_or_else(|| self.local.labels.clone(), |c| c.cert.labels)
     }
 
     /// The fleet membership, if this node has a root.

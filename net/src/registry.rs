@@ -252,6 +252,8 @@ pub struct Release {
     samples: Mutex<VecDeque<(Instant, u64)>>,
     /// Initial seeding, for a release this node published: see [`Seeding`].
     seeding: Option<Mutex<Seeding>>,
+    /// Who installs it, after what, in which rings ([`protocol::rollout`]).
+    pub rollout: protocol::Rollout,
 }
 
 /// Initial seeding of a release this node published ([`scheduler::seeding`]): each other site
@@ -321,6 +323,7 @@ impl Release {
             install_gate: WindowGate::default(),
             samples: Mutex::new(VecDeque::new()),
             seeding: None,
+            rollout: m.rollout.clone(),
         }
     }
 

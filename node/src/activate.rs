@@ -39,6 +39,7 @@
 use crate::config::InstallSection;
 use net::{Net, ReleaseState};
 use protocol::{Manifest, ReleaseId};
+use scheduler::rollout::Verdict;
 use scheduler::window::WindowState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
@@ -472,6 +473,10 @@ pub enum InstallState {
     Superseded,
     /// Complete, and held from installing by an exception (`p2pctl hold`).
     Held(store::holds::InstallHold),
+    /// The release's target leaves this node out (the selector, in words).
+    NotTargeted(String),
+    /// Complete, waiting on the rollout: a requirement, an earlier ring's gate, a halt.
+    Blocked(String),
     /// Activated: see the record.
     Done(ActivationRecord),
 }
@@ -508,10 +513,13 @@ impl Installer {
         (now != ours).then_some(now)
     }
 
-    /// Where `release` stands, given the store's records and the install holds in force.
+    /// Where `release` stands, given the store's records, the install holds in force and
+    /// what `view` gathered of the rollout. Blocking (store IO for ring gates).
     pub fn state_of(
         &self,
         net: &Net,
+        store: &Store,
+        view: &crate::rollout::View,
         release: &net::Release,
         records: &HashMap<ReleaseId, ActivationRecord>,
         holds: &[store::holds::InstallHold],
@@ -522,9 +530,11 @@ impl Installer {
         if *lock(&self.busy) == Some(release.id) {
             return InstallState::Installing;
         }
+        let not_targeted = || InstallState::NotTargeted(release.rollout.target.to_string());
         match *lock(&release.state) {
             ReleaseState::Complete => {}
             ReleaseState::Superseded(_) => return InstallState::Superseded,
+            _ if !view.targeted(&release.rollout) => return not_targeted(),
             _ => return InstallState::NotReady,
         }
         // Only the newest complete version of a channel is installed, whatever the order the
@@ -537,8 +547,16 @@ impl Installer {
         if newer {
             return InstallState::Superseded;
         }
-        if let Some(h) = store::holds::covering(holds, &release.id, &release.channel) {
-            return InstallState::Held(h.clone());
+        let hold = store::holds::covering(holds, &release.id, &release.channel);
+        match view.verdict(net, store, release, hold.is_some(), net::now_unix_s()) {
+            Verdict::Go => {}
+            Verdict::NotTargeted => return not_targeted(),
+            Verdict::Held => {
+                return InstallState::Held(hold.cloned().expect("held means a hold covers it"));
+            }
+            blocked => {
+                return InstallState::Blocked(blocked.reason(&release.rollout).unwrap_or_default());
+            }
         }
         match net.gates.install_state(release, jiff::Timestamp::now()) {
             WindowState::Open { .. } => InstallState::Due,
@@ -808,6 +826,9 @@ pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
                 continue;
             }
             Ok((None, looked)) => {
+                if looked.ring_wait {
+                    wake_in = wake_in.min(crate::rollout::RING_RECHECK);
+                }
                 if let Some(next) = looked.next_open {
                     let secs = next
                         .duration_since(jiff::Timestamp::now())
@@ -867,8 +888,12 @@ fn failed_before_apply(
 struct Looked {
     /// The records it read.
     records: HashMap<ReleaseId, ActivationRecord>,
-    /// When the next install window of a waiting release opens, or a hold on one ends.
+    /// When the next install window of a waiting release opens, or a hold on one ends, or
+    /// a ring's soak.
     next_open: Option<jiff::Timestamp>,
+    /// Whether a release waits for another ring's figures (they change with the fleet
+    /// view, which wakes nothing: look again within [`crate::rollout::RING_RECHECK`]).
+    ring_wait: bool,
 }
 
 /// The release to activate now, if any (with the records read), and otherwise when the
@@ -916,13 +941,32 @@ async fn due(
     candidates.sort_by(|a, b| policy.compare(&a.urgency, &b.urgency));
     let now = jiff::Timestamp::now();
     let mut next: Option<jiff::Timestamp> = None;
+    let mut ring_wait = false;
+    let view = crate::rollout::View::new(net, &records);
+    let soon = |at: i64, next: &mut Option<jiff::Timestamp>| {
+        if let Ok(t) = jiff::Timestamp::from_second(at) {
+            *next = Some(next.map_or(t, |n| n.min(t)));
+        }
+    };
     for r in candidates {
-        // A held release waits for its hold to end (or be lifted, which wakes the loop).
-        if let Some(h) = store::holds::covering(&holds, &r.id, &r.channel) {
-            if let Ok(ends) = jiff::Timestamp::from_second(h.until_unix_s) {
-                next = Some(next.map_or(ends, |n| n.min(ends)));
+        let hold = store::holds::covering(&holds, &r.id, &r.channel);
+        match view.verdict(net, store, &r, hold.is_some(), now.as_second()) {
+            Verdict::Go => {}
+            // A held release waits for its hold to end (or be lifted, which wakes the loop).
+            Verdict::Held => {
+                soon(hold.map_or(i64::MAX, |h| h.until_unix_s), &mut next);
+                continue;
             }
-            continue;
+            Verdict::Soaking { until_unix_s, .. } => {
+                soon(until_unix_s, &mut next);
+                continue;
+            }
+            Verdict::RingWaits { .. } | Verdict::Halted { .. } => {
+                ring_wait = true;
+                continue;
+            }
+            // A requirement is met by an install here, which wakes the loop.
+            Verdict::NotTargeted | Verdict::Requires(_) => continue,
         }
         match net.gates.install_state(&r, now) {
             WindowState::Open { .. } => {
@@ -931,6 +975,7 @@ async fn due(
                     Looked {
                         records,
                         next_open: None,
+                        ring_wait,
                     },
                 ));
             }
@@ -945,6 +990,7 @@ async fn due(
         Looked {
             records,
             next_open: next,
+            ring_wait,
         },
     ))
 }

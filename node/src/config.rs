@@ -198,6 +198,11 @@ pub struct NodeSection {
     /// silent; set the same value on every node of a site.
     #[serde(default = "default_silent_after_s")]
     pub silent_after_s: u64,
+    /// Labels that release targets and rings select on (`os = "debian12"`, `role = "atm"`).
+    /// In a fleet with a root the certificate's labels are used instead (a CA vouches for
+    /// them); these are for fleets without one.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Shortest `[node] silent_after_s`: two of a node's status checks at the least record
@@ -348,6 +353,25 @@ impl Config {
             return Err(invalid(
                 "node.site",
                 "use 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if config.node.labels.len() > protocol::cert::LABELS_MAX {
+            return Err(invalid(
+                "node.labels",
+                format!("at most {} labels", protocol::cert::LABELS_MAX),
+            ));
+        }
+        if let Some((k, v)) = config
+            .node
+            .labels
+            .iter()
+            .find(|(k, v)| !protocol::wire::valid_name(k) || !protocol::wire::valid_name(v))
+        {
+            return Err(invalid(
+                "node.labels",
+                format!(
+                    "{k} = {v:?}: keys and values are 1 to 64 letters, digits, '-', '_' or '.'"
+                ),
             ));
         }
         if !protocol::wire::valid_name(&config.node.region) {

@@ -11,7 +11,7 @@
 
 use protocol::{
     ChunkingParams, MANIFEST_FORMAT_VERSION, Manifest, ManifestError, PublisherKey, ReleaseId,
-    TrustPolicy, VerifiedRelease, codec,
+    TrustPolicy, VerifiedRelease,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -77,6 +77,8 @@ pub struct Request {
     pub expires_in_s: u64,
     /// The key that will sign.
     pub publisher_key: PublisherKey,
+    /// Target, requirements, rings and gate.
+    pub rollout: protocol::Rollout,
 }
 
 impl Request {
@@ -108,6 +110,7 @@ impl Request {
             expires_in_s: req.expires_in_s,
             publisher_key: PublisherKey::parse_config_string(&req.publisher_key)
                 .map_err(|e| bad(e.to_string()))?,
+            rollout: rollout_of(req).map_err(|e| bad(e.to_string()))?,
         })
     }
 
@@ -150,8 +153,98 @@ impl Request {
                 "expiry must be in the future".into(),
             ));
         }
+        self.check_requirements(store)
+    }
+
+    /// Each requirement must name another channel with a version this node holds, and
+    /// following requirements from there through each channel's newest release (the one a
+    /// node installs) must not come back to this channel: a node could then install
+    /// neither.
+    fn check_requirements(&self, store: &Store) -> Result<(), PublishError> {
+        let bad = |e: String| Err(PublishError::BadRequest(e));
+        let releases = store.releases()?;
+        let newest = |channel: &str| {
+            releases
+                .iter()
+                .filter(|r| r.channel == channel)
+                .max_by_key(|r| r.version)
+        };
+        for req in &self.rollout.requires {
+            if req.channel == self.channel {
+                return bad(format!(
+                    "requires {req}: a release cannot require its own channel (only the newest version of a channel is installed)"
+                ));
+            }
+            match newest(&req.channel) {
+                None => {
+                    return bad(format!(
+                        "requires {req}: no release of {} is published here; publish it first",
+                        req.channel
+                    ));
+                }
+                Some(r) if r.version < req.min_version => {
+                    return bad(format!(
+                        "requires {req}: the newest release of {} here is version {}; publish version {} first",
+                        req.channel, r.version, req.min_version
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        // Depth-first over channels, each visited once: the path to any channel that leads
+        // back here is the cycle.
+        let mut stack: Vec<Vec<String>> = self
+            .rollout
+            .requires
+            .iter()
+            .map(|r| vec![self.channel.clone(), r.channel.clone()])
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(path) = stack.pop() {
+            let channel = path.last().expect("a path has a channel").clone();
+            if !seen.insert(channel.clone()) {
+                continue;
+            }
+            let Some(r) = newest(&channel) else { continue };
+            let Some(m) = store.manifest(&r.id)? else {
+                continue;
+            };
+            for next in &m.rollout.requires {
+                let mut longer = path.clone();
+                longer.push(next.channel.clone());
+                if next.channel == self.channel {
+                    return bad(format!(
+                        "requires: a cycle, {} (each channel's newest release requires the next)",
+                        longer.join(" -> ")
+                    ));
+                }
+                stack.push(longer);
+            }
+        }
         Ok(())
     }
+}
+
+/// The rollout rules of a publish request.
+fn rollout_of(
+    req: &api::PublishRequest,
+) -> Result<protocol::Rollout, protocol::rollout::RolloutError> {
+    use protocol::rollout::{Gate, Requirement, Ring, RolloutError, Selector};
+    let rings = Ring::parse_list(&req.rings)?;
+    if rings.is_empty() && !req.gate.trim().is_empty() {
+        return Err(RolloutError {
+            what: "gate",
+            why: "a gate needs rings (--rings)".into(),
+        });
+    }
+    let rollout = protocol::Rollout {
+        target: Selector::parse(&req.target, "target")?,
+        requires: Requirement::parse_list(&req.requires)?,
+        rings,
+        gate: Gate::parse(&req.gate)?,
+    };
+    rollout.validate()?;
+    Ok(rollout)
 }
 
 /// A staged publish: the manifest to sign, and what chunking it cost.
@@ -270,9 +363,10 @@ pub fn stage(
         chunking: params,
         entries,
         total_bytes: tree.total_bytes,
+        rollout: req.rollout.clone(),
     };
     manifest.validate()?;
-    let manifest_bytes = codec::encode(&manifest);
+    let manifest_bytes = manifest.canonical_bytes();
     if manifest_bytes.len() > protocol::manifest::MANIFEST_BYTES_MAX {
         return Err(ManifestError::TooLarge {
             what: "manifest",

@@ -361,6 +361,8 @@ async fn fleet_samples(
                 ("complete", s.complete),
                 ("activated", s.activated),
                 ("held", s.held),
+                ("waiting", s.waiting),
+                ("not_targeted", s.not_targeted),
                 ("failed", s.failed),
                 ("superseded", s.superseded),
                 ("refused", s.refused),
@@ -1327,6 +1329,8 @@ fn record_state(r: &ReleaseProgress) -> (protocol::status::ReleaseState, Option<
         (_, Some(Install::Failed)) => (Record::Failed, install.and_then(|i| i.reason.clone())),
         (_, Some(Install::Superseded)) | (FetchState::Superseded, _) => (Record::Superseded, None),
         (_, Some(Install::Held)) => (Record::Held, install.and_then(|i| i.reason.clone())),
+        (_, Some(Install::NotTargeted)) => (Record::NotTargeted, None),
+        (_, Some(Install::Blocked)) => (Record::Waiting, install.and_then(|i| i.reason.clone())),
         (FetchState::Complete, _) => (Record::Complete, None),
         (FetchState::Failed, _) => (Record::Failed, r.error.clone()),
         (FetchState::Paused, _) => (Record::PausedByWindow, None),
@@ -1379,6 +1383,16 @@ pub async fn status_releases(
                 _ => r.download_opens_unix_s,
             },
             error: error.map(|e| bounded_error(&e)),
+            // Only a ring that gates a later one is counted: the last gates nothing.
+            ring: r
+                .install
+                .as_ref()
+                .and_then(|i| i.ring_index)
+                .filter(|&k| {
+                    net.release(&release)
+                        .is_some_and(|x| usize::from(k) + 1 < x.rollout.rings.len())
+                })
+                .map_or(0, |k| k.saturating_add(1)),
         });
     }
     for r in net.registry.refused() {
@@ -1412,6 +1426,7 @@ pub async fn status_releases(
             since_unix_s: 0,
             until_unix_s: None,
             error: (state == ReleaseState::Refused).then(|| bounded_error(&r.reason)),
+            ring: 0,
         });
     }
     Some(out)
@@ -1434,6 +1449,9 @@ async fn progress_of(
         None => (None, Vec::new()),
     };
     let mut list = Vec::new();
+    let view = records
+        .as_ref()
+        .map(|records| crate::rollout::View::new(net, records));
     for r in net.releases() {
         let mut p = r.progress();
         if r.state() == net::ReleaseState::Paused {
@@ -1441,10 +1459,24 @@ async fn progress_of(
             p.download_opens = opens.map(text);
             p.download_opens_unix_s = opens.map(|t| t.as_second());
         }
-        if let (Some(installer), Some(records)) = (state.installer.get(), &records) {
+        if let (Some(installer), Some(records), Some(view)) =
+            (state.installer.get(), &records, &view)
+        {
             use api::InstallState as Shown;
             let mut v = InstallView::default();
-            match installer.state_of(net, &r, records, &holds) {
+            if let Some(k) = view.ring(&r) {
+                v.ring = r.rollout.rings.get(k).map(|ring| ring.name.clone());
+                v.ring_index = u8::try_from(k).ok();
+            }
+            match installer.state_of(net, &state.store, view, &r, records, &holds) {
+                InstallState::NotTargeted(selector) => {
+                    v.state = Shown::NotTargeted;
+                    v.reason = Some(format!("the release targets {selector}"));
+                }
+                InstallState::Blocked(reason) => {
+                    v.state = Shown::Blocked;
+                    v.reason = Some(reason);
+                }
                 InstallState::NotReady => v.state = Shown::Pending,
                 InstallState::Due => v.state = Shown::Due,
                 InstallState::Waiting { opens } => {
@@ -1731,11 +1763,8 @@ fn load_manifest(store: &Store, id: &ReleaseId) -> Result<(Manifest, Vec<u8>), A
         { protocol::envelope::ENVELOPE_BYTES_MAX },
     >(&envelope, "stored envelope")
     .map_err(|e| internal(format!("stored release {id} is damaged: {e}")))?;
-    let manifest: Manifest = codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(
-        &signed.manifest_bytes,
-        "stored manifest",
-    )
-    .map_err(|e| internal(format!("stored release {id} is damaged: {e}")))?;
+    let manifest = Manifest::decode(&signed.manifest_bytes)
+        .map_err(|e| internal(format!("stored release {id} is damaged: {e}")))?;
     Ok((manifest, envelope))
 }
 

@@ -108,6 +108,34 @@ enum Command {
         /// same form as --install-window. Repeat for several.
         #[arg(long = "download-window", value_name = "WINDOW")]
         download_windows: Vec<String>,
+        /// Install only on the nodes this selector takes, such as 'os=debian12,role!=atm'
+        /// (terms joined by ',', all must hold; 'key=a|b' for one of several values; the keys
+        /// site and region are the node's, any other is one of its labels). The other nodes
+        /// still fetch and serve it for their site, and `p2pctl fleet` counts only targeted
+        /// nodes.
+        #[arg(long, value_name = "SELECTOR")]
+        target: Option<String>,
+        /// A release each node must have installed first, such as 'security/openssl>=3'; it
+        /// must be published already, and a cycle is refused. Repeat for several.
+        #[arg(long = "requires", value_name = "CHANNEL>=VERSION")]
+        requires: Vec<String>,
+        /// Roll out in rings, such as 'canary: labels ring=0; pilot: 5%; broad: rest': a
+        /// node of a ring installs only once the ring before met the gate, as it sees the
+        /// fleet; a failure share over the gate's limit halts the rings not started yet.
+        #[arg(long, value_name = "RINGS")]
+        rings: Option<String>,
+        /// What each ring must show before the next starts (default
+        /// 'installed>=95%,failed<=1%,soak=2h'; an emergency may shorten the soak).
+        #[arg(long, value_name = "GATE")]
+        gate: Option<String>,
+        /// Read target, requires, rings and gate from a TOML file (keys of those names;
+        /// requires a list); the options above override it.
+        #[arg(long, value_name = "FILE")]
+        rollout: Option<PathBuf>,
+        /// Publish without the rings the rollout file declares: every targeted node installs
+        /// at once.
+        #[arg(long, conflicts_with_all = ["rings", "gate"])]
+        no_rings: bool,
     },
     /// List releases in the store, newest first.
     Releases,
@@ -370,7 +398,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             install_windows,
             download_windows,
             hold_for_approval,
+            target,
+            requires,
+            rings,
+            gate,
+            rollout,
+            no_rings,
         } => {
+            let mut plan = match &rollout {
+                Some(file) => publish::RolloutFile::read(file)?,
+                None => publish::RolloutFile::default(),
+            };
+            plan.target = target.unwrap_or(plan.target);
+            if !requires.is_empty() {
+                plan.requires = requires;
+            }
+            plan.rings = rings.unwrap_or(plan.rings);
+            plan.gate = gate.unwrap_or(plan.gate);
+            if no_rings {
+                plan.rings.clear();
+                plan.gate.clear();
+            }
             let key =
                 identity::read_key(&key).map_err(|e| fail(ExitCode::Refused, e.to_string()))?;
             let path = std::fs::canonicalize(&path)
@@ -386,6 +434,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 install_windows,
                 expires_in_s: expires.as_secs(),
                 publisher_key: PublisherKey(key.verifying_key().to_bytes()).to_config_string(),
+                target: plan.target,
+                requires: plan.requires.join(","),
+                rings: plan.rings,
+                gate: plan.gate,
             };
             publish::publish(&client, &req, &key, hold_for_approval, cli.json).await
         }

@@ -125,9 +125,8 @@ pub(crate) async fn sign_and_commit(
     let bytes = B64
         .decode(manifest_b64)
         .map_err(|e| fail(ExitCode::Failed, format!("bad manifest from p2pd: {e}")))?;
-    let manifest: Manifest =
-        codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(&bytes, "manifest")
-            .map_err(|e| fail(ExitCode::Failed, format!("bad manifest from p2pd: {e}")))?;
+    let manifest = Manifest::decode(&bytes)
+        .map_err(|e| fail(ExitCode::Failed, format!("bad manifest from p2pd: {e}")))?;
     // Sign only what was asked for.
     if manifest.channel != req.channel || manifest.version != req.version {
         return Err(fail(
@@ -176,11 +175,8 @@ pub(crate) async fn approve(
     if envelope.release_id().to_hex() != held.id || !held.id.starts_with(release.trim()) {
         return Err(fail(ExitCode::Failed, "p2pd answered with another release"));
     }
-    let manifest: Manifest = codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(
-        &envelope.manifest_bytes,
-        "manifest",
-    )
-    .map_err(|e| fail(ExitCode::Failed, format!("bad manifest: {e}")))?;
+    let manifest = Manifest::decode(&envelope.manifest_bytes)
+        .map_err(|e| fail(ExitCode::Failed, format!("bad manifest: {e}")))?;
     if !json {
         crate::outln!(
             "{} version {} ({}{}), {} files, {}; signed by {} ({} of {})",
@@ -226,4 +222,42 @@ pub(crate) async fn approve(
         );
     }
     Ok(())
+}
+
+/// A rollout file (`p2pctl publish --rollout FILE`): the same four settings as the options.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RolloutFile {
+    /// `--target`.
+    #[serde(default)]
+    pub target: String,
+    /// `--requires`, each.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// `--rings`.
+    #[serde(default)]
+    pub rings: String,
+    /// `--gate`.
+    #[serde(default)]
+    pub gate: String,
+}
+
+/// Longest rollout file read: a few lines.
+const ROLLOUT_FILE_BYTES_MAX: u64 = 64 << 10;
+
+impl RolloutFile {
+    /// Reads and parses `path`.
+    pub(crate) fn read(path: &std::path::Path) -> Result<Self, Failure> {
+        let refused = |why: String| fail(ExitCode::Refused, format!("{}: {why}", path.display()));
+        let len = std::fs::metadata(path)
+            .map_err(|e| refused(e.to_string()))?
+            .len();
+        if len > ROLLOUT_FILE_BYTES_MAX {
+            return Err(refused(format!(
+                "larger than {ROLLOUT_FILE_BYTES_MAX} bytes"
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| refused(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| refused(e.to_string()))
+    }
 }

@@ -13,7 +13,9 @@
 use crate::codec;
 use crate::error::ManifestError;
 use crate::ids::{PublisherKey, ReleaseId};
-use crate::manifest::{MANIFEST_BYTES_MAX, MANIFEST_FORMAT_VERSION, Manifest};
+use crate::manifest::{
+    MANIFEST_BYTES_MAX, MANIFEST_FORMAT_OLDEST, MANIFEST_FORMAT_VERSION, Manifest,
+};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -128,10 +130,10 @@ pub fn signature_verifies(manifest_bytes: &[u8], signature: &ManifestSignature) 
 
 /// Encodes `manifest` canonically and signs it with `key`.
 pub fn sign_manifest(manifest: &Manifest, key: &SigningKey) -> SignedManifest {
-    let manifest_bytes = codec::encode(manifest);
+    let manifest_bytes = manifest.canonical_bytes();
     let signature = signature_over(&manifest_bytes, key);
     SignedManifest {
-        format_version: MANIFEST_FORMAT_VERSION,
+        format_version: manifest.format_version,
         manifest_bytes,
         signatures: vec![signature],
     }
@@ -311,7 +313,7 @@ pub fn check_signatures(
 ) -> Result<Signed, ManifestError> {
     let envelope: SignedManifest =
         codec::decode::<_, ENVELOPE_BYTES_MAX>(envelope_bytes, "signed manifest")?;
-    if envelope.format_version != MANIFEST_FORMAT_VERSION {
+    if !(MANIFEST_FORMAT_OLDEST..=MANIFEST_FORMAT_VERSION).contains(&envelope.format_version) {
         return Err(ManifestError::UnsupportedFormat {
             found: envelope.format_version,
             supported: MANIFEST_FORMAT_VERSION,
@@ -346,15 +348,11 @@ pub fn check_signatures(
         return Err(ManifestError::UnknownKey(envelope.signatures[0].key));
     }
 
-    let manifest: Manifest =
-        codec::decode::<_, MANIFEST_BYTES_MAX>(&envelope.manifest_bytes, "manifest")?;
-    if codec::encode(&manifest) != envelope.manifest_bytes {
-        return Err(ManifestError::NonCanonical);
-    }
-    if manifest.format_version != MANIFEST_FORMAT_VERSION {
+    let manifest = Manifest::decode(&envelope.manifest_bytes)?;
+    if manifest.format_version != envelope.format_version {
         return Err(ManifestError::UnsupportedFormat {
             found: manifest.format_version,
-            supported: MANIFEST_FORMAT_VERSION,
+            supported: envelope.format_version,
         });
     }
 

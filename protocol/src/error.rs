@@ -31,6 +31,9 @@ pub enum ManifestError {
         /// What was being decoded.
         what: &'static str,
     },
+    /// The rollout rules (target, requirements, rings, gate) break a rule.
+    #[error("rollout: {0}")]
+    BadRollout(String),
     /// The manifest bytes decode but are not the canonical encoding of what they hold.
     #[error("manifest bytes are not in canonical form")]
     NonCanonical,

@@ -14,6 +14,8 @@
 //! * [`path`]: the rules a path or a symlink target inside a release must follow.
 //! * [`envelope`]: the [`SignedManifest`] and [`verify_release`], the one gate every manifest
 //!   passes before anything else is done with it.
+//! * [`rollout`]: who installs a release, after what, in which stages (targets,
+//!   requirements, rings and their gate).
 //! * [`root`]: the fleet root (TUF-style): root, CA, publisher, approver and operator keys,
 //!   threshold-signed and rotated version by version; channel scopes by whole segments.
 //! * [`cert`]: node certificates: a fleet CA key binds a node's key to its site, region and
@@ -38,6 +40,7 @@ pub mod ids;
 pub mod manifest;
 pub mod path;
 pub mod revoke;
+pub mod rollout;
 pub mod root;
 pub mod status;
 pub mod summary;
@@ -53,7 +56,8 @@ pub use manifest::{
     ChunkRef, ChunkingParams, Cvss, Entry, EntryKind, MANIFEST_FORMAT_VERSION, Manifest,
     ReleaseWindow, Severity,
 };
+pub use rollout::{Gate, Place, Requirement, Ring, RingMembers, Rollout, Selector};
 
 /// Version of the node-to-node protocol. Carried by every wire message; bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;

@@ -9,16 +9,27 @@
 //! [`Manifest::validate`] checks everything that does not depend on who signed it or on the
 //! time: limits, paths, parents, symlink targets, modes, chunk lengths and sizes.
 
+use crate::codec;
 use crate::error::ManifestError;
 use crate::ids::ChunkId;
 use crate::path::{self, check_entry_path, resolve_symlink_target};
+use crate::rollout::Rollout;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-/// Version of the manifest layout; a decoder refuses any other.
-pub const MANIFEST_FORMAT_VERSION: u16 = 1;
+/// Version of the manifest layout this build writes. Format 2 appends the [`Rollout`] to
+/// format 1's fields; format 1 is still read (its rollout is the default: every node, at
+/// once), so releases published before keep their ids and verify. A decoder refuses any
+/// other version.
+pub const MANIFEST_FORMAT_VERSION: u16 = 2;
+
+/// The oldest manifest layout this build reads.
+pub const MANIFEST_FORMAT_OLDEST: u16 = 1;
+
+/// Decode limit of a format-1 manifest with the default rollout's few bytes appended.
+const V1_DECODE_MAX: usize = MANIFEST_BYTES_MAX + 64;
 
 /// Largest encoded manifest. 1 Mi chunks at 37 bytes each plus a large tree fit; a bigger
 /// release should be split into several.
@@ -344,6 +355,8 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
     /// Sum of all file sizes.
     pub total_bytes: u64,
+    /// Who installs it, after what, in which stages (format 2; the default in format 1).
+    pub rollout: Rollout,
 }
 
 /// Whether `name` is a valid channel name: 1 to [`CHANNEL_BYTES_MAX`] bytes of `a-z`, `0-9`,
@@ -384,14 +397,64 @@ impl Manifest {
             .collect()
     }
 
+    /// The canonical encoding: what is signed and what the release id hashes. A format-1
+    /// manifest encodes without the rollout, as it was signed (one that claims rollout rules
+    /// keeps them, and no reader accepts it).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut bytes = codec::encode(self);
+        if self.format_version == 1 && self.rollout.is_default() {
+            bytes.truncate(bytes.len() - codec::encode(&self.rollout).len());
+        }
+        bytes
+    }
+
+    /// Decodes manifest bytes of either format (format 1 with the default rollout), within
+    /// [`MANIFEST_BYTES_MAX`]; refuses any encoding but the canonical one.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
+        // The format is the first field, a u16 that bincode writes in one byte below 251.
+        let manifest: Self = match bytes.first() {
+            Some(1) => {
+                if bytes.len() > MANIFEST_BYTES_MAX {
+                    return Err(ManifestError::TooLarge {
+                        what: "manifest",
+                        len: bytes.len(),
+                        max: MANIFEST_BYTES_MAX,
+                    });
+                }
+                let mut with_default = bytes.to_vec();
+                with_default.extend(codec::encode(&Rollout::default()));
+                codec::decode::<_, V1_DECODE_MAX>(&with_default, "manifest")?
+            }
+            _ => codec::decode::<_, MANIFEST_BYTES_MAX>(bytes, "manifest")?,
+        };
+        if !(MANIFEST_FORMAT_OLDEST..=MANIFEST_FORMAT_VERSION).contains(&manifest.format_version) {
+            return Err(ManifestError::UnsupportedFormat {
+                found: manifest.format_version,
+                supported: MANIFEST_FORMAT_VERSION,
+            });
+        }
+        if manifest.canonical_bytes() != bytes {
+            return Err(ManifestError::NonCanonical);
+        }
+        Ok(manifest)
+    }
+
     /// Checks every rule that does not depend on signatures or time. See the module docs.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.format_version != MANIFEST_FORMAT_VERSION {
+        if !(MANIFEST_FORMAT_OLDEST..=MANIFEST_FORMAT_VERSION).contains(&self.format_version) {
             return Err(ManifestError::UnsupportedFormat {
                 found: self.format_version,
                 supported: MANIFEST_FORMAT_VERSION,
             });
         }
+        if self.format_version == 1 && !self.rollout.is_default() {
+            return Err(ManifestError::BadRollout(
+                "a format-1 manifest carries no rollout rules".into(),
+            ));
+        }
+        self.rollout
+            .validate()
+            .map_err(|e| ManifestError::BadRollout(e.to_string()))?;
         if !is_valid_channel(&self.channel) {
             return Err(ManifestError::BadChannel(self.channel.clone()));
         }

@@ -28,7 +28,7 @@ pub const STATUS_RELEASES_MAX: usize = 32;
 pub const STATUS_ERROR_BYTES_MAX: usize = 200;
 
 /// Domain separation of the signature.
-const STATUS_CONTEXT: &[u8] = b"p2pd status record v3\0";
+const STATUS_CONTEXT: &[u8] = b"p2pd status record v4\0";
 
 /// Where a release stands on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -54,11 +54,17 @@ pub enum ReleaseState {
     /// Held from installing by an exception on the node (`p2pctl hold`): its reason is the
     /// error, its end `until_unix_s`. The node still fetches and serves it.
     Held,
+    /// The release's target leaves this node out: it fetches and serves it for its site
+    /// but never installs it.
+    NotTargeted,
+    /// Held, waiting on the rollout: a requirement not installed yet, an earlier ring's
+    /// gate, or a halted or paused rollout (the error says which).
+    Waiting,
 }
 
 impl ReleaseState {
     /// Every state, in the order a release moves through them, then the ends that leave it.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Announced,
         Self::Downloading,
         Self::PausedByWindow,
@@ -69,6 +75,8 @@ impl ReleaseState {
         Self::Refused,
         Self::NotFollowed,
         Self::Held,
+        Self::NotTargeted,
+        Self::Waiting,
     ];
 
     /// Position in [`ReleaseState::ALL`].
@@ -89,12 +97,17 @@ impl ReleaseState {
             Self::Refused => "refused",
             Self::NotFollowed => "not followed",
             Self::Held => "held",
+            Self::NotTargeted => "not targeted",
+            Self::Waiting => "waiting",
         }
     }
 
     /// Whether the node holds the whole release.
     pub fn has_release(self) -> bool {
-        matches!(self, Self::Complete | Self::Activated | Self::Held)
+        matches!(
+            self,
+            Self::Complete | Self::Activated | Self::Held | Self::Waiting
+        )
     }
 }
 
@@ -126,6 +139,10 @@ pub struct ReleaseStatus {
     pub until_unix_s: Option<i64>,
     /// The last error, if any (at most [`STATUS_ERROR_BYTES_MAX`] bytes).
     pub error: Option<String>,
+    /// The node's ring for this release, plus one, when that ring gates a later one (0: the
+    /// release has no rings, does not target the node, or the node is in the last ring):
+    /// what site summaries count each ring's gate from.
+    pub ring: u8,
 }
 
 /// What a node says of itself.
@@ -179,6 +196,9 @@ impl StatusBody {
                 .is_some_and(|e| e.len() > STATUS_ERROR_BYTES_MAX)
             {
                 return Err(StatusError::Invalid("error text too long"));
+            }
+            if usize::from(r.ring) > crate::rollout::RINGS_MAX {
+                return Err(StatusError::Invalid("ring"));
             }
         }
         Ok(())
@@ -297,6 +317,7 @@ mod tests {
                 since_unix_s: 1_795_391_000,
                 until_unix_s: None,
                 error: Some("apply exited 3".into()),
+                ring: 0,
             }],
         }
     }

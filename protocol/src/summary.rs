@@ -66,7 +66,7 @@ pub const INSTALL_BUCKETS: usize = 52;
 pub const CRITICAL_DEADLINE_S: i64 = 72 * 3600;
 
 /// Domain separation of the signature.
-const SUMMARY_CONTEXT: &[u8] = b"p2pd site summary v3\0";
+const SUMMARY_CONTEXT: &[u8] = b"p2pd site summary v4\0";
 
 /// The bucket of an installation `delay_s` after publishing.
 pub fn install_bucket(delay_s: i64) -> usize {
@@ -148,16 +148,37 @@ pub struct SiteRelease {
     /// [`SUMMARY_REASONS_MAX`]: every failed and refused node's error counted, so an
     /// operator sees the top reasons across the fleet without asking each site.
     pub reasons: Vec<Reason>,
+    /// For a release with rings: each ring's nodes of the site, by the ring each node's
+    /// record gives (at most [`crate::rollout::RINGS_MAX`]; trailing empty rings left
+    /// out; the last ring, which gates nothing, is never counted). What every node
+    /// evaluates the rings' gate from.
+    pub rings: Vec<RingCount>,
+}
+
+/// One ring's nodes of a site for a release: those that are not silent and not held by an
+/// exception, and of them those that installed it (or a newer version) and those that
+/// failed, and when the latest of those installs or failures happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingCount {
+    /// Nodes counted.
+    pub nodes: u32,
+    /// Of those, installed.
+    pub installed: u32,
+    /// Of those, failed.
+    pub failed: u32,
+    /// The latest install or failure among them, unix seconds (0: none): a gate's soak
+    /// counts from the ring's latest change, the same on every node.
+    pub last_unix_s: i64,
 }
 
 /// Most reasons a site's figures of a release carry ([`SiteRelease::reasons`]).
 pub const SUMMARY_REASONS_MAX: usize = 4;
 
-/// A reason nodes of a site failed, refused or hold a release (an exception), and how many
-/// gave it.
+/// A reason nodes of a site failed, refused, hold a release (an exception) or wait on its
+/// rollout, and how many gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
-    /// `Failed`, `Refused` or `Held`.
+    /// `Failed`, `Refused`, `Held` or `Waiting`.
     pub state: ReleaseState,
     /// The error the nodes' records give (at most [`STATUS_ERROR_BYTES_MAX`] bytes).
     pub reason: String,
@@ -266,6 +287,14 @@ impl SiteRelease {
         if !r.channel.is_empty() && !crate::manifest::is_valid_channel(&r.channel) {
             return Err(StatusError::Invalid("channel name"));
         }
+        if r.rings.len() > crate::rollout::RINGS_MAX
+            || r.rings
+                .iter()
+                .any(|c| c.installed.saturating_add(c.failed) > c.nodes)
+            || r.rings.iter().map(|c| u64::from(c.nodes)).sum::<u64>() > u64::from(nodes)
+        {
+            return Err(StatusError::Invalid("ring counts"));
+        }
         if r.failed.len() > SUMMARY_FAILED_MAX
             || r.failed.len() as u32 > r.count(ReleaseState::Failed)
             || r.failed
@@ -285,12 +314,16 @@ impl SiteRelease {
             || r.reasons.iter().any(|x| {
                 !matches!(
                     x.state,
-                    ReleaseState::Failed | ReleaseState::Refused | ReleaseState::Held
+                    ReleaseState::Failed
+                        | ReleaseState::Refused
+                        | ReleaseState::Held
+                        | ReleaseState::Waiting
                 ) || x.reason.len() > STATUS_ERROR_BYTES_MAX
             })
             || given(ReleaseState::Failed) > u64::from(r.count(ReleaseState::Failed))
             || given(ReleaseState::Refused) > u64::from(r.count(ReleaseState::Refused))
             || given(ReleaseState::Held) > u64::from(r.count(ReleaseState::Held))
+            || given(ReleaseState::Waiting) > u64::from(r.count(ReleaseState::Waiting))
         {
             return Err(StatusError::Invalid("reasons"));
         }
@@ -641,6 +674,7 @@ fn figures(
         opens_unix_s: None,
         failed: Vec::new(),
         reasons: Vec::new(),
+        rings: Vec::new(),
     };
     let mut failed = Vec::new();
     let mut reasons: HashMap<(ReleaseState, &str), u32> = HashMap::new();
@@ -661,6 +695,27 @@ fn figures(
             .then(|| b.covered_since(channel, version))
             .flatten();
         let silent = silent_before.is_some_and(|t| b.at_unix_s < t);
+        if let Some(r) = own.filter(|r| r.ring > 0 && r.state != ReleaseState::Held) {
+            let applied = r.state == ReleaseState::Activated || newer.is_some();
+            if !silent || applied {
+                let k = usize::from(r.ring - 1);
+                if out.rings.len() <= k {
+                    out.rings.resize(k + 1, RingCount::default());
+                }
+                let c = &mut out.rings[k];
+                c.nodes += 1;
+                let at = if applied {
+                    c.installed += 1;
+                    newer.unwrap_or(r.since_unix_s)
+                } else if r.state == ReleaseState::Failed {
+                    c.failed += 1;
+                    r.since_unix_s
+                } else {
+                    0
+                };
+                c.last_unix_s = c.last_unix_s.max(at);
+            }
+        }
         match (own, newer) {
             (Some(r), _) if r.state == ReleaseState::Activated => {
                 out.states[r.state.index()] += 1;
@@ -686,7 +741,10 @@ fn figures(
                 };
                 if matches!(
                     r.state,
-                    ReleaseState::Failed | ReleaseState::Refused | ReleaseState::Held
+                    ReleaseState::Failed
+                        | ReleaseState::Refused
+                        | ReleaseState::Held
+                        | ReleaseState::Waiting
                 ) {
                     let why = r.error.as_deref().unwrap_or_default();
                     *reasons.entry((r.state, why)).or_default() += 1;
@@ -751,6 +809,7 @@ mod tests {
             since_unix_s: since,
             until_unix_s: (state == ReleaseState::PausedByWindow).then_some(NOW + 600),
             error: (state == ReleaseState::Failed).then(|| "apply exited 3".into()),
+            ring: 0,
         }
     }
 
@@ -763,6 +822,63 @@ mod tests {
             at_unix_s: NOW,
             releases,
         }
+    }
+
+    #[test]
+    fn each_gating_ring_counts_its_nodes_installs_failures_and_latest_change() {
+        use ReleaseState::*;
+        let in_ring = |ring: u8, state, since| ReleaseStatus {
+            ring,
+            ..status(1, 1, state, since)
+        };
+        let mut silent = record(5, true, vec![in_ring(1, Complete, 0)]);
+        silent.at_unix_s = NOW - 3600;
+        let records = [
+            record(1, true, vec![in_ring(1, Activated, NOW + 60)]),
+            record(2, true, vec![in_ring(1, Failed, NOW + 90)]),
+            record(3, true, vec![in_ring(1, Downloading, 0)]),
+            // Held by an exception, silent, or in the last ring (0): not counted.
+            record(4, true, vec![in_ring(1, Held, 0)]),
+            silent,
+            record(6, true, vec![in_ring(0, Activated, NOW + 10)]),
+            record(7, true, vec![in_ring(2, Activated, NOW + 30)]),
+            // Covered by a newer version it installed: counts as installed, then.
+            record(
+                8,
+                true,
+                vec![
+                    in_ring(1, Superseded, 0),
+                    status(2, 2, Activated, NOW + 120),
+                ],
+            ),
+        ];
+        let refs: Vec<&StatusBody> = records.iter().collect();
+        let all = site_releases(&refs, Some(NOW - 60));
+        let r = all
+            .iter()
+            .find(|r| r.release == ReleaseId([1; 32]))
+            .unwrap();
+        assert_eq!(
+            r.rings,
+            vec![
+                RingCount {
+                    nodes: 4,
+                    installed: 2,
+                    failed: 1,
+                    last_unix_s: NOW + 120
+                },
+                RingCount {
+                    nodes: 1,
+                    installed: 1,
+                    failed: 0,
+                    last_unix_s: NOW + 30
+                },
+            ]
+        );
+        r.check(8, 8).unwrap();
+        let mut lying = r.clone();
+        lying.rings[0].installed = 9;
+        assert!(lying.check(8, 8).is_err());
     }
 
     #[test]

@@ -117,7 +117,15 @@ pub enum News {
     Progress,
     /// A state (a release's state, its error, a release added or gone, a new peer to tell).
     State,
+    /// A change a ring's gate reads (an install or a failure in a ring that gates a later
+    /// one): it goes out without waiting for the settle and at most [`GATE_MIN_INTERVAL`]
+    /// after the last message, so that rings open and halts spread within seconds. Its cost
+    /// is bounded by the gating rings' nodes: each installs once per release.
+    Gate,
 }
+
+/// The least interval before a message with [`News::Gate`].
+pub const GATE_MIN_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A summary's news of a change of state waits this long after it was first seen, for the
 /// changes that follow it: the members of a site go from one state to the next within
@@ -197,6 +205,7 @@ impl Cadence {
         };
         let paced = last
             + match news {
+                News::Gate => self.min_ms.min(GATE_MIN_INTERVAL.as_millis() as u64),
                 News::State => self.min_ms,
                 News::Progress => self.progress_ms,
                 News::None => self.heartbeat_ms,
@@ -208,7 +217,7 @@ impl Cadence {
     /// from now.
     pub fn poll(&mut self, now_ms: u64, news: News) -> bool {
         match news {
-            News::State => {
+            News::State | News::Gate => {
                 self.news_since.get_or_insert(now_ms);
             }
             _ => self.news_since = None,

@@ -310,11 +310,28 @@ impl SummaryContent {
     }
 }
 
+/// Whether a ring's installs or failures of some release differ between `last` and `now`:
+/// news a gate reads ([`News::Gate`]). Nodes joining a ring's count travel as state news.
+fn gate_news(last: &[SiteRelease], now: &[SiteRelease]) -> bool {
+    let moved = |r: &SiteRelease| -> Vec<(u32, u32)> {
+        r.rings.iter().map(|c| (c.installed, c.failed)).collect()
+    };
+    now.iter().any(|r| {
+        let had = last
+            .iter()
+            .find(|l| l.release == r.release)
+            .map_or_else(Vec::new, moved);
+        let has = moved(r);
+        has.iter().any(|&(i, f)| i + f > 0) && has != had
+    })
+}
+
 impl Publisher<ReleaseId, SiteRelease> {
     /// The news of a summary of `content`, given the content of the last one that went out.
     pub fn summary_news(&self, content: &SummaryContent, last: Option<&SummaryContent>) -> News {
         match last {
             None => self.news(true, false),
+            Some(l) if gate_news(&l.releases, &content.releases) => News::Gate,
             Some(l) => {
                 let state = (l.nodes, l.installers, &l.contacts, &l.releases)
                     != (

@@ -17,6 +17,8 @@
 //! * [`priority`]: which release goes first, and which may fetch outside the download window.
 //! * [`rate`]: per-class rate schedules: rules by weekday and time of day in an IANA zone,
 //!   "the lowest rate wins" where rules overlap, and when the rate next changes.
+//! * [`rollout`]: whether a node may install a complete release: its target, holds,
+//!   requirements, and its ring's gate as the node sees the fleet.
 //! * [`seeding`]: the origin's initial seeding: each site is shown only its share of a new
 //!   release until every chunk has left the origin once.
 //! * [`shaper`]: a token bucket (governor) per class whose rate follows its schedule, and
@@ -36,6 +38,7 @@ pub mod planner;
 pub mod policy;
 pub mod priority;
 pub mod rate;
+pub mod rollout;
 pub mod seeding;
 pub mod shaper;
 pub mod strikes;

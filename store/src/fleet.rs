@@ -30,8 +30,8 @@
 use protocol::status::ReleaseStatus;
 use protocol::status::{ReleaseState, SignedStatus, StatusBody, StatusError};
 use protocol::summary::{
-    CRITICAL_DEADLINE_S, Facts, LedgerEntry, LedgerPage, NodeEntries, SignedSummary, SiteIndex,
-    SiteRelease, SummaryBody, install_bucket_end_s, site_release, site_releases,
+    CRITICAL_DEADLINE_S, Facts, LedgerEntry, LedgerPage, NodeEntries, RingCount, SignedSummary,
+    SiteIndex, SiteRelease, SummaryBody, install_bucket_end_s, site_release, site_releases,
 };
 use protocol::{NodeId, ReleaseId};
 use scheduler::ledger;
@@ -380,6 +380,13 @@ pub struct StateCounts {
     /// Holding it, held from installing by an exception (`p2pctl hold`).
     #[serde(default)]
     pub held: u64,
+    /// Left out by the release's target: they fetch and serve it, never install it, and
+    /// count nowhere else (not in [`StateCounts::total`]).
+    #[serde(default)]
+    pub not_targeted: u64,
+    /// Holding it, waiting on its rollout (a requirement, an earlier ring's gate, a halt).
+    #[serde(default)]
+    pub waiting: u64,
 }
 
 impl StateCounts {
@@ -396,13 +403,16 @@ impl StateCounts {
         self.refused += c(Refused);
         self.not_followed += c(NotFollowed);
         self.held += c(Held);
+        self.not_targeted += c(NotTargeted);
+        self.waiting += c(Waiting);
         self.silent += u64::from(r.silent);
         self.unknown += u64::from(nodes.saturating_sub(r.known()));
     }
 
-    /// Nodes holding the whole release (complete, installed, or held from installing).
+    /// Nodes holding the whole release (complete, installed, held from installing, or
+    /// waiting on the rollout).
     pub fn holding(&self) -> u64 {
-        self.complete + self.activated + self.held
+        self.complete + self.activated + self.held + self.waiting
     }
 
     /// Nodes done with it: holding it, or covered by a newer version.
@@ -1461,6 +1471,7 @@ impl Fleet {
             let done = f.count(ReleaseState::Complete)
                 + f.count(ReleaseState::Activated)
                 + f.count(ReleaseState::Held)
+                + f.count(ReleaseState::Waiting)
                 + f.count(ReleaseState::Superseded)
                 + f.covered;
             let held = f.chunks_have;
@@ -1471,7 +1482,8 @@ impl Fleet {
                 holding: u64::from(
                     f.count(ReleaseState::Complete)
                         + f.count(ReleaseState::Activated)
-                        + f.count(ReleaseState::Held),
+                        + f.count(ReleaseState::Held)
+                        + f.count(ReleaseState::Waiting),
                 ),
                 superseded: u64::from(f.covered + f.count(ReleaseState::Superseded)),
                 failed: u64::from(f.count(ReleaseState::Failed)),
@@ -1537,7 +1549,12 @@ impl Fleet {
             ),
             None => Vec::new(),
         };
-        let nodes: u64 = rows.iter().map(|r| u64::from(r.nodes)).sum();
+        // Nodes the release's target leaves out are not counted: it is not for them.
+        let nodes: u64 = rows
+            .iter()
+            .map(|r| u64::from(r.nodes))
+            .sum::<u64>()
+            .saturating_sub(states.not_targeted);
         let per_min = Self::sample(&mut inner, release, now_unix_s, states.done());
         let left = states.moving();
         let eta_s = (per_min > 0.0 && left > 0).then(|| left as f64 / per_min * 60.0);
@@ -1643,6 +1660,29 @@ impl Fleet {
         }
     }
 
+    /// Each ring's nodes of `release` across the fleet as this node sees it (its site's
+    /// records, or its site's summary, and every other site's summary), indexed by ring:
+    /// what [`scheduler::rollout`]'s gate reads.
+    pub fn ring_counts(&self, release: &ReleaseId, now_unix_s: i64) -> Vec<RingCount> {
+        let inner = lock(&self.inner);
+        let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
+        let own_index = SiteIndex::with_silence(&own, silent_before(&inner, now_unix_s));
+        let info = Self::facts(&inner, release, None);
+        let mut out: Vec<RingCount> = Vec::new();
+        for row in Self::rows(&inner, &self.site, release, &info, None, &own_index) {
+            for (k, c) in row.figures.rings.iter().enumerate() {
+                if out.len() <= k {
+                    out.resize(k + 1, RingCount::default());
+                }
+                out[k].nodes += c.nodes;
+                out[k].installed += c.installed;
+                out[k].failed += c.failed;
+                out[k].last_unix_s = out[k].last_unix_s.max(c.last_unix_s);
+            }
+        }
+        out
+    }
+
     /// The compliance report's rows for `releases`, at `now_unix_s`: how many installing
     /// nodes installed each (or a newer version), how fast, whether critical ones met the
     /// 72-hour rule, who is missing.
@@ -1667,7 +1707,15 @@ impl Fleet {
                 let info = Self::facts(&inner, &f.id, Some(f));
                 let rows = Self::rows(&inner, &self.site, &f.id, &info, None, &own_index);
                 let nodes: u64 = rows.iter().map(|r| u64::from(r.nodes)).sum();
-                let installers: u64 = rows.iter().map(|r| u64::from(r.installers)).sum();
+                // Installing nodes its target leaves out are not held to it (only installing
+                // nodes say "not targeted").
+                let installers: u64 = rows
+                    .iter()
+                    .map(|r| {
+                        u64::from(r.installers)
+                            .saturating_sub(u64::from(r.figures.count(ReleaseState::NotTargeted)))
+                    })
+                    .sum();
                 let mut buckets: Vec<u64> = Vec::new();
                 let mut by_deadline = 0u64;
                 let mut missing_sites = Vec::new();
@@ -1722,7 +1770,9 @@ impl Fleet {
                 let mut missing: Vec<MissingNode> = installing
                     .iter()
                     .map(|(b, index)| (b, node_state(index, &f.id, &info)))
-                    .filter(|(_, state)| !matches!(*state, "activated" | "superseded"))
+                    .filter(|(_, state)| {
+                        !matches!(*state, "activated" | "superseded" | "not targeted")
+                    })
                     // A member holds each site-mate's latest record, not every one: a node
                     // its records never named the release for may have it; only an
                     // aggregator, which holds every record, names such a node.

@@ -35,6 +35,7 @@
 
 pub mod audit;
 pub mod fleet;
+pub mod gates;
 pub mod held;
 pub mod holds;
 pub mod identity;
@@ -95,6 +96,8 @@ const HELD: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("held_relea
 /// Install holds (exceptions, [`holds`]): target (a channel or a release id, hex) → the
 /// hold.
 const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("install_holds");
+/// Releases whose ring this node saw start (release id → unix seconds): [`gates`].
+const RING_STARTED: TableDefinition<&[u8; 32], i64> = TableDefinition::new("ring_started");
 /// Releases this node accepted and then saw superseded before it held them whole (id →
 /// version): when a peer announces one again it is superseded, not refused.
 const SUPERSEDED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("superseded_releases");
@@ -390,6 +393,7 @@ impl Store {
             txn.open_table(REVOCATIONS)?;
             txn.open_table(HELD)?;
             txn.open_table(HOLDS)?;
+            txn.open_table(RING_STARTED)?;
             txn.open_table(SUPERSEDED)?;
         }
         txn.commit()?;
@@ -642,11 +646,7 @@ impl Store {
             { protocol::envelope::ENVELOPE_BYTES_MAX },
         >(&envelope, "stored envelope")
         .map_err(damaged)?;
-        let manifest = codec::decode::<_, { protocol::manifest::MANIFEST_BYTES_MAX }>(
-            &signed.manifest_bytes,
-            "stored manifest",
-        )
-        .map_err(damaged)?;
+        let manifest = protocol::Manifest::decode(&signed.manifest_bytes).map_err(damaged)?;
         Ok(Some(manifest))
     }
 

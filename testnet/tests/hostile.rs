@@ -5,7 +5,6 @@ use net::quic::codes;
 use net::{BAN_DURATION, STRIKES_TO_BAN};
 use protocol::codec;
 use protocol::envelope::{ENVELOPE_BYTES_MAX, ManifestSignature, SignatureBytes};
-use protocol::manifest::MANIFEST_BYTES_MAX;
 use protocol::wire::{self, Bitmap, Control, REQUEST_FRAME_BYTES_MAX, Request};
 use protocol::{ChunkId, ChunkRef, EntryKind, Manifest, PublisherKey, ReleaseId, SignedManifest};
 use std::sync::Arc;
@@ -50,7 +49,7 @@ fn bitmap_of(release: ReleaseId, chunks: usize) -> Control {
 fn manifest_of(envelope: &[u8]) -> Manifest {
     let signed: SignedManifest =
         codec::decode::<_, ENVELOPE_BYTES_MAX>(envelope, "envelope").unwrap();
-    codec::decode::<_, MANIFEST_BYTES_MAX>(&signed.manifest_bytes, "manifest").unwrap()
+    Manifest::decode(&signed.manifest_bytes).unwrap()
 }
 
 /// A same-site peer that claims every chunk and serves bytes that do not match their ids is

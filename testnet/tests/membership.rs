@@ -175,6 +175,7 @@ async fn only_peers_certified_by_the_fleet_ca_are_admitted_and_where_their_certi
                 since_unix_s: now,
                 until_unix_s: None,
                 error: None,
+                ring: 0,
             }],
         };
         Control::Status(SignedStatus::sign(&body, key).encode())

@@ -68,6 +68,7 @@ fn entry(r: u32, i: u32, start: i64, spacing: i64) -> ReleaseStatus {
         since_unix_s: published + 3600,
         until_unix_s: None,
         error: failed.then(|| "apply command exited with status 3".to_string()),
+        ring: 0,
     }
 }
 

@@ -84,6 +84,7 @@ fn main() -> anyhow::Result<()> {
                         since_unix_s: now - i64::from(i % 600),
                         until_unix_s: (state == ReleaseState::PausedByWindow).then_some(now + 7200),
                         error,
+                        ring: 0,
                     })
                     .into_iter()
                     .collect(),

@@ -28,6 +28,7 @@ fn body(k: u8, site: &str, state: ReleaseState, error: Option<&str>, at: i64) ->
             since_unix_s: at,
             until_unix_s: None,
             error: error.map(str::to_owned),
+            ring: 0,
         }],
     }
 }

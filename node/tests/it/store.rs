@@ -55,6 +55,7 @@ pub(crate) fn publish(store: &Arc<Store>, path: &Path, version: u64) -> Verified
         chunking: ChunkingParams::default(),
         entries,
         total_bytes: tree.total_bytes,
+        rollout: Default::default(),
     };
     let env = sign_manifest(&manifest, &key()).encode();
     let release =

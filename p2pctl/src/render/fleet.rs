@@ -32,6 +32,7 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
         ("activated", s.activated),
         ("complete", s.complete),
         ("held by an exception", s.held),
+        ("waiting on the rollout", s.waiting),
         ("superseded", s.superseded),
         ("downloading", s.downloading),
         ("announced", s.announced),
@@ -47,6 +48,13 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
     .map(|(k, n)| format!("{k} {n}"))
     .collect();
     let _ = writeln!(out, "  {}", parts.join(" · "));
+    if s.not_targeted > 0 {
+        let _ = writeln!(
+            out,
+            "  {} more nodes are not targeted: they fetch and serve it, never install it",
+            s.not_targeted
+        );
+    }
     for w in &r.warnings {
         let _ = writeln!(out, "  WARNING: {w}");
     }
@@ -89,7 +97,7 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
     if !r.reasons.is_empty() {
         let _ = writeln!(
             out,
-            "\nWHY (nodes that failed, refused or hold it as an exception, the commonest reasons)"
+            "\nWHY (nodes that failed, refused, hold it as an exception or wait on the rollout, the commonest reasons)"
         );
         for x in &r.reasons {
             let _ = writeln!(out, "  {:>6} {:<8} {}", x.nodes, x.state, x.reason);

@@ -59,7 +59,7 @@ pub(crate) fn install_line(i: &api::InstallView) -> String {
             .map(|t| format!(" at {t}"))
             .unwrap_or_default();
     use api::InstallState;
-    match i.state {
+    let line = match i.state {
         InstallState::Due => "due: the install window is open; installs next".into(),
         InstallState::Held => format!(
             "held until {}: {}",
@@ -92,5 +92,19 @@ pub(crate) fn install_line(i: &api::InstallView) -> String {
             None => format!("installed{at}"),
         },
         InstallState::Installing | InstallState::Superseded => i.state.to_string(),
+        InstallState::NotTargeted => format!(
+            "not targeted: {}; fetched and served for the site, never installed here",
+            i.reason
+                .as_deref()
+                .unwrap_or("the release's target leaves this node out")
+        ),
+        InstallState::Blocked => format!(
+            "waiting on the rollout: {}",
+            i.reason.as_deref().unwrap_or("unknown reason")
+        ),
+    };
+    match &i.ring {
+        Some(ring) => format!("{line} (ring {ring})"),
+        None => line,
     }
 }

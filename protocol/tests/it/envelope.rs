@@ -310,3 +310,65 @@ fn a_root_s_approval_rules_set_how_many_signatures_a_release_needs_and_approvers
         Err(protocol::ManifestError::ApproversOnly { .. })
     ));
 }
+
+#[test]
+fn format_one_manifests_still_verify_with_their_ids_and_format_two_carries_the_rollout() {
+    let k = key(1);
+    let policy = policy_for(&[(&k, &[])]);
+    // A format-1 manifest: its bytes are format 2's without the rollout, as it was signed.
+    let mut v1 = sample_manifest();
+    v1.format_version = 1;
+    let env1 = sign_manifest(&v1, &k);
+    assert_eq!(env1.format_version, 1);
+    let v2_bytes = sample_manifest().canonical_bytes();
+    assert!(env1.manifest_bytes.len() < v2_bytes.len());
+    assert_eq!(
+        env1.manifest_bytes[1..],
+        v2_bytes[1..env1.manifest_bytes.len()]
+    );
+    let r1 = verify_release(&env1.encode(), &policy, NOW, |_| None).unwrap();
+    assert_eq!(
+        r1.id,
+        protocol::ReleaseId::of_manifest_bytes(&env1.manifest_bytes)
+    );
+    assert!(r1.manifest.rollout.is_default());
+
+    // Format 2 with a target, a requirement and rings.
+    let mut v2 = sample_manifest();
+    v2.rollout = protocol::Rollout {
+        target: protocol::Selector::parse("os=debian12,role!=atm", "target").unwrap(),
+        requires: protocol::Requirement::parse_list("base/libc>=3").unwrap(),
+        rings: protocol::Ring::parse_list("canary: labels ring=0; broad: rest").unwrap(),
+        gate: protocol::Gate::parse("soak=10m").unwrap(),
+    };
+    let r2 = verify_release(&signed(&v2, &k), &policy, NOW, |_| None).unwrap();
+    assert_eq!(r2.manifest.rollout, v2.rollout);
+
+    // A format-1 envelope whose manifest claims rollout rules, or a format mismatch
+    // between the envelope and the manifest, is refused.
+    let mut lying = v2.clone();
+    lying.format_version = 1;
+    assert!(verify_signed(&signed(&lying, &k), &policy).is_err());
+    assert!(matches!(
+        lying.validate(),
+        Err(ManifestError::BadRollout(_))
+    ));
+    let mut mismatched = sign_manifest(&v2, &k);
+    mismatched.format_version = 1;
+    assert!(matches!(
+        verify_signed(&mismatched.encode(), &policy),
+        Err(ManifestError::UnsupportedFormat { .. })
+    ));
+
+    // Rules the rollout breaks are refused with the reason.
+    let mut bad = sample_manifest();
+    bad.rollout.rings = vec![protocol::Ring {
+        name: "only".into(),
+        members: protocol::RingMembers::Rest,
+    }];
+    let e = verify_signed(&signed(&bad, &k), &policy).unwrap_err();
+    assert!(
+        e.to_string().contains("rollout: rings: 2 to 8 rings"),
+        "{e}"
+    );
+}

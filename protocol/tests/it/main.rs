@@ -86,5 +86,6 @@ pub(crate) fn sample_manifest() -> Manifest {
             },
         ],
         total_bytes: 310,
+        rollout: Default::default(),
     }
 }

@@ -29,6 +29,7 @@ fn rel(id: ReleaseId, v: u64, state: ReleaseState, since: i64) -> ReleaseStatus 
         since_unix_s: since,
         until_unix_s: (state == ReleaseState::PausedByWindow).then_some(NOW + 3600),
         error: (state == ReleaseState::Failed).then(|| "apply command exited with status 3".into()),
+        ring: 0,
     }
 }
 
@@ -471,6 +472,7 @@ fn installed(i: u8) -> ReleaseStatus {
         since_unix_s: published + 3600,
         until_unix_s: None,
         error: None,
+        ring: 0,
     }
 }
 

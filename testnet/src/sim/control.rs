@@ -89,6 +89,7 @@ fn release_status(chunks: u32, state: ReleaseState) -> ReleaseStatus {
         since_unix_s: 1_796_000_100,
         until_unix_s: None,
         error: None,
+        ring: 0,
     }
 }
 

@@ -732,6 +732,7 @@ impl SiteSim<'_> {
             since_unix_s: self.unix(now_ms),
             until_unix_s: None,
             error: None,
+            ring: 0,
         };
         let n = &mut self.nodes[node];
         let i = n.statuses.len();

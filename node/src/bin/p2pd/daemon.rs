@@ -131,6 +131,7 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
         &key,
         config.node.site.clone(),
         config.node.region.clone(),
+        config.node.labels.clone().into_iter().collect(),
         config.network.clone(),
         config
             .shaping
@@ -359,8 +360,20 @@ async fn publish_status(
                     .zip(b)
                     .all(|(x, y)| (x.release, x.state, &x.error) == (y.release, y.state, &y.error))
         };
+        // A ring that gates a later one changed here (installed or failed): the gate
+        // reads it, so it goes out at once.
+        let gate = releases.iter().any(|r| {
+            r.ring > 0
+                && matches!(r.state, ReleaseState::Activated | ReleaseState::Failed)
+                && last.as_ref().is_none_or(|prev| {
+                    prev.iter()
+                        .find(|p| p.release == r.release)
+                        .is_none_or(|p| p.state != r.state)
+                })
+        });
         let news = match &last {
             None => publisher.news(true, false),
+            Some(_) if gate => scheduler::control::News::Gate,
             Some(prev) => publisher.news(!same_states(prev, &releases), *prev != releases),
         };
         if !publisher.poll(epoch.elapsed().as_millis() as u64, news) {

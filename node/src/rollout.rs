@@ -1,0 +1,156 @@
+//! The daemon's side of [`scheduler::rollout`]: it gathers what this node knows (its place
+//! and labels, the releases it knows and those it installed, the fleet view's ring figures,
+//! what it saw of each ring's gate) and asks the one pure decision. The installer asks it
+//! before each install and `p2pctl status` shows its answer, so what the status says a
+//! release waits for is what the installer waits for.
+//!
+//! Once this node's own ring of a release opens, it is noted in the store
+//! ([`store::gates`]): a later failure elsewhere no longer stops it (a halt stops the rings
+//! not yet started), across restarts too.
+
+use crate::activate::{ActivationRecord, Outcome};
+use net::Net;
+use protocol::rollout::Place;
+use protocol::{NodeId, ReleaseId};
+use scheduler::rollout::{Known, RingStats, Verdict};
+use std::collections::HashMap;
+use store::Store;
+
+/// How often the installer looks again while a release waits for another ring: a gate
+/// that opens takes effect within this (plus the fleet view's own delay).
+pub const RING_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What this node knows, gathered once for many releases.
+pub struct View {
+    node: NodeId,
+    site: String,
+    region: String,
+    labels: Vec<(String, String)>,
+    /// (channel, version, targeted, installed) of each release known or installed.
+    known: Vec<(String, u64, bool, bool)>,
+}
+
+impl View {
+    /// Gathers it from the network's releases and the activation records.
+    pub fn new(net: &Net, records: &HashMap<ReleaseId, ActivationRecord>) -> Self {
+        let mut view = Self {
+            node: net.local.node_id,
+            site: net.local.site.clone(),
+            region: net.local.region.clone(),
+            labels: net.labels(),
+            known: Vec::new(),
+        };
+        let installed = |id: &ReleaseId| {
+            records
+                .get(id)
+                .is_some_and(|r| r.outcome == Outcome::Installed)
+        };
+        let mut seen = std::collections::HashSet::new();
+        for r in net.releases() {
+            seen.insert(r.id);
+            let targeted = view.targeted(&r.rollout);
+            view.known
+                .push((r.channel.clone(), r.version, targeted, installed(&r.id)));
+        }
+        for (id, r) in records {
+            if !seen.contains(id) && r.outcome == Outcome::Installed {
+                view.known.push((r.channel.clone(), r.version, true, true));
+            }
+        }
+        view
+    }
+
+    /// This node as selectors see it.
+    pub fn place(&self) -> Place<'_> {
+        Place {
+            site: &self.site,
+            region: &self.region,
+            labels: &self.labels,
+        }
+    }
+
+    /// Whether `rollout`'s target takes this node.
+    pub fn targeted(&self, rollout: &protocol::Rollout) -> bool {
+        rollout.target.matches(&self.place())
+    }
+
+    /// This node's ring for `release`, if it has rings and targets this node.
+    pub fn ring(&self, release: &net::Release) -> Option<usize> {
+        if !self.targeted(&release.rollout) {
+            return None;
+        }
+        scheduler::rollout::ring_of(
+            &release.rollout,
+            &release.channel,
+            &self.node,
+            &self.place(),
+        )
+    }
+
+    /// Whether this node may install the complete `release` now (`held`: a hold covers it),
+    /// keeping what it saw of the ring gates in `store`. Blocking (store IO).
+    pub fn verdict(
+        &self,
+        net: &Net,
+        store: &Store,
+        release: &net::Release,
+        held: bool,
+        now_unix_s: i64,
+    ) -> Verdict {
+        let known: Vec<Known<'_>> = self
+            .known
+            .iter()
+            .map(|(channel, version, targeted, installed)| Known {
+                channel,
+                version: *version,
+                targeted: *targeted,
+                installed: *installed,
+            })
+            .collect();
+        let ring = self.ring(release);
+        let mut stats: Vec<RingStats> = Vec::new();
+        let mut started = false;
+        if let Some(ring) = ring.filter(|&k| k > 0) {
+            started = store.ring_started(&release.id).unwrap_or(false);
+            if !started {
+                let counts = net
+                    .fleet
+                    .get()
+                    .map(|f| f.ring_counts(&release.id, now_unix_s))
+                    .unwrap_or_default();
+                stats = (0..ring)
+                    .map(|k| {
+                        let c = counts.get(k).copied().unwrap_or_default();
+                        RingStats {
+                            nodes: u64::from(c.nodes),
+                            installed: u64::from(c.installed),
+                            failed: u64::from(c.failed),
+                            last_unix_s: c.last_unix_s,
+                        }
+                    })
+                    .collect();
+                let gate = &release.rollout.gate;
+                if scheduler::rollout::ring_gate(ring, gate, &stats, false, now_unix_s)
+                    == Verdict::Go
+                {
+                    started = true;
+                    tracing::info!(release = %release.id, ring = %release.rollout.rings[ring].name,
+                        "ring started: the rings before met the gate and soaked");
+                    if let Err(e) = store.note_ring_started(&release.id, now_unix_s) {
+                        tracing::warn!(error = %e, "cannot note that the ring started");
+                    }
+                }
+            }
+        }
+        scheduler::rollout::verdict(&scheduler::rollout::Inputs {
+            rollout: &release.rollout,
+            targeted: self.targeted(&release.rollout),
+            held,
+            known: &known,
+            ring,
+            stats: &stats,
+            started,
+            now_unix_s,
+        })
+    }
+}

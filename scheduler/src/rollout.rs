@@ -1,0 +1,501 @@
+//! Whether a node may install a complete release now, as far as the release's rollout
+//! rules ([`protocol::rollout`]) and the node's holds go: the one decision the daemon's
+//! installer and the simulator both ask, each feeding it only what that node knows.
+//!
+//! The order of the questions is the order an operator reads the answer in:
+//!
+//! 1. **Target**: a node the release's selector leaves out never installs it
+//!    ([`Verdict::NotTargeted`]); it still fetches and serves it for its site.
+//! 2. **Hold**: an exception on the node (`p2pctl hold`) keeps it from installing until the
+//!    hold ends ([`Verdict::Held`]).
+//! 3. **Requirements**: each `channel>=version` the release names must be installed on this
+//!    node first ([`Verdict::Requires`]). A requirement no release this node knows could
+//!    meet *for this node* (every satisfying version known targets other nodes) is met:
+//!    there is nothing to wait for.
+//! 4. **Rings**: a node in ring k installs only once each earlier ring met the gate (at
+//!    least the installed share, at most the failed share) and has soaked: no install or
+//!    failure in it for the soak, counted from the ring's latest one ([`RingStats`]), so
+//!    every node that sees the same figures computes the same instant, and a late install
+//!    restarts the soak. A failed share over the limit in an earlier ring halts it
+//!    ([`Verdict::Halted`]) unless its own ring had already started when this node last
+//!    looked. There is no coordinator: every node evaluates the gate from the fleet status
+//!    it sees.
+//!
+//! Nothing here reads a clock or a store: the caller passes the time, what this node has
+//! installed, what it knows of the channel's other releases, the ring figures of its fleet
+//! view and whether it saw its own ring start (which it keeps across restarts).
+
+use protocol::NodeId;
+use protocol::rollout::{Gate, Place, Requirement, RingMembers, Rollout};
+
+/// A release this node knows, as the requirement rule needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known<'a> {
+    /// Its channel.
+    pub channel: &'a str,
+    /// Its version.
+    pub version: u64,
+    /// Whether its target takes this node.
+    pub targeted: bool,
+    /// Whether this node installed it (successfully).
+    pub installed: bool,
+}
+
+/// One ring's figures for a release, from the fleet view: nodes the ring takes that this
+/// node has heard of, and of them those that installed and those that failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// Nodes counted (targeted, in the ring, not silent, not held by an exception).
+    pub nodes: u64,
+    /// Of those, installed.
+    pub installed: u64,
+    /// Of those, failed.
+    pub failed: u64,
+    /// The latest install or failure among them, unix seconds: the soak counts from it.
+    pub last_unix_s: i64,
+}
+
+impl RingStats {
+    /// Whether the counts meet `gate` (the soak aside). An empty ring meets it: a 1 %
+    /// canary of a small fleet may take nobody, and then waits for nobody.
+    pub fn meets(&self, gate: &Gate) -> bool {
+        self.nodes == 0
+            || (self.installed * 1000 >= u64::from(gate.installed_min_permille) * self.nodes
+                && !self.over_failure_limit(gate))
+    }
+
+    /// Whether more of its nodes failed than the gate allows.
+    pub fn over_failure_limit(&self, gate: &Gate) -> bool {
+        self.failed * 1000 > u64::from(gate.failed_max_permille) * self.nodes
+    }
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Install it (inside the install windows, which the caller checks).
+    Go,
+    /// The target leaves this node out.
+    NotTargeted,
+    /// A hold on the node.
+    Held,
+    /// This requirement is not installed yet.
+    Requires(Requirement),
+    /// Ring `ring` waits for ring `on` (by index) to reach the installed share.
+    RingWaits {
+        /// This node's ring.
+        ring: usize,
+        /// The earlier ring it waits for.
+        on: usize,
+        /// That ring's figures.
+        stats: RingStats,
+    },
+    /// Ring `ring` waits for ring `on`'s soak, until `until_unix_s`.
+    Soaking {
+        /// This node's ring.
+        ring: usize,
+        /// The earlier ring soaking.
+        on: usize,
+        /// When the soak ends.
+        until_unix_s: i64,
+    },
+    /// Ring `on` failed over the gate's limit: the rollout is halted for this node's ring.
+    Halted {
+        /// This node's ring.
+        ring: usize,
+        /// The ring that failed.
+        on: usize,
+        /// Its figures.
+        stats: RingStats,
+    },
+}
+
+impl Verdict {
+    /// Why the node waits, in words (with ring names from `rollout`), for status and the
+    /// fleet view; `None` for [`Verdict::Go`].
+    pub fn reason(&self, rollout: &Rollout) -> Option<String> {
+        let name = |i: usize| rollout.rings.get(i).map_or("?", |r| r.name.as_str());
+        Some(match self {
+            Self::Go => return None,
+            Self::NotTargeted => format!("not targeted ({})", rollout.target),
+            Self::Held => "held".into(),
+            Self::Requires(r) => format!("waits for {r}"),
+            Self::RingWaits { ring, on, stats } => format!(
+                "ring {} waits for ring {}: {}/{} installed, {} needed",
+                name(*ring),
+                name(*on),
+                stats.installed,
+                stats.nodes,
+                needed(stats.nodes, rollout.gate.installed_min_permille)
+            ),
+            Self::Soaking {
+                ring,
+                on,
+                until_unix_s,
+            } => format!(
+                "ring {} waits for ring {} to soak until unix {until_unix_s}",
+                name(*ring),
+                name(*on)
+            ),
+            Self::Halted { ring, on, stats } => format!(
+                "rollout halted for ring {}: ring {} has {}/{} failed, over the gate's {}",
+                name(*ring),
+                name(*on),
+                stats.failed,
+                stats.nodes,
+                permille_text(rollout.gate.failed_max_permille)
+            ),
+        })
+    }
+}
+
+fn needed(nodes: u64, permille: u16) -> u64 {
+    (nodes * u64::from(permille)).div_ceil(1000)
+}
+
+fn permille_text(p: u16) -> String {
+    if p % 10 == 0 {
+        format!("{}%", p / 10)
+    } else {
+        format!("{}.{}%", p / 10, p % 10)
+    }
+}
+
+/// Where in the hash space `node` falls for `channel`'s share rings: 0 to 999. The same for
+/// every version of a channel, independent across channels.
+pub fn share_slot(channel: &str, node: &NodeId) -> u16 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"p2pd ring slot\0");
+    h.update(channel.as_bytes());
+    h.update(&[0]);
+    h.update(&node.0);
+    let b = h.finalize();
+    let x = u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"));
+    (x % 1000) as u16
+}
+
+/// The ring (index into `rollout.rings`) that takes the node, or `None` without rings. See
+/// [`protocol::rollout`]: the first ring that takes it.
+pub fn ring_of(
+    rollout: &Rollout,
+    channel: &str,
+    node: &NodeId,
+    place: &Place<'_>,
+) -> Option<usize> {
+    if rollout.rings.is_empty() {
+        return None;
+    }
+    let slot = share_slot(channel, node);
+    let mut below = 0u16;
+    for (i, ring) in rollout.rings.iter().enumerate() {
+        match &ring.members {
+            RingMembers::Labels(s) if s.matches(place) => return Some(i),
+            RingMembers::Labels(_) => {}
+            RingMembers::Share { permille } => {
+                below = below.saturating_add(*permille);
+                if slot < below {
+                    return Some(i);
+                }
+            }
+            RingMembers::Rest => return Some(i),
+        }
+    }
+    Some(rollout.rings.len() - 1)
+}
+
+/// The first requirement of `requires` not met on this node, given the releases it knows.
+pub fn unmet<'r>(requires: &'r [Requirement], known: &[Known<'_>]) -> Option<&'r Requirement> {
+    requires.iter().find(|r| {
+        let satisfying = known
+            .iter()
+            .filter(|k| r.satisfied_by(k.channel, k.version));
+        let mut any = false;
+        for k in satisfying {
+            if k.installed {
+                return false;
+            }
+            any |= k.targeted;
+        }
+        // Unmet while some satisfying version is for this node, or none is known yet.
+        any || !known.iter().any(|k| r.satisfied_by(k.channel, k.version))
+    })
+}
+
+/// Where this node's ring stands: `stats` is indexed by ring, and `started` says whether
+/// this node already saw its own ring start (then nothing stops it any more).
+pub fn ring_gate(
+    ring: usize,
+    gate: &Gate,
+    stats: &[RingStats],
+    started: bool,
+    now_unix_s: i64,
+) -> Verdict {
+    if ring == 0 || started {
+        return Verdict::Go;
+    }
+    let stat = |j: usize| stats.get(j).copied().unwrap_or_default();
+    if let Some(on) = (0..ring).find(|&j| stat(j).over_failure_limit(gate)) {
+        return Verdict::Halted {
+            ring,
+            on,
+            stats: stat(on),
+        };
+    }
+    for on in 0..ring {
+        let s = stat(on);
+        if s.nodes == 0 {
+            continue;
+        }
+        if !s.meets(gate) {
+            return Verdict::RingWaits { ring, on, stats: s };
+        }
+        let until = s.last_unix_s.saturating_add(i64::from(gate.soak_s));
+        if now_unix_s < until {
+            return Verdict::Soaking {
+                ring,
+                on,
+                until_unix_s: until,
+            };
+        }
+    }
+    Verdict::Go
+}
+
+/// Everything [`verdict`] weighs for one complete release on one node.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The release's rules.
+    pub rollout: &'a Rollout,
+    /// Whether its target takes this node.
+    pub targeted: bool,
+    /// Whether a hold covers it.
+    pub held: bool,
+    /// The releases this node knows (for requirements).
+    pub known: &'a [Known<'a>],
+    /// This node's ring, if the release has rings.
+    pub ring: Option<usize>,
+    /// Each ring's figures in this node's fleet view.
+    pub stats: &'a [RingStats],
+    /// Whether this node already saw its own ring start.
+    pub started: bool,
+    /// Now, unix seconds.
+    pub now_unix_s: i64,
+}
+
+/// Whether the node may install the release now, and if not, why ([module docs](self)).
+pub fn verdict(i: &Inputs<'_>) -> Verdict {
+    if !i.targeted {
+        return Verdict::NotTargeted;
+    }
+    if i.held {
+        return Verdict::Held;
+    }
+    if let Some(r) = unmet(&i.rollout.requires, i.known) {
+        return Verdict::Requires(r.clone());
+    }
+    match i.ring {
+        None => Verdict::Go,
+        Some(ring) => ring_gate(ring, &i.rollout.gate, i.stats, i.started, i.now_unix_s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::rollout::{Ring, Selector};
+
+    fn node(i: u8) -> NodeId {
+        NodeId([i; 32])
+    }
+
+    #[test]
+    fn share_rings_take_their_share_and_labels_rings_their_nodes() {
+        let rollout = Rollout {
+            rings: Ring::parse_list("canary: labels ring=0; pilot: 10%; broad: rest").unwrap(),
+            ..Rollout::default()
+        };
+        let canary = vec![("ring".to_string(), "0".to_string())];
+        let plain: Vec<(String, String)> = Vec::new();
+        let at = |labels| Place {
+            site: "s",
+            region: "r",
+            labels,
+        };
+        let mut counts = [0usize; 3];
+        for i in 0..2000u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            let n = NodeId(id);
+            assert_eq!(ring_of(&rollout, "c", &n, &at(&canary)), Some(0));
+            counts[ring_of(&rollout, "c", &n, &at(&plain)).unwrap()] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        assert!((150..250).contains(&counts[1]), "10 % of 2000: {counts:?}");
+        assert_eq!(counts[1] + counts[2], 2000);
+        // The same node, another channel: an independent slot.
+        let differs =
+            (0..64u8).any(|i| share_slot("a", &node(i)) / 100 != share_slot("b", &node(i)) / 100);
+        assert!(differs);
+        assert_eq!(
+            ring_of(&Rollout::default(), "c", &node(1), &at(&plain)),
+            None
+        );
+    }
+
+    fn known<'a>(channel: &'a str, version: u64, targeted: bool, installed: bool) -> Known<'a> {
+        Known {
+            channel,
+            version,
+            targeted,
+            installed,
+        }
+    }
+
+    #[test]
+    fn a_requirement_is_met_by_an_installed_version_at_least_as_high() {
+        let req = Requirement::parse_list("a>=2").unwrap();
+        assert_eq!(unmet(&req, &[]), Some(&req[0]), "nothing known yet: wait");
+        assert_eq!(unmet(&req, &[known("a", 1, true, true)]), Some(&req[0]));
+        assert_eq!(unmet(&req, &[known("a", 2, true, false)]), Some(&req[0]));
+        assert_eq!(unmet(&req, &[known("a", 3, true, true)]), None);
+        assert_eq!(
+            unmet(&req, &[known("a", 2, false, false)]),
+            None,
+            "no version of a is for this node: nothing to wait for"
+        );
+        assert_eq!(
+            unmet(
+                &req,
+                &[known("a", 2, false, false), known("a", 3, true, false)]
+            ),
+            Some(&req[0])
+        );
+    }
+
+    #[test]
+    fn the_gate_waits_soaks_halts_and_opens() {
+        let gate = Gate::parse("installed>=75%,failed<=25%,soak=1h").unwrap();
+        let s = |nodes, installed, failed, last_unix_s| RingStats {
+            nodes,
+            installed,
+            failed,
+            last_unix_s,
+        };
+        // Ring 0 always goes.
+        assert_eq!(ring_gate(0, &gate, &[], false, 0), Verdict::Go);
+        // Ring 1: ring 0 at 2 of 4 installed waits.
+        assert!(matches!(
+            ring_gate(1, &gate, &[s(4, 2, 0, 100)], false, 0),
+            Verdict::RingWaits { on: 0, .. }
+        ));
+        // 3 of 4: met; it soaks for an hour from its latest install.
+        assert_eq!(
+            ring_gate(1, &gate, &[s(4, 3, 0, 100)], false, 200),
+            Verdict::Soaking {
+                ring: 1,
+                on: 0,
+                until_unix_s: 3700
+            }
+        );
+        assert_eq!(
+            ring_gate(1, &gate, &[s(4, 3, 0, 100)], false, 3700),
+            Verdict::Go
+        );
+        // A later install restarts the soak.
+        assert!(matches!(
+            ring_gate(1, &gate, &[s(4, 4, 0, 3000)], false, 3700),
+            Verdict::Soaking {
+                until_unix_s: 6600,
+                ..
+            }
+        ));
+        // 2 of 4 failed: over 25 %, halted for rings 1 and 2.
+        for ring in [1, 2] {
+            assert!(matches!(
+                ring_gate(
+                    ring,
+                    &gate,
+                    &[s(4, 2, 2, 0), s(10, 10, 0, 0)],
+                    false,
+                    1 << 20
+                ),
+                Verdict::Halted { on: 0, .. }
+            ));
+        }
+        // A ring that had started goes on whatever happens after.
+        assert_eq!(
+            ring_gate(1, &gate, &[s(4, 2, 2, 0)], true, 1 << 20),
+            Verdict::Go
+        );
+        // Ring 2 also waits for ring 1; an empty ring waits for nobody.
+        assert!(matches!(
+            ring_gate(2, &gate, &[s(4, 4, 0, 0), s(10, 1, 0, 0)], false, 1 << 20),
+            Verdict::RingWaits { on: 1, .. }
+        ));
+        assert_eq!(
+            ring_gate(2, &gate, &[s(4, 4, 0, 0), s(0, 0, 0, 0)], false, 1 << 20),
+            Verdict::Go
+        );
+    }
+
+    #[test]
+    fn the_verdict_asks_target_hold_requirements_then_rings() {
+        let rollout = Rollout {
+            target: Selector::parse("os=debian12", "target").unwrap(),
+            requires: Requirement::parse_list("a>=1").unwrap(),
+            rings: Ring::parse_list("c: 50%; r: rest").unwrap(),
+            gate: Gate::default(),
+        };
+        let installed_a = [known("a", 1, true, true)];
+        let base = Inputs {
+            rollout: &rollout,
+            targeted: true,
+            held: false,
+            known: &installed_a,
+            ring: Some(1),
+            stats: &[RingStats {
+                nodes: 2,
+                installed: 2,
+                failed: 0,
+                last_unix_s: 0,
+            }],
+            started: false,
+            now_unix_s: 7200,
+        };
+        assert_eq!(verdict(&base), Verdict::Go);
+        let not = Inputs {
+            targeted: false,
+            held: true,
+            ..base
+        };
+        assert_eq!(verdict(&not), Verdict::NotTargeted);
+        assert_eq!(
+            verdict(&not).reason(&rollout).unwrap(),
+            "not targeted (os=debian12)"
+        );
+        assert_eq!(verdict(&Inputs { held: true, ..base }), Verdict::Held);
+        let waits = verdict(&Inputs { known: &[], ..base });
+        assert_eq!(waits.reason(&rollout).unwrap(), "waits for a>=1");
+        let soaking = verdict(&Inputs {
+            now_unix_s: 10,
+            ..base
+        });
+        assert_eq!(
+            soaking.reason(&rollout).unwrap(),
+            "ring r waits for ring c to soak until unix 7200"
+        );
+        let halted = verdict(&Inputs {
+            stats: &[RingStats {
+                nodes: 2,
+                installed: 1,
+                failed: 1,
+                last_unix_s: 0,
+            }],
+            ..base
+        });
+        assert_eq!(
+            halted.reason(&rollout).unwrap(),
+            "rollout halted for ring r: ring c has 1/2 failed, over the gate's 1%"
+        );
+    }
+}
