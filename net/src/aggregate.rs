@@ -81,6 +81,9 @@ struct State {
     epoch: Instant,
     /// When this node (not first) last asked its aggregator for summaries.
     pulled: Option<Instant>,
+    /// When this node (not first) last read its aggregator's ledgers for a ring's gate
+    /// ([`refresh_ledger`]).
+    ledger_pulled: Option<Instant>,
     /// How far this node read its aggregator's ledgers: the aggregator, its numbering and
     /// the point reached ([`refresh`]).
     ledger_read: Option<([u8; 32], u64, u64)>,
@@ -98,6 +101,7 @@ impl Default for State {
             asked: HashMap::new(),
             epoch: Instant::now(),
             pulled: None,
+            ledger_pulled: None,
             ledger_read: None,
         }
     }
@@ -379,6 +383,70 @@ pub async fn refresh(net: &Arc<Net>) {
     }
 }
 
+/// A member's read of its aggregator's ledger for a ring's gate happens at most this often:
+/// as often as the installer looks again ([`scheduler::rollout`]'s figures are the
+/// ledger's), and each read carries only the entries changed since the last.
+pub const RING_PULL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// On a node that is not its site's first aggregator and has a release waiting on a ring:
+/// reads the entries of the aggregator's ledgers changed since the last read (at most every
+/// [`RING_PULL_INTERVAL`]), so that every site's ring figures are current here. A member
+/// otherwise holds the fleet's figures only when it shows the fleet ([`refresh`]).
+pub async fn refresh_ledger(net: &Arc<Net>) {
+    let Some(fleet) = net.fleet.get() else {
+        return;
+    };
+    if net.aggregate.rank() == Some(0) {
+        return;
+    }
+    {
+        let mut st = lock(&net.aggregate.0);
+        if st
+            .ledger_pulled
+            .is_some_and(|t| t.elapsed() < RING_PULL_INTERVAL)
+        {
+            return;
+        }
+        st.ledger_pulled = Some(Instant::now());
+    }
+    let aggs = site_aggregators(net);
+    let Some(first) = aggs.first().and_then(|a| {
+        net.peer_list()
+            .into_iter()
+            .find(|p| p.class == Class::Lan && p.node_key == *a)
+    }) else {
+        return;
+    };
+    let _ = tokio::time::timeout(REFRESH_TIMEOUT, read_ledger(net, &first, fleet)).await;
+}
+
+/// Reads the entries of `first`'s ledgers changed since this node's last read, a page at a
+/// time (at most [`LEDGER_PAGES_PER_REFRESH`]).
+async fn read_ledger(net: &Arc<Net>, first: &Arc<Peer>, fleet: &Arc<Fleet>) {
+    let (mut epoch, mut after) = match lock(&net.aggregate.0).ledger_read {
+        Some((agg, epoch, after)) if agg == first.node_key => (epoch, after),
+        _ => (0, 0),
+    };
+    for _ in 0..LEDGER_PAGES_PER_REFRESH {
+        match first.request_ledger(epoch, after).await {
+            Ok(page) => {
+                let fleet = fleet.clone();
+                let more = page.more;
+                (epoch, after) = (page.epoch, page.through);
+                let _ = tokio::task::spawn_blocking(move || fleet.merge_ledger_page(&page)).await;
+                lock(&net.aggregate.0).ledger_read = Some((first.node_key, epoch, after));
+                if !more {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = %first.id, error = %e, "ledger not fetched");
+                break;
+            }
+        }
+    }
+}
+
 /// Whether a record of `node` that the site's aggregator relays may be kept: always in a
 /// fleet without a root; with one, only for this node or a member whose certificate this
 /// node verified itself and which still holds (not expired, not revoked, its CA still in
@@ -446,28 +514,7 @@ async fn refresh_from_aggregator(net: &Arc<Net>) {
     // read, a page at a time, so a member that shows the fleet rarely, or just came, has
     // the figures of every release the aggregator heard of, not only what the latest
     // summaries carry.
-    let (mut epoch, mut after) = match lock(&net.aggregate.0).ledger_read {
-        Some((agg, epoch, after)) if agg == first.node_key => (epoch, after),
-        _ => (0, 0),
-    };
-    for _ in 0..LEDGER_PAGES_PER_REFRESH {
-        match first.request_ledger(epoch, after).await {
-            Ok(page) => {
-                let fleet = fleet.clone();
-                let more = page.more;
-                (epoch, after) = (page.epoch, page.through);
-                let _ = tokio::task::spawn_blocking(move || fleet.merge_ledger_page(&page)).await;
-                lock(&net.aggregate.0).ledger_read = Some((first.node_key, epoch, after));
-                if !more {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::debug!(peer = %first.id, error = %e, "ledger not fetched");
-                break;
-            }
-        }
-    }
+    read_ledger(net, &first, fleet).await;
 }
 
 /// Most ledger pages a member reads in one refresh (each at most

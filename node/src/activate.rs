@@ -827,6 +827,8 @@ pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
             }
             Ok((None, looked)) => {
                 if looked.ring_wait {
+                    // A member reads the fleet's ring figures from its aggregator first.
+                    net::aggregate::refresh_ledger(&net).await;
                     wake_in = wake_in.min(crate::rollout::RING_RECHECK);
                 }
                 if let Some(next) = looked.next_open {
@@ -891,8 +893,9 @@ struct Looked {
     /// When the next install window of a waiting release opens, or a hold on one ends, or
     /// a ring's soak.
     next_open: Option<jiff::Timestamp>,
-    /// Whether a release waits for another ring's figures (they change with the fleet
-    /// view, which wakes nothing: look again within [`crate::rollout::RING_RECHECK`]).
+    /// Whether a release waits for another ring's figures or soaks (they change with the
+    /// fleet view, which wakes nothing: read them again and look again within
+    /// [`crate::rollout::RING_RECHECK`]).
     ring_wait: bool,
 }
 
@@ -957,8 +960,11 @@ async fn due(
                 soon(hold.map_or(i64::MAX, |h| h.until_unix_s), &mut next);
                 continue;
             }
+            // The soak ends at its instant unless news comes first: the figures are read
+            // again meanwhile, so a failure in the ring before halts it.
             Verdict::Soaking { until_unix_s, .. } => {
                 soon(until_unix_s, &mut next);
+                ring_wait = true;
                 continue;
             }
             Verdict::RingWaits { .. } | Verdict::Halted { .. } => {

@@ -130,7 +130,8 @@ impl View {
                     })
                     .collect();
                 let gate = &release.rollout.gate;
-                if scheduler::rollout::ring_gate(ring, gate, &stats, false, now_unix_s)
+                let published = release.urgency.created_unix_s;
+                if scheduler::rollout::ring_gate(ring, gate, &stats, false, published, now_unix_s)
                     == Verdict::Go
                 {
                     started = true;
@@ -150,6 +151,7 @@ impl View {
             ring,
             stats: &stats,
             started,
+            published_unix_s: release.urgency.created_unix_s,
             now_unix_s,
         })
     }

@@ -28,6 +28,10 @@
 use protocol::NodeId;
 use protocol::rollout::{Gate, Place, Requirement, RingMembers, Rollout};
 
+/// How a halted node's reason begins ([`Verdict::reason`]): the fleet view and the alert
+/// tell a halt from other waits by it.
+pub const HALTED: &str = "rollout halted";
+
 /// A release this node knows, as the requirement rule needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known<'a> {
@@ -55,13 +59,18 @@ pub struct RingStats {
     pub last_unix_s: i64,
 }
 
+/// How long after publishing a ring of which no node has reported is waited for, at the
+/// least (the gate's soak if longer): its nodes report within seconds of learning the
+/// release, so a ring still empty after this takes nobody (a 1 % ring of a small fleet) or
+/// only nodes that are off, and the next ring goes on without it.
+pub const EMPTY_RING_WAIT_S: i64 = 600;
+
 impl RingStats {
-    /// Whether the counts meet `gate` (the soak aside). An empty ring meets it: a 1 %
-    /// canary of a small fleet may take nobody, and then waits for nobody.
+    /// Whether the counts meet `gate` (the soak aside); an empty ring does not.
     pub fn meets(&self, gate: &Gate) -> bool {
-        self.nodes == 0
-            || (self.installed * 1000 >= u64::from(gate.installed_min_permille) * self.nodes
-                && !self.over_failure_limit(gate))
+        self.nodes > 0
+            && self.installed * 1000 >= u64::from(gate.installed_min_permille) * self.nodes
+            && !self.over_failure_limit(gate)
     }
 
     /// Whether more of its nodes failed than the gate allows.
@@ -120,6 +129,11 @@ impl Verdict {
             Self::NotTargeted => format!("not targeted ({})", rollout.target),
             Self::Held => "held".into(),
             Self::Requires(r) => format!("waits for {r}"),
+            Self::RingWaits { ring, on, stats } if stats.nodes == 0 => format!(
+                "ring {} waits for ring {}: no node of it has reported yet",
+                name(*ring),
+                name(*on)
+            ),
             Self::RingWaits { ring, on, stats } => format!(
                 "ring {} waits for ring {}: {}/{} installed, {} needed",
                 name(*ring),
@@ -138,7 +152,7 @@ impl Verdict {
                 name(*on)
             ),
             Self::Halted { ring, on, stats } => format!(
-                "rollout halted for ring {}: ring {} has {}/{} failed, over the gate's {}",
+                "{HALTED} for ring {}: ring {} has {}/{} failed, over the gate's {}",
                 name(*ring),
                 name(*on),
                 stats.failed,
@@ -221,13 +235,16 @@ pub fn unmet<'r>(requires: &'r [Requirement], known: &[Known<'_>]) -> Option<&'r
     })
 }
 
-/// Where this node's ring stands: `stats` is indexed by ring, and `started` says whether
-/// this node already saw its own ring start (then nothing stops it any more).
+/// Where this node's ring stands: `stats` is indexed by ring, `started` says whether this
+/// node already saw its own ring start (then nothing stops it any more), and
+/// `published_unix_s` when the release was published (an empty ring is waited for until
+/// [`EMPTY_RING_WAIT_S`] or the soak after it, whichever is longer).
 pub fn ring_gate(
     ring: usize,
     gate: &Gate,
     stats: &[RingStats],
     started: bool,
+    published_unix_s: i64,
     now_unix_s: i64,
 ) -> Verdict {
     if ring == 0 || started {
@@ -244,6 +261,10 @@ pub fn ring_gate(
     for on in 0..ring {
         let s = stat(on);
         if s.nodes == 0 {
+            let wait = EMPTY_RING_WAIT_S.max(i64::from(gate.soak_s));
+            if now_unix_s < published_unix_s.saturating_add(wait) {
+                return Verdict::RingWaits { ring, on, stats: s };
+            }
             continue;
         }
         if !s.meets(gate) {
@@ -278,6 +299,8 @@ pub struct Inputs<'a> {
     pub stats: &'a [RingStats],
     /// Whether this node already saw its own ring start.
     pub started: bool,
+    /// When the release was published, unix seconds.
+    pub published_unix_s: i64,
     /// Now, unix seconds.
     pub now_unix_s: i64,
 }
@@ -295,7 +318,14 @@ pub fn verdict(i: &Inputs<'_>) -> Verdict {
     }
     match i.ring {
         None => Verdict::Go,
-        Some(ring) => ring_gate(ring, &i.rollout.gate, i.stats, i.started, i.now_unix_s),
+        Some(ring) => ring_gate(
+            ring,
+            &i.rollout.gate,
+            i.stats,
+            i.started,
+            i.published_unix_s,
+            i.now_unix_s,
+        ),
     }
 }
 
@@ -382,15 +412,15 @@ mod tests {
             last_unix_s,
         };
         // Ring 0 always goes.
-        assert_eq!(ring_gate(0, &gate, &[], false, 0), Verdict::Go);
+        assert_eq!(ring_gate(0, &gate, &[], false, 0, 0), Verdict::Go);
         // Ring 1: ring 0 at 2 of 4 installed waits.
         assert!(matches!(
-            ring_gate(1, &gate, &[s(4, 2, 0, 100)], false, 0),
+            ring_gate(1, &gate, &[s(4, 2, 0, 100)], false, 0, 0),
             Verdict::RingWaits { on: 0, .. }
         ));
         // 3 of 4: met; it soaks for an hour from its latest install.
         assert_eq!(
-            ring_gate(1, &gate, &[s(4, 3, 0, 100)], false, 200),
+            ring_gate(1, &gate, &[s(4, 3, 0, 100)], false, 0, 200),
             Verdict::Soaking {
                 ring: 1,
                 on: 0,
@@ -398,12 +428,12 @@ mod tests {
             }
         );
         assert_eq!(
-            ring_gate(1, &gate, &[s(4, 3, 0, 100)], false, 3700),
+            ring_gate(1, &gate, &[s(4, 3, 0, 100)], false, 0, 3700),
             Verdict::Go
         );
         // A later install restarts the soak.
         assert!(matches!(
-            ring_gate(1, &gate, &[s(4, 4, 0, 3000)], false, 3700),
+            ring_gate(1, &gate, &[s(4, 4, 0, 3000)], false, 0, 3700),
             Verdict::Soaking {
                 until_unix_s: 6600,
                 ..
@@ -417,6 +447,7 @@ mod tests {
                     &gate,
                     &[s(4, 2, 2, 0), s(10, 10, 0, 0)],
                     false,
+                    0,
                     1 << 20
                 ),
                 Verdict::Halted { on: 0, .. }
@@ -424,17 +455,43 @@ mod tests {
         }
         // A ring that had started goes on whatever happens after.
         assert_eq!(
-            ring_gate(1, &gate, &[s(4, 2, 2, 0)], true, 1 << 20),
+            ring_gate(1, &gate, &[s(4, 2, 2, 0)], true, 0, 1 << 20),
             Verdict::Go
         );
-        // Ring 2 also waits for ring 1; an empty ring waits for nobody.
+        // Ring 2 also waits for ring 1; a ring of which no node reported is waited for
+        // 10 minutes after publishing (or the soak if longer), then passed over.
         assert!(matches!(
-            ring_gate(2, &gate, &[s(4, 4, 0, 0), s(10, 1, 0, 0)], false, 1 << 20),
+            ring_gate(
+                2,
+                &gate,
+                &[s(4, 4, 0, 0), s(10, 1, 0, 0)],
+                false,
+                0,
+                1 << 20
+            ),
             Verdict::RingWaits { on: 1, .. }
         ));
         assert_eq!(
-            ring_gate(2, &gate, &[s(4, 4, 0, 0), s(0, 0, 0, 0)], false, 1 << 20),
+            ring_gate(2, &gate, &[s(4, 4, 0, 0), s(0, 0, 0, 0)], false, 0, 1 << 20),
             Verdict::Go
+        );
+        let empty = ring_gate(1, &gate, &[s(0, 0, 0, 0)], false, 1000, 1000 + 599);
+        assert!(
+            matches!(empty, Verdict::RingWaits { on: 0, .. }),
+            "{empty:?}"
+        );
+        let rollout = Rollout {
+            rings: protocol::rollout::Ring::parse_list("c: 1%; r: rest").unwrap(),
+            ..Rollout::default()
+        };
+        assert_eq!(
+            empty.reason(&rollout).unwrap(),
+            "ring r waits for ring c: no node of it has reported yet"
+        );
+        assert_eq!(
+            ring_gate(1, &gate, &[s(0, 0, 0, 0)], false, 1000, 1000 + 3600),
+            Verdict::Go,
+            "the soak (an hour) is longer than 10 minutes"
         );
     }
 
@@ -460,6 +517,7 @@ mod tests {
                 last_unix_s: 0,
             }],
             started: false,
+            published_unix_s: 0,
             now_unix_s: 7200,
         };
         assert_eq!(verdict(&base), Verdict::Go);

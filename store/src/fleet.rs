@@ -544,6 +544,10 @@ pub struct FleetReport {
     /// (`deploy/prometheus/p2pd.rules.yml`) page on, as far as this view shows them.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// For a release with rings: each gating ring's nodes across the fleet (the last ring,
+    /// which gates nothing, is not counted), what every node's gate reads.
+    #[serde(default)]
+    pub rings: Vec<RingCount>,
     /// When the report was made, unix seconds.
     pub at_unix_s: i64,
 }
@@ -1523,6 +1527,20 @@ impl Fleet {
                 .then_with(|| a.node.cmp(&b.node))
         });
         failed.truncate(FAILED_LISTED_MAX);
+        // Nodes a ring's halt stops, and the commonest such reason.
+        let halted = reasons
+            .iter()
+            .filter(|((state, why), _)| {
+                *state == ReleaseState::Waiting && why.starts_with(scheduler::rollout::HALTED)
+            })
+            .fold(None::<(u64, &str, u32)>, |acc, ((_, why), &n)| {
+                let total = acc.map_or(0, |a| a.0) + u64::from(n);
+                match acc {
+                    Some((_, w, most)) if most >= n => Some((total, w, most)),
+                    _ => Some((total, why, n)),
+                }
+            })
+            .map(|(nodes, why, _)| (nodes, why.to_owned()));
         let mut reasons: Vec<protocol::summary::Reason> = reasons
             .into_iter()
             .map(|((state, reason), nodes)| protocol::summary::Reason {
@@ -1571,6 +1589,7 @@ impl Fleet {
             critical: info.severity == Some(protocol::Severity::Critical),
             age_s: (info.published_unix_s > 0).then(|| now_unix_s - info.published_unix_s),
             stalled: left > 0 && per_min == 0.0 && Self::sampled_for(&inner, release, now_unix_s),
+            halted,
         });
         FleetReport {
             release: release.to_hex(),
@@ -1588,6 +1607,7 @@ impl Fleet {
             nodes_detail,
             at_unix_s: now_unix_s,
             warnings,
+            rings: sum_rings(rows.iter().map(|r| &r.figures)),
         }
     }
 
@@ -1660,27 +1680,29 @@ impl Fleet {
         }
     }
 
-    /// Each ring's nodes of `release` across the fleet as this node sees it (its site's
-    /// records, or its site's summary, and every other site's summary), indexed by ring:
-    /// what [`scheduler::rollout`]'s gate reads.
+    /// Each ring's nodes of `release` across the fleet as this node sees it, indexed by
+    /// ring: what [`scheduler::rollout`]'s gate reads. Every site's figures come from the
+    /// ledgers (summaries, and a member's reads of its aggregator's ledgers); this site's
+    /// from its records on the aggregator, or on a member that holds no figures of it yet.
     pub fn ring_counts(&self, release: &ReleaseId, now_unix_s: i64) -> Vec<RingCount> {
         let inner = lock(&self.inner);
-        let own: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
-        let own_index = SiteIndex::with_silence(&own, silent_before(&inner, now_unix_s));
-        let info = Self::facts(&inner, release, None);
-        let mut out: Vec<RingCount> = Vec::new();
-        for row in Self::rows(&inner, &self.site, release, &info, None, &own_index) {
-            for (k, c) in row.figures.rings.iter().enumerate() {
-                if out.len() <= k {
-                    out.resize(k + 1, RingCount::default());
-                }
-                out[k].nodes += c.nodes;
-                out[k].installed += c.installed;
-                out[k].failed += c.failed;
-                out[k].last_unix_s = out[k].last_unix_s.max(c.last_unix_s);
-            }
-        }
-        out
+        let from_ledger = !inner.aggregating
+            && inner
+                .ledgers
+                .get(&self.site)
+                .is_some_and(|l| l.get(release).is_some());
+        let own = (!from_ledger).then(|| {
+            let bodies: Vec<&StatusBody> = inner.records.values().map(|r| &r.merged).collect();
+            let info = Self::facts(&inner, release, None);
+            SiteIndex::with_silence(&bodies, silent_before(&inner, now_unix_s))
+                .figures(*release, &info)
+        });
+        let others = inner
+            .ledgers
+            .iter()
+            .filter(|(site, _)| from_ledger || **site != self.site)
+            .filter_map(|(_, l)| l.get(release).map(|(_, f, _)| f));
+        sum_rings(own.iter().chain(others))
     }
 
     /// The compliance report's rows for `releases`, at `now_unix_s`: how many installing
@@ -1840,6 +1862,23 @@ impl Fleet {
     }
 }
 
+/// Each ring's counts summed over sites (the latest change of any).
+fn sum_rings<'a>(sites: impl Iterator<Item = &'a SiteRelease>) -> Vec<RingCount> {
+    let mut out: Vec<RingCount> = Vec::new();
+    for f in sites {
+        for (k, c) in f.rings.iter().enumerate() {
+            if out.len() <= k {
+                out.resize(k + 1, RingCount::default());
+            }
+            out[k].nodes += c.nodes;
+            out[k].installed += c.installed;
+            out[k].failed += c.failed;
+            out[k].last_unix_s = out[k].last_unix_s.max(c.last_unix_s);
+        }
+    }
+    out
+}
+
 /// Share of nodes failed past which the fleet view warns (and `P2pdReleaseFailing` pages).
 pub const FAILED_SHARE_WARN: f64 = 0.01;
 
@@ -1856,10 +1895,13 @@ struct Warned<'a> {
     critical: bool,
     age_s: Option<i64>,
     stalled: bool,
+    /// Nodes a ring's halt stops, and the commonest reason.
+    halted: Option<(u64, String)>,
 }
 
 /// The fleet view's warnings: a failure share over [`FAILED_SHARE_WARN`], a critical release
-/// at risk of or past the 72-hour rule, silent nodes, a rollout that stopped moving.
+/// at risk of or past the 72-hour rule, silent nodes, a rollout that stopped moving, a
+/// rollout its gate halted.
 fn warnings(w: &Warned) -> Vec<String> {
     let mut out = Vec::new();
     let s = w.states;
@@ -1898,6 +1940,11 @@ fn warnings(w: &Warned) -> Vec<String> {
             "stalled: {} nodes still to fetch it, and none came to hold it in {} min",
             s.moving(),
             RATE_WINDOW_S / 60
+        ));
+    }
+    if let Some((nodes, why)) = &w.halted {
+        out.push(format!(
+            "halted: {nodes} nodes stopped by the rollout's gate ({why}); fix what failed and publish a new version"
         ));
     }
     out

@@ -672,6 +672,45 @@ impl Fleet {
         Ok(())
     }
 
+    /// Restarts node `i` as an installer: into `<data>/installed`, running `apply` with
+    /// `/bin/sh -c` for each release, with `labels` (`[node] labels`). Returns the target
+    /// directory once the node is ready again.
+    pub async fn make_installer(
+        &mut self,
+        i: usize,
+        apply: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<PathBuf> {
+        let target = self.nodes[i].data.join("installed");
+        let text = std::fs::read_to_string(self.nodes[i].data.join("p2pd.toml"))?;
+        let region = text
+            .lines()
+            .find(|l| l.starts_with("region = "))
+            .ok_or_else(|| anyhow::anyhow!("node {i}: no region line"))?
+            .to_owned();
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+        self.edit_config(
+            i,
+            &[
+                (
+                    "# target = \"/opt/patches\"",
+                    format!("target = {:?}", target.display().to_string()),
+                ),
+                (
+                    "# apply = [\"/usr/local/sbin/apply-patch\", \"--quiet\"]",
+                    format!("apply = [\"/bin/sh\", \"-c\", {apply:?}]"),
+                ),
+                (
+                    &region,
+                    format!("{region}\nlabels = {{ {} }}", labels.join(", ")),
+                ),
+            ],
+        )?;
+        self.start_node(i)?;
+        self.wait_ready(i).await?;
+        Ok(target)
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
