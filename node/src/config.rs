@@ -466,6 +466,10 @@ region = "{region}"
 # the releases it has not applied, and leaves the ETA. Below a node's heartbeat (300) a
 # node waiting for its window counts silent between heartbeats.
 silent_after_s = 900
+# Labels that release targets and rings select on (`p2pctl publish --target 'os=debian12'`,
+# `--rings 'canary: labels ring=0; pilot: 5%; broad: rest'`). In a fleet with a root the
+# node's certificate's labels are used instead.
+# labels = {{ os = "debian12", role = "server" }}
 
 [control]
 # Unix socket of the local control API that p2pctl talks to.

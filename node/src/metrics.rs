@@ -25,6 +25,7 @@
 //! | `p2pd_fleet_nodes` | gauge | `release`, `state` | the fleet by state, as this node sees it |
 //! | `p2pd_fleet_release_applied_ratio` | gauge | `release`, `channel`, `severity` | share of installing nodes that applied it |
 //! | `p2pd_fleet_release_published_timestamp_seconds` | gauge | `release`, `channel`, `severity` | when it was published |
+//! | `p2pd_fleet_release_halted_nodes` | gauge | `release`, `channel`, `severity` | nodes a ring's failures halted (the rings not started yet) |
 //!
 //! `deploy/prometheus/p2pd.rules.yml` holds the alerting rules over these (failures, a
 //! stalled rollout, silent nodes, a critical release at risk of or past the 72-hour rule,
@@ -125,6 +126,8 @@ pub struct FleetReleaseSample {
     pub applied_ratio: f64,
     /// Installing nodes (with none the ratio says nothing and is not exported).
     pub installers: u64,
+    /// Nodes its rollout's gate halted.
+    pub halted_nodes: u64,
 }
 
 /// What one scrape reports.
@@ -409,6 +412,17 @@ impl Snapshot {
         )?;
         family(
             e,
+            "fleet_release_halted_nodes",
+            "Nodes a release's rollout halted: a ring failed over its gate's limit, and the \
+             rings not started yet wait.",
+            None,
+            Gauge,
+            self.fleet_releases
+                .iter()
+                .map(|r| (labels(r), ConstGauge::new(r.halted_nodes as i64))),
+        )?;
+        family(
+            e,
             "fleet_release_published_timestamp_seconds",
             "When a release was published (its manifest's creation time), unix seconds.",
             None,
@@ -483,6 +497,7 @@ mod tests {
                     severity: "critical".into(),
                     published_unix_s: 1_795_392_000,
                     applied_ratio: 0.5,
+                    halted_nodes: 3,
                     installers: 4,
                 },
                 // No installing node: no share to speak of.
@@ -492,6 +507,7 @@ mod tests {
                     severity: "low".into(),
                     published_unix_s: 1_795_392_000,
                     applied_ratio: 0.0,
+                    halted_nodes: 0,
                     installers: 0,
                 },
             ],
@@ -508,6 +524,12 @@ mod tests {
         assert!(!text.contains(&format!("applied_ratio{{release=\"{}\"", "ef".repeat(32))));
         assert!(
             text.contains("p2pd_fleet_release_published_timestamp_seconds{release=\""),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "p2pd_fleet_release_halted_nodes{{release=\"{cd}\",channel=\"security/openssl\",severity=\"critical\"}} 3"
+            )),
             "{text}"
         );
         assert!(text.contains("p2pd_cert_expiry_seconds 86400"), "{text}");

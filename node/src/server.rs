@@ -350,9 +350,12 @@ async fn fleet_samples(
     let fleet_model = state.fleet.clone();
     blocking(move || {
         let mut out = Vec::new();
+        let mut halted: HashMap<String, u64> = HashMap::new();
         for f in &facts {
-            let s = fleet_model.report(&f.id, Some(f), now_s).states;
+            let report = fleet_model.report(&f.id, Some(f), now_s);
+            let s = report.states;
             let hex = f.id.to_hex();
+            halted.insert(hex.clone(), report.halted);
             for (name, n) in [
                 ("unknown", s.unknown),
                 ("announced", s.announced),
@@ -378,12 +381,13 @@ async fn fleet_samples(
             .compliance(&facts, now_s)
             .into_iter()
             .map(|row| crate::metrics::FleetReleaseSample {
-                release: row.release,
                 channel: row.channel,
                 severity: row.severity,
                 published_unix_s: row.published_unix_s,
                 applied_ratio: row.activated_share,
                 installers: row.installers,
+                halted_nodes: halted.get(&row.release).copied().unwrap_or(0),
+                release: row.release,
             })
             .collect();
         Ok((out, applied))

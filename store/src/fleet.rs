@@ -548,6 +548,10 @@ pub struct FleetReport {
     /// which gates nothing, is not counted), what every node's gate reads.
     #[serde(default)]
     pub rings: Vec<RingCount>,
+    /// Nodes a ring's failures halted (waiting, their reason a halt): the
+    /// `P2pdRolloutHalted` alert's figure.
+    #[serde(default)]
+    pub halted: u64,
     /// When the report was made, unix seconds.
     pub at_unix_s: i64,
 }
@@ -1589,7 +1593,7 @@ impl Fleet {
             critical: info.severity == Some(protocol::Severity::Critical),
             age_s: (info.published_unix_s > 0).then(|| now_unix_s - info.published_unix_s),
             stalled: left > 0 && per_min == 0.0 && Self::sampled_for(&inner, release, now_unix_s),
-            halted,
+            halted: halted.clone(),
         });
         FleetReport {
             release: release.to_hex(),
@@ -1608,6 +1612,7 @@ impl Fleet {
             at_unix_s: now_unix_s,
             warnings,
             rings: sum_rings(rows.iter().map(|r| &r.figures)),
+            halted: halted.map_or(0, |(n, _)| n),
         }
     }
 
