@@ -118,22 +118,10 @@ impl View {
                     .get()
                     .map(|f| f.ring_counts(&release.id, now_unix_s))
                     .unwrap_or_default();
-                stats = (0..ring)
-                    .map(|k| {
-                        let c = counts.get(k).copied().unwrap_or_default();
-                        RingStats {
-                            nodes: u64::from(c.nodes),
-                            installed: u64::from(c.installed),
-                            failed: u64::from(c.failed),
-                            last_unix_s: c.last_unix_s,
-                        }
-                    })
-                    .collect();
+                stats = scheduler::rollout::stats_before(ring, &counts);
                 let gate = &release.rollout.gate;
                 let published = release.urgency.created_unix_s;
-                if scheduler::rollout::ring_gate(ring, gate, &stats, false, published, now_unix_s)
-                    == Verdict::Go
-                {
+                if scheduler::rollout::opens(ring, gate, &stats, published, now_unix_s) {
                     started = true;
                     tracing::info!(release = %release.id, ring = %release.rollout.rings[ring].name,
                         "ring started: the rings before met the gate and soaked");

@@ -245,6 +245,33 @@ impl<K: Ord + Hash + Copy, V: PartialEq> Publisher<K, V> {
 }
 
 impl Publisher<ReleaseId, (ReleaseState, u32)> {
+    /// The news of a node's record of `now`, given the releases of the last one that went
+    /// out (`None`: none yet): a change of state is a release, its state or its error; an
+    /// install or a failure in a ring that gates a later one is gate news
+    /// ([`News::Gate`]); more chunks held is progress.
+    pub fn status_news(&self, last: Option<&[ReleaseStatus]>, now: &[ReleaseStatus]) -> News {
+        let Some(prev) = last else {
+            return self.news(true, false);
+        };
+        let gate = now.iter().any(|r| {
+            r.ring > 0
+                && matches!(r.state, ReleaseState::Activated | ReleaseState::Failed)
+                && prev
+                    .iter()
+                    .find(|p| p.release == r.release)
+                    .is_none_or(|p| p.state != r.state)
+        });
+        if gate {
+            return News::Gate;
+        }
+        let same_states = prev.len() == now.len()
+            && prev
+                .iter()
+                .zip(now)
+                .all(|(x, y)| (x.release, x.state, &x.error) == (y.release, y.state, &y.error));
+        self.news(!same_states, prev != now)
+    }
+
     /// The entries of a node's record going out at `now_unix_s`, of every release it
     /// follows: a change is a new state or more chunks held; an entry is settled unless
     /// announced or downloading.

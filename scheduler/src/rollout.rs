@@ -79,6 +79,55 @@ impl RingStats {
     }
 }
 
+/// Each ring's figures summed over the sites' (`RingCount`s from site summaries or a site's
+/// records), the latest change of any: the fleet as one node sees it.
+pub fn sum_ring_counts<'a>(
+    sites: impl IntoIterator<Item = &'a [protocol::summary::RingCount]>,
+) -> Vec<protocol::summary::RingCount> {
+    let mut out: Vec<protocol::summary::RingCount> = Vec::new();
+    for rings in sites {
+        for (k, c) in rings.iter().enumerate() {
+            if out.len() <= k {
+                out.resize(k + 1, protocol::summary::RingCount::default());
+            }
+            out[k].nodes += c.nodes;
+            out[k].installed += c.installed;
+            out[k].failed += c.failed;
+            out[k].last_unix_s = out[k].last_unix_s.max(c.last_unix_s);
+        }
+    }
+    out
+}
+
+/// The figures of the rings before `ring` (what [`ring_gate`] reads) from the fleet's
+/// counts.
+pub fn stats_before(ring: usize, counts: &[protocol::summary::RingCount]) -> Vec<RingStats> {
+    (0..ring)
+        .map(|k| {
+            let c = counts.get(k).copied().unwrap_or_default();
+            RingStats {
+                nodes: u64::from(c.nodes),
+                installed: u64::from(c.installed),
+                failed: u64::from(c.failed),
+                last_unix_s: c.last_unix_s,
+            }
+        })
+        .collect()
+}
+
+/// Whether a node's ring `ring` opens now (every ring before it met the gate and soaked,
+/// none failed over the limit): from then on it counts as started, and a later halt no
+/// longer stops it.
+pub fn opens(
+    ring: usize,
+    gate: &Gate,
+    stats: &[RingStats],
+    published_unix_s: i64,
+    now_unix_s: i64,
+) -> bool {
+    ring_gate(ring, gate, stats, false, published_unix_s, now_unix_s) == Verdict::Go
+}
+
 /// The answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

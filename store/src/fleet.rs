@@ -1867,21 +1867,9 @@ impl Fleet {
     }
 }
 
-/// Each ring's counts summed over sites (the latest change of any).
+/// Each ring's counts summed over sites ([`scheduler::rollout::sum_ring_counts`]).
 fn sum_rings<'a>(sites: impl Iterator<Item = &'a SiteRelease>) -> Vec<RingCount> {
-    let mut out: Vec<RingCount> = Vec::new();
-    for f in sites {
-        for (k, c) in f.rings.iter().enumerate() {
-            if out.len() <= k {
-                out.resize(k + 1, RingCount::default());
-            }
-            out[k].nodes += c.nodes;
-            out[k].installed += c.installed;
-            out[k].failed += c.failed;
-            out[k].last_unix_s = out[k].last_unix_s.max(c.last_unix_s);
-        }
-    }
-    out
+    scheduler::rollout::sum_ring_counts(sites.map(|f| f.rings.as_slice()))
 }
 
 /// Share of nodes failed past which the fleet view warns (and `P2pdReleaseFailing` pages).

@@ -71,6 +71,17 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Simulate a staged rollout across a fleet (testnet/scenarios/rollout/): rings and
+    /// their gate decided by the product's code from the status records and site summaries
+    /// each site holds, over several seeds. Exits 1 if in any run a node of a ring after one
+    /// that failed over the gate's limit started installing after those failures.
+    Rollout {
+        /// Rollout scenario TOML.
+        scenario: PathBuf,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -86,6 +97,16 @@ fn main() {
             std::process::exit(1);
         }
         return;
+    }
+    if let Cmd::Rollout { scenario, json } = &cli.command {
+        match rollout(scenario, json.as_deref()) {
+            Ok(true) => return,
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("testnet: error: {e:#}");
+                std::process::exit(1);
+            }
+        }
     }
     if let Cmd::Month { scenario, json } = &cli.command {
         match month(scenario, json.as_deref()) {
@@ -113,7 +134,7 @@ fn main() {
                 json,
                 fleet_view,
             } => run(Scenario::load(&scenario)?, keep, json, false, fleet_view).await,
-            Cmd::Sim { .. } | Cmd::Month { .. } => {
+            Cmd::Sim { .. } | Cmd::Month { .. } | Cmd::Rollout { .. } => {
                 unreachable!("handled before the runtime starts")
             }
         }
@@ -247,6 +268,26 @@ fn month(path: &std::path::Path, json: Option<&std::path::Path>) -> anyhow::Resu
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(report.exact())
+}
+
+/// `testnet rollout`: runs every seed, prints each run's figures; false if a halt failed.
+fn rollout(path: &std::path::Path, json: Option<&std::path::Path>) -> anyhow::Result<bool> {
+    let scenario = testnet::sim::rollout::RolloutScenario::load(path)?;
+    eprintln!(
+        "simulating {}: {} sites of {} endpoints, rings {:?}, gate {}, {} seeds",
+        scenario.name,
+        scenario.sites,
+        scenario.nodes_per_site,
+        scenario.rings,
+        scenario.gate,
+        scenario.seeds
+    );
+    let report = testnet::sim::rollout::run(&scenario)?;
+    println!("{}", report.table());
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(report.halts_held())
 }
 
 async fn distribute_with_bars(fleet: &Fleet, version: u64) -> anyhow::Result<Distribution> {

@@ -7,12 +7,15 @@
 //! * [`engine`]: the chunk-level event engine for the product.
 //! * [`fluid`]: the flow-level model that runs the baselines.
 //! * [`report`]: figures, the table, JSON and the SVG plot.
+//! * [`rollout`]: staged rollouts at fleet scale (`testnet rollout`): rings and their gate
+//!   with the product's decision, records and summaries.
 
 pub mod control;
 pub mod engine;
 pub mod fluid;
 pub mod month;
 pub mod report;
+pub mod rollout;
 pub mod scenario;
 
 use scenario::SimScenario;

@@ -1048,7 +1048,8 @@ impl SiteSim<'_> {
         };
         let signed = SignedSummary::sign(&body, &self.nodes[k].plan.key).encode();
         self.cost.summaries += 1;
-        self.cost.summaries_by_news[news as usize] += 1;
+        // Gate news (rings; none in this scenario) counts with state news.
+        self.cost.summaries_by_news[(news as usize).min(2)] += 1;
         self.cost.summary_bytes += signed.len() as u64;
         self.cost.summary_ms.push(now_ms);
         let framed =

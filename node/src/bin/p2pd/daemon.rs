@@ -353,29 +353,7 @@ async fn publish_status(
             }
         }
         since.retain(|id, _| releases.iter().any(|r| r.release == *id));
-        // What a change of state is: a release, its state or its error, not its progress.
-        let same_states = |a: &[ReleaseStatus], b: &[ReleaseStatus]| {
-            a.len() == b.len()
-                && a.iter()
-                    .zip(b)
-                    .all(|(x, y)| (x.release, x.state, &x.error) == (y.release, y.state, &y.error))
-        };
-        // A ring that gates a later one changed here (installed or failed): the gate
-        // reads it, so it goes out at once.
-        let gate = releases.iter().any(|r| {
-            r.ring > 0
-                && matches!(r.state, ReleaseState::Activated | ReleaseState::Failed)
-                && last.as_ref().is_none_or(|prev| {
-                    prev.iter()
-                        .find(|p| p.release == r.release)
-                        .is_none_or(|p| p.state != r.state)
-                })
-        });
-        let news = match &last {
-            None => publisher.news(true, false),
-            Some(_) if gate => scheduler::control::News::Gate,
-            Some(prev) => publisher.news(!same_states(prev, &releases), *prev != releases),
-        };
+        let news = publisher.status_news(last.as_deref(), &releases);
         if !publisher.poll(epoch.elapsed().as_millis() as u64, news) {
             continue;
         }
