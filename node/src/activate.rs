@@ -552,7 +552,9 @@ impl Installer {
             Verdict::Go => {}
             Verdict::NotTargeted => return not_targeted(),
             Verdict::Held => {
-                return InstallState::Held(hold.cloned().expect("held means a hold covers it"));
+                if let Some(h) = hold {
+                    return InstallState::Held(h.clone());
+                }
             }
             blocked => {
                 return InstallState::Blocked(blocked.reason(&release.rollout).unwrap_or_default());
@@ -967,10 +969,13 @@ async fn due(
                 ring_wait = true;
                 continue;
             }
-            Verdict::RingWaits { .. } | Verdict::Halted { .. } => {
+            Verdict::RingWaits { .. } => {
                 ring_wait = true;
                 continue;
             }
+            // A halt ends only by what an operator does (a newer version): looked at again
+            // at the loop's usual pace, without reading the figures every few seconds.
+            Verdict::Halted { .. } => continue,
             // A requirement is met by an install here, which wakes the loop.
             Verdict::NotTargeted | Verdict::Requires(_) => continue,
         }
