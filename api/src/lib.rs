@@ -327,6 +327,16 @@ pub struct PublishRequest {
     pub gate: String,
 }
 
+/// `POST /v1/releases/{id}/remove`: what was removed and what the compaction after it
+/// reclaimed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveReport {
+    /// The release removed, hex.
+    pub release: String,
+    /// What the compaction did.
+    pub reclaimed: store::retention::Reclaimed,
+}
+
 /// One line of the `POST /v1/publish` stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -585,6 +585,19 @@ impl Registry {
         }
     }
 
+    /// Stops serving release `id` (it was removed from the store); false if it is being
+    /// fetched (or not known), when it stays.
+    pub fn remove_settled(&self, id: &ReleaseId) -> bool {
+        let mut releases = self.releases.write().unwrap_or_else(|e| e.into_inner());
+        match releases.get(id) {
+            Some(r) if lock(&r.state).is_settled() => {
+                releases.remove(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A release this node serves or fetches.
     pub fn get(&self, id: &ReleaseId) -> Option<Arc<Release>> {
         self.releases

@@ -33,6 +33,24 @@ pub struct Config {
     /// Where and how completed releases are installed.
     #[serde(default)]
     pub install: InstallSection,
+    /// What the store keeps.
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// Most versions `[store] keep_versions` may ask to keep per channel (more is "keep all",
+/// 0).
+pub const STORE_KEEP_VERSIONS_MAX: u32 = 1000;
+
+/// `[store]`: retention.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Versions of each channel kept in the store, the newest (0: every version). Older
+    /// ones are removed and their space reclaimed once a newer one completes, never one held
+    /// for approval, the version installed here, or one still to install.
+    #[serde(default)]
+    pub keep_versions: u32,
 }
 
 /// Longest apply command run, in seconds: a day. A command that takes longer is stuck.
@@ -349,6 +367,12 @@ impl Config {
         config.shaping.schedules().map_err(at)?;
         config.windows.windows().map_err(at)?;
         config.install.check().map_err(at)?;
+        if config.store.keep_versions > STORE_KEEP_VERSIONS_MAX {
+            return Err(invalid(
+                "store.keep_versions",
+                format!("at most {STORE_KEEP_VERSIONS_MAX} (0 keeps every version)"),
+            ));
+        }
         if !protocol::wire::valid_name(&config.node.site) {
             return Err(invalid(
                 "node.site",
@@ -572,6 +596,13 @@ check_retries = 2
 check_interval_s = 5
 # Versions kept per channel (at least 2: current and the one before, for rollback).
 keep = 2
+
+[store]
+# Versions of each channel kept in the store, the newest (0: every version). Older ones are
+# removed once a newer one completes and their space reclaimed (the packs are compacted,
+# crash-safe); never one held for approval, the version installed here, or one still to
+# install. `p2pctl release remove RELEASE` removes one by hand.
+keep_versions = 0
 "#
     )
 }

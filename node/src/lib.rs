@@ -13,6 +13,7 @@
 //!   the signed envelope through the network's gate), and the staged sessions.
 //! * [`activate`]: installing completed releases into the target directory inside the
 //!   install window (atomic `current` switch, apply command, rollback, records).
+//! * [`retention`]: `[store] keep_versions`, removing older versions and compacting.
 //! * [`rollout`]: what the installer and the status ask of a release's rollout (target,
 //!   holds, requirements, ring gates), gathered for `scheduler::rollout`'s one decision.
 //! * [`server`]: the control API's handlers (thin adapters over `api`'s types) and the
@@ -25,5 +26,6 @@ pub mod config;
 pub mod dashboard;
 pub mod metrics;
 pub mod publish;
+pub mod retention;
 pub mod rollout;
 pub mod server;

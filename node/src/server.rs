@@ -104,6 +104,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/releases/{id}", get(show_release))
         .route("/v1/releases/{id}/verify", post(verify_release))
         .route("/v1/releases/{id}/export", post(export_release))
+        .route("/v1/releases/{id}/remove", post(remove_release))
         .route("/v1/peers", get(peers))
         .route("/v1/peers/refused", get(refused_peers))
         .route("/v1/status", get(status))
@@ -1848,6 +1849,50 @@ async fn verify_release(
         }))
     })
     .await
+}
+
+/// Removes a release from the store (audited) and compacts: the node stops serving it, and
+/// the chunks no kept release names are reclaimed. A release being fetched is refused.
+async fn remove_release(
+    State(state): State<Arc<AppState>>,
+    UrlPath(text): UrlPath<String>,
+) -> Result<Json<api::RemoveReport>, ApiError> {
+    let store = state.store.clone();
+    let id = blocking(move || resolve(&store, &text)).await?;
+    remove_and_compact(&state, id).await.map(Json)
+}
+
+/// Removes `id` from the store and the network's releases, then compacts.
+pub async fn remove_and_compact(
+    state: &Arc<AppState>,
+    id: ReleaseId,
+) -> Result<api::RemoveReport, ApiError> {
+    if let Some(net) = state.net.get() {
+        if net.registry.get(&id).is_some() && !net.registry.remove_settled(&id) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::Busy,
+                format!("release {id} is being fetched; remove it once it completed or failed"),
+            ));
+        }
+    }
+    let store = state.store.clone();
+    let reclaimed = blocking(move || {
+        if !store.remove_release(&id)? {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NoRelease,
+                format!("release {id} is not in the store"),
+            ));
+        }
+        Ok(store.compact()?)
+    })
+    .await?;
+    tracing::info!(release = %id, reclaimed = reclaimed.bytes_reclaimed, "release removed");
+    Ok(api::RemoveReport {
+        release: id.to_hex(),
+        reclaimed,
+    })
 }
 
 async fn export_release(

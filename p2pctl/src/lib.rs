@@ -59,6 +59,19 @@ struct Cli {
     command: Command,
 }
 
+/// `p2pctl release …`.
+#[derive(Subcommand)]
+enum ReleaseAction {
+    /// Remove a release from this node's store (audited) and reclaim the space of the chunks
+    /// no kept release names (the store's packs are compacted, crash-safe). The node stops
+    /// serving it; its version stays taken, so it is never fetched again. Installed
+    /// directories under [install] target are not touched.
+    Remove {
+        /// Release id or a unique prefix.
+        release: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Make a publisher key (PKCS#8 PEM, mode 0600) and print the line for p2pd.toml.
@@ -139,6 +152,11 @@ enum Command {
     },
     /// List releases in the store, newest first.
     Releases,
+    /// Manage one release in the store: `release remove RELEASE`.
+    Release {
+        #[command(subcommand)]
+        action: ReleaseAction,
+    },
     /// Show a release and its files (the id may be a unique prefix).
     Show {
         /// Release id or prefix.
@@ -454,6 +472,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Unhold { target } => holds::unhold(&client, &target, cli.json).await,
         Command::Holds => holds::holds(&client, cli.json).await,
         Command::Releases => releases::releases(&client, cli.json).await,
+        Command::Release {
+            action: ReleaseAction::Remove { release },
+        } => releases::remove(&client, &release, cli.json).await,
         Command::Show { release } => releases::show(&client, release, cli.json).await,
         Command::Verify { release } => releases::verify(&client, release, cli.json).await,
         Command::Export { release, dir } => releases::export(&client, release, dir, cli.json).await,

@@ -180,3 +180,30 @@ pub(crate) async fn export(
     }
     Ok(())
 }
+
+/// `p2pctl release remove`.
+pub(crate) async fn remove(client: &Client, release: &str, json: bool) -> Result<(), Failure> {
+    let none: Option<&()> = None;
+    let report: api::RemoveReport = client
+        .call(
+            "POST",
+            &format!("/v1/releases/{}/remove", release.trim()),
+            none,
+        )
+        .await?;
+    if json {
+        print_json(&report);
+    } else {
+        let r = &report.reclaimed;
+        crate::outln!(
+            "removed {}: reclaimed {} ({} chunks no kept release names) in {} packs rewritten ({} copied); the packs hold {} now",
+            &report.release[..12],
+            human_bytes(r.bytes_reclaimed),
+            r.chunks_removed,
+            r.packs_rewritten,
+            human_bytes(r.bytes_copied),
+            human_bytes(r.pack_bytes_after)
+        );
+    }
+    Ok(())
+}

@@ -226,6 +226,16 @@ pub enum AuditEvent {
         /// What it held.
         target: String,
     },
+    /// A release was removed from the store (`p2pctl release remove`, or retention); its
+    /// chunks are reclaimed by the next compaction.
+    ReleaseRemoved {
+        /// The release, hex.
+        release: String,
+        /// Its channel (empty if unknown).
+        channel: String,
+        /// Its version.
+        version: u64,
+    },
 }
 
 impl AuditEvent {
@@ -279,6 +289,7 @@ impl AuditEvent {
             Self::Approved { .. } => "approved",
             Self::HoldSet { .. } => "hold_set",
             Self::HoldLifted { .. } => "hold_lifted",
+            Self::ReleaseRemoved { .. } => "release_removed",
         }
     }
 
@@ -423,6 +434,14 @@ impl AuditEvent {
                     .map_or_else(|_| until_unix_s.to_string(), |t| t.to_string())
             ),
             Self::HoldLifted { target } => format!("install hold on {target} lifted"),
+            Self::ReleaseRemoved {
+                release,
+                channel,
+                version,
+            } => format!(
+                "release {} ({channel} version {version}) removed",
+                &release[..12.min(release.len())]
+            ),
             Self::RevocationsTaken {
                 fleet,
                 from_version,

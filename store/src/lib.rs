@@ -41,6 +41,7 @@ pub mod holds;
 pub mod identity;
 pub mod ingest;
 pub mod release;
+pub mod retention;
 pub mod roots;
 
 use crate::audit::{AuditEntry, AuditEvent, Broken, Intact};
@@ -357,6 +358,10 @@ pub struct Store {
     idle_packs: Mutex<Vec<(u32, u64)>>,
     /// Highest pack number in use or reserved.
     last_pack: Mutex<u32>,
+    /// Held while a compaction runs ([`retention`]): one at a time.
+    compacting: Mutex<()>,
+    /// Packs the last compaction deleted, whose cached read handles go at the next.
+    deleted_packs: Mutex<Vec<u32>>,
 }
 
 impl Store {
@@ -448,6 +453,8 @@ impl Store {
             readers: Mutex::new(HashMap::new()),
             idle_packs: Mutex::new(idle),
             last_pack: Mutex::new(last_pack),
+            compacting: Mutex::new(()),
+            deleted_packs: Mutex::new(Vec::new()),
         })
     }
 

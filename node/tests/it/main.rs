@@ -6,6 +6,7 @@ mod crash;
 mod daemon;
 mod fleet;
 mod metrics;
+mod retention;
 mod root;
 mod store;
 

@@ -175,6 +175,13 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
     let aggregate_task = tokio::spawn(net::aggregate::run(net.clone(), state.fleet.clone()));
     let fleet_saver = tokio::spawn(save_fleet_loop(state.clone()));
     let reaper = tokio::spawn(reap_sessions_loop(state.clone()));
+    let retention = (config.store.keep_versions > 0).then(|| {
+        tokio::spawn(node::retention::run(
+            state.clone(),
+            net.clone(),
+            config.store.keep_versions,
+        ))
+    });
 
     tracing::info!(node = %node_id, %peer_id, site = %config.node.site,
         region = %config.node.region, data = %net.data_addr(), socket = %socket.display(),
@@ -192,6 +199,9 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
         .await
         .context("serving the control API")?;
     reaper.abort();
+    if let Some(r) = retention {
+        r.abort();
+    }
     fleet_saver.abort();
     status_task.abort();
     aggregate_task.abort();

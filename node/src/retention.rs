@@ -1,0 +1,95 @@
+//! `[store] keep_versions`: of each channel, the store keeps the newest versions and removes
+//! the older ones ([`store::retention::beyond_keep`]), then compacts. Never removed: a
+//! release held for approval, one being fetched, the version installed here, or one newer
+//! than it that is still to install. Removals are audited (`release_removed`).
+
+use crate::activate::Outcome;
+use crate::server::AppState;
+use net::Net;
+use protocol::ReleaseId;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the store is checked against `keep_versions`: a release removed a minute after
+/// a newer one completed costs nothing, and the check reads only the store's catalog.
+pub const RETENTION_RECHECK: Duration = Duration::from_secs(60);
+
+/// Checks the store every [`RETENTION_RECHECK`] until shutdown.
+pub async fn run(state: Arc<AppState>, net: Arc<Net>, keep: u32) {
+    let mut shutdown = net.shutdown.clone();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(RETENTION_RECHECK) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = once(&state, &net, keep).await {
+            tracing::warn!(error = %e, "retention check failed");
+        }
+    }
+}
+
+/// Removes what `keep` versions per channel leave out, then compacts.
+pub async fn once(
+    state: &Arc<AppState>,
+    net: &Arc<Net>,
+    keep: u32,
+) -> Result<u64, store::StoreError> {
+    let store = state.store.clone();
+    let installs = state.installer.get().is_some();
+    let (releases, held, records) = tokio::task::spawn_blocking(move || {
+        Ok::<_, store::StoreError>((
+            store.releases()?,
+            store.held_releases()?,
+            store.activations()?,
+        ))
+    })
+    .await
+    .map_err(|e| store::StoreError::Damaged(e.to_string()))??;
+    let mut protected: HashSet<ReleaseId> = held.into_iter().collect();
+    // Of each channel, the newest version installed here, and with an installer every newer
+    // one (still to install).
+    let mut installed: HashMap<&str, u64> = HashMap::new();
+    for (_, r) in &records {
+        if r.outcome == Outcome::Installed {
+            let v = installed.entry(r.channel.as_str()).or_insert(0);
+            *v = (*v).max(r.version);
+        }
+    }
+    for r in &releases {
+        let newest = installed.get(r.channel.as_str()).copied();
+        if newest == Some(r.version) || (installs && newest.is_none_or(|v| r.version > v)) {
+            protected.insert(r.id);
+        }
+    }
+    let remove = store::retention::beyond_keep(&releases, keep as usize, &protected);
+    let mut removed = Vec::new();
+    for id in remove {
+        if net.registry.get(&id).is_some() && !net.registry.remove_settled(&id) {
+            continue;
+        }
+        removed.push(id);
+    }
+    if removed.is_empty() {
+        return Ok(0);
+    }
+    let store = state.store.clone();
+    let reclaimed = tokio::task::spawn_blocking(move || {
+        for id in &removed {
+            store.remove_release(id)?;
+            tracing::info!(release = %id, "removed past [store] keep_versions");
+        }
+        store.compact()
+    })
+    .await
+    .map_err(|e| store::StoreError::Damaged(e.to_string()))??;
+    tracing::info!(
+        reclaimed = reclaimed.bytes_reclaimed,
+        packs = reclaimed.packs_rewritten,
+        "store compacted"
+    );
+    Ok(reclaimed.bytes_reclaimed)
+}
