@@ -828,10 +828,15 @@ pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
                 continue;
             }
             Ok((None, looked)) => {
-                if looked.ring_wait {
+                if looked.ring_wait || looked.halt_wait {
                     // A member reads the fleet's ring figures from its aggregator first.
                     net::aggregate::refresh_ledger(&net).await;
-                    wake_in = wake_in.min(crate::rollout::RING_RECHECK);
+                    let again = if looked.ring_wait {
+                        crate::rollout::RING_RECHECK
+                    } else {
+                        crate::rollout::HALT_RECHECK
+                    };
+                    wake_in = wake_in.min(again);
                 }
                 if let Some(next) = looked.next_open {
                     let secs = next
@@ -899,6 +904,9 @@ struct Looked {
     /// fleet view, which wakes nothing: read them again and look again within
     /// [`crate::rollout::RING_RECHECK`]).
     ring_wait: bool,
+    /// Whether a release's rollout is halted (read again within
+    /// [`crate::rollout::HALT_RECHECK`]).
+    halt_wait: bool,
 }
 
 /// The release to activate now, if any (with the records read), and otherwise when the
@@ -947,6 +955,7 @@ async fn due(
     let now = jiff::Timestamp::now();
     let mut next: Option<jiff::Timestamp> = None;
     let mut ring_wait = false;
+    let mut halt_wait = false;
     let view = crate::rollout::View::new(net, &records);
     let soon = |at: i64, next: &mut Option<jiff::Timestamp>| {
         if let Ok(t) = jiff::Timestamp::from_second(at) {
@@ -973,9 +982,12 @@ async fn due(
                 ring_wait = true;
                 continue;
             }
-            // A halt ends only by what an operator does (a newer version): looked at again
-            // at the loop's usual pace, without reading the figures every few seconds.
-            Verdict::Halted { .. } => continue,
+            // A halt ends only by what an operator does: its figures are read again at a
+            // slower pace, so that what the status says stays current.
+            Verdict::Halted { .. } => {
+                halt_wait = true;
+                continue;
+            }
             // A requirement is met by an install here, which wakes the loop.
             Verdict::NotTargeted | Verdict::Requires(_) => continue,
         }
@@ -987,6 +999,7 @@ async fn due(
                         records,
                         next_open: None,
                         ring_wait,
+                        halt_wait,
                     },
                 ));
             }
@@ -1002,6 +1015,7 @@ async fn due(
             records,
             next_open: next,
             ring_wait,
+            halt_wait,
         },
     ))
 }

@@ -20,6 +20,10 @@ use store::Store;
 /// that opens takes effect within this (plus the fleet view's own delay).
 pub const RING_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How often the installer reads the figures again while a release's rollout is halted: a
+/// halt ends only by an operator's action, and the status's figures stay current.
+pub const HALT_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What this node knows, gathered once for many releases.
 pub struct View {
     node: NodeId,
