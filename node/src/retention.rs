@@ -1,7 +1,8 @@
 //! `[store] keep_versions`: of each channel, the store keeps the newest versions and removes
 //! the older ones ([`store::retention::beyond_keep`]), then compacts. Never removed: a
-//! release held for approval, one being fetched, the version installed here, or one newer
-//! than it that is still to install. Removals are audited (`release_removed`).
+//! release held for approval, one being fetched, or the version installed here; the one
+//! still to install is the channel's newest, always kept. Removals are audited
+//! (`release_removed`).
 
 use crate::activate::Outcome;
 use crate::server::AppState;
@@ -11,9 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the store is checked against `keep_versions`: a release removed a minute after
-/// a newer one completed costs nothing, and the check reads only the store's catalog.
-pub const RETENTION_RECHECK: Duration = Duration::from_secs(60);
+/// How often the store is checked against `keep_versions`: soon after a newer version
+/// completed, and the check reads only the store's catalog (its releases and activation
+/// records); the compaction runs only when something was removed.
+pub const RETENTION_RECHECK: Duration = Duration::from_secs(10);
 
 /// Checks the store every [`RETENTION_RECHECK`] until shutdown.
 pub async fn run(state: Arc<AppState>, net: Arc<Net>, keep: u32) {
@@ -39,7 +41,6 @@ pub async fn once(
     keep: u32,
 ) -> Result<u64, store::StoreError> {
     let store = state.store.clone();
-    let installs = state.installer.get().is_some();
     let (releases, held, records) = tokio::task::spawn_blocking(move || {
         Ok::<_, store::StoreError>((
             store.releases()?,
@@ -50,8 +51,8 @@ pub async fn once(
     .await
     .map_err(|e| store::StoreError::Damaged(e.to_string()))??;
     let mut protected: HashSet<ReleaseId> = held.into_iter().collect();
-    // Of each channel, the newest version installed here, and with an installer every newer
-    // one (still to install).
+    // Of each channel, the newest version installed here. The one still to install is the
+    // channel's newest (scheduler::versions), which keep_versions always keeps.
     let mut installed: HashMap<&str, u64> = HashMap::new();
     for (_, r) in &records {
         if r.outcome == Outcome::Installed {
@@ -60,8 +61,7 @@ pub async fn once(
         }
     }
     for r in &releases {
-        let newest = installed.get(r.channel.as_str()).copied();
-        if newest == Some(r.version) || (installs && newest.is_none_or(|v| r.version > v)) {
+        if installed.get(r.channel.as_str()) == Some(&r.version) {
             protected.insert(r.id);
         }
     }

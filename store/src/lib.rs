@@ -360,8 +360,6 @@ pub struct Store {
     last_pack: Mutex<u32>,
     /// Held while a compaction runs ([`retention`]): one at a time.
     compacting: Mutex<()>,
-    /// Packs the last compaction deleted, whose cached read handles go at the next.
-    deleted_packs: Mutex<Vec<u32>>,
 }
 
 impl Store {
@@ -454,7 +452,6 @@ impl Store {
             idle_packs: Mutex::new(idle),
             last_pack: Mutex::new(last_pack),
             compacting: Mutex::new(()),
-            deleted_packs: Mutex::new(Vec::new()),
         })
     }
 
@@ -497,7 +494,20 @@ impl Store {
 
     /// Reads chunk `id` at `loc` (from [`Self::locate`]), verifying its bytes against the id.
     pub fn read_located(&self, id: &ChunkId, loc: Location) -> Result<Vec<u8>, StoreError> {
-        let file = self.reader(loc.pack)?;
+        let file = match self.reader(loc.pack) {
+            Ok(f) => f,
+            // A compaction moved it since it was located: read it where it is now.
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return match self.locate(id)? {
+                    Some(now) if now.pack != loc.pack => self.read_located(id, now),
+                    _ => Err(StoreError::Damaged(format!(
+                        "chunk {id}: pack {} is gone",
+                        loc.pack
+                    ))),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {

@@ -16,9 +16,9 @@
 //! grew is left for the next run.
 //!
 //! Packs a session is writing are never touched: compaction takes the idle packs out of the
-//! pool while it runs and skips the others that still have room. Readers that located a
-//! chunk in an old pack keep reading it through the open handle the store caches; those
-//! handles are dropped at the next compaction.
+//! pool while it runs and skips the others that still have room. A reader that located a
+//! chunk in a pack since deleted finds it again at its new place ([`Store::read_located`]);
+//! one that already opened the old pack reads it through its handle.
 //!
 //! What is not protected: a publish staged (chunked, not yet signed) that found one of its
 //! chunks already stored, when that chunk dies and is compacted before the signed commit:
@@ -177,14 +177,6 @@ impl Store {
     /// Blocking; one compaction at a time.
     pub fn compact(&self) -> Result<Reclaimed, StoreError> {
         let _one = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
-        // Handles of packs the last compaction deleted: every reader has moved on.
-        {
-            let gone = std::mem::take(&mut *lock(&self.deleted_packs));
-            let mut readers = lock(&self.readers);
-            for p in gone {
-                readers.remove(&p);
-            }
-        }
         // The packs no session writes: the idle ones (taken out of the pool meanwhile) and
         // the full ones.
         let idle: Vec<(u32, u64)> = std::mem::take(&mut *lock(&self.idle_packs));
@@ -394,10 +386,16 @@ impl Store {
             }
         }
         txn.commit()?;
+        // The catalog no longer names the old pack: the next open deletes it if this fails.
         let old_path = self.pack_path(pack);
-        fs::remove_file(&old_path).map_err(|e| StoreError::io(&old_path, e))?;
-        sync_dir(&self.packs_dir)?;
-        lock(&self.deleted_packs).push(pack);
+        lock(&self.readers).remove(&pack);
+        drop(old);
+        if let Err(e) = fs::remove_file(&old_path) {
+            tracing::warn!(pack = %old_path.display(), error = %e,
+                "old pack not deleted; the next start deletes it");
+        } else if let Err(e) = sync_dir(&self.packs_dir) {
+            tracing::warn!(error = %e, "packs directory not synced after a deletion");
+        }
         if let Some(number) = new_pack {
             self.release_pack(number, copied);
         }

@@ -58,7 +58,12 @@ fn removing_releases_and_compacting_reclaims_the_chunks_only_they_named() {
     assert!(store.remove_release(&ids[2]).unwrap());
     assert!(!store.remove_release(&ids[2]).unwrap(), "already removed");
     assert_eq!(all_releases_whole(&store), 2);
+    // A chunk located before the compaction still reads after it, from its new place.
+    let kept = store.manifest(&ids[3]).unwrap().unwrap().unique_chunks()[0].id;
+    let located = store.locate(&kept).unwrap().unwrap();
     let done = store.compact().unwrap();
+    assert_ne!(store.locate(&kept).unwrap().unwrap(), located);
+    assert!(kept.matches(&store.read_located(&kept, located).unwrap()));
     let after = store.stats().unwrap();
     // What only v1 and v3 named: their 4 MiB files, chunk headers included.
     let only_removed = 2 * (4 << 20) as u64;
@@ -280,4 +285,48 @@ fn keep_versions_removes_the_oldest_beyond_the_newest_and_protects_what_it_must(
         beyond_keep(&all, 1, &protected),
         vec![protocol::ReleaseId([2; 32])]
     );
+}
+
+#[test]
+fn keep_versions_keeps_the_newest_of_each_channel_in_a_running_daemon() {
+    let mut node = Node::init();
+    let config = node.data().join("p2pd.toml");
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("keep_versions = 0", "keep_versions = 2");
+    fs::write(&config, text).unwrap();
+    node.start();
+    let src = node.dir.path().join("src");
+    for v in 1..=4 {
+        tree(&src, v, 1);
+        let out = node.publish(&src, "security/kept", v);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let versions = loop {
+        let list = node.ctl_json(&["releases"]);
+        let mut versions: Vec<u64> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["version"].as_u64().unwrap())
+            .collect();
+        versions.sort_unstable();
+        if versions.len() <= 2 || Instant::now() > deadline {
+            break versions;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(versions, vec![3, 4]);
+    for id in node.release_ids() {
+        let v = node.ctl_json(&["verify", &id]);
+        assert!(v["missing"].as_array().unwrap().is_empty(), "{v}");
+    }
+    let audit = String::from_utf8_lossy(&node.ctl(&["audit"]).stdout).to_string();
+    assert_eq!(audit.matches("removed").count(), 2, "{audit}");
+    assert!(node.stop());
 }
