@@ -180,21 +180,25 @@ impl Store {
         // The packs no session writes: the idle ones (taken out of the pool meanwhile) and
         // the full ones.
         let idle: Vec<(u32, u64)> = std::mem::take(&mut *lock(&self.idle_packs));
-        let result = self.compact_packs(&idle);
-        // Whatever was not rewritten goes back to the pool.
-        let rewritten: HashSet<u32> = match &result {
-            Ok((_, done)) => done.iter().copied().collect(),
-            Err(_) => HashSet::new(),
-        };
+        let mut rewritten = Vec::new();
+        let result = self.compact_packs(&idle, &mut rewritten);
+        // Whatever was not rewritten goes back to the pool (a pack rewritten before an error
+        // is gone, and never goes back).
         for (p, len) in idle {
             if !rewritten.contains(&p) {
                 self.release_pack(p, len);
             }
         }
-        result.map(|(r, _)| r)
+        result
     }
 
-    fn compact_packs(&self, idle: &[(u32, u64)]) -> Result<(Reclaimed, Vec<u32>), StoreError> {
+    /// Rewrites the packs with dead chunks among `idle` and the full ones, noting each one
+    /// rewritten in `done` as soon as its transaction committed.
+    fn compact_packs(
+        &self,
+        idle: &[(u32, u64)],
+        done: &mut Vec<u32>,
+    ) -> Result<Reclaimed, StoreError> {
         let mut out = Reclaimed::default();
         // What is stored: every chunk by pack, every pack's length, the live set.
         let (by_pack, lens, live) = {
@@ -230,7 +234,6 @@ impl Store {
             .map(|(&p, _)| p)
             .collect();
         candidates.sort_unstable();
-        let mut done = Vec::new();
         for pack in candidates {
             let chunks = by_pack.get(&pack).map(Vec::as_slice).unwrap_or_default();
             let dead: Vec<&(ChunkId, Location)> =
@@ -254,7 +257,7 @@ impl Store {
                 done.push(pack);
             }
         }
-        Ok((out, done))
+        Ok(out)
     }
 
     /// Copies `pack`'s live records into a new pack and switches the index to it. Returns
