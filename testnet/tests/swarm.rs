@@ -190,6 +190,10 @@ fn dashboard_shows(port: u16, release: &str) {
         dom.contains("status 3"),
         "the failure and its error are listed"
     );
+    assert!(
+        dom.contains("failed it, over 1 %"),
+        "the fleet view's warnings are shown"
+    );
     let artifacts =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();

@@ -34,12 +34,13 @@ function drawReleases(data) {
     const s = r.report.states;
     const tr = el("tr", { "data-release": r.id });
     if (r.id === selected) tr.classList.add("selected");
-    const hold = s.complete + s.activated;
+    const hold = s.complete + s.activated + (s.held || 0) + (s.waiting || 0);
     const cells = [
       [`${r.channel} v${r.version} (${r.id.slice(0, 12)})`, ""],
       [r.severity, ""],
       [`${hold}/${r.report.nodes} (${pct(hold, r.report.nodes)})`, "hold"],
       [s.activated, "activated"], [s.complete, "complete"], [s.held || 0, "held"],
+      [s.waiting || 0, "rollout"],
       [s.superseded, "superseded"],
       [s.downloading, "downloading"], [s.paused, "paused"], [s.unknown, "unknown"],
       [s.silent, "silent"], [s.failed, "failed"], [s.refused + s.not_followed, "refused"],
@@ -59,6 +60,10 @@ function drawGrid(release) {
   grid.replaceChildren();
   document.getElementById("grid-release").textContent =
     release ? `${release.channel} v${release.version}` : "";
+  // What the fleet view warns of for this release (a halted rollout among them).
+  const warnings = document.getElementById("warnings");
+  warnings.replaceChildren(
+    ...((release && release.report.warnings) || []).map((w) => el("li", {}, w)));
   if (!release) return;
   const sites = [...release.report.sites].sort((a, b) => a.site.localeCompare(b.site));
   for (const s of sites) {
