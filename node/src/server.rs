@@ -1389,15 +1389,13 @@ pub async fn status_releases(
             },
             error: error.map(|e| bounded_error(&e)),
             // Only a ring that gates a later one is counted: the last gates nothing.
-            ring: r
-                .install
-                .as_ref()
-                .and_then(|i| i.ring_index)
-                .filter(|&k| {
-                    net.release(&release)
-                        .is_some_and(|x| usize::from(k) + 1 < x.rollout.rings.len())
-                })
-                .map_or(0, |k| k.saturating_add(1)),
+            ring: scheduler::rollout::reported_ring(
+                r.install
+                    .as_ref()
+                    .and_then(|i| i.ring_index)
+                    .map(usize::from),
+                net.release(&release).map_or(0, |x| x.rollout.rings.len()),
+            ),
         });
     }
     for r in net.registry.refused() {

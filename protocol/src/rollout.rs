@@ -320,7 +320,8 @@ fn parse_percent(text: &str, what: &'static str) -> Result<u16, RolloutError> {
     }
 }
 
-fn show_permille(p: u16) -> String {
+/// Thousandths as a percentage with at most one decimal: `50` is `5%`, `125` is `12.5%`.
+pub fn permille_text(p: u16) -> String {
     if p % 10 == 0 {
         format!("{}%", p / 10)
     } else {
@@ -396,7 +397,7 @@ impl fmt::Display for Ring {
         match &self.members {
             RingMembers::Labels(s) => write!(f, "{}: labels {s}", self.name),
             RingMembers::Share { permille } => {
-                write!(f, "{}: {}", self.name, show_permille(*permille))
+                write!(f, "{}: {}", self.name, permille_text(*permille))
             }
             RingMembers::Rest => write!(f, "{}: rest", self.name),
         }
@@ -451,7 +452,7 @@ fn validate_rings(rings: &[Ring]) -> Result<(), RolloutError> {
     if share > 1000 {
         return bad(
             "rings",
-            format!("the shares add up to {}", show_permille(share as u16)),
+            format!("the shares add up to {}", permille_text(share as u16)),
         );
     }
     Ok(())
@@ -502,8 +503,8 @@ impl fmt::Display for Gate {
         write!(
             f,
             "installed>={},failed<={},soak={}",
-            show_permille(self.installed_min_permille),
-            show_permille(self.failed_max_permille),
+            permille_text(self.installed_min_permille),
+            permille_text(self.failed_max_permille),
             show_duration(self.soak_s)
         )
     }

@@ -206,7 +206,7 @@ impl Verdict {
                 name(*on),
                 stats.failed,
                 stats.nodes,
-                permille_text(rollout.gate.failed_max_permille)
+                protocol::rollout::permille_text(rollout.gate.failed_max_permille)
             ),
         })
     }
@@ -216,12 +216,18 @@ fn needed(nodes: u64, permille: u16) -> u64 {
     (nodes * u64::from(permille)).div_ceil(1000)
 }
 
-fn permille_text(p: u16) -> String {
-    if p % 10 == 0 {
-        format!("{}%", p / 10)
-    } else {
-        format!("{}.{}%", p / 10, p % 10)
-    }
+/// What a node's status record says of its ring ([`protocol::status::ReleaseStatus::ring`]):
+/// its ring plus one when that ring gates a later one, else 0 (no ring, or the last, which
+/// gates nothing and is never counted).
+pub fn reported_ring(ring: Option<usize>, rings: usize) -> u8 {
+    ring.filter(|&k| k + 1 < rings)
+        .and_then(|k| u8::try_from(k + 1).ok())
+        .unwrap_or(0)
+}
+
+/// Whether ring `ring` of `rings` gates a later one.
+pub fn gates_later(ring: usize, rings: usize) -> bool {
+    reported_ring(Some(ring), rings) > 0
 }
 
 /// Where in the hash space `node` falls for `channel`'s share rings: 0 to 999. The same for
@@ -419,6 +425,15 @@ mod tests {
             ring_of(&Rollout::default(), "c", &node(1), &at(&plain)),
             None
         );
+    }
+
+    #[test]
+    fn a_record_reports_only_rings_that_gate_a_later_one() {
+        assert_eq!(reported_ring(None, 3), 0);
+        assert_eq!(reported_ring(Some(0), 3), 1);
+        assert_eq!(reported_ring(Some(1), 3), 2);
+        assert_eq!(reported_ring(Some(2), 3), 0, "the last ring gates nothing");
+        assert!(gates_later(0, 2) && !gates_later(1, 2));
     }
 
     fn known<'a>(channel: &'a str, version: u64, targeted: bool, installed: bool) -> Known<'a> {

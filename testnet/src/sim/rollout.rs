@@ -276,7 +276,7 @@ fn run_one(sc: &RolloutScenario, rollout: &Rollout, seed: u64) -> RolloutRun {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rings = rollout.rings.len();
     let channel = "security/staged";
-    let gating = |ring: usize| ring + 1 < rings;
+    let gating = |ring: usize| scheduler::rollout::gates_later(ring, rings);
     let failing = sc
         .failing_ring
         .as_deref()
@@ -373,7 +373,7 @@ fn run_one(sc: &RolloutScenario, rollout: &Rollout, seed: u64) -> RolloutRun {
         since_unix_s: n.since_s,
         until_unix_s: None,
         error: (n.state == ReleaseState::Failed).then(|| "apply exited 4".into()),
-        ring: if gating(n.ring) { n.ring as u8 + 1 } else { 0 },
+        ring: scheduler::rollout::reported_ring(Some(n.ring), rings),
     };
     let mut done = 0usize;
     while let Some(Reverse((now, _, ev))) = queue.pop() {
