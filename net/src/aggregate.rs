@@ -129,12 +129,13 @@ impl Aggregate {
 
     /// Notes a pull of summaries now; false if one was made within [`SUMMARY_PULL_TTL`].
     fn pull_turn(&self) -> bool {
-        let mut st = lock(&self.0);
-        if st.pulled.is_some_and(|t| t.elapsed() < SUMMARY_PULL_TTL) {
-            return false;
-        }
-        st.pulled = Some(Instant::now());
-        true
+        turn(&mut lock(&self.0).pulled, SUMMARY_PULL_TTL)
+    }
+
+    /// Notes a read of the aggregator's ledger for a ring's gate now; false if one was made
+    /// within [`RING_PULL_INTERVAL`].
+    fn ledger_turn(&self) -> bool {
+        turn(&mut lock(&self.0).ledger_pulled, RING_PULL_INTERVAL)
     }
 
     /// `peer` has the summary of `site` numbered `seq` (it sent it).
@@ -396,28 +397,30 @@ pub async fn refresh_ledger(net: &Arc<Net>) {
     let Some(fleet) = net.fleet.get() else {
         return;
     };
-    if net.aggregate.rank() == Some(0) {
+    if net.aggregate.rank() == Some(0) || !net.aggregate.ledger_turn() {
         return;
     }
-    {
-        let mut st = lock(&net.aggregate.0);
-        if st
-            .ledger_pulled
-            .is_some_and(|t| t.elapsed() < RING_PULL_INTERVAL)
-        {
-            return;
-        }
-        st.ledger_pulled = Some(Instant::now());
-    }
-    let aggs = site_aggregators(net);
-    let Some(first) = aggs.first().and_then(|a| {
-        net.peer_list()
-            .into_iter()
-            .find(|p| p.class == Class::Lan && p.node_key == *a)
-    }) else {
+    let Some(first) = first_aggregator(net) else {
         return;
     };
     let _ = tokio::time::timeout(REFRESH_TIMEOUT, read_ledger(net, &first, fleet)).await;
+}
+
+/// True, noting now in `last`, unless `last` is within `every` of now.
+fn turn(last: &mut Option<Instant>, every: std::time::Duration) -> bool {
+    if last.is_some_and(|t| t.elapsed() < every) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
+}
+
+/// The connection to this site's first aggregator, if there is one.
+fn first_aggregator(net: &Net) -> Option<Arc<Peer>> {
+    let first = *site_aggregators(net).first()?;
+    net.peer_list()
+        .into_iter()
+        .find(|p| p.class == Class::Lan && p.node_key == first)
 }
 
 /// Reads the entries of `first`'s ledgers changed since this node's last read, a page at a
@@ -472,12 +475,7 @@ async fn refresh_from_aggregator(net: &Arc<Net>) {
     if net.aggregate.rank() == Some(0) || !net.aggregate.pull_turn() {
         return;
     }
-    let aggs = site_aggregators(net);
-    let Some(first) = aggs.first().and_then(|a| {
-        net.peer_list()
-            .into_iter()
-            .find(|p| p.class == Class::Lan && p.node_key == *a)
-    }) else {
+    let Some(first) = first_aggregator(net) else {
         return;
     };
     match first.request_site_records().await {

@@ -655,16 +655,9 @@ impl Store {
         let Some(envelope) = self.signed_manifest(id)? else {
             return Ok(None);
         };
-        let damaged = |e: protocol::ManifestError| {
-            StoreError::Damaged(format!("stored release {id} is damaged: {e}"))
-        };
-        let signed: protocol::SignedManifest = codec::decode::<
-            _,
-            { protocol::envelope::ENVELOPE_BYTES_MAX },
-        >(&envelope, "stored envelope")
-        .map_err(damaged)?;
-        let manifest = protocol::Manifest::decode(&signed.manifest_bytes).map_err(damaged)?;
-        Ok(Some(manifest))
+        manifest_of_envelope(&envelope)
+            .map(Some)
+            .map_err(|e| StoreError::Damaged(format!("stored release {id} is damaged: {e}")))
     }
 
     /// Records what activating release `id` did, replacing any earlier record of it.
@@ -947,6 +940,15 @@ impl Store {
                 .push((pack, committed_len));
         }
     }
+}
+
+/// The manifest of a stored envelope (the store checked it when it was stored).
+fn manifest_of_envelope(envelope: &[u8]) -> Result<Manifest, protocol::ManifestError> {
+    let signed: protocol::SignedManifest = codec::decode::<
+        _,
+        { protocol::envelope::ENVELOPE_BYTES_MAX },
+    >(envelope, "stored envelope")?;
+    Manifest::decode(&signed.manifest_bytes)
 }
 
 fn parse_pack_name(path: &Path) -> Option<u32> {

@@ -155,19 +155,19 @@ impl Store {
         Ok(removed)
     }
 
-    /// The chunks a stored or pending release names.
-    fn live_chunks(txn_releases: &[Vec<u8>]) -> Result<HashSet<ChunkId>, StoreError> {
+    /// The chunks the releases of `tables` (the stored and the pending ones) name.
+    fn live_chunks(
+        tables: [impl ReadableTable<&'static [u8; 32], &'static [u8]>; 2],
+    ) -> Result<HashSet<ChunkId>, StoreError> {
         let mut live = HashSet::new();
-        for envelope in txn_releases {
-            let signed: protocol::SignedManifest = protocol::codec::decode::<
-                _,
-                { protocol::envelope::ENVELOPE_BYTES_MAX },
-            >(envelope, "stored envelope")
-            .map_err(|e| StoreError::Damaged(format!("a stored release: {e}")))?;
-            let m = protocol::Manifest::decode(&signed.manifest_bytes)
-                .map_err(|e| StoreError::Damaged(format!("a stored release: {e}")))?;
-            for (_, _, chunks) in m.files() {
-                live.extend(chunks.iter().map(|c| c.id));
+        for table in &tables {
+            for row in table.iter()? {
+                let (_, envelope) = row?;
+                let m = crate::manifest_of_envelope(envelope.value())
+                    .map_err(|e| StoreError::Damaged(format!("a stored release: {e}")))?;
+                for (_, _, chunks) in m.files() {
+                    live.extend(chunks.iter().map(|c| c.id));
+                }
             }
         }
         Ok(live)
@@ -217,13 +217,8 @@ impl Store {
                 let (k, v) = row?;
                 lens.insert(k.value(), v.value());
             }
-            let mut envelopes = Vec::new();
-            for table in [RELEASES, PENDING] {
-                for row in read.open_table(table)?.iter()? {
-                    envelopes.push(row?.1.value().to_vec());
-                }
-            }
-            (by_pack, lens, Self::live_chunks(&envelopes)?)
+            let live = Self::live_chunks([read.open_table(RELEASES)?, read.open_table(PENDING)?])?;
+            (by_pack, lens, live)
         };
         out.pack_bytes_before = lens.values().sum();
         out.pack_bytes_after = out.pack_bytes_before;
@@ -347,13 +342,8 @@ impl Store {
         let txn = self.db.begin_write()?;
         let removed;
         {
-            let mut envelopes = Vec::new();
-            for table in [RELEASES, PENDING] {
-                for row in txn.open_table(table)?.iter()? {
-                    envelopes.push(row?.1.value().to_vec());
-                }
-            }
-            let live_now = Self::live_chunks(&envelopes)?;
+            let live_now =
+                Self::live_chunks([txn.open_table(RELEASES)?, txn.open_table(PENDING)?])?;
             if chunks
                 .iter()
                 .any(|(id, _)| live_now.contains(id) && !live.contains(id))
