@@ -66,30 +66,51 @@ pub async fn once(
         }
     }
     let remove = store::retention::beyond_keep(&releases, keep as usize, &protected);
-    let mut removed = Vec::new();
-    for id in remove {
-        if net.registry.get(&id).is_some() && !net.registry.remove_settled(&id) {
-            continue;
-        }
-        removed.push(id);
+    let (removed, reclaimed) = remove_and_compact(state, Some(net), remove).await?;
+    if !removed.is_empty() {
+        tracing::info!(
+            removed = removed.len(),
+            reclaimed = reclaimed.bytes_reclaimed,
+            packs = reclaimed.packs_rewritten,
+            "releases past [store] keep_versions removed, store compacted"
+        );
     }
-    if removed.is_empty() {
-        return Ok(0);
+    Ok(reclaimed.bytes_reclaimed)
+}
+
+/// Removes the releases of `ids` the store holds and the network does not fetch (it stops
+/// serving them), then compacts if any was removed: what `p2pctl release remove` and
+/// `keep_versions` both do. Returns those removed and what the compaction reclaimed.
+pub async fn remove_and_compact(
+    state: &Arc<AppState>,
+    net: Option<&Arc<Net>>,
+    ids: Vec<ReleaseId>,
+) -> Result<(Vec<ReleaseId>, store::retention::Reclaimed), store::StoreError> {
+    let ids: Vec<ReleaseId> = ids
+        .into_iter()
+        .filter(|id| {
+            net.is_none_or(|n| n.registry.get(id).is_none() || n.registry.remove_settled(id))
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok((ids, store::retention::Reclaimed::default()));
     }
     let store = state.store.clone();
-    let reclaimed = tokio::task::spawn_blocking(move || {
-        for id in &removed {
-            store.remove_release(id)?;
-            tracing::info!(release = %id, "removed past [store] keep_versions");
+    tokio::task::spawn_blocking(move || {
+        let mut removed = Vec::new();
+        for id in ids {
+            if store.remove_release(&id)? {
+                tracing::info!(release = %id, "release removed");
+                removed.push(id);
+            }
         }
-        store.compact()
+        let reclaimed = if removed.is_empty() {
+            store::retention::Reclaimed::default()
+        } else {
+            store.compact()?
+        };
+        Ok((removed, reclaimed))
     })
     .await
-    .map_err(|e| store::StoreError::Damaged(e.to_string()))??;
-    tracing::info!(
-        reclaimed = reclaimed.bytes_reclaimed,
-        packs = reclaimed.packs_rewritten,
-        "store compacted"
-    );
-    Ok(reclaimed.bytes_reclaimed)
+    .map_err(|e| store::StoreError::Damaged(e.to_string()))?
 }

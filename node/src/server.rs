@@ -1860,33 +1860,28 @@ async fn remove_release(
     remove_and_compact(&state, id).await.map(Json)
 }
 
-/// Removes `id` from the store and the network's releases, then compacts.
+/// Removes `id` from the store and the network's releases, then compacts
+/// ([`crate::retention::remove_and_compact`]); a release being fetched is refused.
 pub async fn remove_and_compact(
     state: &Arc<AppState>,
     id: ReleaseId,
 ) -> Result<api::RemoveReport, ApiError> {
-    if let Some(net) = state.net.get() {
-        if net.registry.get(&id).is_some() && !net.registry.remove_settled(&id) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::Busy,
-                format!("release {id} is being fetched; remove it once it completed or failed"),
-            ));
-        }
+    let net = state.net.get();
+    if net.is_some_and(|n| n.registry.get(&id).is_some_and(|r| !r.state().is_settled())) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Busy,
+            format!("release {id} is being fetched; remove it once it completed or failed"),
+        ));
     }
-    let store = state.store.clone();
-    let reclaimed = blocking(move || {
-        if !store.remove_release(&id)? {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::NoRelease,
-                format!("release {id} is not in the store"),
-            ));
-        }
-        Ok(store.compact()?)
-    })
-    .await?;
-    tracing::info!(release = %id, reclaimed = reclaimed.bytes_reclaimed, "release removed");
+    let (removed, reclaimed) = crate::retention::remove_and_compact(state, net, vec![id]).await?;
+    if removed.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NoRelease,
+            format!("release {id} is not in the store"),
+        ));
+    }
     Ok(api::RemoveReport {
         release: id.to_hex(),
         reclaimed,
