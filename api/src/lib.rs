@@ -107,6 +107,9 @@ pub enum ErrorCode {
     NoRoot,
     /// The release is not held for approval here or by a connected peer.
     NotHeld,
+    /// A rollback on this node cannot be done (nothing installed, no older version stored,
+    /// no `[install] target`).
+    CannotRollBack,
     /// A fleet root, revocation list or certificate does not verify, or is not newer than
     /// the one held.
     TrustRefused,
@@ -139,6 +142,7 @@ impl ErrorCode {
             | Self::NodeNotSilent
             | Self::NoRoot
             | Self::NotHeld
+            | Self::CannotRollBack
             | Self::TrustRefused
             | Self::BadSite
             | Self::AmbiguousRelease
@@ -254,6 +258,58 @@ pub struct RevokedView {
 pub struct RevocationsRequest {
     /// The signed list, hex.
     pub list_hex: String,
+}
+
+/// `GET /v1/fleet/orders`: the fleet orders this node holds (pauses, resumes, aborts,
+/// rollbacks, fleet-wide holds; `p2pctl rollout`, `rollback --to`, `hold --fleet`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrdersView {
+    /// The fleet.
+    pub fleet: String,
+    /// The version of the fleet root this node holds (new orders are made under it).
+    pub root_version: u64,
+    /// The root version the orders were made under (0: none taken yet).
+    pub orders_root_version: u64,
+    /// Their version (0: none taken yet).
+    pub version: u64,
+    /// The operator key that signed them, hex.
+    pub signer: Option<String>,
+    /// The signed orders, hex (what `p2pctl` builds the next on and shows).
+    pub orders_hex: Option<String>,
+    /// What the orders just taken changed, one line each (empty for a GET).
+    #[serde(default)]
+    pub changes: Vec<String>,
+}
+
+/// `POST /v1/fleet/orders`: newer signed fleet orders to take and spread.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrdersRequest {
+    /// The signed orders, hex.
+    pub orders_hex: String,
+}
+
+/// `POST /v1/rollback`: roll a channel back on this node (`p2pctl rollback CHANNEL`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The channel.
+    pub channel: String,
+    /// The version to go back to; the installed one before the newest when absent.
+    pub to_version: Option<u64>,
+    /// Why, for the audit log and status.
+    pub reason: String,
+}
+
+/// What a rollback on this node did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackView {
+    /// The channel.
+    pub channel: String,
+    /// The version left.
+    pub from_version: u64,
+    /// The version directory `current` points at now.
+    pub to: String,
+    /// Why (and, when applying the older version failed, that).
+    pub reason: String,
 }
 
 /// `POST /v1/fleet/root`: newer fleet roots to take and spread, oldest first (each the
@@ -669,6 +725,10 @@ pub enum InstallState {
     /// Complete, waiting on the rollout: `InstallView::reason` says for what (a
     /// requirement, an earlier ring's gate, a halted rollout).
     Blocked,
+    /// Installed, then rolled back (by a fleet order or on this node):
+    /// `InstallView::reason` says by whom and why, `InstallView::rolled_back_to` what
+    /// `current` points at now.
+    RolledBack,
 }
 
 impl InstallState {
@@ -685,6 +745,7 @@ impl InstallState {
             Self::Held => "held",
             Self::NotTargeted => "not targeted",
             Self::Blocked => "blocked",
+            Self::RolledBack => "rolled back",
         }
     }
 }

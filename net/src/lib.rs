@@ -259,6 +259,9 @@ pub struct Net {
     membership: std::sync::RwLock<Option<Arc<Membership>>>,
     /// A catch-up of the root or revocation list from a peer is under way ([`trust`]).
     pub(crate) trust_fetching: std::sync::atomic::AtomicBool,
+    /// The fleet orders this node holds ([`protocol::orders`]; empty, version 0: none):
+    /// what operators told the fleet. Subscribers ([`Net::watch_orders`]) hear of newer.
+    orders: watch::Sender<Arc<protocol::orders::Orders>>,
     /// This node's certificate was replaced ([`Net::set_own_cert`]): the control plane
     /// starts again so that identify shows the new one.
     pub(crate) own_cert_changed: tokio::sync::Notify,
@@ -349,6 +352,10 @@ impl Net {
                 u64::from_le_bytes(b)
             },
         };
+        let orders = store
+            .orders()
+            .map_err(|e| Error::setup(format!("fleet orders: {e}")))?
+            .map_or_else(|| protocol::orders::Orders::empty(""), |o| o.orders);
         let net = Arc::new(Self {
             local,
             keypair,
@@ -371,6 +378,7 @@ impl Net {
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
             membership: std::sync::RwLock::new(None),
             trust_fetching: std::sync::atomic::AtomicBool::new(false),
+            orders: watch::Sender::new(Arc::new(orders)),
             own_cert_changed: tokio::sync::Notify::new(),
         });
         Ok(net)
@@ -389,6 +397,16 @@ impl Net {
         self.membership()
             .and_then(|m| protocol::cert::SignedCert::decode(&m.cert).ok())
             .map_or_else(|| self.local.labels.clone(), |c| c.cert.labels)
+    }
+
+    /// The fleet orders this node holds (empty, version 0: none taken).
+    pub fn orders(&self) -> Arc<protocol::orders::Orders> {
+        self.orders.borrow().clone()
+    }
+
+    /// A receiver that sees each newer fleet orders this node takes.
+    pub fn watch_orders(&self) -> watch::Receiver<Arc<protocol::orders::Orders>> {
+        self.orders.subscribe()
     }
 
     /// The fleet membership, if this node has a root.

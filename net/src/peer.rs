@@ -135,6 +135,8 @@ pub struct Peer {
     pub(crate) root_version: AtomicU64,
     /// The revocation list it holds, likewise ([`Hello::revocations`]).
     pub(crate) revocations: Mutex<(u64, u64)>,
+    /// The fleet orders it holds, likewise ([`Hello::orders`]).
+    pub(crate) orders: Mutex<(u64, u64)>,
     /// Its clock minus this node's when its hello came, milliseconds (half the round trip
     /// aside: far below what matters, minutes).
     pub clock_offset_ms: i64,
@@ -501,6 +503,11 @@ impl Peer {
             .map_err(|_| RequestError::Timeout)?
     }
 
+    /// Asks for the fleet orders it holds (to be verified by the caller).
+    pub async fn request_orders(&self) -> Result<Vec<u8>, RequestError> {
+        self.request_records(Request::Orders).await
+    }
+
     /// Asks for the fleet's revocation list it holds (to be verified by the caller).
     pub async fn request_revocations(&self) -> Result<Vec<u8>, RequestError> {
         self.request_records(Request::Revocations).await
@@ -711,6 +718,7 @@ fn hello(net: &Net) -> Hello {
         cert: net.membership().map(|m| m.cert.clone()).unwrap_or_default(),
         root_version,
         revocations,
+        orders: net.orders_version(),
         now_unix_ms: jiff::Timestamp::now().as_millisecond(),
     }
 }
@@ -764,6 +772,7 @@ fn register(
         cert: place.cert,
         root_version: AtomicU64::new(hello.root_version),
         revocations: Mutex::new(hello.revocations),
+        orders: Mutex::new(hello.orders),
         clock_offset_ms: hello
             .now_unix_ms
             .saturating_sub(jiff::Timestamp::now().as_millisecond()),
@@ -1074,9 +1083,11 @@ fn on_control(net: &Arc<Net>, peer: &Arc<Peer>, msg: Control) -> bool {
         Control::Trust {
             root_version,
             revocations,
+            orders,
         } => {
             peer.root_version.store(root_version, Ordering::Relaxed);
             *lock(&peer.revocations) = revocations;
+            *lock(&peer.orders) = orders;
             net.on_trust_versions(peer);
         }
     }
@@ -1134,7 +1145,9 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
         Request::SiteRecords | Request::Summaries => serve_records(net, &req, send).await,
         Request::Ledger { epoch, after } => serve_ledger(net, peer, epoch, after, send).await,
         Request::Manifest(release) => serve_manifest(net, release, send).await,
-        Request::Roots { .. } | Request::Revocations => serve_trust(net, &req, send).await,
+        Request::Roots { .. } | Request::Revocations | Request::Orders => {
+            serve_trust(net, &req, send).await;
+        }
         Request::Approve { release, signature } => {
             serve_approve(net, release, signature, send).await
         }
@@ -1203,6 +1216,7 @@ async fn serve_trust(net: &Arc<Net>, req: &Request, mut send: SendStream) {
                 .collect();
             (!list.is_empty()).then(|| protocol::codec::encode(&list))
         }
+        Request::Orders => store.orders().ok().flatten().map(|o| o.encode()),
         _ => store.revocations().ok().flatten().map(|l| l.encode()),
     })
     .await

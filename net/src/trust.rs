@@ -1,15 +1,17 @@
-//! The fleet root and the revocation list, spreading from node to node.
+//! The fleet root, the revocation list and the fleet orders, spreading from node to node.
 //!
-//! Every hello carries the versions of the newest root and of the revocation list the sender
-//! holds; a node that takes a newer one (from `p2pctl root publish`, `p2pctl node revoke`, or
-//! a peer) tells every connected peer its new versions ([`Control::Trust`], a few bytes). A
-//! peer that is behind asks the one that told it ([`Request::Roots`] from its own version,
-//! then [`Request::Revocations`]), takes what verifies (a root only as the next step of the
-//! chain, signed by the one before's threshold and its own; a list only newer and signed by
-//! an operator or CA key of the root), and tells its own peers in turn. So a revocation
-//! crosses the fleet in one round trip per hop of the connection graph, and a node that was
-//! away catches up at its first connection. One catch-up runs at a time; when it ends, any
-//! peer still ahead starts the next.
+//! Every hello carries the versions of the newest root, of the revocation list and of the
+//! fleet orders ([`protocol::orders`]) the sender holds; a node that takes a newer one (from
+//! `p2pctl root publish`, `p2pctl node revoke`, `p2pctl rollout …`, or a peer) tells every
+//! connected peer its new versions ([`Control::Trust`], a few bytes). A peer that is behind
+//! asks the one that told it ([`Request::Roots`] from its own version, then
+//! [`Request::Revocations`], then [`Request::Orders`]), takes what verifies (a root only as
+//! the next step of the chain, signed by the one before's threshold and its own; a list
+//! only newer and signed by an operator or CA key of the root; orders only newer and signed
+//! by an operator key), and tells its own peers in turn. So a revocation or an operator's
+//! command crosses the fleet in one round trip per hop of the connection graph, and a node
+//! that was away catches up at its first connection. One catch-up runs at a time; when it
+//! ends, any peer still ahead starts the next.
 //!
 //! What a new root or list changes at once: the trust policy (the root's publishers), the
 //! membership every admission checks, and the connected peers, each checked again; one whose
@@ -24,6 +26,7 @@
 use crate::Net;
 use crate::peer::Peer;
 use crate::quic::codes;
+use protocol::orders::SignedOrders;
 use protocol::revoke::SignedRevocations;
 use protocol::root::SignedRoot;
 use protocol::wire::Control;
@@ -52,6 +55,33 @@ impl Net {
         self.membership().map_or((0, (0, 0)), |m| {
             (m.root.version, (m.revoked.root_version, m.revoked.version))
         })
+    }
+
+    /// The fleet orders this node holds, as (root version they were made under, version);
+    /// zeros: none.
+    pub fn orders_version(&self) -> (u64, u64) {
+        let o = self.orders();
+        (o.root_version, o.version)
+    }
+
+    /// Takes `signed` if they verify under the root held and are newer than the orders
+    /// held; then the installer and the rollback of this node act on them, and peers are
+    /// told. Returns what changed, one line each.
+    pub fn take_orders(self: &Arc<Self>, signed: &SignedOrders) -> Result<Vec<String>, TrustError> {
+        if self.membership().is_none() {
+            return Err(TrustError::NoRoot);
+        }
+        let from = self.orders_version();
+        let changes = self.store.take_orders(signed).map_err(|e| match e {
+            store::orders::TakeOrdersError::Store(e) => TrustError::Store(e.to_string()),
+            e => TrustError::Refused(e.to_string()),
+        })?;
+        let o = &signed.orders;
+        tracing::info!(fleet = %o.fleet, from = from.1, to = o.version, changes = %changes.join("; "),
+            "fleet orders taken");
+        self.orders.send_replace(Arc::new(o.clone()));
+        self.trust_changed();
+        Ok(changes)
     }
 
     /// Takes what of `chain` follows the root held (each step verified in the store); then
@@ -149,6 +179,7 @@ impl Net {
         };
         let now = jiff::Timestamp::now().as_second();
         let (root_version, revocations) = self.trust_versions();
+        let orders = self.orders_version();
         for peer in self.peer_list() {
             if let Some(cert) = &peer.cert {
                 let node = protocol::NodeId(peer.node_key);
@@ -157,10 +188,11 @@ impl Net {
                     continue;
                 }
             }
-            if peer.behind(root_version, revocations) {
+            if peer.behind(root_version, revocations, orders) {
                 peer.send_control(Control::Trust {
                     root_version,
                     revocations,
+                    orders,
                 });
             }
         }
@@ -181,7 +213,8 @@ impl Net {
     /// catch-up is under way, catch up from it.
     pub(crate) fn on_trust_versions(self: &Arc<Self>, peer: &Arc<Peer>) {
         let (root, revocations) = self.trust_versions();
-        if self.membership().is_none() || !peer.ahead(root, revocations) {
+        let orders = self.orders_version();
+        if self.membership().is_none() || !peer.ahead(root, revocations, orders) {
             return;
         }
         if self.trust_fetching.swap(true, Ordering::AcqRel) {
@@ -195,17 +228,19 @@ impl Net {
                 net.catch_up(&peer).await;
                 // Another peer may be ahead still (it told us while this one ran).
                 let (root, revocations) = net.trust_versions();
+                let orders = net.orders_version();
                 from = net
                     .peer_list()
                     .into_iter()
-                    .find(|p| !Arc::ptr_eq(p, &peer) && p.ahead(root, revocations));
+                    .find(|p| !Arc::ptr_eq(p, &peer) && p.ahead(root, revocations, orders));
             }
             net.trust_fetching.store(false, Ordering::Release);
         });
     }
 
-    /// Asks `peer` for the roots after ours and then for its revocation list, taking what
-    /// verifies. A peer that answers with something that does not verify is struck.
+    /// Asks `peer` for the roots after ours, then for its revocation list, then for its
+    /// fleet orders, taking what verifies. A peer that answers with something that does not
+    /// verify is struck.
     async fn catch_up(self: &Arc<Self>, peer: &Arc<Peer>) {
         let held = self.trust_versions().0;
         if peer.root_version.load(Ordering::Relaxed) > held {
@@ -273,19 +308,59 @@ impl Net {
                 Err(_) => {}
             }
         }
+        self.catch_up_orders(peer).await;
+    }
+
+    /// The orders step of [`Net::catch_up`].
+    async fn catch_up_orders(self: &Arc<Self>, peer: &Arc<Peer>) {
+        let held = self.orders_version();
+        if *crate::lock(&peer.orders) <= held {
+            return;
+        }
+        let signed = match peer.request_orders().await {
+            Ok(bytes) => match SignedOrders::decode(&bytes) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.strike(&peer.id, &format!("fleet orders do not decode: {e}"));
+                    return;
+                }
+            },
+            Err(e) => {
+                tracing::debug!(peer = %peer.id, error = %e, "fleet orders not fetched");
+                return;
+            }
+        };
+        let net = self.clone();
+        match tokio::task::spawn_blocking(move || net.take_orders(&signed)).await {
+            Ok(Ok(_)) => {}
+            // Taken meanwhile from another peer, or a root it was made under not held yet
+            // (the next catch-up brings it): not the peer's fault.
+            Ok(Err(TrustError::Refused(e)))
+                if self.orders_version() > held || e.contains("newer than root") =>
+            {
+                tracing::debug!(peer = %peer.id, error = %e, "fleet orders not taken now");
+            }
+            Ok(Err(TrustError::Refused(e))) => {
+                self.strike(&peer.id, &format!("fleet orders refused: {e}"));
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "fleet orders from a peer not taken"),
+            Err(_) => {}
+        }
     }
 }
 
 impl Peer {
-    /// Whether it holds a newer root or revocation list than `root` and `revocations`.
-    fn ahead(&self, root: u64, revocations: (u64, u64)) -> bool {
+    /// Whether it holds a newer root, revocation list or fleet orders than these.
+    fn ahead(&self, root: u64, revocations: (u64, u64), orders: (u64, u64)) -> bool {
         self.root_version.load(Ordering::Relaxed) > root
             || *crate::lock(&self.revocations) > revocations
+            || *crate::lock(&self.orders) > orders
     }
 
-    /// Whether it holds an older root or revocation list than `root` and `revocations`.
-    fn behind(&self, root: u64, revocations: (u64, u64)) -> bool {
+    /// Whether it holds an older root, revocation list or fleet orders than these.
+    fn behind(&self, root: u64, revocations: (u64, u64), orders: (u64, u64)) -> bool {
         self.root_version.load(Ordering::Relaxed) < root
             || *crate::lock(&self.revocations) < revocations
+            || *crate::lock(&self.orders) < orders
     }
 }

@@ -48,6 +48,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+pub use store::RollbackBy;
 use store::Store;
 use store::release;
 use tokio::io::AsyncReadExt;
@@ -453,6 +454,32 @@ pub struct Installer {
     keep: usize,
     /// The release being activated now.
     busy: Mutex<Option<ReleaseId>>,
+    /// Held while activating or rolling back: one change of `current` at a time.
+    work: tokio::sync::Mutex<()>,
+}
+
+/// Why a rollback did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    /// Nothing of the channel is installed here.
+    #[error("no version of {0} is installed on this node")]
+    NothingInstalled(String),
+    /// The version asked for is not below the one installed.
+    #[error("{channel} v{installed} is installed; v{to} is not older")]
+    NotOlder {
+        /// The channel.
+        channel: String,
+        /// The version installed.
+        installed: u64,
+        /// The version asked for.
+        to: u64,
+    },
+    /// No older version to go back to is installed or stored here.
+    #[error("{0}")]
+    NoEarlier(String),
+    /// Activation failed.
+    #[error(transparent)]
+    Activate(#[from] ActivateError),
 }
 
 /// Where a release stands with activation, for `p2pctl status`.
@@ -496,6 +523,7 @@ impl Installer {
             }),
             keep: section.keep as usize,
             busy: Mutex::new(None),
+            work: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -614,6 +642,7 @@ impl Installer {
         id: ReleaseId,
         records: &HashMap<ReleaseId, ActivationRecord>,
     ) -> Result<ActivationRecord, ActivateError> {
+        let _work = self.work.lock().await;
         *lock(&self.busy) = Some(id);
         let result = self.activate_inner(store, id, records).await;
         *lock(&self.busy) = None;
@@ -755,6 +784,195 @@ impl Installer {
     }
 }
 
+impl Installer {
+    /// Rolls `channel` back on this node: `current` switches from the newest installed
+    /// version to `to` (or, without one, the installed version before it), the apply
+    /// command runs for that version (`P2PD_ROLLBACK=1`), and the version left is recorded
+    /// as rolled back ([`Outcome::RolledBack`], audited): it is not installed again, a newer
+    /// one is. The version gone back to is taken from its directory when it is still there,
+    /// else written again from the store. Returns the record of the version left.
+    pub async fn rollback(
+        &self,
+        net: &Net,
+        store: &Arc<Store>,
+        channel: &str,
+        to: Option<u64>,
+        by: store::RollbackBy,
+        reason: &str,
+    ) -> Result<ActivationRecord, RollbackError> {
+        let _work = self.work.lock().await;
+        let records = {
+            let store = store.clone();
+            blocking(move || records(&store)).await?
+        };
+        let installed =
+            |r: &&ActivationRecord| r.channel == channel && r.outcome == Outcome::Installed;
+        let Some((&from_id, from)) = records
+            .iter()
+            .filter(|(_, r)| installed(r))
+            .max_by_key(|(_, r)| r.version)
+        else {
+            return Err(RollbackError::NothingInstalled(channel.to_owned()));
+        };
+        if let Some(v) = to.filter(|&v| v >= from.version) {
+            return Err(RollbackError::NotOlder {
+                channel: channel.to_owned(),
+                installed: from.version,
+                to: v,
+            });
+        }
+        let chan_dir = channel_dir(&self.target, channel)?;
+        // The version to go back to: installed here before (its directory still there, or
+        // the release still stored), else any complete release of that version stored.
+        let earlier = records
+            .iter()
+            .filter(|(_, r)| installed(r) && r.version < from.version)
+            .filter(|(_, r)| to.is_none_or(|v| r.version == v))
+            .max_by_key(|(_, r)| r.version)
+            .map(|(id, r)| (*id, r.version));
+        let stored = || {
+            let v = to?;
+            net.releases()
+                .into_iter()
+                .find(|r| {
+                    r.channel == channel && r.version == v && r.state() == ReleaseState::Complete
+                })
+                .map(|r| (r.id, v))
+        };
+        let Some((to_id, to_version)) = earlier.or_else(stored) else {
+            return Err(RollbackError::NoEarlier(match to {
+                Some(v) => format!("{channel} v{v} is neither installed nor stored on this node"),
+                None => format!(
+                    "no version of {channel} older than v{} was installed on this node",
+                    from.version
+                ),
+            }));
+        };
+        let manifest = {
+            let store = store.clone();
+            blocking(move || Ok(store.manifest(&to_id)?)).await?
+        };
+        let name = version_dir_name(to_version, &to_id);
+        let dir = match (chan_dir.join(&name).is_dir(), manifest) {
+            (true, _) => chan_dir.join(&name),
+            (false, Some(manifest)) => {
+                let (store, chan_dir) = (store.clone(), chan_dir.clone());
+                blocking(move || materialise(&store, &manifest, &to_id, &chan_dir)).await?
+            }
+            (false, None) => {
+                return Err(RollbackError::NoEarlier(format!(
+                    "{channel} v{to_version}: its directory was pruned and the release is no longer stored"
+                )));
+            }
+        };
+        tracing::warn!(%channel, from = from.version, to = to_version, ?by, %reason, "rolling back");
+        {
+            let (chan_dir, name) = (chan_dir.clone(), name.clone());
+            blocking(move || switch_current(&chan_dir, Some(&name))).await?;
+        }
+        let mut env = apply_env(to_id.to_hex(), channel, to_version, &dir, Some(&from.dir));
+        env.push(("P2PD_ROLLBACK", "1".to_string()));
+        let applied = run_apply(&self.apply, &dir, &env, self.timeout).await;
+        let mut why = reason.to_owned();
+        if let Some(e) = &applied.failure {
+            tracing::error!(%channel, to = to_version, error = %e, "applying the earlier version failed");
+            why = format!("{why}; applying v{to_version} again failed: {e}");
+        }
+        let now = net::now_unix_s();
+        let left = ActivationRecord {
+            at_unix_s: now,
+            outcome: Outcome::RolledBack {
+                by,
+                reason: why,
+                to: name.clone(),
+            },
+            ..from.clone()
+        };
+        let back = records.get(&to_id).cloned().map_or_else(
+            || ActivationRecord {
+                channel: channel.to_owned(),
+                version: to_version,
+                dir: dir.clone(),
+                at_unix_s: now,
+                previous: from
+                    .dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_owned),
+                outcome: Outcome::Installed,
+            },
+            |mut r| {
+                r.at_unix_s = now;
+                r
+            },
+        );
+        {
+            let (store, left, back) = (store.clone(), left.clone(), back);
+            blocking(move || {
+                store.record_activation(&to_id, &back)?;
+                Ok(store.record_activation(&from_id, &left)?)
+            })
+            .await?;
+        }
+        Ok(left)
+    }
+}
+
+/// Carries out the fleet orders' rollbacks that take this node: a channel whose newest
+/// installed version is one a rollback names goes back to its version. Idempotent: once
+/// done, the version is recorded as rolled back and nothing is left to do.
+async fn roll_back_as_ordered(net: &Arc<Net>, store: &Arc<Store>, installer: &Installer) {
+    let orders = net.orders();
+    if orders.rollbacks.is_empty() {
+        return;
+    }
+    let records = {
+        let store = store.clone();
+        match blocking(move || records(&store)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the activation records");
+                return;
+            }
+        }
+    };
+    let labels = net.labels();
+    let place = protocol::Place {
+        site: &net.local.site,
+        region: &net.local.region,
+        labels: &labels,
+    };
+    for rollback in &orders.rollbacks {
+        let Some(rb) = orders.rollback_for(&rollback.channel, &place) else {
+            continue;
+        };
+        let newest = records
+            .values()
+            .filter(|r| r.channel == rb.channel && r.outcome == Outcome::Installed)
+            .map(|r| r.version)
+            .max();
+        if !newest.is_some_and(|v| v > rb.to_version && v <= rb.through_version) {
+            continue;
+        }
+        match installer
+            .rollback(
+                net,
+                store,
+                &rb.channel,
+                Some(rb.to_version),
+                store::RollbackBy::Fleet,
+                &rb.reason,
+            )
+            .await
+        {
+            Ok(r) => tracing::info!(channel = %rb.channel, from = r.version, to = rb.to_version,
+                "rolled back as the fleet orders say"),
+            Err(e) => tracing::error!(channel = %rb.channel, to = rb.to_version, error = %e,
+                "the fleet orders roll this channel back, and it cannot be done here"),
+        }
+    }
+}
+
 /// The `P2PD_*` variables the apply command and the health check run with.
 fn apply_env(
     release: String,
@@ -802,8 +1020,10 @@ pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
     // write): not tried again until a restart, so a full disk cannot make the apply command
     // run over and over.
     let mut unrecorded: HashSet<ReleaseId> = HashSet::new();
+    let mut orders = net.watch_orders();
     loop {
         let mut wake_in = RECHECK;
+        roll_back_as_ordered(&net, &store, &installer).await;
         match due(&net, &store, &unrecorded).await {
             Ok((Some(id), looked)) => {
                 if let Err(e) = installer.activate(&store, id, &looked.records).await {
@@ -851,6 +1071,7 @@ pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
         tokio::select! {
             () = net.registry.completed().notified() => {}
             () = tokio::time::sleep(wake_in) => {}
+            _ = orders.changed() => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
@@ -893,6 +1114,35 @@ fn failed_before_apply(
     }
 }
 
+/// The activation records, after dropping those of installs that failed before their
+/// release was resumed by a fleet order ([`protocol::orders::Orders::resumed_at`]): those
+/// are tried once more (the new record is later than the resume, so once). Blocking.
+fn retry_resumed(
+    net: &Net,
+    store: &Store,
+) -> Result<HashMap<ReleaseId, ActivationRecord>, ActivateError> {
+    let mut records = records(store)?;
+    let orders = net.orders();
+    let again: Vec<(ReleaseId, i64)> = records
+        .iter()
+        .filter(|(_, r)| matches!(r.outcome, Outcome::Failed { .. }))
+        .filter_map(|(id, r)| {
+            orders
+                .resumed_at(id)
+                .filter(|&at| r.at_unix_s < at)
+                .map(|at| (*id, at))
+        })
+        .collect();
+    for (id, at) in again {
+        if store.retry_failed_install(&id, at)? {
+            tracing::info!(release = %id, resumed_at = at,
+                "the release was resumed after its install failed here: trying once more");
+            records.remove(&id);
+        }
+    }
+    Ok(records)
+}
+
 /// What [`due`] found besides the release to activate.
 struct Looked {
     /// The records it read.
@@ -918,7 +1168,16 @@ async fn due(
 ) -> Result<(Option<ReleaseId>, Looked), ActivateError> {
     let (records, holds) = {
         let store = store.clone();
-        blocking(move || Ok((records(&store)?, store.holds(net::now_unix_s())?))).await?
+        let net = net.clone();
+        blocking(move || {
+            let now = net::now_unix_s();
+            let local = store.holds(now)?;
+            Ok((
+                retry_resumed(&net, &store)?,
+                crate::rollout::holds_in_force(&net, local, now),
+            ))
+        })
+        .await?
     };
     let mut handled: HashMap<&str, u64> = HashMap::new();
     for r in records.values() {
@@ -988,8 +1247,9 @@ async fn due(
                 halt_wait = true;
                 continue;
             }
-            // A requirement is met by an install here, which wakes the loop.
-            Verdict::NotTargeted | Verdict::Requires(_) => continue,
+            // A requirement is met by an install here, which wakes the loop; newer fleet
+            // orders wake it too.
+            Verdict::NotTargeted | Verdict::Requires(_) | Verdict::Ordered(_) => continue,
         }
         match net.gates.install_state(&r, now) {
             WindowState::Open { .. } => {

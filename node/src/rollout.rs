@@ -111,6 +111,13 @@ impl View {
                 installed: *installed,
             })
             .collect();
+        let orders = net.orders();
+        let ordered = orders.stop_for(
+            &release.id,
+            &release.channel,
+            release.version,
+            &self.place(),
+        );
         let ring = self.ring(release);
         let mut stats: Vec<RingStats> = Vec::new();
         let mut started = false;
@@ -138,6 +145,7 @@ impl View {
         scheduler::rollout::verdict(&scheduler::rollout::Inputs {
             rollout: &release.rollout,
             targeted: self.targeted(&release.rollout),
+            ordered: ordered.as_ref(),
             held,
             known: &known,
             ring,
@@ -148,3 +156,35 @@ impl View {
         })
     }
 }
+
+/// The install holds in force on this node at `now_unix_s`: its own (`local`, from the
+/// store) and the fleet-wide holds of the fleet orders that take it, shown the same way
+/// (their reason marked as a fleet hold).
+pub fn holds_in_force(
+    net: &Net,
+    local: Vec<store::holds::InstallHold>,
+    now_unix_s: i64,
+) -> Vec<store::holds::InstallHold> {
+    let orders = net.orders();
+    let labels = net.labels();
+    let place = Place {
+        site: &net.local.site,
+        region: &net.local.region,
+        labels: &labels,
+    };
+    let mut holds = local;
+    holds.extend(
+        orders
+            .holds_for(&place, now_unix_s)
+            .map(|h| store::holds::InstallHold {
+                target: h.what.clone(),
+                reason: format!("{FLEET_HOLD}: {}", h.reason),
+                until_unix_s: h.until_unix_s,
+                at_unix_s: h.at_unix_s,
+            }),
+    );
+    holds
+}
+
+/// How the reason of a fleet-wide hold begins, as status and the fleet view show it.
+pub const FLEET_HOLD: &str = "fleet hold";

@@ -119,6 +119,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/fleet/revocations",
             get(get_revocations).post(post_revocations),
         )
+        .route("/v1/fleet/orders", get(get_orders).post(post_orders))
+        .route("/v1/rollback", post(rollback_here))
         .route("/v1/fleet/root", post(post_roots))
         .route("/v1/node/cert", get(get_cert).post(post_cert))
         .route("/v1/approvals/{id}", get(get_held).post(post_approval))
@@ -739,14 +741,47 @@ async fn fleet_report(
         }
     };
     let state2 = state.clone();
-    Ok(Json(
-        blocking(move || {
-            let facts = release_facts(&state2, &id);
-            let asked = asked.as_ref().map(|(s, r)| (s.as_str(), r.as_slice()));
-            Ok(state2.fleet.report_with(&id, facts.as_ref(), asked, now))
-        })
-        .await?,
-    ))
+    let mut report = blocking(move || {
+        let facts = release_facts(&state2, &id);
+        let asked = asked.as_ref().map(|(s, r)| (s.as_str(), r.as_slice()));
+        Ok(state2.fleet.report_with(&id, facts.as_ref(), asked, now))
+    })
+    .await?;
+    // What the fleet orders say of the release, as every node reads them.
+    if let Some(o) = state
+        .net
+        .get()
+        .and_then(|n| n.orders().release_order(&id).cloned())
+    {
+        let when = |at: i64| {
+            jiff::Timestamp::from_second(at).map_or_else(|_| at.to_string(), |t| t.to_string())
+        };
+        report.warnings.insert(
+            0,
+            match o.command {
+                protocol::orders::ReleaseCommand::Pause => {
+                    format!(
+                        "paused by an operator at {}: {}",
+                        when(o.at_unix_s),
+                        o.reason
+                    )
+                }
+                protocol::orders::ReleaseCommand::Abort => format!(
+                    "aborted by an operator at {}: {}; no node installs it any more",
+                    when(o.at_unix_s),
+                    o.reason
+                ),
+                protocol::orders::ReleaseCommand::Resume => {
+                    format!(
+                        "resumed by an operator at {}: {}",
+                        when(o.at_unix_s),
+                        o.reason
+                    )
+                }
+            },
+        );
+    }
+    Ok(Json(report))
 }
 
 /// `GET /v1/report` query.
@@ -1109,6 +1144,102 @@ async fn post_revocations(
     get_revocations(State(state)).await
 }
 
+/// The fleet orders this node holds (version 0 and none before the first).
+async fn get_orders(State(state): State<Arc<AppState>>) -> Result<Json<api::OrdersView>, ApiError> {
+    let store = state.store.clone();
+    let (root, orders) = blocking(move || Ok((store.root()?, store.orders()?))).await?;
+    let root = root.ok_or_else(no_root)?;
+    Ok(Json(api::OrdersView {
+        fleet: root.signed.fleet.clone(),
+        root_version: root.signed.version,
+        orders_root_version: orders.as_ref().map_or(0, |o| o.orders.root_version),
+        version: orders.as_ref().map_or(0, |o| o.orders.version),
+        signer: orders.as_ref().map(|o| o.signer.to_hex()),
+        orders_hex: orders.as_ref().map(|o| hex::encode(o.encode())),
+        changes: Vec::new(),
+    }))
+}
+
+/// Takes newer signed fleet orders (`p2pctl rollout`, `rollback --to`, `hold --fleet`):
+/// verified under the root (an operator key signed them), stored and audited; the installer
+/// acts on them at once, and they spread to the fleet ([`net::trust`]).
+async fn post_orders(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<api::OrdersRequest>,
+) -> Result<Json<api::OrdersView>, ApiError> {
+    let bytes = hex::decode(req.orders_hex.trim()).map_err(trust_refused)?;
+    let signed = protocol::orders::SignedOrders::decode(&bytes).map_err(trust_refused)?;
+    let version = signed.orders.version;
+    let task_state = state.clone();
+    let changes = blocking(move || match task_state.net.get() {
+        Some(net) => net.take_orders(&signed).map_err(|e| match e {
+            net::trust::TrustError::NoRoot => no_root(),
+            net::trust::TrustError::Refused(e) => trust_refused(e),
+            net::trust::TrustError::Store(e) => internal(e),
+        }),
+        None => task_state.store.take_orders(&signed).map_err(|e| match e {
+            store::orders::TakeOrdersError::NoRoot => no_root(),
+            store::orders::TakeOrdersError::Orders(e) => trust_refused(e),
+            store::orders::TakeOrdersError::Store(e) => e.into(),
+        }),
+    })
+    .await?;
+    tracing::info!(version, "fleet orders taken from the operator");
+    let Json(mut view) = get_orders(State(state)).await?;
+    view.changes = changes;
+    Ok(Json(view))
+}
+
+/// Rolls a channel back on this node (`p2pctl rollback CHANNEL`): `current` goes back to
+/// the version installed before (or the one asked for), its apply command runs, and the
+/// version left is not installed again. Audited.
+async fn rollback_here(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<api::RollbackRequest>,
+) -> Result<Json<api::RollbackView>, ApiError> {
+    let refused =
+        |message: String| ApiError::new(StatusCode::CONFLICT, ErrorCode::CannotRollBack, message);
+    let Some(installer) = state.installer.get() else {
+        return Err(refused(
+            "this node installs nothing ([install] target is not set)".into(),
+        ));
+    };
+    let net = net_of(&state)?;
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "a rollback needs a reason",
+        ));
+    }
+    let reason =
+        protocol::wire::truncate_text(&req.reason, protocol::orders::ORDER_REASON_BYTES_MAX);
+    let left = installer
+        .rollback(
+            net,
+            &state.store,
+            &req.channel,
+            req.to_version,
+            crate::activate::RollbackBy::Local,
+            &reason,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::activate::RollbackError::Activate(e) => internal(e),
+            e => refused(e.to_string()),
+        })?;
+    let (reason, to) = match left.outcome {
+        crate::activate::Outcome::RolledBack { reason, to, .. } => (reason, to),
+        _ => (reason, String::new()),
+    };
+    Ok(Json(api::RollbackView {
+        channel: left.channel,
+        from_version: left.version,
+        to,
+        reason,
+    }))
+}
+
 /// Takes newer fleet roots (`p2pctl root publish`), each the next step of the chain from
 /// the one held; the trust policy follows the newest, and they spread to the fleet.
 async fn post_roots(
@@ -1336,6 +1467,9 @@ fn record_state(r: &ReleaseProgress) -> (protocol::status::ReleaseState, Option<
         (_, Some(Install::Held)) => (Record::Held, install.and_then(|i| i.reason.clone())),
         (_, Some(Install::NotTargeted)) => (Record::NotTargeted, None),
         (_, Some(Install::Blocked)) => (Record::Waiting, install.and_then(|i| i.reason.clone())),
+        (_, Some(Install::RolledBack)) => {
+            (Record::RolledBack, install.and_then(|i| i.reason.clone()))
+        }
         (FetchState::Complete, _) => (Record::Complete, None),
         (FetchState::Failed, _) => (Record::Failed, r.error.clone()),
         (FetchState::Paused, _) => (Record::PausedByWindow, None),
@@ -1445,8 +1579,12 @@ async fn progress_of(
     let (records, holds) = match state.installer.get() {
         Some(_) => {
             let store = state.store.clone();
-            let (records, holds) =
-                blocking(move || Ok((store.activations()?, store.holds(now_unix_s())?))).await?;
+            let (records, holds) = blocking(move || {
+                let now = now_unix_s();
+                Ok((store.activations()?, store.holds(now)?))
+            })
+            .await?;
+            let holds = crate::rollout::holds_in_force(net, holds, now_unix_s());
             (Some(records.into_iter().collect::<HashMap<_, _>>()), holds)
         }
         None => (None, Vec::new()),
@@ -1517,6 +1655,18 @@ async fn progress_of(
                             v.exit_code = exit_code;
                             v.output = output;
                             v.rolled_back_to = rolled_back_to;
+                        }
+                        Outcome::RolledBack { by, reason, to } => {
+                            v.state = Shown::RolledBack;
+                            v.reason = Some(match by {
+                                crate::activate::RollbackBy::Fleet => {
+                                    format!("by a fleet order: {reason}")
+                                }
+                                crate::activate::RollbackBy::Local => {
+                                    format!("on this node: {reason}")
+                                }
+                            });
+                            v.rolled_back_to = Some(to);
                         }
                     }
                 }

@@ -8,7 +8,7 @@ use api::{HoldRequest, HoldView, LiftHoldRequest};
 
 /// `--until`: a time from now (`14d`, `36h`), a date (`2027-01-31`, midnight UTC) or an
 /// RFC 3339 instant; as unix seconds.
-fn parse_until(text: &str) -> Result<i64, Failure> {
+pub(crate) fn parse_until(text: &str) -> Result<i64, Failure> {
     let bad = |why: String| fail(ExitCode::Usage, format!("--until {text}: {why}"));
     if let Ok(d) = humantime::parse_duration(text) {
         let ahead = jiff::SignedDuration::try_from(d).map_err(|e| bad(e.to_string()))?;

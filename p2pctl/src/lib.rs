@@ -13,6 +13,7 @@ mod fleet;
 mod holds;
 mod keys;
 mod node;
+mod orders;
 mod output;
 mod publish;
 mod releases;
@@ -70,6 +71,51 @@ enum ReleaseAction {
         /// Release id or a unique prefix.
         release: String,
     },
+}
+
+/// `p2pctl rollout …`: fleet orders for one release, signed with an operator key.
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// Pause a release across the fleet: no node installs it until `rollout resume`
+    /// (those that installed it keep it; see `rollback` to undo those). Takes effect on
+    /// every node within seconds, and on a node that was down when it returns.
+    Pause {
+        /// Release id or a unique prefix.
+        release: String,
+        /// Why, for every node's audit log and status (200 bytes at most).
+        #[arg(long)]
+        reason: String,
+        /// An operator key file (PEM) of the fleet root.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Resume a paused release, or one whose rings a failure share halted, once what failed
+    /// is fixed: the nodes whose install failed before now try once more, and each ring's
+    /// gate is weighed again with what they report.
+    Resume {
+        /// Release id or a unique prefix.
+        release: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// An operator key file (PEM) of the fleet root.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Abort a release: no node installs it any more (final; publish a fixed version).
+    Abort {
+        /// Release id or a unique prefix.
+        release: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// An operator key file (PEM) of the fleet root.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List the fleet orders this node holds: pauses, resumes, aborts, rollbacks and
+    /// fleet-wide holds.
+    Orders,
 }
 
 #[derive(Subcommand)]
@@ -189,11 +235,59 @@ enum Command {
         /// within a year.
         #[arg(long)]
         until: String,
+        /// Hold it fleet-wide instead, on the nodes this selector takes (`role=atm`; no
+        /// value: every node), signed with --key. Each node shows it held with the reason,
+        /// the fleet view and the report list it as an exception.
+        #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "SELECTOR", requires = "key")]
+        fleet: Option<String>,
+        /// An operator key file (PEM) of the fleet root, for --fleet.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Lift an install hold before its end: what it held installs inside the install window.
     Unhold {
         /// What it holds, as `p2pctl holds` lists it.
         target: String,
+        /// Lift the fleet-wide holds of TARGET instead (signed with --key).
+        #[arg(long, requires = "key")]
+        fleet: bool,
+        /// An operator key file (PEM) of the fleet root, for --fleet.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Fleet orders for a release's rollout, signed with an operator key of the fleet root
+    /// and spread to every node: `rollout pause|resume|abort RELEASE`, `rollout orders`.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
+    /// Roll a channel back. With --key, across the fleet: every node the --target selector
+    /// takes (all without one) whose newest installed version is above --to switches
+    /// `current` back to that version, runs the apply command for it (`P2PD_ROLLBACK=1`) and
+    /// reports "rolled back"; the versions above it up to the newest this node knows are not
+    /// installed anywhere the order takes (a newer version, the fix, is). A node that was
+    /// down does it when it returns. `--lift --key` ends such an order. Without --key, on
+    /// this node only: back to --to, or to the version installed before the newest.
+    /// Audited.
+    Rollback {
+        /// The channel.
+        channel: String,
+        /// The version to go back to (needed with --key).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Which nodes, with --key: a selector over labels, site and region
+        /// (`role=branch-server,site!=hq`); every node when absent.
+        #[arg(long, requires = "key")]
+        target: Option<String>,
+        /// Why, for the audit log and status (200 bytes at most).
+        #[arg(long, required_unless_present = "lift")]
+        reason: Option<String>,
+        /// An operator key file (PEM) of the fleet root: make it a fleet order.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// End the fleet's rollback of the channel (its versions install again).
+        #[arg(long, requires = "key", conflicts_with_all = ["to", "target"])]
+        lift: bool,
     },
     /// List the install holds in force on this node.
     Holds,
@@ -468,8 +562,83 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             target,
             reason,
             until,
+            fleet: Some(selector),
+            key: Some(key),
+        } => {
+            let until = holds::parse_until(&until)?;
+            orders::fleet_hold(&client, &target, &selector, &reason, until, &key, cli.json).await
+        }
+        Command::Hold {
+            target,
+            reason,
+            until,
+            ..
         } => holds::hold(&client, &target, &reason, &until, cli.json).await,
-        Command::Unhold { target } => holds::unhold(&client, &target, cli.json).await,
+        Command::Unhold {
+            target,
+            fleet: true,
+            key: Some(key),
+        } => orders::fleet_unhold(&client, &target, &key, cli.json).await,
+        Command::Unhold { target, .. } => holds::unhold(&client, &target, cli.json).await,
+        Command::Rollout { action } => {
+            use protocol::orders::ReleaseCommand;
+            let (command, release, reason, key) = match action {
+                RolloutAction::Orders => return orders::show(&client, cli.json).await,
+                RolloutAction::Pause {
+                    release,
+                    reason,
+                    key,
+                } => (ReleaseCommand::Pause, release, reason, key),
+                RolloutAction::Resume {
+                    release,
+                    reason,
+                    key,
+                } => (ReleaseCommand::Resume, release, reason, key),
+                RolloutAction::Abort {
+                    release,
+                    reason,
+                    key,
+                } => (ReleaseCommand::Abort, release, reason, key),
+            };
+            orders::rollout(&client, command, &release, &reason, &key, cli.json).await
+        }
+        Command::Rollback {
+            channel,
+            to,
+            target,
+            reason,
+            key: Some(key),
+            lift,
+        } => {
+            if lift {
+                return orders::lift_rollback(&client, &channel, &key, cli.json).await;
+            }
+            orders::rollback_fleet(
+                &client,
+                &channel,
+                to,
+                target.as_deref(),
+                reason.as_deref().unwrap_or_default(),
+                &key,
+                cli.json,
+            )
+            .await
+        }
+        Command::Rollback {
+            channel,
+            to,
+            reason,
+            ..
+        } => {
+            orders::rollback_here(
+                &client,
+                &channel,
+                to,
+                reason.as_deref().unwrap_or_default(),
+                cli.json,
+            )
+            .await
+        }
         Command::Holds => holds::holds(&client, cli.json).await,
         Command::Releases => releases::releases(&client, cli.json).await,
         Command::Release {

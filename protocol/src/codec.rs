@@ -33,6 +33,39 @@ pub fn with_context(context: &[u8], bytes: &[u8]) -> Vec<u8> {
     m
 }
 
+/// `key`'s signature over `doc`'s encoding under `context`, with the key: how a whole signed
+/// document (a revocation list, fleet orders) is signed.
+pub fn sign_document<T: Serialize>(
+    context: &[u8],
+    doc: &T,
+    key: &ed25519_dalek::SigningKey,
+) -> (crate::PublisherKey, crate::envelope::SignatureBytes) {
+    use ed25519_dalek::Signer;
+    let signature = key.sign(&with_context(context, &encode(doc)));
+    (
+        crate::PublisherKey(key.verifying_key().to_bytes()),
+        crate::envelope::SignatureBytes(signature.to_bytes()),
+    )
+}
+
+/// Whether `signature` by `signer` verifies over `doc`'s encoding under `context`
+/// ([`sign_document`]).
+pub fn document_verifies<T: Serialize>(
+    context: &[u8],
+    doc: &T,
+    signer: &crate::PublisherKey,
+    signature: &crate::envelope::SignatureBytes,
+) -> bool {
+    use ed25519_dalek::Verifier;
+    ed25519_dalek::VerifyingKey::from_bytes(&signer.0).is_ok_and(|k| {
+        k.verify(
+            &with_context(context, &encode(doc)),
+            &ed25519_dalek::Signature::from_bytes(&signature.0),
+        )
+        .is_ok()
+    })
+}
+
 /// Decodes a `T` from exactly `bytes`, which must be at most `LIMIT` bytes. `what` names the
 /// value in errors.
 pub fn decode<T: DeserializeOwned, const LIMIT: usize>(

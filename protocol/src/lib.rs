@@ -38,6 +38,7 @@ pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod manifest;
+pub mod orders;
 pub mod path;
 pub mod revoke;
 pub mod rollout;
@@ -60,4 +61,4 @@ pub use rollout::{Gate, Place, Requirement, Ring, RingMembers, Rollout, Selector
 
 /// Version of the node-to-node protocol. Carried by every wire message; bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;

@@ -24,7 +24,7 @@ use crate::envelope::SignatureBytes;
 use crate::error::ManifestError;
 use crate::ids::{NodeId, PublisherKey};
 use crate::root::Root;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
 /// Version of the list format this build reads and writes.
@@ -255,14 +255,11 @@ impl Revocations {
 impl SignedRevocations {
     /// Signs `list` with `key`.
     pub fn sign(list: Revocations, key: &SigningKey) -> Self {
-        let signature = key.sign(&codec::with_context(
-            REVOCATIONS_SIGNING_CONTEXT,
-            &codec::encode(&list),
-        ));
+        let (signer, signature) = codec::sign_document(REVOCATIONS_SIGNING_CONTEXT, &list, key);
         Self {
             list,
-            signer: PublisherKey(key.verifying_key().to_bytes()),
-            signature: SignatureBytes(signature.to_bytes()),
+            signer,
+            signature,
         }
     }
 
@@ -293,13 +290,14 @@ impl SignedRevocations {
         if !root.is_ca(&self.signer) && !root.operators.iter().any(|k| k.key == self.signer) {
             return Err(RevokeError::UnknownSigner(self.signer));
         }
-        let key =
-            VerifyingKey::from_bytes(&self.signer.0).map_err(|_| RevokeError::BadSignature)?;
-        key.verify(
-            &codec::with_context(REVOCATIONS_SIGNING_CONTEXT, &codec::encode(l)),
-            &Signature::from_bytes(&self.signature.0),
-        )
-        .map_err(|_| RevokeError::BadSignature)?;
+        if !codec::document_verifies(
+            REVOCATIONS_SIGNING_CONTEXT,
+            l,
+            &self.signer,
+            &self.signature,
+        ) {
+            return Err(RevokeError::BadSignature);
+        }
         Ok(l)
     }
 

@@ -60,11 +60,15 @@ pub enum ReleaseState {
     /// Held, waiting on the rollout: a requirement not installed yet, an earlier ring's
     /// gate, or a halted or paused rollout (the error says which).
     Waiting,
+    /// Installed, then rolled back: by an operator's fleet order (`p2pctl rollback CHANNEL
+    /// --to VERSION`) or on the node (`p2pctl rollback CHANNEL`); the error says which and
+    /// why. `current` points at an older version, and this one is not installed again.
+    RolledBack,
 }
 
 impl ReleaseState {
     /// Every state, in the order a release moves through them, then the ends that leave it.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Announced,
         Self::Downloading,
         Self::PausedByWindow,
@@ -77,6 +81,7 @@ impl ReleaseState {
         Self::Held,
         Self::NotTargeted,
         Self::Waiting,
+        Self::RolledBack,
     ];
 
     /// Position in [`ReleaseState::ALL`].
@@ -99,6 +104,7 @@ impl ReleaseState {
             Self::Held => "held",
             Self::NotTargeted => "not targeted",
             Self::Waiting => "waiting",
+            Self::RolledBack => "rolled back",
         }
     }
 
@@ -106,7 +112,7 @@ impl ReleaseState {
     pub fn has_release(self) -> bool {
         matches!(
             self,
-            Self::Complete | Self::Activated | Self::Held | Self::Waiting
+            Self::Complete | Self::Activated | Self::Held | Self::Waiting | Self::RolledBack
         )
     }
 }

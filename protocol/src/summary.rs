@@ -318,12 +318,14 @@ impl SiteRelease {
                         | ReleaseState::Refused
                         | ReleaseState::Held
                         | ReleaseState::Waiting
+                        | ReleaseState::RolledBack
                 ) || x.reason.len() > STATUS_ERROR_BYTES_MAX
             })
             || given(ReleaseState::Failed) > u64::from(r.count(ReleaseState::Failed))
             || given(ReleaseState::Refused) > u64::from(r.count(ReleaseState::Refused))
             || given(ReleaseState::Held) > u64::from(r.count(ReleaseState::Held))
             || given(ReleaseState::Waiting) > u64::from(r.count(ReleaseState::Waiting))
+            || given(ReleaseState::RolledBack) > u64::from(r.count(ReleaseState::RolledBack))
         {
             return Err(StatusError::Invalid("reasons"));
         }
@@ -745,6 +747,7 @@ fn figures(
                         | ReleaseState::Refused
                         | ReleaseState::Held
                         | ReleaseState::Waiting
+                        | ReleaseState::RolledBack
                 ) {
                     let why = r.error.as_deref().unwrap_or_default();
                     *reasons.entry((r.state, why)).or_default() += 1;

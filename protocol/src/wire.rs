@@ -141,6 +141,10 @@ pub struct Hello {
     /// ([`crate::revoke::Revocations::replaces`]): a receiver that holds an older one asks
     /// for it ([`Request::Revocations`]).
     pub revocations: (u64, u64),
+    /// The fleet orders the sender holds, as (root version they were made under, version)
+    /// ((0, 0): none), ordered like revocation lists ([`crate::orders::Orders::replaces`]):
+    /// a receiver that holds older ones asks for them ([`Request::Orders`]).
+    pub orders: (u64, u64),
     /// The sender's clock when it sent the hello, unix milliseconds: a node compares its
     /// own with its peers' (a clock far off refuses valid releases, or takes expired ones
     /// for current) and says so in its status and metrics.
@@ -237,14 +241,17 @@ pub enum Control {
         /// When its last record was made, as the sender held it.
         last_at_unix_s: i64,
     },
-    /// The sender took a newer fleet root or revocation list: the versions it now holds (as
-    /// in [`Hello`]). A receiver that is behind asks the sender for what it lacks, takes it,
-    /// and tells its own peers, so a revocation crosses the fleet in a few round trips.
+    /// The sender took a newer fleet root, revocation list or fleet orders: the versions it
+    /// now holds (as in [`Hello`]). A receiver that is behind asks the sender for what it
+    /// lacks, takes it, and tells its own peers, so a revocation or an operator's command
+    /// crosses the fleet in a few round trips.
     Trust {
         /// The newest root's version.
         root_version: u64,
         /// The revocation list's (root version, version), as in [`Hello`].
         revocations: (u64, u64),
+        /// The fleet orders' (root version, version), as in [`Hello`].
+        orders: (u64, u64),
     },
 }
 
@@ -544,6 +551,9 @@ pub enum Request {
     /// The fleet's revocation list the server holds (an encoded
     /// [`crate::revoke::SignedRevocations`] follows [`ReplyHeader::Records`]).
     Revocations,
+    /// The fleet orders the server holds (an encoded [`crate::orders::SignedOrders`] follows
+    /// [`ReplyHeader::Records`]).
+    Orders,
     /// An approver's signature for `release`, which the server holds for approval
     /// (`p2pctl approve` on another node). Answered with the release's envelope as it now
     /// stands ([`ReplyHeader::Manifest`]), `NotFound` if the server does not hold it, or the
@@ -614,6 +624,8 @@ impl ReplyHeader {
             ) if len as usize <= SITE_RECORDS_BYTES_MAX => {}
             (Self::Records { len }, Request::Revocations)
                 if len as usize <= crate::revoke::REVOCATIONS_BYTES_MAX => {}
+            (Self::Records { len }, Request::Orders)
+                if len as usize <= crate::orders::ORDERS_BYTES_MAX => {}
             (Self::NotFound | Self::Busy, _) => {}
             _ => return Err(WireError::Invalid("reply does not fit the request")),
         }

@@ -6,13 +6,16 @@
 //!
 //! 1. **Target**: a node the release's selector leaves out never installs it
 //!    ([`Verdict::NotTargeted`]); it still fetches and serves it for its site.
-//! 2. **Hold**: an exception on the node (`p2pctl hold`) keeps it from installing until the
-//!    hold ends ([`Verdict::Held`]).
-//! 3. **Requirements**: each `channel>=version` the release names must be installed on this
+//! 2. **Orders**: an operator's fleet order ([`protocol::orders`]) that pauses or aborts the
+//!    release, or rolled its channel back past its version, stops it
+//!    ([`Verdict::Ordered`]).
+//! 3. **Hold**: an exception on the node (`p2pctl hold`, or a fleet-wide hold that takes
+//!    it) keeps it from installing until the hold ends ([`Verdict::Held`]).
+//! 4. **Requirements**: each `channel>=version` the release names must be installed on this
 //!    node first ([`Verdict::Requires`]). A requirement no release this node knows could
 //!    meet *for this node* (every satisfying version known targets other nodes) is met:
 //!    there is nothing to wait for.
-//! 4. **Rings**: a node in ring k installs only once each earlier ring met the gate (at
+//! 5. **Rings**: a node in ring k installs only once each earlier ring met the gate (at
 //!    least the installed share, at most the failed share) and has soaked: no install or
 //!    failure in it for the soak, counted from the ring's latest one ([`RingStats`]), so
 //!    every node that sees the same figures computes the same instant, and a late install
@@ -135,6 +138,8 @@ pub enum Verdict {
     Go,
     /// The target leaves this node out.
     NotTargeted,
+    /// An operator's fleet order stops it.
+    Ordered(protocol::orders::Stop),
     /// A hold on the node.
     Held,
     /// This requirement is not installed yet.
@@ -176,6 +181,7 @@ impl Verdict {
         Some(match self {
             Self::Go => return None,
             Self::NotTargeted => format!("not targeted ({})", rollout.target),
+            Self::Ordered(stop) => stop.to_string(),
             Self::Held => "held".into(),
             Self::Requires(r) => format!("waits for {r}"),
             Self::RingWaits { ring, on, stats } if stats.nodes == 0 => format!(
@@ -344,6 +350,8 @@ pub struct Inputs<'a> {
     pub rollout: &'a Rollout,
     /// Whether its target takes this node.
     pub targeted: bool,
+    /// What the fleet orders say of it on this node ([`protocol::orders::Orders::stop_for`]).
+    pub ordered: Option<&'a protocol::orders::Stop>,
     /// Whether a hold covers it.
     pub held: bool,
     /// The releases this node knows (for requirements).
@@ -364,6 +372,9 @@ pub struct Inputs<'a> {
 pub fn verdict(i: &Inputs<'_>) -> Verdict {
     if !i.targeted {
         return Verdict::NotTargeted;
+    }
+    if let Some(stop) = i.ordered {
+        return Verdict::Ordered(stop.clone());
     }
     if i.held {
         return Verdict::Held;
@@ -571,6 +582,7 @@ mod tests {
         let base = Inputs {
             rollout: &rollout,
             targeted: true,
+            ordered: None,
             held: false,
             known: &installed_a,
             ring: Some(1),
@@ -596,6 +608,21 @@ mod tests {
             "not targeted (os=debian12)"
         );
         assert_eq!(verdict(&Inputs { held: true, ..base }), Verdict::Held);
+        // An order comes before a hold, and says what stopped it.
+        let paused = protocol::orders::Stop::Paused {
+            reason: "INC-4".into(),
+            at_unix_s: 60,
+        };
+        let ordered = verdict(&Inputs {
+            ordered: Some(&paused),
+            held: true,
+            ..base
+        });
+        assert_eq!(ordered, Verdict::Ordered(paused.clone()));
+        assert_eq!(
+            ordered.reason(&rollout).unwrap(),
+            "paused by an operator at unix 60: INC-4"
+        );
         let waits = verdict(&Inputs { known: &[], ..base });
         assert_eq!(waits.reason(&rollout).unwrap(), "waits for a>=1");
         let soaking = verdict(&Inputs {

@@ -236,6 +236,46 @@ pub enum AuditEvent {
         /// Its version.
         version: u64,
     },
+    /// Newer fleet orders were taken (an operator's pause, resume, abort, rollback or
+    /// fleet-wide hold), from the API or a peer.
+    OrdersTaken {
+        /// The fleet.
+        fleet: String,
+        /// The version held before (0: none).
+        from_version: u64,
+        /// The version held now.
+        to_version: u64,
+        /// What changed, one line each.
+        changes: Vec<String>,
+        /// The operator key that signed them, hex.
+        signer: String,
+    },
+    /// An installed version was rolled back: `current` points at an older one.
+    RolledBack {
+        /// The release rolled back, hex.
+        release: String,
+        /// Its channel.
+        channel: String,
+        /// Its version.
+        version: u64,
+        /// The version directory `current` points at now.
+        to: String,
+        /// By a fleet order (else by this node's operator).
+        fleet: bool,
+        /// Why.
+        reason: String,
+    },
+    /// A failed install is tried once more: the release was resumed after it failed.
+    InstallRetried {
+        /// The release, hex.
+        release: String,
+        /// Its channel.
+        channel: String,
+        /// Its version.
+        version: u64,
+        /// When the release was resumed, unix seconds.
+        resumed_unix_s: i64,
+    },
 }
 
 impl AuditEvent {
@@ -290,6 +330,9 @@ impl AuditEvent {
             Self::HoldSet { .. } => "hold_set",
             Self::HoldLifted { .. } => "hold_lifted",
             Self::ReleaseRemoved { .. } => "release_removed",
+            Self::OrdersTaken { .. } => "orders_taken",
+            Self::RolledBack { .. } => "rolled_back",
+            Self::InstallRetried { .. } => "install_retried",
         }
     }
 
@@ -441,6 +484,46 @@ impl AuditEvent {
             } => format!(
                 "release {} ({channel} version {version}) removed",
                 &release[..12.min(release.len())]
+            ),
+            Self::OrdersTaken {
+                fleet,
+                from_version,
+                to_version,
+                changes,
+                signer,
+            } => format!(
+                "fleet {fleet} orders v{from_version} -> v{to_version} signed by {}: {}",
+                short(signer),
+                if changes.is_empty() {
+                    "no change".to_string()
+                } else {
+                    changes.join("; ")
+                }
+            ),
+            Self::RolledBack {
+                release,
+                channel,
+                version,
+                to,
+                fleet,
+                reason,
+            } => format!(
+                "{channel} v{version} ({}) rolled back to {to} {}: {reason}",
+                short(release),
+                if *fleet {
+                    "by a fleet order"
+                } else {
+                    "on this node"
+                }
+            ),
+            Self::InstallRetried {
+                release,
+                channel,
+                version,
+                resumed_unix_s,
+            } => format!(
+                "{channel} v{version} ({}) failed before the release was resumed at unix {resumed_unix_s}: tried once more",
+                short(release)
             ),
             Self::RevocationsTaken {
                 fleet,

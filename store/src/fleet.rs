@@ -384,9 +384,13 @@ pub struct StateCounts {
     /// count nowhere else (not in [`StateCounts::total`]).
     #[serde(default)]
     pub not_targeted: u64,
-    /// Holding it, waiting on its rollout (a requirement, an earlier ring's gate, a halt).
+    /// Holding it, waiting on its rollout (a requirement, an earlier ring's gate, a halt,
+    /// an operator's pause or abort).
     #[serde(default)]
     pub waiting: u64,
+    /// Installed, then rolled back (a fleet order or the node's operator).
+    #[serde(default)]
+    pub rolled_back: u64,
 }
 
 impl StateCounts {
@@ -405,14 +409,15 @@ impl StateCounts {
         self.held += c(Held);
         self.not_targeted += c(NotTargeted);
         self.waiting += c(Waiting);
+        self.rolled_back += c(RolledBack);
         self.silent += u64::from(r.silent);
         self.unknown += u64::from(nodes.saturating_sub(r.known()));
     }
 
-    /// Nodes holding the whole release (complete, installed, held from installing, or
-    /// waiting on the rollout).
+    /// Nodes holding the whole release (complete, installed, held from installing,
+    /// waiting on the rollout, or rolled back).
     pub fn holding(&self) -> u64 {
-        self.complete + self.activated + self.held + self.waiting
+        self.complete + self.activated + self.held + self.waiting + self.rolled_back
     }
 
     /// Nodes done with it: holding it, or covered by a newer version.
@@ -1480,6 +1485,7 @@ impl Fleet {
                 + f.count(ReleaseState::Activated)
                 + f.count(ReleaseState::Held)
                 + f.count(ReleaseState::Waiting)
+                + f.count(ReleaseState::RolledBack)
                 + f.count(ReleaseState::Superseded)
                 + f.covered;
             let held = f.chunks_have;
@@ -1491,7 +1497,8 @@ impl Fleet {
                     f.count(ReleaseState::Complete)
                         + f.count(ReleaseState::Activated)
                         + f.count(ReleaseState::Held)
-                        + f.count(ReleaseState::Waiting),
+                        + f.count(ReleaseState::Waiting)
+                        + f.count(ReleaseState::RolledBack),
                 ),
                 superseded: u64::from(f.covered + f.count(ReleaseState::Superseded)),
                 failed: u64::from(f.count(ReleaseState::Failed)),
@@ -1937,7 +1944,7 @@ fn warnings(w: &Warned) -> Vec<String> {
     }
     if let Some((nodes, why)) = &w.halted {
         out.push(format!(
-            "halted: {nodes} nodes stopped by the rollout's gate ({why}); fix what failed and publish a new version"
+            "halted: {nodes} nodes stopped by the rollout's gate ({why}); fix what failed, then `p2pctl rollout resume RELEASE` (the failed installs are tried once more), or abort it and publish a new version"
         ));
     }
     out

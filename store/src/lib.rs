@@ -40,6 +40,7 @@ pub mod held;
 pub mod holds;
 pub mod identity;
 pub mod ingest;
+pub mod orders;
 pub mod release;
 pub mod retention;
 pub mod roots;
@@ -90,6 +91,9 @@ const NODE_CERT: TableDefinition<&str, &[u8]> = TableDefinition::new("node_cert"
 /// The fleet's revocation list this node took ([`roots`]): one row,
 /// [`roots::REVOCATIONS_ROW`] → signed list (wire form).
 const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_revocations");
+/// The fleet orders this node took ([`orders`]): one row, [`orders::ORDERS_ROW`] → signed
+/// orders (wire form).
+const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_orders");
 /// Releases held for approval (`p2pctl publish --hold-for-approval`): id → the envelope with
 /// the signatures it has so far (also in `releases`, where it is not served from until the
 /// row leaves this table).
@@ -166,6 +170,25 @@ pub enum Outcome {
         /// The version directory `current` points at now (`None`: it was removed).
         rolled_back_to: Option<String>,
     },
+    /// It was installed, then rolled back: `current` points at an older version now, and
+    /// this one is not installed again (a newer one is).
+    RolledBack {
+        /// Who: an operator's fleet order, or this node's own operator.
+        by: RollbackBy,
+        /// Why, as the operator gave it (and, when applying the older version failed, that).
+        reason: String,
+        /// The version directory `current` points at now.
+        to: String,
+    },
+}
+
+/// Who rolled an installed version back ([`Outcome::RolledBack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RollbackBy {
+    /// A fleet order signed by an operator (`p2pctl rollback CHANNEL --to VERSION`).
+    Fleet,
+    /// This node's operator (`p2pctl rollback CHANNEL` on it).
+    Local,
 }
 
 /// Why a store operation failed.
@@ -394,6 +417,7 @@ impl Store {
             txn.open_table(ROOTS)?;
             txn.open_table(NODE_CERT)?;
             txn.open_table(REVOCATIONS)?;
+            txn.open_table(ORDERS)?;
             txn.open_table(HELD)?;
             txn.open_table(HOLDS)?;
             txn.open_table(RING_STARTED)?;
@@ -690,10 +714,55 @@ impl Store {
                 version,
                 reason: crate::audit::bounded_reason(reason),
             },
+            Outcome::RolledBack { by, reason, to } => AuditEvent::RolledBack {
+                release,
+                channel,
+                version,
+                to: to.clone(),
+                fleet: *by == RollbackBy::Fleet,
+                reason: crate::audit::bounded_reason(reason),
+            },
         };
         append_audit_in(&txn, event)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Drops the record of release `id`'s failed install, so the installer tries it once
+    /// more (a fleet order resumed the release after the failure); audited. `false` when
+    /// its record is not a failure (nothing done).
+    pub fn retry_failed_install(
+        &self,
+        id: &ReleaseId,
+        resumed_at: i64,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(ACTIVATIONS)?;
+            let record: Option<ActivationRecord> = match table.get(id.as_bytes())? {
+                Some(v) => Some(
+                    codec::decode::<_, ACTIVATION_BYTES_MAX>(v.value(), "activation record")
+                        .map_err(|e| StoreError::Damaged(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let Some(record) = record.filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+            else {
+                return Ok(false);
+            };
+            table.remove(id.as_bytes())?;
+            append_audit_in(
+                &txn,
+                AuditEvent::InstallRetried {
+                    release: id.to_hex(),
+                    channel: record.channel,
+                    version: record.version,
+                    resumed_unix_s: resumed_at,
+                },
+            )?;
+        }
+        txn.commit()?;
+        Ok(true)
     }
 
     /// Appends `event` to the audit log, in a transaction of its own.

@@ -331,7 +331,7 @@ mod tests {
             publishers: Vec::new(),
             approvers: Vec::new(),
             approvals: Vec::new(),
-            operators: Vec::new(),
+            operators: vec![named(60)],
         };
         SignedRoot::sign(r, &[&key(k - 1), &key(k)])
     }
@@ -474,6 +474,62 @@ mod tests {
         assert!(
             matches!(taken[1], AuditEvent::RevocationsTaken { from_version: 1, to_version: 2, revoked, .. } if *revoked == vec![node(8).to_hex()]),
             "only the newly revoked node is named: {:?}",
+            taken[1]
+        );
+    }
+
+    #[test]
+    fn fleet_orders_are_taken_only_newer_and_signed_by_an_operator_and_audited() {
+        use crate::orders::TakeOrdersError;
+        use protocol::orders::{Orders, OrdersError, ReleaseCommand, SignedOrders};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let release = protocol::ReleaseId([7; 32]);
+        let v1 =
+            Orders::empty("bank").with_release(1, release, ReleaseCommand::Pause, "INC-9", NOW);
+        let signed_v1 = SignedOrders::sign(v1.clone(), &key(60));
+        assert!(matches!(
+            store.take_orders(&signed_v1),
+            Err(TakeOrdersError::NoRoot)
+        ));
+        store.take_first_root(&root(1, 1), NOW).unwrap();
+        // The CA (key 50) is not an operator.
+        assert!(matches!(
+            store.take_orders(&SignedOrders::sign(v1.clone(), &key(50))),
+            Err(TakeOrdersError::Orders(OrdersError::UnknownSigner(_)))
+        ));
+        assert_eq!(store.orders().unwrap(), None);
+        let changes = store.take_orders(&signed_v1).unwrap();
+        assert_eq!(
+            changes,
+            vec![format!("pause release {}: INC-9", release.to_hex())]
+        );
+        assert!(matches!(
+            store.take_orders(&signed_v1),
+            Err(TakeOrdersError::Orders(OrdersError::NotNewer {
+                held: 1,
+                found: 1
+            }))
+        ));
+        let v2 = v1.with_release(1, release, ReleaseCommand::Resume, "fixed", NOW + 5);
+        store
+            .take_orders(&SignedOrders::sign(v2, &key(60)))
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let held = store.orders().unwrap().unwrap();
+        assert_eq!(held.orders.version, 2);
+        assert_eq!(held.orders.resumed_at(&release), Some(NOW + 5));
+        let (log, _) = store.audit_entries(None).unwrap();
+        let taken: Vec<&AuditEvent> = log
+            .iter()
+            .map(|e| &e.event)
+            .filter(|e| matches!(e, AuditEvent::OrdersTaken { .. }))
+            .collect();
+        assert_eq!(taken.len(), 2);
+        assert!(
+            matches!(taken[1], AuditEvent::OrdersTaken { from_version: 1, to_version: 2, changes, .. } if changes[0].starts_with("resume release")),
+            "{:?}",
             taken[1]
         );
     }

@@ -405,6 +405,17 @@ impl Fleet {
         let membership = if scenario.membership {
             let root_key = keygen(&bins, &dir.join("root.pem"))?;
             let ca_key = keygen(&bins, &dir.join("ca.pem"))?;
+            // The operators' key: it signs fleet orders (`p2pctl rollout`, `rollback`).
+            let out = Command::new(&bins.p2pctl)
+                .args(["--json", "keygen", "--out"])
+                .arg(dir.join("operator.pem"))
+                .output()?;
+            anyhow::ensure!(out.status.success(), "p2pctl keygen failed");
+            let operator: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let operator = operator["public_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let root = dir.join("root.json");
             run_ok(Command::new(&bins.p2pctl).args([
                 "root",
@@ -417,6 +428,8 @@ impl Fleet {
                 &format!("ca={}", ca_key.display()),
                 "--publisher",
                 &format!("testnet={public}"),
+                "--operator",
+                &format!("ops={operator}"),
                 "--sign",
                 &root_key.display().to_string(),
                 "--out",
@@ -614,6 +627,11 @@ impl Fleet {
         &self.key
     }
 
+    /// The operators' signing key (PEM), in a fleet with a root: it signs fleet orders.
+    pub fn operator_key(&self) -> PathBuf {
+        self.dir.join("operator.pem")
+    }
+
     /// Starts node `i`'s process.
     pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         let node = &mut self.nodes[i];
@@ -673,8 +691,9 @@ impl Fleet {
     }
 
     /// Restarts node `i` as an installer: into `<data>/installed`, running `apply` with
-    /// `/bin/sh -c` for each release, with `labels` (`[node] labels`). Returns the target
-    /// directory once the node is ready again.
+    /// `/bin/sh -c` for each release, with `labels` (`[node] labels`, and in a fleet with a
+    /// root a certificate enrolled anew with them, where rollouts read them). Returns the
+    /// target directory once the node is ready again.
     pub async fn make_installer(
         &mut self,
         i: usize,
@@ -706,6 +725,33 @@ impl Fleet {
                 ),
             ],
         )?;
+        if let Some((root, ca)) = self.membership.clone() {
+            let config = self.nodes[i].data.join("p2pd.toml");
+            let cert = self.nodes[i].data.join("node-labelled.cert");
+            let _ = std::fs::remove_file(&cert);
+            let mut enroll = Command::new(&self.bins.p2pctl);
+            enroll
+                .args(["node", "enroll", &node_id(&self.bins, &config)?, "--site"])
+                .arg(&self.site_names[self.nodes[i].site])
+                .args(["--region", "testnet", "--ca-key"])
+                .arg(&ca)
+                .arg("--root")
+                .arg(&root)
+                .arg("--out")
+                .arg(&cert);
+            for l in &labels {
+                enroll
+                    .arg("--label")
+                    .arg(l.replace(" = ", "=").replace('"', ""));
+            }
+            run_ok(&mut enroll)?;
+            run_ok(
+                Command::new(&self.bins.p2pd)
+                    .args(["cert", "install", "--config"])
+                    .arg(&config)
+                    .arg(&cert),
+            )?;
+        }
         self.start_node(i)?;
         self.wait_ready(i).await?;
         Ok(target)

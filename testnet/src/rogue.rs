@@ -112,6 +112,7 @@ impl Rogue {
             cert: self.cert.clone(),
             root_version: 0,
             revocations: (0, 0),
+            orders: (0, 0),
             now_unix_ms: jiff::Timestamp::now().as_millisecond() + self.clock_offset_ms,
         };
         write_frame(&mut send, &Control::Hello(ours)).await?;
@@ -315,6 +316,7 @@ impl Offer {
             | Request::Ledger { .. }
             | Request::Roots { .. }
             | Request::Revocations
+            | Request::Orders
             | Request::Approve { .. } => (ReplyHeader::NotFound, Vec::new()),
         };
         if write_frame(&mut send, &header).await.is_ok() && send.write_all(&bytes).await.is_ok() {

@@ -445,6 +445,7 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             cert: Vec::new(),
             root_version: 0,
             revocations: (0, 0),
+            orders: (0, 0),
             now_unix_ms: 0,
         })),
         wire::frame(&Control::Hello(wire::Hello {
@@ -455,6 +456,7 @@ async fn malformed_frames_close_the_stream_and_the_node_keeps_serving() {
             cert: Vec::new(),
             root_version: 0,
             revocations: (0, 0),
+            orders: (0, 0),
             now_unix_ms: 0,
         })),
     ] {

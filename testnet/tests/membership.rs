@@ -46,6 +46,7 @@ async fn refusal(rogue: &Rogue, peer: &str, addr: std::net::SocketAddr) -> u64 {
         cert: rogue.cert.clone(),
         root_version: 0,
         revocations: (0, 0),
+        orders: (0, 0),
         now_unix_ms: 0,
     });
     send.write_all(&wire::frame(&hello)).await.unwrap();

@@ -225,17 +225,42 @@ async fn a_release_installs_only_where_targeted_and_after_what_it_requires() {
     assert!(bad.contains("target: \"os\" is not key=value"), "{bad}");
 }
 
-/// Three sites of four installing nodes; in each, one canary (`ring=0`), one pilot
-/// (`ring=1`), two in the broad ring. With a gate of every node installed, none failed and a
-/// 15 s soak: the pilots install only once every canary installed and the soak passed, the
-/// broad ring once every pilot did; each ring opens on every node within 10 s of its gate's
-/// instant. Then a canary whose apply command fails halts the next version on every pilot
-/// and broad node, within 10 s, and the fleet view says so.
+/// Waits until every node of `nodes` holds fleet orders of at least `version`; returns
+/// how long the last took.
+async fn wait_orders(fleet: &Fleet, nodes: &[usize], version: u64, since: Instant) -> Duration {
+    let mut last = Duration::ZERO;
+    for &i in nodes {
+        loop {
+            let out = fleet.ctl(i, &["--json", "rollout", "orders"]).unwrap();
+            let v: api::OrdersView = serde_json::from_slice(&out.stdout).unwrap();
+            if v.version >= version {
+                last = last.max(since.elapsed());
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(60),
+                "node {i} holds orders v{} still",
+                v.version
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    last
+}
+
+/// Three sites of four installing nodes, in a fleet with a root; in each, one canary
+/// (`ring=0`), one pilot (`ring=1`), two in the broad ring. With a gate of every node
+/// installed, none failed and a 15 s soak: the pilots install only once every canary
+/// installed and the soak passed, the broad ring once every pilot did; each ring opens on
+/// every node within 10 s of its gate's instant. Then a canary whose apply command fails
+/// halts the next version on every pilot and broad node, within 10 s, and the fleet view
+/// says so. Once the canary is fixed, an operator's `rollout resume` reaches every node
+/// within 10 s, the failed canary tries once more and installs, and the rings go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rings_open_in_order_on_every_node_and_a_failing_canary_halts_the_rest() {
     const SOAK_S: i64 = 15;
     let s = Scenario::parse(
-        "name = 'rings'\nseed = 9\ntimeout_s = 240\n[release]\nsize_mib = 1\n\
+        "name = 'rings'\nseed = 9\ntimeout_s = 240\nmembership = true\n[release]\nsize_mib = 1\n\
          [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
          [[sites]]\nname = 's1'\nnodes = 4\n[[sites]]\nname = 's2'\nnodes = 4\n\
          [[sites]]\nname = 's3'\nnodes = 4\n",
@@ -369,4 +394,202 @@ async fn rings_open_in_order_on_every_node_and_a_failing_canary_halts_the_rest()
         "{:?}",
         view.warnings
     );
+
+    // The fix: the canary's service restarts again. An operator resumes the release on a
+    // broad node; the order reaches every node, the canary tries once more.
+    std::fs::remove_file(fleet.nodes[canaries[0]].data.join("broken")).unwrap();
+    let key = fleet.operator_key();
+    let key = key.to_str().unwrap();
+    let resumed = Instant::now();
+    ok(fleet
+        .ctl(
+            broad[0],
+            &[
+                "rollout",
+                "resume",
+                &v2,
+                "--reason",
+                "CHG-12 service fixed",
+                "--key",
+                key,
+            ],
+        )
+        .unwrap());
+    let all: Vec<usize> = (0..n).collect();
+    let spread = wait_orders(&fleet, &all, 1, resumed).await;
+    let retried = wait_install(&fleet, canaries[0], &v2, 30, installed).await;
+    let took = resumed.elapsed();
+    eprintln!(
+        "rollout resume reached all {n} nodes within {:.1} s; the failed canary installed {:.1} s after the command",
+        spread.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    assert!(spread <= Duration::from_secs(10), "{spread:?}");
+    assert!(took <= Duration::from_secs(10), "{took:?}");
+    // The rings go on: pilots after the canary ring soaked again, then the broad ring.
+    let fixed_at = at_s(&retried);
+    for &i in &pilots {
+        let v = wait_install(&fleet, i, &v2, 90, installed).await;
+        assert!(at_s(&v) >= fixed_at + SOAK_S - 1, "node {i}: {v:?}");
+    }
+    for &i in &broad {
+        wait_install(&fleet, i, &v2, 90, installed).await;
+    }
+    // Every node's audit log has the order, and the canary's has its second try.
+    let audit = fleet.ctl(pilots[2], &["--json", "audit"]).unwrap();
+    assert!(String::from_utf8_lossy(&audit.stdout).contains("orders_taken"));
+    let audit = fleet.ctl(canaries[0], &["--json", "audit"]).unwrap();
+    assert!(String::from_utf8_lossy(&audit.stdout).contains("install_retried"));
+}
+
+/// Two sites of three installing nodes in a fleet with a root, one of them an ATM
+/// (`role=atm`). Version 2 of a channel installed everywhere goes bad: an operator's fleet
+/// rollback to version 1 switches every running node's `current` back within 10 s, each
+/// node's status says "rolled back", and so does the fleet view; a node that was down during
+/// the command does it when it returns. Then a fleet-wide hold keeps the fix (version 3)
+/// off the ATM, which shows it held with the operator's reason while the servers install
+/// it; and a rollback on one node alone takes it back to the version installed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rollback_and_a_fleet_hold_reach_every_node_and_one_that_was_down() {
+    let s = Scenario::parse(
+        "name = 'rollback'\nseed = 11\ntimeout_s = 240\nmembership = true\n\
+         [release]\nsize_mib = 1\n[origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
+         [[sites]]\nname = 's1'\nnodes = 3\n[[sites]]\nname = 's2'\nnodes = 3\n",
+    )
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    let n = fleet.nodes.len();
+    let atm = 1;
+    let mut targets = vec![std::path::PathBuf::new()];
+    for i in 1..n {
+        let role = if i == atm { "atm" } else { "server" };
+        let target = fleet.make_installer(i, "true", &[("role", role)]).await;
+        targets.push(target.unwrap());
+    }
+    fleet.wait_connected(Duration::from_secs(90)).await.unwrap();
+    let channel = "testnet/rollback";
+    let installed = |v: &InstallView| v.state == InstallState::Installed;
+    let v1 = fleet.publish(&fleet.make_payload(1).unwrap(), 1).unwrap();
+    for i in 1..n {
+        wait_install(&fleet, i, &v1, 90, installed).await;
+    }
+    let v2 = fleet.publish(&fleet.make_payload(2).unwrap(), 2).unwrap();
+    for i in 1..n {
+        wait_install(&fleet, i, &v2, 90, installed).await;
+    }
+    let current = |i: usize| {
+        std::fs::read_link(targets[i].join("testnet+rollback").join("current"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    assert!(current(2).starts_with("2-"), "{}", current(2));
+
+    // The last node is down when the operator rolls the channel back.
+    let down = n - 1;
+    fleet.kill(down);
+    let key = fleet.operator_key();
+    let key = key.to_str().unwrap();
+    let command = Instant::now();
+    ok(fleet
+        .ctl(
+            2,
+            &[
+                "rollback",
+                channel,
+                "--to",
+                "1",
+                "--reason",
+                "INC-77 v2 breaks logins",
+                "--key",
+                key,
+            ],
+        )
+        .unwrap());
+    let rolled_back = |v: &InstallView| v.state == InstallState::RolledBack;
+    for i in 1..down {
+        let v = wait_install(&fleet, i, &v2, 30, rolled_back).await;
+        assert!(
+            v.reason
+                .as_deref()
+                .unwrap()
+                .contains("by a fleet order: INC-77"),
+            "node {i}: {v:?}"
+        );
+        assert!(current(i).starts_with("1-"), "node {i}: {}", current(i));
+    }
+    let took = command.elapsed();
+    eprintln!(
+        "the fleet rollback took effect on all {} running nodes within {:.1} s",
+        down - 1,
+        took.as_secs_f64()
+    );
+    assert!(took <= Duration::from_secs(10), "{took:?}");
+    assert_eq!(
+        install_of(&fleet, 2, &v1).await.unwrap().state,
+        InstallState::Installed
+    );
+    // The node that was down rolls back when it returns.
+    fleet.start_node(down).unwrap();
+    fleet.wait_ready(down).await.unwrap();
+    wait_install(&fleet, down, &v2, 60, rolled_back).await;
+    assert!(current(down).starts_with("1-"), "{}", current(down));
+    let view = fleet_view(&fleet, 2, &v2, |r| r.states.rolled_back == (n - 1) as u64);
+    assert!(
+        view.reasons
+            .iter()
+            .any(|x| x.state == "rolled back" && x.reason.contains("INC-77")),
+        "{view:?}"
+    );
+    let audit = ok(fleet.ctl(down, &["--json", "audit"]).unwrap());
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.contains("orders_taken") && audit.contains("rolled_back"));
+
+    // A fleet-wide hold for the ATMs; the fix, version 3, installs on the servers only.
+    ok(fleet
+        .ctl(
+            2,
+            &[
+                "hold",
+                channel,
+                "--reason",
+                "ATM vendor certification CHG-9",
+                "--until",
+                "2h",
+                "--fleet",
+                "role=atm",
+                "--key",
+                key,
+            ],
+        )
+        .unwrap());
+    let all: Vec<usize> = (0..n).collect();
+    wait_orders(&fleet, &all, 2, Instant::now()).await;
+    let v3 = fleet.publish(&fleet.make_payload(3).unwrap(), 3).unwrap();
+    for i in 2..n {
+        wait_install(&fleet, i, &v3, 90, installed).await;
+    }
+    let held = wait_install(&fleet, atm, &v3, 30, |v| v.state == InstallState::Held).await;
+    assert!(
+        held.reason
+            .as_deref()
+            .unwrap()
+            .contains("fleet hold: ATM vendor certification"),
+        "{held:?}"
+    );
+    // On one node alone, back to the version installed before the newest: version 1.
+    ok(fleet
+        .ctl(3, &["rollback", channel, "--reason", "local check"])
+        .unwrap());
+    let v = install_of(&fleet, 3, &v3).await.unwrap();
+    assert_eq!(v.state, InstallState::RolledBack, "{v:?}");
+    assert!(
+        v.reason
+            .as_deref()
+            .unwrap()
+            .contains("on this node: local check")
+    );
+    assert!(current(3).starts_with("1-"), "{}", current(3));
+    assert!(current(4).starts_with("3-"), "{}", current(4));
 }

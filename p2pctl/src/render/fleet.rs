@@ -33,6 +33,7 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
         ("complete", s.complete),
         ("held by an exception", s.held),
         ("waiting on the rollout", s.waiting),
+        ("rolled back", s.rolled_back),
         ("superseded", s.superseded),
         ("downloading", s.downloading),
         ("announced", s.announced),

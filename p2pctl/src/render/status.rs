@@ -102,6 +102,11 @@ pub(crate) fn install_line(i: &api::InstallView) -> String {
             "waiting on the rollout: {}",
             i.reason.as_deref().unwrap_or("unknown reason")
         ),
+        InstallState::RolledBack => format!(
+            "rolled back{at} {}; current is back on {}; not installed again (a newer version is)",
+            i.reason.as_deref().unwrap_or("for no reason given"),
+            i.rolled_back_to.as_deref().unwrap_or("?")
+        ),
     };
     match &i.ring {
         Some(ring) => format!("{line} (ring {ring})"),

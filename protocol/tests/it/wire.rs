@@ -26,6 +26,7 @@ fn hello(site: &str, region: &str) -> Control {
         cert: Vec::new(),
         root_version: 0,
         revocations: (0, 0),
+        orders: (0, 0),
         now_unix_ms: 0,
     })
 }
@@ -117,6 +118,7 @@ fn control_decode_refuses_what_breaks_the_rules() {
         cert: Vec::new(),
         root_version: 0,
         revocations: (0, 0),
+        orders: (0, 0),
         now_unix_ms: 0,
     });
     assert!(matches!(

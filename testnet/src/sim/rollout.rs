@@ -348,6 +348,7 @@ fn run_one(sc: &RolloutScenario, rollout: &Rollout, seed: u64) -> RolloutRun {
         scheduler::rollout::verdict(&scheduler::rollout::Inputs {
             rollout,
             targeted: true,
+            ordered: None,
             held: false,
             known: &[],
             ring: Some(ring),
