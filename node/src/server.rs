@@ -368,6 +368,7 @@ async fn fleet_samples(
                 ("activated", s.activated),
                 ("held", s.held),
                 ("waiting", s.waiting),
+                ("rolled_back", s.rolled_back),
                 ("not_targeted", s.not_targeted),
                 ("failed", s.failed),
                 ("superseded", s.superseded),

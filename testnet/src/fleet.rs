@@ -757,6 +757,48 @@ impl Fleet {
         Ok(target)
     }
 
+    /// Runs `p2pctl --json fleet RELEASE` against node `i` (every 0.5 s, at most 60 s) until
+    /// `done` holds for what it prints; each time, the exit code must say whether nodes
+    /// failed (scripts and alerts tell from it alone). Panics past the deadline.
+    pub async fn fleet_view(
+        &self,
+        i: usize,
+        release: &str,
+        done: impl Fn(&store::fleet::FleetReport) -> bool,
+    ) -> store::fleet::FleetReport {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = tokio::process::Command::new(&self.bins.p2pctl)
+                .arg("--socket")
+                .arg(&self.nodes[i].socket)
+                .args(["--json", "fleet", release])
+                .output()
+                .await
+                .expect("p2pctl runs");
+            let r: store::fleet::FleetReport =
+                serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                    panic!(
+                        "p2pctl fleet: {e}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                });
+            let want = if r.states.failed > 0 {
+                api::cli::ExitCode::NodesFailed.code()
+            } else {
+                0
+            };
+            assert_eq!(out.status.code(), Some(want), "{r:?}");
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fleet view never settled: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

@@ -51,28 +51,6 @@ fn at_s(v: &InstallView) -> i64 {
         .unwrap_or_else(|| panic!("no install time: {v:?}"))
 }
 
-/// The fleet view of `release` on node `i` once `done` holds (at most 60 s).
-fn fleet_view(
-    fleet: &Fleet,
-    i: usize,
-    release: &str,
-    done: impl Fn(&store::fleet::FleetReport) -> bool,
-) -> store::fleet::FleetReport {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = fleet.ctl(i, &["--json", "fleet", release]).unwrap();
-        let r: store::fleet::FleetReport = serde_json::from_slice(&out.stdout).unwrap();
-        if done(&r) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the fleet view never settled: {r:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// One branch of three installing nodes: a Debian 12 server, a Debian 11 server and a
 /// Debian 12 ATM. A library release targets Debian 12; an application release requires the
 /// library and leaves ATMs out. The application, complete first on the Debian 12 server
@@ -193,9 +171,11 @@ async fn a_release_installs_only_where_targeted_and_after_what_it_requires() {
     // The fleet view counts only the nodes a release targets: the application is for the
     // two servers (and the origin, which installs nothing), not the ATM.
     // (The ATM's record reaches this member's view with its aggregator's next relay.)
-    let view = fleet_view(&fleet, server12, &app1, |r| {
-        r.states.activated == 2 && r.states.not_targeted == 1
-    });
+    let view = fleet
+        .fleet_view(server12, &app1, |r| {
+            r.states.activated == 2 && r.states.not_targeted == 1
+        })
+        .await;
     assert_eq!(view.nodes, 3, "{view:?}");
     let report = ok(fleet.ctl(server12, &["--json", "report"]).unwrap());
     let rows: Vec<store::fleet::ComplianceRow> = serde_json::from_slice(&report.stdout).unwrap();
@@ -379,9 +359,11 @@ async fn rings_open_in_order_on_every_node_and_a_failing_canary_halts_the_rest()
     }
     // The fleet view says so.
     let stopped = (pilots.len() + broad.len()) as u64;
-    let view = fleet_view(&fleet, pilots[1], &v2, |r| {
-        r.states.waiting == stopped && r.states.failed == 1
-    });
+    let view = fleet
+        .fleet_view(pilots[1], &v2, |r| {
+            r.states.waiting == stopped && r.states.failed == 1
+        })
+        .await;
     assert_eq!(view.rings[0].failed, 1, "{view:?}");
     assert!(
         view.reasons
@@ -535,7 +517,9 @@ async fn a_fleet_rollback_and_a_fleet_hold_reach_every_node_and_one_that_was_dow
     fleet.wait_ready(down).await.unwrap();
     wait_install(&fleet, down, &v2, 60, rolled_back).await;
     assert!(current(down).starts_with("1-"), "{}", current(down));
-    let view = fleet_view(&fleet, 2, &v2, |r| r.states.rolled_back == (n - 1) as u64);
+    let view = fleet
+        .fleet_view(2, &v2, |r| r.states.rolled_back == (n - 1) as u64)
+        .await;
     assert!(
         view.reasons
             .iter()

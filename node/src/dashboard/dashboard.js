@@ -34,13 +34,13 @@ function drawReleases(data) {
     const s = r.report.states;
     const tr = el("tr", { "data-release": r.id });
     if (r.id === selected) tr.classList.add("selected");
-    const hold = s.complete + s.activated + (s.held || 0) + (s.waiting || 0);
+    const hold = s.complete + s.activated + (s.held || 0) + (s.waiting || 0) + (s.rolled_back || 0);
     const cells = [
       [`${r.channel} v${r.version} (${r.id.slice(0, 12)})`, ""],
       [r.severity, ""],
       [`${hold}/${r.report.nodes} (${pct(hold, r.report.nodes)})`, "hold"],
       [s.activated, "activated"], [s.complete, "complete"], [s.held || 0, "held"],
-      [s.waiting || 0, "rollout"],
+      [s.waiting || 0, "rollout"], [s.rolled_back || 0, "rolledback"],
       [s.superseded, "superseded"],
       [s.downloading, "downloading"], [s.paused, "paused"], [s.unknown, "unknown"],
       [s.silent, "silent"], [s.failed, "failed"], [s.refused + s.not_followed, "refused"],
