@@ -230,7 +230,7 @@ async fn wait_orders(fleet: &Fleet, nodes: &[usize], version: u64, since: Instan
 
 /// Three sites of four installing nodes, in a fleet with a root; in each, one canary
 /// (`ring=0`), one pilot (`ring=1`), two in the broad ring. With a gate of every node
-/// installed, none failed and a 15 s soak: the pilots install only once every canary
+/// installed, none failed and a 10 s soak: the pilots install only once every canary
 /// installed and the soak passed, the broad ring once every pilot did; each ring opens on
 /// every node within 10 s of its gate's instant. Then a canary whose apply command fails
 /// halts the next version on every pilot and broad node, within 10 s, and the fleet view
@@ -238,7 +238,7 @@ async fn wait_orders(fleet: &Fleet, nodes: &[usize], version: u64, since: Instan
 /// within 10 s, the failed canary tries once more and installs, and the rings go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rings_open_in_order_on_every_node_and_a_failing_canary_halts_the_rest() {
-    const SOAK_S: i64 = 15;
+    const SOAK_S: i64 = 10;
     let s = Scenario::parse(
         "name = 'rings'\nseed = 9\ntimeout_s = 240\nmembership = true\n[release]\nsize_mib = 1\n\
          [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
@@ -253,8 +253,11 @@ async fn rings_open_in_order_on_every_node_and_a_failing_canary_halts_the_rest()
     let ring_of = |i: usize| (i - 1) % 4;
     for i in 1..n {
         let data = fleet.nodes[i].data.clone();
+        // A broken node's apply command fails once `go` is there: the test first sees every
+        // later ring hold the release and wait, so that what it times is the halt alone.
         let apply = format!(
-            "if [ -e {0}/broken ]; then echo 'service would not restart' >&2; exit 4; fi",
+            "if [ -e {0}/broken ]; then while [ ! -e {0}/go ]; do sleep 0.1; done; \
+             echo 'service would not restart' >&2; exit 4; fi",
             data.display()
         );
         let label = match ring_of(i) {
@@ -327,6 +330,15 @@ async fn rings_open_in_order_on_every_node_and_a_failing_canary_halts_the_rest()
     let v2 = fleet
         .publish_with(&payload2, 2, &["--rings", rings, "--gate", &gate])
         .unwrap();
+    for &i in pilots.iter().chain(&broad) {
+        wait_install(&fleet, i, &v2, 90, |v| {
+            v.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("waits for ring"))
+        })
+        .await;
+    }
+    std::fs::write(fleet.nodes[canaries[0]].data.join("go"), b"").unwrap();
     let failed = wait_install(&fleet, canaries[0], &v2, 90, |v| {
         v.state == InstallState::Failed
     })
