@@ -294,6 +294,9 @@ pub struct Distribution {
     pub origin_egress: u64,
     /// Bytes each branch site received over the WAN (relay count), by site.
     pub site_wan_ingress: Vec<(String, u64)>,
+    /// Bytes each branch site sent over the WAN (relay count: requests, acknowledgements,
+    /// its records), by site.
+    pub site_wan_egress: Vec<(String, u64)>,
     /// Each branch site's highest WAN ingress rate (relay count) averaged over any 10 s of
     /// the distribution (over all of it when shorter), bytes/s, by site.
     pub site_wan_ingress_peak_10s: Vec<(String, f64)>,
@@ -1135,9 +1138,20 @@ impl Fleet {
     pub async fn distribute(
         &self,
         version: u64,
-        mut progress: impl FnMut(&[Option<ReleaseProgress>]),
+        progress: impl FnMut(&[Option<ReleaseProgress>]),
     ) -> anyhow::Result<Distribution> {
         let payload = self.make_payload(version)?;
+        self.distribute_path(&payload, version, progress).await
+    }
+
+    /// Publishes the file or directory `payload` as `version` and waits until every running
+    /// node completes it, as [`Fleet::distribute`] does.
+    pub async fn distribute_path(
+        &self,
+        payload: &Path,
+        version: u64,
+        mut progress: impl FnMut(&[Option<ReleaseProgress>]),
+    ) -> anyhow::Result<Distribution> {
         let before_counters = self.counters().await?;
         let before_relay = self.relay_totals();
         let mut before_lan = 0u64;
@@ -1149,7 +1163,7 @@ impl Fleet {
             before_wan[self.nodes[i].site] += s.recv_wan_bytes;
             before_recv.push(s.recv_lan_bytes + s.recv_wan_bytes);
         }
-        let id = self.publish(&payload, version)?;
+        let id = self.publish(payload, version)?;
         let cpu0 = cpu_times();
         let dropped0: Vec<u64> = (0..self.wan.sites())
             .map(|s| self.wan.counters(s).dropped.load(Ordering::Relaxed))
@@ -1285,6 +1299,14 @@ impl Fleet {
                     (
                         self.site_names[s].clone(),
                         after_relay[s].1 - before_relay[s].1,
+                    )
+                })
+                .collect(),
+            site_wan_egress: (1..self.wan.sites())
+                .map(|s| {
+                    (
+                        self.site_names[s].clone(),
+                        after_relay[s].0 - before_relay[s].0,
                     )
                 })
                 .collect(),

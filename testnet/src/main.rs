@@ -82,6 +82,20 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The WAN bytes of a new version between two real nodes: an origin and a branch node
+    /// in another site fetch OLD as version 1, then NEW as version 2; prints what crossed
+    /// the WAN for version 2 (the relay's count of every datagram, both ways: manifest,
+    /// chunks, requests, control), the new chunk bytes, and checks the branch node's export
+    /// of NEW byte for byte. `benches/delta.sh` runs it beside its anchors.
+    Delta {
+        /// The old version's directory (or file).
+        old: PathBuf,
+        /// The new version's directory (or file).
+        new: PathBuf,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -134,6 +148,7 @@ fn main() {
                 json,
                 fleet_view,
             } => run(Scenario::load(&scenario)?, keep, json, false, fleet_view).await,
+            Cmd::Delta { old, new, json } => delta(&old, &new, json).await,
             Cmd::Sim { .. } | Cmd::Month { .. } | Cmd::Rollout { .. } => {
                 unreachable!("handled before the runtime starts")
             }
@@ -143,6 +158,57 @@ fn main() {
         eprintln!("testnet: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `testnet delta OLD NEW`.
+async fn delta(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let scenario = Scenario::parse(
+        "name = 'delta'\nseed = 1\ntimeout_s = 900\n[release]\nsize_mib = 1\n[origin]\n\
+         [[sites]]\nname = 'branch'\nnodes = 1\n",
+    )?;
+    let temp = tempfile::tempdir()?;
+    let mut fleet = Fleet::start(scenario, temp.path(), true).await?;
+    fleet.wait_connected(Duration::from_secs(90)).await?;
+    let d1 = fleet.distribute_path(old, 1, |_| {}).await?;
+    let d2 = fleet.distribute_path(new, 2, |_| {}).await?;
+    let out = temp.path().join("export-v2");
+    let exported = fleet.ctl(1, &["export", &d2.release, &out.display().to_string()])?;
+    anyhow::ensure!(
+        exported.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let same = testnet::fleet::tree_digest(&out)? == testnet::fleet::tree_digest(new)?;
+    fleet.stop();
+    anyhow::ensure!(
+        same,
+        "the branch node's export of version 2 differs from {}",
+        new.display()
+    );
+    let sum = |v: &[(String, u64)]| v.iter().map(|(_, b)| b).sum::<u64>();
+    let figures = serde_json::json!({
+        "v1_bytes": d1.bytes,
+        "v2_bytes": d2.bytes,
+        "p2pd_new_raw_bytes": d2.new_bytes,
+        "p2pd_wan_bytes": sum(&d2.site_wan_ingress) + sum(&d2.site_wan_egress),
+        "p2pd_wan_in_bytes": sum(&d2.site_wan_ingress),
+        "p2pd_wan_out_bytes": sum(&d2.site_wan_egress),
+        "export_identical": same,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        println!(
+            "version 2: {} in its tree, {} in chunks new to version 1; {} crossed the WAN \
+             ({} in, {} out); the branch node's export is identical",
+            human_bytes(d2.bytes),
+            human_bytes(d2.new_bytes),
+            human_bytes(sum(&d2.site_wan_ingress) + sum(&d2.site_wan_egress)),
+            human_bytes(sum(&d2.site_wan_ingress)),
+            human_bytes(sum(&d2.site_wan_egress))
+        );
+    }
+    Ok(())
 }
 
 async fn run(
