@@ -64,6 +64,17 @@ async fn release_id(client: &Client, release: &str) -> Result<protocol::ReleaseI
     report.release.parse().map_err(failed)
 }
 
+/// What a fleet-wide hold names: a channel as given, or a release's full id from an id or
+/// a prefix of at least 12 hex digits (as a node's own hold takes).
+async fn hold_target(client: &Client, what: &str) -> Result<String, Failure> {
+    let what = what.trim();
+    let hex = what.len() >= 12 && what.len() <= 64 && what.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex {
+        return Ok(release_id(client, what).await?.to_hex());
+    }
+    Ok(what.to_owned())
+}
+
 /// `p2pctl rollout pause|resume|abort RELEASE --reason … --key …`.
 pub(crate) async fn rollout(
     client: &Client,
@@ -216,7 +227,7 @@ pub(crate) async fn fleet_hold(
             "a hold must end in the future and within a year",
         ));
     }
-    let what = what.trim().to_owned();
+    let what = hold_target(client, what).await?;
     let hold = FleetHold {
         what,
         target: protocol::Selector::parse(target, "target")
@@ -248,8 +259,9 @@ pub(crate) async fn fleet_unhold(
 ) -> Result<(), Failure> {
     let (view, orders) = held(client).await?;
     let now = jiff::Timestamp::now().as_second();
+    let what = hold_target(client, what).await?;
     let next = orders
-        .without_hold(view.root_version, what.trim(), now)
+        .without_hold(view.root_version, &what, now)
         .ok_or_else(|| fail(ExitCode::Refused, format!("no fleet-wide hold of {what}")))?;
     send(client, next, key, json).await
 }
