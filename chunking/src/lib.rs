@@ -16,6 +16,7 @@
 //!   every chunk against its id and length.
 
 pub mod cdc;
+pub mod patch;
 pub mod pipeline;
 pub mod reassemble;
 
