@@ -128,6 +128,54 @@ pub fn apply(base: &[u8], patch: &[u8], size: u64) -> Result<Vec<u8>, PatchError
     Ok(out)
 }
 
+/// A rebuilt file that does not match its manifest ([`cut_and_verify`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RebuiltMismatch {
+    /// Its length is not the sum of its chunks'.
+    #[error("rebuilt file is {found} bytes, its chunks add up to {expected}")]
+    Length {
+        /// The chunks' sum.
+        expected: u64,
+        /// The rebuilt file's.
+        found: u64,
+    },
+    /// A chunk's bytes do not hash to its id.
+    #[error("chunk {index} of the rebuilt file does not match its id {id}")]
+    Chunk {
+        /// Its position in the file.
+        index: usize,
+        /// The id the manifest gives.
+        id: protocol::ChunkId,
+    },
+}
+
+/// Cuts a rebuilt file at its manifest's chunk boundaries and checks every chunk's BLAKE3
+/// id: the slices to store, in file order, or the first mismatch (then the file's chunks
+/// are fetched instead, and the peer that served the patch is struck).
+pub fn cut_and_verify<'a>(
+    rebuilt: &'a [u8],
+    chunks: &[protocol::ChunkRef],
+) -> Result<Vec<(protocol::ChunkId, &'a [u8])>, RebuiltMismatch> {
+    let expected: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+    if expected != rebuilt.len() as u64 {
+        return Err(RebuiltMismatch::Length {
+            expected,
+            found: rebuilt.len() as u64,
+        });
+    }
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(chunks.len());
+    for (index, c) in chunks.iter().enumerate() {
+        let bytes = &rebuilt[at..at + c.len as usize];
+        if blake3::hash(bytes).as_bytes() != &c.id.0 {
+            return Err(RebuiltMismatch::Chunk { index, id: c.id });
+        }
+        out.push((c.id, bytes));
+        at += c.len as usize;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +270,35 @@ mod tests {
         assert!(matches!(
             make(&big, &[], 3),
             Err(PatchError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_rebuilt_file_is_cut_at_its_chunks_and_each_is_verified() {
+        let file = random(300_000, 4);
+        let cuts = [0usize, 70_000, 190_000, 300_000];
+        let chunks: Vec<protocol::ChunkRef> = cuts
+            .windows(2)
+            .map(|w| protocol::ChunkRef {
+                id: protocol::ChunkId(*blake3::hash(&file[w[0]..w[1]]).as_bytes()),
+                len: (w[1] - w[0]) as u32,
+            })
+            .collect();
+        let cut = cut_and_verify(&file, &chunks).unwrap();
+        assert_eq!(cut.len(), 3);
+        assert_eq!(cut[1].1, &file[70_000..190_000]);
+        let mut wrong = file.clone();
+        wrong[200_000] ^= 1;
+        assert_eq!(
+            cut_and_verify(&wrong, &chunks),
+            Err(RebuiltMismatch::Chunk {
+                index: 2,
+                id: chunks[2].id
+            })
+        );
+        assert!(matches!(
+            cut_and_verify(&file[..299_999], &chunks),
+            Err(RebuiltMismatch::Length { .. })
         ));
     }
 
