@@ -157,7 +157,7 @@ pub struct Local {
     /// Region.
     pub region: String,
     /// Labels from the configuration, sorted by key (a certificate's win where there is one:
-    /// [`Net::place`]).
+    /// [`Net::labels`]).
     pub labels: Vec<(String, String)>,
     /// Random per process start, sent in hellos (a restart is told from a duplicate).
     pub instance: u64,

@@ -936,16 +936,9 @@ async fn roll_back_as_ordered(net: &Arc<Net>, store: &Arc<Store>, installer: &In
             }
         }
     };
-    let labels = net.labels();
-    let place = protocol::Place {
-        site: &net.local.site,
-        region: &net.local.region,
-        labels: &labels,
-    };
-    for rollback in &orders.rollbacks {
-        let Some(rb) = orders.rollback_for(&rollback.channel, &place) else {
-            continue;
-        };
+    let here = crate::rollout::Here::of(net);
+    let place = here.place();
+    for rb in orders.rollbacks.iter().filter(|r| r.target.matches(&place)) {
         let newest = records
             .values()
             .filter(|r| r.channel == rb.channel && r.outcome == Outcome::Installed)

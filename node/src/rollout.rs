@@ -24,12 +24,38 @@ pub const RING_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// halt ends only by an operator's action, and the status's figures stay current.
 pub const HALT_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What this node knows, gathered once for many releases.
-pub struct View {
-    node: NodeId,
+/// Where this node stands for selectors: its site, region and labels (the certificate's in
+/// a fleet with a root, [`Net::labels`]).
+pub struct Here {
     site: String,
     region: String,
     labels: Vec<(String, String)>,
+}
+
+impl Here {
+    /// This node's.
+    pub fn of(net: &Net) -> Self {
+        Self {
+            site: net.local.site.clone(),
+            region: net.local.region.clone(),
+            labels: net.labels(),
+        }
+    }
+
+    /// As selectors read it.
+    pub fn place(&self) -> Place<'_> {
+        Place {
+            site: &self.site,
+            region: &self.region,
+            labels: &self.labels,
+        }
+    }
+}
+
+/// What this node knows, gathered once for many releases.
+pub struct View {
+    node: NodeId,
+    here: Here,
     /// (channel, version, targeted, installed) of each release known or installed.
     known: Vec<(String, u64, bool, bool)>,
 }
@@ -39,9 +65,7 @@ impl View {
     pub fn new(net: &Net, records: &HashMap<ReleaseId, ActivationRecord>) -> Self {
         let mut view = Self {
             node: net.local.node_id,
-            site: net.local.site.clone(),
-            region: net.local.region.clone(),
-            labels: net.labels(),
+            here: Here::of(net),
             known: Vec::new(),
         };
         let installed = |id: &ReleaseId| {
@@ -66,11 +90,7 @@ impl View {
 
     /// This node as selectors see it.
     pub fn place(&self) -> Place<'_> {
-        Place {
-            site: &self.site,
-            region: &self.region,
-            labels: &self.labels,
-        }
+        self.here.place()
     }
 
     /// Whether `rollout`'s target takes this node.
@@ -166,12 +186,8 @@ pub fn holds_in_force(
     now_unix_s: i64,
 ) -> Vec<store::holds::InstallHold> {
     let orders = net.orders();
-    let labels = net.labels();
-    let place = Place {
-        site: &net.local.site,
-        region: &net.local.region,
-        labels: &labels,
-    };
+    let here = Here::of(net);
+    let place = here.place();
     let mut holds = local;
     holds.extend(
         orders
