@@ -45,6 +45,8 @@ pub mod rollout;
 pub mod root;
 pub mod status;
 pub mod summary;
+#[cfg(test)]
+mod testkeys;
 pub mod wire;
 
 pub use envelope::{

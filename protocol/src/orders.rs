@@ -270,6 +270,17 @@ pub enum OrdersError {
     },
 }
 
+impl From<crate::root::Succession> for OrdersError {
+    fn from(s: crate::root::Succession) -> Self {
+        use crate::root::Succession;
+        match s {
+            Succession::OtherFleet { expected, found } => Self::OtherFleet { expected, found },
+            Succession::NewerRoot { held, found } => Self::NewerRoot { held, found },
+            Succession::NotNewer { held, found } => Self::NotNewer { held, found },
+        }
+    }
+}
+
 impl Orders {
     /// No orders for `fleet`, version 0: what a node holds before its first.
     pub fn empty(fleet: &str) -> Self {
@@ -524,12 +535,7 @@ impl Orders {
             format_version: ORDERS_FORMAT_VERSION,
             fleet: self.fleet.clone(),
             root_version,
-            // Under a newer root the numbering starts again: the root orders the documents.
-            version: if root_version > self.root_version {
-                1
-            } else {
-                self.version + 1
-            },
+            version: crate::root::next_version((self.root_version, self.version), root_version),
             issued_unix_s: now_unix_s,
             releases: self.releases.clone(),
             rollbacks: self.rollbacks.clone(),
@@ -628,12 +634,7 @@ impl SignedOrders {
     pub fn verify(&self, root: &Root) -> Result<&Orders, OrdersError> {
         let o = &self.orders;
         o.validate()?;
-        if o.fleet != root.fleet {
-            return Err(OrdersError::OtherFleet {
-                expected: root.fleet.clone(),
-                found: o.fleet.clone(),
-            });
-        }
+        root.check_fleet(&o.fleet)?;
         if !root.operators.iter().any(|k| k.key == self.signer) {
             return Err(OrdersError::UnknownSigner(self.signer));
         }
@@ -646,20 +647,10 @@ impl SignedOrders {
     /// Checks them under `root` as the successor of `held` (`None`: none held yet).
     pub fn verify_after(&self, root: &Root, held: Option<&Orders>) -> Result<&Orders, OrdersError> {
         let o = self.verify(root)?;
-        if o.root_version > root.version {
-            return Err(OrdersError::NewerRoot {
-                held: root.version,
-                found: o.root_version,
-            });
-        }
-        if let Some(h) = held {
-            if !o.replaces(h) {
-                return Err(OrdersError::NotNewer {
-                    held: h.version,
-                    found: o.version,
-                });
-            }
-        }
+        root.check_succession(
+            (o.root_version, o.version),
+            held.map(|h| (h.root_version, h.version)),
+        )?;
         Ok(o)
     }
 }

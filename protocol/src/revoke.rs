@@ -131,6 +131,17 @@ pub enum RevokeError {
     },
 }
 
+impl From<crate::root::Succession> for RevokeError {
+    fn from(s: crate::root::Succession) -> Self {
+        use crate::root::Succession;
+        match s {
+            Succession::OtherFleet { expected, found } => Self::OtherFleet { expected, found },
+            Succession::NewerRoot { held, found } => Self::NewerRoot { held, found },
+            Succession::NotNewer { held, found } => Self::NotNewer { held, found },
+        }
+    }
+}
+
 impl Revocations {
     /// An empty list of `fleet`, version 0: what a node holds before its first list.
     pub fn empty(fleet: &str) -> Self {
@@ -240,12 +251,7 @@ impl Revocations {
             format_version: REVOCATIONS_FORMAT_VERSION,
             fleet: self.fleet.clone(),
             root_version,
-            // Under a newer root the numbering starts again: the root orders the lists.
-            version: if root_version > self.root_version {
-                1
-            } else {
-                self.version + 1
-            },
+            version: crate::root::next_version((self.root_version, self.version), root_version),
             issued_unix_s: now_unix_s,
             entries,
         }
@@ -281,12 +287,7 @@ impl SignedRevocations {
     pub fn verify(&self, root: &Root) -> Result<&Revocations, RevokeError> {
         let l = &self.list;
         l.validate()?;
-        if l.fleet != root.fleet {
-            return Err(RevokeError::OtherFleet {
-                expected: root.fleet.clone(),
-                found: l.fleet.clone(),
-            });
-        }
+        root.check_fleet(&l.fleet)?;
         if !root.is_ca(&self.signer) && !root.operators.iter().any(|k| k.key == self.signer) {
             return Err(RevokeError::UnknownSigner(self.signer));
         }
@@ -310,20 +311,10 @@ impl SignedRevocations {
         held: Option<&Revocations>,
     ) -> Result<&Revocations, RevokeError> {
         let l = self.verify(root)?;
-        if l.root_version > root.version {
-            return Err(RevokeError::NewerRoot {
-                held: root.version,
-                found: l.root_version,
-            });
-        }
-        if let Some(h) = held {
-            if !l.replaces(h) {
-                return Err(RevokeError::NotNewer {
-                    held: h.version,
-                    found: l.version,
-                });
-            }
-        }
+        root.check_succession(
+            (l.root_version, l.version),
+            held.map(|h| (h.root_version, h.version)),
+        )?;
         Ok(l)
     }
 }

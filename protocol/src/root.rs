@@ -233,7 +233,74 @@ pub fn channel_in_scope(scope: &str, channel: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// Why a whole, versioned document made under a fleet root (a revocation list, fleet
+/// orders) does not follow the one held ([`Root::check_fleet`], [`Root::check_succession`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Succession {
+    /// For another fleet.
+    OtherFleet {
+        /// This fleet.
+        expected: String,
+        /// The document's.
+        found: String,
+    },
+    /// Made under a root newer than the one held: take that root first.
+    NewerRoot {
+        /// The root version held.
+        held: u64,
+        /// The document's.
+        found: u64,
+    },
+    /// Not newer than the one held.
+    NotNewer {
+        /// The version held.
+        held: u64,
+        /// The version offered.
+        found: u64,
+    },
+}
+
+/// The version of the document after one at `(root_version, version)`, made under root
+/// `under`: under a newer root the numbering starts again at 1 (the root orders the
+/// documents: `(root version, version)` is what replaces what).
+pub fn next_version(held: (u64, u64), under: u64) -> u64 {
+    if under > held.0 { 1 } else { held.1 + 1 }
+}
+
 impl Root {
+    /// Whether a document of `fleet` is for this root's fleet.
+    pub fn check_fleet(&self, fleet: &str) -> Result<(), Succession> {
+        if fleet != self.fleet {
+            return Err(Succession::OtherFleet {
+                expected: self.fleet.clone(),
+                found: fleet.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a document at `(root version, version)` may replace the one `held` under
+    /// this root: made under it or an older one, and newer than `held` (`None`: none held).
+    pub fn check_succession(
+        &self,
+        doc: (u64, u64),
+        held: Option<(u64, u64)>,
+    ) -> Result<(), Succession> {
+        if doc.0 > self.version {
+            return Err(Succession::NewerRoot {
+                held: self.version,
+                found: doc.0,
+            });
+        }
+        match held {
+            Some(h) if doc <= h => Err(Succession::NotNewer {
+                held: h.1,
+                found: doc.1,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks the root's own rules: a known format, a fleet name, version 1 or more, every
     /// list within its bound with distinct keys and names, thresholds that can be met, and
     /// valid channel scopes.

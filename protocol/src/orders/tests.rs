@@ -1,38 +1,5 @@
 use super::*;
-use crate::root::{NamedKey, ROOT_FORMAT_VERSION};
-
-const NOW: i64 = 1_800_000_000;
-
-fn key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&[i; 32])
-}
-
-fn named(i: u8) -> NamedKey {
-    NamedKey {
-        name: format!("k{i}"),
-        key: PublisherKey(key(i).verifying_key().to_bytes()),
-    }
-}
-
-fn root() -> Root {
-    Root {
-        format_version: ROOT_FORMAT_VERSION,
-        fleet: "bank".into(),
-        version: 1,
-        expires_unix_s: NOW + 86_400,
-        root_keys: vec![named(1)],
-        root_threshold: 1,
-        ca_keys: vec![named(50)],
-        publishers: vec![crate::root::ScopedKey {
-            name: "p".into(),
-            key: named(40).key,
-            channels: vec!["security".into()],
-        }],
-        approvers: Vec::new(),
-        approvals: Vec::new(),
-        operators: vec![named(60)],
-    }
-}
+use crate::testkeys::{NOW, key, root};
 
 fn release(i: u8) -> ReleaseId {
     ReleaseId([i; 32])
