@@ -503,16 +503,6 @@ impl Peer {
             .map_err(|_| RequestError::Timeout)?
     }
 
-    /// Asks for the fleet orders it holds (to be verified by the caller).
-    pub async fn request_orders(&self) -> Result<Vec<u8>, RequestError> {
-        self.request_records(Request::Orders).await
-    }
-
-    /// Asks for the fleet's revocation list it holds (to be verified by the caller).
-    pub async fn request_revocations(&self) -> Result<Vec<u8>, RequestError> {
-        self.request_records(Request::Revocations).await
-    }
-
     async fn request_list(&self, req: Request) -> Result<Vec<Vec<u8>>, RequestError> {
         let buf = self.request_records(req).await?;
         protocol::codec::decode::<Vec<Vec<u8>>, { wire::SITE_RECORDS_BYTES_MAX }>(
@@ -523,8 +513,9 @@ impl Peer {
     }
 
     /// The body of a [`ReplyHeader::Records`] answer to `req` (its length checked against
-    /// the request's bound by the header's decoder).
-    async fn request_records(&self, req: Request) -> Result<Vec<u8>, RequestError> {
+    /// the request's bound by the header's decoder): the revocation list or fleet orders
+    /// it holds, for one (to be verified by the caller).
+    pub(crate) async fn request_records(&self, req: Request) -> Result<Vec<u8>, RequestError> {
         let work = async {
             let (mut send, mut recv) = self.conn.open_bi().await?;
             match self.exchange(&mut send, &mut recv, &req).await? {

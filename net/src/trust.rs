@@ -29,7 +29,7 @@ use crate::quic::codes;
 use protocol::orders::SignedOrders;
 use protocol::revoke::SignedRevocations;
 use protocol::root::SignedRoot;
-use protocol::wire::Control;
+use protocol::wire::{Control, Request};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -277,76 +277,102 @@ impl Net {
                 Err(_) => return,
             }
         }
-        let held = self.trust_versions().1;
-        if *crate::lock(&peer.revocations) > held {
-            let list = match peer.request_revocations().await {
-                Ok(bytes) => match SignedRevocations::decode(&bytes) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        self.strike(&peer.id, &format!("revocation list does not decode: {e}"));
-                        return;
-                    }
-                },
-                Err(e) => {
-                    tracing::debug!(peer = %peer.id, error = %e, "revocation list not fetched");
-                    return;
-                }
-            };
-            let net = self.clone();
-            match tokio::task::spawn_blocking(move || net.take_revocations(&list)).await {
-                Ok(Ok(_)) => {}
-                // It was taken meanwhile from another peer: not the peer's fault.
-                Ok(Err(TrustError::Refused(e))) if self.trust_versions().1 > held => {
-                    tracing::debug!(peer = %peer.id, error = %e, "revocation list held already");
-                }
-                Ok(Err(TrustError::Refused(e))) => {
-                    self.strike(&peer.id, &format!("revocation list refused: {e}"));
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "revocation list from a peer not taken");
-                }
-                Err(_) => {}
-            }
-        }
-        self.catch_up_orders(peer).await;
-    }
-
-    /// The orders step of [`Net::catch_up`].
-    async fn catch_up_orders(self: &Arc<Self>, peer: &Arc<Peer>) {
-        let held = self.orders_version();
-        if *crate::lock(&peer.orders) <= held {
+        let revocations = Document {
+            what: "revocation list",
+            theirs: *crate::lock(&peer.revocations),
+            held: |net| net.trust_versions().1,
+            request: Request::Revocations,
+            take: |net, bytes| {
+                let list =
+                    SignedRevocations::decode(bytes).map_err(|e| Taken::Garbled(e.to_string()))?;
+                net.take_revocations(&list).map(|_| ()).map_err(Taken::Not)
+            },
+            excused: |_| false,
+        };
+        if !self.catch_up_document(peer, revocations).await {
             return;
         }
-        let signed = match peer.request_orders().await {
-            Ok(bytes) => match SignedOrders::decode(&bytes) {
-                Ok(o) => o,
-                Err(e) => {
-                    self.strike(&peer.id, &format!("fleet orders do not decode: {e}"));
-                    return;
-                }
+        let orders = Document {
+            what: "fleet orders",
+            theirs: *crate::lock(&peer.orders),
+            held: Self::orders_version,
+            request: Request::Orders,
+            take: |net, bytes| {
+                let signed =
+                    SignedOrders::decode(bytes).map_err(|e| Taken::Garbled(e.to_string()))?;
+                net.take_orders(&signed).map(|_| ()).map_err(Taken::Not)
             },
+            // Made under a root this node does not hold yet: the next catch-up brings it.
+            excused: |e| e.contains("newer than root"),
+        };
+        self.catch_up_document(peer, orders).await;
+    }
+
+    /// One step of [`Net::catch_up`] for a whole, versioned document: when `peer` holds a
+    /// newer one than this node, asks for it and takes it if it verifies. A peer whose answer
+    /// does not decode or is refused is struck, unless it was taken meanwhile from another
+    /// peer or `excused` says the refusal is not the peer's fault. `false` when the catch-up
+    /// should stop here (the answer did not come, or did not decode).
+    async fn catch_up_document(self: &Arc<Self>, peer: &Arc<Peer>, doc: Document) -> bool {
+        let held = (doc.held)(self);
+        if doc.theirs <= held {
+            return true;
+        }
+        let bytes = match peer.request_records(doc.request).await {
+            Ok(bytes) => bytes,
             Err(e) => {
-                tracing::debug!(peer = %peer.id, error = %e, "fleet orders not fetched");
-                return;
+                tracing::debug!(peer = %peer.id, error = %e, what = doc.what, "not fetched");
+                return false;
             }
         };
         let net = self.clone();
-        match tokio::task::spawn_blocking(move || net.take_orders(&signed)).await {
-            Ok(Ok(_)) => {}
-            // Taken meanwhile from another peer, or a root it was made under not held yet
-            // (the next catch-up brings it): not the peer's fault.
-            Ok(Err(TrustError::Refused(e)))
-                if self.orders_version() > held || e.contains("newer than root") =>
+        let take = doc.take;
+        match tokio::task::spawn_blocking(move || take(&net, &bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(Taken::Garbled(e))) => {
+                self.strike(&peer.id, &format!("{} does not decode: {e}", doc.what));
+                return false;
+            }
+            // Taken meanwhile from another peer, or excused: not the peer's fault.
+            Ok(Err(Taken::Not(TrustError::Refused(e))))
+                if (doc.held)(self) > held || (doc.excused)(&e) =>
             {
-                tracing::debug!(peer = %peer.id, error = %e, "fleet orders not taken now");
+                tracing::debug!(peer = %peer.id, error = %e, what = doc.what, "not taken now");
             }
-            Ok(Err(TrustError::Refused(e))) => {
-                self.strike(&peer.id, &format!("fleet orders refused: {e}"));
+            Ok(Err(Taken::Not(TrustError::Refused(e)))) => {
+                self.strike(&peer.id, &format!("{} refused: {e}", doc.what));
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "fleet orders from a peer not taken"),
+            Ok(Err(Taken::Not(e))) => {
+                tracing::error!(error = %e, what = doc.what, "not taken from a peer");
+            }
             Err(_) => {}
         }
+        true
     }
+}
+
+/// A whole, versioned document a catch-up asks a peer for ([`Net::catch_up_document`]).
+struct Document {
+    /// What it is, for the log and strikes.
+    what: &'static str,
+    /// The version the peer holds.
+    theirs: (u64, u64),
+    /// The version this node holds.
+    held: fn(&Net) -> (u64, u64),
+    /// The request for it.
+    request: Request,
+    /// Decodes and takes the answer (blocking: the store).
+    take: fn(&Arc<Net>, &[u8]) -> Result<(), Taken>,
+    /// Whether a refusal (its reason) is not the peer's fault.
+    excused: fn(&str) -> bool,
+}
+
+/// Why an answer was not taken.
+enum Taken {
+    /// It does not decode.
+    Garbled(String),
+    /// It decoded and was not taken.
+    Not(TrustError),
 }
 
 impl Peer {
