@@ -1013,11 +1013,13 @@ pub async fn run(net: Arc<Net>, store: Arc<Store>, installer: Arc<Installer>) {
     // write): not tried again until a restart, so a full disk cannot make the apply command
     // run over and over.
     let mut unrecorded: HashSet<ReleaseId> = HashSet::new();
+    // What the rollout said of each release at the last look: a change is logged.
+    let mut said: HashMap<ReleaseId, &'static str> = HashMap::new();
     let mut orders = net.watch_orders();
     loop {
         let mut wake_in = RECHECK;
         roll_back_as_ordered(&net, &store, &installer).await;
-        match due(&net, &store, &unrecorded).await {
+        match due(&net, &store, &unrecorded, &mut said).await {
             Ok((Some(id), looked)) => {
                 if let Err(e) = installer.activate(&store, id, &looked.records).await {
                     // A failure outside the apply command (disk full, store damage) is
@@ -1158,6 +1160,7 @@ async fn due(
     net: &Arc<Net>,
     store: &Arc<Store>,
     skip: &HashSet<ReleaseId>,
+    said: &mut HashMap<ReleaseId, &'static str>,
 ) -> Result<(Option<ReleaseId>, Looked), ActivateError> {
     let (records, holds) = {
         let store = store.clone();
@@ -1180,6 +1183,7 @@ async fn due(
     // Of each channel, the version to install (scheduler::versions: the newest complete
     // version that no newer known version supersedes), if newer than any activated or failed.
     let releases = net.releases();
+    said.retain(|id, _| releases.iter().any(|r| r.id == *id));
     let mut versions: HashMap<&str, Vec<(u64, scheduler::versions::Standing)>> = HashMap::new();
     for r in &releases {
         versions
@@ -1216,7 +1220,14 @@ async fn due(
     };
     for r in candidates {
         let hold = store::holds::covering(&holds, &r.id, &r.channel);
-        match view.verdict(net, store, &r, hold.is_some(), now.as_second()) {
+        let verdict = view.verdict(net, store, &r, hold.is_some(), now.as_second());
+        let kind = verdict_kind(&verdict);
+        if said.insert(r.id, kind) != Some(kind) {
+            tracing::info!(release = %r.id, channel = %r.channel, version = r.version,
+                reason = verdict.reason(&r.rollout).as_deref().unwrap_or("none"),
+                "rollout: {kind}");
+        }
+        match verdict {
             Verdict::Go => {}
             // A held release waits for its hold to end (or be lifted, which wakes the loop).
             Verdict::Held => {
@@ -1271,6 +1282,20 @@ async fn due(
             halt_wait,
         },
     ))
+}
+
+/// What a verdict says, in a word or two, for the log of its changes.
+fn verdict_kind(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Go => "go",
+        Verdict::NotTargeted => "not targeted",
+        Verdict::Ordered(_) => "stopped by a fleet order",
+        Verdict::Held => "held",
+        Verdict::Requires(_) => "waits for a requirement",
+        Verdict::RingWaits { .. } => "waits for a ring",
+        Verdict::Soaking { .. } => "waits for a ring's soak",
+        Verdict::Halted { .. } => "halted",
+    }
 }
 
 /// Locks `m`, taking over a lock a panicking holder poisoned (the guarded maps stay valid).

@@ -344,22 +344,32 @@ async fn rings_open_in_order_on_every_node_and_a_failing_canary_halts_the_rest()
     })
     .await;
     let failed_at = at_s(&failed);
-    for &i in &canaries[1..] {
-        wait_install(&fleet, i, &v2, 90, installed).await;
-    }
+    // Every later-ring node is watched at once, from the failure on: when each first says
+    // the rollout halted (whole seconds, as the failure's time is).
+    let seen = futures_util::future::join_all(pilots.iter().chain(&broad).map(|&i| {
+        let v2 = v2.clone();
+        let fleet = &fleet;
+        async move {
+            let v = wait_install(fleet, i, &v2, 60, |v| {
+                v.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("rollout halted"))
+            })
+            .await;
+            (i, v, jiff::Timestamp::now().as_second())
+        }
+    }))
+    .await;
     let mut halt_lag = 0;
-    for &i in pilots.iter().chain(&broad) {
-        let v = wait_install(&fleet, i, &v2, 60, |v| {
-            v.reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("rollout halted"))
-        })
-        .await;
+    for (i, v, at) in seen {
         assert_eq!(v.state, InstallState::Blocked, "node {i}: {v:?}");
-        halt_lag = halt_lag.max(jiff::Timestamp::now().as_second() - failed_at);
+        halt_lag = halt_lag.max(at - failed_at);
     }
     eprintln!("the halt reached every node within {halt_lag} s");
     assert!(halt_lag <= 10, "{halt_lag} s");
+    for &i in &canaries[1..] {
+        wait_install(&fleet, i, &v2, 90, installed).await;
+    }
     // It stays halted: nothing of rings pilot and broad installs.
     tokio::time::sleep(Duration::from_secs(SOAK_S as u64 + 2)).await;
     for &i in pilots.iter().chain(&broad) {
