@@ -14,11 +14,7 @@
 
 use std::io::{Read, Write};
 
-/// Largest file, old or new, a patch is made for or applied to. Applying holds the old
-/// file, the rebuilt one and zstd's window (which covers both) in memory: at this bound
-/// about three times 64 MiB, inside the receiver's memory budget. Larger files move as
-/// chunks.
-pub const PATCH_FILE_BYTES_MAX: u64 = 64 << 20;
+pub use protocol::manifest::PATCH_FILE_BYTES_MAX;
 
 /// The window a patch may use, as a power of two: it covers the old file and the new one
 /// at [`PATCH_FILE_BYTES_MAX`] each. A patch that asks for more is refused when applied.

@@ -364,6 +364,7 @@ pub fn stage(
         entries,
         total_bytes: tree.total_bytes,
         rollout: req.rollout.clone(),
+        patches: Vec::new(),
     };
     manifest.validate()?;
     let manifest_bytes = manifest.canonical_bytes();

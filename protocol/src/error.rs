@@ -138,6 +138,9 @@ pub enum ManifestError {
         /// What is wrong.
         why: String,
     },
+    /// A file patch breaks a rule (see [`crate::manifest::FilePatch`]).
+    #[error("bad patch: {0}")]
+    BadPatch(String),
     /// A CVSS score above 10.0.
     #[error("CVSS score {0}.{1} is above 10.0")]
     BadCvss(u8, u8),

@@ -56,7 +56,7 @@ pub use envelope::{
 pub use error::ManifestError;
 pub use ids::{ChunkId, IdParseError, NodeId, PublisherKey, ReleaseId};
 pub use manifest::{
-    ChunkRef, ChunkingParams, Cvss, Entry, EntryKind, MANIFEST_FORMAT_VERSION, Manifest,
+    ChunkRef, ChunkingParams, Cvss, Entry, EntryKind, FilePatch, MANIFEST_FORMAT_VERSION, Manifest,
     ReleaseWindow, Severity,
 };
 pub use rollout::{Gate, Place, Requirement, Ring, RingMembers, Rollout, Selector};

@@ -11,7 +11,7 @@
 
 use crate::codec;
 use crate::error::ManifestError;
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, ReleaseId};
 use crate::path::{self, check_entry_path, resolve_symlink_target};
 use crate::rollout::Rollout;
 use serde::{Deserialize, Serialize};
@@ -20,16 +20,17 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Version of the manifest layout this build writes. Format 2 appends the [`Rollout`] to
-/// format 1's fields; format 1 is still read (its rollout is the default: every node, at
-/// once), so releases published before keep their ids and verify. A decoder refuses any
-/// other version.
-pub const MANIFEST_FORMAT_VERSION: u16 = 2;
+/// format 1's fields, format 3 the [`FilePatch`]es; formats 1 and 2 are still read (their
+/// rollout is the default: every node, at once; they carry no patches), so releases
+/// published before keep their ids and verify. A decoder refuses any other version.
+pub const MANIFEST_FORMAT_VERSION: u16 = 3;
 
 /// The oldest manifest layout this build reads.
 pub const MANIFEST_FORMAT_OLDEST: u16 = 1;
 
-/// Decode limit of a format-1 manifest with the default rollout's few bytes appended.
-const V1_DECODE_MAX: usize = MANIFEST_BYTES_MAX + 64;
+/// Decode limit of a format-1 or format-2 manifest with the default rollout's and the empty
+/// patch list's few bytes appended.
+const OLD_FORMAT_DECODE_MAX: usize = MANIFEST_BYTES_MAX + 64;
 
 /// Largest encoded manifest. 1 Mi chunks at 37 bytes each plus a large tree fit; a bigger
 /// release should be split into several.
@@ -40,6 +41,22 @@ pub const ENTRIES_PER_RELEASE_MAX: usize = 1 << 18;
 
 /// Most chunks in one release: 64 GiB at the default 64 KiB average chunk size.
 pub const CHUNKS_PER_RELEASE_MAX: usize = 1 << 20;
+
+/// Most earlier releases one release carries patches from: a node one version behind is the
+/// common case, two behind is not rare (WSUS express files serve several bases too); one
+/// further behind fetches the changed files' chunks.
+pub const PATCH_BASES_MAX: usize = 3;
+
+/// Largest file, base or new, a patch is made for or applied to. Applying holds the base
+/// file, the rebuilt one and zstd's window (which covers both) in memory: at this bound
+/// about three times 64 MiB, inside a receiver's memory budget. A larger file moves as
+/// chunks.
+pub const PATCH_FILE_BYTES_MAX: u64 = 64 << 20;
+
+/// Largest piece of a patch: a patch moves in pieces that peers request, serve, verify and
+/// announce as they do chunks, so it is the default chunking's largest chunk and every
+/// budget made for chunks holds for pieces.
+pub const PATCH_PIECE_BYTES_MAX: u32 = 256 << 10;
 
 /// Largest chunk a manifest may declare. A receiver holds one whole chunk in memory while it
 /// verifies it, so this bounds memory per in-flight chunk.
@@ -357,6 +374,36 @@ pub struct Manifest {
     pub total_bytes: u64,
     /// Who installs it, after what, in which stages (format 2; the default in format 1).
     pub rollout: Rollout,
+    /// Patches that rebuild changed files from files of earlier releases (format 3; none in
+    /// formats 1 and 2), sorted by (path, base), each (path, base) once.
+    pub patches: Vec<FilePatch>,
+}
+
+/// A patch that rebuilds one file of the release from a file of an earlier release of its
+/// channel: zstd with the base file as a referenced prefix (`chunking::patch`). A node that
+/// holds the base file fetches the patch's pieces instead of the file's chunks, rebuilds
+/// the file and verifies every chunk of it by its id, so a patch is trusted no more than a
+/// peer is: what it rebuilds either is the signed file or is thrown away.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FilePatch {
+    /// The file it rebuilds: a file of this manifest.
+    pub path: String,
+    /// The release that holds the base file.
+    pub base: ReleaseId,
+    /// The base file's path in that release.
+    pub base_path: String,
+    /// The base file's size: a receiver checks it against its own manifest of `base`.
+    pub base_size: u64,
+    /// The patch's bytes, cut in pieces of at most [`PATCH_PIECE_BYTES_MAX`] (the last may
+    /// be shorter), each addressed by its BLAKE3 id like a chunk.
+    pub pieces: Vec<ChunkRef>,
+}
+
+impl FilePatch {
+    /// The patch's size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.pieces.iter().map(|p| u64::from(p.len)).sum()
+    }
 }
 
 /// Whether `name` is a valid channel name: 1 to [`CHANNEL_BYTES_MAX`] bytes of `a-z`, `0-9`,
@@ -397,23 +444,40 @@ impl Manifest {
             .collect()
     }
 
-    /// The canonical encoding: what is signed and what the release id hashes. A format-1
-    /// manifest encodes without the rollout, as it was signed (one that claims rollout rules
-    /// keeps them, and no reader accepts it).
+    /// What peers exchange of the release, in the order its bitmaps number them: its
+    /// distinct chunks ([`unique_chunks`](Self::unique_chunks)), then the distinct pieces of
+    /// its patches that are not among them. A node completes the release with its chunks;
+    /// pieces are a shorter way to some of them.
+    pub fn units(&self) -> Vec<ChunkRef> {
+        let mut units = self.unique_chunks();
+        let mut seen: std::collections::HashSet<ChunkId> = units.iter().map(|c| c.id).collect();
+        for p in &self.patches {
+            units.extend(p.pieces.iter().filter(|c| seen.insert(c.id)).copied());
+        }
+        units
+    }
+
+    /// The canonical encoding: what is signed and what the release id hashes. An older
+    /// format encodes without the fields it lacks, as it was signed (one that claims
+    /// rollout rules or patches keeps them, and no reader accepts it).
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut bytes = codec::encode(self);
-        if self.format_version == 1 && self.rollout.is_default() {
-            bytes.truncate(bytes.len() - codec::encode(&self.rollout).len());
+        if self.format_version <= 2 && self.patches.is_empty() {
+            bytes.truncate(bytes.len() - codec::encode(&self.patches).len());
+            if self.format_version == 1 && self.rollout.is_default() {
+                bytes.truncate(bytes.len() - codec::encode(&self.rollout).len());
+            }
         }
         bytes
     }
 
-    /// Decodes manifest bytes of either format (format 1 with the default rollout), within
-    /// [`MANIFEST_BYTES_MAX`]; refuses any encoding but the canonical one.
+    /// Decodes manifest bytes of any format read (format 1 with the default rollout,
+    /// formats 1 and 2 with no patches), within [`MANIFEST_BYTES_MAX`]; refuses any encoding
+    /// but the canonical one.
     pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
         // The format is the first field, a u16 that bincode writes in one byte below 251.
         let manifest: Self = match bytes.first() {
-            Some(1) => {
+            Some(v @ (1 | 2)) => {
                 if bytes.len() > MANIFEST_BYTES_MAX {
                     return Err(ManifestError::TooLarge {
                         what: "manifest",
@@ -422,8 +486,11 @@ impl Manifest {
                     });
                 }
                 let mut with_default = bytes.to_vec();
-                with_default.extend(codec::encode(&Rollout::default()));
-                codec::decode::<_, V1_DECODE_MAX>(&with_default, "manifest")?
+                if *v == 1 {
+                    with_default.extend(codec::encode(&Rollout::default()));
+                }
+                with_default.extend(codec::encode(&Vec::<FilePatch>::new()));
+                codec::decode::<_, OLD_FORMAT_DECODE_MAX>(&with_default, "manifest")?
             }
             _ => codec::decode::<_, MANIFEST_BYTES_MAX>(bytes, "manifest")?,
         };
@@ -451,6 +518,12 @@ impl Manifest {
             return Err(ManifestError::BadRollout(
                 "a format-1 manifest carries no rollout rules".into(),
             ));
+        }
+        if self.format_version <= 2 && !self.patches.is_empty() {
+            return Err(ManifestError::BadPatch(format!(
+                "a format-{} manifest carries no patches",
+                self.format_version
+            )));
         }
         self.rollout
             .validate()
@@ -493,7 +566,8 @@ impl Manifest {
                 max: ENTRIES_PER_RELEASE_MAX,
             });
         }
-        let chunk_count = self.chunk_count();
+        let pieces: usize = self.patches.iter().map(|p| p.pieces.len()).sum();
+        let chunk_count = self.chunk_count().saturating_add(pieces);
         if chunk_count > CHUNKS_PER_RELEASE_MAX {
             return Err(ManifestError::TooManyChunks {
                 count: chunk_count,
@@ -577,6 +651,62 @@ impl Manifest {
                 declared: self.total_bytes,
                 actual: total,
             });
+        }
+        self.validate_patches(&kinds)
+    }
+
+    /// The patches' rules: each rebuilds a file of this manifest of at most
+    /// [`PATCH_FILE_BYTES_MAX`], from a base file of at most that size at a valid path of
+    /// one of at most [`PATCH_BASES_MAX`] releases; its pieces are 1 to
+    /// [`PATCH_PIECE_BYTES_MAX`] bytes, every one but the last exactly that, and the whole
+    /// is smaller than the file it rebuilds; sorted by (path, base), each once.
+    fn validate_patches(&self, kinds: &HashMap<&str, &EntryKind>) -> Result<(), ManifestError> {
+        let bad = |p: &FilePatch, why: String| {
+            Err(ManifestError::BadPatch(format!(
+                "{} from {} of {}: {why}",
+                p.path,
+                p.base_path,
+                p.base.short()
+            )))
+        };
+        let mut bases: Vec<&ReleaseId> = Vec::new();
+        let mut previous: Option<(&str, &ReleaseId)> = None;
+        for p in &self.patches {
+            let key = (p.path.as_str(), &p.base);
+            if previous.is_some_and(|prev| prev >= key) {
+                return bad(p, "patches are not sorted by path and base, or repeat one".into());
+            }
+            previous = Some(key);
+            if !bases.contains(&&p.base) {
+                bases.push(&p.base);
+                if bases.len() > PATCH_BASES_MAX {
+                    return bad(p, format!("more than {PATCH_BASES_MAX} base releases"));
+                }
+            }
+            let Some(EntryKind::File { size, .. }) = kinds.get(p.path.as_str()) else {
+                return bad(p, "no such file in this release".into());
+            };
+            if let Err(rule) = check_entry_path(&p.base_path) {
+                return bad(p, format!("base path: {rule}"));
+            }
+            if *size > PATCH_FILE_BYTES_MAX || p.base_size > PATCH_FILE_BYTES_MAX {
+                return bad(p, format!("a file over {PATCH_FILE_BYTES_MAX} bytes moves as chunks"));
+            }
+            let Some((last, whole)) = p.pieces.split_last() else {
+                return bad(p, "no pieces".into());
+            };
+            if whole.iter().any(|c| c.len != PATCH_PIECE_BYTES_MAX)
+                || last.len == 0
+                || last.len > PATCH_PIECE_BYTES_MAX
+            {
+                return bad(
+                    p,
+                    format!("pieces must be {PATCH_PIECE_BYTES_MAX} bytes, the last 1 to that"),
+                );
+            }
+            if p.bytes() >= *size {
+                return bad(p, format!("{} bytes, not smaller than the file", p.bytes()));
+            }
         }
         Ok(())
     }

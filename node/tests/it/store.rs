@@ -56,6 +56,7 @@ pub(crate) fn publish(store: &Arc<Store>, path: &Path, version: u64) -> Verified
         entries,
         total_bytes: tree.total_bytes,
         rollout: Default::default(),
+        patches: Vec::new(),
     };
     let env = sign_manifest(&manifest, &key()).encode();
     let release =

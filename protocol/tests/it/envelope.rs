@@ -312,6 +312,26 @@ fn a_root_s_approval_rules_set_how_many_signatures_a_release_needs_and_approvers
 }
 
 #[test]
+fn format_three_carries_patches_and_an_older_format_that_claims_them_is_refused() {
+    let k = key(1);
+    let policy = policy_for(&[(&k, &[])]);
+    let mut m = sample_manifest();
+    m.patches = vec![crate::validation::patch("bin/tool", 7, &[40])];
+    let r = verify_release(&signed(&m, &k), &policy, NOW, |_| None).unwrap();
+    assert_eq!(r.manifest.patches, m.patches);
+    // The piece is a unit peers exchange after the release's chunks.
+    let units = r.manifest.units();
+    assert_eq!(units.len(), r.manifest.unique_chunks().len() + 1);
+    assert_eq!(units.last(), m.patches[0].pieces.last());
+    for old in [1, 2] {
+        let mut lying = m.clone();
+        lying.format_version = old;
+        assert!(matches!(lying.validate(), Err(ManifestError::BadPatch(_))));
+        assert!(verify_signed(&signed(&lying, &k), &policy).is_err());
+    }
+}
+
+#[test]
 fn format_one_manifests_still_verify_with_their_ids_and_format_two_carries_the_rollout() {
     let k = key(1);
     let policy = policy_for(&[(&k, &[])]);
@@ -359,6 +379,18 @@ fn format_one_manifests_still_verify_with_their_ids_and_format_two_carries_the_r
         verify_signed(&mismatched.encode(), &policy),
         Err(ManifestError::UnsupportedFormat { .. })
     ));
+
+    // A format-2 manifest (a rollout, no patches) keeps its bytes: format 3's without the
+    // empty patch list.
+    let mut f2 = v2.clone();
+    f2.format_version = 2;
+    let env2 = sign_manifest(&f2, &k);
+    let f3_bytes = v2.canonical_bytes();
+    assert_eq!(env2.manifest_bytes.len() + 1, f3_bytes.len());
+    assert_eq!(env2.manifest_bytes[1..], f3_bytes[1..f3_bytes.len() - 1]);
+    let r2 = verify_release(&env2.encode(), &policy, NOW, |_| None).unwrap();
+    assert_eq!(r2.manifest.rollout, v2.rollout);
+    assert!(r2.manifest.patches.is_empty());
 
     // Rules the rollout breaks are refused with the reason.
     let mut bad = sample_manifest();

@@ -87,5 +87,6 @@ pub(crate) fn sample_manifest() -> Manifest {
         ],
         total_bytes: 310,
         rollout: Default::default(),
+        patches: Vec::new(),
     }
 }

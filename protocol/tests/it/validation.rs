@@ -402,3 +402,70 @@ fn release_windows_are_bounded_and_checked() {
         })
     ));
 }
+
+/// A patch of `path` from the same path of release `base` (a made-up id), in pieces of
+/// these lengths.
+pub(crate) fn patch(path: &str, base: u8, pieces: &[u32]) -> protocol::FilePatch {
+    protocol::FilePatch {
+        path: path.into(),
+        base: protocol::ReleaseId([base; 32]),
+        base_path: path.into(),
+        base_size: 290,
+        pieces: pieces
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| chunk(200 + i as u8, len))
+            .collect(),
+    }
+}
+
+#[test]
+fn patches_break_no_rule_or_are_refused_naming_it() {
+    use protocol::manifest::{PATCH_BASES_MAX, PATCH_FILE_BYTES_MAX, PATCH_PIECE_BYTES_MAX};
+    let refused = |patches: Vec<protocol::FilePatch>, why: &str| {
+        let mut m = sample_manifest();
+        m.patches = patches;
+        match m.validate() {
+            Err(ManifestError::BadPatch(e)) => assert!(e.contains(why), "{e} (wanted {why})"),
+            other => panic!("{other:?} (wanted {why})"),
+        }
+    };
+    let mut m = sample_manifest();
+    m.patches = vec![patch("README", 1, &[9]), patch("bin/tool", 1, &[120])];
+    m.validate().unwrap();
+    // Several bases, up to the bound.
+    m.patches = (0..PATCH_BASES_MAX as u8).map(|b| patch("bin/tool", b, &[50])).collect();
+    m.validate().unwrap();
+    refused(
+        (0..=PATCH_BASES_MAX as u8).map(|b| patch("bin/tool", b, &[50])).collect(),
+        "base releases",
+    );
+    refused(vec![patch("bin/tool", 1, &[9]), patch("README", 1, &[9])], "sorted");
+    refused(vec![patch("README", 1, &[9]), patch("README", 1, &[8])], "sorted");
+    refused(vec![patch("bin/link", 1, &[9])], "no such file");
+    refused(vec![patch("bin", 1, &[9])], "no such file");
+    refused(vec![patch("nothing", 1, &[9])], "no such file");
+    let mut bad_base = patch("README", 1, &[9]);
+    bad_base.base_path = "../etc/passwd".into();
+    refused(vec![bad_base], "base path");
+    let mut big_base = patch("README", 1, &[9]);
+    big_base.base_size = PATCH_FILE_BYTES_MAX + 1;
+    refused(vec![big_base], "moves as chunks");
+    refused(vec![patch("README", 1, &[])], "no pieces");
+    refused(vec![patch("bin/tool", 1, &[100, 100])], "pieces must be");
+    refused(vec![patch("bin/tool", 1, &[0])], "pieces must be");
+    refused(vec![patch("README", 1, &[10])], "not smaller than the file");
+    // Whole pieces, then a shorter last one, in a file large enough.
+    let mut m = sample_manifest();
+    let size = u64::from(PATCH_PIECE_BYTES_MAX) * 3;
+    let EntryKind::File { size: s, chunks, .. } = &mut m.entries[3].kind else {
+        unreachable!()
+    };
+    *s = size;
+    *chunks = (0..12).map(|i| chunk(50 + i, PATCH_PIECE_BYTES_MAX / 4)).collect();
+    m.total_bytes = size + 10;
+    m.patches = vec![patch("bin/tool", 1, &[PATCH_PIECE_BYTES_MAX, 5])];
+    m.validate().unwrap();
+    m.patches = vec![patch("bin/tool", 1, &[5, PATCH_PIECE_BYTES_MAX])];
+    assert!(matches!(m.validate(), Err(ManifestError::BadPatch(_))));
+}
