@@ -381,6 +381,10 @@ pub struct PublishRequest {
     /// `installed>=95%,failed<=1%,soak=2h` (empty: that default).
     #[serde(default)]
     pub gate: String,
+    /// Make no patches from earlier versions: every changed file moves as chunks
+    /// (`--no-patches`).
+    #[serde(default)]
+    pub no_patches: bool,
 }
 
 /// `POST /v1/releases/{id}/remove`: what was removed and what the compaction after it
@@ -423,6 +427,15 @@ pub enum PublishEvent {
         new_bytes: u64,
         /// Bytes of chunks already stored.
         dedup_bytes: u64,
+        /// Patches made from earlier versions of the channel.
+        #[serde(default)]
+        patches: u64,
+        /// Their bytes.
+        #[serde(default)]
+        patch_bytes: u64,
+        /// What the patched files would have moved as compressed chunks instead.
+        #[serde(default)]
+        patched_chunk_bytes: u64,
         /// Seconds until the session is dropped if not committed.
         expires_in_s: u64,
     },

@@ -124,6 +124,13 @@ pub fn apply(base: &[u8], patch: &[u8], size: u64) -> Result<Vec<u8>, PatchError
     Ok(out)
 }
 
+/// The length of `data` compressed by zstd at `level`: what it would move compressed.
+pub fn compressed_len(data: &[u8], level: i32) -> Result<usize, PatchError> {
+    zstd::bulk::compress(data, level)
+        .map(|z| z.len())
+        .map_err(zstd_err)
+}
+
 /// A rebuilt file that does not match its manifest ([`cut_and_verify`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RebuiltMismatch {

@@ -79,6 +79,8 @@ pub struct Request {
     pub publisher_key: PublisherKey,
     /// Target, requirements, rings and gate.
     pub rollout: protocol::Rollout,
+    /// Make patches from the channel's earlier versions the store holds.
+    pub patches: bool,
 }
 
 impl Request {
@@ -111,6 +113,7 @@ impl Request {
             publisher_key: PublisherKey::parse_config_string(&req.publisher_key)
                 .map_err(|e| bad(e.to_string()))?,
             rollout: rollout_of(req).map_err(|e| bad(e.to_string()))?,
+            patches: !req.no_patches,
         })
     }
 
@@ -258,6 +261,9 @@ pub struct Staged {
     pub new_bytes: u64,
     /// Bytes of chunks it had already.
     pub dedup_bytes: u64,
+    /// The patches made from earlier versions, and their bytes and what the patched files'
+    /// chunks would have moved compressed.
+    pub patches: (u64, u64, u64),
 }
 
 impl Staged {
@@ -349,6 +355,27 @@ pub fn stage(
     let mut session = store.begin_ingest();
     let params = ChunkingParams::default();
     let entries = ingest::ingest(tree, params, &mut session, progress)?;
+    let made = if req.patches {
+        let on_disk: HashMap<&str, &std::path::Path> = tree
+            .entries
+            .iter()
+            .map(|e| (e.rel.as_str(), e.abs.as_path()))
+            .collect();
+        let bases = store::patch::bases(store, &req.channel, req.version)?;
+        store::patch::make(
+            &mut session,
+            store,
+            &entries,
+            &bases,
+            chunking::patch::PATCH_LEVEL_DEFAULT,
+            |path| match on_disk.get(path) {
+                Some(abs) => std::fs::read(abs),
+                None => Err(std::io::ErrorKind::NotFound.into()),
+            },
+        )?
+    } else {
+        store::patch::Made::default()
+    };
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         channel: req.channel.clone(),
@@ -364,7 +391,7 @@ pub fn stage(
         entries,
         total_bytes: tree.total_bytes,
         rollout: req.rollout.clone(),
-        patches: Vec::new(),
+        patches: made.patches.clone(),
     };
     manifest.validate()?;
     let manifest_bytes = manifest.canonical_bytes();
@@ -383,6 +410,11 @@ pub fn stage(
         manifest_bytes,
         new_bytes,
         dedup_bytes,
+        patches: (
+            made.patches.len() as u64,
+            made.patch_bytes,
+            made.chunk_bytes,
+        ),
     })
 }
 

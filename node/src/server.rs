@@ -1738,6 +1738,9 @@ async fn publish(
                 release_id: staged.release_id().to_hex(),
                 new_bytes: staged.new_bytes,
                 dedup_bytes: staged.dedup_bytes,
+                patches: staged.patches.0,
+                patch_bytes: staged.patches.1,
+                patched_chunk_bytes: staged.patches.2,
                 expires_in_s: PUBLISH_SESSION_TIMEOUT.as_secs(),
             },
             Ok(Err(e)) => {

@@ -195,6 +195,12 @@ enum Command {
         /// at once.
         #[arg(long, conflicts_with_all = ["rings", "gate"])]
         no_rings: bool,
+        /// Make no patches: every changed file moves as its chunks. By default, each file
+        /// that changed since one of the channel's three newest versions this node holds
+        /// also moves as a patch against it, where that is smaller (nodes that hold the
+        /// older file fetch the patch and rebuild the file, verifying every chunk).
+        #[arg(long)]
+        no_patches: bool,
     },
     /// List releases in the store, newest first.
     Releases,
@@ -516,6 +522,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             gate,
             rollout,
             no_rings,
+            no_patches,
         } => {
             let mut plan = match &rollout {
                 Some(file) => publish::RolloutFile::read(file)?,
@@ -550,6 +557,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 requires: plan.requires.join(","),
                 rings: plan.rings,
                 gate: plan.gate,
+                no_patches,
             };
             publish::publish(&client, &req, &key, hold_for_approval, cli.json).await
         }

@@ -69,6 +69,9 @@ pub(crate) async fn publish(
         release_id,
         new_bytes,
         dedup_bytes,
+        patches,
+        patch_bytes,
+        patched_chunk_bytes,
         ..
     } = staged
     else {
@@ -87,6 +90,9 @@ pub(crate) async fn publish(
             "release": view,
             "new_bytes": new_bytes,
             "dedup_bytes": dedup_bytes,
+            "patches": patches,
+            "patch_bytes": patch_bytes,
+            "patched_chunk_bytes": patched_chunk_bytes,
         }));
     } else if let Some(h) = &view.held {
         crate::outln!(
@@ -108,6 +114,13 @@ pub(crate) async fn publish(
             human_bytes(new_bytes),
             human_bytes(dedup_bytes)
         );
+        if patches > 0 {
+            crate::outln!(
+                "{patches} changed files also move as patches from earlier versions: {} instead of {} as compressed chunks",
+                human_bytes(patch_bytes),
+                human_bytes(patched_chunk_bytes)
+            );
+        }
         crate::outln!("{}", view.id);
     }
     Ok(())

@@ -674,7 +674,10 @@ impl Manifest {
         for p in &self.patches {
             let key = (p.path.as_str(), &p.base);
             if previous.is_some_and(|prev| prev >= key) {
-                return bad(p, "patches are not sorted by path and base, or repeat one".into());
+                return bad(
+                    p,
+                    "patches are not sorted by path and base, or repeat one".into(),
+                );
             }
             previous = Some(key);
             if !bases.contains(&&p.base) {
@@ -690,7 +693,10 @@ impl Manifest {
                 return bad(p, format!("base path: {rule}"));
             }
             if *size > PATCH_FILE_BYTES_MAX || p.base_size > PATCH_FILE_BYTES_MAX {
-                return bad(p, format!("a file over {PATCH_FILE_BYTES_MAX} bytes moves as chunks"));
+                return bad(
+                    p,
+                    format!("a file over {PATCH_FILE_BYTES_MAX} bytes moves as chunks"),
+                );
             }
             let Some((last, whole)) = p.pieces.split_last() else {
                 return bad(p, "no pieces".into());

@@ -41,6 +41,7 @@ pub mod holds;
 pub mod identity;
 pub mod ingest;
 pub mod orders;
+pub mod patch;
 pub mod release;
 pub mod retention;
 pub mod roots;

@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
             entries,
             total_bytes: tree.total_bytes,
             rollout: Default::default(),
-        patches: Vec::new(),
+            patches: Vec::new(),
         };
         let env = sign_manifest(&manifest, &key).encode();
         let release = verify_release(&env, &policy, now, |c| {

@@ -32,6 +32,17 @@ pub(crate) fn policy() -> TrustPolicy {
 
 /// Ingests `path` into `store` and commits it as `version`; returns the release.
 pub(crate) fn publish(store: &Arc<Store>, path: &Path, version: u64) -> VerifiedRelease {
+    publish_patched(store, path, version, false).0
+}
+
+/// [`publish`], with patches from the channel's earlier versions when `patches` (as
+/// `p2pctl publish` makes them).
+pub(crate) fn publish_patched(
+    store: &Arc<Store>,
+    path: &Path,
+    version: u64,
+    patches: bool,
+) -> (VerifiedRelease, ::store::patch::Made) {
     let tree = ingest::scan(path).unwrap();
     let mut session = store.begin_ingest();
     let entries = ingest::ingest(
@@ -41,6 +52,16 @@ pub(crate) fn publish(store: &Arc<Store>, path: &Path, version: u64) -> Verified
         &Arc::new(Progress::default()),
     )
     .unwrap();
+    let made = if patches {
+        let bases = ::store::patch::bases(store, "security/store", version).unwrap();
+        ::store::patch::make(&mut session, store, &entries, &bases, 19, |rel| {
+            let e = tree.entries.iter().find(|e| e.rel == rel).unwrap();
+            fs::read(&e.abs)
+        })
+        .unwrap()
+    } else {
+        ::store::patch::Made::default()
+    };
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         channel: "security/store".into(),
@@ -56,13 +77,126 @@ pub(crate) fn publish(store: &Arc<Store>, path: &Path, version: u64) -> Verified
         entries,
         total_bytes: tree.total_bytes,
         rollout: Default::default(),
-        patches: Vec::new(),
+        patches: made.patches.clone(),
     };
     let env = sign_manifest(&manifest, &key()).encode();
     let release =
         verify_release(&env, &policy(), NOW, |c| store.highest_version(c).unwrap()).unwrap();
     session.commit(Some(&release), NOW).unwrap();
-    release
+    (release, made)
+}
+
+/// A rebuilt library: an insertion near its start (which shifts every later byte, so few
+/// chunks after it match), a few bytes changed throughout.
+fn rebuilt(old: &[u8], seed: u64) -> Vec<u8> {
+    let mut new = old[..5000].to_vec();
+    new.extend_from_slice(&random_bytes(seed, 3000));
+    new.extend_from_slice(&old[5000..]);
+    for i in (0..new.len()).step_by(200_000) {
+        new[i] ^= 0x5a;
+    }
+    new
+}
+
+#[test]
+fn a_new_version_carries_patches_from_earlier_ones_that_rebuild_its_changed_files() {
+    use ::store::patch::{RebuildError, rebuild};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("lib")).unwrap();
+    let lib1 = random_bytes(1, 1 << 20);
+    let notes: String = (0..400)
+        .map(|i| format!("line {i} of the notes\n"))
+        .collect();
+    fs::write(tree.join("lib/libfoo.so.1.0.0"), &lib1).unwrap();
+    fs::write(tree.join("NOTES"), &notes).unwrap();
+    fs::write(tree.join("data.bin"), random_bytes(2, 300 << 10)).unwrap();
+    fs::write(tree.join("noise.bin"), random_bytes(3, 200 << 10)).unwrap();
+    let (v1, made) = publish_patched(&store, &tree, 1, true);
+    assert!(made.patches.is_empty(), "nothing to patch from");
+
+    // Version 2: the library rebuilt under a new name, the notes edited, the data as it
+    // was, the noise all new.
+    let lib2 = rebuilt(&lib1, 4);
+    fs::remove_file(tree.join("lib/libfoo.so.1.0.0")).unwrap();
+    fs::write(tree.join("lib/libfoo.so.1.0.1"), &lib2).unwrap();
+    fs::write(tree.join("NOTES"), notes.replace("line 200 ", "LINE 200 ")).unwrap();
+    fs::write(tree.join("noise.bin"), random_bytes(5, 200 << 10)).unwrap();
+    let (v2, made) = publish_patched(&store, &tree, 2, true);
+    let m2 = &v2.manifest;
+    let patched: Vec<(&str, &str)> = m2
+        .patches
+        .iter()
+        .map(|p| (p.path.as_str(), p.base_path.as_str()))
+        .collect();
+    assert_eq!(
+        patched,
+        [
+            ("NOTES", "NOTES"),
+            ("lib/libfoo.so.1.0.1", "lib/libfoo.so.1.0.0")
+        ]
+    );
+    assert!(m2.patches.iter().all(|p| p.base == v1.id));
+    // Much smaller than the chunks they stand for.
+    assert!(made.patch_bytes * 20 < made.chunk_bytes, "{made:?}");
+    // Each rebuilds its file from what the store holds, chunk by chunk.
+    for p in &m2.patches {
+        let (_, size, chunks) = m2.files().find(|f| f.0 == p.path).unwrap();
+        let rebuilt = rebuild(&store, p, size, chunks).unwrap();
+        assert_eq!(rebuilt.len(), chunks.len());
+        for ((id, bytes), c) in rebuilt.iter().zip(chunks) {
+            assert_eq!(*id, c.id);
+            assert!(c.id.matches(bytes));
+        }
+    }
+    // The pieces are units of the release, after its chunks.
+    let units = m2.units();
+    assert_eq!(
+        units.len(),
+        m2.unique_chunks().len() + m2.patches.iter().map(|p| p.pieces.len()).sum::<usize>()
+    );
+    assert!(::store::release::verify_chunks(&store, m2).unwrap().is_ok());
+
+    // A patch that names a base of another size, or a piece the store lacks, rebuilds
+    // nothing.
+    let lib = m2.patches[1].clone();
+    let (_, size, chunks) = m2.files().find(|f| f.0 == lib.path).unwrap();
+    let mut wrong = lib.clone();
+    wrong.base_size += 1;
+    assert!(matches!(
+        rebuild(&store, &wrong, size, chunks),
+        Err(RebuildError::Base(_))
+    ));
+    let mut missing = lib.clone();
+    missing.pieces[0].id = protocol::ChunkId::of(b"not stored");
+    assert!(matches!(
+        rebuild(&store, &missing, size, chunks),
+        Err(RebuildError::Missing(_))
+    ));
+    // Against another file, it does not rebuild this one.
+    let mut other = lib.clone();
+    other.path = "NOTES".into();
+    let (_, nsize, nchunks) = m2.files().find(|f| f.0 == "NOTES").unwrap();
+    assert!(rebuild(&store, &other, nsize, nchunks).is_err());
+
+    // Version 3: patches from both earlier versions.
+    let lib3 = rebuilt(&lib2, 6);
+    fs::write(tree.join("lib/libfoo.so.1.0.1"), &lib3).unwrap();
+    let (v3, _) = publish_patched(&store, &tree, 3, true);
+    let bases: Vec<_> = v3
+        .manifest
+        .patches
+        .iter()
+        .filter(|p| p.path == "lib/libfoo.so.1.0.1")
+        .map(|p| p.base)
+        .collect();
+    assert_eq!(bases, sorted(vec![v1.id, v2.id]));
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
 }
 
 #[test]

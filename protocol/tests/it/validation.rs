@@ -434,14 +434,24 @@ fn patches_break_no_rule_or_are_refused_naming_it() {
     m.patches = vec![patch("README", 1, &[9]), patch("bin/tool", 1, &[120])];
     m.validate().unwrap();
     // Several bases, up to the bound.
-    m.patches = (0..PATCH_BASES_MAX as u8).map(|b| patch("bin/tool", b, &[50])).collect();
+    m.patches = (0..PATCH_BASES_MAX as u8)
+        .map(|b| patch("bin/tool", b, &[50]))
+        .collect();
     m.validate().unwrap();
     refused(
-        (0..=PATCH_BASES_MAX as u8).map(|b| patch("bin/tool", b, &[50])).collect(),
+        (0..=PATCH_BASES_MAX as u8)
+            .map(|b| patch("bin/tool", b, &[50]))
+            .collect(),
         "base releases",
     );
-    refused(vec![patch("bin/tool", 1, &[9]), patch("README", 1, &[9])], "sorted");
-    refused(vec![patch("README", 1, &[9]), patch("README", 1, &[8])], "sorted");
+    refused(
+        vec![patch("bin/tool", 1, &[9]), patch("README", 1, &[9])],
+        "sorted",
+    );
+    refused(
+        vec![patch("README", 1, &[9]), patch("README", 1, &[8])],
+        "sorted",
+    );
     refused(vec![patch("bin/link", 1, &[9])], "no such file");
     refused(vec![patch("bin", 1, &[9])], "no such file");
     refused(vec![patch("nothing", 1, &[9])], "no such file");
@@ -458,11 +468,16 @@ fn patches_break_no_rule_or_are_refused_naming_it() {
     // Whole pieces, then a shorter last one, in a file large enough.
     let mut m = sample_manifest();
     let size = u64::from(PATCH_PIECE_BYTES_MAX) * 3;
-    let EntryKind::File { size: s, chunks, .. } = &mut m.entries[3].kind else {
+    let EntryKind::File {
+        size: s, chunks, ..
+    } = &mut m.entries[3].kind
+    else {
         unreachable!()
     };
     *s = size;
-    *chunks = (0..12).map(|i| chunk(50 + i, PATCH_PIECE_BYTES_MAX / 4)).collect();
+    *chunks = (0..12)
+        .map(|i| chunk(50 + i, PATCH_PIECE_BYTES_MAX / 4))
+        .collect();
     m.total_bytes = size + 10;
     m.patches = vec![patch("bin/tool", 1, &[PATCH_PIECE_BYTES_MAX, 5])];
     m.validate().unwrap();
