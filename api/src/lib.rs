@@ -796,6 +796,13 @@ pub struct ReleaseProgress {
     pub bytes_from_wan: u64,
     /// Bytes the store already had from earlier releases when the fetch started.
     pub bytes_reused: u64,
+    /// Bytes of chunks rebuilt from patches against earlier releases (this run).
+    #[serde(default)]
+    pub bytes_rebuilt: u64,
+    /// Bytes of the patches they were rebuilt from (counted in `bytes_from_lan` and
+    /// `bytes_from_wan`, as received).
+    #[serde(default)]
+    pub bytes_patches: u64,
     /// Receive rate over the last few seconds.
     pub rate_bytes_per_s: u64,
     /// Seconds from learning of the release to completing it (or to now).

@@ -35,6 +35,26 @@ const SLOTS_MAX: usize = 4096;
 /// edges are wall-clock instants, and the wall clock can be stepped while the loop sleeps.
 const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(60);
 
+/// Files this node rebuilds from patches at once, over all its fetches: each holds the base
+/// file, the patch and the rebuilt file in memory, up to about three times
+/// [`protocol::manifest::PATCH_FILE_BYTES_MAX`] (192 MiB), so one at a time keeps a node's
+/// memory for patches at that; rebuilding is fast next to fetching the pieces.
+pub(crate) const REBUILDS_AT_ONCE: usize = 1;
+
+/// A patch a fetch uses: the patch, and the size and chunks of the file it rebuilds.
+struct PatchJob {
+    patch: protocol::FilePatch,
+    size: u64,
+    chunks: Vec<protocol::ChunkRef>,
+}
+
+/// A rebuild that ended: the patch (by its place among those used), and the file's chunks
+/// or why not.
+type Rebuilt = (
+    usize,
+    Result<Vec<(protocol::ChunkId, Vec<u8>)>, store::patch::RebuildError>,
+);
+
 /// One finished request.
 struct Done {
     index: u32,
@@ -70,7 +90,9 @@ async fn fetch(
     verified: &VerifiedRelease,
 ) -> crate::Result<bool> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
-    let mut d = Driver::new(net, release, tx);
+    let (rebuilt_tx, mut rebuilt_rx) = mpsc::unbounded_channel::<Rebuilt>();
+    let mut d = Driver::new(net, release, tx, rebuilt_tx);
+    d.use_patches(verified).await?;
     let mut wake = net.wake.subscribe();
     let mut stored = net.registry.subscribe_stored();
     let mut shutdown = net.shutdown.clone();
@@ -84,6 +106,7 @@ async fn fetch(
         let deadline = Some(d.epoch + d.fetch.poll_timeout().map_or(recheck, |t| t.min(recheck)));
         tokio::select! {
             Some(done) = rx.recv() => d.answered(done)?,
+            Some(rebuilt) = rebuilt_rx.recv() => d.rebuilt(rebuilt)?,
             durable = d.writer.durable.recv() => match durable {
                 Some(indices) => d.durable(&indices),
                 None => return Err(d.writer.failure().await),
@@ -156,10 +179,21 @@ struct Driver<'n> {
     /// Chunk id to index, built when another fetch first shares chunks with this one.
     index: Option<HashMap<protocol::ChunkId, u32>>,
     tx: mpsc::UnboundedSender<Done>,
+    /// The patches this fetch uses, in the machine's numbering.
+    patches: Vec<Arc<PatchJob>>,
+    /// Patches whose pieces are verified, waiting for them to be durable (the rebuild
+    /// reads them from the store).
+    to_rebuild: Vec<usize>,
+    rebuilt_tx: mpsc::UnboundedSender<Rebuilt>,
 }
 
 impl<'n> Driver<'n> {
-    fn new(net: &'n Arc<Net>, release: &'n Arc<Release>, tx: mpsc::UnboundedSender<Done>) -> Self {
+    fn new(
+        net: &'n Arc<Net>,
+        release: &'n Arc<Release>,
+        tx: mpsc::UnboundedSender<Done>,
+        rebuilt_tx: mpsc::UnboundedSender<Rebuilt>,
+    ) -> Self {
         let have = lock(&release.have).clone();
         let chunks: Arc<[protocol::ChunkRef]> = release.chunks.clone().into();
         let n = chunks.len() as u32;
@@ -185,7 +219,171 @@ impl<'n> Driver<'n> {
             bad: None,
             index: None,
             tx,
+            patches: Vec::new(),
+            to_rebuild: Vec::new(),
+            rebuilt_tx,
         }
+    }
+
+    /// Chooses the patches to fetch ([`scheduler::patches::choose`]: those whose base file
+    /// the store holds) and tells the machine; the pieces of the others are not fetched.
+    async fn use_patches(&mut self, verified: &VerifiedRelease) -> crate::Result<()> {
+        let m = &verified.manifest;
+        let chunk_units = self.release.chunk_units;
+        if m.patches.is_empty() {
+            self.fetch.use_patches(chunk_units, Vec::new());
+            return Ok(());
+        }
+        let (store, v, have) = (
+            self.net.store.clone(),
+            verified.clone(),
+            self.fetch.have().clone(),
+        );
+        let chosen = tokio::task::spawn_blocking(move || {
+            let mut bases: HashMap<ReleaseId, Option<protocol::Manifest>> = HashMap::new();
+            scheduler::patches::choose(&v.manifest, &have, |p| {
+                let base = bases
+                    .entry(p.base)
+                    .or_insert_with(|| store.manifest(&p.base).ok().flatten());
+                base.as_ref().is_some_and(|b| {
+                    b.files()
+                        .any(|(path, size, _)| path == p.base_path && size == p.base_size)
+                })
+            })
+        })
+        .await?;
+        let files: HashMap<&str, (u64, &[protocol::ChunkRef])> =
+            m.files().map(|(p, size, c)| (p, (size, c))).collect();
+        self.patches = chosen
+            .iter()
+            .map(|c| {
+                let patch = m.patches[c.patch].clone();
+                let (size, chunks) = files[patch.path.as_str()];
+                Arc::new(PatchJob {
+                    patch,
+                    size,
+                    chunks: chunks.to_vec(),
+                })
+            })
+            .collect();
+        if !chosen.is_empty() {
+            let bytes: u64 = self.patches.iter().map(|p| p.patch.bytes()).sum();
+            tracing::info!(release = %self.release.id, patches = chosen.len(), bytes,
+                "fetching patches against earlier versions instead of their files' chunks");
+        }
+        self.fetch.use_patches(chunk_units, chosen);
+        self.events();
+        Ok(())
+    }
+
+    /// Starts the rebuilds whose pieces are all durable.
+    fn start_rebuilds(&mut self) {
+        if self.to_rebuild.is_empty() {
+            return;
+        }
+        let ready: Vec<usize> = {
+            let have = lock(&self.release.have);
+            let index = self.index.get_or_insert_with(|| {
+                self.release
+                    .chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.id, i as u32))
+                    .collect()
+            });
+            self.to_rebuild
+                .iter()
+                .copied()
+                .filter(|&k| {
+                    self.patches[k]
+                        .patch
+                        .pieces
+                        .iter()
+                        .all(|p| index.get(&p.id).is_some_and(|&i| have.get(i)))
+                })
+                .collect()
+        };
+        self.to_rebuild.retain(|k| !ready.contains(k));
+        for k in ready {
+            self.rebuild(k);
+        }
+    }
+
+    /// Rebuilds the file of the `k`th patch used, off the async threads, one node-wide
+    /// rebuild at a time ([`REBUILDS_AT_ONCE`]); the result comes back as a [`Rebuilt`].
+    fn rebuild(&self, k: usize) {
+        let Some(job) = self.patches.get(k).cloned() else {
+            return;
+        };
+        let (store, slots, tx) = (
+            self.net.store.clone(),
+            self.net.rebuild_slots.clone(),
+            self.rebuilt_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let Ok(_permit) = slots.acquire_owned().await else {
+                return;
+            };
+            let result = tokio::task::spawn_blocking(move || {
+                store::patch::rebuild(&store, &job.patch, job.size, &job.chunks)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(store::patch::RebuildError::Missing(format!(
+                    "the rebuild stopped: {e}"
+                )))
+            });
+            let _ = tx.send((k, result));
+        });
+    }
+
+    /// A rebuild ended: the chunks the patch stood for go to the writer, or, if it failed,
+    /// the machine asks for them.
+    fn rebuilt(&mut self, (k, result): Rebuilt) -> crate::Result<()> {
+        let now = self.now();
+        let Some(job) = self.patches.get(k).cloned() else {
+            return Ok(());
+        };
+        match result {
+            Ok(chunks) => {
+                let covers: std::collections::HashSet<u32> =
+                    self.fetch.patch_covers(k).iter().copied().collect();
+                let mut bytes = 0u64;
+                let mut done = std::collections::HashSet::new();
+                for (id, data) in chunks {
+                    let Some(&i) = self.index().get(&id) else {
+                        continue;
+                    };
+                    if !covers.contains(&i) || !done.insert(i) {
+                        continue;
+                    }
+                    bytes += data.len() as u64;
+                    if !self.writer.put(i, data) {
+                        return Err(crate::Error::WriterStopped);
+                    }
+                }
+                self.release.rebuilt.fetch_add(bytes, Ordering::Relaxed);
+                self.net.traffic.rebuilds.fetch_add(1, Ordering::Relaxed);
+                self.release
+                    .patch_bytes
+                    .fetch_add(job.patch.bytes(), Ordering::Relaxed);
+                tracing::debug!(release = %self.release.id, path = %job.patch.path,
+                    base = %job.patch.base, bytes, "file rebuilt from a patch");
+                self.fetch.handle_rebuilt(now, k, true);
+            }
+            Err(e) => {
+                tracing::warn!(release = %self.release.id, path = %job.patch.path,
+                    base = %job.patch.base, error = %e,
+                    "patch did not rebuild the file: fetching its chunks instead");
+                self.net
+                    .traffic
+                    .rebuilds_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.fetch.handle_rebuilt(now, k, false);
+            }
+        }
+        self.events();
+        Ok(())
     }
 
     fn now(&self) -> Duration {
@@ -469,6 +667,7 @@ impl<'n> Driver<'n> {
         }
         let now = self.now();
         self.fetch.handle_durable(now);
+        self.start_rebuilds();
     }
 
     /// Acts on what the machine asks.
@@ -509,6 +708,10 @@ impl<'n> Driver<'n> {
                     if let Some(peer) = self.by_slot.get(slot as usize) {
                         self.net.strike(peer, &why);
                     }
+                }
+                Event::Rebuild { k } => {
+                    self.to_rebuild.push(k);
+                    self.start_rebuilds();
                 }
                 Event::Verified | Event::Superseded => {}
             }

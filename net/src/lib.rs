@@ -255,6 +255,8 @@ pub struct Net {
     /// Serving concurrency (reads from the store in flight).
     pub(crate) serve_slots: Arc<tokio::sync::Semaphore>,
     manifest_slots: Arc<tokio::sync::Semaphore>,
+    /// Files rebuilt from patches at once ([`fetch::REBUILDS_AT_ONCE`]).
+    pub(crate) rebuild_slots: Arc<tokio::sync::Semaphore>,
     /// The fleet root, revocation list and this node's certificate, in a fleet with a root.
     membership: std::sync::RwLock<Option<Arc<Membership>>>,
     /// A catch-up of the root or revocation list from a peer is under way ([`trust`]).
@@ -376,6 +378,7 @@ impl Net {
             gates: Gates::new(windows),
             serve_slots: Arc::new(tokio::sync::Semaphore::new(peer::SERVE_CONCURRENCY_MAX)),
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
+            rebuild_slots: Arc::new(tokio::sync::Semaphore::new(fetch::REBUILDS_AT_ONCE)),
             membership: std::sync::RwLock::new(None),
             trust_fetching: std::sync::atomic::AtomicBool::new(false),
             orders: watch::Sender::new(Arc::new(orders)),
@@ -465,7 +468,10 @@ impl Net {
                 }
                 if let Some(bytes) = store.signed_manifest(&summary.id)? {
                     match protocol::envelope::verify_signed(&bytes, &policy) {
-                        Ok(v) => committed.push(v),
+                        Ok(v) => {
+                            let have = committed_units(&store, &v.manifest)?;
+                            committed.push((v, have));
+                        }
                         Err(e) => tracing::warn!(release = %summary.id, error = %e,
                             "stored release no longer verifies under the trust policy; not serving it"),
                     }
@@ -475,15 +481,8 @@ impl Net {
             Ok::<_, Error>((committed, pending))
         })
         .await??;
-        for v in committed {
-            let n = v.manifest.unique_chunks().len() as u32;
-            let release = Release::new(
-                &v,
-                Bitmap::full(n),
-                ReleaseState::Complete,
-                false,
-                self.gates.zone(),
-            );
+        for (v, have) in committed {
+            let release = Release::new(&v, have, ReleaseState::Complete, false, self.gates.zone());
             self.insert_release(Arc::new(release));
         }
         // Newest first: an unfinished fetch that a newer one supersedes is then dropped at
@@ -779,7 +778,7 @@ impl Net {
 
     /// A release the local operator just published: serve it, announce it, provide it.
     pub fn published(&self, verified: &VerifiedRelease) {
-        let n = verified.manifest.unique_chunks().len() as u32;
+        let n = verified.manifest.units().len() as u32;
         let release = Release::new(
             verified,
             Bitmap::full(n),
@@ -1277,9 +1276,9 @@ impl Net {
         let (have, already) = tokio::task::spawn_blocking(move || {
             store.add_pending(&v2)?;
             store.append_audit(store::audit::AuditEvent::announced(&v2))?;
-            let chunks = v2.manifest.unique_chunks();
+            let chunks = v2.manifest.units();
             let have = store.have_bitmap(&chunks)?;
-            let already: u64 = chunks
+            let already: u64 = chunks[..v2.manifest.unique_chunks().len()]
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| have.get(*i as u32))
@@ -1325,7 +1324,7 @@ impl Net {
         tokio::task::spawn_blocking(move || store.supersede_pending(&id, version)).await??;
         tracing::info!(release = %v.id, channel = %v.manifest.channel, version = v.manifest.version,
             newer, "not fetching: a newer version of the channel is known");
-        let n = v.manifest.unique_chunks().len() as u32;
+        let n = v.manifest.units().len() as u32;
         let release = Release::new(
             &v,
             Bitmap::new(n),
@@ -1463,4 +1462,21 @@ impl Net {
         self.endpoint
             .close(quinn::VarInt::from_u32(quic::codes::SHUTDOWN), b"shutdown");
     }
+}
+
+/// What a committed release's bitmap shows: every chunk (its commit checked them all), and
+/// the pieces of its patches the store holds (a node that fetched the chunks has none).
+fn committed_units(store: &Store, m: &protocol::Manifest) -> Result<Bitmap> {
+    let units = m.units();
+    let chunks = m.unique_chunks().len();
+    let mut have = Bitmap::new(units.len() as u32);
+    for i in 0..chunks as u32 {
+        have.set(i);
+    }
+    if units.len() > chunks {
+        for i in store.have_bitmap(&units[chunks..])?.ones() {
+            have.set(chunks as u32 + i);
+        }
+    }
+    Ok(have)
 }

@@ -221,8 +221,12 @@ pub struct Release {
     pub channel: String,
     /// Version.
     pub version: u64,
-    /// Unique chunks in bitmap order.
+    /// What peers exchange of it, in bitmap order ([`Manifest::units`]): its unique chunks,
+    /// then its patches' pieces.
     pub chunks: Vec<ChunkRef>,
+    /// How many of `chunks` are the release's chunks (the rest are pieces of patches,
+    /// which a node need not hold).
+    pub chunk_units: u32,
     /// Encoded signed manifest, served to peers that ask.
     pub envelope: Vec<u8>,
     /// Chunks stored and readable (what bitmaps advertise).
@@ -235,6 +239,10 @@ pub struct Release {
     pub from_wan: AtomicU64,
     /// Bytes of chunks the store already had when the fetch started (delta savings).
     pub reused: AtomicU64,
+    /// Bytes of chunks rebuilt from patches by this fetch.
+    pub rebuilt: AtomicU64,
+    /// Bytes of the patches they were rebuilt from.
+    pub patch_bytes: AtomicU64,
     /// When this node learned of it (verified), if in this run.
     pub started: Option<Instant>,
     /// When it completed, if in this run.
@@ -308,13 +316,16 @@ impl Release {
             id: verified.id,
             channel: m.channel.clone(),
             version: m.version,
-            chunks: m.unique_chunks(),
+            chunk_units: m.unique_chunks().len() as u32,
+            chunks: m.units(),
             envelope: verified.envelope.encode(),
             have: Mutex::new(have),
             state: Mutex::new(state),
             from_lan: AtomicU64::new(0),
             from_wan: AtomicU64::new(0),
             reused: AtomicU64::new(0),
+            rebuilt: AtomicU64::new(0),
+            patch_bytes: AtomicU64::new(0),
             started: started.then(Instant::now),
             finished: Mutex::new(None),
             urgency: urgency_of(verified),
@@ -471,14 +482,20 @@ impl Release {
     /// The progress report for `p2pctl status`.
     pub fn progress(&self) -> ReleaseProgress {
         let have = lock(&self.have);
-        let bytes_total: u64 = self.chunks.iter().map(|c| u64::from(c.len)).sum();
-        let bytes_have: u64 = self
-            .chunks
+        // The release's chunks; pieces of patches are a way to some of them.
+        let chunks = &self.chunks[..(self.chunk_units as usize).min(self.chunks.len())];
+        let bytes_total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        let bytes_have: u64 = chunks
             .iter()
             .enumerate()
             .filter(|(i, _)| have.get(*i as u32))
             .map(|(_, c)| u64::from(c.len))
             .sum();
+        let chunks_have = if chunks.len() as u32 == have.len() {
+            have.count()
+        } else {
+            (0..chunks.len() as u32).filter(|&i| have.get(i)).count() as u32
+        };
         let state = lock(&self.state).clone();
         let finished = *lock(&self.finished);
         ReleaseProgress {
@@ -490,13 +507,15 @@ impl Release {
                 ReleaseState::Failed(e) => Some(e),
                 _ => None,
             },
-            chunks_have: have.count(),
-            chunks_total: have.len(),
+            chunks_have,
+            chunks_total: chunks.len() as u32,
             bytes_have,
             bytes_total,
             bytes_from_lan: self.from_lan.load(Ordering::Relaxed),
             bytes_from_wan: self.from_wan.load(Ordering::Relaxed),
             bytes_reused: self.reused.load(Ordering::Relaxed),
+            bytes_rebuilt: self.rebuilt.load(Ordering::Relaxed),
+            bytes_patches: self.patch_bytes.load(Ordering::Relaxed),
             rate_bytes_per_s: if finished.is_some() { 0 } else { self.rate() },
             elapsed_s: self.started.map(|s| {
                 finished

@@ -187,6 +187,10 @@ pub struct Traffic {
     pub chunks_verified: AtomicU64,
     /// Chunks received that did not match their ids (or could not be read).
     pub chunks_failed: AtomicU64,
+    /// Files a patch did not rebuild (their chunks were fetched instead).
+    pub rebuilds_failed: AtomicU64,
+    /// Files rebuilt from patches.
+    pub rebuilds: AtomicU64,
     /// Peers banned since start.
     pub bans: AtomicU64,
     /// Data-plane control-stream bytes, by message kind, class and direction.

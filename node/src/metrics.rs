@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `p2pd_transfer_bytes_total` | counter | `class` (lan, wan), `direction` (sent, received) |
 //! | `p2pd_chunks_verified_total`, `p2pd_chunks_failed_total` | counter | |
+//! | `p2pd_patch_rebuilds_total` | counter | `outcome` (rebuilt, failed) |
 //! | `p2pd_peers` | gauge | `class` |
 //! | `p2pd_peer_bans_total` | counter | |
 //! | `p2pd_peers_banned` | gauge | |
@@ -139,6 +140,8 @@ pub struct Snapshot {
     pub chunks_verified: u64,
     /// Chunks that failed verification.
     pub chunks_failed: u64,
+    /// Files rebuilt from patches, and those a patch did not rebuild.
+    pub rebuilds: (u64, u64),
     /// Connected data-plane peers: (class, count).
     pub peers: Vec<(&'static str, u64)>,
     /// Bans since start.
@@ -260,6 +263,17 @@ impl Snapshot {
             "Chunks received that did not match their id or broke the protocol.",
             Counter,
             ConstCounter::new(self.chunks_failed),
+        )?;
+        family(
+            e,
+            "patch_rebuilds",
+            "Files rebuilt from patches against earlier versions (rebuilt), and those whose \
+             patch did not rebuild them, fetched as chunks instead (failed).",
+            None,
+            Counter,
+            [("rebuilt", self.rebuilds.0), ("failed", self.rebuilds.1)]
+                .into_iter()
+                .map(|(outcome, n)| (vec![("outcome", outcome.to_string())], ConstCounter::new(n))),
         )?;
         family(
             e,

@@ -377,7 +377,13 @@ pub fn stage(
         store::patch::Made::default()
     };
     let manifest = Manifest {
-        format_version: MANIFEST_FORMAT_VERSION,
+        // Without patches, the format every node since rollouts reads: a fleet still
+        // running older nodes publishes with --no-patches until they are upgraded.
+        format_version: if made.patches.is_empty() {
+            2
+        } else {
+            MANIFEST_FORMAT_VERSION
+        },
         channel: req.channel.clone(),
         version: req.version,
         created_unix_s: now_unix_s,

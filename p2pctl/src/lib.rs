@@ -198,7 +198,9 @@ enum Command {
         /// Make no patches: every changed file moves as its chunks. By default, each file
         /// that changed since one of the channel's three newest versions this node holds
         /// also moves as a patch against it, where that is smaller (nodes that hold the
-        /// older file fetch the patch and rebuild the file, verifying every chunk).
+        /// older file fetch the patch and rebuild the file, verifying every chunk). A
+        /// release without patches keeps the manifest format that nodes without patch
+        /// support read: use this while the fleet still runs such nodes.
         #[arg(long)]
         no_patches: bool,
     },

@@ -223,6 +223,12 @@ pub enum Event {
         /// The peer's slot.
         slot: u32,
     },
+    /// Every piece of the `k`th patch [`Fetch::use_patches`] was given is verified: rebuild
+    /// its file, verify its chunks and report with [`Fetch::handle_rebuilt`].
+    Rebuild {
+        /// The patch, by its place in the list given.
+        k: usize,
+    },
 }
 
 /// Where the fetch stands.
@@ -395,7 +401,29 @@ pub struct Fetch<S = std::collections::hash_map::RandomState> {
     passes: u64,
     /// Chunks recorded in flight under [`ELSEWHERE_SLOT`] (sized on first use).
     elsewhere: Bitmap,
+    /// Units set in `have` that are not held: pieces of patches not used, and chunks a
+    /// patch being fetched stands for (sized on first use).
+    skipped: Bitmap,
+    /// The patches being fetched ([`Self::use_patches`]).
+    patches: Vec<PatchUse>,
     events: VecDeque<Event>,
+}
+
+/// A patch a fetch uses, and where it stands.
+#[derive(Debug)]
+struct PatchUse {
+    chosen: crate::patches::Chosen,
+    state: PatchState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatchState {
+    /// Its pieces are being fetched.
+    Fetching,
+    /// Its file is being rebuilt.
+    Rebuilding,
+    /// Rebuilt, or given up (its file's chunks are fetched).
+    Done,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -464,6 +492,8 @@ impl<S: BuildHasher + Default> Fetch<S> {
             window_edge: NEVER,
             passes: 0,
             elsewhere: Bitmap::default(),
+            skipped: Bitmap::default(),
+            patches: Vec::new(),
             events: VecDeque::new(),
         };
         if f.have.len() != n {
@@ -569,17 +599,108 @@ impl<S: BuildHasher> Fetch<S> {
     /// `chunk` is in the store: another fetch of this node brought it (a chunk two releases
     /// share). True when it is new to this fetch: the driver shows it to peers.
     pub fn handle_held(&mut self, now: Duration, chunk: u32) -> bool {
-        if matches!(self.phase, Phase::Verified | Phase::Superseded) || !self.have.set(chunk) {
+        if matches!(self.phase, Phase::Verified | Phase::Superseded) {
+            return false;
+        }
+        let unskipped = self.skipped.len() > chunk && self.skipped.clear(chunk);
+        if !self.have.set(chunk) && !unskipped {
             return false;
         }
         self.in_flight.remove(chunk);
         self.elsewhere.clear(chunk);
-        if self.have.is_full() {
+        self.held_changed();
+        self.plan_at(ns(now));
+        true
+    }
+
+    /// Uses `chosen` patches ([`crate::patches::choose`]): their pieces are fetched, and
+    /// the chunks each stands for are not, until it is rebuilt or given up; the release's
+    /// other pieces, those at units `pieces_from..`, are never fetched. Call once, before
+    /// the first poll.
+    pub fn use_patches(&mut self, pieces_from: u32, chosen: Vec<crate::patches::Chosen>) {
+        let n = self.have.len();
+        if pieces_from >= n && chosen.is_empty() {
+            return;
+        }
+        self.skipped = Bitmap::new(n);
+        let used: std::collections::HashSet<u32> = chosen
+            .iter()
+            .flat_map(|c| c.pieces.iter().copied())
+            .collect();
+        for i in pieces_from..n {
+            if !used.contains(&i) && self.have.set(i) {
+                self.skipped.set(i);
+            }
+        }
+        for c in &chosen {
+            for &i in &c.covers {
+                if i < n && self.have.set(i) {
+                    self.skipped.set(i);
+                }
+            }
+        }
+        self.patches = chosen
+            .into_iter()
+            .map(|chosen| PatchUse {
+                chosen,
+                state: PatchState::Fetching,
+            })
+            .collect();
+        self.held_changed();
+    }
+
+    /// The `k`th patch's file was rebuilt and its chunks verified and handed to the writer
+    /// (`ok`), or not: then the chunks it stood for and this node lacks are fetched.
+    pub fn handle_rebuilt(&mut self, now: Duration, k: usize, ok: bool) {
+        let Some(p) = self.patches.get_mut(k) else {
+            return;
+        };
+        if p.state != PatchState::Rebuilding {
+            return;
+        }
+        p.state = PatchState::Done;
+        let covers = std::mem::take(&mut p.chosen.covers);
+        for i in covers {
+            if self.skipped.len() > i && self.skipped.clear(i) && !ok {
+                self.have.clear(i);
+            }
+        }
+        if !ok {
+            // More chunks to fetch: those designated here are asked of the WAN peers too.
+            self.events.push_back(Event::Designated);
+        }
+        self.wan_dirty = true;
+        self.held_changed();
+        self.plan_at(ns(now));
+    }
+
+    /// The chunks that the `k`th patch stands for.
+    pub fn patch_covers(&self, k: usize) -> &[u32] {
+        self.patches.get(k).map_or(&[], |p| &p.chosen.covers)
+    }
+
+    /// After units became held: a patch whose pieces are all held is rebuilt; the fetch is
+    /// verified once every unit is held or skipped and no patch is pending.
+    fn held_changed(&mut self) {
+        for (k, p) in self.patches.iter_mut().enumerate() {
+            if p.state == PatchState::Fetching
+                && p.chosen
+                    .pieces
+                    .iter()
+                    .all(|&i| self.have.get(i) && !(self.skipped.len() > i && self.skipped.get(i)))
+            {
+                p.state = PatchState::Rebuilding;
+                self.events.push_back(Event::Rebuild { k });
+            }
+        }
+        if self.phase != Phase::Verified
+            && self.phase != Phase::Superseded
+            && self.have.is_full()
+            && self.patches.iter().all(|p| p.state == PatchState::Done)
+        {
             self.phase = Phase::Verified;
             self.events.push_back(Event::Verified);
         }
-        self.plan_at(ns(now));
-        true
     }
 
     /// Records the chunks another fetch has in flight as in flight here (and forgets those
@@ -689,10 +810,7 @@ impl<S: BuildHasher> Fetch<S> {
             // An endgame request to another peer may still be out: moot now.
             self.in_flight.remove(chunk);
             self.elsewhere.clear(chunk);
-            if self.have.is_full() {
-                self.phase = Phase::Verified;
-                self.events.push_back(Event::Verified);
-            }
+            self.held_changed();
             return true;
         }
         // A broken connection says nothing about the peer's will to serve (it crashed, or its

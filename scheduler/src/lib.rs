@@ -34,6 +34,7 @@
 pub mod control;
 pub mod fetch;
 pub mod ledger;
+pub mod patches;
 pub mod planner;
 pub mod policy;
 pub mod priority;

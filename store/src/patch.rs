@@ -79,7 +79,7 @@ pub fn bases(
         .into_iter()
         .filter(|r| r.channel == channel && r.version < version)
         .collect();
-    of_channel.sort_by(|a, b| b.version.cmp(&a.version));
+    of_channel.sort_by_key(|r| std::cmp::Reverse(r.version));
     let mut out = Vec::new();
     for r in of_channel {
         if out.len() == PATCH_BASES_MAX {

@@ -23,6 +23,13 @@ pub(crate) fn print_progress(r: &ReleaseProgress) {
         human_bytes(r.bytes_from_wan),
         human_bytes(r.bytes_reused)
     );
+    if r.bytes_rebuilt > 0 {
+        crate::outln!(
+            "patches   {} of chunks rebuilt from {} of patches against earlier versions",
+            human_bytes(r.bytes_rebuilt),
+            human_bytes(r.bytes_patches)
+        );
+    }
     if let Some(s) = r.elapsed_s {
         crate::outln!("elapsed   {s:.1} s");
     }

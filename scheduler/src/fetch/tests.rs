@@ -483,3 +483,74 @@ fn chunks_another_fetch_has_in_flight_are_waited_for_not_asked_again() {
     assert!(n.fetch.handle_held(80 * MS, 3));
     assert_eq!(n.fetch.phase(), Phase::Verified);
 }
+
+/// Ten chunks (units 0..10) and four pieces (units 10..14): a patch of pieces 10 and 11
+/// stands for chunks 0..6.
+fn patched() -> crate::patches::Chosen {
+    crate::patches::Chosen {
+        patch: 0,
+        pieces: vec![10, 11],
+        covers: (0..6).collect(),
+    }
+}
+
+#[test]
+fn a_patch_is_fetched_instead_of_the_chunks_it_stands_for_and_the_file_rebuilt() {
+    let mut n = node(14, budgets(64, 64));
+    let far = n.add(9, false, Some(Bitmap::full(14)));
+    n.fetch.use_patches(10, vec![patched()]);
+    let reqs = n.poll(Duration::ZERO);
+    let mut asked: Vec<u32> = reqs.iter().map(|r| r.chunk).collect();
+    asked.sort_unstable();
+    // The pieces, and the chunks no patch stands for; not the other pieces.
+    assert_eq!(asked, [6, 7, 8, 9, 10, 11]);
+    assert!(reqs.iter().all(|r| r.slot == far));
+    n.answer(secs(1), &reqs, Answer::Delivered);
+    // Everything asked came: the file is rebuilt, and the fetch is not verified before.
+    assert_eq!(n.events(), [Event::Designated, Event::Rebuild { k: 0 }]);
+    assert_eq!(n.fetch.phase(), Phase::Fetching);
+    assert_eq!(n.fetch.patch_covers(0), (0..6).collect::<Vec<u32>>());
+    n.fetch.handle_rebuilt(secs(2), 0, true);
+    assert_eq!(n.fetch.phase(), Phase::Verified);
+    assert!(n.events().contains(&Event::Verified));
+}
+
+#[test]
+fn a_patch_that_does_not_rebuild_its_file_gives_way_to_its_chunks() {
+    let mut n = node(14, budgets(64, 64));
+    n.add(9, false, Some(Bitmap::full(14)));
+    n.fetch.use_patches(10, vec![patched()]);
+    let reqs = n.poll(Duration::ZERO);
+    n.answer(secs(1), &reqs, Answer::Delivered);
+    assert!(n.events().contains(&Event::Rebuild { k: 0 }));
+    n.fetch.handle_rebuilt(secs(2), 0, false);
+    // The WAN peers are told of the chunks wanted now.
+    assert!(n.events().contains(&Event::Designated));
+    // The chunks it stood for are asked now; the unused pieces still are not.
+    let again = n.poll(secs(2));
+    let mut asked: Vec<u32> = again.iter().map(|r| r.chunk).collect();
+    asked.sort_unstable();
+    assert_eq!(asked, [0, 1, 2, 3, 4, 5]);
+    n.answer(secs(3), &again, Answer::Delivered);
+    assert_eq!(n.fetch.phase(), Phase::Verified);
+}
+
+#[test]
+fn a_node_without_a_patch_fetches_chunks_only_and_a_chunk_stored_elsewhere_counts() {
+    let mut n = node(14, budgets(64, 64));
+    n.add(9, false, Some(Bitmap::full(14)));
+    n.fetch.use_patches(10, vec![]);
+    // Another fetch of this node brought chunk 3.
+    assert!(n.fetch.handle_held(Duration::ZERO, 3));
+    let reqs = n.poll(Duration::ZERO);
+    let mut asked: Vec<u32> = reqs.iter().map(|r| r.chunk).collect();
+    asked.sort_unstable();
+    assert_eq!(asked, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    n.answer(secs(1), &reqs, Answer::Delivered);
+    assert_eq!(n.fetch.phase(), Phase::Verified);
+    // A chunk a pending patch stands for, stored by another fetch, is held at once.
+    let mut m = node(14, budgets(64, 64));
+    m.fetch.use_patches(10, vec![patched()]);
+    assert!(m.fetch.handle_held(Duration::ZERO, 2));
+    assert!(!m.fetch.handle_held(Duration::ZERO, 2));
+}

@@ -1333,7 +1333,12 @@ impl Part {
                     self.strike(sh, me, peer);
                 }
                 Event::Snubbed { .. } => self.snubs += 1,
-                Event::Verified | Event::Superseded | Event::Paused { .. } | Event::Resumed => {}
+                // The simulator's releases carry no patches.
+                Event::Verified
+                | Event::Superseded
+                | Event::Paused { .. }
+                | Event::Resumed
+                | Event::Rebuild { .. } => {}
             }
         }
     }

@@ -1,0 +1,209 @@
+//! A new version moves as patches against the files the receiver holds: real p2pd
+//! processes on loopback, through the emulated WAN.
+
+use api::ReleaseProgress;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use testnet::fleet::{Fleet, tree_digest, workdir};
+use testnet::scenario::Scenario;
+
+fn random(seed: u64, len: usize) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; len];
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// A rebuilt library: an insertion near its start (which shifts every later byte, so few
+/// chunks after it match its predecessor's), a few bytes changed throughout.
+fn rebuilt(old: &[u8], seed: u64) -> Vec<u8> {
+    let mut new = old[..5000].to_vec();
+    new.extend_from_slice(&random(seed, 3000));
+    new.extend_from_slice(&old[5000..]);
+    for i in (0..new.len()).step_by(150_000) {
+        new[i] ^= 0x5a;
+    }
+    new
+}
+
+/// Writes version `v` of the tree under `dir`: a library (rebuilt each version, under a
+/// versioned name), release notes (a line edited), data that never changes.
+fn tree(dir: &Path, v: u64, lib: &[u8]) -> PathBuf {
+    let root = dir.join(format!("tree-v{v}"));
+    std::fs::create_dir_all(root.join("lib")).unwrap();
+    std::fs::write(root.join(format!("lib/libfoo.so.1.{v}")), lib).unwrap();
+    let notes: String = (0..2000)
+        .map(|i| {
+            if i == 1000 {
+                format!("line {i}: version {v}\n")
+            } else {
+                format!("line {i} of the release notes\n")
+            }
+        })
+        .collect();
+    std::fs::write(root.join("NOTES"), notes).unwrap();
+    std::fs::write(root.join("data.bin"), random(7, 400 << 10)).unwrap();
+    root
+}
+
+async fn progress(fleet: &Fleet, i: usize, id: &str) -> ReleaseProgress {
+    fleet
+        .status(i)
+        .await
+        .unwrap()
+        .releases
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap()
+}
+
+/// Exports `id` from node `i` and compares it with `tree`.
+async fn export_matches(fleet: &Fleet, i: usize, id: &str, tree: &Path) {
+    let out = fleet.dir.join(format!("export-{i}-{}", &id[..12]));
+    let done = fleet
+        .ctl(i, &["export", id, &out.display().to_string()])
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(
+        tree_digest(&out).unwrap(),
+        tree_digest(tree).unwrap(),
+        "node {i}"
+    );
+}
+
+/// Flips a byte of the first chunk of `bytes` wherever node `i`'s store packs hold it (the
+/// node is stopped).
+fn corrupt_in_packs(fleet: &Fleet, i: usize, bytes: &[u8]) {
+    let needle = &bytes[..64];
+    let packs = fleet.nodes[i].data.join("store").join("packs");
+    let mut hit = false;
+    for e in std::fs::read_dir(&packs).unwrap() {
+        let path = e.unwrap().path();
+        let mut pack = std::fs::read(&path).unwrap();
+        if let Some(at) = pack.windows(needle.len()).position(|w| w == needle) {
+            pack[at + 10] ^= 0xff;
+            std::fs::write(&path, &pack).unwrap();
+            hit = true;
+        }
+    }
+    assert!(hit, "the chunk is in no pack of node {i}");
+}
+
+/// One site of three nodes and one of a single node, all holding version 1. Version 2
+/// rebuilds the library: a node that holds version 1 fetches patches and rebuilds the
+/// files, verifying every chunk; one that removed version 1 fetches the chunks; one whose
+/// copy of the old library is damaged on disk tries the patch, finds the rebuilt file
+/// wrong and fetches the chunks. A node that was down for versions 2 and 3 comes back and
+/// patches from version 1. Every one exports exactly what was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_moves_as_patches_and_every_node_ends_byte_identical() {
+    let s = Scenario::parse(
+        "name = 'patches'\nseed = 5\ntimeout_s = 240\n[release]\nsize_mib = 1\n\
+         [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
+         [[sites]]\nname = 'a'\nnodes = 3\n[[sites]]\nname = 'b'\nnodes = 1\n",
+    )
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(90)).await.unwrap();
+    let wait = Duration::from_secs(120);
+    let lib1 = random(1, 3 << 20);
+    let t1 = tree(&dir, 1, &lib1);
+    let v1 = fleet.publish(&t1, 1).unwrap();
+    for i in 1..fleet.nodes.len() {
+        fleet.wait_complete(i, &v1, wait).await.unwrap();
+    }
+    // Node 2's copy of the old library is damaged on disk; node 3 removes version 1;
+    // node 4 (site b) goes down.
+    fleet.kill(2);
+    corrupt_in_packs(&fleet, 2, &lib1);
+    fleet.start_node(2).unwrap();
+    fleet.wait_ready(2).await.unwrap();
+    let removed = fleet.ctl(3, &["release", "remove", &v1]).unwrap();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    fleet.kill(4);
+
+    let lib2 = rebuilt(&lib1, 2);
+    let t2 = tree(&dir, 2, &lib2);
+    let published = fleet
+        .ctl(
+            0,
+            &[
+                "--json",
+                "publish",
+                &t2.display().to_string(),
+                "--channel",
+                "testnet/patches",
+                "--version",
+                "2",
+                "--key",
+                &fleet.publisher_key().display().to_string(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    // The JSON output is the stream of events; the last line holds the release.
+    let text = String::from_utf8_lossy(&published.stdout);
+    let p: serde_json::Value = serde_json::from_str(text.trim())
+        .or_else(|_| serde_json::from_str(text.lines().last().unwrap_or_default()))
+        .unwrap();
+    let v2 = p["release"]["id"].as_str().unwrap().to_owned();
+    // The library and the notes move as patches; each much smaller than its chunks.
+    assert_eq!(p["patches"], 2, "{p}");
+    let (patch_bytes, chunk_bytes) = (
+        p["patch_bytes"].as_u64().unwrap(),
+        p["patched_chunk_bytes"].as_u64().unwrap(),
+    );
+    assert!(patch_bytes * 20 < chunk_bytes, "{p}");
+    for i in 1..=3 {
+        fleet.wait_complete(i, &v2, wait).await.unwrap();
+        export_matches(&fleet, i, &v2, &t2).await;
+    }
+    // Node 1 rebuilt both files from patches.
+    let r1 = progress(&fleet, 1, &v2).await;
+    assert!(r1.bytes_rebuilt >= lib2.len() as u64 / 2, "{r1:?}");
+    assert_eq!(r1.bytes_patches, patch_bytes, "{r1:?}");
+    // Node 3 had no base: chunks only.
+    let r3 = progress(&fleet, 3, &v2).await;
+    assert_eq!((r3.bytes_rebuilt, r3.bytes_patches), (0, 0), "{r3:?}");
+    // Node 2 tried the library's patch, whose rebuilt file did not verify, and fetched its
+    // chunks; the notes' patch rebuilt its file.
+    let r2 = progress(&fleet, 2, &v2).await;
+    assert!(r2.bytes_rebuilt < lib2.len() as u64 / 2, "{r2:?}");
+    let log = std::fs::read_to_string(fleet.nodes[2].data.join("p2pd.log")).unwrap();
+    assert!(
+        log.contains("patch did not rebuild the file"),
+        "node 2's log says nothing of the failed patch"
+    );
+
+    // Version 3 while node 4 is still down: patches from versions 2 and 1.
+    let lib3 = rebuilt(&lib2, 3);
+    let t3 = tree(&dir, 3, &lib3);
+    let v3 = fleet.publish(&t3, 3).unwrap();
+    for i in 1..=3 {
+        fleet.wait_complete(i, &v3, wait).await.unwrap();
+        export_matches(&fleet, i, &v3, &t3).await;
+    }
+    // Node 4 comes back holding version 1 only: it patches from it.
+    fleet.start_node(4).unwrap();
+    fleet.wait_ready(4).await.unwrap();
+    fleet.wait_complete(4, &v3, wait).await.unwrap();
+    export_matches(&fleet, 4, &v3, &t3).await;
+    let r4 = progress(&fleet, 4, &v3).await;
+    assert!(r4.bytes_rebuilt >= lib3.len() as u64 / 2, "{r4:?}");
+    // What crossed into site b for it was about the patches, not the library.
+    assert!(r4.bytes_from_wan < lib3.len() as u64 / 4, "{r4:?}");
+    fleet.stop();
+}
