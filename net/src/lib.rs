@@ -257,6 +257,8 @@ pub struct Net {
     manifest_slots: Arc<tokio::sync::Semaphore>,
     /// Files rebuilt from patches at once ([`fetch::REBUILDS_AT_ONCE`]).
     pub(crate) rebuild_slots: Arc<tokio::sync::Semaphore>,
+    /// Manifest deltas made for peers ([`protocol::wire::Request::ManifestDelta`]).
+    pub(crate) manifest_deltas: peer::ManifestDeltas,
     /// The fleet root, revocation list and this node's certificate, in a fleet with a root.
     membership: std::sync::RwLock<Option<Arc<Membership>>>,
     /// A catch-up of the root or revocation list from a peer is under way ([`trust`]).
@@ -379,6 +381,7 @@ impl Net {
             serve_slots: Arc::new(tokio::sync::Semaphore::new(peer::SERVE_CONCURRENCY_MAX)),
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
             rebuild_slots: Arc::new(tokio::sync::Semaphore::new(fetch::REBUILDS_AT_ONCE)),
+            manifest_deltas: Default::default(),
             membership: std::sync::RwLock::new(None),
             trust_fetching: std::sync::atomic::AtomicBool::new(false),
             orders: watch::Sender::new(Arc::new(orders)),
@@ -1159,8 +1162,9 @@ impl Net {
             if let Some(p) = next {
                 asked.insert(p.id);
                 hedge = now + MANIFEST_HEDGE;
+                let net = self.clone();
                 pending.push(async move {
-                    let answer = p.request_manifest(id).await;
+                    let answer = net.manifest_from(&p, id).await;
                     (p.id, answer)
                 });
             }
@@ -1203,6 +1207,38 @@ impl Net {
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
+        }
+    }
+
+    /// The envelope of `id` from peer `p`: as a delta against an earlier manifest of its
+    /// channel, rebuilt here and checked against the id, or whole when the peer has no
+    /// earlier one or this node lacks the one it used. A delta that does not rebuild the
+    /// manifest is the peer's protocol error.
+    async fn manifest_from(
+        &self,
+        p: &Arc<Peer>,
+        id: ReleaseId,
+    ) -> std::result::Result<Vec<u8>, peer::RequestError> {
+        let delta = match p.request_manifest_delta(id).await? {
+            peer::ManifestAnswer::Whole(bytes) => return Ok(bytes),
+            peer::ManifestAnswer::Delta(d) => d,
+        };
+        let store = self.store.clone();
+        let (base, moved) = (delta.base, delta.envelope.len());
+        let rebuilt = tokio::task::spawn_blocking(move || rebuild_manifest(&store, id, &delta))
+            .await
+            .map_err(|e| peer::RequestError::Transport(e.to_string()))?;
+        match rebuilt {
+            Ok(Some(bytes)) => {
+                self.traffic
+                    .manifest_deltas
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(release = %id, %base, moved, whole = bytes.len(),
+                    "manifest learnt as a delta against one held");
+                Ok(bytes)
+            }
+            Ok(None) => p.request_manifest(id).await,
+            Err(why) => Err(peer::RequestError::Protocol(why)),
         }
     }
 
@@ -1462,6 +1498,32 @@ impl Net {
         self.endpoint
             .close(quinn::VarInt::from_u32(quic::codes::SHUTDOWN), b"shutdown");
     }
+}
+
+/// The envelope of `id` rebuilt from a manifest delta against a manifest this node holds
+/// (`None`: it does not hold the delta's base), checked against the id. Blocking.
+fn rebuild_manifest(
+    store: &Store,
+    id: ReleaseId,
+    delta: &protocol::wire::ManifestDelta,
+) -> std::result::Result<Option<Vec<u8>>, String> {
+    let Some(base_env) = store
+        .signed_manifest(&delta.base)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let base = protocol::SignedManifest::decode(&base_env)
+        .map_err(|e| format!("stored manifest of the base: {e}"))?
+        .manifest_bytes;
+    let mut env = protocol::SignedManifest::decode(&delta.envelope).map_err(|e| e.to_string())?;
+    let bytes = chunking::patch::apply(&base, &env.manifest_bytes, u64::from(delta.manifest_len))
+        .map_err(|e| format!("manifest delta: {e}"))?;
+    if ReleaseId::of_manifest_bytes(&bytes) != id {
+        return Err("the manifest delta does not rebuild the release's manifest".into());
+    }
+    env.manifest_bytes = bytes;
+    Ok(Some(env.encode()))
 }
 
 /// What a committed release's bitmap shows: every chunk (its commit checked them all), and

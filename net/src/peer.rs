@@ -440,6 +440,44 @@ impl Peer {
             .map_err(|_| RequestError::Timeout)?
     }
 
+    /// Asks for the signed manifest of `release` as a delta against an earlier manifest of
+    /// its channel ([`Request::ManifestDelta`]); the answer is the delta, or the whole
+    /// envelope when the peer has no earlier one.
+    pub async fn request_manifest_delta(
+        &self,
+        release: ReleaseId,
+    ) -> Result<ManifestAnswer, RequestError> {
+        let req = Request::ManifestDelta(release);
+        let work = async {
+            let (mut send, mut recv) = self.conn.open_bi().await?;
+            let header = self.exchange(&mut send, &mut recv, &req).await?;
+            let body = |len: u32| {
+                let mut buf = vec![0u8; len as usize];
+                async move {
+                    recv.read_exact(&mut buf)
+                        .await
+                        .map_err(|e| RequestError::Transport(e.to_string()))?;
+                    Ok::<_, RequestError>(buf)
+                }
+            };
+            match header {
+                ReplyHeader::Manifest { len } => Ok(ManifestAnswer::Whole(body(len).await?)),
+                ReplyHeader::Records { len } => {
+                    let bytes = body(len).await?;
+                    protocol::wire::ManifestDelta::decode(&bytes)
+                        .map(ManifestAnswer::Delta)
+                        .map_err(|e| RequestError::Protocol(e.to_string()))
+                }
+                ReplyHeader::NotFound => Err(RequestError::NotFound),
+                ReplyHeader::Busy => Err(RequestError::Busy),
+                ReplyHeader::Chunk { .. } => Err(RequestError::Protocol("not a manifest".into())),
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| RequestError::Timeout)?
+    }
+
     /// Asks for the status records of its site's members (each to be verified by the caller).
     pub async fn request_site_records(&self) -> Result<Vec<Vec<u8>>, RequestError> {
         self.request_list(Request::SiteRecords).await
@@ -1136,6 +1174,7 @@ async fn serve_one(net: &Arc<Net>, peer: &Arc<Peer>, mut send: SendStream, mut r
         Request::SiteRecords | Request::Summaries => serve_records(net, &req, send).await,
         Request::Ledger { epoch, after } => serve_ledger(net, peer, epoch, after, send).await,
         Request::Manifest(release) => serve_manifest(net, release, send).await,
+        Request::ManifestDelta(release) => serve_manifest_delta(net, release, send).await,
         Request::Roots { .. } | Request::Revocations | Request::Orders => {
             serve_trust(net, &req, send).await;
         }
@@ -1369,6 +1408,119 @@ async fn serve_manifest(net: &Arc<Net>, release: ReleaseId, mut send: SendStream
                 len: bytes.len() as u32,
             };
             reply_with(&mut send, header, &bytes).await;
+        }
+        None => reply_empty(&mut send, ReplyHeader::NotFound).await,
+    }
+    drop(permit);
+}
+
+/// What [`Request::ManifestDelta`] brought.
+#[derive(Debug)]
+pub enum ManifestAnswer {
+    /// The whole envelope.
+    Whole(Vec<u8>),
+    /// A delta against an earlier manifest.
+    Delta(protocol::wire::ManifestDelta),
+}
+
+/// Manifest deltas a node keeps made, the newest: every member of a site, and every site,
+/// asks for the same one when a release comes out.
+const MANIFEST_DELTAS_KEPT: usize = 16;
+
+/// Made deltas, newest last: (release, its answer).
+pub(crate) type ManifestDeltas = Mutex<std::collections::VecDeque<(ReleaseId, Arc<ManifestReply>)>>;
+
+/// The answer to a [`Request::ManifestDelta`]: a delta or the whole envelope.
+#[derive(Debug)]
+pub(crate) enum ManifestReply {
+    Delta(Vec<u8>),
+    Whole(Vec<u8>),
+}
+
+/// Manifests up to this size are patched at zstd level 19, larger ones at 3: a delta is made
+/// once per release (and kept), but a 64 MiB manifest at level 19 would hold a serving slot
+/// for seconds.
+const MANIFEST_DELTA_HIGH_LEVEL_MAX: usize = 1 << 20;
+
+/// The answer to a [`Request::ManifestDelta`] for `release`, made from the store (`None`:
+/// the release is not held). Blocking.
+fn manifest_delta(net: &Net, release: ReleaseId) -> Option<Arc<ManifestReply>> {
+    if let Some((_, made)) = lock(&net.manifest_deltas)
+        .iter()
+        .find(|(r, _)| *r == release)
+    {
+        return Some(made.clone());
+    }
+    let envelope = match net.release(&release) {
+        Some(r) => r.envelope.clone(),
+        None => net.store.signed_manifest(&release).ok().flatten()?,
+    };
+    let reply = (|| {
+        let env = protocol::SignedManifest::decode(&envelope).ok()?;
+        let m = protocol::Manifest::decode(&env.manifest_bytes).ok()?;
+        let base = net
+            .store
+            .releases()
+            .ok()?
+            .into_iter()
+            .filter(|r| r.channel == m.channel && r.version < m.version)
+            .max_by_key(|r| r.version)?;
+        let base_env = net.store.signed_manifest(&base.id).ok().flatten()?;
+        let base_bytes = protocol::SignedManifest::decode(&base_env)
+            .ok()?
+            .manifest_bytes;
+        let level = if env.manifest_bytes.len() <= MANIFEST_DELTA_HIGH_LEVEL_MAX {
+            19
+        } else {
+            3
+        };
+        let patch = chunking::patch::make(&base_bytes, &env.manifest_bytes, level).ok()?;
+        if patch.len() >= env.manifest_bytes.len() {
+            return None;
+        }
+        let delta = protocol::wire::ManifestDelta {
+            base: base.id,
+            manifest_len: env.manifest_bytes.len() as u32,
+            envelope: protocol::SignedManifest {
+                manifest_bytes: patch,
+                ..env
+            }
+            .encode(),
+        };
+        Some(ManifestReply::Delta(delta.encode()))
+    })()
+    .unwrap_or(ManifestReply::Whole(envelope));
+    let reply = Arc::new(reply);
+    let mut kept = lock(&net.manifest_deltas);
+    if kept.len() >= MANIFEST_DELTAS_KEPT {
+        kept.pop_front();
+    }
+    kept.push_back((release, reply.clone()));
+    Some(reply)
+}
+
+/// Serves a [`Request::ManifestDelta`].
+async fn serve_manifest_delta(net: &Arc<Net>, release: ReleaseId, mut send: SendStream) {
+    let Some(permit) = serve_slot(net, &mut send).await else {
+        return;
+    };
+    let task = net.clone();
+    let reply = tokio::task::spawn_blocking(move || manifest_delta(&task, release))
+        .await
+        .ok()
+        .flatten();
+    match reply.as_deref() {
+        Some(ManifestReply::Delta(bytes)) => {
+            let header = ReplyHeader::Records {
+                len: bytes.len() as u32,
+            };
+            reply_with(&mut send, header, bytes).await;
+        }
+        Some(ManifestReply::Whole(bytes)) => {
+            let header = ReplyHeader::Manifest {
+                len: bytes.len() as u32,
+            };
+            reply_with(&mut send, header, bytes).await;
         }
         None => reply_empty(&mut send, ReplyHeader::NotFound).await,
     }

@@ -191,6 +191,8 @@ pub struct Traffic {
     pub rebuilds_failed: AtomicU64,
     /// Files rebuilt from patches.
     pub rebuilds: AtomicU64,
+    /// Manifests learnt as deltas against one held.
+    pub manifest_deltas: AtomicU64,
     /// Peers banned since start.
     pub bans: AtomicU64,
     /// Data-plane control-stream bytes, by message kind, class and direction.

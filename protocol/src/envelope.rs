@@ -94,6 +94,12 @@ impl SignedManifest {
         codec::encode(self)
     }
 
+    /// Decodes an envelope (at most [`ENVELOPE_BYTES_MAX`]); nothing in it is checked:
+    /// [`verify_signed`] does that.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
+        codec::decode::<_, ENVELOPE_BYTES_MAX>(bytes, "signed manifest")
+    }
+
     /// The release id (BLAKE3 of the manifest bytes).
     pub fn release_id(&self) -> ReleaseId {
         ReleaseId::of_manifest_bytes(&self.manifest_bytes)

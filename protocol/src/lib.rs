@@ -63,4 +63,4 @@ pub use rollout::{Gate, Place, Requirement, Ring, RingMembers, Rollout, Selector
 
 /// Version of the node-to-node protocol. Carried by every wire message; bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;

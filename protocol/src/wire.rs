@@ -565,6 +565,49 @@ pub enum Request {
         /// The approver's signature over the manifest bytes.
         signature: crate::envelope::ManifestSignature,
     },
+    /// The signed manifest of a release as a patch against the manifest of the newest
+    /// earlier release of its channel the server holds: a [`ManifestDelta`] follows
+    /// [`ReplyHeader::Records`]; or the whole envelope ([`ReplyHeader::Manifest`]) when the
+    /// server holds no earlier release or the patch is not smaller. A new version's
+    /// manifest repeats every unchanged chunk id of the last one; its delta moves what
+    /// changed. A requester that lacks the base asks with [`Request::Manifest`].
+    ManifestDelta(ReleaseId),
+}
+
+/// Largest encoded [`ManifestDelta`]: an envelope, and the base and length beside it.
+pub const MANIFEST_DELTA_BYTES_MAX: usize = crate::envelope::ENVELOPE_BYTES_MAX + 64;
+
+/// [`Request::ManifestDelta`]'s answer: the envelope of the release with its manifest
+/// bytes replaced by a patch (`chunking::patch`) against the manifest bytes of `base`. The
+/// receiver rebuilds the manifest bytes, at most `manifest_len`, and checks that they hash
+/// to the release id it asked for before anything else is done with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDelta {
+    /// The release whose manifest bytes the patch starts from.
+    pub base: ReleaseId,
+    /// The length of the manifest bytes the patch rebuilds.
+    pub manifest_len: u32,
+    /// The [`crate::SignedManifest`], its manifest bytes replaced by the patch.
+    pub envelope: Vec<u8>,
+}
+
+impl ManifestDelta {
+    /// Encodes it.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes and checks one (at most [`MANIFEST_DELTA_BYTES_MAX`], a manifest length of
+    /// at most [`crate::manifest::MANIFEST_BYTES_MAX`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let d: Self = codec::decode::<_, MANIFEST_DELTA_BYTES_MAX>(bytes, "manifest delta")?;
+        if d.manifest_len as usize > crate::manifest::MANIFEST_BYTES_MAX {
+            return Err(WireError::Invalid(
+                "manifest delta rebuilds too large a manifest",
+            ));
+        }
+        Ok(d)
+    }
 }
 
 /// Longest reason a server gives for refusing an approval ([`Request::Approve`]).
@@ -611,8 +654,12 @@ impl ReplyHeader {
         let reply: Self = codec::decode::<_, REQUEST_FRAME_BYTES_MAX>(body, "reply")?;
         match (reply, request) {
             (Self::Chunk { len }, Request::Chunk(_)) if len <= CHUNK_BYTES_MAX => {}
-            (Self::Manifest { len }, Request::Manifest(_) | Request::Approve { .. })
-                if len as usize <= crate::envelope::ENVELOPE_BYTES_MAX => {}
+            (
+                Self::Manifest { len },
+                Request::Manifest(_) | Request::Approve { .. } | Request::ManifestDelta(_),
+            ) if len as usize <= crate::envelope::ENVELOPE_BYTES_MAX => {}
+            (Self::Records { len }, Request::ManifestDelta(_))
+                if len as usize <= MANIFEST_DELTA_BYTES_MAX => {}
             (Self::Records { len }, Request::Approve { .. })
                 if len as usize <= APPROVAL_REASON_BYTES_MAX => {}
             (

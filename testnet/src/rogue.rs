@@ -287,7 +287,8 @@ impl Offer {
             return;
         };
         let (header, bytes) = match req {
-            Request::Manifest(id) => {
+            // A delta is answered whole, as a peer without an earlier manifest does.
+            Request::Manifest(id) | Request::ManifestDelta(id) => {
                 self.manifest_requests.fetch_add(1, Ordering::Relaxed);
                 match lock(&self.manifests).get(&id) {
                     Some(b) => (

@@ -182,11 +182,20 @@ async fn a_new_version_moves_as_patches_and_every_node_ends_byte_identical() {
     // chunks; the notes' patch rebuilt its file.
     let r2 = progress(&fleet, 2, &v2).await;
     assert!(r2.bytes_rebuilt < lib2.len() as u64 / 2, "{r2:?}");
-    let log = std::fs::read_to_string(fleet.nodes[2].data.join("p2pd.log")).unwrap();
+    let log = |i: usize| std::fs::read_to_string(fleet.nodes[i].data.join("p2pd.log")).unwrap();
     assert!(
-        log.contains("patch did not rebuild the file"),
+        log(2).contains("patch did not rebuild the file"),
         "node 2's log says nothing of the failed patch"
     );
+    // Nodes that held version 1 learnt version 2's manifest as a delta against it; node 3,
+    // which removed it, whole.
+    let delta = |i: usize| {
+        log(i)
+            .lines()
+            .any(|l| l.contains("manifest learnt as a delta") && l.contains(&v2))
+    };
+    assert!(delta(1) && delta(2), "no manifest delta");
+    assert!(!delta(3), "node 3 holds no base for a delta");
 
     // Version 3 while node 4 is still down: patches from versions 2 and 1.
     let lib3 = rebuilt(&lib2, 3);

@@ -371,3 +371,31 @@ proptest::proptest! {
         proptest::prop_assert_eq!(x.ones_and_not(&short).collect::<Vec<_>>(), tail);
     }
 }
+
+#[test]
+fn a_manifest_delta_round_trips_and_is_bounded() {
+    use protocol::wire::{MANIFEST_DELTA_BYTES_MAX, ManifestDelta};
+    let d = ManifestDelta {
+        base: release(),
+        manifest_len: 1000,
+        envelope: vec![7; 100],
+    };
+    assert_eq!(ManifestDelta::decode(&d.encode()).unwrap(), d);
+    let huge = ManifestDelta {
+        manifest_len: protocol::manifest::MANIFEST_BYTES_MAX as u32 + 1,
+        ..d.clone()
+    };
+    assert!(ManifestDelta::decode(&huge.encode()).is_err());
+    assert!(ManifestDelta::decode(&[0xff; 8]).is_err());
+    // Its reply: a delta within the bound, or the whole envelope.
+    let req = Request::ManifestDelta(release());
+    let ok = |h: ReplyHeader| ReplyHeader::decode(&protocol::codec::encode(&h), &req).is_ok();
+    assert!(ok(ReplyHeader::Records {
+        len: MANIFEST_DELTA_BYTES_MAX as u32
+    }));
+    assert!(!ok(ReplyHeader::Records {
+        len: MANIFEST_DELTA_BYTES_MAX as u32 + 1
+    }));
+    assert!(ok(ReplyHeader::Manifest { len: 1000 }));
+    assert!(!ok(ReplyHeader::Chunk { len: 10 }));
+}
