@@ -291,6 +291,9 @@ pub fn rebuild(
         bytes.extend_from_slice(&piece);
     }
     let new = chunking::patch::apply(&old, &bytes, size)?;
+    // The base and the patch go before the chunks are copied out: at most the base, the
+    // patch and the rebuilt file are in memory at once.
+    drop((old, bytes));
     Ok(chunking::patch::cut_and_verify(&new, chunks)?
         .into_iter()
         .map(|(id, b)| (id, b.to_vec()))

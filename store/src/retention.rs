@@ -2,8 +2,8 @@
 //!
 //! [`Store::remove_release`] drops a release's manifest and summary (its activation record
 //! stays, as history), audited `release_removed`; its chunks stay until [`Store::compact`].
-//! A chunk is live while a stored release (held ones included) or a release being fetched
-//! (`pending_releases`) names it.
+//! A chunk (or a piece of a patch) is live while a stored release (held ones included) or a
+//! release being fetched (`pending_releases`) names it.
 //!
 //! Compaction rewrites each pack that holds dead chunks: the live records are copied into a
 //! new pack, which is fsynced (with its directory) before one redb transaction points the
@@ -167,6 +167,10 @@ impl Store {
                     .map_err(|e| StoreError::Damaged(format!("a stored release: {e}")))?;
                 for (_, _, chunks) in m.files() {
                     live.extend(chunks.iter().map(|c| c.id));
+                }
+                // The pieces of its patches: peers that hold the base files fetch them.
+                for p in &m.patches {
+                    live.extend(p.pieces.iter().map(|c| c.id));
                 }
             }
         }

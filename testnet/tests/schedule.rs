@@ -138,8 +138,10 @@ async fn downloads_wait_for_their_window_and_emergencies_do_not() {
     let mut marked_done = false;
     let mut routine_superseded = false;
     loop {
-        let now = jiff::Timestamp::now();
         let st = fleet.status(1).await.unwrap();
+        // After the status: what it says was so at an instant before `now`, so a status
+        // taken as the window opens is not read as one from before.
+        let now = jiff::Timestamp::now();
         let find = |id: &str| st.releases.iter().find(|r| r.id == id).cloned();
         if let Some(r) = find(&emergency) {
             emergency_done |= r.state == FetchState::Complete;

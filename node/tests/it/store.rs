@@ -192,6 +192,19 @@ fn a_new_version_carries_patches_from_earlier_ones_that_rebuild_its_changed_file
         .map(|p| p.base)
         .collect();
     assert_eq!(bases, sorted(vec![v1.id, v2.id]));
+
+    // Version 1 removed and the packs compacted: the pieces of version 2's and 3's patches
+    // stay (peers that hold the old files fetch them), whatever else goes.
+    let pieces: Vec<protocol::ChunkRef> = [&v2, &v3]
+        .iter()
+        .flat_map(|v| v.manifest.patches.iter().flat_map(|p| p.pieces.clone()))
+        .collect();
+    store.remove_release(&v1.id).unwrap();
+    assert!(store.compact().unwrap().packs_rewritten > 0);
+    for p in &pieces {
+        let bytes = store.read_chunk(&p.id).unwrap().expect("piece kept");
+        assert!(p.id.matches(&bytes));
+    }
 }
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
