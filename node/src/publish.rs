@@ -355,6 +355,8 @@ pub fn stage(
     let mut session = store.begin_ingest();
     let params = ChunkingParams::default();
     let entries = ingest::ingest(tree, params, &mut session, progress)?;
+    // The tree's own chunks, before the patches' pieces join the session.
+    let (new_bytes, dedup_bytes) = (session.new_bytes(), session.dedup_bytes());
     let made = if req.patches {
         let on_disk: HashMap<&str, &std::path::Path> = tree
             .entries
@@ -409,7 +411,6 @@ pub fn stage(
         }
         .into());
     }
-    let (new_bytes, dedup_bytes) = (session.new_bytes(), session.dedup_bytes());
     let id = sessions.insert(session, manifest_bytes.clone());
     Ok(Staged {
         session: id,
