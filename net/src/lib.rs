@@ -1197,6 +1197,12 @@ impl Net {
                                 self.registry.note_denied(id);
                             }
                         }
+                        // A manifest delta that does not rebuild the manifest: like a bad
+                        // copy, the peer is not asked again.
+                        Err(e @ peer::RequestError::Protocol(_)) => {
+                            tracing::debug!(release = %id, %peer, error = %e,
+                                "bad manifest answer; asking another peer");
+                        }
                         Err(e) => {
                             // It may answer later (busy, not up yet): it can be asked again.
                             tracing::debug!(release = %id, %peer, error = %e,
