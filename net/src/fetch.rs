@@ -281,16 +281,10 @@ impl<'n> Driver<'n> {
         if self.to_rebuild.is_empty() {
             return;
         }
+        self.index();
         let ready: Vec<usize> = {
+            let index = self.index.as_ref().expect("built above");
             let have = lock(&self.release.have);
-            let index = self.index.get_or_insert_with(|| {
-                self.release
-                    .chunks
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.id, i as u32))
-                    .collect()
-            });
             self.to_rebuild
                 .iter()
                 .copied()

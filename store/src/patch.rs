@@ -28,6 +28,7 @@
 
 use crate::{IngestSession, Store, StoreError};
 use chunking::patch::{PatchError, RebuiltMismatch};
+use chunking::{ReassembleError, reassemble_file};
 use protocol::manifest::{PATCH_BASES_MAX, PATCH_FILE_BYTES_MAX, PATCH_PIECE_BYTES_MAX};
 use protocol::{ChunkId, ChunkRef, Entry, EntryKind, FilePatch, Manifest, ReleaseId};
 use std::collections::HashSet;
@@ -45,6 +46,9 @@ pub enum RebuildError {
     /// The base file in the store is not the one the patch was made for, or is damaged.
     #[error("base file: {0}")]
     Base(String),
+    /// A piece of the patch in the store is damaged.
+    #[error("piece: {0}")]
+    Piece(String),
     /// The patch does not apply.
     #[error(transparent)]
     Patch(#[from] PatchError),
@@ -117,6 +121,22 @@ pub fn counterpart<'a>(
         .min_by_key(|(_, s, _)| s.abs_diff(size))
 }
 
+/// Reads `refs` (a file's chunks, or a patch's pieces) from the store into one buffer,
+/// checking each one's length and id (`chunking::reassemble_file`).
+fn read_all(store: &Store, refs: &[ChunkRef], size: u64) -> Result<Vec<u8>, ReassembleError> {
+    let mut out = Vec::with_capacity(size.min(PATCH_FILE_BYTES_MAX) as usize);
+    reassemble_file(
+        refs,
+        |c| {
+            store
+                .read_chunk(&c.id)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        },
+        &mut out,
+    )?;
+    Ok(out)
+}
+
 /// Reads file `chunks` from the store, verifying each (at most [`PATCH_FILE_BYTES_MAX`]).
 fn read_file(store: &Store, chunks: &[ChunkRef]) -> Result<Vec<u8>, RebuildError> {
     let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
@@ -125,17 +145,10 @@ fn read_file(store: &Store, chunks: &[ChunkRef]) -> Result<Vec<u8>, RebuildError
             "{size} bytes, over {PATCH_FILE_BYTES_MAX}"
         )));
     }
-    let mut out = Vec::with_capacity(size as usize);
-    for c in chunks {
-        let bytes = store
-            .read_chunk(&c.id)?
-            .ok_or_else(|| RebuildError::Missing(format!("chunk {} is not stored", c.id)))?;
-        if bytes.len() != c.len as usize || !c.id.matches(&bytes) {
-            return Err(RebuildError::Base(format!("chunk {} is damaged", c.id)));
-        }
-        out.extend_from_slice(&bytes);
-    }
-    Ok(out)
+    read_all(store, chunks, size).map_err(|e| match e {
+        ReassembleError::Missing(id) => RebuildError::Missing(format!("chunk {id} is not stored")),
+        other => RebuildError::Base(other.to_string()),
+    })
 }
 
 /// The bytes a file's chunks that `base_chunks` lack would move, each compressed at
@@ -280,16 +293,10 @@ pub fn rebuild(
         )));
     }
     let old = read_file(store, from)?;
-    let mut bytes = Vec::with_capacity(patch.bytes().min(PATCH_FILE_BYTES_MAX) as usize);
-    for p in &patch.pieces {
-        let piece = store
-            .read_chunk(&p.id)?
-            .ok_or_else(|| RebuildError::Missing(format!("piece {} is not stored", p.id)))?;
-        if piece.len() != p.len as usize || !p.id.matches(&piece) {
-            return Err(RebuildError::Store(StoreError::Corrupt(p.id)));
-        }
-        bytes.extend_from_slice(&piece);
-    }
+    let bytes = read_all(store, &patch.pieces, patch.bytes()).map_err(|e| match e {
+        ReassembleError::Missing(id) => RebuildError::Missing(format!("piece {id} is not stored")),
+        other => RebuildError::Piece(other.to_string()),
+    })?;
     let new = chunking::patch::apply(&old, &bytes, size)?;
     // The base and the patch go before the chunks are copied out: at most the base, the
     // patch and the rebuilt file are in memory at once.
