@@ -665,9 +665,12 @@ pub struct PeerView {
     pub address: String,
     /// Same site as this node.
     pub lan: bool,
-    /// Chunk bytes received from it.
+    /// The data-plane protocol version the connection speaks (the newest both ends do).
+    #[serde(default)]
+    pub protocol: u16,
+    /// Chunk bytes received from it, as they crossed the wire.
     pub bytes_in: u64,
-    /// Chunk bytes sent to it.
+    /// Chunk bytes sent to it, as they crossed the wire.
     pub bytes_out: u64,
     /// Seconds since it connected.
     pub connected_s: u64,
@@ -794,6 +797,12 @@ pub struct ReleaseProgress {
     pub bytes_from_lan: u64,
     /// Chunk bytes received from other sites (this run of the daemon).
     pub bytes_from_wan: u64,
+    /// What crossed the wire for `bytes_from_lan`: less where chunks moved compressed.
+    #[serde(default)]
+    pub bytes_wire_lan: u64,
+    /// What crossed the wire for `bytes_from_wan`: less where chunks moved compressed.
+    #[serde(default)]
+    pub bytes_wire_wan: u64,
     /// Bytes the store already had from earlier releases when the fetch started.
     pub bytes_reused: u64,
     /// Bytes of chunks rebuilt from patches against earlier releases (this run).

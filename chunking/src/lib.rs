@@ -12,10 +12,14 @@
 //! * [`pipeline`]: [`run_pipeline`], streaming over any number of `Read` sources in bounded
 //!   memory, with reading, boundary detection and hashing on their own threads;
 //!   [`run_pipeline_slice`], the same without a reader or copies for a buffer in memory.
+//! * [`compress`]: chunks compressed for the wire, and their bounded decompression.
+//! * [`patch`]: zstd patches between two versions of a file, and the check of a rebuilt
+//!   file's chunks.
 //! * [`reassemble`]: [`reassemble_file`], which writes a file from its chunk list and checks
 //!   every chunk against its id and length.
 
 pub mod cdc;
+pub mod compress;
 pub mod patch;
 pub mod pipeline;
 pub mod reassemble;

@@ -60,7 +60,7 @@ struct Done {
     index: u32,
     slot: u32,
     peer: Arc<Peer>,
-    result: Result<Vec<u8>, RequestError>,
+    result: Result<crate::peer::Fetched, RequestError>,
 }
 
 /// Runs the fetch of `release` to completion (or shutdown).
@@ -227,10 +227,11 @@ impl<'n> Driver<'n> {
 
     /// Chooses the patches to fetch ([`scheduler::patches::choose`]: those whose base file
     /// the store holds) and tells the machine; the pieces of the others are not fetched.
+    /// A node configured without patches (`network.patches = false`) takes none.
     async fn use_patches(&mut self, verified: &VerifiedRelease) -> crate::Result<()> {
         let m = &verified.manifest;
         let chunk_units = self.release.chunk_units;
-        if m.patches.is_empty() {
+        if m.patches.is_empty() || !self.net.config.patches {
             self.fetch.use_patches(chunk_units, Vec::new());
             return Ok(());
         }
@@ -574,6 +575,15 @@ impl<'n> Driver<'n> {
                 .await;
             let result = peer.request_chunk(chunk.id, chunk.len).await;
             peer.sub_in_flight(u64::from(chunk.len));
+            if let Ok(f) = &result {
+                // Reserved at the chunk's length; what compression kept off the link is
+                // the next request's.
+                net.shapers.refund(
+                    peer.class,
+                    super::shape::Direction::Ingress,
+                    u64::from(chunk.len).saturating_sub(f.wire),
+                );
+            }
             // A chunk that came stays claimed until it is stored (`Driver::durable`).
             if result.is_err() {
                 net.registry.unclaim(&chunk.id, &release);
@@ -595,9 +605,16 @@ impl<'n> Driver<'n> {
         let net = self.net;
         let class = done.peer.class;
         let (answer, bytes) = match done.result {
-            Ok(bytes) => {
-                net.traffic.add_recv(class, bytes.len() as u64);
-                (Answer::Delivered, Some(bytes))
+            Ok(f) => {
+                net.traffic.add_recv(class, f.wire);
+                let saved = (f.bytes.len() as u64).saturating_sub(f.wire);
+                net.traffic.recv_saved.fetch_add(saved, Ordering::Relaxed);
+                match class {
+                    Class::Lan => &self.release.wire_lan,
+                    Class::Wan => &self.release.wire_wan,
+                }
+                .fetch_add(f.wire, Ordering::Relaxed);
+                (Answer::Delivered, Some(f.bytes))
             }
             Err(e @ (RequestError::BadChunk | RequestError::Protocol(_))) => {
                 net.traffic.chunks_failed.fetch_add(1, Ordering::Relaxed);

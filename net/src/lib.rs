@@ -19,7 +19,8 @@
 //! its `PeerTable` ([`peers`]: connections, where known peers are, dials, strikes and bans),
 //! the windows in its [`Gates`] ([`window`]), traffic classes, counters and shapers in
 //! [`shape`]. Peers are classed LAN (same site) or WAN (another site) from the site they
-//! declare in their data-plane hello.
+//! declare in their data-plane hello (or their certificate states). Chunks move compressed
+//! where the class and the agreed protocol version say so ([`compress`]).
 //!
 //! Who a node connects to on the data plane: every peer of its own site it learns of (from
 //! mDNS, its bootstrap peers, and the peer lists peers send, [`Control::Peers`]); its
@@ -29,6 +30,7 @@
 
 pub mod aggregate;
 pub mod approve;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -259,6 +261,8 @@ pub struct Net {
     pub(crate) rebuild_slots: Arc<tokio::sync::Semaphore>,
     /// Manifest deltas made for peers ([`protocol::wire::Request::ManifestDelta`]).
     pub(crate) manifest_deltas: peer::ManifestDeltas,
+    /// What chunks sent compressed compressed to ([`compress`]).
+    pub(crate) wire_cache: compress::WireCache,
     /// The fleet root, revocation list and this node's certificate, in a fleet with a root.
     membership: std::sync::RwLock<Option<Arc<Membership>>>,
     /// A catch-up of the root or revocation list from a peer is under way ([`trust`]).
@@ -343,7 +347,12 @@ impl Net {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>> {
         let keypair = keypair_of(key);
-        let endpoint = quic::endpoint(&keypair, &key.to_bytes(), config.data_listen)?;
+        let endpoint = quic::endpoint(
+            &keypair,
+            &key.to_bytes(),
+            config.data_listen,
+            quic::alpns(config.compression),
+        )?;
         let local = Local {
             peer_id: keypair.public().to_peer_id(),
             node_id: NodeId(key.verifying_key().to_bytes()),
@@ -382,6 +391,7 @@ impl Net {
             manifest_slots: Arc::new(tokio::sync::Semaphore::new(MANIFEST_FETCHES_MAX)),
             rebuild_slots: Arc::new(tokio::sync::Semaphore::new(fetch::REBUILDS_AT_ONCE)),
             manifest_deltas: Default::default(),
+            wire_cache: compress::WireCache::default(),
             membership: std::sync::RwLock::new(None),
             trust_fetching: std::sync::atomic::AtomicBool::new(false),
             orders: watch::Sender::new(Arc::new(orders)),

@@ -110,6 +110,8 @@ pub struct Peer {
     pub region: String,
     /// LAN or WAN.
     pub class: Class,
+    /// The protocol version the connection speaks (agreed in the QUIC handshake).
+    pub version: u16,
     /// The address of the connection.
     pub addr: SocketAddr,
     pub(crate) conn: Connection,
@@ -119,9 +121,9 @@ pub struct Peer {
     pub(crate) instance: u64,
     control: mpsc::Sender<Control>,
     state: Mutex<PeerState>,
-    /// Chunk bytes received from it.
+    /// Chunk bytes received from it, as they crossed the wire.
     pub bytes_in: AtomicU64,
-    /// Chunk bytes sent to it.
+    /// Chunk bytes sent to it, as they crossed the wire.
     pub bytes_out: AtomicU64,
     pub(crate) connected: Instant,
     /// This node told it on this connection that it is an overlay neighbour.
@@ -140,6 +142,15 @@ pub struct Peer {
     /// Its clock minus this node's when its hello came, milliseconds (half the round trip
     /// aside: far below what matters, minutes).
     pub clock_offset_ms: i64,
+}
+
+/// A chunk as [`Peer::request_chunk`] received it.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Its bytes, verified against its id.
+    pub bytes: Vec<u8>,
+    /// What crossed the wire for them: their length, or less where they moved compressed.
+    pub wire: u64,
 }
 
 /// Why a request failed.
@@ -364,6 +375,7 @@ impl Peer {
             region: self.region.clone(),
             address: self.addr.to_string(),
             lan: self.class == Class::Lan,
+            protocol: self.version,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             connected_s: self.connected.elapsed().as_secs(),
@@ -372,17 +384,33 @@ impl Peer {
         }
     }
 
-    /// Asks for chunk `id` of `len` bytes; returns its verified bytes.
-    pub async fn request_chunk(&self, id: ChunkId, len: u32) -> Result<Vec<u8>, RequestError> {
+    /// Asks for chunk `id` of `len` bytes; returns its verified bytes and what crossed the
+    /// wire for them. A compressed answer is decompressed within `len` bytes
+    /// ([`chunking::compress::decompress`]) before its id is checked; one that does not fit
+    /// is a protocol error, as a chunk that does not match its id is a bad one.
+    pub async fn request_chunk(&self, id: ChunkId, len: u32) -> Result<Fetched, RequestError> {
         let req = Request::Chunk(id);
         let work = async {
             let (mut send, mut recv) = self.conn.open_bi().await?;
             let header = self.exchange(&mut send, &mut recv, &req).await?;
-            match header {
-                ReplyHeader::Chunk { len: got } if got == len => {}
+            let (wire_len, compressed) = match header {
+                ReplyHeader::Chunk { len: got } if got == len => (len, false),
                 ReplyHeader::Chunk { len: got } => {
                     return Err(RequestError::Protocol(format!(
                         "chunk of {got} bytes, the manifest says {len}"
+                    )));
+                }
+                ReplyHeader::ChunkZstd { len: z, raw_len }
+                    if raw_len == len
+                        && self.version >= protocol::wire::COMPRESSED_CHUNKS_VERSION =>
+                {
+                    (z, true)
+                }
+                ReplyHeader::ChunkZstd { raw_len, .. } => {
+                    return Err(RequestError::Protocol(format!(
+                        "compressed chunk of {raw_len} bytes on a protocol {} connection, \
+                         the manifest says {len}",
+                        self.version
                     )));
                 }
                 ReplyHeader::NotFound => return Err(RequestError::NotFound),
@@ -390,11 +418,11 @@ impl Peer {
                 ReplyHeader::Manifest { .. } | ReplyHeader::Records { .. } => {
                     return Err(RequestError::Protocol("not a chunk".into()));
                 }
-            }
+            };
             // Appended piece by piece as quinn has them: no zero-filled buffer to overwrite.
-            let mut buf = Vec::with_capacity(len as usize);
-            while buf.len() < len as usize {
-                match recv.read_chunk(len as usize - buf.len(), true).await {
+            let mut buf = Vec::with_capacity(wire_len as usize);
+            while buf.len() < wire_len as usize {
+                match recv.read_chunk(wire_len as usize - buf.len(), true).await {
                     Ok(Some(piece)) => buf.extend_from_slice(&piece.bytes),
                     Ok(None) => {
                         return Err(RequestError::Transport("chunk cut short".into()));
@@ -402,17 +430,20 @@ impl Peer {
                     Err(e) => return Err(RequestError::Transport(e.to_string())),
                 }
             }
-            Ok(buf)
+            if compressed {
+                buf = chunking::compress::decompress(&buf, len as usize)
+                    .map_err(|e| RequestError::Protocol(e.to_string()))?;
+            }
+            Ok((buf, u64::from(wire_len)))
         };
-        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, work)
+        let (bytes, wire) = tokio::time::timeout(REQUEST_TIMEOUT, work)
             .await
             .map_err(|_| RequestError::Timeout)??;
         if !id.matches(&bytes) {
             return Err(RequestError::BadChunk);
         }
-        self.bytes_in
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(bytes)
+        self.bytes_in.fetch_add(wire, Ordering::Relaxed);
+        Ok(Fetched { bytes, wire })
     }
 
     /// Asks for the signed manifest of `release` (verified by the caller).
@@ -430,7 +461,9 @@ impl Peer {
                 }
                 ReplyHeader::NotFound => Err(RequestError::NotFound),
                 ReplyHeader::Busy => Err(RequestError::Busy),
-                ReplyHeader::Chunk { .. } | ReplyHeader::Records { .. } => {
+                ReplyHeader::Chunk { .. }
+                | ReplyHeader::ChunkZstd { .. }
+                | ReplyHeader::Records { .. } => {
                     Err(RequestError::Protocol("not a manifest".into()))
                 }
             }
@@ -470,7 +503,9 @@ impl Peer {
                 }
                 ReplyHeader::NotFound => Err(RequestError::NotFound),
                 ReplyHeader::Busy => Err(RequestError::Busy),
-                ReplyHeader::Chunk { .. } => Err(RequestError::Protocol("not a manifest".into())),
+                ReplyHeader::Chunk { .. } | ReplyHeader::ChunkZstd { .. } => {
+                    Err(RequestError::Protocol("not a manifest".into()))
+                }
             }
         };
         tokio::time::timeout(REQUEST_TIMEOUT, work)
@@ -523,7 +558,7 @@ impl Peer {
                 ReplyHeader::Manifest { len } | ReplyHeader::Records { len } => len,
                 ReplyHeader::NotFound => return Err(RequestError::NotFound),
                 ReplyHeader::Busy => return Err(RequestError::Busy),
-                ReplyHeader::Chunk { .. } => {
+                ReplyHeader::Chunk { .. } | ReplyHeader::ChunkZstd { .. } => {
                     return Err(RequestError::Protocol("not an approval answer".into()));
                 }
             };
@@ -591,15 +626,16 @@ impl Peer {
 
 /// Dials `peer` at `addr` and runs the connection.
 pub(crate) async fn dial(net: &Arc<Net>, peer: PeerId, addr: SocketAddr) -> crate::Result<()> {
-    let config = quic::client_config(net.keypair(), peer)?;
+    let config = quic::client_config(net.keypair(), peer, quic::alpns(net.config.compression))?;
     let conn = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         net.endpoint.connect_with(config, addr, "p2pd")?,
     )
     .await??;
+    let version = agreed_version(&conn)?;
     let (mut send, mut recv) = conn.open_bi().await?;
-    write_frame(&mut send, &Control::Hello(hello(net))).await?;
-    let their = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await??;
+    write_frame(&mut send, &Control::Hello(hello(net, version))).await?;
+    let their = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv, version)).await??;
     let place = admit_or_close(net, &conn, &peer, &their)?;
     register(net, true, conn, peer, their, place, send, recv);
     Ok(())
@@ -630,10 +666,12 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> crate::Result<()> 
         conn.close(VarInt::from_u32(codes::BANNED), b"banned");
         return Err(crate::Error::Handshake(format!("{peer} is banned")));
     }
+    let version = agreed_version(&conn)?;
     // Whether there is room depends on the peer's site (a member of this site may take a
     // slot that an idle peer of another site gives up), known after the hello.
     let (mut send, mut recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await??;
-    let their = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv)).await {
+    let their = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut recv, version)).await
+    {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             conn.close(VarInt::from_u32(codes::PROTOCOL), b"bad hello");
@@ -658,7 +696,7 @@ async fn accept(net: &Arc<Net>, incoming: quinn::Incoming) -> crate::Result<()> 
             place.site
         )));
     }
-    write_frame(&mut send, &Control::Hello(hello(net))).await?;
+    write_frame(&mut send, &Control::Hello(hello(net, version))).await?;
     register(net, false, conn, peer, their, place, send, recv);
     Ok(())
 }
@@ -737,10 +775,19 @@ pub(crate) fn certified_place(
     }))
 }
 
-fn hello(net: &Net) -> Hello {
+/// The protocol version `conn`'s handshake agreed on ([`quic::version_of`]); a connection
+/// without one is closed.
+fn agreed_version(conn: &Connection) -> crate::Result<u16> {
+    quic::version_of(conn).ok_or_else(|| {
+        conn.close(VarInt::from_u32(codes::PROTOCOL), b"no protocol agreed");
+        crate::Error::Handshake("no data-plane protocol agreed in the handshake".into())
+    })
+}
+
+fn hello(net: &Net, version: u16) -> Hello {
     let (root_version, revocations) = net.trust_versions();
     Hello {
-        protocol_version: protocol::PROTOCOL_VERSION,
+        protocol_version: version,
         site: net.local.site.clone(),
         region: net.local.region.clone(),
         instance: net.local.instance,
@@ -752,12 +799,17 @@ fn hello(net: &Net) -> Hello {
     }
 }
 
-async fn read_hello(recv: &mut RecvStream) -> crate::Result<Hello> {
+/// Reads the peer's hello, which must state the connection's protocol `version`.
+async fn read_hello(recv: &mut RecvStream, version: u16) -> crate::Result<Hello> {
     let body = read_frame(recv, CONTROL_FRAME_BYTES_MAX)
         .await?
         .ok_or_else(|| crate::Error::Handshake("control stream closed before hello".into()))?;
     match Control::decode(&body)? {
-        Control::Hello(h) => Ok(h),
+        Control::Hello(h) if h.protocol_version == version => Ok(h),
+        Control::Hello(h) => Err(crate::Error::Handshake(format!(
+            "hello of protocol {} on a connection that agreed on {version}",
+            h.protocol_version
+        ))),
         _ => Err(crate::Error::Handshake(
             "first control message is not a hello".into(),
         )),
@@ -785,6 +837,7 @@ fn register(
         id,
         node_key,
         class: net.class_of(&place.site),
+        version: hello.protocol_version,
         site: place.site,
         region: place.region,
         addr: conn.remote_address(),
@@ -861,7 +914,7 @@ fn register(
         ControlKind::Hello,
         peer.class,
         true,
-        frame_len(&Control::Hello(self::hello(net))),
+        frame_len(&Control::Hello(self::hello(net, peer.version))),
     );
     t.add(ControlKind::Hello, peer.class, false, their_hello_len);
     tokio::spawn(control_writer(net.clone(), peer.class, send, rx));
@@ -1264,7 +1317,8 @@ async fn serve_trust(net: &Arc<Net>, req: &Request, mut send: SendStream) {
     drop(permit);
 }
 
-/// Serves chunk `id`: the egress shaper first, then a serving slot, then the store.
+/// Serves chunk `id`: the egress shaper first, then a serving slot, then the store (or what
+/// the chunk compressed to, kept from an earlier send: [`crate::compress`]).
 async fn serve_chunk(net: &Arc<Net>, peer: &Arc<Peer>, id: ChunkId, mut send: SendStream) {
     let store = net.store.clone();
     // Shaping first, holding nothing: a chunk waiting for WAN egress tokens must not
@@ -1287,38 +1341,85 @@ async fn serve_chunk(net: &Arc<Net>, peer: &Arc<Peer>, id: ChunkId, mut send: Se
         }
         Err(_) => return,
     };
+    let raw = u64::from(loc.len);
+    let compress =
+        crate::compress::sends_compressed(net.config.compression, peer.version, peer.class);
+    // What is known of the chunk compressed; the shaper is asked for what will cross the
+    // wire where that is known, else for the chunk's length and given back the difference.
+    let known = if compress {
+        net.wire_cache.get(&id)
+    } else {
+        Some(None)
+    };
+    let reserved = match &known {
+        Some(Some(z)) => z.len() as u64,
+        _ => raw,
+    };
     net.shapers
-        .acquire(
-            peer.class,
-            super::shape::Direction::Egress,
-            u64::from(loc.len),
-        )
+        .acquire(peer.class, super::shape::Direction::Egress, reserved)
         .await;
     let Some(permit) = serve_slot(net, &mut send).await else {
         return;
     };
-    let read = tokio::task::spawn_blocking(move || store.read_located(&id, loc)).await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
+    let body: Result<(bytes::Bytes, bool), store::StoreError> = match known {
+        Some(Some(z)) => Ok((z, true)),
+        Some(None) => {
+            let read = tokio::task::spawn_blocking(move || store.read_located(&id, loc)).await;
+            match read {
+                Ok(r) => r.map(|b| (bytes::Bytes::from(b), false)),
+                Err(_) => return,
+            }
+        }
+        None => {
+            let net = net.clone();
+            let work = tokio::task::spawn_blocking(move || {
+                let bytes = store.read_located(&id, loc)?;
+                let z = chunking::compress::compress(&bytes).map(bytes::Bytes::from);
+                net.wire_cache.put(id, z.clone());
+                Ok(match z {
+                    Some(z) => (z, true),
+                    None => (bytes::Bytes::from(bytes), false),
+                })
+            });
+            match work.await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        }
+    };
+    let (bytes, compressed) = match body {
+        Ok(b) => b,
+        Err(e) => {
             tracing::error!(chunk = %id, error = %e, "cannot serve chunk");
             reply_empty(&mut send, ReplyHeader::NotFound).await;
             return;
         }
-        Err(_) => return,
     };
-    let header = ReplyHeader::Chunk {
-        len: bytes.len() as u32,
+    let n = bytes.len() as u64;
+    net.shapers.refund(
+        peer.class,
+        super::shape::Direction::Egress,
+        reserved.saturating_sub(n),
+    );
+    let header = if compressed {
+        ReplyHeader::ChunkZstd {
+            len: n as u32,
+            raw_len: loc.len,
+        }
+    } else {
+        ReplyHeader::Chunk { len: n as u32 }
     };
     if write_frame(&mut send, &header).await.is_err() {
         return;
     }
-    let n = bytes.len() as u64;
     // Handed over as is: `write_all` would copy the chunk into quinn's send buffer.
-    if send.write_chunk(bytes::Bytes::from(bytes)).await.is_ok() {
+    if send.write_chunk(bytes).await.is_ok() {
         let _ = send.finish();
         peer.bytes_out.fetch_add(n, Ordering::Relaxed);
         net.traffic.add_sent(peer.class, n);
+        net.traffic
+            .sent_saved
+            .fetch_add(raw.saturating_sub(n), Ordering::Relaxed);
         if peer.class == Class::Wan {
             net.note_served_wan(&id);
         }

@@ -95,14 +95,38 @@ impl quinn::crypto::HmacKey for ResetKey {
     }
 }
 
-/// The node's endpoint, bound to `addr`, serving and dialing.
+/// The data plane's ALPN names this node speaks, newest first: every one of
+/// [`wire::DATA_ALPNS`], or down to the oldest only for a node that does not compress
+/// (`compression = "off"`), which then speaks that version's protocol.
+pub fn alpns(compression: crate::config::Compression) -> Vec<Vec<u8>> {
+    wire::DATA_ALPNS
+        .iter()
+        .filter(|&&(_, v)| {
+            compression != crate::config::Compression::Off || v < wire::COMPRESSED_CHUNKS_VERSION
+        })
+        .map(|&(name, _)| name.to_vec())
+        .collect()
+}
+
+/// The protocol version `conn`'s handshake agreed on.
+pub fn version_of(conn: &quinn::Connection) -> Option<u16> {
+    let data = conn.handshake_data()?;
+    let data = data
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?;
+    wire::alpn_version(data.protocol.as_deref()?)
+}
+
+/// The node's endpoint, bound to `addr`, serving and dialing, and agreeing on one of
+/// `alpns` ([`alpns`]) with each peer.
 pub fn endpoint(
     keypair: &Keypair,
     secret: &[u8; 32],
     addr: SocketAddr,
+    alpns: Vec<Vec<u8>>,
 ) -> crate::Result<quinn::Endpoint> {
     let mut tls = super::tls::server_config(keypair)?;
-    tls.alpn_protocols = vec![wire::DATA_ALPN.to_vec()];
+    tls.alpn_protocols = alpns;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from(tls).map_err(crate::Error::setup)?,
     ));
@@ -135,10 +159,15 @@ pub fn raise_udp_buffers(socket: &std::net::UdpSocket) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Client config for dialing `peer`: the handshake fails unless the server proves that id.
-pub fn client_config(keypair: &Keypair, peer: PeerId) -> crate::Result<quinn::ClientConfig> {
+/// Client config for dialing `peer`, offering `alpns` ([`alpns`]): the handshake fails
+/// unless the server proves that id and speaks one of them.
+pub fn client_config(
+    keypair: &Keypair,
+    peer: PeerId,
+    alpns: Vec<Vec<u8>>,
+) -> crate::Result<quinn::ClientConfig> {
     let mut tls = super::tls::client_config(keypair, peer)?;
-    tls.alpn_protocols = vec![wire::DATA_ALPN.to_vec()];
+    tls.alpn_protocols = alpns;
     let mut client = quinn::ClientConfig::new(Arc::new(
         QuicClientConfig::try_from(tls).map_err(crate::Error::setup)?,
     ));

@@ -237,6 +237,11 @@ pub struct Release {
     pub from_lan: AtomicU64,
     /// Bytes of chunks received from other sites by this fetch.
     pub from_wan: AtomicU64,
+    /// What crossed the wire for the chunks received from same-site peers (less than
+    /// `from_lan` where they moved compressed).
+    pub wire_lan: AtomicU64,
+    /// What crossed the wire for the chunks received from other sites.
+    pub wire_wan: AtomicU64,
     /// Bytes of chunks the store already had when the fetch started (delta savings).
     pub reused: AtomicU64,
     /// Bytes of chunks rebuilt from patches by this fetch.
@@ -323,6 +328,8 @@ impl Release {
             state: Mutex::new(state),
             from_lan: AtomicU64::new(0),
             from_wan: AtomicU64::new(0),
+            wire_lan: AtomicU64::new(0),
+            wire_wan: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             rebuilt: AtomicU64::new(0),
             patch_bytes: AtomicU64::new(0),
@@ -513,6 +520,8 @@ impl Release {
             bytes_total,
             bytes_from_lan: self.from_lan.load(Ordering::Relaxed),
             bytes_from_wan: self.from_wan.load(Ordering::Relaxed),
+            bytes_wire_lan: self.wire_lan.load(Ordering::Relaxed),
+            bytes_wire_wan: self.wire_wan.load(Ordering::Relaxed),
             bytes_reused: self.reused.load(Ordering::Relaxed),
             bytes_rebuilt: self.rebuilt.load(Ordering::Relaxed),
             bytes_patches: self.patch_bytes.load(Ordering::Relaxed),

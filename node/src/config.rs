@@ -545,6 +545,14 @@ follow = ["*"]
 max_peers = 128
 # Peers of other sites this node dials for chunks (besides bootstrap peers; others dial it).
 wan_peers = 4
+# Which peers chunks are sent to compressed (zstd, only where that saves a sixteenth):
+# "wan" peers of other sites (a branch link is far slower than the compressor), "always"
+# same-site peers too (a slow LAN), "off" none, and the node speaks the protocol of nodes
+# before compression (9).
+compression = "wan"
+# Fetch a changed file as a patch against the version of it this node holds, where the
+# release carries one smaller than the file's chunks.
+patches = true
 
 [shaping]
 # Bandwidth limits of chunk traffic per class, on a time-of-day schedule. WAN is traffic with

@@ -13,6 +13,7 @@
 //! | `p2pd_transfer_bytes_total` | counter | `class` (lan, wan), `direction` (sent, received) |
 //! | `p2pd_chunks_verified_total`, `p2pd_chunks_failed_total` | counter | |
 //! | `p2pd_patch_rebuilds_total` | counter | `outcome` (rebuilt, failed) |
+//! | `p2pd_compression_saved_bytes_total` | counter | `direction` (sent, received): chunk bytes compression kept off the wire |
 //! | `p2pd_peers` | gauge | `class` |
 //! | `p2pd_peer_bans_total` | counter | |
 //! | `p2pd_peers_banned` | gauge | |
@@ -142,6 +143,8 @@ pub struct Snapshot {
     pub chunks_failed: u64,
     /// Files rebuilt from patches, and those a patch did not rebuild.
     pub rebuilds: (u64, u64),
+    /// Bytes compression kept off the wire: (sent, received).
+    pub compression_saved: (u64, u64),
     /// Connected data-plane peers: (class, count).
     pub peers: Vec<(&'static str, u64)>,
     /// Bans since start.
@@ -243,7 +246,8 @@ impl Snapshot {
         family(
             e,
             "transfer",
-            "Chunk bytes moved by the data plane, by peer class and direction.",
+            "Chunk bytes moved by the data plane as they crossed the wire (compressed where \
+             they moved compressed), by peer class and direction.",
             Some(&Unit::Bytes),
             Counter,
             self.transfer
@@ -274,6 +278,20 @@ impl Snapshot {
             [("rebuilt", self.rebuilds.0), ("failed", self.rebuilds.1)]
                 .into_iter()
                 .map(|(outcome, n)| (vec![("outcome", outcome.to_string())], ConstCounter::new(n))),
+        )?;
+        family(
+            e,
+            "compression_saved",
+            "Chunk bytes that compression kept off the wire (p2pd_transfer_bytes_total counts \
+             what crossed it).",
+            Some(&Unit::Bytes),
+            Counter,
+            [
+                ("sent", self.compression_saved.0),
+                ("received", self.compression_saved.1),
+            ]
+            .into_iter()
+            .map(|(d, n)| (vec![("direction", d.to_string())], ConstCounter::new(n))),
         )?;
         family(
             e,

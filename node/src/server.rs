@@ -242,6 +242,7 @@ async fn metrics(
         chunks_verified: load(&t.chunks_verified),
         chunks_failed: load(&t.chunks_failed),
         rebuilds: (load(&t.rebuilds), load(&t.rebuilds_failed)),
+        compression_saved: (load(&t.sent_saved), load(&t.recv_saved)),
         peers: vec![("lan", lan), ("wan", peers.len() as u64 - lan)],
         bans: load(&t.bans),
         banned: net.banned().len() as u64,

@@ -254,24 +254,26 @@ pub(crate) async fn peers(client: &Client, json: bool) -> Result<(), Failure> {
         crate::outln!("no peers connected");
     } else {
         crate::outln!(
-            "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>7}",
+            "{:<54} {:<16} {:<10} {:<22} {:>4} {:>5} {:>10} {:>10} {:>7}",
             "PEER",
             "SITE",
             "REGION",
             "ADDRESS",
             "NET",
+            "PROTO",
             "IN",
             "OUT",
             "RTT"
         );
         for p in peers {
             crate::outln!(
-                "{:<54} {:<16} {:<10} {:<22} {:>4} {:>10} {:>10} {:>5.1}ms",
+                "{:<54} {:<16} {:<10} {:<22} {:>4} {:>5} {:>10} {:>10} {:>5.1}ms",
                 p.peer_id,
                 p.site,
                 p.region,
                 p.address,
                 if p.lan { "LAN" } else { "WAN" },
+                p.protocol,
                 human_bytes(p.bytes_in),
                 human_bytes(p.bytes_out),
                 p.rtt_ms

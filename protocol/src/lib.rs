@@ -61,6 +61,14 @@ pub use manifest::{
 };
 pub use rollout::{Gate, Place, Requirement, Ring, RingMembers, Rollout, Selector};
 
-/// Version of the node-to-node protocol. Carried by every wire message; bumped on any
-/// incompatible change.
-pub const PROTOCOL_VERSION: u16 = 9;
+/// Version of the node-to-node protocol this node speaks best. Bumped on any change of the
+/// data plane; the connection's version is agreed in the QUIC handshake
+/// ([`wire::DATA_ALPNS`]) and stated again in each side's hello.
+///
+/// * 10: chunks may move compressed ([`wire::ReplyHeader::ChunkZstd`]).
+/// * 9: patches' pieces, manifest deltas.
+pub const PROTOCOL_VERSION: u16 = 10;
+
+/// The oldest protocol version this node still speaks: a node of that version and this one
+/// agree on it and fetch from each other, without what came after.
+pub const PROTOCOL_VERSION_MIN: u16 = 9;

@@ -10,8 +10,12 @@
 //!   then [`Control::Have`] as chunks arrive and further bitmaps when it starts on a release.
 //! * **one stream per request** (bidirectional, opened by the requester): one [`Request`]
 //!   frame, then the sender finishes its half. The server answers with one [`ReplyHeader`]
-//!   frame, followed for [`ReplyHeader::Chunk`] and [`ReplyHeader::Manifest`] by exactly `len`
-//!   raw bytes. Requests are pipelined by keeping many streams open at once.
+//!   frame, followed for [`ReplyHeader::Chunk`], [`ReplyHeader::ChunkZstd`] and
+//!   [`ReplyHeader::Manifest`] by exactly `len` bytes. Requests are pipelined by keeping
+//!   many streams open at once.
+//!
+//! The two ends agree on a protocol version in the QUIC handshake ([`DATA_ALPNS`]): a node
+//! speaks the newest its peer does, down to [`crate::PROTOCOL_VERSION_MIN`].
 //!
 //! Every frame is a 4-byte little-endian length then a bincode body ([`crate::codec`]).
 //! [`FrameHeader::parse`] refuses a length over the limit of the stream's kind before any
@@ -35,8 +39,28 @@ use crate::ids::{ChunkId, ReleaseId};
 use crate::manifest::CHUNK_BYTES_MAX;
 use serde::{Deserialize, Serialize};
 
-/// ALPN protocol name of the data plane.
-pub const DATA_ALPN: &[u8] = b"p2pd-chunks/1";
+/// ALPN protocol names of the data plane, newest first, with the protocol version each one
+/// stands for. The dialer offers the ones it speaks, the server takes the first of its own
+/// the dialer offered (rustls's order), and both then speak that version: a node of
+/// [`crate::PROTOCOL_VERSION_MIN`] offers only its own name and is answered in its terms.
+/// A node configured not to compress chunks offers only the older name, and is a node of
+/// that version on the wire.
+pub const DATA_ALPNS: [(&[u8], u16); 2] = [(b"p2pd-chunks/2", 10), (b"p2pd-chunks/1", 9)];
+
+/// The protocol version an agreed ALPN name stands for.
+pub fn alpn_version(alpn: &[u8]) -> Option<u16> {
+    DATA_ALPNS
+        .iter()
+        .find(|(name, _)| *name == alpn)
+        .map(|&(_, v)| v)
+}
+
+/// The first protocol version with compressed chunks ([`ReplyHeader::ChunkZstd`]).
+pub const COMPRESSED_CHUNKS_VERSION: u16 = 10;
+
+/// Version of [`Announcement`]'s format, which protocol 10 left as 9 had it, so that nodes of
+/// both versions take each other's announcements.
+pub const ANNOUNCEMENT_VERSION: u16 = 9;
 
 /// Gossipsub topic of release announcements.
 pub const ANNOUNCE_TOPIC: &str = "p2pd/releases/1";
@@ -120,7 +144,8 @@ pub fn frame<T: Serialize>(value: &T) -> Vec<u8> {
 /// The first message on a control stream, in each direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
-    /// [`crate::PROTOCOL_VERSION`] of the sender.
+    /// The protocol version of the connection, as the QUIC handshake agreed it
+    /// ([`DATA_ALPNS`]); a hello that states another closes the connection.
     pub protocol_version: u16,
     /// The sender's site.
     pub site: String,
@@ -422,7 +447,9 @@ impl Control {
         let msg: Self = codec::decode::<_, CONTROL_FRAME_BYTES_MAX>(body, "control message")?;
         match &msg {
             Self::Hello(h) => {
-                if h.protocol_version != crate::PROTOCOL_VERSION {
+                if !(crate::PROTOCOL_VERSION_MIN..=crate::PROTOCOL_VERSION)
+                    .contains(&h.protocol_version)
+                {
                     return Err(WireError::Version {
                         found: h.protocol_version,
                         supported: crate::PROTOCOL_VERSION,
@@ -646,6 +673,15 @@ pub enum ReplyHeader {
     NotFound,
     /// The server is at its limit of concurrent requests; try another peer or later.
     Busy,
+    /// `len` bytes of the chunk compressed follow (`chunking::compress`): one zstd frame
+    /// that states `raw_len`, the chunk's length. Only on connections of protocol
+    /// [`COMPRESSED_CHUNKS_VERSION`] or later, and only smaller than the chunk.
+    ChunkZstd {
+        /// Length of the compressed bytes.
+        len: u32,
+        /// Length of the chunk.
+        raw_len: u32,
+    },
 }
 
 impl ReplyHeader {
@@ -654,6 +690,8 @@ impl ReplyHeader {
         let reply: Self = codec::decode::<_, REQUEST_FRAME_BYTES_MAX>(body, "reply")?;
         match (reply, request) {
             (Self::Chunk { len }, Request::Chunk(_)) if len <= CHUNK_BYTES_MAX => {}
+            (Self::ChunkZstd { len, raw_len }, Request::Chunk(_))
+                if raw_len <= CHUNK_BYTES_MAX && len < raw_len => {}
             (
                 Self::Manifest { len },
                 Request::Manifest(_) | Request::Approve { .. } | Request::ManifestDelta(_),
@@ -683,7 +721,7 @@ impl ReplyHeader {
 /// A release announcement (gossipsub message body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
-    /// [`crate::PROTOCOL_VERSION`] of the sender.
+    /// [`ANNOUNCEMENT_VERSION`].
     pub protocol_version: u16,
     /// The release (BLAKE3 of its manifest bytes).
     pub release: ReleaseId,
@@ -702,10 +740,10 @@ impl Announcement {
     /// Decodes and checks an announcement.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let a: Self = codec::decode::<_, ANNOUNCEMENT_BYTES_MAX>(bytes, "announcement")?;
-        if a.protocol_version != crate::PROTOCOL_VERSION {
+        if a.protocol_version != ANNOUNCEMENT_VERSION {
             return Err(WireError::Version {
                 found: a.protocol_version,
-                supported: crate::PROTOCOL_VERSION,
+                supported: ANNOUNCEMENT_VERSION,
             });
         }
         if !crate::manifest::is_valid_channel(&a.channel) {

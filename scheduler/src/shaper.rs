@@ -176,6 +176,9 @@ pub struct Gate {
     free: Duration,
     /// Bytes charged without waiting ([`Gate::charge`]): the next request waits for them too.
     debt: u64,
+    /// Bytes taken and given back ([`Gate::refund`]): the next requests wait for that much
+    /// less.
+    credit: u64,
 }
 
 impl std::fmt::Debug for Gate {
@@ -184,6 +187,7 @@ impl std::fmt::Debug for Gate {
             .field("rate", &self.shaper.rate())
             .field("free", &self.free)
             .field("debt", &self.debt)
+            .field("credit", &self.credit)
             .finish()
     }
 }
@@ -198,6 +202,7 @@ impl Gate {
             clock_at: Duration::ZERO,
             free: Duration::ZERO,
             debt: 0,
+            credit: 0,
         }
     }
 
@@ -212,12 +217,23 @@ impl Gate {
         self.debt = self.debt.saturating_add(bytes);
     }
 
+    /// Gives back `bytes` taken and not used: they are taken off what the next requests
+    /// wait for (never more than was taken, so a refund cannot raise the rate beyond the
+    /// schedule's).
+    pub fn refund(&mut self, bytes: u64) {
+        let from_debt = bytes.min(self.debt);
+        self.debt -= from_debt;
+        self.credit = self.credit.saturating_add(bytes - from_debt);
+    }
+
     /// `bytes` asked for at `at` (wall time `wall_at`) pass at the returned instant, after
     /// everything asked before. `None`: the class is at rate 0 with no opening within
     /// [`BLOCKED_HORIZON`]; nothing was reserved.
     pub fn take(&mut self, at: Duration, wall_at: Timestamp, bytes: u64) -> Option<Duration> {
         let mut t = at.max(self.free);
         let mut left = bytes.saturating_add(self.debt);
+        let credit = self.credit.min(left);
+        left -= credit;
         let wall = |t: Duration| {
             let ahead = jiff::SignedDuration::try_from(t.saturating_sub(at)).unwrap_or_default();
             wall_at.checked_add(ahead).unwrap_or(Timestamp::MAX)
@@ -242,6 +258,7 @@ impl Gate {
             }
         }
         self.debt = 0;
+        self.credit -= credit;
         self.free = t;
         Some(t)
     }
@@ -271,6 +288,23 @@ mod tests {
         h.charge(1_000_000);
         let third = h.take(Duration::ZERO, start, 1).unwrap();
         assert!(third > Duration::from_millis(900), "{third:?}");
+        // Bytes given back (a chunk that moved compressed) are taken off the next request:
+        // 1 MB asked after 0.6 MB of the last came back waits for 0.4 MB only.
+        let mut r = Gate::new(mbyte(), start);
+        let first = r.take(Duration::ZERO, start, 1_000_000).unwrap();
+        r.refund(600_000);
+        let next = r.take(first, start, 1_000_000).unwrap();
+        let waited = next - first;
+        assert!(
+            waited > Duration::from_millis(340) && waited < Duration::from_millis(420),
+            "{waited:?}"
+        );
+        // A refund pays a charged debt off first.
+        let mut d = Gate::new(mbyte(), start);
+        d.charge(500_000);
+        d.refund(500_000);
+        let free = d.take(Duration::ZERO, start, 1).unwrap();
+        assert!(free < Duration::from_millis(10), "{free:?}");
     }
 
     #[test]

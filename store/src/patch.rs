@@ -35,7 +35,7 @@ use std::collections::HashSet;
 
 /// The zstd level a file's chunks are compressed at to judge whether a patch pays: the
 /// level chunks move at on the wire when they are compressed.
-pub const CHUNK_COST_LEVEL: i32 = 3;
+pub const CHUNK_COST_LEVEL: i32 = chunking::compress::WIRE_LEVEL;
 
 /// Why a file was not rebuilt from a patch.
 #[derive(Debug, thiserror::Error)]

@@ -58,7 +58,7 @@ impl Rogue {
         let keypair = Keypair::generate_ed25519();
         let mut secret = [0u8; 32];
         getrandom_fill(&mut secret);
-        let endpoint = quic::endpoint(&keypair, &secret, ([127, 0, 0, 1], 0).into())?;
+        let endpoint = quic::endpoint(&keypair, &secret, ([127, 0, 0, 1], 0).into(), alpns())?;
         Ok(Self {
             peer_id: keypair.public().to_peer_id(),
             endpoint,
@@ -91,7 +91,7 @@ impl Rogue {
     /// A QUIC connection to the node `peer` at `addr`, without any hello.
     pub async fn connect_raw(&self, peer: &str, addr: SocketAddr) -> anyhow::Result<Connection> {
         let peer: PeerId = peer.parse()?;
-        let config = quic::client_config(&self.keypair, peer)?;
+        let config = quic::client_config(&self.keypair, peer, alpns())?;
         let conn = tokio::time::timeout(
             ANSWER_TIMEOUT,
             self.endpoint.connect_with(config, addr, "p2pd")?,
@@ -100,12 +100,15 @@ impl Rogue {
         Ok(conn)
     }
 
-    /// Connects and exchanges hellos, claiming to be in `site`.
+    /// Connects and exchanges hellos, claiming to be in `site`, in the protocol version the
+    /// handshake agreed on.
     pub async fn connect(&self, peer: &str, addr: SocketAddr, site: &str) -> anyhow::Result<Link> {
         let conn = self.connect_raw(peer, addr).await?;
+        let version = quic::version_of(&conn)
+            .ok_or_else(|| anyhow::anyhow!("no protocol agreed with the node"))?;
         let (mut send, mut recv) = conn.open_bi().await?;
         let ours = Hello {
-            protocol_version: protocol::PROTOCOL_VERSION,
+            protocol_version: version,
             site: site.to_string(),
             region: "rogue".to_string(),
             instance: rand::random(),
@@ -132,6 +135,11 @@ impl Rogue {
             hello,
         })
     }
+}
+
+/// Every data-plane protocol version there is, newest first: the rogue speaks them all.
+fn alpns() -> Vec<Vec<u8>> {
+    quic::alpns(net::config::Compression::Always)
 }
 
 fn getrandom_fill(buf: &mut [u8]) {
@@ -262,6 +270,7 @@ pub async fn exchange(conn: &Connection, bytes: &[u8], finish: bool) -> Outcome 
 pub struct Offer {
     manifests: Mutex<HashMap<ReleaseId, Vec<u8>>>,
     chunks: Mutex<HashMap<ChunkId, Vec<u8>>>,
+    compressed: Mutex<HashMap<ChunkId, (u32, Vec<u8>)>>,
     /// Manifest requests received.
     pub manifest_requests: AtomicU64,
     /// Chunk requests received.
@@ -277,6 +286,12 @@ impl Offer {
     /// Serves `bytes` as chunk `id`.
     pub fn add_chunk(&self, id: ChunkId, bytes: Vec<u8>) {
         lock(&self.chunks).insert(id, bytes);
+    }
+
+    /// Serves `bytes` as chunk `id` compressed ([`ReplyHeader::ChunkZstd`]), announcing
+    /// `raw_len` as the chunk's length (which `bytes` need not decompress to: a bomb).
+    pub fn add_compressed(&self, id: ChunkId, raw_len: u32, bytes: Vec<u8>) {
+        lock(&self.compressed).insert(id, (raw_len, bytes));
     }
 
     async fn answer(self: Arc<Self>, mut send: SendStream, mut recv: RecvStream) {
@@ -302,14 +317,22 @@ impl Offer {
             }
             Request::Chunk(id) => {
                 self.chunk_requests.fetch_add(1, Ordering::Relaxed);
-                match lock(&self.chunks).get(&id) {
-                    Some(b) => (
+                let compressed = lock(&self.compressed).get(&id).cloned();
+                match (compressed, lock(&self.chunks).get(&id)) {
+                    (Some((raw_len, z)), _) => (
+                        ReplyHeader::ChunkZstd {
+                            len: z.len() as u32,
+                            raw_len,
+                        },
+                        z,
+                    ),
+                    (None, Some(b)) => (
                         ReplyHeader::Chunk {
                             len: b.len() as u32,
                         },
                         b.clone(),
                     ),
-                    None => (ReplyHeader::NotFound, Vec::new()),
+                    (None, None) => (ReplyHeader::NotFound, Vec::new()),
                 }
             }
             Request::SiteRecords
@@ -425,7 +448,7 @@ impl Victim {
         let keypair = Keypair::generate_ed25519();
         let mut secret = [0u8; 32];
         getrandom_fill(&mut secret);
-        let endpoint = quic::endpoint(&keypair, &secret, ([127, 0, 0, 1], 0).into())?;
+        let endpoint = quic::endpoint(&keypair, &secret, ([127, 0, 0, 1], 0).into(), alpns())?;
         let attempts = Arc::new(AtomicU64::new(0));
         let (ep, count) = (endpoint.clone(), attempts.clone());
         tokio::spawn(async move {

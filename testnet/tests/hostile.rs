@@ -52,11 +52,12 @@ fn manifest_of(envelope: &[u8]) -> Manifest {
     Manifest::decode(&signed.manifest_bytes).unwrap()
 }
 
-/// A same-site peer that claims every chunk and serves bytes that do not match their ids is
-/// banned by each node it serves after [`STRIKES_TO_BAN`] bad chunks; both nodes complete
+/// A same-site peer that claims every chunk and serves bytes that do not match their ids, or
+/// compressed chunks that are decompression bombs, is banned by each node it serves after
+/// [`STRIKES_TO_BAN`] bad chunks (no bomb grows past its chunk's length); both nodes complete
 /// from honest peers, byte-identical; the banned peer cannot reconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peer_serving_corrupt_chunks_is_banned_and_honest_nodes_complete() {
+async fn peer_serving_corrupt_chunks_or_decompression_bombs_is_banned_and_honest_nodes_complete() {
     // 8 MiB at 8 Mbit/s from the origin: 8 s, long enough that the rogue is offered
     // chunks the nodes still lack.
     let (_guard, dir) = workdir();
@@ -83,13 +84,46 @@ async fn peer_serving_corrupt_chunks_is_banned_and_honest_nodes_complete() {
     let envelope = to_origin.request_manifest(release).await.unwrap();
     to_origin.close();
     let chunks = manifest_of(&envelope).unique_chunks();
-    let offer = Arc::new(Offer::default());
-    offer.add_manifest(release, envelope);
-    for c in &chunks {
-        // The right length, the wrong bytes.
-        offer.add_chunk(c.id, vec![0xA5; c.len as usize]);
+    // To the first victim every chunk is a decompression bomb: a frame that states no size
+    // and holds 64 MiB, or one that states the chunk's size followed by one of 64 MiB
+    // more. To the second, the right length of the wrong bytes.
+    let bombs = Arc::new(Offer::default());
+    let wrong = Arc::new(Offer::default());
+    let unsized_bomb = {
+        use std::io::Write;
+        let mut z = Vec::new();
+        let mut enc = zstd::stream::write::Encoder::new(&mut z, 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        enc.write_all(&vec![0u8; 64 << 20]).unwrap();
+        enc.finish().unwrap();
+        z
+    };
+    let big_frame = zstd::bulk::compress(&vec![0u8; 64 << 20], 3).unwrap();
+    let mut bombed = 0;
+    for (k, c) in chunks.iter().enumerate() {
+        let bomb = if k % 2 == 0 {
+            unsized_bomb.clone()
+        } else {
+            let mut z = zstd::bulk::compress(&vec![0u8; c.len as usize], 3).unwrap();
+            z.extend_from_slice(&big_frame);
+            z
+        };
+        // A bomb must look smaller than its chunk; a chunk too small for one is wrong bytes.
+        if bomb.len() < c.len as usize {
+            bombs.add_compressed(c.id, c.len, bomb);
+            bombed += 1;
+        } else {
+            bombs.add_chunk(c.id, vec![0xA5; c.len as usize]);
+        }
+        wrong.add_chunk(c.id, vec![0xA5; c.len as usize]);
     }
-    for l in &mut victims {
+    assert!(
+        bombed * 10 >= chunks.len() * 9,
+        "{bombed} of {}",
+        chunks.len()
+    );
+    for (l, offer) in victims.iter_mut().zip([&bombs, &wrong]) {
+        offer.add_manifest(release, envelope.clone());
         l.serve(offer.clone());
         l.send(&bitmap_of(release, chunks.len())).await.unwrap();
     }
@@ -100,11 +134,13 @@ async fn peer_serving_corrupt_chunks_is_banned_and_honest_nodes_complete() {
             .expect("the rogue was never disconnected");
         assert_eq!(code, Some(u64::from(codes::BANNED)));
     }
-    let asked = offer.chunk_requests.load(Ordering::Relaxed);
-    assert!(
-        asked >= 2 * u64::from(STRIKES_TO_BAN),
-        "only {asked} chunks were asked of the rogue"
-    );
+    for offer in [&bombs, &wrong] {
+        let asked = offer.chunk_requests.load(Ordering::Relaxed);
+        assert!(
+            asked >= u64::from(STRIKES_TO_BAN),
+            "only {asked} chunks were asked of the rogue"
+        );
+    }
 
     for i in [1, 2] {
         fleet

@@ -75,6 +75,38 @@ async fn export_matches(fleet: &Fleet, i: usize, id: &str, tree: &Path) {
     );
 }
 
+/// Publishes `tree` as `version` of the fleet's channel on node `i`; returns the release
+/// id and `p2pctl publish --json`'s report.
+fn publish_at(fleet: &Fleet, i: usize, tree: &Path, version: u64) -> (String, serde_json::Value) {
+    let published = fleet
+        .ctl(
+            i,
+            &[
+                "--json",
+                "publish",
+                &tree.display().to_string(),
+                "--channel",
+                &format!("testnet/{}", fleet.scenario.name),
+                "--version",
+                &version.to_string(),
+                "--key",
+                &fleet.publisher_key().display().to_string(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    // The JSON output is the stream of events; the last line holds the release.
+    let text = String::from_utf8_lossy(&published.stdout);
+    let p: serde_json::Value = serde_json::from_str(text.trim())
+        .or_else(|_| serde_json::from_str(text.lines().last().unwrap_or_default()))
+        .unwrap();
+    (p["release"]["id"].as_str().unwrap().to_owned(), p)
+}
+
 /// Flips a byte of the first chunk of `bytes` wherever node `i`'s store packs hold it (the
 /// node is stopped).
 fn corrupt_in_packs(fleet: &Fleet, i: usize, bytes: &[u8]) {
@@ -133,33 +165,7 @@ async fn a_new_version_moves_as_patches_and_every_node_ends_byte_identical() {
 
     let lib2 = rebuilt(&lib1, 2);
     let t2 = tree(&dir, 2, &lib2);
-    let published = fleet
-        .ctl(
-            0,
-            &[
-                "--json",
-                "publish",
-                &t2.display().to_string(),
-                "--channel",
-                "testnet/patches",
-                "--version",
-                "2",
-                "--key",
-                &fleet.publisher_key().display().to_string(),
-            ],
-        )
-        .unwrap();
-    assert!(
-        published.status.success(),
-        "{}",
-        String::from_utf8_lossy(&published.stderr)
-    );
-    // The JSON output is the stream of events; the last line holds the release.
-    let text = String::from_utf8_lossy(&published.stdout);
-    let p: serde_json::Value = serde_json::from_str(text.trim())
-        .or_else(|_| serde_json::from_str(text.lines().last().unwrap_or_default()))
-        .unwrap();
-    let v2 = p["release"]["id"].as_str().unwrap().to_owned();
+    let (v2, p) = publish_at(&fleet, 0, &t2, 2);
     // The library and the notes move as patches; each much smaller than its chunks.
     assert_eq!(p["patches"], 2, "{p}");
     let (patch_bytes, chunk_bytes) = (
@@ -214,5 +220,112 @@ async fn a_new_version_moves_as_patches_and_every_node_ends_byte_identical() {
     assert!(r4.bytes_rebuilt >= lib3.len() as u64 / 2, "{r4:?}");
     // What crossed into site b for it was about the patches, not the library.
     assert!(r4.bytes_from_wan < lib3.len() as u64 / 4, "{r4:?}");
+    fleet.stop();
+}
+
+/// Text that compresses (a changelog of `lines` lines naming version `v`).
+fn changelog(v: u64, lines: usize) -> String {
+    (0..lines)
+        .map(|i| {
+            format!(
+                "{v}.{i}: fixed the handling of request {i} in module {}\n",
+                i % 37
+            )
+        })
+        .collect()
+}
+
+/// A node configured as nodes before compression and patches were (`compression = "off"`,
+/// `patches = false`: protocol 9 on the wire, chunks only) and nodes with both fetch from
+/// each other: version 2 reaches the old node as raw chunks and the new one as patches
+/// and compressed chunks; version 3, published on the old node while the origin is down,
+/// reaches the new one from it as raw chunks and patches. Every export is byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_compression_or_patches_fetches_from_one_with_them_and_back() {
+    let s = Scenario::parse(
+        "name = 'mixed'\nseed = 6\ntimeout_s = 240\n[release]\nsize_mib = 1\n\
+         [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
+         [[sites]]\nname = 'a'\nnodes = 1\n[[sites]]\nname = 'b'\nnodes = 1\n",
+    )
+    .unwrap();
+    let (_guard, dir) = workdir();
+    let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
+    let (new, old) = (1, 2);
+    fleet
+        .edit_config(
+            old,
+            &[
+                ("compression = \"wan\"", "compression = \"off\"".into()),
+                ("patches = true", "patches = false".into()),
+            ],
+        )
+        .unwrap();
+    fleet.start_node(old).unwrap();
+    fleet.wait_ready(old).await.unwrap();
+    fleet.wait_connected(Duration::from_secs(90)).await.unwrap();
+    let wait = Duration::from_secs(120);
+    let with_log = |dir: &Path, v: u64, lib: &[u8]| {
+        let t = tree(dir, v, lib);
+        std::fs::write(t.join("CHANGES"), changelog(v, 20_000)).unwrap();
+        t
+    };
+    let lib1 = random(1, 2 << 20);
+    let t1 = with_log(&dir, 1, &lib1);
+    let v1 = fleet.publish(&t1, 1).unwrap();
+    for i in [new, old] {
+        fleet.wait_complete(i, &v1, wait).await.unwrap();
+    }
+    // Each pair of nodes speaks the newest protocol both do.
+    let protocols = |peers: Vec<api::PeerView>| -> Vec<(String, u16)> {
+        peers.into_iter().map(|p| (p.site, p.protocol)).collect()
+    };
+    let seen = protocols(fleet.peers(new).await.unwrap());
+    assert!(
+        seen.iter().all(|(site, v)| *v
+            == if site == "b" {
+                9
+            } else {
+                protocol::PROTOCOL_VERSION
+            }),
+        "{seen:?}"
+    );
+    let seen = protocols(fleet.peers(old).await.unwrap());
+    assert!(seen.iter().all(|(_, v)| *v == 9), "{seen:?}");
+
+    // Version 2 from the origin: patches and compressed chunks for the new node only.
+    let lib2 = rebuilt(&lib1, 2);
+    let t2 = with_log(&dir, 2, &lib2);
+    let (v2, p) = publish_at(&fleet, 0, &t2, 2);
+    assert!(p["patches"].as_u64().unwrap() >= 2, "{p}");
+    for i in [new, old] {
+        fleet.wait_complete(i, &v2, wait).await.unwrap();
+        export_matches(&fleet, i, &v2, &t2).await;
+    }
+    let r = progress(&fleet, new, &v2).await;
+    assert!(r.bytes_rebuilt >= lib2.len() as u64 / 2, "{r:?}");
+    assert!(r.bytes_wire_wan * 2 < r.bytes_from_wan, "{r:?}");
+    let r = progress(&fleet, old, &v2).await;
+    assert_eq!(r.bytes_rebuilt, 0, "{r:?}");
+    assert_eq!(
+        (r.bytes_wire_lan, r.bytes_wire_wan),
+        (r.bytes_from_lan, r.bytes_from_wan),
+        "{r:?}"
+    );
+    assert!(r.bytes_from_wan >= lib2.len() as u64, "{r:?}");
+
+    // And back: version 3 published on the old node, the origin down. The new node
+    // fetches it from the old one, raw, and still as patches (the publisher made them).
+    fleet.kill(0);
+    let lib3 = rebuilt(&lib2, 3);
+    let t3 = with_log(&dir, 3, &lib3);
+    let (v3, p) = publish_at(&fleet, old, &t3, 3);
+    assert!(p["patches"].as_u64().unwrap() >= 2, "{p}");
+    fleet.wait_complete(new, &v3, wait).await.unwrap();
+    export_matches(&fleet, new, &v3, &t3).await;
+    export_matches(&fleet, old, &v3, &t3).await;
+    let r = progress(&fleet, new, &v3).await;
+    assert!(r.bytes_rebuilt >= lib3.len() as u64 / 2, "{r:?}");
+    assert!(r.bytes_from_wan > 0, "{r:?}");
+    assert_eq!(r.bytes_wire_wan, r.bytes_from_wan, "{r:?}");
     fleet.stop();
 }

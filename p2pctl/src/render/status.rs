@@ -23,6 +23,18 @@ pub(crate) fn print_progress(r: &ReleaseProgress) {
         human_bytes(r.bytes_from_wan),
         human_bytes(r.bytes_reused)
     );
+    let (raw, wire) = (
+        r.bytes_from_lan + r.bytes_from_wan,
+        r.bytes_wire_lan + r.bytes_wire_wan,
+    );
+    if wire < raw {
+        crate::outln!(
+            "wire      {} from LAN, {} from WAN: compression saved {}",
+            human_bytes(r.bytes_wire_lan),
+            human_bytes(r.bytes_wire_wan),
+            human_bytes(raw - wire)
+        );
+    }
     if r.bytes_rebuilt > 0 {
         crate::outln!(
             "patches   {} of chunks rebuilt from {} of patches against earlier versions",

@@ -125,6 +125,31 @@ fn control_decode_refuses_what_breaks_the_rules() {
         Control::decode(body(&frame(&bad_version))),
         Err(WireError::Version { .. })
     ));
+    // Every version from the oldest spoken to the newest is taken, none older.
+    let at = |v: u16| {
+        let Control::Hello(mut h) = bad_version.clone() else {
+            unreachable!()
+        };
+        h.protocol_version = v;
+        Control::decode(body(&frame(&Control::Hello(h))))
+    };
+    for v in protocol::PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION {
+        assert!(at(v).is_ok(), "version {v}");
+    }
+    assert!(matches!(
+        at(protocol::PROTOCOL_VERSION_MIN - 1),
+        Err(WireError::Version { .. })
+    ));
+    // Each ALPN name stands for one version in the range, the newest first.
+    assert_eq!(
+        protocol::wire::alpn_version(protocol::wire::DATA_ALPNS[0].0),
+        Some(PROTOCOL_VERSION)
+    );
+    for (name, v) in protocol::wire::DATA_ALPNS {
+        assert_eq!(protocol::wire::alpn_version(name), Some(v));
+        assert!((protocol::PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&v));
+    }
+    assert_eq!(protocol::wire::alpn_version(b"p2pd-chunks/0"), None);
     let long = "x".repeat(NAME_BYTES_MAX + 1);
     for (site, region) in [
         ("", "r"),
@@ -257,6 +282,36 @@ fn reply_headers_must_fit_the_request() {
         },
         &manifest
     ));
+    // A compressed chunk: smaller than the chunk, which is within the limit; never for a
+    // manifest.
+    assert!(ok(
+        ReplyHeader::ChunkZstd {
+            len: 9,
+            raw_len: 10
+        },
+        &chunk
+    ));
+    assert!(!ok(
+        ReplyHeader::ChunkZstd {
+            len: 10,
+            raw_len: 10
+        },
+        &chunk
+    ));
+    assert!(!ok(
+        ReplyHeader::ChunkZstd {
+            len: 10,
+            raw_len: CHUNK_BYTES_MAX + 1
+        },
+        &chunk
+    ));
+    assert!(!ok(
+        ReplyHeader::ChunkZstd {
+            len: 9,
+            raw_len: 10
+        },
+        &manifest
+    ));
     for q in [&chunk, &manifest] {
         assert!(ok(ReplyHeader::NotFound, q));
         assert!(ok(ReplyHeader::Busy, q));
@@ -266,7 +321,7 @@ fn reply_headers_must_fit_the_request() {
 #[test]
 fn announcements_are_checked() {
     let a = Announcement {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: protocol::wire::ANNOUNCEMENT_VERSION,
         release: release(),
         channel: "security/openssl".into(),
         version: 3,
