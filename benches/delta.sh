@@ -13,6 +13,11 @@
 #   p2pd_wan_bytes                every datagram that crossed the WAN, both ways, while a
 #                                 branch node holding OLD fetched NEW from an origin in another
 #                                 site (testnet delta: real nodes, manifest and control included)
+#   zstd_patch_from_s             seconds the anchor's patches took (the zstd CLI, file by file)
+#   p2pd_patch_s                  seconds the publisher spent making its patches (counterparts,
+#                                 patches, the check that each rebuilds its file), beside
+#   p2pd_publish_s                the whole `p2pctl publish` of NEW, and
+#   p2pd_publisher_peak_rss_bytes the publishing daemon's peak memory (VmHWM) after it
 # Usage: benches/delta.sh OLD NEW [--json]   (needs casync, rsync and zstd: Debian packages)
 set -euo pipefail
 OLD=$(cd "${1:?usage: benches/delta.sh OLD NEW [--json]}" && pwd)
@@ -42,7 +47,7 @@ cp -a "$OLD" "$WORK/rsync-copy"
 RSYNC=$(rsync -a --no-whole-file --stats "$NEW/" "$WORK/rsync-copy/" | awk -F': ' '/Literal data/ {gsub(/[ ,a-z]/, "", $2); print $2}')
 
 # zstd per changed file, alone and as a patch against the same path in OLD.
-TREE=0; ZSTD=0; PATCH=0; CHANGED=0
+TREE=0; ZSTD=0; PATCH=0; CHANGED=0; PATCH_NS=0
 while IFS= read -r -d '' f; do
   rel=${f#"$NEW"/}
   size=$(stat -c %s "$f"); TREE=$((TREE + size))
@@ -51,7 +56,9 @@ while IFS= read -r -d '' f; do
   z=$(zstd -q -19 --long=31 -c "$f" 2>/dev/null | wc -c)
   ZSTD=$((ZSTD + z))
   if [ -f "$OLD/$rel" ]; then
+    t0=$(date +%s%N)
     PATCH=$((PATCH + $(zstd -q -19 --long=31 --patch-from="$OLD/$rel" -c "$f" 2>/dev/null | wc -c)))
+    PATCH_NS=$((PATCH_NS + $(date +%s%N) - t0))
   else
     PATCH=$((PATCH + z))
   fi
@@ -68,7 +75,12 @@ r = {
     "rsync_literal_bytes": $RSYNC,
     "zstd_changed_bytes": $ZSTD, "zstd_patch_from_bytes": $PATCH,
     "p2pd_new_raw_bytes": p2pd["p2pd_new_raw_bytes"], "p2pd_wan_bytes": p2pd["p2pd_wan_bytes"],
+    "zstd_patch_from_s": round($PATCH_NS / 1e9, 3),
+    "p2pd_patches": p2pd["p2pd_patches"], "p2pd_patch_s": round(p2pd["p2pd_patch_s"], 3),
+    "p2pd_publish_s": round(p2pd["p2pd_publish_s"], 3),
+    "p2pd_publisher_peak_rss_bytes": p2pd["p2pd_publisher_peak_rss_bytes"],
 }
+r["ratio_patch_time_to_anchor"] = round(r["p2pd_patch_s"] / max(r["zstd_patch_from_s"], 1e-3), 2)
 r["ratio_wan_to_anchor"] = round(r["p2pd_wan_bytes"] / max(r["zstd_patch_from_bytes"], 1), 2)
 r["bar_bytes"] = int(1.25 * r["zstd_patch_from_bytes"] + 16384)
 r["bar_met"] = r["p2pd_wan_bytes"] <= r["bar_bytes"]
@@ -83,4 +95,7 @@ else:
         print(f"  {k:<30} {mb(r[k]):>12}")
     print(f"  p2pd WAN / zstd --patch-from: {r['ratio_wan_to_anchor']} "
           f"(bar: <= 1.25 x + 16 KiB = {mb(r['bar_bytes'])}: {'met' if r['bar_met'] else 'NOT met'})")
+    print(f"  patches: p2pd {r['p2pd_patches']} in {r['p2pd_patch_s']} s, zstd --patch-from "
+          f"{r['zstd_patch_from_s']} s: {r['ratio_patch_time_to_anchor']} x (bar <= 1.25 x); "
+          f"publish {r['p2pd_publish_s']} s, publisher peak {r['p2pd_publisher_peak_rss_bytes'] / 2**20:.0f} MiB")
 PY

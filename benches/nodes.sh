@@ -13,14 +13,16 @@ bench_key() {
 }
 
 # init NAME [BOOTSTRAP]: a node on loopback ports, no mDNS, trusting the bench key (with
-# ROOT_JSON set, initialised with that fleet root instead).
+# ROOT_JSON set, initialised with that fleet root instead; with COMPRESSION set, its
+# `network.compression` rule: wan, always or off).
 init() {
   local d=$WORK/$1
   rm -rf "$d"
   "$BIN/p2pd" init --data "$d" --site bench ${ROOT_JSON:+--root "$ROOT_JSON"} >/dev/null
   sed -i -e "s/\"0.0.0.0:7401\"/\"127.0.0.1:$(free_port)\"/" \
          -e "s/\"0.0.0.0:7402\"/\"127.0.0.1:$(free_port)\"/" \
-         -e 's/mdns = true/mdns = false/' "$d/p2pd.toml"
+         -e 's/mdns = true/mdns = false/' \
+         -e "s/compression = \"wan\"/compression = \"${COMPRESSION:-wan}\"/" "$d/p2pd.toml"
   [ -n "${2:-}" ] && sed -i "s|bootstrap = \[\]|bootstrap = [\"$2\"]|" "$d/p2pd.toml"
   printf '\n[[trust.publishers]]\nname = "bench"\nkey = "%s"\n' "$PUB" >> "$d/p2pd.toml"
 }

@@ -9,6 +9,8 @@
 #   4. RSS: idle daemons (fresh, and 20 s after serving or fetching) and the receiver's peak (VmHWM)
 #      over the whole fetch                                         (bars <= 40 / 200 MiB)
 # Usage: benches/swarm.sh [WORKDIR] [RUNS]   (needs ~4 GiB free in WORKDIR; default: temp dir, 3)
+# The two nodes share a site, where chunks move raw by default; COMPRESSION=always makes the
+# origin try to compress every (incompressible) chunk, what a WAN peer would cost it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p node -p benches

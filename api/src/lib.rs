@@ -436,6 +436,10 @@ pub enum PublishEvent {
         /// What the patched files would have moved as compressed chunks instead.
         #[serde(default)]
         patched_chunk_bytes: u64,
+        /// Seconds making the patches took (finding the counterparts, making each patch,
+        /// checking it rebuilds its file).
+        #[serde(default)]
+        patch_s: f64,
         /// Seconds until the session is dropped if not committed.
         expires_in_s: u64,
     },

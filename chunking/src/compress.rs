@@ -49,11 +49,60 @@ pub enum DecompressError {
     },
 }
 
-/// `data` compressed for the wire, or `None` where that does not save a
-/// [`SAVING_DIVISOR`]th of it.
+/// Whether `raw` bytes that compress to `compressed` move compressed: when that saves a
+/// [`SAVING_DIVISOR`]th of them.
+pub fn pays(raw: usize, compressed: usize) -> bool {
+    compressed + raw / SAVING_DIVISOR <= raw
+}
+
+/// Compression contexts kept for reuse: enough for the serving threads that compress at
+/// once on a 2-core node, few enough to bound what they hold (about a megabyte each at
+/// level 3) once serving stops.
+pub const CONTEXTS_KEPT: usize = 4;
+
+/// Contexts made once and reused: a fresh one per chunk would allocate and clear zstd's
+/// tables for every 64 KiB compressed, which costs about what compressing it does.
+struct Pool<T>(std::sync::Mutex<Vec<T>>);
+
+impl<T> Pool<T> {
+    const fn new() -> Self {
+        Self(std::sync::Mutex::new(Vec::new()))
+    }
+
+    /// Runs `f` with a context from the pool, or a new one from `make`, and keeps the
+    /// context afterwards if the pool has room.
+    fn with<R>(
+        &self,
+        make: impl FnOnce() -> std::io::Result<T>,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> std::io::Result<R> {
+        let taken = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut ctx = match taken {
+            Some(c) => c,
+            None => make()?,
+        };
+        let r = f(&mut ctx);
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < CONTEXTS_KEPT {
+            pool.push(ctx);
+        }
+        Ok(r)
+    }
+}
+
+static COMPRESSORS: Pool<zstd::bulk::Compressor<'static>> = Pool::new();
+static DECOMPRESSORS: Pool<zstd::bulk::Decompressor<'static>> = Pool::new();
+
+/// `data` compressed for the wire, or `None` where that does not pay ([`pays`]).
 pub fn compress(data: &[u8]) -> Option<Vec<u8>> {
-    let z = zstd::bulk::compress(data, WIRE_LEVEL).ok()?;
-    (z.len() + data.len() / SAVING_DIVISOR <= data.len()).then_some(z)
+    let z = COMPRESSORS
+        .with(
+            || zstd::bulk::Compressor::new(WIRE_LEVEL),
+            |c| c.compress(data),
+        )
+        .ok()?
+        .ok()?;
+    pays(data.len(), z.len()).then_some(z)
 }
 
 /// The chunk `z` compresses, which must be exactly `raw_len` bytes: the frame must state that
@@ -69,10 +118,13 @@ pub fn decompress(z: &[u8], raw_len: usize) -> Result<Vec<u8>, DecompressError> 
             expected: raw_len,
         });
     }
-    let out = zstd::bulk::decompress(z, raw_len).map_err(|e| DecompressError::Corrupt {
-        expected: raw_len,
-        why: e.to_string(),
-    })?;
+    let out = DECOMPRESSORS
+        .with(zstd::bulk::Decompressor::new, |d| d.decompress(z, raw_len))
+        .and_then(|r| r)
+        .map_err(|e| DecompressError::Corrupt {
+            expected: raw_len,
+            why: e.to_string(),
+        })?;
     if out.len() != raw_len {
         return Err(DecompressError::Short {
             expected: raw_len,

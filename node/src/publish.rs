@@ -79,7 +79,8 @@ pub struct Request {
     pub publisher_key: PublisherKey,
     /// Target, requirements, rings and gate.
     pub rollout: protocol::Rollout,
-    /// Make patches from the channel's earlier versions the store holds.
+    /// Make patches from the channel's earlier versions the store holds (never for an
+    /// emergency, which must not wait for them).
     pub patches: bool,
 }
 
@@ -113,7 +114,9 @@ impl Request {
             publisher_key: PublisherKey::parse_config_string(&req.publisher_key)
                 .map_err(|e| bad(e.to_string()))?,
             rollout: rollout_of(req).map_err(|e| bad(e.to_string()))?,
-            patches: !req.no_patches,
+            // An emergency moves the moment it is signed: it never waits for patches to be
+            // made (its chunks still move compressed across the WAN).
+            patches: !req.no_patches && !req.emergency,
         })
     }
 
@@ -264,6 +267,8 @@ pub struct Staged {
     /// The patches made from earlier versions, and their bytes and what the patched files'
     /// chunks would have moved compressed.
     pub patches: (u64, u64, u64),
+    /// Seconds making the patches took.
+    pub patch_s: f64,
 }
 
 impl Staged {
@@ -357,6 +362,7 @@ pub fn stage(
     let entries = ingest::ingest(tree, params, &mut session, progress)?;
     // The tree's own chunks, before the patches' pieces join the session.
     let (new_bytes, dedup_bytes) = (session.new_bytes(), session.dedup_bytes());
+    let patching = std::time::Instant::now();
     let made = if req.patches {
         let on_disk: HashMap<&str, &std::path::Path> = tree
             .entries
@@ -378,6 +384,7 @@ pub fn stage(
     } else {
         store::patch::Made::default()
     };
+    let patch_s = patching.elapsed().as_secs_f64();
     let manifest = Manifest {
         // Without patches, the format every node since rollouts reads: a fleet still
         // running older nodes publishes with --no-patches until they are upgraded.
@@ -422,6 +429,7 @@ pub fn stage(
             made.patch_bytes,
             made.chunk_bytes,
         ),
+        patch_s,
     })
 }
 

@@ -1743,6 +1743,7 @@ async fn publish(
                 patches: staged.patches.0,
                 patch_bytes: staged.patches.1,
                 patched_chunk_bytes: staged.patches.2,
+                patch_s: staged.patch_s,
                 expires_in_s: PUBLISH_SESSION_TIMEOUT.as_secs(),
             },
             Ok(Err(e)) => {

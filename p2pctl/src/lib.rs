@@ -150,7 +150,8 @@ enum Command {
         expires: humantime::Duration,
         /// Mark the release an emergency: nodes download it at once, outside their download
         /// windows (still under their rate limits). Critical releases with a CVSS score of
-        /// 9.0 or more count as emergencies on nodes whose policy says so (the default).
+        /// 9.0 or more count as emergencies on nodes whose policy says so (the default). An
+        /// emergency is signed without waiting for patches to be made (as --no-patches).
         #[arg(long)]
         emergency: bool,
         /// Hold the release on this node until approvers sign it (`p2pctl approve`), when

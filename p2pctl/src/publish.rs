@@ -72,6 +72,7 @@ pub(crate) async fn publish(
         patches,
         patch_bytes,
         patched_chunk_bytes,
+        patch_s,
         ..
     } = staged
     else {
@@ -93,6 +94,7 @@ pub(crate) async fn publish(
             "patches": patches,
             "patch_bytes": patch_bytes,
             "patched_chunk_bytes": patched_chunk_bytes,
+            "patch_s": patch_s,
         }));
     } else if let Some(h) = &view.held {
         crate::outln!(
@@ -116,7 +118,7 @@ pub(crate) async fn publish(
         );
         if patches > 0 {
             crate::outln!(
-                "{patches} changed files also move as patches from earlier versions: {} instead of {} as compressed chunks",
+                "{patches} changed files also move as patches from earlier versions: {} instead of {} as compressed chunks (made in {patch_s:.1} s)",
                 human_bytes(patch_bytes),
                 human_bytes(patched_chunk_bytes)
             );

@@ -674,6 +674,12 @@ impl<S: BuildHasher> Fetch<S> {
         self.plan_at(ns(now));
     }
 
+    /// The units held without being received: pieces of patches not used, and the chunks
+    /// of patches not rebuilt yet ([`Fetch::use_patches`]).
+    pub fn skipped(&self) -> &Bitmap {
+        &self.skipped
+    }
+
     /// The chunks that the `k`th patch stands for.
     pub fn patch_covers(&self, k: usize) -> &[u32] {
         self.patches.get(k).map_or(&[], |p| &p.chosen.covers)

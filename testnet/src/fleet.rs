@@ -81,6 +81,21 @@ impl NodeProc {
         Client::new(&self.socket)
     }
 
+    /// The peak resident memory of the node's process so far (`VmHWM`), bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -108,6 +123,15 @@ pub struct Fleet {
 }
 
 /// Runs `cmd`, failing with its stderr unless it succeeds.
+/// The release id in `p2pctl publish --json`'s report.
+fn release_of(report: &serde_json::Value) -> anyhow::Result<String> {
+    report["id"]
+        .as_str()
+        .or_else(|| report["release"]["id"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no release id in publish output: {report}"))
+}
+
 fn run_ok(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output()?;
     anyhow::ensure!(
@@ -282,6 +306,10 @@ impl Counters {
 pub struct Distribution {
     /// Release id.
     pub release: String,
+    /// Seconds `p2pctl publish` took on the origin (chunking, patches, signing).
+    pub publish_s: f64,
+    /// `p2pctl publish --json`'s report.
+    pub publish_report: serde_json::Value,
     /// Release size (bytes of unique chunks).
     pub bytes: u64,
     /// Bytes of chunks new in this version (not in the previous one).
@@ -1048,6 +1076,18 @@ impl Fleet {
         key: &Path,
         extra: &[&str],
     ) -> anyhow::Result<String> {
+        release_of(&self.publish_report(channel, path, version, key, extra)?)
+    }
+
+    /// Publishes as [`Fleet::publish_as`] does; returns `p2pctl publish --json`'s report.
+    pub fn publish_report(
+        &self,
+        channel: &str,
+        path: &Path,
+        version: u64,
+        key: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<serde_json::Value> {
         let out = Command::new(&self.bins.p2pctl)
             .arg("--socket")
             .arg(&self.nodes[0].socket)
@@ -1070,13 +1110,8 @@ impl Fleet {
         );
         // The JSON output is the stream of events; the last line holds the release.
         let text = String::from_utf8_lossy(&out.stdout);
-        let v: serde_json::Value = serde_json::from_str(text.trim())
-            .or_else(|_| serde_json::from_str(text.lines().last().unwrap_or_default()))?;
-        let id = v["id"]
-            .as_str()
-            .or_else(|| v["release"]["id"].as_str())
-            .ok_or_else(|| anyhow::anyhow!("no release id in publish output: {text}"))?;
-        Ok(id.to_string())
+        Ok(serde_json::from_str(text.trim())
+            .or_else(|_| serde_json::from_str(text.lines().last().unwrap_or_default()))?)
     }
 
     /// The relay's counters and every node's control-stream counters now.
@@ -1163,7 +1198,16 @@ impl Fleet {
             before_wan[self.nodes[i].site] += s.recv_wan_bytes;
             before_recv.push(s.recv_lan_bytes + s.recv_wan_bytes);
         }
-        let id = self.publish(payload, version)?;
+        let published = Instant::now();
+        let report = self.publish_report(
+            &format!("testnet/{}", self.scenario.name),
+            payload,
+            version,
+            &self.key,
+            &[],
+        )?;
+        let publish_s = published.elapsed().as_secs_f64();
+        let id = release_of(&report)?;
         let cpu0 = cpu_times();
         let dropped0: Vec<u64> = (0..self.wan.sites())
             .map(|s| self.wan.counters(s).dropped.load(Ordering::Relaxed))
@@ -1286,6 +1330,8 @@ impl Fleet {
             }
         }
         Ok(Distribution {
+            publish_s,
+            publish_report: report,
             release: id,
             bytes,
             new_bytes,

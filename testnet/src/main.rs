@@ -170,7 +170,9 @@ async fn delta(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyh
     let mut fleet = Fleet::start(scenario, temp.path(), true).await?;
     fleet.wait_connected(Duration::from_secs(90)).await?;
     let d1 = fleet.distribute_path(old, 1, |_| {}).await?;
+    let peak_v1 = fleet.nodes[0].peak_rss().unwrap_or(0);
     let d2 = fleet.distribute_path(new, 2, |_| {}).await?;
+    let peak_v2 = fleet.nodes[0].peak_rss().unwrap_or(0);
     let out = temp.path().join("export-v2");
     let exported = fleet.ctl(1, &["export", &d2.release, &out.display().to_string()])?;
     anyhow::ensure!(
@@ -193,6 +195,12 @@ async fn delta(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyh
         "p2pd_wan_bytes": sum(&d2.site_wan_ingress) + sum(&d2.site_wan_egress),
         "p2pd_wan_in_bytes": sum(&d2.site_wan_ingress),
         "p2pd_wan_out_bytes": sum(&d2.site_wan_egress),
+        "p2pd_publish_v1_s": d1.publish_s,
+        "p2pd_publish_s": d2.publish_s,
+        "p2pd_patch_s": d2.publish_report["patch_s"].as_f64().unwrap_or(0.0),
+        "p2pd_patches": d2.publish_report["patches"].as_u64().unwrap_or(0),
+        "p2pd_publisher_peak_rss_v1_bytes": peak_v1,
+        "p2pd_publisher_peak_rss_bytes": peak_v2,
         "export_identical": same,
     });
     if json {

@@ -255,3 +255,47 @@ fn control_bytes_per_endpoint_follow_the_site_not_the_fleet() {
     let wan_max = |o: &engine::Outcome| o.control.site_wan_in.iter().copied().max().unwrap();
     assert!(wan_max(&big) > wan_max(&small));
 }
+
+/// A release that is the next version of one every endpoint holds, with patches for three
+/// files in four and chunks that compress to half across the WAN: each endpoint fetches
+/// the patches' pieces and rebuilds the patched files (the product's choice,
+/// `scheduler::patches::choose`, and its fetch machine), and what crosses each site's WAN
+/// link is about one copy of the pieces and of the other files' chunks compressed. An
+/// endpoint that does not hold the version before fetches chunks, and completes too.
+#[test]
+fn a_patched_release_crosses_each_site_as_its_patches_and_its_other_chunks_compressed() {
+    let mut sc = scenario("small-5x4.toml");
+    sc.release.wan_wire_ratio = 0.5;
+    sc.release.patches = Some(testnet::sim::scenario::SimPatches {
+        share: 0.75,
+        ratio: 0.05,
+        file_mib: 4.0,
+        base_share: 1.0,
+    });
+    let o = engine::run(&sc, |_, _, _| {}).unwrap();
+    assert!(o.completed_s.iter().all(Option::is_some));
+    assert_eq!(o.bytes_sent, o.bytes_received + o.bytes_lost);
+    assert_eq!(o.unreceived_chunks, 0);
+    // 16 files of 4 MiB, 12 patched: 12 patches of 0.2 MiB, and 16 MiB of chunks at half.
+    let f = o.release_bytes;
+    let endpoints = o.completed_s.len() as u64;
+    assert_eq!(o.bytes_rebuilt, endpoints * f * 3 / 4);
+    let expected = f * 3 / 4 / 20 + f / 4 / 2;
+    for (site, &b) in o.site_wan_in.iter().enumerate() {
+        assert!(
+            b >= expected && b <= expected + expected / 4,
+            "site {site}: {b} bytes over the WAN, about {expected} expected"
+        );
+    }
+    // The same release to endpoints that do not hold its base: chunks, compressed, and
+    // nothing rebuilt.
+    if let Some(p) = sc.release.patches.as_mut() {
+        p.base_share = 0.0;
+    }
+    let o = engine::run(&sc, |_, _, _| {}).unwrap();
+    assert!(o.completed_s.iter().all(Option::is_some));
+    assert_eq!((o.bytes_rebuilt, o.unreceived_chunks), (0, 0));
+    for &b in &o.site_wan_in {
+        assert!(b >= f / 2 && b <= f / 2 + f / 8, "{b}");
+    }
+}

@@ -364,7 +364,12 @@ struct Site {
 
 /// What every partition reads during a window and nobody writes until its end.
 struct Shared {
+    /// The release's units: its chunks, then its patches' pieces.
     chunks: std::sync::Arc<[ChunkRef]>,
+    /// What each unit weighs on a WAN link (compressed where the daemon would send it so).
+    wire: Vec<u32>,
+    /// The release's patches, where it has some.
+    patches: Option<Patches>,
     keys: Vec<[u8; 32]>,
     site_of: Vec<u32>,
     /// Partition of each site, and each node's index in its partition's node list.
@@ -408,6 +413,16 @@ impl Shared {
 
     fn part_of(&self, node: u32) -> usize {
         self.part_of_site[self.site_of[node as usize] as usize] as usize
+    }
+
+    /// What `unit` weighs on the link from `from`'s site to `to`'s: compressed across the
+    /// WAN where the daemon sends it so.
+    fn hop_len(&self, unit: u32, from: u32, to: u32) -> u32 {
+        if self.site_of[from as usize] == self.site_of[to as usize] {
+            self.chunks[unit as usize].len
+        } else {
+            self.wire[unit as usize]
+        }
     }
 
     /// One-way latency between two nodes of different sites.
@@ -515,6 +530,7 @@ struct Part {
     sent: u64,
     received: u64,
     lost: u64,
+    rebuilt: u64,
     origin_egress: u64,
     origin_seeding: u64,
     /// Buffers each plan reuses (see [`PlanBufs`]).
@@ -658,6 +674,145 @@ fn lookahead(shared: &Shared) -> u64 {
     pair.clamp(1, PLAN_COALESCE_NS)
 }
 
+/// A release's patches, as the simulator gives them to each endpoint's fetch.
+struct Patches {
+    /// The first unit that is a piece (the release's chunk count).
+    pieces_from: u32,
+    /// Whether each node holds the version the patches start from.
+    holds_base: Vec<bool>,
+    /// What [`scheduler::patches::choose`] picks for a node that holds the base and nothing
+    /// of the release yet.
+    fresh: Vec<scheduler::patches::Chosen>,
+    /// The release as a manifest: its files and their patches (for nodes that choose again
+    /// holding part of the release, after a restart).
+    manifest: protocol::Manifest,
+}
+
+/// Mixed into the scenario's seed for the draw of the nodes that hold the version before.
+const BASES_STREAM: u64 = 0x6261_7365_7300_0001;
+
+/// The release's units and its patches: with `[release.patches]`, the chunks are cut into
+/// files of `file_mib`, the first `share` of which carry a patch of `ratio` times their
+/// bytes in pieces of [`protocol::manifest::PATCH_PIECE_BYTES_MAX`], and the units are the
+/// chunks then the pieces, as [`protocol::Manifest::units`] orders them. Which nodes hold
+/// the base is drawn later ([`draw_bases`]).
+fn release_units(sc: &SimScenario, chunks: Vec<ChunkRef>) -> (Vec<ChunkRef>, Option<Patches>) {
+    use protocol::manifest::PATCH_PIECE_BYTES_MAX;
+    use protocol::{Entry, EntryKind, FilePatch, Manifest, ReleaseId};
+    let Some(spec) = &sc.release.patches else {
+        return (chunks, None);
+    };
+    let chunk = u64::from(sc.chunk_bytes());
+    let per_file = ((spec.file_mib * 1024.0 * 1024.0) as u64 / chunk).max(1) as usize;
+    let files: Vec<&[ChunkRef]> = chunks.chunks(per_file).collect();
+    let patched = (spec.share * files.len() as f64).round() as usize;
+    let mut entries = Vec::new();
+    let mut patches = Vec::new();
+    for (f, file) in files.iter().enumerate() {
+        let path = format!("f{f:05}");
+        let size: u64 = file.iter().map(|c| u64::from(c.len)).sum();
+        entries.push(Entry {
+            path: path.clone(),
+            kind: EntryKind::File {
+                mode: 0o644,
+                size,
+                chunks: file.to_vec(),
+            },
+        });
+        if f >= patched {
+            continue;
+        }
+        let mut left = ((size as f64 * spec.ratio).ceil() as u64).max(1);
+        let mut pieces = Vec::new();
+        while left > 0 {
+            let len = left.min(u64::from(PATCH_PIECE_BYTES_MAX)) as u32;
+            let mut seed = [0u8; 24];
+            seed[..8].copy_from_slice(&sc.seed.to_le_bytes());
+            seed[8..16].copy_from_slice(&(f as u64).to_le_bytes());
+            seed[16..20].copy_from_slice(&(pieces.len() as u32).to_le_bytes());
+            seed[20..].copy_from_slice(b"pce!");
+            pieces.push(ChunkRef {
+                id: ChunkId::of(&seed),
+                len,
+            });
+            left -= u64::from(len);
+        }
+        patches.push(FilePatch {
+            path: path.clone(),
+            base: ReleaseId([1; 32]),
+            base_path: path,
+            base_size: size,
+            pieces,
+        });
+    }
+    let manifest = Manifest {
+        format_version: protocol::MANIFEST_FORMAT_VERSION,
+        channel: "sim".into(),
+        version: 2,
+        created_unix_s: 0,
+        expires_unix_s: i64::MAX,
+        severity: protocol::Severity::Low,
+        cvss: None,
+        emergency: sc.release.emergency,
+        download_windows: Vec::new(),
+        install_windows: Vec::new(),
+        chunking: Default::default(),
+        total_bytes: sc.release_bytes(),
+        rollout: Default::default(),
+        entries,
+        patches,
+    };
+    let units = manifest.units();
+    let pieces_from = chunks.len() as u32;
+    let fresh = scheduler::patches::choose(&manifest, &Bitmap::new(units.len() as u32), |_| true);
+    (
+        units,
+        Some(Patches {
+            pieces_from,
+            holds_base: Vec::new(),
+            fresh,
+            manifest,
+        }),
+    )
+}
+
+/// Draws which of `total` nodes hold the version the patches start from (`base_share` of
+/// the endpoints), from a stream of its own so that the other draws stay as they were.
+fn draw_bases(sc: &SimScenario, total: usize) -> Vec<bool> {
+    let share = sc.release.patches.as_ref().map_or(0.0, |p| p.base_share);
+    let mut rng = ChaCha20Rng::seed_from_u64(sc.seed ^ BASES_STREAM);
+    (0..total)
+        .map(|id| id != ORIGIN as usize && rng.random_bool(share))
+        .collect()
+}
+
+/// What each unit weighs on a WAN link: the daemon's rule ([`net::compress::sends_compressed`])
+/// sends chunks compressed to other sites, where they shrink to `wan_wire_ratio` of their
+/// length if that saves what [`chunking::compress::pays`] asks; pieces are zstd output and
+/// do not shrink.
+fn wire_lengths(sc: &SimScenario, units: &[ChunkRef], chunk_count: u32) -> Vec<u32> {
+    let compressed = net::compress::sends_compressed(
+        net::config::Compression::default(),
+        protocol::PROTOCOL_VERSION,
+        net::shape::Class::Wan,
+    );
+    units
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let z = (f64::from(c.len) * sc.release.wan_wire_ratio).ceil() as u32;
+            if compressed
+                && (i as u32) < chunk_count
+                && chunking::compress::pays(c.len as usize, z as usize)
+            {
+                z
+            } else {
+                c.len
+            }
+        })
+        .collect()
+}
+
 fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
     let mut rng = ChaCha20Rng::seed_from_u64(sc.seed);
     let start = sc.start()?;
@@ -666,8 +821,8 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
     let release_windows = sc.release_windows()?;
     let release_bytes = sc.release_bytes();
     let chunk = u64::from(sc.chunk_bytes());
-    let n = sc.chunk_count() as u32;
-    let chunks: Vec<ChunkRef> = (0..n)
+    let chunk_count = sc.chunk_count() as u32;
+    let chunks: Vec<ChunkRef> = (0..chunk_count)
         .map(|i| {
             let len = (release_bytes - u64::from(i) * chunk).min(chunk) as u32;
             let mut seed = [0u8; 16];
@@ -679,6 +834,10 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
             }
         })
         .collect();
+    // The release's units: its chunks, then its patches' pieces (`Manifest::units`).
+    let (chunks, mut patches) = release_units(sc, chunks);
+    let n = chunks.len() as u32;
+    let wire = wire_lengths(sc, &chunks, chunk_count);
 
     let origin_links = SiteLinks {
         name: "origin".into(),
@@ -790,6 +949,9 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
     // daemon picks them ([`scheduler::control::pick_across_site_groups`]) among every
     // endpoint, and the origin.
     let total = keys.len();
+    if let Some(p) = &mut patches {
+        p.holds_base = draw_bases(sc, total);
+    }
     let endpoints = total as u32 - 1;
     let want = sc.swarm.wan_peers.min(endpoints.saturating_sub(1) as usize);
     let site_members: Vec<Vec<u32>> = (0..links.len())
@@ -924,6 +1086,8 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
             .map(|l| (l.wan_latency * NS).round() as u64)
             .collect(),
         chunks,
+        wire,
+        patches,
         keys,
         site_of,
         part_of_site,
@@ -957,13 +1121,24 @@ fn build(sc: &SimScenario) -> anyhow::Result<(Shared, Vec<Part>)> {
             let node = &mut part.nodes[k];
             node.wan_have_at = vec![NONE; peers];
             if node.role == Role::Endpoint {
-                node.fetch = Some(Box::new(Fetch::new(
+                let mut fetch = Fetch::new(
                     config,
                     shared.keys[id],
                     shared.chunks.clone(),
                     Bitmap::new(n),
                     Duration::ZERO,
-                )));
+                );
+                if let Some(p) = &shared.patches {
+                    // Nothing held yet: the choice of every node that holds the base is
+                    // the one made for an empty bitmap.
+                    let chosen = if p.holds_base[id] {
+                        p.fresh.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    fetch.use_patches(p.pieces_from, chosen);
+                }
+                node.fetch = Some(Box::new(fetch));
             }
             if id != ORIGIN as usize {
                 node.wan_interest = wan_interest(&shared, id as u32);
@@ -1039,6 +1214,7 @@ impl Part {
             sent: 0,
             received: 0,
             lost: 0,
+            rebuilt: 0,
             origin_egress: 0,
             origin_seeding: 0,
             ctl_wan: Vec::new(),
@@ -1152,7 +1328,7 @@ impl Part {
                     self.send(sh, to, at, Ev::WanFail(to, from, chunk, ep));
                     return;
                 }
-                let len = sh.chunks[chunk as usize].len;
+                let len = sh.hop_len(chunk, from, to);
                 let now = self.now;
                 if let (Ev::WanAtSender(..), Some(g)) = (ev, &mut self.node_mut(sh, from).shapers) {
                     // The sender's egress buckets grant the chunk before it goes on the link.
@@ -1177,11 +1353,11 @@ impl Part {
             }
             Ev::WanAtSite(to, from, chunk, ep) if sh.cut(to, self.now) => {
                 // The link into the site is down: the chunk is lost on the way.
-                self.lost += u64::from(sh.chunks[chunk as usize].len);
+                self.lost += u64::from(sh.hop_len(chunk, from, to));
                 self.failed(sh, to, from, chunk, ep);
             }
             Ev::WanAtSite(to, from, chunk, ep) => {
-                let len = sh.chunks[chunk as usize].len;
+                let len = sh.hop_len(chunk, from, to);
                 let now = self.now;
                 let site = self.site_mut(sh, sh.site_of[to as usize]);
                 let left = site.down.send(now, len);
@@ -1333,12 +1509,8 @@ impl Part {
                     self.strike(sh, me, peer);
                 }
                 Event::Snubbed { .. } => self.snubs += 1,
-                // The simulator's releases carry no patches.
-                Event::Verified
-                | Event::Superseded
-                | Event::Paused { .. }
-                | Event::Resumed
-                | Event::Rebuild { .. } => {}
+                Event::Rebuild { k } => self.rebuild(sh, me, k),
+                Event::Verified | Event::Superseded | Event::Paused { .. } | Event::Resumed => {}
             }
         }
     }
@@ -1444,7 +1616,9 @@ impl Part {
     }
 
     fn request(&mut self, sh: &Shared, me: u32, peer: u32, chunk: u32) {
-        let len = sh.chunks[chunk as usize].len;
+        // The daemon reserves a chunk's length and is refunded what compression saved;
+        // charging the wire length at once comes to the same rate.
+        let len = sh.hop_len(chunk, peer, me);
         let now = self.now;
         let (ms, ps) = (sh.site_of[me as usize], sh.site_of[peer as usize]);
         // The request leaves once the requester's ingress buckets grant the chunk.
@@ -1480,13 +1654,14 @@ impl Part {
     /// A chunk from `from` reached `to`.
     fn arrive(&mut self, sh: &Shared, to: u32, from: u32, chunk: u32, ep: u32) {
         let len = sh.chunks[chunk as usize].len;
+        let wire = sh.hop_len(chunk, from, to);
         let node = self.node(sh, to);
         if !node.alive || node.epoch & 0xffff != ep >> 16 {
             // Its requester went away meanwhile: the bytes crossed the links for nothing.
-            self.lost += u64::from(len);
+            self.lost += u64::from(wire);
             return;
         }
-        self.received += u64::from(len);
+        self.received += u64::from(wire);
         // A chunk from a garbage peer does not match its id.
         let answer = if sh.garbage[from as usize] {
             Answer::Bad
@@ -1500,21 +1675,50 @@ impl Part {
         let fetch = node.fetch.as_mut().expect("an endpoint that is up");
         if fetch.handle_answer(at(now), slot, chunk, answer) {
             let verified = fetch.phase() == Phase::Verified;
-            node.received.set(chunk);
-            node.pending.push(chunk);
-            let due = ns(node.checkpoint.stage(at(now), u64::from(len), verified));
-            if verified {
-                node.done_at = Some(now);
-                self.plan_at[l] = DONE;
-                self.remaining -= 1;
-            }
-            if due < node.checkpoint_at {
-                node.checkpoint_at = due;
-                self.push(due, Ev::Checkpoint(to));
-            }
+            self.newly_held(to, l, &[chunk], u64::from(len), verified);
         }
         self.fetch_events(sh, to);
         self.rearm(sh, to);
+    }
+
+    /// `me` (local index `l`) newly holds `units`, `bytes` of them: they are shown at its
+    /// next checkpoint, and it is done once its fetch is `verified`.
+    fn newly_held(&mut self, me: u32, l: usize, units: &[u32], bytes: u64, verified: bool) {
+        let now = self.now;
+        let node = &mut self.nodes[l];
+        for &c in units {
+            node.received.set(c);
+            node.pending.push(c);
+        }
+        let due = ns(node.checkpoint.stage(at(now), bytes, verified));
+        if verified && node.done_at.is_none() {
+            node.done_at = Some(now);
+            self.plan_at[l] = DONE;
+            self.remaining -= 1;
+        }
+        if due < node.checkpoint_at {
+            node.checkpoint_at = due;
+            self.push(due, Ev::Checkpoint(me));
+        }
+    }
+
+    /// `me` holds every piece of its `k`th patch: it rebuilds the file (at once: CPU is not
+    /// modelled, and a rebuilt file always verifies here) and holds the chunks the patch
+    /// stands for, which it announces at its next checkpoint like chunks received.
+    fn rebuild(&mut self, sh: &Shared, me: u32, k: usize) {
+        let now = self.now;
+        let l = sh.local[me as usize] as usize;
+        let node = &mut self.nodes[l];
+        let fetch = node.fetch.as_mut().expect("an endpoint that is up");
+        let covers = fetch.patch_covers(k).to_vec();
+        fetch.handle_rebuilt(at(now), k, true);
+        let verified = fetch.phase() == Phase::Verified;
+        let bytes = covers
+            .iter()
+            .map(|&c| u64::from(sh.chunks[c as usize].len))
+            .sum();
+        self.rebuilt += bytes;
+        self.newly_held(me, l, &covers, bytes, verified);
     }
 
     /// A request of `to` for `chunk` from `from` failed: it is asked again (elsewhere).
@@ -1569,6 +1773,19 @@ impl Part {
             at(now),
         );
         while fetch.poll_event().is_some() {}
+        if let Some(p) = &sh.patches {
+            // As the daemon's fetch at a restart: the patches chosen from what is held.
+            let chosen = if p.holds_base[me as usize] {
+                scheduler::patches::choose(&p.manifest, &node.shown, |_| true)
+            } else {
+                Vec::new()
+            };
+            fetch.use_patches(p.pieces_from, chosen);
+            if fetch.phase() == Phase::Verified && node.done_at.is_none() {
+                node.done_at = Some(now);
+                self.remaining -= 1;
+            }
+        }
         node.fetch = Some(Box::new(fetch));
         let done = node.done_at.is_some();
         let site = sh.site_local[node.site as usize] as usize;
@@ -1578,6 +1795,7 @@ impl Part {
         self.plan_at[l] = if done { DONE } else { NONE };
         self.alive_log.push((me, true));
         self.site_changed(sh, site);
+        self.fetch_events(sh, me);
         self.rearm(sh, me);
         self.control_start(sh, me);
     }
@@ -1952,7 +2170,11 @@ fn outcome(sc: &SimScenario, sh: &Shared, parts: &[Part]) -> Outcome {
     let mut unreceived = 0;
     for &id in &honest {
         let n = node(id);
-        if n.have().ones_and_not(&n.received).next().is_some() {
+        let skipped = n.fetch.as_ref().map(|f| f.skipped());
+        if n.have()
+            .ones_and_not(&n.received)
+            .any(|i| !skipped.is_some_and(|s| s.len() > i && s.get(i)))
+        {
             unreceived += 1;
         }
     }
@@ -1981,6 +2203,7 @@ fn outcome(sc: &SimScenario, sh: &Shared, parts: &[Part]) -> Outcome {
         bytes_sent: sum(|p| p.sent),
         bytes_received: sum(|p| p.received),
         bytes_lost: sum(|p| p.lost),
+        bytes_rebuilt: sum(|p| p.rebuilt),
         unreceived_chunks: unreceived,
         events: sum(|p| p.events),
         plans: sum(|p| p.plans),
@@ -2183,6 +2406,8 @@ pub struct Outcome {
     pub bytes_received: u64,
     /// See `bytes_sent`.
     pub bytes_lost: u64,
+    /// Bytes of chunks endpoints rebuilt from patches instead of receiving them.
+    pub bytes_rebuilt: u64,
     /// Endpoints that hold a chunk they never received (must be 0).
     pub unreceived_chunks: u64,
     /// Events processed.

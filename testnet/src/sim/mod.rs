@@ -187,6 +187,9 @@ pub fn from_testnet(t: &crate::scenario::Scenario) -> SimScenario {
             chunk_kib: 64,
             emergency: false,
             download_windows: Vec::new(),
+            // The testnet's payloads are random bytes, and one version of them.
+            wan_wire_ratio: 1.0,
+            patches: None,
         },
         origin: scenario::SimOrigin {
             up_mbit: t.origin.up_mbit.unwrap_or(UNLIMITED_MBIT),

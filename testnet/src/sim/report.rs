@@ -95,6 +95,8 @@ pub struct Product {
     pub bytes_received: u64,
     /// See `bytes_sent`.
     pub bytes_lost: u64,
+    /// Bytes of chunks endpoints rebuilt from patches instead of receiving them.
+    pub bytes_rebuilt: u64,
     /// Events processed, and planner passes.
     pub events: u64,
     /// See `events`.
@@ -242,6 +244,7 @@ impl Report {
                 bytes_sent: outcome.bytes_sent,
                 bytes_received: outcome.bytes_received,
                 bytes_lost: outcome.bytes_lost,
+                bytes_rebuilt: outcome.bytes_rebuilt,
                 events: outcome.events,
                 plans: outcome.plans,
                 snubs: outcome.snubs,
@@ -420,6 +423,13 @@ impl Report {
             p.site_wan_out_f.p99,
             p.site_wan_out_f.max
         );
+        if p.bytes_rebuilt > 0 {
+            let _ = writeln!(
+                out,
+                "patches: endpoints rebuilt {} of chunks from patches instead of fetching them",
+                api::cli::human_bytes(p.bytes_rebuilt)
+            );
+        }
         let _ = writeln!(
             out,
             "p2pd origin: {:.3} F during initial seeding (ended at {}), {:.3} F after",

@@ -11,6 +11,13 @@
 //! chunk_kib = 64         # chunk size (the release is F / chunk of equal chunks)
 //! emergency = false      # an emergency downloads outside download windows
 //! download_windows = ["0 22 * * * for 06:00"]   # the release's own, as `p2pctl publish` takes them
+//! wan_wire_ratio = 1.0   # a chunk's bytes on a WAN link compressed, per byte (1: incompressible)
+//!
+//! [release.patches]      # the release is the next version of one the endpoints hold
+//! share = 0.8            # share of its files that carry a patch against that version
+//! ratio = 0.05           # a patch's bytes per byte of the file it rebuilds
+//! file_mib = 4           # the release's files are this large
+//! base_share = 1.0       # share of endpoints that hold the version before
 //!
 //! [origin]
 //! up_mbit = 1000         # u_0
@@ -115,6 +122,39 @@ pub struct SimRelease {
     /// --download-window` takes them; without a zone each endpoint reads them in its own.
     #[serde(default)]
     pub download_windows: Vec<String>,
+    /// What a chunk weighs on a WAN link compressed, per byte of it: 1 for incompressible
+    /// data (most binaries, archives), about 0.2 for text and code. Chunks move compressed
+    /// where the daemon's rule sends them so (`net::compress`: to other sites) and only
+    /// where that saves a sixteenth (`chunking::compress`); patches' pieces never shrink.
+    #[serde(default = "one")]
+    pub wan_wire_ratio: f64,
+    /// The release is the next version of one the endpoints hold, with patches.
+    #[serde(default)]
+    pub patches: Option<SimPatches>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `[release.patches]`: the release's files and their patches against the version before.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimPatches {
+    /// Share of the release's files that carry a patch.
+    pub share: f64,
+    /// A patch's bytes per byte of the file it rebuilds.
+    pub ratio: f64,
+    /// Size of each of the release's files, MiB (the last may be smaller).
+    #[serde(default = "default_file_mib")]
+    pub file_mib: f64,
+    /// Share of endpoints that hold the version before (the others fetch chunks only).
+    #[serde(default = "one")]
+    pub base_share: f64,
+}
+
+fn default_file_mib() -> f64 {
+    4.0
 }
 
 fn default_chunk_kib() -> u32 {
@@ -356,6 +396,20 @@ impl SimScenario {
             Ok(())
         };
         positive("release.size_mib", s.release.size_mib)?;
+        anyhow::ensure!(
+            s.release.wan_wire_ratio > 0.0 && s.release.wan_wire_ratio <= 1.0,
+            "release.wan_wire_ratio must be in (0, 1]"
+        );
+        if let Some(p) = &s.release.patches {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&p.share)
+                    && p.ratio > 0.0
+                    && p.ratio <= 1.0
+                    && (0.0..=1.0).contains(&p.base_share),
+                "release.patches: share and base_share in [0, 1], ratio in (0, 1]"
+            );
+            positive("release.patches.file_mib", p.file_mib)?;
+        }
         anyhow::ensure!(
             (1..=4096).contains(&s.release.chunk_kib),
             "release.chunk_kib must be 1..=4096"
