@@ -18,6 +18,7 @@
 #                                 patches, the check that each rebuilds its file), beside
 #   p2pd_publish_s                the whole `p2pctl publish` of NEW, and
 #   p2pd_publisher_peak_rss_bytes the publishing daemon's peak memory (VmHWM) after it
+#   p2pd_receiver_peak_rss_bytes  the branch node's peak memory after it rebuilt NEW
 # Usage: benches/delta.sh OLD NEW [--json]   (needs casync, rsync and zstd: Debian packages)
 set -euo pipefail
 OLD=$(cd "${1:?usage: benches/delta.sh OLD NEW [--json]}" && pwd)
@@ -79,6 +80,7 @@ r = {
     "p2pd_patches": p2pd["p2pd_patches"], "p2pd_patch_s": round(p2pd["p2pd_patch_s"], 3),
     "p2pd_publish_s": round(p2pd["p2pd_publish_s"], 3),
     "p2pd_publisher_peak_rss_bytes": p2pd["p2pd_publisher_peak_rss_bytes"],
+    "p2pd_receiver_peak_rss_bytes": p2pd["p2pd_receiver_peak_rss_bytes"],
 }
 r["ratio_patch_time_to_anchor"] = round(r["p2pd_patch_s"] / max(r["zstd_patch_from_s"], 1e-3), 2)
 r["ratio_wan_to_anchor"] = round(r["p2pd_wan_bytes"] / max(r["zstd_patch_from_bytes"], 1), 2)
@@ -97,5 +99,6 @@ else:
           f"(bar: <= 1.25 x + 16 KiB = {mb(r['bar_bytes'])}: {'met' if r['bar_met'] else 'NOT met'})")
     print(f"  patches: p2pd {r['p2pd_patches']} in {r['p2pd_patch_s']} s, zstd --patch-from "
           f"{r['zstd_patch_from_s']} s: {r['ratio_patch_time_to_anchor']} x (bar <= 1.25 x); "
-          f"publish {r['p2pd_publish_s']} s, publisher peak {r['p2pd_publisher_peak_rss_bytes'] / 2**20:.0f} MiB")
+          f"publish {r['p2pd_publish_s']} s, publisher peak {r['p2pd_publisher_peak_rss_bytes'] / 2**20:.0f} MiB, "
+          f"receiver peak {r['p2pd_receiver_peak_rss_bytes'] / 2**20:.0f} MiB")
 PY

@@ -90,19 +90,32 @@ impl<T> Pool<T> {
     }
 }
 
-static COMPRESSORS: Pool<zstd::bulk::Compressor<'static>> = Pool::new();
+/// The largest output buffer a pooled compression context keeps between chunks (a 64 KiB
+/// chunk's bound is a little more): a larger one, for a chunk of megabytes, is let go.
+pub const BUFFER_KEPT_BYTES: usize = 256 << 10;
+
+/// A compression context with the buffer it writes into, so that a chunk that does not
+/// shrink costs no allocation at all.
+static COMPRESSORS: Pool<(zstd::bulk::Compressor<'static>, Vec<u8>)> = Pool::new();
 static DECOMPRESSORS: Pool<zstd::bulk::Decompressor<'static>> = Pool::new();
 
 /// `data` compressed for the wire, or `None` where that does not pay ([`pays`]).
 pub fn compress(data: &[u8]) -> Option<Vec<u8>> {
-    let z = COMPRESSORS
+    COMPRESSORS
         .with(
-            || zstd::bulk::Compressor::new(WIRE_LEVEL),
-            |c| c.compress(data),
+            || Ok((zstd::bulk::Compressor::new(WIRE_LEVEL)?, Vec::new())),
+            |(c, buf)| {
+                buf.clear();
+                buf.reserve(zstd::zstd_safe::compress_bound(data.len()));
+                let done = c.compress_to_buffer(data, buf).is_ok();
+                let z = (done && pays(data.len(), buf.len())).then(|| buf.to_vec());
+                if buf.capacity() > BUFFER_KEPT_BYTES {
+                    *buf = Vec::new();
+                }
+                z
+            },
         )
         .ok()?
-        .ok()?;
-    pays(data.len(), z.len()).then_some(z)
 }
 
 /// The chunk `z` compresses, which must be exactly `raw_len` bytes: the frame must state that

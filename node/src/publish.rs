@@ -384,7 +384,11 @@ pub fn stage(
     } else {
         store::patch::Made::default()
     };
-    let patch_s = patching.elapsed().as_secs_f64();
+    let patch_s = if req.patches {
+        patching.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
     let manifest = Manifest {
         // Without patches, the format every node since rollouts reads: a fleet still
         // running older nodes publishes with --no-patches until they are upgraded.

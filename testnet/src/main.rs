@@ -173,6 +173,7 @@ async fn delta(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyh
     let peak_v1 = fleet.nodes[0].peak_rss().unwrap_or(0);
     let d2 = fleet.distribute_path(new, 2, |_| {}).await?;
     let peak_v2 = fleet.nodes[0].peak_rss().unwrap_or(0);
+    let receiver_peak = fleet.nodes[1].peak_rss().unwrap_or(0);
     let out = temp.path().join("export-v2");
     let exported = fleet.ctl(1, &["export", &d2.release, &out.display().to_string()])?;
     anyhow::ensure!(
@@ -201,6 +202,7 @@ async fn delta(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyh
         "p2pd_patches": d2.publish_report["patches"].as_u64().unwrap_or(0),
         "p2pd_publisher_peak_rss_v1_bytes": peak_v1,
         "p2pd_publisher_peak_rss_bytes": peak_v2,
+        "p2pd_receiver_peak_rss_bytes": receiver_peak,
         "export_identical": same,
     });
     if json {

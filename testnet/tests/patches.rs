@@ -75,25 +75,34 @@ async fn export_matches(fleet: &Fleet, i: usize, id: &str, tree: &Path) {
     );
 }
 
-/// Publishes `tree` as `version` of the fleet's channel on node `i`; returns the release
-/// id and `p2pctl publish --json`'s report.
-fn publish_at(fleet: &Fleet, i: usize, tree: &Path, version: u64) -> (String, serde_json::Value) {
-    let published = fleet
-        .ctl(
-            i,
-            &[
-                "--json",
-                "publish",
-                &tree.display().to_string(),
-                "--channel",
-                &format!("testnet/{}", fleet.scenario.name),
-                "--version",
-                &version.to_string(),
-                "--key",
-                &fleet.publisher_key().display().to_string(),
-            ],
-        )
-        .unwrap();
+/// Publishes `tree` as `version` of the fleet's channel on node `i`, with more `p2pctl
+/// publish` arguments; returns the release id and `p2pctl publish --json`'s report.
+fn publish_at(
+    fleet: &Fleet,
+    i: usize,
+    tree: &Path,
+    version: u64,
+    extra: &[&str],
+) -> (String, serde_json::Value) {
+    let (tree, channel, version, key) = (
+        tree.display().to_string(),
+        format!("testnet/{}", fleet.scenario.name),
+        version.to_string(),
+        fleet.publisher_key().display().to_string(),
+    );
+    let mut args = vec![
+        "--json",
+        "publish",
+        &tree,
+        "--channel",
+        &channel,
+        "--version",
+        &version,
+        "--key",
+        &key,
+    ];
+    args.extend_from_slice(extra);
+    let published = fleet.ctl(i, &args).unwrap();
     assert!(
         published.status.success(),
         "{}",
@@ -165,7 +174,7 @@ async fn a_new_version_moves_as_patches_and_every_node_ends_byte_identical() {
 
     let lib2 = rebuilt(&lib1, 2);
     let t2 = tree(&dir, 2, &lib2);
-    let (v2, p) = publish_at(&fleet, 0, &t2, 2);
+    let (v2, p) = publish_at(&fleet, 0, &t2, 2, &[]);
     // The library and the notes move as patches; each much smaller than its chunks.
     assert_eq!(p["patches"], 2, "{p}");
     let (patch_bytes, chunk_bytes) = (
@@ -239,7 +248,8 @@ fn changelog(v: u64, lines: usize) -> String {
 /// `patches = false`: protocol 9 on the wire, chunks only) and nodes with both fetch from
 /// each other: version 2 reaches the old node as raw chunks and the new one as patches
 /// and compressed chunks; version 3, published on the old node while the origin is down,
-/// reaches the new one from it as raw chunks and patches. Every export is byte-identical.
+/// reaches the new one from it as raw chunks and patches; version 4, an emergency, is
+/// published without patches. Every export is byte-identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_compression_or_patches_fetches_from_one_with_them_and_back() {
     let s = Scenario::parse(
@@ -295,7 +305,7 @@ async fn a_node_without_compression_or_patches_fetches_from_one_with_them_and_ba
     // Version 2 from the origin: patches and compressed chunks for the new node only.
     let lib2 = rebuilt(&lib1, 2);
     let t2 = with_log(&dir, 2, &lib2);
-    let (v2, p) = publish_at(&fleet, 0, &t2, 2);
+    let (v2, p) = publish_at(&fleet, 0, &t2, 2, &[]);
     assert!(p["patches"].as_u64().unwrap() >= 2, "{p}");
     for i in [new, old] {
         fleet.wait_complete(i, &v2, wait).await.unwrap();
@@ -318,7 +328,7 @@ async fn a_node_without_compression_or_patches_fetches_from_one_with_them_and_ba
     fleet.kill(0);
     let lib3 = rebuilt(&lib2, 3);
     let t3 = with_log(&dir, 3, &lib3);
-    let (v3, p) = publish_at(&fleet, old, &t3, 3);
+    let (v3, p) = publish_at(&fleet, old, &t3, 3, &[]);
     assert!(p["patches"].as_u64().unwrap() >= 2, "{p}");
     fleet.wait_complete(new, &v3, wait).await.unwrap();
     export_matches(&fleet, new, &v3, &t3).await;
@@ -327,5 +337,17 @@ async fn a_node_without_compression_or_patches_fetches_from_one_with_them_and_ba
     assert!(r.bytes_rebuilt >= lib3.len() as u64 / 2, "{r:?}");
     assert!(r.bytes_from_wan > 0, "{r:?}");
     assert_eq!(r.bytes_wire_wan, r.bytes_from_wan, "{r:?}");
+
+    // An emergency is signed without waiting for patches: it moves as chunks at once.
+    let lib4 = rebuilt(&lib3, 4);
+    let t4 = with_log(&dir, 4, &lib4);
+    let (v4, p) = publish_at(&fleet, new, &t4, 4, &["--emergency"]);
+    assert_eq!(
+        (p["patches"].as_u64(), p["patch_s"].as_f64()),
+        (Some(0), Some(0.0)),
+        "{p}"
+    );
+    fleet.wait_complete(old, &v4, wait).await.unwrap();
+    export_matches(&fleet, old, &v4, &t4).await;
     fleet.stop();
 }
