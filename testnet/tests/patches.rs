@@ -46,6 +46,16 @@ fn tree(dir: &Path, v: u64, lib: &[u8]) -> PathBuf {
     root
 }
 
+/// The origin, site `a` of `a_nodes` nodes and site `b` of one, on a 5 ms WAN.
+fn two_sites(name: &str, seed: u64, a_nodes: usize) -> Scenario {
+    Scenario::parse(&format!(
+        "name = '{name}'\nseed = {seed}\ntimeout_s = 240\n[release]\nsize_mib = 1\n\
+         [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
+         [[sites]]\nname = 'a'\nnodes = {a_nodes}\n[[sites]]\nname = 'b'\nnodes = 1\n"
+    ))
+    .unwrap()
+}
+
 async fn progress(fleet: &Fleet, i: usize, id: &str) -> ReleaseProgress {
     fleet
         .status(i)
@@ -142,12 +152,7 @@ fn corrupt_in_packs(fleet: &Fleet, i: usize, bytes: &[u8]) {
 /// patches from version 1. Every one exports exactly what was published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_moves_as_patches_and_every_node_ends_byte_identical() {
-    let s = Scenario::parse(
-        "name = 'patches'\nseed = 5\ntimeout_s = 240\n[release]\nsize_mib = 1\n\
-         [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
-         [[sites]]\nname = 'a'\nnodes = 3\n[[sites]]\nname = 'b'\nnodes = 1\n",
-    )
-    .unwrap();
+    let s = two_sites("patches", 5, 3);
     let (_guard, dir) = workdir();
     let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
     fleet.wait_connected(Duration::from_secs(90)).await.unwrap();
@@ -252,12 +257,7 @@ fn changelog(v: u64, lines: usize) -> String {
 /// published without patches. Every export is byte-identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_compression_or_patches_fetches_from_one_with_them_and_back() {
-    let s = Scenario::parse(
-        "name = 'mixed'\nseed = 6\ntimeout_s = 240\n[release]\nsize_mib = 1\n\
-         [origin]\nup_mbit = 200\n[wan]\nlatency_ms = 5\n\
-         [[sites]]\nname = 'a'\nnodes = 1\n[[sites]]\nname = 'b'\nnodes = 1\n",
-    )
-    .unwrap();
+    let s = two_sites("mixed", 6, 1);
     let (_guard, dir) = workdir();
     let mut fleet = Fleet::start(s, &dir, true).await.unwrap();
     let (new, old) = (1, 2);
