@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Macro benchmark of fleet status (issue 6 bar): what a node holds in a fleet of SITES x NODES
+# Macro benchmark of fleet status (25,000 records): what a node holds in a fleet of SITES x NODES
 # nodes (default 500 x 50 = 25,000): its own site's records and every other site's summary, then
 #   1. the store's growth for those records                                   (bar <= 16 MiB)
 #   2. `p2pctl --json fleet RELEASE` against the running daemon, end to end (process start,

@@ -40,15 +40,33 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`). Text lines carry
+/// colour only when stderr is a terminal and `NO_COLOR` is not set: a log redirected to a
+/// file or read by journald gets plain text.
 pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// `count(1, "node")` → `1 node`, `count(3, "node")` → `3 nodes`, `count(2, "entry")` →
+/// `2 entries`.
+pub fn count(n: u64, singular: &str) -> String {
+    if n == 1 {
+        return format!("1 {singular}");
+    }
+    match singular.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{n} {stem}ies"),
+        _ => format!("{n} {singular}s"),
     }
 }
 
@@ -71,6 +89,15 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(1, "node"), "1 node");
+        assert_eq!(count(0, "node"), "0 nodes");
+        assert_eq!(count(2, "entry"), "2 entries");
+        assert_eq!(count(1, "directory"), "1 directory");
+        assert_eq!(count(5, "key"), "5 keys");
+    }
 
     #[test]
     fn bytes_are_shown_in_binary_units() {

@@ -14,6 +14,15 @@ use tokio::net::UnixStream;
 /// How long to wait for the daemon to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long to wait for the socket to appear when it does not exist: `p2pd run &` followed
+/// at once by a `p2pctl` command races the daemon's first milliseconds, in which it binds
+/// the socket (before anything slow; a request then waits in the socket's queue until the
+/// daemon answers). A socket file that exists and refuses is a daemon that is gone: no wait.
+const STARTUP_WAIT: Duration = Duration::from_secs(1);
+
+/// How often the socket is looked for during [`STARTUP_WAIT`].
+const STARTUP_POLL: Duration = Duration::from_millis(25);
+
 /// Largest answer read into memory (a release listing of a big store, a big release's tree).
 const RESPONSE_BYTES_MAX: usize = 256 << 20;
 
@@ -28,6 +37,11 @@ pub enum ClientError {
     /// The socket exists but may not be used.
     #[error("{0}: permission denied; run p2pctl as the daemon's user or group")]
     PermissionDenied(PathBuf),
+    /// The path given as the socket is something else (a directory, a file).
+    #[error(
+        "{0} is {1}, not p2pd's control socket: pass the socket itself (control.socket in p2pd.toml, such as DATA_DIR/control.sock)"
+    )]
+    NotASocket(PathBuf, &'static str),
     /// The daemon refused the request.
     #[error("{message}")]
     Api {
@@ -95,13 +109,30 @@ impl Client {
         }
     }
 
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket))
+    /// Connects to the socket, waiting up to [`STARTUP_WAIT`] for it to appear.
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
+        use std::os::unix::fs::FileTypeExt;
+        let started = std::time::Instant::now();
+        loop {
+            match std::fs::metadata(&self.socket) {
+                Ok(m) if m.is_dir() => {
+                    return Err(ClientError::NotASocket(self.socket.clone(), "a directory"));
+                }
+                Ok(m) if !m.file_type().is_socket() => {
+                    return Err(ClientError::NotASocket(self.socket.clone(), "not a socket"));
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if started.elapsed() >= STARTUP_WAIT {
+                        return Err(ClientError::NotRunning(self.socket.clone()));
+                    }
+                    tokio::time::sleep(STARTUP_POLL).await;
+                }
+                // Unreadable parent directory and the like: the connect says what it is.
+                Err(_) => break,
+            }
+        }
+        tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket))
             .await
             .map_err(|_| ClientError::NotRunning(self.socket.clone()))?
             .map_err(|e| match e.kind() {
@@ -112,7 +143,16 @@ impl Client {
                     ClientError::NotRunning(self.socket.clone())
                 }
                 _ => ClientError::Transport(e.to_string()),
-            })?;
+            })
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;

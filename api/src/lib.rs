@@ -121,8 +121,8 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// What the code means for `p2pctl`'s exit status: the input refused, the store
-    /// damaged, or the operation failed.
+    /// What the code means for `p2pctl`'s exit status: a bad command line, the input
+    /// refused, the store damaged, or the operation failed.
     pub fn exit(self) -> crate::cli::ExitCode {
         use crate::cli::ExitCode;
         match self {
@@ -137,8 +137,10 @@ impl ErrorCode {
             | Self::SiteUnreachable
             | Self::ExportFailed => ExitCode::Failed,
             Self::StoreDamaged => ExitCode::Damaged,
-            Self::BadRequest
-            | Self::NoNode
+            // Every request p2pctl makes is built from its command line: a value the daemon
+            // cannot take is a bad command line, as one p2pctl itself cannot parse.
+            Self::BadRequest => ExitCode::Usage,
+            Self::NoNode
             | Self::NodeNotSilent
             | Self::NoRoot
             | Self::NotHeld
@@ -505,8 +507,8 @@ pub struct ReleaseView {
     pub version: u64,
     /// Severity.
     pub severity: String,
-    /// CVSS score, such as "9.8".
-    pub cvss: Option<String>,
+    /// CVSS base score, such as 9.8 (a number, to one decimal).
+    pub cvss: Option<f64>,
     /// Marked an emergency by its publisher.
     #[serde(default)]
     pub emergency: bool,
@@ -520,6 +522,9 @@ pub struct ReleaseView {
     pub created: String,
     /// Expiry time (RFC 3339).
     pub expires: String,
+    /// Past its expiry: nodes refuse it, it is not served, fetched or installed any more.
+    #[serde(default)]
+    pub expired: bool,
     /// Files.
     pub files: u64,
     /// Bytes of all files.
@@ -540,7 +545,9 @@ pub struct EntryView {
     pub path: String,
     /// "file", "dir" or "symlink".
     pub kind: String,
-    /// Permission bits (files and directories).
+    /// Permission bits (files and directories), in JSON as octal text such as "0755", as
+    /// `p2pctl show` prints them.
+    #[serde(with = "octal_mode", default)]
     pub mode: Option<u32>,
     /// Size (files).
     pub size: Option<u64>,
@@ -548,6 +555,34 @@ pub struct EntryView {
     pub chunks: Option<u64>,
     /// Target (symlinks).
     pub target: Option<String>,
+}
+
+/// Permission bits as octal text ("0755") in JSON; a number is read too.
+mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match mode {
+            Some(m) => s.serialize_str(&format!("{m:04o}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Mode {
+            Text(String),
+            Number(u32),
+        }
+        match Option::<Mode>::deserialize(d)? {
+            None => Ok(None),
+            Some(Mode::Number(n)) => Ok(Some(n)),
+            Some(Mode::Text(t)) => u32::from_str_radix(&t, 8)
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom(format!("mode {t:?} is not octal"))),
+        }
+    }
 }
 
 /// `GET /v1/releases/{id}`.
@@ -620,6 +655,12 @@ pub struct VerifyView {
     pub signature_ok: bool,
     /// Why not, if not.
     pub signature_error: Option<String>,
+    /// When the release expires (RFC 3339).
+    #[serde(default)]
+    pub expires: String,
+    /// Past its expiry: intact or not, nodes refuse it.
+    #[serde(default)]
+    pub expired: bool,
     /// Distinct chunks checked.
     pub chunks_checked: u64,
     /// Bytes re-hashed.
@@ -643,6 +684,9 @@ pub struct ExportRequest {
 pub struct RefusedPeerView {
     /// libp2p peer id.
     pub peer_id: String,
+    /// Node id (hex ed25519 public key, the same key as the peer id).
+    #[serde(default)]
+    pub node_id: String,
     /// Where it connected from.
     pub address: String,
     /// Why it was refused (no certificate, another CA's, expired, another node's, ...).

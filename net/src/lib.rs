@@ -1318,6 +1318,7 @@ impl Net {
     }
 
     async fn begin_fetch(self: &Arc<Self>, v: VerifiedRelease) -> Result<()> {
+        self.registry.forget_refusal(&v.id);
         let own = self.standing_for(&v);
         let (channel, version) = (&v.manifest.channel, v.manifest.version);
         if let Some(newer) = self.registry.superseded_by(channel, version, own) {
@@ -1327,7 +1328,6 @@ impl Net {
         let v2 = v.clone();
         let (have, already) = tokio::task::spawn_blocking(move || {
             store.add_pending(&v2)?;
-            store.append_audit(store::audit::AuditEvent::announced(&v2))?;
             let chunks = v2.manifest.units();
             let have = store.have_bitmap(&chunks)?;
             let already: u64 = chunks[..v2.manifest.unique_chunks().len()]

@@ -27,11 +27,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
 
-/// Releases whose refusal is remembered, so a peer repeating a bad announcement costs nothing.
+/// Releases whose refusal is remembered, so a peer repeating a bad announcement costs nothing
+/// and the node's status keeps saying why it refused them (past it, the oldest refusal goes).
 const REFUSED_MAX: usize = 1024;
 
 /// How long a refused release is not looked at again (one of a channel this node does not
-/// follow is not looked at again at all: the configuration does not change while it runs).
+/// follow is not looked at again at all, until `[trust]` is read again). The refusal itself
+/// is reported for as long as it is remembered: the fleet view shows the node as refusing the
+/// release, with the reason, not as not knowing it.
 pub(crate) const REFUSED_TTL: Duration = Duration::from_secs(600);
 
 /// Most releases this node serves and advertises (newest first). Older ones stay in the store
@@ -705,10 +708,12 @@ impl Registry {
     pub(crate) fn refuse(&self, id: ReleaseId, reason: String, facts: Option<RefusedFacts>) {
         let mut refused = lock(&self.refused);
         let now = Instant::now();
-        if refused.len() >= REFUSED_MAX {
+        if refused.len() >= REFUSED_MAX && !refused.contains_key(&id) {
             refused.retain(|_, r| r.is_live(now));
             if refused.len() >= REFUSED_MAX {
-                refused.clear();
+                if let Some(oldest) = refused.iter().min_by_key(|(_, r)| r.at).map(|(k, _)| *k) {
+                    refused.remove(&oldest);
+                }
             }
         }
         refused.insert(
@@ -728,12 +733,22 @@ impl Registry {
             .is_some_and(|r| r.is_live(Instant::now()))
     }
 
-    /// Releases refused in the last [`REFUSED_TTL`], newest first, with the reason.
+    /// Forgets that `id` was refused: it was accepted since (the trust policy changed).
+    pub(crate) fn forget_refusal(&self, id: &ReleaseId) {
+        lock(&self.refused).remove(id);
+    }
+
+    /// Forgets every refusal: the trust policy or what the node follows changed, and the
+    /// releases refused under the old one are looked at again when next announced.
+    pub fn forget_refusals(&self) {
+        lock(&self.refused).clear();
+    }
+
+    /// The releases refused and remembered (at most [`REFUSED_MAX`]), newest first, with the
+    /// reason.
     pub fn refused(&self) -> Vec<Refused> {
-        let now = Instant::now();
         let mut list: Vec<_> = lock(&self.refused)
             .iter()
-            .filter(|(_, r)| r.is_live(now))
             .map(|(id, r)| {
                 (
                     r.at,

@@ -42,7 +42,8 @@ pub enum Direction {
 
 /// The node's shapers: one [`Gate`] per class, on the clock of `epoch`.
 pub struct Shapers {
-    enabled: bool,
+    /// `[shaping] enabled`; changed by [`Shapers::reschedule`].
+    enabled: std::sync::atomic::AtomicBool,
     epoch: Instant,
     wan_ingress: Mutex<Gate>,
     wan_egress: Mutex<Gate>,
@@ -58,7 +59,7 @@ impl Shapers {
         let now = Timestamp::now();
         let make = |s| Mutex::new(Gate::new(s, now));
         Self {
-            enabled: schedules.enabled,
+            enabled: std::sync::atomic::AtomicBool::new(schedules.enabled),
             epoch: Instant::now(),
             wan_ingress: make(schedules.wan_ingress),
             wan_egress: make(schedules.wan_egress),
@@ -66,6 +67,26 @@ impl Shapers {
             total: make(schedules.total),
             waited_ns: Default::default(),
         }
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the schedules (`[shaping]` read again on SIGHUP). Each class starts a new
+    /// gate on the same clock: transfers already granted keep their turn, the next ones are
+    /// shaped at the new rates.
+    pub fn reschedule(&self, schedules: RateSchedules) {
+        let now = Timestamp::now();
+        for (gate, schedule) in [
+            (&self.wan_ingress, schedules.wan_ingress),
+            (&self.wan_egress, schedules.wan_egress),
+            (&self.lan_egress, schedules.lan_egress),
+            (&self.total, schedules.total),
+        ] {
+            *super::lock(gate) = Gate::new(schedule, now);
+        }
+        self.enabled.store(schedules.enabled, Ordering::Relaxed);
     }
 
     fn wait_index(class: Class, direction: Direction) -> usize {
@@ -87,7 +108,7 @@ impl Shapers {
     /// Waits until `bytes` of `class` traffic in `direction` may pass: the class's own gate
     /// (if it has one) and `total` reserve them in turn, and the task sleeps until then.
     pub async fn acquire(&self, class: Class, direction: Direction, bytes: u64) {
-        if !self.enabled {
+        if !self.enabled() {
             return;
         }
         let bytes = scheduler::shaper::on_wire(bytes);
@@ -126,7 +147,7 @@ impl Shapers {
     /// without waiting: a control message never queues behind chunks, and the next chunk of
     /// the class waits for its bytes instead.
     pub fn charge(&self, class: Class, direction: Direction, bytes: u64) {
-        if !self.enabled {
+        if !self.enabled() {
             return;
         }
         if let Some(gate) = self.gate(class, direction) {
@@ -139,7 +160,7 @@ impl Shapers {
     /// and the wire did not carry (a chunk reserved at its length that moved compressed):
     /// the next transfers through the gates pass that much sooner.
     pub fn refund(&self, class: Class, direction: Direction, bytes: u64) {
-        if !self.enabled || bytes == 0 {
+        if !self.enabled() || bytes == 0 {
             return;
         }
         let bytes = scheduler::shaper::on_wire(bytes);

@@ -297,13 +297,18 @@ pub struct PublisherConfig {
 /// A configuration problem, naming the file and the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Reading the file failed.
-    #[error("{path}: {source}")]
+    /// Reading the file failed. The error is part of the message, not a cause of it: printed
+    /// with its causes, the line says the reason once.
+    #[error("{path}: {error}{}", if error.kind() == std::io::ErrorKind::NotFound {
+        " (make one with `p2pd init --data DIR`)"
+    } else {
+        ""
+    })]
     Read {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is too large to be a config.
     #[error("{0}: larger than {CONFIG_BYTES_MAX} bytes; is this the right file?")]
@@ -331,9 +336,9 @@ pub enum ConfigError {
 impl Config {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read_err = |source| ConfigError::Read {
+        let read_err = |error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         };
         let len = std::fs::metadata(path).map_err(read_err)?.len();
         if len > CONFIG_BYTES_MAX {
@@ -465,6 +470,28 @@ impl Config {
     /// Path of the node identity key.
     pub fn identity_path(&self) -> PathBuf {
         self.node.data_dir.join("node.key")
+    }
+
+    /// The sections of `newer` that differ from this config's, by name, in file order.
+    pub fn changed_sections(&self, newer: &Self) -> Vec<&'static str> {
+        fn text<T: Serialize>(section: &T) -> String {
+            toml::to_string(section).unwrap_or_default()
+        }
+        let pairs = [
+            ("node", text(&self.node), text(&newer.node)),
+            ("control", text(&self.control), text(&newer.control)),
+            ("trust", text(&self.trust), text(&newer.trust)),
+            ("network", text(&self.network), text(&newer.network)),
+            ("shaping", text(&self.shaping), text(&newer.shaping)),
+            ("windows", text(&self.windows), text(&newer.windows)),
+            ("install", text(&self.install), text(&newer.install)),
+            ("store", text(&self.store), text(&newer.store)),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(name, _, _)| name)
+            .collect()
     }
 
     /// Directory of the chunk store.
@@ -615,9 +642,63 @@ keep_versions = 0
     )
 }
 
+/// The config the Debian package installs as `/etc/p2pd/p2pd.toml`
+/// (`deploy/debian/p2pd.toml`): the default for the data directory `/var/lib/p2pd`, with the
+/// control socket open to the `p2pd` group (operators in it run `p2pctl`).
+pub fn packaged_config_text() -> String {
+    default_config_text(Path::new("/var/lib/p2pd"), "default", "default")
+        .replace("socket_mode = \"0600\"", "socket_mode = \"0660\"")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the package ships cannot drift from what `p2pd init` writes.
+    #[test]
+    fn the_packaged_config_is_the_default_for_var_lib_p2pd() {
+        let shipped = include_str!("../../deploy/debian/p2pd.toml");
+        assert_eq!(
+            shipped,
+            packaged_config_text(),
+            "deploy/debian/p2pd.toml differs from packaged_config_text(): write it again"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p2pd.toml");
+        std::fs::write(&path, shipped).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.socket_mode().unwrap(), 0o660);
+        assert_eq!(c.control.socket, Path::new("/var/lib/p2pd/control.sock"));
+    }
+
+    #[test]
+    fn a_reload_names_the_sections_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p2pd.toml");
+        let base = default_config_text(dir.path(), "s", "r");
+        std::fs::write(&path, &base).unwrap();
+        let before = Config::load(&path).unwrap();
+        assert!(before.changed_sections(&before).is_empty());
+        std::fs::write(
+            &path,
+            base.replace("wan_peers = 4", "wan_peers = 6").replace(
+                "total = { default = \"unlimited\" }",
+                "total = { default = \"200Mbit/s\" }",
+            ),
+        )
+        .unwrap();
+        let after = Config::load(&path).unwrap();
+        assert_eq!(before.changed_sections(&after), vec!["network", "shaping"]);
+    }
+
+    #[test]
+    fn a_missing_config_says_so_once_and_how_to_make_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(&dir.path().join("nope.toml")).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(text.contains("p2pd init"), "{text}");
+    }
 
     #[test]
     fn default_config_parses_and_has_no_trusted_keys() {

@@ -136,11 +136,7 @@ impl Request {
         match policy.publisher(&key) {
             None => return Err(ManifestError::UnknownKey(key).into()),
             Some(p) if !p.allows_channel(&self.channel) => {
-                return Err(ManifestError::KeyNotAllowedForChannel {
-                    key,
-                    channel: self.channel.clone(),
-                }
-                .into());
+                return Err(p.not_allowed_on(&self.channel).into());
             }
             Some(_) => {}
         }

@@ -549,7 +549,7 @@ fn release_view(s: &ReleaseSummary) -> ReleaseView {
         channel: s.channel.clone(),
         version: s.version,
         severity: s.severity.to_string(),
-        cvss: s.cvss_tenths.map(|t| protocol::Cvss(t).to_string()),
+        cvss: s.cvss_tenths.map(|t| f64::from(t) / 10.0),
         emergency: s.emergency,
         download_windows: s
             .download_windows
@@ -563,6 +563,7 @@ fn release_view(s: &ReleaseSummary) -> ReleaseView {
             .collect(),
         created: rfc3339(s.created_unix_s),
         expires: rfc3339(s.expires_unix_s),
+        expired: s.expires_unix_s <= jiff::Timestamp::now().as_second(),
         files: s.files,
         total_bytes: s.total_bytes,
         unique_chunks: s.unique_chunks,
@@ -664,6 +665,9 @@ async fn refused_peers(
             .into_iter()
             .map(|r| api::RefusedPeerView {
                 peer_id: r.peer.to_string(),
+                node_id: net::node_id_of(&r.peer)
+                    .map(hex::encode)
+                    .unwrap_or_default(),
                 address: r.addr.to_string(),
                 reason: r.reason,
                 at_unix_s: r.at_unix_s,
@@ -1536,6 +1540,9 @@ pub async fn status_releases(
         });
     }
     for r in net.registry.refused() {
+        if out.iter().any(|x| x.release == r.id) {
+            continue;
+        }
         let (state, channel, version, published, severity, chunks) = match r.facts {
             Some(f) => (
                 ReleaseState::NotFollowed,
@@ -1881,7 +1888,12 @@ fn resolve(store: &Store, text: &str) -> Result<ReleaseId, ApiError> {
     resolve_among(text, |prefix| Ok(store.find_releases(prefix)?))
 }
 
-/// A full id, or the one release `candidates` gives for a hex prefix of at least 4 digits.
+/// Fewest hex digits a release id prefix may have: 4 digits name one of 65,536, enough
+/// to pick among a store's releases, and fewer match too much by chance.
+const RELEASE_PREFIX_MIN: usize = 4;
+
+/// A full id, or the one release `candidates` gives for a hex prefix of at least
+/// [`RELEASE_PREFIX_MIN`] digits.
 fn resolve_among(
     text: &str,
     candidates: impl FnOnce(&str) -> Result<Vec<ReleaseId>, ApiError>,
@@ -1896,8 +1908,23 @@ fn resolve_among(
             format!("no release {text:?} is known here"),
         )
     };
-    if text.len() < 4 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(not_found());
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!(
+                "{text:?} is not a release id: give its hex digits (at least {RELEASE_PREFIX_MIN}, as `p2pctl releases` lists them)"
+            ),
+        ));
+    }
+    if text.len() < RELEASE_PREFIX_MIN {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!(
+                "{text:?} is too short: give at least {RELEASE_PREFIX_MIN} hex digits of the release id"
+            ),
+        ));
     }
     match candidates(text)?.as_slice() {
         [id] => Ok(*id),
@@ -1905,7 +1932,10 @@ fn resolve_among(
         many => Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::AmbiguousRelease,
-            format!("{text:?} matches {} releases; give more digits", many.len()),
+            format!(
+                "{text:?} is ambiguous: it matches {} releases; give more digits",
+                many.len()
+            ),
         )),
     }
 }
@@ -1997,6 +2027,8 @@ async fn verify_release(
             id: id.to_hex(),
             signature_ok: signature.is_ok(),
             signature_error: signature.err().map(|e| e.to_string()),
+            expires: rfc3339(manifest.expires_unix_s),
+            expired: manifest.expires_unix_s <= jiff::Timestamp::now().as_second(),
             chunks_checked: report.chunks_checked,
             bytes_checked: report.bytes_checked,
             missing: report.missing.iter().map(|c| c.to_hex()).collect(),

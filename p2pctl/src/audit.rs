@@ -39,8 +39,8 @@ pub(crate) async fn audit(
                 );
             }
             crate::outln!(
-                "{} entries in the log, last hash {}",
-                log.seal.entries,
+                "{} in the log, last hash {}",
+                api::cli::count(log.seal.entries, "entry"),
                 hex::encode(log.seal.head)
             );
             Ok(())
@@ -54,8 +54,8 @@ pub(crate) async fn audit(
                 (true, _, _) => {
                     if !json {
                         crate::outln!(
-                            "audit log intact: {} entries, last hash {}",
-                            v.entries,
+                            "audit log intact: {}, last hash {}",
+                            api::cli::count(v.entries, "entry"),
                             v.head.unwrap_or_default()
                         );
                     }
@@ -89,8 +89,8 @@ pub(crate) async fn audit(
             match verify_sealed(&log) {
                 Ok(i) => {
                     crate::outln!(
-                        "copy intact: {} entries, last hash {}, sealed by node {} at {}",
-                        i.entries,
+                        "copy intact: {}, last hash {}, sealed by node {} at {}",
+                        api::cli::count(i.entries, "entry"),
                         hex::encode(i.head),
                         hex::encode(log.seal.node),
                         when(log.seal.at_unix_ms)

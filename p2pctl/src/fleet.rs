@@ -37,7 +37,10 @@ pub(crate) async fn fleet(
             if r.states.failed > 0 {
                 return Err(fail(
                     ExitCode::NodesFailed,
-                    format!("{} nodes failed to fetch or install it", r.states.failed),
+                    format!(
+                        "{} failed to fetch or install it",
+                        api::cli::count(r.states.failed, "node")
+                    ),
                 ));
             }
             return Ok(());

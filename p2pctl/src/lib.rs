@@ -35,9 +35,10 @@ use store::identity;
     name = "p2pctl",
     version,
     about = "Operate a p2pd node: publish signed releases, follow their spread, list, verify and export them",
-    after_help = "Exit codes:\n  0  ok\n  1  the operation failed\n  2  bad command line\n  \
+    after_help = "Exit codes:\n  0  ok\n  1  the operation failed\n  \
+        2  bad command line: an unknown option, or a value p2pctl or the daemon cannot take\n  \
         3  p2pd is not running, or its socket may not be used\n  \
-        4  refused: untrusted key, version not newer, invalid path, file changed, ...\n  \
+        4  refused: untrusted key, version not newer, invalid path, file changed, expired, ...\n  \
         5  verify (or export) found missing or corrupt chunks or a bad signature\n  \
         6  fleet: nodes failed to fetch or install the release\n\n\
         Publish in three steps:\n  p2pctl keygen --out publisher.pem      # once; add the printed key to p2pd.toml [trust]\n  \
@@ -145,8 +146,10 @@ enum Command {
         /// CVSS base score, such as 9.8.
         #[arg(long)]
         cvss: Option<String>,
-        /// How long the release stays valid, such as 30d, 12h, 90d.
-        #[arg(long, default_value = "30d")]
+        /// How long the release stays valid, such as 30d, 12h, 90min, 2w (a bare m or M is
+        /// refused: minutes or months?). Nodes refuse it once it expired; publish a new
+        /// version before then.
+        #[arg(long, default_value = "30d", value_parser = validity)]
         expires: humantime::Duration,
         /// Mark the release an emergency: nodes download it at once, outside their download
         /// windows (still under their rate limits). Critical releases with a CVSS score of
@@ -217,7 +220,8 @@ enum Command {
         /// Release id or prefix.
         release: String,
     },
-    /// Re-check a release: its signature against the trust policy and every chunk's hash.
+    /// Re-check a release: its signature against the trust policy, every chunk's hash, and
+    /// its expiry (an intact release past its expiry exits 4: nodes refuse it).
     Verify {
         /// Release id or prefix.
         release: String,
@@ -369,9 +373,10 @@ enum Command {
         /// Releases published since then: a time back from now (30d) or an RFC 3339 instant.
         #[arg(long, default_value = "30d")]
         since: String,
-        /// md (a Markdown table, then the missing nodes), csv (one row per release) or json.
-        #[arg(long, default_value = "md")]
-        format: String,
+        /// md (a Markdown table, then the missing nodes; the default), csv (one row per
+        /// release) or json (as --json).
+        #[arg(long, value_parser = ["md", "csv", "json"])]
+        format: Option<String>,
     },
     /// List this node's audit log: releases published, accepted, fetched, installed or failed,
     /// peers banned, daemon starts. `--json` prints it with the node's signed seal: keep that
@@ -434,7 +439,7 @@ pub(crate) enum NodeAction {
         #[arg(long)]
         ca_key: PathBuf,
         /// How long the new certificate is valid (at most a year).
-        #[arg(long, default_value = "90d")]
+        #[arg(long, default_value = "90d", value_parser = validity)]
         ttl: humantime::Duration,
     },
 }
@@ -462,6 +467,7 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let code = match &e {
             ClientError::NotRunning(_) | ClientError::PermissionDenied(_) => ExitCode::NoDaemon,
+            ClientError::NotASocket(..) => ExitCode::Usage,
             ClientError::Api { code, .. } => code.exit(),
             _ => ExitCode::Failed,
         };
@@ -540,6 +546,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if no_rings {
                 plan.rings.clear();
                 plan.gate.clear();
+            }
+            if *expires < SHORT_VALIDITY {
+                eprintln!(
+                    "p2pctl: note: this release expires in {expires} (at {}): nodes refuse it from then on",
+                    when(
+                        jiff::Timestamp::now()
+                            .as_millisecond()
+                            .saturating_add(expires.as_millis() as i64)
+                    )
+                );
             }
             let key =
                 identity::read_key(&key).map_err(|e| fail(ExitCode::Refused, e.to_string()))?;
@@ -693,11 +709,50 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             site,
         } => fleet::fleet(&client, &release, watch, sites, site.as_deref(), cli.json).await,
         Command::Report { since, format } => {
-            let format = if cli.json { "json".to_string() } else { format };
+            let format = match (cli.json, format) {
+                (true, Some(f)) if f != "json" => {
+                    return Err(fail(
+                        ExitCode::Usage,
+                        format!("--json and --format {f} ask for two formats; give one"),
+                    ));
+                }
+                (true, _) => "json".to_string(),
+                (false, f) => f.unwrap_or_else(|| "md".to_string()),
+            };
             report::report(&client, &since, &format).await
         }
     }
 }
+
+/// A validity or lifetime (`--expires`, `--ttl`), such as 30d, 12h, 90min or 2w. A bare `m`
+/// or `M` is refused: read as minutes and months by the parser, it is the likeliest slip (a
+/// release meant for a month that expires in one minute).
+pub(crate) fn validity(text: &str) -> Result<humantime::Duration, String> {
+    let mut word = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_alphabetic() {
+            word.push(c);
+            continue;
+        }
+        if word == "m" || word == "M" {
+            return Err(format!(
+                "{text}: `{word}` may mean minutes or months; write min (90min) or days (30d)"
+            ));
+        }
+        word.clear();
+    }
+    let d: humantime::Duration = text
+        .parse()
+        .map_err(|e| format!("{text}: {e}; write it such as 30d, 12h, 90min or 2w"))?;
+    if d.as_secs() == 0 {
+        return Err(format!("{text}: must be at least a second"));
+    }
+    Ok(d)
+}
+
+/// Below this, `p2pctl publish` says when the release will expire: nodes refuse it from
+/// then on, and a short one is more likely a slip than meant.
+pub(crate) const SHORT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// `--since`: a time back from now, or an instant; as unix milliseconds.
 pub(crate) fn parse_since(text: &str) -> Result<i64, Failure> {

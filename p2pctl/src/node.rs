@@ -17,9 +17,9 @@ pub(crate) async fn node_info(client: &Client, json: bool) -> Result<(), Failure
         crate::outln!("version   {}", info.version);
         crate::outln!("data      {}", info.data_dir.display());
         crate::outln!(
-            "store     {} releases, {} chunks, {}",
-            info.store.releases,
-            info.store.chunks,
+            "store     {}, {}, {}",
+            api::cli::count(info.store.releases, "release"),
+            api::cli::count(info.store.chunks, "chunk"),
             human_bytes(info.store.chunk_bytes)
         );
         crate::outln!("trusts    {}", info.trusted_publishers.join(", "));
@@ -50,8 +50,8 @@ pub(crate) async fn node_info(client: &Client, json: bool) -> Result<(), Failure
                 None => crate::outln!("cert      none: enroll this node (p2pctl node enroll)"),
             }
             crate::outln!(
-                "revoked   {} nodes (revocation list v{})",
-                m.revoked,
+                "revoked   {} (revocation list v{})",
+                api::cli::count(m.revoked as u64, "node"),
                 m.revocations_version
             );
         }
@@ -222,7 +222,13 @@ pub(crate) async fn renew(
     Ok(())
 }
 
-/// Lists the connected peers.
+/// A node id as the fleet views show it (its first 12 hex digits), or the peer id where
+/// the key is not an ed25519 node key.
+fn short_node<'a>(node_id: &'a str, peer_id: &'a str) -> &'a str {
+    node_id.get(..12).unwrap_or(peer_id)
+}
+
+/// Lists the peers refused lately for want of a valid certificate.
 pub(crate) async fn refused_peers(client: &Client, json: bool) -> Result<(), Failure> {
     let none: Option<&()> = None;
     let list: Vec<api::RefusedPeerView> = client.call("GET", "/v1/peers/refused", none).await?;
@@ -231,12 +237,12 @@ pub(crate) async fn refused_peers(client: &Client, json: bool) -> Result<(), Fai
     } else if list.is_empty() {
         crate::outln!("no peer refused");
     } else {
-        crate::outln!("{:<20} {:<54} {:<22} REASON", "WHEN", "PEER", "ADDRESS");
+        crate::outln!("{:<20} {:<14} {:<22} REASON", "WHEN", "NODE", "ADDRESS");
         for r in list {
             crate::outln!(
-                "{:<20} {:<54} {:<22} {}",
+                "{:<20} {:<14} {:<22} {}",
                 crate::when(r.at_unix_s.saturating_mul(1000)),
-                r.peer_id,
+                short_node(&r.node_id, &r.peer_id),
                 r.address,
                 r.reason
             );
@@ -254,8 +260,8 @@ pub(crate) async fn peers(client: &Client, json: bool) -> Result<(), Failure> {
         crate::outln!("no peers connected");
     } else {
         crate::outln!(
-            "{:<54} {:<16} {:<10} {:<22} {:>4} {:>5} {:>10} {:>10} {:>7}",
-            "PEER",
+            "{:<14} {:<16} {:<10} {:<22} {:>4} {:>5} {:>10} {:>10} {:>7}",
+            "NODE",
             "SITE",
             "REGION",
             "ADDRESS",
@@ -267,8 +273,8 @@ pub(crate) async fn peers(client: &Client, json: bool) -> Result<(), Failure> {
         );
         for p in peers {
             crate::outln!(
-                "{:<54} {:<16} {:<10} {:<22} {:>4} {:>5} {:>10} {:>10} {:>5.1}ms",
-                p.peer_id,
+                "{:<14} {:<16} {:<10} {:<22} {:>4} {:>5} {:>10} {:>10} {:>5.1}ms",
+                short_node(&p.node_id, &p.peer_id),
                 p.site,
                 p.region,
                 p.address,

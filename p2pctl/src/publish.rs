@@ -108,10 +108,10 @@ pub(crate) async fn publish(
         crate::outln!("{}", view.id);
     } else {
         crate::outln!(
-            "published {} version {}: {} files, {} ({} new, {} already stored)",
+            "published {} version {}: {}, {} ({} new, {} already stored)",
             view.channel,
             view.version,
-            view.files,
+            api::cli::count(view.files, "file"),
             human_bytes(view.total_bytes),
             human_bytes(new_bytes),
             human_bytes(dedup_bytes)

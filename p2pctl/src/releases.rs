@@ -16,17 +16,18 @@ pub(crate) async fn releases(client: &Client, json: bool) -> Result<(), Failure>
         crate::outln!("no releases");
     } else {
         crate::outln!(
-            "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  CREATED",
+            "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {:<20}  EXPIRES",
             "ID",
             "CHANNEL",
             "VERSION",
             "SEVERITY",
             "FILES",
-            "SIZE"
+            "SIZE",
+            "CREATED"
         );
         for r in list {
             crate::outln!(
-                "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {}{}",
+                "{:<14} {:<28} {:>8} {:<9} {:>6} {:>10}  {:<20}  {}{}{}",
                 &r.id[..12],
                 r.channel,
                 r.version,
@@ -34,6 +35,8 @@ pub(crate) async fn releases(client: &Client, json: bool) -> Result<(), Failure>
                 r.files,
                 human_bytes(r.total_bytes),
                 r.created,
+                r.expires,
+                if r.expired { " EXPIRED" } else { "" },
                 r.held
                     .as_ref()
                     .map(|h| format!("  HELD for approval ({} of {})", h.have, h.need))
@@ -59,8 +62,7 @@ pub(crate) async fn show(client: &Client, release: String, json: bool) -> Result
     crate::outln!("channel   {}  version {}", r.channel, r.version);
     let cvss = r
         .cvss
-        .as_deref()
-        .map(|c| format!(" (CVSS {c})"))
+        .map(|c| format!(" (CVSS {c:.1})"))
         .unwrap_or_default();
     let emergency = if r.emergency { ", emergency" } else { "" };
     crate::outln!("severity  {}{cvss}{emergency}", r.severity);
@@ -70,7 +72,16 @@ pub(crate) async fn show(client: &Client, release: String, json: bool) -> Result
     for w in &r.install_windows {
         crate::outln!("install   only in {w}");
     }
-    crate::outln!("created   {}  expires {}", r.created, r.expires);
+    crate::outln!(
+        "created   {}  expires {}{}",
+        r.created,
+        r.expires,
+        if r.expired {
+            " (EXPIRED: nodes refuse it; publish a new version)"
+        } else {
+            ""
+        }
+    );
     crate::outln!("signed by {}", r.signers.join(", "));
     if let Some(h) = &r.held {
         crate::outln!(
@@ -81,22 +92,22 @@ pub(crate) async fn show(client: &Client, release: String, json: bool) -> Result
         );
     }
     crate::outln!(
-        "content   {} files, {}, {} chunks (chunking {})",
-        r.files,
+        "content   {}, {}, {} (chunking {})",
+        api::cli::count(r.files, "file"),
         human_bytes(r.total_bytes),
-        r.unique_chunks,
+        api::cli::count(r.unique_chunks, "chunk"),
         d.chunking
     );
     for e in &d.entries {
         match e.kind.as_str() {
-            "dir" => crate::outln!("  {:o} dir     {}/", e.mode.unwrap_or(0), e.path),
+            "dir" => crate::outln!("  {:04o} dir     {}/", e.mode.unwrap_or(0), e.path),
             "symlink" => crate::outln!(
-                "       link    {} -> {}",
+                "        link    {} -> {}",
                 e.path,
                 e.target.as_deref().unwrap_or("")
             ),
             _ => crate::outln!(
-                "  {:o} file    {} ({})",
+                "  {:04o} file    {} ({})",
                 e.mode.unwrap_or(0),
                 e.path,
                 human_bytes(e.size.unwrap_or(0))
@@ -120,6 +131,11 @@ pub(crate) async fn verify(client: &Client, release: String, json: bool) -> Resu
             None => crate::outln!("signature ok"),
             Some(e) => crate::outln!("signature FAILED: {e}"),
         }
+        if v.expired {
+            crate::outln!("EXPIRED   at {}: nodes refuse it", v.expires);
+        } else if !v.expires.is_empty() {
+            crate::outln!("expires   {}", v.expires);
+        }
         crate::outln!(
             "{} chunks, {} re-hashed: {} missing, {} corrupt",
             v.chunks_checked,
@@ -133,15 +149,28 @@ pub(crate) async fn verify(client: &Client, release: String, json: bool) -> Resu
         for c in v.corrupt.iter().take(20) {
             crate::outln!("  corrupt {c}");
         }
-        crate::outln!("{}: {}", &v.id[..12], if ok { "OK" } else { "DAMAGED" });
+        let verdict = match (ok, v.expired) {
+            (false, _) => "DAMAGED",
+            (true, true) => "intact, but EXPIRED",
+            (true, false) => "OK",
+        };
+        crate::outln!("{}: {verdict}", &v.id[..12]);
     }
-    if ok {
-        Ok(())
-    } else {
+    if !ok {
         Err(fail(
             ExitCode::Damaged,
             format!("release {} failed verification", v.id),
         ))
+    } else if v.expired {
+        Err(fail(
+            ExitCode::Refused,
+            format!(
+                "release {} expired at {}: nodes refuse it (publish a new version)",
+                v.id, v.expires
+            ),
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -170,10 +199,10 @@ pub(crate) async fn export(
         print_json(&report);
     } else {
         crate::outln!(
-            "exported {} files, {} directories, {} symlinks ({}) to {}",
-            report.files,
-            report.dirs,
-            report.symlinks,
+            "exported {}, {}, {} ({}) to {}",
+            api::cli::count(report.files, "file"),
+            api::cli::count(report.dirs, "directory"),
+            api::cli::count(report.symlinks, "symlink"),
             human_bytes(report.bytes),
             dir.display()
         );

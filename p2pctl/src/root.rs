@@ -48,7 +48,7 @@ pub(crate) enum RootAction {
         #[arg(long = "operator", value_name = "NAME=KEY")]
         operators: Vec<String>,
         /// How long the root is valid (365d, 26w): roll it with `p2pctl root next` before.
-        #[arg(long, default_value = "365d")]
+        #[arg(long, default_value = "365d", value_parser = crate::validity)]
         expires: humantime::Duration,
         /// A root key file (PEM) to sign with now; repeat for each.
         #[arg(long = "sign", value_name = "KEY.pem")]
@@ -72,7 +72,7 @@ pub(crate) enum RootAction {
         /// The root now in force.
         file: PathBuf,
         /// How long the new root is valid.
-        #[arg(long, default_value = "365d")]
+        #[arg(long, default_value = "365d", value_parser = crate::validity)]
         expires: humantime::Duration,
         /// File to write; never overwritten.
         #[arg(long)]
@@ -210,7 +210,7 @@ pub(crate) struct Enrolment {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub(crate) labels: Vec<String>,
     /// How long it is valid (at most a year); renew it before it ends.
-    #[arg(long, default_value = "90d")]
+    #[arg(long, default_value = "90d", value_parser = crate::validity)]
     pub(crate) ttl: humantime::Duration,
     /// The fleet CA key file (PEM): one of the root's CA keys.
     #[arg(long)]

@@ -48,11 +48,11 @@ pub(crate) async fn status(
             return Ok(());
         }
         crate::outln!(
-            "node {}  site {}  region {}  {} peers{}",
+            "node {}  site {}  region {}  {}{}",
             &st.node_id[..12],
             st.site,
             st.region,
-            st.peers,
+            api::cli::count(st.peers as u64, "peer"),
             if st.banned.is_empty() {
                 String::new()
             } else {

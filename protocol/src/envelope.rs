@@ -161,6 +161,16 @@ pub struct TrustedPublisher {
 }
 
 impl TrustedPublisher {
+    /// The error for a signature of this publisher on `channel`, where it may not sign.
+    pub fn not_allowed_on(&self, channel: &str) -> ManifestError {
+        ManifestError::KeyNotAllowedForChannel {
+            key: self.key,
+            publisher: self.name.clone(),
+            scopes: self.channel_prefixes.clone(),
+            channel: channel.to_string(),
+        }
+    }
+
     /// Whether this key may publish on `channel`.
     pub fn allows_channel(&self, channel: &str) -> bool {
         self.channel_prefixes.is_empty()
@@ -230,7 +240,7 @@ pub struct Signed {
     /// Signatures its channel needs ([`TrustPolicy::threshold_for`]).
     pub need: usize,
     /// A key that signed validly but may not sign on this channel, if any.
-    refused: Option<PublisherKey>,
+    refused: Option<TrustedPublisher>,
 }
 
 impl Signed {
@@ -239,11 +249,8 @@ impl Signed {
         if self.have >= self.need {
             return Ok(self.release);
         }
-        if let Some(key) = self.refused {
-            return Err(ManifestError::KeyNotAllowedForChannel {
-                key,
-                channel: self.release.manifest.channel.clone(),
-            });
+        if let Some(p) = self.refused {
+            return Err(p.not_allowed_on(&self.release.manifest.channel));
         }
         Err(ManifestError::BelowThreshold {
             valid: self.have,
@@ -371,13 +378,10 @@ pub fn check_signatures(
     let refused = valid
         .iter()
         .find(|p| !p.allows_channel(&manifest.channel))
-        .map(|p| p.key);
+        .map(|p| (*p).clone());
     if allowed.is_empty() {
         return Err(match refused {
-            Some(key) => ManifestError::KeyNotAllowedForChannel {
-                key,
-                channel: manifest.channel.clone(),
-            },
+            Some(p) => p.not_allowed_on(&manifest.channel),
             None => ManifestError::BelowThreshold {
                 valid: 0,
                 threshold: need,

@@ -57,18 +57,27 @@ pub enum ManifestError {
         max: usize,
     },
     /// No signature is by a key in the trust policy.
-    #[error("manifest is signed by unknown key {0}; it is not in this node's trusted publishers")]
+    #[error(
+        "signed by unknown key ed25519:{0}, not one of this node's trusted publishers; to accept it, add a [[trust.publishers]] entry with key = \"ed25519:{0}\" to p2pd.toml and send p2pd SIGHUP (in a fleet with a root, add it to the root's publishers)"
+    )]
     UnknownKey(PublisherKey),
     /// A signature by a trusted key does not verify.
     #[error(
-        "signature by key {0} does not verify: the manifest was altered or signed with another key"
+        "signature by key ed25519:{0} does not verify: the manifest was altered or signed with another key"
     )]
     BadSignature(PublisherKey),
     /// The signing key is trusted, but not for this channel.
-    #[error("key {key} is not allowed to publish on channel {channel:?}")]
+    #[error(
+        "publisher {publisher:?} (key ed25519:{key}) may publish on {} only, not on channel {channel:?}: add the channel to its channels (in [trust] of p2pd.toml, or in the fleet root), or sign with a key allowed on it",
+        scopes.join(", ")
+    )]
     KeyNotAllowedForChannel {
         /// The key.
         key: PublisherKey,
+        /// Its name in the trust policy.
+        publisher: String,
+        /// The channel scopes it may publish on.
+        scopes: Vec<String>,
         /// The channel.
         channel: String,
     },
@@ -89,7 +98,11 @@ pub enum ManifestError {
         channel: String,
     },
     /// The manifest's expiry time has passed.
-    #[error("manifest expired at unix time {expires_unix_s} (now {now_unix_s})")]
+    #[error(
+        "the release expired at {} (it is {} now): nodes refuse it; publish a new version",
+        crate::time::rfc3339(*expires_unix_s),
+        crate::time::rfc3339(*now_unix_s)
+    )]
     Expired {
         /// Expiry.
         expires_unix_s: i64,
@@ -113,7 +126,10 @@ pub enum ManifestError {
         expires_unix_s: i64,
     },
     /// The version is not above the highest seen on the channel (a rollback or a replay).
-    #[error("version {version} on channel {channel:?} is not above the highest seen, {highest}")]
+    #[error(
+        "version {version} on channel {channel:?} is not above the highest seen, {highest}: the next valid version is {}",
+        highest.saturating_add(1)
+    )]
     VersionNotNewer {
         /// Channel.
         channel: String,

@@ -47,6 +47,7 @@ pub mod status;
 pub mod summary;
 #[cfg(test)]
 mod testkeys;
+pub mod time;
 pub mod wire;
 
 pub use envelope::{

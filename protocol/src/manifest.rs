@@ -238,7 +238,7 @@ impl ChunkingParams {
 }
 
 impl Default for ChunkingParams {
-    /// 16 KiB / 64 KiB / 256 KiB, normalization 1: casync's and desync's defaults (DESIGN.md).
+    /// 16 KiB / 64 KiB / 256 KiB, normalization 1: casync's and desync's defaults (docs/DESIGN.md).
     fn default() -> Self {
         Self {
             algorithm: ChunkingAlgorithm::FastCdc2020,

@@ -276,6 +276,21 @@ pub enum AuditEvent {
         /// When the release was resumed, unix seconds.
         resumed_unix_s: i64,
     },
+    /// The daemon stopped cleanly (a crash or SIGKILL leaves no entry: the next `started`
+    /// follows without one).
+    Stopped {
+        /// Why: the signal, such as "SIGTERM".
+        reason: String,
+    },
+    /// The daemon read its configuration again (SIGHUP).
+    Reloaded {
+        /// BLAKE3 of the effective configuration now in force, hex.
+        config_blake3: String,
+        /// The sections that changed and took effect at once.
+        applied: Vec<String>,
+        /// The sections that changed and take effect at the next start.
+        restart_needed: Vec<String>,
+    },
 }
 
 impl AuditEvent {
@@ -333,6 +348,8 @@ impl AuditEvent {
             Self::OrdersTaken { .. } => "orders_taken",
             Self::RolledBack { .. } => "rolled_back",
             Self::InstallRetried { .. } => "install_retried",
+            Self::Stopped { .. } => "stopped",
+            Self::Reloaded { .. } => "reloaded",
         }
     }
 
@@ -516,6 +533,26 @@ impl AuditEvent {
                     "on this node"
                 }
             ),
+            Self::Stopped { reason } => format!("p2pd stopped ({reason})"),
+            Self::Reloaded {
+                config_blake3,
+                applied,
+                restart_needed,
+            } => {
+                let list = |l: &[String]| {
+                    if l.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        l.join(", ")
+                    }
+                };
+                format!(
+                    "configuration {} read again: applied {}; at the next start {}",
+                    short(config_blake3),
+                    list(applied),
+                    list(restart_needed)
+                )
+            }
             Self::InstallRetried {
                 release,
                 channel,

@@ -1899,6 +1899,15 @@ struct Warned<'a> {
     halted: Option<(u64, String)>,
 }
 
+/// `1 node`, `2 nodes`.
+fn nodes(n: u64) -> String {
+    if n == 1 {
+        "1 node".into()
+    } else {
+        format!("{n} nodes")
+    }
+}
+
 /// The fleet view's warnings: a failure share over [`FAILED_SHARE_WARN`], a critical release
 /// at risk of or past the 72-hour rule, silent nodes, a rollout that stopped moving, a
 /// rollout its gate halted.
@@ -1907,8 +1916,8 @@ fn warnings(w: &Warned) -> Vec<String> {
     let s = w.states;
     if w.nodes > 0 && s.failed as f64 > FAILED_SHARE_WARN * w.nodes as f64 {
         out.push(format!(
-            "{} nodes ({:.1} %) failed it, over {:.0} %: see why below",
-            s.failed,
+            "{} ({:.1} %) failed it, over {:.0} %: see why below",
+            nodes(s.failed),
             s.failed as f64 * 100.0 / w.nodes as f64,
             FAILED_SHARE_WARN * 100.0
         ));
@@ -1931,20 +1940,21 @@ fn warnings(w: &Warned) -> Vec<String> {
     }
     if s.silent > 0 {
         out.push(format!(
-            "{} nodes silent: no status record for the silence bound (p2pctl fleet RELEASE --site SITE names them)",
-            s.silent
+            "{} silent: no status record for the silence bound (p2pctl fleet RELEASE --site SITE names them)",
+            nodes(s.silent)
         ));
     }
     if w.stalled {
         out.push(format!(
-            "stalled: {} nodes still to fetch it, and none came to hold it in {} min",
-            s.moving(),
+            "stalled: {} still to fetch it, and none came to hold it in {} min",
+            nodes(s.moving()),
             RATE_WINDOW_S / 60
         ));
     }
-    if let Some((nodes, why)) = &w.halted {
+    if let Some((halted, why)) = &w.halted {
         out.push(format!(
-            "halted: {nodes} nodes stopped by the rollout's gate ({why}); fix what failed, then `p2pctl rollout resume RELEASE` (the failed installs are tried once more), or abort it and publish a new version"
+            "halted: {} stopped by the rollout's gate ({why}); fix what failed, then `p2pctl rollout resume RELEASE` (the failed installs are tried once more), or abort it and publish a new version",
+            nodes(*halted)
         ));
     }
     out

@@ -219,7 +219,10 @@ pub enum StoreError {
     #[error("store record is damaged: {0}")]
     Damaged(String),
     /// The release's version is not above the channel's highest (checked again at commit).
-    #[error("version {version} on channel {channel:?} is not above the highest stored, {highest}")]
+    #[error(
+        "version {version} on channel {channel:?} is not above the highest stored, {highest}: the next valid version is {}",
+        highest.saturating_add(1)
+    )]
     VersionNotNewer {
         /// Channel.
         channel: String,
@@ -561,12 +564,21 @@ impl Store {
     }
 
     /// Records `release` as verified and being fetched (idempotent).
-    pub fn add_pending(&self, release: &VerifiedRelease) -> Result<(), StoreError> {
+    ///
+    /// The first time, the log records that the release was accepted
+    /// ([`AuditEvent::announced`]), in the same transaction: a fetch resumed after a restart
+    /// finds it pending and writes nothing again. Returns whether it was new.
+    pub fn add_pending(&self, release: &VerifiedRelease) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(PENDING)?
-            .insert(release.id.as_bytes(), release.envelope.encode().as_slice())?;
+        let new = txn
+            .open_table(PENDING)?
+            .insert(release.id.as_bytes(), release.envelope.encode().as_slice())?
+            .is_none();
+        if new {
+            append_audit_in(&txn, AuditEvent::announced(release))?;
+        }
         txn.commit()?;
-        Ok(())
+        Ok(new)
     }
 
     /// Forgets a pending release (given up on: refused, expired or superseded).

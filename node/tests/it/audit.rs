@@ -19,7 +19,7 @@ fn publishes_are_audited_and_a_copy_names_the_entry_edited_removed_or_moved() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // A restart records the configuration again.
+    // A stop is recorded, and a restart records the configuration again.
     assert!(node.stop());
     node.start();
 
@@ -39,10 +39,10 @@ fn publishes_are_audited_and_a_copy_names_the_entry_edited_removed_or_moved() {
         .collect();
     assert_eq!(
         kinds,
-        ["started", "published", "published", "published", "started"]
+        ["started", "published", "published", "published", "stopped", "started"]
     );
     let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
     let first = &entries[1]["event"]["published"];
     assert_eq!(first["channel"], "security/audit");
     assert_eq!(first["version"], 1);
@@ -51,12 +51,13 @@ fn publishes_are_audited_and_a_copy_names_the_entry_edited_removed_or_moved() {
         1,
         "the publisher key is named"
     );
-    assert_eq!(log["seal"]["entries"], 5);
+    assert_eq!(entries[4]["event"]["stopped"]["reason"], "SIGTERM");
+    assert_eq!(log["seal"]["entries"], 6);
     // Only what happened since an instant, with the seal still over the whole log.
-    let since = entries[4]["at_unix_ms"].as_i64().unwrap();
+    let since = entries[5]["at_unix_ms"].as_i64().unwrap();
     let recent = node.ctl_json(&["audit", "--since", &since_rfc3339(since)]);
     assert_eq!(recent["entries"].as_array().unwrap().len(), 1);
-    assert_eq!(recent["seal"]["entries"], 5);
+    assert_eq!(recent["seal"]["entries"], 6);
 
     let ok = node.ctl(&["audit", "verify"]);
     assert!(
@@ -64,7 +65,7 @@ fn publishes_are_audited_and_a_copy_names_the_entry_edited_removed_or_moved() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 5 entries"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 6 entries"));
 
     let check = |name: &str, copy: &serde_json::Value| {
         let path = node.dir.path().join(name);
@@ -102,13 +103,13 @@ fn publishes_are_audited_and_a_copy_names_the_entry_edited_removed_or_moved() {
     let mut moved = log.clone();
     moved["entries"].as_array_mut().unwrap().swap(2, 3);
     assert_eq!(broken_at(check("moved.json", &moved)), 3);
-    // Cut short at the end: the seal says 5.
+    // Cut short at the end: the seal says 6.
     let mut cut = log.clone();
     cut["entries"].as_array_mut().unwrap().pop();
-    assert_eq!(broken_at(check("cut.json", &cut)), 5);
+    assert_eq!(broken_at(check("cut.json", &cut)), 6);
     // A seal changed to match the cut: its signature no longer holds.
-    cut["seal"]["entries"] = 4.into();
-    cut["seal"]["head"] = log["entries"][3]["hash"].clone();
+    cut["seal"]["entries"] = 5.into();
+    cut["seal"]["head"] = log["entries"][4]["hash"].clone();
     let out = check("resealed.json", &cut);
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature"));

@@ -212,7 +212,7 @@ fn the_compliance_report_lists_share_times_and_missing_nodes_in_three_formats() 
     let md = String::from_utf8_lossy(&md.stdout).into_owned();
     assert!(md.contains("| 3/4 (75.0 %) | 0 |"), "{md}");
     assert!(
-        md.contains("1 nodes missing") && md.contains("1 nodes of site branch-13"),
+        md.contains("1 node missing") && md.contains("1 node of site branch-13"),
         "{md}"
     );
     // Since an instant after the release was published: nothing to report.

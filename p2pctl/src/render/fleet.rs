@@ -20,9 +20,9 @@ pub(crate) fn fleet_text(r: &store::fleet::FleetReport, sites: usize) -> String 
     };
     let _ = writeln!(
         out,
-        "release {}{name}: {} nodes, {} hold it ({:.1} %), {} covered by a newer version",
+        "release {}{name}: {}, {} hold it ({:.1} %), {} covered by a newer version",
         &r.release[..12.min(r.release.len())],
-        r.nodes,
+        api::cli::count(r.nodes, "node"),
         s.holding(),
         pct(s.holding()),
         s.superseded

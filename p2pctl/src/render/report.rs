@@ -65,11 +65,11 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
             for r in rows.iter().filter(|r| r.missing_total > 0) {
                 let _ = writeln!(
                     out,
-                    "\n### {} v{} ({}): {} nodes missing\n",
+                    "\n### {} v{} ({}): {} missing\n",
                     r.channel,
                     r.version,
                     &r.release[..12.min(r.release.len())],
-                    r.missing_total
+                    api::cli::count(r.missing_total, "node")
                 );
                 if r.exceptions > 0 {
                     let _ = writeln!(
@@ -78,7 +78,12 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
                         r.exceptions
                     );
                     for x in &r.exception_reasons {
-                        let _ = writeln!(out, "- {} nodes: {}", x.nodes, x.reason);
+                        let _ = writeln!(
+                            out,
+                            "- {}: {}",
+                            api::cli::count(u64::from(x.nodes), "node"),
+                            x.reason
+                        );
                     }
                     out.push('\n');
                 }
@@ -88,8 +93,8 @@ pub(crate) fn render_report(rows: &[store::fleet::ComplianceRow], format: &str) 
                 for m in &r.missing_sites {
                     let _ = writeln!(
                         out,
-                        "- {} nodes of site {} (p2pctl fleet {} --site {} names them)",
-                        m.nodes,
+                        "- {} of site {} (p2pctl fleet {} --site {} names them)",
+                        api::cli::count(m.nodes, "node"),
                         m.site,
                         &r.release[..12.min(r.release.len())],
                         m.site

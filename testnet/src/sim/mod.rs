@@ -40,7 +40,7 @@ pub struct LowerBound {
 }
 
 /// Kumar & Ross applied at two levels (sites as peers over the WAN, nodes as peers inside a
-/// site), see DESIGN.md, "The numbers".
+/// site), see docs/DESIGN.md, "The numbers".
 pub fn lower_bound(sc: &SimScenario) -> LowerBound {
     let f = sc.release_bytes() as f64;
     let sites = sc.site_links();
@@ -361,7 +361,7 @@ mod tests {
         )
         .unwrap();
         let b = lower_bound(&sc);
-        // DESIGN.md: ≈ 86 s, the branch WAN term F/D.
+        // docs/DESIGN.md: ≈ 86 s, the branch WAN term F/D.
         assert!((b.t_min_s - 85.9).abs() < 0.1, "{b:?}");
         assert_eq!(b.t_min_s, b.site_down_s);
         let single = single_relay(&sc).closed_form_s;

@@ -65,8 +65,26 @@ fn membership(
     }))
 }
 
-/// Runs the daemon until a termination signal.
-pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
+/// Removes the control socket file when the daemon stops, however it stops.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs the daemon until a termination signal; SIGHUP reads `config_path` again.
+pub(crate) async fn run(config_path: std::path::PathBuf, mut config: Config) -> anyhow::Result<()> {
+    // The control socket is bound before anything slow (the store, the network): from the
+    // moment the process runs, `p2pctl` connects, and its request waits in the socket's
+    // queue until the daemon is ready to answer it.
+    let socket = config.control.socket.clone();
+    let listener = bind_control_socket(&config).await?;
+    let _socket_file = SocketFile(socket.clone());
+    // As the file says, before the certificate's site and region replace the config's: what
+    // SIGHUP compares the file with.
+    let loaded = config.clone();
     let key_path = config.identity_path();
     let key = identity::read_key(&key_path)
         .with_context(|| "reading the node identity (run `p2pd init` first)")?;
@@ -98,10 +116,8 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
     if policy.publishers.is_empty() {
         tracing::warn!("no trusted publishers in [trust]: every release will be refused");
     }
+    let has_root = root.is_some();
     let membership = membership(root, &store, &node_id, &mut config)?;
-
-    let socket = config.control.socket.clone();
-    let listener = bind_control_socket(&config).await?;
 
     let state = Arc::new(AppState::new(
         store.clone(),
@@ -188,16 +204,32 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
         "p2pd ready");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
+    let reloader = Reloader {
+        path: config_path,
+        running: loaded,
+        has_root,
+        state: state.clone(),
+        net: net.clone(),
+    };
     let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
+        let mut reloader = reloader;
+        let reason = loop {
+            tokio::select! {
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = hup.recv() => reloader.reload().await,
+            }
+        };
+        tracing::info!("{reason}: shutting down");
+        let _ = stop_tx.send(reason);
     };
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the control API")?;
+    let reason = stop_rx.await.unwrap_or("the control API stopped");
     reaper.abort();
     if let Some(r) = retention {
         r.abort();
@@ -214,9 +246,115 @@ pub(crate) async fn run(mut config: Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), swarm_task).await;
     let abort_state = state.clone();
     tokio::task::spawn_blocking(move || abort_state.sessions.abort_all()).await?;
-    let _ = std::fs::remove_file(&socket);
-    tracing::info!("p2pd stopped");
+    let stopped = store::audit::AuditEvent::Stopped {
+        reason: reason.to_string(),
+    };
+    let audit_store = state.store.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || audit_store.append_audit(stopped)).await? {
+        tracing::error!(error = %e, "cannot record the stop in the audit log");
+    }
+    tracing::info!(reason, "p2pd stopped");
     Ok(())
+}
+
+/// What SIGHUP does: reads the configuration file again, applies the sections that can
+/// change while the daemon runs (`[trust]` where the node holds no fleet root, `[shaping]`),
+/// says which changed sections wait for a restart, and records it in the audit log. A file
+/// that does not load changes nothing.
+struct Reloader {
+    path: std::path::PathBuf,
+    /// The configuration in force (its reloadable sections as last applied).
+    running: Config,
+    has_root: bool,
+    state: Arc<AppState>,
+    net: Arc<Net>,
+}
+
+/// Sections SIGHUP applies at once; the others take effect at the next start.
+const RELOADABLE: [&str; 2] = ["trust", "shaping"];
+
+impl Reloader {
+    async fn reload(&mut self) {
+        tracing::info!(config = %self.path.display(), "SIGHUP: reading the configuration again");
+        let newer = match Config::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration not reloaded: nothing changed");
+                return;
+            }
+        };
+        // Checked before anything is applied: all or nothing.
+        let schedules = match newer.shaping.schedules() {
+            Ok(s) => s,
+            Err((setting, message)) => {
+                tracing::error!(%setting, %message, "configuration not reloaded: nothing changed");
+                return;
+            }
+        };
+        let policy = match newer.trust_policy() {
+            Ok(p) => p,
+            Err((setting, message)) => {
+                tracing::error!(%setting, %message, "configuration not reloaded: nothing changed");
+                return;
+            }
+        };
+        let changed = self.running.changed_sections(&newer);
+        let mut applied = Vec::new();
+        let mut restart_needed = Vec::new();
+        for section in changed {
+            match section {
+                "trust" if self.has_root => tracing::warn!(
+                    "[trust] changed, and is not used: this node holds a fleet root, which names the publishers"
+                ),
+                "trust" => {
+                    if policy.publishers.is_empty() {
+                        tracing::warn!(
+                            "no trusted publishers in [trust]: every release will be refused"
+                        );
+                    }
+                    self.state.policy.set(policy.clone());
+                    // What the old policy refused is looked at again when next announced.
+                    self.net.registry.forget_refusals();
+                    self.running.trust = newer.trust.clone();
+                    applied.push(section.to_string());
+                }
+                "shaping" => {
+                    self.net.shapers.reschedule(schedules.clone());
+                    self.running.shaping = newer.shaping.clone();
+                    applied.push(section.to_string());
+                }
+                other => {
+                    debug_assert!(!RELOADABLE.contains(&other));
+                    restart_needed.push(other.to_string());
+                }
+            }
+        }
+        if applied.is_empty() && restart_needed.is_empty() {
+            tracing::info!("configuration unchanged");
+            return;
+        }
+        if restart_needed.is_empty() {
+            tracing::info!(applied = %applied.join(", "), "configuration reloaded");
+        } else {
+            tracing::warn!(
+                applied = %applied.join(", "),
+                restart_needed = %restart_needed.join(", "),
+                "configuration reloaded in part: restart p2pd for the other changed sections"
+            );
+        }
+        let effective = toml::to_string(&newer).unwrap_or_default();
+        let event = store::audit::AuditEvent::Reloaded {
+            config_blake3: blake3::hash(effective.as_bytes()).to_hex().to_string(),
+            applied,
+            restart_needed,
+        };
+        let store = self.state.store.clone();
+        match tokio::task::spawn_blocking(move || store.append_audit(event)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot record the reload in the audit log"),
+            Err(e) => tracing::error!(error = %e, "recording the reload"),
+        }
+    }
 }
 
 /// Binds the control API's Unix socket (removing a stale one; refusing if another daemon

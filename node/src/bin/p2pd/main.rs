@@ -54,7 +54,9 @@ enum Command {
         #[arg(long, value_name = "root.json")]
         root: Option<PathBuf>,
     },
-    /// Run the daemon until SIGTERM or SIGINT.
+    /// Run the daemon until SIGTERM or SIGINT. SIGHUP reads the config again: [trust] and
+    /// [shaping] take effect at once, a change to another section at the next start (the log
+    /// and the audit log say which).
     Run {
         /// Config file written by `p2pd init`.
         #[arg(long, short)]
@@ -70,6 +72,11 @@ enum Command {
         /// Config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Make the node key (node.key in the data directory) first if there is none: for
+        /// a config installed by a package, before the first start (the systemd unit does
+        /// this). An existing key is never replaced.
+        #[arg(long)]
+        create: bool,
     },
 }
 
@@ -177,12 +184,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { config } => {
-            let config = Config::load(&config)?;
+        Command::Run { config: path } => {
+            let config = Config::load(&path)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(daemon::run(config))
+            runtime.block_on(daemon::run(path, config))
         }
         Command::Cert {
             action: CertAction::Install { config, file },
@@ -210,9 +217,16 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Id { config } => {
+        Command::Id { config, create } => {
             let config = Config::load(&config)?;
-            let key = identity::read_key(&config.identity_path())?;
+            let key_path = config.identity_path();
+            if create && !key_path.exists() {
+                std::fs::create_dir_all(&config.node.data_dir)
+                    .with_context(|| format!("creating {}", config.node.data_dir.display()))?;
+                identity::write_key(&key_path, &identity::generate()?)?;
+                eprintln!("p2pd: made a node key: {}", key_path.display());
+            }
+            let key = identity::read_key(&key_path)?;
             let peer_id = net::keypair_of(&key).public().to_peer_id();
             println!(
                 "node id: {}",
