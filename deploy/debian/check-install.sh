@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 profile=${PROFILE:-dev}
 out=${CARGO_TARGET_DIR:-target}/debian
 
-command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.6.2
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
 rm -rf "$out"
 cargo deb -p node --profile "$profile" --no-strip --output "$out/"
 deb=$(ls "$out"/p2pd_*.deb)
@@ -20,7 +20,16 @@ dpkg-deb --info "$deb" | sed -n '1,20p'
 dpkg-deb --contents "$deb"
 
 dpkg --purge p2pd >/dev/null 2>&1 || true
-trap 'dpkg --purge p2pd >/dev/null 2>&1 || true' EXIT
+pid=
+cleanup() {
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        wait "$pid" || true
+    fi
+    [ -d /run/systemd/system ] && systemctl stop p2pd 2>/dev/null
+    dpkg --purge p2pd >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 DEBIAN_FRONTEND=noninteractive dpkg -i "$deb"
 
 unit=$(ls /lib/systemd/system/p2pd.service /usr/lib/systemd/system/p2pd.service 2>/dev/null | head -1)
@@ -36,17 +45,21 @@ if [ -d /run/systemd/system ]; then
     stop() { systemctl stop p2pd; }
     reload() { systemctl reload p2pd; }
 else
-    # No systemd running here: the unit's commands as written, as its user.
+    # No systemd running here: the unit's commands as written, as its user (setpriv execs
+    # the command itself, so the signals below reach p2pd).
     user=$(sed -n 's/^User=//p' "$unit")
     pre=$(sed -n 's/^ExecStartPre=//p' "$unit")
     exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
     echo "== no systemd: running as $user: $pre; $exec_start"
+    as_user() { setpriv --reuid="$user" --regid="$user" --init-groups -- "$@"; }
     start() {
-        runuser -u "$user" -- $pre
-        runuser -u "$user" -- env RUST_LOG=info $exec_start >> /tmp/p2pd-service.log 2>&1 &
+        as_user $pre
+        # A simple command in the background: its pid is p2pd's once setpriv and env exec.
+        setpriv --reuid="$user" --regid="$user" --init-groups -- env RUST_LOG=info $exec_start \
+            >> /tmp/p2pd-service.log 2>&1 &
         pid=$!
     }
-    stop() { kill -TERM "$pid"; wait "$pid"; }
+    stop() { kill -TERM "$pid"; wait "$pid"; pid=; }
     reload() { kill -HUP "$pid"; }
 fi
 

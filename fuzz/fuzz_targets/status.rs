@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(mut b) = decoded {
                 b.node = node;
                 let signed = SignedStatus::sign(&b, &key());
-                let again = SignedStatus::decode(&signed.encode()).expect("a signed record decodes");
+                let again =
+                    SignedStatus::decode(&signed.encode()).expect("a signed record decodes");
                 let _ = again.verify();
             }
         }

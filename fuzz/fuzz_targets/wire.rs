@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             if let Ok(msg) = Control::decode(body) {
                 let again = Control::decode(&protocol::codec::encode(&msg));
-                assert_eq!(again.ok().as_ref(), Some(&msg), "a control message re-encodes");
+                assert_eq!(
+                    again.ok().as_ref(),
+                    Some(&msg),
+                    "a control message re-encodes"
+                );
             }
         }
         1 => {
@@ -41,7 +45,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = Announcement::decode(body);
         }
         5 => {
-            if let Ok(head) = <[u8; FRAME_HEADER_BYTES]>::try_from(body.get(..FRAME_HEADER_BYTES).unwrap_or(&[])) {
+            if let Ok(head) =
+                <[u8; FRAME_HEADER_BYTES]>::try_from(body.get(..FRAME_HEADER_BYTES).unwrap_or(&[]))
+            {
                 let _ = FrameHeader::parse(head, protocol::wire::CONTROL_FRAME_BYTES_MAX);
             }
         }
@@ -50,7 +56,10 @@ fuzz_target!(|data: &[u8]| {
                 .get(..4)
                 .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
             if let Some(bits) = Bitmap::from_bytes(len, body.get(4..).unwrap_or(&[]).to_vec()) {
-                assert!(bits.count() <= bits.len(), "a bitmap never counts past its length");
+                assert!(
+                    bits.count() <= bits.len(),
+                    "a bitmap never counts past its length"
+                );
             }
         }
     }

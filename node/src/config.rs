@@ -345,7 +345,16 @@ impl Config {
             return Err(ConfigError::TooLarge(path.to_owned()));
         }
         let text = std::fs::read_to_string(path).map_err(read_err)?;
-        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks the text of a config file (`path` names it in errors): every
+    /// setting the daemon reads is checked here, before anything starts.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        if text.len() as u64 > CONFIG_BYTES_MAX {
+            return Err(ConfigError::TooLarge(path.to_owned()));
+        }
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
@@ -662,6 +671,12 @@ mod tests {
             shipped,
             packaged_config_text(),
             "deploy/debian/p2pd.toml differs from packaged_config_text(): write it again"
+        );
+        // The config fuzz target starts from it too.
+        assert_eq!(
+            include_str!("../../fuzz/seeds/config/packaged"),
+            shipped,
+            "fuzz/seeds/config/packaged differs from deploy/debian/p2pd.toml: copy it"
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p2pd.toml");

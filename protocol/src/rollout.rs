@@ -194,10 +194,11 @@ impl Selector {
         self.0.is_empty()
     }
 
-    /// Parses `os=debian12,role!=atm,site=a|b` (empty or blank: every node).
+    /// Parses `os=debian12,role!=atm,site=a|b` (empty or blank, or `every node` as the
+    /// selector prints itself: every node).
     pub fn parse(text: &str, what: &'static str) -> Result<Self, RolloutError> {
         let text = text.trim();
-        if text.is_empty() {
+        if text.is_empty() || text == EVERY_NODE {
             return Ok(Self::default());
         }
         let mut terms = Vec::new();
@@ -241,10 +242,13 @@ impl Selector {
     }
 }
 
+/// How the selector that takes every node prints itself (and parses).
+const EVERY_NODE: &str = "every node";
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
-            return f.write_str("every node");
+            return f.write_str(EVERY_NODE);
         }
         for (i, t) in self.0.iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
@@ -547,6 +551,19 @@ mod tests {
             region: "emea",
             labels,
         }
+    }
+
+    /// Found by the `rollout` fuzz target: the empty selector printed "every node", which did
+    /// not parse back.
+    #[test]
+    fn the_selector_of_every_node_prints_and_parses_back() {
+        let every = Selector::parse("\n\n", "target").unwrap();
+        assert!(every.is_all());
+        assert_eq!(every.to_string(), "every node");
+        assert_eq!(
+            Selector::parse(&every.to_string(), "target").unwrap(),
+            every
+        );
     }
 
     #[test]

@@ -39,7 +39,14 @@ fn publishes_are_audited_and_a_copy_names_the_entry_edited_removed_or_moved() {
         .collect();
     assert_eq!(
         kinds,
-        ["started", "published", "published", "published", "stopped", "started"]
+        [
+            "started",
+            "published",
+            "published",
+            "published",
+            "stopped",
+            "started"
+        ]
     );
     let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);

@@ -376,7 +376,10 @@ fn an_operator_s_slips_get_clear_answers_and_the_right_exit_code() {
     // A log written to a file carries no colour codes.
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains("p2pd ready"), "{text}");
-    assert!(!text.contains('\u{1b}'), "colour codes in a log file: {text:?}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text:?}"
+    );
 
     let expect = |out: Output, code: i32, needle: &str| {
         let err = String::from_utf8_lossy(&out.stderr).into_owned();

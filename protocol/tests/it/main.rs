@@ -3,6 +3,7 @@
 //! limits and arbitrary bytes.
 
 mod envelope;
+mod fuzz_seeds;
 mod validation;
 mod wire;
 
