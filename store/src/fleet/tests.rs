@@ -998,7 +998,7 @@ fn the_fleet_view_warns_of_failures_silence_and_a_critical_release_past_48_hours
     assert!(
         r.warnings
             .iter()
-            .any(|w| w.starts_with("1 nodes (10.0 %) failed it")),
+            .any(|w| w.starts_with("1 node (10.0 %) failed it")),
         "{:?}",
         r.warnings
     );
