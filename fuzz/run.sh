@@ -5,7 +5,7 @@
 # test. JOBS runs that many fuzzing processes per target at once (a long campaign on a
 # machine with cores to spare). Needs the nightly toolchain and cargo-fuzz; CI installs it.
 #
-#   fuzz/run.sh 20                    # what CI runs: 20 s a target
+#   FUZZ_BUILD=dev fuzz/run.sh 20     # what CI runs: 20 s a target, a quick build
 #   JOBS=2 fuzz/run.sh 1800 manifest  # a long campaign of one target
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,8 +18,10 @@ jobs=${JOBS:-1}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 rustup toolchain list | grep -q '^nightly' || { echo "fuzz/run.sh: needs the nightly toolchain" >&2; exit 1; }
 # No sanitizer: the targets are safe Rust (unsafe code is forbidden in the workspace);
-# debug assertions catch overflows.
+# debug assertions catch overflows. FUZZ_BUILD=dev (what CI runs) builds in half the time
+# and runs a few times slower: a smoke run; a campaign uses the default, optimised build.
 flags=(--sanitizer none --debug-assertions)
+[ "${FUZZ_BUILD:-release}" = dev ] && flags+=(--dev)
 cargo +nightly fuzz build "${flags[@]}"
 for t in "${targets[@]}"; do
     [ -d "seeds/$t" ] || { echo "fuzz/run.sh: no seeds for $t (fuzz/seeds/$t)" >&2; exit 1; }
