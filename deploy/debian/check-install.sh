@@ -16,7 +16,7 @@ rm -rf "$out"
 cargo deb -p node --profile "$profile" --no-strip --output "$out/"
 deb=$(ls "$out"/p2pd_*.deb)
 echo "== package: $deb"
-dpkg-deb --info "$deb" | sed -n '1,20p'
+dpkg-deb --info "$deb"
 dpkg-deb --contents "$deb"
 
 dpkg --purge p2pd >/dev/null 2>&1 || true
@@ -32,7 +32,10 @@ cleanup() {
 trap cleanup EXIT
 DEBIAN_FRONTEND=noninteractive dpkg -i "$deb"
 
-unit=$(ls /lib/systemd/system/p2pd.service /usr/lib/systemd/system/p2pd.service 2>/dev/null | head -1)
+unit=
+for u in /usr/lib/systemd/system/p2pd.service /lib/systemd/system/p2pd.service; do
+    [ -f "$u" ] && { unit=$u; break; }
+done
 [ -n "$unit" ] || { echo "check-install: the package installed no p2pd.service" >&2; exit 1; }
 getent passwd p2pd >/dev/null || { echo "check-install: no p2pd user" >&2; exit 1; }
 [ "$(stat -c %U:%G /etc/p2pd/p2pd.toml)" = root:p2pd ] || { echo "check-install: /etc/p2pd/p2pd.toml owner" >&2; exit 1; }
