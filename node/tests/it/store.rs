@@ -399,3 +399,35 @@ fn a_committed_release_and_an_activation_record_carry_their_audit_entries() {
     let intact = store.verify_audit().unwrap().unwrap();
     assert_eq!(intact.entries, 4);
 }
+
+/// A release announced and accepted is recorded once: a fetch that resumes after a restart
+/// finds it pending and writes nothing again.
+#[test]
+fn an_accepted_release_is_audited_once_however_often_its_fetch_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.bin"), random_bytes(5, 50_000)).unwrap();
+    let origin = Arc::new(Store::open(&dir.path().join("origin")).unwrap());
+    let v = publish(&origin, &src, 1);
+    let branch_dir = dir.path().join("branch");
+    let announced = |store: &Store| {
+        store
+            .audit_entries(None)
+            .unwrap()
+            .0
+            .iter()
+            .filter(|e| matches!(e.event, ::store::audit::AuditEvent::Announced { .. }))
+            .count()
+    };
+    {
+        let branch = Store::open(&branch_dir).unwrap();
+        assert!(branch.add_pending(&v).unwrap(), "new the first time");
+        assert!(!branch.add_pending(&v).unwrap(), "pending already");
+        assert_eq!(announced(&branch), 1);
+    }
+    // Reopened, as after a restart: the resumed fetch adds it again, and nothing is written.
+    let branch = Store::open(&branch_dir).unwrap();
+    assert!(!branch.add_pending(&v).unwrap());
+    assert_eq!(announced(&branch), 1);
+}
