@@ -34,6 +34,8 @@ for t in "${targets[@]}"; do
         echo "fuzz/run.sh: $t crashed; the input is in fuzz/artifacts/$t/" >&2
         exit 1
     fi
-    grep -hE "^stat::number_of_executed_units|^stat::average_exec_per_sec|Done [0-9]+ runs" "$log" fuzz-*.log 2>/dev/null | tail -3 || true
-    rm -f "$log" fuzz-*.log
+    # The last status line (with JOBS > 1, libFuzzer's fork mode: executions, rate, crashes
+    # over all processes) and the final counts: the figures a campaign reports.
+    grep -hE "^#[0-9]+:? .*exec/s|^stat::number_of_executed_units|^stat::average_exec_per_sec|Done [0-9]+ runs" "$log" | tail -3 || true
+    rm -f "$log"
 done
