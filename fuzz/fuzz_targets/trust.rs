@@ -5,45 +5,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use protocol::NodeId;
 use protocol::cert::SignedCert;
 use protocol::orders::SignedOrders;
 use protocol::revoke::SignedRevocations;
-use protocol::root::{self, NamedKey, Root, ScopedKey, SignedRoot};
-use protocol::{NodeId, PublisherKey};
-
-const NOW: i64 = 1_800_000_000;
-
-fn key(i: u8) -> ed25519_dalek::SigningKey {
-    ed25519_dalek::SigningKey::from_bytes(&[i; 32])
-}
-
-fn named(i: u8) -> NamedKey {
-    NamedKey {
-        name: format!("k{i}"),
-        key: PublisherKey(key(i).verifying_key().to_bytes()),
-    }
-}
-
-/// Root key 1, CA key 50, publisher 40 on `security`, operator 60.
-fn fleet_root() -> Root {
-    Root {
-        format_version: root::ROOT_FORMAT_VERSION,
-        fleet: "bank".into(),
-        version: 1,
-        expires_unix_s: NOW + 86_400,
-        root_keys: vec![named(1)],
-        root_threshold: 1,
-        ca_keys: vec![named(50)],
-        publishers: vec![ScopedKey {
-            name: "p".into(),
-            key: named(40).key,
-            channels: vec!["security".into()],
-        }],
-        approvers: Vec::new(),
-        approvals: Vec::new(),
-        operators: vec![named(60)],
-    }
-}
+use protocol::root::{self, SignedRoot};
+use protocol::testkeys::{NOW, key, root as fleet_root};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {

@@ -45,8 +45,8 @@ pub mod rollout;
 pub mod root;
 pub mod status;
 pub mod summary;
-#[cfg(test)]
-mod testkeys;
+#[doc(hidden)]
+pub mod testkeys;
 pub mod time;
 pub mod wire;
 

@@ -7,39 +7,12 @@ use super::*;
 use protocol::cert::{CERT_FORMAT_VERSION, NodeCert, SignedCert};
 use protocol::orders::{Orders, SignedOrders};
 use protocol::revoke::{Revocations, SignedRevocations};
-use protocol::root::{NamedKey, ROOT_FORMAT_VERSION, Root, ScopedKey, SignedRoot};
+use protocol::root::SignedRoot;
 use protocol::status::{ReleaseState, ReleaseStatus, SignedStatus, StatusBody};
+use protocol::testkeys::{named, root};
 use protocol::wire::{Bitmap, Control, Hello, Request};
 use protocol::{ChunkId, NodeId, ReleaseId};
 use std::path::PathBuf;
-
-fn named(i: u8) -> NamedKey {
-    NamedKey {
-        name: format!("k{i}"),
-        key: PublisherKey(key(i).verifying_key().to_bytes()),
-    }
-}
-
-/// The fuzz target `trust`'s root: root key 1, CA key 50, publisher 40, operator 60.
-fn root() -> Root {
-    Root {
-        format_version: ROOT_FORMAT_VERSION,
-        fleet: "bank".into(),
-        version: 1,
-        expires_unix_s: NOW + 86_400,
-        root_keys: vec![named(1)],
-        root_threshold: 1,
-        ca_keys: vec![named(50)],
-        publishers: vec![ScopedKey {
-            name: "p".into(),
-            key: named(40).key,
-            channels: vec!["security".into()],
-        }],
-        approvers: Vec::new(),
-        approvals: Vec::new(),
-        operators: vec![named(60)],
-    }
-}
 
 fn picked(pick: u8, bytes: Vec<u8>) -> Vec<u8> {
     let mut out = vec![pick];
