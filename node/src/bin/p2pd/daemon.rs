@@ -270,9 +270,6 @@ struct Reloader {
     net: Arc<Net>,
 }
 
-/// Sections SIGHUP applies at once; the others take effect at the next start.
-const RELOADABLE: [&str; 2] = ["trust", "shaping"];
-
 impl Reloader {
     async fn reload(&mut self) {
         tracing::info!(config = %self.path.display(), "SIGHUP: reading the configuration again");
@@ -284,15 +281,12 @@ impl Reloader {
             }
         };
         // Checked before anything is applied: all or nothing.
-        let schedules = match newer.shaping.schedules() {
-            Ok(s) => s,
-            Err((setting, message)) => {
-                tracing::error!(%setting, %message, "configuration not reloaded: nothing changed");
-                return;
-            }
-        };
-        let policy = match newer.trust_policy() {
-            Ok(p) => p,
+        let checked = newer
+            .shaping
+            .schedules()
+            .and_then(|s| newer.trust_policy().map(|p| (s, p)));
+        let (schedules, policy) = match checked {
+            Ok(both) => both,
             Err((setting, message)) => {
                 tracing::error!(%setting, %message, "configuration not reloaded: nothing changed");
                 return;
@@ -323,10 +317,8 @@ impl Reloader {
                     self.running.shaping = newer.shaping.clone();
                     applied.push(section.to_string());
                 }
-                other => {
-                    debug_assert!(!RELOADABLE.contains(&other));
-                    restart_needed.push(other.to_string());
-                }
+                // Every other section takes effect at the next start.
+                other => restart_needed.push(other.to_string()),
             }
         }
         if applied.is_empty() && restart_needed.is_empty() {
